@@ -1,0 +1,167 @@
+"""The directory: who the mailboxes are, how they prove it, and which server holds them.
+
+Mailboxes and their switches live in settings.toml; password hashes (argon2id) live in
+secrets/passwords.json, owner-only, never in settings or command output. A successful
+verification is cached in memory (keyed by a keyed hash of the password, as Dovecot's auth
+cache does) so clients that log in every few minutes do not pay argon2 each time; the cache
+entry dies when the stored hash changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..settings.models import Mailbox, Server, Settings
+from ..settings.paths import Home
+from ..settings.store import atomic_write, locked
+from ..settings.types import MailboxType
+
+PROXY_USER = "mailctl-proxy"  # SASL PLAIN authcid the front ends use with the proxy secret
+
+# argon2id, RFC 9106 "second recommended option" memory class scaled for a small server.
+ARGON2_PARAMS = {"time_cost": 2, "memory_cost": 19456, "parallelism": 1}
+
+
+def _hasher():  # imported lazily: argon2 costs import time the CLI's get- commands skip
+    from argon2 import PasswordHasher
+
+    return PasswordHasher(**ARGON2_PARAMS)
+
+
+def hash_password(password: str) -> str:
+    return _hasher().hash(password)
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    mailbox: Mailbox
+    server: Server
+    server_name: str
+
+
+class Directory:
+    def __init__(self, home: Home) -> None:
+        self.home = home
+        self._hashes: dict[str, str] = {}
+        self._hashes_stamp: tuple[int, int] | None = None
+        self._cache: dict[str, tuple[str, bytes]] = {}  # name -> (hash, keyed digest)
+        self._cache_key = secrets.token_bytes(32)
+        # The dummy hash makes a login for an unknown user cost what a real one costs.
+        self._dummy = hash_password(secrets.token_hex(16))
+
+    # --- lookups -----------------------------------------------------------------
+    def find(self, settings: Settings, identity: str) -> Entry | None:
+        found = settings.mailbox(identity)
+        if found is None:
+            return None
+        name, box = found
+        return Entry(name, box, settings.server(box.Server), settings.server_name(box.Server))
+
+    # --- passwords ---------------------------------------------------------------
+    def _password_file(self) -> Path:
+        return self.home.secrets / "passwords.json"
+
+    def _load_hashes(self) -> dict[str, str]:
+        path = self._password_file()
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            self._hashes, self._hashes_stamp = {}, None
+            return self._hashes
+        stamp = (stat.st_mtime_ns, stat.st_size)
+        if stamp != self._hashes_stamp:
+            self._hashes = json.loads(path.read_text())
+            self._hashes_stamp = stamp
+        return self._hashes
+
+    def _digest(self, name: str, password: str) -> bytes:
+        return hmac.new(self._cache_key, f"{name}\0{password}".encode(), hashlib.sha256).digest()
+
+    def verify(self, settings: Settings, identity: str, password: str) -> Entry | None:
+        """The entry when the password is right, else None. Blocking (argon2): call it from
+        a worker thread in a server. Costs the same for unknown users as for known ones."""
+        from argon2.exceptions import VerificationError, VerifyMismatchError
+
+        entry = self.find(settings, identity)
+        stored = self._load_hashes().get(entry.name.lower()) if entry else None
+        if entry is None or stored is None:
+            try:
+                _hasher().verify(self._dummy, password + "x")
+            except VerificationError:
+                pass
+            return None
+        cached = self._cache.get(entry.name.lower())
+        digest = self._digest(entry.name.lower(), password)
+        if cached and cached[0] == stored and hmac.compare_digest(cached[1], digest):
+            return entry
+        try:
+            _hasher().verify(stored, password)
+        except (VerifyMismatchError, VerificationError):
+            return None
+        except Exception:  # a corrupt hash must not become a crash or a login
+            return None
+        self._cache[entry.name.lower()] = (stored, digest)
+        return entry
+
+    def set_password(self, name: str, password: str) -> None:
+        hashed = hash_password(password)
+        with locked(self.home):
+            hashes = dict(self._load_hashes())
+            hashes[name.lower()] = hashed
+            self._write(hashes)
+
+    def remove_password(self, name: str) -> None:
+        with locked(self.home):
+            hashes = dict(self._load_hashes())
+            hashes.pop(name.lower(), None)
+            self._write(hashes)
+
+    def _write(self, hashes: dict[str, str]) -> None:
+        self.home.secrets.mkdir(mode=0o700, parents=True, exist_ok=True)
+        atomic_write(self._password_file(), json.dumps(hashes, indent=1).encode(), mode=0o600)
+        self._hashes_stamp = None
+
+
+def may_use_protocol(entry: Entry, protocol: str) -> str | None:
+    """Why this mailbox may not log in with POP3/IMAP4 (None when it may): reference
+    section 5 - no Anonymous or Guest, no Administrator mailbox, PopEnabled/ImapEnabled."""
+    box = entry.mailbox
+    if box.Type in (MailboxType.Anonymous, MailboxType.Guest):
+        return f"{box.Type.value} accounts cannot use {protocol}"
+    if box.Type is MailboxType.Administrator:
+        return f"the Administrator mailbox cannot be opened with {protocol}"
+    enabled = box.PopEnabled if protocol == "POP3" else box.ImapEnabled
+    if not enabled:
+        return f"{protocol} is disabled for this mailbox"
+    return None
+
+
+def proxy_secret(home: Home) -> str:
+    """The secret front ends log in to back ends with; made on first use, owner-only."""
+    path = home.secrets / "proxy-secret"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    with locked(home):
+        if not path.exists():
+            home.secrets.mkdir(mode=0o700, parents=True, exist_ok=True)
+            atomic_write(path, secrets.token_urlsafe(32).encode(), mode=0o600)
+    return path.read_text().strip()
+
+
+def check_proxy_login(home: Home, authcid: str, password: str) -> bool:
+    return authcid == PROXY_USER and hmac.compare_digest(
+        password.encode(), proxy_secret(home).encode()
+    )
+
+
+def resolve_home_env() -> Home:
+    return Home.resolve(os.environ.get("MAILCTL_HOME"))

@@ -1,0 +1,79 @@
+"""A service's listening sockets, reconciled with the settings on every reload.
+
+New bindings are bound before removed ones are closed, so a reload never leaves a moment
+with no listener; connections already accepted are not touched when their listener closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+from collections.abc import Awaitable, Callable
+
+from ..settings.types import IPEndPoint
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+Key = tuple[str, int, bool]  # address, port, implicit TLS
+
+
+class ListenerSet:
+    def __init__(self, handler_for: Callable[[bool], Handler], limit: int = 2**16) -> None:
+        """`handler_for(implicit_tls)` gives the connection handler of a listener kind."""
+        self._handler_for = handler_for
+        self._servers: dict[Key, asyncio.Server] = {}
+        self._limit = limit
+
+    @property
+    def endpoints(self) -> list[str]:
+        return [
+            f"{'[' + a + ']' if ':' in a else a}:{p}{' (SSL)' if tls else ''}"
+            for (a, p, tls) in self._servers
+        ]
+
+    def bound_port(self, address: str, port: int, tls: bool) -> int:
+        """The real port (for port 0 in tests)."""
+        server = self._servers[(address, port, tls)]
+        return server.sockets[0].getsockname()[1]
+
+    async def reconcile(
+        self,
+        plain: list[IPEndPoint],
+        implicit_tls: list[IPEndPoint],
+        ssl_context: ssl.SSLContext | None,
+    ) -> None:
+        wanted: dict[Key, ssl.SSLContext | None] = {}
+        for ep in plain:
+            wanted[(ep.address, ep.port, False)] = None
+        for ep in implicit_tls:
+            wanted[(ep.address, ep.port, True)] = ssl_context
+        for key, ctx in wanted.items():
+            if key not in self._servers:
+                self._servers[key] = await self._bind(key, ctx)
+        for key in [k for k in self._servers if k not in wanted]:
+            self._servers.pop(key).close()
+
+    async def _bind(self, key: Key, ctx: ssl.SSLContext | None) -> asyncio.Server:
+        address, port, tls = key
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            # [::] and 0.0.0.0 are separate bindings in Exchange; keep them so.
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        try:
+            sock.bind((address, port))
+        except OSError as exc:
+            sock.close()
+            raise OSError(exc.errno, f"cannot listen on {address}:{port}: {exc.strerror}") from None
+        sock.listen(1024)
+        sock.setblocking(False)
+        return await asyncio.start_server(
+            self._handler_for(tls), sock=sock, ssl=ctx if tls else None, limit=self._limit,
+            ssl_handshake_timeout=30 if tls else None,
+        )
+
+    def close(self) -> None:
+        for server in self._servers.values():
+            server.close()
+        self._servers.clear()

@@ -1,0 +1,1 @@
+"""Settings: pydantic models (the one definition of every parameter) and the TOML store."""

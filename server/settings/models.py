@@ -1,0 +1,492 @@
+"""The settings models: the single definition of every name, type, allowed value and default.
+
+Field names are the Exchange cmdlet parameter names, so settings.toml, `get-*` output and
+`Set-* -Param` all say the same thing. Fields marked `windows_only` are accepted and stored so
+pasted scripts keep working, but they change nothing here (get-* marks them so).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from .types import (
+    AuthMechanism,
+    Bool,
+    ByteSize,
+    CalendarItemRetrievalOption,
+    ConnectionSetting,
+    ConnectionSettings,
+    Encryption,
+    Endpoints,
+    ExtendedProtectionPolicy,
+    Fqdn,
+    IPEndPoint,
+    LogFileRollOver,
+    LoginType,
+    MailboxType,
+    MimeTextFormat,
+    OptionalStr,
+    PermissionGroup,
+    ProtocolLoggingLevel,
+    SortOrder,
+    StartupType,
+    StringList,
+    TransportRole,
+    Url,
+    bytesize_type,
+    enum_list_type,
+    enum_type,
+    int_range,
+    timespan_range,
+)
+
+INT32_MAX = 2147483647
+WINDOWS_ONLY: dict[str, Any] = {"windows_only": True}
+
+# Service names, as Exchange spells them.
+IMAP4 = "MSExchangeIMAP4"
+IMAP4BE = "MSExchangeIMAP4BE"
+POP3 = "MSExchangePOP3"
+POP3BE = "MSExchangePOP3BE"
+SUBMISSION = "MSExchangeFrontEndTransport"
+WEB = "W3SVC"
+
+SERVICE_DISPLAY_NAMES = {
+    IMAP4: "Microsoft Exchange IMAP4",
+    IMAP4BE: "Microsoft Exchange IMAP4 Backend",
+    POP3: "Microsoft Exchange POP3",
+    POP3BE: "Microsoft Exchange POP3 Backend",
+    SUBMISSION: "Microsoft Exchange Frontend Transport",
+    WEB: "World Wide Web Publishing Service",
+}
+SERVICE_NAMES = tuple(SERVICE_DISPLAY_NAMES)
+
+_LoginType = enum_type(LoginType)
+_CalendarOption = enum_type(CalendarItemRetrievalOption)
+_MimeFormat = enum_type(MimeTextFormat)
+_SortOrder = enum_type(SortOrder)
+_ExtendedProtection = enum_type(ExtendedProtectionPolicy)
+_RollOver = enum_type(LogFileRollOver)
+_StartupType = enum_type(StartupType)
+_MailboxType = enum_type(MailboxType)
+_TransportRole = enum_type(TransportRole)
+_ProtocolLoggingLevel = enum_type(ProtocolLoggingLevel)
+_AuthMechanisms = enum_list_type(AuthMechanism)
+_PermissionGroups = enum_list_type(PermissionGroup)
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        validate_assignment=True,
+        validate_default=True,
+        arbitrary_types_allowed=True,
+    )
+
+
+class ProtocolSettings(Model):
+    """What Set-PopSettings and Set-ImapSettings share (reference section 1)."""
+
+    AuthenticatedConnectionTimeout: timespan_range("00:00:30", "1:00:00") = Field(
+        timedelta(minutes=30), description="Idle timeout after login."
+    )
+    PreAuthenticatedConnectionTimeout: timespan_range("00:00:30", "1:00:00") = Field(
+        timedelta(minutes=1), description="Idle timeout before login."
+    )
+    Banner: str = Field("", description="Greeting text after +OK / * OK.")
+    CalendarItemRetrievalOption: _CalendarOption = Field(
+        CalendarItemRetrievalOption.iCalendar,
+        description="How meeting requests are delivered; Custom requires OwaServerUrl.",
+    )
+    OwaServerUrl: Url = Field(None, description="Base URL of calendar links with Custom.")
+    EnableExactRFC822Size: Bool = Field(False, description="Exact (true) or estimated message sizes.")
+    EnableGSSAPIAndNTLMAuth: Bool = Field(True, json_schema_extra=WINDOWS_ONLY)
+    EnforceCertificateErrors: Bool = Field(
+        False, description="Proxy connections to a back end with an invalid certificate fail."
+    )
+    ExtendedProtectionPolicy: _ExtendedProtection = Field(
+        ExtendedProtectionPolicy.None_, json_schema_extra=WINDOWS_ONLY
+    )
+    ExternalConnectionSettings: ConnectionSettings = Field(
+        default_factory=list, description="What external clients should use (HostName:Port:SSL|TLS)."
+    )
+    InternalConnectionSettings: ConnectionSettings = Field(
+        default_factory=list, description="What internal clients should use."
+    )
+    SSLBindings: Endpoints = Field(default_factory=list, description="Implicit-TLS listeners.")
+    UnencryptedOrTLSBindings: Endpoints = Field(
+        default_factory=list, description="Plain listeners offering STARTTLS / STLS."
+    )
+    X509CertificateName: OptionalStr = Field(None, description="Certificate subject to use.")
+    LoginType: _LoginType = Field(
+        LoginType.SecureLogin, description="When clear-text credentials are accepted."
+    )
+    MaxConnections: int_range(1, INT32_MAX) = Field(INT32_MAX)
+    MaxConnectionFromSingleIP: int_range(1, INT32_MAX) = Field(INT32_MAX)
+    MaxConnectionsPerUser: int_range(1, INT32_MAX) = Field(16)
+    MessageRetrievalMimeFormat: _MimeFormat = Field(
+        MimeTextFormat.BestBodyFormat, description="Body format generated for retrieval."
+    )
+    SuppressReadReceipt: Bool = Field(False, description="No read receipt on download, only on open.")
+    ProtocolLogEnabled: Bool = Field(False)
+    LogFileLocation: OptionalStr = Field(
+        None, description="Protocol log folder; empty means logs/ProtocolLog in the home folder."
+    )
+    LogFileRollOverSettings: _RollOver = Field(LogFileRollOver.Daily)
+    LogPerFileSizeQuota: bytesize_type() = Field(
+        ByteSize(0), description="0 rolls by time; Unlimited keeps one file."
+    )
+    ProxyTargetPort: int_range(1, 65535) = Field(
+        1993, description="Back-end port the front end proxies to."
+    )
+    DomainController: OptionalStr = Field(None, json_schema_extra=WINDOWS_ONLY)
+
+    @model_validator(mode="after")
+    def _custom_needs_url(self) -> ProtocolSettings:
+        if (
+            self.CalendarItemRetrievalOption is CalendarItemRetrievalOption.Custom
+            and not self.OwaServerUrl
+        ):
+            raise ValueError("CalendarItemRetrievalOption Custom requires OwaServerUrl")
+        return self
+
+
+class PopSettings(ProtocolSettings):
+    Banner: str = Field("The Microsoft Exchange POP3 service is ready.")
+    MaxCommandSize: int_range(40, 1024) = Field(512, description="Longest command line, in bytes.")
+    MessageRetrievalSortOrder: _SortOrder = Field(SortOrder.Ascending)
+    ProxyTargetPort: int_range(1, 65535) = Field(1995)
+
+
+class ImapSettings(ProtocolSettings):
+    Banner: str = Field("The Microsoft Exchange IMAP4 service is ready.")
+    MaxCommandSize: int_range(1024, 16384) = Field(10240, description="Longest command, in bytes.")
+    ShowHiddenFoldersEnabled: Bool = Field(False)
+
+
+PopSettingsModel = PopSettings
+ImapSettingsModel = ImapSettings
+
+
+class OwaVirtualDirectorySettings(Model):
+    """Where the web service listens and the URLs links are built on (Get-OwaVirtualDirectory)."""
+
+    InternalUrl: Url = None
+    ExternalUrl: Url = None
+    Bindings: Endpoints = Field(default_factory=list, description="Plain HTTP listeners.")
+    SSLBindings: Endpoints = Field(default_factory=list, description="HTTPS listeners.")
+    InternalNetworks: StringList = Field(
+        default_factory=list,
+        description="Client networks (CIDR) that are shown InternalConnectionSettings.",
+    )
+
+
+class Server(Model):
+    """One server of the organization: it runs front ends and holds a mailbox database."""
+
+    Fqdn: Fqdn
+    Site: str = "Default-First-Site-Name"
+    BackEndAddress: str = Field("127.0.0.1", description="Address the back ends listen on.")
+    ImapBackEndPort: int_range(1, 65535) = 1143
+    ImapBackEndSSLPort: int_range(1, 65535) = 1993
+    PopBackEndPort: int_range(1, 65535) = 1110
+    PopBackEndSSLPort: int_range(1, 65535) = 1995
+    PopSettings: PopSettingsModel
+    ImapSettings: ImapSettingsModel
+    OwaVirtualDirectory: OwaVirtualDirectorySettings = Field(default_factory=lambda: OwaVirtualDirectorySettings())
+    Services: dict[str, _StartupType] = Field(
+        default_factory=dict, description="StartupType of each service on this server."
+    )
+
+    @model_validator(mode="after")
+    def _known_services(self) -> Server:
+        for name in self.Services:
+            if name not in SERVICE_NAMES:
+                raise ValueError(f"unknown service {name!r}; allowed: {', '.join(SERVICE_NAMES)}")
+        return self
+
+    def startup_type(self, service: str) -> StartupType:
+        return self.Services.get(service, default_startup_type(service))
+
+
+def default_startup_type(service: str) -> StartupType:
+    # POP3 and IMAP4 are off after install (reference section 5); transport and web run.
+    return StartupType.Automatic if service in (SUBMISSION, WEB) else StartupType.Manual
+
+
+class ReceiveConnector(Model):
+    """Set-ReceiveConnector (reference section 2); keyed by name, Identity is Server\\Name."""
+
+    Server: str
+    TransportRole: _TransportRole = TransportRole.FrontendTransport
+    Enabled: Bool = True
+    AdvertiseClientSettings: Bool = False
+    Fqdn: Fqdn
+    Bindings: Endpoints = Field(default_factory=list)
+    AuthMechanism: _AuthMechanisms = Field(
+        default_factory=lambda: [
+            AuthMechanism.Tls,
+            AuthMechanism.BasicAuth,
+            AuthMechanism.BasicAuthRequireTLS,
+            AuthMechanism.Integrated,
+        ]
+    )
+    PermissionGroups: _PermissionGroups = Field(
+        default_factory=lambda: [PermissionGroup.ExchangeUsers]
+    )
+    Banner: OptionalStr = None
+    RequireTLS: Bool = False
+    TlsCertificateName: OptionalStr = None
+    RemoteIPRanges: StringList = Field(default_factory=lambda: ["0.0.0.0-255.255.255.255", "::-ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"])
+    MaxMessageSize: bytesize_type(1, 2 * 1024**3, unlimited=False) = ByteSize(36 * 1024**2)
+    MaxRecipientsPerMessage: int_range(1, 512000) = 200
+    MaxInboundConnection: bytesize_type() = ByteSize(5000)
+    MaxInboundConnectionPerSource: int_range(1, 10000) = 20
+    MaxInboundConnectionPercentagePerSource: int_range(1, 100) = 2
+    MaxLogonFailures: int_range(0, 10) = 3
+    ConnectionTimeout: timespan_range("00:00:01", "1.00:00:00") = timedelta(minutes=10)
+    ConnectionInactivityTimeout: timespan_range("00:00:01", "1.00:00:00") = timedelta(minutes=5)
+    ProtocolLoggingLevel: _ProtocolLoggingLevel = ProtocolLoggingLevel.None_
+    Comment: OptionalStr = None
+
+    @model_validator(mode="after")
+    def _mechanisms_consistent(self) -> ReceiveConnector:
+        mechs = set(self.AuthMechanism)
+        if AuthMechanism.None_ in mechs and len(mechs) > 1:
+            raise ValueError("AuthMechanism None cannot be combined with other values")
+        if AuthMechanism.BasicAuthRequireTLS in mechs and not {
+            AuthMechanism.BasicAuth,
+            AuthMechanism.Tls,
+        } <= mechs:
+            raise ValueError("AuthMechanism BasicAuthRequireTLS needs BasicAuth and Tls")
+        if self.RequireTLS and AuthMechanism.Tls not in mechs:
+            raise ValueError("RequireTLS $true needs AuthMechanism Tls")
+        if self.Banner is not None and not self.Banner.startswith("220"):
+            raise ValueError("Banner must start with 220")
+        return self
+
+
+class SendConnector(Model):
+    """Where mail for other domains goes (New-SendConnector -SmartHosts)."""
+
+    AddressSpaces: StringList = Field(default_factory=lambda: ["*"])
+    SmartHosts: StringList = Field(default_factory=list, description="host or host:port")
+    Enabled: Bool = True
+    RequireTLS: Bool = False
+
+
+class Mailbox(Model):
+    """A mailbox and its CAS switches (Set-Mailbox / Set-CASMailbox, reference section 3)."""
+
+    DisplayName: str = ""
+    PrimarySmtpAddress: str
+    EmailAddresses: StringList = Field(default_factory=list)
+    Server: str = Field(description="The server whose mailbox database holds it.")
+    Type: _MailboxType = MailboxType.User
+    PopEnabled: Bool = True
+    ImapEnabled: Bool = True
+    PopUseProtocolDefaults: Bool = True
+    ImapUseProtocolDefaults: Bool = True
+    PopMessagesRetrievalMimeFormat: _MimeFormat = MimeTextFormat.BestBodyFormat
+    ImapMessagesRetrievalMimeFormat: _MimeFormat = MimeTextFormat.BestBodyFormat
+    PopEnableExactRFC822Size: Bool = False
+    ImapEnableExactRFC822Size: Bool = False
+    PopForceICalForCalendarRetrievalOption: Bool = False
+    ImapForceICalForCalendarRetrievalOption: Bool = False
+    PopSuppressReadReceipt: Bool = False
+    ImapSuppressReadReceipt: Bool = False
+
+    def addresses(self) -> list[str]:
+        return [self.PrimarySmtpAddress, *self.EmailAddresses]
+
+
+class Organization(Model):
+    Name: str = "First Organization"
+    Domain: Fqdn = Field(description="The accepted domain mailbox addresses are made in.")
+
+
+OrganizationModel = Organization
+
+
+class Settings(Model):
+    """The whole settings store (settings.toml)."""
+
+    SchemaVersion: int = 1
+    Organization: OrganizationModel
+    Servers: dict[str, Server]
+    ReceiveConnectors: dict[str, ReceiveConnector] = Field(default_factory=dict)
+    SendConnectors: dict[str, SendConnector] = Field(default_factory=dict)
+    Mailboxes: dict[str, Mailbox] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _references_exist(self) -> Settings:
+        if not self.Servers:
+            raise ValueError("Servers: at least one server is needed")
+        for name, conn in self.ReceiveConnectors.items():
+            if conn.Server not in self.Servers:
+                raise ValueError(f"ReceiveConnectors.{name}.Server: no server {conn.Server!r}")
+        seen: dict[str, str] = {}
+        for name, box in self.Mailboxes.items():
+            if box.Server not in self.Servers:
+                raise ValueError(f"Mailboxes.{name}.Server: no server {box.Server!r}")
+            for address in box.addresses():
+                other = seen.setdefault(address.lower(), name)
+                if other != name:
+                    raise ValueError(
+                        f"Mailboxes.{name}: address {address} is already used by {other}"
+                    )
+        return self
+
+    # --- lookups everyone needs -------------------------------------------------
+    def server(self, name: str) -> Server:
+        for key, server in self.Servers.items():
+            if key.lower() == name.lower():
+                return server
+        raise KeyError(name)
+
+    def server_name(self, name: str) -> str:
+        for key in self.Servers:
+            if key.lower() == name.lower():
+                return key
+        raise KeyError(name)
+
+    def frontend_connectors(self, server: str) -> dict[str, ReceiveConnector]:
+        """The enabled client-submission connectors the transport service of `server` runs."""
+        return {
+            name: conn
+            for name, conn in self.ReceiveConnectors.items()
+            if conn.Server.lower() == server.lower()
+            and conn.Enabled
+            and conn.TransportRole is TransportRole.FrontendTransport
+        }
+
+    def mailbox(self, identity: str) -> tuple[str, Mailbox] | None:
+        """Find a mailbox by name, e-mail address or `domain\\name`, case-insensitively."""
+        wanted = identity.strip().lower().rsplit("\\", 1)[-1]
+        for name, box in self.Mailboxes.items():
+            if name.lower() == wanted or wanted in (a.lower() for a in box.addresses()):
+                return name, box
+        return None
+
+
+# --------------------------------------------------------------------------- defaults
+
+def default_server(name: str, fqdn: str, ports: PortPlan) -> Server:
+    """A server as a fresh install has it (reference sections 1 and 4)."""
+    any4 = ports.bind_address if ports.loopback_only else "0.0.0.0"
+
+    def both(port: int) -> list[IPEndPoint]:
+        if ports.loopback_only or not ports.ipv6:
+            return [IPEndPoint(any4, port)]
+        return [IPEndPoint("::", port), IPEndPoint(any4, port)]
+
+    pop = PopSettings(
+        SSLBindings=both(ports.pop3s),
+        UnencryptedOrTLSBindings=both(ports.pop3),
+        InternalConnectionSettings=[
+            ConnectionSetting(fqdn, ports.pop3s, Encryption.SSL),
+            ConnectionSetting(fqdn, ports.pop3, Encryption.TLS),
+        ],
+        X509CertificateName=fqdn,
+        ProxyTargetPort=ports.pop3_backend_ssl,
+    )
+    imap = ImapSettings(
+        SSLBindings=both(ports.imaps),
+        UnencryptedOrTLSBindings=both(ports.imap),
+        InternalConnectionSettings=[
+            ConnectionSetting(fqdn, ports.imaps, Encryption.SSL),
+            ConnectionSetting(fqdn, ports.imap, Encryption.TLS),
+        ],
+        X509CertificateName=fqdn,
+        ProxyTargetPort=ports.imap_backend_ssl,
+    )
+    return Server(
+        Fqdn=fqdn,
+        BackEndAddress=ports.backend_address,
+        ImapBackEndPort=ports.imap_backend,
+        ImapBackEndSSLPort=ports.imap_backend_ssl,
+        PopBackEndPort=ports.pop3_backend,
+        PopBackEndSSLPort=ports.pop3_backend_ssl,
+        PopSettings=pop,
+        ImapSettings=imap,
+        OwaVirtualDirectory=OwaVirtualDirectorySettings(
+            InternalUrl=f"https://{fqdn}:{ports.https}/owa" if ports.https != 443 else f"https://{fqdn}/owa",
+            Bindings=[IPEndPoint(any4, ports.http)],
+            SSLBindings=[IPEndPoint(any4, ports.https)],
+        ),
+        Services={name: default_startup_type(name) for name in SERVICE_NAMES},
+    )
+
+
+def default_connectors(server: str, fqdn: str, ports: PortPlan) -> dict[str, ReceiveConnector]:
+    address = ports.bind_address if ports.loopback_only else "0.0.0.0"
+    return {
+        f"Client Frontend {server}": ReceiveConnector(
+            Server=server,
+            TransportRole=TransportRole.FrontendTransport,
+            Fqdn=fqdn,
+            Bindings=[IPEndPoint(address, ports.submission)],
+        ),
+        f"Client Proxy {server}": ReceiveConnector(
+            Server=server,
+            TransportRole=TransportRole.HubTransport,
+            Fqdn=fqdn,
+            Bindings=[IPEndPoint(ports.backend_address, ports.client_proxy)],
+            AuthMechanism=[
+                AuthMechanism.Tls,
+                AuthMechanism.BasicAuth,
+                AuthMechanism.BasicAuthRequireTLS,
+                AuthMechanism.ExchangeServer,
+                AuthMechanism.Integrated,
+            ],
+            PermissionGroups=[PermissionGroup.ExchangeServers, PermissionGroup.ExchangeUsers],
+        ),
+    }
+
+
+class PortPlan(Model):
+    """The ports a new server gets: Exchange's when root, else the same shifted by `base`
+    (10143 for 143 with base 10000) so a non-root user can run it; tests pick a free base."""
+
+    imap: int = 143
+    imaps: int = 993
+    pop3: int = 110
+    pop3s: int = 995
+    submission: int = 587
+    client_proxy: int = 465
+    imap_backend: int = 1143
+    imap_backend_ssl: int = 1993
+    pop3_backend: int = 1110
+    pop3_backend_ssl: int = 1995
+    http: int = 80
+    https: int = 443
+    backend_address: str = "127.0.0.1"
+    bind_address: str = "127.0.0.1"
+    loopback_only: bool = False
+    ipv6: bool = True
+
+    @classmethod
+    def shifted(cls, base: int, **kw: Any) -> PortPlan:
+        plain = cls()
+        fields = {
+            k: base + v
+            for k, v in plain.model_dump().items()
+            if isinstance(v, int) and not isinstance(v, bool)
+        }
+        return cls(**{**fields, **kw})
+
+
+def default_settings(
+    server: str = "MBX01", domain: str = "contoso.test", fqdn: str | None = None,
+    ports: PortPlan | None = None,
+) -> Settings:
+    ports = ports or PortPlan()
+    fqdn = fqdn or f"{server.lower()}.{domain}"
+    return Settings(
+        Organization=Organization(Domain=domain),
+        Servers={server: default_server(server, fqdn, ports)},
+        ReceiveConnectors=default_connectors(server, fqdn, ports),
+    )

@@ -1,0 +1,228 @@
+"""The mailbox store contract: what the IMAP and POP3 back ends and delivery call.
+
+One `MailStore` per back-end server (its mailbox database folder, data/<Server>/). It hands
+out a `MailboxStore` per user mailbox. Every method is synchronous and thread-safe; methods
+that write fsync before they return, so the caller may tell the client "OK" right after, and
+servers call the writing ones through `asyncio.to_thread` so a slow disk never stalls the
+event loop. Every committed change wakes the subscribers of that mailbox in every process
+(see `subscribe`), within milliseconds, with no polling.
+
+Folder names are the IMAP names in UTF-8 (the IMAP layer converts modified UTF-7), with "/"
+as the hierarchy delimiter; "INBOX" is case-insensitive.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+DELIMITER = "/"
+
+# Exchange's default folders and their RFC 6154 SPECIAL-USE attributes.
+DEFAULT_FOLDERS: dict[str, str | None] = {
+    "INBOX": None,
+    "Sent Items": "\\Sent",
+    "Drafts": "\\Drafts",
+    "Deleted Items": "\\Trash",
+    "Junk Email": "\\Junk",
+    "Archive": "\\Archive",
+}
+
+
+class StoreError(Exception):
+    """Base of the store's errors; the message is fit to show to a client."""
+
+
+class NoSuchFolder(StoreError):
+    pass
+
+
+class FolderExists(StoreError):
+    pass
+
+
+class FolderNotEmpty(StoreError):
+    """Deleting a folder that has children and is not \\Noselect (RFC 3501 6.3.4)."""
+
+
+class InvalidFolderName(StoreError):
+    pass
+
+
+class MailboxInUse(StoreError):
+    """The POP3 maildrop lock is held by another session."""
+
+
+@dataclass(frozen=True)
+class FolderInfo:
+    name: str
+    special_use: str | None  # "\\Sent", ... or None
+    subscribed: bool
+    has_children: bool
+    hidden: bool = False  # shown only with ShowHiddenFoldersEnabled
+
+
+@dataclass(frozen=True)
+class FolderStatus:
+    name: str
+    uidvalidity: int
+    uidnext: int
+    highestmodseq: int
+    messages: int
+    unseen: int
+    recent: int
+    size: int  # total octets (STATUS=SIZE, RFC 8438)
+    deleted: int  # messages flagged \Deleted
+
+
+@dataclass(frozen=True)
+class MessageRow:
+    """What a session keeps per message of the selected folder."""
+
+    uid: int
+    flags: frozenset[str]  # system flags with backslash ("\\Seen") and keywords
+    modseq: int
+    size: int  # exact octets of the stored (CRLF) message
+    internaldate: datetime  # aware
+
+
+@dataclass(frozen=True)
+class FolderSnapshot:
+    status: FolderStatus
+    rows: list[MessageRow]  # ascending UID = ascending sequence number
+
+
+@dataclass(frozen=True)
+class Changes:
+    """What changed in a folder since a MODSEQ (CONDSTORE/QRESYNC, and IDLE updates)."""
+
+    highestmodseq: int
+    changed: list[MessageRow]  # new or with changed flags, ascending UID
+    vanished: list[int] = field(default_factory=list)  # expunged UIDs, ascending
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    uidvalidity: int
+    uid: int
+    modseq: int
+
+
+@dataclass(frozen=True)
+class CopyResult:
+    uidvalidity: int  # of the destination
+    mapping: list[tuple[int, int]]  # (source UID, destination UID)
+
+
+@dataclass(frozen=True)
+class FlagResult:
+    changed: list[MessageRow]  # rows whose flags changed, with their new MODSEQ
+    failed: list[int] = field(default_factory=list)  # UIDs skipped by UNCHANGEDSINCE
+
+
+FlagOp = Literal["+", "-", "="]
+
+
+class MailboxStore(ABC):
+    """One user's mailbox."""
+
+    name: str
+
+    # --- folders -----------------------------------------------------------------
+    @abstractmethod
+    def folders(self) -> list[FolderInfo]: ...
+
+    @abstractmethod
+    def status(self, folder: str) -> FolderStatus: ...
+
+    @abstractmethod
+    def create_folder(self, folder: str, special_use: str | None = None) -> None: ...
+
+    @abstractmethod
+    def delete_folder(self, folder: str) -> None: ...
+
+    @abstractmethod
+    def rename_folder(self, old: str, new: str) -> None:
+        """Renaming INBOX moves its messages to the new folder (RFC 3501 6.3.5)."""
+
+    @abstractmethod
+    def set_subscribed(self, folder: str, subscribed: bool) -> None: ...
+
+    # --- messages ----------------------------------------------------------------
+    @abstractmethod
+    def snapshot(self, folder: str) -> FolderSnapshot: ...
+
+    @abstractmethod
+    def changes_since(self, folder: str, modseq: int) -> Changes: ...
+
+    @abstractmethod
+    def append(
+        self, folder: str, raw: bytes, flags: Iterable[str] = (),
+        internaldate: datetime | None = None,
+    ) -> AppendResult:
+        """Store a message (bytes kept as given; callers hand CRLF line ends)."""
+
+    @abstractmethod
+    def read(self, folder: str, uid: int) -> bytes:
+        """The stored message. Raises StoreError for an expunged UID."""
+
+    @abstractmethod
+    def info(self, folder: str, uid: int) -> object:
+        """The cached MIME metadata (server.store.mime.MessageInfo) of a message."""
+
+    @abstractmethod
+    def set_flags(
+        self, folder: str, uids: Sequence[int], op: FlagOp, flags: Iterable[str],
+        unchangedsince: int | None = None,
+    ) -> FlagResult: ...
+
+    @abstractmethod
+    def copy(self, folder: str, uids: Sequence[int], dest: str) -> CopyResult: ...
+
+    @abstractmethod
+    def move(self, folder: str, uids: Sequence[int], dest: str) -> CopyResult:
+        """Atomic copy + expunge from the source (RFC 6851)."""
+
+    @abstractmethod
+    def expunge(self, folder: str, uids: Sequence[int] | None = None) -> list[int]:
+        """Remove messages flagged \\Deleted (only those among `uids` when given);
+        returns the expunged UIDs."""
+
+    @abstractmethod
+    def claim_recent(self, folder: str) -> set[int]:
+        """UIDs that are \\Recent for the session calling this (the first session to
+        select the folder after delivery gets them; RFC 3501 2.3.2)."""
+
+    # --- change notification ------------------------------------------------------
+    @abstractmethod
+    def subscribe(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call `callback` (on the event loop that was running when subscribing) after
+        any committed change to this mailbox by any process; returns the unsubscribe
+        function. The callback reads what changed with changes_since()."""
+
+    # --- POP3 ------------------------------------------------------------------------
+    @abstractmethod
+    def lock_maildrop(self) -> Callable[[], None]:
+        """Exclusive POP3 maildrop lock across processes; raises MailboxInUse; returns the
+        release function. A killed process releases it."""
+
+
+class MailStore(ABC):
+    """The mailbox database of one back-end server."""
+
+    @abstractmethod
+    def mailbox(self, name: str) -> MailboxStore:
+        """Open (creating with DEFAULT_FOLDERS on first use) one user's mailbox."""
+
+    @abstractmethod
+    def delete_mailbox(self, name: str) -> None: ...
+
+    @abstractmethod
+    def check(self) -> list[str]:
+        """Integrity check: problems found (empty when all is well)."""
+
+    @abstractmethod
+    def close(self) -> None: ...
