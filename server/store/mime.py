@@ -35,7 +35,7 @@ from datetime import UTC, datetime
 from email.header import decode_header, make_header
 from email.utils import parsedate_to_datetime
 
-from server.protocols.imap.wire import encode
+from server.protocols.imap.wire import Raw, encode
 
 __all__ = [
     "MessageInfo",
@@ -824,7 +824,9 @@ def _structure(node: _Node, raw: bytes, extended: bool, root: bool = False) -> l
         kids: list = [_structure(k, raw, extended) for k in node.nodes]
         if not kids:
             kids = [_EMPTY_BODY + ([None] * 4 if extended else [])]
-        out = kids + [node.sub]
+        # body-type-mpart = 1*body SP media-subtype: the bodies follow each other with
+        # no space between them (RFC 3501 section 9)
+        out: list = [Raw(b"".join(encode(k) for k in kids)), node.sub]
         if extended:
             out += [_params_value(node.params, False)] + _ext_common(c)
         return out
@@ -836,10 +838,11 @@ def _structure(node: _Node, raw: bytes, extended: bool, root: bool = False) -> l
         main, sub = node.main, node.sub
         text = main.lower() == b"text"
     size = part.end - part.body
+    out: list
     if root and _plain_7bit(node, c, text):
         return [b"text", b"plain", [b"charset", b"us-ascii"], None, None, b"7bit", size,
                 raw.count(b"\n", part.body, part.end)] + ([None] * 4 if extended else [])
-    out: list = [
+    out = [
         main,
         sub,
         _params_value(node.params, text),
