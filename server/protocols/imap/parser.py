@@ -323,6 +323,10 @@ class Select(CommandArgs):
     qresync: QresyncParams | None = None
 
 
+#: EXAMINE arrives as Select(readonly=True); the alias is for readers of handler code.
+Examine = Select
+
+
 @dataclass(frozen=True, slots=True)
 class Create(CommandArgs):
     """special_use: the (USE (\\Drafts ...)) of RFC 6154 CREATE-SPECIAL-USE."""
@@ -1282,10 +1286,10 @@ def parse_command(segs: list[bytes], lits: list[tuple[bytes, bool]] | None = Non
 
 
 def parse_line(data: bytes) -> Event:
-    """Parse one command given as bytes, literals included ("a LOGIN {3}\\r\\nbob pw\\r\\n");
-    a trailing CRLF is optional. For tests and tools; the server uses CommandReader."""
+    """Parse one command given as bytes with its literals but without the final CRLF
+    (b"a LOGIN {3}\\r\\nbob pw"). For tests and tools; the server uses CommandReader."""
     reader = CommandReader(max_command_size=1 << 30, max_literal_size=1 << 30)
-    reader.feed(data if data.endswith(b"\n") else data + b"\r\n")
+    reader.feed(data + b"\r\n")
     for event in reader.events():
         if not isinstance(event, NeedContinuation):
             return event
@@ -1362,6 +1366,13 @@ class CommandReader:
         """True while part of a command has been read (e.g. waiting for a literal)."""
         return bool(self._segs) or self._state != _ST_LINE
 
+    @property
+    def pending_literal(self) -> int:
+        """Bytes of the current literal still to come (also while skipping a refused one)."""
+        if self._state == _ST_LITERAL:
+            return self._lit_size - len(self._lit)
+        return self._skip if self._state == _ST_SKIP else 0
+
     def feed(self, data: bytes) -> None:
         self._buf += data
 
@@ -1429,7 +1440,9 @@ class CommandReader:
         buf = self._buf
         i = buf.find(b"\n", self._scan)
         if i < 0:
-            if self._cmd_len + len(buf) > self.max_command_size:
+            # A trailing CR is most likely the first half of CRLF, which does not count.
+            pending = len(buf) - (buf[-1:] == b"\r")
+            if self._cmd_len + pending > self.max_command_size:
                 tag = None if self.line_mode else self._guess_tag(buf)
                 self._reset_command()
                 self._discard_markers = not self.line_mode

@@ -215,7 +215,7 @@ class _Parser:
         try:
             return raw.decode(self.codec)
         except UnicodeDecodeError:
-            raise ValueError(f"Search string is not valid {self.codec}") from None
+            raise ValueError(f"Search string is not valid {self.codec.upper()}") from None
 
     def program(self) -> SearchKey:
         keys = [self.key(0)]
