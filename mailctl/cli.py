@@ -1,0 +1,472 @@
+"""The mailctl command registry and the helpers every command shares.
+
+How to add a command
+--------------------
+Put a module in ``mailctl/commands/`` (every module there is imported automatically) and
+decorate a function with :func:`command`, giving the Exchange cmdlet name::
+
+    from typing import Annotated
+    import typer
+    from mailctl.cli import ServerOpt, WhatIfOpt, command, fail, home, load_settings
+
+    @command("Start-Service")
+    def start_service(
+        name: Annotated[str, typer.Argument(help="Service name, e.g. MSExchangeIMAP4.")],
+        server: ServerOpt = None,
+    ) -> None:
+        '''Start a service.'''
+        from server.runtime import control   # import heavy things inside the function
+        ...
+
+That one registration answers to both spellings: ``mailctl start-service X --server MBX01``
+and ``mailctl Start-Service X -Server MBX01`` (the cmdlet name lower-cased is the command
+name; ``-ParamName`` is matched case-insensitively, by unique prefix, to the option whose
+name without dashes is the same, e.g. ``-MaxConnectionFromSingleIP`` ->
+``--max-connection-from-single-ip``; ``-Identity`` reaches the first positional argument).
+
+Conventions the shared helpers give you:
+
+* ``home()`` - the home folder (``--home`` anywhere on the line, else MAILCTL_HOME, else the
+  default); ``load_settings()`` - the validated settings; ``local_server(settings, name)``.
+* Read commands take ``output: OutputOpt = "table"`` and end with
+  ``emit(rows, output, columns=[...])``: rows are dicts with JSON-ready values (a dict for one
+  object, a list for many); table, Format-List style and JSON come out of that alone.
+* Errors: ``fail("one clear sentence", allowed="...", code=2)`` - exit 2 for a bad value or
+  usage, 1 (``code=1``) when the operation itself failed. Never print tracebacks for those.
+* Boolean options are ``BoolOpt`` (a value like ``$true``/``false``, and the bare option means
+  true, because bash drops an unquoted ``$True``); multi-valued options use ``ListOpt``.
+* Set- commands take ``what_if: WhatIfOpt = False`` and write through
+  ``server.settings.store.edit(home(), dry_run=what_if)``; ``report_changes`` prints them.
+* Hooks: ``PROTOCOL_ENABLED`` / ``PROTOCOL_DISABLED`` are lists of callables
+  ``(home, server_name, [service names]) -> None`` run after enable-/disable-pop3/imap4 wrote
+  the StartupTypes (the runtime adds start/stop there); ``SERVICE_STATUS`` (callable
+  ``(home, server_name, service) -> str``) fills get-service's Status column.
+
+Keep imports at module level light (typer, stdlib, server.settings.*): every command module
+is imported on every run that is not served by the fast path in ``mailctl/fast.py``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import re
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+
+import typer
+
+if TYPE_CHECKING:
+    from server.settings.models import Server, Settings
+    from server.settings.paths import Home
+
+
+# --------------------------------------------------------------------------- the app
+
+app = typer.Typer(
+    name="mailctl",
+    help="Administer mailctl (POP3/IMAP4 mail access) with the Exchange cmdlets. "
+    "Every command also runs in the Exchange spelling: `mailctl Set-PopSettings -LoginType "
+    "PlainTextLogin` is `mailctl set-popsettings --login-type PlainTextLogin`.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["--help", "-h"]},
+)
+
+
+@dataclass
+class CommandInfo:
+    """What the Exchange-spelling translator and the docs need to know about a command."""
+
+    cmdlet: str  # Exchange spelling, e.g. "Set-PopSettings"
+    name: str  # kebab-case command name, e.g. "set-popsettings"
+    func: Callable[..., Any]
+    read: bool = False
+    aliases: tuple[str, ...] = ()
+
+
+COMMANDS: dict[str, CommandInfo] = {}
+# Cmdlets a reference example uses that have no meaning here: name -> why.
+UNSUPPORTED: dict[str, str] = {}
+
+# Hooks other parts plug into (see module docstring).
+PROTOCOL_ENABLED: list[Callable[[Home, str, list[str]], None]] = []
+PROTOCOL_DISABLED: list[Callable[[Home, str, list[str]], None]] = []
+SERVICE_STATUS: list[Callable[[Home, str, str], str]] = []
+
+
+def kebab(name: str) -> str:
+    """`MaxConnectionFromSingleIP` -> `max-connection-from-single-ip`."""
+    spaced = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "-", name)
+    return spaced.replace("_", "-").lower()
+
+
+def command(
+    cmdlet: str,
+    *,
+    read: bool = False,
+    aliases: Iterable[str] = (),
+    params: list[inspect.Parameter] | None = None,
+    hidden: bool = False,
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register `func` as the cmdlet `cmdlet` (both spellings).
+
+    `params`: extra typer parameters generated at run time (e.g. one option per model field,
+    see `model_options`); their values reach `func` as one dict keyword argument `values`
+    holding only the options the user gave, keyed by the parameter's name.
+    `aliases`: further cmdlet names that run the same command (e.g. "Get-CASMailbox").
+    """
+    name = cmdlet.lower()
+
+    def register(func: Callable[..., Any]) -> Callable[..., Any]:
+        if name in COMMANDS:
+            raise RuntimeError(f"command {cmdlet} is registered twice")
+        target = _with_generated_params(func, params) if params else func
+        app.command(name=name, hidden=hidden, help=inspect.getdoc(func))(target)
+        info = CommandInfo(cmdlet, name, target, read, tuple(aliases))
+        COMMANDS[name] = info
+        for alias in info.aliases:
+            COMMANDS.setdefault(alias.lower(), info)
+            app.command(name=alias.lower(), hidden=True, help=inspect.getdoc(func))(target)
+        return func
+
+    return register
+
+
+def unsupported(cmdlet: str, why: str) -> None:
+    """A cmdlet the reference mentions that only makes sense on Windows: fail clearly."""
+    UNSUPPORTED[cmdlet.lower()] = why
+
+
+def _with_generated_params(
+    func: Callable[..., Any], params: list[inspect.Parameter]
+) -> Callable[..., Any]:
+    own = [p for p in inspect.signature(func).parameters.values() if p.name != "values"]
+    generated = {p.name for p in params}
+
+    def wrapper(**kwargs: Any) -> Any:
+        values = {k: kwargs.pop(k) for k in list(kwargs) if k in generated}
+        values = {k: v for k, v in values.items() if v is not None}
+        return func(**kwargs, values=values)
+
+    wrapper.__name__ = func.__name__
+    wrapper.__doc__ = func.__doc__
+    wrapper.__signature__ = inspect.Signature([*own, *params])  # type: ignore[attr-defined]
+    hints = dict(getattr(func, "__annotations__", {}))
+    hints.pop("values", None)
+    hints.update({p.name: p.annotation for p in params})
+    wrapper.__annotations__ = hints
+    return wrapper
+
+
+# --------------------------------------------------------------------------- option types
+
+# long option -> Exchange parameter name, where kebab-case loses the capitals (`...IP`).
+EXCHANGE_NAMES: dict[str, str] = {}
+BOOL_METAVAR = "BOOL"
+LIST_METAVAR = "LIST"
+
+
+def bool_option(*names: str, help: str = "", hidden: bool = False) -> Any:
+    """An option taking $true/$false (or true/false/1/0); given alone it means true."""
+    return typer.Option(*names, help=help, metavar=BOOL_METAVAR, hidden=hidden)
+
+
+def list_option(*names: str, help: str = "") -> Any:
+    """A multi-valued option: `{a,b}`, `a,b`, `@("a","b")` or several words."""
+    return typer.Option(*names, help=help, metavar=LIST_METAVAR)
+
+
+OutputOpt = Annotated[
+    str,
+    typer.Option(
+        "--output",
+        "-o",
+        help="table (default), list (Format-List style: every property) or json (stable, "
+        "for scripts).",
+        metavar="table|list|json",
+    ),
+]
+ServerOpt = Annotated[
+    str | None, typer.Option("--server", help="The server (default: the local server).")
+]
+WhatIfOpt = Annotated[
+    bool, typer.Option("--what-if", help="Show what would change; write nothing.")
+]
+BoolOpt = Annotated[str | None, bool_option()]
+
+
+def model_options(
+    model: type[Any],
+    *,
+    exclude: Iterable[str] = (),
+    only: Iterable[str] | None = None,
+) -> list[inspect.Parameter]:
+    """One typer option per pydantic field: --kebab-name, help from the field's description,
+    default and allowed values, so no parameter of the model is ever missing from the CLI.
+    Parameter names are the field names (the `values` dict is keyed by field name)."""
+    skip = set(exclude)
+    wanted = list(only) if only is not None else None
+    params = []
+    for fname, finfo in model.model_fields.items():
+        if fname in skip or (wanted is not None and fname not in wanted):
+            continue
+        kind = field_kind(finfo)
+        help_text = field_help(model, fname)
+        names = (f"--{kebab(fname)}",)
+        EXCHANGE_NAMES[names[0]] = fname
+        if kind == "bool":
+            opt = bool_option(*names, help=help_text)
+        elif kind == "list":
+            opt = list_option(*names, help=help_text)
+        else:
+            opt = typer.Option(*names, help=help_text, metavar=kind.upper())
+        params.append(
+            inspect.Parameter(
+                fname,
+                inspect.Parameter.KEYWORD_ONLY,
+                default=None,
+                annotation=Annotated[str | None, opt],
+            )
+        )
+    return params
+
+
+def field_kind(finfo: Any) -> str:
+    """bool | list | value, from a pydantic FieldInfo (looks through Annotated)."""
+    ann = finfo.annotation
+    origin = getattr(ann, "__origin__", None)
+    if ann is bool:
+        return "bool"
+    if origin is list:
+        return "list"
+    return "value"
+
+
+def field_choices(finfo: Any) -> list[str]:
+    """The allowed enum values of a field (for help and completions), else []."""
+    from enum import Enum
+
+    ann = finfo.annotation
+    if isinstance(ann, type) and issubclass(ann, Enum):
+        return [m.value for m in ann]
+    args = getattr(ann, "__args__", ())
+    if getattr(ann, "__origin__", None) is list and args:
+        inner = args[0]
+        if isinstance(inner, type) and issubclass(inner, Enum):
+            return [m.value for m in inner]
+    return []
+
+
+def is_windows_only(model: type[Any], fname: str) -> bool:
+    extra = model.model_fields[fname].json_schema_extra
+    return isinstance(extra, dict) and bool(extra.get("windows_only"))
+
+
+def field_help(model: type[Any], fname: str) -> str:
+    finfo = model.model_fields[fname]
+    parts = [finfo.description or ""]
+    choices = field_choices(finfo)
+    if choices:
+        parts.append("Allowed: " + ", ".join(choices) + ".")
+    if is_windows_only(model, fname):
+        parts.append("Accepted and stored; no effect here (Windows only).")
+    return " ".join(p for p in parts if p)
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class CommandError(Exception):
+    def __init__(self, message: str, code: int = 2) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+def fail(message: str, allowed: str | None = None, code: int = 2) -> NoReturn:
+    """Stop the command: one clear sentence on stderr (plus what is allowed); exit `code`
+    (2 bad usage or value, 1 the operation failed)."""
+    text = message.rstrip(".")
+    if allowed:
+        text += f"; allowed: {allowed}"
+    raise CommandError(text if text.endswith("?") else text + ".", code)
+
+
+def warn(message: str) -> None:
+    print(f"mailctl: {message}", file=sys.stderr)
+
+
+# --------------------------------------------------------------------------- home, settings
+
+_home_override: str | None = None
+
+
+def set_home_override(path: str | None) -> None:
+    global _home_override
+    _home_override = path
+
+
+def home() -> Home:
+    from server.settings.paths import Home
+
+    return Home.resolve(_home_override or os.environ.get("MAILCTL_HOME") or None)
+
+
+def load_settings() -> Settings:
+    """The validated settings of home(); also refreshes the fast path's cache."""
+    from server.settings import store
+
+    try:
+        snap = store.load(home())
+    except store.SettingsError as exc:
+        fail(exc.message, code=1)
+    from . import fast
+
+    fast.write_cache(home(), snap)
+    return snap.settings
+
+
+def local_server(settings: Settings, name: str | None = None) -> tuple[str, Server]:
+    """The server `name` (case-insensitive), else the local one: MAILCTL_SERVER, the only
+    server, the one whose FQDN is this host's, or the first in the file."""
+    from .views import pick_server
+
+    key = pick_server(settings.Servers, name)
+    if key is None:
+        wanted = name or os.environ.get("MAILCTL_SERVER")
+        fail(f"there is no server {wanted!r}", allowed=", ".join(settings.Servers))
+    return key, settings.Servers[key]
+
+
+def validation_message(exc: Exception, spelling: Callable[[str], str] | None = None) -> str:
+    """A pydantic ValidationError as `-Param: what was wrong; allowed: ...` lines."""
+    errors = getattr(exc, "errors", None)
+    if errors is None:
+        return str(exc)
+    lines = []
+    for item in errors():
+        loc = [str(p) for p in item["loc"]]
+        msg = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            msg = "unknown parameter"
+        where = spelling(loc[0]) if (spelling and loc) else ".".join(loc)
+        lines.append(f"{where}: {msg}" if where else msg)
+    return "; ".join(lines)
+
+
+def apply_updates(
+    model: type[Any], current: Any, values: dict[str, Any], label: str
+) -> tuple[Any, dict[str, tuple[Any, Any]]]:
+    """Validate `values` (field -> raw text) on top of `current` through the model.
+    Returns the new model and {field: (old json value, new json value)} for what changed.
+    A bad value fails with exit 2 naming the parameter, the value and what is allowed."""
+    from pydantic import ValidationError
+
+    data = current.model_dump()
+    data.update(values)
+    try:
+        new = model.model_validate(data)
+    except ValidationError as exc:
+        fail(
+            f"{label}: " + validation_message(exc, lambda f: f"-{f} {values.get(f, '')!s}".rstrip())
+        )
+    except ValueError as exc:
+        fail(f"{label}: {exc}")
+    old_dump, new_dump = current.model_dump(mode="json"), new.model_dump(mode="json")
+    changes = {
+        k: (old_dump.get(k), new_dump.get(k)) for k in values if old_dump.get(k) != new_dump.get(k)
+    }
+    return new, changes
+
+
+def report_changes(target: str, changes: dict[str, tuple[Any, Any]], what_if: bool) -> None:
+    """`What if: ...` lines for -WhatIf; otherwise one line per change (stderr-free)."""
+    if not changes:
+        print(f"{target}: nothing to change.")
+        return
+    for key, (old, new) in changes.items():
+        prefix = "What if: would set" if what_if else "Set"
+        print(f"{prefix} {key} on {target} from {format_value(old)} to {format_value(new)}.")
+
+
+def format_value(value: Any) -> str:
+    if value is None:
+        return "(none)"
+    if isinstance(value, bool):
+        return "$true" if value else "$false"
+    if isinstance(value, list):
+        return "{" + ", ".join(str(v) for v in value) + "}"
+    return str(value)
+
+
+# --------------------------------------------------------------------------- output
+
+
+def emit(
+    data: dict[str, Any] | list[dict[str, Any]],
+    output: str,
+    *,
+    columns: list[str] | None = None,
+    notes: dict[str, str] | None = None,
+    title: str | None = None,
+) -> None:
+    """Print `data` as a rich table, Format-List style or stable JSON (see mailctl.output)."""
+    from . import output as out
+
+    out.emit(data, output, columns=columns, notes=notes, title=title)
+
+
+# --------------------------------------------------------------------------- running
+
+
+@app.callback()
+def _root(
+    home_path: Annotated[
+        str | None,
+        typer.Option(
+            "--home",
+            help="Home folder (default: MAILCTL_HOME, else /var/lib/mailctl for root, "
+            "~/.local/share/mailctl otherwise). Accepted anywhere on the line.",
+        ),
+    ] = None,
+) -> None:
+    if home_path:
+        set_home_override(home_path)
+
+
+def load_commands() -> None:
+    from . import commands  # noqa: F401  (imports every module in mailctl/commands/)
+
+
+def click_group() -> Any:
+    load_commands()
+    return typer.main.get_command(app)
+
+
+def run(argv: list[str]) -> int:
+    """Run one command line (either spelling); returns the exit code."""
+    import click
+
+    from . import exchange
+
+    try:
+        group = click_group()
+        plan = exchange.translate(argv, group)
+        return exchange.execute(plan, group)
+    except CommandError as exc:
+        print(f"mailctl: {exc.message}", file=sys.stderr)
+        return exc.code
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        print(f"mailctl: {exc.format_message()}", file=sys.stderr)
+        return exc.exit_code
+    except click.exceptions.Abort:
+        print("mailctl: aborted.", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        return 0

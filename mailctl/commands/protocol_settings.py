@@ -1,0 +1,89 @@
+"""Get-/Set-PopSettings and Get-/Set-ImapSettings: every parameter of the reference,
+options generated from the pydantic models so none can be missing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from server.settings.models import ImapSettings, PopSettings
+
+from ..cli import (
+    OutputOpt,
+    ServerOpt,
+    WhatIfOpt,
+    apply_updates,
+    command,
+    emit,
+    home,
+    is_windows_only,
+    load_settings,
+    local_server,
+    model_options,
+    report_changes,
+)
+from ..views import PROTOCOLS, protocol_settings
+
+MODELS: dict[str, type[PopSettings] | type[ImapSettings]] = {
+    "pop": PopSettings,
+    "imap": ImapSettings,
+}
+
+
+def windows_only_notes(model: type[Any]) -> dict[str, str]:
+    return {f: "no effect here" for f in model.model_fields if is_windows_only(model, f)}
+
+
+def show(protocol: str, server: str | None, output: str) -> None:
+    settings = load_settings()
+    key, _ = local_server(settings, server)
+    data = protocol_settings(settings.model_dump(mode="json"), key, protocol)
+    title = f"{PROTOCOLS[protocol]} of {key}"
+    emit(data, output, notes=windows_only_notes(MODELS[protocol]), title=title)
+
+
+def change(protocol: str, server: str | None, values: dict[str, Any], what_if: bool) -> None:
+    from server.settings import store
+
+    model = MODELS[protocol]
+    cmdlet = f"Set-{PROTOCOLS[protocol]}"
+    if not values:
+        from ..cli import fail
+
+        fail(f"{cmdlet}: give at least one parameter to change (see --help)")
+    with store.edit(home(), dry_run=what_if) as session:
+        settings = session.validate()
+        key, srv = local_server(settings, server)
+        current = getattr(srv, PROTOCOLS[protocol])
+        new, changes = apply_updates(model, current, values, cmdlet)
+        dumped = new.model_dump(mode="json")
+        for field in changes:
+            session.set(("Servers", key, PROTOCOLS[protocol], field), dumped[field])
+    report_changes(f"{PROTOCOLS[protocol]} of {key}", changes, what_if)
+
+
+@command("Get-PopSettings", read=True)
+def get_popsettings(server: ServerOpt = None, output: OutputOpt = "table") -> None:
+    """Show the POP3 settings of a server (every Set-PopSettings parameter)."""
+    show("pop", server, output)
+
+
+@command("Get-ImapSettings", read=True)
+def get_imapsettings(server: ServerOpt = None, output: OutputOpt = "table") -> None:
+    """Show the IMAP4 settings of a server (every Set-ImapSettings parameter)."""
+    show("imap", server, output)
+
+
+@command("Set-PopSettings", params=model_options(PopSettings))
+def set_popsettings(
+    server: ServerOpt = None, what_if: WhatIfOpt = False, values: dict[str, Any] | None = None
+) -> None:
+    """Change POP3 settings of a server; values are checked before anything is written."""
+    change("pop", server, values or {}, what_if)
+
+
+@command("Set-ImapSettings", params=model_options(ImapSettings))
+def set_imapsettings(
+    server: ServerOpt = None, what_if: WhatIfOpt = False, values: dict[str, Any] | None = None
+) -> None:
+    """Change IMAP4 settings of a server; values are checked before anything is written."""
+    change("imap", server, values or {}, what_if)
