@@ -1,0 +1,370 @@
+"""The process of one service: `python -m server run NAME --server S --home H`.
+
+Life cycle: load the settings, build the ServiceContext, await `start()`, then write the pid
+file and the state file and only then tell the parent "READY" (on the inherited pipe given with
+--ready-fd), so `mailctl start-service` returns exactly when connections are accepted. After
+that the process waits on three things, none of which costs CPU while idle: SIGTERM/SIGINT
+(graceful stop), SIGHUP or an inotify event on the settings folder (reload), and connections
+on its control socket (live status for `mailctl get-service`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import psutil
+
+from ..settings import store
+from ..settings.paths import Home
+from .reload import SettingsWatcher
+from .service import REGISTRY, Service, ServiceContext, load_service_class
+
+STOP_GRACE = 5.0  # seconds sessions get to finish after BYE before they are closed
+TEST_REGISTRY_ENV = "MAILCTL_TEST_REGISTRY"  # JSON {service name: "module:Class"}, for tests
+
+
+# --------------------------------------------------------------------------- run files
+
+
+@dataclass(frozen=True)
+class PidRecord:
+    pid: int
+    create_time: float
+
+
+def write_pid_file(home: Home, name: str, server: str) -> PidRecord:
+    """First line the pid (what PIDFile= and `kill $(head -1 ...)` expect), second line the
+    process create time, so a reused pid is never mistaken for the service."""
+    me = psutil.Process()
+    record = PidRecord(me.pid, me.create_time())
+    home.run.mkdir(parents=True, exist_ok=True)
+    store.atomic_write(home.pid_file(name, server), f"{record.pid}\n{record.create_time!r}\n".encode())
+    return record
+
+
+def read_pid_file(home: Home, name: str, server: str) -> PidRecord | None:
+    try:
+        lines = home.pid_file(name, server).read_text().split()
+        return PidRecord(int(lines[0]), float(lines[1]) if len(lines) > 1 else 0.0)
+    except (FileNotFoundError, ValueError, IndexError):
+        return None
+
+
+def control_address(home: Home, name: str, server: str) -> str:
+    """The control socket: a file in run/ when its path fits in sun_path (108 bytes), else an
+    abstract-namespace name derived from that path (deep test folders)."""
+    path = str(home.run / f"{server}.{name}.sock")
+    if len(os.fsencode(path)) < 100:
+        return path
+    return "\0mailctl." + hashlib.sha256(path.encode()).hexdigest()[:24]
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+# --------------------------------------------------------------------------- logging
+
+
+class KeyValueFormatter(logging.Formatter):
+    """One line per event, key=value (design.md, conventions)."""
+
+    def __init__(self, service: str, server: str) -> None:
+        super().__init__()
+        self.service, self.server = service, server
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        if record.exc_info:
+            message += " " + self.formatException(record.exc_info).replace("\n", " | ")
+        return (
+            f"time={datetime.fromtimestamp(record.created, UTC).isoformat(timespec='milliseconds')}"
+            f" level={record.levelname.lower()} service={self.service} server={self.server}"
+            f" msg={json.dumps(message)}"
+        )
+
+
+def setup_logging(name: str, server: str) -> logging.Logger:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(KeyValueFormatter(name, server))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(os.environ.get("MAILCTL_LOG_LEVEL", "INFO").upper())
+    return logging.getLogger("mailctl")
+
+
+# --------------------------------------------------------------------------- runtime
+
+
+def load_class(name: str, override: str | None = None) -> type[Service]:
+    spec = override or json.loads(os.environ.get(TEST_REGISTRY_ENV) or "{}").get(name)
+    if spec:
+        import importlib
+
+        module_name, _, class_name = spec.partition(":")
+        return getattr(importlib.import_module(module_name), class_name)
+    if name not in REGISTRY:
+        raise LookupError(f"no service named {name}; known: {', '.join(REGISTRY)}")
+    return load_service_class(name)
+
+
+class Runtime:
+    def __init__(self, name: str, server: str, home: Home, service_class: str | None = None) -> None:
+        self.name, self.server, self.home = name, server, home
+        self.service_class = service_class
+        self.log = logging.getLogger("mailctl")
+        self.service: Service | None = None
+        self.ctx: ServiceContext | None = None
+        self.pid: PidRecord | None = None
+        self.started = _now()
+        self.last_reload: dict[str, Any] = {"Result": "OK", "Error": None, "Line": None,
+                                            "Time": None}
+        self.reloads = 0
+        self._stopping = asyncio.Event()
+        self._reload_lock = asyncio.Lock()
+        self._reload_again = False
+        self._watcher: SettingsWatcher | None = None
+        self._control: asyncio.AbstractServer | None = None
+
+    # ---- start / stop -----------------------------------------------------
+    async def start(self) -> None:
+        snap = store.load(self.home)
+        try:
+            self.server = snap.settings.server_name(self.server)
+        except KeyError:
+            raise LookupError(
+                f"no server {self.server!r} in settings; servers: {', '.join(snap.settings.Servers)}"
+            ) from None
+        self.ctx = ServiceContext(self.name, self.server, self.home, snap.settings, snap.version,
+                                  self.log)
+        service = load_class(self.name, self.service_class)(self.ctx)
+        await service.start()
+        self.service = service
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self._stopping.set)
+        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+        self._watcher = SettingsWatcher(self.home, self.request_reload)
+        await self._watcher.start()
+        await self._open_control()
+        self.pid = write_pid_file(self.home, self.name, self.server)
+        self.write_state()
+        self.log.info("started version=%s endpoints=%s", snap.version, self.status().get("Endpoints"))
+
+    async def wait_and_stop(self, grace: float = STOP_GRACE) -> None:
+        await self._stopping.wait()
+        await self.stop(grace)
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+
+    async def stop(self, grace: float = STOP_GRACE) -> None:
+        self.log.info("stopping grace=%s", grace)
+        if self._watcher is not None:
+            self._watcher.close()
+        if self.service is not None:
+            try:
+                await asyncio.wait_for(self.service.stop(grace), grace + 2.0)
+            except Exception:
+                self.log.exception("stop did not finish cleanly")
+        if self._control is not None:
+            self._control.close()
+        self._remove_run_files()
+        self.log.info("stopped")
+
+    def _remove_run_files(self) -> None:
+        # Only our own files: a newer instance may already have replaced them.
+        mine = read_pid_file(self.home, self.name, self.server)
+        if self.pid is None or mine is None or mine.pid != self.pid.pid:
+            return
+        address = control_address(self.home, self.name, self.server)
+        paths = [self.home.state_file(self.name, self.server), self.home.pid_file(self.name, self.server)]
+        if not address.startswith("\0"):
+            paths.insert(0, type(self.home.root)(address))
+        for path in paths:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+    # ---- reload -----------------------------------------------------------
+    def request_reload(self) -> None:
+        if self._reload_lock.locked():
+            self._reload_again = True  # a change landed while reloading: read the file again
+            return
+        asyncio.get_running_loop().create_task(self.reload())
+
+    async def reload(self) -> None:
+        async with self._reload_lock:
+            while True:
+                self._reload_again = False
+                await self._reload_once()
+                if not self._reload_again:
+                    break
+        self.write_state()
+
+    async def _reload_once(self) -> None:
+        assert self.ctx is not None and self.service is not None
+        try:
+            snap = store.load(self.home)
+            snap.settings.server(self.server)
+        except store.SettingsError as exc:
+            self._record_error(exc.message, exc.line)
+            return
+        except KeyError:
+            self._record_error(f"server {self.server} is no longer in settings.toml", None)
+            return
+        if snap.version == self.ctx.version:
+            if self.last_reload["Result"] != "OK":  # the file was put back as it was
+                self._record_ok()
+            return
+        old = self.ctx.settings
+        self.ctx.settings, self.ctx.version = snap.settings, snap.version
+        try:
+            await self.service.reload(old, snap.settings)
+        except Exception as exc:
+            self.log.exception("reload failed version=%s", snap.version)
+            self._record_error(f"{type(exc).__name__}: {exc}", None, keep=False)
+            return
+        self.reloads += 1
+        self._record_ok()
+        self.log.info("reloaded version=%s", snap.version)
+
+    def _record_error(self, message: str, line: int | None, keep: bool = True) -> None:
+        if keep:
+            self.log.error("settings not applied, keeping version=%s: %s",
+                           self.ctx.version if self.ctx else "", message)
+        self.last_reload = {"Result": "Error", "Error": message, "Line": line, "Time": _now()}
+
+    def _record_ok(self) -> None:
+        self.last_reload = {"Result": "OK", "Error": None, "Line": None, "Time": _now()}
+
+    # ---- status -----------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        live: dict[str, Any] = {}
+        if self.service is not None:
+            try:
+                live = self.service.status()
+            except Exception:
+                self.log.exception("status() failed")
+        return {
+            "Name": self.name,
+            "Server": self.server,
+            "Pid": os.getpid(),
+            "CreateTime": self.pid.create_time if self.pid else None,
+            "StartTime": self.started,
+            "SettingsVersion": self.ctx.version if self.ctx else None,
+            "Connections": live.get("connections", 0),
+            "Endpoints": live.get("endpoints", []),
+            "LastReload": self.last_reload,
+            "Reloads": self.reloads,
+            "Updated": _now(),
+            "Extra": {k: v for k, v in live.items() if k not in ("connections", "endpoints")},
+        }
+
+    def write_state(self) -> None:
+        """The state file: what get-service shows when the control socket does not answer.
+        Written at start and after each reload, never per connection."""
+        data = json.dumps(self.status(), indent=2, default=str).encode()
+        store.atomic_write(self.home.state_file(self.name, self.server), data)
+
+    async def _open_control(self) -> None:
+        address = control_address(self.home, self.name, self.server)
+        if not address.startswith("\0"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(address)
+        self._control = await asyncio.start_unix_server(self._answer_status, path=address)
+        if not address.startswith("\0"):
+            os.chmod(address, 0o600)
+
+    async def _answer_status(self, _reader: asyncio.StreamReader,
+                             writer: asyncio.StreamWriter) -> None:
+        try:
+            writer.write(json.dumps(self.status(), default=str).encode() + b"\n")
+            await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
+
+
+def query_control(home: Home, name: str, server: str, timeout: float = 2.0) -> dict[str, Any] | None:
+    """Ask a running service for its live status; None when it does not answer."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(control_address(home, name, server))
+        chunks = []
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return json.loads(b"".join(chunks))
+    except (OSError, ValueError):
+        return None
+    finally:
+        sock.close()
+
+
+# --------------------------------------------------------------------------- entry
+
+
+@contextlib.contextmanager
+def _ready_pipe(fd: int | None) -> Iterator[Any]:
+    """The parent's readiness pipe: one line, READY or FAILED <reason>."""
+
+    def say(line: str) -> None:
+        nonlocal fd
+        if fd is None:
+            return
+        with contextlib.suppress(OSError):
+            os.write(fd, (line.replace("\n", " ") + "\n").encode())
+            os.close(fd)
+        fd = None
+
+    try:
+        yield say
+    finally:
+        say("FAILED the service exited during start")
+
+
+async def _main(name: str, server: str, home: Home, ready_fd: int | None,
+                service_class: str | None) -> int:
+    runtime = Runtime(name, server, home, service_class)
+    with _ready_pipe(ready_fd) as say:
+        try:
+            await runtime.start()
+        except Exception as exc:
+            reason = f"{exc}" if isinstance(exc, OSError | LookupError | store.SettingsError) else (
+                f"{type(exc).__name__}: {exc}")
+            runtime.log.error("start failed: %s", reason, exc_info=not isinstance(
+                exc, OSError | LookupError | store.SettingsError))
+            say(f"FAILED {reason}")
+            if runtime.service is not None:
+                with contextlib.suppress(Exception):
+                    await runtime.service.stop(0)
+            return 1
+        say("READY")
+    await runtime.wait_and_stop()
+    return 0
+
+
+def run(name: str, server: str, home: Home, ready_fd: int | None = None,
+        service_class: str | None = None) -> int:
+    setup_logging(name, server)
+    started = time.monotonic()
+    code = asyncio.run(_main(name, server, home, ready_fd, service_class))
+    logging.getLogger("mailctl").info("exit code=%s after=%.1fs", code, time.monotonic() - started)
+    return code

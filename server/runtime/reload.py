@@ -1,0 +1,153 @@
+"""Watching the settings folder for live reload.
+
+On Linux the watch is a bare inotify descriptor registered with the event loop: no thread and no
+timer exist until the kernel reports a change, so an idle service uses no CPU (watchfiles wakes
+every 50 ms to poll its Rust channel). Elsewhere watchfiles' `awatch` is used. The folder is
+watched, not the file, because editors and `store.atomic_write` replace the file by a rename.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import ctypes.util
+import errno
+import os
+import struct
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from ..settings.paths import Home
+
+DEBOUNCE = 0.05  # seconds: a burst of writes (temp file, rename, fsync) gives one reload
+
+IN_CLOSE_WRITE = 0x008
+IN_MOVED_FROM = 0x040
+IN_MOVED_TO = 0x080
+IN_CREATE = 0x100
+IN_DELETE = 0x200
+IN_NONBLOCK = os.O_NONBLOCK
+IN_CLOEXEC = os.O_CLOEXEC
+_MASK = IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_CREATE | IN_DELETE
+_EVENT = struct.Struct("iIII")
+
+
+def is_relevant(home: Home, path: Path) -> bool:
+    """settings.toml itself, or anything in secrets/ (passwords, the proxy secret) that is
+    not an editor's or atomic_write's temporary file."""
+    if path == home.settings_file:
+        return True
+    if path.parent == home.secrets or path == home.secrets:
+        return not path.name.startswith(".")
+    return False
+
+
+class _Inotify:
+    def __init__(self) -> None:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        self._add = libc.inotify_add_watch
+        self._add.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
+        fd = libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
+        if fd < 0:
+            raise OSError(ctypes.get_errno(), "inotify_init1 failed")
+        self.fd = fd
+        self.folders: dict[int, Path] = {}
+
+    def watch(self, folder: Path) -> None:
+        wd = self._add(self.fd, os.fsencode(folder), _MASK)
+        if wd < 0:
+            raise OSError(ctypes.get_errno(), f"cannot watch {folder}")
+        self.folders[wd] = folder
+
+    def read(self) -> list[Path]:
+        paths = []
+        while True:
+            try:
+                data = os.read(self.fd, 64 * 1024)
+            except BlockingIOError:
+                return paths
+            offset = 0
+            while offset + _EVENT.size <= len(data):
+                wd, _mask, _cookie, length = _EVENT.unpack_from(data, offset)
+                raw = data[offset + _EVENT.size : offset + _EVENT.size + length].rstrip(b"\0")
+                offset += _EVENT.size + length
+                folder = self.folders.get(wd)
+                if folder is not None:
+                    paths.append(folder / os.fsdecode(raw) if raw else folder)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+class SettingsWatcher:
+    """Calls `on_change()` (debounced) after settings.toml or secrets/ changed."""
+
+    def __init__(self, home: Home, on_change: Callable[[], Awaitable[None] | None]) -> None:
+        self.home = home
+        self.on_change = on_change
+        self._inotify: _Inotify | None = None
+        self._fallback: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
+        self._pending: asyncio.TimerHandle | None = None
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            inotify = _Inotify()
+        except (OSError, AttributeError):
+            self._fallback = loop.create_task(self._watch_with_watchfiles())
+            return
+        inotify.watch(self.home.root)
+        try:
+            inotify.watch(self.home.secrets)
+        except OSError as exc:
+            if exc.errno != errno.ENOENT:
+                raise
+        loop.add_reader(inotify.fd, self._readable)
+        self._inotify = inotify
+
+    def _readable(self) -> None:
+        assert self._inotify is not None
+        paths = self._inotify.read()
+        if self.home.secrets in paths and self.home.secrets not in self._inotify.folders.values():
+            try:  # secrets/ made after start: watch it from now on
+                self._inotify.watch(self.home.secrets)
+            except OSError:
+                pass
+        if any(is_relevant(self.home, p) for p in paths):
+            self._schedule()
+
+    def _schedule(self) -> None:
+        if self._pending is not None:
+            self._pending.cancel()
+        self._pending = asyncio.get_running_loop().call_later(DEBOUNCE, self._fire)
+
+    def _fire(self) -> None:
+        self._pending = None
+        result = self.on_change()
+        if asyncio.iscoroutine(result):
+            asyncio.get_running_loop().create_task(result)
+
+    async def _watch_with_watchfiles(self) -> None:
+        from watchfiles import awatch
+
+        async for changes in awatch(
+            self.home.root,
+            watch_filter=lambda _change, path: is_relevant(self.home, Path(path)),
+            debounce=int(DEBOUNCE * 1000),
+            stop_event=self._stop,
+        ):
+            if changes:
+                self._fire()
+
+    def close(self) -> None:
+        if self._pending is not None:
+            self._pending.cancel()
+            self._pending = None
+        if self._inotify is not None:
+            asyncio.get_running_loop().remove_reader(self._inotify.fd)
+            self._inotify.close()
+            self._inotify = None
+        self._stop.set()
+        if self._fallback is not None:
+            self._fallback.cancel()
