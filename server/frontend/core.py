@@ -1,0 +1,524 @@
+"""The login proxy shared by the IMAP4 and POP3 front ends.
+
+A front end owns everything before login: listeners (UnencryptedOrTLSBindings with
+STARTTLS/STLS, SSLBindings with implicit TLS), the greeting, the login policy (LoginType),
+connection limits, the pre-authentication timeout and the failed-login slow-down. After a
+good login it finds the server that holds the mailbox, opens a connection to that server's
+back end, hands the session over and relays bytes both ways until either side closes.
+
+Each protocol brings two sans-IO pieces (see imap.py, pop3.py): a `LoginCore` that turns
+client bytes into events (Send, StartTls, LoginRequest) and renders the answers, and a
+`BackendLogin` that speaks the hand-over to the back end. This module is the I/O around them.
+
+Hand-over (the contract in server/directory): TCP (TLS when ProxyTargetPort is the target's
+SSL port) to <target>.BackEndAddress, then a PROXY v2 header with the real client address as
+the first bytes of the stream (inside TLS, so it works with implicit-TLS back-end
+listeners), then SASL PLAIN with authzid = mailbox name, authcid = PROXY_USER and the proxy
+secret as password.
+
+Which back-end port: ProxyTargetPort is a setting of the front-end server, while each target
+server has its own back-end ports. When ProxyTargetPort equals this server's
+Imap/PopBackEndSSLPort the front end uses the target's SSL port; when it equals the plain
+back-end port, the target's plain port; any other value is used as given (TLS when it is the
+target's SSL port). So a fresh install proxies over TLS, and servers whose back ends listen
+on other ports still work.
+
+Login decisions (reference section 5): wrong password or unknown user -> the same answer,
+after the same argon2 time. A mailbox that may not use the protocol (Anonymous, Guest,
+Administrator, PopEnabled/ImapEnabled false) gets its refusal reason whether or not the
+password was right, so the answer never tells a password guesser anything. Every refused
+login counts as a failure for the slow-down (throttle.py) and for the per-connection limit:
+after MAX_LOGON_FAILURES failures the connection is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import ssl
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, ClassVar
+
+from ..directory import PROXY_USER, Directory, Entry, may_use_protocol, proxy_secret
+from ..protocols import proxyv2
+from ..runtime import tls
+from ..runtime.listeners import ListenerSet
+from ..runtime.service import Service, ServiceContext
+from ..settings.models import ProtocolSettings, Server, Settings
+from ..settings.types import LoginType
+from .limits import ConnectionLimits
+from .relay import relay, take_buffered
+from .throttle import LoginThrottle
+
+MAX_LOGON_FAILURES = 3  # Exchange's receive-connector default, applied per connection
+BACKEND_TIMEOUT = 15.0  # connect + hand-over; a slower back end counts as down
+
+
+# ---------------------------------------------------------------------------- sans-IO types
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What the login core needs to know about the connection and the settings in force."""
+
+    tls_active: bool
+    tls_available: bool
+    login_type: LoginType
+    max_command_size: int
+
+    @property
+    def clear_login_allowed(self) -> bool:
+        """IMAP LOGIN, POP3 USER/PASS: only PlainTextLogin allows them without TLS."""
+        return self.tls_active or self.login_type is LoginType.PlainTextLogin
+
+    @property
+    def sasl_plain_allowed(self) -> bool:
+        """IMAP AUTHENTICATE PLAIN, POP3 AUTH PLAIN: PlainTextAuthentication and
+        PlainTextLogin allow them without TLS; SecureLogin only after TLS."""
+        return self.tls_active or self.login_type is not LoginType.SecureLogin
+
+
+@dataclass(frozen=True)
+class Send:
+    data: bytes
+    close: bool = False
+
+
+@dataclass(frozen=True)
+class StartTls:
+    """Send `data`, drop every byte the client sent after the command, start TLS."""
+
+    data: bytes
+
+
+@dataclass(frozen=True)
+class LoginRequest:
+    user: str
+    password: str
+    ref: str  # the IMAP tag (POP3: the command), to answer with
+
+
+Event = Send | StartTls | LoginRequest
+
+
+class Refusal(Enum):
+    BAD_CREDENTIALS = "bad credentials"
+    POLICY = "not allowed"
+    USER_LIMIT = "too many connections for the user"
+    UNAVAILABLE = "mailbox server unavailable"
+
+
+class LoginCore(ABC):
+    """The pre-authentication half of a protocol, sans-IO."""
+
+    @abstractmethod
+    def greeting(self) -> bytes: ...
+
+    @abstractmethod
+    def receive(self, data: bytes) -> None: ...
+
+    @abstractmethod
+    def next_event(self, policy: Policy) -> Event | None:
+        """The next thing to do, or None when more client bytes are needed."""
+
+    @abstractmethod
+    def discard_buffer(self) -> None:
+        """Forget unread client bytes (after STARTTLS)."""
+
+    @abstractmethod
+    def leftover(self) -> bytes:
+        """Client bytes read but not used (pipelined after the login): for the back end."""
+
+    @abstractmethod
+    def refuse(self, request: LoginRequest, refusal: Refusal, detail: str = "") -> bytes: ...
+
+    @abstractmethod
+    def accept(self, request: LoginRequest, capabilities: str | None) -> bytes: ...
+
+    @abstractmethod
+    def goodbye(self, reason: str) -> bytes:
+        """The last words before the front end closes (limit, timeout, shutdown)."""
+
+    @abstractmethod
+    def refuse_connection(self, reason: str) -> bytes: ...
+
+
+class BackendError(Exception):
+    """The back end is unreachable, or refused or broke the hand-over."""
+
+
+@dataclass(frozen=True)
+class BackendSend:
+    data: bytes
+
+
+@dataclass(frozen=True)
+class BackendDone:
+    capabilities: str | None  # what the back end supports after login (IMAP)
+
+
+class BackendLogin(ABC):
+    """The hand-over conversation with a back end, sans-IO: lines in, steps out."""
+
+    @abstractmethod
+    def on_line(self, line: bytes) -> BackendSend | BackendDone | None:
+        """Next step after a line (CRLF included) from the back end; raise BackendError."""
+
+
+# ---------------------------------------------------------------------------- the service
+
+
+class FrontendService(Service):
+    """One front-end service (MSExchangeIMAP4 or MSExchangePOP3)."""
+
+    protocol: ClassVar[str]  # "IMAP4" / "POP3": may_use_protocol and logs
+    cert_kind: ClassVar[str]  # "IMAP" / "POP": Enable-ExchangeCertificate -Services
+
+    def __init__(self, ctx: ServiceContext) -> None:
+        super().__init__(ctx)
+        self.directory = Directory(ctx.home)
+        self.limits = ConnectionLimits()
+        self.throttle = LoginThrottle()
+        self.max_logon_failures = MAX_LOGON_FAILURES
+        self.listeners = ListenerSet(self._handler_for)
+        self.ssl_context: ssl.SSLContext | None = None
+        self._thumbprint: str | None = None
+        self._sessions: set[Session] = set()
+        self._stopping = False
+
+    # --- protocol hooks -------------------------------------------------------------
+    @abstractmethod
+    def protocol_settings(self, settings: Settings | None = None) -> ProtocolSettings: ...
+
+    @abstractmethod
+    def new_core(self, settings: ProtocolSettings) -> LoginCore: ...
+
+    @abstractmethod
+    def backend_login(self, mailbox: str, secret: str) -> BackendLogin: ...
+
+    @abstractmethod
+    def backend_ports(self, target: Server) -> tuple[int, int]:
+        """(plain port, SSL port) of the target's back end for this protocol."""
+
+    def backend_lost(self, last_chunk: bytes) -> bytes:
+        """What to tell the client when the back end closes on its own mid-session."""
+        return b""
+
+    # --- lifecycle ------------------------------------------------------------------
+    async def start(self) -> None:
+        await self._load_certificate()
+        await self._reconcile()
+        self.ctx.log.info(
+            "service=%s started endpoints=%s", self.ctx.name, ",".join(self.listeners.endpoints)
+        )
+
+    async def reload(self, old: Settings, new: Settings) -> None:
+        await self._load_certificate()
+        await self._reconcile()
+
+    async def stop(self, grace: float) -> None:
+        self._stopping = True
+        self.listeners.close()
+        for session in list(self._sessions):
+            session.shutdown()
+        if self._sessions:
+            waiters = [s.done for s in self._sessions]
+            await asyncio.wait(waiters, timeout=grace)
+        for session in list(self._sessions):
+            session.abort()
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "connections": self.limits.total,
+            "endpoints": self.listeners.endpoints,
+            "certificate": self._thumbprint,
+        }
+
+    async def _load_certificate(self) -> None:
+        ps = self.protocol_settings()
+        name = ps.X509CertificateName or self.ctx.server_settings.Fqdn
+        cert = await asyncio.to_thread(tls.ensure_certificate, self.ctx.home, self.cert_kind, name)
+        if self.ssl_context is None:
+            self.ssl_context = tls.server_context(cert)
+        elif cert.thumbprint != self._thumbprint:
+            # Same context object: listeners keep it, new handshakes get the new chain.
+            tls.reload_context(self.ssl_context, cert)
+        self._thumbprint = cert.thumbprint
+
+    async def _reconcile(self) -> None:
+        ps = self.protocol_settings()
+        await self.listeners.reconcile(
+            ps.UnencryptedOrTLSBindings, ps.SSLBindings, self.ssl_context
+        )
+
+    def _handler_for(self, implicit_tls: bool):  # noqa: ANN202 - ListenerSet's Handler
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await self._serve(reader, writer, implicit_tls)
+
+        return handle
+
+    async def _serve(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, implicit_tls: bool
+    ) -> None:
+        peer = writer.get_extra_info("peername") or ("0.0.0.0", 0)
+        ip = str(peer[0])
+        ps = self.protocol_settings()
+        core = self.new_core(ps)
+        refusal = "Server is shutting down" if self._stopping else self.limits.open(
+            ip, ps.MaxConnections, ps.MaxConnectionFromSingleIP
+        )
+        if refusal:
+            self.ctx.log.warning(
+                "service=%s event=refused client=%s reason=%r", self.ctx.name, ip, refusal
+            )
+            try:
+                writer.write(core.refuse_connection(refusal))
+                await asyncio.wait_for(writer.drain(), 5)
+            except (OSError, TimeoutError):
+                pass
+            finally:
+                writer.close()
+            return
+        session = Session(self, core, reader, writer, implicit_tls, peer)
+        self._sessions.add(session)
+        try:
+            await session.run()
+        except (OSError, ssl.SSLError, EOFError, ConnectionError) as exc:
+            self.ctx.log.info("service=%s event=closed client=%s error=%r", self.ctx.name, ip, exc)
+        except Exception:  # one broken session must never take the service down
+            self.ctx.log.exception("service=%s event=session-error client=%s", self.ctx.name, ip)
+        finally:
+            self._sessions.discard(session)
+            self.limits.close(ip)
+            session.abort()
+            if not session.done.done():
+                session.done.set_result(None)
+
+    # --- routing --------------------------------------------------------------------
+    def target_of(self, entry: Entry) -> tuple[str, int, bool]:
+        """(address, port, tls) of the back end that holds the mailbox."""
+        own_plain, own_ssl = self.backend_ports(self.ctx.server_settings)
+        plain, ssl_port = self.backend_ports(entry.server)
+        wanted = self.protocol_settings().ProxyTargetPort
+        if wanted == own_ssl:
+            port = ssl_port
+        elif wanted == own_plain:
+            port = plain
+        else:
+            port = wanted
+        return entry.server.BackEndAddress, port, port == ssl_port
+
+    async def open_backend(
+        self, entry: Entry, client: tuple[Any, ...], local: tuple[Any, ...]
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, str | None]:
+        host, port, use_tls = self.target_of(entry)
+        ps = self.protocol_settings()
+        context = None
+        if use_tls:
+            context = tls.client_context(self.ctx.home, verify=ps.EnforceCertificateErrors)
+        reader, writer = await asyncio.open_connection(
+            host, port, ssl=context,
+            server_hostname=entry.server.Fqdn if context is not None else None,
+        )
+        try:
+            sock = writer.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            writer.write(proxyv2.encode(proxyv2.ProxyInfo(
+                str(client[0]), int(client[1]), str(local[0]), int(local[1]),
+            )))
+            secret = await asyncio.to_thread(proxy_secret, self.ctx.home)
+            conversation = self.backend_login(entry.name, secret)
+            while True:
+                line = await reader.readline()
+                if not line.endswith(b"\n"):
+                    raise BackendError("the mailbox server closed the connection")
+                step = conversation.on_line(line)
+                if isinstance(step, BackendSend):
+                    writer.write(step.data)
+                elif isinstance(step, BackendDone):
+                    return reader, writer, step.capabilities
+        except BaseException:
+            writer.close()
+            raise
+
+
+class Session:
+    """One client connection of a front end."""
+
+    def __init__(
+        self, service: FrontendService, core: LoginCore, reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter, implicit_tls: bool, peer: tuple[Any, ...],
+    ) -> None:
+        self.service, self.core = service, core
+        self.reader, self.writer = reader, writer
+        self.tls_active = implicit_tls
+        self.peer = peer
+        self.ip = str(peer[0])
+        self.failures = 0
+        self.user: str | None = None  # mailbox name once logged in and counted
+        self.relaying = False
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._backend_writer: asyncio.StreamWriter | None = None
+        self.log: logging.Logger = service.ctx.log
+        self._stop_requested = False
+
+    def policy(self) -> Policy:
+        ps = self.service.protocol_settings()
+        return Policy(
+            tls_active=self.tls_active,
+            tls_available=self.service.ssl_context is not None,
+            login_type=ps.LoginType,
+            max_command_size=ps.MaxCommandSize,  # type: ignore[attr-defined]
+        )
+
+    def shutdown(self) -> None:
+        """Service stopping: pre-auth sessions get a goodbye now; relayed ones get the
+        grace period to finish, then abort()."""
+        self._stop_requested = True
+        if not self.relaying:
+            try:
+                self.writer.write(self.core.goodbye("Server shutting down"))
+            except (OSError, RuntimeError):
+                pass
+            self.writer.close()
+
+    def abort(self) -> None:
+        if not self.writer.is_closing():
+            self.writer.close()
+        if self._backend_writer is not None and not self._backend_writer.is_closing():
+            self._backend_writer.close()
+
+    async def run(self) -> None:
+        try:
+            await self._run()
+        finally:
+            if self.user is not None:
+                self.service.limits.logout(self.user)
+
+    async def _run(self) -> None:
+        self.writer.write(self.core.greeting())
+        await self.writer.drain()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._idle_timeout()
+        while not self._stop_requested:
+            event = self.core.next_event(self.policy())
+            if event is None:
+                data = await self._read(deadline - loop.time())
+                if data is None:
+                    return
+                self.core.receive(data)
+                continue
+            # Only complete commands restart the idle clock, so a client dribbling bytes
+            # cannot hold a pre-auth connection forever.
+            deadline = loop.time() + self._idle_timeout()
+            if isinstance(event, Send):
+                self.writer.write(event.data)
+                await self.writer.drain()
+                if event.close:
+                    return
+            elif isinstance(event, StartTls):
+                await self._start_tls(event)
+            elif isinstance(event, LoginRequest):
+                if await self._login(event):
+                    return
+
+    def _idle_timeout(self) -> float:
+        return self.service.protocol_settings().PreAuthenticatedConnectionTimeout.total_seconds()
+
+    async def _read(self, timeout: float) -> bytes | None:
+        try:
+            data = await asyncio.wait_for(self.reader.read(65536), max(timeout, 0.001))
+        except TimeoutError:
+            self.writer.write(self.core.goodbye("Connection timed out"))
+            await self.writer.drain()
+            return None
+        return data or None
+
+    async def _start_tls(self, event: StartTls) -> None:
+        self.writer.write(event.data)
+        await self.writer.drain()
+        # RFC 3501 11.1 / RFC 2595 3.1: nothing the client pipelined behind STARTTLS may be
+        # executed after the handshake; drop it from both buffers.
+        self.core.discard_buffer()
+        take_buffered(self.reader)
+        assert self.service.ssl_context is not None
+        await self.writer.start_tls(self.service.ssl_context, ssl_handshake_timeout=30)
+        self.tls_active = True
+
+    # --- login ----------------------------------------------------------------------
+    async def _login(self, request: LoginRequest) -> bool:
+        """Handle one login attempt; True when the session is over (relayed or closed)."""
+        service = self.service
+        wait = service.throttle.delay(self.ip, request.user)
+        if wait:
+            await asyncio.sleep(wait)
+        settings = service.ctx.settings
+        entry = await asyncio.to_thread(
+            service.directory.verify, settings, request.user, request.password
+        )
+        found = entry or service.directory.find(settings, request.user)
+        reason = may_use_protocol(found, service.protocol) if found is not None else None
+        if entry is None or reason:
+            return await self._failed(request, reason)
+        service.throttle.succeeded(self.ip, request.user)
+        ps = service.protocol_settings()
+        if not service.limits.login(entry.name, ps.MaxConnectionsPerUser):
+            self._log("login-refused", request.user, "too many connections for the user")
+            await self._answer(self.core.refuse(request, Refusal.USER_LIMIT))
+            return False
+        self.user = entry.name
+        try:
+            local = self.writer.get_extra_info("sockname") or ("0.0.0.0", 0)
+            backend_reader, backend_writer, caps = await asyncio.wait_for(
+                service.open_backend(entry, self.peer, local), BACKEND_TIMEOUT
+            )
+        except (OSError, TimeoutError, BackendError, ssl.SSLError) as exc:
+            service.limits.logout(entry.name)
+            self.user = None
+            self._log("backend-unavailable", entry.name, f"{entry.server_name}: {exc}")
+            await self._answer(self.core.refuse(request, Refusal.UNAVAILABLE))
+            return False
+        self._backend_writer = backend_writer
+        self._log("login", entry.name, f"server={entry.server_name}")
+        self.writer.write(self.core.accept(request, caps))
+        self.relaying = True
+        pending = self.core.leftover() + take_buffered(self.reader)
+        await relay(
+            self.writer, pending, backend_writer, take_buffered(backend_reader),
+            self.service.backend_lost,
+        )
+        return True
+
+    async def _failed(self, request: LoginRequest, reason: str | None) -> bool:
+        self.failures += 1
+        self.service.throttle.failed(self.ip, request.user)
+        self._log("login-failed", request.user, reason or "bad user name or password")
+        refusal = Refusal.POLICY if reason else Refusal.BAD_CREDENTIALS
+        answer = self.core.refuse(request, refusal, reason or "")
+        if self.failures >= self.service.max_logon_failures:
+            await self._answer(answer + self.core.goodbye("Too many failed logins"))
+            return True
+        await self._answer(answer)
+        return False
+
+    async def _answer(self, data: bytes) -> None:
+        self.writer.write(data)
+        await self.writer.drain()
+
+    def _log(self, event: str, user: str, detail: str) -> None:
+        level = logging.INFO if event == "login" else logging.WARNING
+        self.log.log(
+            level, "service=%s event=%s client=%s user=%r detail=%r",
+            self.service.ctx.name, event, self.ip, user, detail,
+        )
+
+
+__all__ = [
+    "PROXY_USER", "BackendDone", "BackendError", "BackendLogin", "BackendSend",
+    "FrontendService", "LoginCore", "LoginRequest", "Policy", "Refusal", "Send", "Session",
+    "StartTls",
+]

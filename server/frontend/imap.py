@@ -1,0 +1,271 @@
+"""MSExchangeIMAP4: the IMAP4 front end (login policy, then proxy to the back end).
+
+Before login the front end answers CAPABILITY, NOOP, LOGOUT, ID, STARTTLS, LOGIN and
+AUTHENTICATE PLAIN (with SASL-IR, RFC 4959, or a "+" continuation); every other command gets
+"BAD Command received in invalid state." as Exchange answers.
+
+LoginType, exactly (reference section 1; "TLS" means implicit TLS on SSLBindings or after
+STARTTLS):
+
+=========================  =========================  ==================================
+LoginType                  without TLS                after TLS
+=========================  =========================  ==================================
+SecureLogin (default)      LOGINDISABLED, no AUTH=    LOGIN and AUTHENTICATE PLAIN
+                           PLAIN; LOGIN/AUTHENTICATE
+                           -> NO [PRIVACYREQUIRED]
+PlainTextAuthentication    AUTHENTICATE PLAIN allowed  both
+                           (AUTH=PLAIN advertised);
+                           LOGIN refused, LOGINDISABLED
+PlainTextLogin             both                        both
+=========================  =========================  ==================================
+
+STARTTLS is advertised whenever the connection is not yet encrypted. After a good login the
+client gets "<tag> OK [CAPABILITY ...] Logged in." carrying the back end's own capability list,
+so what the client sees after login is exactly what the back end supports.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+from ..protocols.imap import parser as p
+from ..settings.models import ImapSettings, ProtocolSettings, Server, Settings
+from .core import PROXY_USER as _PROXY_USER
+from .core import (
+    BackendDone,
+    BackendError,
+    BackendLogin,
+    BackendSend,
+    FrontendService,
+    LoginCore,
+    LoginRequest,
+    Policy,
+    Refusal,
+    Send,
+    StartTls,
+)
+
+CRLF = b"\r\n"
+INVALID_STATE = "Command received in invalid state."
+
+
+def decode_plain(response: bytes) -> tuple[str, str] | None:
+    """SASL PLAIN (RFC 4616): (authcid, password), or None when malformed or asking to act
+    as someone else (a client may not name an authzid other than itself)."""
+    parts = response.split(b"\0")
+    if len(parts) != 3:
+        return None
+    authzid, authcid, password = (part.decode("utf-8", "replace") for part in parts)
+    if not authcid or (authzid and authzid.lower() != authcid.lower()):
+        return None
+    return authcid, password
+
+
+def plain_response(authzid: str, authcid: str, password: str) -> bytes:
+    return base64.b64encode(f"{authzid}\0{authcid}\0{password}".encode())
+
+
+class ImapLoginCore(LoginCore):
+    def __init__(self, banner: str) -> None:
+        self.banner = banner
+        self.reader = p.CommandReader()
+        self._sasl_tag: str | None = None  # AUTHENTICATE waiting for its client response
+
+    # --- rendering --------------------------------------------------------------------
+    def capabilities(self, policy: Policy) -> str:
+        caps = ["IMAP4rev1", "SASL-IR", "LITERAL+", "ID"]
+        if not policy.tls_active and policy.tls_available:
+            caps.append("STARTTLS")
+        if not policy.clear_login_allowed:
+            caps.append("LOGINDISABLED")
+        if policy.sasl_plain_allowed:
+            caps.append("AUTH=PLAIN")
+        return " ".join(caps)
+
+    def greeting(self) -> bytes:
+        return f"* OK {self.banner}".encode() + CRLF
+
+    def goodbye(self, reason: str) -> bytes:
+        return f"* BYE {reason}.".encode() + CRLF
+
+    def refuse_connection(self, reason: str) -> bytes:
+        return f"* BYE [UNAVAILABLE] {reason}.".encode() + CRLF
+
+    def refuse(self, request: LoginRequest, refusal: Refusal, detail: str = "") -> bytes:
+        tag = request.ref
+        if refusal is Refusal.BAD_CREDENTIALS:
+            text = "[AUTHENTICATIONFAILED] Authentication failed."
+        elif refusal is Refusal.POLICY:
+            text = f"[CONTACTADMIN] Login refused: {detail}."
+        elif refusal is Refusal.USER_LIMIT:
+            text = "[LIMIT] Too many connections for this user."
+        else:
+            text = "[UNAVAILABLE] The mailbox server is not available; try again later."
+        return f"{tag} NO {text}".encode() + CRLF
+
+    def accept(self, request: LoginRequest, capabilities: str | None) -> bytes:
+        code = f"[CAPABILITY {capabilities}] " if capabilities else ""
+        return f"{request.ref} OK {code}Logged in.".encode() + CRLF
+
+    # --- input --------------------------------------------------------------------------
+    def receive(self, data: bytes) -> None:
+        self.reader.feed(data)
+
+    def discard_buffer(self) -> None:
+        self.reader.discard_buffer()
+        self.reader.line_mode = False
+        self._sasl_tag = None
+
+    def leftover(self) -> bytes:
+        data = bytes(self.reader._buf)  # what came in behind the login command
+        self.reader.discard_buffer()
+        return data
+
+    def next_event(self, policy: Policy) -> Send | StartTls | LoginRequest | None:
+        # Before login no literal may be larger than a whole command may be.
+        self.reader.max_command_size = policy.max_command_size
+        self.reader.max_literal_size = policy.max_command_size
+        while True:
+            event = self.reader.next_event()
+            if event is None:
+                return None
+            result = self._handle(event, policy)
+            if result is not None:
+                return result
+
+    def _handle(self, event: p.Event, policy: Policy) -> Send | StartTls | LoginRequest | None:
+        if isinstance(event, p.RawLine):
+            return self._sasl_response(event.line)
+        if isinstance(event, p.NeedContinuation):
+            return Send(f"+ {event.text}".encode() + CRLF)
+        if isinstance(event, p.CommandTooLong | p.LiteralTooLarge):
+            return Send(f"{event.tag or '*'} BAD [TOOBIG] Command too long.".encode() + CRLF)
+        if isinstance(event, p.ParseError):
+            return Send(f"{event.tag or '*'} BAD {event.message}".encode() + CRLF)
+        if isinstance(event, p.BadCharset):
+            return self._tagged(event.tag, "BAD", INVALID_STATE)
+        assert isinstance(event, p.Command)
+        return self._command(event, policy)
+
+    def _tagged(self, tag: str, status: str, text: str, untagged: str = "") -> Send:
+        pre = f"* {untagged}\r\n" if untagged else ""
+        return Send(f"{pre}{tag} {status} {text}".encode() + CRLF)
+
+    def _command(self, cmd: p.Command, policy: Policy) -> Send | StartTls | LoginRequest:
+        args, tag = cmd.args, cmd.tag
+        if isinstance(args, p.Capability):
+            return self._tagged(tag, "OK", "CAPABILITY completed.",
+                                f"CAPABILITY {self.capabilities(policy)}")
+        if isinstance(args, p.Noop):
+            return self._tagged(tag, "OK", "NOOP completed.")
+        if isinstance(args, p.Logout):
+            data = self._tagged(tag, "OK", "LOGOUT completed.", "BYE Logging out.").data
+            return Send(data, close=True)
+        if isinstance(args, p.Id):
+            return self._tagged(tag, "OK", "ID completed.", 'ID ("name" "mailctl")')
+        if isinstance(args, p.Starttls):
+            if policy.tls_active or not policy.tls_available:
+                return self._tagged(tag, "BAD", "STARTTLS is not available now.")
+            return StartTls(f"{tag} OK Begin TLS negotiation now.".encode() + CRLF)
+        if isinstance(args, p.Login):
+            if not policy.clear_login_allowed:
+                return self._tagged(tag, "NO", "[PRIVACYREQUIRED] LOGIN is disabled on an "
+                                    "unencrypted connection; use STARTTLS or the SSL port.")
+            return LoginRequest(args.user, args.password, tag)
+        if isinstance(args, p.Authenticate):
+            return self._authenticate(tag, args, policy)
+        return self._tagged(tag, "BAD", INVALID_STATE)
+
+    def _authenticate(
+        self, tag: str, args: p.Authenticate, policy: Policy
+    ) -> Send | LoginRequest:
+        if args.mechanism.upper() != "PLAIN":
+            return self._tagged(tag, "NO", "Unsupported authentication mechanism.")
+        if not policy.sasl_plain_allowed:
+            return self._tagged(tag, "NO", "[PRIVACYREQUIRED] Authentication is disabled on "
+                                "an unencrypted connection; use STARTTLS or the SSL port.")
+        if args.initial_response is None:
+            self._sasl_tag = tag
+            self.reader.line_mode = True
+            return Send(b"+ " + CRLF)
+        return self._plain(tag, args.initial_response)
+
+    def _sasl_response(self, line: bytes) -> Send | LoginRequest:
+        tag, self._sasl_tag = self._sasl_tag or "*", None
+        self.reader.line_mode = False
+        if line.strip() == b"*":
+            return self._tagged(tag, "BAD", "AUTHENTICATE cancelled.")
+        try:
+            response = base64.b64decode(line.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            return self._tagged(tag, "BAD", "Invalid base64 response.")
+        return self._plain(tag, response)
+
+    def _plain(self, tag: str, response: bytes) -> Send | LoginRequest:
+        decoded = decode_plain(response)
+        if decoded is None:
+            return self._tagged(tag, "NO", "[AUTHENTICATIONFAILED] Authentication failed.")
+        return LoginRequest(decoded[0], decoded[1], tag)
+
+
+class ImapBackendLogin(BackendLogin):
+    """Greeting, AUTHENTICATE PLAIN as the proxy for the mailbox, capabilities."""
+
+    def __init__(self, mailbox: str, secret: str) -> None:
+        self.mailbox, self.secret = mailbox, secret
+        self.state = "greeting"
+        self.capabilities: str | None = None
+
+    def on_line(self, line: bytes) -> BackendSend | BackendDone | None:
+        text = line.decode("utf-8", "replace").rstrip("\r\n")
+        if self.state == "greeting":
+            if not text.startswith("* OK"):
+                raise BackendError(f"unexpected greeting {text[:80]!r}")
+            self.state = "login"
+            ir = plain_response(self.mailbox, _PROXY_USER, self.secret)
+            return BackendSend(b"P1 AUTHENTICATE PLAIN " + ir + CRLF)
+        if text.upper().startswith("* CAPABILITY "):
+            self.capabilities = text[len("* CAPABILITY "):]
+            return None
+        if text.startswith("+"):
+            raise BackendError("the mailbox server did not take the initial response")
+        if self.state == "login" and text.startswith("P1 "):
+            status, _, rest = text[3:].partition(" ")
+            if status.upper() != "OK":
+                raise BackendError(f"hand-over refused: {text[:200]!r}")
+            if rest.upper().startswith("[CAPABILITY ") and "]" in rest:
+                self.capabilities = rest[len("[CAPABILITY "):rest.index("]")]
+            if self.capabilities is None:
+                self.state = "capability"
+                return BackendSend(b"P2 CAPABILITY" + CRLF)
+            return BackendDone(self.capabilities)
+        if self.state == "capability" and text.startswith("P2 "):
+            return BackendDone(self.capabilities)
+        return None
+
+
+class ImapFrontendService(FrontendService):
+    protocol = "IMAP4"
+    cert_kind = "IMAP"
+
+    def protocol_settings(self, settings: Settings | None = None) -> ProtocolSettings:
+        return (settings or self.ctx.settings).server(self.ctx.server).ImapSettings
+
+    def new_core(self, settings: ProtocolSettings) -> LoginCore:
+        return ImapLoginCore(settings.Banner)
+
+    def backend_login(self, mailbox: str, secret: str) -> BackendLogin:
+        return ImapBackendLogin(mailbox, secret)
+
+    def backend_ports(self, target: Server) -> tuple[int, int]:
+        return target.ImapBackEndPort, target.ImapBackEndSSLPort
+
+    def backend_lost(self, last_chunk: bytes) -> bytes:
+        if b"* BYE" in last_chunk:
+            return b""
+        return b"* BYE [UNAVAILABLE] The connection to the mailbox server was lost." + CRLF
+
+
+__all__ = ["ImapBackendLogin", "ImapFrontendService", "ImapLoginCore", "ImapSettings",
+           "decode_plain", "plain_response"]
