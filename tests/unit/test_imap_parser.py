@@ -693,3 +693,13 @@ def test_in_command_and_buffered() -> None:
     assert not reader.in_command
     drain(reader, b"a LOGIN {3}\r\nbo")
     assert reader.in_command and reader.buffered >= 2
+
+
+def test_literal_limit_covers_all_literals_of_a_command() -> None:
+    reader = CommandReader(max_literal_size=10)
+    events = drain(reader, b"a APPEND INBOX {6+}\r\nabcdef {6+}\r\nghijkl\r\nb NOOP\r\n")
+    assert events == [LiteralTooLarge("a", 6), Command("b", "NOOP", Noop())]
+    # the limit is an attribute the session may change between events
+    reader.max_literal_size = 12
+    (event,) = drain(reader, b"a APPEND INBOX {6+}\r\nabcdef {6+}\r\nghijkl\r\n")
+    assert [m.data for m in event.args.messages] == [b"abcdef", b"ghijkl"]

@@ -21,10 +21,14 @@ even when the client sent them in the same packet. Set it back to False afterwar
 After STARTTLS the session must call `discard_buffer()` so plaintext pipelined behind the
 STARTTLS command is never executed inside TLS (the CVE-2011-0411 class of bug).
 
-Limits: a command's lines, without literal data, may total `max_command_size` bytes; a
-literal may be `max_literal_size` bytes and is refused from its announced size before any
-of it is read. The buffer holds at most one chunk from `feed()` plus the current command
-line (a partial line over the limit is dropped as it arrives) plus the current literal.
+Limits: a command's lines, without literal data, may total `max_command_size` bytes; its
+literals together may total `max_literal_size` bytes (one APPEND message, or all messages
+of a MULTIAPPEND), and a literal that would pass that is refused from its announced size
+before any of it is read. The buffer holds at most one chunk from `feed()` plus the current
+command's lines (a partial line over the limit is dropped as it arrives) plus its literals.
+Both limits are plain attributes, read at each event: a session should keep
+`max_literal_size` small (a few KB, enough for LOGIN) until the client has authenticated,
+so nobody can make the server hold a large APPEND before login.
 
 Every command's arguments arrive as one dataclass per command (`Fetch`, `Store`, `Search`,
 ...). Mailbox names are decoded from modified UTF-7 (raw 8-bit UTF-8 is also accepted) and
@@ -104,7 +108,8 @@ class CommandTooLong:
 
 @dataclass(frozen=True, slots=True)
 class LiteralTooLarge:
-    """A literal announced more than max_literal_size bytes. It was refused before reading:
+    """A literal would take the command's literals past max_literal_size bytes (size is
+    the announced size of that literal). It was refused before reading:
     for {n} no "+" is due; for {n+} the n bytes that follow are skipped. The rest of the
     command line is dropped too. Answer "<tag> NO [TOOBIG] ..." or BAD."""
 
@@ -432,8 +437,10 @@ class Search(CommandArgs):
 
 @dataclass(frozen=True, slots=True)
 class Fetch(CommandArgs):
-    """items: in the order given, macros (ALL/FAST/FULL) expanded. changedsince and
-    vanished are the RFC 7162 modifiers (VANISHED only with UID FETCH and CHANGEDSINCE)."""
+    """items: in the order given, macros (ALL/FAST/FULL) expanded, duplicates kept; for
+    UID FETCH the handler adds UID itself (RFC 3501 6.4.8). changedsince and vanished are
+    the RFC 7162 modifiers (VANISHED only with UID FETCH and CHANGEDSINCE; CHANGEDSINCE
+    also implies MODSEQ in the response)."""
 
     seqset: SeqSet
     items: tuple[FetchItem, ...]
@@ -512,7 +519,6 @@ _CLOSE: Final = 0x29
 _LBRACKET: Final = 0x5B
 _RBRACKET: Final = 0x5D
 _LT: Final = 0x3C
-_BACKSLASH: Final = 0x5C
 _LIT: Final = -2  # peek(): a literal comes next
 _END: Final = -1  # peek(): nothing left
 
@@ -530,7 +536,7 @@ _ITEM_NAME = re.compile(rb"[A-Za-z0-9.\-]+")
 _SECTION_TEXT = re.compile(rb"[A-Za-z0-9.]+")
 _PARTIAL = re.compile(rb"<([0-9]{1,10})\.([0-9]{1,10})>")
 _BASE64 = re.compile(rb"[A-Za-z0-9+/]*={0,2}")
-_FLAG = re.compile(rb'\\?[^(){ \x00-\x1f\x7f%*"\\\]]+')
+_FLAG = re.compile(rb'\\?[^(){ \x00-\x1f\x7f-\xff%*"\\\]]+')
 _DATE = re.compile(rb"([0-9]{1,2})-([A-Za-z]{3})-([0-9]{4})")
 _DATE_TIME = re.compile(
     rb'"([ 0-9][0-9]|[0-9])-([A-Za-z]{3})-([0-9]{4}) ([0-9]{2}):([0-9]{2}):([0-9]{2}) ([+-])([0-9]{2})([0-9]{2})"'
@@ -1487,7 +1493,7 @@ class CommandReader:
                 self._refuse(marker)
                 return parser
             self._tag = tag
-        if size > self.max_literal_size:
+        if size + sum(len(data) for data, _ in self._lits) > self.max_literal_size:
             tag = self._tag
             self._refuse(marker)
             return LiteralTooLarge(tag, size)
