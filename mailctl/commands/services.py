@@ -1,0 +1,201 @@
+"""Start-Service, Stop-Service, Restart-Service, Get-Service, `mailctl start` / `stop`,
+Install-Systemd, and the start/stop half of enable-/disable-pop3/imap4 (via the CLI hooks).
+The work is done by server.runtime.control; these are thin wrappers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from ..cli import (
+    PROTOCOL_DISABLED,
+    PROTOCOL_ENABLED,
+    SERVICE_STATUS,
+    OutputOpt,
+    ServerOpt,
+    command,
+    emit,
+    fail,
+    home,
+)
+
+if TYPE_CHECKING:
+    from server.runtime.control import ServiceInfo
+    from server.settings.paths import Home
+
+NameArg = Annotated[str, typer.Argument(help="Service name, e.g. MSExchangeIMAP4BE.")]
+TABLE_COLUMNS = ["Status", "Name", "DisplayName", "StartupType", "Pid", "Uptime", "MemoryMB",
+                 "Connections", "Endpoints", "SettingsVersion", "LastReload"]
+
+
+def _uptime(seconds: float | None) -> str | None:
+    """Exchange's TimeSpan spelling, d.hh:mm:ss."""
+    if seconds is None:
+        return None
+    whole = int(seconds)
+    days, rest = divmod(whole, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{days}.{hours:02}:{minutes:02}:{secs:02}" if days else f"{hours:02}:{minutes:02}:{secs:02}"
+
+
+def service_row(info: ServiceInfo) -> dict[str, Any]:
+    reload = info.LastReload or {}
+    if not reload:
+        last = None
+    elif reload.get("Result") == "OK":
+        last = "OK"
+    else:
+        last = f"Error: {reload.get('Error')}"
+    return {
+        "Status": info.Status,
+        "Name": info.Name,
+        "DisplayName": info.DisplayName,
+        "Server": info.Server,
+        "StartupType": info.StartupType,
+        "Pid": info.Pid,
+        "StartTime": info.StartTime,
+        "Uptime": _uptime(info.Uptime),
+        "UptimeSeconds": info.Uptime,
+        "MemoryMB": round(info.MemoryRSS / 2**20, 1) if info.MemoryRSS is not None else None,
+        "MemoryRSS": info.MemoryRSS,
+        "Connections": info.Connections,
+        "Endpoints": info.Endpoints,
+        "SettingsVersion": info.SettingsVersion,
+        "LastReload": last,
+        "LastReloadLine": reload.get("Line"),
+        "LastReloadTime": reload.get("Time"),
+    }
+
+
+def _control_call(func: Any, *args: Any, **kwargs: Any) -> Any:
+    from server.runtime.control import ControlError
+
+    try:
+        return func(*args, **kwargs)
+    except ControlError as exc:
+        fail(str(exc), code=1)
+
+
+def _say_running(info: ServiceInfo) -> None:
+    where = ", ".join(info.Endpoints) or "no listeners"
+    print(f"{info.Name} on {info.Server}: Running (pid {info.Pid}, {where}).")
+
+
+@command("Start-Service")
+def start_service(name: NameArg, server: ServerOpt = None) -> None:
+    """Start a service; returns once it accepts connections (or fails with the reason)."""
+    from server.runtime import control
+
+    _say_running(_control_call(control.start_service, home(), name, server))
+
+
+@command("Stop-Service")
+def stop_service(
+    name: NameArg,
+    server: ServerOpt = None,
+    timeout: Annotated[float, typer.Option(
+        "--timeout", help="Seconds to wait after SIGTERM before SIGKILL.")] = 10.0,
+) -> None:
+    """Stop a service gracefully: no new connections, sessions told BYE, then forced."""
+    from server.runtime import control
+
+    was_running = _control_call(control.stop_service, home(), name, server, timeout)
+    canonical = _control_call(control.canonical_name, name)
+    print(f"{canonical}: Stopped{'' if was_running else ' (was not running)'}.")
+
+
+@command("Restart-Service")
+def restart_service(name: NameArg, server: ServerOpt = None) -> None:
+    """Stop the service (if running) and start it again."""
+    from server.runtime import control
+
+    _say_running(_control_call(control.restart_service, home(), name, server))
+
+
+@command("Get-Service", read=True)
+def get_service(
+    name: Annotated[str | None, typer.Argument(
+        help="Service name or wildcard (MSExchange*); default all.")] = None,
+    server: ServerOpt = None,
+    output: OutputOpt = "table",
+) -> None:
+    """Status of the services: Status, Name, DisplayName, StartupType, pid, uptime, memory,
+    open connections, listening endpoints, settings version in force, last reload."""
+    from server.runtime import control
+
+    infos = _control_call(control.get_service, home(), name, server)
+    emit([service_row(i) for i in infos], output, columns=TABLE_COLUMNS)
+
+
+@command("Start")
+def start_all() -> None:
+    """Start every Automatic service of the servers in settings.toml (what boot does),
+    back ends first."""
+    from server.runtime import control
+
+    for info in _control_call(control.start_all, home()):
+        _say_running(info)
+
+
+@command("Stop")
+def stop_all() -> None:
+    """Stop every running service of this installation, front ends first."""
+    from server.runtime import control
+
+    stopped = control.stop_all(home())
+    for server, name in stopped:
+        print(f"{name} on {server}: Stopped.")
+    if not stopped:
+        print("No service was running.")
+
+
+@command("Install-Systemd")
+def install_systemd(
+    output_dir: Annotated[Path, typer.Option(
+        "--output-dir", help="Where to write the unit files.")] = Path("/etc/systemd/system"),
+    user: Annotated[str | None, typer.Option(
+        "--user", help="Run the services as this user (User=).")] = None,
+) -> None:
+    """Write one systemd unit per service per server (Type=simple, foreground process)."""
+    from server.runtime import control
+
+    try:
+        written = _control_call(control.install_systemd, home(), output_dir, user=user)
+    except OSError as exc:
+        fail(f"cannot write units to {output_dir}: {exc.strerror}", code=1)
+    for path in written:
+        print(f"Wrote {path}")
+    automatic = _control_call(control.automatic_units, home())
+    print("Then: systemctl daemon-reload" + (
+        f" && systemctl enable --now {' '.join(automatic)}" if automatic else ""))
+
+
+# --------------------------------------------------------------------------- CLI hooks
+
+
+def _start_after_enable(home_: Home, server: str, names: list[str]) -> None:
+    from server.runtime import control
+
+    for name in sorted(names, key=control.START_ORDER.index):
+        _control_call(control.start_service, home_, name, server)
+
+
+def _stop_after_disable(home_: Home, server: str, names: list[str]) -> None:
+    from server.runtime import control
+
+    for name in sorted(names, key=control.START_ORDER.index, reverse=True):
+        _control_call(control.stop_service, home_, name, server)
+
+
+def _status(home_: Home, server: str, name: str) -> str:
+    from server.runtime import control
+
+    return "Running" if control.find_process(home_, name, server) is not None else "Stopped"
+
+
+PROTOCOL_ENABLED.append(_start_after_enable)
+PROTOCOL_DISABLED.append(_stop_after_disable)
+SERVICE_STATUS.append(_status)
