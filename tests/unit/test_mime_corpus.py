@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from server.store import mime
+from tests.conftest import CORPUS
 
-CORPUS = Path("/work/shared/corpus/cpython-email")
 DATA = Path(__file__).resolve().parent.parent / "data" / "mime"
 EXPECTED = DATA / "dovecot_expected.json"
 
