@@ -58,6 +58,11 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
+try:  # recent typer vendors its own click; its exceptions are the ones raised
+    from typer._click.exceptions import ClickException
+except ImportError:  # pragma: no cover - older typer uses click itself
+    from click import ClickException  # type: ignore[no-redef]
+
 if TYPE_CHECKING:
     from server.settings.models import Server, Settings
     from server.settings.paths import Home
@@ -144,7 +149,16 @@ def unsupported(cmdlet: str, why: str) -> None:
 def _with_generated_params(
     func: Callable[..., Any], params: list[inspect.Parameter]
 ) -> Callable[..., Any]:
-    own = [p for p in inspect.signature(func).parameters.values() if p.name != "values"]
+    import typing
+
+    # Resolve the function's own (string, under `from __future__ import annotations`)
+    # annotations in its module: typer evaluates the wrapper's in this one.
+    resolved = typing.get_type_hints(func, include_extras=True)
+    own = [
+        p.replace(annotation=resolved.get(p.name, p.annotation))
+        for p in inspect.signature(func).parameters.values()
+        if p.name != "values"
+    ]
     generated = {p.name for p in params}
 
     def wrapper(**kwargs: Any) -> Any:
@@ -155,8 +169,7 @@ def _with_generated_params(
     wrapper.__name__ = func.__name__
     wrapper.__doc__ = func.__doc__
     wrapper.__signature__ = inspect.Signature([*own, *params])  # type: ignore[attr-defined]
-    hints = dict(getattr(func, "__annotations__", {}))
-    hints.pop("values", None)
+    hints = {p.name: p.annotation for p in own}
     hints.update({p.name: p.annotation for p in params})
     wrapper.__annotations__ = hints
     return wrapper
@@ -449,8 +462,6 @@ def click_group() -> Any:
 
 def run(argv: list[str]) -> int:
     """Run one command line (either spelling); returns the exit code."""
-    import click
-
     from . import exchange
 
     try:
@@ -460,12 +471,12 @@ def run(argv: list[str]) -> int:
     except CommandError as exc:
         print(f"mailctl: {exc.message}", file=sys.stderr)
         return exc.code
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         return exc.exit_code
-    except click.ClickException as exc:
+    except ClickException as exc:
         print(f"mailctl: {exc.format_message()}", file=sys.stderr)
         return exc.exit_code
-    except click.exceptions.Abort:
+    except typer.Abort:
         print("mailctl: aborted.", file=sys.stderr)
         return 1
     except BrokenPipeError:

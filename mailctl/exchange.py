@@ -23,9 +23,17 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-import click
-
 from . import cli
+
+# Parameters and commands are typer's click objects (typer may vendor click): typed Any and
+# told apart by `param_type_name`.
+Command = Any
+Param = Any
+
+
+def is_argument(param: Param) -> bool:
+    return param.param_type_name == "argument"
+
 
 IGNORED_SWITCHES = {"confirm", "verbose", "debug", "force"}
 IGNORED_VALUED = {"erroraction", "warningaction", "domaincontroller", "outvariable"}
@@ -93,7 +101,7 @@ def _split_pipeline(argv: list[str]) -> list[list[str]]:
     return segments
 
 
-def translate(argv: list[str], group: click.Group) -> Plan:
+def translate(argv: list[str], group: Command) -> Plan:
     argv = _take_home(list(argv))
     if not argv or argv[0].startswith("-"):
         return Plan([Stage("", argv or ["--help"])])
@@ -122,7 +130,7 @@ def _formatter(plan: Plan, head: str, args: list[str]) -> None:
         plan.output = "list"
 
 
-def resolve_command(word: str, group: click.Group) -> str:
+def resolve_command(word: str, group: Command) -> str:
     name = word.lower()
     if name.endswith(".ps1"):
         name = name[:-4]
@@ -139,10 +147,10 @@ def resolve_command(word: str, group: click.Group) -> str:
     cli.fail(f"unknown command {word}{hint} (see `mailctl --help`)")
 
 
-def _param_table(command: click.Command) -> dict[str, click.Parameter]:
-    table: dict[str, click.Parameter] = {}
+def _param_table(command: Command) -> dict[str, Param]:
+    table: dict[str, Param] = {}
     for param in command.params:
-        if isinstance(param, click.Argument):
+        if is_argument(param):
             table[norm(param.name or "")] = param
         else:
             for opt in [*param.opts, *param.secondary_opts]:
@@ -151,7 +159,7 @@ def _param_table(command: click.Command) -> dict[str, click.Parameter]:
     return table
 
 
-def match_param(word: str, command: click.Command) -> click.Parameter | None:
+def match_param(word: str, command: Command) -> Param | None:
     """Exact name, then a unique prefix, then singular/plural; None when the word is one of
     the ignored PowerShell common parameters."""
     for param in command.params:
@@ -166,7 +174,7 @@ def match_param(word: str, command: click.Command) -> click.Parameter | None:
         return next(iter(candidates.values()))
     if len(candidates) > 1:
         names = sorted(exchange_name(p) for p in candidates.values())
-        cli.fail(f"-{word.lstrip('-')} is ambiguous", allowed=", ".join(names))
+        cli.fail(f"{word} is ambiguous", allowed=", ".join(names))
     for variant in (key + "s", key.removesuffix("s")):
         if variant in table:
             return table[variant]
@@ -174,16 +182,16 @@ def match_param(word: str, command: click.Command) -> click.Parameter | None:
         return None
     close = difflib.get_close_matches(key, list(table), n=1, cutoff=0.5)
     hint = f"; did you mean -{exchange_name(table[close[0]])}?" if close else ""
-    cli.fail(f"{cmdlet_of(command)}: unknown parameter -{word.lstrip('-')}{hint}")
+    cli.fail(f"{cmdlet_of(command)}: unknown parameter {word}{hint}")
 
 
-def cmdlet_of(command: click.Command) -> str:
+def cmdlet_of(command: Command) -> str:
     info = cli.COMMANDS.get(command.name or "")
     return info.cmdlet if info else command.name or ""
 
 
-def exchange_name(param: click.Parameter) -> str:
-    if isinstance(param, click.Argument):
+def exchange_name(param: Param) -> str:
+    if is_argument(param):
         return (param.name or "").title().replace("_", "")
     long = next((o for o in param.opts if o.startswith("--")), param.opts[0])
     if long in cli.EXCHANGE_NAMES:
@@ -191,11 +199,11 @@ def exchange_name(param: click.Parameter) -> str:
     return "".join(part.capitalize() for part in long.lstrip("-").split("-"))
 
 
-def _long(param: click.Parameter) -> str:
+def _long(param: Param) -> str:
     return next(o for o in param.opts if o.startswith("--"))
 
 
-def translate_params(command: click.Command, args: list[str]) -> list[str]:
+def translate_params(command: Command, args: list[str]) -> list[str]:
     out: list[str] = []
     i = 0
     while i < len(args):
@@ -222,7 +230,7 @@ def translate_params(command: click.Command, args: list[str]) -> list[str]:
             ):
                 i += 1
             continue
-        if isinstance(param, click.Option) and param.is_flag:
+        if not is_argument(param) and param.is_flag:
             if has_inline and inline.strip().lower() in {"$false", "false", "0"}:
                 continue
             out.append(_long(param))
@@ -237,7 +245,7 @@ def translate_params(command: click.Command, args: list[str]) -> list[str]:
                 i += 1
                 if metavar != cli.LIST_METAVAR:
                     break
-        if isinstance(param, click.Argument):
+        if is_argument(param):
             if not values:
                 cli.fail(f"{cmdlet_of(command)}: -{exchange_name(param)} needs a value")
             out.extend(values)
@@ -260,12 +268,12 @@ def translate_params(command: click.Command, args: list[str]) -> list[str]:
     return out
 
 
-def invoke(group: click.Group, args: list[str]) -> int:
+def invoke(group: Command, args: list[str]) -> int:
     result: Any = group.main(args=args, prog_name="mailctl", standalone_mode=False)
     return result if isinstance(result, int) and not isinstance(result, bool) else 0
 
 
-def execute(plan: Plan, group: click.Group) -> int:
+def execute(plan: Plan, group: Command) -> int:
     from . import output
 
     output.FORCED = (plan.output, plan.properties) if plan.output else None

@@ -26,8 +26,19 @@ if TYPE_CHECKING:
     from server.settings.paths import Home
 
 NameArg = Annotated[str, typer.Argument(help="Service name, e.g. MSExchangeIMAP4BE.")]
-TABLE_COLUMNS = ["Status", "Name", "DisplayName", "StartupType", "Pid", "Uptime", "MemoryMB",
-                 "Connections", "Endpoints", "SettingsVersion", "LastReload"]
+TABLE_COLUMNS = [
+    "Status",
+    "Name",
+    "DisplayName",
+    "StartupType",
+    "Pid",
+    "Uptime",
+    "MemoryMB",
+    "Connections",
+    "Endpoints",
+    "SettingsVersion",
+    "LastReload",
+]
 
 
 def _uptime(seconds: float | None) -> str | None:
@@ -38,7 +49,11 @@ def _uptime(seconds: float | None) -> str | None:
     days, rest = divmod(whole, 86400)
     hours, rest = divmod(rest, 3600)
     minutes, secs = divmod(rest, 60)
-    return f"{days}.{hours:02}:{minutes:02}:{secs:02}" if days else f"{hours:02}:{minutes:02}:{secs:02}"
+    return (
+        f"{days}.{hours:02}:{minutes:02}:{secs:02}"
+        if days
+        else f"{hours:02}:{minutes:02}:{secs:02}"
+    )
 
 
 def service_row(info: ServiceInfo) -> dict[str, Any]:
@@ -96,8 +111,9 @@ def start_service(name: NameArg, server: ServerOpt = None) -> None:
 def stop_service(
     name: NameArg,
     server: ServerOpt = None,
-    timeout: Annotated[float, typer.Option(
-        "--timeout", help="Seconds to wait after SIGTERM before SIGKILL.")] = 10.0,
+    timeout: Annotated[
+        float, typer.Option("--timeout", help="Seconds to wait after SIGTERM before SIGKILL.")
+    ] = 10.0,
 ) -> None:
     """Stop a service gracefully: no new connections, sessions told BYE, then forced."""
     from server.runtime import control
@@ -117,8 +133,9 @@ def restart_service(name: NameArg, server: ServerOpt = None) -> None:
 
 @command("Get-Service", read=True)
 def get_service(
-    name: Annotated[str | None, typer.Argument(
-        help="Service name or wildcard (MSExchange*); default all.")] = None,
+    name: Annotated[
+        str | None, typer.Argument(help="Service name or wildcard (MSExchange*); default all.")
+    ] = None,
     server: ServerOpt = None,
     output: OutputOpt = "table",
 ) -> None:
@@ -154,10 +171,12 @@ def stop_all() -> None:
 
 @command("Install-Systemd")
 def install_systemd(
-    output_dir: Annotated[Path, typer.Option(
-        "--output-dir", help="Where to write the unit files.")] = Path("/etc/systemd/system"),
-    user: Annotated[str | None, typer.Option(
-        "--user", help="Run the services as this user (User=).")] = None,
+    output_dir: Annotated[
+        Path, typer.Option("--output-dir", help="Where to write the unit files.")
+    ] = Path("/etc/systemd/system"),
+    user: Annotated[
+        str | None, typer.Option("--user", help="Run the services as this user (User=).")
+    ] = None,
 ) -> None:
     """Write one systemd unit per service per server (Type=simple, foreground process)."""
     from server.runtime import control
@@ -169,8 +188,10 @@ def install_systemd(
     for path in written:
         print(f"Wrote {path}")
     automatic = _control_call(control.automatic_units, home())
-    print("Then: systemctl daemon-reload" + (
-        f" && systemctl enable --now {' '.join(automatic)}" if automatic else ""))
+    print(
+        "Then: systemctl daemon-reload"
+        + (f" && systemctl enable --now {' '.join(automatic)}" if automatic else "")
+    )
 
 
 # --------------------------------------------------------------------------- CLI hooks

@@ -1,0 +1,294 @@
+"""New-/Get-/Set-/Remove-Mailbox and Get-/Set-CASMailbox (reference section 3).
+
+Passwords come from a prompt without echo, from stdin (--password-stdin), or - for pasted
+Exchange lines - from -Password "(ConvertTo-SecureString -String 'x' -AsPlainText -Force)".
+They are hashed (argon2id, server.directory) and never printed or stored in clear.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+import sys
+from typing import Annotated, Any
+
+import typer
+
+from server.settings.models import Mailbox, Settings
+
+from ..cli import (
+    OutputOpt,
+    WhatIfOpt,
+    apply_updates,
+    command,
+    emit,
+    fail,
+    home,
+    load_settings,
+    local_server,
+    model_options,
+    report_changes,
+    warn,
+)
+
+CAS_FIELDS = [f for f in Mailbox.model_fields if f.startswith(("Pop", "Imap"))]
+MAILBOX_FIELDS = ["DisplayName", "PrimarySmtpAddress", "EmailAddresses", "Type", "Server"]
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+PasswordOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--password",
+        help="Avoid: visible to other users in the process list. Accepted for pasted Exchange "
+        "lines, including \"(ConvertTo-SecureString -String 'x' -AsPlainText -Force)\".",
+    ),
+]
+PasswordStdinOpt = Annotated[
+    bool, typer.Option("--password-stdin", help="Read the password from the first line of stdin.")
+]
+IdentityArg = Annotated[
+    str, typer.Argument(help="Mailbox name, e-mail address or domain\\name.", show_default=False)
+]
+OptionalIdentityArg = Annotated[
+    str | None,
+    typer.Argument(help="Mailbox name, address or domain\\name; * wildcards.", show_default=False),
+]
+
+_SECURE_STRING = re.compile(
+    r"^\(?\s*ConvertTo-SecureString\s+(?:-String\s+)?(?P<q>['\"]?)(?P<pw>.*?)(?P=q)"
+    r"(?:\s+-AsPlainText)?(?:\s+-Force)?\s*\)?$",
+    re.I | re.S,
+)
+
+
+def unwrap_password(text: str) -> str:
+    """`(ConvertTo-SecureString -String 'P@ss' -AsPlainText -Force)` -> `P@ss`."""
+    match = _SECURE_STRING.match(text.strip())
+    return match.group("pw") if match else text
+
+
+def read_password(given: str | None, from_stdin: bool, *, required: bool) -> str | None:
+    if given is not None:
+        warn(
+            "a password on the command line is visible to other users; prefer the prompt or --password-stdin"
+        )
+        password = unwrap_password(given)
+    elif from_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    elif not required:
+        return None
+    elif sys.stdin.isatty():
+        import getpass
+
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Password again: ") != password:
+            fail("the two passwords differ")
+    else:
+        fail(
+            "no password: give it on stdin with --password-stdin, or run in a terminal for a prompt"
+        )
+    if not password:
+        fail("the password is empty")
+    return password
+
+
+def matching(settings: Settings, identity: str | None) -> list[str]:
+    if identity is None:
+        return list(settings.Mailboxes)
+    if any(c in identity for c in "*?"):
+        pattern = identity.lower()
+        return [
+            n
+            for n, box in settings.Mailboxes.items()
+            if fnmatch.fnmatchcase(n.lower(), pattern)
+            or fnmatch.fnmatchcase(box.PrimarySmtpAddress.lower(), pattern)
+        ]
+    found = settings.mailbox(identity)
+    return [found[0]] if found else []
+
+
+def one(settings: Settings, identity: str) -> tuple[str, Mailbox]:
+    found = settings.mailbox(identity)
+    if found is None:
+        fail(f"there is no mailbox {identity!r}", code=1)
+    return found
+
+
+def mailbox_view(name: str, box: Mailbox) -> dict[str, Any]:
+    data = box.model_dump(mode="json")
+    return {"Identity": name, "Name": name, **{k: data[k] for k in MAILBOX_FIELDS}}
+
+
+def cas_view(name: str, box: Mailbox) -> dict[str, Any]:
+    data = box.model_dump(mode="json")
+    return {"Identity": name, "Name": name, **{k: data[k] for k in CAS_FIELDS}}
+
+
+@command("New-Mailbox")
+def new_mailbox(
+    name: Annotated[str, typer.Argument(help="Mailbox name (the login name).", show_default=False)],
+    password: PasswordOpt = None,
+    password_stdin: PasswordStdinOpt = False,
+    primary_smtp_address: Annotated[
+        str | None,
+        typer.Option("--primary-smtp-address", help="Default: name@Organization.Domain."),
+    ] = None,
+    display_name: Annotated[str | None, typer.Option("--display-name")] = None,
+    first_name: Annotated[str | None, typer.Option("--first-name", hidden=True)] = None,
+    last_name: Annotated[str | None, typer.Option("--last-name", hidden=True)] = None,
+    user_principal_name: Annotated[
+        str | None,
+        typer.Option("--user-principal-name", help="Used as the address if none is given."),
+    ] = None,
+    type_: Annotated[
+        str, typer.Option("--type", help="User, Administrator, Guest or Anonymous.")
+    ] = "User",
+    server: Annotated[
+        str | None, typer.Option("--server", "--database", help="The server that holds it.")
+    ] = None,
+    what_if: WhatIfOpt = False,
+) -> None:
+    """Create a mailbox; the password is asked for without echo (or --password-stdin)."""
+    from pydantic import ValidationError
+
+    from server.directory import Directory
+    from server.settings import store
+
+    if not NAME.match(name):
+        fail(f"{name!r} is not a valid mailbox name", allowed="letters, digits, '.', '_', '-'")
+    secret = read_password(password, password_stdin, required=not what_if)
+    with store.edit(home(), dry_run=what_if) as session:
+        settings = session.validate()
+        if name.lower() in (n.lower() for n in settings.Mailboxes):
+            fail(f"a mailbox named {name!r} exists already", code=1)
+        key, _ = local_server(settings, server)
+        address = (
+            primary_smtp_address or user_principal_name or f"{name}@{settings.Organization.Domain}"
+        )
+        display = display_name or " ".join(p for p in (first_name, last_name) if p) or name
+        try:
+            box = Mailbox(DisplayName=display, PrimarySmtpAddress=address, Server=key, Type=type_)
+        except ValidationError as exc:
+            from ..cli import validation_message
+
+            fail("New-Mailbox: " + validation_message(exc, lambda f: f"-{f}"))
+        session.set(("Mailboxes", name), box.model_dump(mode="json"))
+        try:
+            session.validate()
+        except store.SettingsError as exc:
+            fail(exc.message.split(": ", 1)[-1])
+    if what_if:
+        print(f"What if: would create mailbox {name} <{address}> on {key}.")
+        return
+    if secret is not None:
+        Directory(home()).set_password(name, secret)
+    print(f"Created mailbox {name} <{address}> on {key}.")
+
+
+@command("Get-Mailbox", read=True)
+def get_mailbox(identity: OptionalIdentityArg = None, output: OutputOpt = "table") -> None:
+    """Show mailboxes (all, or those matching Identity)."""
+    settings = load_settings()
+    names = matching(settings, identity)
+    if identity and not names:
+        fail(f"there is no mailbox {identity!r}", code=1)
+    rows = [mailbox_view(n, settings.Mailboxes[n]) for n in names]
+    emit(rows, output, columns=["Name", "PrimarySmtpAddress", "Server", "Type"])
+
+
+@command("Set-Mailbox", params=model_options(Mailbox, only=MAILBOX_FIELDS))
+def set_mailbox(
+    identity: IdentityArg,
+    password: PasswordOpt = None,
+    password_stdin: PasswordStdinOpt = False,
+    what_if: WhatIfOpt = False,
+    values: dict[str, Any] | None = None,
+) -> None:
+    """Change a mailbox: addresses, display name, type, server, password."""
+    from server.directory import Directory
+    from server.settings import store
+
+    values = values or {}
+    secret = read_password(password, password_stdin, required=False)
+    if not values and secret is None:
+        fail("Set-Mailbox: give at least one parameter to change (see --help)")
+    with store.edit(home(), dry_run=what_if) as session:
+        settings = session.validate()
+        name, box = one(settings, identity)
+        if "Server" in values:
+            values["Server"] = local_server(settings, values["Server"])[0]
+        new, changes = apply_updates(Mailbox, box, values, "Set-Mailbox")
+        dumped = new.model_dump(mode="json")
+        for field in changes:
+            session.set(("Mailboxes", name, field), dumped[field])
+        try:
+            session.validate()
+        except store.SettingsError as exc:
+            fail(exc.message.split(": ", 1)[-1])
+    if "Server" in changes:
+        warn("Server changed in the directory only; the mailbox's messages stay where they are")
+    report_changes(f"mailbox {name}", changes, what_if)
+    if secret is not None:
+        if what_if:
+            print(f"What if: would set a new password for mailbox {name}.")
+        else:
+            Directory(home()).set_password(name, secret)
+            print(f"Set a new password for mailbox {name}.")
+
+
+@command("Remove-Mailbox")
+def remove_mailbox(identity: IdentityArg, what_if: WhatIfOpt = False) -> None:
+    """Remove a mailbox from the directory (its password too); its stored mail is kept."""
+    from server.directory import Directory
+    from server.settings import store
+
+    with store.edit(home(), dry_run=what_if) as session:
+        settings = session.validate()
+        name, _ = one(settings, identity)
+        session.remove(("Mailboxes", name))
+    if what_if:
+        print(f"What if: would remove mailbox {name}.")
+        return
+    Directory(home()).remove_password(name)
+    print(f"Removed mailbox {name}.")
+
+
+@command("Get-CASMailbox", read=True)
+def get_casmailbox(identity: OptionalIdentityArg = None, output: OutputOpt = "table") -> None:
+    """Show the POP3/IMAP4 switches of mailboxes."""
+    settings = load_settings()
+    names = matching(settings, identity)
+    if identity and not names:
+        fail(f"there is no mailbox {identity!r}", code=1)
+    rows = [cas_view(n, settings.Mailboxes[n]) for n in names]
+    emit(
+        rows,
+        output,
+        columns=[
+            "Name",
+            "PopEnabled",
+            "ImapEnabled",
+            "PopUseProtocolDefaults",
+            "ImapUseProtocolDefaults",
+        ],
+    )
+
+
+@command("Set-CASMailbox", params=model_options(Mailbox, only=CAS_FIELDS))
+def set_casmailbox(
+    identity: IdentityArg, what_if: WhatIfOpt = False, values: dict[str, Any] | None = None
+) -> None:
+    """Change a mailbox's POP3/IMAP4 switches (e.g. -PopEnabled $false)."""
+    from server.settings import store
+
+    values = values or {}
+    if not values:
+        fail("Set-CASMailbox: give at least one parameter to change (see --help)")
+    with store.edit(home(), dry_run=what_if) as session:
+        settings = session.validate()
+        name, box = one(settings, identity)
+        new, changes = apply_updates(Mailbox, box, values, "Set-CASMailbox")
+        dumped = new.model_dump(mode="json")
+        for field in changes:
+            session.set(("Mailboxes", name, field), dumped[field])
+    report_changes(f"mailbox {name}", changes, what_if)
