@@ -1,0 +1,45 @@
+"""IMAP command handlers, one module per command family, registered by argument type.
+
+A handler is `func(session, command) -> bytes | None`: untagged responses go through
+`session.untagged()`; it returns the tagged completion (None means "OK <NAME> completed",
+b"" means the command is not finished yet, e.g. IDLE), or raises session.No / session.Bad.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..parser import Command
+    from ..session import ImapSession
+
+HandlerFunc = Callable[["ImapSession", "Command"], "bytes | None"]
+
+
+@dataclass(frozen=True, slots=True)
+class Handler:
+    func: HandlerFunc
+    states: frozenset[str]
+    blocking: bool  # touches the store: run in a worker thread
+
+
+HANDLERS: dict[type, Handler] = {}
+
+ANY = frozenset({"not-authenticated", "authenticated", "selected"})
+AUTH = frozenset({"authenticated", "selected"})
+SELECTED = frozenset({"selected"})
+NOT_AUTH = frozenset({"not-authenticated"})
+
+
+def command(*types: type, states: frozenset[str], blocking: bool = True) -> Callable[[HandlerFunc], HandlerFunc]:
+    def register(func: HandlerFunc) -> HandlerFunc:
+        for t in types:
+            HANDLERS[t] = Handler(func, states, blocking)
+        return func
+
+    return register
+
+
+from . import append, auth, copymove, expunge, fetch, idle, mailbox, misc, searching, store  # noqa: E402,F401

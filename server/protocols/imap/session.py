@@ -1,0 +1,477 @@
+"""The IMAP4rev1 back-end session: a sans-IO state machine over the mailbox store.
+
+The I/O layer (server/backend/imap.py) drives it like this::
+
+    session = ImapSession(config)
+    send(session.greeting())
+    on bytes from the client:   session.receive(data)
+                                while (job := session.next_job()) is not None:
+                                    out = job.run()  if not job.blocking
+                                          else await to_thread(job.run)   # one at a time
+                                    send(out)
+                                    if session.closed: close the connection
+    on a store notification:    session.mark_dirty(); if session.idling: run
+                                session.changes_job() the same way
+
+A job is one client command (or a continuation request, or a BAD); jobs of a session run
+strictly one after another, so the session is never touched by two threads at once.
+Everything that calls the store is `blocking` and runs in a worker thread; store calls are
+synchronous per the store contract. Attributes the I/O layer reads after each job:
+`closed`, `idling`, `mailbox` (subscribe to it once it is set), `authenticated`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from server.settings.models import ImapSettings, Mailbox, Settings
+from server.store import api
+
+from . import parser as p
+from .seqset import RangeSet, SeqSet, format_seqset
+
+if TYPE_CHECKING:
+    from server.store.mime import MessageInfo
+
+log = logging.getLogger("mailctl.imap")
+
+#: Largest literal (APPEND message) accepted; bigger ones are refused before any is read.
+MAX_LITERAL_SIZE = 50 * 1024 * 1024
+
+NOT_AUTHENTICATED, AUTHENTICATED, SELECTED, LOGOUT = "not-authenticated", "authenticated", "selected", "logout"
+
+# What the back end implements, exactly (RFC 3501 7.2.1: CAPABILITY lists what works).
+CAPABILITIES_COMMON = (
+    "IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT CHILDREN UIDPLUS MOVE "
+    "SPECIAL-USE CREATE-SPECIAL-USE LIST-EXTENDED LIST-STATUS CONDSTORE QRESYNC ESEARCH "
+    "SEARCHRES STATUS=SIZE"
+)
+CAPABILITIES_PREAUTH = CAPABILITIES_COMMON + " AUTH=PLAIN LOGINDISABLED"
+CAPABILITIES_AUTH = CAPABILITIES_COMMON
+
+KEEPALIVE_SECONDS = 110  # "* OK Still here" during IDLE, under the 2-minute promise
+
+
+class No(Exception):
+    """Finish the command with a tagged NO."""
+
+    def __init__(self, text: str, code: str | None = None) -> None:
+        super().__init__(text)
+        self.text = text
+        self.code = code
+
+
+class Bad(Exception):
+    """Finish the command with a tagged BAD."""
+
+    def __init__(self, text: str, code: str | None = None) -> None:
+        super().__init__(text)
+        self.text = text
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Login:
+    """A successful login: the user's mailbox in the store and its directory settings."""
+
+    name: str
+    store: api.MailboxStore
+    mailbox: Mailbox | None = None
+
+
+# authenticate(authzid, authcid, password) -> Login, or a reason for NO. Blocking.
+Authenticator = Callable[[str, str, str], "Login | str"]
+
+
+class InfoCache:
+    """Parsed MIME metadata shared by the sessions of a process. Messages never change, so
+    (mailbox, folder, uidvalidity, uid) names one MessageInfo for ever. Thread-safe enough:
+    dict operations are atomic under the GIL, and a lost race only costs a second lookup."""
+
+    def __init__(self, limit: int = 20000) -> None:
+        self.limit = limit
+        self._data: dict[tuple[str, str, int, int], object] = {}
+
+    def get(self, key: tuple[str, str, int, int]) -> object | None:
+        return self._data.get(key)
+
+    def put(self, key: tuple[str, str, int, int], value: object) -> None:
+        data = self._data
+        if len(data) >= self.limit:
+            # Drop the oldest quarter (dicts keep insertion order): cheap, no per-hit bookkeeping.
+            for k in list(data)[: self.limit // 4]:
+                data.pop(k, None)
+        data[key] = value
+
+
+@dataclass
+class SessionConfig:
+    settings: Callable[[], Settings]  # live: read at each use
+    server: str
+    authenticate: Authenticator
+    info_cache: InfoCache = field(default_factory=InfoCache)
+    client_address: str = ""
+    server_version: str = "mailctl"
+
+    def imap_settings(self) -> ImapSettings:
+        return self.settings().server(self.server).ImapSettings
+
+
+@dataclass(slots=True)
+class Job:
+    blocking: bool
+    run: Callable[[], bytes]
+
+
+class Selected:
+    """The selected folder as this session knows it (RFC 3501 sequence numbers)."""
+
+    __slots__ = ("name", "readonly", "uidvalidity", "uids", "rows", "modseq", "recent",
+                 "pending_vanished", "uidnext")
+
+    def __init__(self, name: str, readonly: bool, snapshot: api.FolderSnapshot) -> None:
+        self.name = name
+        self.readonly = readonly
+        st = snapshot.status
+        self.uidvalidity = st.uidvalidity
+        self.uidnext = st.uidnext
+        self.rows: list[api.MessageRow] = list(snapshot.rows)
+        self.uids: list[int] = [r.uid for r in self.rows]
+        self.modseq = st.highestmodseq
+        self.recent: set[int] = set()
+        # Expunged by others but not yet told to the client (no EXPUNGE during FETCH,
+        # STORE or SEARCH: RFC 3501 7.4.1); the messages stay addressable until then.
+        self.pending_vanished: set[int] = set()
+
+    @property
+    def exists(self) -> int:
+        return len(self.uids)
+
+    def index_of(self, uid: int) -> int:
+        from bisect import bisect_left
+
+        i = bisect_left(self.uids, uid)
+        if i < len(self.uids) and self.uids[i] == uid:
+            return i
+        return -1
+
+    def remove(self, gone: set[int]) -> list[int]:
+        """Drop expunged UIDs; returns their (old) sequence numbers, ascending."""
+        seqs = [i + 1 for i, u in enumerate(self.uids) if u in gone]
+        if seqs:
+            self.rows = [r for r in self.rows if r.uid not in gone]
+            self.uids = [r.uid for r in self.rows]
+            self.recent -= gone
+        self.pending_vanished -= gone
+        return seqs
+
+
+class ImapSession:
+    def __init__(self, config: SessionConfig) -> None:
+        self.config = config
+        settings = config.imap_settings()
+        self.reader = p.CommandReader(
+            max_command_size=settings.MaxCommandSize, max_literal_size=MAX_LITERAL_SIZE
+        )
+        self.state = NOT_AUTHENTICATED
+        self.login: Login | None = None
+        self.selected: Selected | None = None
+        self.closed = False
+        self.idling = False
+        self.idle_tag: str | None = None
+        self.auth_tag: str | None = None  # AUTHENTICATE waiting for the client's response
+        self.dirty = False
+        self.condstore = False
+        self.qresync = False
+        self.saved: list[int] | None = None  # SEARCHRES result ($), as UIDs
+        self.out: list[bytes] = []
+
+    # --- what the I/O layer calls ------------------------------------------------------
+    @property
+    def authenticated(self) -> bool:
+        return self.login is not None
+
+    @property
+    def mailbox(self) -> api.MailboxStore | None:
+        return self.login.store if self.login else None
+
+    def greeting(self) -> bytes:
+        banner = self.config.imap_settings().Banner or "IMAP4rev1 service ready"
+        return b"* OK [CAPABILITY %s] %s\r\n" % (CAPABILITIES_PREAUTH.encode(), _line(banner))
+
+    def bye(self, text: str) -> bytes:
+        self.closed = True
+        return b"* BYE " + _line(text) + b"\r\n"
+
+    def receive(self, data: bytes) -> None:
+        self.reader.feed(data)
+
+    def mark_dirty(self) -> None:
+        self.dirty = True
+
+    def next_job(self) -> Job | None:
+        if self.closed:
+            return None
+        if not self.reader.line_mode:
+            # Live setting: the next command is measured against today's MaxCommandSize.
+            self.reader.max_command_size = self.config.imap_settings().MaxCommandSize
+        event = self.reader.next_event()
+        if event is None:
+            return None
+        if isinstance(event, p.Command):
+            return self._command_job(event)
+        if isinstance(event, p.RawLine):
+            return self._raw_line_job(event.line)
+        return Job(False, lambda: self._reader_event(event))
+
+    def changes_job(self) -> Job | None:
+        """Untagged updates to push now (during IDLE), or None when there is nothing to do."""
+        if not (self.idling and self.dirty and self.selected is not None):
+            return None
+        return Job(True, self._push_changes)
+
+    def keepalive(self) -> bytes:
+        return b"* OK Still here\r\n"
+
+    # --- dispatch ---------------------------------------------------------------------
+    def _reader_event(self, event: p.Event) -> bytes:
+        if isinstance(event, p.NeedContinuation):
+            return b"+ " + event.text.encode() + b"\r\n"
+        if isinstance(event, p.ParseError):
+            return _tagged(event.tag, b"BAD", event.message)
+        if isinstance(event, p.BadCharset):
+            return _tagged(event.tag, b"NO", "Unsupported charset",
+                           "BADCHARSET (UTF-8 US-ASCII)")
+        if isinstance(event, p.CommandTooLong):
+            return _tagged(event.tag, b"BAD", "Command line too long")
+        if isinstance(event, p.LiteralTooLarge):
+            return _tagged(event.tag, b"NO", "Literal too large", "TOOBIG")
+        return b""
+
+    def _command_job(self, cmd: p.Command) -> Job:
+        from .commands import HANDLERS
+
+        handler = HANDLERS.get(type(cmd.args))
+        if handler is None:
+            return Job(False, lambda: _tagged(cmd.tag, b"BAD", f"{cmd.name} is not supported"))
+        if self.state not in handler.states:
+            text = {
+                NOT_AUTHENTICATED: "Authenticate first",
+                AUTHENTICATED: "No mailbox selected" if SELECTED in handler.states else "Wrong state",
+            }.get(self.state, "Command not valid in this state")
+            return Job(False, lambda: _tagged(cmd.tag, b"BAD", text))
+        return Job(handler.blocking, lambda: self._run(handler.func, cmd))
+
+    def _run(self, func: Callable[[ImapSession, p.Command], bytes | None], cmd: p.Command) -> bytes:
+        self.out = []
+        try:
+            tail = func(self, cmd)
+            if tail is None:
+                tail = _tagged(cmd.tag, b"OK", f"{cmd.name} completed")
+        except No as exc:
+            tail = _tagged(cmd.tag, b"NO", exc.text, exc.code)
+        except Bad as exc:
+            tail = _tagged(cmd.tag, b"BAD", exc.text, exc.code)
+        except api.NoSuchFolder as exc:
+            tail = _tagged(cmd.tag, b"NO", str(exc) or "No such mailbox", "NONEXISTENT")
+        except api.FolderExists as exc:
+            tail = _tagged(cmd.tag, b"NO", str(exc) or "Mailbox exists", "ALREADYEXISTS")
+        except api.StoreError as exc:
+            tail = _tagged(cmd.tag, b"NO", str(exc) or "Operation failed")
+        except Exception:  # a bug must cost one command, never the process
+            log.exception("imap command %s failed", cmd.name)
+            tail = _tagged(cmd.tag, b"NO", "Internal error", "SERVERBUG")
+        out = self.out
+        self.out = []
+        out.append(tail)
+        return b"".join(out)
+
+    def _raw_line_job(self, line: bytes) -> Job:
+        if self.idling:
+            return Job(True, lambda: self._end_idle(line))
+        if self.auth_tag is not None:
+            return Job(True, lambda: self._auth_continue(line))
+        # Line mode without a reason: leave it and treat the line as a command.
+        self.reader.line_mode = False
+        return Job(False, lambda: b"* BAD Unexpected line\r\n")
+
+    def _end_idle(self, line: bytes) -> bytes:
+        from .commands.idle import end_idle
+
+        return end_idle(self, line)
+
+    def _auth_continue(self, line: bytes) -> bytes:
+        from .commands.auth import auth_continue
+
+        return auth_continue(self, line)
+
+    def _push_changes(self) -> bytes:
+        self.out = []
+        try:
+            self.sync(allow_expunge=True)
+        except api.StoreError:
+            log.exception("sync failed")
+        out, self.out = self.out, []
+        return b"".join(out)
+
+    # --- helpers for handlers -----------------------------------------------------------
+    def untagged(self, data: bytes) -> None:
+        self.out.append(b"* " + data + b"\r\n")
+
+    @property
+    def store(self) -> api.MailboxStore:
+        assert self.login is not None
+        return self.login.store
+
+    @property
+    def sel(self) -> Selected:
+        assert self.selected is not None
+        return self.selected
+
+    def enable_condstore(self) -> None:
+        if not self.condstore:
+            self.condstore = True
+            # Announce the mailbox's HIGHESTMODSEQ when CONDSTORE comes on mid-session
+            # (RFC 7162 3.1.2.1 asks for it at SELECT; late enabling gets it here).
+            if self.selected is not None:
+                self.untagged(b"OK [HIGHESTMODSEQ %d] Highest" % self.selected.modseq)
+
+    def resolve(self, seqset: SeqSet, uid: bool) -> list[int]:
+        """Indexes (0-based) into the selected folder for a sequence set or UID set."""
+        sel = self.sel
+        if seqset.saved:
+            wanted = set(self.saved or ())
+            return [i for i, u in enumerate(sel.uids) if u in wanted]
+        if uid:
+            top = sel.uids[-1] if sel.uids else 0
+            ranges = seqset.resolve(top).index_ranges(sel.uids)
+            return [i for a, b in ranges for i in range(a, b)]
+        if sel.exists == 0:
+            if seqset.uses_star or seqset.ranges:
+                raise Bad("Invalid message sequence number: mailbox is empty")
+        rs = seqset.resolve(sel.exists)
+        if rs and rs.max > sel.exists:
+            raise Bad("Invalid message sequence number")
+        return [i - 1 for i in rs]
+
+    def sync(self, allow_expunge: bool) -> None:
+        """Bring the selected folder up to date and queue the untagged responses for what
+        changed (EXISTS, RECENT, FETCH flags, EXPUNGE/VANISHED when allowed)."""
+        sel = self.selected
+        if sel is None:
+            return
+        self.dirty = False
+        changes = self.store.changes_since(sel.name, sel.modseq)
+        if changes.highestmodseq > sel.modseq:
+            sel.modseq = changes.highestmodseq
+        known_max = sel.uids[-1] if sel.uids else 0
+        gone = {u for u in changes.vanished if sel.index_of(u) >= 0}
+        sel.pending_vanished |= gone
+        new_rows = []
+        flag_updates = []
+        for row in changes.changed:
+            if row.uid > known_max:
+                if row.uid not in changes.vanished:
+                    new_rows.append(row)
+                continue
+            i = sel.index_of(row.uid)
+            if i < 0:
+                continue
+            old = sel.rows[i]
+            if old.flags != row.flags or (self.condstore and old.modseq != row.modseq):
+                sel.rows[i] = row
+                flag_updates.append(i)
+            else:
+                sel.rows[i] = row
+        if allow_expunge and sel.pending_vanished:
+            self.report_expunged(set(sel.pending_vanished))
+        for i in flag_updates:
+            if i < len(sel.rows) and sel.rows[i].uid not in sel.pending_vanished:
+                self.untagged(self.flags_fetch(i, sel.rows[i]))
+        if new_rows:
+            sel.rows.extend(new_rows)
+            sel.uids.extend(r.uid for r in new_rows)
+            sel.uidnext = max(sel.uidnext, new_rows[-1].uid + 1)
+            if not sel.readonly:
+                try:
+                    sel.recent |= self.store.claim_recent(sel.name)
+                except api.StoreError:
+                    pass
+            self.untagged(b"%d EXISTS" % sel.exists)
+            self.untagged(b"%d RECENT" % len(sel.recent))
+
+    def report_expunged(self, gone: set[int]) -> None:
+        sel = self.sel
+        if self.qresync:
+            uids = sorted(u for u in gone if sel.index_of(u) >= 0)
+            sel.remove(gone)
+            if uids:
+                self.untagged(b"VANISHED " + format_seqset(uids).encode())
+            return
+        for n, seq in enumerate(sel.remove(gone)):
+            self.untagged(b"%d EXPUNGE" % (seq - n))
+
+    def flags_fetch(self, index: int, row: api.MessageRow, with_uid: bool = False) -> bytes:
+        parts = [b"%d FETCH (" % (index + 1)]
+        if with_uid or self.qresync:
+            parts.append(b"UID %d " % row.uid)
+        parts.append(b"FLAGS " + self.encode_flags(row))
+        if self.condstore:
+            parts.append(b" MODSEQ (%d)" % row.modseq)
+        parts.append(b")")
+        return b"".join(parts)
+
+    def encode_flags(self, row: api.MessageRow) -> bytes:
+        recent = self.selected is not None and row.uid in self.selected.recent
+        return encode_flags(row.flags, recent)
+
+    def info(self, uid: int) -> MessageInfo:
+        sel = self.sel
+        key = (self.store.name, sel.name, sel.uidvalidity, uid)
+        cache = self.config.info_cache
+        found = cache.get(key)
+        if found is None:
+            found = self.store.info(sel.name, uid)
+            cache.put(key, found)
+        return found  # type: ignore[return-value]
+
+    def imap_settings(self) -> ImapSettings:
+        return self.config.imap_settings()
+
+
+_FLAG_CACHE: dict[tuple[frozenset[str], bool], bytes] = {}
+
+
+def encode_flags(flags: frozenset[str], recent: bool) -> bytes:
+    """The parenthesized flag list; cached, since mailboxes use few distinct flag sets."""
+    key = (flags, recent)
+    got = _FLAG_CACHE.get(key)
+    if got is None:
+        items = sorted(flags)
+        if recent:
+            items.append("\\Recent")
+        got = b"(" + " ".join(items).encode("utf-8", "replace") + b")"
+        if len(_FLAG_CACHE) < 4096:
+            _FLAG_CACHE[key] = got
+    return got
+
+
+def _line(text: str) -> bytes:
+    return text.replace("\r", " ").replace("\n", " ").encode("utf-8", "replace")
+
+
+def _tagged(tag: str | None, status: bytes, text: str, code: str | None = None) -> bytes:
+    head = (tag or "*").encode("ascii", "replace") + b" " + status + b" "
+    if code:
+        head += b"[" + code.encode() + b"] "
+    return head + _line(text) + b"\r\n"
+
+
+tagged = _tagged
+__all__ = [
+    "ImapSession", "SessionConfig", "Login", "Job", "InfoCache", "Selected", "No", "Bad",
+    "MAX_LITERAL_SIZE", "CAPABILITIES_AUTH", "CAPABILITIES_PREAUTH", "RangeSet", "tagged",
+]
