@@ -90,9 +90,13 @@ def _format_list(rows: list[dict[str, Any]], notes: dict[str, str]) -> None:
 
 
 def _console() -> Any:
+    import os
+
     from rich.console import Console
 
-    return Console(file=sys.stdout, soft_wrap=False)
+    # Piped output is read by people with wide terminals or by grep: do not wrap at 80.
+    width = None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", "0") or 0) or 200
+    return Console(file=sys.stdout, soft_wrap=False, width=width)
 
 
 def _property_table(row: dict[str, Any], notes: dict[str, str], title: str | None) -> None:

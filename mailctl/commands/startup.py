@@ -1,0 +1,104 @@
+"""Set-Service -StartupType, and enable-/disable-pop3 / -imap4.
+
+Only the StartupType lives here (in settings.toml, per server). Starting, stopping and
+Get-Service are the runtime's (commands/services.py): it plugs into cli.PROTOCOL_ENABLED /
+PROTOCOL_DISABLED, called after the StartupTypes are written.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from server.settings.models import (
+    IMAP4,
+    IMAP4BE,
+    POP3,
+    POP3BE,
+    SERVICE_DISPLAY_NAMES,
+    SERVICE_NAMES,
+)
+from server.settings.types import StartupType
+
+from .. import cli
+from ..cli import ServerOpt, WhatIfOpt, command, fail, home, local_server
+
+PAIRS = {"pop3": [POP3, POP3BE], "imap4": [IMAP4, IMAP4BE]}
+
+
+def service_name(word: str) -> str:
+    """A service by name or display name, case-insensitively (MSExchangePop3 works)."""
+    for name in SERVICE_NAMES:
+        if word.lower() in (name.lower(), SERVICE_DISPLAY_NAMES[name].lower()):
+            return name
+    fail(f"there is no service {word!r}", allowed=", ".join(SERVICE_NAMES))
+
+
+def set_startup(server: str | None, services: list[str], startup: str, what_if: bool) -> str:
+    """Write the StartupType of `services`; returns the server's name."""
+    from server.settings import store
+
+    try:
+        value = StartupType.parse(startup)
+    except ValueError as exc:
+        fail(f"-StartupType: {exc}")
+    with store.edit(home(), dry_run=what_if) as session:
+        settings = session.validate()
+        key, srv = local_server(settings, server)
+        changes = {}
+        for service in services:
+            old = srv.startup_type(service)
+            if old is not value:
+                changes[f"StartupType of {service}"] = (old.value, value.value)
+                session.set(("Servers", key, "Services", service), value.value)
+    cli.report_changes(key, changes, what_if)
+    return key
+
+
+@command("Set-Service")
+def set_service(
+    name: Annotated[
+        str, typer.Argument(help="Service name, e.g. MSExchangePOP3.", show_default=False)
+    ],
+    startup_type: Annotated[
+        str, typer.Option("--startup-type", help="Automatic, Manual or Disabled.")
+    ],
+    server: ServerOpt = None,
+    what_if: WhatIfOpt = False,
+) -> None:
+    """Set a service's StartupType (Automatic services start with `mailctl start`)."""
+    set_startup(server, [service_name(name)], startup_type, what_if)
+
+
+def toggle(protocol: str, enable: bool, server: str | None, what_if: bool) -> None:
+    services = PAIRS[protocol]
+    key = set_startup(server, services, "Automatic" if enable else "Manual", what_if)
+    if what_if:
+        return
+    for hook in cli.PROTOCOL_ENABLED if enable else cli.PROTOCOL_DISABLED:
+        hook(home(), key, services)
+
+
+@command("Enable-Pop3")
+def enable_pop3(server: ServerOpt = None, what_if: WhatIfOpt = False) -> None:
+    """Set MSExchangePOP3 and MSExchangePOP3BE to Automatic."""
+    toggle("pop3", True, server, what_if)
+
+
+@command("Disable-Pop3")
+def disable_pop3(server: ServerOpt = None, what_if: WhatIfOpt = False) -> None:
+    """Set MSExchangePOP3 and MSExchangePOP3BE to Manual."""
+    toggle("pop3", False, server, what_if)
+
+
+@command("Enable-Imap4")
+def enable_imap4(server: ServerOpt = None, what_if: WhatIfOpt = False) -> None:
+    """Set MSExchangeIMAP4 and MSExchangeIMAP4BE to Automatic."""
+    toggle("imap4", True, server, what_if)
+
+
+@command("Disable-Imap4")
+def disable_imap4(server: ServerOpt = None, what_if: WhatIfOpt = False) -> None:
+    """Set MSExchangeIMAP4 and MSExchangeIMAP4BE to Manual."""
+    toggle("imap4", False, server, what_if)
