@@ -1,0 +1,438 @@
+"""MSExchangePOP3BE: the POP3 back end, the sans-IO session over the mailbox store.
+
+It accepts only front ends: every connection starts with a PROXY v2 header (else it is
+closed) and logs in with `AUTH PLAIN` as PROXY_USER with the proxy secret, the authzid naming
+the mailbox (see server.directory). The maildrop is the mailbox's INBOX, locked for the whole
+session (RFC 1939 section 8: one session per maildrop); deletions happen only in UPDATE after
+QUIT, in one store call, so a dropped connection deletes nothing. IMAP sessions on the same
+mailbox keep working and see the deletions as EXPUNGEs through the store's notifications.
+
+Settings are read from ctx.settings at each use: Banner at the greeting, MaxCommandSize at
+each command, the timeouts at each read, MessageRetrievalSortOrder / EnableExactRFC822Size at
+login (message numbers and sizes are fixed for a session), MessageRetrievalMimeFormat at each
+retrieval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..directory import Entry, check_proxy_login, may_use_protocol
+from ..protocols import proxyv2
+from ..protocols.pop3.responses import Capabilities
+from ..protocols.pop3.session import (
+    Authenticate,
+    Close,
+    Maildrop,
+    Pop3Session,
+    Retrieve,
+    Send,
+    SessionSettings,
+    Update,
+    build_maildrop,
+)
+from ..runtime import tls
+from ..runtime.listeners import ListenerSet
+from ..runtime.service import Service, ServiceContext
+from ..settings.models import Mailbox, PopSettings, Settings
+from ..settings.paths import Home
+from ..settings.types import IPEndPoint, MimeTextFormat, SortOrder
+from ..store.api import MailboxInUse, MailboxStore, MailStore, StoreError
+
+INBOX = "INBOX"
+READ_SIZE = 64 * 1024
+FLUSH_AT = 256 * 1024  # write out pipelined replies once this much is waiting
+INLINE_READ_LIMIT = 256 * 1024  # smaller messages are read on the event loop (cheaper than a thread hop)
+PROXY_HEADER_TIMEOUT = 30.0
+
+# The back end repeats what front ends offer before login (RFC 2449 section 5): USER there
+# is checked by the front end, here only the proxy's AUTH PLAIN is accepted.
+CAPABILITIES = Capabilities(sasl=("PLAIN",), user=True, stls=False)
+
+
+def render_for_retrieval(raw: bytes, mime_format: MimeTextFormat) -> bytes:
+    """The bytes RETR and TOP send for a stored message: the one place message bytes come
+    from, where MessageRetrievalMimeFormat conversions will plug in. Today it returns the
+    stored message with any bare LF turned into CRLF (the wire needs CRLF lines); the store
+    keeps CRLF messages, so for them the bytes and the size are the stored ones."""
+    del mime_format  # every format sends the message as stored for now
+    if raw.count(b"\n") != raw.count(b"\r\n"):
+        raw = raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    return raw
+
+
+@dataclass(frozen=True)
+class PopOptions:
+    """The POP settings that apply to one mailbox (Set-CASMailbox overrides the server's
+    when PopUseProtocolDefaults is false)."""
+
+    exact_size: bool
+    mime_format: MimeTextFormat
+    descending: bool
+
+    @classmethod
+    def of(cls, pop: PopSettings, box: Mailbox) -> PopOptions:
+        own = not box.PopUseProtocolDefaults
+        return cls(
+            exact_size=box.PopEnableExactRFC822Size if own else pop.EnableExactRFC822Size,
+            mime_format=box.PopMessagesRetrievalMimeFormat if own else pop.MessageRetrievalMimeFormat,
+            descending=pop.MessageRetrievalSortOrder is SortOrder.Descending,
+        )
+
+
+def message_sizes(
+    box: MailboxStore, rows: list[tuple[int, int]], options: PopOptions
+) -> list[tuple[int, int]]:
+    """(uid, size) as STAT and LIST report them. Estimated sizes are the stored sizes from the
+    snapshot (no message is read); with today's rendering they are exact for every message
+    stored with CRLF line ends, which is how the store keeps them. The exact mode renders each
+    message once to measure it, which matters once MessageRetrievalMimeFormat changes bytes."""
+    if not options.exact_size:
+        return rows
+    return [
+        (uid, len(render_for_retrieval(box.read(INBOX, uid), options.mime_format)))
+        for uid, _ in rows
+    ]
+
+
+def open_default_store(home: Home, server: str) -> MailStore:
+    from ..store import open_store  # the store package is optional at import time
+
+    return open_store(home, server)
+
+
+@dataclass(eq=False)
+class _Login:
+    mailbox: str
+    box: MailboxStore
+    release: Callable[[], None]
+    maildrop: Maildrop
+
+
+@dataclass(eq=False)
+class _Connection:
+    service: Pop3BackendService
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    client: proxyv2.ProxyInfo | None = None
+    session: Pop3Session = field(init=False)
+    login: _Login | None = None
+
+    def __post_init__(self) -> None:
+        self.session = Pop3Session(self.service.session_settings)
+
+    async def run(self) -> None:
+        self.writer.write(self.session.greeting())
+        while True:
+            try:
+                data = await asyncio.wait_for(self.reader.read(READ_SIZE), self._timeout())
+            except TimeoutError:
+                return  # RFC 1939 section 3: close without UPDATE and without a reply
+            if not data:
+                return
+            self.session.receive(data)
+            if not await self._answer():
+                return
+
+    def _timeout(self) -> float:
+        pop = self.service.pop_settings()
+        timeout = (
+            pop.AuthenticatedConnectionTimeout
+            if self.session.authenticated
+            else pop.PreAuthenticatedConnectionTimeout
+        )
+        return timeout.total_seconds()
+
+    async def _answer(self) -> bool:
+        """Run the session's actions until it needs more input; False: close."""
+        out: list[bytes] = []
+        waiting = 0
+        while (action := self.session.next_action()) is not None:
+            match action:
+                case Send(chunks=chunks):
+                    out.extend(chunks)
+                    waiting += sum(map(len, chunks))
+                    if waiting >= FLUSH_AT:
+                        await self._flush(out)
+                        waiting = 0
+                case Authenticate():
+                    await self._authenticate(action)
+                case Retrieve():
+                    if self._inline(action):
+                        self._retrieve(action)
+                    else:
+                        await self._retrieve_async(action)
+                case Update():
+                    await self._update(action)
+                case Close():
+                    await self._flush(out)
+                    return False
+        await self._flush(out)
+        return True
+
+    async def _flush(self, out: list[bytes]) -> None:
+        if out:
+            self.writer.write(b"".join(out))
+            out.clear()
+            await self.writer.drain()
+
+    # --- login ---------------------------------------------------------------------------
+    async def _authenticate(self, action: Authenticate) -> None:
+        job = asyncio.ensure_future(asyncio.to_thread(self.service.login, action))
+        try:
+            result = await asyncio.shield(job)
+        except asyncio.CancelledError:
+            # The thread may still take the maildrop lock: give it back when it does.
+            job.add_done_callback(_release_orphan)
+            raise
+        except StoreError as exc:
+            self.session.auth_failed(f"[SYS/TEMP] {exc}")
+            return
+        if isinstance(result, str):
+            self.session.auth_failed(result)
+            return
+        self.login = result
+        self.session.auth_succeeded(result.mailbox, result.maildrop)
+
+    # --- retrieval -----------------------------------------------------------------------
+    def _inline(self, action: Retrieve) -> bool:
+        maildrop = self.session.maildrop
+        assert maildrop is not None
+        return maildrop.messages[action.msg - 1].size <= INLINE_READ_LIMIT
+
+    def _read(self, action: Retrieve) -> bytes | None:
+        assert self.login is not None
+        try:
+            raw = self.login.box.read(INBOX, action.uid)
+        except StoreError:
+            return None
+        options = self.service.options(self.login.mailbox)
+        return render_for_retrieval(raw, options.mime_format if options else MimeTextFormat.BestBodyFormat)
+
+    def _deliver(self, action: Retrieve, data: bytes | None) -> None:
+        if data is None:
+            self.session.retrieve_failed(f"Message {action.msg} is no longer available")
+        else:
+            self.session.retrieved(data)
+
+    def _retrieve(self, action: Retrieve) -> None:
+        self._deliver(action, self._read(action))
+
+    async def _retrieve_async(self, action: Retrieve) -> None:
+        self._deliver(action, await asyncio.to_thread(self._read, action))
+
+    # --- UPDATE --------------------------------------------------------------------------
+    async def _update(self, action: Update) -> None:
+        assert self.login is not None
+        try:
+            await asyncio.to_thread(apply_update, self.login.box, action.delete, action.seen)
+        except StoreError:
+            self.session.updated("Some deleted messages were not removed")
+        else:
+            self.session.updated(None)
+
+    def release(self) -> None:
+        if self.login is not None:
+            self.login.release()
+            self.login = None
+
+
+def _release_orphan(job: asyncio.Future[_Login | str]) -> None:
+    if not job.cancelled() and job.exception() is None:
+        result = job.result()
+        if isinstance(result, _Login):
+            result.release()
+
+
+def apply_update(box: MailboxStore, delete: tuple[int, ...], seen: tuple[int, ...]) -> None:
+    """RFC 1939 section 6 UPDATE: downloaded messages become \\Seen (Exchange marks POP3
+    downloads read), then exactly the DELE'd UIDs are flagged and expunged in one expunge
+    call; other messages an IMAP client flagged \\Deleted stay. If the expunge fails the
+    \\Deleted flags are taken back, so it is all or nothing."""
+    if seen:
+        box.set_flags(INBOX, list(seen), "+", ["\\Seen"])
+    if not delete:
+        return
+    box.set_flags(INBOX, list(delete), "+", ["\\Deleted"])
+    try:
+        box.expunge(INBOX, list(delete))
+    except StoreError:
+        with contextlib.suppress(StoreError):
+            box.set_flags(INBOX, list(delete), "-", ["\\Deleted"])
+        raise
+
+
+class Pop3BackendService(Service):
+    # Tests replace this to run on a fake store.
+    store_factory: Callable[[Home, str], MailStore] = staticmethod(open_default_store)
+
+    def __init__(self, ctx: ServiceContext) -> None:
+        super().__init__(ctx)
+        self._listeners = ListenerSet(self._handler_for)
+        self._store: MailStore | None = None
+        self._ssl: ssl.SSLContext | None = None
+        self._thumbprint: str | None = None
+        self._connections: dict[asyncio.Task[Any], asyncio.StreamWriter] = {}
+        self._session_settings: tuple[Settings, SessionSettings] | None = None
+
+    # --- settings ------------------------------------------------------------------------
+    def pop_settings(self) -> PopSettings:
+        return self.ctx.server_settings.PopSettings
+
+    def session_settings(self) -> SessionSettings:
+        cached = self._session_settings
+        if cached is not None and cached[0] is self.ctx.settings:
+            return cached[1]
+        pop = self.pop_settings()
+        built = SessionSettings(
+            banner=pop.Banner,
+            max_command_size=pop.MaxCommandSize,
+            capabilities=CAPABILITIES,
+            user_pass=False,
+            server_name=f"{self.ctx.server_settings.Fqdn} POP3 server",
+        )
+        self._session_settings = (self.ctx.settings, built)
+        return built
+
+    def options(self, mailbox: str) -> PopOptions | None:
+        found = self.ctx.settings.mailbox(mailbox)
+        return PopOptions.of(self.pop_settings(), found[1]) if found else None
+
+    # --- service -------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._store = await asyncio.to_thread(type(self).store_factory, self.ctx.home, self.ctx.server)
+        try:
+            await self._reconcile()
+        except BaseException:
+            self._listeners.close()
+            await asyncio.to_thread(self._store.close)
+            raise
+
+    async def reload(self, old: Settings, new: Settings) -> None:
+        await self._reconcile()
+
+    async def _reconcile(self) -> None:
+        server = self.ctx.server_settings
+        cert = await asyncio.to_thread(tls.ensure_certificate, self.ctx.home, "POP", server.Fqdn)
+        if self._ssl is None:
+            self._ssl = tls.server_context(cert)
+        elif cert.thumbprint != self._thumbprint:
+            tls.reload_context(self._ssl, cert)
+        self._thumbprint = cert.thumbprint
+        address = server.BackEndAddress
+        await self._listeners.reconcile(
+            [IPEndPoint(address, server.PopBackEndPort)],
+            [IPEndPoint(address, server.PopBackEndSSLPort)],
+            self._ssl,
+        )
+
+    async def stop(self, grace: float) -> None:
+        """POP3 has no unsolicited goodbye: stop accepting, let sessions end by themselves
+        for up to `grace` seconds, then close the rest without UPDATE (nothing is deleted)."""
+        self._listeners.close()
+        tasks = list(self._connections)
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=grace)
+            for task in pending:
+                # Aborting the transport ends the session's read with EOF, so the handler
+                # returns normally (a cancelled stream handler makes asyncio log an error).
+                self._connections[task].transport.abort()
+            if pending:
+                await asyncio.wait(pending, timeout=5)
+        if self._store is not None:
+            await asyncio.to_thread(self._store.close)
+            self._store = None
+
+    def status(self) -> dict[str, Any]:
+        return {"connections": len(self._connections), "endpoints": self._listeners.endpoints}
+
+    def bound_port(self, tls_port: bool = False) -> int:
+        server = self.ctx.server_settings
+        port = server.PopBackEndSSLPort if tls_port else server.PopBackEndPort
+        return self._listeners.bound_port(server.BackEndAddress, port, tls_port)
+
+    # --- connections ---------------------------------------------------------------------
+    def _handler_for(self, implicit_tls: bool):  # noqa: ANN202 - ListenerSet's Handler type
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await self._serve(reader, writer)
+
+        return handle
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections[task] = writer
+        connection: _Connection | None = None
+        try:
+            found, client = await self._read_proxy_header(reader)
+            if not found:
+                return
+            connection = _Connection(self, reader, writer, client)
+            await connection.run()
+        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
+            pass
+        finally:
+            self._connections.pop(task, None)
+            if connection is not None:
+                connection.release()
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _read_proxy_header(
+        self, reader: asyncio.StreamReader
+    ) -> tuple[bool, proxyv2.ProxyInfo | None]:
+        """(header valid, client); LOCAL headers (the proxy's own health checks) carry no
+        client. Anything but a PROXY v2 header means the peer is not a front end."""
+        try:
+            head = await asyncio.wait_for(
+                reader.readexactly(proxyv2.HEADER_LEN), PROXY_HEADER_TIMEOUT
+            )
+            if not head.startswith(proxyv2.SIGNATURE):
+                return False, None
+            rest = await asyncio.wait_for(
+                reader.readexactly(proxyv2.needed(head) - proxyv2.HEADER_LEN), PROXY_HEADER_TIMEOUT
+            )
+            info, _ = proxyv2.decode(head + rest)
+        except (TimeoutError, asyncio.IncompleteReadError, proxyv2.ProxyHeaderError):
+            return False, None
+        return True, info
+
+    # --- login (in a worker thread) ------------------------------------------------------
+    def login(self, action: Authenticate) -> _Login | str:
+        """Check the front end's proxy login and open the maildrop; a str is the -ERR text."""
+        settings = self.ctx.settings
+        if action.mechanism != "PLAIN" or not check_proxy_login(
+            self.ctx.home, action.authcid, action.password
+        ):
+            return "[AUTH] Authentication failed: only front ends may log in here"
+        found = settings.mailbox(action.authzid) if action.authzid else None
+        if found is None:
+            return "[AUTH] Authentication failed: no such mailbox"
+        name, box = found
+        entry = Entry(name, box, settings.server(box.Server), settings.server_name(box.Server))
+        if entry.server_name.lower() != self.ctx.server.lower():
+            return f"[SYS/PERM] Mailbox {name} is on server {entry.server_name}, not this one"
+        reason = may_use_protocol(entry, "POP3")
+        if reason is not None:
+            return f"[AUTH] Access denied: {reason}"
+        assert self._store is not None
+        mailbox = self._store.mailbox(name)
+        try:
+            release = mailbox.lock_maildrop()
+        except MailboxInUse:
+            return "[IN-USE] Maildrop is in use by another session"
+        try:
+            options = PopOptions.of(self.pop_settings(), box)
+            snapshot = mailbox.snapshot(INBOX)
+            rows = message_sizes(mailbox, [(r.uid, r.size) for r in snapshot.rows], options)
+            maildrop = build_maildrop(snapshot.status.uidvalidity, rows, options.descending)
+        except BaseException:
+            release()
+            raise
+        return _Login(name, mailbox, release, maildrop)

@@ -1,0 +1,368 @@
+"""MSExchangePOP3BE end to end: Python's poplib, as a front end would connect (PROXY v2
+header, then AUTH PLAIN with the proxy secret), against the service run in-process."""
+
+from __future__ import annotations
+
+import base64
+import poplib
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from server.backend.pop3 import Pop3BackendService, _Connection
+from server.directory import PROXY_USER, proxy_secret
+from server.protocols import proxyv2
+from server.runtime import tls
+from server.settings import store as settings_store
+from server.settings.models import POP3BE
+from server.settings.paths import Home
+from tests.unit.test_pop3_backend import FakeStore
+
+try:  # the real store, once it is there; the in-memory one until then
+    from server.store import open_store as real_open_store  # type: ignore[attr-defined]
+except ImportError:
+    real_open_store = None
+
+pytestmark = pytest.mark.e2e
+
+
+def message(n: int, body: bytes = b"") -> bytes:
+    return (
+        b"From: sender@contoso.test\r\nTo: alice@contoso.test\r\n"
+        b"Subject: message %d\r\nMessage-ID: <m%d@contoso.test>\r\n\r\n" % (n, n)
+        + (body or b"Hello %d\r\n.a line starting with a dot\r\n..two\r\nlast\r\n" % n)
+    )
+
+
+class ProxiedPOP3(poplib.POP3):
+    """poplib as a front end: the PROXY v2 header right after connecting."""
+
+    def __init__(self, host: str, port: int, header: bytes | None = b"") -> None:
+        self._header = proxyv2.encode(proxyv2.ProxyInfo("192.0.2.10", 50123, host, port)) \
+            if header == b"" else header
+        super().__init__(host, port, timeout=10)
+
+    def _create_socket(self, timeout: float) -> socket.socket:
+        sock = super()._create_socket(timeout)
+        if self._header:
+            sock.sendall(self._header)
+        return sock
+
+    def auth_plain(self, mailbox: str, secret: str, authcid: str = PROXY_USER) -> bytes:
+        token = base64.b64encode(f"{mailbox}\0{authcid}\0{secret}".encode()).decode()
+        return self._shortcmd(f"AUTH PLAIN {token}")
+
+    def body(self, which: int) -> bytes:
+        _, lines, _ = self.retr(which)
+        return b"".join(line + b"\r\n" for line in lines)
+
+
+class ProxiedPOP3SSL(ProxiedPOP3):
+    def __init__(self, host: str, port: int, context: ssl.SSLContext) -> None:
+        self._context = context
+        super().__init__(host, port)
+
+    def _create_socket(self, timeout: float) -> socket.socket:
+        sock = poplib.POP3._create_socket(self, timeout)
+        sock = self._context.wrap_socket(sock, server_hostname=self.host)
+        sock.sendall(self._header)  # inside TLS, as front ends do
+        return sock
+
+
+@dataclass
+class Backend:
+    home: Home
+    service: Pop3BackendService
+    run: Any  # InProcessService
+    store: Any  # MailStore (real) or FakeStore
+    secret: str
+
+    @property
+    def port(self) -> int:
+        return self.service.bound_port()
+
+    def client(self, header: bytes | None = b"") -> ProxiedPOP3:
+        return ProxiedPOP3("127.0.0.1", self.port, header)
+
+    def login(self, mailbox: str = "alice") -> ProxiedPOP3:
+        pop = self.client()
+        pop.auth_plain(mailbox, self.secret)
+        return pop
+
+    def inbox(self, mailbox: str = "alice") -> Any:
+        return self.store.mailbox(mailbox)
+
+    def deliver(self, *raws: bytes, mailbox: str = "alice") -> list[int]:
+        box = self.inbox(mailbox)
+        return [box.append("INBOX", raw).uid for raw in raws]
+
+    def uids(self, mailbox: str = "alice") -> list[int]:
+        return [row.uid for row in self.inbox(mailbox).snapshot("INBOX").rows]
+
+    def connections(self) -> int:
+        return self.run.call(_status(self.service))["connections"]
+
+    def edit(self, change: Callable[[settings_store.Edit], None]) -> None:
+        with settings_store.edit(self.home) as doc:
+            change(doc)
+        self.run.reload()
+
+
+async def _status(service: Pop3BackendService) -> dict[str, Any]:
+    return service.status()
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached")
+        time.sleep(0.005)
+
+
+def drop(pop: poplib.POP3) -> None:
+    pop.file.close()
+    pop.sock.close()
+
+
+def add_mailboxes(home: Home) -> None:
+    with settings_store.edit(home) as doc:
+        for name, extra in (("alice", {}), ("bob", {}), ("nopop", {"PopEnabled": False})):
+            doc.set(("Mailboxes", name),
+                    {"PrimarySmtpAddress": f"{name}@contoso.test", "Server": "MBX01", **extra})
+
+
+@pytest.fixture
+def backend(home: Home, in_process: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Backend]:
+    add_mailboxes(home)
+    if real_open_store is not None:
+        store = real_open_store(home, "MBX01")
+    else:
+        store = FakeStore()
+        monkeypatch.setattr(Pop3BackendService, "store_factory", staticmethod(lambda h, s: store))
+    try:
+        with in_process(POP3BE, home) as run:
+            yield Backend(home, run.service, run, store, proxy_secret(home))
+    finally:
+        if real_open_store is not None:
+            store.close()
+
+
+# --- the classic cycles --------------------------------------------------------------------
+def test_download_and_delete_cycle(backend: Backend) -> None:
+    raws = [message(1), message(2), message(3)]
+    backend.deliver(*raws)
+    pop = backend.login()
+    count, octets = pop.stat()
+    assert (count, octets) == (3, sum(map(len, raws)))
+    _, listing, _ = pop.list()
+    assert listing == [b"%d %d" % (i, len(r)) for i, r in enumerate(raws, 1)]
+    for number, raw in enumerate(raws, 1):
+        assert pop.body(number) == raw
+        pop.dele(number)
+    assert pop.stat() == (0, 0)
+    assert pop.quit().startswith(b"+OK")
+    assert backend.uids() == []
+    pop = backend.login()
+    assert pop.stat() == (0, 0)
+    pop.quit()
+
+
+def test_leave_on_server_three_sessions_with_uidl(backend: Backend) -> None:
+    backend.deliver(message(1), message(2))
+    pop = backend.login()
+    _, first, _ = pop.uidl()
+    ids = {line.split()[1] for line in first}
+    assert len(ids) == 2
+    for number in (1, 2):
+        pop.retr(number)
+    pop.quit()
+
+    new_uid = backend.deliver(message(3))[0]
+    pop = backend.login()
+    _, second, _ = pop.uidl()
+    assert [line.split()[1] for line in second[:2]] == [line.split()[1] for line in first]
+    new = [line for line in second if line.split()[1] not in ids]
+    assert len(new) == 1
+    assert pop.body(int(new[0].split()[0])) == message(3)
+    pop.quit()
+
+    pop = backend.login()
+    _, third, _ = pop.uidl()
+    assert third == second
+    pop.dele(1)
+    pop.quit()
+    assert backend.uids()[-1] == new_uid and len(backend.uids()) == 2
+
+
+def test_top_with_zero_and_n_lines(backend: Backend) -> None:
+    raw = message(1, b"l1\r\n.l2\r\nl3\r\n")
+    backend.deliver(raw)
+    pop = backend.login()
+    _, lines, _ = pop.top(1, 0)
+    header = raw.split(b"\r\n\r\n")[0]
+    assert lines == header.split(b"\r\n") + [b""]
+    _, lines, _ = pop.top(1, 2)
+    assert lines[-3:] == [b"", b"l1", b".l2"]
+    pop.quit()
+
+
+def test_dropped_connection_deletes_nothing(backend: Backend) -> None:
+    uids = backend.deliver(message(1), message(2))
+    pop = backend.login()
+    pop.dele(1)
+    pop.dele(2)
+    drop(pop)  # no QUIT
+    wait_until(lambda: backend.connections() == 0)
+    assert backend.uids() == uids
+    pop = backend.login()  # and the maildrop lock is free again
+    assert pop.stat()[0] == 2
+    pop.quit()
+
+
+def test_descending_order_numbers_the_newest_first(backend: Backend) -> None:
+    uids = backend.deliver(message(1), message(2), message(3))
+    backend.edit(lambda doc: doc.set(
+        ("Servers", "MBX01", "PopSettings", "MessageRetrievalSortOrder"), "Descending"))
+    pop = backend.login()
+    assert pop.body(1) == message(3)
+    assert pop.body(3) == message(1)
+    pop.dele(1)
+    pop.quit()
+    assert backend.uids() == uids[:2]
+
+
+def test_second_session_gets_in_use(backend: Backend) -> None:
+    backend.deliver(message(1))
+    first = backend.login()
+    second = backend.client()
+    with pytest.raises(poplib.error_proto, match=r"\[IN-USE\]"):
+        second.auth_plain("alice", backend.secret)
+    assert second.stat  # the session goes on; other mailboxes are free
+    second.auth_plain("bob", backend.secret)
+    second.quit()
+    first.quit()
+
+
+def test_too_long_command_gets_err_and_the_session_goes_on(backend: Backend) -> None:
+    pop = backend.login()
+    with pytest.raises(poplib.error_proto, match="too long"):
+        pop._shortcmd("NOOP " + "x" * 600)
+    assert pop.noop().startswith(b"+OK")
+    backend.edit(lambda doc: doc.set(("Servers", "MBX01", "PopSettings", "MaxCommandSize"), 40))
+    with pytest.raises(poplib.error_proto, match="at most 40"):
+        pop._shortcmd("NOOP " + "x" * 50)
+    pop.quit()
+
+
+# --- who may connect -----------------------------------------------------------------------
+def test_connection_without_proxy_header_is_closed(backend: Backend) -> None:
+    with socket.create_connection(("127.0.0.1", backend.port), timeout=10) as sock:
+        sock.sendall(b"USER alice\r\nPASS secret\r\n")
+        assert sock.recv(100) == b""
+
+
+def test_only_the_proxy_login_is_accepted(backend: Backend) -> None:
+    pop = backend.client()
+    assert pop.getwelcome() == b"+OK The Microsoft Exchange POP3 service is ready."
+    with pytest.raises(poplib.error_proto, match=r"\[AUTH\]"):
+        pop.user("alice")
+    with pytest.raises(poplib.error_proto, match=r"\[AUTH\]"):
+        pop.auth_plain("alice", "wrong secret")
+    with pytest.raises(poplib.error_proto, match=r"\[AUTH\]"):
+        pop.auth_plain("alice", backend.secret, authcid="alice")
+    with pytest.raises(poplib.error_proto, match=r"\[AUTH\].*disabled"):
+        pop.auth_plain("nopop", backend.secret)
+    with pytest.raises(poplib.error_proto, match=r"\[AUTH\]"):
+        pop.auth_plain("nobody", backend.secret)
+    caps = pop.capa()
+    assert "SASL" in caps and "STLS" not in caps and caps["IMPLEMENTATION"] == ["mailctl"]
+    pop.auth_plain("alice", backend.secret)
+    pop.quit()
+
+
+def test_continuation_form_of_auth_plain(backend: Backend) -> None:
+    pop = backend.client()
+    assert pop._shortcmd("AUTH PLAIN") == b"+ "
+    token = base64.b64encode(f"alice\0{PROXY_USER}\0{backend.secret}".encode()).decode()
+    assert pop._shortcmd(token).startswith(b"+OK")
+    pop.quit()
+
+
+def test_implicit_tls_port(backend: Backend) -> None:
+    backend.deliver(message(1))
+    context = tls.client_context(backend.home)
+    port = backend.service.bound_port(tls_port=True)
+    pop = ProxiedPOP3SSL("127.0.0.1", port, context)
+    pop.auth_plain("alice", backend.secret)
+    assert pop.body(1) == message(1)
+    pop.quit()
+
+
+def test_banner_is_live_and_reload_moves_the_listener(backend: Backend) -> None:
+    backend.edit(lambda doc: doc.set(("Servers", "MBX01", "PopSettings", "Banner"), "Hi there"))
+    pop = backend.client()
+    assert pop.getwelcome() == b"+OK Hi there"
+    pop.auth_plain("alice", backend.secret)
+    old_port = backend.port
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        free = probe.getsockname()[1]
+    backend.edit(lambda doc: doc.set(("Servers", "MBX01", "PopBackEndPort"), free))
+    assert backend.port == free
+    endpoints = backend.run.call(_status(backend.service))["endpoints"]
+    assert any(ep.endswith(f":{free}") for ep in endpoints)
+    assert pop.noop().startswith(b"+OK")  # the established session survives the reload
+    pop.quit()
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", old_port), timeout=2).recv(1)
+
+
+def test_idle_session_is_closed_without_update(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend.deliver(message(1))
+    monkeypatch.setattr(_Connection, "_timeout", lambda self: 0.3)
+    pop = backend.login()
+    pop.dele(1)
+    assert pop.sock.recv(100) == b""  # closed with no reply (RFC 1939 section 3)
+    wait_until(lambda: backend.connections() == 0)
+    assert len(backend.uids()) == 1
+
+
+# --- other sessions see the deletions ------------------------------------------------------
+def test_store_subscriber_sees_the_pop3_deletion(backend: Backend) -> None:
+    uids = backend.deliver(message(1), message(2))
+    woke = threading.Event()
+    unsubscribe = backend.inbox().subscribe(woke.set)
+    try:
+        pop = backend.login()
+        pop.dele(1)
+        assert not woke.is_set() or backend.uids() == uids  # nothing removed before QUIT
+        woke.clear()
+        pop.quit()
+        assert woke.wait(5)
+        assert backend.uids() == uids[1:]
+    finally:
+        unsubscribe()
+
+
+# --- speed -----------------------------------------------------------------------------------
+def test_two_hundred_message_session_is_fast(backend: Backend) -> None:
+    raws = [message(n, b"line of text\r\n" * 200) for n in range(200)]
+    backend.deliver(*raws)
+    started = time.perf_counter()
+    pop = backend.login()
+    assert pop.stat()[0] == 200
+    pop.uidl()
+    for number in range(1, 201):
+        pop.retr(number)
+    pop.quit()
+    elapsed = time.perf_counter() - started
+    assert elapsed < 2.0, f"{elapsed:.2f} s"

@@ -1,0 +1,186 @@
+"""Back-end pieces that need no sockets: UPDATE, sizes, rendering, options; and the small
+in-memory store the POP3 tests use where the real store is not the point."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime
+
+import pytest
+
+from server.backend.pop3 import PopOptions, apply_update, message_sizes, render_for_retrieval
+from server.settings.models import Mailbox, PopSettings
+from server.settings.types import MimeTextFormat
+from server.store.api import (
+    AppendResult,
+    FlagResult,
+    FolderSnapshot,
+    FolderStatus,
+    MailboxInUse,
+    MessageRow,
+    StoreError,
+)
+
+
+class FakeMailbox:
+    """The slice of MailboxStore the POP3 back end uses, in memory, thread-safe."""
+
+    def __init__(self, name: str, uidvalidity: int = 1234) -> None:
+        self.name = name
+        self.uidvalidity = uidvalidity
+        self.uidnext = 1
+        self.modseq = 1
+        self.messages: dict[int, tuple[bytes, set[str]]] = {}
+        self.locked = False
+        self.fail_expunge = False
+        self.reads = 0
+        self._mutex = threading.Lock()
+        self._subscribers: list[tuple[Callable[[], None], asyncio.AbstractEventLoop | None]] = []
+
+    def append(self, folder: str, raw: bytes, flags: Iterable[str] = (),
+               internaldate: datetime | None = None) -> AppendResult:
+        with self._mutex:
+            uid, self.uidnext = self.uidnext, self.uidnext + 1
+            self.messages[uid] = (raw, set(flags))
+            self.modseq += 1
+        self._notify()
+        return AppendResult(self.uidvalidity, uid, self.modseq)
+
+    def snapshot(self, folder: str) -> FolderSnapshot:
+        with self._mutex:
+            rows = [
+                MessageRow(uid, frozenset(flags), 1, len(raw), datetime(2024, 1, 1, tzinfo=UTC))
+                for uid, (raw, flags) in sorted(self.messages.items())
+            ]
+        status = FolderStatus(folder, self.uidvalidity, self.uidnext, self.modseq, len(rows),
+                              0, 0, sum(r.size for r in rows), 0)
+        return FolderSnapshot(status, rows)
+
+    def read(self, folder: str, uid: int) -> bytes:
+        self.reads += 1
+        with self._mutex:
+            if uid not in self.messages:
+                raise StoreError(f"message {uid} was expunged")
+            return self.messages[uid][0]
+
+    def flags(self, uid: int) -> set[str]:
+        return set(self.messages[uid][1])
+
+    def set_flags(self, folder: str, uids: Sequence[int], op: str, flags: Iterable[str],
+                  unchangedsince: int | None = None) -> FlagResult:
+        with self._mutex:
+            for uid in uids:
+                if uid in self.messages:
+                    current = self.messages[uid][1]
+                    if op == "+":
+                        current |= set(flags)
+                    elif op == "-":
+                        current -= set(flags)
+                    else:
+                        current.clear()
+                        current |= set(flags)
+            self.modseq += 1
+        self._notify()
+        return FlagResult([])
+
+    def expunge(self, folder: str, uids: Sequence[int] | None = None) -> list[int]:
+        if self.fail_expunge:
+            raise StoreError("disk full")
+        with self._mutex:
+            gone = [u for u in (uids or list(self.messages))
+                    if u in self.messages and "\\Deleted" in self.messages[u][1]]
+            for uid in gone:
+                del self.messages[uid]
+        self._notify()
+        return gone
+
+    def lock_maildrop(self) -> Callable[[], None]:
+        with self._mutex:
+            if self.locked:
+                raise MailboxInUse("in use")
+            self.locked = True
+
+        def release() -> None:
+            self.locked = False
+
+        return release
+
+    def subscribe(self, callback: Callable[[], None]) -> Callable[[], None]:
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        entry = (callback, loop)
+        self._subscribers.append(entry)
+        return lambda: self._subscribers.remove(entry)
+
+    def _notify(self) -> None:
+        for callback, loop in list(self._subscribers):
+            if loop is None:
+                callback()
+            else:
+                loop.call_soon_threadsafe(callback)
+
+
+class FakeStore:
+    def __init__(self) -> None:
+        self.boxes: dict[str, FakeMailbox] = {}
+
+    def mailbox(self, name: str) -> FakeMailbox:
+        return self.boxes.setdefault(name.lower(), FakeMailbox(name))
+
+    def close(self) -> None:
+        pass
+
+
+# --- tests -------------------------------------------------------------------------------
+def filled(*raws: bytes) -> FakeMailbox:
+    box = FakeMailbox("alice")
+    for raw in raws:
+        box.append("INBOX", raw)
+    return box
+
+
+def test_update_deletes_exactly_the_given_uids_and_marks_seen() -> None:
+    box = filled(b"a\r\n", b"b\r\n", b"c\r\n")
+    box.set_flags("INBOX", [3], "+", ["\\Deleted"])  # flagged by an IMAP client, not by POP3
+    apply_update(box, delete=(1,), seen=(2,))
+    assert sorted(box.messages) == [2, 3]
+    assert "\\Seen" in box.flags(2) and "\\Deleted" in box.flags(3)
+
+
+def test_failed_update_takes_the_deleted_flags_back() -> None:
+    box = filled(b"a\r\n", b"b\r\n")
+    box.fail_expunge = True
+    with pytest.raises(StoreError):
+        apply_update(box, delete=(1, 2), seen=())
+    assert sorted(box.messages) == [1, 2]
+    assert "\\Deleted" not in box.flags(1) | box.flags(2)
+
+
+def test_render_turns_bare_lf_into_crlf_and_keeps_crlf_messages() -> None:
+    crlf = b"A: b\r\n\r\nbody\r\n"
+    assert render_for_retrieval(crlf, MimeTextFormat.BestBodyFormat) is crlf
+    assert render_for_retrieval(b"A: b\n\nbody\r\nx\n", MimeTextFormat.TextOnly) == (
+        b"A: b\r\n\r\nbody\r\nx\r\n"
+    )
+
+
+def test_estimated_sizes_read_nothing_exact_sizes_measure_the_rendering() -> None:
+    box = filled(b"A: b\n\nbody\n", b"A: b\r\n\r\n")
+    rows = [(1, 11), (2, 8)]
+    estimated = PopOptions(False, MimeTextFormat.BestBodyFormat, False)
+    assert message_sizes(box, rows, estimated) == rows and box.reads == 0
+    exact = PopOptions(True, MimeTextFormat.BestBodyFormat, False)
+    assert message_sizes(box, rows, exact) == [(1, 14), (2, 8)]
+
+
+def test_mailbox_overrides_apply_only_without_protocol_defaults() -> None:
+    pop = PopSettings(EnableExactRFC822Size=False, MessageRetrievalSortOrder="Descending")
+    box = Mailbox(PrimarySmtpAddress="a@b.test", Server="MBX01", PopEnableExactRFC822Size=True,
+                  PopMessagesRetrievalMimeFormat="TextOnly")
+    assert PopOptions.of(pop, box) == PopOptions(False, MimeTextFormat.BestBodyFormat, True)
+    own = box.model_copy(update={"PopUseProtocolDefaults": False})
+    assert PopOptions.of(pop, own) == PopOptions(True, MimeTextFormat.TextOnly, True)
