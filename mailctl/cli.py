@@ -455,15 +455,24 @@ def load_commands() -> None:
     from . import commands  # noqa: F401  (imports every module in mailctl/commands/)
 
 
+_group: Any = None
+
+
 def click_group() -> Any:
-    load_commands()
-    return typer.main.get_command(app)
+    """The click group of every registered command (built once per process)."""
+    global _group
+    if _group is None:
+        load_commands()
+        _group = typer.main.get_command(app)
+    return _group
 
 
 def run(argv: list[str]) -> int:
     """Run one command line (either spelling); returns the exit code."""
-    from . import exchange
+    from . import exchange, output
 
+    set_home_override(None)
+    output.FORCED = output.CAPTURE = None
     try:
         group = click_group()
         plan = exchange.translate(argv, group)
