@@ -1,0 +1,248 @@
+"""Helpers for the front-end and submission end-to-end tests: a fake back end that checks
+the hand-over contract, settings helpers, and a port finder that tolerates TIME_WAIT."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import random
+import socket
+import ssl
+import threading
+from pathlib import Path
+from typing import Any
+
+from server.directory import Directory, check_proxy_login
+from server.protocols import proxyv2
+from server.runtime import tls
+from server.settings import store
+from server.settings.models import Mailbox, PortPlan, Settings, default_settings
+from server.settings.paths import Home
+from server.settings.types import MailboxType
+
+PASSWORD = "Pa55word!"
+
+
+def free_port_plan(address: str = "127.0.0.1", backend_address: str = "127.0.0.1") -> PortPlan:
+    """Like tests.conftest.free_port_plan, but a port held only by TIME_WAIT counts as free
+    (the services bind with SO_REUSEADDR) and bases are spread wider, so many tests in a
+    row (each closing connections server-side) do not run out of port ranges."""
+    rng = random.Random()
+    for _ in range(500):
+        base = rng.randrange(20000, 60000)
+        plan = PortPlan.shifted(base, loopback_only=True, bind_address=address,
+                                backend_address=backend_address)
+        if all(_free(address, v) and _free(backend_address, v)
+               for v in plan.model_dump().values()
+               if isinstance(v, int) and not isinstance(v, bool)):
+            return plan
+    raise RuntimeError("no free port range")
+
+
+def _free(address: str, port: int) -> bool:
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((address, port))
+        return True
+    except OSError:
+        return False
+    finally:
+        sock.close()
+
+
+def make_home(path: Path) -> Home:
+    home = Home.resolve(path)
+    store.create(home, default_settings(ports=free_port_plan()))
+    return home
+
+
+# --------------------------------------------------------------------------- fake back end
+
+
+class FakeBackend:
+    """IMAP or POP3 back end that speaks just enough: checks the PROXY header and the proxy
+    login, then WHOAMI (IMAP, an X command) / STAT (POP3), BIG n, DIE, LOGOUT/QUIT."""
+
+    def __init__(self, home: Home, protocol: str, host: str, port: int,
+                 context: ssl.SSLContext | None = None) -> None:
+        self.home, self.protocol, self.host, self.port = home, protocol, host, port
+        self.context = context
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.proxied: list[proxyv2.ProxyInfo] = []
+        self.logins: list[str] = []
+        self.writers: set[asyncio.StreamWriter] = set()
+        self.server: asyncio.Server | None = None
+
+    def __enter__(self) -> FakeBackend:
+        self.thread.start()
+        self._call(self._start())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._call(self._stop())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+    def _call(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(10)
+
+    async def _start(self) -> None:
+        self.server = await asyncio.start_server(
+            self.handle, self.host, self.port, ssl=self.context, reuse_address=True)
+
+    async def _stop(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        for writer in list(self.writers):
+            writer.transport.abort()
+
+    def kill_sessions(self) -> None:
+        async def kill() -> None:
+            for writer in list(self.writers):
+                writer.transport.abort()
+        self._call(kill())
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.writers.add(writer)
+        try:
+            head = await reader.readexactly(16)
+            head += await reader.readexactly(proxyv2.needed(head) - 16)
+            info, _ = proxyv2.decode(head)
+            assert info is not None
+            self.proxied.append(info)
+            if self.protocol == "IMAP":
+                await self.imap(reader, writer, info)
+            else:
+                await self.pop(reader, writer, info)
+        except (proxyv2.ProxyHeaderError, asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            self.writers.discard(writer)
+            writer.close()
+
+    def _check(self, ir: bytes) -> str | None:
+        authzid, authcid, password = base64.b64decode(ir).decode().split("\0")
+        if not check_proxy_login(self.home, authcid, password):
+            return None
+        self.logins.append(authzid)
+        return authzid
+
+    async def imap(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                   info: proxyv2.ProxyInfo) -> None:
+        writer.write(b"* OK fake back end\r\n")
+        tag, verb, mech, ir = (await reader.readline()).split()
+        assert (verb, mech) == (b"AUTHENTICATE", b"PLAIN")
+        user = self._check(ir)
+        if user is None:
+            writer.write(tag + b" NO proxy login refused\r\n")
+            return
+        writer.write(tag + b" OK [CAPABILITY IMAP4rev1 IDLE XFAKE] proxied\r\n")
+        while line := await reader.readline():
+            tag, _, rest = line.strip().partition(b" ")
+            verb, _, arg = rest.partition(b" ")
+            verb = verb.upper()
+            if verb == b"WHOAMI":
+                writer.write(f"* WHOAMI {user} {info.client_address}\r\n".encode())
+                writer.write(tag + b" OK done\r\n")
+            elif verb == b"BIG":
+                n = int(arg)
+                writer.write(b"* BIG {%d}\r\n" % n + b"x" * n + b"\r\n" + tag + b" OK big\r\n")
+            elif verb == b"DIE":
+                writer.transport.abort()
+                return
+            elif verb == b"LOGOUT":
+                writer.write(b"* BYE bye\r\n" + tag + b" OK LOGOUT completed\r\n")
+                await writer.drain()
+                return
+            else:
+                writer.write(tag + b" OK " + verb + b" done\r\n")
+            await writer.drain()
+
+    async def pop(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                  info: proxyv2.ProxyInfo) -> None:
+        writer.write(b"+OK fake back end\r\n")
+        verb, mech, ir = (await reader.readline()).split()
+        assert (verb, mech) == (b"AUTH", b"PLAIN")
+        user = self._check(ir)
+        if user is None:
+            writer.write(b"-ERR proxy login refused\r\n")
+            return
+        writer.write(b"+OK proxied\r\n")
+        while line := await reader.readline():
+            verb = line.strip().upper()
+            if verb == b"STAT":
+                writer.write(f"+OK {len(user)} 0\r\n".encode())
+            elif verb == b"DIE":
+                writer.transport.abort()
+                return
+            elif verb == b"QUIT":
+                writer.write(b"+OK bye\r\n")
+                await writer.drain()
+                return
+            else:
+                writer.write(b"-ERR unknown\r\n")
+            await writer.drain()
+
+
+# --------------------------------------------------------------------------- set-up helpers
+
+
+def save(home: Home, settings: Settings) -> None:
+    data = settings.model_dump(mode="json")
+    with store.edit(home) as edit:
+        for key, value in data.items():
+            edit.set((key,), value)
+
+
+def add_mailboxes(home: Home) -> None:
+    settings = store.load(home).settings
+    domain = settings.Organization.Domain
+    boxes = {
+        "bob": {},
+        "alice": {},
+        "Administrator": {"Type": MailboxType.Administrator},
+        "guest": {"Type": MailboxType.Guest},
+        "anon": {"Type": MailboxType.Anonymous},
+        "carol": {"ImapEnabled": False, "PopEnabled": False},
+    }
+    for name, extra in boxes.items():
+        settings.Mailboxes[name] = Mailbox(
+            PrimarySmtpAddress=f"{name.lower()}@{domain}", Server="MBX01", **extra)
+    save(home, settings)
+    directory = Directory(home)
+    for name in boxes:
+        directory.set_password(name, PASSWORD)
+
+
+def configure(home: Home, protocol: str, **changes: Any) -> None:
+    settings = store.load(home).settings
+    server = settings.Servers["MBX01"]
+    target = server.ImapSettings if protocol == "IMAP" else server.PopSettings
+    for key, value in changes.items():
+        setattr(target, key, value)
+    save(home, settings)
+
+
+def client_context(home: Home) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=str(tls.ensure_ca(home)))
+
+
+def ports(home: Home, protocol: str) -> tuple[int, int]:
+    server = store.load(home).settings.Servers["MBX01"]
+    ps = server.ImapSettings if protocol == "IMAP" else server.PopSettings
+    return ps.UnencryptedOrTLSBindings[0].port, ps.SSLBindings[0].port
+
+
+def bypass_validation(svc: Any, protocol: str, **changes: Any) -> None:
+    """Values below the settings' allowed range (e.g. a 0.5 s timeout), for fast tests."""
+    settings = svc.service.ctx.settings
+    server = settings.Servers["MBX01"]
+    field = "ImapSettings" if protocol == "IMAP" else "PopSettings"
+    new_ps = getattr(server, field).model_copy(update=changes)
+    new_server = server.model_copy(update={field: new_ps})
+    svc.service.ctx.settings = settings.model_copy(
+        update={"Servers": {**settings.Servers, "MBX01": new_server}})
+
+
