@@ -190,7 +190,7 @@ def _service_lock(home: Home, name: str, server: str) -> Iterator[None]:
         os.close(fd)
 
 
-def _wait_exit(process: psutil.Process, timeout: float) -> bool:
+def wait_exit(process: psutil.Process, timeout: float) -> bool:
     """True once the process is gone (or a zombie). Waits on a pidfd where there is one."""
     child = _children.get(process.pid)
     if child is not None:
@@ -334,10 +334,10 @@ def stop_service(
             return False
         with contextlib.suppress(psutil.NoSuchProcess):
             process.send_signal(signal.SIGTERM)  # psutil re-checks create time first
-        if not _wait_exit(process, timeout):
+        if not wait_exit(process, timeout):
             with contextlib.suppress(psutil.NoSuchProcess):
                 process.kill()
-            _wait_exit(process, 5.0)
+            wait_exit(process, 5.0)
         _remove_run_files(home, name, server, pid=process.pid)
         return True
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -28,11 +30,57 @@ from server.runtime.listeners import ListenerSet
 from server.runtime.main import TEST_REGISTRY_ENV
 from server.runtime.service import Service
 from server.settings import store
-from server.settings.models import IMAP4, IMAP4BE, POP3, POP3BE, SUBMISSION, WEB, Settings
+from server.settings.models import (
+    IMAP4,
+    IMAP4BE,
+    POP3,
+    POP3BE,
+    SUBMISSION,
+    WEB,
+    PortPlan,
+    Settings,
+    default_settings,
+)
 from server.settings.paths import Home
 from server.settings.types import IPEndPoint
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+def _bindable(plan: PortPlan, address: str) -> bool:
+    """Like the services bind (SO_REUSEADDR): a port whose old connections are in TIME_WAIT
+    is free for them, so it is free here too."""
+    for value in plan.model_dump().values():
+        if isinstance(value, int) and not isinstance(value, bool):
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((address, value))
+            except OSError:
+                return False
+            finally:
+                sock.close()
+    return True
+
+
+def reusable_port_plan(address: str = "127.0.0.1") -> PortPlan:
+    rng = random.Random()
+    for _ in range(500):
+        plan = PortPlan.shifted(rng.randrange(20000, 62000), loopback_only=True,
+                                bind_address=address, backend_address=address)
+        if _bindable(plan, address):
+            return plan
+    raise RuntimeError("no free port range")
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Home:
+    """tests/conftest.py's `home`, with a port check that ignores TIME_WAIT left by earlier
+    tests (e2e tests open many connections; the services bind with SO_REUSEADDR)."""
+    home = Home.resolve(tmp_path / "home")
+    store.create(home, default_settings(server="MBX01", domain="contoso.test",
+                                        ports=reusable_port_plan()))
+    return home
 
 
 class ServiceRunner:
