@@ -384,9 +384,12 @@ def apply_updates(
     try:
         new = model.model_validate(data)
     except ValidationError as exc:
-        fail(
-            f"{label}: " + validation_message(exc, lambda f: f"-{f} {values.get(f, '')!s}".rstrip())
-        )
+        message = validation_message(exc, lambda f: f"-{f} {values.get(f, '')!s}".rstrip())
+        first = exc.errors()[0]["loc"][:1] if exc.errors() else ()
+        hint = value_hint(model, str(first[0])) if first else ""
+        if hint and "allowed" not in message and "write" not in message:
+            message += f"; allowed: {hint}"
+        fail(f"{label}: {message}")
     except ValueError as exc:
         fail(f"{label}: {exc}")
     old_dump, new_dump = current.model_dump(mode="json"), new.model_dump(mode="json")
@@ -394,6 +397,27 @@ def apply_updates(
         k: (old_dump.get(k), new_dump.get(k)) for k in values if old_dump.get(k) != new_dump.get(k)
     }
     return new, changes
+
+
+def value_hint(model: type[Any], fname: str) -> str:
+    """What a field accepts, for messages that do not say it already."""
+    from server.settings.types import ConnectionSetting, IPEndPoint
+
+    finfo = model.model_fields.get(fname)
+    if finfo is None:
+        return ""
+    choices = field_choices(finfo)
+    if choices:
+        return ", ".join(choices)
+    ann = finfo.annotation
+    inner = (getattr(ann, "__args__", None) or (None,))[0]
+    if inner is IPEndPoint:
+        return "IPv4:port or [IPv6]:port, e.g. 0.0.0.0:995 (several: {a,b})"
+    if inner is ConnectionSetting:
+        return "HostName:Port:SSL, HostName:Port:TLS or HostName:Port: (several: {a,b})"
+    if ann is bool:
+        return "$true, $false"
+    return ""
 
 
 def report_changes(target: str, changes: dict[str, tuple[Any, Any]], what_if: bool) -> None:
