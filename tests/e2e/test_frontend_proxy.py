@@ -166,12 +166,13 @@ def test_imap_too_many_failures_close_the_connection(env: Home, imap: Any) -> No
     plain, _ = ports(env, "IMAP")
     configure(env, "IMAP", LoginType=LoginType.PlainTextLogin)
     imap[0].reload()
-    with imaplib.IMAP4("127.0.0.1", plain) as client:
-        for _ in range(3):
-            with pytest.raises(imaplib.IMAP4.error, match="AUTHENTICATIONFAILED"):
-                client.login("bob", "bad")
-        with pytest.raises(imaplib.IMAP4.abort):
-            client.noop()
+    client = imaplib.IMAP4("127.0.0.1", plain)
+    for _ in range(3):
+        with pytest.raises(imaplib.IMAP4.error, match="AUTHENTICATIONFAILED"):
+            client.login("bob", "bad")
+    with pytest.raises(imaplib.IMAP4.abort):
+        client.noop()
+    client.shutdown()
 
 
 def test_failed_logins_are_slowed_down(env: Home, imap: Any) -> None:
