@@ -41,8 +41,9 @@ from ..runtime.listeners import ListenerSet
 from ..runtime.service import Service, ServiceContext
 from ..settings.models import Mailbox, PopSettings, Settings
 from ..settings.paths import Home
-from ..settings.types import IPEndPoint, MimeTextFormat, SortOrder
+from ..settings.types import IPEndPoint, SortOrder
 from ..store.api import MailboxInUse, MailboxStore, MailStore, StoreError
+from . import common
 
 INBOX = "INBOX"
 READ_SIZE = 64 * 1024
@@ -55,15 +56,15 @@ PROXY_HEADER_TIMEOUT = 30.0
 CAPABILITIES = Capabilities(sasl=("PLAIN",), user=True, stls=False)
 
 
-def render_for_retrieval(raw: bytes, mime_format: MimeTextFormat) -> bytes:
-    """The bytes RETR and TOP send for a stored message: the one place message bytes come
-    from, where MessageRetrievalMimeFormat conversions will plug in. Today it returns the
-    stored message with any bare LF turned into CRLF (the wire needs CRLF lines); the store
-    keeps CRLF messages, so for them the bytes and the size are the stored ones."""
-    del mime_format  # every format sends the message as stored for now
-    if raw.count(b"\n") != raw.count(b"\r\n"):
-        raw = raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
-    return raw
+def render_for_retrieval(raw: bytes, mailbox: Mailbox | None, pop: PopSettings) -> bytes:
+    """The bytes RETR and TOP send for a stored message: the back ends' shared rendering
+    (where MessageRetrievalMimeFormat conversions plug in; today the stored bytes), with any
+    bare LF made CRLF, because the byte-stuffing and the terminating "." line only work on
+    CRLF lines. Messages stored with CRLF (what delivery and APPEND store) pass unchanged."""
+    data = common.render_for_retrieval(raw, protocol="POP3", mailbox=mailbox, settings=pop)
+    if data.count(b"\n") != data.count(b"\r\n"):
+        data = data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    return data
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,6 @@ class PopOptions:
     when PopUseProtocolDefaults is false)."""
 
     exact_size: bool
-    mime_format: MimeTextFormat
     descending: bool
 
     @classmethod
@@ -80,24 +80,20 @@ class PopOptions:
         own = not box.PopUseProtocolDefaults
         return cls(
             exact_size=box.PopEnableExactRFC822Size if own else pop.EnableExactRFC822Size,
-            mime_format=box.PopMessagesRetrievalMimeFormat if own else pop.MessageRetrievalMimeFormat,
             descending=pop.MessageRetrievalSortOrder is SortOrder.Descending,
         )
 
 
 def message_sizes(
-    box: MailboxStore, rows: list[tuple[int, int]], options: PopOptions
+    box: MailboxStore, rows: list[tuple[int, int]], exact: bool, render: Callable[[bytes], bytes]
 ) -> list[tuple[int, int]]:
     """(uid, size) as STAT and LIST report them. Estimated sizes are the stored sizes from the
     snapshot (no message is read); with today's rendering they are exact for every message
     stored with CRLF line ends, which is how the store keeps them. The exact mode renders each
     message once to measure it, which matters once MessageRetrievalMimeFormat changes bytes."""
-    if not options.exact_size:
+    if not exact:
         return rows
-    return [
-        (uid, len(render_for_retrieval(box.read(INBOX, uid), options.mime_format)))
-        for uid, _ in rows
-    ]
+    return [(uid, len(render(box.read(INBOX, uid)))) for uid, _ in rows]
 
 
 def open_default_store(home: Home, server: str) -> MailStore:
@@ -211,8 +207,7 @@ class _Connection:
             raw = self.login.box.read(INBOX, action.uid)
         except StoreError:
             return None
-        options = self.service.options(self.login.mailbox)
-        return render_for_retrieval(raw, options.mime_format if options else MimeTextFormat.BestBodyFormat)
+        return self.service.render(self.login.mailbox, raw)
 
     def _deliver(self, action: Retrieve, data: bytes | None) -> None:
         if data is None:
@@ -299,9 +294,9 @@ class Pop3BackendService(Service):
         self._session_settings = (self.ctx.settings, built)
         return built
 
-    def options(self, mailbox: str) -> PopOptions | None:
+    def render(self, mailbox: str, raw: bytes) -> bytes:
         found = self.ctx.settings.mailbox(mailbox)
-        return PopOptions.of(self.pop_settings(), found[1]) if found else None
+        return render_for_retrieval(raw, found[1] if found else None, self.pop_settings())
 
     # --- service -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -430,7 +425,10 @@ class Pop3BackendService(Service):
         try:
             options = PopOptions.of(self.pop_settings(), box)
             snapshot = mailbox.snapshot(INBOX)
-            rows = message_sizes(mailbox, [(r.uid, r.size) for r in snapshot.rows], options)
+            rows = message_sizes(
+                mailbox, [(r.uid, r.size) for r in snapshot.rows], options.exact_size,
+                lambda raw: render_for_retrieval(raw, box, self.pop_settings()),
+            )
             maildrop = build_maildrop(snapshot.status.uidvalidity, rows, options.descending)
         except BaseException:
             release()

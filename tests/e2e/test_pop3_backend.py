@@ -22,12 +22,7 @@ from server.runtime import tls
 from server.settings import store as settings_store
 from server.settings.models import POP3BE
 from server.settings.paths import Home
-from tests.unit.test_pop3_backend import FakeStore
-
-try:  # the real store, once it is there; the in-memory one until then
-    from server.store import open_store as real_open_store  # type: ignore[attr-defined]
-except ImportError:
-    real_open_store = None
+from server.store import open_store
 
 pytestmark = pytest.mark.e2e
 
@@ -80,7 +75,7 @@ class Backend:
     home: Home
     service: Pop3BackendService
     run: Any  # InProcessService
-    store: Any  # MailStore (real) or FakeStore
+    store: Any  # this test's own handle on the server's mailbox database
     secret: str
 
     @property
@@ -139,19 +134,16 @@ def add_mailboxes(home: Home) -> None:
 
 
 @pytest.fixture
-def backend(home: Home, in_process: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Backend]:
+def backend(home: Home, in_process: Any) -> Iterator[Backend]:
+    """The service on the real store; the test delivers and checks through its own store
+    handle, as delivery and the IMAP back end would."""
     add_mailboxes(home)
-    if real_open_store is not None:
-        store = real_open_store(home, "MBX01")
-    else:
-        store = FakeStore()
-        monkeypatch.setattr(Pop3BackendService, "store_factory", staticmethod(lambda h, s: store))
+    store = open_store(home, "MBX01")
     try:
         with in_process(POP3BE, home) as run:
             yield Backend(home, run.service, run, store, proxy_secret(home))
     finally:
-        if real_open_store is not None:
-            store.close()
+        store.close()
 
 
 # --- the classic cycles --------------------------------------------------------------------

@@ -12,7 +12,6 @@ import pytest
 
 from server.backend.pop3 import PopOptions, apply_update, message_sizes, render_for_retrieval
 from server.settings.models import Mailbox, PopSettings
-from server.settings.types import MimeTextFormat
 from server.store.api import (
     AppendResult,
     FlagResult,
@@ -162,8 +161,8 @@ def test_failed_update_takes_the_deleted_flags_back() -> None:
 
 def test_render_turns_bare_lf_into_crlf_and_keeps_crlf_messages() -> None:
     crlf = b"A: b\r\n\r\nbody\r\n"
-    assert render_for_retrieval(crlf, MimeTextFormat.BestBodyFormat) is crlf
-    assert render_for_retrieval(b"A: b\n\nbody\r\nx\n", MimeTextFormat.TextOnly) == (
+    assert render_for_retrieval(crlf, None, PopSettings()) is crlf
+    assert render_for_retrieval(b"A: b\n\nbody\r\nx\n", None, PopSettings()) == (
         b"A: b\r\n\r\nbody\r\nx\r\n"
     )
 
@@ -171,16 +170,18 @@ def test_render_turns_bare_lf_into_crlf_and_keeps_crlf_messages() -> None:
 def test_estimated_sizes_read_nothing_exact_sizes_measure_the_rendering() -> None:
     box = filled(b"A: b\n\nbody\n", b"A: b\r\n\r\n")
     rows = [(1, 11), (2, 8)]
-    estimated = PopOptions(False, MimeTextFormat.BestBodyFormat, False)
-    assert message_sizes(box, rows, estimated) == rows and box.reads == 0
-    exact = PopOptions(True, MimeTextFormat.BestBodyFormat, False)
-    assert message_sizes(box, rows, exact) == [(1, 14), (2, 8)]
+
+    def render(raw: bytes) -> bytes:
+        return render_for_retrieval(raw, None, PopSettings())
+
+    assert message_sizes(box, rows, False, render) == rows and box.reads == 0
+    assert message_sizes(box, rows, True, render) == [(1, 14), (2, 8)]
 
 
 def test_mailbox_overrides_apply_only_without_protocol_defaults() -> None:
     pop = PopSettings(EnableExactRFC822Size=False, MessageRetrievalSortOrder="Descending")
     box = Mailbox(PrimarySmtpAddress="a@b.test", Server="MBX01", PopEnableExactRFC822Size=True,
                   PopMessagesRetrievalMimeFormat="TextOnly")
-    assert PopOptions.of(pop, box) == PopOptions(False, MimeTextFormat.BestBodyFormat, True)
+    assert PopOptions.of(pop, box) == PopOptions(exact_size=False, descending=True)
     own = box.model_copy(update={"PopUseProtocolDefaults": False})
-    assert PopOptions.of(pop, own) == PopOptions(True, MimeTextFormat.TextOnly, True)
+    assert PopOptions.of(pop, own) == PopOptions(exact_size=True, descending=True)
