@@ -1,0 +1,160 @@
+"""Live reload of running service processes: settings changes apply without a restart and
+without dropping a connection; a broken settings.toml is reported and the last good one stays.
+
+A reload has no signal of its own for the test to wait on, so the tests wait on its effect
+(the control socket's LastReload, a new connection's greeting) with a deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+from collections.abc import Callable
+
+import pytest
+
+from server.runtime.main import query_control
+from server.settings import store
+from server.settings.models import IMAP4, IMAP4BE
+
+from .conftest import ServiceRunner
+
+pytestmark = pytest.mark.e2e
+
+
+def until(condition: Callable[[], object], timeout: float = 5.0) -> float:
+    """Seconds until `condition()` is true; fails after `timeout`."""
+    start = time.monotonic()
+    while not condition():
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"not within {timeout} s")
+        time.sleep(0.01)
+    return time.monotonic() - start
+
+
+def greeting(port: int) -> str:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        return sock.recv(300).decode()
+
+
+def set_imap(runner: ServiceRunner, key: str, value: object) -> None:
+    with store.edit(runner.home) as session:
+        session.set(("Servers", "MBX01", "ImapSettings", key), value)
+
+
+def test_broken_settings_leave_the_service_up_and_get_service_reports_the_line(
+    echo_services: ServiceRunner,
+) -> None:
+    runner = echo_services
+    runner.run_ok("start-service", IMAP4BE)
+    port = runner.settings.server("MBX01").ImapBackEndPort
+    client = socket.create_connection(("127.0.0.1", port), timeout=5)
+    client.recv(200)
+    good_version = store.load(runner.home).version
+
+    # A hand edit with an invalid value, written the way editors do (replace the file).
+    lines = runner.home.settings_file.read_text().splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("MaxConnections"))
+    lines[at] = "MaxConnections = -5"
+    store.atomic_write(runner.home.settings_file, ("\n".join(lines) + "\n").encode())
+
+    def reload_failed() -> bool:
+        live = query_control(runner.home, IMAP4BE, "MBX01") or {}
+        return (live.get("LastReload") or {}).get("Result") == "Error"
+
+    until(reload_failed)
+    [row] = json.loads(runner.run_ok("get-service", IMAP4BE, "-o", "json").stdout)
+    assert row["Status"] == "Running"
+    assert row["SettingsVersion"] == good_version
+    assert row["LastReloadLine"] == at + 1
+    assert row["LastReload"].startswith("Error") and f"line {at + 1}" in row["LastReload"]
+    assert "MaxConnections" in row["LastReload"]
+    table = runner.run_ok("get-service", IMAP4BE, "-o", "list").stdout
+    assert f"line {at + 1}" in table
+
+    client.sendall(b"still there\r\n")  # the established connection was not dropped
+    assert client.recv(200) == b"still there\r\n"
+    assert "IMAP4 service is ready" in greeting(port)  # new ones get the last good settings
+
+    lines[at] = "MaxConnections = 100"
+    store.atomic_write(runner.home.settings_file, ("\n".join(lines) + "\n").encode())
+    until(lambda: not reload_failed())
+    [row] = json.loads(runner.run_ok("get-service", IMAP4BE, "-o", "json").stdout)
+    assert row["LastReload"] == "OK" and row["SettingsVersion"] != good_version
+    client.close()
+
+
+def test_bindings_move_without_dropping_connections(echo_services: ServiceRunner) -> None:
+    runner = echo_services
+    runner.run_ok("start-service", IMAP4)
+    old_port = runner.settings.server("MBX01").ImapSettings.UnencryptedOrTLSBindings[0].port
+    client = socket.create_connection(("127.0.0.1", old_port), timeout=5)
+    client.recv(200)
+    new_port = old_port + 1
+    runner.run_ok("set-imapsettings", "--unencrypted-or-tls-bindings", f"127.0.0.1:{new_port}")
+
+    def moved() -> bool:
+        try:
+            return "OK" in greeting(new_port)
+        except OSError:
+            return False
+
+    assert until(moved) < 1.0
+    with pytest.raises(OSError):
+        greeting(old_port)  # the removed binding is closed ...
+    client.sendall(b"hello\r\n")  # ... but its accepted connection lives on
+    assert client.recv(200) == b"hello\r\n"
+    client.close()
+    info = runner.get(IMAP4)
+    assert info.Endpoints == [f"127.0.0.1:{new_port}"]
+
+
+async def _open(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bytes]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    return reader, writer, await asyncio.wait_for(reader.readline(), 5)
+
+
+async def _many_sessions_while_settings_change(runner: ServiceRunner, port: int,
+                                               sessions: int = 200, changes: int = 20) -> list[float]:
+    opened = [await _open(port) for _ in range(sessions)]
+    assert all(g.startswith(b"* OK") for _, _, g in opened)
+    delays = []
+    for change in range(changes):
+        banner = f"Change number {change} is in force."
+        await asyncio.to_thread(set_imap, runner, "Banner", banner)
+        start = time.monotonic()
+        while True:
+            reader, writer, first = await _open(port)
+            writer.close()
+            if banner.encode() in first:
+                break
+            assert time.monotonic() - start < 1.0, f"change {change} not visible within 1 s"
+            await asyncio.sleep(0.01)
+        delays.append(time.monotonic() - start)
+        # Old sessions keep working between changes.
+        reader, writer, _ = opened[change * 7 % sessions]
+        writer.write(f"c{change} NOOP\r\n".encode())
+        assert (await asyncio.wait_for(reader.readline(), 5)).startswith(f"c{change} ".encode())
+    for number, (_reader, writer, _) in enumerate(opened):
+        writer.write(f"n{number} NOOP\r\n".encode())
+    for number, (reader, writer, _) in enumerate(opened):
+        line = await asyncio.wait_for(reader.readline(), 10)
+        assert line.startswith(f"n{number} ".encode()), f"session {number} was dropped: {line!r}"
+        writer.close()
+    return delays
+
+
+@pytest.mark.parametrize("kind", ["echo", "real"])
+def test_200_sessions_stay_up_while_20_changes_land(kind: str, request: pytest.FixtureRequest) -> None:
+    """The real MSExchangeIMAP4 front end (pre-login sessions, Banner from the next
+    connection), and the runtime alone with EchoService."""
+    runner: ServiceRunner = request.getfixturevalue("echo_services" if kind == "echo" else "services")
+    runner.run_ok("start-service", IMAP4)
+    port = runner.settings.server("MBX01").ImapSettings.UnencryptedOrTLSBindings[0].port
+    delays = asyncio.run(_many_sessions_while_settings_change(runner, port))
+    assert max(delays) < 1.0
+    info = runner.get(IMAP4)
+    assert info.Status == "Running" and info.LastReload and info.LastReload["Result"] == "OK"
+    assert info.SettingsVersion == store.load(runner.home).version
