@@ -1,0 +1,426 @@
+"""The aiohttp application: sign-in, "Settings for POP or IMAP access", autoconfig,
+autodiscover and the Apple profile.
+
+Every request reads `ctx.settings` afresh (the runtime replaces it on reload), so a change
+made with mailctl shows at the next request. Who may sign in: any mailbox with a password
+except Anonymous and Guest ones (the "disabled" kinds); a mailbox whose POP or IMAP is turned
+off still signs in and is told so next to that block. A refused sign-in looks exactly like a
+wrong password, and unknown names cost the same time (Directory.verify), so no page tells
+whether an account exists. Sign-in failures slow the next attempt per client address and per
+name typed, as the mail front ends do (LoginThrottle).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import re
+from collections.abc import Awaitable, Callable
+from functools import lru_cache
+from pathlib import Path
+from string import Template
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+from ..directory import Entry, may_use_protocol
+from ..settings.models import Mailbox, Settings
+from ..settings.published import Endpoint
+from ..settings.types import MailboxType
+from . import autoconfig, autodiscover, mobileconfig
+from .session import COOKIE
+from .view import ClientView, client_view, is_internal
+
+if TYPE_CHECKING:
+    from .service import WebService
+
+HERE = Path(__file__).resolve().parent
+TEMPLATES = HERE / "templates"
+STATIC = HERE / "static"
+
+SERVICE_KEY = web.AppKey("service", object)
+REFUSED_TYPES = (MailboxType.Anonymous, MailboxType.Guest)
+BAD_SIGNIN = "The user name or password isn't correct. Try again."
+NOT_PUBLISHED = "Not published by your administrator."
+MAX_INFLIGHT_PER_ADDRESS = 4
+PAGES_NEEDING_TLS = ("/", "/signin", "/settings", "/signout", "/mobileconfig")
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self'; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+@lru_cache(maxsize=16)
+def template(name: str) -> Template:
+    return Template((TEMPLATES / name).read_text(encoding="utf-8"))
+
+
+def e(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def page(settings: Settings, title: str, content: str, status: int = 200) -> web.Response:
+    body = template("base.html").substitute(
+        title=e(title), organization=e(settings.Organization.Name), content=content
+    )
+    return web.Response(
+        text=body, status=status, content_type="text/html", charset="utf-8",
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+def message_page(
+    settings: Settings, heading: str, message: str, status: int,
+    link: str = "/", link_text: str = "Back",
+) -> web.Response:
+    content = template("message.html").substitute(
+        heading=e(heading), message=e(message), link=e(link), link_text=e(link_text)
+    )
+    return page(settings, heading, content, status)
+
+
+def endpoint_list(endpoint: Endpoint) -> str:
+    rows = (
+        ("Server name", "server", endpoint.Server),
+        ("Port", "port", endpoint.Port),
+        ("Encryption method", "encryption", endpoint.Encryption),
+    )
+    items = "".join(
+        f'<div><dt>{label}</dt><dd data-field="{field}">{e(value)}</dd></div>'
+        for label, field, value in rows
+    )
+    return f"<dl>{items}</dl>"
+
+
+def setting_block(key: str, title: str, endpoint: Endpoint | None, note: str = "") -> str:
+    body = (
+        endpoint_list(endpoint)
+        if endpoint
+        else f'<p class="empty" data-field="empty">{NOT_PUBLISHED}</p>'
+    )
+    return template("block.html").substitute(
+        key=key, title=title, body=body, note=f'<p class="note">{e(note)}</p>' if note else ""
+    )
+
+
+def protocol_note(entry: Entry, protocol: str, label: str) -> str:
+    return f"{label} can't be used with your mailbox." if may_use_protocol(entry, protocol) else ""
+
+
+# --------------------------------------------------------------------------- handlers
+
+
+class Handlers:
+    def __init__(self, service: WebService) -> None:
+        self.service = service
+        self._inflight: dict[str, int] = {}
+
+    # --- shared helpers ------------------------------------------------------------
+    @property
+    def settings(self) -> Settings:
+        return self.service.ctx.settings
+
+    def view_for(self, request: web.Request, mailbox: str | None = None) -> ClientView:
+        settings = self.settings
+        server = self.service.ctx.server
+        vdir = settings.server(server).OwaVirtualDirectory
+        internal = is_internal(list(vdir.InternalNetworks), request.remote)
+        return client_view(settings, server, internal, mailbox)
+
+    def signed_in(self, request: web.Request) -> tuple[str, Mailbox] | None:
+        """The mailbox of a valid session that still exists and may still sign in."""
+        name = self.service.signer.check(request.cookies.get(COOKIE))
+        if name is None:
+            return None
+        box = self.settings.Mailboxes.get(name)
+        if box is None or box.Type in REFUSED_TYPES:
+            return None
+        return name, box
+
+    def https_url(self, request: web.Request) -> str | None:
+        """Where a plain-HTTP page request should go instead, when HTTPS is served."""
+        ssl = self.settings.server(self.service.ctx.server).OwaVirtualDirectory.SSLBindings
+        if request.secure or not ssl:
+            return None
+        host = urlsplit(f"//{request.host}").hostname or "localhost"
+        if ":" in host:
+            host = f"[{host}]"
+        port = ssl[0].port
+        return f"https://{host}{'' if port == 443 else f':{port}'}{request.path_qs}"
+
+    @staticmethod
+    def same_origin(request: web.Request) -> bool:
+        """Forms are only accepted from our own pages (CSRF, including login CSRF)."""
+        if request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
+            return False
+        origin = request.headers.get("Origin")
+        if origin is None or origin == "null":
+            return origin is None
+        return urlsplit(origin).netloc.lower() == request.host.lower()
+
+    # --- pages ---------------------------------------------------------------------
+    async def index(self, request: web.Request) -> web.StreamResponse:
+        raise web.HTTPSeeOther("/settings" if self.signed_in(request) else "/signin")
+
+    async def show_signin(self, request: web.Request) -> web.StreamResponse:
+        if self.signed_in(request):
+            raise web.HTTPSeeOther("/settings")
+        return self.signin_page(request)
+
+    def signin_page(
+        self, request: web.Request, username: str = "", error: str = "", status: int = 200
+    ) -> web.Response:
+        warning = ""
+        if not request.secure:
+            warning = (
+                '<p class="note">This connection is not encrypted. Your administrator '
+                "serves this page without HTTPS.</p>"
+            )
+        content = template("signin.html").substitute(
+            username=e(username),
+            error=f'<p class="error" role="alert" id="signin-error">{e(error)}</p>' if error else "",
+            warning=warning,
+        )
+        return page(self.settings, "Sign in", content, status)
+
+    async def sign_in(self, request: web.Request) -> web.StreamResponse:
+        if not self.same_origin(request):
+            return message_page(self.settings, "Sign in", "Request refused.", 403, "/signin")
+        form = await request.post()
+        username = str(form.get("username", "")).strip()[:320]
+        password = str(form.get("password", ""))[:1024]
+        if not username or not password:
+            return self.signin_page(request, username, BAD_SIGNIN, 401)
+        ip = request.remote or "unknown"
+        if self._inflight.get(ip, 0) >= MAX_INFLIGHT_PER_ADDRESS:
+            return self.signin_page(request, username, "Too many attempts. Wait and try again.", 429)
+        self._inflight[ip] = self._inflight.get(ip, 0) + 1
+        try:
+            entry = await self.check_password(ip, username, password)
+        finally:
+            self._inflight[ip] -= 1
+            if not self._inflight[ip]:
+                del self._inflight[ip]
+        if entry is None:
+            return self.signin_page(request, username, BAD_SIGNIN, 401)
+        token = self.service.signer.issue(entry.name)
+        response = web.HTTPSeeOther("/settings")
+        response.set_cookie(
+            COOKIE, token, httponly=True, samesite="Strict", secure=request.secure, path="/",
+            max_age=int(self.service.signer.max_age),
+        )
+        raise response
+
+    async def check_password(self, ip: str, username: str, password: str) -> Entry | None:
+        throttle, log = self.service.throttle, self.service.ctx.log
+        delay = throttle.delay(ip, username)
+        if delay:
+            await asyncio.sleep(delay)
+        settings = self.settings
+        entry = await asyncio.to_thread(
+            self.service.directory.verify, settings, username, password
+        )
+        if entry is None or entry.mailbox.Type in REFUSED_TYPES:
+            throttle.failed(ip, username)
+            log.info("event=web_signin result=fail client=%s user=%r", ip, username)
+            return None
+        throttle.succeeded(ip, username)
+        log.info("event=web_signin result=ok client=%s mailbox=%s", ip, entry.name)
+        return entry
+
+    async def show_settings(self, request: web.Request) -> web.StreamResponse:
+        found = self.signed_in(request)
+        if found is None:
+            raise web.HTTPSeeOther("/signin")
+        name, box = found
+        settings = self.settings
+        entry = self.service.directory.find(settings, name)
+        view = self.view_for(request, name)
+        shown = view.shown
+        blocks = "\n".join(
+            (
+                setting_block("pop", "POP setting", shown.POP,
+                              protocol_note(entry, "POP3", "POP") if entry else ""),
+                setting_block("imap", "IMAP setting", shown.IMAP,
+                              protocol_note(entry, "IMAP4", "IMAP") if entry else ""),
+                setting_block("smtp", "SMTP setting", shown.SMTP),
+            )
+        )
+        scope = (
+            '<p class="note" id="scope">You are on the internal network: these are the '
+            "settings for use inside it.</p>"
+            if view.internal
+            else ""
+        )
+        profile = (
+            '<p><a href="/mobileconfig" download>Download a profile for iPhone, iPad and Mac'
+            "</a> (installs this account; you type the password on the device).</p>"
+            if (shown.IMAP or shown.POP) and shown.SMTP
+            else ""
+        )
+        content = template("settings.html").substitute(
+            user=e(box.DisplayName or box.PrimarySmtpAddress) + (
+                f" ({e(box.PrimarySmtpAddress)})" if box.DisplayName else ""
+            ),
+            scope=scope,
+            blocks=blocks,
+            profile=profile,
+            csrf=e(self.service.signer.csrf_token(request.cookies.get(COOKIE, ""))),
+        )
+        return page(settings, "Settings for POP or IMAP access", content)
+
+    async def sign_out(self, request: web.Request) -> web.StreamResponse:
+        form = await request.post()
+        token = request.cookies.get(COOKIE, "")
+        csrf = form.get("csrf")
+        if not self.same_origin(request) or not self.service.signer.check_csrf(
+            token, csrf if isinstance(csrf, str) else None
+        ):
+            return message_page(self.settings, "Sign out", "Request refused.", 403, "/settings")
+        response = web.HTTPSeeOther("/signin")
+        response.del_cookie(COOKIE, path="/")
+        raise response
+
+    async def download_profile(self, request: web.Request) -> web.StreamResponse:
+        found = self.signed_in(request)
+        if found is None:
+            raise web.HTTPSeeOther("/signin")
+        name, box = found
+        settings = self.settings
+        data = mobileconfig.profile(
+            self.view_for(request, name), box.PrimarySmtpAddress, box.DisplayName,
+            settings.Organization.Domain,
+        )
+        if data is None:
+            return message_page(
+                settings, "Nothing to download",
+                "Your administrator has not published settings a profile could use.",
+                404, "/settings", "Back to the settings",
+            )
+        return web.Response(
+            body=data, content_type=mobileconfig.CONTENT_TYPE,
+            headers={
+                "Content-Disposition": 'attachment; filename="mail.mobileconfig"',
+                "Cache-Control": "no-store",
+            },
+        )
+
+    # --- machine-readable ----------------------------------------------------------
+    async def thunderbird_config(self, request: web.Request) -> web.StreamResponse:
+        settings = self.settings
+        domain = self.config_domain(settings, request.query.get("emailaddress", ""))
+        body = autoconfig.config_xml(
+            self.view_for(request), domain, settings.Organization.Name
+        )
+        return web.Response(
+            body=body, content_type="application/xml", charset="utf-8",
+            headers={"Cache-Control": "no-cache"},
+        )
+
+    @staticmethod
+    def config_domain(settings: Settings, address: str) -> str:
+        """The domain of the address asked about when it is one of ours, else the
+        organization's (one answer for every address of a domain: nothing to probe)."""
+        domain = address.rpartition("@")[2].strip().lower()
+        if domain and re.fullmatch(r"[a-z0-9.-]{1,253}", domain):
+            ours = {settings.Organization.Domain.lower()} | {
+                a.rpartition("@")[2].lower()
+                for box in settings.Mailboxes.values()
+                for a in box.addresses()
+            }
+            if domain in ours:
+                return domain
+        return settings.Organization.Domain
+
+    async def outlook_autodiscover(self, request: web.Request) -> web.StreamResponse:
+        body = await request.content.read(autodiscover.MAX_REQUEST + 1)
+        try:
+            asked = autodiscover.parse_request(body)
+        except autodiscover.InvalidRequest:
+            return self.autodiscover_error()
+        if asked.schema != autodiscover.OUTLOOK_NS:
+            # Exchange answers an ActiveSync/other schema it cannot serve with 600 as well.
+            return self.autodiscover_error()
+        return web.Response(
+            body=autodiscover.response_xml(self.view_for(request), asked),
+            content_type="text/xml", charset="utf-8",
+        )
+
+    async def autodiscover_get(self, request: web.Request) -> web.StreamResponse:
+        return self.autodiscover_error()
+
+    @staticmethod
+    def autodiscover_error() -> web.Response:
+        return web.Response(
+            body=autodiscover.error_xml(), content_type="text/xml", charset="utf-8"
+        )
+
+
+# --------------------------------------------------------------------------- middleware
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def tls_redirect_middleware(handlers: Handlers) -> Callable[..., Awaitable[web.StreamResponse]]:
+    @web.middleware
+    async def redirect_pages_to_https(request: web.Request, handler: Handler) -> web.StreamResponse:
+        # Passwords and session cookies never travel in clear when HTTPS is served; the
+        # autoconfig/autodiscover answers stay on HTTP too, where clients look for them.
+        if request.path in PAGES_NEEDING_TLS:
+            target = handlers.https_url(request)
+            if target is not None:
+                raise web.HTTPPermanentRedirect(target) if request.method == "POST" else (
+                    web.HTTPMovedPermanently(target)
+                )
+        return await handler(request)
+
+    return redirect_pages_to_https
+
+
+@web.middleware
+async def security_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        response = exc
+    for key, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(key, value)
+    if request.secure:
+        response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
+    if isinstance(response, web.HTTPException):
+        raise response
+    return response
+
+
+# --------------------------------------------------------------------------- the app
+
+
+def build_app(service: WebService) -> web.Application:
+    handlers = Handlers(service)
+    app = web.Application(
+        middlewares=[security_headers, tls_redirect_middleware(handlers)],
+        client_max_size=64 * 1024,
+    )
+    app[SERVICE_KEY] = service
+    router = app.router
+    router.add_get("/", handlers.index)
+    router.add_get("/signin", handlers.show_signin)
+    router.add_post("/signin", handlers.sign_in)
+    router.add_get("/settings", handlers.show_settings)
+    router.add_post("/signout", handlers.sign_out)
+    router.add_get("/mobileconfig", handlers.download_profile)
+    for path in ("/mail/config-v1.1.xml", "/.well-known/autoconfig/mail/config-v1.1.xml"):
+        router.add_get(path, handlers.thunderbird_config)
+    for path in ("/autodiscover/autodiscover.xml", "/Autodiscover/Autodiscover.xml",
+                 "/AutoDiscover/AutoDiscover.xml"):
+        router.add_post(path, handlers.outlook_autodiscover)
+        router.add_get(path, handlers.autodiscover_get)
+    router.add_static("/static", STATIC, show_index=False, follow_symlinks=False)
+    return app
