@@ -1,0 +1,334 @@
+"""MSExchangeIMAP4BE: the IMAP back end, running the sans-IO session over the store.
+
+It accepts only front ends: a connection starts with a PROXY v2 header (else it is closed)
+and logs in with `AUTHENTICATE PLAIN` as PROXY_USER with the proxy secret, the authzid
+naming a mailbox held by this server (see server.directory).
+
+Per connection: one coroutine reading the socket, the session, one lazily re-armed timer
+(autologout and IDLE keep-alives) and one store subscription. Commands of a connection run
+one at a time in order; those that touch the store run on a shared thread pool, so a slow
+disk or a big APPEND never stalls the event loop or the other sessions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from ..directory import Entry, check_proxy_login, may_use_protocol
+from ..protocols import proxyv2
+from ..protocols.imap.session import (
+    KEEPALIVE_SECONDS,
+    ImapSession,
+    InfoCache,
+    Job,
+    Login,
+    SessionConfig,
+)
+from ..runtime import tls
+from ..runtime.listeners import ListenerSet
+from ..runtime.service import Service, ServiceContext
+from ..settings.models import ImapSettings, Settings
+from ..settings.paths import Home
+from ..settings.types import IPEndPoint
+from ..store.api import MailStore
+
+READ_SIZE = 64 * 1024
+PROXY_HEADER_TIMEOUT = 30.0
+WORKERS = 8
+
+
+def open_default_store(home: Home, server: str) -> MailStore:
+    from ..store import open_store  # the store package is optional at import time
+
+    return open_store(home, server)
+
+
+class _Connection:
+    __slots__ = ("service", "reader", "writer", "session", "lock", "last_activity", "timer",
+                 "unsubscribe", "next_keepalive", "loop", "client")
+
+    def __init__(self, service: ImapBackendService, reader: asyncio.StreamReader,
+                 writer: asyncio.StreamWriter, client: proxyv2.ProxyInfo | None) -> None:
+        self.service = service
+        self.reader = reader
+        self.writer = writer
+        self.client = client
+        self.session = ImapSession(service.session_config(client))
+        self.lock = asyncio.Lock()
+        self.loop = asyncio.get_running_loop()
+        self.last_activity = self.loop.time()
+        self.timer: asyncio.TimerHandle | None = None
+        self.unsubscribe: Callable[[], None] | None = None
+        self.next_keepalive = 0.0
+
+    async def run(self) -> None:
+        self.writer.write(self.session.greeting())
+        self._arm(self._timeout())
+        reader, session = self.reader, self.session
+        while not session.closed:
+            data = await reader.read(READ_SIZE)
+            if not data:
+                return
+            self.last_activity = self.loop.time()
+            session.receive(data)
+            await self._pump()
+
+    async def _pump(self) -> None:
+        session, writer = self.session, self.writer
+        async with self.lock:
+            while (job := session.next_job()) is not None:
+                out = await self._run_job(job)
+                if out:
+                    writer.write(out)
+                self._after_job()
+                if session.closed:
+                    break
+            await writer.drain()
+        if session.closed:
+            writer.close()
+        elif session.idling and session.dirty:
+            self.service.spawn(self._push())  # a change that came while the lock was held
+
+    async def _run_job(self, job: Job) -> bytes:
+        if job.blocking:
+            return await self.loop.run_in_executor(self.service.executor, job.run)
+        return job.run()
+
+    def _after_job(self) -> None:
+        session = self.session
+        if self.unsubscribe is None and session.mailbox is not None:
+            # Subscribing here, on the loop, makes the store wake us on this loop.
+            self.unsubscribe = session.mailbox.subscribe(self._on_change)
+        if session.idling and not self.next_keepalive:
+            self.next_keepalive = self.loop.time() + KEEPALIVE_SECONDS
+            if self.timer is None or self.timer.when() > self.next_keepalive:
+                self._arm(KEEPALIVE_SECONDS)
+        elif not session.idling:
+            self.next_keepalive = 0.0
+
+    def _on_change(self) -> None:
+        self.session.mark_dirty()
+        if self.session.idling and not self.lock.locked():
+            self.service.spawn(self._push())
+
+    async def _push(self) -> None:
+        async with self.lock:
+            job = self.session.changes_job()
+            if job is None:
+                return
+            out = await self._run_job(job)
+            if out:
+                self.writer.write(out)
+                await self.writer.drain()
+
+    # --- timer: autologout and keep-alive -------------------------------------------------
+    def _timeout(self) -> float:
+        imap = self.service.imap_settings()
+        span = (imap.AuthenticatedConnectionTimeout if self.session.authenticated
+                else imap.PreAuthenticatedConnectionTimeout)
+        return span.total_seconds()
+
+    def _arm(self, delay: float) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer = self.loop.call_later(max(delay, 0.05), self._on_timer)
+
+    def _on_timer(self) -> None:
+        self.timer = None
+        if self.session.closed or self.writer.is_closing():
+            return
+        now = self.loop.time()
+        deadline = self.last_activity + self._timeout()
+        if now >= deadline and not self.lock.locked():
+            self.writer.write(self.session.bye("Autologout; idle for too long"))
+            self.writer.close()
+            return
+        wake = deadline if now < deadline else now + 1.0
+        if self.session.idling and self.next_keepalive:
+            if now >= self.next_keepalive:
+                self.writer.write(self.session.keepalive())
+                self.next_keepalive = now + KEEPALIVE_SECONDS
+            wake = min(wake, self.next_keepalive)
+        self._arm(wake - now)
+
+    async def goodbye(self, text: str) -> None:
+        """Server shutdown: BYE now if no command runs, else right after it."""
+        async with self.lock:
+            if not self.session.closed and not self.writer.is_closing():
+                self.writer.write(self.session.bye(text))
+                with contextlib.suppress(Exception):
+                    await self.writer.drain()
+            self.writer.close()
+
+    def release(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.unsubscribe is not None:
+            with contextlib.suppress(Exception):
+                self.unsubscribe()
+            self.unsubscribe = None
+
+
+class ImapBackendService(Service):
+    # Tests replace this to run on a fake store.
+    store_factory: Callable[[Home, str], MailStore] = staticmethod(open_default_store)
+
+    def __init__(self, ctx: ServiceContext) -> None:
+        super().__init__(ctx)
+        self._listeners = ListenerSet(self._handler_for)
+        self._store: MailStore | None = None
+        self._ssl: ssl.SSLContext | None = None
+        self._thumbprint: str | None = None
+        self._connections: dict[asyncio.Task[Any], _Connection | None] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.executor = ThreadPoolExecutor(WORKERS, thread_name_prefix="imap-be")
+        self.info_cache = InfoCache()
+
+    # --- settings and sessions ------------------------------------------------------------
+    def imap_settings(self) -> ImapSettings:
+        return self.ctx.server_settings.ImapSettings
+
+    def session_config(self, client: proxyv2.ProxyInfo | None) -> SessionConfig:
+        return SessionConfig(
+            settings=lambda: self.ctx.settings,
+            server=self.ctx.server,
+            authenticate=self.authenticate,
+            info_cache=self.info_cache,
+            client_address=client.client_address if client else "",
+        )
+
+    def authenticate(self, authzid: str, authcid: str, password: str) -> Login | str:
+        """The front end's proxy login (runs in a worker thread); a str is the NO text."""
+        settings = self.ctx.settings
+        if not check_proxy_login(self.ctx.home, authcid, password):
+            return "Authentication failed: only front ends may log in here"
+        found = settings.mailbox(authzid) if authzid else None
+        if found is None:
+            return "Authentication failed: no such mailbox"
+        name, box = found
+        entry = Entry(name, box, settings.server(box.Server), settings.server_name(box.Server))
+        if entry.server_name.lower() != self.ctx.server.lower():
+            return f"Mailbox {name} is on server {entry.server_name}, not this one"
+        reason = may_use_protocol(entry, "IMAP4")
+        if reason is not None:
+            return f"Access denied: {reason}"
+        assert self._store is not None
+        return Login(name, self._store.mailbox(name), box)
+
+    def spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # --- service ----------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._store = await asyncio.to_thread(type(self).store_factory, self.ctx.home, self.ctx.server)
+        try:
+            await self._reconcile()
+        except BaseException:
+            self._listeners.close()
+            await asyncio.to_thread(self._store.close)
+            raise
+
+    async def reload(self, old: Settings, new: Settings) -> None:
+        await self._reconcile()
+
+    async def _reconcile(self) -> None:
+        server = self.ctx.server_settings
+        cert = await asyncio.to_thread(tls.ensure_certificate, self.ctx.home, "IMAP", server.Fqdn)
+        if self._ssl is None:
+            self._ssl = tls.server_context(cert)
+        elif cert.thumbprint != self._thumbprint:
+            tls.reload_context(self._ssl, cert)
+        self._thumbprint = cert.thumbprint
+        address = server.BackEndAddress
+        await self._listeners.reconcile(
+            [IPEndPoint(address, server.ImapBackEndPort)],
+            [IPEndPoint(address, server.ImapBackEndSSLPort)],
+            self._ssl,
+        )
+
+    async def stop(self, grace: float) -> None:
+        self._listeners.close()
+        conns = [c for c in self._connections.values() if c is not None]
+        await asyncio.gather(*(c.goodbye("Server shutting down") for c in conns),
+                             return_exceptions=True)
+        tasks = list(self._connections)
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=grace)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        for task in list(self._tasks):
+            task.cancel()
+        self.executor.shutdown(wait=True, cancel_futures=True)
+        if self._store is not None:
+            await asyncio.to_thread(self._store.close)
+            self._store = None
+
+    def status(self) -> dict[str, Any]:
+        return {"connections": len(self._connections), "endpoints": self._listeners.endpoints}
+
+    def bound_port(self, tls_port: bool = False) -> int:
+        server = self.ctx.server_settings
+        port = server.ImapBackEndSSLPort if tls_port else server.ImapBackEndPort
+        return self._listeners.bound_port(server.BackEndAddress, port, tls_port)
+
+    # --- connections --------------------------------------------------------------------------
+    def _handler_for(self, implicit_tls: bool):  # noqa: ANN202 - ListenerSet's Handler type
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await self._serve(reader, writer)
+
+        return handle
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections[task] = None
+        connection: _Connection | None = None
+        try:
+            found, client = await self._read_proxy_header(reader)
+            if not found:
+                return
+            connection = _Connection(self, reader, writer, client)
+            self._connections[task] = connection
+            await connection.run()
+        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
+            pass
+        except Exception:
+            self.ctx.log.exception("imap connection failed")
+        finally:
+            self._connections.pop(task, None)
+            if connection is not None:
+                connection.release()
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _read_proxy_header(
+        self, reader: asyncio.StreamReader
+    ) -> tuple[bool, proxyv2.ProxyInfo | None]:
+        """(header valid, client). Anything but a PROXY v2 header: not a front end."""
+        try:
+            head = await asyncio.wait_for(
+                reader.readexactly(proxyv2.HEADER_LEN), PROXY_HEADER_TIMEOUT
+            )
+            if not head.startswith(proxyv2.SIGNATURE):
+                return False, None
+            rest = await asyncio.wait_for(
+                reader.readexactly(proxyv2.needed(head) - proxyv2.HEADER_LEN),
+                PROXY_HEADER_TIMEOUT,
+            )
+            info, _ = proxyv2.decode(head + rest)
+        except (TimeoutError, asyncio.IncompleteReadError, proxyv2.ProxyHeaderError):
+            return False, None
+        return True, info
+
+
+__all__ = ["ImapBackendService", "open_default_store"]
