@@ -63,14 +63,21 @@ def _bindable(plan: PortPlan, address: str) -> bool:
     return True
 
 
-def reusable_port_plan(address: str = "127.0.0.1") -> PortPlan:
+def free_base_port(address: str = "127.0.0.1") -> int:
+    """A base for `mailctl init --base-port` / PortPlan.shifted where every port is free."""
     rng = random.Random()
     for _ in range(500):
-        plan = PortPlan.shifted(rng.randrange(20000, 62000), loopback_only=True,
-                                bind_address=address, backend_address=address)
+        base = rng.randrange(20000, 62000)
+        plan = PortPlan.shifted(base, loopback_only=True, bind_address=address,
+                                backend_address=address)
         if _bindable(plan, address):
-            return plan
+            return base
     raise RuntimeError("no free port range")
+
+
+def reusable_port_plan(address: str = "127.0.0.1") -> PortPlan:
+    return PortPlan.shifted(free_base_port(address), loopback_only=True, bind_address=address,
+                            backend_address=address)
 
 
 @pytest.fixture
@@ -168,6 +175,17 @@ def _base_env(home: Home, registry: dict[str, str] | None = None) -> dict[str, s
     if registry:
         env[TEST_REGISTRY_ENV] = json.dumps(registry)
     return env
+
+
+@pytest.fixture
+def fresh_home(tmp_path: Path) -> Iterator[ServiceRunner]:
+    """An empty home folder (nothing created yet: start with `runner.run_ok("init", ...)`),
+    whose services are stopped at teardown."""
+    runner = ServiceRunner(Home.resolve(tmp_path / "fresh"), _base_env(Home.resolve(tmp_path / "fresh")))
+    try:
+        yield runner
+    finally:
+        runner.stop_all()
 
 
 @pytest.fixture
