@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import ssl
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +32,7 @@ from ..protocols.pop3.session import (
     Close,
     Maildrop,
     Pop3Session,
+    Request,
     Retrieve,
     Send,
     SessionSettings,
@@ -38,6 +41,7 @@ from ..protocols.pop3.session import (
 )
 from ..runtime import tls
 from ..runtime.listeners import ListenerSet
+from ..runtime.protocol_log import ProtocolLog
 from ..runtime.service import Service, ServiceContext
 from ..settings.models import Mailbox, PopSettings, Settings
 from ..settings.paths import Home
@@ -118,12 +122,18 @@ class _Connection:
     client: proxyv2.ProxyInfo | None = None
     session: Pop3Session = field(init=False)
     login: _Login | None = None
+    session_id: int = 0
+    started: float = 0.0  # when the bytes being answered arrived (for log durations)
 
     def __post_init__(self) -> None:
         self.session = Pop3Session(self.service.session_settings)
+        self.session_id = next(self.service.session_ids)
+        self.started = time.monotonic()
 
     async def run(self) -> None:
-        self.writer.write(self.session.greeting())
+        greeting = self.session.greeting()
+        self.writer.write(greeting)
+        self._log(Request("OpenSession"), greeting, len(greeting))
         while True:
             try:
                 data = await asyncio.wait_for(self.reader.read(READ_SIZE), self._timeout())
@@ -131,6 +141,7 @@ class _Connection:
                 return  # RFC 1939 section 3: close without UPDATE and without a reply
             if not data:
                 return
+            self.started = time.monotonic()
             self.session.receive(data)
             if not await self._answer():
                 return
@@ -150,9 +161,11 @@ class _Connection:
         waiting = 0
         while (action := self.session.next_action()) is not None:
             match action:
-                case Send(chunks=chunks):
+                case Send(chunks=chunks, request=request):
                     out.extend(chunks)
-                    waiting += sum(map(len, chunks))
+                    size = sum(map(len, chunks))
+                    waiting += size
+                    self._log(request, chunks[0], size)
                     if waiting >= FLUSH_AT:
                         await self._flush(out)
                         waiting = 0
@@ -170,6 +183,21 @@ class _Connection:
                     return False
         await self._flush(out)
         return True
+
+    def _log(self, request: Request, first: bytes, size: int) -> None:
+        log = self.service.protocol_log
+        if not log.enabled:
+            return
+        local = self.writer.get_extra_info("sockname") or ("", 0)
+        client = (self.client.client_address, self.client.client_port) if self.client else \
+            (self.writer.get_extra_info("peername") or ("", 0))
+        log.command(
+            self.session_id, f"{local[0]}:{local[1]}", f"{client[0]}:{client[1]}",
+            self.login.mailbox if self.login else None,
+            (time.monotonic() - self.started) * 1000, request.size, size,
+            request.command, request.parameters,
+            "R=OK" if first.startswith(b"+") else "R=ERR",
+        )
 
     async def _flush(self, out: list[bytes]) -> None:
         if out:
@@ -274,6 +302,8 @@ class Pop3BackendService(Service):
         self._thumbprint: str | None = None
         self._connections: dict[asyncio.Task[Any], asyncio.StreamWriter] = {}
         self._session_settings: tuple[Settings, SessionSettings] | None = None
+        self.session_ids = itertools.count(1)
+        self.protocol_log = ProtocolLog.for_service(ctx)
 
     # --- settings ------------------------------------------------------------------------
     def pop_settings(self) -> PopSettings:
@@ -339,6 +369,7 @@ class Pop3BackendService(Service):
                 self._connections[task].transport.abort()
             if pending:
                 await asyncio.wait(pending, timeout=5)
+        self.protocol_log.close()
         if self._store is not None:
             await asyncio.to_thread(self._store.close)
             self._store = None
@@ -375,6 +406,7 @@ class Pop3BackendService(Service):
             self._connections.pop(task, None)
             if connection is not None:
                 connection.release()
+                self.protocol_log.end(connection.session_id)
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()

@@ -332,6 +332,33 @@ def test_idle_session_is_closed_without_update(
     assert len(backend.uids()) == 1
 
 
+def test_protocol_log_has_one_line_per_command_and_no_secret(backend: Backend) -> None:
+    backend.deliver(message(1))
+    backend.edit(lambda doc: doc.set(
+        ("Servers", "MBX01", "PopSettings", "ProtocolLogEnabled"), True))
+    pop = backend.login()
+    pop.retr(1)
+    with pytest.raises(poplib.error_proto):
+        pop._shortcmd("RETR 9")
+    pop.quit()
+
+    async def flush() -> Any:
+        backend.service.protocol_log.flush()
+        return backend.service.protocol_log.path
+
+    path = backend.run.call(flush())
+    assert path is not None and path.name.startswith("POP3BE")
+    text = path.read_text()
+    assert backend.secret not in text
+    rows = [line.split(",") for line in text.splitlines() if not line.startswith("#")]
+    assert [(r[9], r[11]) for r in rows] == [
+        ("OpenSession", "R=OK"), ("auth", "R=OK"), ("retr", "R=OK"), ("retr", "R=ERR"),
+        ("quit", "R=OK"),
+    ]
+    assert rows[1][10] == "PLAIN *****" and rows[2][5] == "alice"
+    assert rows[0][4] == "192.0.2.10:50123"  # the client from the PROXY header
+
+
 # --- other sessions see the deletions ------------------------------------------------------
 def test_store_subscriber_sees_the_pop3_deletion(backend: Backend) -> None:
     uids = backend.deliver(message(1), message(2))

@@ -78,8 +78,18 @@ def unique_id(uidvalidity: int, uid: int) -> str:
 
 # --- actions -----------------------------------------------------------------------------
 @dataclass(frozen=True)
+class Request:
+    """The command a reply answers, for protocol logs (parameters as sent: the log redacts)."""
+
+    command: str = ""  # lower case keyword, "" for the greeting
+    parameters: str = ""
+    size: int = 0  # octets of the command line
+
+
+@dataclass(frozen=True)
 class Send:
     chunks: tuple[bytes, ...]
+    request: Request = Request()
 
 
 @dataclass(frozen=True)
@@ -114,8 +124,13 @@ class Close:
 Action = Send | Authenticate | Retrieve | Update | Close
 
 
-def _send(*chunks: bytes) -> Send:
-    return Send(tuple(chunks))
+def _request_of(event: p.Line | p.LineTooLong, sasl: bool) -> Request:
+    if isinstance(event, p.LineTooLong):
+        return Request("", "(too long)", event.length)
+    if sasl:  # the SASL response line: credentials, never logged
+        return Request("auth", "PLAIN *****", len(event.text))
+    keyword, _, rest = event.text[:512].decode("latin-1").partition(" ")
+    return Request(keyword.lower(), rest, len(event.text))
 
 
 class Pop3Session:
@@ -132,6 +147,7 @@ class Pop3Session:
         self.mailbox: str | None = None
         self._deleted: set[int] = set()  # message numbers
         self._retrieved: set[int] = set()
+        self._request = Request()  # the command being answered
 
     # --- I/O side ------------------------------------------------------------------------
     def greeting(self) -> bytes:
@@ -164,12 +180,12 @@ class Pop3Session:
         self._expect(Authenticate)
         self.state, self.mailbox, self.maildrop = State.TRANSACTION, mailbox, maildrop
         count, octets = self._totals()
-        self._out.append(_send(ok(f"{mailbox} has {count} messages ({octets} octets)")))
+        self._reply(ok(f"{mailbox} has {count} messages ({octets} octets)"))
 
     def auth_failed(self, text: str) -> None:
         self._expect(Authenticate)
         self._user = None
-        self._out.append(_send(err(text)))
+        self._reply(err(text))
 
     def retrieved(self, data: bytes) -> None:
         action = self._expect(Retrieve)
@@ -180,20 +196,20 @@ class Pop3Session:
         else:
             data = top_of(data, action.lines)
             first = ok("Top of message follows")
-        self._out.append(_send(*multiline(first, stuff(data))))
+        self._reply(*multiline(first, stuff(data)))
 
     def retrieve_failed(self, text: str) -> None:
         self._expect(Retrieve)
-        self._out.append(_send(err(text)))
+        self._reply(err(text))
 
     def updated(self, error: str | None) -> None:
         self._expect(Update)
         if error is None:
             left = len(self._messages()) - len(self._deleted)
             tail = "maildrop empty" if left == 0 else f"{left} messages left"
-            self._out.append(_send(ok(f"{self._settings().server_name} signing off ({tail})")))
+            self._reply(ok(f"{self._settings().server_name} signing off ({tail})"))
         else:
-            self._out.append(_send(err(f"[SYS/TEMP] {error}")))
+            self._reply(err(f"[SYS/TEMP] {error}"))
         self._out.append(Close())
 
     # --- internals -----------------------------------------------------------------------
@@ -219,10 +235,11 @@ class Pop3Session:
         return count, octets
 
     def _reply(self, *chunks: bytes) -> None:
-        self._out.append(Send(chunks))
+        self._out.append(Send(chunks, self._request))
 
     def _handle_line(self, event: p.Line | p.LineTooLong) -> None:
         limit = self._settings().max_command_size
+        self._request = _request_of(event, self._sasl_pending)
         if self._sasl_pending:
             self._sasl_pending = False
             if isinstance(event, p.LineTooLong):
