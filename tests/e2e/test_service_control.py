@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 
 import psutil
 import pytest
@@ -212,3 +213,34 @@ def test_install_systemd_through_the_cli(echo_services: ServiceRunner, tmp_path)
     result = echo_services.run_ok("install-systemd", "--output-dir", str(tmp_path))
     assert "systemctl daemon-reload" in result.stdout
     assert len(list(tmp_path.glob("*.service"))) == 6
+
+
+def test_an_idle_service_costs_no_cpu(echo_services: ServiceRunner) -> None:
+    """No timers and no polling: an idle service process does not wake up at all (the
+    settings watch is an inotify descriptor in the event loop)."""
+    runner = echo_services
+    runner.run_ok("start-service", IMAP4BE)
+    process = psutil.Process(get_json(runner, IMAP4BE)[0]["Pid"])
+    threads = {t.id: (t.user_time, t.system_time) for t in process.threads()}
+    switches = process.num_ctx_switches()
+    time.sleep(1.0)  # the quiet period being measured, not a wait for the server
+    assert process.num_ctx_switches() == switches
+    assert {t.id: (t.user_time, t.system_time) for t in process.threads()} == threads
+
+
+def test_services_of_another_server_on_this_machine(echo_services: ServiceRunner) -> None:
+    from server.settings.models import default_server
+
+    from .conftest import reusable_port_plan
+
+    runner = echo_services
+    second = default_server("MBX02", "mbx02.contoso.test", reusable_port_plan())
+    with store.edit(runner.home) as session:
+        session.set(("Servers", "MBX02"), second.model_dump(mode="json"))
+    runner.run_ok("Start-Service", IMAP4BE, "-Server", "MBX02")
+    assert get_json(runner, IMAP4BE)[0]["Status"] == "Stopped"  # MBX01, the local one
+    [row] = get_json(runner, IMAP4BE, "--server", "mbx02")
+    assert row["Status"] == "Running" and row["Server"] == "MBX02"
+    assert row["Endpoints"] == [f"127.0.0.1:{second.ImapBackEndPort}"]
+    runner.run_ok("stop-service", IMAP4BE, "--server", "MBX02")
+    assert get_json(runner, IMAP4BE, "--server", "MBX02")[0]["Status"] == "Stopped"
