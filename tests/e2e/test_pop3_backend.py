@@ -257,6 +257,23 @@ def test_too_long_command_gets_err_and_the_session_goes_on(backend: Backend) -> 
     pop.quit()
 
 
+def test_estimated_and_exact_sizes(backend: Backend) -> None:
+    bare_lf = b"Subject: lf\n\n.one\ntwo\n"  # stored as given by a careless importer
+    backend.deliver(message(1), bare_lf)
+    exact = len(bare_lf.replace(b"\n", b"\r\n"))
+    pop = backend.login()
+    assert pop.list(2).split()[2] == b"%d" % len(bare_lf)  # the estimate: the stored size
+    response, lines, _ = pop.retr(2)
+    assert response == b"+OK %d octets" % exact and lines == [b"Subject: lf", b"", b".one", b"two"]
+    pop.quit()
+    backend.edit(lambda doc: doc.set(
+        ("Servers", "MBX01", "PopSettings", "EnableExactRFC822Size"), True))
+    pop = backend.login()
+    assert pop.list(2).split()[2] == b"%d" % exact
+    assert pop.list(1).split()[2] == b"%d" % len(message(1))  # CRLF messages: the same
+    pop.quit()
+
+
 # --- who may connect -----------------------------------------------------------------------
 def test_connection_without_proxy_header_is_closed(backend: Backend) -> None:
     with socket.create_connection(("127.0.0.1", backend.port), timeout=10) as sock:
