@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mailctl import fast
+from mailctl import cli, fast
 from server.directory import Directory
 from server.settings import store
 from server.settings.models import Settings
@@ -120,7 +120,16 @@ def test_receive_connector_identity_forms(home: Home) -> None:
     assert bad.code == 2 and "several" in bad.err
 
 
-def test_enable_disable_set_the_pairs(home: Home) -> None:
+def test_enable_disable_set_the_pairs(home: Home, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The runtime starts/stops services from these hooks; here we only see that they are
+    # called once per command with the pair, after the StartupTypes were written.
+    calls: list[tuple[str, str, list[str]]] = []
+    monkeypatch.setattr(
+        cli, "PROTOCOL_ENABLED", [lambda h, s, names: calls.append(("on", s, names))]
+    )
+    monkeypatch.setattr(
+        cli, "PROTOCOL_DISABLED", [lambda h, s, names: calls.append(("off", s, names))]
+    )
     ok(home, "enable-imap4")
     ok(home, "Enable-Pop3")
     services = settings(home).Servers["MBX01"].Services
@@ -132,6 +141,11 @@ def test_enable_disable_set_the_pairs(home: Home) -> None:
     services = settings(home).Servers["MBX01"].Services
     assert services["MSExchangePOP3"].value == services["MSExchangePOP3BE"].value == "Manual"
     assert services["MSExchangeIMAP4"].value == "Automatic"
+    assert calls == [
+        ("on", "MBX01", ["MSExchangeIMAP4", "MSExchangeIMAP4BE"]),
+        ("on", "MBX01", ["MSExchangePOP3", "MSExchangePOP3BE"]),
+        ("off", "MBX01", ["MSExchangePOP3", "MSExchangePOP3BE"]),
+    ]
 
 
 def test_connection_settings(home: Home) -> None:
