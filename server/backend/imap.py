@@ -283,7 +283,10 @@ class ImapBackendService(Service):
     # --- connections --------------------------------------------------------------------------
     def _handler_for(self, implicit_tls: bool):  # noqa: ANN202 - ListenerSet's Handler type
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await self._serve(reader, writer)
+            # Cancelled at stop() after the grace period: end quietly (asyncio's stream
+            # server would log a cancelled handler as an error).
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._serve(reader, writer)
 
         return handle
 

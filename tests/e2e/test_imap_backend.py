@@ -440,3 +440,16 @@ def test_kill_during_burst_keeps_every_acknowledged_change(home: Home) -> None:
     finally:
         proc.kill()
         proc.wait(timeout=10)
+
+
+def test_idle_keepalive(backend: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(imap_backend, "KEEPALIVE_SECONDS", 0.2)
+    r = backend.raw()
+    r.cmd("s SELECT INBOX")
+    r.sock.sendall(b"i IDLE\r\n")
+    assert r.read_line() == b"+ idling"
+    assert r.read_line() == b"* OK Still here"
+    assert r.read_line() == b"* OK Still here"
+    r.sock.sendall(b"DONE\r\n")
+    assert r.read_line() == b"i OK IDLE terminated"
+    r.close()
