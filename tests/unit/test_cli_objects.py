@@ -124,6 +124,7 @@ def test_enable_disable_set_the_pairs(home: Home, monkeypatch: pytest.MonkeyPatc
     # The runtime starts/stops services from these hooks; here we only see that they are
     # called once per command with the pair, after the StartupTypes were written.
     calls: list[tuple[str, str, list[str]]] = []
+    cli.load_commands()  # the runtime appends its hooks on import: load before replacing
     monkeypatch.setattr(
         cli, "PROTOCOL_ENABLED", [lambda h, s, names: calls.append(("on", s, names))]
     )
