@@ -1,0 +1,252 @@
+"""Delivery of spooled messages: into local mailboxes, or through a smart host.
+
+A local recipient's message goes into the INBOX of its mailbox on whichever server holds it
+(open_store(home, that server)), so an IDLE-ing session there sees it at once. Mail for other
+domains goes to the SmartHosts of the first enabled SendConnector whose AddressSpaces match
+(smtplib, STARTTLS when offered, required when the connector says RequireTLS).
+
+Failures are retried from the spool with a growing delay (retry_base doubling, capped at an
+hour); a permanent refusal (5xx) or a message older than MAX_AGE is given up and, when the
+sender is a local mailbox, a non-delivery report goes into the sender's INBOX.
+
+No copy goes to the sender's Sent Items: IMAP clients (Thunderbird, Outlook, Apple Mail) save
+their own copy there after sending, and a second one would show every sent message twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import fnmatch
+import logging
+import smtplib
+import ssl
+import time
+from collections.abc import Callable
+from email.parser import BytesHeaderParser
+
+from ..runtime import tls
+from ..settings.models import SendConnector, Settings
+from ..settings.paths import Home
+from .queue import QueueEntry, Recipient, Spool
+
+MAX_AGE = 2 * 86400.0  # then give up and send a non-delivery report (Exchange: 2 days)
+RETRY_CAP = 3600.0
+
+
+class PermanentFailure(Exception):
+    pass
+
+
+def route(settings: Settings, address: str) -> SendConnector | None:
+    """The enabled send connector with a smart host whose address space matches."""
+    domain = address.rpartition("@")[2].lower()
+    for connector in settings.SendConnectors.values():
+        if not connector.Enabled or not connector.SmartHosts:
+            continue
+        for space in connector.AddressSpaces:
+            space = space.split(":", 1)[-1].split(";", 1)[0].strip().lower()  # SMTP:*;1
+            if fnmatch.fnmatch(domain, space) or space == "*":
+                return connector
+    return None
+
+
+def relay_through(home: Home, connector: SendConnector, mail_from: str, rcpts: list[str],
+                  message: bytes, timeout: float = 60) -> dict[str, tuple[int, str]]:
+    """Hand a message to the connector's first reachable smart host (blocking).
+    Returns refused recipients {address: (code, text)}; raises OSError / SMTP errors when no
+    host took it, PermanentFailure when the host refused the whole message for good."""
+    errors: list[str] = []
+    for host_spec in connector.SmartHosts:
+        host, _, port_text = host_spec.partition(":")
+        port = int(port_text) if port_text else 25
+        try:
+            with smtplib.SMTP(host, port, timeout=timeout) as smtp:
+                smtp.ehlo()
+                if smtp.has_extn("starttls"):
+                    context = ssl.create_default_context()
+                    context.load_verify_locations(cafile=str(tls.ensure_ca(home)))
+                    smtp.starttls(context=context)
+                    smtp.ehlo()
+                elif connector.RequireTLS:
+                    raise OSError(f"{host_spec} does not offer STARTTLS and RequireTLS is set")
+                try:
+                    refused = smtp.sendmail(mail_from, rcpts, message)
+                except smtplib.SMTPRecipientsRefused as exc:
+                    refused = exc.recipients
+                except smtplib.SMTPResponseException as exc:
+                    if 500 <= exc.smtp_code < 600:
+                        raise PermanentFailure(f"{exc.smtp_code} {exc.smtp_error!r}") from exc
+                    raise
+                return {r: (code, text.decode("utf-8", "replace") if isinstance(text, bytes)
+                            else str(text)) for r, (code, text) in refused.items()}
+        except (OSError, smtplib.SMTPException) as exc:
+            errors.append(f"{host_spec}: {exc}")
+    raise OSError("; ".join(errors) or "no smart host")
+
+
+class Delivery:
+    """Works through the spool of one server's submission service."""
+
+    def __init__(self, home: Home, spool: Spool, settings: Callable[[], Settings],
+                 log: logging.Logger | None = None) -> None:
+        self.home, self.spool, self.settings = home, spool, settings
+        self.log = log or logging.getLogger("mailctl")
+        self.retry_base = 60.0
+        self._entries: dict[str, QueueEntry] = {}
+        self._wake = asyncio.Event()
+        self._stores: dict[str, object] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    # --- lifecycle ------------------------------------------------------------------
+    async def start(self) -> None:
+        for entry in await asyncio.to_thread(self.spool.load):
+            self._entries[entry.id] = entry
+        self._task = asyncio.create_task(self._run(), name="delivery")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        for store in self._stores.values():
+            store.close()  # type: ignore[attr-defined]
+        self._stores.clear()
+
+    def submit(self, entry: QueueEntry) -> None:
+        self._entries[entry.id] = entry
+        self._wake.set()
+
+    @property
+    def pending(self) -> int:
+        return len(self._entries)
+
+    async def idle(self) -> None:
+        """Wait until nothing is due now (tests, graceful stop)."""
+        while any(r.next_try <= time.time() for e in self._entries.values() for r in e.recipients):
+            await asyncio.sleep(0.01)
+
+    # --- the loop -------------------------------------------------------------------
+    async def _run(self) -> None:
+        while True:
+            self._wake.clear()
+            now = time.time()
+            for entry in list(self._entries.values()):
+                if any(r.next_try <= now for r in entry.recipients):
+                    try:
+                        await asyncio.to_thread(self._attempt, entry)
+                    except Exception:  # a bug in one message must not stop the queue
+                        self.log.exception("event=delivery-error id=%s", entry.id)
+                    if not entry.recipients:
+                        self._entries.pop(entry.id, None)
+            due = [r.next_try for e in self._entries.values() for r in e.recipients]
+            wait = max(0.0, min(due) - time.time()) if due else None
+            try:
+                await asyncio.wait_for(self._wake.wait(), wait)
+            except TimeoutError:
+                pass
+
+    def _attempt(self, entry: QueueEntry) -> None:
+        """One pass over the due recipients of an entry (blocking, in a worker thread)."""
+        now = time.time()
+        message = self.spool.message(entry)
+        settings = self.settings()
+        due = [r for r in entry.recipients if r.next_try <= now]
+        done: list[Recipient] = []
+        failed: list[tuple[Recipient, str, bool]] = []  # recipient, error, permanent
+        for rcpt in [r for r in due if r.mailbox]:
+            try:
+                self._deliver_local(rcpt, message)
+                done.append(rcpt)
+                self.log.info("event=delivered id=%s to=%s mailbox=%s server=%s",
+                              entry.id, rcpt.address, rcpt.mailbox, rcpt.server)
+            except Exception as exc:
+                failed.append((rcpt, f"{type(exc).__name__}: {exc}", False))
+        remote = [r for r in due if not r.mailbox]
+        by_connector: dict[str, list[Recipient]] = {}
+        for rcpt in remote:
+            connector = route(settings, rcpt.address)
+            if connector is None:
+                failed.append((rcpt, "no send connector routes this domain", True))
+                continue
+            key = next(k for k, v in settings.SendConnectors.items() if v is connector)
+            by_connector.setdefault(key, []).append(rcpt)
+        for key, rcpts in by_connector.items():
+            connector = settings.SendConnectors[key]
+            try:
+                refused = relay_through(self.home, connector, entry.mail_from,
+                                        [r.address for r in rcpts], message)
+            except PermanentFailure as exc:
+                failed.extend((r, str(exc), True) for r in rcpts)
+                continue
+            except (OSError, smtplib.SMTPException) as exc:
+                failed.extend((r, str(exc), False) for r in rcpts)
+                continue
+            for rcpt in rcpts:
+                if rcpt.address in refused:
+                    code, text = refused[rcpt.address]
+                    failed.append((rcpt, f"{code} {text}", code >= 500))
+                else:
+                    done.append(rcpt)
+                    self.log.info("event=relayed id=%s to=%s via=%s", entry.id, rcpt.address, key)
+        gave_up: list[tuple[Recipient, str]] = []
+        for rcpt, error, permanent in failed:
+            rcpt.attempts += 1
+            rcpt.last_error = error
+            if permanent or now - entry.received > MAX_AGE:
+                gave_up.append((rcpt, error))
+                done.append(rcpt)
+                self.log.warning("event=undeliverable id=%s to=%s error=%r",
+                                 entry.id, rcpt.address, error)
+            else:
+                rcpt.next_try = now + min(RETRY_CAP, self.retry_base * 2 ** (rcpt.attempts - 1))
+                self.log.warning("event=deferred id=%s to=%s attempt=%d error=%r",
+                                 entry.id, rcpt.address, rcpt.attempts, error)
+        if gave_up:
+            self._bounce(entry, message, gave_up)
+        entry.recipients = [r for r in entry.recipients if r not in done]
+        self.spool.update(entry)
+
+    def _store(self, server: str) -> object:
+        store = self._stores.get(server)
+        if store is None:
+            from ..store import open_store
+
+            store = self._stores[server] = open_store(self.home, server)
+        return store
+
+    def _deliver_local(self, rcpt: Recipient, message: bytes) -> None:
+        assert rcpt.mailbox is not None and rcpt.server is not None
+        mailbox = self._store(rcpt.server).mailbox(rcpt.mailbox)  # type: ignore[attr-defined]
+        mailbox.append("INBOX", message)
+
+    def _bounce(self, entry: QueueEntry, message: bytes,
+                failures: list[tuple[Recipient, str]]) -> None:
+        """A non-delivery report into the sender's INBOX (only local senders get one)."""
+        settings = self.settings()
+        found = settings.mailbox(entry.sender_mailbox or entry.mail_from)
+        if found is None:
+            return
+        name, box = found
+        headers = BytesHeaderParser().parsebytes(message)
+        subject = str(headers.get("Subject", "(no subject)"))
+        fqdn = settings.server(box.Server).Fqdn
+        lines = "\r\n".join(f"  {r.address}: {error}" for r, error in failures)
+        report = (
+            f"From: Mail Delivery System <postmaster@{fqdn}>\r\n"
+            f"To: {entry.mail_from}\r\n"
+            f"Subject: Undeliverable: {subject}\r\n"
+            f"Date: {email.utils.formatdate(localtime=False)}\r\n"
+            f"Message-ID: {email.utils.make_msgid(domain=fqdn)}\r\n"
+            "MIME-Version: 1.0\r\n"
+            "Content-Type: text/plain; charset=utf-8\r\n"
+            "\r\n"
+            "Your message could not be delivered to these recipients:\r\n\r\n"
+            f"{lines}\r\n"
+        ).encode()
+        try:
+            self._deliver_local(Recipient(entry.mail_from, name, box.Server), report)
+        except Exception:
+            self.log.exception("event=bounce-failed id=%s", entry.id)

@@ -1,0 +1,252 @@
+"""Client SMTP submission (MSExchangeFrontEndTransport) in-process, with smtplib, delivering
+into the real mailbox store and relaying through a fake smart host."""
+
+from __future__ import annotations
+
+import smtplib
+import time
+from collections.abc import Iterator
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+
+from server.settings import store
+from server.settings.models import SUBMISSION, SendConnector
+from server.settings.paths import Home
+from server.store import open_store
+from server.submission.queue import Recipient, Spool
+from tests.e2e.frontend_support import (
+    PASSWORD,
+    add_mailboxes,
+    client_context,
+    free_port_plan,
+    make_home,
+    save,
+)
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Home:
+    return make_home(tmp_path / "home")
+
+
+@pytest.fixture
+def env(home: Home) -> Home:
+    add_mailboxes(home)
+    return home
+
+
+def connector_port(home: Home) -> int:
+    settings = store.load(home).settings
+    return settings.ReceiveConnectors["Client Frontend MBX01"].Bindings[0].port
+
+
+def set_connector(home: Home, **changes: Any) -> None:
+    settings = store.load(home).settings
+    connector = settings.ReceiveConnectors["Client Frontend MBX01"]
+    for key, value in changes.items():
+        setattr(connector, key, value)
+    save(home, settings)
+
+
+@pytest.fixture
+def smtp_service(env: Home, in_process: Any) -> Iterator[Any]:
+    with in_process(SUBMISSION, env) as svc:
+        svc.service.throttle.base = 0.01
+        svc.service.delivery.retry_base = 0.05
+        yield svc
+
+
+def message(sender: str, to: str, subject: str = "Hello") -> EmailMessage:
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = sender, to, subject
+    msg.set_content("Hi there.\n")
+    return msg
+
+
+def inbox(home: Home, mailbox: str, server: str = "MBX01") -> list[bytes]:
+    mail_store = open_store(home, server)
+    try:
+        box = mail_store.mailbox(mailbox)
+        return [box.read("INBOX", row.uid) for row in box.snapshot("INBOX").rows]
+    finally:
+        mail_store.close()
+
+
+def wait_for(predicate: Any, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.02)
+
+
+def login(home: Home, user: str = "bob") -> smtplib.SMTP:
+    client = smtplib.SMTP("127.0.0.1", connector_port(home), timeout=10)
+    client.starttls(context=client_context(home))
+    client.login(user, PASSWORD)
+    return client
+
+
+def test_greeting_starttls_auth_and_local_delivery(env: Home, smtp_service: Any) -> None:
+    client = smtplib.SMTP("127.0.0.1", connector_port(env), timeout=10)
+    code, banner = client.ehlo("client.example")
+    assert code == 250 and banner.startswith(b"mbx01.contoso.test")
+    assert client.has_extn("starttls") and not client.has_extn("auth")
+    assert client.has_extn("size") and client.esmtp_features["size"] == str(36 * 1024**2)
+    with pytest.raises(smtplib.SMTPSenderRefused):  # authentication is required
+        client.sendmail("bob@contoso.test", ["alice@contoso.test"], b"Subject: x\r\n\r\nx\r\n")
+    client.starttls(context=client_context(env))
+    client.ehlo("client.example")
+    assert "PLAIN" in client.esmtp_features["auth"] and "LOGIN" in client.esmtp_features["auth"]
+    client.login("bob", PASSWORD)
+    client.send_message(message("Bob <bob@contoso.test>", "alice@contoso.test"))
+    client.quit()
+    wait_for(lambda: len(inbox(env, "alice")) == 1)
+    [raw] = inbox(env, "alice")
+    assert raw.startswith(b"Received: from client.example ([127.0.0.1]) by mbx01.contoso.test")
+    assert b"Subject: Hello\r\n" in raw and b"\n" not in raw.replace(b"\r\n", b"")
+    assert inbox(env, "bob") == []  # no copy in the sender's mailbox
+
+
+def test_banner_from_connector(env: Home, smtp_service: Any) -> None:
+    with smtplib.SMTP("127.0.0.1", connector_port(env), timeout=10) as client:
+        code, text = client.noop()
+    set_connector(env, Banner="220 Welcome to the test relay")
+    smtp_service.reload()
+    client = smtplib.SMTP(timeout=10)
+    code, text = client.connect("127.0.0.1", connector_port(env))
+    assert (code, text) == (220, b"Welcome to the test relay")
+    client.quit()
+
+
+def test_send_as_is_enforced(env: Home, smtp_service: Any) -> None:
+    client = login(env)
+    with pytest.raises(smtplib.SMTPSenderRefused, match="5.7.60"):
+        client.sendmail("alice@contoso.test", ["alice@contoso.test"], b"x\r\n")
+    client.rset()
+    with pytest.raises(smtplib.SMTPDataError, match="5.7.60"):
+        client.send_message(message("alice@contoso.test", "alice@contoso.test"),
+                            from_addr="bob@contoso.test")
+    client.quit()
+    assert inbox(env, "alice") == []
+
+
+def test_recipient_rules_and_limits(env: Home, smtp_service: Any) -> None:
+    client = login(env)
+    client.mail("bob@contoso.test")
+    code, text = client.rcpt("nobody@contoso.test")
+    assert code == 550 and b"5.1.1" in text
+    code, text = client.rcpt("someone@example.org")
+    assert code == 550 and b"5.4.4" in text
+    client.quit()
+    set_connector(env, MaxRecipientsPerMessage=2, MaxMessageSize="2KB")
+    smtp_service.reload()
+    client = login(env)
+    client.mail("bob@contoso.test")
+    assert client.rcpt("alice@contoso.test")[0] == 250
+    assert client.rcpt("bob@contoso.test")[0] == 250
+    assert client.rcpt("carol@contoso.test")[0] == 452
+    client.rset()
+    with pytest.raises(smtplib.SMTPSenderRefused):  # SIZE= over the limit
+        client.sendmail("bob@contoso.test", ["alice@contoso.test"], b"x" * 5000,
+                        mail_options=["SIZE=5000"])
+    client.quit()
+
+
+def test_auth_needs_tls_and_logon_failures_close(env: Home, smtp_service: Any) -> None:
+    client = smtplib.SMTP("127.0.0.1", connector_port(env), timeout=10)
+    client.ehlo()
+    code, _ = client.docmd("AUTH", "PLAIN AGJvYgBQYTU1d29yZCE=")
+    assert code == 538  # encryption required first
+    client.starttls(context=client_context(env))
+    client.ehlo()
+    client.user, client.password = "bob", "wrong"
+    for _ in range(2):
+        with pytest.raises(smtplib.SMTPAuthenticationError):
+            client.auth("PLAIN", client.auth_plain)
+    code, text = client.docmd("AUTH", "PLAIN AGJvYgB3cm9uZw==")
+    assert code == 421  # MaxLogonFailures (3) reached
+    with pytest.raises(smtplib.SMTPServerDisconnected):
+        client.noop()
+
+
+def test_require_tls(env: Home, smtp_service: Any) -> None:
+    set_connector(env, RequireTLS=True)
+    smtp_service.reload()
+    client = smtplib.SMTP("127.0.0.1", connector_port(env), timeout=10)
+    client.ehlo()
+    code, text = client.docmd("MAIL", "FROM:<bob@contoso.test>")
+    assert code == 530
+    client.quit()
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.messages: list[tuple[str, list[str], bytes]] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.messages.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.content))
+        return "250 OK"
+
+
+def test_relay_through_smart_host_with_retry(env: Home, in_process: Any) -> None:
+    port = free_port_plan().submission
+    settings = store.load(env).settings
+    settings.SendConnectors["Internet"] = SendConnector(SmartHosts=[f"127.0.0.1:{port}"])
+    save(env, settings)
+    with in_process(SUBMISSION, env) as svc:
+        svc.service.delivery.retry_base = 0.1
+        client = login(env)
+        client.send_message(message("bob@contoso.test", "friend@example.org"))
+        client.quit()
+        # the smart host is down: the message waits in the spool
+        wait_for(lambda: any(r.attempts for e in svc.service.delivery._entries.values()
+                             for r in e.recipients))
+        sink = Sink()
+        controller = Controller(sink, hostname="127.0.0.1", port=port)
+        controller.start()
+        try:
+            wait_for(lambda: len(sink.messages) == 1)
+        finally:
+            controller.stop()
+        sender, rcpts, content = sink.messages[0]
+        assert (sender, rcpts) == ("bob@contoso.test", ["friend@example.org"])
+        assert b"Received: from" in content
+        wait_for(lambda: not list((env.queue / "MBX01").glob("*.json")))
+
+
+def test_spooled_mail_survives_a_restart(env: Home, in_process: Any) -> None:
+    """What was accepted before a crash is delivered by the next start."""
+    spool = Spool(env.queue / "MBX01")
+    spool.add("bob@contoso.test", [Recipient("alice@contoso.test", "alice", "MBX01")],
+              b"Subject: left over\r\n\r\nbody\r\n", "bob")
+    (env.queue / "MBX01" / "orphan.eml").write_bytes(b"never acknowledged")
+    with in_process(SUBMISSION, env):
+        wait_for(lambda: len(inbox(env, "alice")) == 1)
+    assert inbox(env, "alice")[0] == b"Subject: left over\r\n\r\nbody\r\n"
+    assert list((env.queue / "MBX01").iterdir()) == []
+
+
+def test_local_delivery_failure_is_retried(env: Home, in_process: Any, monkeypatch: Any) -> None:
+    with in_process(SUBMISSION, env) as svc:
+        delivery = svc.service.delivery
+        delivery.retry_base = 0.05
+        real = delivery._deliver_local
+        calls = []
+
+        def flaky(rcpt: Recipient, data: bytes) -> None:
+            calls.append(rcpt.address)
+            if len(calls) == 1:
+                raise OSError("disk full")
+            real(rcpt, data)
+
+        monkeypatch.setattr(delivery, "_deliver_local", flaky)
+        client = login(env)
+        client.send_message(message("bob@contoso.test", "alice@contoso.test"))
+        client.quit()
+        wait_for(lambda: len(inbox(env, "alice")) == 1)
+        assert len(calls) == 2
