@@ -256,18 +256,25 @@ class ImapBackendService(Service):
 
     async def stop(self, grace: float) -> None:
         self._listeners.close()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
         conns = [c for c in self._connections.values() if c is not None]
-        await asyncio.gather(*(c.goodbye("Server shutting down") for c in conns),
-                             return_exceptions=True)
+        if conns:
+            # A client that does not read can hold its connection's lock in drain(): the
+            # goodbyes get the grace period, not more.
+            byes = [asyncio.ensure_future(c.goodbye("Server shutting down")) for c in conns]
+            _, late = await asyncio.wait(byes, timeout=grace)
+            for task in late:
+                task.cancel()
         tasks = list(self._connections)
         if tasks:
-            _, pending = await asyncio.wait(tasks, timeout=grace)
+            _, pending = await asyncio.wait(tasks, timeout=max(deadline - loop.time(), 0.1))
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
         for task in list(self._tasks):
             task.cancel()
-        self.executor.shutdown(wait=True, cancel_futures=True)
+        await asyncio.to_thread(self.executor.shutdown, True, cancel_futures=True)
         if self._store is not None:
             await asyncio.to_thread(self._store.close)
             self._store = None

@@ -362,3 +362,38 @@ def test_corpus_fetch_every_item(path) -> None:
     assert out.endswith(b"f OK FETCH completed\r\n"), out[-200:]
     assert b"BODY[] <10>" not in out and b"BODY[]<10> {" in out
     assert b"* SEARCH" in c.send(b"s SEARCH TEXT the\r\n")
+
+
+def test_rename_of_selected_folder_keeps_selection() -> None:
+    c = Client().login()
+    c("c CREATE Old/Sub")
+    c.box.append("Old/Sub", MSG)
+    c.select("Old/Sub")
+    assert "r OK" in c("r RENAME Old New")
+    assert "* 1 FETCH (UID 1)" in c("f FETCH 1 UID")
+    assert "n OK" in c("n NOOP")
+
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_WORDS = st.sampled_from([
+    "FETCH", "UID", "STORE", "SEARCH", "1:*", "$", "(", ")", "BODY[1.2]<0.5>", "FLAGS",
+    "+FLAGS", "\\Seen", "{3}", "{2+}", "\r\n", "INBOX", '"x"', "NOT", "OR", "ALL", "IDLE",
+    "DONE", "SELECT", "APPEND", "EXPUNGE", "MOVE", "COPY", "Archive", "*", "0", "4294967296",
+    "CHANGEDSINCE", "(QRESYNC", "RETURN", "LIST", '""', "%", "ENABLE", "QRESYNC",
+])
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.lists(_WORDS, max_size=8), max_size=6), st.binary(max_size=40))
+def test_fuzzed_commands_never_crash(lines: list[list[str]], noise: bytes) -> None:
+    c = _client(2)
+    c.select()
+    data = b"".join(b"t%d " % i + " ".join(words).encode() + b"\r\n"
+                    for i, words in enumerate(lines)) + noise + b"\r\n"
+    assert b"SERVERBUG" not in c.send(data)
+    c.session.reader.line_mode = False
+    c.session.idling = False
+    c.session.auth_tag = None
+    assert "z OK" in c("\r\nz NOOP") or c.session.closed

@@ -23,6 +23,7 @@ synchronous per the store contract. Attributes the I/O layer reads after each jo
 from __future__ import annotations
 
 import logging
+from bisect import bisect_left
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -151,8 +152,6 @@ class Selected:
         return len(self.uids)
 
     def index_of(self, uid: int) -> int:
-        from bisect import bisect_left
-
         i = bisect_left(self.uids, uid)
         if i < len(self.uids) and self.uids[i] == uid:
             return i

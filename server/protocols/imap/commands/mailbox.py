@@ -133,10 +133,16 @@ def delete(s: ImapSession, cmd: p.Command) -> bytes | None:
 def rename(s: ImapSession, cmd: p.Command) -> bytes | None:
     args: p.Rename = cmd.args  # type: ignore[assignment]
     _no_inbox_change(args.new_name, "the target of a rename")
+    new = args.new_name.rstrip(api.DELIMITER)
     try:
-        s.store.rename_folder(args.mailbox, args.new_name.rstrip(api.DELIMITER))
+        s.store.rename_folder(args.mailbox, new)
     except api.InvalidFolderName as exc:
         raise No(str(exc) or "Invalid mailbox name", "CANNOT") from None
+    sel = s.selected
+    if sel is not None and args.mailbox != "INBOX" and (
+        sel.name == args.mailbox or sel.name.startswith(args.mailbox + api.DELIMITER)
+    ):
+        sel.name = new + sel.name[len(args.mailbox):]  # the selection follows the rename
     return None
 
 
