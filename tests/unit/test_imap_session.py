@@ -397,3 +397,17 @@ def test_fuzzed_commands_never_crash(lines: list[list[str]], noise: bytes) -> No
     c.session.idling = False
     c.session.auth_tag = None
     assert "z OK" in c("\r\nz NOOP") or c.session.closed
+
+
+def test_big_fetch_comes_in_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    from server.protocols.imap.commands import fetch
+
+    monkeypatch.setattr(fetch, "OUTPUT_CHUNK", 100)
+    c = _client(5)
+    c.select()
+    c.session.receive(b"f FETCH 1:* BODY.PEEK[]\r\n")
+    chunks = []
+    while (job := c.session.next_job()) is not None:
+        chunks.append(job.run())
+    assert len(chunks) == 5 and chunks[-1].endswith(b"f OK FETCH completed\r\n")
+    assert b"".join(chunks).count(b" FETCH (BODY[] {") == 5

@@ -187,6 +187,7 @@ class ImapSession:
         self.qresync = False
         self.saved: list[int] | None = None  # SEARCHRES result ($), as UIDs
         self.out: list[bytes] = []
+        self._resume: tuple[Callable[[ImapSession, p.Command], bytes | None], p.Command] | None = None
 
     # --- what the I/O layer calls ------------------------------------------------------
     @property
@@ -214,6 +215,10 @@ class ImapSession:
     def next_job(self) -> Job | None:
         if self.closed:
             return None
+        if self._resume is not None:
+            func, cmd = self._resume
+            self._resume = None
+            return Job(True, lambda: self._run(func, cmd))
         if not self.reader.line_mode:
             # Live setting: the next command is measured against today's MaxCommandSize.
             self.reader.max_command_size = self.config.imap_settings().MaxCommandSize
@@ -317,6 +322,11 @@ class ImapSession:
         return b"".join(out)
 
     # --- helpers for handlers -----------------------------------------------------------
+    def resume_with(self, func: Callable[[ImapSession, p.Command], bytes | None],
+                    cmd: p.Command) -> None:
+        """Finish the current command in a follow-up job (the handler returns b"" now)."""
+        self._resume = (func, cmd)
+
     def untagged(self, data: bytes) -> None:
         self.out.append(b"* " + data + b"\r\n")
 

@@ -66,6 +66,9 @@ class Message:
 
 Item = Callable[[int, api.MessageRow, Message], bytes]
 
+#: FETCH output handed to the I/O layer at a time (see _emit).
+OUTPUT_CHUNK = 1024 * 1024
+
 
 def _literal(data: bytes) -> bytes:
     return b"{%d}\r\n" % len(data) + data
@@ -163,12 +166,22 @@ def fetch(s: ImapSession, cmd: p.Command) -> bytes | None:
         idx = [i for i in idx if sel.rows[i].modseq > since]
     getters = build_items(s, tuple(items))
     flag_after = _mark_seen(s, items, idx)
+    return _emit(s, cmd, idx, 0, getters, flag_after, False)
+
+
+def _emit(s: ImapSession, cmd: p.Command, idx: list[int], start: int, getters: list[Item],
+          flag_after: set[int], expunged: bool) -> bytes | None:
+    """Write FETCH responses from idx[start:]; past OUTPUT_CHUNK bytes, hand the rest to
+    the session as a follow-up job, so the I/O layer sends (and the client drains) one
+    chunk at a time instead of the whole mailbox sitting in memory."""
+    sel = s.sel
     rows = sel.rows
     pending = sel.pending_vanished
     out = s.out
     flags_item = _simple("FLAGS", s)
-    expunged = False
-    for i in idx:
+    size = 0
+    for k in range(start, len(idx)):
+        i = idx[k]
         row = rows[i]
         if row.uid in pending:
             expunged = True
@@ -181,7 +194,15 @@ def fetch(s: ImapSession, cmd: p.Command) -> bytes | None:
             continue
         if flag_after and row.uid in flag_after:
             parts.append(flags_item(i, row, msg))
-        out.append(b"* %d FETCH (" % (i + 1) + b" ".join(parts) + b")\r\n")
+        line = b"* %d FETCH (" % (i + 1) + b" ".join(parts) + b")\r\n"
+        out.append(line)
+        size += len(line)
+        if size >= OUTPUT_CHUNK and k + 1 < len(idx):
+            nxt, gone = k + 1, expunged
+            s.resume_with(
+                lambda s2, c2: _emit(s2, c2, idx, nxt, getters, flag_after, gone), cmd
+            )
+            return b""
     if expunged:
         return tagged(cmd.tag, b"OK", "Some messages were expunged", "EXPUNGEISSUED")
     return None
