@@ -42,6 +42,9 @@ Conventions the shared helpers give you:
   the StartupTypes (the runtime adds start/stop there); ``SERVICE_STATUS`` (callable
   ``(home, server_name, service) -> str``) fills get-service's Status column.
 
+After adding or changing a command, run ``python -m mailctl.reference``: it regenerates
+docs/cli.md and completions/ (a test fails while they are out of date).
+
 Keep imports at module level light (typer, stdlib, server.settings.*): every command module
 is imported on every run that is not served by the fast path in ``mailctl/fast.py``.
 """
@@ -236,7 +239,9 @@ def model_options(
         elif kind == "list":
             opt = list_option(*names, help=help_text)
         else:
-            opt = typer.Option(*names, help=help_text, metavar=kind.upper())
+            choices = field_choices(finfo)
+            metavar = "|".join(choices) if choices else kind.upper()
+            opt = typer.Option(*names, help=help_text, metavar=metavar)
         params.append(
             inspect.Parameter(
                 fname,
@@ -279,12 +284,23 @@ def is_windows_only(model: type[Any], fname: str) -> bool:
     return isinstance(extra, dict) and bool(extra.get("windows_only"))
 
 
+def model_default(model: type[Any], fname: str) -> Any:
+    """The JSON default of a field when the model can be built from defaults alone."""
+    try:
+        return model().model_dump(mode="json").get(fname)
+    except Exception:  # noqa: BLE001 - models with required fields have no such defaults
+        return None
+
+
 def field_help(model: type[Any], fname: str) -> str:
     finfo = model.model_fields[fname]
     parts = [finfo.description or ""]
     choices = field_choices(finfo)
     if choices:
         parts.append("Allowed: " + ", ".join(choices) + ".")
+    default = model_default(model, fname)
+    if default is not None:
+        parts.append(f"Default: {format_value(default)}.")
     if is_windows_only(model, fname):
         parts.append("Accepted and stored; no effect here (Windows only).")
     return " ".join(p for p in parts if p)

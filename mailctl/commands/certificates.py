@@ -72,8 +72,9 @@ def new_exchange_certificate(
     subject = _subject(subject_name) if subject_name else (names[0] if names else None)
     if not subject:
         fail("give -SubjectName or -DomainName", allowed='-SubjectName "CN=mail.contoso.com"')
-    info = tls.new_certificate(home(), subject, names or [subject], _services(services),
-                               days=validity_days)
+    info = tls.new_certificate(
+        home(), subject, names or [subject], _services(services), days=validity_days
+    )
     emit(_row(info), output, columns=COLUMNS)
 
 
@@ -83,7 +84,8 @@ def import_exchange_certificate(
         Path, typer.Option("--file-name", help="PEM file: the chain (leaf first), maybe the key.")
     ],
     private_key_file: Annotated[
-        Path | None, typer.Option("--private-key-file", help="PEM private key, if not in -FileName.")
+        Path | None,
+        typer.Option("--private-key-file", help="PEM private key, if not in -FileName."),
     ] = None,
     services: ServicesOpt = None,
     output: OutputOpt = "table",
@@ -123,11 +125,15 @@ def enable_exchange_certificate(
     try:
         info = tls.enable_certificate(home(), thumbprint, wanted)
     except KeyError:
-        fail(f"no certificate with thumbprint {thumbprint}", allowed="see get-exchangecertificate",
-             code=1)
+        fail(
+            f"no certificate with thumbprint {thumbprint}",
+            allowed="see get-exchangecertificate",
+            code=1,
+        )
     emit(_row(info), output, columns=COLUMNS)
-    typer.echo("Restart the services (Restart-Service MSExchangeIMAP4 ...) to use it now.",
-               err=True)
+    typer.echo(
+        "Restart the services (Restart-Service MSExchangeIMAP4 ...) to use it now.", err=True
+    )
 
 
 @command("Get-ExchangeCertificate", read=True)

@@ -141,7 +141,12 @@ def new_mailbox(
         typer.Option("--user-principal-name", help="Used as the address if none is given."),
     ] = None,
     type_: Annotated[
-        str, typer.Option("--type", help="User, Administrator, Guest or Anonymous.")
+        str,
+        typer.Option(
+            "--type",
+            help="Only User mailboxes may use POP3/IMAP4.",
+            metavar="User|Administrator|Guest|Anonymous",
+        ),
     ] = "User",
     server: Annotated[
         str | None, typer.Option("--server", "--database", help="The server that holds it.")

@@ -62,7 +62,10 @@ def set_service(
         str, typer.Argument(help="Service name, e.g. MSExchangePOP3.", show_default=False)
     ],
     startup_type: Annotated[
-        str, typer.Option("--startup-type", help="Automatic, Manual or Disabled.")
+        str,
+        typer.Option(
+            "--startup-type", help="When the service starts.", metavar="Automatic|Manual|Disabled"
+        ),
     ],
     server: ServerOpt = None,
     what_if: WhatIfOpt = False,

@@ -1,0 +1,105 @@
+# generated from the mailctl commands by `mailctl completion --shell bash`; do not edit
+# install: copy to /etc/bash_completion.d/mailctl, or `source` it from ~/.bashrc
+_mailctl() {
+    local cur="${COMP_WORDS[COMP_CWORD]}" prev="${COMP_WORDS[COMP_CWORD-1]}"
+    local IFS=$'\n'
+    if [[ $COMP_CWORD -eq 1 ]]; then
+        COMPREPLY=($(IFS=' ' compgen -W "completion disable-imap4 disable-pop3 enable-exchangecertificate enable-imap4 enable-pop3 get-casmailbox get-connectionsettings get-exchangecertificate get-imapsettings get-mailbox get-popsettings get-receiveconnector get-service import-exchangecertificate init install-systemd new-exchangecertificate new-mailbox remove-mailbox restart-service set-casmailbox set-imapsettings set-mailbox set-popsettings set-receiveconnector set-service start start-service stop stop-service Completion Disable-Imap4 Disable-Pop3 Enable-ExchangeCertificate Enable-Imap4 Enable-Pop3 Get-CASMailbox Get-ConnectionSettings Get-ExchangeCertificate Get-ImapSettings Get-Mailbox Get-PopSettings Get-ReceiveConnector Get-Service Import-ExchangeCertificate Init Install-Systemd New-ExchangeCertificate New-Mailbox Remove-Mailbox Restart-Service Set-CASMailbox Set-ImapSettings Set-Mailbox Set-PopSettings Set-ReceiveConnector Set-Service Start Start-Service Stop Stop-Service" -- "$cur"))
+        return
+    fi
+    local cmd="${COMP_WORDS[1],,}" opts="" values=""
+    case "$cmd $prev" in
+        "completion --shell"|"completion -Shell") values="bash zsh fish" ;;
+        "enable-exchangecertificate --output"|"enable-exchangecertificate -Output") values="table list json" ;;
+        "get-casmailbox --output"|"get-casmailbox -Output") values="table list json" ;;
+        "get-connectionsettings --output"|"get-connectionsettings -Output") values="table list json" ;;
+        "get-exchangecertificate --output"|"get-exchangecertificate -Output") values="table list json" ;;
+        "get-imapsettings --output"|"get-imapsettings -Output") values="table list json" ;;
+        "get-mailbox --output"|"get-mailbox -Output") values="table list json" ;;
+        "get-popsettings --output"|"get-popsettings -Output") values="table list json" ;;
+        "get-receiveconnector --output"|"get-receiveconnector -Output") values="table list json" ;;
+        "get-service --output"|"get-service -Output") values="table list json" ;;
+        "import-exchangecertificate --output"|"import-exchangecertificate -Output") values="table list json" ;;
+        "new-exchangecertificate --output"|"new-exchangecertificate -Output") values="table list json" ;;
+        "new-mailbox --type"|"new-mailbox -Type") values="User Administrator Guest Anonymous" ;;
+        "set-casmailbox --pop-enabled"|"set-casmailbox -PopEnabled") values="true false" ;;
+        "set-casmailbox --imap-enabled"|"set-casmailbox -ImapEnabled") values="true false" ;;
+        "set-casmailbox --pop-use-protocol-defaults"|"set-casmailbox -PopUseProtocolDefaults") values="true false" ;;
+        "set-casmailbox --imap-use-protocol-defaults"|"set-casmailbox -ImapUseProtocolDefaults") values="true false" ;;
+        "set-casmailbox --pop-messages-retrieval-mime-format"|"set-casmailbox -PopMessagesRetrievalMimeFormat") values="TextOnly HtmlOnly HtmlAndTextAlternative TextEnrichedOnly TextEnrichedAndTextAlternative BestBodyFormat Tnef" ;;
+        "set-casmailbox --imap-messages-retrieval-mime-format"|"set-casmailbox -ImapMessagesRetrievalMimeFormat") values="TextOnly HtmlOnly HtmlAndTextAlternative TextEnrichedOnly TextEnrichedAndTextAlternative BestBodyFormat Tnef" ;;
+        "set-casmailbox --pop-enable-exact-rfc822-size"|"set-casmailbox -PopEnableExactRFC822Size") values="true false" ;;
+        "set-casmailbox --imap-enable-exact-rfc822-size"|"set-casmailbox -ImapEnableExactRFC822Size") values="true false" ;;
+        "set-casmailbox --pop-force-i-cal-for-calendar-retrieval-option"|"set-casmailbox -PopForceICalForCalendarRetrievalOption") values="true false" ;;
+        "set-casmailbox --imap-force-i-cal-for-calendar-retrieval-option"|"set-casmailbox -ImapForceICalForCalendarRetrievalOption") values="true false" ;;
+        "set-casmailbox --pop-suppress-read-receipt"|"set-casmailbox -PopSuppressReadReceipt") values="true false" ;;
+        "set-casmailbox --imap-suppress-read-receipt"|"set-casmailbox -ImapSuppressReadReceipt") values="true false" ;;
+        "set-imapsettings --calendar-item-retrieval-option"|"set-imapsettings -CalendarItemRetrievalOption") values="iCalendar IntranetUrl InternetUrl Custom" ;;
+        "set-imapsettings --enable-exact-rfc822-size"|"set-imapsettings -EnableExactRFC822Size") values="true false" ;;
+        "set-imapsettings --enable-gssapi-and-ntlm-auth"|"set-imapsettings -EnableGSSAPIAndNTLMAuth") values="true false" ;;
+        "set-imapsettings --enforce-certificate-errors"|"set-imapsettings -EnforceCertificateErrors") values="true false" ;;
+        "set-imapsettings --extended-protection-policy"|"set-imapsettings -ExtendedProtectionPolicy") values="None Allow Require" ;;
+        "set-imapsettings --login-type"|"set-imapsettings -LoginType") values="PlainTextLogin PlainTextAuthentication SecureLogin" ;;
+        "set-imapsettings --message-retrieval-mime-format"|"set-imapsettings -MessageRetrievalMimeFormat") values="TextOnly HtmlOnly HtmlAndTextAlternative TextEnrichedOnly TextEnrichedAndTextAlternative BestBodyFormat Tnef" ;;
+        "set-imapsettings --suppress-read-receipt"|"set-imapsettings -SuppressReadReceipt") values="true false" ;;
+        "set-imapsettings --protocol-log-enabled"|"set-imapsettings -ProtocolLogEnabled") values="true false" ;;
+        "set-imapsettings --log-file-roll-over-settings"|"set-imapsettings -LogFileRollOverSettings") values="Hourly Daily Weekly Monthly" ;;
+        "set-imapsettings --show-hidden-folders-enabled"|"set-imapsettings -ShowHiddenFoldersEnabled") values="true false" ;;
+        "set-mailbox --type"|"set-mailbox -Type") values="User Administrator Guest Anonymous" ;;
+        "set-popsettings --calendar-item-retrieval-option"|"set-popsettings -CalendarItemRetrievalOption") values="iCalendar IntranetUrl InternetUrl Custom" ;;
+        "set-popsettings --enable-exact-rfc822-size"|"set-popsettings -EnableExactRFC822Size") values="true false" ;;
+        "set-popsettings --enable-gssapi-and-ntlm-auth"|"set-popsettings -EnableGSSAPIAndNTLMAuth") values="true false" ;;
+        "set-popsettings --enforce-certificate-errors"|"set-popsettings -EnforceCertificateErrors") values="true false" ;;
+        "set-popsettings --extended-protection-policy"|"set-popsettings -ExtendedProtectionPolicy") values="None Allow Require" ;;
+        "set-popsettings --login-type"|"set-popsettings -LoginType") values="PlainTextLogin PlainTextAuthentication SecureLogin" ;;
+        "set-popsettings --message-retrieval-mime-format"|"set-popsettings -MessageRetrievalMimeFormat") values="TextOnly HtmlOnly HtmlAndTextAlternative TextEnrichedOnly TextEnrichedAndTextAlternative BestBodyFormat Tnef" ;;
+        "set-popsettings --suppress-read-receipt"|"set-popsettings -SuppressReadReceipt") values="true false" ;;
+        "set-popsettings --protocol-log-enabled"|"set-popsettings -ProtocolLogEnabled") values="true false" ;;
+        "set-popsettings --log-file-roll-over-settings"|"set-popsettings -LogFileRollOverSettings") values="Hourly Daily Weekly Monthly" ;;
+        "set-popsettings --message-retrieval-sort-order"|"set-popsettings -MessageRetrievalSortOrder") values="Ascending Descending" ;;
+        "set-receiveconnector --enabled"|"set-receiveconnector -Enabled") values="true false" ;;
+        "set-receiveconnector --advertise-client-settings"|"set-receiveconnector -AdvertiseClientSettings") values="true false" ;;
+        "set-receiveconnector --require-tls"|"set-receiveconnector -RequireTLS") values="true false" ;;
+        "set-receiveconnector --protocol-logging-level"|"set-receiveconnector -ProtocolLoggingLevel") values="None Verbose" ;;
+        "set-service --startup-type"|"set-service -StartupType") values="Automatic Manual Disabled" ;;
+    esac
+    if [[ -n $values ]]; then
+        COMPREPLY=($(IFS=' ' compgen -W "$values" -- "$cur"))
+        return
+    fi
+    case "$cmd" in
+        completion) opts="--shell --home --help -Shell" ;;
+        disable-imap4) opts="--server --what-if --home --help -Server -WhatIf" ;;
+        disable-pop3) opts="--server --what-if --home --help -Server -WhatIf" ;;
+        enable-exchangecertificate) opts="--services --output --home --help -Services -Output" ;;
+        enable-imap4) opts="--server --what-if --home --help -Server -WhatIf" ;;
+        enable-pop3) opts="--server --what-if --home --help -Server -WhatIf" ;;
+        get-casmailbox) opts="--output --home --help -Output" ;;
+        get-connectionsettings) opts="--server --internal --output --home --help -Server -Internal -Output" ;;
+        get-exchangecertificate) opts="--output --home --help -Output" ;;
+        get-imapsettings) opts="--server --output --home --help -Server -Output" ;;
+        get-mailbox) opts="--output --home --help -Output" ;;
+        get-popsettings) opts="--server --output --home --help -Server -Output" ;;
+        get-receiveconnector) opts="--server --output --home --help -Server -Output" ;;
+        get-service) opts="--server --output --home --help -Server -Output" ;;
+        import-exchangecertificate) opts="--file-name --private-key-file --services --output --home --help -FileName -PrivateKeyFile -Services -Output" ;;
+        init) opts="--server --domain --fqdn --base-port --demo-password --demo --home --help -Server -Domain -Fqdn -BasePort -DemoPassword -Demo" ;;
+        install-systemd) opts="--output-dir --user --home --help -OutputDir -User" ;;
+        new-exchangecertificate) opts="--subject-name --domain-name --services --friendly-name --validity-days --output --home --help -SubjectName -DomainName -Services -FriendlyName -ValidityDays -Output" ;;
+        new-mailbox) opts="--password --password-stdin --primary-smtp-address --display-name --user-principal-name --type --server --what-if --home --help -Password -PasswordStdin -PrimarySmtpAddress -DisplayName -UserPrincipalName -Type -Server -WhatIf" ;;
+        remove-mailbox) opts="--what-if --home --help -WhatIf" ;;
+        restart-service) opts="--server --home --help -Server" ;;
+        set-casmailbox) opts="--what-if --pop-enabled --imap-enabled --pop-use-protocol-defaults --imap-use-protocol-defaults --pop-messages-retrieval-mime-format --imap-messages-retrieval-mime-format --pop-enable-exact-rfc822-size --imap-enable-exact-rfc822-size --pop-force-i-cal-for-calendar-retrieval-option --imap-force-i-cal-for-calendar-retrieval-option --pop-suppress-read-receipt --imap-suppress-read-receipt --home --help -WhatIf -PopEnabled -ImapEnabled -PopUseProtocolDefaults -ImapUseProtocolDefaults -PopMessagesRetrievalMimeFormat -ImapMessagesRetrievalMimeFormat -PopEnableExactRFC822Size -ImapEnableExactRFC822Size -PopForceICalForCalendarRetrievalOption -ImapForceICalForCalendarRetrievalOption -PopSuppressReadReceipt -ImapSuppressReadReceipt" ;;
+        set-imapsettings) opts="--server --what-if --authenticated-connection-timeout --pre-authenticated-connection-timeout --banner --calendar-item-retrieval-option --owa-server-url --enable-exact-rfc822-size --enable-gssapi-and-ntlm-auth --enforce-certificate-errors --extended-protection-policy --external-connection-settings --internal-connection-settings --ssl-bindings --unencrypted-or-tls-bindings --x509-certificate-name --login-type --max-connections --max-connection-from-single-ip --max-connections-per-user --message-retrieval-mime-format --suppress-read-receipt --protocol-log-enabled --log-file-location --log-file-roll-over-settings --log-per-file-size-quota --proxy-target-port --domain-controller --max-command-size --show-hidden-folders-enabled --home --help -Server -WhatIf -AuthenticatedConnectionTimeout -PreAuthenticatedConnectionTimeout -Banner -CalendarItemRetrievalOption -OwaServerUrl -EnableExactRFC822Size -EnableGSSAPIAndNTLMAuth -EnforceCertificateErrors -ExtendedProtectionPolicy -ExternalConnectionSettings -InternalConnectionSettings -SSLBindings -UnencryptedOrTLSBindings -X509CertificateName -LoginType -MaxConnections -MaxConnectionFromSingleIP -MaxConnectionsPerUser -MessageRetrievalMimeFormat -SuppressReadReceipt -ProtocolLogEnabled -LogFileLocation -LogFileRollOverSettings -LogPerFileSizeQuota -ProxyTargetPort -DomainController -MaxCommandSize -ShowHiddenFoldersEnabled" ;;
+        set-mailbox) opts="--password --password-stdin --what-if --display-name --primary-smtp-address --email-addresses --server --type --home --help -Password -PasswordStdin -WhatIf -DisplayName -PrimarySmtpAddress -EmailAddresses -Server -Type" ;;
+        set-popsettings) opts="--server --what-if --authenticated-connection-timeout --pre-authenticated-connection-timeout --banner --calendar-item-retrieval-option --owa-server-url --enable-exact-rfc822-size --enable-gssapi-and-ntlm-auth --enforce-certificate-errors --extended-protection-policy --external-connection-settings --internal-connection-settings --ssl-bindings --unencrypted-or-tls-bindings --x509-certificate-name --login-type --max-connections --max-connection-from-single-ip --max-connections-per-user --message-retrieval-mime-format --suppress-read-receipt --protocol-log-enabled --log-file-location --log-file-roll-over-settings --log-per-file-size-quota --proxy-target-port --domain-controller --max-command-size --message-retrieval-sort-order --home --help -Server -WhatIf -AuthenticatedConnectionTimeout -PreAuthenticatedConnectionTimeout -Banner -CalendarItemRetrievalOption -OwaServerUrl -EnableExactRFC822Size -EnableGSSAPIAndNTLMAuth -EnforceCertificateErrors -ExtendedProtectionPolicy -ExternalConnectionSettings -InternalConnectionSettings -SSLBindings -UnencryptedOrTLSBindings -X509CertificateName -LoginType -MaxConnections -MaxConnectionFromSingleIP -MaxConnectionsPerUser -MessageRetrievalMimeFormat -SuppressReadReceipt -ProtocolLogEnabled -LogFileLocation -LogFileRollOverSettings -LogPerFileSizeQuota -ProxyTargetPort -DomainController -MaxCommandSize -MessageRetrievalSortOrder" ;;
+        set-receiveconnector) opts="--what-if --enabled --advertise-client-settings --fqdn --bindings --auth-mechanism --permission-groups --banner --require-tls --tls-certificate-name --remote-ip-ranges --max-message-size --max-recipients-per-message --max-inbound-connection --max-inbound-connection-per-source --max-inbound-connection-percentage-per-source --max-logon-failures --connection-timeout --connection-inactivity-timeout --protocol-logging-level --comment --home --help -WhatIf -Enabled -AdvertiseClientSettings -Fqdn -Bindings -AuthMechanism -PermissionGroups -Banner -RequireTLS -TlsCertificateName -RemoteIPRanges -MaxMessageSize -MaxRecipientsPerMessage -MaxInboundConnection -MaxInboundConnectionPerSource -MaxInboundConnectionPercentagePerSource -MaxLogonFailures -ConnectionTimeout -ConnectionInactivityTimeout -ProtocolLoggingLevel -Comment" ;;
+        set-service) opts="--startup-type --server --what-if --home --help -StartupType -Server -WhatIf" ;;
+        start) opts="--home --help" ;;
+        start-service) opts="--server --home --help -Server" ;;
+        stop) opts="--home --help" ;;
+        stop-service) opts="--server --timeout --home --help -Server -Timeout" ;;
+    esac
+    COMPREPLY=($(IFS=' ' compgen -W "$opts" -- "$cur"))
+}
+complete -o default -F _mailctl mailctl
