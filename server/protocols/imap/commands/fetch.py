@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
+from functools import partial
 
 from server.backend.common import render_for_retrieval
 from server.store import api, mime
@@ -198,10 +199,8 @@ def _emit(s: ImapSession, cmd: p.Command, idx: list[int], start: int, getters: l
         out.append(line)
         size += len(line)
         if size >= OUTPUT_CHUNK and k + 1 < len(idx):
-            nxt, gone = k + 1, expunged
-            s.resume_with(
-                lambda s2, c2: _emit(s2, c2, idx, nxt, getters, flag_after, gone), cmd
-            )
+            s.resume_with(partial(_emit, idx=idx, start=k + 1, getters=getters,
+                                  flag_after=flag_after, expunged=expunged), cmd)
             return b""
     if expunged:
         return tagged(cmd.tag, b"OK", "Some messages were expunged", "EXPUNGEISSUED")
