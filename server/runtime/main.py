@@ -159,6 +159,7 @@ class Runtime:
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         self._watcher = SettingsWatcher(self.home, self.request_reload)
         await self._watcher.start()
+        self.request_reload()  # a change that landed during start() has no event left to see
         await self._open_control()
         self.pid = write_pid_file(self.home, self.name, self.server)
         self.write_state()

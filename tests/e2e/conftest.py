@@ -19,6 +19,7 @@ import random
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -267,6 +268,8 @@ class EchoService(Service):
         await self.listeners.reconcile(echo_endpoints(new, self.ctx.name, self.ctx.server), [], None)
 
     async def stop(self, grace: float) -> None:
+        if os.environ.get("ECHO_HANG_STOP"):
+            time.sleep(3600)  # a service wedged in a blocking call: only SIGKILL ends it
         self.listeners.close()
         for writer in list(self.sessions):
             writer.write(b"* BYE server shutting down\r\n")

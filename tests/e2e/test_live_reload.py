@@ -158,3 +158,44 @@ def test_200_sessions_stay_up_while_20_changes_land(kind: str, request: pytest.F
     info = runner.get(IMAP4)
     assert info.Status == "Running" and info.LastReload and info.LastReload["Result"] == "OK"
     assert info.SettingsVersion == store.load(runner.home).version
+
+
+def test_protocol_logging_switches_on_and_off_live(services: ServiceRunner) -> None:
+    """The real POP3 back end: Set-PopSettings -ProtocolLogEnabled applies to the next
+    command, no restart; the file is Exchange's CSV in logs/ProtocolLog/Pop3."""
+    from server.protocols import proxyv2
+
+    runner = services
+    runner.run_ok("start-service", "MSExchangePOP3BE")
+    port = runner.settings.server("MBX01").PopBackEndPort
+    folder = runner.home.logs / "ProtocolLog" / "Pop3"
+
+    def session(command: bytes) -> None:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(proxyv2.encode(proxyv2.ProxyInfo("192.0.2.7", 40000, "127.0.0.1", port)))
+            sock.recv(300)
+            sock.sendall(command + b"\r\nQUIT\r\n")
+            while sock.recv(300):
+                pass
+
+    def logged(word: str) -> bool:
+        return folder.is_dir() and any(
+            f",{word}," in p.read_text().lower() for p in folder.glob("POP3BE*.LOG"))
+
+    session(b"CAPA")
+    runner.run_ok("set-popsettings", "--protocol-log-enabled", "$true")
+    until(lambda: runner.get("MSExchangePOP3BE").SettingsVersion
+          == store.load(runner.home).version)
+    session(b"NOOP")
+    until(lambda: logged("noop"))  # buffered: reaches the file within a second
+    [path] = folder.glob("POP3BE*.LOG")
+    text = path.read_text()
+    assert "#Log-type: POP3 Protocol Log" in text and ",capa," not in text.lower()
+    assert "192.0.2.7:40000" in text
+
+    runner.run_ok("set-popsettings", "--protocol-log-enabled", "$false")
+    until(lambda: runner.get("MSExchangePOP3BE").SettingsVersion
+          == store.load(runner.home).version)
+    session(b"STAT")
+    runner.run_ok("stop-service", "MSExchangePOP3BE")  # flushes whatever is buffered
+    assert not logged("stat")

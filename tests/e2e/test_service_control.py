@@ -244,3 +244,16 @@ def test_services_of_another_server_on_this_machine(echo_services: ServiceRunner
     assert row["Endpoints"] == [f"127.0.0.1:{second.ImapBackEndPort}"]
     runner.run_ok("stop-service", IMAP4BE, "--server", "MBX02")
     assert get_json(runner, IMAP4BE, "--server", "MBX02")[0]["Status"] == "Stopped"
+
+
+def test_a_wedged_service_is_killed_after_the_timeout(echo_services: ServiceRunner) -> None:
+    runner = echo_services
+    runner.env["ECHO_HANG_STOP"] = "1"
+    runner.run_ok("start-service", IMAP4BE)
+    process = psutil.Process(get_json(runner, IMAP4BE)[0]["Pid"])
+    started = time.monotonic()
+    runner.run_ok("stop-service", IMAP4BE, "--timeout", "1")
+    assert time.monotonic() - started < 10
+    assert control.wait_exit(process, 0.1)
+    assert get_json(runner, IMAP4BE)[0]["Status"] == "Stopped"
+    assert not runner.home.pid_file(IMAP4BE, "MBX01").exists()
