@@ -1,0 +1,58 @@
+"""Submission spool, routing and helpers (no sockets)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from server.settings.models import ReceiveConnector, SendConnector, default_settings
+from server.submission.delivery import route
+from server.submission.queue import Recipient, Spool
+from server.submission.service import certificate_name, local_domains, normalize_crlf
+
+
+def test_spool_round_trip_progress_and_removal(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "q")
+    entry = spool.add("bob@x.test", [Recipient("a@x.test", "a", "MBX01"), Recipient("c@y.test")],
+                      b"Subject: s\r\n\r\nbody\r\n", "bob")
+    [loaded] = spool.load()
+    assert loaded == entry and spool.message(loaded) == b"Subject: s\r\n\r\nbody\r\n"
+    loaded.recipients = loaded.recipients[1:]
+    loaded.recipients[0].attempts = 2
+    spool.update(loaded)
+    [again] = spool.load()
+    assert [r.address for r in again.recipients] == ["c@y.test"]
+    assert again.recipients[0].attempts == 2
+    again.recipients = []
+    spool.update(again)
+    assert spool.load() == [] and list((tmp_path / "q").iterdir()) == []
+
+
+def test_spool_drops_unacknowledged_orphans(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    spool.add("b@x.test", [Recipient("a@x.test")], b"m")
+    (tmp_path / "123-orphan.eml").write_bytes(b"half written")
+    (tmp_path / "bad.json").write_text("{not json")
+    assert len(spool.load()) == 1
+    assert not (tmp_path / "123-orphan.eml").exists()
+    assert (tmp_path / "bad.json").exists()  # kept for the admin
+
+
+def test_route_by_address_space() -> None:
+    settings = default_settings()
+    assert route(settings, "x@example.org") is None
+    settings.SendConnectors["Partner"] = SendConnector(AddressSpaces=["SMTP:*.partner.test;1"],
+                                                       SmartHosts=["relay.partner.test"])
+    settings.SendConnectors["Internet"] = SendConnector(SmartHosts=["smarthost:2525"])
+    assert route(settings, "x@mail.partner.test") is settings.SendConnectors["Partner"]
+    assert route(settings, "x@example.org") is settings.SendConnectors["Internet"]
+    settings.SendConnectors["Internet"].Enabled = False
+    assert route(settings, "x@example.org") is None
+
+
+def test_helpers() -> None:
+    assert normalize_crlf(b"a\nb\r\nc\n") == b"a\r\nb\r\nc\r\n"
+    conn = ReceiveConnector(Server="MBX01", Fqdn="mbx01.contoso.test")
+    assert certificate_name(conn) == "mbx01.contoso.test"
+    conn.TlsCertificateName = "<I>CN=Some CA<S>CN=smtp.contoso.test, O=Contoso"
+    assert certificate_name(conn) == "smtp.contoso.test"
+    assert local_domains(default_settings()) == {"contoso.test"}
