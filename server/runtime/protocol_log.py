@@ -137,7 +137,7 @@ class ProtocolLog:
         self.path: Path | None = None
         self._size = 0
         self._roll_at = 0.0  # epoch seconds at which the current time-rolled file ends
-        self._buffer: list[str] = []
+        self._buffer: list[tuple[float, str]] = []  # (time of the command, line)
         self._buffered = 0
         self._flush_handle: asyncio.TimerHandle | None = None
         self._seq: dict[str, int] = {}
@@ -192,7 +192,7 @@ class ProtocolLog:
                 _csv_field(context),
             )
         ) + "\r\n"
-        self._buffer.append(line)
+        self._buffer.append((now, line))
         self._buffered += len(line)
         if self._buffered >= BUFFER_LIMIT:
             self.flush()
@@ -241,8 +241,8 @@ class ProtocolLog:
             return
         lines, self._buffer, self._buffered = self._buffer, [], 0
         try:
-            for line in lines:
-                handle = self._file_for(len(line.encode("utf-8")))
+            for when, line in lines:
+                handle = self._file_for(when, len(line.encode("utf-8")))
                 handle.write(line)
             if self._file is not None:
                 self._file.flush()
@@ -250,9 +250,10 @@ class ProtocolLog:
             # A full disk or a bad LogFileLocation must not take the service down.
             self._close_file()
 
-    def _file_for(self, incoming: int) -> IO[str]:
+    def _file_for(self, now: float, incoming: int) -> IO[str]:
+        """The file a line of the command at `now` goes to (the command's time, not the
+        flush's, decides the hour/day file)."""
         assert self.config is not None
-        now = self._clock()
         quota = self.config.quota
         if self._file is not None:
             by_time = quota == 0 and now >= self._roll_at

@@ -6,6 +6,9 @@ import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
+from server.runtime import protocol_log
 from server.runtime.protocol_log import FIELDS, ProtocolLog, redact
 from server.runtime.service import ServiceContext
 from server.settings.models import IMAP4, IMAP4BE, POP3, POP3BE, Settings
@@ -135,14 +138,17 @@ def test_switching_on_and_off_is_live(home: Home, settings: Settings) -> None:
     assert "during" in content and "before" not in content and "after" not in content
 
 
-def test_buffered_writes_reach_the_file_within_a_second(home: Home, settings: Settings) -> None:
+def test_buffered_writes_reach_the_file_after_the_flush_delay(
+    home: Home, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(protocol_log, "FLUSH_DELAY", 0.1)
     ctx, log = _log(home, _with(settings, ProtocolLogEnabled=True))
 
     async def scenario() -> tuple[bool, bool]:
         log.command(1, "a", "b", None, 0, 0, 0, "buffered")
         folder = home.logs / "ProtocolLog" / "Imap4"
         before = folder.exists() and any("buffered" in p.read_text() for p in folder.iterdir())
-        await asyncio.sleep(1.2)  # the flush timer is the behaviour under test
+        await asyncio.sleep(0.3)  # the flush timer is the behaviour under test
         after = any("buffered" in p.read_text() for p in folder.iterdir())
         return before, after
 
