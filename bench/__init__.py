@@ -1,0 +1,1 @@
+"""Benchmarks: mailctl side by side with Dovecot (see bench/README.md)."""
