@@ -50,7 +50,7 @@ SECURITY_HEADERS = {
     "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",
 }
 
 
@@ -157,12 +157,16 @@ class Handlers:
 
     @staticmethod
     def same_origin(request: web.Request) -> bool:
-        """Forms are only accepted from our own pages (CSRF, including login CSRF)."""
-        if request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
+        """Forms are only accepted from our own pages (CSRF, including login CSRF).
+        Browsers send Sec-Fetch-Site; older ones and scripts are judged by Origin alone."""
+        fetch_site = request.headers.get("Sec-Fetch-Site")
+        if fetch_site is not None and fetch_site not in ("same-origin", "none"):
             return False
         origin = request.headers.get("Origin")
-        if origin is None or origin == "null":
-            return origin is None
+        if origin is None:
+            return True
+        if origin == "null":  # privacy modes hide the origin; trust only Sec-Fetch-Site then
+            return fetch_site is not None
         return urlsplit(origin).netloc.lower() == request.host.lower()
 
     # --- pages ---------------------------------------------------------------------
