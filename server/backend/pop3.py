@@ -217,6 +217,10 @@ class _Connection:
         except StoreError as exc:
             self.session.auth_failed(f"[SYS/TEMP] {exc}")
             return
+        except Exception:
+            self.service.ctx.log.exception("service=%s event=login-error", self.service.ctx.name)
+            self.session.auth_failed("[SYS/TEMP] The mailbox cannot be opened now")
+            return
         if isinstance(result, str):
             self.session.auth_failed(result)
             return
@@ -402,6 +406,8 @@ class Pop3BackendService(Service):
             await connection.run()
         except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
             pass
+        except Exception:  # a bug ends this session, never the service
+            self.ctx.log.exception("service=%s event=session-error", self.ctx.name)
         finally:
             self._connections.pop(task, None)
             if connection is not None:

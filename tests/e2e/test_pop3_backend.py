@@ -25,7 +25,7 @@ from server.runtime import tls
 from server.settings import store as settings_store
 from server.settings.models import POP3BE
 from server.settings.paths import Home
-from server.store import open_store
+from server.store import NewMessage, open_store
 
 pytestmark = pytest.mark.e2e
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -396,7 +396,7 @@ def test_store_subscriber_sees_the_pop3_deletion(backend: Backend) -> None:
 WATCHER = """
 import sys, threading
 from server.settings.paths import Home
-from server.store import open_store
+from server.store import NewMessage, open_store
 store = open_store(Home.resolve(sys.argv[1]), "MBX01")
 box, target, gone = store.mailbox("alice"), int(sys.argv[2]), threading.Event()
 def check():
@@ -460,7 +460,7 @@ def test_imap_idle_session_sees_pop3_deletions_as_expunge(backend: Backend, in_p
 # --- speed -----------------------------------------------------------------------------------
 def test_two_hundred_message_session_is_fast(backend: Backend) -> None:
     raws = [message(n, b"line of text\r\n" * 200) for n in range(200)]
-    backend.deliver(*raws)
+    backend.inbox().append_many("INBOX", [NewMessage(raw) for raw in raws])  # one commit
     started = time.perf_counter()
     pop = backend.login()
     assert pop.stat()[0] == 200
