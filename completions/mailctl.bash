@@ -4,13 +4,14 @@ _mailctl() {
     local cur="${COMP_WORDS[COMP_CWORD]}" prev="${COMP_WORDS[COMP_CWORD-1]}"
     local IFS=$'\n'
     if [[ $COMP_CWORD -eq 1 ]]; then
-        COMPREPLY=($(IFS=' ' compgen -W "completion disable-imap4 disable-pop3 enable-exchangecertificate enable-imap4 enable-pop3 get-casmailbox get-connectionsettings get-exchangecertificate get-imapsettings get-mailbox get-popsettings get-receiveconnector get-service import-exchangecertificate init install-systemd new-exchangecertificate new-mailbox remove-mailbox restart-service set-casmailbox set-imapsettings set-mailbox set-popsettings set-receiveconnector set-service start start-service stop stop-service Completion Disable-Imap4 Disable-Pop3 Enable-ExchangeCertificate Enable-Imap4 Enable-Pop3 Get-CASMailbox Get-ConnectionSettings Get-ExchangeCertificate Get-ImapSettings Get-Mailbox Get-PopSettings Get-ReceiveConnector Get-Service Import-ExchangeCertificate Init Install-Systemd New-ExchangeCertificate New-Mailbox Remove-Mailbox Restart-Service Set-CASMailbox Set-ImapSettings Set-Mailbox Set-PopSettings Set-ReceiveConnector Set-Service Start Start-Service Stop Stop-Service" -- "$cur"))
+        COMPREPLY=($(IFS=' ' compgen -W "completion disable-imap4 disable-pop3 enable-exchangecertificate enable-imap4 enable-pop3 export-mailbox get-casmailbox get-connectionsettings get-exchangecertificate get-imapsettings get-mailbox get-popsettings get-receiveconnector get-service import-exchangecertificate import-mailbox init install-systemd new-exchangecertificate new-mailbox remove-mailbox restart-service run set-casmailbox set-imapsettings set-mailbox set-popsettings set-receiveconnector set-service start start-service stop stop-service Completion Disable-Imap4 Disable-Pop3 Enable-ExchangeCertificate Enable-Imap4 Enable-Pop3 Export-Mailbox Get-CASMailbox Get-ConnectionSettings Get-ExchangeCertificate Get-ImapSettings Get-Mailbox Get-PopSettings Get-ReceiveConnector Get-Service Import-ExchangeCertificate Import-Mailbox Init Install-Systemd New-ExchangeCertificate New-Mailbox Remove-Mailbox Restart-Service Run Set-CASMailbox Set-ImapSettings Set-Mailbox Set-PopSettings Set-ReceiveConnector Set-Service Start Start-Service Stop Stop-Service" -- "$cur"))
         return
     fi
     local cmd="${COMP_WORDS[1],,}" opts="" values=""
     case "$cmd $prev" in
         "completion --shell"|"completion -Shell") values="bash zsh fish" ;;
         "enable-exchangecertificate --output"|"enable-exchangecertificate -Output") values="table list json" ;;
+        "export-mailbox --output"|"export-mailbox -Output") values="table list json" ;;
         "get-casmailbox --output"|"get-casmailbox -Output") values="table list json" ;;
         "get-connectionsettings --output"|"get-connectionsettings -Output") values="table list json" ;;
         "get-exchangecertificate --output"|"get-exchangecertificate -Output") values="table list json" ;;
@@ -20,6 +21,7 @@ _mailctl() {
         "get-receiveconnector --output"|"get-receiveconnector -Output") values="table list json" ;;
         "get-service --output"|"get-service -Output") values="table list json" ;;
         "import-exchangecertificate --output"|"import-exchangecertificate -Output") values="table list json" ;;
+        "import-mailbox --output"|"import-mailbox -Output") values="table list json" ;;
         "new-exchangecertificate --output"|"new-exchangecertificate -Output") values="table list json" ;;
         "new-mailbox --type"|"new-mailbox -Type") values="User Administrator Guest Anonymous" ;;
         "set-casmailbox --pop-enabled"|"set-casmailbox -PopEnabled") values="true false" ;;
@@ -74,6 +76,7 @@ _mailctl() {
         enable-exchangecertificate) opts="--services --output --home --help -Services -Output" ;;
         enable-imap4) opts="--server --what-if --home --help -Server -WhatIf" ;;
         enable-pop3) opts="--server --what-if --home --help -Server -WhatIf" ;;
+        export-mailbox) opts="--maildir --output --home --help -Maildir -Output" ;;
         get-casmailbox) opts="--output --home --help -Output" ;;
         get-connectionsettings) opts="--server --internal --output --home --help -Server -Internal -Output" ;;
         get-exchangecertificate) opts="--output --home --help -Output" ;;
@@ -83,12 +86,14 @@ _mailctl() {
         get-receiveconnector) opts="--server --output --home --help -Server -Output" ;;
         get-service) opts="--server --output --home --help -Server -Output" ;;
         import-exchangecertificate) opts="--file-name --private-key-file --services --output --home --help -FileName -PrivateKeyFile -Services -Output" ;;
+        import-mailbox) opts="--maildir --mbox --folder --mboxo --output --home --help -Maildir -Mbox -Folder -Mboxo -Output" ;;
         init) opts="--server --domain --fqdn --base-port --demo-password --demo --home --help -Server -Domain -Fqdn -BasePort -DemoPassword -Demo" ;;
         install-systemd) opts="--output-dir --user --home --help -OutputDir -User" ;;
         new-exchangecertificate) opts="--subject-name --domain-name --services --friendly-name --validity-days --output --home --help -SubjectName -DomainName -Services -FriendlyName -ValidityDays -Output" ;;
         new-mailbox) opts="--password --password-stdin --primary-smtp-address --display-name --user-principal-name --type --server --what-if --home --help -Password -PasswordStdin -PrimarySmtpAddress -DisplayName -UserPrincipalName -Type -Server -WhatIf" ;;
         remove-mailbox) opts="--what-if --home --help -WhatIf" ;;
         restart-service) opts="--server --home --help -Server" ;;
+        run) opts="--detach --base-port --demo-password --home --help -Detach -BasePort -DemoPassword" ;;
         set-casmailbox) opts="--what-if --pop-enabled --imap-enabled --pop-use-protocol-defaults --imap-use-protocol-defaults --pop-messages-retrieval-mime-format --imap-messages-retrieval-mime-format --pop-enable-exact-rfc822-size --imap-enable-exact-rfc822-size --pop-force-i-cal-for-calendar-retrieval-option --imap-force-i-cal-for-calendar-retrieval-option --pop-suppress-read-receipt --imap-suppress-read-receipt --home --help -WhatIf -PopEnabled -ImapEnabled -PopUseProtocolDefaults -ImapUseProtocolDefaults -PopMessagesRetrievalMimeFormat -ImapMessagesRetrievalMimeFormat -PopEnableExactRFC822Size -ImapEnableExactRFC822Size -PopForceICalForCalendarRetrievalOption -ImapForceICalForCalendarRetrievalOption -PopSuppressReadReceipt -ImapSuppressReadReceipt" ;;
         set-imapsettings) opts="--server --what-if --authenticated-connection-timeout --pre-authenticated-connection-timeout --banner --calendar-item-retrieval-option --owa-server-url --enable-exact-rfc822-size --enable-gssapi-and-ntlm-auth --enforce-certificate-errors --extended-protection-policy --external-connection-settings --internal-connection-settings --ssl-bindings --unencrypted-or-tls-bindings --x509-certificate-name --login-type --max-connections --max-connection-from-single-ip --max-connections-per-user --message-retrieval-mime-format --suppress-read-receipt --protocol-log-enabled --log-file-location --log-file-roll-over-settings --log-per-file-size-quota --proxy-target-port --domain-controller --max-command-size --show-hidden-folders-enabled --home --help -Server -WhatIf -AuthenticatedConnectionTimeout -PreAuthenticatedConnectionTimeout -Banner -CalendarItemRetrievalOption -OwaServerUrl -EnableExactRFC822Size -EnableGSSAPIAndNTLMAuth -EnforceCertificateErrors -ExtendedProtectionPolicy -ExternalConnectionSettings -InternalConnectionSettings -SSLBindings -UnencryptedOrTLSBindings -X509CertificateName -LoginType -MaxConnections -MaxConnectionFromSingleIP -MaxConnectionsPerUser -MessageRetrievalMimeFormat -SuppressReadReceipt -ProtocolLogEnabled -LogFileLocation -LogFileRollOverSettings -LogPerFileSizeQuota -ProxyTargetPort -DomainController -MaxCommandSize -ShowHiddenFoldersEnabled" ;;
         set-mailbox) opts="--password --password-stdin --what-if --display-name --primary-smtp-address --email-addresses --server --type --home --help -Password -PasswordStdin -WhatIf -DisplayName -PrimarySmtpAddress -EmailAddresses -Server -Type" ;;

@@ -22,6 +22,8 @@ def _ports_free(plan: PortPlan, address: str) -> bool:
     for value in plan.model_dump().values():
         if isinstance(value, int) and not isinstance(value, bool):
             sock = socket.socket()
+            # As ListenerSet binds: a port whose old connections sit in TIME_WAIT is free.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 sock.bind((address, value))
             except OSError:
