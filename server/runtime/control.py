@@ -92,8 +92,8 @@ def canonical_name(name: str) -> str:
 
 
 def default_server(settings: Settings) -> str:
-    """This machine's server: MAILCTL_SERVER, the only one, the one named like the host, or
-    the first one in settings.toml."""
+    """This machine's server: MAILCTL_SERVER, the only one, the one whose FQDN (or name) is
+    this host's, or the first one in settings.toml."""
     import socket
 
     wanted = os.environ.get(SERVER_ENV)
@@ -101,9 +101,9 @@ def default_server(settings: Settings) -> str:
         return resolve_server(settings, wanted)
     if len(settings.Servers) == 1:
         return next(iter(settings.Servers))
-    host = socket.gethostname().lower()
+    host = socket.getfqdn().lower()  # the same rule as mailctl.views.pick_server
     for name, server in settings.Servers.items():
-        if name.lower() == host.split(".")[0] or server.Fqdn.lower() == host:
+        if server.Fqdn.lower() == host or name.lower() == host.split(".")[0]:
             return name
     return next(iter(settings.Servers))
 
