@@ -347,9 +347,9 @@ def _server_for_stop(home: Home, server: str | None) -> str:
     try:
         settings = store.load(home).settings
     except store.SettingsError:
-        if server:
-            return server
         servers = _servers_without_settings(home)
+        if server:
+            return next((s for s in servers if s.lower() == server.lower()), server)
         if len(servers) == 1:
             return servers[0]
         raise ControlError("settings.toml is invalid; name the server with -Server.") from None
@@ -443,7 +443,13 @@ def _servers_without_settings(home: Home) -> list[str]:
             return servers
     except (OSError, tomllib.TOMLDecodeError, AttributeError):
         pass
-    return sorted({server for server, _ in _running_from_run_files(home)})
+    found = {server for server, _ in _running_from_run_files(home)}
+    if home.logs.is_dir():  # services that ran once left <server>.<service>.log
+        for path in home.logs.glob("*.log"):
+            server, _, name = path.name.removesuffix(".log").rpartition(".")
+            if name in SERVICE_NAMES and server:
+                found.add(server)
+    return sorted(found)
 
 
 def get_one(home: Home, name: str, server: str, settings: Settings | None) -> ServiceInfo:
@@ -485,12 +491,15 @@ def get_service(home: Home, pattern: str | None = None, server: str | None = Non
     machine's server or `server`. Works with a broken settings.toml (that is when it matters)."""
     try:
         settings: Settings | None = store.load(home).settings
-    except store.SettingsError:
+    except store.SettingsError as exc:
         settings = None
+        if not (server or _servers_without_settings(home)):
+            raise ControlError(exc.message) from None
     if settings is not None:
         servers = [resolve_server(settings, server)]
     elif server:
-        servers = [server]
+        known = _servers_without_settings(home)
+        servers = [next((s for s in known if s.lower() == server.lower()), server)]
     else:
         servers = _servers_without_settings(home)[:1]
     wanted = (pattern or "*").lower()

@@ -233,3 +233,17 @@ def test_protocol_logging_switches_on_and_off_live(services: ServiceRunner) -> N
     session(b"STAT")
     runner.run_ok("stop-service", "MSExchangePOP3BE")  # flushes whatever is buffered
     assert not logged("stat")
+
+
+def test_a_broken_settings_file_does_not_prevent_stopping(echo_services: ServiceRunner) -> None:
+    runner = echo_services
+    runner.run_ok("start-service", IMAP4BE)
+    pid = runner.get(IMAP4BE).Pid
+    runner.home.settings_file.write_text(runner.home.settings_file.read_text() + "\n[broken\n")
+    out = runner.run_ok("stop-service", IMAP4BE, "--server", "mbx01").stdout
+    assert "was not running" not in out
+    [row] = json.loads(runner.run_ok("get-service", IMAP4BE, "-o", "json").stdout)
+    assert row["Status"] == "Stopped" and row["Server"] == "MBX01"
+    assert pid is not None and not runner.home.pid_file(IMAP4BE, "MBX01").exists()
+    bad = runner.mailctl("start-service", IMAP4BE)
+    assert bad.returncode == 1 and "not valid TOML" in bad.stderr
