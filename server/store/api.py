@@ -123,6 +123,17 @@ class FlagResult:
     failed: list[int] = field(default_factory=list)  # UIDs skipped by UNCHANGEDSINCE
 
 
+@dataclass(frozen=True)
+class NewMessage:
+    """One message for MailboxStore.append_many(). `lf` marks bytes an importer converted
+    from bare LF line ends, so an export can give the original bytes back."""
+
+    raw: bytes
+    flags: Iterable[str] = ()
+    internaldate: datetime | None = None
+    lf: bool = False
+
+
 FlagOp = Literal["+", "-", "="]
 
 
@@ -164,6 +175,11 @@ class MailboxStore(ABC):
         internaldate: datetime | None = None,
     ) -> AppendResult:
         """Store a message (bytes kept as given; callers hand CRLF line ends)."""
+
+    def append_many(self, folder: str, messages: Iterable[NewMessage]) -> list[AppendResult]:
+        """Store several messages at once (MULTIAPPEND, RFC 3502; imports). The SQLite store
+        does it in one transaction: all or nothing, one MODSEQ, one fsync round."""
+        return [self.append(folder, m.raw, m.flags, m.internaldate) for m in messages]
 
     @abstractmethod
     def read(self, folder: str, uid: int) -> bytes:

@@ -57,12 +57,14 @@ from server.store.api import (
     MailboxStore,
     MailStore,
     MessageRow,
+    NewMessage,
     NoSuchFolder,
     StoreError,
 )
 from server.store.notify import Notifier
 
 SCHEMA_VERSION = 1
+OPEN_MAILBOXES = 64  # mailboxes that keep idle SQLite connections open
 ORPHAN_AGE = 3600.0  # seconds after which an unreferenced body is garbage whoever wrote it
 SPECIAL_USES = frozenset(
     {"\\All", "\\Archive", "\\Drafts", "\\Flagged", "\\Junk", "\\Sent", "\\Trash"}
@@ -113,17 +115,6 @@ CREATE TABLE IF NOT EXISTS tombstones(
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS tombstones_modseq ON tombstones(folder, modseq);
 """
-
-
-@dataclass(frozen=True)
-class NewMessage:
-    """One message for append_many(); `lf` marks bytes converted from bare LF on import,
-    so an export can give the original bytes back."""
-
-    raw: bytes
-    flags: Iterable[str] = ()
-    internaldate: datetime | None = None
-    lf: bool = False
 
 
 def mailbox_key(name: str) -> str:
@@ -316,10 +307,28 @@ class SqliteMailStore(MailStore):
         self.notifier = Notifier(self.folder / "notify")
         self._boxes: dict[str, SqliteMailbox] = {}
         self._lock = threading.Lock()
+        self._recent: OrderedDict[str, None] = OrderedDict()  # mailboxes by last use
+        self._recent_lock = threading.Lock()
         self.token = f"{os.getpid()}-{secrets.token_hex(6)}"
         self._seq = itertools.count(1)
         self._writer_fd: int | None = None
         self._closed = False
+
+    def touched(self, key: str) -> None:
+        """A mailbox was used: keep its connections; close those of the least recently
+        used mailboxes beyond OPEN_MAILBOXES (each costs file descriptors and cache)."""
+        recent = self._recent
+        with self._recent_lock:
+            recent[key] = None
+            recent.move_to_end(key)
+            stale = []
+            while len(recent) > OPEN_MAILBOXES:
+                old, _ = recent.popitem(last=False)
+                box = self._boxes.get(old)
+                if box is not None:
+                    stale.append(box)
+        for box in stale:
+            box.pool.trim()
 
     # --- the writer token: bodies are named after the process that wrote them ------
     def new_body_name(self) -> str:
@@ -437,11 +446,12 @@ class SqliteMailStore(MailStore):
 class _Pool:
     """Open SQLite connections of one mailbox, reused across threads (one user at a time)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, touch: Callable[[], None] = lambda: None) -> None:
         self.path = path
         self._idle: list[sqlite3.Connection] = []
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        self._touch = touch
 
     def _open(self) -> sqlite3.Connection:
         conn = sqlite3.connect(
@@ -459,6 +469,7 @@ class _Pool:
 
     @contextlib.contextmanager
     def conn(self) -> Iterator[sqlite3.Connection]:
+        self._touch()
         try:
             conn = self._idle.pop()
         except IndexError:
@@ -473,6 +484,23 @@ class _Pool:
             else:
                 with self._lock:
                     self._all.remove(conn)
+                conn.close()
+
+    @property
+    def open(self) -> bool:
+        return bool(self._all)
+
+    def trim(self) -> None:
+        """Close the idle connections (in-use ones finish; new ones open on demand)."""
+        while True:
+            try:
+                conn = self._idle.pop()
+            except IndexError:
+                return
+            with self._lock:
+                if conn in self._all:
+                    self._all.remove(conn)
+            with contextlib.suppress(sqlite3.Error):
                 conn.close()
 
     def close(self) -> None:
@@ -525,7 +553,7 @@ class SqliteMailbox(MailboxStore):
         if fresh:
             _fsync_dir(self.dir)
             _fsync_dir(store.mailboxes_dir)
-        self.pool = _Pool(self.dir / "mailbox.db")
+        self.pool = _Pool(self.dir / "mailbox.db", lambda: store.touched(key))
         self._cache: dict[str, _Cached] = {}
         self._cache_lock = threading.Lock()
         self._infos: OrderedDict[int, object] = OrderedDict()
@@ -882,7 +910,8 @@ class SqliteMailbox(MailboxStore):
         from server.store.mime import MessageInfo, analyze
 
         body_id, file, text = self._body_of(folder, uid)
-        got = self._infos.get(body_id)
+        with self._cache_lock:
+            got = self._infos.get(body_id)
         if got is not None:
             return got
         if text is not None:
@@ -891,9 +920,10 @@ class SqliteMailbox(MailboxStore):
             info = analyze(self.read(folder, uid))
             with contextlib.suppress(sqlite3.Error), self._write(notify=False) as c:
                 c.execute("UPDATE bodies SET info=? WHERE id=?", (info.to_json(), body_id))
-        self._infos[body_id] = info
-        if len(self._infos) > 512:
-            self._infos.popitem(last=False)
+        with self._cache_lock:
+            self._infos[body_id] = info
+            if len(self._infos) > 512:
+                self._infos.popitem(last=False)
         return info
 
     # --- writing messages ----------------------------------------------------------------------

@@ -27,8 +27,8 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 from server.protocols.imap import utf7
-from server.store.api import DELIMITER, FolderExists, StoreError
-from server.store.db import NewMessage, SqliteMailbox, _sync_batch, normalize_folder
+from server.store.api import DELIMITER, FolderExists, NewMessage, StoreError
+from server.store.db import SqliteMailbox, _sync_batch, normalize_folder
 
 BATCH = 200  # messages per transaction while importing
 

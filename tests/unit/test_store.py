@@ -560,3 +560,22 @@ def test_normalize_crlf() -> None:
     assert normalize_crlf(b"a\nb\r\nc\rd\n") == b"a\r\nb\r\nc\rd\r\n"
     assert normalize_crlf(b"") == b""
     assert normalize_crlf(b"\r\n\r\n") == b"\r\n\r\n"
+
+
+def test_idle_connections_of_little_used_mailboxes_are_closed(
+    store: SqliteMailStore, monkeypatch
+) -> None:
+    monkeypatch.setattr(db, "OPEN_MAILBOXES", 3)
+    boxes = [store.mailbox(f"user{n}") for n in range(6)]
+    for box in boxes:
+        box.append("INBOX", MSG)
+    assert [b.pool.open for b in boxes] == [False, False, False, True, True, True]
+    assert boxes[0].read("INBOX", 1) == MSG  # reopens on demand
+    assert boxes[0].pool.open and not boxes[3].pool.open
+
+
+def test_append_many_default_of_the_contract(box: SqliteMailbox) -> None:
+    from server.store.api import MailboxStore
+
+    got = MailboxStore.append_many(box, "INBOX", [NewMessage(msg(1)), NewMessage(msg(2))])
+    assert [r.uid for r in got] == [1, 2]
