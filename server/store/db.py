@@ -579,6 +579,7 @@ class SqliteMailbox(MailboxStore):
                 self._insert_folder(c, folder, special, subscribed=True)
             c.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             c.execute("COMMIT")
+        _fsync_dir(self.dir)  # the new database file's name is durable too
 
     def stored_name(self) -> str:
         with self.pool.conn() as c:
