@@ -430,23 +430,36 @@ async def idle_scenario(opts: Options, stats: Stats) -> dict[str, object]:
                     if all(p.seen_at is not None for p in peers):
                         arrived[session.user].set()
 
+    give_up = max(50, opts.connections // 10)
+
+    async def open_idle(index: int, user: str, password: str) -> tuple[ImapClient, int]:
+        client = await ImapClient.connect(opts.host, opts.port,
+                                          source_address(index, opts.sources))
+        try:
+            await client.login(user, password)
+            selected = await client.command(b"SELECT INBOX", keep=True)
+            exists = next((int(m.group(1)) for ln in selected.untagged
+                           if (m := EXISTS.match(ln))), 0)
+            client.send(b"IDLE")
+            line = await client.line()
+            if not line.startswith(b"+"):
+                raise ProtocolFailure(f"IDLE refused: {line[:200]!r}")
+        except BaseException:
+            client.close()
+            raise
+        return client, exists
+
     async def open_one(index: int) -> None:
         user, password = opts.users[index % len(opts.users)]
         async with gate:
+            if stats.errors >= give_up:  # the server refuses: do not wait out every timeout
+                raise ProtocolFailure("skipped after too many failures")
             start = time.perf_counter()
-            client = await ImapClient.connect(opts.host, opts.port,
-                                              source_address(index, opts.sources))
             try:
-                await client.login(user, password)
-                selected = await client.command(b"SELECT INBOX", keep=True)
-                exists = next((int(m.group(1)) for ln in selected.untagged
-                               if (m := EXISTS.match(ln))), 0)
-                client.send(b"IDLE")
-                line = await client.line()
-                if not line.startswith(b"+"):
-                    raise ProtocolFailure(f"IDLE refused: {line[:200]!r}")
-            except BaseException:
-                client.close()
+                async with asyncio.timeout(SESSION_TIMEOUT):
+                    client, exists = await open_idle(index, user, password)
+            except BaseException as exc:
+                stats.error(exc)
                 raise
             stats.latencies["setup"].append(time.perf_counter() - start)
         session = IdleSession(client, user, exists)
@@ -457,9 +470,7 @@ async def idle_scenario(opts: Options, stats: Stats) -> dict[str, object]:
     setup_start = time.perf_counter()
     results = await asyncio.gather(*(open_one(i) for i in range(opts.connections)),
                                    return_exceptions=True)
-    for result in results:
-        if isinstance(result, BaseException):
-            stats.error(result)
+    skipped = sum(1 for r in results if isinstance(r, ProtocolFailure) and "skipped" in str(r))
     setup_s = time.perf_counter() - setup_start
     await asyncio.sleep(opts.settle)  # let lazily started server processes finish forking
     after = memory(opts.trees)
@@ -497,6 +508,7 @@ async def idle_scenario(opts: Options, stats: Stats) -> dict[str, object]:
     await asyncio.sleep(0)
     return {
         "held": held,
+        "skipped": skipped,
         "setup_s": round(setup_s, 3),
         "memory_before": before.__dict__,
         "memory_after": after.__dict__,

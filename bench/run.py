@@ -47,7 +47,7 @@ class Plan:
     sources: int = 8
 
 
-FULL = Plan(duration=20, rounds=3)
+FULL = Plan(duration=15, rounds=2)
 QUICK = Plan(duration=4, rounds=1, idle_connections=1000, idle_default=200)
 
 
