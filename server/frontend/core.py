@@ -479,7 +479,7 @@ class Session:
         except (OSError, TimeoutError, BackendError, ssl.SSLError) as exc:
             service.limits.logout(entry.name)
             self.user = None
-            self._log("backend-unavailable", entry.name, f"{entry.server_name}: {exc}")
+            self._log("backend-unavailable", entry.name, f"{entry.server_name}: {exc!r}")
             await self._answer(self.core.refuse(request, Refusal.UNAVAILABLE))
             return False
         self._backend_writer = backend_writer
