@@ -4,7 +4,7 @@ _mailctl() {
     local cur="${COMP_WORDS[COMP_CWORD]}" prev="${COMP_WORDS[COMP_CWORD-1]}"
     local IFS=$'\n'
     if [[ $COMP_CWORD -eq 1 ]]; then
-        COMPREPLY=($(IFS=' ' compgen -W "completion disable-imap4 disable-pop3 enable-exchangecertificate enable-imap4 enable-pop3 export-mailbox get-casmailbox get-connectionsettings get-exchangecertificate get-imapsettings get-mailbox get-popsettings get-receiveconnector get-service import-exchangecertificate import-mailbox init install-systemd new-exchangecertificate new-mailbox remove-mailbox restart-service run set-casmailbox set-imapsettings set-mailbox set-popsettings set-receiveconnector set-service start start-service stop stop-service Completion Disable-Imap4 Disable-Pop3 Enable-ExchangeCertificate Enable-Imap4 Enable-Pop3 Export-Mailbox Get-CASMailbox Get-ConnectionSettings Get-ExchangeCertificate Get-ImapSettings Get-Mailbox Get-PopSettings Get-ReceiveConnector Get-Service Import-ExchangeCertificate Import-Mailbox Init Install-Systemd New-ExchangeCertificate New-Mailbox Remove-Mailbox Restart-Service Run Set-CASMailbox Set-ImapSettings Set-Mailbox Set-PopSettings Set-ReceiveConnector Set-Service Start Start-Service Stop Stop-Service" -- "$cur"))
+        COMPREPLY=($(IFS=' ' compgen -W "completion disable-imap4 disable-pop3 enable-exchangecertificate enable-imap4 enable-pop3 export-mailbox get-casmailbox get-connectionsettings get-exchangecertificate get-imapsettings get-mailbox get-popsettings get-receiveconnector get-service import-exchangecertificate import-mailbox init install-systemd new-exchangecertificate new-mailbox remove-mailbox restart-service run set-casmailbox set-imapsettings set-mailbox set-popsettings set-receiveconnector set-service start start-service stop stop-service test-imapconnectivity test-popconnectivity Completion Disable-Imap4 Disable-Pop3 Enable-ExchangeCertificate Enable-Imap4 Enable-Pop3 Export-Mailbox Get-CASMailbox Get-ConnectionSettings Get-ExchangeCertificate Get-ImapSettings Get-Mailbox Get-PopSettings Get-ReceiveConnector Get-Service Import-ExchangeCertificate Import-Mailbox Init Install-Systemd New-ExchangeCertificate New-Mailbox Remove-Mailbox Restart-Service Run Set-CASMailbox Set-ImapSettings Set-Mailbox Set-PopSettings Set-ReceiveConnector Set-Service Start Start-Service Stop Stop-Service Test-ImapConnectivity Test-PopConnectivity" -- "$cur"))
         return
     fi
     local cmd="${COMP_WORDS[1],,}" opts="" values=""
@@ -64,6 +64,10 @@ _mailctl() {
         "set-receiveconnector --require-tls"|"set-receiveconnector -RequireTLS") values="true false" ;;
         "set-receiveconnector --protocol-logging-level"|"set-receiveconnector -ProtocolLoggingLevel") values="None Verbose" ;;
         "set-service --startup-type"|"set-service -StartupType") values="Automatic Manual Disabled" ;;
+        "test-imapconnectivity --connection-type"|"test-imapconnectivity -ConnectionType") values="Plaintext Ssl Tls" ;;
+        "test-imapconnectivity --output"|"test-imapconnectivity -Output") values="table list json" ;;
+        "test-popconnectivity --connection-type"|"test-popconnectivity -ConnectionType") values="Plaintext Ssl Tls" ;;
+        "test-popconnectivity --output"|"test-popconnectivity -Output") values="table list json" ;;
     esac
     if [[ -n $values ]]; then
         COMPREPLY=($(IFS=' ' compgen -W "$values" -- "$cur"))
@@ -104,6 +108,8 @@ _mailctl() {
         start-service) opts="--server --home --help -Server" ;;
         stop) opts="--home --help" ;;
         stop-service) opts="--server --timeout --home --help -Server -Timeout" ;;
+        test-imapconnectivity) opts="--client-access-server --connection-type --port-client-access-server --light-mode --trust-any-ssl-certificate --mailbox-credential --timeout --output --home --help -ClientAccessServer -ConnectionType -PortClientAccessServer -LightMode -TrustAnySSLCertificate -MailboxCredential -Timeout -Output" ;;
+        test-popconnectivity) opts="--client-access-server --connection-type --port-client-access-server --light-mode --trust-any-ssl-certificate --mailbox-credential --timeout --output --home --help -ClientAccessServer -ConnectionType -PortClientAccessServer -LightMode -TrustAnySSLCertificate -MailboxCredential -Timeout -Output" ;;
     esac
     COMPREPLY=($(IFS=' ' compgen -W "$opts" -- "$cur"))
 }

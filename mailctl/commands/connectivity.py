@@ -1,0 +1,128 @@
+"""Test-ImapConnectivity / Test-PopConnectivity: a real client logon through the front end
+(and, without -LightMode, a message sent through client submission and read back), printed
+in Exchange's columns; the exit status is 1 when any scenario did not succeed, so monitoring
+scripts can use it. The work is done by server.web.connectivity."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from ..cli import (
+    EXCHANGE_NAMES,
+    OutputOpt,
+    command,
+    emit,
+    fail,
+    home,
+    load_settings,
+    local_server,
+)
+
+# kebab-case loses the capitals of "SSL"; docs and completions show Exchange's spelling.
+EXCHANGE_NAMES["--trust-any-ssl-certificate"] = "TrustAnySSLCertificate"
+
+CasOpt = Annotated[
+    str | None,
+    typer.Option("--client-access-server", help="The server whose front end is tested "
+                 "(default: the local server)."),
+]
+ConnectionTypeOpt = Annotated[
+    str,
+    typer.Option("--connection-type", help="Ssl (implicit TLS port, default), Tls (STARTTLS/"
+                 "STLS on the plain port) or Plaintext (no TLS: fails under SecureLogin).",
+                 metavar="Plaintext|Ssl|Tls"),
+]
+PortOpt = Annotated[
+    int | None,
+    typer.Option("--port-client-access-server", help="Port to connect to instead of the "
+                 "binding's.", min=1, max=65535),
+]
+LightOpt = Annotated[
+    bool, typer.Option("--light-mode", help="Only log on; send and read back no message.")
+]
+TrustOpt = Annotated[
+    bool, typer.Option("--trust-any-ssl-certificate",
+                       help="Accept any certificate (self-signed, wrong name, expired).")
+]
+CredentialOpt = Annotated[
+    str | None,
+    typer.Option("--mailbox-credential", help="The mailbox to log on as; its password is read "
+                 "from the first line of stdin (or asked for in a terminal)."),
+]
+TimeoutOpt = Annotated[
+    float, typer.Option("--timeout", help="Seconds the whole test may take.", min=1, max=3600)
+]
+
+
+def read_secret(user: str) -> str:
+    if sys.stdin.isatty():
+        import getpass
+
+        password = getpass.getpass(f"Password for {user}: ")
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        fail("no password: give it on the first line of stdin")
+    return password
+
+
+def run_test(
+    protocol: str, client_access_server: str | None, connection_type: str, port: int | None,
+    light_mode: bool, trust_any: bool, credential: str | None, timeout: float, output: str,
+) -> None:
+    from server.web.connectivity import COLUMNS, ConnectionType, Probe, test_connectivity
+
+    try:
+        kind = ConnectionType.parse(connection_type)
+    except ValueError as exc:
+        fail(str(exc))
+    if not credential:
+        fail("give the mailbox to test with -MailboxCredential (its password on stdin)")
+    settings = load_settings()
+    server, _ = local_server(settings, client_access_server)
+    probe = Probe(
+        protocol=protocol, server=server, user=credential, password=read_secret(credential),
+        connection_type=kind, port=port, light_mode=light_mode,
+        trust_any_certificate=trust_any, timeout=timeout,
+    )
+    results = test_connectivity(home(), settings, probe)
+    emit([r.row() for r in results], output, columns=COLUMNS)
+    if any(r.Result != "Success" for r in results):
+        raise typer.Exit(1)
+
+
+@command("Test-ImapConnectivity")
+def test_imapconnectivity(
+    client_access_server: CasOpt = None,
+    connection_type: ConnectionTypeOpt = "Ssl",
+    port_client_access_server: PortOpt = None,
+    light_mode: LightOpt = False,
+    trust_any_ssl_certificate: TrustOpt = False,
+    mailbox_credential: CredentialOpt = None,
+    timeout: TimeoutOpt = 30.0,
+    output: OutputOpt = "table",
+) -> None:
+    """Log on to IMAP4 through the front end as a mailbox (and, without -LightMode, send it a
+    message over SMTP and read it back); exit 1 if a step fails."""
+    run_test("IMAP4", client_access_server, connection_type, port_client_access_server,
+             light_mode, trust_any_ssl_certificate, mailbox_credential, timeout, output)
+
+
+@command("Test-PopConnectivity")
+def test_popconnectivity(
+    client_access_server: CasOpt = None,
+    connection_type: ConnectionTypeOpt = "Ssl",
+    port_client_access_server: PortOpt = None,
+    light_mode: LightOpt = False,
+    trust_any_ssl_certificate: TrustOpt = False,
+    mailbox_credential: CredentialOpt = None,
+    timeout: TimeoutOpt = 30.0,
+    output: OutputOpt = "table",
+) -> None:
+    """Log on to POP3 through the front end as a mailbox (and, without -LightMode, send it a
+    message over SMTP and read it back); exit 1 if a step fails."""
+    run_test("POP3", client_access_server, connection_type, port_client_access_server,
+             light_mode, trust_any_ssl_certificate, mailbox_credential, timeout, output)
