@@ -29,6 +29,7 @@ from ..protocols.imap.session import (
     Login,
     SessionConfig,
 )
+from ..retrieval.receipts import ReceiptSender
 from ..runtime import tls
 from ..runtime.listeners import ListenerSet
 from ..runtime.service import Service, ServiceContext
@@ -201,6 +202,8 @@ class ImapBackendService(Service):
             authenticate=self.authenticate,
             info_cache=self.info_cache,
             client_address=client.client_address if client else "",
+            receipts=ReceiptSender(self.ctx.home, lambda: self.ctx.settings, self.ctx.server,
+                                   self._store),
         )
 
     def authenticate(self, authzid: str, authcid: str, password: str) -> Login | str:

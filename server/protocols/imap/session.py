@@ -35,6 +35,7 @@ from . import parser as p
 from .seqset import RangeSet, SeqSet, format_seqset
 
 if TYPE_CHECKING:
+    from server.retrieval.receipts import ReceiptSender
     from server.store.mime import MessageInfo
 
 log = logging.getLogger("mailctl.imap")
@@ -116,6 +117,7 @@ class SessionConfig:
     info_cache: InfoCache = field(default_factory=InfoCache)
     client_address: str = ""
     server_version: str = "mailctl"
+    receipts: ReceiptSender | None = None  # read receipts on download (server.retrieval)
 
     def imap_settings(self) -> ImapSettings:
         return self.settings().server(self.server).ImapSettings

@@ -11,7 +11,8 @@ from collections.abc import Callable
 from datetime import datetime
 from functools import partial
 
-from server.backend.common import render_for_retrieval
+from server.backend.common import retrieval_view
+from server.retrieval import Rendered, RetrievalView
 from server.store import api, mime
 
 from .. import parser as p
@@ -36,33 +37,56 @@ def internaldate(value: datetime) -> bytes:
 
 
 class Message:
-    """Lazy per-message access to the stored bytes and the parsed metadata."""
+    """Lazy per-message access to the bytes a client retrieves and their parsed metadata:
+    the stored message and its cached MessageInfo, or, when MessageRetrievalMimeFormat or
+    the calendar option change the message, the rendering (server.retrieval) and its own
+    analysis, so sizes, ENVELOPE, BODYSTRUCTURE and sections all describe the bytes sent."""
 
-    __slots__ = ("s", "uid", "_raw", "_info")
+    __slots__ = ("s", "uid", "view", "_stored", "_raw", "_info", "_rendered")
 
-    def __init__(self, s: ImapSession, uid: int) -> None:
+    def __init__(self, s: ImapSession, uid: int, view: RetrievalView | None = None) -> None:
         self.s = s
         self.uid = uid
+        self.view = view
+        self._stored: bytes | None = None
         self._raw: bytes | None = None
         self._info: mime.MessageInfo | None = None
+        self._rendered: Rendered | None = None
+
+    def stored(self) -> bytes:
+        if self._stored is None:
+            s = self.s
+            self._stored = s.store.read(s.sel.name, self.uid)
+        return self._stored
+
+    def _render(self) -> Rendered | None:
+        """The rendering, or None for stored messages (SEARCH, and the fast path)."""
+        view = self.view
+        if self._rendered is None and view is not None and not view.as_stored:
+            self._rendered = view.rendered(self.uid, self.stored)
+        return self._rendered
 
     @property
     def raw(self) -> bytes:
         if self._raw is None:
-            s = self.s
-            self._raw = render_for_retrieval(
-                s.store.read(s.sel.name, self.uid),
-                protocol="IMAP4",
-                mailbox=s.login.mailbox if s.login else None,
-                settings=s.imap_settings(),
-            )
+            rendered = self._render()
+            self._raw = rendered.data if rendered and rendered.data is not None else self.stored()
         return self._raw
 
     @property
     def info(self) -> mime.MessageInfo:
         if self._info is None:
-            self._info = self.s.info(self.uid)
+            rendered = self._render()
+            if rendered is not None and rendered.data is not None and self.view is not None:
+                self._info = self.view.info(rendered)
+            else:
+                self._info = self.s.info(self.uid)
         return self._info
+
+    def size(self, row: api.MessageRow) -> int:
+        if self.view is None:
+            return row.size
+        return self.view.size(self.uid, row.size, self.stored)
 
 
 Item = Callable[[int, api.MessageRow, Message], bytes]
@@ -114,8 +138,9 @@ def _simple(name: str, s: ImapSession) -> Item:
         return lambda i, row, msg: b"FLAGS " + s.encode_flags(row)
     if name == "RFC822.SIZE":
         # Sizes are always exact (EnableExactRFC822Size only allows estimates; exact is
-        # never wrong for a client): the store keeps the exact octet count.
-        return lambda i, row, msg: b"RFC822.SIZE %d" % row.size
+        # never wrong for a client): the store keeps the exact octet count, and a rendered
+        # message's size is known once it has been rendered (then cached).
+        return lambda i, row, msg: b"RFC822.SIZE %d" % msg.size(row)
     if name == "INTERNALDATE":
         return lambda i, row, msg: b"INTERNALDATE " + internaldate(row.internaldate)
     if name == "MODSEQ":
@@ -166,12 +191,32 @@ def fetch(s: ImapSession, cmd: p.Command) -> bytes | None:
         since = args.changedsince
         idx = [i for i in idx if sel.rows[i].modseq > since]
     getters = build_items(s, tuple(items))
+    view = _view(s)
+    receipts = view.sends_receipts and not sel.readonly and any(map(_downloads, items))
     flag_after = _mark_seen(s, items, idx)
-    return _emit(s, cmd, idx, 0, getters, flag_after, False)
+    return _emit(s, cmd, idx, 0, getters, flag_after, False, view, receipts)
+
+
+def _view(s: ImapSession) -> RetrievalView:
+    """The retrieval options of this command, from the live settings (a changed format
+    applies from the next FETCH)."""
+    assert s.login is not None
+    sel = s.sel
+    return retrieval_view(s.config.settings(), s.config.server, "IMAP4", s.login.name,
+                          sel.name, sel.uidvalidity, s.config.receipts)
+
+
+def _downloads(item: p.FetchItem) -> bool:
+    """A non-PEEK fetch of the whole message or its text: a download, which earns the
+    sender a read receipt (SuppressReadReceipt $false)."""
+    section = item.section
+    return item.sets_seen and section is not None and not section.part and \
+        section.specifier in ("", None, "TEXT")
 
 
 def _emit(s: ImapSession, cmd: p.Command, idx: list[int], start: int, getters: list[Item],
-          flag_after: set[int], expunged: bool) -> bytes | None:
+          flag_after: set[int], expunged: bool, view: RetrievalView,
+          receipts: bool) -> bytes | None:
     """Write FETCH responses from idx[start:]; past OUTPUT_CHUNK bytes, hand the rest to
     the session as a follow-up job, so the I/O layer sends (and the client drains) one
     chunk at a time instead of the whole mailbox sitting in memory."""
@@ -187,9 +232,12 @@ def _emit(s: ImapSession, cmd: p.Command, idx: list[int], start: int, getters: l
         if row.uid in pending:
             expunged = True
             continue
-        msg = Message(s, row.uid)
+        msg = Message(s, row.uid, view)
         try:
             parts = [g(i, row, msg) for g in getters]
+            if receipts and view.receipts is not None:
+                view.receipts.downloaded(s.store, sel.name, row.uid, row.flags, view.mailbox,
+                                         msg.stored())
         except api.StoreError:
             expunged = True
             continue
@@ -200,7 +248,8 @@ def _emit(s: ImapSession, cmd: p.Command, idx: list[int], start: int, getters: l
         size += len(line)
         if size >= OUTPUT_CHUNK and k + 1 < len(idx):
             s.resume_with(partial(_emit, idx=idx, start=k + 1, getters=getters,
-                                  flag_after=flag_after, expunged=expunged), cmd)
+                                  flag_after=flag_after, expunged=expunged, view=view,
+                                  receipts=receipts), cmd)
             return b""
     if expunged:
         return tagged(cmd.tag, b"OK", "Some messages were expunged", "EXPUNGEISSUED")
