@@ -115,7 +115,8 @@ def client_tls(home: Home, trust_any: bool) -> ssl.SSLContext:
 def describe(exc: BaseException, where: str) -> str:
     """One useful sentence for the Error column."""
     if isinstance(exc, ssl.SSLCertVerificationError):
-        return (f"the certificate of {where} is not trusted ({exc.verify_message}); "
+        reason = getattr(exc, "verify_message", None) or exc
+        return (f"the certificate of {where} is not trusted ({reason}); "
                 "use -TrustAnySSLCertificate to test anyway")
     if isinstance(exc, ConnectionRefusedError):
         return f"cannot connect to {where}: connection refused (is the service running?)"

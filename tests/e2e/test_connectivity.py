@@ -18,7 +18,7 @@ from server.settings.models import IMAP4, IMAP4BE, POP3, POP3BE, SUBMISSION
 from server.settings.paths import Home
 from server.store import open_store
 from server.web.connectivity import ConnectionType, Probe, test_connectivity
-from tests.e2e.conftest import REPO, _base_env
+from tests.e2e.conftest import REPO, ServiceRunner, _base_env
 from tests.e2e.frontend_support import PASSWORD, add_mailboxes, make_home
 
 pytestmark = pytest.mark.e2e
@@ -145,3 +145,18 @@ def test_cli_exchange_spelling_and_exit_status(home: Home, in_process: Any) -> N
     bad = mailctl(home, "Test-PopConnectivity", "-ConnectionType", "Carrier", "-MailboxCredential",
                   "bob")
     assert bad.returncode == 2 and "Plaintext, Ssl, Tls" in bad.stderr
+
+
+def test_against_service_processes_started_by_mailctl(services: ServiceRunner) -> None:
+    """The same check on real processes (`mailctl start-service`), as a monitoring job runs it."""
+    add_mailboxes(services.home)
+    services.start(IMAP4BE)
+    services.start(IMAP4)
+    args = ("Test-ImapConnectivity", "-MailboxCredential", "bob", "-LightMode", "-o", "json")
+    up = mailctl(services.home, *args)
+    assert up.returncode == 0, up.stderr + up.stdout
+    services.stop(IMAP4BE)
+    down = mailctl(services.home, *args)
+    assert down.returncode == 1
+    [row] = json.loads(down.stdout)
+    assert row["Result"] == "Failure" and "not available" in row["Error"], row
