@@ -355,3 +355,17 @@ def test_bindings_move_on_reload_without_dropping_a_kept_alive_connection(
     keep.request("GET", "/mail/config-v1.1.xml")  # the established connection still works
     assert keep.getresponse().status == 200
     keep.close()
+
+
+def test_a_protocol_turned_off_for_the_mailbox_is_noted(home: Home) -> None:
+    add_mailbox(home, "carol", PopEnabled=False)
+    publish(home)
+    with InProcessService(WEB, home):
+        client = https(home)
+        client.sign_in("carol")
+        page = client.get("/settings").text
+        pop = re.search(r'<section class="setting" id="pop".*?</section>', page, re.S)
+        imap = re.search(r'<section class="setting" id="imap".*?</section>', page, re.S)
+        assert pop and imap
+        assert "can&#x27;t be used with your mailbox" in pop.group(0)
+        assert "can&#x27;t be used" not in imap.group(0)
