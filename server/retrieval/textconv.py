@@ -153,4 +153,4 @@ def enriched_to_text(source: str) -> str:
             param = max(param, 0)
     if not param:
         out.append(source[pos:])
-    return "".join(out).strip("\n") + "\n"
+    return "".join(out).strip("\n").rstrip(" ") + "\n"
