@@ -118,9 +118,7 @@ class ImapLoginCore(LoginCore):
         self._sasl_tag = None
 
     def leftover(self) -> bytes:
-        data = bytes(self.reader._buf)  # what came in behind the login command
-        self.reader.discard_buffer()
-        return data
+        return self.reader.take_buffer()  # what came in behind the login command
 
     def next_event(self, policy: Policy) -> Send | StartTls | LoginRequest | None:
         # Before login no literal may be larger than a whole command may be.

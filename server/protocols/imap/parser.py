@@ -1333,6 +1333,7 @@ class CommandReader:
     events(): iterate next_event() until None.
     line_mode: when True, each line comes out as RawLine (no literal or command parsing).
     discard_buffer(): drop unread bytes (after STARTTLS); returns how many.
+    take_buffer(): hand unread bytes over to someone else (a proxy after login).
     """
 
     def __init__(
@@ -1390,6 +1391,14 @@ class CommandReader:
         self._reset_command()
         self._state = _ST_LINE
         return dropped
+
+    def take_buffer(self) -> bytes:
+        """Remove and return every byte not yet turned into an event, e.g. the commands a
+        client pipelined behind LOGIN, for a proxy to forward. Call it between commands: a
+        partially assembled command is dropped like discard_buffer() drops it."""
+        data = bytes(self._buf)
+        self.discard_buffer()
+        return data
 
     def events(self) -> Iterator[Event]:
         while (event := self.next_event()) is not None:
