@@ -1,0 +1,250 @@
+"""Retrieval formats, calendar links and read receipts end to end: imaplib and poplib log in
+to the back ends (run in-process) as a front end does, with the PROXY v2 header and the
+proxy secret, and check what they receive."""
+
+from __future__ import annotations
+
+import base64
+import imaplib
+import poplib
+import re
+import socket
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from server.directory import PROXY_USER, proxy_secret
+from server.protocols import proxyv2
+from server.retrieval import CACHE
+from server.retrieval.receipts import MDN_SENT
+from server.settings import store as settings_store
+from server.settings.models import IMAP4BE, POP3BE
+from server.settings.paths import Home
+from server.settings.types import MimeTextFormat as F
+from server.store import mime, open_store
+from tests.unit.test_retrieval import (
+    BODY_TYPES,
+    CHANGING,
+    MESSAGES,
+    _asking,
+    assert_valid,
+    attachments,
+    body_types,
+    meeting_request,
+    parsed,
+)
+
+pytestmark = pytest.mark.e2e
+ALL_FORMATS = [F.BestBodyFormat, *CHANGING]
+
+
+def _header(port: int) -> bytes:
+    return proxyv2.encode(proxyv2.ProxyInfo("192.0.2.10", 50123, "127.0.0.1", port))
+
+
+class ProxiedIMAP4(imaplib.IMAP4):
+    def _create_socket(self, timeout: float | None) -> socket.socket:
+        sock = super()._create_socket(timeout)
+        sock.sendall(_header(self.port))
+        return sock
+
+
+class ProxiedPOP3(poplib.POP3):
+    def _create_socket(self, timeout: float) -> socket.socket:
+        sock = super()._create_socket(timeout)
+        sock.sendall(_header(self.port))
+        return sock
+
+
+@dataclass
+class Servers:
+    home: Home
+    imap_run: Any
+    pop_run: Any
+    store: Any
+    secret: str
+
+    def imap(self, mailbox: str = "alice") -> ProxiedIMAP4:
+        conn = ProxiedIMAP4("127.0.0.1", self.imap_run.service.bound_port(), timeout=10)
+        conn.authenticate("PLAIN", lambda _: f"{mailbox}\0{PROXY_USER}\0{self.secret}".encode())
+        return conn
+
+    def pop(self, mailbox: str = "alice") -> ProxiedPOP3:
+        conn = ProxiedPOP3("127.0.0.1", self.pop_run.service.bound_port(), timeout=10)
+        token = base64.b64encode(f"{mailbox}\0{PROXY_USER}\0{self.secret}".encode()).decode()
+        conn._shortcmd(f"AUTH PLAIN {token}")
+        return conn
+
+    def deliver(self, raw: bytes, mailbox: str = "alice") -> int:
+        return self.store.mailbox(mailbox).append("INBOX", raw).uid
+
+    def edit(self, change: Callable[[settings_store.Edit], None]) -> None:
+        with settings_store.edit(self.home) as doc:
+            change(doc)
+        self.imap_run.reload()
+        self.pop_run.reload()
+
+    def set_server(self, protocol: str, **values: Any) -> None:
+        def change(doc: settings_store.Edit) -> None:
+            for key, value in values.items():
+                doc.set(("Servers", "MBX01", protocol, key), value)
+        self.edit(change)
+
+    def set_mailbox(self, name: str, **values: Any) -> None:
+        def change(doc: settings_store.Edit) -> None:
+            for key, value in values.items():
+                doc.set(("Mailboxes", name, key), value)
+        self.edit(change)
+
+
+@pytest.fixture
+def servers(home: Home, in_process: Any) -> Iterator[Servers]:
+    with settings_store.edit(home) as doc:
+        for name in ("alice", "bob", "carol"):
+            doc.set(("Mailboxes", name), {"PrimarySmtpAddress": f"{name}@contoso.test",
+                                          "DisplayName": name.title(), "Server": "MBX01"})
+    CACHE.clear()
+    store = open_store(home, "MBX01")
+    try:
+        with in_process(IMAP4BE, home) as imap_run, in_process(POP3BE, home) as pop_run:
+            yield Servers(home, imap_run, pop_run, store, proxy_secret(home))
+    finally:
+        store.close()
+
+
+_FETCH = re.compile(rb"^(\d+) \(UID (\d+) RFC822\.SIZE (\d+) BODYSTRUCTURE (.*) BODY\[\] \{(\d+)\}$",
+                    re.S)
+
+
+def imap_fetch_all(conn: imaplib.IMAP4, peek: bool = True) -> dict[int, tuple[int, bytes, bytes]]:
+    """uid -> (RFC822.SIZE, BODYSTRUCTURE wire bytes, message bytes)."""
+    body = "BODY.PEEK[]" if peek else "BODY[]"
+    typ, data = conn.uid("FETCH", "1:*", f"(RFC822.SIZE BODYSTRUCTURE {body})")
+    assert typ == "OK"
+    out = {}
+    for entry in data:
+        if not isinstance(entry, tuple):
+            continue
+        m = _FETCH.match(entry[0])
+        assert m, entry[0][:300]
+        assert int(m.group(5)) == len(entry[1])
+        out[int(m.group(2))] = (int(m.group(3)), m.group(4), entry[1])
+    return out
+
+
+def check_rendered(name: str, fmt: F, data: bytes, stored: bytes) -> None:
+    msg = assert_valid(data)
+    if fmt is F.BestBodyFormat:
+        assert data == stored
+        return
+    assert body_types(msg) == BODY_TYPES[fmt], (name, fmt)
+    assert attachments(msg) == attachments(parsed(stored))
+
+
+def asking_carol() -> bytes:
+    """A message to alice from carol, asking for a read receipt."""
+    return _asking().replace(b"Notification-To: Alice <alice@", b"Notification-To: Carol <carol@")
+
+
+# --- IMAP -------------------------------------------------------------------------------
+
+def test_imap_every_format_valid_mime_sizes_and_structure_match(servers: Servers) -> None:
+    raws = {name: make() for name, make in MESSAGES.items()}
+    stored = {servers.deliver(raw): (name, raw) for name, raw in raws.items()}
+    conn = servers.imap()
+    conn.select("INBOX")
+    for fmt in ALL_FORMATS:
+        servers.set_server("ImapSettings", MessageRetrievalMimeFormat=fmt.value)
+        got = imap_fetch_all(conn)
+        assert set(got) == set(stored)
+        for uid, (size, structure, data) in got.items():
+            name, raw = stored[uid]
+            assert size == len(data), (name, fmt)
+            assert structure == mime.analyze(data).bodystructure, (name, fmt)
+            check_rendered(name, fmt, data, raw)
+        # ENVELOPE, sections and partial fetches read the same rendering.
+        typ, env = conn.uid("FETCH", "1", "(ENVELOPE BODY.PEEK[1] BODY.PEEK[]<0.20>)")
+        first = got[min(got)][2]
+        info = mime.analyze(first)
+        assert typ == "OK" and b"ENVELOPE " + info.envelope in env[0][0]
+        assert env[0][1] == mime.fetch_section(first, info, (1,), None, [])
+        assert env[1][1] == first[:20]
+    conn.logout()
+    # Nothing was written to the store: the stored messages are the delivered bytes.
+    box = servers.store.mailbox("alice")
+    for uid, (_, raw) in stored.items():
+        assert box.read("INBOX", uid) == raw
+
+
+def test_imap_mailbox_override_beats_server_and_changes_are_live(servers: Servers) -> None:
+    html = MESSAGES["html"]()
+    uid = servers.deliver(html)
+    servers.set_server("ImapSettings", MessageRetrievalMimeFormat="HtmlAndTextAlternative")
+    conn = servers.imap()
+    conn.select("INBOX")
+    assert body_types(parsed(imap_fetch_all(conn)[uid][2])) == ["text/plain", "text/html"]
+    # A per-mailbox value counts only with ImapUseProtocolDefaults $false.
+    servers.set_mailbox("alice", ImapMessagesRetrievalMimeFormat="TextOnly")
+    assert body_types(parsed(imap_fetch_all(conn)[uid][2])) == ["text/plain", "text/html"]
+    servers.set_mailbox("alice", ImapUseProtocolDefaults=False)
+    size, _, data = imap_fetch_all(conn)[uid]  # same session, next FETCH
+    assert body_types(parsed(data)) == ["text/plain"] and size == len(data)
+    other = servers.imap("bob")  # bob keeps the server's format
+    servers.deliver(MESSAGES["html"](), mailbox="bob")
+    other.select("INBOX")
+    assert body_types(parsed(next(iter(imap_fetch_all(other).values()))[2])) == ["text/plain", "text/html"]
+    other.logout()
+    servers.set_mailbox("alice", ImapMessagesRetrievalMimeFormat="BestBodyFormat")
+    assert imap_fetch_all(conn)[uid][2] == html
+    conn.logout()
+
+
+def test_imap_calendar_links_and_force_ical(servers: Servers) -> None:
+    meeting = meeting_request()
+    uid = servers.deliver(meeting)
+    conn = servers.imap()
+    _, data = conn.select("INBOX")
+    uidvalidity = int(conn.untagged_responses["UIDVALIDITY"][-1])
+    servers.set_server("ImapSettings", CalendarItemRetrievalOption="IntranetUrl")
+    size, structure, data = imap_fetch_all(conn)[uid]
+    msg = assert_valid(data)
+    assert "text/calendar" not in [p.get_content_type() for p in msg.walk()]
+    internal = servers.imap_run.service.ctx.settings.server("MBX01").OwaVirtualDirectory.InternalUrl
+    assert f"{internal}/calendar/alice/{uidvalidity}/{uid}".encode() in data
+    assert size == len(data) and b'"TEXT" "CALENDAR"' not in structure.upper()
+    servers.set_server("ImapSettings", CalendarItemRetrievalOption="Custom",
+                       OwaServerUrl="https://owaserver01.contoso.test")
+    assert b"https://owaserver01.contoso.test/calendar/alice/" in imap_fetch_all(conn)[uid][2]
+    servers.set_mailbox("alice", ImapUseProtocolDefaults=False,
+                        ImapForceICalForCalendarRetrievalOption=True)
+    assert imap_fetch_all(conn)[uid][2] == meeting
+    conn.logout()
+
+
+def test_imap_read_receipt_once_on_download_unless_suppressed(servers: Servers) -> None:
+    uid = servers.deliver(asking_carol())
+    conn = servers.imap()
+    conn.select("INBOX")
+    imap_fetch_all(conn, peek=True)
+    assert servers.store.mailbox("carol").status("INBOX").messages == 0  # PEEK is no download
+    imap_fetch_all(conn, peek=False)
+    imap_fetch_all(conn, peek=False)
+    second = servers.imap()
+    second.select("INBOX")
+    imap_fetch_all(second, peek=False)
+    assert servers.store.mailbox("carol").status("INBOX").messages == 1
+    typ, flags = conn.uid("FETCH", str(uid), "(FLAGS)")
+    assert MDN_SENT.encode() in flags[-1]
+    rows = servers.store.mailbox("carol").snapshot("INBOX").rows
+    mdn = servers.store.mailbox("carol").read("INBOX", rows[0].uid)
+    assert b"Final-Recipient: rfc822;alice@contoso.test" in mdn
+    # Suppressed: another message asking for a receipt gets none from the server.
+    servers.set_server("ImapSettings", SuppressReadReceipt=True)
+    servers.deliver(asking_carol())
+    conn.noop()
+    imap_fetch_all(conn, peek=False)
+    assert servers.store.mailbox("carol").status("INBOX").messages == 1
+    conn.logout()
+    second.logout()
