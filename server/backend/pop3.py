@@ -278,20 +278,11 @@ def _release_orphan(job: asyncio.Future[_Login | str]) -> None:
 
 def apply_update(box: MailboxStore, delete: tuple[int, ...], seen: tuple[int, ...]) -> None:
     """RFC 1939 section 6 UPDATE: downloaded messages become \\Seen (Exchange marks POP3
-    downloads read), then exactly the DELE'd UIDs are flagged and expunged in one expunge
-    call; other messages an IMAP client flagged \\Deleted stay. If the expunge fails the
-    \\Deleted flags are taken back, so it is all or nothing."""
-    if seen:
-        box.set_flags(INBOX, list(seen), "+", ["\\Seen"])
-    if not delete:
-        return
-    box.set_flags(INBOX, list(delete), "+", ["\\Deleted"])
-    try:
-        box.expunge(INBOX, list(delete))
-    except StoreError:
-        with contextlib.suppress(StoreError):
-            box.set_flags(INBOX, list(delete), "-", ["\\Deleted"])
-        raise
+    downloads read) and exactly the DELE'd UIDs are expunged, in one store transaction;
+    other messages an IMAP client flagged \\Deleted stay. All or nothing, and IMAP
+    sessions never see the DELE'd messages flagged \\Deleted before they vanish."""
+    if delete or seen:
+        box.delete_messages(INBOX, list(delete), also_seen=list(seen))
 
 
 class Pop3BackendService(Service):

@@ -207,6 +207,29 @@ class MailboxStore(ABC):
         """Remove messages flagged \\Deleted (only those among `uids` when given);
         returns the expunged UIDs."""
 
+    def delete_messages(
+        self, folder: str, uids: Sequence[int], also_seen: Sequence[int] = ()
+    ) -> list[int]:
+        """Expunge exactly `uids` (flagged \\Deleted or not) and mark `also_seen` \\Seen:
+        POP3's UPDATE. Returns the expunged UIDs (those that still existed). The SQLite
+        store does it in one transaction with one MODSEQ and one notification, so other
+        sessions never see a \\Deleted flag in between and a failure changes nothing.
+        This default, for stores without transactions, goes through the flag in three
+        calls and takes the flag back if the expunge fails."""
+        if also_seen:
+            self.set_flags(folder, list(also_seen), "+", ["\\Seen"])
+        if not uids:
+            return []
+        self.set_flags(folder, list(uids), "+", ["\\Deleted"])
+        try:
+            return self.expunge(folder, list(uids))
+        except StoreError:
+            try:
+                self.set_flags(folder, list(uids), "-", ["\\Deleted"])
+            except StoreError:
+                pass
+            raise
+
     @abstractmethod
     def claim_recent(self, folder: str) -> set[int]:
         """UIDs that are \\Recent for the session calling this (the first session to

@@ -1107,6 +1107,38 @@ class SqliteMailbox(MailboxStore):
         self._unlink(doomed)
         return [u for u, _ in gone]
 
+    def delete_messages(
+        self, folder: str, uids: Sequence[int], also_seen: Sequence[int] = ()
+    ) -> list[int]:
+        doomed: list[str] = []
+        with self._write() as c:
+            f = self._folder(c, folder)
+            modseq = f.highestmodseq + 1
+            gone = self._select_rows(c, f.id, uids, "uid, body")
+            expunged = {uid for uid, _ in gone}
+            seen = []
+            for uid, text in self._select_rows(
+                c, f.id, [u for u in also_seen if u not in expunged], "uid, flags"
+            ):
+                current = _parse_flags(text)
+                new = _apply(current, "+", ["\\Seen"])
+                if new != current:
+                    seen.append((_flags_text(new), modseq, f.id, uid))
+            if not gone and not seen:
+                return []
+            c.executemany("UPDATE messages SET flags=?, modseq=? WHERE folder=? AND uid=?", seen)
+            c.executemany(
+                "DELETE FROM messages WHERE folder=? AND uid=?", [(f.id, u) for u, _ in gone]
+            )
+            c.executemany(
+                "INSERT OR REPLACE INTO tombstones VALUES(?, ?, ?)",
+                [(f.id, u, modseq) for u, _ in gone],
+            )
+            c.execute("UPDATE folders SET highestmodseq=? WHERE id=?", (modseq, f.id))
+            doomed = self._release_bodies(c, [b for _, b in gone])
+        self._unlink(doomed)
+        return [u for u, _ in gone]
+
     def _release_bodies(self, c: sqlite3.Connection, bodies: list[int]) -> list[str]:
         """Drop one reference per entry; returns the files no message uses any more (to be
         unlinked after the commit: a crash before that leaves an orphan, never a hole)."""
