@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from server.backend import pop3 as pop3_backend
 from server.directory import PROXY_USER, proxy_secret
 from server.protocols import proxyv2
 from server.retrieval import CACHE
@@ -248,3 +249,107 @@ def test_imap_read_receipt_once_on_download_unless_suppressed(servers: Servers) 
     assert servers.store.mailbox("carol").status("INBOX").messages == 1
     conn.logout()
     second.logout()
+
+
+# --- POP3 -------------------------------------------------------------------------------
+
+POP3_RENDERS = hasattr(pop3_backend._Login, "view")
+needs_pop3 = pytest.mark.skipif(
+    not POP3_RENDERS, reason="server/backend/pop3.py does not use server.retrieval yet"
+)
+
+
+def pop_download(conn: ProxiedPOP3) -> dict[int, tuple[int, bytes]]:
+    """message number -> (LIST size, the bytes RETR sent, byte-stuffing undone)."""
+    count, total = conn.stat()
+    listed = {int(n): int(size) for n, size in (line.split() for line in conn.list()[1])}
+    assert len(listed) == count and sum(listed.values()) == total
+    out = {}
+    for n, size in listed.items():
+        _, lines, _ = conn.retr(n)
+        out[n] = (size, b"".join(line + b"\r\n" for line in lines))
+    return out
+
+
+@needs_pop3
+def test_pop3_every_format_valid_mime_and_sizes_match(servers: Servers) -> None:
+    raws = {name: make() for name, make in MESSAGES.items()}
+    for raw in raws.values():
+        servers.deliver(raw)
+    names = list(raws)
+    for fmt in ALL_FORMATS:
+        servers.set_server("PopSettings", MessageRetrievalMimeFormat=fmt.value)
+        conn = servers.pop()
+        for n, (size, data) in pop_download(conn).items():
+            name = names[n - 1]
+            assert size == len(data), (name, fmt)
+            check_rendered(name, fmt, data, raws[name])
+        conn.quit()
+    box = servers.store.mailbox("alice")
+    assert [box.read("INBOX", r.uid) for r in box.snapshot("INBOX").rows] == list(raws.values())
+
+
+@needs_pop3
+def test_pop3_mailbox_override_and_next_session_sees_the_change(servers: Servers) -> None:
+    html = MESSAGES["html"]()
+    servers.deliver(html)
+    servers.set_server("PopSettings", MessageRetrievalMimeFormat="TextOnly")
+    conn = servers.pop()
+    size, data = pop_download(conn)[1]
+    assert body_types(parsed(data)) == ["text/plain"] and size == len(data)
+    conn.quit()
+    servers.set_mailbox("alice", PopUseProtocolDefaults=False,
+                        PopMessagesRetrievalMimeFormat="HtmlAndTextAlternative")
+    conn = servers.pop()
+    size, data = pop_download(conn)[1]
+    assert body_types(parsed(data)) == ["text/plain", "text/html"] and size == len(data)
+    # TOP reads the same rendering.
+    _, lines, _ = conn.top(1, 0)
+    assert b"".join(line + b"\r\n" for line in lines) == data[: data.index(b"\r\n\r\n") + 4]
+    conn.quit()
+    servers.set_mailbox("alice", PopMessagesRetrievalMimeFormat="BestBodyFormat")
+    conn = servers.pop()
+    assert pop_download(conn)[1] == (len(html), html)
+    conn.quit()
+
+
+@needs_pop3
+def test_pop3_calendar_link_on_the_external_url(servers: Servers) -> None:
+    meeting = meeting_request()
+    uid = servers.deliver(meeting)
+    servers.edit(lambda doc: doc.set(
+        ("Servers", "MBX01", "OwaVirtualDirectory", "ExternalUrl"), "https://mail.contoso.com/owa"))
+    servers.set_server("PopSettings", CalendarItemRetrievalOption="InternetUrl")
+    uidvalidity = servers.store.mailbox("alice").status("INBOX").uidvalidity
+    conn = servers.pop()
+    size, data = pop_download(conn)[1]
+    conn.quit()
+    assert size == len(data)
+    assert f"https://mail.contoso.com/owa/calendar/alice/{uidvalidity}/{uid}".encode() in data
+    assert "text/calendar" not in [p.get_content_type() for p in assert_valid(data).walk()]
+    servers.set_mailbox("alice", PopUseProtocolDefaults=False,
+                        PopForceICalForCalendarRetrievalOption=True)
+    conn = servers.pop()
+    assert pop_download(conn)[1][1] == meeting
+    conn.quit()
+
+
+@needs_pop3
+def test_pop3_receipt_on_retr_not_top_and_only_once(servers: Servers) -> None:
+    servers.deliver(asking_carol())
+    conn = servers.pop()
+    conn.top(1, 5)
+    assert servers.store.mailbox("carol").status("INBOX").messages == 0
+    conn.retr(1)
+    conn.retr(1)
+    conn.quit()
+    conn = servers.pop()
+    conn.retr(1)
+    conn.quit()
+    assert servers.store.mailbox("carol").status("INBOX").messages == 1
+    servers.set_server("PopSettings", SuppressReadReceipt=True)
+    servers.deliver(asking_carol())
+    conn = servers.pop()
+    conn.retr(2)
+    conn.quit()
+    assert servers.store.mailbox("carol").status("INBOX").messages == 1

@@ -67,7 +67,9 @@ def _bytes(msg: EmailMessage) -> bytes:
     mime_head = b"".join(
         f"{k}: {v}\r\n".encode() for k, v in msg.items() if k.lower().startswith(("content-", "mime-"))
     )
-    return HEAD.encode() + mime_head + b"\r\n" + body
+    # Stored messages have CRLF line ends (delivery and APPEND make them so).
+    body = re.sub(rb"(?<!\r)\n", b"\r\n", body)
+    return HEAD.encode() + mime_head + b"\r\n" + body + (b"" if body.endswith(b"\r\n") else b"\r\n")
 
 
 def plain(text: str = "Hello <Bob> & all,\r\n\r\nsee you at noon.\r\n") -> bytes:
