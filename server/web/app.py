@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from ..directory import Entry, may_use_protocol
+from ..retrieval import calendar_web
 from ..settings.models import Mailbox, Settings
 from ..settings.published import Endpoint
 from ..settings.types import MailboxType
@@ -427,4 +428,5 @@ def build_app(service: WebService) -> web.Application:
         router.add_post(path, handlers.outlook_autodiscover)
         router.add_get(path, handlers.autodiscover_get)
     router.add_static("/static", STATIC, show_index=False, follow_symlinks=False)
+    calendar_web.register(app, service)  # calendar links of POP3/IMAP meeting requests
     return app
