@@ -109,6 +109,7 @@ class Refusal(Enum):
     POLICY = "not allowed"
     USER_LIMIT = "too many connections for the user"
     UNAVAILABLE = "mailbox server unavailable"
+    BACKEND_REFUSED = "refused by the mailbox server"  # detail: the back end's answer line
 
 
 class LoginCore(ABC):
@@ -148,6 +149,15 @@ class LoginCore(ABC):
 
 class BackendError(Exception):
     """The back end is unreachable, or refused or broke the hand-over."""
+
+
+class BackendRefused(BackendError):
+    """The back end answered the hand-over login with a refusal; `response` is its line
+    (CRLF stripped), so a protocol can pass a meaningful response code on to the client."""
+
+    def __init__(self, message: str, response: str) -> None:
+        super().__init__(message)
+        self.response = response
 
 
 @dataclass(frozen=True)
@@ -479,6 +489,11 @@ class Session:
         except (OSError, TimeoutError, BackendError, ssl.SSLError) as exc:
             service.limits.logout(entry.name)
             self.user = None
+            if isinstance(exc, BackendRefused):
+                self._log("backend-refused", entry.name, f"{entry.server_name}: {exc.response}")
+                await self._answer(
+                    self.core.refuse(request, Refusal.BACKEND_REFUSED, exc.response))
+                return False
             self._log("backend-unavailable", entry.name, f"{entry.server_name}: {exc!r}")
             await self._answer(self.core.refuse(request, Refusal.UNAVAILABLE))
             return False
@@ -518,7 +533,7 @@ class Session:
 
 
 __all__ = [
-    "PROXY_USER", "BackendDone", "BackendError", "BackendLogin", "BackendSend",
+    "PROXY_USER", "BackendDone", "BackendError", "BackendLogin", "BackendRefused", "BackendSend",
     "FrontendService", "LoginCore", "LoginRequest", "Policy", "Refusal", "Send", "Session",
     "StartTls",
 ]

@@ -3,7 +3,10 @@
 Before login the front end answers CAPA, STLS, USER/PASS, AUTH PLAIN (initial response or
 "+" continuation, RFC 5034), AUTH (mechanism list) and QUIT; anything else gets
 "-ERR Command is not valid in this state." Lines longer than MaxCommandSize are refused
-("-ERR Command line too long") and the rest of the line is dropped.
+("-ERR Command line too long") and the rest of the line is dropped. CAPA lists what the back
+end lists after login, less the login methods LoginType withholds. When the back end refuses
+the hand-over with [IN-USE] (the maildrop is locked by another session) or [AUTH], the client
+gets the back end's line as it is; other refusals become [SYS/TEMP].
 
 LoginType, exactly ("TLS" = SSLBindings or after STLS):
 
@@ -23,12 +26,14 @@ from __future__ import annotations
 import base64
 import binascii
 
+from ..protocols.pop3.responses import Capabilities
 from ..settings.models import ProtocolSettings, Server, Settings
 from .core import (
     PROXY_USER,
     BackendDone,
     BackendError,
     BackendLogin,
+    BackendRefused,
     BackendSend,
     FrontendService,
     LoginCore,
@@ -43,6 +48,9 @@ from .imap import decode_plain, plain_response
 CRLF = b"\r\n"
 _TLS_FIRST = "-ERR [AUTH] Plain-text authentication is not allowed on an unencrypted " \
     "connection; use STLS or the SSL port."
+# Back-end refusals the client can act on (RFC 2449 IN-USE: try later; RFC 3206 AUTH: the
+# credentials or the account are the problem); anything else is the server's trouble.
+_PASSED_ON = ("-ERR [IN-USE]", "-ERR [AUTH]")
 
 
 class Pop3LoginCore(LoginCore):
@@ -55,14 +63,13 @@ class Pop3LoginCore(LoginCore):
 
     # --- rendering ----------------------------------------------------------------------
     def capabilities(self, policy: Policy) -> list[str]:
-        caps = ["TOP", "UIDL", "RESP-CODES", "AUTH-RESP-CODE", "PIPELINING"]
-        if policy.clear_login_allowed:
-            caps.append("USER")
-        if policy.sasl_plain_allowed:
-            caps.append("SASL PLAIN")
-        if not policy.tls_active and policy.tls_available:
-            caps.append("STLS")
-        return caps
+        # The back end's own list (server.backend.pop3.CAPABILITIES) with the login methods
+        # the policy allows here, so CAPA says the same before and after the hand-over.
+        return Capabilities(
+            sasl=("PLAIN",) if policy.sasl_plain_allowed else (),
+            user=policy.clear_login_allowed,
+            stls=not policy.tls_active and policy.tls_available,
+        ).lines()
 
     def greeting(self) -> bytes:
         return f"+OK {self.banner}".encode() + CRLF
@@ -80,6 +87,8 @@ class Pop3LoginCore(LoginCore):
             text = f"[SYS/PERM] Login refused: {detail}."
         elif refusal is Refusal.USER_LIMIT:
             text = "[SYS/TEMP] Too many connections for this user."
+        elif refusal is Refusal.BACKEND_REFUSED and detail.upper().startswith(_PASSED_ON):
+            return detail.encode("utf-8", "replace") + CRLF
         else:
             text = "[SYS/TEMP] The mailbox server is not available; try again later."
         return f"-ERR {text}".encode() + CRLF
@@ -212,7 +221,7 @@ class Pop3BackendLogin(BackendLogin):
                 self.mailbox, PROXY_USER, self.secret) + CRLF)
         if text.startswith("+OK"):
             return BackendDone(None)
-        raise BackendError(f"hand-over refused: {text[:200]!r}")
+        raise BackendRefused(f"hand-over refused: {text[:200]!r}", text[:510])
 
 
 class Pop3FrontendService(FrontendService):
