@@ -106,12 +106,50 @@ def open_default_store(home: Home, server: str) -> MailStore:
     return open_store(home, server)
 
 
+class MaildropFiles:
+    """Where the maildrop's messages are stored, looked up once at login, so RETR and TOP
+    open the file with no store lookup (a body file never changes; once removed, opening
+    it fails). Any change to the mailbox by another session (a store notification) makes
+    the next retrieval look the files up again, so a message expunged meanwhile is "no
+    longer available" even when a copy in another folder keeps its file."""
+
+    def __init__(self, box: MailboxStore, uids: list[int]) -> None:
+        self._box = box
+        self._uids = uids
+        self._stale = False
+        # Subscribed before the lookup, so no change committed after it goes unnoticed.
+        self.close = box.subscribe(self._changed)
+        try:
+            self._paths = box.body_paths(INBOX, uids)
+        except BaseException:
+            self.close()
+            raise
+
+    def _changed(self) -> None:
+        self._stale = True  # on the store's notifier thread: the lookup waits for a RETR
+
+    def read(self, uid: int) -> bytes:
+        """The stored message; StoreError once it is gone."""
+        if self._stale:
+            self._stale = False
+            self._paths = self._box.body_paths(INBOX, self._uids)
+        path = self._paths.get(uid)
+        if path is None:
+            return self._box.read(INBOX, uid)  # a store without files, or gone: StoreError
+        try:
+            with open(path, "rb") as fh:
+                return fh.read()
+        except FileNotFoundError:
+            raise StoreError(f"Message UID {uid} no longer exists.") from None
+
+
 @dataclass(eq=False)
 class _Login:
     mailbox: str
     box: MailboxStore
     release: Callable[[], None]
     maildrop: Maildrop
+    files: MaildropFiles
 
 
 @dataclass(eq=False)
@@ -236,7 +274,7 @@ class _Connection:
     def _read(self, action: Retrieve) -> bytes | None:
         assert self.login is not None
         try:
-            raw = self.login.box.read(INBOX, action.uid)
+            raw = self.login.files.read(action.uid)
         except StoreError:
             return None
         return self.service.render(self.login.mailbox, raw)
@@ -459,7 +497,13 @@ class Pop3BackendService(Service):
                 lambda raw: render_for_retrieval(raw, box, self.pop_settings()),
             )
             maildrop = build_maildrop(snapshot.status.uidvalidity, rows, options.descending)
+            files = MaildropFiles(mailbox, [uid for uid, _ in rows])
         except BaseException:
             release()
             raise
-        return _Login(name, mailbox, release, maildrop)
+
+        def release_all() -> None:
+            files.close()
+            release()
+
+        return _Login(name, mailbox, release_all, maildrop, files)

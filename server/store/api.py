@@ -17,6 +17,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Literal
 
 DELIMITER = "/"
@@ -184,6 +185,14 @@ class MailboxStore(ABC):
     @abstractmethod
     def read(self, folder: str, uid: int) -> bytes:
         """The stored message. Raises StoreError for an expunged UID."""
+
+    def body_paths(self, folder: str, uids: Sequence[int]) -> dict[int, Path]:
+        """The files holding the messages among `uids` that exist, in one lookup, for
+        readers of many messages (a POP3 session takes its whole maildrop at login). A
+        file never changes and is removed once no message uses it, so opening it later
+        either gives the message or FileNotFoundError. Stores that don't keep messages
+        as files return {}: callers then read()."""
+        return {}
 
     @abstractmethod
     def info(self, folder: str, uid: int) -> object:

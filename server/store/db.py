@@ -903,6 +903,15 @@ class SqliteMailbox(MailboxStore):
         except FileNotFoundError:  # expunged by another session since the lookup
             raise StoreError(f"Message UID {uid} no longer exists.") from None
 
+    def body_paths(self, folder: str, uids: Sequence[int]) -> dict[int, Path]:
+        with self._read() as c:
+            f = self._folder(c, folder)
+            rows = self._select_rows(
+                c, f.id, uids, "uid, (SELECT file FROM bodies WHERE bodies.id = messages.body)"
+            )
+        msgs = self.msgs
+        return {uid: msgs / file for uid, file in rows}
+
     def body_path(self, folder: str, uid: int) -> Path:
         """The immutable file holding a message (for sendfile-style readers)."""
         return self.msgs / self._body_of(folder, uid)[1]

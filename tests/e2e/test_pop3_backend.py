@@ -222,6 +222,21 @@ def test_dropped_connection_deletes_nothing(backend: Backend) -> None:
     pop.quit()
 
 
+def test_message_expunged_by_another_session_gets_err(backend: Backend) -> None:
+    uids = backend.deliver(message(1), message(2))
+    pop = backend.login()
+    assert pop.stat()[0] == 2
+    box = backend.inbox()
+    box.set_flags("INBOX", [uids[0]], "+", ["\\Deleted"])
+    box.expunge("INBOX")  # as an IMAP client would, while the POP3 session is open
+    with pytest.raises(poplib.error_proto) as err:
+        pop.retr(1)
+    assert b"no longer available" in err.value.args[0]
+    assert pop.body(2) == message(2)  # the session goes on
+    pop.quit()
+    assert backend.uids() == [uids[1]]
+
+
 def test_descending_order_numbers_the_newest_first(backend: Backend) -> None:
     uids = backend.deliver(message(1), message(2), message(3))
     backend.edit(lambda doc: doc.set(

@@ -5,12 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
-from server.backend.pop3 import PopOptions, apply_update, message_sizes, render_for_retrieval
+from server.backend.pop3 import (
+    MaildropFiles,
+    PopOptions,
+    apply_update,
+    message_sizes,
+    render_for_retrieval,
+)
 from server.settings.models import Mailbox, PopSettings
 from server.store.api import (
     AppendResult,
@@ -21,6 +28,7 @@ from server.store.api import (
     MessageRow,
     StoreError,
 )
+from server.store.db import SqliteMailbox, SqliteMailStore
 
 
 class FakeMailbox:
@@ -109,6 +117,9 @@ class FakeMailbox:
             self.modseq += 1
         self._notify()
         return gone
+
+    def body_paths(self, folder: str, uids: Sequence[int]) -> dict[int, Path]:
+        return {}  # not kept as files: the back end reads through read()
 
     def lock_maildrop(self) -> Callable[[], None]:
         with self._mutex:
@@ -200,3 +211,60 @@ def test_mailbox_overrides_apply_only_without_protocol_defaults() -> None:
     assert PopOptions.of(pop, box) == PopOptions(exact_size=False, descending=True)
     own = box.model_copy(update={"PopUseProtocolDefaults": False})
     assert PopOptions.of(pop, own) == PopOptions(exact_size=True, descending=True)
+
+
+# --- RETR reads the files looked up at login ------------------------------------------------
+@pytest.fixture
+def real_box(tmp_path: Path) -> Iterator[SqliteMailbox]:
+    with SqliteMailStore(tmp_path / "db") as store:
+        box = store.mailbox("alice")
+        for n in range(1, 4):
+            box.append("INBOX", b"Subject: %d\r\n\r\nbody\r\n" % n)
+        yield box
+
+
+def test_maildrop_files_read_with_no_store_lookup(real_box: SqliteMailbox, monkeypatch) -> None:
+    files = MaildropFiles(real_box, [1, 2, 3])
+
+    def no_lookup(*args: object) -> None:
+        raise AssertionError("looked up in the store")
+
+    monkeypatch.setattr(real_box, "read", no_lookup)
+    monkeypatch.setattr(real_box, "body_paths", no_lookup)
+    assert [files.read(uid) for uid in (1, 2, 3)] == [
+        b"Subject: %d\r\n\r\nbody\r\n" % n for n in (1, 2, 3)
+    ]
+    files.close()
+
+
+def test_maildrop_files_expunged_message_is_gone(real_box: SqliteMailbox) -> None:
+    files = MaildropFiles(real_box, [1, 2, 3])
+    real_box.delete_messages("INBOX", [1])  # its file is removed
+    with pytest.raises(StoreError):
+        files.read(1)
+    assert files.read(2).startswith(b"Subject: 2")
+    files.close()
+
+
+def test_maildrop_files_moved_message_is_gone_though_its_file_stays(
+    real_box: SqliteMailbox,
+) -> None:
+    files = MaildropFiles(real_box, [1, 2, 3])
+    real_box.move("INBOX", [2], "Archive")  # same file, now Archive's: notified, looked up again
+    with pytest.raises(StoreError):
+        files.read(2)
+    assert files.read(3).startswith(b"Subject: 3")
+    files.close()
+    real_box.move("INBOX", [3], "Archive")
+    assert files.read(3).startswith(b"Subject: 3")  # closed: no longer follows changes
+
+
+def test_maildrop_files_of_a_store_without_files_use_read() -> None:
+    box = filled(b"a\r\n", b"b\r\n")
+    files = MaildropFiles(box, [1, 2])  # type: ignore[arg-type]
+    assert files.read(2) == b"b\r\n" and box.reads == 1
+    box.delete_messages("INBOX", [1])
+    with pytest.raises(StoreError):
+        files.read(1)
+    files.close()
+    assert box._subscribers == []

@@ -1,0 +1,49 @@
+"""MailboxStore.body_paths: the files of many messages in one lookup."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from server.store import api, db
+from server.store.api import NoSuchFolder
+from server.store.db import SqliteMailbox, SqliteMailStore
+
+MSG = b"Subject: %d\r\n\r\nbody\r\n"
+
+
+@pytest.fixture
+def box(tmp_path: Path):
+    with SqliteMailStore(tmp_path / "db") as store:
+        box = store.mailbox("alice")
+        for n in range(1, 6):
+            box.append("INBOX", MSG % n)
+        yield box
+
+
+def test_paths_of_the_existing_messages_among_the_uids(box: SqliteMailbox) -> None:
+    box.delete_messages("INBOX", [2])
+    paths = box.body_paths("INBOX", [1, 2, 3, 99])
+    assert sorted(paths) == [1, 3]
+    assert paths[3].read_bytes() == MSG % 3 == box.read("INBOX", 3)
+    assert paths[1] == box.body_path("INBOX", 1)
+    assert box.body_paths("INBOX", []) == {}
+
+
+@pytest.mark.parametrize("chunk", [2, 1])  # IN (...) chunks, then a folder scan
+def test_many_uids(box: SqliteMailbox, monkeypatch, chunk: int) -> None:
+    monkeypatch.setattr(db, "_IN_CHUNK", chunk)
+    paths = box.body_paths("INBOX", [5, 4, 3, 2, 1])
+    assert {uid: p.read_bytes() for uid, p in paths.items()} == {n: MSG % n for n in range(1, 6)}
+
+
+def test_a_copy_shares_the_file(box: SqliteMailbox) -> None:
+    box.copy("INBOX", [4], "Archive")
+    assert box.body_paths("Archive", [1])[1] == box.body_paths("INBOX", [4])[4]
+
+
+def test_unknown_folder_and_the_contracts_default(box: SqliteMailbox) -> None:
+    with pytest.raises(NoSuchFolder):
+        box.body_paths("Nope", [1])
+    assert api.MailboxStore.body_paths(box, "INBOX", [1]) == {}
