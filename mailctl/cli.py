@@ -2,8 +2,8 @@
 
 How to add a command
 --------------------
-Put a module in ``mailctl/commands/`` (every module there is imported automatically) and
-decorate a function with :func:`command`, giving the Exchange cmdlet name::
+Put a module in ``mailctl/commands/`` and decorate a function with :func:`command`, giving
+the Exchange cmdlet name::
 
     from typing import Annotated
     import typer
@@ -43,19 +43,24 @@ Conventions the shared helpers give you:
   ``(home, server_name, service) -> str``) fills get-service's Status column.
 
 After adding or changing a command, run ``python -m mailctl.reference``: it regenerates
-docs/cli.md and completions/ (a test fails while they are out of date).
+docs/cli.md, completions/ and mailctl/command_index.py (a test fails while they are out of
+date).
 
-Keep imports at module level light (typer, stdlib, server.settings.*): every command module
-is imported on every run that is not served by the fast path in ``mailctl/fast.py``.
+Which modules a run imports: mailctl/command_index.py maps every command name to the module
+that registers it, so `mailctl set-popsettings ...` imports protocol_settings.py alone (plus
+the modules that add hooks, when a hook runs). `mailctl --help`, completion, an unknown name
+or a stale index import every module. Keep imports at module level light anyway (typer,
+stdlib, server.settings.*): they are paid by each run of the module's commands.
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
 import re
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
@@ -94,11 +99,14 @@ class CommandInfo:
     func: Callable[..., Any]
     read: bool = False
     aliases: tuple[str, ...] = ()
+    module: str = ""  # the module that registered it (for mailctl/command_index.py)
 
 
 COMMANDS: dict[str, CommandInfo] = {}
 # Cmdlets a reference example uses that have no meaning here: name -> why.
 UNSUPPORTED: dict[str, str] = {}
+# name -> the module that declared it unsupported (for mailctl/command_index.py).
+UNSUPPORTED_MODULES: dict[str, str] = {}
 
 # Hooks other parts plug into (see module docstring).
 PROTOCOL_ENABLED: list[Callable[[Home, str, list[str]], None]] = []
@@ -134,7 +142,7 @@ def command(
             raise RuntimeError(f"command {cmdlet} is registered twice")
         target = _with_generated_params(func, params) if params else func
         app.command(name=name, hidden=hidden, help=inspect.getdoc(func))(target)
-        info = CommandInfo(cmdlet, name, target, read, tuple(aliases))
+        info = CommandInfo(cmdlet, name, target, read, tuple(aliases), func.__module__)
         COMMANDS[name] = info
         for alias in info.aliases:
             COMMANDS.setdefault(alias.lower(), info)
@@ -146,7 +154,9 @@ def command(
 
 def unsupported(cmdlet: str, why: str) -> None:
     """A cmdlet the reference mentions that only makes sense on Windows: fail clearly."""
+    caller = sys._getframe(1).f_globals.get("__name__", "")
     UNSUPPORTED[cmdlet.lower()] = why
+    UNSUPPORTED_MODULES[cmdlet.lower()] = caller
 
 
 def _with_generated_params(
@@ -170,6 +180,7 @@ def _with_generated_params(
         return func(**kwargs, values=values)
 
     wrapper.__name__ = func.__name__
+    wrapper.__module__ = func.__module__
     wrapper.__doc__ = func.__doc__
     wrapper.__signature__ = inspect.Signature([*own, *params])  # type: ignore[attr-defined]
     hints = {p.name: p.annotation for p in own}
@@ -492,19 +503,104 @@ def _root(
 
 
 def load_commands() -> None:
-    from . import commands  # noqa: F401  (imports every module in mailctl/commands/)
+    """Import every module in mailctl/commands/ (help, completion, the generators)."""
+    from . import commands
+
+    commands.import_all()
+
+
+def load_modules_for(names: Iterable[str]) -> bool:
+    """Import only the modules that register `names` (command names, any case), as
+    mailctl/command_index.py says. False when a name is not in the index or its module did not
+    register it (a new or moved command): the caller then loads every module."""
+    import importlib
+
+    try:
+        from .command_index import COMMANDS as INDEX
+    except ImportError:  # pragma: no cover - the generated file is missing
+        return False
+    wanted = [n.lower().removesuffix(".ps1") for n in names]
+    if not wanted or any(n not in INDEX for n in wanted):
+        return False
+    for module in sorted({INDEX[n] for n in wanted}):
+        try:
+            importlib.import_module(f"{__package__}.commands.{module}")
+        except Exception:  # noqa: BLE001 - load_commands reports it with the other modules
+            return False
+    return all(n in COMMANDS or n in UNSUPPORTED for n in wanted)
+
+
+def load_hook_modules() -> None:
+    """Import the modules that add to PROTOCOL_ENABLED / PROTOCOL_DISABLED / SERVICE_STATUS
+    (a run that imported only its own command's module has not seen them yet)."""
+    import importlib
+
+    try:
+        from .command_index import HOOKS
+    except ImportError:  # pragma: no cover - the generated file is missing
+        load_commands()
+        return
+    for module in HOOKS:
+        importlib.import_module(f"{__package__}.commands.{module}")
+
+
+def hook_modules() -> list[str]:
+    """Modules of mailctl/commands/ whose functions sit in the hook lists (for the index)."""
+    prefix = f"{__package__}.commands."
+    found = {
+        getattr(f, "__module__", "")
+        for f in [*PROTOCOL_ENABLED, *PROTOCOL_DISABLED, *SERVICE_STATUS]
+    }
+    return sorted(m.removeprefix(prefix) for m in found if m.startswith(prefix))
 
 
 _group: Any = None
+_group_size = -1
 
 
-def click_group() -> Any:
-    """The click group of every registered command (built once per process)."""
-    global _group
-    if _group is None:
+def click_group(names: Iterable[str] | None = None) -> Any:
+    """The click group of the registered commands: of every command, or (`names`) at least of
+    those, importing only their modules when the index knows them. Rebuilt when a later call
+    registered more commands (tests run many command lines in one process)."""
+    global _group, _group_size
+    if names is None or not load_modules_for(names):
         load_commands()
+    if _group is None or _group_size != len(app.registered_commands):
         _group = typer.main.get_command(app)
+        _group_size = len(app.registered_commands)
     return _group
+
+
+def settings_written(where: Home) -> None:
+    """Tell the running services of `where` to reload now (they also watch the file, this
+    only makes it immediate). Costs a directory listing when nothing runs."""
+    try:
+        if not any(where.run.glob("*.pid")):
+            return
+    except OSError:
+        return
+    from server.runtime import control
+
+    try:
+        control.signal_reload(where)
+    except Exception as exc:  # noqa: BLE001 - the write succeeded; the watch still reloads
+        warn(f"note: could not signal the running services to reload ({exc})")
+
+
+@contextlib.contextmanager
+def edit_settings(what_if: bool = False) -> Iterator[Any]:
+    """`server.settings.store.edit(home(), dry_run=what_if)`, then - when something was
+    written - signal the running services to reload (see settings_written)."""
+    from server.settings import store
+
+    where = home()
+    with store.edit(where, dry_run=what_if) as session:
+        yield session
+    if not what_if and session.changed():
+        settings_written(where)
+        # Leave the fast path's cache current, so a script's next get- is fast too.
+        with contextlib.suppress(CommandError):
+            load_settings()
 
 
 def run(argv: list[str]) -> int:
@@ -514,7 +610,7 @@ def run(argv: list[str]) -> int:
     set_home_override(None)
     output.FORCED = output.CAPTURE = None
     try:
-        group = click_group()
+        group = click_group(exchange.command_words(argv))
         plan = exchange.translate(argv, group)
         return exchange.execute(plan, group)
     except CommandError as exc:

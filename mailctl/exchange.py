@@ -101,6 +101,16 @@ def _split_pipeline(argv: list[str]) -> list[list[str]]:
     return segments
 
 
+def command_words(argv: list[str]) -> list[str] | None:
+    """The command names a line runs (one per pipeline stage), so that only their modules
+    are imported; None for a line that needs every command (help, no command)."""
+    argv = _take_home(list(argv))
+    if not argv or argv[0].startswith("-"):
+        return None
+    words = [seg[0] for seg in _split_pipeline(argv) if seg[0].lower() not in FORMATTERS]
+    return words or None
+
+
 def translate(argv: list[str], group: Command) -> Plan:
     argv = _take_home(list(argv))
     if not argv or argv[0].startswith("-"):

@@ -37,13 +37,11 @@ def service_name(word: str) -> str:
 
 def set_startup(server: str | None, services: list[str], startup: str, what_if: bool) -> str:
     """Write the StartupType of `services`; returns the server's name."""
-    from server.settings import store
-
     try:
         value = StartupType.parse(startup)
     except ValueError as exc:
         fail(f"-StartupType: {exc}")
-    with store.edit(home(), dry_run=what_if) as session:
+    with cli.edit_settings(what_if) as session:
         settings = session.validate()
         key, srv = local_server(settings, server)
         changes = {}
@@ -74,13 +72,37 @@ def set_service(
     set_startup(server, [service_name(name)], startup_type, what_if)
 
 
-def toggle(protocol: str, enable: bool, server: str | None, what_if: bool) -> None:
+def toggle(
+    protocol: str, enable: bool, server: str | None, what_if: bool, startup: str = "Automatic"
+) -> None:
     services = PAIRS[protocol]
-    key = set_startup(server, services, "Automatic" if enable else "Manual", what_if)
+    key = set_startup(server, services, startup, what_if)
     if what_if:
         return
+    cli.load_hook_modules()
     for hook in cli.PROTOCOL_ENABLED if enable else cli.PROTOCOL_DISABLED:
         hook(home(), key, services)
+
+
+StopStartupOpt = Annotated[
+    str,
+    typer.Option(
+        "--startup-type",
+        help="What the services become: Manual (start by hand) or Disabled (refuse to start).",
+        metavar="Manual|Disabled",
+    ),
+]
+
+
+def stop_startup_type(word: str) -> str:
+    """Disabling leaves the services Manual or Disabled, never Automatic."""
+    try:
+        value = StartupType.parse(word)
+    except ValueError as exc:
+        fail(f"-StartupType: {exc}")
+    if value is StartupType.Automatic:
+        fail("-StartupType Automatic would not disable anything", allowed="Manual, Disabled")
+    return value.value
 
 
 @command("Enable-Pop3")
@@ -90,9 +112,11 @@ def enable_pop3(server: ServerOpt = None, what_if: WhatIfOpt = False) -> None:
 
 
 @command("Disable-Pop3")
-def disable_pop3(server: ServerOpt = None, what_if: WhatIfOpt = False) -> None:
-    """Set MSExchangePOP3 and MSExchangePOP3BE to Manual."""
-    toggle("pop3", False, server, what_if)
+def disable_pop3(
+    server: ServerOpt = None, startup_type: StopStartupOpt = "Manual", what_if: WhatIfOpt = False
+) -> None:
+    """Set MSExchangePOP3 and MSExchangePOP3BE to Manual (or Disabled) and stop them."""
+    toggle("pop3", False, server, what_if, stop_startup_type(startup_type))
 
 
 @command("Enable-Imap4")
@@ -102,6 +126,8 @@ def enable_imap4(server: ServerOpt = None, what_if: WhatIfOpt = False) -> None:
 
 
 @command("Disable-Imap4")
-def disable_imap4(server: ServerOpt = None, what_if: WhatIfOpt = False) -> None:
-    """Set MSExchangeIMAP4 and MSExchangeIMAP4BE to Manual."""
-    toggle("imap4", False, server, what_if)
+def disable_imap4(
+    server: ServerOpt = None, startup_type: StopStartupOpt = "Manual", what_if: WhatIfOpt = False
+) -> None:
+    """Set MSExchangeIMAP4 and MSExchangeIMAP4BE to Manual (or Disabled) and stop them."""
+    toggle("imap4", False, server, what_if, stop_startup_type(startup_type))

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from mailctl import commands
+from mailctl import cli, commands
 from server.settings import store
 from server.settings.paths import Home
 
@@ -22,6 +22,7 @@ def imap(home: Home) -> dict[str, object]:
 
 
 def test_every_command_module_loads() -> None:
+    cli.load_commands()
     assert commands.FAILED == {}
 
 
