@@ -10,6 +10,8 @@ _mailctl() {
     local cmd="${COMP_WORDS[1],,}" opts="" values=""
     case "$cmd $prev" in
         "completion --shell"|"completion -Shell") values="bash zsh fish" ;;
+        "disable-imap4 --startup-type"|"disable-imap4 -StartupType") values="Manual Disabled" ;;
+        "disable-pop3 --startup-type"|"disable-pop3 -StartupType") values="Manual Disabled" ;;
         "enable-exchangecertificate --output"|"enable-exchangecertificate -Output") values="table list json" ;;
         "export-mailbox --output"|"export-mailbox -Output") values="table list json" ;;
         "get-casmailbox --output"|"get-casmailbox -Output") values="table list json" ;;
@@ -75,8 +77,8 @@ _mailctl() {
     fi
     case "$cmd" in
         completion) opts="--shell --home --help -Shell" ;;
-        disable-imap4) opts="--server --what-if --home --help -Server -WhatIf" ;;
-        disable-pop3) opts="--server --what-if --home --help -Server -WhatIf" ;;
+        disable-imap4) opts="--server --startup-type --what-if --home --help -Server -StartupType -WhatIf" ;;
+        disable-pop3) opts="--server --startup-type --what-if --home --help -Server -StartupType -WhatIf" ;;
         enable-exchangecertificate) opts="--services --output --home --help -Services -Output" ;;
         enable-imap4) opts="--server --what-if --home --help -Server -WhatIf" ;;
         enable-pop3) opts="--server --what-if --home --help -Server -WhatIf" ;;

@@ -98,8 +98,8 @@ def stop_startup_type(word: str) -> str:
     """Disabling leaves the services Manual or Disabled, never Automatic."""
     try:
         value = StartupType.parse(word)
-    except ValueError as exc:
-        fail(f"-StartupType: {exc}")
+    except ValueError:
+        fail(f"-StartupType {word!r} is not valid", allowed="Manual, Disabled")
     if value is StartupType.Automatic:
         fail("-StartupType Automatic would not disable anything", allowed="Manual, Disabled")
     return value.value

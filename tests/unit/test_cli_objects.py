@@ -149,6 +149,27 @@ def test_enable_disable_set_the_pairs(home: Home, monkeypatch: pytest.MonkeyPatc
     ]
 
 
+def test_disable_takes_a_startup_type(home: Home, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[list[str]] = []
+    cli.load_commands()
+    monkeypatch.setattr(cli, "PROTOCOL_DISABLED", [lambda h, s, names: calls.append(names)])
+    ok(home, "disable-imap4", "--startup-type", "Disabled")
+    ok(home, "Disable-Pop3", "-StartupType:disabled")
+    services = settings(home).Servers["MBX01"].Services
+    assert {
+        services[n].value
+        for n in ("MSExchangeIMAP4", "MSExchangeIMAP4BE", "MSExchangePOP3", "MSExchangePOP3BE")
+    } == {"Disabled"}
+    ok(home, "Disable-Imap4", "-StartupType", "Manual")
+    assert settings(home).Servers["MBX01"].Services["MSExchangeIMAP4BE"].value == "Manual"
+    assert len(calls) == 3  # stopped each time
+    before = home.settings_file.read_bytes()
+    for bad in ("Automatic", "Sometimes"):
+        result = mailctl(home, "Disable-Pop3", "-StartupType", bad)
+        assert result.code == 2 and "allowed: Manual, Disabled." in result.err, result.err
+    assert home.settings_file.read_bytes() == before and len(calls) == 3
+
+
 def test_connection_settings(home: Home) -> None:
     rows = ok(home, "get-connectionsettings", "-o", "json").json()
     assert [r["Server"] for r in rows] == [None, None, None]
@@ -266,7 +287,11 @@ def test_fast_path_answers_like_the_full_path(
     assert fast.answer([*args, "--server", "nope"]) is None
     assert fast.answer(["get-popsettings", "--home", str(home.root)]) is None  # table: full path
     ok(home, "Set-PopSettings", "-LoginType", "1")
-    assert fast.answer(args) is None  # the file changed: the cache is stale
+    assert fast.answer(args) == 0  # a set- command leaves the cache current
+    assert json.loads(capsys.readouterr().out)["LoginType"] == "PlainTextLogin"
+    text = home.settings_file.read_text()
+    home.settings_file.write_text(text.replace("PlainTextLogin", "SecureLogin"))
+    assert fast.answer(args) is None  # edited by hand: the cache is stale
 
 
 def test_init_creates_a_home(tmp_path: Path) -> None:
