@@ -21,6 +21,7 @@ from ..cli import (
     WhatIfOpt,
     apply_updates,
     command,
+    edit_settings,
     emit,
     fail,
     home,
@@ -162,7 +163,7 @@ def new_mailbox(
     if not NAME.match(name):
         fail(f"{name!r} is not a valid mailbox name", allowed="letters, digits, '.', '_', '-'")
     secret = read_password(password, password_stdin, required=not what_if)
-    with store.edit(home(), dry_run=what_if) as session:
+    with edit_settings(what_if) as session:
         settings = session.validate()
         if name.lower() in (n.lower() for n in settings.Mailboxes):
             fail(f"a mailbox named {name!r} exists already", code=1)
@@ -217,7 +218,7 @@ def set_mailbox(
     secret = read_password(password, password_stdin, required=False)
     if not values and secret is None:
         fail("Set-Mailbox: give at least one parameter to change (see --help)")
-    with store.edit(home(), dry_run=what_if) as session:
+    with edit_settings(what_if) as session:
         settings = session.validate()
         name, box = one(settings, identity)
         if "Server" in values:
@@ -245,9 +246,8 @@ def set_mailbox(
 def remove_mailbox(identity: IdentityArg, what_if: WhatIfOpt = False) -> None:
     """Remove a mailbox from the directory (its password too); its stored mail is kept."""
     from server.directory import Directory
-    from server.settings import store
 
-    with store.edit(home(), dry_run=what_if) as session:
+    with edit_settings(what_if) as session:
         settings = session.validate()
         name, _ = one(settings, identity)
         session.remove(("Mailboxes", name))
@@ -284,12 +284,10 @@ def set_casmailbox(
     identity: IdentityArg, what_if: WhatIfOpt = False, values: dict[str, Any] | None = None
 ) -> None:
     """Change a mailbox's POP3/IMAP4 switches (e.g. -PopEnabled $false)."""
-    from server.settings import store
-
     values = values or {}
     if not values:
         fail("Set-CASMailbox: give at least one parameter to change (see --help)")
-    with store.edit(home(), dry_run=what_if) as session:
+    with edit_settings(what_if) as session:
         settings = session.validate()
         name, box = one(settings, identity)
         new, changes = apply_updates(Mailbox, box, values, "Set-CASMailbox")

@@ -13,8 +13,8 @@ from ..cli import (
     WhatIfOpt,
     apply_updates,
     command,
+    edit_settings,
     emit,
-    home,
     is_windows_only,
     load_settings,
     local_server,
@@ -42,15 +42,13 @@ def show(protocol: str, server: str | None, output: str) -> None:
 
 
 def change(protocol: str, server: str | None, values: dict[str, Any], what_if: bool) -> None:
-    from server.settings import store
-
     model = MODELS[protocol]
     cmdlet = f"Set-{PROTOCOLS[protocol]}"
     if not values:
         from ..cli import fail
 
         fail(f"{cmdlet}: give at least one parameter to change (see --help)")
-    with store.edit(home(), dry_run=what_if) as session:
+    with edit_settings(what_if) as session:
         settings = session.validate()
         key, srv = local_server(settings, server)
         current = getattr(srv, PROTOCOLS[protocol])

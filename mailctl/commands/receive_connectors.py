@@ -15,9 +15,9 @@ from ..cli import (
     WhatIfOpt,
     apply_updates,
     command,
+    edit_settings,
     emit,
     fail,
-    home,
     load_settings,
     model_options,
     report_changes,
@@ -86,12 +86,10 @@ def set_receiveconnector(
     values: dict[str, Any] | None = None,
 ) -> None:
     """Change a receive connector (e.g. -AdvertiseClientSettings $true -Fqdn mail.contoso.com)."""
-    from server.settings import store
-
     values = values or {}
     if not values:
         fail("Set-ReceiveConnector: give at least one parameter to change (see --help)")
-    with store.edit(home(), dry_run=what_if) as session:
+    with edit_settings(what_if) as session:
         settings = session.validate()
         names = find(settings, identity, None)
         if len(names) != 1:
