@@ -268,6 +268,16 @@ class MailStore(ABC):
     @abstractmethod
     def delete_mailbox(self, name: str) -> None: ...
 
+    def prune_tombstones(self, older_than_days: float) -> int:
+        """Forget the UIDs of messages expunged more than `older_than_days` ago (kept so
+        far for QRESYNC's VANISHED, RFC 7162); returns how many were dropped. A client
+        resynchronizing from a MODSEQ older than the newest forgotten expunge still gets a
+        correct answer: changes_since() then counts every absent UID up to the highest
+        forgotten one as vanished (more than happened; clients ignore UIDs they don't
+        know), so it costs such a client a longer VANISHED (EARLIER), never a lost expunge.
+        Stores that keep no tombstones drop nothing."""
+        return 0
+
     @abstractmethod
     def check(self) -> list[str]:
         """Integrity check: problems found (empty when all is well)."""

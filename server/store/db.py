@@ -18,6 +18,11 @@ that wrote it is dead (its writer lock is free) or it is older than an hour.
 Bodies are shared by COPY (refcount in `bodies`), so copies cost no bytes on disk. Every
 change to a folder takes one new MODSEQ (the folder's HIGHESTMODSEQ + 1) for all the
 messages it touches; expunged UIDs stay as tombstones with the MODSEQ of their expunge.
+
+Tombstones are what QRESYNC's VANISHED answers come from; prune_tombstones() drops those of
+expunges older than a few days and remembers, per folder, the highest MODSEQ and UID it
+dropped. A client whose MODSEQ is older than that is answered conservatively: every UID up
+to the highest dropped one that no longer exists counts as vanished (see changes_since).
 """
 
 from __future__ import annotations
@@ -63,7 +68,7 @@ from server.store.api import (
 )
 from server.store.notify import Notifier
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 OPEN_MAILBOXES = 64  # mailboxes that keep idle SQLite connections open
 ORPHAN_AGE = 3600.0  # seconds after which an unreferenced body is garbage whoever wrote it
 SPECIAL_USES = frozenset(
@@ -83,7 +88,9 @@ CREATE TABLE IF NOT EXISTS folders(
     highestmodseq INTEGER NOT NULL,
     subscribed INTEGER NOT NULL DEFAULT 0,
     special_use TEXT,
-    hidden INTEGER NOT NULL DEFAULT 0
+    hidden INTEGER NOT NULL DEFAULT 0,
+    pruned_modseq INTEGER NOT NULL DEFAULT 0,  -- highest MODSEQ of a pruned tombstone
+    pruned_uid INTEGER NOT NULL DEFAULT 0      -- highest UID of a pruned tombstone
 );
 CREATE TABLE IF NOT EXISTS bodies(
     id INTEGER PRIMARY KEY,
@@ -111,10 +118,18 @@ CREATE TABLE IF NOT EXISTS tombstones(
     folder INTEGER NOT NULL,
     uid INTEGER NOT NULL,
     modseq INTEGER NOT NULL,
+    at INTEGER NOT NULL DEFAULT 0,  -- when it was expunged, Unix seconds
     PRIMARY KEY(folder, uid)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS tombstones_modseq ON tombstones(folder, modseq);
 """
+
+# Version 1 -> 2: tombstones dated (counted from the upgrade) and prunable.
+_UPGRADE_1 = (
+    "ALTER TABLE folders ADD COLUMN pruned_modseq INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE folders ADD COLUMN pruned_uid INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE tombstones ADD COLUMN at INTEGER NOT NULL DEFAULT 0",
+)
 
 
 def mailbox_key(name: str) -> str:
@@ -419,6 +434,10 @@ class SqliteMailStore(MailStore):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(self.writers_dir / entry)
 
+    def prune_tombstones(self, older_than_days: float) -> int:
+        before = time.time() - older_than_days * 86400
+        return sum(self.mailbox(name).prune_tombstones(before) for name in self.mailbox_names())
+
     def close(self) -> None:
         with self._lock:
             self._closed = True
@@ -518,6 +537,8 @@ class _Folder:
     uidvalidity: int
     uidnext: int
     highestmodseq: int
+    pruned_modseq: int = 0
+    pruned_uid: int = 0
 
 
 @dataclass
@@ -568,15 +589,21 @@ class SqliteMailbox(MailboxStore):
             if version == SCHEMA_VERSION:
                 return
             c.execute("BEGIN IMMEDIATE")
-            if c.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
+            version = c.execute("PRAGMA user_version").fetchone()[0]
+            if version == SCHEMA_VERSION:
                 c.execute("ROLLBACK")
                 return
-            for stmt in _SCHEMA.split(";"):
-                if stmt.strip():
+            if version == 1:
+                for stmt in _UPGRADE_1:
                     c.execute(stmt)
-            c.execute("INSERT OR REPLACE INTO meta VALUES('name', ?)", (self.name,))
-            for folder, special in DEFAULT_FOLDERS.items():
-                self._insert_folder(c, folder, special, subscribed=True)
+                c.execute("UPDATE tombstones SET at=?", (int(time.time()),))
+            else:
+                for stmt in _SCHEMA.split(";"):
+                    if stmt.strip():
+                        c.execute(stmt)
+                c.execute("INSERT OR REPLACE INTO meta VALUES('name', ?)", (self.name,))
+                for folder, special in DEFAULT_FOLDERS.items():
+                    self._insert_folder(c, folder, special, subscribed=True)
             c.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             c.execute("COMMIT")
         _fsync_dir(self.dir)  # the new database file's name is durable too
@@ -634,7 +661,8 @@ class SqliteMailbox(MailboxStore):
     def _folder(self, c: sqlite3.Connection, name: str) -> _Folder:
         name = normalize_folder(name)
         row = c.execute(
-            "SELECT id, name, uidvalidity, uidnext, highestmodseq FROM folders WHERE name=?",
+            "SELECT id, name, uidvalidity, uidnext, highestmodseq, pruned_modseq, pruned_uid"
+            " FROM folders WHERE name=?",
             (name,),
         ).fetchone()
         if row is None:
@@ -760,9 +788,9 @@ class SqliteMailbox(MailboxStore):
         fid = self._insert_folder(c, new, None, subscribed=False, uidnext=inbox.uidnext)
         modseq = inbox.highestmodseq + 1
         c.execute(
-            "INSERT INTO tombstones(folder, uid, modseq)"
-            " SELECT ?, uid, ? FROM messages WHERE folder=?",
-            (inbox.id, modseq, inbox.id),
+            "INSERT INTO tombstones(folder, uid, modseq, at)"
+            " SELECT ?, uid, ?, ? FROM messages WHERE folder=?",
+            (inbox.id, modseq, int(time.time()), inbox.id),
         )
         c.execute(
             "UPDATE messages SET folder=?, modseq=? WHERE folder=?", (fid, modseq, inbox.id)
@@ -787,7 +815,10 @@ class SqliteMailbox(MailboxStore):
             f = self._folder(c, name)
             with self._cache_lock:
                 cached = self._cache.get(name)
-            if cached is None or cached.folder_id != f.id or cached.uidvalidity != f.uidvalidity:
+            if (
+                cached is None or cached.folder_id != f.id or cached.uidvalidity != f.uidvalidity
+                or cached.modseq < f.pruned_modseq  # expunges since then may be forgotten
+            ):
                 cached = self._load(c, f)
             elif cached.modseq != f.highestmodseq:
                 cached = self._update(c, f, cached)
@@ -881,7 +912,24 @@ class SqliteMailbox(MailboxStore):
                     (f.id, modseq),
                 )
             ]
+            if modseq < f.pruned_modseq:
+                vanished = self._maybe_vanished(c, f, vanished)
         return Changes(f.highestmodseq, changed, vanished)
+
+    @staticmethod
+    def _maybe_vanished(c: sqlite3.Connection, f: _Folder, kept: list[int]) -> list[int]:
+        """Expunges since the MODSEQ asked about were partly pruned. A server may leave
+        out VANISHED only when nothing was expunged since the client's MODSEQ (RFC 7162
+        section 3.2.5.2), so the answer lists every UID that may have gone: the ones of the
+        tombstones kept and every absent UID up to the highest pruned one (a client ignores
+        UIDs it doesn't know). Costs a pass over UIDs 1..pruned_uid, only for such clients."""
+        present = {
+            r[0] for r in c.execute(
+                "SELECT uid FROM messages WHERE folder=? AND uid<=?", (f.id, f.pruned_uid)
+            )
+        }
+        gone = {uid for uid in range(1, f.pruned_uid + 1) if uid not in present}
+        return sorted(gone.union(kept))
 
     def _body_of(self, folder: str, uid: int) -> tuple[int, str, str | None]:
         with self._read() as c:
@@ -1074,10 +1122,7 @@ class SqliteMailbox(MailboxStore):
                     "DELETE FROM messages WHERE folder=? AND uid=?",
                     [(src.id, r[0]) for r in rows],
                 )
-                c.executemany(
-                    "INSERT OR REPLACE INTO tombstones VALUES(?, ?, ?)",
-                    [(src.id, r[0], src_modseq) for r in rows],
-                )
+                self._bury(c, src.id, [r[0] for r in rows], src_modseq)
                 c.execute("UPDATE folders SET highestmodseq=? WHERE id=?", (src_modseq, src.id))
             else:
                 c.executemany(
@@ -1107,10 +1152,7 @@ class SqliteMailbox(MailboxStore):
             c.executemany(
                 "DELETE FROM messages WHERE folder=? AND uid=?", [(f.id, u) for u, _ in gone]
             )
-            c.executemany(
-                "INSERT OR REPLACE INTO tombstones VALUES(?, ?, ?)",
-                [(f.id, u, modseq) for u, _ in gone],
-            )
+            self._bury(c, f.id, [u for u, _ in gone], modseq)
             c.execute("UPDATE folders SET highestmodseq=? WHERE id=?", (modseq, f.id))
             doomed = self._release_bodies(c, [b for _, b in gone])
         self._unlink(doomed)
@@ -1139,14 +1181,43 @@ class SqliteMailbox(MailboxStore):
             c.executemany(
                 "DELETE FROM messages WHERE folder=? AND uid=?", [(f.id, u) for u, _ in gone]
             )
-            c.executemany(
-                "INSERT OR REPLACE INTO tombstones VALUES(?, ?, ?)",
-                [(f.id, u, modseq) for u, _ in gone],
-            )
+            self._bury(c, f.id, [u for u, _ in gone], modseq)
             c.execute("UPDATE folders SET highestmodseq=? WHERE id=?", (modseq, f.id))
             doomed = self._release_bodies(c, [b for _, b in gone])
         self._unlink(doomed)
         return [u for u, _ in gone]
+
+    @staticmethod
+    def _bury(c: sqlite3.Connection, folder_id: int, uids: list[int], modseq: int) -> None:
+        """Tombstones for expunged UIDs, dated so prune_tombstones() can age them."""
+        now = int(time.time())
+        c.executemany(
+            "INSERT OR REPLACE INTO tombstones(folder, uid, modseq, at) VALUES(?, ?, ?, ?)",
+            [(folder_id, uid, modseq, now) for uid in uids],
+        )
+
+    def prune_tombstones(self, before: float) -> int:
+        """Drop the tombstones of expunges before `before` (Unix time); returns how many.
+        Not a change clients see (no MODSEQ, no notification): each folder remembers the
+        highest MODSEQ and UID dropped, and changes_since() and snapshot() answer older
+        MODSEQs from that."""
+        cutoff = int(before)
+        total = 0
+        with self._write(notify=False) as c:
+            for fid, modseq, uid, count in c.execute(
+                "SELECT folder, max(modseq), max(uid), count(*) FROM tombstones WHERE at < ?"
+                " GROUP BY folder",
+                (cutoff,),
+            ).fetchall():
+                c.execute(
+                    "UPDATE folders SET pruned_modseq = max(pruned_modseq, ?),"
+                    " pruned_uid = max(pruned_uid, ?) WHERE id=?",
+                    (modseq, uid, fid),
+                )
+                total += count
+            if total:
+                c.execute("DELETE FROM tombstones WHERE at < ?", (cutoff,))
+        return total
 
     def _release_bodies(self, c: sqlite3.Connection, bodies: list[int]) -> list[str]:
         """Drop one reference per entry; returns the files no message uses any more (to be
