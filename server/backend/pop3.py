@@ -8,9 +8,11 @@ QUIT, in one store call, so a dropped connection deletes nothing. IMAP sessions 
 mailbox keep working and see the deletions as EXPUNGEs through the store's notifications.
 
 Settings are read from ctx.settings at each use: Banner at the greeting, MaxCommandSize at
-each command, the timeouts at each read, MessageRetrievalSortOrder / EnableExactRFC822Size at
-login (message numbers and sizes are fixed for a session), MessageRetrievalMimeFormat at each
-retrieval.
+each command, the timeouts at each read, MessageRetrievalSortOrder / EnableExactRFC822Size /
+MessageRetrievalMimeFormat / CalendarItemRetrievalOption / SuppressReadReceipt at login
+(message numbers, sizes and the bytes they measure are fixed for a session: server.retrieval
+renders them). With the options that leave messages as stored, RETR sends the body file's
+bytes with no rendering step.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from ..directory import Entry, check_proxy_login, may_use_protocol
@@ -39,6 +42,8 @@ from ..protocols.pop3.session import (
     Update,
     build_maildrop,
 )
+from ..retrieval import RetrievalView
+from ..retrieval.receipts import ReceiptSender
 from ..runtime import tls
 from ..runtime.listeners import ListenerSet
 from ..runtime.protocol_log import ProtocolLog
@@ -61,14 +66,26 @@ CAPABILITIES = Capabilities(sasl=("PLAIN",), user=True, stls=False)
 
 
 def render_for_retrieval(raw: bytes, mailbox: Mailbox | None, pop: PopSettings) -> bytes:
-    """The bytes RETR and TOP send for a stored message: the back ends' shared rendering
-    (where MessageRetrievalMimeFormat conversions plug in; today the stored bytes), with any
-    bare LF made CRLF, because the byte-stuffing and the terminating "." line only work on
-    CRLF lines. Messages stored with CRLF (what delivery and APPEND store) pass unchanged."""
-    data = common.render_for_retrieval(raw, protocol="POP3", mailbox=mailbox, settings=pop)
+    """The bytes RETR and TOP send for a stored message outside a session (sessions render
+    through their RetrievalView): the back ends' shared rendering, with any bare LF made
+    CRLF, because the byte-stuffing and the terminating "." line only work on CRLF lines.
+    Messages stored with CRLF (what delivery and APPEND store) pass unchanged."""
+    return crlf_lines(common.render_for_retrieval(raw, protocol="POP3", mailbox=mailbox, settings=pop))
+
+
+def crlf_lines(data: bytes) -> bytes:
+    """`data` with every line ending in CRLF (the byte-stuffing needs CRLF lines)."""
     if data.count(b"\n") != data.count(b"\r\n"):
         data = data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
     return data
+
+
+def asks_for_receipt(raw: bytes) -> bool:
+    """A cheap look at the header before the receipt machinery parses it: most messages ask
+    for no receipt, and RETR of those should cost nothing more."""
+    ends = [e for e in (raw.find(b"\r\n\r\n"), raw.find(b"\n\n")) if e >= 0]
+    head = raw[: min(ends)] if ends else raw
+    return b"disposition-notification-to" in head.lower()
 
 
 @dataclass(frozen=True)
@@ -150,6 +167,7 @@ class _Login:
     release: Callable[[], None]
     maildrop: Maildrop
     files: MaildropFiles
+    view: RetrievalView | None = None  # what RETR/TOP send (formats, calendar, receipts)
 
 
 @dataclass(eq=False)
@@ -272,12 +290,19 @@ class _Connection:
         return maildrop.messages[action.msg - 1].size <= INLINE_READ_LIMIT
 
     def _read(self, action: Retrieve) -> bytes | None:
-        assert self.login is not None
+        login = self.login
+        assert login is not None
         try:
-            raw = self.login.files.read(action.uid)
+            raw = login.files.read(action.uid)
         except StoreError:
             return None
-        return self.service.render(self.login.mailbox, raw)
+        view = login.view
+        if view is None:
+            return self.service.render(login.mailbox, raw)
+        if action.lines is None and view.sends_receipts and asks_for_receipt(raw):
+            assert view.receipts is not None
+            view.receipts.downloaded(login.box, INBOX, action.uid, frozenset(), login.mailbox, raw)
+        return crlf_lines(view.data(action.uid, raw))
 
     def _deliver(self, action: Retrieve, data: bytes | None) -> None:
         if data is None:
@@ -492,10 +517,18 @@ class Pop3BackendService(Service):
         try:
             options = PopOptions.of(self.pop_settings(), box)
             snapshot = mailbox.snapshot(INBOX)
-            rows = message_sizes(
-                mailbox, [(r.uid, r.size) for r in snapshot.rows], options.exact_size,
-                lambda raw: render_for_retrieval(raw, box, self.pop_settings()),
+            view = common.retrieval_view(
+                settings, self.ctx.server, "POP3", name, INBOX, snapshot.status.uidvalidity,
+                ReceiptSender(self.ctx.home, lambda: self.ctx.settings, self.ctx.server, self._store),
             )
+            if view.as_stored:
+                rows = message_sizes(
+                    mailbox, [(r.uid, r.size) for r in snapshot.rows], options.exact_size,
+                    lambda raw: render_for_retrieval(raw, box, self.pop_settings()),
+                )
+            else:  # LIST/STAT give the size of what RETR sends (rendered once, cached)
+                rows = [(r.uid, view.size(r.uid, r.size, partial(mailbox.read, INBOX, r.uid)))
+                        for r in snapshot.rows]
             maildrop = build_maildrop(snapshot.status.uidvalidity, rows, options.descending)
             files = MaildropFiles(mailbox, [uid for uid, _ in rows])
         except BaseException:
@@ -506,4 +539,4 @@ class Pop3BackendService(Service):
             files.close()
             release()
 
-        return _Login(name, mailbox, release_all, maildrop, files)
+        return _Login(name, mailbox, release_all, maildrop, files, view)

@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 
-from server.backend import pop3 as pop3_backend
 from server.directory import PROXY_USER, proxy_secret
 from server.protocols import proxyv2
 from server.retrieval import CACHE
@@ -253,12 +252,6 @@ def test_imap_read_receipt_once_on_download_unless_suppressed(servers: Servers) 
 
 # --- POP3 -------------------------------------------------------------------------------
 
-POP3_RENDERS = hasattr(pop3_backend._Login, "view")
-needs_pop3 = pytest.mark.skipif(
-    not POP3_RENDERS, reason="server/backend/pop3.py does not use server.retrieval yet"
-)
-
-
 def pop_download(conn: ProxiedPOP3) -> dict[int, tuple[int, bytes]]:
     """message number -> (LIST size, the bytes RETR sent, byte-stuffing undone)."""
     count, total = conn.stat()
@@ -271,7 +264,6 @@ def pop_download(conn: ProxiedPOP3) -> dict[int, tuple[int, bytes]]:
     return out
 
 
-@needs_pop3
 def test_pop3_every_format_valid_mime_and_sizes_match(servers: Servers) -> None:
     raws = {name: make() for name, make in MESSAGES.items()}
     for raw in raws.values():
@@ -289,7 +281,21 @@ def test_pop3_every_format_valid_mime_and_sizes_match(servers: Servers) -> None:
     assert [box.read("INBOX", r.uid) for r in box.snapshot("INBOX").rows] == list(raws.values())
 
 
-@needs_pop3
+def test_pop3_as_stored_sends_the_stored_bytes_without_rendering(
+    servers: Servers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_rendering(*args: object) -> bytes:
+        raise AssertionError("as-stored retrieval must not render")
+
+    monkeypatch.setattr(CACHE, "data", no_rendering)
+    monkeypatch.setattr(CACHE, "size", no_rendering)
+    raw = MESSAGES["html"]()
+    servers.deliver(raw)
+    conn = servers.pop()
+    assert pop_download(conn)[1] == (len(raw), raw)
+    conn.quit()
+
+
 def test_pop3_mailbox_override_and_next_session_sees_the_change(servers: Servers) -> None:
     html = MESSAGES["html"]()
     servers.deliver(html)
@@ -313,7 +319,6 @@ def test_pop3_mailbox_override_and_next_session_sees_the_change(servers: Servers
     conn.quit()
 
 
-@needs_pop3
 def test_pop3_calendar_link_on_the_external_url(servers: Servers) -> None:
     meeting = meeting_request()
     uid = servers.deliver(meeting)
@@ -334,7 +339,6 @@ def test_pop3_calendar_link_on_the_external_url(servers: Servers) -> None:
     conn.quit()
 
 
-@needs_pop3
 def test_pop3_receipt_on_retr_not_top_and_only_once(servers: Servers) -> None:
     servers.deliver(asking_carol())
     conn = servers.pop()

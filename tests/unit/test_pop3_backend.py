@@ -15,6 +15,7 @@ from server.backend.pop3 import (
     MaildropFiles,
     PopOptions,
     apply_update,
+    asks_for_receipt,
     message_sizes,
     render_for_retrieval,
 )
@@ -191,6 +192,14 @@ def test_render_turns_bare_lf_into_crlf_and_keeps_crlf_messages() -> None:
     assert render_for_retrieval(b"A: b\n\nbody\r\nx\n", None, PopSettings()) == (
         b"A: b\r\n\r\nbody\r\nx\r\n"
     )
+
+
+def test_receipt_precheck_looks_only_at_the_header() -> None:
+    assert asks_for_receipt(b"From: a\r\nDisposition-Notification-To: a@b\r\n\r\nx\r\n")
+    assert asks_for_receipt(b"disposition-notification-TO: a@b\n\nx\n")
+    assert not asks_for_receipt(b"From: a\r\n\r\nDisposition-Notification-To: a@b\r\n")
+    assert not asks_for_receipt(b"From: a\n\nDisposition-Notification-To: a@b\n")
+    assert asks_for_receipt(b"Disposition-Notification-To: a@b")  # header only, no body
 
 
 def test_estimated_sizes_read_nothing_exact_sizes_measure_the_rendering() -> None:
