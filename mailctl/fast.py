@@ -1,11 +1,12 @@
-"""The fast path: `mailctl get-popsettings --output json` without typer, rich or pydantic.
+"""The fast path: get- commands with `--output json` without typer, rich or pydantic.
 
 Validating settings.toml costs ~150 ms of imports; shell scripts call get- commands in loops.
-Every full run that loads the settings leaves the validated dump in run/settings.cache.json,
-keyed by the sha256 of settings.toml and a fingerprint of the code that validates it. When
-that key still matches, the answer is computed from the cached dump (views.py, the same code
-the full path uses). Anything unusual (other commands, other options, no cache, a stale key)
-returns None and the full command line handles it.
+Every full run that loads the settings (and every settings write) leaves the validated dump
+in run/settings.cache.json, keyed by the sha256 of settings.toml and a fingerprint of the
+code that validates it. When that key still matches, the answer is computed from the cached
+dump by mailctl.views, the same code the full path uses. Anything unusual (other commands or
+options, an abbreviated parameter, no cache, a stale key, no match for an identity) returns
+None and the full command line handles it, errors included.
 """
 
 from __future__ import annotations
@@ -14,11 +15,55 @@ import hashlib
 import json
 import os
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import views
+
 CACHE_NAME = "settings.cache.json"
-FAST_COMMANDS = {"get-popsettings": "pop", "get-imapsettings": "imap"}
+
+
+@dataclass(frozen=True)
+class Read:
+    """A get- command the fast path answers: which options it takes and its view."""
+
+    answer: Callable[[dict[str, Any], dict[str, str]], Any | None]
+    identity: bool = False  # takes a positional identity (-Identity)
+    server: bool = True  # takes --server
+
+
+def _protocol(protocol: str) -> Callable[[dict[str, Any], dict[str, str]], Any | None]:
+    def answer(dump: dict[str, Any], given: dict[str, str]) -> Any | None:
+        server = views.pick_server(dump["Servers"], given.get("server"))
+        return None if server is None else views.protocol_settings(dump, server, protocol)
+
+    return answer
+
+
+def _connectors(dump: dict[str, Any], given: dict[str, str]) -> Any | None:
+    identity = given.get("identity")
+    names = views.find_connectors(dump["ReceiveConnectors"], identity, given.get("server"))
+    return views.connector_rows(dump, names) if names or not identity else None
+
+
+def _mailboxes(rows: Callable[[dict[str, Any], list[str]], Any]) -> Callable[..., Any | None]:
+    def answer(dump: dict[str, Any], given: dict[str, str]) -> Any | None:
+        identity = given.get("identity")
+        names = views.match_mailboxes(dump["Mailboxes"], identity)
+        return rows(dump, names) if names or not identity else None
+
+    return answer
+
+
+FAST_COMMANDS: dict[str, Read] = {
+    "get-popsettings": Read(_protocol("pop")),
+    "get-imapsettings": Read(_protocol("imap")),
+    "get-receiveconnector": Read(_connectors, identity=True),
+    "get-mailbox": Read(_mailboxes(views.mailbox_rows), identity=True, server=False),
+    "get-casmailbox": Read(_mailboxes(views.cas_rows), identity=True, server=False),
+}
 
 
 def _fingerprint() -> str:
@@ -60,45 +105,56 @@ def write_cache(home: Any, snapshot: Any) -> None:
         pass
 
 
-def _parse(args: list[str]) -> dict[str, str] | None:
-    """{command, output, server, home} for the simple lines we answer, else None."""
+def _parse(args: list[str]) -> tuple[Read, dict[str, str]] | None:
+    """The command and {output, server, home, identity} for the simple lines we answer."""
     if not args or args[0].lower() not in FAST_COMMANDS:
         return None
-    found = {"command": FAST_COMMANDS[args[0].lower()]}
-    names = {"output": "output", "o": "output", "server": "server", "home": "home"}
+    read = FAST_COMMANDS[args[0].lower()]
+    names = {"output": "output", "o": "output", "home": "home"}
+    if read.server:
+        names["server"] = "server"
+    if read.identity:
+        names["identity"] = "identity"
+    found: dict[str, str] = {}
     i = 1
     while i < len(args):
         token = args[i]
-        if not token.startswith("-"):
-            return None
-        if token.startswith("--"):
-            word, sep, value = token[2:].partition("=")
-        else:
-            word, sep, value = token[1:].partition(":")
-        key = names.get(word.lower())
-        if key is None or key in found:
-            return None
-        if not sep:
-            i += 1
-            if i >= len(args):
-                return None
-            value = args[i]
-        found[key] = value
         i += 1
+        if token == "|":
+            return None
+        if not token.startswith("-") or token == "-":
+            key, value = "identity", token
+            if not read.identity:
+                return None
+        else:
+            if token.startswith("--"):
+                word, sep, value = token[2:].partition("=")
+            else:
+                word, sep, value = token[1:].partition(":")
+            key = names.get(word.lower(), "")
+            if not key or (key == "identity" and token.startswith("--")):
+                return None
+            if not sep:
+                if i >= len(args):
+                    return None
+                value = args[i]
+                i += 1
+        if key in found:
+            return None
+        found[key] = value
     if found.get("output", "").lower() != "json":
         return None
-    return found
+    return read, found
 
 
 def answer(args: list[str]) -> int | None:
     parsed = _parse(args)
     if parsed is None:
         return None
+    read, given = parsed
     from server.settings.paths import Home
 
-    from . import views
-
-    home = Home.resolve(parsed.get("home") or os.environ.get("MAILCTL_HOME") or None)
+    home = Home.resolve(given.get("home") or os.environ.get("MAILCTL_HOME") or None)
     try:
         raw = home.settings_file.read_bytes()
         cached = json.loads((home.run / CACHE_NAME).read_text())
@@ -106,10 +162,8 @@ def answer(args: list[str]) -> int | None:
         return None
     if not isinstance(cached, dict) or cached.get("key") != _key(raw):
         return None
-    dump = cached["settings"]
-    server = views.pick_server(dump["Servers"], parsed.get("server"))
-    if server is None:
+    data = read.answer(cached["settings"], given)
+    if data is None:
         return None  # let the full path produce the error message
-    data = views.protocol_settings(dump, server, parsed["command"])
     sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
     return 0

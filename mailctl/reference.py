@@ -274,9 +274,10 @@ mailctl Set-CASMailbox alice -PopEnabled '$false'
   as settings.toml spells it), an array of objects for commands that list things
   (get-mailbox, get-casmailbox, get-receiveconnector, get-service, get-connectionsettings);
   `null` is "not set". Keys and value spellings are the Exchange ones and only grow.
-* `mailctl get-popsettings --output json` and `get-imapsettings --output json` are answered
-  without loading the CLI framework when the settings have not changed since the last full
-  run (a validated copy in `run/settings.cache.json`), for scripts that call them in loops.
+* `get-popsettings`, `get-imapsettings`, `get-receiveconnector`, `get-mailbox` and
+  `get-casmailbox` with `--output json` are answered without loading the CLI framework when
+  settings.toml has not changed since mailctl last read or wrote it (a validated copy in
+  `run/settings.cache.json`), for scripts that call them in loops. The answer is the same.
 
 ## Shell completion
 

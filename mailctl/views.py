@@ -4,6 +4,7 @@ produce byte-identical JSON from the same functions."""
 
 from __future__ import annotations
 
+import fnmatch
 import os
 from typing import Any
 
@@ -31,3 +32,95 @@ def pick_server(servers: dict[str, Any], wanted: str | None) -> str | None:
 def protocol_settings(dump: dict[str, Any], server: str, protocol: str) -> dict[str, Any]:
     """get-popsettings / get-imapsettings: the server's name, then every parameter."""
     return {"Server": server, **dump["Servers"][server][PROTOCOLS[protocol]]}
+
+
+def _field(obj: Any, key: str) -> Any:
+    """A property of a dumped object (dict) or of a model: the views take either."""
+    return obj[key] if isinstance(obj, dict) else getattr(obj, key)
+
+
+# --------------------------------------------------------------------------- receive connectors
+
+CONNECTOR_COLUMNS = ["Identity", "Bindings", "Enabled", "AdvertiseClientSettings", "Fqdn"]
+
+
+def find_connectors(
+    connectors: dict[str, Any], identity: str | None, server: str | None
+) -> list[str]:
+    """Connector names matching `identity` (name or Server\\Name, * wildcards), on `server`."""
+    wanted_server = server
+    pattern = identity or "*"
+    if "\\" in pattern:
+        wanted_server, pattern = pattern.split("\\", 1)
+    found = []
+    for name, conn in connectors.items():
+        if wanted_server and _field(conn, "Server").lower() != wanted_server.lower():
+            continue
+        if fnmatch.fnmatchcase(name.lower(), pattern.lower()):
+            found.append(name)
+    return found
+
+
+def connector_rows(dump: dict[str, Any], names: list[str]) -> list[dict[str, Any]]:
+    rows = []
+    for name in names:
+        conn = dump["ReceiveConnectors"][name]
+        rows.append({"Identity": f"{conn['Server']}\\{name}", "Name": name, **conn})
+    return rows
+
+
+# --------------------------------------------------------------------------- mailboxes
+
+MAILBOX_FIELDS = ["DisplayName", "PrimarySmtpAddress", "EmailAddresses", "Type", "Server"]
+MAILBOX_COLUMNS = ["Name", "PrimarySmtpAddress", "Server", "Type"]
+CAS_COLUMNS = [
+    "Name",
+    "PopEnabled",
+    "ImapEnabled",
+    "PopUseProtocolDefaults",
+    "ImapUseProtocolDefaults",
+]
+
+
+def find_mailbox(mailboxes: dict[str, Any], identity: str) -> str | None:
+    """The mailbox named `identity`, or with it as an address, or `domain\\name`
+    (case-insensitive) - what Settings.mailbox finds, on the dump."""
+    wanted = identity.strip().lower().rsplit("\\", 1)[-1]
+    for name, box in mailboxes.items():
+        addresses = [_field(box, "PrimarySmtpAddress"), *_field(box, "EmailAddresses")]
+        if name.lower() == wanted or wanted in (a.lower() for a in addresses):
+            return name
+    return None
+
+
+def match_mailboxes(mailboxes: dict[str, Any], identity: str | None) -> list[str]:
+    """Every mailbox; those whose name or primary address matches a * / ? pattern; or one."""
+    if identity is None:
+        return list(mailboxes)
+    if any(c in identity for c in "*?"):
+        pattern = identity.lower()
+        return [
+            name
+            for name, box in mailboxes.items()
+            if fnmatch.fnmatchcase(name.lower(), pattern)
+            or fnmatch.fnmatchcase(_field(box, "PrimarySmtpAddress").lower(), pattern)
+        ]
+    found = find_mailbox(mailboxes, identity)
+    return [found] if found else []
+
+
+def mailbox_rows(dump: dict[str, Any], names: list[str]) -> list[dict[str, Any]]:
+    boxes = dump["Mailboxes"]
+    return [{"Identity": n, "Name": n, **{k: boxes[n][k] for k in MAILBOX_FIELDS}} for n in names]
+
+
+def cas_rows(dump: dict[str, Any], names: list[str]) -> list[dict[str, Any]]:
+    boxes = dump["Mailboxes"]
+    return [
+        {
+            "Identity": n,
+            "Name": n,
+            **{k: v for k, v in boxes[n].items() if k.startswith(("Pop", "Imap"))},
+        }
+        for n in names
+    ]

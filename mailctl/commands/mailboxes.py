@@ -7,7 +7,6 @@ They are hashed (argon2id, server.directory) and never printed or stored in clea
 
 from __future__ import annotations
 
-import fnmatch
 import re
 import sys
 from typing import Annotated, Any
@@ -16,6 +15,7 @@ import typer
 
 from server.settings.models import Mailbox, Settings
 
+from .. import views
 from ..cli import (
     OutputOpt,
     WhatIfOpt,
@@ -33,7 +33,7 @@ from ..cli import (
 )
 
 CAS_FIELDS = [f for f in Mailbox.model_fields if f.startswith(("Pop", "Imap"))]
-MAILBOX_FIELDS = ["DisplayName", "PrimarySmtpAddress", "EmailAddresses", "Type", "Server"]
+MAILBOX_FIELDS = views.MAILBOX_FIELDS
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 PasswordOpt = Annotated[
@@ -93,36 +93,11 @@ def read_password(given: str | None, from_stdin: bool, *, required: bool) -> str
     return password
 
 
-def matching(settings: Settings, identity: str | None) -> list[str]:
-    if identity is None:
-        return list(settings.Mailboxes)
-    if any(c in identity for c in "*?"):
-        pattern = identity.lower()
-        return [
-            n
-            for n, box in settings.Mailboxes.items()
-            if fnmatch.fnmatchcase(n.lower(), pattern)
-            or fnmatch.fnmatchcase(box.PrimarySmtpAddress.lower(), pattern)
-        ]
-    found = settings.mailbox(identity)
-    return [found[0]] if found else []
-
-
 def one(settings: Settings, identity: str) -> tuple[str, Mailbox]:
     found = settings.mailbox(identity)
     if found is None:
         fail(f"there is no mailbox {identity!r}", code=1)
     return found
-
-
-def mailbox_view(name: str, box: Mailbox) -> dict[str, Any]:
-    data = box.model_dump(mode="json")
-    return {"Identity": name, "Name": name, **{k: data[k] for k in MAILBOX_FIELDS}}
-
-
-def cas_view(name: str, box: Mailbox) -> dict[str, Any]:
-    data = box.model_dump(mode="json")
-    return {"Identity": name, "Name": name, **{k: data[k] for k in CAS_FIELDS}}
 
 
 @command("New-Mailbox")
@@ -194,12 +169,11 @@ def new_mailbox(
 @command("Get-Mailbox", read=True)
 def get_mailbox(identity: OptionalIdentityArg = None, output: OutputOpt = "table") -> None:
     """Show mailboxes (all, or those matching Identity)."""
-    settings = load_settings()
-    names = matching(settings, identity)
+    dump = load_settings().model_dump(mode="json")
+    names = views.match_mailboxes(dump["Mailboxes"], identity)
     if identity and not names:
         fail(f"there is no mailbox {identity!r}", code=1)
-    rows = [mailbox_view(n, settings.Mailboxes[n]) for n in names]
-    emit(rows, output, columns=["Name", "PrimarySmtpAddress", "Server", "Type"])
+    emit(views.mailbox_rows(dump, names), output, columns=views.MAILBOX_COLUMNS)
 
 
 @command("Set-Mailbox", params=model_options(Mailbox, only=MAILBOX_FIELDS))
@@ -261,22 +235,11 @@ def remove_mailbox(identity: IdentityArg, what_if: WhatIfOpt = False) -> None:
 @command("Get-CASMailbox", read=True)
 def get_casmailbox(identity: OptionalIdentityArg = None, output: OutputOpt = "table") -> None:
     """Show the POP3/IMAP4 switches of mailboxes."""
-    settings = load_settings()
-    names = matching(settings, identity)
+    dump = load_settings().model_dump(mode="json")
+    names = views.match_mailboxes(dump["Mailboxes"], identity)
     if identity and not names:
         fail(f"there is no mailbox {identity!r}", code=1)
-    rows = [cas_view(n, settings.Mailboxes[n]) for n in names]
-    emit(
-        rows,
-        output,
-        columns=[
-            "Name",
-            "PopEnabled",
-            "ImapEnabled",
-            "PopUseProtocolDefaults",
-            "ImapUseProtocolDefaults",
-        ],
-    )
+    emit(views.cas_rows(dump, names), output, columns=views.CAS_COLUMNS)
 
 
 @command("Set-CASMailbox", params=model_options(Mailbox, only=CAS_FIELDS))

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import fnmatch
 from typing import Annotated, Any
 
 import typer
 
 from server.settings.models import ReceiveConnector, Settings
 
+from .. import views
 from ..cli import (
     OutputOpt,
     ServerOpt,
@@ -38,21 +38,7 @@ def identity_of(name: str, conn: ReceiveConnector) -> str:
 
 def find(settings: Settings, identity: str | None, server: str | None) -> list[str]:
     """Connector names matching `identity` (name or Server\\Name, * wildcards)."""
-    wanted_server = server
-    pattern = identity or "*"
-    if "\\" in pattern:
-        wanted_server, pattern = pattern.split("\\", 1)
-    found = []
-    for name, conn in settings.ReceiveConnectors.items():
-        if wanted_server and conn.Server.lower() != wanted_server.lower():
-            continue
-        if fnmatch.fnmatchcase(name.lower(), pattern.lower()):
-            found.append(name)
-    return found
-
-
-def view(name: str, conn: ReceiveConnector) -> dict[str, Any]:
-    return {"Identity": identity_of(name, conn), "Name": name, **conn.model_dump(mode="json")}
+    return views.find_connectors(settings.ReceiveConnectors, identity, server)
 
 
 @command("Get-ReceiveConnector", read=True)
@@ -60,18 +46,15 @@ def get_receiveconnector(
     identity: IdentityArg = None, server: ServerOpt = None, output: OutputOpt = "table"
 ) -> None:
     """Show receive connectors (all, or those matching Identity)."""
-    settings = load_settings()
-    names = find(settings, identity, server)
+    dump = load_settings().model_dump(mode="json")
+    names = views.find_connectors(dump["ReceiveConnectors"], identity, server)
     if identity and not names:
         fail(
             f"there is no receive connector {identity!r}",
-            allowed=", ".join(settings.ReceiveConnectors),
+            allowed=", ".join(dump["ReceiveConnectors"]),
             code=1,
         )
-    rows = [view(n, settings.ReceiveConnectors[n]) for n in names]
-    emit(
-        rows, output, columns=["Identity", "Bindings", "Enabled", "AdvertiseClientSettings", "Fqdn"]
-    )
+    emit(views.connector_rows(dump, names), output, columns=views.CONNECTOR_COLUMNS)
 
 
 @command(

@@ -1,0 +1,87 @@
+"""The fast path (mailctl.fast) answers get- commands with --output json from the cached
+settings dump, byte for byte what the full command line prints; everything else it leaves to
+the full path (returns None)."""
+
+from __future__ import annotations
+
+import pytest
+
+from mailctl import fast, views
+from server.settings import store
+from server.settings.paths import Home
+
+from .test_cli_helpers import mailctl, ok
+
+LINES = [
+    ["get-popsettings", "--output", "json"],
+    ["Get-ImapSettings", "-Output", "json", "-Server", "mbx01"],
+    ["get-receiveconnector", "-o", "json"],
+    ["get-receiveconnector", "Client*", "--output=json"],
+    ["Get-ReceiveConnector", "-Identity", "MBX01\\Client Frontend MBX01", "-Output:json"],
+    ["get-receiveconnector", "--server", "NOPE", "-o", "json"],
+    ["get-mailbox", "-o", "json"],
+    ["get-mailbox", "ALICE@contoso.test", "-o", "json"],
+    ["Get-Mailbox", "-Identity", "contoso\\bob", "-Output", "JSON"],
+    ["get-mailbox", "a*", "-o", "json"],
+    ["get-casmailbox", "-o", "json"],
+    ["Get-CASMailbox", "bob", "-Output", "json"],
+]
+
+
+@pytest.fixture
+def populated(home: Home) -> Home:
+    ok(home, "new-mailbox", "alice", "--password-stdin", stdin="pw\n")
+    ok(home, "new-mailbox", "bob", "--password-stdin", stdin="pw\n")
+    ok(home, "set-mailbox", "bob", "--email-addresses", "{bobby@contoso.test}")
+    ok(home, "set-casmailbox", "alice", "--pop-enabled", "false")
+    return home
+
+
+@pytest.mark.parametrize("line", LINES, ids=[" ".join(line) for line in LINES])
+def test_fast_answers_byte_for_byte_like_the_full_path(
+    populated: Home, line: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    full = ok(populated, *line).out
+    assert fast.answer([*line, "--home", str(populated.root)]) == 0
+    assert capsys.readouterr().out == full
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        ["get-mailbox", "nobody", "-o", "json"],  # the full path says there is none, exit 1
+        ["get-receiveconnector", "Nope*", "-o", "json"],
+        ["get-popsettings", "--server", "nope", "-o", "json"],
+        ["get-mailbox", "-o", "table"],
+        ["get-mailbox"],
+        ["get-mailbox", "a", "b", "-o", "json"],  # two identities: usage error
+        ["get-popsettings", "demo", "-o", "json"],  # takes no identity
+        ["get-casmailbox", "--server", "MBX01", "-o", "json"],  # takes no --server
+        ["Get-Mailbox", "-Out", "json"],  # an abbreviation: the full path resolves those
+        ["get-mailbox", "-o", "json", "|", "Format-List"],
+        ["get-service", "-o", "json"],
+        ["get-mailbox", "-o"],
+    ],
+)
+def test_anything_else_goes_to_the_full_path(populated: Home, line: list[str]) -> None:
+    ok(populated, "get-mailbox", "-o", "json")  # the cache is warm
+    assert fast.answer([*line, "--home", str(populated.root)]) is None
+
+
+def test_no_cache_or_a_stale_one_goes_to_the_full_path(home: Home) -> None:
+    line = ["get-mailbox", "-o", "json", "--home", str(home.root)]
+    assert fast.answer(line) is None  # nothing cached yet
+    ok(home, "new-mailbox", "carol", "--password-stdin", stdin="pw\n")  # a write caches
+    assert fast.answer(line) == 0
+    home.settings_file.write_text(home.settings_file.read_text() + "\n# edited by hand\n")
+    assert fast.answer(line) is None
+    assert ok(home, "get-mailbox", "-o", "json").json()[0]["Name"] == "carol"
+    assert mailctl(home, "get-mailbox", "nobody", "-o", "json").code == 1
+
+
+def test_find_mailbox_finds_what_settings_mailbox_finds(populated: Home) -> None:
+    settings = store.load(populated).settings
+    dump = settings.model_dump(mode="json")["Mailboxes"]
+    for identity in ["alice", "ALICE", "bobby@contoso.test", "contoso\\Bob", " bob ", "x", ""]:
+        found = settings.mailbox(identity)
+        assert views.find_mailbox(dump, identity) == (found[0] if found else None), identity
