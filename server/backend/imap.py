@@ -8,12 +8,16 @@ Per connection: one coroutine reading the socket, the session, one lazily re-arm
 (autologout and IDLE keep-alives) and one store subscription. Commands of a connection run
 one at a time in order; those that touch the store run on a shared thread pool, so a slow
 disk or a big APPEND never stalls the event loop or the other sessions.
+
+With ProtocolLogEnabled each command gets one protocol-log line when its tagged status goes
+out (IDLE when DONE ends it), the client address taken from the PROXY header.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import ssl
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +25,7 @@ from typing import Any
 
 from ..directory import Entry, check_proxy_login, may_use_protocol
 from ..protocols import proxyv2
+from ..protocols.imap import parser as p
 from ..protocols.imap.session import (
     KEEPALIVE_SECONDS,
     ImapSession,
@@ -32,6 +37,7 @@ from ..protocols.imap.session import (
 from ..retrieval.receipts import ReceiptSender
 from ..runtime import tls
 from ..runtime.listeners import ListenerSet
+from ..runtime.protocol_log import ProtocolLog, imap_result
 from ..runtime.service import Service, ServiceContext
 from ..settings.models import ImapSettings, Settings
 from ..settings.paths import Home
@@ -49,9 +55,29 @@ def open_default_store(home: Home, server: str) -> MailStore:
     return open_store(home, server)
 
 
+def log_parameters(args: p.CommandArgs | None) -> str:
+    """What the protocol log shows of a command's arguments: the message set and the
+    folder(s) it names (never message data or search text)."""
+    if args is None:
+        return ""
+    parts = [str(getattr(args, name)) for name in ("seqset", "mechanism", "mailbox", "new_name")
+             if getattr(args, name, None) is not None]
+    return " ".join(parts)
+
+
+class _LogEntry:
+    """A command being logged: it may take several jobs (IDLE ... DONE, FETCH in chunks)."""
+
+    __slots__ = ("tag", "started", "rqsize", "rpsize")
+
+    def __init__(self, tag: str | None, started: float) -> None:
+        self.tag, self.started, self.rqsize, self.rpsize = tag, started, 0, 0
+
+
 class _Connection:
     __slots__ = ("service", "reader", "writer", "session", "lock", "last_activity", "timer",
-                 "unsubscribe", "next_keepalive", "loop", "client")
+                 "unsubscribe", "next_keepalive", "loop", "client", "session_id", "logging",
+                 "carry")
 
     def __init__(self, service: ImapBackendService, reader: asyncio.StreamReader,
                  writer: asyncio.StreamWriter, client: proxyv2.ProxyInfo | None) -> None:
@@ -66,9 +92,15 @@ class _Connection:
         self.timer: asyncio.TimerHandle | None = None
         self.unsubscribe: Callable[[], None] | None = None
         self.next_keepalive = 0.0
+        self.session_id = next(service.session_ids)
+        self.logging: _LogEntry | None = None
+        self.carry = 0  # octets read for a command not yet known (before a literal)
 
     async def run(self) -> None:
-        self.writer.write(self.session.greeting())
+        greeting = self.session.greeting()
+        self.writer.write(greeting)
+        if self.service.protocol_log.enabled:
+            self._log("OpenSession", "", self.loop.time(), 0, len(greeting), "")
         self._arm(self._timeout())
         reader, session = self.reader, self.session
         while not session.closed:
@@ -81,11 +113,21 @@ class _Connection:
 
     async def _pump(self) -> None:
         session, writer = self.session, self.writer
+        log = self.service.protocol_log
         async with self.lock:
-            while (job := session.next_job()) is not None:
+            while True:
+                log_on = log.enabled  # off: one attribute check per command, nothing else
+                before = session.reader.buffered if log_on else 0
+                job = session.next_job()
+                if job is None:
+                    break
+                consumed = before - session.reader.buffered if log_on else 0
+                started = self.loop.time() if log_on else 0.0
                 out = await self._run_job(job)
                 if out:
                     writer.write(out)
+                if log_on:
+                    self._log_job(job, out, consumed, started)
                 self._after_job()
                 if session.closed:
                     break
@@ -99,6 +141,37 @@ class _Connection:
         if job.blocking:
             return await self.loop.run_in_executor(self.service.executor, job.run)
         return job.run()
+
+    # --- protocol log ------------------------------------------------------------------
+    def _log_job(self, job: Job, out: bytes, consumed: int, started: float) -> None:
+        if not job.name:  # a literal's "+": the command's first bytes
+            self.carry += consumed
+            return
+        entry = self.logging
+        if entry is None or entry.tag != job.tag:
+            entry = self.logging = _LogEntry(job.tag, started)
+        entry.rqsize += consumed + self.carry
+        self.carry = 0
+        entry.rpsize += len(out)
+        result = imap_result(out, job.tag)
+        if result is None:
+            return
+        self.logging = None
+        command = job.command
+        parameters = log_parameters(command.args if command else None)
+        self._log(job.name.lower(), parameters, entry.started, entry.rqsize, entry.rpsize, result)
+
+    def _log(self, name: str, parameters: str, started: float, rqsize: int, rpsize: int,
+             result: str) -> None:
+        local = self.writer.get_extra_info("sockname") or ("", 0)
+        client = (self.client.client_address, self.client.client_port) if self.client else \
+            (self.writer.get_extra_info("peername") or ("", 0))
+        login = self.session.login
+        self.service.protocol_log.command(
+            self.session_id, f"{local[0]}:{local[1]}", f"{client[0]}:{client[1]}",
+            login.name if login else None, (self.loop.time() - started) * 1000,
+            rqsize, rpsize, name, parameters, result,
+        )
 
     def _after_job(self) -> None:
         session = self.session
@@ -190,6 +263,8 @@ class ImapBackendService(Service):
         self._tasks: set[asyncio.Task[Any]] = set()
         self.executor = ThreadPoolExecutor(WORKERS, thread_name_prefix="imap-be")
         self.info_cache = InfoCache()
+        self.session_ids = itertools.count(1)
+        self.protocol_log = ProtocolLog.for_service(ctx)
 
     # --- settings and sessions ------------------------------------------------------------
     def imap_settings(self) -> ImapSettings:
@@ -278,6 +353,7 @@ class ImapBackendService(Service):
         for task in list(self._tasks):
             task.cancel()
         await asyncio.to_thread(self.executor.shutdown, True, cancel_futures=True)
+        self.protocol_log.close()
         if self._store is not None:
             await asyncio.to_thread(self._store.close)
             self._store = None
@@ -320,6 +396,7 @@ class ImapBackendService(Service):
             self._connections.pop(task, None)
             if connection is not None:
                 connection.release()
+                self.protocol_log.end(connection.session_id)
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()

@@ -29,11 +29,16 @@ Administrator, PopEnabled/ImapEnabled false) gets its refusal reason whether or 
 password was right, so the answer never tells a password guesser anything. Every refused
 login counts as a failure for the slow-down (throttle.py) and for the per-connection limit:
 after MAX_LOGON_FAILURES failures the connection is closed.
+
+Protocol log (ProtocolLogEnabled): a line for the greeting, each command before login and
+the login itself (the cores say which command an answer finishes, LoginCore.log_entry), then
+one "proxy" line when the relay ends, with the bytes relayed each way.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import socket
 import ssl
@@ -46,11 +51,12 @@ from ..directory import PROXY_USER, Directory, Entry, may_use_protocol, proxy_se
 from ..protocols import proxyv2
 from ..runtime import tls
 from ..runtime.listeners import ListenerSet
+from ..runtime.protocol_log import ProtocolLog
 from ..runtime.service import Service, ServiceContext
 from ..settings.models import ProtocolSettings, Server, Settings
 from ..settings.types import LoginType
 from .limits import ConnectionLimits
-from .relay import relay, take_buffered
+from .relay import RelayStats, relay, take_buffered
 from .throttle import LoginThrottle
 
 MAX_LOGON_FAILURES = 3  # Exchange's receive-connector default, applied per connection
@@ -104,6 +110,16 @@ class LoginRequest:
 Event = Send | StartTls | LoginRequest
 
 
+@dataclass(frozen=True)
+class LogEntry:
+    """A finished command, for the protocol log (parameters never hold a password)."""
+
+    command: str  # lower case, as Exchange logs it
+    parameters: str
+    rqsize: int  # octets of the command, continuation lines included
+    result: str  # "R=OK", "R=NO", "R=ERR", ...
+
+
 class Refusal(Enum):
     BAD_CREDENTIALS = "bad credentials"
     POLICY = "not allowed"
@@ -145,6 +161,11 @@ class LoginCore(ABC):
 
     @abstractmethod
     def refuse_connection(self, reason: str) -> bytes: ...
+
+    def log_entry(self, answer: bytes) -> LogEntry | None:
+        """The command `answer` finishes, for the protocol log; None when it finishes none
+        (a continuation request). Asked only while protocol logging is on."""
+        return None
 
 
 class BackendError(Exception):
@@ -198,6 +219,8 @@ class FrontendService(Service):
         self._thumbprint: str | None = None
         self._sessions: set[Session] = set()
         self._stopping = False
+        self.protocol_log = ProtocolLog.for_service(ctx)
+        self.session_ids = itertools.count(1)
 
     # --- protocol hooks -------------------------------------------------------------
     @abstractmethod
@@ -239,6 +262,7 @@ class FrontendService(Service):
             await asyncio.wait(waiters, timeout=grace)
         for session in list(self._sessions):
             session.abort()
+        self.protocol_log.close()
 
     def status(self) -> dict[str, Any]:
         return {
@@ -375,6 +399,10 @@ class Session:
         self._backend_writer: asyncio.StreamWriter | None = None
         self.log: logging.Logger = service.ctx.log
         self._stop_requested = False
+        self.session_id = next(service.session_ids)
+        # Kept now: a closed TLS transport no longer knows its addresses.
+        local = writer.get_extra_info("sockname") or ("", 0)
+        self.local = f"{local[0]}:{local[1]}"
 
     def policy(self) -> Policy:
         ps = self.service.protocol_settings()
@@ -408,9 +436,13 @@ class Session:
         finally:
             if self.user is not None:
                 self.service.limits.logout(self.user)
+            self.service.protocol_log.end(self.session_id)
 
     async def _run(self) -> None:
-        self.writer.write(self.core.greeting())
+        greeting = self.core.greeting()
+        self.writer.write(greeting)
+        if self.service.protocol_log.enabled:
+            self._log_line("OpenSession", "", None, None, 0, len(greeting), "")
         await self.writer.drain()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._idle_timeout()
@@ -427,10 +459,12 @@ class Session:
             deadline = loop.time() + self._idle_timeout()
             if isinstance(event, Send):
                 self.writer.write(event.data)
+                self._log_answer(event.data, None)
                 await self.writer.drain()
                 if event.close:
                     return
             elif isinstance(event, StartTls):
+                self._log_answer(event.data, None)
                 await self._start_tls(event)
             elif isinstance(event, LoginRequest):
                 if await self._login(event):
@@ -463,6 +497,7 @@ class Session:
     async def _login(self, request: LoginRequest) -> bool:
         """Handle one login attempt; True when the session is over (relayed or closed)."""
         service = self.service
+        started = asyncio.get_running_loop().time()
         wait = service.throttle.delay(self.ip, request.user)
         if wait:
             await asyncio.sleep(wait)
@@ -478,7 +513,8 @@ class Session:
         ps = service.protocol_settings()
         if not service.limits.login(entry.name, ps.MaxConnectionsPerUser):
             self._log("login-refused", request.user, "too many connections for the user")
-            await self._answer(self.core.refuse(request, Refusal.USER_LIMIT))
+            await self._answer(self.core.refuse(request, Refusal.USER_LIMIT), request.user,
+                               started, f"Msg={Refusal.USER_LIMIT.value}")
             return False
         self.user = entry.name
         try:
@@ -492,21 +528,40 @@ class Session:
             if isinstance(exc, BackendRefused):
                 self._log("backend-refused", entry.name, f"{entry.server_name}: {exc.response}")
                 await self._answer(
-                    self.core.refuse(request, Refusal.BACKEND_REFUSED, exc.response))
+                    self.core.refuse(request, Refusal.BACKEND_REFUSED, exc.response),
+                    entry.name, started, f"Msg={Refusal.BACKEND_REFUSED.value} ({entry.server_name})")
                 return False
             self._log("backend-unavailable", entry.name, f"{entry.server_name}: {exc!r}")
-            await self._answer(self.core.refuse(request, Refusal.UNAVAILABLE))
+            await self._answer(self.core.refuse(request, Refusal.UNAVAILABLE), entry.name,
+                               started, f"Msg={Refusal.UNAVAILABLE.value} ({entry.server_name})")
             return False
         self._backend_writer = backend_writer
         self._log("login", entry.name, f"server={entry.server_name}")
-        self.writer.write(self.core.accept(request, caps))
+        accepted = self.core.accept(request, caps)
+        self.writer.write(accepted)
+        self._log_answer(accepted, entry.name, started, f"Proxy={entry.server_name}")
         self.relaying = True
         pending = self.core.leftover() + take_buffered(self.reader)
-        await relay(
-            self.writer, pending, backend_writer, take_buffered(backend_reader),
-            self.service.backend_lost,
-        )
+        await self._relay(entry, pending, backend_reader, backend_writer)
         return True
+
+    async def _relay(self, entry: Entry, pending: bytes, backend_reader: asyncio.StreamReader,
+                     backend_writer: asyncio.StreamWriter) -> None:
+        stats = RelayStats()
+        started = asyncio.get_running_loop().time()
+        peer = backend_writer.get_extra_info("peername") or ("", 0)
+        closed_by = "error"
+        try:
+            closed_by = await relay(
+                self.writer, pending, backend_writer, take_buffered(backend_reader),
+                self.service.backend_lost, stats,
+            )
+        finally:
+            if self.service.protocol_log.enabled:
+                self._log_line(
+                    "proxy", f"{entry.server_name} {peer[0]}:{peer[1]}", entry.name, started,
+                    stats.to_backend, stats.to_client, f"R=OK;ClosedBy={closed_by}",
+                )
 
     async def _failed(self, request: LoginRequest, reason: str | None) -> bool:
         self.failures += 1
@@ -514,15 +569,42 @@ class Session:
         self._log("login-failed", request.user, reason or "bad user name or password")
         refusal = Refusal.POLICY if reason else Refusal.BAD_CREDENTIALS
         answer = self.core.refuse(request, refusal, reason or "")
+        note = f"Msg={reason or refusal.value}"
         if self.failures >= self.service.max_logon_failures:
+            self._log_answer(answer, request.user, None, note)
             await self._answer(answer + self.core.goodbye("Too many failed logins"))
             return True
-        await self._answer(answer)
+        await self._answer(answer, request.user, None, note)
         return False
 
-    async def _answer(self, data: bytes) -> None:
+    async def _answer(self, data: bytes, user: str | None = None, started: float | None = None,
+                      note: str = "") -> None:
         self.writer.write(data)
+        self._log_answer(data, user, started, note)
         await self.writer.drain()
+
+    # --- protocol log -----------------------------------------------------------------
+    def _log_answer(self, answer: bytes, user: str | None, started: float | None = None,
+                    note: str = "") -> None:
+        """One protocol-log line for the command `answer` finishes (nothing when logging is
+        off or the answer is a continuation); `note` is appended to the context."""
+        if not self.service.protocol_log.enabled:
+            return
+        entry = self.core.log_entry(answer)
+        if entry is None:
+            return
+        context = f"{entry.result};{note}" if note else entry.result
+        self._log_line(entry.command, entry.parameters, user, started, entry.rqsize,
+                       len(answer), context)
+
+    def _log_line(self, command: str, parameters: str, user: str | None,
+                  started: float | None, rqsize: int, rpsize: int, context: str) -> None:
+        now = asyncio.get_running_loop().time()
+        self.service.protocol_log.command(
+            self.session_id, self.local, f"{self.peer[0]}:{self.peer[1]}", user,
+            (now - started) * 1000 if started is not None else 0, rqsize, rpsize, command,
+            parameters, context,
+        )
 
     def _log(self, event: str, user: str, detail: str) -> None:
         level = logging.INFO if event == "login" else logging.WARNING
@@ -534,6 +616,7 @@ class Session:
 
 __all__ = [
     "PROXY_USER", "BackendDone", "BackendError", "BackendLogin", "BackendRefused", "BackendSend",
-    "FrontendService", "LoginCore", "LoginRequest", "Policy", "Refusal", "Send", "Session",
+    "FrontendService", "LogEntry", "LoginCore", "LoginRequest", "Policy", "Refusal", "Send",
+    "Session",
     "StartTls",
 ]

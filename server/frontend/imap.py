@@ -30,6 +30,7 @@ import base64
 import binascii
 
 from ..protocols.imap import parser as p
+from ..runtime.protocol_log import imap_result
 from ..settings.models import ImapSettings, ProtocolSettings, Server, Settings
 from .core import PROXY_USER as _PROXY_USER
 from .core import (
@@ -38,6 +39,7 @@ from .core import (
     BackendLogin,
     BackendSend,
     FrontendService,
+    LogEntry,
     LoginCore,
     LoginRequest,
     Policy,
@@ -71,6 +73,10 @@ class ImapLoginCore(LoginCore):
         self.banner = banner
         self.reader = p.CommandReader()
         self._sasl_tag: str | None = None  # AUTHENTICATE waiting for its client response
+        # The command being answered, for the protocol log: name, parameters, tag, octets.
+        self._logged: tuple[str, str, str | None] = ("", "", None)
+        self._size = 0
+        self._continued = False  # the reader asked for a literal: its command goes on
 
     # --- rendering --------------------------------------------------------------------
     def capabilities(self, policy: Policy) -> str:
@@ -120,17 +126,50 @@ class ImapLoginCore(LoginCore):
     def leftover(self) -> bytes:
         return self.reader.take_buffer()  # what came in behind the login command
 
+    def log_entry(self, answer: bytes) -> LogEntry | None:
+        name, parameters, tag = self._logged
+        result = imap_result(answer, tag)
+        if result is None or not name:
+            return None
+        return LogEntry(name.lower(), parameters, self._size, result)
+
     def next_event(self, policy: Policy) -> Send | StartTls | LoginRequest | None:
         # Before login no literal may be larger than a whole command may be.
         self.reader.max_command_size = policy.max_command_size
         self.reader.max_literal_size = policy.max_command_size
         while True:
+            before = self.reader.buffered
             event = self.reader.next_event()
             if event is None:
                 return None
+            self._note(event, before - self.reader.buffered)
             result = self._handle(event, policy)
             if result is not None:
                 return result
+
+    def _note(self, event: p.Event, size: int) -> None:
+        """Remember which command the next answer finishes (SASL responses and literal
+        continuations belong to the command before them)."""
+        if isinstance(event, p.NeedContinuation):
+            self._size = self._size + size if self._continued else size
+            self._continued = True
+            return
+        if isinstance(event, p.RawLine):
+            self._size += size
+            return
+        self._size = self._size + size if self._continued else size
+        self._continued = False
+        if isinstance(event, p.Command):
+            args = event.args
+            if isinstance(args, p.Login):
+                parameters = args.user  # never the password
+            elif isinstance(args, p.Authenticate):
+                parameters = args.mechanism
+            else:
+                parameters = ""
+            self._logged = (event.name, parameters, event.tag)
+        else:
+            self._logged = (getattr(event, "name", None) or "?", "", getattr(event, "tag", None))
 
     def _handle(self, event: p.Event, policy: Policy) -> Send | StartTls | LoginRequest | None:
         if isinstance(event, p.RawLine):

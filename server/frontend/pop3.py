@@ -27,6 +27,7 @@ import base64
 import binascii
 
 from ..protocols.pop3.responses import Capabilities
+from ..runtime.protocol_log import pop3_result
 from ..settings.models import ProtocolSettings, Server, Settings
 from .core import (
     PROXY_USER,
@@ -36,6 +37,7 @@ from .core import (
     BackendRefused,
     BackendSend,
     FrontendService,
+    LogEntry,
     LoginCore,
     LoginRequest,
     Policy,
@@ -60,6 +62,7 @@ class Pop3LoginCore(LoginCore):
         self._discarding = False  # inside an over-long line
         self._user: str | None = None
         self._sasl = False  # AUTH PLAIN waiting for its client response
+        self._logged = ("", "", 0)  # command, parameters, octets: for the protocol log
 
     # --- rendering ----------------------------------------------------------------------
     def capabilities(self, policy: Policy) -> list[str]:
@@ -110,11 +113,19 @@ class Pop3LoginCore(LoginCore):
         self._buf.clear()
         return data
 
+    def log_entry(self, answer: bytes) -> LogEntry | None:
+        command, parameters, size = self._logged
+        result = pop3_result(answer)
+        if result is None or not command:
+            return None
+        return LogEntry(command, parameters, size, result)
+
     def next_event(self, policy: Policy) -> Send | StartTls | LoginRequest | None:
         while True:
             end = self._buf.find(b"\n")
             if end < 0:
                 if len(self._buf) > policy.max_command_size and not self._discarding:
+                    self._logged = ("?", "(too long)", len(self._buf))
                     self._buf.clear()
                     self._discarding = True
                     self._sasl = False
@@ -128,6 +139,7 @@ class Pop3LoginCore(LoginCore):
                 self._discarding = False
                 continue
             if len(line) > policy.max_command_size:
+                self._logged = ("?", "(too long)", end + 1)
                 self._sasl = False
                 return Send(b"-ERR Command line too long." + CRLF)
             return self._line(line, policy)
@@ -135,9 +147,15 @@ class Pop3LoginCore(LoginCore):
     def _line(self, line: bytes, policy: Policy) -> Send | StartTls | LoginRequest:
         if self._sasl:
             self._sasl = False
+            command, parameters, size = self._logged
+            self._logged = (command, parameters, size + len(line) + 2)
             return self._sasl_response(line.strip())
         text = line.decode("utf-8", "replace")
         verb, _, rest = text.partition(" ")
+        # Only the first word of PASS and AUTH arguments is logged: no secret in the log.
+        logged = "" if verb.upper() == "PASS" else rest if verb.upper() == "USER" else \
+            rest.partition(" ")[0]
+        self._logged = (verb.lower(), logged, len(line) + 2)
         verb = verb.upper()
         handler = getattr(self, f"_cmd_{verb.lower()}", None) if verb.isalpha() else None
         if handler is None:

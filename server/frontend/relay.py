@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import dataclass
 
 
 def take_buffered(reader: asyncio.StreamReader) -> bytes:
@@ -29,6 +30,14 @@ def take_buffered(reader: asyncio.StreamReader) -> bytes:
     return data
 
 
+@dataclass
+class RelayStats:
+    """Bytes relayed each way (for the protocol log's proxy line)."""
+
+    to_backend: int = 0
+    to_client: int = 0
+
+
 class _Pump(asyncio.Protocol):
     def __init__(self, src: asyncio.BaseTransport, done: asyncio.Future[str]) -> None:
         self.src = src
@@ -36,9 +45,11 @@ class _Pump(asyncio.Protocol):
         self.done = done
         self.name = ""
         self.last = b""  # last chunk seen, for the "did it say goodbye?" check
+        self.relayed = 0
 
     def data_received(self, data: bytes) -> None:
         self.last = data
+        self.relayed += len(data)
         assert self.dst is not None
         self.dst.write(data)
 
@@ -67,12 +78,14 @@ async def relay(
     client: asyncio.StreamWriter, client_pending: bytes,
     backend: asyncio.StreamWriter, backend_pending: bytes,
     backend_lost: Callable[[bytes], bytes] | None = None,
+    stats: RelayStats | None = None,
 ) -> str:
     """Relay until one side closes; returns "client" or "backend" (who closed first).
 
     `client_pending` / `backend_pending` are bytes already read from each side that the
     other must get first. When the back end closes first, `backend_lost(last_chunk)` may
     give final words for the client (IMAP's "* BYE" when the back end did not say it).
+    `stats`, when given, gets the bytes relayed each way (pending bytes included).
     """
     loop = asyncio.get_running_loop()
     done: asyncio.Future[str] = loop.create_future()
@@ -102,4 +115,7 @@ async def relay(
                 ct.write(words)
         ct.close()
         bt.close()
+        if stats is not None:
+            stats.to_backend = len(client_pending) + to_backend.relayed
+            stats.to_client = len(backend_pending) + to_client.relayed
     return closed_first

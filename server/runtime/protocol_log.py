@@ -62,6 +62,28 @@ def redact(command: str, parameters: str) -> str:
     return parameters
 
 
+def imap_result(answer: bytes, tag: str | None) -> str | None:
+    """The context of an IMAP command ("R=OK", "R=NO", "R=BAD") when `answer` ends with the
+    command's tagged status line; None while the command goes on (a "+" continuation, IDLE,
+    a FETCH sent in chunks). An untagged error (tag None) ends with "* BAD"."""
+    end = len(answer) - 2
+    start = answer.rfind(b"\n", 0, end) + 1
+    prefix = (tag or "*").encode("ascii", "replace") + b" "
+    if end <= start or not answer.startswith(prefix, start):
+        return None
+    status = answer[start + len(prefix):end].split(b" ", 1)[0]
+    return "R=" + status.decode("ascii", "replace")
+
+
+def pop3_result(answer: bytes) -> str | None:
+    """The context of a POP3 command ("R=OK" / "R=ERR"); None for a SASL "+" continuation."""
+    if answer.startswith(b"+OK"):
+        return "R=OK"
+    if answer.startswith(b"-ERR"):
+        return "R=ERR"
+    return None
+
+
 def period_start(moment: datetime, rollover: LogFileRollOver) -> datetime:
     if rollover is LogFileRollOver.Hourly:
         return moment.replace(minute=0, second=0, microsecond=0)

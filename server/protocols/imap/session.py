@@ -125,8 +125,15 @@ class SessionConfig:
 
 @dataclass(slots=True)
 class Job:
+    """One step of the session. `name`/`tag` say which client command it serves (for the
+    protocol log: the command is finished when the output holds its tagged status line);
+    `command` is the parsed command when there is one. Pushes and continuations have none."""
+
     blocking: bool
     run: Callable[[], bytes]
+    name: str = ""
+    tag: str | None = None
+    command: p.Command | None = None
 
 
 class Selected:
@@ -220,7 +227,7 @@ class ImapSession:
         if self._resume is not None:
             func, cmd = self._resume
             self._resume = None
-            return Job(True, lambda: self._run(func, cmd))
+            return Job(True, lambda: self._run(func, cmd), cmd.name, cmd.tag, cmd)
         if not self.reader.line_mode:
             # Live setting: the next command is measured against today's MaxCommandSize.
             self.reader.max_command_size = self.config.imap_settings().MaxCommandSize
@@ -231,7 +238,7 @@ class ImapSession:
             return self._command_job(event)
         if isinstance(event, p.RawLine):
             return self._raw_line_job(event.line)
-        return Job(False, lambda: self._reader_event(event))
+        return Job(False, lambda: self._reader_event(event), *_event_name(event))
 
     def changes_job(self) -> Job | None:
         """Untagged updates to push now (during IDLE), or None when there is nothing to do."""
@@ -262,14 +269,15 @@ class ImapSession:
 
         handler = HANDLERS.get(type(cmd.args))
         if handler is None:
-            return Job(False, lambda: _tagged(cmd.tag, b"BAD", f"{cmd.name} is not supported"))
+            return Job(False, lambda: _tagged(cmd.tag, b"BAD", f"{cmd.name} is not supported"),
+                       cmd.name, cmd.tag, cmd)
         if self.state not in handler.states:
             text = {
                 NOT_AUTHENTICATED: "Authenticate first",
                 AUTHENTICATED: "No mailbox selected" if SELECTED in handler.states else "Wrong state",
             }.get(self.state, "Command not valid in this state")
-            return Job(False, lambda: _tagged(cmd.tag, b"BAD", text))
-        return Job(handler.blocking, lambda: self._run(handler.func, cmd))
+            return Job(False, lambda: _tagged(cmd.tag, b"BAD", text), cmd.name, cmd.tag, cmd)
+        return Job(handler.blocking, lambda: self._run(handler.func, cmd), cmd.name, cmd.tag, cmd)
 
     def _run(self, func: Callable[[ImapSession, p.Command], bytes | None], cmd: p.Command) -> bytes:
         self.out = []
@@ -297,9 +305,9 @@ class ImapSession:
 
     def _raw_line_job(self, line: bytes) -> Job:
         if self.idling:
-            return Job(True, lambda: self._end_idle(line))
+            return Job(True, lambda: self._end_idle(line), "IDLE", self.idle_tag)
         if self.auth_tag is not None:
-            return Job(True, lambda: self._auth_continue(line))
+            return Job(True, lambda: self._auth_continue(line), "AUTHENTICATE", self.auth_tag)
         # Line mode without a reason: leave it and treat the line as a command.
         self.reader.line_mode = False
         return Job(False, lambda: b"* BAD Unexpected line\r\n")
@@ -451,6 +459,14 @@ class ImapSession:
 
     def imap_settings(self) -> ImapSettings:
         return self.config.imap_settings()
+
+
+def _event_name(event: p.Event) -> tuple[str, str | None]:
+    """(command name, tag) of a reader event answered without running a command."""
+    if isinstance(event, p.NeedContinuation | p.RawLine):
+        return "", None  # part of a command still being read
+    name = getattr(event, "name", None) or "?"
+    return name, getattr(event, "tag", None)
 
 
 _FLAG_CACHE: dict[tuple[frozenset[str], bool], bytes] = {}
