@@ -9,6 +9,10 @@ Failures are retried from the spool with a growing delay (retry_base doubling, c
 hour); a permanent refusal (5xx) or a message older than MAX_AGE is given up and, when the
 sender is a local mailbox, a non-delivery report goes into the sender's INBOX.
 
+Entries other processes spool (read receipts from the back ends) are picked up as soon as
+they are committed (queue.SpoolWatcher); an entry is delivered by one Delivery object only,
+whichever way it became known.
+
 No copy goes to the sender's Sent Items: IMAP clients (Thunderbird, Outlook, Apple Mail) save
 their own copy there after sending, and a second one would show every sent message twice.
 """
@@ -28,7 +32,7 @@ from email.parser import BytesHeaderParser
 from ..runtime import tls
 from ..settings.models import SendConnector, Settings
 from ..settings.paths import Home
-from .queue import QueueEntry, Recipient, Spool
+from .queue import QueueEntry, Recipient, Spool, SpoolWatcher
 
 MAX_AGE = 2 * 86400.0  # then give up and send a non-delivery report (Exchange: 2 days)
 RETRY_CAP = 3600.0
@@ -97,14 +101,22 @@ class Delivery:
         self._wake = asyncio.Event()
         self._stores: dict[str, object] = {}
         self._task: asyncio.Task[None] | None = None
+        self._watcher = SpoolWatcher(spool.folder, self._spool_changed)
+        self._pickups: set[asyncio.Task[None]] = set()
 
     # --- lifecycle ------------------------------------------------------------------
     async def start(self) -> None:
+        # Watching first: an entry committed while the spool is being read is then reported
+        # too (and recognised by its id), never missed.
+        await self._watcher.start()
         for entry in await asyncio.to_thread(self.spool.load):
-            self._entries[entry.id] = entry
+            self._entries.setdefault(entry.id, entry)
         self._task = asyncio.create_task(self._run(), name="delivery")
 
     async def stop(self) -> None:
+        self._watcher.close()
+        for pickup in list(self._pickups):
+            pickup.cancel()
         if self._task is not None:
             self._task.cancel()
             try:
@@ -116,8 +128,30 @@ class Delivery:
         self._stores.clear()
 
     def submit(self, entry: QueueEntry) -> None:
-        self._entries[entry.id] = entry
+        # The watcher may have loaded this entry from disk already; that copy may be in a
+        # delivery attempt right now, so it stays the one.
+        self._entries.setdefault(entry.id, entry)
         self._wake.set()
+
+    def _spool_changed(self, ids: set[str]) -> None:
+        unknown = ids - self._entries.keys()
+        if unknown:
+            task = asyncio.get_running_loop().create_task(self._pick_up(unknown))
+            self._pickups.add(task)
+            task.add_done_callback(self._pickups.discard)
+
+    async def _pick_up(self, ids: set[str]) -> None:
+        """Entries written by another process (or by this one before submit): those still
+        on disk join the queue. One read after its delivery finished finds no file."""
+        found = await asyncio.to_thread(lambda: [self.spool.entry(i) for i in sorted(ids)])
+        added = 0
+        for entry in found:
+            if entry is not None and entry.id not in self._entries:
+                self._entries[entry.id] = entry
+                added += 1
+        if added:
+            self.log.info("event=spool-picked-up entries=%d", added)
+            self._wake.set()
 
     @property
     def pending(self) -> int:
@@ -151,7 +185,14 @@ class Delivery:
     def _attempt(self, entry: QueueEntry) -> None:
         """One pass over the due recipients of an entry (blocking, in a worker thread)."""
         now = time.time()
-        message = self.spool.message(entry)
+        try:
+            message = self.spool.message(entry)
+        except FileNotFoundError:
+            # Delivered already (a copy read from disk just before its files went) or
+            # removed by the admin: nothing left to send.
+            entry.recipients = []
+            self.spool.update(entry)
+            return
         settings = self.settings()
         due = [r for r in entry.recipients if r.next_try <= now]
         done: list[Recipient] = []

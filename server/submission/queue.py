@@ -8,18 +8,29 @@ the two leaves an orphan .eml that was never acknowledged and is removed at star
 Delivery (delivery.py) takes recipients off an entry as they succeed and rewrites the .json;
 the files go when no recipient is left. After a restart the service loads every entry and
 carries on, so nothing accepted with 250 is lost.
+
+Other processes write entries too (read receipts from the back ends, server.retrieval); the
+running service learns of them from SpoolWatcher, which wakes only when the kernel reports a
+new or replaced .json file (inotify), so an idle queue costs nothing.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..runtime.reload import _Inotify
 from ..settings.store import atomic_write
+
+# An .eml without its .json is removed at load only once it is this old: younger, it may be
+# another process's add() between writing the message and committing the entry.
+ORPHAN_GRACE = 300.0
 
 
 @dataclass
@@ -83,7 +94,15 @@ class Spool:
         atomic_write(meta, entry.to_json(), mode=0o600)
 
     def message(self, entry: QueueEntry) -> bytes:
+        """The spooled message; FileNotFoundError once the entry is gone."""
         return self._paths(entry.id)[0].read_bytes()
+
+    def entry(self, entry_id: str) -> QueueEntry | None:
+        """One committed entry as it is on disk now; None when gone or unreadable."""
+        try:
+            return QueueEntry.from_json(self._paths(entry_id)[1].read_bytes())
+        except (OSError, ValueError, TypeError, KeyError):
+            return None
 
     def load(self) -> list[QueueEntry]:
         """Every committed entry, oldest first; orphan .eml files are removed."""
@@ -97,7 +116,76 @@ class Spool:
                 committed.add(meta.stem)
             except (ValueError, TypeError, KeyError):
                 continue  # a damaged entry stays on disk for the admin to look at
+        old = time.time() - ORPHAN_GRACE
         for eml in self.folder.glob("*.eml"):
-            if eml.stem not in committed and not (self.folder / f"{eml.stem}.json").exists():
-                eml.unlink(missing_ok=True)
+            if eml.stem in committed or (self.folder / f"{eml.stem}.json").exists():
+                continue
+            try:
+                if eml.stat().st_mtime < old:
+                    eml.unlink(missing_ok=True)
+            except FileNotFoundError:
+                pass
         return entries
+
+
+def entry_id_of(path: Path) -> str | None:
+    """The entry a spool file event is about: committed entries are `<id>.json` (temporary
+    files of atomic_write start with a dot)."""
+    name = path.name
+    if name.startswith(".") or not name.endswith(".json"):
+        return None
+    return name[: -len(".json")]
+
+
+class SpoolWatcher:
+    """Calls `on_entries(ids)` on the event loop when entries are written to (or removed
+    from) the spool folder by any process. inotify where there is one; elsewhere
+    watchfiles, which polls."""
+
+    def __init__(self, folder: Path, on_entries: Callable[[set[str]], None]) -> None:
+        self.folder = folder
+        self.on_entries = on_entries
+        self._inotify: _Inotify | None = None
+        self._fallback: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
+
+    async def start(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        loop = asyncio.get_running_loop()
+        try:
+            inotify = _Inotify()
+        except (OSError, AttributeError):
+            self._fallback = loop.create_task(self._watch_with_watchfiles())
+            return
+        try:
+            inotify.watch(self.folder)
+        except OSError:
+            inotify.close()
+            raise
+        loop.add_reader(inotify.fd, self._readable)
+        self._inotify = inotify
+
+    def _readable(self) -> None:
+        assert self._inotify is not None
+        self._report(self._inotify.read())
+
+    def _report(self, paths: list[Path]) -> None:
+        ids = {i for i in map(entry_id_of, paths) if i is not None}
+        if ids:
+            self.on_entries(ids)
+
+    async def _watch_with_watchfiles(self) -> None:
+        from watchfiles import awatch
+
+        async for changes in awatch(self.folder, stop_event=self._stop):
+            self._report([Path(path) for _, path in changes])
+
+    def close(self) -> None:
+        if self._inotify is not None:
+            asyncio.get_running_loop().remove_reader(self._inotify.fd)
+            self._inotify.close()
+            self._inotify = None
+        self._stop.set()
+        if self._fallback is not None:
+            self._fallback.cancel()
+            self._fallback = None

@@ -3,7 +3,11 @@ into the real mailbox store and relaying through a fake smart host."""
 
 from __future__ import annotations
 
+import imaplib
+import os
 import smtplib
+import socket
+import threading
 import time
 from collections.abc import Iterator
 from email.message import EmailMessage
@@ -13,11 +17,13 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 
+from server.directory import PROXY_USER, proxy_secret
+from server.protocols import proxyv2
 from server.settings import store
-from server.settings.models import SUBMISSION, SendConnector
+from server.settings.models import IMAP4BE, SUBMISSION, SendConnector
 from server.settings.paths import Home
 from server.store import open_store
-from server.submission.queue import Recipient, Spool
+from server.submission.queue import ORPHAN_GRACE, Recipient, Spool
 from tests.e2e.frontend_support import (
     PASSWORD,
     add_mailboxes,
@@ -225,6 +231,8 @@ def test_spooled_mail_survives_a_restart(env: Home, in_process: Any) -> None:
     spool.add("bob@contoso.test", [Recipient("alice@contoso.test", "alice", "MBX01")],
               b"Subject: left over\r\n\r\nbody\r\n", "bob")
     (env.queue / "MBX01" / "orphan.eml").write_bytes(b"never acknowledged")
+    old = time.time() - ORPHAN_GRACE - 1
+    os.utime(env.queue / "MBX01" / "orphan.eml", (old, old))
     with in_process(SUBMISSION, env):
         wait_for(lambda: len(inbox(env, "alice")) == 1)
     assert inbox(env, "alice")[0] == b"Subject: left over\r\n\r\nbody\r\n"
@@ -250,3 +258,64 @@ def test_local_delivery_failure_is_retried(env: Home, in_process: Any, monkeypat
         client.quit()
         wait_for(lambda: len(inbox(env, "alice")) == 1)
         assert len(calls) == 2
+
+
+class ProxiedIMAP4(imaplib.IMAP4):
+    """Logs in to the IMAP back end as a front end does (PROXY v2 header, proxy secret)."""
+
+    def _create_socket(self, timeout: float | None) -> socket.socket:
+        sock = super()._create_socket(timeout)
+        sock.sendall(proxyv2.encode(proxyv2.ProxyInfo("192.0.2.10", 50123, "127.0.0.1", self.port)))
+        return sock
+
+
+class SignallingSink(Sink):
+    def __init__(self) -> None:
+        super().__init__()
+        self.received = threading.Event()
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        reply = await super().handle_DATA(server, session, envelope)
+        self.received.set()
+        return reply
+
+
+def test_receipt_spooled_by_the_imap_back_end_is_relayed_while_running(
+    env: Home, in_process: Any
+) -> None:
+    """The IMAP back end writes a read receipt for an outside sender into the spool; the
+    submission service, already running, picks it up at once and relays it."""
+    sink = SignallingSink()
+    controller = Controller(sink, hostname="127.0.0.1", port=free_port_plan().submission)
+    controller.start()
+    try:
+        settings = store.load(env).settings
+        settings.SendConnectors["Internet"] = SendConnector(
+            SmartHosts=[f"127.0.0.1:{controller.port}"])
+        save(env, settings)
+        asking = (b"From: Friend <friend@example.org>\r\nTo: alice@contoso.test\r\n"
+                  b"Subject: Did you read this?\r\nMessage-ID: <q1@example.org>\r\n"
+                  b"Disposition-Notification-To: Friend <friend@example.org>\r\n"
+                  b"\r\nPlease confirm.\r\n")
+        mail_store = open_store(env, "MBX01")
+        try:
+            mail_store.mailbox("alice").append("INBOX", asking)
+        finally:
+            mail_store.close()
+        with in_process(SUBMISSION, env) as smtp_run, in_process(IMAP4BE, env) as imap_run:
+            assert smtp_run.service.delivery.pending == 0
+            conn = ProxiedIMAP4("127.0.0.1", imap_run.service.bound_port(), timeout=10)
+            secret = proxy_secret(env)
+            conn.authenticate("PLAIN", lambda _: f"alice\0{PROXY_USER}\0{secret}".encode())
+            conn.select("INBOX")
+            typ, _ = conn.fetch("1", "(BODY[])")  # a download, not a PEEK: the receipt goes
+            assert typ == "OK"
+            conn.logout()
+            assert sink.received.wait(10), "the receipt was not relayed"
+            wait_for(lambda: not list((env.queue / "MBX01").glob("*.json")))
+    finally:
+        controller.stop()
+    [(sender, rcpts, content)] = sink.messages
+    assert (sender, rcpts) == ("<>", ["friend@example.org"])  # RFC 8098 2.1: null sender
+    assert b"report-type=disposition-notification" in content
+    assert b"Original-Message-ID: <q1@example.org>" in content

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import time
 from pathlib import Path
 
 from server.settings.models import ReceiveConnector, SendConnector, default_settings
 from server.submission.delivery import route
-from server.submission.queue import Recipient, Spool
+from server.submission.queue import ORPHAN_GRACE, Recipient, Spool, SpoolWatcher, entry_id_of
 from server.submission.service import certificate_name, local_domains, normalize_crlf
 
 
@@ -31,10 +34,47 @@ def test_spool_drops_unacknowledged_orphans(tmp_path: Path) -> None:
     spool = Spool(tmp_path)
     spool.add("b@x.test", [Recipient("a@x.test")], b"m")
     (tmp_path / "123-orphan.eml").write_bytes(b"half written")
+    old = time.time() - ORPHAN_GRACE - 1
+    os.utime(tmp_path / "123-orphan.eml", (old, old))
+    (tmp_path / "456-being-added.eml").write_bytes(b"another process's add() in progress")
     (tmp_path / "bad.json").write_text("{not json")
     assert len(spool.load()) == 1
     assert not (tmp_path / "123-orphan.eml").exists()
+    assert (tmp_path / "456-being-added.eml").exists()
     assert (tmp_path / "bad.json").exists()  # kept for the admin
+
+
+def test_spool_entry_reads_one_committed_entry(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    entry = spool.add("", [Recipient("a@x.test")], b"m")
+    assert spool.entry(entry.id) == entry
+    assert spool.entry("missing") is None
+    (tmp_path / "bad.json").write_text("{not json")
+    assert spool.entry("bad") is None
+
+
+def test_entry_id_of_ignores_messages_and_temporary_files() -> None:
+    assert entry_id_of(Path("/q/0001-ab.json")) == "0001-ab"
+    assert entry_id_of(Path("/q/0001-ab.eml")) is None
+    assert entry_id_of(Path("/q/.0001-ab.json.42.tmp")) is None
+
+
+def test_spool_watcher_reports_entries_another_writer_commits(tmp_path: Path) -> None:
+    async def scenario() -> set[str]:
+        reported: asyncio.Queue[set[str]] = asyncio.Queue()
+        watcher = SpoolWatcher(tmp_path / "q", reported.put_nowait)
+        await watcher.start()
+        try:
+            entry = await asyncio.to_thread(
+                Spool(tmp_path / "q").add, "", [Recipient("a@x.test")], b"m")
+            seen: set[str] = set()
+            while entry.id not in seen:
+                seen |= await asyncio.wait_for(reported.get(), 5)
+            return seen
+        finally:
+            watcher.close()
+
+    assert len(asyncio.run(scenario())) == 1  # the .eml and temp files are not entries
 
 
 def test_route_by_address_space() -> None:
