@@ -4,7 +4,7 @@ _mailctl() {
     local cur="${COMP_WORDS[COMP_CWORD]}" prev="${COMP_WORDS[COMP_CWORD-1]}"
     local IFS=$'\n'
     if [[ $COMP_CWORD -eq 1 ]]; then
-        COMPREPLY=($(IFS=' ' compgen -W "completion disable-imap4 disable-pop3 enable-exchangecertificate enable-imap4 enable-pop3 export-mailbox get-casmailbox get-connectionsettings get-exchangecertificate get-imapsettings get-mailbox get-popsettings get-receiveconnector get-service import-exchangecertificate import-mailbox init install-systemd new-exchangecertificate new-mailbox remove-mailbox restart-service run set-casmailbox set-imapsettings set-mailbox set-popsettings set-receiveconnector set-service start start-service stop stop-service test-imapconnectivity test-popconnectivity Completion Disable-Imap4 Disable-Pop3 Enable-ExchangeCertificate Enable-Imap4 Enable-Pop3 Export-Mailbox Get-CASMailbox Get-ConnectionSettings Get-ExchangeCertificate Get-ImapSettings Get-Mailbox Get-PopSettings Get-ReceiveConnector Get-Service Import-ExchangeCertificate Import-Mailbox Init Install-Systemd New-ExchangeCertificate New-Mailbox Remove-Mailbox Restart-Service Run Set-CASMailbox Set-ImapSettings Set-Mailbox Set-PopSettings Set-ReceiveConnector Set-Service Start Start-Service Stop Stop-Service Test-ImapConnectivity Test-PopConnectivity" -- "$cur"))
+        COMPREPLY=($(IFS=' ' compgen -W "completion disable-imap4 disable-pop3 enable-exchangecertificate enable-imap4 enable-pop3 export-mailbox get-casmailbox get-connectionsettings get-exchangecertificate get-imapsettings get-mailbox get-popsettings get-receiveconnector get-service import-exchangecertificate import-mailbox init install-systemd new-exchangecertificate new-mailbox prune-mailboxdatabase remove-mailbox restart-service run set-casmailbox set-imapsettings set-mailbox set-popsettings set-receiveconnector set-service start start-service stop stop-service test-imapconnectivity test-popconnectivity Completion Disable-Imap4 Disable-Pop3 Enable-ExchangeCertificate Enable-Imap4 Enable-Pop3 Export-Mailbox Get-CASMailbox Get-ConnectionSettings Get-ExchangeCertificate Get-ImapSettings Get-Mailbox Get-PopSettings Get-ReceiveConnector Get-Service Import-ExchangeCertificate Import-Mailbox Init Install-Systemd New-ExchangeCertificate New-Mailbox Prune-MailboxDatabase Remove-Mailbox Restart-Service Run Set-CASMailbox Set-ImapSettings Set-Mailbox Set-PopSettings Set-ReceiveConnector Set-Service Start Start-Service Stop Stop-Service Test-ImapConnectivity Test-PopConnectivity" -- "$cur"))
         return
     fi
     local cmd="${COMP_WORDS[1],,}" opts="" values=""
@@ -26,6 +26,7 @@ _mailctl() {
         "import-mailbox --output"|"import-mailbox -Output") values="table list json" ;;
         "new-exchangecertificate --output"|"new-exchangecertificate -Output") values="table list json" ;;
         "new-mailbox --type"|"new-mailbox -Type") values="User Administrator Guest Anonymous" ;;
+        "prune-mailboxdatabase --output"|"prune-mailboxdatabase -Output") values="table list json" ;;
         "set-casmailbox --pop-enabled"|"set-casmailbox -PopEnabled") values="true false" ;;
         "set-casmailbox --imap-enabled"|"set-casmailbox -ImapEnabled") values="true false" ;;
         "set-casmailbox --pop-use-protocol-defaults"|"set-casmailbox -PopUseProtocolDefaults") values="true false" ;;
@@ -97,6 +98,7 @@ _mailctl() {
         install-systemd) opts="--output-dir --user --home --help -OutputDir -User" ;;
         new-exchangecertificate) opts="--subject-name --domain-name --services --friendly-name --validity-days --output --home --help -SubjectName -DomainName -Services -FriendlyName -ValidityDays -Output" ;;
         new-mailbox) opts="--password --password-stdin --primary-smtp-address --display-name --user-principal-name --type --server --what-if --home --help -Password -PasswordStdin -PrimarySmtpAddress -DisplayName -UserPrincipalName -Type -Server -WhatIf" ;;
+        prune-mailboxdatabase) opts="--older-than-days --server --output --home --help -OlderThanDays -Server -Output" ;;
         remove-mailbox) opts="--what-if --home --help -WhatIf" ;;
         restart-service) opts="--server --home --help -Server" ;;
         run) opts="--detach --base-port --demo-password --home --help -Detach -BasePort -DemoPassword" ;;

@@ -31,6 +31,7 @@ COMMANDS: dict[str, str] = {
     "new-mailboxexportrequest": "mailbox_io",
     "new-mailboximportrequest": "mailbox_io",
     "new-testcasconnectivityuser": "unsupported",
+    "prune-mailboxdatabase": "maintenance",
     "remove-mailbox": "mailboxes",
     "restart-service": "services",
     "run": "quickstart",
