@@ -16,7 +16,6 @@ import json
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +24,23 @@ from . import views
 CACHE_NAME = "settings.cache.json"
 
 
-@dataclass(frozen=True)
 class Read:
-    """A get- command the fast path answers: which options it takes and its view."""
+    """A get- command the fast path answers: its view, and whether it takes a positional
+    identity (-Identity) and --server. (Not a dataclass: importing dataclasses costs more
+    than the whole answer.)"""
 
-    answer: Callable[[dict[str, Any], dict[str, str]], Any | None]
-    identity: bool = False  # takes a positional identity (-Identity)
-    server: bool = True  # takes --server
+    __slots__ = ("answer", "identity", "server")
+
+    def __init__(
+        self,
+        answer: Callable[[dict[str, Any], dict[str, str]], Any | None],
+        *,
+        identity: bool = False,
+        server: bool = True,
+    ) -> None:
+        self.answer = answer
+        self.identity = identity
+        self.server = server
 
 
 def _protocol(protocol: str) -> Callable[[dict[str, Any], dict[str, str]], Any | None]:
