@@ -2,9 +2,9 @@
 
 Which certificate a service uses: the one enabled for its kind (-Services) whose names
 include the service's X509CertificateName (IMAP/POP) or TlsCertificateName (SMTP connector),
-else any enabled one (server.runtime.tls.select_certificate). As in Exchange, a running
-service picks a newly enabled certificate up when it restarts (Restart-Service) or reloads
-after the next settings change; new handshakes then use it, open sessions keep theirs.
+else any enabled one (server.runtime.tls.select_certificate). Unlike Exchange, no restart
+is needed: running services watch the certificate index and use a newly enabled certificate
+for the next handshake, while open sessions keep theirs.
 """
 
 from __future__ import annotations
@@ -132,7 +132,8 @@ def enable_exchange_certificate(
         )
     emit(_row(info), output, columns=COLUMNS)
     typer.echo(
-        "Restart the services (Restart-Service MSExchangeIMAP4 ...) to use it now.", err=True
+        "Running services use it from the next connection; open connections keep theirs.",
+        err=True,
     )
 
 

@@ -399,6 +399,9 @@ class Pop3BackendService(Service):
     async def reload(self, old: Settings, new: Settings) -> None:
         await self._reconcile()
 
+    async def reload_certificates(self) -> None:
+        await self._reconcile()  # the listeners stay as they are; the context gets the new chain
+
     async def _reconcile(self) -> None:
         server = self.ctx.server_settings
         cert = await asyncio.to_thread(tls.ensure_certificate, self.ctx.home, "POP", server.Fqdn)

@@ -252,6 +252,9 @@ class FrontendService(Service):
         await self._load_certificate()
         await self._reconcile()
 
+    async def reload_certificates(self) -> None:
+        await self._load_certificate()
+
     async def stop(self, grace: float) -> None:
         self._stopping = True
         self.listeners.close()

@@ -5,7 +5,9 @@ file and the state file and only then tell the parent "READY" (on the inherited 
 --ready-fd), so `mailctl start-service` returns exactly when connections are accepted. After
 that the process waits on three things, none of which costs CPU while idle: SIGTERM/SIGINT
 (graceful stop), SIGHUP or an inotify event on the settings folder (reload), and connections
-on its control socket (live status for `mailctl get-service`).
+on its control socket (live status for `mailctl get-service`). A change of the certificate
+index (certs/certificates.json) or SIGHUP also makes the service pick its certificate again
+(Service.reload_certificates), so an enabled certificate serves the next handshake.
 """
 
 from __future__ import annotations
@@ -136,6 +138,7 @@ class Runtime:
         self._stopping = asyncio.Event()
         self._reload_lock = asyncio.Lock()
         self._reload_again = False
+        self._certificates_changed = False
         self._watcher: SettingsWatcher | None = None
         self._control: asyncio.AbstractServer | None = None
 
@@ -156,10 +159,12 @@ class Runtime:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._stopping.set)
-        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
-        self._watcher = SettingsWatcher(self.home, self.request_reload)
+        loop.add_signal_handler(signal.SIGHUP, self.request_certificate_reload)
+        self._watcher = SettingsWatcher(self.home, self.request_reload,
+                                        self.request_certificate_reload)
         await self._watcher.start()
-        self.request_reload()  # a change that landed during start() has no event left to see
+        # A change that landed during start() has no event left to see.
+        self.request_certificate_reload()
         await self._open_control()
         self.pid = write_pid_file(self.home, self.name, self.server)
         self.write_state()
@@ -206,14 +211,33 @@ class Runtime:
             return
         asyncio.get_running_loop().create_task(self.reload())
 
+    def request_certificate_reload(self) -> None:
+        """Certificates changed (or SIGHUP): settings and certificates are both read again,
+        one after the other under the reload lock, so the two never race on an SSLContext."""
+        self._certificates_changed = True
+        self.request_reload()
+
     async def reload(self) -> None:
         async with self._reload_lock:
             while True:
                 self._reload_again = False
                 await self._reload_once()
+                if self._certificates_changed:
+                    self._certificates_changed = False
+                    await self._reload_certificates()
                 if not self._reload_again:
                     break
         self.write_state()
+
+    async def _reload_certificates(self) -> None:
+        assert self.service is not None
+        try:
+            await self.service.reload_certificates()
+        except Exception as exc:
+            self.log.exception("certificate reload failed")
+            self._record_error(f"certificates: {type(exc).__name__}: {exc}", None, keep=False)
+            return
+        self.log.info("certificates checked")
 
     async def _reload_once(self) -> None:
         assert self.ctx is not None and self.service is not None

@@ -1,4 +1,4 @@
-"""Watching the settings folder for live reload.
+"""Watching the settings folder (and the certificate index) for live reload.
 
 On Linux the watch is a bare inotify descriptor registered with the event loop: no thread and no
 timer exist until the kernel reports a change, so an idle service uses no CPU (watchfiles wakes
@@ -30,6 +30,12 @@ IN_NONBLOCK = os.O_NONBLOCK
 IN_CLOEXEC = os.O_CLOEXEC
 _MASK = IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_CREATE | IN_DELETE
 _EVENT = struct.Struct("iIII")
+
+
+def is_certificate_index(home: Home, path: Path) -> bool:
+    """certs/certificates.json: which certificate each service kind uses (server.runtime.tls);
+    rewritten (atomic rename) by New-/Import-/Enable-ExchangeCertificate."""
+    return path == home.certs / "certificates.json"
 
 
 def is_relevant(home: Home, path: Path) -> bool:
@@ -80,15 +86,23 @@ class _Inotify:
 
 
 class SettingsWatcher:
-    """Calls `on_change()` (debounced) after settings.toml or secrets/ changed."""
+    """Calls `on_change()` (debounced) after settings.toml or secrets/ changed, and
+    `on_certificates()` (debounced too) after certs/certificates.json changed."""
 
-    def __init__(self, home: Home, on_change: Callable[[], Awaitable[None] | None]) -> None:
+    def __init__(self, home: Home, on_change: Callable[[], Awaitable[None] | None],
+                 on_certificates: Callable[[], object] | None = None) -> None:
         self.home = home
         self.on_change = on_change
+        self.on_certificates = on_certificates
         self._inotify: _Inotify | None = None
         self._fallback: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
         self._pending: asyncio.TimerHandle | None = None
+        self._pending_certificates: asyncio.TimerHandle | None = None
+
+    def _folders(self) -> list[Path]:
+        """Folders watched besides the home folder (made later, possibly)."""
+        return [self.home.secrets] + ([self.home.certs] if self.on_certificates else [])
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -98,24 +112,32 @@ class SettingsWatcher:
             self._fallback = loop.create_task(self._watch_with_watchfiles())
             return
         inotify.watch(self.home.root)
-        try:
-            inotify.watch(self.home.secrets)
-        except OSError as exc:
-            if exc.errno != errno.ENOENT:
-                raise
+        for folder in self._folders():
+            try:
+                inotify.watch(folder)
+            except OSError as exc:
+                if exc.errno != errno.ENOENT:
+                    raise
         loop.add_reader(inotify.fd, self._readable)
         self._inotify = inotify
 
     def _readable(self) -> None:
         assert self._inotify is not None
         paths = self._inotify.read()
-        if self.home.secrets in paths and self.home.secrets not in self._inotify.folders.values():
-            try:  # secrets/ made after start: watch it from now on
-                self._inotify.watch(self.home.secrets)
-            except OSError:
-                pass
+        for folder in self._folders():
+            if folder in paths and folder not in self._inotify.folders.values():
+                try:  # made after start: watch it from now on
+                    self._inotify.watch(folder)
+                except OSError:
+                    continue
+                if folder == self.home.certs:
+                    paths.append(self.home.certs / "certificates.json")  # written already?
         if any(is_relevant(self.home, p) for p in paths):
             self._schedule()
+        if self.on_certificates is not None and any(
+            is_certificate_index(self.home, p) for p in paths
+        ):
+            self._schedule_certificates()
 
     def _schedule(self) -> None:
         if self._pending is not None:
@@ -128,22 +150,45 @@ class SettingsWatcher:
         if asyncio.iscoroutine(result):
             asyncio.get_running_loop().create_task(result)
 
+    def _schedule_certificates(self) -> None:
+        if self._pending_certificates is not None:
+            self._pending_certificates.cancel()
+        self._pending_certificates = asyncio.get_running_loop().call_later(
+            DEBOUNCE, self._fire_certificates)
+
+    def _fire_certificates(self) -> None:
+        self._pending_certificates = None
+        assert self.on_certificates is not None
+        result = self.on_certificates()
+        if asyncio.iscoroutine(result):
+            asyncio.get_running_loop().create_task(result)
+
+    def _wanted(self, path: Path) -> bool:
+        return is_relevant(self.home, path) or (
+            self.on_certificates is not None and is_certificate_index(self.home, path))
+
     async def _watch_with_watchfiles(self) -> None:
         from watchfiles import awatch
 
         async for changes in awatch(
             self.home.root,
-            watch_filter=lambda _change, path: is_relevant(self.home, Path(path)),
+            watch_filter=lambda _change, path: self._wanted(Path(path)),
             debounce=int(DEBOUNCE * 1000),
             stop_event=self._stop,
         ):
-            if changes:
+            paths = [Path(path) for _change, path in changes]
+            if any(is_relevant(self.home, p) for p in paths):
                 self._fire()
+            if any(is_certificate_index(self.home, p) for p in paths):
+                self._fire_certificates()
 
     def close(self) -> None:
         if self._pending is not None:
             self._pending.cancel()
             self._pending = None
+        if self._pending_certificates is not None:
+            self._pending_certificates.cancel()
+            self._pending_certificates = None
         if self._inotify is not None:
             asyncio.get_running_loop().remove_reader(self._inotify.fd)
             self._inotify.close()

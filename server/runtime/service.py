@@ -2,7 +2,9 @@
 
 `python -m server run NAME --server S --home H` (server/runtime/main.py) builds a
 ServiceContext, instantiates the class registered for NAME (REGISTRY below), awaits
-`start()`, then calls `reload()` on every valid settings change and `stop()` on SIGTERM.
+`start()`, then calls `reload()` on every valid settings change, `reload_certificates()`
+when certs/certificates.json changes (New-/Import-/Enable-ExchangeCertificate) or on SIGHUP,
+and `stop()` on SIGTERM.
 A service owns its listeners (see listeners.ListenerSet) and its sessions; it never reads
 settings.toml itself - it reads `ctx.settings`, which the runtime replaces on reload.
 """
@@ -60,6 +62,12 @@ class Service(ABC):
     async def stop(self, grace: float) -> None:
         """Stop accepting, tell sessions goodbye (BYE / -ERR), wait up to `grace` seconds,
         then close whatever is left."""
+
+    async def reload_certificates(self) -> None:
+        """The certificates changed: pick the one to use again (tls.ensure_certificate) and
+        load it into the live SSLContext (tls.reload_context) so new handshakes use it and
+        established connections keep theirs. Services without TLS keep this no-op."""
+        return
 
     def status(self) -> dict[str, Any]:
         """What `get-service` shows besides process facts: at least

@@ -268,6 +268,9 @@ class SubmissionService(Service):
     async def reload(self, old: Settings, new: Settings) -> None:
         await self._reconcile()
 
+    async def reload_certificates(self) -> None:
+        await self._reconcile()  # each connector's context gets its new chain, if any
+
     async def stop(self, grace: float) -> None:
         for server in self._servers.values():
             server.close()
