@@ -29,7 +29,7 @@ class Read:
     identity (-Identity) and --server. (Not a dataclass: importing dataclasses costs more
     than the whole answer.)"""
 
-    __slots__ = ("answer", "identity", "server")
+    __slots__ = ("answer", "identity", "server", "flags")
 
     def __init__(
         self,
@@ -37,10 +37,12 @@ class Read:
         *,
         identity: bool = False,
         server: bool = True,
+        flags: tuple[str, ...] = (),
     ) -> None:
         self.answer = answer
         self.identity = identity
         self.server = server
+        self.flags = flags  # switches without a value, e.g. "internal"
 
 
 def _protocol(protocol: str) -> Callable[[dict[str, Any], dict[str, str]], Any | None]:
@@ -66,12 +68,34 @@ def _mailboxes(rows: Callable[[dict[str, Any], list[str]], Any]) -> Callable[...
     return answer
 
 
+def _connection_settings(cached: dict[str, Any], given: dict[str, str]) -> Any | None:
+    dump, identity = cached["settings"], given.get("identity")
+    if identity is None:
+        server = views.pick_server(dump["Servers"], given.get("server"))
+    else:
+        name = views.find_mailbox(dump["Mailboxes"], identity)
+        if name is None:
+            return None
+        server = views.pick_server(dump["Servers"], dump["Mailboxes"][name]["Server"])
+    shown = cached.get("published", {}).get(server)
+    if shown is None:
+        return None
+    scope = "Internal" if "internal" in given else "External"
+    return views.connection_rows(shown[scope], for_json=True)
+
+
+def _settings(answer: Callable[..., Any | None]) -> Callable[..., Any | None]:
+    """A view of the settings dump alone (most commands)."""
+    return lambda cached, given: answer(cached["settings"], given)
+
+
 FAST_COMMANDS: dict[str, Read] = {
-    "get-popsettings": Read(_protocol("pop")),
-    "get-imapsettings": Read(_protocol("imap")),
-    "get-receiveconnector": Read(_connectors, identity=True),
-    "get-mailbox": Read(_mailboxes(views.mailbox_rows), identity=True, server=False),
-    "get-casmailbox": Read(_mailboxes(views.cas_rows), identity=True, server=False),
+    "get-popsettings": Read(_settings(_protocol("pop"))),
+    "get-imapsettings": Read(_settings(_protocol("imap"))),
+    "get-receiveconnector": Read(_settings(_connectors), identity=True),
+    "get-mailbox": Read(_settings(_mailboxes(views.mailbox_rows)), identity=True, server=False),
+    "get-casmailbox": Read(_settings(_mailboxes(views.cas_rows)), identity=True, server=False),
+    "get-connectionsettings": Read(_connection_settings, identity=True, flags=("internal",)),
 }
 
 
@@ -79,7 +103,8 @@ def _fingerprint() -> str:
     here = Path(__file__).resolve().parent
     settings_pkg = here.parent / "server" / "settings"
     parts = []
-    for path in (settings_pkg / "models.py", settings_pkg / "types.py", here / "views.py"):
+    sources = ("models.py", "types.py", "published.py")
+    for path in (*(settings_pkg / name for name in sources), here / "views.py"):
         try:
             st = path.stat()
         except OSError:
@@ -106,12 +131,30 @@ def write_cache(home: Any, snapshot: Any) -> None:
         except (OSError, ValueError):
             pass
         data = {"key": key, "settings": snapshot.settings.model_dump(mode="json")}
+        try:
+            data["published"] = _published(snapshot.settings)
+        except Exception:  # noqa: BLE001 - get-connectionsettings then takes the full path
+            pass
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{CACHE_NAME}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(data))
         os.replace(tmp, path)
     except OSError:
         pass
+
+
+def _published(settings: Any) -> dict[str, dict[str, Any]]:
+    """What get-connectionsettings shows, per server and scope: derived by
+    server.settings.published from the models, which the fast path does not load."""
+    from server.settings.published import published
+
+    return {
+        server: {
+            scope: published(settings, server=server, scope=scope).as_dict()
+            for scope in ("External", "Internal")
+        }
+        for server in settings.Servers
+    }
 
 
 def _parse(args: list[str]) -> tuple[Read, dict[str, str]] | None:
@@ -124,6 +167,7 @@ def _parse(args: list[str]) -> tuple[Read, dict[str, str]] | None:
         names["server"] = "server"
     if read.identity:
         names["identity"] = "identity"
+    names.update((flag, flag) for flag in read.flags)
     found: dict[str, str] = {}
     i = 1
     while i < len(args):
@@ -143,6 +187,11 @@ def _parse(args: list[str]) -> tuple[Read, dict[str, str]] | None:
             key = names.get(word.lower(), "")
             if not key or (key == "identity" and token.startswith("--")):
                 return None
+            if key in read.flags:
+                if sep or key in found:
+                    return None  # -Internal:$false and the like: the full path decides
+                found[key] = ""
+                continue
             if not sep:
                 if i >= len(args):
                     return None
@@ -171,7 +220,7 @@ def answer(args: list[str]) -> int | None:
         return None
     if not isinstance(cached, dict) or cached.get("key") != _key(raw):
         return None
-    data = read.answer(cached["settings"], given)
+    data = read.answer(cached, given)
     if data is None:
         return None  # let the full path produce the error message
     sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")

@@ -274,10 +274,11 @@ mailctl Set-CASMailbox alice -PopEnabled '$false'
   as settings.toml spells it), an array of objects for commands that list things
   (get-mailbox, get-casmailbox, get-receiveconnector, get-service, get-connectionsettings);
   `null` is "not set". Keys and value spellings are the Exchange ones and only grow.
-* `get-popsettings`, `get-imapsettings`, `get-receiveconnector`, `get-mailbox` and
-  `get-casmailbox` with `--output json` are answered without loading the CLI framework when
-  settings.toml has not changed since mailctl last read or wrote it (a validated copy in
-  `run/settings.cache.json`), for scripts that call them in loops. The answer is the same.
+* `get-popsettings`, `get-imapsettings`, `get-receiveconnector`, `get-mailbox`,
+  `get-casmailbox` and `get-connectionsettings` with `--output json` are answered without
+  loading the CLI framework when settings.toml has not changed since mailctl last read or
+  wrote it (a validated copy in `run/settings.cache.json`), for scripts that call them in
+  loops. The answer is the same.
 
 ## Shell completion
 

@@ -124,3 +124,21 @@ def cas_rows(dump: dict[str, Any], names: list[str]) -> list[dict[str, Any]]:
         }
         for n in names
     ]
+
+
+# --------------------------------------------------------------------------- connection settings
+
+CONNECTION_COLUMNS = ["Protocol", "Server", "Port", "Encryption"]
+NOT_PUBLISHED = "not published"
+
+
+def connection_rows(shown: dict[str, Any], for_json: bool) -> list[dict[str, Any]]:
+    """get-connectionsettings: one row per protocol from Published.as_dict(); in JSON an
+    unpublished endpoint is nulls, for people it says so."""
+    rows = []
+    for protocol, endpoint in shown.items():
+        row = {"Protocol": protocol, **(endpoint or dict.fromkeys(CONNECTION_COLUMNS[1:]))}
+        if not for_json and row["Server"] is None:
+            row["Server"] = NOT_PUBLISHED
+        rows.append(row)
+    return rows

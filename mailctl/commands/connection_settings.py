@@ -3,13 +3,12 @@ or IMAP access"), derived by server.settings.published."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
+from .. import views
 from ..cli import OutputOpt, ServerOpt, command, emit, fail, load_settings, local_server
-
-NOT_PUBLISHED = "not published"
 
 
 @command("Get-ConnectionSettings", read=True)
@@ -38,17 +37,5 @@ def get_connectionsettings(
         shown = published(settings, identity, server, "Internal" if internal else "External")
     except KeyError as exc:
         fail(f"there is no mailbox {exc.args[0]!r}", code=1)
-    rows: list[dict[str, Any]] = []
-    for protocol, endpoint in shown.as_dict().items():
-        rows.append(
-            {
-                "Protocol": protocol,
-                **(endpoint or {"Server": None, "Port": None, "Encryption": None}),
-            }
-        )
-    if output.lower() != "json":
-        rows = [
-            {k: (NOT_PUBLISHED if k == "Server" and v is None else v) for k, v in r.items()}
-            for r in rows
-        ]
-    emit(rows, output, columns=["Protocol", "Server", "Port", "Encryption"])
+    rows = views.connection_rows(shown.as_dict(), for_json=output.lower() == "json")
+    emit(rows, output, columns=views.CONNECTION_COLUMNS)

@@ -25,6 +25,10 @@ LINES = [
     ["get-mailbox", "a*", "-o", "json"],
     ["get-casmailbox", "-o", "json"],
     ["Get-CASMailbox", "bob", "-Output", "json"],
+    ["get-connectionsettings", "-o", "json"],
+    ["Get-ConnectionSettings", "-Internal", "-Output", "json"],
+    ["get-connectionsettings", "bobby@contoso.test", "--internal", "-o", "json"],
+    ["Get-ConnectionSettings", "-Identity", "alice", "-Server", "nope", "-Output", "json"],
 ]
 
 
@@ -34,6 +38,8 @@ def populated(home: Home) -> Home:
     ok(home, "new-mailbox", "bob", "--password-stdin", stdin="pw\n")
     ok(home, "set-mailbox", "bob", "--email-addresses", "{bobby@contoso.test}")
     ok(home, "set-casmailbox", "alice", "--pop-enabled", "false")
+    ok(home, "set-popsettings", "--external-connection-settings", "pop.contoso.com:995:SSL")
+    ok(home, "set-receiveconnector", "Client Frontend MBX01", "--advertise-client-settings", "1")
     return home
 
 
@@ -61,6 +67,10 @@ def test_fast_answers_byte_for_byte_like_the_full_path(
         ["get-mailbox", "-o", "json", "|", "Format-List"],
         ["get-service", "-o", "json"],
         ["get-mailbox", "-o"],
+        ["get-connectionsettings", "nobody", "-o", "json"],
+        ["get-connectionsettings", "--server", "nope", "-o", "json"],
+        ["Get-ConnectionSettings", "-Internal:$false", "-Output", "json"],
+        ["get-connectionsettings", "-o", "table"],
     ],
 )
 def test_anything_else_goes_to_the_full_path(populated: Home, line: list[str]) -> None:
