@@ -14,6 +14,7 @@ Two modes:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import resource
@@ -42,6 +43,29 @@ def raise_fd_limit() -> int:
     except (ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, wanted), hard))
         return max(soft, wanted)
+
+
+INOTIFY = Path("/proc/sys/fs/inotify/max_user_instances")
+
+
+def raise_inotify_instances(wanted: int = 16384) -> int | None:
+    """Each IDLE-ing Dovecot process needs an inotify instance; beyond the kernel's per-user
+    limit (128 by default) Dovecot falls back to polling every mailbox_idle_check_interval
+    (its log says to raise this). Returns the old value to restore, None if unchanged."""
+    try:
+        old = int(INOTIFY.read_text())
+        if old >= wanted:
+            return None
+        INOTIFY.write_text(str(wanted))
+        return old
+    except OSError:
+        return None
+
+
+def restore_inotify_instances(old: int | None) -> None:
+    if old is not None:
+        with contextlib.suppress(OSError):
+            INOTIFY.write_text(str(old))
 
 
 def ensure_installed() -> None:

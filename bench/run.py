@@ -20,13 +20,20 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from bench import procs
-from bench.dovecot import DovecotInstance, ensure_installed, raise_fd_limit
+from bench.dovecot import (
+    DovecotInstance,
+    ensure_installed,
+    raise_fd_limit,
+    raise_inotify_instances,
+    restore_inotify_instances,
+)
 from bench.ours import REPO, OurInstance
 
 USERS = 20
@@ -76,6 +83,7 @@ class Target:
     imap_port: int
     pop3_port: int
     roots: list[int]  # process trees counted for CPU and memory
+    restart: Callable[[], list[int]] | None = None  # fresh processes; returns the new roots
     results: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
 
@@ -177,6 +185,21 @@ def run_load(target: Target, scenario: Scenario, plan: Plan, workdir: Path,
     return result
 
 
+def restart_dovecot(instance: DovecotInstance) -> list[int]:
+    instance.stop()
+    instance.start()
+    return [instance.pid]
+
+
+def fresh_start(target: Target, plan: Plan, workdir: Path) -> None:
+    """Before an IDLE run: fresh server processes (memory freed by earlier runs is not handed
+    back to the kernel by every allocator, and Dovecot keeps reusable imap processes), then
+    a short connect run so both auth caches are warm, as in the other scenarios."""
+    if target.restart is not None:
+        target.roots = target.restart()
+    run_load(target, SCENARIOS[4], plan, workdir, duration=2)
+
+
 def busy_seconds() -> float:
     """CPU time all cores spent on anything but idling, since boot."""
     import psutil
@@ -207,20 +230,22 @@ def run_all(plan: Plan, workdir: Path, only: list[str] | None, with_default: boo
         fill_all(instance)
 
     started: list[Any] = []
+    inotify = raise_inotify_instances()
     try:
-        targets = [Target("ours", ours.imap_port, ours.pop3_port, ours.start())]
+        targets = [Target("ours", ours.imap_port, ours.pop3_port, ours.start(), ours.restart)]
         started.append(ours)
         tuned.start()
         started.append(tuned)
         tuned.index()
-        targets.append(Target("dovecot", tuned.imap_port, tuned.pop3_port, [tuned.pid]))
+        targets.append(Target("dovecot", tuned.imap_port, tuned.pop3_port, [tuned.pid],
+                              lambda: restart_dovecot(tuned)))
         reference: Target | None = None
         if with_default:
             default.start()
             started.append(default)
             default.index()
             reference = Target("dovecot-default", default.imap_port, default.pop3_port,
-                               [default.pid])
+                               [default.pid], lambda: restart_dovecot(default))
 
         log("warm-up: one short pass of fetch and pop3 on each server")
         for target in [*targets, *([reference] if reference else [])]:
@@ -234,23 +259,35 @@ def run_all(plan: Plan, workdir: Path, only: list[str] | None, with_default: boo
                 order = targets if round_ % 2 == 0 else targets[::-1]
                 for target in order:
                     log(f"{scenario.name}: {target.label} (round {round_ + 1}/{plan.rounds})")
+                    if scenario.load == "idle":
+                        fresh_start(target, plan, workdir)
                     result = run_load(target, scenario, plan, workdir)
                     target.results.setdefault(scenario.name, []).append(result)
             if reference:
                 connections = plan.idle_default if scenario.load == "idle" else None
                 log(f"{scenario.name}: {reference.label}")
+                if scenario.load == "idle":
+                    fresh_start(reference, plan, workdir)
                 reference.results.setdefault(scenario.name, []).append(
                     run_load(reference, scenario, plan, workdir, connections=connections))
+            save(plan, limit, workdir, [*targets, *([reference] if reference else [])])
     finally:
         for instance in reversed(started):
             instance.stop()
+        restore_inotify_instances(inotify)
 
+    return save(plan, limit, workdir, [*targets, *([reference] if reference else [])])
+
+
+def save(plan: Plan, limit: int, workdir: Path, targets: list[Target]) -> dict[str, Any]:
+    """results.json as it stands: written after every scenario, so an interrupted run
+    keeps what it measured."""
     report = {
         "machine": machine(limit),
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "plan": plan.__dict__,
         "password_scheme": PASSWORD_SCHEME,
-        "results": {t.label: t.results for t in [*targets, *([reference] if reference else [])]},
+        "results": {t.label: t.results for t in targets},
     }
     (workdir / "results.json").write_text(json.dumps(report, indent=1))
     return report
@@ -374,8 +411,8 @@ def table(report: dict[str, Any]) -> str:
             continue
         name = scenario.name
         if scenario.load == "idle":
-            held = ours.get(name, [{}])[0].get("held") or theirs.get(name, [{}])[0].get("held")
-            name = f"idle ({held:,} conns)" if held else name
+            asked = (ours.get(name) or theirs.get(name) or [{}])[0].get("connections")
+            name = f"idle ({asked:,} conns)" if asked else name
         for figure in FIGURES[scenario.load]:
             a = median([value(r, figure) for r in ours.get(scenario.name, [])])
             b = median([value(r, figure) for r in theirs.get(scenario.name, [])])
