@@ -101,27 +101,35 @@ class WebDriver:
         self.call("DELETE", self.session)
 
 
+def start_chromedriver() -> tuple[subprocess.Popen[str], int]:
+    """chromedriver on a free port; its readiness signal is the "started successfully" line.
+    A port taken between our probe and its bind makes it exit: try another port."""
+    output: list[str] = []
+    for _ in range(3):
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        sock.close()
+        proc = subprocess.Popen(
+            [CHROMEDRIVER, f"--port={port}", "--allowed-ips=127.0.0.1"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            output.append(line)
+            if "started successfully" in line:
+                return proc, port
+        proc.wait(timeout=10)
+    pytest.fail("chromedriver exited before it was ready: " + "".join(output)[-2000:])
+
+
 @pytest.fixture
 def browser(tmp_path: Path) -> Iterator[WebDriver]:
     if not CHROMIUM or not CHROMEDRIVER:
         pytest.skip("chromium and chromium-driver are not installed "
                     "(apt-get install chromium chromium-driver; .ci/run does it)")
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    driver_proc = subprocess.Popen(
-        [CHROMEDRIVER, f"--port={port}", "--allowed-ips=127.0.0.1"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
+    driver_proc, port = start_chromedriver()
     try:
-        assert driver_proc.stdout is not None
-        # chromedriver's readiness signal: it says so on stdout once it listens.
-        for line in driver_proc.stdout:
-            if "started successfully" in line:
-                break
-        else:
-            pytest.fail("chromedriver exited before it was ready")
         driver = WebDriver(port, tmp_path / "chromium-profile")
         try:
             yield driver
