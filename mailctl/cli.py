@@ -626,3 +626,10 @@ def run(argv: list[str]) -> int:
         return 1
     except BrokenPipeError:
         return 0
+    except Exception as exc:  # settings problems found below a command: a sentence, no traceback
+        from server.settings.store import SettingsError, SettingsMissing
+
+        if not isinstance(exc, SettingsError):
+            raise
+        print(f"mailctl: {exc.message}", file=sys.stderr)
+        return 1 if isinstance(exc, SettingsMissing) else 2

@@ -90,44 +90,51 @@ def new_certificate(
     days: int = 825,
 ) -> CertificateInfo:
     """New-ExchangeCertificate: a certificate signed by the private CA."""
+    with locked(home):
+        return _new_certificate_locked(home, subject, dns_names, services, days)
+
+
+def _new_certificate_locked(
+    home: Home, subject: str, dns_names: list[str], services: list[str] | None, days: int,
+) -> CertificateInfo:
+    """New-ExchangeCertificate's work; the caller holds the home lock (it is not reentrant)."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-    with locked(home):
-        ensure_ca(home)
-        ca_cert_path, ca_key_path = ca_paths(home)
-        ca_cert = x509.load_pem_x509_certificate(ca_cert_path.read_bytes())
-        ca_key = serialization.load_pem_private_key(ca_key_path.read_bytes(), None)
-        key = ec.generate_private_key(ec.SECP256R1())
-        names = list(dict.fromkeys([subject, *dns_names]))
-        alt: list[x509.GeneralName] = []
-        for n in names:
-            try:
-                alt.append(x509.IPAddress(ipaddress.ip_address(n)))
-            except ValueError:
-                alt.append(x509.DNSName(n))
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
-            .issuer_name(ca_cert.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(_now() - dt.timedelta(days=1))
-            .not_valid_after(_now() + dt.timedelta(days=days))
-            .add_extension(x509.SubjectAlternativeName(alt), critical=False)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(
-                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
-            )
-            .sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
+    ensure_ca(home)
+    ca_cert_path, ca_key_path = ca_paths(home)
+    ca_cert = x509.load_pem_x509_certificate(ca_cert_path.read_bytes())
+    ca_key = serialization.load_pem_private_key(ca_key_path.read_bytes(), None)
+    key = ec.generate_private_key(ec.SECP256R1())
+    names = list(dict.fromkeys([subject, *dns_names]))
+    alt: list[x509.GeneralName] = []
+    for n in names:
+        try:
+            alt.append(x509.IPAddress(ipaddress.ip_address(n)))
+        except ValueError:
+            alt.append(x509.DNSName(n))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(_now() - dt.timedelta(days=1))
+        .not_valid_after(_now() + dt.timedelta(days=days))
+        .add_extension(x509.SubjectAlternativeName(alt), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
         )
-        pem = cert.public_bytes(serialization.Encoding.PEM) + ca_cert_path.read_bytes()
-        thumb = cert.fingerprint(hashes.SHA1()).hex().upper()
-        _write_key(home.certs / f"{thumb}.key", key)
-        atomic_write(home.certs / f"{thumb}.pem", pem)
-        return _register(home, thumb, subject, names, cert.not_valid_after_utc, services or [])
+        .sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
+    )
+    pem = cert.public_bytes(serialization.Encoding.PEM) + ca_cert_path.read_bytes()
+    thumb = cert.fingerprint(hashes.SHA1()).hex().upper()
+    _write_key(home.certs / f"{thumb}.key", key)
+    atomic_write(home.certs / f"{thumb}.pem", pem)
+    return _register(home, thumb, subject, names, cert.not_valid_after_utc, services or [])
 
 
 def import_certificate(home: Home, cert_pem: bytes, key_pem: bytes,
@@ -235,12 +242,18 @@ def select_certificate(home: Home, kind: str, name: str | None) -> CertificateIn
 
 
 def ensure_certificate(home: Home, kind: str, fqdn: str) -> CertificateInfo:
-    """The certificate for a service, made on first start if there is none."""
+    """The certificate for a service, made on first start if there is none. Services that
+    start together must not each make one: look again under the lock before making it."""
     found = select_certificate(home, kind, fqdn)
     if found is not None:
         return found
-    return new_certificate(home, fqdn, [fqdn, "localhost", "127.0.0.1"],
-                           services=list(SERVICE_KINDS))
+    with locked(home):
+        found = select_certificate(home, kind, fqdn)
+        if found is not None:
+            return found
+        return _new_certificate_locked(
+            home, fqdn, [fqdn, "localhost", "127.0.0.1"], list(SERVICE_KINDS), 825
+        )
 
 
 def server_context(cert: CertificateInfo) -> ssl.SSLContext:

@@ -36,6 +36,10 @@ class SettingsError(Exception):
         self.line = line
 
 
+class SettingsMissing(SettingsError):
+    """There is no settings.toml yet (the home was never initialised)."""
+
+
 @dataclass(frozen=True)
 class Snapshot:
     settings: Settings
@@ -103,7 +107,7 @@ def load(home: Home) -> Snapshot:
         raw = home.settings_file.read_bytes()
         stat = home.settings_file.stat()
     except FileNotFoundError:
-        raise SettingsError(
+        raise SettingsMissing(
             f"no settings at {home.settings_file}; run `mailctl init` (or `mailctl run`) first"
         ) from None
     settings = parse(raw.decode("utf-8"))
@@ -203,8 +207,8 @@ def edit(home: Home, dry_run: bool = False) -> Iterator[Edit]:
         try:
             text = home.settings_file.read_text("utf-8")
         except FileNotFoundError:
-            raise SettingsError(
-                f"no settings at {home.settings_file}; run `mailctl init` first"
+            raise SettingsMissing(
+                f"no settings at {home.settings_file}; run `mailctl init` (or `mailctl run`) first"
             ) from None
         session = Edit(home, text)
         yield session
