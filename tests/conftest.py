@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import socket
 import threading
@@ -18,31 +19,56 @@ from server.settings.paths import Home
 CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus" / "cpython-email"
 
 
-def _ports_free(plan: PortPlan, address: str) -> bool:
-    for value in plan.model_dump().values():
-        if isinstance(value, int) and not isinstance(value, bool):
-            sock = socket.socket()
-            # As ListenerSet binds: a port whose old connections sit in TIME_WAIT is free.
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                sock.bind((address, value))
-            except OSError:
-                return False
-            finally:
-                sock.close()
-    return True
+# Listening ports are picked below the kernel's ephemeral range (net.ipv4.ip_local_port_range,
+# 32768 and up here), where outgoing connections take their local ports: a port picked there can
+# be taken by some client's connection between the check and the bind. Each xdist worker gets
+# its own slice, so two workers never pick overlapping layouts.
+PORT_FLOOR, PORT_CEILING = 3000, 32000
+PLAN_SPAN = 2000  # a PortPlan uses base+80 .. base+1995
 
 
-def free_port_plan(address: str = "127.0.0.1", backend_address: str = "127.0.0.1") -> PortPlan:
+def _worker_slice() -> tuple[int, int]:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    index = int(worker[2:]) if worker[2:].isdigit() else 0
+    count = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    width = (PORT_CEILING - PORT_FLOOR) // count
+    low = PORT_FLOOR + index * width
+    return low, low + width - PLAN_SPAN
+
+
+def _bindable(address: str, port: int) -> bool:
+    """As the services bind (SO_REUSEADDR): a port held only by TIME_WAIT is free."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((address, port))
+        return True
+    except OSError:
+        return False
+    finally:
+        sock.close()
+
+
+def _plan_ports(plan: PortPlan) -> list[int]:
+    return [v for v in plan.model_dump().values() if isinstance(v, int) and not isinstance(v, bool)]
+
+
+def free_port_plan(address: str = "127.0.0.1", backend_address: str | None = None) -> PortPlan:
     """Exchange's port layout shifted to a base where every port is free."""
+    backend_address = backend_address or address
+    low, high = _worker_slice()
     rng = random.Random()
-    for _ in range(200):
-        base = rng.randrange(20000, 58000, 2000) + rng.randrange(0, 3) * 7
-        plan = PortPlan.shifted(base, loopback_only=True, bind_address=address,
-                                backend_address=backend_address)
-        if _ports_free(plan, address):
+    for _ in range(500):
+        plan = PortPlan.shifted(rng.randrange(low, high), loopback_only=True,
+                                bind_address=address, backend_address=backend_address)
+        if all(_bindable(address, p) and _bindable(backend_address, p) for p in _plan_ports(plan)):
             return plan
     raise RuntimeError("no free port range")
+
+
+def free_base_port(address: str = "127.0.0.1") -> int:
+    """A base for `mailctl init --base-port` / PortPlan.shifted where every port is free."""
+    return free_port_plan(address).imap - 143
 
 
 def make_home(path: Path, server: str = "MBX01", domain: str = "contoso.test") -> Home:

@@ -15,8 +15,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import random
-import socket
 import subprocess
 import sys
 import time
@@ -44,41 +42,13 @@ from server.settings.models import (
 )
 from server.settings.paths import Home
 from server.settings.types import IPEndPoint
+from tests.conftest import free_base_port, free_port_plan  # noqa: F401 - re-exported for e2e tests
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _bindable(plan: PortPlan, address: str) -> bool:
-    """Like the services bind (SO_REUSEADDR): a port whose old connections are in TIME_WAIT
-    is free for them, so it is free here too."""
-    for value in plan.model_dump().values():
-        if isinstance(value, int) and not isinstance(value, bool):
-            sock = socket.socket()
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                sock.bind((address, value))
-            except OSError:
-                return False
-            finally:
-                sock.close()
-    return True
-
-
-def free_base_port(address: str = "127.0.0.1") -> int:
-    """A base for `mailctl init --base-port` / PortPlan.shifted where every port is free."""
-    rng = random.Random()
-    for _ in range(500):
-        base = rng.randrange(20000, 62000)
-        plan = PortPlan.shifted(base, loopback_only=True, bind_address=address,
-                                backend_address=address)
-        if _bindable(plan, address):
-            return base
-    raise RuntimeError("no free port range")
-
-
 def reusable_port_plan(address: str = "127.0.0.1") -> PortPlan:
-    return PortPlan.shifted(free_base_port(address), loopback_only=True, bind_address=address,
-                            backend_address=address)
+    return free_port_plan(address)
 
 
 @pytest.fixture

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import random
-import socket
 import ssl
 import threading
 from pathlib import Path
@@ -16,39 +14,12 @@ from server.directory import Directory, check_proxy_login
 from server.protocols import proxyv2
 from server.runtime import tls
 from server.settings import store
-from server.settings.models import Mailbox, PortPlan, Settings, default_settings
+from server.settings.models import Mailbox, Settings, default_settings
 from server.settings.paths import Home
 from server.settings.types import MailboxType
+from tests.conftest import free_port_plan  # noqa: F401 - re-exported for the front-end tests
 
 PASSWORD = "Pa55word!"
-
-
-def free_port_plan(address: str = "127.0.0.1", backend_address: str = "127.0.0.1") -> PortPlan:
-    """Like tests.conftest.free_port_plan, but a port held only by TIME_WAIT counts as free
-    (the services bind with SO_REUSEADDR) and bases are spread wider, so many tests in a
-    row (each closing connections server-side) do not run out of port ranges."""
-    rng = random.Random()
-    for _ in range(500):
-        base = rng.randrange(20000, 60000)
-        plan = PortPlan.shifted(base, loopback_only=True, bind_address=address,
-                                backend_address=backend_address)
-        if all(_free(address, v) and _free(backend_address, v)
-               for v in plan.model_dump().values()
-               if isinstance(v, int) and not isinstance(v, bool)):
-            return plan
-    raise RuntimeError("no free port range")
-
-
-def _free(address: str, port: int) -> bool:
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((address, port))
-        return True
-    except OSError:
-        return False
-    finally:
-        sock.close()
 
 
 def make_home(path: Path) -> Home:

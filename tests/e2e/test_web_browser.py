@@ -101,15 +101,29 @@ class WebDriver:
         self.call("DELETE", self.session)
 
 
+def _port_free_on_both_families() -> int:
+    """chromedriver listens on 127.0.0.1 and ::1 and exits when either is taken."""
+    while True:
+        six = socket.socket(socket.AF_INET6)
+        six.bind(("::1", 0))
+        port = six.getsockname()[1]
+        four = socket.socket()
+        try:
+            four.bind(("127.0.0.1", port))
+            return port
+        except OSError:
+            continue
+        finally:
+            four.close()
+            six.close()
+
+
 def start_chromedriver() -> tuple[subprocess.Popen[str], int]:
     """chromedriver on a free port; its readiness signal is the "started successfully" line.
     A port taken between our probe and its bind makes it exit: try another port."""
     output: list[str] = []
-    for _ in range(3):
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-        sock.close()
+    for _ in range(5):
+        port = _port_free_on_both_families()
         proc = subprocess.Popen(
             [CHROMEDRIVER, f"--port={port}", "--allowed-ips=127.0.0.1"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
