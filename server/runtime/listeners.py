@@ -17,6 +17,32 @@ Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]
 Key = tuple[str, int, bool]  # address, port, implicit TLS
 
 
+def bind_socket(address: str, port: int) -> socket.socket:
+    """A non-blocking listening TCP socket on address:port, for every service's listeners.
+
+    Bound here rather than by asyncio so that a failure names the endpoint.
+    """
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if family == socket.AF_INET6:
+        # [::] and 0.0.0.0 are separate bindings in Exchange; keep them so.
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    try:
+        sock.bind((address, port))
+    except OSError as exc:
+        sock.close()
+        raise OSError(exc.errno, f"cannot listen on {address}:{port}: {exc.strerror}") from None
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+def endpoint_label(address: str, port: int, tls: bool = False) -> str:
+    """How status output names a listener: IPv6 addresses bracketed, "(SSL)" for implicit TLS."""
+    return f"{'[' + address + ']' if ':' in address else address}:{port}{' (SSL)' if tls else ''}"
+
+
 class ListenerSet:
     def __init__(self, handler_for: Callable[[bool], Handler], limit: int = 2**16) -> None:
         """`handler_for(implicit_tls)` gives the connection handler of a listener kind."""
@@ -26,10 +52,7 @@ class ListenerSet:
 
     @property
     def endpoints(self) -> list[str]:
-        return [
-            f"{'[' + a + ']' if ':' in a else a}:{p}{' (SSL)' if tls else ''}"
-            for (a, p, tls) in self._servers
-        ]
+        return [endpoint_label(a, p, tls) for (a, p, tls) in self._servers]
 
     def bound_port(self, address: str, port: int, tls: bool) -> int:
         """The real port (for port 0 in tests)."""
@@ -55,22 +78,9 @@ class ListenerSet:
 
     async def _bind(self, key: Key, ctx: ssl.SSLContext | None) -> asyncio.Server:
         address, port, tls = key
-        family = socket.AF_INET6 if ":" in address else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if family == socket.AF_INET6:
-            # [::] and 0.0.0.0 are separate bindings in Exchange; keep them so.
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        try:
-            sock.bind((address, port))
-        except OSError as exc:
-            sock.close()
-            raise OSError(exc.errno, f"cannot listen on {address}:{port}: {exc.strerror}") from None
-        sock.listen(1024)
-        sock.setblocking(False)
         return await asyncio.start_server(
-            self._handler_for(tls), sock=sock, ssl=ctx if tls else None, limit=self._limit,
-            ssl_handshake_timeout=30 if tls else None,
+            self._handler_for(tls), sock=bind_socket(address, port), ssl=ctx if tls else None,
+            limit=self._limit, ssl_handshake_timeout=30 if tls else None,
         )
 
     def close(self) -> None:

@@ -23,7 +23,6 @@ import base64
 import binascii
 import email.utils
 import re
-import socket
 import ssl
 from collections.abc import Callable
 from email.parser import BytesHeaderParser
@@ -34,6 +33,7 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from ..directory import Directory, Entry
 from ..frontend.throttle import LoginThrottle
 from ..runtime import tls
+from ..runtime.listeners import bind_socket, endpoint_label
 from ..runtime.service import Service, ServiceContext
 from ..settings.models import ReceiveConnector, Settings
 from ..settings.types import AuthMechanism, MailboxType, PermissionGroup
@@ -286,7 +286,7 @@ class SubmissionService(Service):
 
     @property
     def endpoints(self) -> list[str]:
-        return [f"{'[' + a + ']' if ':' in a else a}:{p}" for a, p, _ in self._servers]
+        return [endpoint_label(a, p) for a, p, _ in self._servers]
 
     def bound_port(self, connector: str) -> int:
         for (_, _, name), server in self._servers.items():
@@ -322,20 +322,8 @@ class SubmissionService(Service):
 
     async def _bind(self, key: Key) -> asyncio.Server:
         address, port, name = key
-        family = socket.AF_INET6 if ":" in address else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        try:
-            sock.bind((address, port))
-        except OSError as exc:
-            sock.close()
-            raise OSError(exc.errno, f"cannot listen on {address}:{port}: {exc.strerror}") from None
-        sock.listen(1024)
-        sock.setblocking(False)
         loop = asyncio.get_running_loop()
-        return await loop.create_server(self._factory(name), sock=sock)
+        return await loop.create_server(self._factory(name), sock=bind_socket(address, port))
 
     def _factory(self, name: str) -> Callable[[], SubmissionSMTP]:
         def make() -> SubmissionSMTP:

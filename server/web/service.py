@@ -19,6 +19,7 @@ from aiohttp import web
 from ..directory import Directory
 from ..frontend.throttle import LoginThrottle
 from ..runtime import tls
+from ..runtime.listeners import bind_socket, endpoint_label
 from ..runtime.service import Service
 from ..settings.models import Settings
 from ..settings.types import IPEndPoint
@@ -26,22 +27,6 @@ from .app import build_app
 from .session import SessionSigner, session_key
 
 Key = tuple[str, int, bool]  # address, port, TLS
-
-
-def bind_socket(address: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if family == socket.AF_INET6:
-        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-    try:
-        sock.bind((address, port))
-    except OSError as exc:
-        sock.close()
-        raise OSError(exc.errno, f"cannot listen on {address}:{port}: {exc.strerror}") from None
-    sock.listen(1024)
-    sock.setblocking(False)
-    return sock
 
 
 def wanted_keys(plain: list[IPEndPoint], secure: list[IPEndPoint]) -> list[Key]:
@@ -126,11 +111,7 @@ class WebService(Service):
 
     def status(self) -> dict[str, Any]:
         server = self.runner.server
-        endpoints = [
-            f"{'[' + a + ']' if ':' in a else a}:{p}{' (SSL)' if tls_ else ''}"
-            for (a, p, tls_) in self.sites
-        ]
         return {
             "connections": len(server.connections) if server is not None else 0,
-            "endpoints": endpoints,
+            "endpoints": [endpoint_label(*key) for key in self.sites],
         }
