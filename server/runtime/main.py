@@ -33,6 +33,7 @@ from ..settings import store
 from ..settings.paths import Home
 from .reload import SettingsWatcher
 from .service import REGISTRY, Service, ServiceContext, load_service_class
+from .sslbuffers import install as share_tls_buffers
 
 STOP_GRACE = 5.0  # seconds sessions get to finish after BYE before they are closed
 TEST_REGISTRY_ENV = "MAILCTL_TEST_REGISTRY"  # JSON {service name: "module:Class"}, for tests
@@ -389,6 +390,7 @@ async def _main(name: str, server: str, home: Home, ready_fd: int | None,
 def run(name: str, server: str, home: Home, ready_fd: int | None = None,
         service_class: str | None = None) -> int:
     setup_logging(name, server)
+    share_tls_buffers()  # one 256 KiB TLS receive buffer per thread, not per connection
     started = time.monotonic()
     code = asyncio.run(_main(name, server, home, ready_fd, service_class))
     logging.getLogger("mailctl").info("exit code=%s after=%.1fs", code, time.monotonic() - started)
