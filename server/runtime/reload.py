@@ -16,6 +16,7 @@ import os
 import struct
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from ..settings.paths import Home
 
@@ -85,6 +86,105 @@ class _Inotify:
         os.close(self.fd)
 
 
+class FolderWatch:
+    """Reports the paths that change in some folders, on the event loop, to `on_paths(paths)`.
+
+    With inotify the watch is not recursive: `start(folder, *optional)` watches those folders
+    and `watch()` adds one made later. Without it, watchfiles' `awatch` watches the first
+    folder recursively (`awatch_options` passed on: filter, debounce) and reports to
+    `on_polled` (default `on_paths`); awatch has debounced already.
+    """
+
+    def __init__(self, on_paths: Callable[[list[Path]], None], *,
+                 on_polled: Callable[[list[Path]], None] | None = None,
+                 **awatch_options: Any) -> None:
+        self.on_paths = on_paths
+        self.on_polled = on_polled or on_paths
+        self._awatch_options = awatch_options
+        self._inotify: _Inotify | None = None
+        self._fallback: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
+
+    async def start(self, folder: Path, *optional: Path) -> None:
+        """Watch `folder` (which must exist) and those of `optional` that exist."""
+        loop = asyncio.get_running_loop()
+        try:
+            inotify = _Inotify()
+        except (OSError, AttributeError):
+            self._fallback = loop.create_task(self._poll(folder))
+            return
+        try:
+            inotify.watch(folder)
+            for extra in optional:
+                try:
+                    inotify.watch(extra)
+                except OSError as exc:
+                    if exc.errno != errno.ENOENT:
+                        raise
+        except OSError:
+            inotify.close()
+            raise
+        loop.add_reader(inotify.fd, self._readable)
+        self._inotify = inotify
+
+    def watches(self, folder: Path) -> bool:
+        return self._inotify is not None and folder in self._inotify.folders.values()
+
+    def watch(self, folder: Path) -> bool:
+        """Watch a folder made after start; False when it cannot be, or when polling."""
+        if self._inotify is None:
+            return False
+        try:
+            self._inotify.watch(folder)
+        except OSError:
+            return False
+        return True
+
+    def _readable(self) -> None:
+        assert self._inotify is not None
+        self.on_paths(self._inotify.read())
+
+    async def _poll(self, folder: Path) -> None:
+        from watchfiles import awatch
+
+        async for changes in awatch(folder, stop_event=self._stop, **self._awatch_options):
+            self.on_polled([Path(path) for _change, path in changes])
+
+    def close(self) -> None:
+        if self._inotify is not None:
+            asyncio.get_running_loop().remove_reader(self._inotify.fd)
+            self._inotify.close()
+            self._inotify = None
+        self._stop.set()
+        if self._fallback is not None:
+            self._fallback.cancel()
+            self._fallback = None
+
+
+class _Debounced:
+    """Calls `callback` once, DEBOUNCE seconds after the last of a burst of `schedule()`s;
+    a coroutine it returns runs as a task."""
+
+    def __init__(self, callback: Callable[[], object]) -> None:
+        self.callback = callback
+        self._pending: asyncio.TimerHandle | None = None
+
+    def schedule(self) -> None:
+        self.cancel()
+        self._pending = asyncio.get_running_loop().call_later(DEBOUNCE, self.fire)
+
+    def fire(self) -> None:
+        self._pending = None
+        result = self.callback()
+        if asyncio.iscoroutine(result):
+            asyncio.get_running_loop().create_task(result)
+
+    def cancel(self) -> None:
+        if self._pending is not None:
+            self._pending.cancel()
+            self._pending = None
+
+
 class SettingsWatcher:
     """Calls `on_change()` (debounced) after settings.toml or secrets/ changed, and
     `on_certificates()` (debounced too) after certs/certificates.json changed."""
@@ -94,105 +194,46 @@ class SettingsWatcher:
         self.home = home
         self.on_change = on_change
         self.on_certificates = on_certificates
-        self._inotify: _Inotify | None = None
-        self._fallback: asyncio.Task[None] | None = None
-        self._stop = asyncio.Event()
-        self._pending: asyncio.TimerHandle | None = None
-        self._pending_certificates: asyncio.TimerHandle | None = None
+        self._settings = _Debounced(on_change)
+        self._certificates = _Debounced(on_certificates or (lambda: None))
+        self._watch = FolderWatch(
+            self._changed, on_polled=self._polled,
+            watch_filter=lambda _change, path: self._wanted(Path(path)),
+            debounce=int(DEBOUNCE * 1000),
+        )
 
     def _folders(self) -> list[Path]:
         """Folders watched besides the home folder (made later, possibly)."""
         return [self.home.secrets] + ([self.home.certs] if self.on_certificates else [])
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            inotify = _Inotify()
-        except (OSError, AttributeError):
-            self._fallback = loop.create_task(self._watch_with_watchfiles())
-            return
-        inotify.watch(self.home.root)
-        for folder in self._folders():
-            try:
-                inotify.watch(folder)
-            except OSError as exc:
-                if exc.errno != errno.ENOENT:
-                    raise
-        loop.add_reader(inotify.fd, self._readable)
-        self._inotify = inotify
+        await self._watch.start(self.home.root, *self._folders())
 
-    def _readable(self) -> None:
-        assert self._inotify is not None
-        paths = self._inotify.read()
+    def _changed(self, paths: list[Path]) -> None:
         for folder in self._folders():
-            if folder in paths and folder not in self._inotify.folders.values():
-                try:  # made after start: watch it from now on
-                    self._inotify.watch(folder)
-                except OSError:
+            if folder in paths and not self._watch.watches(folder):
+                if not self._watch.watch(folder):  # made after start: watch it from now on
                     continue
                 if folder == self.home.certs:
                     paths.append(self.home.certs / "certificates.json")  # written already?
         if any(is_relevant(self.home, p) for p in paths):
-            self._schedule()
+            self._settings.schedule()
         if self.on_certificates is not None and any(
             is_certificate_index(self.home, p) for p in paths
         ):
-            self._schedule_certificates()
-
-    def _schedule(self) -> None:
-        if self._pending is not None:
-            self._pending.cancel()
-        self._pending = asyncio.get_running_loop().call_later(DEBOUNCE, self._fire)
-
-    def _fire(self) -> None:
-        self._pending = None
-        result = self.on_change()
-        if asyncio.iscoroutine(result):
-            asyncio.get_running_loop().create_task(result)
-
-    def _schedule_certificates(self) -> None:
-        if self._pending_certificates is not None:
-            self._pending_certificates.cancel()
-        self._pending_certificates = asyncio.get_running_loop().call_later(
-            DEBOUNCE, self._fire_certificates)
-
-    def _fire_certificates(self) -> None:
-        self._pending_certificates = None
-        assert self.on_certificates is not None
-        result = self.on_certificates()
-        if asyncio.iscoroutine(result):
-            asyncio.get_running_loop().create_task(result)
+            self._certificates.schedule()
 
     def _wanted(self, path: Path) -> bool:
         return is_relevant(self.home, path) or (
             self.on_certificates is not None and is_certificate_index(self.home, path))
 
-    async def _watch_with_watchfiles(self) -> None:
-        from watchfiles import awatch
-
-        async for changes in awatch(
-            self.home.root,
-            watch_filter=lambda _change, path: self._wanted(Path(path)),
-            debounce=int(DEBOUNCE * 1000),
-            stop_event=self._stop,
-        ):
-            paths = [Path(path) for _change, path in changes]
-            if any(is_relevant(self.home, p) for p in paths):
-                self._fire()
-            if any(is_certificate_index(self.home, p) for p in paths):
-                self._fire_certificates()
+    def _polled(self, paths: list[Path]) -> None:
+        if any(is_relevant(self.home, p) for p in paths):
+            self._settings.fire()
+        if any(is_certificate_index(self.home, p) for p in paths):
+            self._certificates.fire()
 
     def close(self) -> None:
-        if self._pending is not None:
-            self._pending.cancel()
-            self._pending = None
-        if self._pending_certificates is not None:
-            self._pending_certificates.cancel()
-            self._pending_certificates = None
-        if self._inotify is not None:
-            asyncio.get_running_loop().remove_reader(self._inotify.fd)
-            self._inotify.close()
-            self._inotify = None
-        self._stop.set()
-        if self._fallback is not None:
-            self._fallback.cancel()
+        self._settings.cancel()
+        self._certificates.cancel()
+        self._watch.close()

@@ -16,7 +16,6 @@ new or replaced .json file (inotify), so an idle queue costs nothing.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import secrets
@@ -25,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..runtime.reload import _Inotify
+from ..runtime.reload import FolderWatch
 from ..settings.store import atomic_write
 
 # An .eml without its .json is removed at load only once it is this old: younger, it may be
@@ -145,47 +144,16 @@ class SpoolWatcher:
     def __init__(self, folder: Path, on_entries: Callable[[set[str]], None]) -> None:
         self.folder = folder
         self.on_entries = on_entries
-        self._inotify: _Inotify | None = None
-        self._fallback: asyncio.Task[None] | None = None
-        self._stop = asyncio.Event()
+        self._watch = FolderWatch(self._report)
 
     async def start(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        loop = asyncio.get_running_loop()
-        try:
-            inotify = _Inotify()
-        except (OSError, AttributeError):
-            self._fallback = loop.create_task(self._watch_with_watchfiles())
-            return
-        try:
-            inotify.watch(self.folder)
-        except OSError:
-            inotify.close()
-            raise
-        loop.add_reader(inotify.fd, self._readable)
-        self._inotify = inotify
-
-    def _readable(self) -> None:
-        assert self._inotify is not None
-        self._report(self._inotify.read())
+        await self._watch.start(self.folder)
 
     def _report(self, paths: list[Path]) -> None:
         ids = {i for i in map(entry_id_of, paths) if i is not None}
         if ids:
             self.on_entries(ids)
 
-    async def _watch_with_watchfiles(self) -> None:
-        from watchfiles import awatch
-
-        async for changes in awatch(self.folder, stop_event=self._stop):
-            self._report([Path(path) for _, path in changes])
-
     def close(self) -> None:
-        if self._inotify is not None:
-            asyncio.get_running_loop().remove_reader(self._inotify.fd)
-            self._inotify.close()
-            self._inotify = None
-        self._stop.set()
-        if self._fallback is not None:
-            self._fallback.cancel()
-            self._fallback = None
+        self._watch.close()
