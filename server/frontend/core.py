@@ -54,6 +54,7 @@ from ..runtime.listeners import ListenerSet
 from ..runtime.protocol_log import ProtocolLog
 from ..runtime.service import Service, ServiceContext
 from ..settings.models import ProtocolSettings, Server, Settings
+from ..settings.paths import Home
 from ..settings.types import LoginType
 from .limits import ConnectionLimits
 from .relay import RelayStats, relay, take_buffered
@@ -202,6 +203,31 @@ class BackendLogin(ABC):
 # ---------------------------------------------------------------------------- the service
 
 
+class ProxySecret:
+    """The hand-over password (server.directory.proxy_secret), read from disk again only
+    when its file changes: one stat per session instead of a read in a worker thread."""
+
+    def __init__(self, home: Home) -> None:
+        self.home = home
+        self.path = home.secrets / "proxy-secret"  # where server.directory keeps it
+        self._signature: tuple[int, int, int] | None = None
+        self._value = ""
+
+    async def get(self) -> str:
+        try:
+            signature = tls.file_signature(self.path)
+        except FileNotFoundError:
+            signature = None
+        if signature is not None and signature == self._signature:
+            return self._value
+        # First use or a changed file: proxy_secret may have to make it under the home lock,
+        # so off the event loop.
+        self._value = await asyncio.to_thread(proxy_secret, self.home)
+        self._signature = signature
+        return self._value
+
+
+
 class FrontendService(Service):
     """One front-end service (MSExchangeIMAP4 or MSExchangePOP3)."""
 
@@ -221,6 +247,7 @@ class FrontendService(Service):
         self._stopping = False
         self.protocol_log = ProtocolLog.for_service(ctx)
         self.session_ids = itertools.count(1)
+        self.proxy_secret = ProxySecret(ctx.home)
 
     # --- protocol hooks -------------------------------------------------------------
     @abstractmethod
@@ -355,7 +382,7 @@ class FrontendService(Service):
         ps = self.protocol_settings()
         context = None
         if use_tls:
-            context = tls.client_context(self.ctx.home, verify=ps.EnforceCertificateErrors)
+            context = tls.shared_client_context(self.ctx.home, verify=ps.EnforceCertificateErrors)
         reader, writer = await asyncio.open_connection(
             host, port, ssl=context,
             server_hostname=entry.server.Fqdn if context is not None else None,
@@ -367,7 +394,7 @@ class FrontendService(Service):
             writer.write(proxyv2.encode(proxyv2.ProxyInfo(
                 str(client[0]), int(client[1]), str(local[0]), int(local[1]),
             )))
-            secret = await asyncio.to_thread(proxy_secret, self.ctx.home)
+            secret = await self.proxy_secret.get()
             conversation = self.backend_login(entry.name, secret)
             while True:
                 line = await reader.readline()

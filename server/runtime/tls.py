@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import json
+import os
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -279,3 +280,37 @@ def client_context(home: Home, verify: bool = True) -> ssl.SSLContext:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
     return ctx
+
+
+_FileSignature = tuple[int, int, int]
+_client_contexts: dict[tuple[str, bool], tuple[_FileSignature, ssl.SSLContext]] = {}
+
+
+def file_signature(path: Path) -> _FileSignature:
+    """What changes when a file is replaced or rewritten (atomic_write renames a new inode in);
+    raises FileNotFoundError."""
+    st = os.stat(path)
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def shared_client_context(home: Home, verify: bool = True) -> ssl.SSLContext:
+    """client_context(home, verify), made once and reused while the CA file is unchanged.
+
+    Front ends open a back-end connection per session; building a context (parse the CA,
+    set up OpenSSL's store) cost more than the rest of the hand-over's bookkeeping. One stat
+    per call notices a new CA, so sessions from then on trust it."""
+    path = ca_paths(home)[0]
+    try:
+        signature = file_signature(path)
+    except FileNotFoundError:
+        ensure_ca(home)
+        signature = file_signature(path)
+    key = (str(path), verify)
+    cached = _client_contexts.get(key)
+    if cached is not None and cached[0] == signature:
+        return cached[1]
+    # Stat first, load second: a CA replaced in between is loaded under the old signature
+    # and simply loaded once more on the next call.
+    context = client_context(home, verify)
+    _client_contexts[key] = (signature, context)
+    return context

@@ -1,0 +1,90 @@
+"""What the front end keeps between sessions for speed (the back-end TLS client context, the
+proxy secret) must follow the files it came from: a new private CA or a rotated secret
+applies to the next session without a restart."""
+
+from __future__ import annotations
+
+import imaplib
+import ssl
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from server.directory import proxy_secret
+from server.runtime import tls
+from server.settings import store
+from server.settings.models import IMAP4
+from server.settings.paths import Home
+from server.settings.store import atomic_write
+from tests.e2e.frontend_support import (
+    PASSWORD,
+    FakeBackend,
+    add_mailboxes,
+    client_context,
+    configure,
+    make_home,
+    ports,
+)
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Home:
+    home = make_home(tmp_path / "home")
+    add_mailboxes(home)
+    return home
+
+
+def login_and_logout(home: Home, context: ssl.SSLContext | None = None) -> None:
+    _, ssl_port = ports(home, "IMAP")
+    context = context or client_context(home)
+    with imaplib.IMAP4_SSL("127.0.0.1", ssl_port, ssl_context=context) as client:
+        assert client.login("bob", PASSWORD)[0] == "OK"
+        assert client.noop()[0] == "OK"
+
+
+def test_client_context_is_reused_until_the_ca_file_changes(env: Home) -> None:
+    first = tls.shared_client_context(env, verify=True)
+    assert tls.shared_client_context(env, verify=True) is first
+    assert tls.shared_client_context(env, verify=False) is not first
+    ca_file = tls.ca_paths(env)[0]
+    atomic_write(ca_file, ca_file.read_bytes())  # same bytes, new file: looked at again
+    assert tls.shared_client_context(env, verify=True) is not first
+
+
+def test_a_new_ca_is_trusted_from_the_next_session(env: Home, in_process: Any) -> None:
+    server = store.load(env).settings.Servers["MBX01"]
+    configure(env, "IMAP", EnforceCertificateErrors=True)  # the cached context must verify
+
+    def backend() -> FakeBackend:
+        cert = tls.ensure_certificate(env, "IMAP", server.Fqdn)
+        return FakeBackend(env, "IMAP", server.BackEndAddress, server.ImapBackEndSSLPort,
+                           tls.server_context(cert))
+
+    with in_process(IMAP4, env):
+        # The front end keeps serving its certificate from the first CA: the client trusts that.
+        to_frontend = client_context(env)
+        with backend() as first:
+            login_and_logout(env, to_frontend)
+        assert first.logins == ["bob"]
+        # A new CA and a back-end certificate signed by it: a context cached forever would
+        # refuse the back end now.
+        for path in [*tls.ca_paths(env), tls._index_path(env)]:
+            path.unlink()
+        with backend() as second:
+            login_and_logout(env, to_frontend)
+        assert second.logins == ["bob"]
+
+
+def test_a_rotated_proxy_secret_is_sent_from_the_next_session(
+    env: Home, in_process: Any,
+) -> None:
+    server = store.load(env).settings.Servers["MBX01"]
+    configure(env, "IMAP", ProxyTargetPort=server.ImapBackEndPort)
+    with FakeBackend(env, "IMAP", server.BackEndAddress, server.ImapBackEndPort) as backend:
+        with in_process(IMAP4, env):
+            login_and_logout(env)
+            old = proxy_secret(env)
+            atomic_write(env.secrets / "proxy-secret", b"rotated-" + old.encode(), mode=0o600)
+            login_and_logout(env)  # the fake back end checks against the file's new value
+    assert backend.logins == ["bob", "bob"]
