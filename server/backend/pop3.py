@@ -20,6 +20,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import os
+import re
 import ssl
 import time
 from collections.abc import Callable
@@ -56,6 +58,7 @@ from . import common
 
 INBOX = "INBOX"
 READ_SIZE = 64 * 1024
+FILE_CHUNK = 1024 * 1024  # reads after the first READ_SIZE of a large body file
 FLUSH_AT = 256 * 1024  # write out pipelined replies once this much is waiting
 INLINE_READ_LIMIT = 256 * 1024  # smaller messages are read on the event loop (cheaper than a thread hop)
 PROXY_HEADER_TIMEOUT = 30.0
@@ -80,12 +83,68 @@ def crlf_lines(data: bytes) -> bytes:
     return data
 
 
+_RECEIPT_FIELD = re.compile(rb"disposition-notification-to", re.IGNORECASE)
+_DOT_LINE = re.compile(rb"\n\.")  # sre finds the "\n" with memchr: faster than `in` here
+
+
+def header_end(raw: bytes) -> int:
+    """Where the header block ends (its blank line), scanning no further than that line:
+    a bare-LF blank line can only come before the first CRLF one."""
+    crlf = raw.find(b"\r\n\r\n")
+    lf = raw.find(b"\n\n", 0, crlf if crlf >= 0 else len(raw))
+    return lf if lf >= 0 else crlf if crlf >= 0 else len(raw)
+
+
 def asks_for_receipt(raw: bytes) -> bool:
     """A cheap look at the header before the receipt machinery parses it: most messages ask
     for no receipt, and RETR of those should cost nothing more."""
-    ends = [e for e in (raw.find(b"\r\n\r\n"), raw.find(b"\n\n")) if e >= 0]
-    head = raw[: min(ends)] if ends else raw
-    return b"disposition-notification-to" in head.lower()
+    return _RECEIPT_FIELD.search(raw, 0, header_end(raw)) is not None
+
+
+def wire_ready(data: bytes) -> bool:
+    """True when `data` is already a POP3 multi-line body: CRLF lines only, none starting
+    with "." (nothing to byte-stuff), ending in CRLF. Stored messages almost always are."""
+    return (
+        data.endswith(b"\r\n")
+        and data[:1] != b"."
+        and _DOT_LINE.search(data) is None
+        and data.count(b"\n") == data.count(b"\r\n")
+    )
+
+
+# What RETR needs to know about a body file's bytes. Body files never change and their
+# names are never reused (see MailboxStore.body_paths), so a file's facts hold for as long
+# as the process runs: a maildrop downloaded again (leave-on-server clients, TOP then RETR)
+# costs no scan.
+WIRE_READY = 1
+ASKS_RECEIPT = 2
+
+
+def facts_of(data: bytes) -> int:
+    return (WIRE_READY if wire_ready(data) else 0) | (ASKS_RECEIPT if asks_for_receipt(data) else 0)
+
+
+class FileFacts:
+    """facts_of() per body file path, bounded (forgotten all at once when full: a
+    forgotten entry costs one scan)."""
+
+    def __init__(self, limit: int = 100_000) -> None:
+        self._facts: dict[str, int] = {}
+        self._limit = limit
+
+    def of(self, path: str | None, data: bytes) -> int:
+        if path is None:
+            return facts_of(data)
+        facts = self._facts.get(path)
+        if facts is None:
+            facts = facts_of(data)
+            if len(self._facts) >= self._limit:
+                self._facts.clear()
+            self._facts[path] = facts
+        return facts
+
+
+FILE_FACTS = FileFacts()
 
 
 @dataclass(frozen=True)
@@ -137,27 +196,49 @@ class MaildropFiles:
         # Subscribed before the lookup, so no change committed after it goes unnoticed.
         self.close = box.subscribe(self._changed)
         try:
-            self._paths = box.body_paths(INBOX, uids)
+            self._paths = self._lookup()
         except BaseException:
             self.close()
             raise
+
+    def _lookup(self) -> dict[int, str]:
+        return {uid: os.fspath(path) for uid, path in self._box.body_paths(INBOX, self._uids).items()}
 
     def _changed(self) -> None:
         self._stale = True  # on the store's notifier thread: the lookup waits for a RETR
 
     def read(self, uid: int) -> bytes:
         """The stored message; StoreError once it is gone."""
+        return self.read_with_path(uid)[0]
+
+    def read_with_path(self, uid: int) -> tuple[bytes, str | None]:
+        """The stored message and the file it came from (None: read through the store)."""
         if self._stale:
             self._stale = False
-            self._paths = self._box.body_paths(INBOX, self._uids)
+            self._paths = self._lookup()
         path = self._paths.get(uid)
         if path is None:
-            return self._box.read(INBOX, uid)  # a store without files, or gone: StoreError
+            return self._box.read(INBOX, uid), None  # a store without files, or gone: StoreError
         try:
-            with open(path, "rb") as fh:
-                return fh.read()
+            return read_file(path), path
         except FileNotFoundError:
             raise StoreError(f"Message UID {uid} no longer exists.") from None
+
+
+def read_file(path: str) -> bytes:
+    """A whole file with plain os calls (no buffered file object): open, read, read to EOF."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        data = os.read(fd, READ_SIZE)
+        if data:
+            parts = [data]
+            while chunk := os.read(fd, FILE_CHUNK):
+                parts.append(chunk)
+            if len(parts) > 1:
+                data = b"".join(parts)
+        return data
+    finally:
+        os.close(fd)
 
 
 @dataclass(eq=False)
@@ -289,26 +370,30 @@ class _Connection:
         assert maildrop is not None
         return maildrop.messages[action.msg - 1].size <= INLINE_READ_LIMIT
 
-    def _read(self, action: Retrieve) -> bytes | None:
+    def _read(self, action: Retrieve) -> tuple[bytes, bool] | None:
+        """(what RETR/TOP send, whether it is wire-ready); None: the message is gone."""
         login = self.login
         assert login is not None
         try:
-            raw = login.files.read(action.uid)
+            raw, path = login.files.read_with_path(action.uid)
         except StoreError:
             return None
         view = login.view
         if view is None:
-            return self.service.render(login.mailbox, raw)
-        if action.lines is None and view.sends_receipts and asks_for_receipt(raw):
+            return self.service.render(login.mailbox, raw), False
+        facts = FILE_FACTS.of(path, raw)
+        if action.lines is None and facts & ASKS_RECEIPT and view.sends_receipts:
             assert view.receipts is not None
             view.receipts.downloaded(login.box, INBOX, action.uid, frozenset(), login.mailbox, raw)
-        return crlf_lines(view.data(action.uid, raw))
+        if view.as_stored:
+            return (raw, True) if facts & WIRE_READY else (crlf_lines(raw), False)
+        return crlf_lines(view.data(action.uid, raw)), False
 
-    def _deliver(self, action: Retrieve, data: bytes | None) -> None:
-        if data is None:
+    def _deliver(self, action: Retrieve, read: tuple[bytes, bool] | None) -> None:
+        if read is None:
             self.session.retrieve_failed(f"Message {action.msg} is no longer available")
         else:
-            self.session.retrieved(data)
+            self.session.retrieved(read[0], wire_ready=read[1])
 
     def _retrieve(self, action: Retrieve) -> None:
         self._deliver(action, self._read(action))

@@ -187,16 +187,20 @@ class Pop3Session:
         self._user = None
         self._reply(err(text))
 
-    def retrieved(self, data: bytes) -> None:
+    def retrieved(self, data: bytes, *, wire_ready: bool = False) -> None:
+        """`data`: the message as sent. `wire_ready`: the caller checked that it is already
+        a multi-line body (CRLF lines only, none starting with ".", ending in CRLF), so RETR
+        sends it as it is, with no scan or copy here."""
         action = self._expect(Retrieve)
         assert isinstance(action, Retrieve)
         if action.lines is None:
             self._retrieved.add(action.msg)
-            first = ok(f"{len(data)} octets")
+            first = b"+OK %d octets\r\n" % len(data)
+            body = data if wire_ready else stuff(data)
         else:
-            data = top_of(data, action.lines)
+            body = stuff(top_of(data, action.lines))
             first = ok("Top of message follows")
-        self._reply(*multiline(first, stuff(data)))
+        self._reply(*multiline(first, body))
 
     def retrieve_failed(self, text: str) -> None:
         self._expect(Retrieve)
