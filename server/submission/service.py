@@ -7,6 +7,7 @@ at <date>"), AuthMechanism (Tls: STARTTLS offered; BasicAuth: AUTH PLAIN and LOG
 BasicAuthRequireTLS: AUTH only after STARTTLS), RequireTLS (nothing but EHLO/STARTTLS/QUIT
 before TLS), MaxMessageSize (SIZE), MaxRecipientsPerMessage, MaxLogonFailures (then 421 and
 close; 0 = no limit), PermissionGroups (without AnonymousUsers a client must authenticate).
+EHLO also offers PIPELINING and ENHANCEDSTATUSCODES, as Exchange does.
 
 Rules: an authenticated mailbox may send only as one of its own addresses (MAIL FROM and
 every From: address), else "550 5.7.60 SendAs denied". Local recipients must exist (550
@@ -28,7 +29,7 @@ from collections.abc import Callable
 from email.parser import BytesHeaderParser
 from typing import Any
 
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session, syntax
 
 from ..directory import Directory, Entry
 from ..frontend.throttle import LoginThrottle
@@ -45,6 +46,29 @@ Key = tuple[str, int, str]  # address, port, connector name
 
 def normalize_crlf(data: bytes) -> bytes:
     return re.sub(rb"\r?\n", b"\r\n", data)
+
+
+# RFC 2034 section 4: with ENHANCEDSTATUSCODES advertised, every 2xx, 4xx and 5xx reply line
+# but the greeting and the replies to HELO/EHLO carries an RFC 3463 code. aiosmtpd's own replies
+# ("250 OK", "503 Error: need MAIL command" ...) have none: they get these (Postfix's choice),
+# else the class's X.0.0.
+_ENHANCED_BY_REPLY = {
+    "454": "4.7.0", "500": "5.5.2", "501": "5.5.4", "502": "5.5.1", "503": "5.5.1",
+    "504": "5.5.4", "530": "5.7.0", "552": "5.3.4", "555": "5.5.4",
+}
+_REPLY = re.compile(r"([245]\d\d)([ -]?)(.*)", re.S)
+_ENHANCED = re.compile(r"[245]\.\d{1,3}\.\d{1,3}(?: |$)")
+
+
+def with_enhanced_code(reply: str) -> str:
+    """`reply` with an enhanced status code after its reply code, unless it has one already
+    or is a 3xx (intermediate replies and AUTH challenges never get one)."""
+    match = _REPLY.fullmatch(reply)
+    if match is None or _ENHANCED.match(match.group(3)):
+        return reply
+    code, separator, text = match.groups()
+    enhanced = _ENHANCED_BY_REPLY.get(code, f"{code[0]}.0.0")
+    return f"{code}{separator or ' '}{enhanced}{' ' + text if text else ''}"
 
 
 def certificate_name(connector: ReceiveConnector) -> str:
@@ -82,6 +106,7 @@ class SubmissionSMTP(SMTP):
             f"{email.utils.formatdate(localtime=True)}"
         )
         self._greeted = False
+        self._hello = False  # answering HELO/EHLO: those replies carry no enhanced codes
         self.logon_failures = 0
         self.mailbox: Entry | None = None  # the authenticated mailbox (reset by STARTTLS)
 
@@ -90,7 +115,25 @@ class SubmissionSMTP(SMTP):
             # aiosmtpd greets with "220 <hostname> <ident>"; Exchange's Banner is the whole line.
             self._greeted = True
             status = self.banner
+        elif isinstance(status, str) and not self._hello:
+            status = with_enhanced_code(status)
         await super().push(status)
+
+    @syntax("HELO hostname")
+    async def smtp_HELO(self, hostname: str) -> None:
+        self._hello = True
+        try:
+            await super().smtp_HELO(hostname)
+        finally:
+            self._hello = False
+
+    @syntax("EHLO hostname")
+    async def smtp_EHLO(self, hostname: str) -> None:
+        self._hello = True
+        try:
+            await super().smtp_EHLO(hostname)
+        finally:
+            self._hello = False
 
     def _create_session(self) -> Session:
         self.mailbox = None  # a new session (connect, or after STARTTLS) starts unauthenticated
@@ -163,6 +206,18 @@ class Handler:
 
     def __init__(self, service: SubmissionService, smtp: SubmissionSMTP) -> None:
         self.service, self.smtp = service, smtp
+
+    async def handle_EHLO(self, server: SMTP, session: Session, envelope: Envelope,
+                          hostname: str, responses: list[str]) -> list[str]:
+        session.host_name = hostname  # aiosmtpd leaves this to a handler with this hook
+        # PIPELINING (RFC 2920) is safe: aiosmtpd answers buffered commands one at a time, in
+        # order, and drops plaintext pipelined after STARTTLS (RFC 3207 section 4.2).
+        return [*responses[:-1], "250-PIPELINING", "250-ENHANCEDSTATUSCODES", responses[-1]]
+
+    async def handle_exception(self, error: Exception) -> str:
+        self.service.ctx.log.exception("service=%s event=error", self.service.ctx.name)
+        # aiosmtpd's own answer, with RFC 3463's "other or undefined mail system status"
+        return f"500 5.3.0 Error: ({error.__class__.__name__}) {error}"
 
     async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope,
                           address: str, mail_options: list[str]) -> str:

@@ -319,3 +319,62 @@ def test_receipt_spooled_by_the_imap_back_end_is_relayed_while_running(
     assert (sender, rcpts) == ("<>", ["friend@example.org"])  # RFC 8098 2.1: null sender
     assert b"report-type=disposition-notification" in content
     assert b"Original-Message-ID: <q1@example.org>" in content
+
+
+def test_ehlo_advertises_pipelining_and_enhanced_status_codes(env: Home, smtp_service: Any) -> None:
+    client = smtplib.SMTP("127.0.0.1", connector_port(env), timeout=10)
+    code, _ = client.ehlo("client.example")
+    assert code == 250
+    assert client.has_extn("pipelining") and client.has_extn("enhancedstatuscodes")
+    assert client.ehlo_resp is not None
+    lines = client.ehlo_resp.split(b"\n")
+    assert lines[0] == b"mbx01.contoso.test" and lines[-1] == b"HELP"  # EHLO lines get no code
+    assert {b"PIPELINING", b"ENHANCEDSTATUSCODES"} <= set(lines)
+    # RFC 2034: every other 2xx/4xx/5xx reply carries an enhanced code, aiosmtpd's own too.
+    assert client.noop() == (250, b"2.0.0 OK")
+    assert client.rset() == (250, b"2.0.0 OK")
+    assert client.docmd("RCPT", "TO:<alice@contoso.test>")[1].startswith(b"5.7.0 ")  # no AUTH
+    assert client.docmd("XYZZY") == (500, b'5.5.2 Error: command "XYZZY" not recognized')
+    assert client.docmd("RSET", "now") == (501, b"5.5.4 Syntax: RSET")
+    code, text = client.docmd("STARTTLS")
+    assert (code, text) == (220, b"2.0.0 Ready to start TLS")
+    client.close()
+    with smtplib.SMTP("127.0.0.1", connector_port(env), timeout=10) as client:
+        assert client.helo("client.example") == (250, b"mbx01.contoso.test")
+        assert client.quit() == (221, b"2.0.0 Bye")
+
+
+def test_pipelined_commands_are_answered_in_order(env: Home, smtp_service: Any) -> None:
+    client = login(env)
+    client.ehlo("client.example")
+    assert client.has_extn("pipelining")
+    # RFC 2920 section 3.1: one batch up to DATA, each reply in turn, DATA's 354 last.
+    client.send(b"MAIL FROM:<bob@contoso.test>\r\nRCPT TO:<alice@contoso.test>\r\n"
+                b"RCPT TO:<nobody@contoso.test>\r\nRCPT TO:<bob@contoso.test>\r\nDATA\r\n")
+    replies = [client.getreply() for _ in range(5)]
+    assert [code for code, _ in replies] == [250, 250, 550, 250, 354]
+    assert [text[:5] for _, text in replies[:4]] == [b"2.1.0", b"2.1.5", b"5.1.1", b"2.1.5"]
+    client.send(b"Subject: Pipelined\r\nFrom: bob@contoso.test\r\n\r\nHi.\r\n.\r\n"
+                b"NOOP\r\nMAIL FROM:<bob@contoso.test>\r\nRCPT TO:<nobody@contoso.test>\r\n"
+                b"DATA\r\nQUIT\r\n")
+    replies = [client.getreply() for _ in range(6)]
+    assert [code for code, _ in replies] == [250, 250, 250, 550, 503, 221]
+    assert replies[0][1].startswith(b"2.6.0 Queued")
+    assert replies[4][1].startswith(b"5.5.1 ")  # DATA with no recipient accepted is refused
+    client.close()
+    wait_for(lambda: len(inbox(env, "alice")) == 1 and len(inbox(env, "bob")) == 1)
+    assert b"Subject: Pipelined\r\n" in inbox(env, "alice")[0]
+
+
+def test_plaintext_pipelined_after_starttls_is_dropped(env: Home, smtp_service: Any) -> None:
+    """RFC 3207 section 4.2: a command injected behind STARTTLS in the clear must not run
+    inside the TLS session (with PIPELINING advertised, clients may batch up to STARTTLS)."""
+    client = smtplib.SMTP("127.0.0.1", connector_port(env), timeout=10)
+    client.ehlo("client.example")
+    client.send(b"STARTTLS\r\nNOOP\r\n")
+    assert client.getreply()[0] == 220
+    client.sock = client_context(env).wrap_socket(client.sock, server_hostname="127.0.0.1")
+    client.file = None
+    # Had the injected NOOP run, its 250 would answer our NOOP and ours would answer QUIT.
+    assert client.noop() == (250, b"2.0.0 OK")
+    assert client.quit()[0] == 221

@@ -10,7 +10,12 @@ from pathlib import Path
 from server.settings.models import ReceiveConnector, SendConnector, default_settings
 from server.submission.delivery import route
 from server.submission.queue import ORPHAN_GRACE, Recipient, Spool, SpoolWatcher, entry_id_of
-from server.submission.service import certificate_name, local_domains, normalize_crlf
+from server.submission.service import (
+    certificate_name,
+    local_domains,
+    normalize_crlf,
+    with_enhanced_code,
+)
 
 
 def test_spool_round_trip_progress_and_removal(tmp_path: Path) -> None:
@@ -96,3 +101,16 @@ def test_helpers() -> None:
     conn.TlsCertificateName = "<I>CN=Some CA<S>CN=smtp.contoso.test, O=Contoso"
     assert certificate_name(conn) == "smtp.contoso.test"
     assert local_domains(default_settings()) == {"contoso.test"}
+
+
+def test_enhanced_codes_for_replies_without_one() -> None:
+    assert with_enhanced_code("250 OK") == "250 2.0.0 OK"
+    assert with_enhanced_code("250") == "250 2.0.0"
+    assert with_enhanced_code("250-first line") == "250-2.0.0 first line"
+    assert with_enhanced_code("503 Error: need MAIL command") == "503 5.5.1 Error: need MAIL command"
+    assert with_enhanced_code("552 Error: Too much mail data") == "552 5.3.4 Error: Too much mail data"
+    assert with_enhanced_code("454 TLS not available") == "454 4.7.0 TLS not available"
+    assert with_enhanced_code("451 Try later") == "451 4.0.0 Try later"
+    for kept in ("250 2.1.5 Recipient OK", "421 4.7.0 Too many", "354 End data with <CR><LF>",
+                 "334 VXNlcm5hbWU6", "334 "):
+        assert with_enhanced_code(kept) == kept
