@@ -60,6 +60,7 @@ INBOX = "INBOX"
 READ_SIZE = 64 * 1024
 FILE_CHUNK = 1024 * 1024  # reads after the first READ_SIZE of a large body file
 FLUSH_AT = 256 * 1024  # write out pipelined replies once this much is waiting
+WRITE_HIGH_WATER = 64 * 1024  # asyncio's default: wait for the client above this
 INLINE_READ_LIMIT = 256 * 1024  # smaller messages are read on the event loop (cheaper than a thread hop)
 PROXY_HEADER_TIMEOUT = 30.0
 
@@ -241,6 +242,47 @@ def read_file(path: str) -> bytes:
         os.close(fd)
 
 
+class IdleTimer:
+    """One timer handle per connection rather than one per read (asyncio.wait_for makes a
+    task and a timer for every command): arming and disarming only move a deadline, and
+    the handle, when it fires before the deadline, sets itself again for the deadline."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, expire: Callable[[], None]) -> None:
+        self._loop = loop
+        self._expire = expire
+        self._deadline: float | None = None
+        self._handle: asyncio.TimerHandle | None = None
+
+    def arm(self, seconds: float) -> None:
+        deadline = self._deadline = self._loop.time() + seconds
+        handle = self._handle
+        if handle is not None and handle.when() > deadline:  # a shorter timeout than before
+            handle.cancel()
+            handle = None
+        if handle is None:
+            self._handle = self._loop.call_at(deadline, self._fire)
+
+    def disarm(self) -> None:
+        self._deadline = None  # busy answering: the handle, if it fires, waits for arm()
+
+    def cancel(self) -> None:
+        self._deadline = None
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _fire(self) -> None:
+        self._handle = None
+        deadline = self._deadline
+        if deadline is None:
+            return
+        if self._loop.time() < deadline:
+            self._handle = self._loop.call_at(deadline, self._fire)
+            return
+        self._deadline = None
+        self._expire()
+
+
 @dataclass(eq=False)
 class _Login:
     mailbox: str
@@ -271,26 +313,27 @@ class _Connection:
         greeting = self.session.greeting()
         self.writer.write(greeting)
         self._log(Request("OpenSession"), greeting, len(greeting))
-        while True:
-            try:
-                data = await asyncio.wait_for(self.reader.read(READ_SIZE), self._timeout())
-            except TimeoutError:
-                return  # RFC 1939 section 3: close without UPDATE and without a reply
-            if not data:
-                return
-            self.started = time.monotonic()
-            self.session.receive(data)
-            if not await self._answer():
-                return
+        loop = asyncio.get_running_loop()
+        # RFC 1939 section 3: an idle client is dropped without UPDATE and without a reply.
+        # Closing the transport ends the pending read with EOF.
+        idle = IdleTimer(loop, self.writer.transport.close)
+        try:
+            while True:
+                idle.arm(self._timeout())
+                data = await self.reader.read(READ_SIZE)
+                idle.disarm()
+                if not data:
+                    return
+                self.started = time.monotonic()
+                self.session.receive(data)
+                if not await self._answer():
+                    return
+        finally:
+            idle.cancel()
 
     def _timeout(self) -> float:
-        pop = self.service.pop_settings()
-        timeout = (
-            pop.AuthenticatedConnectionTimeout
-            if self.session.authenticated
-            else pop.PreAuthenticatedConnectionTimeout
-        )
-        return timeout.total_seconds()
+        pre, authenticated = self.service.timeouts()
+        return authenticated if self.session.authenticated else pre
 
     async def _answer(self) -> bool:
         """Run the session's actions until it needs more input; False: close."""
@@ -337,10 +380,13 @@ class _Connection:
         )
 
     async def _flush(self, out: list[bytes]) -> None:
+        """One write for what is waiting; waits for the client only when the transport's
+        buffer is over the high-water mark (a drain() per reply costs more than the reply)."""
         if out:
-            self.writer.write(b"".join(out))
+            self.writer.write(out[0] if len(out) == 1 else b"".join(out))
             out.clear()
-            await self.writer.drain()
+            if self.writer.transport.get_write_buffer_size() > WRITE_HIGH_WATER:
+                await self.writer.drain()
 
     # --- login ---------------------------------------------------------------------------
     async def _authenticate(self, action: Authenticate) -> None:
@@ -445,12 +491,25 @@ class Pop3BackendService(Service):
         self._thumbprint: str | None = None
         self._connections: dict[asyncio.Task[Any], asyncio.StreamWriter] = {}
         self._session_settings: tuple[Settings, SessionSettings] | None = None
+        self._timeouts: tuple[Settings, tuple[float, float]] | None = None
         self.session_ids = itertools.count(1)
         self.protocol_log = ProtocolLog.for_service(ctx)
 
     # --- settings ------------------------------------------------------------------------
     def pop_settings(self) -> PopSettings:
         return self.ctx.server_settings.PopSettings
+
+    def timeouts(self) -> tuple[float, float]:
+        """(PreAuthenticatedConnectionTimeout, AuthenticatedConnectionTimeout) in seconds,
+        derived once per settings object (a reload replaces it) rather than at every read."""
+        cached = self._timeouts
+        if cached is not None and cached[0] is self.ctx.settings:
+            return cached[1]
+        pop = self.pop_settings()
+        built = (pop.PreAuthenticatedConnectionTimeout.total_seconds(),
+                 pop.AuthenticatedConnectionTimeout.total_seconds())
+        self._timeouts = (self.ctx.settings, built)
+        return built
 
     def session_settings(self) -> SessionSettings:
         cached = self._session_settings
