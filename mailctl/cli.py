@@ -426,6 +426,25 @@ def apply_updates(
     return new, changes
 
 
+def require_values(values: dict[str, Any], label: str) -> None:
+    """A Set- command given no parameter has nothing to do: say so, exit 2."""
+    if not values:
+        fail(f"{label}: give at least one parameter to change (see --help)")
+
+
+def update_fields(
+    session: Any, path: tuple[str, ...], model: type[Any], current: Any,
+    values: dict[str, Any], label: str,
+) -> dict[str, tuple[Any, Any]]:
+    """`apply_updates`, then write each changed field below `path` in the edit session
+    (only those: the admin's formatting and comments elsewhere stay). Returns the changes."""
+    new, changes = apply_updates(model, current, values, label)
+    dumped = new.model_dump(mode="json")
+    for field in changes:
+        session.set((*path, field), dumped[field])
+    return changes
+
+
 def value_hint(model: type[Any], fname: str) -> str:
     """What a field accepts, for messages that do not say it already."""
     from server.settings.types import ConnectionSetting, IPEndPoint

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
@@ -19,7 +20,6 @@ from .. import views
 from ..cli import (
     OutputOpt,
     WhatIfOpt,
-    apply_updates,
     command,
     edit_settings,
     emit,
@@ -29,6 +29,8 @@ from ..cli import (
     local_server,
     model_options,
     report_changes,
+    require_values,
+    update_fields,
     warn,
 )
 
@@ -166,14 +168,22 @@ def new_mailbox(
     print(f"Created mailbox {name} <{address}> on {key}.")
 
 
-@command("Get-Mailbox", read=True)
-def get_mailbox(identity: OptionalIdentityArg = None, output: OutputOpt = "table") -> None:
-    """Show mailboxes (all, or those matching Identity)."""
+def show(
+    identity: str | None, output: str,
+    rows: Callable[[dict[str, Any], list[str]], list[dict[str, Any]]], columns: list[str],
+) -> None:
+    """Get-Mailbox and Get-CASMailbox: the rows of the mailboxes matching `identity`."""
     dump = load_settings().model_dump(mode="json")
     names = views.match_mailboxes(dump["Mailboxes"], identity)
     if identity and not names:
         fail(f"there is no mailbox {identity!r}", code=1)
-    emit(views.mailbox_rows(dump, names), output, columns=views.MAILBOX_COLUMNS)
+    emit(rows(dump, names), output, columns=columns)
+
+
+@command("Get-Mailbox", read=True)
+def get_mailbox(identity: OptionalIdentityArg = None, output: OutputOpt = "table") -> None:
+    """Show mailboxes (all, or those matching Identity)."""
+    show(identity, output, views.mailbox_rows, views.MAILBOX_COLUMNS)
 
 
 @command("Set-Mailbox", params=model_options(Mailbox, only=MAILBOX_FIELDS))
@@ -197,10 +207,7 @@ def set_mailbox(
         name, box = one(settings, identity)
         if "Server" in values:
             values["Server"] = local_server(settings, values["Server"])[0]
-        new, changes = apply_updates(Mailbox, box, values, "Set-Mailbox")
-        dumped = new.model_dump(mode="json")
-        for field in changes:
-            session.set(("Mailboxes", name, field), dumped[field])
+        changes = update_fields(session, ("Mailboxes", name), Mailbox, box, values, "Set-Mailbox")
         try:
             session.validate()
         except store.SettingsError as exc:
@@ -235,11 +242,7 @@ def remove_mailbox(identity: IdentityArg, what_if: WhatIfOpt = False) -> None:
 @command("Get-CASMailbox", read=True)
 def get_casmailbox(identity: OptionalIdentityArg = None, output: OutputOpt = "table") -> None:
     """Show the POP3/IMAP4 switches of mailboxes."""
-    dump = load_settings().model_dump(mode="json")
-    names = views.match_mailboxes(dump["Mailboxes"], identity)
-    if identity and not names:
-        fail(f"there is no mailbox {identity!r}", code=1)
-    emit(views.cas_rows(dump, names), output, columns=views.CAS_COLUMNS)
+    show(identity, output, views.cas_rows, views.CAS_COLUMNS)
 
 
 @command("Set-CASMailbox", params=model_options(Mailbox, only=CAS_FIELDS))
@@ -248,13 +251,10 @@ def set_casmailbox(
 ) -> None:
     """Change a mailbox's POP3/IMAP4 switches (e.g. -PopEnabled $false)."""
     values = values or {}
-    if not values:
-        fail("Set-CASMailbox: give at least one parameter to change (see --help)")
+    require_values(values, "Set-CASMailbox")
     with edit_settings(what_if) as session:
         settings = session.validate()
         name, box = one(settings, identity)
-        new, changes = apply_updates(Mailbox, box, values, "Set-CASMailbox")
-        dumped = new.model_dump(mode="json")
-        for field in changes:
-            session.set(("Mailboxes", name, field), dumped[field])
+        changes = update_fields(session, ("Mailboxes", name), Mailbox, box, values,
+                                "Set-CASMailbox")
     report_changes(f"mailbox {name}", changes, what_if)

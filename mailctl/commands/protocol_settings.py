@@ -11,7 +11,6 @@ from ..cli import (
     OutputOpt,
     ServerOpt,
     WhatIfOpt,
-    apply_updates,
     command,
     edit_settings,
     emit,
@@ -20,6 +19,8 @@ from ..cli import (
     local_server,
     model_options,
     report_changes,
+    require_values,
+    update_fields,
 )
 from ..views import PROTOCOLS, protocol_settings
 
@@ -44,18 +45,13 @@ def show(protocol: str, server: str | None, output: str) -> None:
 def change(protocol: str, server: str | None, values: dict[str, Any], what_if: bool) -> None:
     model = MODELS[protocol]
     cmdlet = f"Set-{PROTOCOLS[protocol]}"
-    if not values:
-        from ..cli import fail
-
-        fail(f"{cmdlet}: give at least one parameter to change (see --help)")
+    require_values(values, cmdlet)
     with edit_settings(what_if) as session:
         settings = session.validate()
         key, srv = local_server(settings, server)
         current = getattr(srv, PROTOCOLS[protocol])
-        new, changes = apply_updates(model, current, values, cmdlet)
-        dumped = new.model_dump(mode="json")
-        for field in changes:
-            session.set(("Servers", key, PROTOCOLS[protocol], field), dumped[field])
+        changes = update_fields(
+            session, ("Servers", key, PROTOCOLS[protocol]), model, current, values, cmdlet)
     report_changes(f"{PROTOCOLS[protocol]} of {key}", changes, what_if)
 
 

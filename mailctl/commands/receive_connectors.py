@@ -13,7 +13,6 @@ from ..cli import (
     OutputOpt,
     ServerOpt,
     WhatIfOpt,
-    apply_updates,
     command,
     edit_settings,
     emit,
@@ -21,6 +20,8 @@ from ..cli import (
     load_settings,
     model_options,
     report_changes,
+    require_values,
+    update_fields,
 )
 
 IdentityArg = Annotated[
@@ -70,8 +71,7 @@ def set_receiveconnector(
 ) -> None:
     """Change a receive connector (e.g. -AdvertiseClientSettings $true -Fqdn mail.contoso.com)."""
     values = values or {}
-    if not values:
-        fail("Set-ReceiveConnector: give at least one parameter to change (see --help)")
+    require_values(values, "Set-ReceiveConnector")
     with edit_settings(what_if) as session:
         settings = session.validate()
         names = find(settings, identity, None)
@@ -80,8 +80,6 @@ def set_receiveconnector(
             fail(f"{identity!r} {problem}", allowed=", ".join(settings.ReceiveConnectors))
         name = names[0]
         current = settings.ReceiveConnectors[name]
-        new, changes = apply_updates(ReceiveConnector, current, values, "Set-ReceiveConnector")
-        dumped = new.model_dump(mode="json")
-        for field in changes:
-            session.set(("ReceiveConnectors", name, field), dumped[field])
+        changes = update_fields(session, ("ReceiveConnectors", name), ReceiveConnector, current,
+                                values, "Set-ReceiveConnector")
     report_changes(identity_of(name, current), changes, what_if)
