@@ -255,6 +255,38 @@ def test_dele_rset_and_update() -> None:
     assert driver.send(b"STAT\r\n") == b""
 
 
+def test_listings_are_kept_per_session_and_follow_dele_and_rset() -> None:
+    driver = logged_in()
+    uidl, listing = driver.send(b"UIDL\r\n"), driver.send(b"LIST\r\n")
+    assert uidl == b"".join([
+        b"+OK Unique-ID listing follows\r\n",
+        *(b"%d %s\r\n" % (n, unique_id(7, uid).encode()) for n, uid in enumerate(MESSAGES, 1)),
+        b".\r\n",
+    ])
+    assert listing.splitlines()[1:4] == [b"%d %d" % (n, len(m)) for n, m in
+                                         enumerate(MESSAGES.values(), 1)]
+    assert driver.send(b"UIDL\r\nLIST\r\n") == uidl + listing
+    driver.send(b"DELE 2\r\n")
+    assert driver.send(b"UIDL\r\n") == uidl.replace(b"2 %s\r\n" % unique_id(7, 11).encode(), b"")
+    assert driver.send(b"LIST\r\n").startswith(b"+OK 2 messages")
+    assert b"\r\n2 " not in driver.send(b"LIST\r\n")
+    driver.send(b"RSET\r\n")
+    assert driver.send(b"UIDL\r\nLIST\r\n") == uidl + listing
+
+
+def test_wire_ready_retrieval_is_sent_as_given() -> None:
+    driver = logged_in()
+    session = driver.session
+    session.receive(b"RETR 2\r\n")
+    assert isinstance(session.next_action(), Retrieve)
+    data = MESSAGES[11]
+    session.retrieved(data, wire_ready=True)
+    action = session.next_action()
+    assert isinstance(action, Send)
+    assert action.chunks == (b"+OK %d octets\r\n" % len(data), data, b".\r\n")
+    assert action.chunks[1] is data  # no copy
+
+
 def test_update_failure_reports_sys_temp() -> None:
     driver = logged_in()
     driver.update_error = "some deleted messages not removed"

@@ -146,6 +146,10 @@ class Pop3Session:
         self.maildrop: Maildrop | None = None
         self.mailbox: str | None = None
         self._deleted: set[int] = set()  # message numbers
+        # Derived from the maildrop and `_deleted`, built at first use and forgotten when
+        # `_deleted` changes: (count, octets) and the bodies of LIST and UIDL.
+        self._totals_cache: tuple[int, int] | None = None
+        self._listings: dict[str, bytes] = {}
         self._retrieved: set[int] = set()
         self._request = Request()  # the command being answered
 
@@ -179,6 +183,7 @@ class Pop3Session:
     def auth_succeeded(self, mailbox: str, maildrop: Maildrop) -> None:
         self._expect(Authenticate)
         self.state, self.mailbox, self.maildrop = State.TRANSACTION, mailbox, maildrop
+        self._deletions_changed()
         count, octets = self._totals()
         self._reply(ok(f"{mailbox} has {count} messages ({octets} octets)"))
 
@@ -231,12 +236,18 @@ class Pop3Session:
         return self.maildrop.messages if self.maildrop else ()
 
     def _totals(self) -> tuple[int, int]:
-        count = octets = 0
-        for number, message in enumerate(self._messages(), 1):
-            if number not in self._deleted:
-                count += 1
-                octets += message.size
-        return count, octets
+        if self._totals_cache is None:
+            count = octets = 0
+            for number, message in enumerate(self._messages(), 1):
+                if number not in self._deleted:
+                    count += 1
+                    octets += message.size
+            self._totals_cache = count, octets
+        return self._totals_cache
+
+    def _deletions_changed(self) -> None:
+        self._totals_cache = None
+        self._listings.clear()
 
     def _reply(self, *chunks: bytes) -> None:
         self._out.append(Send(chunks, self._request))
@@ -352,9 +363,11 @@ class Pop3Session:
                 self._out.append(Retrieve(msg, self._messages()[msg - 1].uid, lines))
             case p.Dele(msg=msg):
                 self._deleted.add(msg)
+                self._deletions_changed()
                 self._reply(ok(f"Message {msg} deleted"))
             case p.Rset():
                 self._deleted.clear()
+                self._deletions_changed()
                 count, octets = self._totals()
                 self._reply(ok(f"Maildrop has {count} messages ({octets} octets)"))
             case p.Auth() | p.User() | p.Pass() | p.Apop():
@@ -380,22 +393,26 @@ class Pop3Session:
 
     def _list_all(self) -> None:
         count, octets = self._totals()
-        lines = (
-            f"{number} {message.size}"
-            for number, message in enumerate(self._messages(), 1)
-            if number not in self._deleted
-        )
-        self._reply(*lines_response(ok(f"{count} messages ({octets} octets)"), lines))
+        self._reply(*multiline(ok(f"{count} messages ({octets} octets)"), self._listing("LIST")))
 
     def _uidl_all(self) -> None:
-        assert self.maildrop is not None
-        validity = self.maildrop.uidvalidity
-        lines = (
-            f"{number} {unique_id(validity, message.uid)}"
-            for number, message in enumerate(self._messages(), 1)
-            if number not in self._deleted
-        )
-        self._reply(*lines_response(ok("Unique-ID listing follows"), lines))
+        self._reply(*multiline(ok("Unique-ID listing follows"), self._listing("UIDL")))
+
+    def _listing(self, kind: str) -> bytes:
+        """The lines of LIST or UIDL for the undeleted messages, built once per session
+        (and again only after DELE or RSET)."""
+        body = self._listings.get(kind)
+        if body is None:
+            deleted = self._deleted
+            numbered = [(n, m) for n, m in enumerate(self._messages(), 1) if n not in deleted]
+            if kind == "LIST":
+                text = "".join([f"{n} {m.size}\r\n" for n, m in numbered])
+            else:
+                assert self.maildrop is not None
+                validity = f"{self.maildrop.uidvalidity:08X}\r\n"
+                text = "".join([f"{n} {m.uid:08X}{validity}" for n, m in numbered])
+            body = self._listings[kind] = text.encode("ascii")
+        return body
 
     # --- QUIT / UPDATE -------------------------------------------------------------------
     def _quit(self) -> None:
