@@ -6,6 +6,7 @@ scripts can use it. The work is done by server.web.connectivity."""
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import Annotated
 
 import typer
@@ -94,35 +95,27 @@ def run_test(
         raise typer.Exit(1)
 
 
-@command("Test-ImapConnectivity")
-def test_imapconnectivity(
-    client_access_server: CasOpt = None,
-    connection_type: ConnectionTypeOpt = "Ssl",
-    port_client_access_server: PortOpt = None,
-    light_mode: LightOpt = False,
-    trust_any_ssl_certificate: TrustOpt = False,
-    mailbox_credential: CredentialOpt = None,
-    timeout: TimeoutOpt = 30.0,
-    output: OutputOpt = "table",
-) -> None:
-    """Log on to IMAP4 through the front end as a mailbox (and, without -LightMode, send it a
-    message over SMTP and read it back); exit 1 if a step fails."""
-    run_test("IMAP4", client_access_server, connection_type, port_client_access_server,
-             light_mode, trust_any_ssl_certificate, mailbox_credential, timeout, output)
+def connectivity_command(protocol: str) -> Callable[..., None]:
+    """Test-ImapConnectivity and Test-PopConnectivity: one set of options, two protocols."""
+
+    def test(
+        client_access_server: CasOpt = None,
+        connection_type: ConnectionTypeOpt = "Ssl",
+        port_client_access_server: PortOpt = None,
+        light_mode: LightOpt = False,
+        trust_any_ssl_certificate: TrustOpt = False,
+        mailbox_credential: CredentialOpt = None,
+        timeout: TimeoutOpt = 30.0,
+        output: OutputOpt = "table",
+    ) -> None:
+        run_test(protocol, client_access_server, connection_type, port_client_access_server,
+                 light_mode, trust_any_ssl_certificate, mailbox_credential, timeout, output)
+
+    test.__doc__ = (f"Log on to {protocol} through the front end as a mailbox (and, without "
+                    "-LightMode, send it a\nmessage over SMTP and read it back); exit 1 if a "
+                    "step fails.")
+    return test
 
 
-@command("Test-PopConnectivity")
-def test_popconnectivity(
-    client_access_server: CasOpt = None,
-    connection_type: ConnectionTypeOpt = "Ssl",
-    port_client_access_server: PortOpt = None,
-    light_mode: LightOpt = False,
-    trust_any_ssl_certificate: TrustOpt = False,
-    mailbox_credential: CredentialOpt = None,
-    timeout: TimeoutOpt = 30.0,
-    output: OutputOpt = "table",
-) -> None:
-    """Log on to POP3 through the front end as a mailbox (and, without -LightMode, send it a
-    message over SMTP and read it back); exit 1 if a step fails."""
-    run_test("POP3", client_access_server, connection_type, port_client_access_server,
-             light_mode, trust_any_ssl_certificate, mailbox_credential, timeout, output)
+test_imapconnectivity = command("Test-ImapConnectivity")(connectivity_command("IMAP4"))
+test_popconnectivity = command("Test-PopConnectivity")(connectivity_command("POP3"))

@@ -7,6 +7,7 @@ PROTOCOL_DISABLED, called after the StartupTypes are written.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 import typer
@@ -105,29 +106,31 @@ def stop_startup_type(word: str) -> str:
     return value.value
 
 
-@command("Enable-Pop3")
-def enable_pop3(server: ServerOpt = None, what_if: WhatIfOpt = False) -> None:
-    """Set MSExchangePOP3 and MSExchangePOP3BE to Automatic."""
-    toggle("pop3", True, server, what_if)
+def enable_command(protocol: str) -> Callable[..., None]:
+    """Enable-Pop3 / Enable-Imap4."""
+
+    def enable(server: ServerOpt = None, what_if: WhatIfOpt = False) -> None:
+        toggle(protocol, True, server, what_if)
+
+    enable.__doc__ = f"Set {' and '.join(PAIRS[protocol])} to Automatic."
+    return enable
 
 
-@command("Disable-Pop3")
-def disable_pop3(
-    server: ServerOpt = None, startup_type: StopStartupOpt = "Manual", what_if: WhatIfOpt = False
-) -> None:
-    """Set MSExchangePOP3 and MSExchangePOP3BE to Manual (or Disabled) and stop them."""
-    toggle("pop3", False, server, what_if, stop_startup_type(startup_type))
+def disable_command(protocol: str) -> Callable[..., None]:
+    """Disable-Pop3 / Disable-Imap4."""
+
+    def disable(
+        server: ServerOpt = None, startup_type: StopStartupOpt = "Manual",
+        what_if: WhatIfOpt = False,
+    ) -> None:
+        toggle(protocol, False, server, what_if, stop_startup_type(startup_type))
+
+    disable.__doc__ = (f"Set {' and '.join(PAIRS[protocol])} to Manual (or Disabled) "
+                       "and stop them.")
+    return disable
 
 
-@command("Enable-Imap4")
-def enable_imap4(server: ServerOpt = None, what_if: WhatIfOpt = False) -> None:
-    """Set MSExchangeIMAP4 and MSExchangeIMAP4BE to Automatic."""
-    toggle("imap4", True, server, what_if)
-
-
-@command("Disable-Imap4")
-def disable_imap4(
-    server: ServerOpt = None, startup_type: StopStartupOpt = "Manual", what_if: WhatIfOpt = False
-) -> None:
-    """Set MSExchangeIMAP4 and MSExchangeIMAP4BE to Manual (or Disabled) and stop them."""
-    toggle("imap4", False, server, what_if, stop_startup_type(startup_type))
+enable_pop3 = command("Enable-Pop3")(enable_command("pop3"))
+disable_pop3 = command("Disable-Pop3")(disable_command("pop3"))
+enable_imap4 = command("Enable-Imap4")(enable_command("imap4"))
+disable_imap4 = command("Disable-Imap4")(disable_command("imap4"))
