@@ -90,6 +90,24 @@ def _words(items: list[str]) -> str:
 
 # --------------------------------------------------------------------------- completions
 
+def _choice_cases(cmds: list[Cmd], case: str) -> list[str]:
+    """bash/zsh: `case` (fields name, long, exchange, words) for each option with choices."""
+    return [
+        case.format(name=c.name, long=o.long, exchange=o.exchange, words=_words(o.choices))
+        for c in cmds for o in c.options if o.choices
+    ]
+
+
+def _option_cases(cmds: list[Cmd], case: str) -> list[str]:
+    """bash/zsh: `case` (fields name, words) per command with every option word it takes."""
+    return [
+        case.format(name=c.name, words=_words(
+            [o.long for o in c.options] + ["--home", "--help"]
+            + [f"-{o.exchange}" for o in c.options]))
+        for c in cmds
+    ]
+
+
 HEADER = "generated from the mailctl commands by `mailctl completion --shell {shell}`; do not edit"
 
 
@@ -109,11 +127,7 @@ def bash() -> str:
         '    local cmd="${COMP_WORDS[1],,}" opts="" values=""',
         '    case "$cmd $prev" in',
     ]
-    for c in cmds:
-        for o in c.options:
-            if o.choices:
-                pattern = f'"{c.name} {o.long}"|"{c.name} -{o.exchange}"'
-                out.append(f'        {pattern}) values="{_words(o.choices)}" ;;')
+    out += _choice_cases(cmds, '        "{name} {long}"|"{name} -{exchange}") values="{words}" ;;')
     out += [
         "    esac",
         "    if [[ -n $values ]]; then",
@@ -122,10 +136,7 @@ def bash() -> str:
         "    fi",
         '    case "$cmd" in',
     ]
-    for c in cmds:
-        longs = [o.long for o in c.options] + ["--home", "--help"]
-        shorts = [f"-{o.exchange}" for o in c.options]
-        out.append(f'        {c.name}) opts="{_words(longs + shorts)}" ;;')
+    out += _option_cases(cmds, '        {name}) opts="{words}" ;;')
     out += [
         "    esac",
         '    COMPREPLY=($(IFS=\' \' compgen -W "$opts" -- "$cur"))',
@@ -152,13 +163,7 @@ def zsh() -> str:
         "    local cmd=${(L)words[2]} prev=${words[CURRENT-1]}",
         '    case "$cmd $prev" in',
     ]
-    for c in cmds:
-        for o in c.options:
-            if o.choices:
-                out.append(
-                    f"        ('{c.name} {o.long}'|'{c.name} -{o.exchange}') "
-                    f"values=({_words(o.choices)}) ;;"
-                )
+    out += _choice_cases(cmds, "        ('{name} {long}'|'{name} -{exchange}') values=({words}) ;;")
     out += [
         "    esac",
         "    if (( ${#values} )); then",
@@ -167,10 +172,7 @@ def zsh() -> str:
         "    fi",
         '    case "$cmd" in',
     ]
-    for c in cmds:
-        longs = [o.long for o in c.options] + ["--home", "--help"]
-        shorts = [f"-{o.exchange}" for o in c.options]
-        out.append(f"        ({c.name}) opts=({_words(longs + shorts)}) ;;")
+    out += _option_cases(cmds, "        ({name}) opts=({words}) ;;")
     out += [
         "    esac",
         "    compadd -- $opts",
