@@ -474,7 +474,14 @@ def apply_update(box: MailboxStore, delete: tuple[int, ...], seen: tuple[int, ..
     """RFC 1939 section 6 UPDATE: downloaded messages become \\Seen (Exchange marks POP3
     downloads read) and exactly the DELE'd UIDs are expunged, in one store transaction;
     other messages an IMAP client flagged \\Deleted stay. All or nothing, and IMAP
-    sessions never see the DELE'd messages flagged \\Deleted before they vanish."""
+    sessions never see the DELE'd messages flagged \\Deleted before they vanish.
+    A session that deletes nothing and downloaded only messages already \\Seen (a
+    leave-on-server client downloading again) changes nothing: a read of the folder's
+    (cached) state instead of a write transaction."""
+    if not delete and seen:
+        already = {row.uid for row in box.snapshot(INBOX).rows if "\\Seen" in row.flags}
+        if already.issuperset(seen):
+            return
     if delete or seen:
         box.delete_messages(INBOX, list(delete), also_seen=list(seen))
 

@@ -12,13 +12,23 @@ from pathlib import Path
 import pytest
 
 from server.backend.pop3 import (
+    ASKS_RECEIPT,
+    READ_SIZE,
+    WIRE_READY,
+    FileFacts,
+    IdleTimer,
     MaildropFiles,
     PopOptions,
     apply_update,
     asks_for_receipt,
+    crlf_lines,
+    header_end,
     message_sizes,
+    read_file,
     render_for_retrieval,
+    wire_ready,
 )
+from server.protocols.pop3.responses import stuff
 from server.settings.models import Mailbox, PopSettings
 from server.store.api import (
     AppendResult,
@@ -186,6 +196,18 @@ def test_failed_update_changes_nothing() -> None:
     assert box.flags(1) == box.flags(2) == set()
 
 
+def test_update_of_messages_already_seen_writes_nothing() -> None:
+    box = filled(b"a\r\n", b"b\r\n", b"c\r\n")
+    box.set_flags("INBOX", [1, 2], "+", ["\\Seen"])
+    before = box.modseq
+    apply_update(box, delete=(), seen=(1, 2))
+    assert box.modseq == before  # no store write at all
+    apply_update(box, delete=(), seen=(2, 3))  # 3 is not seen yet
+    assert box.modseq == before + 1 and "\\Seen" in box.flags(3)
+    apply_update(box, delete=(1,), seen=(2,))  # a deletion always goes to the store
+    assert sorted(box.messages) == [2, 3]
+
+
 def test_render_turns_bare_lf_into_crlf_and_keeps_crlf_messages() -> None:
     crlf = b"A: b\r\n\r\nbody\r\n"
     assert render_for_retrieval(crlf, None, PopSettings()) is crlf
@@ -200,6 +222,122 @@ def test_receipt_precheck_looks_only_at_the_header() -> None:
     assert not asks_for_receipt(b"From: a\r\n\r\nDisposition-Notification-To: a@b\r\n")
     assert not asks_for_receipt(b"From: a\n\nDisposition-Notification-To: a@b\n")
     assert asks_for_receipt(b"Disposition-Notification-To: a@b")  # header only, no body
+
+
+def test_header_end_stops_at_the_first_blank_line_of_either_kind() -> None:
+    assert header_end(b"A: 1\r\n\r\nbody\n\nmore") == 4
+    assert header_end(b"A: 1\n\nbody\r\n\r\n") == 4
+    assert header_end(b"A: 1\r\nB: 2") == 10  # no body: all header
+
+
+@pytest.mark.parametrize(
+    ("data", "ready"),
+    [
+        (b"A: 1\r\n\r\nbody\r\n", True),
+        (b"A: 1\r\n\r\nbody", False),  # no final CRLF
+        (b"A: 1\r\n\r\n.dot\r\n", False),  # to be byte-stuffed
+        (b".A: 1\r\n\r\nx\r\n", False),  # the first line too
+        (b"A: 1\n\nbody\r\n", False),  # bare LF
+        (b"A: 1\r\n\r\nx\n.y\r\n", False),  # a bare LF before a dot
+        (b"A: 1\r\n\r\na.b\r\nc\r.\r\n", True),  # dots and a bare CR not at a line start
+        (b"", False),
+    ],
+)
+def test_wire_ready_is_exactly_when_stuffing_and_crlf_change_nothing(data: bytes, ready: bool) -> None:
+    assert wire_ready(data) is ready
+    if ready:
+        assert stuff(crlf_lines(data)) == data
+
+
+def test_file_facts_are_computed_once_per_path_and_bounded() -> None:
+    facts = FileFacts(limit=2)
+    receipt = b"Disposition-Notification-To: a@b\r\n\r\nx\r\n"
+    assert facts.of("/m/1", receipt) == WIRE_READY | ASKS_RECEIPT
+    assert facts.of("/m/1", b"anything else") == WIRE_READY | ASKS_RECEIPT  # remembered
+    assert facts.of("/m/2", b"x\n.y") == 0
+    assert facts.of("/m/3", b"z\r\n") == WIRE_READY  # full: forgets the others
+    assert facts.of("/m/1", b"x") == 0  # scanned again
+    assert facts.of(None, b"z\r\n") == WIRE_READY  # no file: never remembered
+
+
+def test_read_file_reads_small_and_large_files_whole(tmp_path: Path) -> None:
+    small, large = tmp_path / "small", tmp_path / "large"
+    small.write_bytes(b"x" * 100)
+    large.write_bytes(bytes(range(256)) * (3 * READ_SIZE // 256 + 7))
+    empty = tmp_path / "empty"
+    empty.write_bytes(b"")
+    assert read_file(str(small)) == small.read_bytes()
+    assert read_file(str(large)) == large.read_bytes()
+    assert read_file(str(empty)) == b""
+    with pytest.raises(FileNotFoundError):
+        read_file(str(tmp_path / "gone"))
+
+
+class FakeHandle:
+    def __init__(self, when: float, callback: Callable[[], None]) -> None:
+        self._when, self.callback, self._cancelled = when, callback, False
+
+    def when(self) -> float:
+        return self._when
+
+    def cancel(self) -> None:
+        self._cancelled = True
+
+    def cancelled(self) -> bool:
+        return self._cancelled
+
+
+class FakeLoop:
+    """time() and call_at() of an event loop, driven by hand."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.handles: list[FakeHandle] = []
+
+    def time(self) -> float:
+        return self.now
+
+    def call_at(self, when: float, callback: Callable[[], None]) -> FakeHandle:
+        handle = FakeHandle(when, callback)
+        self.handles.append(handle)
+        return handle
+
+    def advance(self, to: float) -> None:
+        self.now = to
+        for handle in [h for h in self.handles if h.when() <= to]:
+            self.handles.remove(handle)
+            if not handle.cancelled():
+                handle.callback()
+
+
+def test_idle_timer_expires_only_after_a_whole_idle_timeout() -> None:
+    loop = FakeLoop()
+    expired: list[float] = []
+    timer = IdleTimer(loop, lambda: expired.append(loop.now))  # type: ignore[arg-type]
+    timer.arm(10)
+    loop.advance(6)
+    timer.disarm()  # a command arrived: busy
+    loop.advance(12)  # the first handle fires while busy: nothing happens
+    timer.arm(10)  # waiting again, until 22
+    loop.advance(21)
+    assert expired == []
+    loop.advance(22)
+    assert expired == [22]
+    assert len([h for h in loop.handles if not h.cancelled()]) == 0
+
+
+def test_idle_timer_takes_a_shorter_timeout_at_once_and_cancels() -> None:
+    loop = FakeLoop()
+    expired: list[float] = []
+    timer = IdleTimer(loop, lambda: expired.append(loop.now))  # type: ignore[arg-type]
+    timer.arm(1800)
+    timer.arm(60)  # e.g. a reload shortened the timeout
+    loop.advance(60)
+    assert expired == [60]
+    timer.arm(5)
+    timer.cancel()
+    loop.advance(100)
+    assert expired == [60]
 
 
 def test_estimated_sizes_read_nothing_exact_sizes_measure_the_rendering() -> None:
