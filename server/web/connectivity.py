@@ -260,15 +260,24 @@ class Tester:
         except (OSError, imaplib.IMAP4.error, poplib.error_proto):
             pass
 
-    def imap_session(self, host: str, port: int) -> imaplib.IMAP4:
+    def connect(
+        self, host: str, port: int, secure: type[_ImapSsl] | type[_PopSsl],
+        plain: type[imaplib.IMAP4] | type[poplib.POP3],
+    ) -> Any:
+        """A client of class `secure` (implicit TLS) or `plain` (upgraded with STARTTLS/STLS
+        for -ConnectionType Tls), checking the certificate against the server's FQDN."""
         kind = self.probe.connection_type
         fqdn = self.server.Fqdn
         if kind is ConnectionType.Ssl:
-            client: imaplib.IMAP4 = _ImapSsl(host, port, self.context, fqdn, self.remaining())
-        else:
-            client = imaplib.IMAP4(host, port, timeout=self.remaining())
-            if kind is ConnectionType.Tls:
-                client.starttls(_hostname_context(self.context, fqdn))
+            return secure(host, port, self.context, fqdn, self.remaining())
+        client = plain(host, port, timeout=self.remaining())
+        if kind is ConnectionType.Tls:
+            upgrade = client.starttls if isinstance(client, imaplib.IMAP4) else client.stls
+            upgrade(_hostname_context(self.context, fqdn))
+        return client
+
+    def imap_session(self, host: str, port: int) -> imaplib.IMAP4:
+        client: imaplib.IMAP4 = self.connect(host, port, _ImapSsl, imaplib.IMAP4)
         try:
             client.login(self.probe.user, self.probe.password)
             typ, data = client.select("INBOX")
@@ -280,14 +289,7 @@ class Tester:
         return client
 
     def pop_session(self, host: str, port: int) -> poplib.POP3:
-        kind = self.probe.connection_type
-        fqdn = self.server.Fqdn
-        if kind is ConnectionType.Ssl:
-            client: poplib.POP3 = _PopSsl(host, port, self.context, fqdn, self.remaining())
-        else:
-            client = poplib.POP3(host, port, timeout=self.remaining())
-            if kind is ConnectionType.Tls:
-                client.stls(_hostname_context(self.context, fqdn))
+        client: poplib.POP3 = self.connect(host, port, _PopSsl, poplib.POP3)
         try:
             client.user(self.probe.user)
             client.pass_(self.probe.password)
