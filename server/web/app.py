@@ -145,6 +145,13 @@ class Handlers:
             return None
         return name, box
 
+    def require_sign_in(self, request: web.Request) -> tuple[str, Mailbox]:
+        """The signed-in mailbox, or off to the sign-in page."""
+        found = self.signed_in(request)
+        if found is None:
+            raise web.HTTPSeeOther("/signin")
+        return found
+
     def https_url(self, request: web.Request) -> str | None:
         """Where a plain-HTTP page request should go instead, when HTTPS is served."""
         ssl = self.settings.server(self.service.ctx.server).OwaVirtualDirectory.SSLBindings
@@ -241,10 +248,7 @@ class Handlers:
         return entry
 
     async def show_settings(self, request: web.Request) -> web.StreamResponse:
-        found = self.signed_in(request)
-        if found is None:
-            raise web.HTTPSeeOther("/signin")
-        name, box = found
+        name, box = self.require_sign_in(request)
         settings = self.settings
         entry = self.service.directory.find(settings, name)
         view = self.view_for(request, name)
@@ -294,10 +298,7 @@ class Handlers:
         raise response
 
     async def download_profile(self, request: web.Request) -> web.StreamResponse:
-        found = self.signed_in(request)
-        if found is None:
-            raise web.HTTPSeeOther("/signin")
-        name, box = found
+        name, box = self.require_sign_in(request)
         settings = self.settings
         data = mobileconfig.profile(
             self.view_for(request, name), box.PrimarySmtpAddress, box.DisplayName,
