@@ -139,17 +139,22 @@ class SubmissionSMTP(SMTP):
         self.mailbox = None  # a new session (connect, or after STARTTLS) starts unauthenticated
         return super()._create_session()
 
-    async def auth_PLAIN(self, _: Any, args: list[str]) -> AuthResult:
+    async def _first_response(self, args: list[str], challenge: str) -> bytes | None:
+        """The client's initial response (RFC 4954 section 4) or its answer to `challenge`;
+        None when it aborted or sent bad base64 (answered already)."""
         if len(args) == 1:
-            blob = await self.challenge_auth("")
-            if not isinstance(blob, bytes):
-                return AuthResult(success=False, handled=True)
-        else:
-            try:
-                blob = base64.b64decode(args[1], validate=True)
-            except binascii.Error:
-                await self.push("501 5.5.2 Can't decode base64")
-                return AuthResult(success=False, handled=True)
+            blob = await self.challenge_auth(challenge)
+            return blob if isinstance(blob, bytes) else None
+        try:
+            return base64.b64decode(args[1], validate=True)
+        except binascii.Error:
+            await self.push("501 5.5.2 Can't decode base64")
+            return None
+
+    async def auth_PLAIN(self, _: Any, args: list[str]) -> AuthResult:
+        blob = await self._first_response(args, "")
+        if blob is None:
+            return AuthResult(success=False, handled=True)
         parts = blob.split(b"\0")
         if len(parts) != 3 or (parts[0] and parts[0].lower() != parts[1].lower()):
             await self.push("501 5.5.2 Malformed PLAIN response")
@@ -157,15 +162,8 @@ class SubmissionSMTP(SMTP):
         return await self._check(parts[1], parts[2])
 
     async def auth_LOGIN(self, _: Any, args: list[str]) -> AuthResult:
-        if len(args) == 1:
-            login = await self.challenge_auth(self.AuthLoginUsernameChallenge)
-        else:
-            try:
-                login = base64.b64decode(args[1], validate=True)
-            except binascii.Error:
-                await self.push("501 5.5.2 Can't decode base64")
-                return AuthResult(success=False, handled=True)
-        if not isinstance(login, bytes):
+        login = await self._first_response(args, self.AuthLoginUsernameChallenge)
+        if login is None:
             return AuthResult(success=False, handled=True)
         password = await self.challenge_auth(self.AuthLoginPasswordChallenge)
         if not isinstance(password, bytes):

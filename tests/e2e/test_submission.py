@@ -378,3 +378,24 @@ def test_plaintext_pipelined_after_starttls_is_dropped(env: Home, smtp_service: 
     # Had the injected NOOP run, its 250 would answer our NOOP and ours would answer QUIT.
     assert client.noop() == (250, b"2.0.0 OK")
     assert client.quit()[0] == 221
+
+
+def test_auth_login_and_plain_with_and_without_initial_response(
+    env: Home, smtp_service: Any
+) -> None:
+    for mechanism, initial in (("LOGIN", True), ("LOGIN", False), ("PLAIN", False)):
+        client = smtplib.SMTP("127.0.0.1", connector_port(env), timeout=10)
+        client.starttls(context=client_context(env))
+        client.ehlo()
+        client.user, client.password = "bob", PASSWORD
+        authobject = client.auth_login if mechanism == "LOGIN" else client.auth_plain
+        code, text = client.auth(mechanism, authobject, initial_response_ok=initial)
+        assert (code, text) == (235, b"2.7.0 Authentication successful"), mechanism
+        client.quit()
+    client = smtplib.SMTP("127.0.0.1", connector_port(env), timeout=10)
+    client.starttls(context=client_context(env))
+    client.ehlo()
+    for mechanism in ("LOGIN", "PLAIN"):
+        assert client.docmd("AUTH", f"{mechanism} not-base64!") == (
+            501, b"5.5.2 Can't decode base64")
+    client.quit()
