@@ -8,7 +8,7 @@ pasted scripts keep working, but they change nothing here (get-* marks them so).
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -374,6 +374,9 @@ class Settings(Model):
 
 # --------------------------------------------------------------------------- defaults
 
+P = TypeVar("P", bound=ProtocolSettings)
+
+
 def default_server(name: str, fqdn: str, ports: PortPlan) -> Server:
     """A server as a fresh install has it (reference sections 1 and 4)."""
     any4 = ports.bind_address if ports.loopback_only else "0.0.0.0"
@@ -383,26 +386,20 @@ def default_server(name: str, fqdn: str, ports: PortPlan) -> Server:
             return [IPEndPoint(any4, port)]
         return [IPEndPoint("::", port), IPEndPoint(any4, port)]
 
-    pop = PopSettings(
-        SSLBindings=both(ports.pop3s),
-        UnencryptedOrTLSBindings=both(ports.pop3),
-        InternalConnectionSettings=[
-            ConnectionSetting(fqdn, ports.pop3s, Encryption.SSL),
-            ConnectionSetting(fqdn, ports.pop3, Encryption.TLS),
-        ],
-        X509CertificateName=fqdn,
-        ProxyTargetPort=ports.pop3_backend_ssl,
-    )
-    imap = ImapSettings(
-        SSLBindings=both(ports.imaps),
-        UnencryptedOrTLSBindings=both(ports.imap),
-        InternalConnectionSettings=[
-            ConnectionSetting(fqdn, ports.imaps, Encryption.SSL),
-            ConnectionSetting(fqdn, ports.imap, Encryption.TLS),
-        ],
-        X509CertificateName=fqdn,
-        ProxyTargetPort=ports.imap_backend_ssl,
-    )
+    def protocol(model: type[P], ssl: int, plain: int, backend_ssl: int) -> P:
+        return model(
+            SSLBindings=both(ssl),
+            UnencryptedOrTLSBindings=both(plain),
+            InternalConnectionSettings=[
+                ConnectionSetting(fqdn, ssl, Encryption.SSL),
+                ConnectionSetting(fqdn, plain, Encryption.TLS),
+            ],
+            X509CertificateName=fqdn,
+            ProxyTargetPort=backend_ssl,
+        )
+
+    pop = protocol(PopSettings, ports.pop3s, ports.pop3, ports.pop3_backend_ssl)
+    imap = protocol(ImapSettings, ports.imaps, ports.imap, ports.imap_backend_ssl)
     return Server(
         Fqdn=fqdn,
         BackEndAddress=ports.backend_address,
