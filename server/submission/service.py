@@ -25,7 +25,7 @@ import binascii
 import email.utils
 import re
 import ssl
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from email.parser import BytesHeaderParser
 from typing import Any
 
@@ -121,17 +121,16 @@ class SubmissionSMTP(SMTP):
 
     @syntax("HELO hostname")
     async def smtp_HELO(self, hostname: str) -> None:
-        self._hello = True
-        try:
-            await super().smtp_HELO(hostname)
-        finally:
-            self._hello = False
+        await self._answer_hello(super().smtp_HELO(hostname))
 
     @syntax("EHLO hostname")
     async def smtp_EHLO(self, hostname: str) -> None:
+        await self._answer_hello(super().smtp_EHLO(hostname))
+
+    async def _answer_hello(self, answer: Awaitable[None]) -> None:
         self._hello = True
         try:
-            await super().smtp_EHLO(hostname)
+            await answer
         finally:
             self._hello = False
 
