@@ -4,6 +4,7 @@ On Linux the watch is a bare inotify descriptor registered with the event loop: 
 timer exist until the kernel reports a change, so an idle service uses no CPU (watchfiles wakes
 every 50 ms to poll its Rust channel). Elsewhere watchfiles' `awatch` is used. The folder is
 watched, not the file, because editors and `store.atomic_write` replace the file by a rename.
+The same watch (FolderWatch) tells the submission service about its spool folder.
 """
 
 from __future__ import annotations
