@@ -227,17 +227,18 @@ class MaildropFiles:
 
 
 def read_file(path: str) -> bytes:
-    """A whole file with plain os calls (no buffered file object): open, read, read to EOF."""
+    """A whole file with plain os calls (no buffered file object, no fstat). A short read
+    of a regular file means its end, so a message smaller than READ_SIZE costs one read."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         data = os.read(fd, READ_SIZE)
-        if data:
-            parts = [data]
-            while chunk := os.read(fd, FILE_CHUNK):
-                parts.append(chunk)
-            if len(parts) > 1:
-                data = b"".join(parts)
-        return data
+        if len(data) < READ_SIZE:
+            return data
+        parts = [data]
+        while len(chunk := os.read(fd, FILE_CHUNK)) == FILE_CHUNK:
+            parts.append(chunk)
+        parts.append(chunk)
+        return b"".join(parts)
     finally:
         os.close(fd)
 

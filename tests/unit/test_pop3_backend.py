@@ -13,6 +13,7 @@ import pytest
 
 from server.backend.pop3 import (
     ASKS_RECEIPT,
+    FILE_CHUNK,
     READ_SIZE,
     WIRE_READY,
     FileFacts,
@@ -264,10 +265,13 @@ def test_read_file_reads_small_and_large_files_whole(tmp_path: Path) -> None:
     small, large = tmp_path / "small", tmp_path / "large"
     small.write_bytes(b"x" * 100)
     large.write_bytes(bytes(range(256)) * (3 * READ_SIZE // 256 + 7))
+    exact, huge = tmp_path / "exact", tmp_path / "huge"
+    exact.write_bytes(b"e" * READ_SIZE)  # a full first read, then the end
+    huge.write_bytes(b"h" * (READ_SIZE + 2 * FILE_CHUNK))  # full chunks, then the end
     empty = tmp_path / "empty"
     empty.write_bytes(b"")
-    assert read_file(str(small)) == small.read_bytes()
-    assert read_file(str(large)) == large.read_bytes()
+    for path in (small, large, exact, huge):
+        assert read_file(str(path)) == path.read_bytes()
     assert read_file(str(empty)) == b""
     with pytest.raises(FileNotFoundError):
         read_file(str(tmp_path / "gone"))
