@@ -1,6 +1,6 @@
 """Memory per idle TLS connection, with asyncio's own SSLProtocol and with shared buffers.
 
-    python -m bench.tls_memory [--connections 2000] [--modes asyncio shared]
+    python -m bench.tls_memory [--connections 2000] [--modes asyncio shared no-tickets]
 
 For each mode a TLS echo server process and a client process (both asyncio, both on
 127.0.0.1) are started; the client opens N TLS connections, completes the handshake and one
@@ -8,7 +8,9 @@ round trip on each, and then holds them idle. PSS (psutil, /proc/PID/smaps_rollu
 process is read before the connections open and while they are held; the difference divided
 by N is what one idle connection costs each side. `shared` runs
 server.runtime.sslbuffers.install() in both processes, as every mailctl service does;
-`asyncio` leaves asyncio as it is. A front-end session over the default TLS hop holds two such
+`asyncio` leaves asyncio as it is; `no-tickets` is `shared` with a server that sends no TLS 1.3
+session tickets (tls.server_context(..., session_tickets=False), what the back ends use:
+their only clients, the front ends, never resume). A front-end session over the default TLS hop holds two such
 pairs (client -> front end, front end -> back end).
 """
 
@@ -25,6 +27,7 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+MODES = ("asyncio", "shared", "no-tickets")
 
 
 def _raise_fd_limit() -> None:
@@ -34,16 +37,18 @@ def _raise_fd_limit() -> None:
 
 def _prepare(mode: str) -> None:
     _raise_fd_limit()
-    if mode == "shared":
+    if mode != "asyncio":
         from server.runtime import sslbuffers
 
         if not sslbuffers.install():
             raise SystemExit("shared TLS buffers could not be installed on this Python")
 
 
-async def _serve(certs: Path) -> None:
+async def _serve(certs: Path, mode: str) -> None:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(certs / "cert.pem", certs / "key.pem")
+    if mode == "no-tickets":
+        context.num_tickets = 0
 
     async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -132,7 +137,7 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "_server":
         _prepare(argv[1])
-        asyncio.run(_serve(Path(argv[2])))
+        asyncio.run(_serve(Path(argv[2]), argv[1]))
         return
     if argv and argv[0] == "_client":
         _prepare(argv[1])
@@ -141,8 +146,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.tls_memory", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--connections", type=int, default=2000)
-    parser.add_argument("--modes", nargs="+", choices=("asyncio", "shared"),
-                        default=["asyncio", "shared"])
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     opts = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as folder:
         _make_certs(Path(folder))

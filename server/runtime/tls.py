@@ -257,12 +257,20 @@ def ensure_certificate(home: Home, kind: str, fqdn: str) -> CertificateInfo:
         )
 
 
-def server_context(cert: CertificateInfo) -> ssl.SSLContext:
-    """TLS 1.2+ only, modern ciphers (Mozilla intermediate)."""
+def server_context(cert: CertificateInfo, session_tickets: bool = True) -> ssl.SSLContext:
+    """TLS 1.2+ only, modern ciphers (Mozilla intermediate).
+
+    `session_tickets=False` is for listeners only front ends talk to (the back ends): asyncio
+    clients never resume a session, yet each TLS 1.3 ticket is made and sent by the server
+    and parsed and kept by the client for the life of the connection (about 7 KB each, two
+    per connection by default)."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.set_ciphers("ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:!aNULL:!MD5:!DSS")
     ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
+    if not session_tickets:
+        ctx.num_tickets = 0  # TLS 1.3
+        ctx.options |= ssl.OP_NO_TICKET  # TLS 1.2
     ctx.load_cert_chain(cert.cert_file, cert.key_file)
     return ctx
 

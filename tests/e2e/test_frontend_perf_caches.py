@@ -4,6 +4,7 @@ applies to the next session without a restart."""
 
 from __future__ import annotations
 
+import asyncio
 import imaplib
 import ssl
 from pathlib import Path
@@ -88,3 +89,34 @@ def test_a_rotated_proxy_secret_is_sent_from_the_next_session(
             atomic_write(env.secrets / "proxy-secret", b"rotated-" + old.encode(), mode=0o600)
             login_and_logout(env)  # the fake back end checks against the file's new value
     assert backend.logins == ["bob", "bob"]
+
+
+@pytest.mark.parametrize("tickets", [True, False])
+def test_backend_contexts_send_no_session_tickets(env: Home, tickets: bool) -> None:
+    """The back ends' contexts (session_tickets=False): a front end never resumes, so a ticket
+    would only cost the back end CPU and the front end memory for the connection's life."""
+    server = store.load(env).settings.Servers["MBX01"]
+    cert = tls.ensure_certificate(env, "IMAP", server.Fqdn)
+
+    async def main() -> bool:
+        async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.write(await reader.readline())
+            await writer.drain()
+            writer.close()
+
+        listener = await asyncio.start_server(
+            echo, "127.0.0.1", 0, ssl=tls.server_context(cert, session_tickets=tickets))
+        port = listener.sockets[0].getsockname()[1]
+        try:
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", port, ssl=tls.shared_client_context(env, verify=False),
+                server_hostname=server.Fqdn)
+            writer.write(b"ping\n")
+            assert await reader.readline() == b"ping\n"  # tickets come before this answer
+            session = writer.get_extra_info("ssl_object").session
+            writer.close()
+            return bool(session is not None and session.has_ticket)
+        finally:
+            listener.close()
+
+    assert asyncio.run(main()) is tickets
