@@ -23,8 +23,10 @@ import itertools
 import os
 import re
 import ssl
+import threading
 import time
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -188,22 +190,44 @@ class MaildropFiles:
     open the file with no store lookup (a body file never changes; once removed, opening
     it fails). Any change to the mailbox by another session (a store notification) makes
     the next retrieval look the files up again, so a message expunged meanwhile is "no
-    longer available" even when a copy in another folder keeps its file."""
+    longer available" even when a copy in another folder keeps its file.
 
-    def __init__(self, box: MailboxStore, uids: list[int]) -> None:
+    Built without `uids`, it only subscribes: `load()` then takes the maildrop, with the
+    files earlier sessions found (BodyPaths). Those are right for every message the store
+    still had after the subscription (a message's bytes, hence its file, never change), so
+    the caller takes its snapshot after subscribing and only loads UIDs from it."""
+
+    def __init__(self, box: MailboxStore, uids: list[int] | None = None) -> None:
         self._box = box
-        self._uids = uids
+        self._uids: list[int] = []
+        self._paths: dict[int, str] = {}
         self._stale = False
         # Subscribed before the lookup, so no change committed after it goes unnoticed.
         self.close = box.subscribe(self._changed)
-        try:
-            self._paths = self._lookup()
-        except BaseException:
-            self.close()
-            raise
+        if uids is not None:
+            try:
+                self.load(uids)
+            except BaseException:
+                self.close()
+                raise
 
-    def _lookup(self) -> dict[int, str]:
-        return {uid: os.fspath(path) for uid, path in self._box.body_paths(INBOX, self._uids).items()}
+    def load(self, uids: list[int], known: Mapping[int, str] | None = None) -> None:
+        """Take the maildrop's UIDs; only those not in `known` are looked up."""
+        self._uids = uids
+        if not known:
+            self._paths = self._lookup(uids)
+            return
+        paths = {uid: known[uid] for uid in uids if uid in known}
+        if len(paths) < len(uids):
+            paths.update(self._lookup([uid for uid in uids if uid not in paths]))
+        self._paths = paths
+
+    @property
+    def paths(self) -> dict[int, str]:
+        return self._paths
+
+    def _lookup(self, uids: list[int]) -> dict[int, str]:
+        return {uid: os.fspath(path) for uid, path in self._box.body_paths(INBOX, uids).items()}
 
     def _changed(self) -> None:
         self._stale = True  # on the store's notifier thread: the lookup waits for a RETR
@@ -216,14 +240,50 @@ class MaildropFiles:
         """The stored message and the file it came from (None: read through the store)."""
         if self._stale:
             self._stale = False
-            self._paths = self._lookup()
+            self._paths = self._lookup(self._uids)
         path = self._paths.get(uid)
         if path is None:
             return self._box.read(INBOX, uid), None  # a store without files, or gone: StoreError
         try:
             return read_file(path), path
         except FileNotFoundError:
-            raise StoreError(f"Message UID {uid} no longer exists.") from None
+            # Gone, or (were a store ever to move bodies) elsewhere: the store knows.
+            return self._box.read(INBOX, uid), None
+
+
+class BodyPaths:
+    """The body files of recently opened maildrops, kept across sessions so that a mailbox
+    downloaded again (leave-on-server clients, polling) costs no lookup of the messages
+    already seen. Keyed by mailbox and UIDVALIDITY; the least recently used maildrops are
+    forgotten beyond `limit` messages in all. Logins run in worker threads: locked."""
+
+    def __init__(self, limit: int = 200_000) -> None:
+        self._limit = limit
+        self._boxes: OrderedDict[tuple[str, int], dict[int, str]] = OrderedDict()
+        self._count = 0
+        self._lock = threading.Lock()
+
+    def get(self, mailbox: str, uidvalidity: int) -> dict[int, str] | None:
+        key = (mailbox.lower(), uidvalidity)
+        with self._lock:
+            paths = self._boxes.get(key)
+            if paths is not None:
+                self._boxes.move_to_end(key)
+            return paths
+
+    def put(self, mailbox: str, uidvalidity: int, paths: dict[int, str]) -> None:
+        """`paths` becomes the mailbox's entry (it is never changed afterwards)."""
+        key = (mailbox.lower(), uidvalidity)
+        with self._lock:
+            old = self._boxes.pop(key, None)
+            self._count -= len(old) if old else 0
+            if len(paths) > self._limit:
+                return
+            self._boxes[key] = paths
+            self._count += len(paths)
+            while self._count > self._limit:
+                _, dropped = self._boxes.popitem(last=False)
+                self._count -= len(dropped)
 
 
 def read_file(path: str) -> bytes:
@@ -501,6 +561,7 @@ class Pop3BackendService(Service):
         self._session_settings: tuple[Settings, SessionSettings] | None = None
         self._timeouts: tuple[Settings, tuple[float, float]] | None = None
         self.session_ids = itertools.count(1)
+        self.body_paths = BodyPaths()
         self.protocol_log = ProtocolLog.for_service(ctx)
 
     # --- settings ------------------------------------------------------------------------
@@ -670,6 +731,11 @@ class Pop3BackendService(Service):
         except MailboxInUse:
             return "[IN-USE] Maildrop is in use by another session"
         try:
+            files = MaildropFiles(mailbox)  # subscribed before the snapshot: see load()
+        except BaseException:
+            release()
+            raise
+        try:
             options = PopOptions.of(self.pop_settings(), box)
             snapshot = mailbox.snapshot(INBOX)
             view = common.retrieval_view(
@@ -684,9 +750,13 @@ class Pop3BackendService(Service):
             else:  # LIST/STAT give the size of what RETR sends (rendered once, cached)
                 rows = [(r.uid, view.size(r.uid, r.size, partial(mailbox.read, INBOX, r.uid)))
                         for r in snapshot.rows]
-            maildrop = build_maildrop(snapshot.status.uidvalidity, rows, options.descending)
-            files = MaildropFiles(mailbox, [uid for uid, _ in rows])
+            uidvalidity = snapshot.status.uidvalidity
+            maildrop = build_maildrop(uidvalidity, rows, options.descending)
+            files.load([uid for uid, _ in rows], self.body_paths.get(name, uidvalidity))
+            # The new dict: the entry is never the one a running session reads from.
+            self.body_paths.put(name, uidvalidity, files.paths)
         except BaseException:
+            files.close()
             release()
             raise
 

@@ -16,6 +16,7 @@ from server.backend.pop3 import (
     FILE_CHUNK,
     READ_SIZE,
     WIRE_READY,
+    BodyPaths,
     FileFacts,
     IdleTimer,
     MaildropFiles,
@@ -408,6 +409,54 @@ def test_maildrop_files_moved_message_is_gone_though_its_file_stays(
     files.close()
     real_box.move("INBOX", [3], "Archive")
     assert files.read(3).startswith(b"Subject: 3")  # closed: no longer follows changes
+
+
+def test_maildrop_files_look_up_only_what_earlier_sessions_did_not(
+    real_box: SqliteMailbox, monkeypatch
+) -> None:
+    first = MaildropFiles(real_box, [1, 2])
+    known = first.paths
+    first.close()
+    asked: list[list[int]] = []
+    lookup = real_box.body_paths
+
+    def counting(folder: str, uids: list[int]) -> dict[int, Path]:
+        asked.append(list(uids))
+        return lookup(folder, uids)
+
+    monkeypatch.setattr(real_box, "body_paths", counting)
+    files = MaildropFiles(real_box)
+    files.load([1, 2, 3], known)
+    assert asked == [[3]]
+    assert [files.read(uid) for uid in (1, 2, 3)] == [
+        b"Subject: %d\r\n\r\nbody\r\n" % n for n in (1, 2, 3)
+    ]
+    files.close()
+
+
+def test_maildrop_files_with_a_vanished_file_ask_the_store(real_box: SqliteMailbox) -> None:
+    files = MaildropFiles(real_box)
+    files.load([1, 2], {1: "/nonexistent/file", 2: "/nonexistent/other"})
+    assert files.read(1) == b"Subject: 1\r\n\r\nbody\r\n"  # still stored: the store reads it
+    files.close()
+    real_box.delete_messages("INBOX", [2])
+    with pytest.raises(StoreError):
+        files.read(2)
+
+
+def test_body_paths_keep_the_most_recent_maildrops_within_the_limit() -> None:
+    cache = BodyPaths(limit=4)
+    cache.put("Alice", 1, {1: "a1", 2: "a2"})
+    cache.put("bob", 1, {1: "b1", 2: "b2"})
+    assert cache.get("alice", 1) == {1: "a1", 2: "a2"}  # names are case-insensitive
+    assert cache.get("alice", 2) is None  # another UIDVALIDITY: other messages
+    cache.put("carol", 1, {1: "c1"})  # 5 > 4: bob, the least recently used, goes
+    assert cache.get("bob", 1) is None and cache.get("carol", 1) == {1: "c1"}
+    cache.put("alice", 1, {1: "a1"})  # replaces, and counts, the old entry
+    cache.put("dave", 1, {1: "d1", 2: "d2"})
+    assert cache.get("alice", 1) == {1: "a1"} and cache.get("dave", 1) is not None
+    cache.put("huge", 1, {n: str(n) for n in range(5)})  # larger than the limit: not kept
+    assert cache.get("huge", 1) is None and cache.get("carol", 1) == {1: "c1"}
 
 
 def test_maildrop_files_of_a_store_without_files_use_read() -> None:
