@@ -23,6 +23,14 @@ back-end port, the target's plain port; any other value is used as given (TLS wh
 target's SSL port). So a fresh install proxies over TLS, and servers whose back ends listen
 on other ports still work.
 
+The TLS hop is Exchange's default and the safe one when front and back ends are on different
+hosts. When they share a host (or a trusted private link), `Set-ImapSettings -ProxyTargetPort
+<ImapBackEndPort>` / `Set-PopSettings -ProxyTargetPort <PopBackEndPort>` drops it: no second
+handshake per session, no encryption per relayed byte, and an idle session costs a few KB
+less in each process. The hand-over is still authenticated by the proxy secret either way.
+The back-end TLS client context and the proxy secret are kept between sessions and looked
+at again only when their files change (tls.shared_client_context, ProxySecret).
+
 Login decisions (reference section 5): wrong password or unknown user -> the same answer,
 after the same argon2 time. A mailbox that may not use the protocol (Anonymous, Guest,
 Administrator, PopEnabled/ImapEnabled false) gets its refusal reason whether or not the
