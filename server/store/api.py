@@ -137,6 +137,11 @@ class NewMessage:
 
 FlagOp = Literal["+", "-", "="]
 
+#: One message in MailboxStore.message_sources(): (file path, header block, MessageInfo),
+#: each None when not asked for or not available. A tuple, not an object: FETCH builds
+#: hundreds of these per command.
+MessageSource = tuple["str | None", "bytes | None", "object | None"]
+
 
 class MailboxStore(ABC):
     """One user's mailbox."""
@@ -193,6 +198,28 @@ class MailboxStore(ABC):
         either gives the message or FileNotFoundError. Stores that don't keep messages
         as files return {}: callers then read()."""
         return {}
+
+    def message_sources(
+        self, folder: str, uids: Sequence[int], header: bool = False, info: bool = False
+    ) -> dict[int, MessageSource]:
+        """What FETCH needs of many messages, in one lookup: for each message among `uids`
+        that exists, (path of its file or None, its header block or None, its MessageInfo
+        or None). The header block (the message's first `MessageInfo.header_len` octets,
+        the blank line included) comes only with `header`, the MessageInfo only with
+        `info`. The path follows body_paths(): the file never changes, and opening it later
+        gives the message or FileNotFoundError. This default, for stores that keep no
+        header blocks, reads each message."""
+        paths = self.body_paths(folder, uids)
+        out: dict[int, MessageSource] = {}
+        for uid in uids:
+            try:
+                meta = self.info(folder, uid)
+                head = self.read(folder, uid)[: meta.header_len] if header else None  # type: ignore[attr-defined]
+            except StoreError:
+                continue
+            path = paths.get(uid)
+            out[uid] = (str(path) if path is not None else None, head, meta if info else None)
+        return out
 
     @abstractmethod
     def info(self, folder: str, uid: int) -> object:

@@ -32,6 +32,7 @@ import ctypes
 import ctypes.util
 import fcntl
 import itertools
+import json
 import os
 import secrets
 import shutil
@@ -68,7 +69,7 @@ from server.store.api import (
 )
 from server.store.notify import Notifier
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 OPEN_MAILBOXES = 64  # mailboxes that keep idle SQLite connections open
 ORPHAN_AGE = 3600.0  # seconds after which an unreferenced body is garbage whoever wrote it
 SPECIAL_USES = frozenset(
@@ -98,7 +99,8 @@ CREATE TABLE IF NOT EXISTS bodies(
     size INTEGER NOT NULL,
     refs INTEGER NOT NULL,
     lf INTEGER NOT NULL DEFAULT 0,  -- imported with bare LF line ends, stored as CRLF
-    info TEXT                        -- server.store.mime.MessageInfo.to_json()
+    info TEXT,                       -- server.store.mime.MessageInfo.to_json()
+    header BLOB                      -- the top-level header (info's header_len octets)
 );
 CREATE TABLE IF NOT EXISTS messages(
     folder INTEGER NOT NULL,
@@ -124,11 +126,15 @@ CREATE TABLE IF NOT EXISTS tombstones(
 CREATE INDEX IF NOT EXISTS tombstones_modseq ON tombstones(folder, modseq);
 """
 
-# Version 1 -> 2: tombstones dated (counted from the upgrade) and prunable.
-_UPGRADE_1 = (
-    "ALTER TABLE folders ADD COLUMN pruned_modseq INTEGER NOT NULL DEFAULT 0",
-    "ALTER TABLE folders ADD COLUMN pruned_uid INTEGER NOT NULL DEFAULT 0",
-    "ALTER TABLE tombstones ADD COLUMN at INTEGER NOT NULL DEFAULT 0",
+# Columns added since version 1 (table, column, definition), added where missing:
+# 2 dated the tombstones (counted from the upgrade) to prune them; 3 keeps each body's
+# header block so header-only FETCH items never read the file (filled in lazily for the
+# bodies stored before, see message_sources).
+_ADDED_COLUMNS = (
+    ("folders", "pruned_modseq", "INTEGER NOT NULL DEFAULT 0"),
+    ("folders", "pruned_uid", "INTEGER NOT NULL DEFAULT 0"),
+    ("tombstones", "at", "INTEGER NOT NULL DEFAULT 0"),
+    ("bodies", "header", "BLOB"),
 )
 
 
@@ -266,6 +272,11 @@ def _write_file(path: Path, data: bytes, sync: bool = True) -> None:
         os.close(fd)
 
 
+def _read_path(path: str) -> bytes:
+    with open(path, "rb") as fh:
+        return fh.read()
+
+
 def _load_syncfs() -> Callable[[int], int] | None:
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
@@ -296,15 +307,17 @@ def _sync_batch(folder: Path, files: list[Path]) -> None:
             os.close(fd)
 
 
-def _analyze(raw: bytes) -> str | None:
-    """MIME metadata computed once at delivery; None (computed on first use) if the
-    analyzer fails on a pathological message, which must not stop delivery."""
+def _analyze(raw: bytes) -> tuple[str | None, bytes | None]:
+    """MIME metadata and the header block, computed once at delivery; (None, None)
+    (computed on first use) if the analyzer fails on a pathological message, which must
+    not stop delivery."""
     try:
         from server.store import mime
 
-        return mime.analyze(raw).to_json()
+        info = mime.analyze(raw)
+        return info.to_json(), raw[: info.header_len]
     except Exception:  # noqa: BLE001 - any analyzer bug must not lose mail
-        return None
+        return None, None
 
 
 # --- the server's database --------------------------------------------------------------------
@@ -593,10 +606,8 @@ class SqliteMailbox(MailboxStore):
             if version == SCHEMA_VERSION:
                 c.execute("ROLLBACK")
                 return
-            if version == 1:
-                for stmt in _UPGRADE_1:
-                    c.execute(stmt)
-                c.execute("UPDATE tombstones SET at=?", (int(time.time()),))
+            if 0 < version < SCHEMA_VERSION:
+                self._upgrade(c, version)
             else:
                 for stmt in _SCHEMA.split(";"):
                     if stmt.strip():
@@ -607,6 +618,15 @@ class SqliteMailbox(MailboxStore):
             c.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             c.execute("COMMIT")
         _fsync_dir(self.dir)  # the new database file's name is durable too
+
+    @staticmethod
+    def _upgrade(c: sqlite3.Connection, version: int) -> None:
+        for table, column, definition in _ADDED_COLUMNS:
+            have = {r[1] for r in c.execute(f"PRAGMA table_info({table})")}
+            if column not in have:
+                c.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+        if version < 2:
+            c.execute("UPDATE tombstones SET at=?", (int(time.time()),))
 
     def stored_name(self) -> str:
         with self.pool.conn() as c:
@@ -960,6 +980,120 @@ class SqliteMailbox(MailboxStore):
         msgs = self.msgs
         return {uid: msgs / file for uid, file in rows}
 
+    def message_sources(
+        self, folder: str, uids: Sequence[int], header: bool = False, info: bool = False
+    ) -> dict[int, tuple[str | None, bytes | None, object | None]]:
+        # One statement (its own read transaction) joining the folder by name: a FETCH of
+        # a whole folder costs one query, not one per message. A folder that is gone
+        # gives {} (its messages count as expunged).
+        wanted = sorted(set(uids))
+        if not wanted:
+            return {}
+        cols = "m.uid, b.file" + (", b.header" if header else "") + (
+            ", b.id, b.info" if info else "")
+        rows = self._range_query(
+            f"SELECT {cols} FROM folders f JOIN messages m ON m.folder = f.id"
+            " JOIN bodies b ON b.id = m.body WHERE f.name = ?",
+            normalize_folder(folder), wanted,
+        )
+        prefix = f"{self.msgs}{os.sep}"
+        if not header and not info:
+            return {r[0]: (prefix + r[1], None, None) for r in rows}
+        if header and not info:
+            out = {uid: (prefix + file, head, None) for uid, file, head in rows}
+            missing = [uid for uid, _, head in rows if head is None]
+        else:
+            out = {}
+            missing = []
+            for r in rows:
+                uid = r[0]
+                head = r[2] if header else None
+                if header and head is None:
+                    missing.append(uid)
+                out[uid] = (prefix + r[1], head, self._info_of(r[-2], r[-1], prefix + r[1]))
+        if missing:
+            self._fill_headers(folder, missing, out)
+        return out
+
+    def _range_query(self, sql: str, name: str, wanted: list[int]) -> list[tuple]:
+        """`sql` (ending in a WHERE clause over messages m) for the sorted UIDs `wanted`:
+        one BETWEEN when they are dense (a FETCH 1:* is), filtered here, else IN lists."""
+        lo, hi = wanted[0], wanted[-1]
+        with self.pool.conn() as c:
+            if hi - lo < 2 * len(wanted) + 64:
+                rows = c.execute(
+                    sql + " AND m.uid BETWEEN ? AND ? ORDER BY m.uid", (name, lo, hi)
+                ).fetchall()
+                if hi - lo + 1 != len(wanted):
+                    keep = set(wanted)
+                    rows = [r for r in rows if r[0] in keep]
+                return rows
+            rows = []
+            for i in range(0, len(wanted), _IN_CHUNK):
+                chunk = wanted[i : i + _IN_CHUNK]
+                marks = ",".join("?" * len(chunk))
+                rows.extend(c.execute(
+                    f"{sql} AND m.uid IN ({marks}) ORDER BY m.uid", (name, *chunk)
+                ))
+            return rows
+
+    def _info_of(self, body_id: int, text: str | None, path: str) -> object:
+        """A body's MessageInfo: cached, else parsed from its JSON, else analyzed now (and
+        kept)."""
+        got = self._infos.get(body_id)
+        if got is not None:
+            return got
+        from server.store.mime import MessageInfo, analyze
+
+        if text is not None:
+            info = MessageInfo.from_json(text)
+        else:
+            try:
+                info = analyze(_read_path(path))
+            except FileNotFoundError:
+                raise StoreError("The message no longer exists.") from None
+            with contextlib.suppress(sqlite3.Error), self._write(notify=False) as c:
+                c.execute("UPDATE bodies SET info=? WHERE id=?", (info.to_json(), body_id))
+        with self._cache_lock:
+            self._infos[body_id] = info
+            if len(self._infos) > 512:
+                self._infos.popitem(last=False)
+        return info
+
+    def _fill_headers(
+        self, folder: str, uids: list[int], out: dict[int, tuple[str | None, bytes | None, object | None]]
+    ) -> None:
+        """Header blocks of bodies stored before the database kept them (schema 2): read
+        once from the file's first header_len octets, then kept. A message whose file is
+        gone meanwhile is dropped from `out` (expunged)."""
+        rows = self._range_query(
+            "SELECT m.uid, b.id, b.info FROM folders f JOIN messages m ON m.folder = f.id"
+            " JOIN bodies b ON b.id = m.body WHERE f.name = ?",
+            normalize_folder(folder), uids,
+        )
+        updates = []
+        for uid, body_id, text in rows:
+            path, _, meta = out[uid]
+            assert path is not None
+            try:
+                if text is not None:
+                    length = json.loads(text)["header_len"]
+                    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                    try:
+                        head = os.pread(fd, length, 0)
+                    finally:
+                        os.close(fd)
+                else:
+                    head = _read_path(path)[: self._info_of(body_id, None, path).header_len]  # type: ignore[attr-defined]
+            except (FileNotFoundError, StoreError):
+                del out[uid]
+                continue
+            out[uid] = (path, head, meta)
+            updates.append((head, body_id))
+        if updates:
+            with contextlib.suppress(sqlite3.Error), self._write(notify=False) as c:
+                c.executemany("UPDATE bodies SET header=? WHERE id=?", updates)
+
     def body_path(self, folder: str, uid: int) -> Path:
         """The immutable file holding a message (for sendfile-style readers)."""
         return self.msgs / self._body_of(folder, uid)[1]
@@ -1006,8 +1140,8 @@ class SqliteMailbox(MailboxStore):
                 written.append(name)
                 idate, tz = _split_date(msg.internaldate)
                 prepared.append(
-                    (name, raw, _flags_text(_clean_flags(msg.flags)), idate, tz, _analyze(raw),
-                     msg.lf)
+                    (name, raw, _flags_text(_clean_flags(msg.flags)), idate, tz,
+                     *_analyze(raw), msg.lf)
                 )
             if not prepared:
                 return []
@@ -1019,10 +1153,11 @@ class SqliteMailbox(MailboxStore):
                 f = self._folder(c, folder)
                 modseq = f.highestmodseq + 1
                 uid = f.uidnext
-                for name, raw, flags, idate, tz, info, lf in prepared:
+                for name, raw, flags, idate, tz, info, header, lf in prepared:
                     body = c.execute(
-                        "INSERT INTO bodies(file, size, refs, lf, info) VALUES(?, ?, 1, ?, ?)",
-                        (name, len(raw), int(lf), info),
+                        "INSERT INTO bodies(file, size, refs, lf, info, header)"
+                        " VALUES(?, ?, 1, ?, ?, ?)",
+                        (name, len(raw), int(lf), info, header),
                     ).lastrowid
                     c.execute(
                         "INSERT INTO messages VALUES(?, ?, ?, ?, ?, ?, ?, ?, 1)",
