@@ -30,6 +30,7 @@ import binascii
 import codecs
 import json
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.header import decode_header, make_header
@@ -1050,17 +1051,69 @@ def fetch_section(
 def _filter_header(raw: bytes, part: Part, names: list[str], exclude: bool) -> bytes:
     """HEADER.FIELDS[.NOT]: the matching field lines as stored (continuations included),
     then the blank line."""
-    wanted = {n.lower().encode("latin-1") for n in names}
+    return header_filter(names, exclude)(raw[part.start : part.body])
+
+
+def _blank_line(block: bytes) -> bytes:
+    return b"\n" if block.endswith(b"\n\n") and not block.endswith(b"\r\n\r\n") else _CRLF
+
+
+def _filter_block(block: bytes, wanted: frozenset[bytes], exclude: bool) -> bytes:
     out = bytearray()
-    for f in _header_fields(raw, part.start, part.body):
+    for f in _header_fields(block, 0, len(block)):
         if (f.name.lower() in wanted) != exclude:
-            line = raw[f.start : f.end]
+            line = block[f.start : f.end]
             out += line
             if not line.endswith(b"\n"):
                 out += _CRLF
-    blank = raw[part.start : part.body]
-    out += b"\n" if blank.endswith(b"\n\n") and not blank.endswith(b"\r\n\r\n") else _CRLF
+    out += _blank_line(block)
     return bytes(out)
+
+
+_PLAIN_NAME = re.compile(rb"[!-9;-~]+")  # printable ASCII but ':': a name a regex can match
+_FILTERS: dict[tuple[frozenset[bytes], bool], Callable[[bytes], bytes]] = {}
+
+
+def header_filter(names: Iterable[str], exclude: bool = False) -> Callable[[bytes], bytes]:
+    """HEADER.FIELDS (or, with exclude, HEADER.FIELDS.NOT) as a function of a header
+    block (the header with its blank line: a message's first header_len octets, or
+    raw[part.start:part.body]). Made once per FETCH command, applied per message: for
+    plain field names one regular expression finds the fields (with their continuation
+    lines) instead of splitting every line in Python. Cached per name set."""
+    wanted = frozenset(n.lower().encode("latin-1", "replace") for n in names)
+    key = (wanted, exclude)
+    found = _FILTERS.get(key)
+    if found is not None:
+        return found
+    if exclude or not all(_PLAIN_NAME.fullmatch(n) for n in wanted):
+        def slow(block: bytes) -> bytes:
+            return _filter_block(block, wanted, exclude)
+        found = slow
+    elif not wanted:
+        found = _blank_line
+    else:
+        # A field line starting with a wanted name, then its colon (or nothing: a line
+        # without colon is a field named by the whole line, see _header_fields), then its
+        # continuation lines (starting with white space).
+        alternatives = b"|".join(re.escape(n) for n in sorted(wanted))
+        pattern = re.compile(
+            rb"^(?:" + alternatives + rb")(?:[ \t]*:[^\n]*\n?|\r?\n|\Z)(?:[ \t][^\n]*\n?)*",
+            re.IGNORECASE | re.MULTILINE,
+        )
+        findall = pattern.findall
+
+        def fast(block: bytes) -> bytes:
+            found = findall(block)
+            if not found:
+                return _blank_line(block)
+            if not found[-1].endswith(b"\n"):  # the header ran to the end: no line break
+                found.append(_CRLF)
+            found.append(_blank_line(block))
+            return b"".join(found)
+        found = fast
+    if len(_FILTERS) < 256:
+        _FILTERS[key] = found
+    return found
 
 
 def nul_safe(data: bytes) -> bytes:
