@@ -457,6 +457,20 @@ class ImapSession:
             cache.put(key, found)
         return found  # type: ignore[return-value]
 
+    def prefetch_infos(self, uids: list[int]) -> None:
+        """Put the MessageInfos of `uids` that are not cached yet into the cache, with one
+        store lookup for all of them (a FETCH of ENVELOPE or BODYSTRUCTURE over a folder
+        would otherwise query per message)."""
+        sel = self.sel
+        cache = self.config.info_cache
+        key = (self.store.name, sel.name, sel.uidvalidity)
+        missing = [u for u in uids if cache.get((*key, u)) is None]
+        if not missing:
+            return
+        for uid, (_, _, info) in self.store.message_sources(sel.name, missing, info=True).items():
+            if info is not None:
+                cache.put((*key, uid), info)
+
     def imap_settings(self) -> ImapSettings:
         return self.config.imap_settings()
 

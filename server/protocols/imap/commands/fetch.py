@@ -7,6 +7,7 @@ parsed metadata are loaded only when an item needs them.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from datetime import datetime
 from functools import partial
@@ -40,14 +41,20 @@ class Message:
     """Lazy per-message access to the bytes a client retrieves and their parsed metadata:
     the stored message and its cached MessageInfo, or, when MessageRetrievalMimeFormat or
     the calendar option change the message, the rendering (server.retrieval) and its own
-    analysis, so sizes, ENVELOPE, BODYSTRUCTURE and sections all describe the bytes sent."""
+    analysis, so sizes, ENVELOPE, BODYSTRUCTURE and sections all describe the bytes sent.
 
-    __slots__ = ("s", "uid", "view", "_stored", "_raw", "_info", "_rendered")
+    `source` is what the store's message_sources() gave for the message (file path,
+    header block), looked up for the whole command at once; without it each access asks
+    the store."""
 
-    def __init__(self, s: ImapSession, uid: int, view: RetrievalView | None = None) -> None:
+    __slots__ = ("s", "uid", "view", "source", "_stored", "_raw", "_info", "_rendered")
+
+    def __init__(self, s: ImapSession, uid: int, view: RetrievalView | None = None,
+                 source: api.MessageSource | None = None) -> None:
         self.s = s
         self.uid = uid
         self.view = view
+        self.source = source
         self._stored: bytes | None = None
         self._raw: bytes | None = None
         self._info: mime.MessageInfo | None = None
@@ -55,8 +62,12 @@ class Message:
 
     def stored(self) -> bytes:
         if self._stored is None:
-            s = self.s
-            self._stored = s.store.read(s.sel.name, self.uid)
+            source = self.source
+            if source is not None and source[0] is not None:
+                self._stored = read_body(source[0], self.uid)
+            else:
+                s = self.s
+                self._stored = s.store.read(s.sel.name, self.uid)
         return self._stored
 
     def _render(self) -> Rendered | None:
@@ -83,16 +94,49 @@ class Message:
                 self._info = self.s.info(self.uid)
         return self._info
 
+    def header(self) -> bytes:
+        """The top-level header block (with its blank line) of the bytes sent: the
+        store's copy when the message goes out as stored, no message file read."""
+        source = self.source
+        if source is not None and source[1] is not None:
+            return source[1]
+        return self.raw[: self.info.header_len]
+
     def size(self, row: api.MessageRow) -> int:
         if self.view is None:
             return row.size
         return self.view.size(self.uid, row.size, self.stored)
 
 
+def read_body(path: str, uid: int) -> bytes:
+    """A message file in one read (its size from fstat); a file gone means the message
+    was expunged since it was looked up."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise api.StoreError(f"Message UID {uid} no longer exists.") from None
+    try:
+        size = os.fstat(fd).st_size
+        data = os.read(fd, size)
+        while len(data) < size:  # a short read: only for very large files
+            more = os.read(fd, size - len(data))
+            if not more:
+                break
+            data += more
+        return data
+    finally:
+        os.close(fd)
+
+
 Item = Callable[[int, api.MessageRow, Message], bytes]
 
 #: FETCH output handed to the I/O layer at a time (see _emit).
 OUTPUT_CHUNK = 1024 * 1024
+
+#: Messages whose sources (file paths, header blocks) are looked up in one store call.
+BATCH = 1000
+
+_HEADER_ONLY = frozenset({"HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT"})
 
 
 def _literal(data: bytes) -> bytes:
@@ -103,10 +147,18 @@ def _section_bytes(msg: Message, section: p.Section) -> bytes:
     if not section.part and not section.specifier:
         return msg.raw
     if not section.part and section.specifier == "HEADER":
-        return msg.raw[: msg.info.header_len]
+        return msg.header()
     return mime.fetch_section(
         msg.raw, msg.info, section.part, section.specifier or None, list(section.fields)
     )
+
+
+def _header_only(item: p.FetchItem) -> bool:
+    """BODY[HEADER], BODY[HEADER.FIELDS (...)], BODY[HEADER.FIELDS.NOT (...)] and
+    RFC822.HEADER: answered from the header block alone."""
+    section = item.section
+    return section is not None and not section.part and section.specifier in _HEADER_ONLY \
+        and not item.name.startswith("BINARY")
 
 
 def _body_item(item: p.FetchItem) -> Item:
@@ -121,6 +173,19 @@ def _body_item(item: p.FetchItem) -> Item:
             raw = msg.raw
             return prefix + b"{%d}\r\n" % len(raw) + raw
         return get
+
+    if _header_only(item):
+        spec = section.specifier
+        pick = None if spec == "HEADER" else mime.header_filter(
+            section.fields, exclude=spec == "HEADER.FIELDS.NOT")
+
+        def get_header(i: int, row: api.MessageRow, msg: Message) -> bytes:
+            data = msg.header() if pick is None else pick(msg.header())
+            if partial is not None:
+                origin, count = partial
+                data = data[origin : origin + count]
+            return prefix + b"{%d}\r\n" % len(data) + data
+        return get_header
 
     def get_section(i: int, row: api.MessageRow, msg: Message) -> bytes:
         data = _section_bytes(msg, section)
@@ -166,6 +231,29 @@ def build_items(s: ImapSession, items: tuple[p.FetchItem, ...]) -> list[Item]:
     return out
 
 
+class _Needs:
+    """What the items of one FETCH need from the store, decided once per command."""
+
+    __slots__ = ("sources", "header", "info")
+
+    def __init__(self, items: list[p.FetchItem], view: RetrievalView) -> None:
+        stored = view.as_stored
+        header = info = body = False
+        for item in items:
+            if item.section is None:
+                info = info or item.name in ("ENVELOPE", "BODYSTRUCTURE", "BODY")
+            elif _header_only(item):
+                header = True
+            else:
+                body = True
+                info = info or bool(item.section.part or item.section.specifier)
+        # A rendered message (retrieval formats) is read and analyzed per message: its
+        # header block and structure are those of the rendering, not the stored ones.
+        self.header = header and stored
+        self.info = info and stored
+        self.sources = self.header or body or (info and not stored)
+
+
 @command(p.Fetch, states=SELECTED)
 def fetch(s: ImapSession, cmd: p.Command) -> bytes | None:
     args: p.Fetch = cmd.args  # type: ignore[assignment]
@@ -194,7 +282,8 @@ def fetch(s: ImapSession, cmd: p.Command) -> bytes | None:
     view = _view(s)
     receipts = view.sends_receipts and not sel.readonly and any(map(_downloads, items))
     flag_after = _mark_seen(s, items, idx)
-    return _emit(s, cmd, idx, 0, getters, flag_after, False, view, receipts)
+    return _emit(s, cmd, idx, 0, getters, flag_after, False, view, receipts,
+                 _Needs(items, view))
 
 
 def _view(s: ImapSession) -> RetrievalView:
@@ -216,32 +305,45 @@ def _downloads(item: p.FetchItem) -> bool:
 
 def _emit(s: ImapSession, cmd: p.Command, idx: list[int], start: int, getters: list[Item],
           flag_after: set[int], expunged: bool, view: RetrievalView,
-          receipts: bool) -> bytes | None:
+          receipts: bool, needs: _Needs) -> bytes | None:
     """Write FETCH responses from idx[start:]; past OUTPUT_CHUNK bytes, hand the rest to
     the session as a follow-up job, so the I/O layer sends (and the client drains) one
-    chunk at a time instead of the whole mailbox sitting in memory."""
+    chunk at a time instead of the whole mailbox sitting in memory. What the items need
+    from the store is looked up for BATCH messages at a time, not per message."""
     sel = s.sel
     rows = sel.rows
     pending = sel.pending_vanished
     out = s.out
     flags_item = _simple("FLAGS", s)
     size = 0
+    sources: dict[int, api.MessageSource] | None = None
+    batch_end = start
     for k in range(start, len(idx)):
+        if k == batch_end:
+            batch_end = min(k + BATCH, len(idx))
+            sources = _prefetch(s, needs, [rows[j].uid for j in idx[k:batch_end]])
         i = idx[k]
         row = rows[i]
-        if row.uid in pending:
+        uid = row.uid
+        if uid in pending:
             expunged = True
             continue
-        msg = Message(s, row.uid, view)
+        source = None
+        if sources is not None:
+            source = sources.get(uid)
+            if source is None:  # expunged by another session since our snapshot
+                expunged = True
+                continue
+        msg = Message(s, uid, view, source)
         try:
             parts = [g(i, row, msg) for g in getters]
             if receipts and view.receipts is not None:
-                view.receipts.downloaded(s.store, sel.name, row.uid, row.flags, view.mailbox,
+                view.receipts.downloaded(s.store, sel.name, uid, row.flags, view.mailbox,
                                          msg.stored())
         except api.StoreError:
             expunged = True
             continue
-        if flag_after and row.uid in flag_after:
+        if flag_after and uid in flag_after:
             parts.append(flags_item(i, row, msg))
         line = b"* %d FETCH (" % (i + 1) + b" ".join(parts) + b")\r\n"
         out.append(line)
@@ -249,11 +351,21 @@ def _emit(s: ImapSession, cmd: p.Command, idx: list[int], start: int, getters: l
         if size >= OUTPUT_CHUNK and k + 1 < len(idx):
             s.resume_with(partial(_emit, idx=idx, start=k + 1, getters=getters,
                                   flag_after=flag_after, expunged=expunged, view=view,
-                                  receipts=receipts), cmd)
+                                  receipts=receipts, needs=needs), cmd)
             return b""
     if expunged:
         return tagged(cmd.tag, b"OK", "Some messages were expunged", "EXPUNGEISSUED")
     return None
+
+
+def _prefetch(s: ImapSession, needs: _Needs, uids: list[int]) -> dict[int, api.MessageSource] | None:
+    """One store lookup for a batch: file paths and header blocks (None when the items
+    need neither); the MessageInfos not cached yet go into the session's cache."""
+    if needs.info:
+        s.prefetch_infos(uids)
+    if not needs.sources:
+        return None
+    return s.store.message_sources(s.sel.name, uids, header=needs.header)
 
 
 def _mark_seen(s: ImapSession, items: list[p.FetchItem], idx: list[int]) -> set[int]:
