@@ -18,7 +18,7 @@ from server.store import api, mime
 
 from .. import parser as p
 from ..seqset import format_seqset
-from ..session import Bad, ImapSession, tagged
+from ..session import Bad, ImapSession, encode_flags, tagged
 from . import SELECTED, command
 
 _MONTHS = (b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct",
@@ -196,15 +196,32 @@ def _body_item(item: p.FetchItem) -> Item:
     return get_section
 
 
-def _simple(name: str, s: ImapSession) -> Item:
+def _flags_item(s: ImapSession) -> Item:
+    """FLAGS, its text cached per distinct (flags, \\Recent) for the command: a folder has
+    few distinct flag sets."""
+    sel = s.sel
+    known: dict[tuple[frozenset[str], bool], bytes] = {}
+
+    def flags(i: int, row: api.MessageRow, msg: Message) -> bytes:
+        key = (row.flags, row.uid in sel.recent)
+        got = known.get(key)
+        if got is None:
+            got = known[key] = b"FLAGS " + encode_flags(*key)
+        return got
+    return flags
+
+
+def _simple(name: str, s: ImapSession, view: RetrievalView | None = None) -> Item:
     if name == "UID":
         return lambda i, row, msg: b"UID %d" % row.uid
     if name == "FLAGS":
-        return lambda i, row, msg: b"FLAGS " + s.encode_flags(row)
+        return _flags_item(s)
     if name == "RFC822.SIZE":
         # Sizes are always exact (EnableExactRFC822Size only allows estimates; exact is
         # never wrong for a client): the store keeps the exact octet count, and a rendered
         # message's size is known once it has been rendered (then cached).
+        if view is not None and view.as_stored:
+            return lambda i, row, msg: b"RFC822.SIZE %d" % row.size
         return lambda i, row, msg: b"RFC822.SIZE %d" % msg.size(row)
     if name == "INTERNALDATE":
         return lambda i, row, msg: b"INTERNALDATE " + internaldate(row.internaldate)
@@ -219,7 +236,8 @@ def _simple(name: str, s: ImapSession) -> Item:
     raise Bad(f"{name} is not supported")
 
 
-def build_items(s: ImapSession, items: tuple[p.FetchItem, ...]) -> list[Item]:
+def build_items(s: ImapSession, items: tuple[p.FetchItem, ...],
+                view: RetrievalView | None = None) -> list[Item]:
     out: list[Item] = []
     for item in items:
         if item.name.startswith("BINARY"):
@@ -227,7 +245,7 @@ def build_items(s: ImapSession, items: tuple[p.FetchItem, ...]) -> list[Item]:
         if item.section is not None:
             out.append(_body_item(item))
         else:
-            out.append(_simple(item.name, s))
+            out.append(_simple(item.name, s, view))
     return out
 
 
@@ -278,8 +296,8 @@ def fetch(s: ImapSession, cmd: p.Command) -> bytes | None:
     if args.changedsince is not None:
         since = args.changedsince
         idx = [i for i in idx if sel.rows[i].modseq > since]
-    getters = build_items(s, tuple(items))
     view = _view(s)
+    getters = build_items(s, tuple(items), view)
     receipts = view.sends_receipts and not sel.readonly and any(map(_downloads, items))
     flag_after = _mark_seen(s, items, idx)
     return _emit(s, cmd, idx, 0, getters, flag_after, False, view, receipts,
