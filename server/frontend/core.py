@@ -26,8 +26,9 @@ on other ports still work.
 The TLS hop is Exchange's default and the safe one when front and back ends are on different
 hosts. When they share a host (or a trusted private link), `Set-ImapSettings -ProxyTargetPort
 <ImapBackEndPort>` / `Set-PopSettings -ProxyTargetPort <PopBackEndPort>` drops it: no second
-handshake per session, no encryption per relayed byte, and an idle session costs a few KB
-less in each process. The hand-over is still authenticated by the proxy secret either way.
+handshake per session, no encryption per relayed byte, and about 20 KB less per idle session
+in each of the two processes (the TLS state of each end of the hop). The hand-over is still
+authenticated by the proxy secret either way.
 The back-end TLS client context and the proxy secret are kept between sessions and looked
 at again only when their files change (tls.shared_client_context, ProxySecret).
 
