@@ -619,7 +619,7 @@ class Pop3BackendService(Service):
         server = self.ctx.server_settings
         cert = await asyncio.to_thread(tls.ensure_certificate, self.ctx.home, "POP", server.Fqdn)
         if self._ssl is None:
-            self._ssl = tls.server_context(cert)
+            self._ssl = tls.server_context(cert, session_tickets=False)  # only front ends connect
         elif cert.thumbprint != self._thumbprint:
             tls.reload_context(self._ssl, cert)
         self._thumbprint = cert.thumbprint
