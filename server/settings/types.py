@@ -218,6 +218,13 @@ _TIMESPAN = re.compile(r"^(?:(\d+)\.)?(\d{1,2}):(\d{1,2})(?::(\d{1,2}))?$")
 
 def parse_timespan(value: Any) -> timedelta:
     """Exchange's `[d.]hh:mm:ss` (EnhancedTimeSpan); a bare number is seconds, as in EAC."""
+    try:
+        return _parse_timespan(value)
+    except OverflowError:
+        raise ValueError(f"{value!r} is far too long a time span") from None
+
+
+def _parse_timespan(value: Any) -> timedelta:
     if isinstance(value, timedelta):
         return value
     if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -301,8 +308,11 @@ def parse_bytesize(value: Any) -> ByteSize:
         raise ValueError(f"{value!r} is not a size; write e.g. 36MB, 512KB, 1048576 or Unlimited")
     if match.group(3):
         return ByteSize(int(match.group(3).replace(",", "")))
-    number = float(match.group(1).replace(",", ""))
-    return ByteSize(int(number * _UNITS[(match.group(2) or "").upper()]))
+    try:
+        number = float(match.group(1).replace(",", ""))
+        return ByteSize(int(number * _UNITS[(match.group(2) or "").upper()]))
+    except (ValueError, OverflowError):
+        raise ValueError(f"{value!r} is not a size; write e.g. 36MB, 512KB or Unlimited") from None
 
 
 def bytesize_type(lo: int = 0, hi: int | None = None, unlimited: bool = True) -> Any:

@@ -102,3 +102,11 @@ def test_models_reject_bad_values_with_a_validation_error(values: dict[str, obje
         PopSettings(**values)
     except ValidationError as exc:
         assert exc.errors()
+
+
+@pytest.mark.parametrize("text", ["999999999999.00:00:00", "9" * 400, "9" * 400 + "MB"])
+def test_absurdly_large_values_are_value_errors(text: str) -> None:
+    """Found by the fuzz test above: these overflowed timedelta / int(float)."""
+    for parse in (types.parse_timespan, types.parse_bytesize):
+        with pytest.raises(ValueError):
+            parse(text)
