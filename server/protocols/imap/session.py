@@ -195,6 +195,8 @@ class ImapSession:
         self.condstore = False
         self.qresync = False
         self.saved: list[int] | None = None  # SEARCHRES result ($), as UIDs
+        # The last FETCH's retrieval view and what it was made from (see commands.fetch).
+        self.retrieval: tuple[object, ...] | None = None
         self.out: list[bytes] = []
         self._resume: tuple[Callable[[ImapSession, p.Command], bytes | None], p.Command] | None = None
 

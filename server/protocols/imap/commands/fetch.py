@@ -306,11 +306,20 @@ def fetch(s: ImapSession, cmd: p.Command) -> bytes | None:
 
 def _view(s: ImapSession) -> RetrievalView:
     """The retrieval options of this command, from the live settings (a changed format
-    applies from the next FETCH)."""
+    applies from the next FETCH). Kept while the settings object and the folder stay the
+    same: a reload brings a new Settings object, and working the options out again costs
+    a search of the mailbox list at every FETCH."""
     assert s.login is not None
     sel = s.sel
-    return retrieval_view(s.config.settings(), s.config.server, "IMAP4", s.login.name,
+    settings = s.config.settings()
+    cached = s.retrieval
+    if cached is not None and cached[0] is settings and cached[1] == sel.name \
+            and cached[2] == sel.uidvalidity:
+        return cached[3]  # type: ignore[return-value]
+    view = retrieval_view(settings, s.config.server, "IMAP4", s.login.name,
                           sel.name, sel.uidvalidity, s.config.receipts)
+    s.retrieval = (settings, sel.name, sel.uidvalidity, view)
+    return view
 
 
 def _downloads(item: p.FetchItem) -> bool:
