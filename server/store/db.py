@@ -1052,13 +1052,30 @@ class SqliteMailbox(MailboxStore):
                 info = analyze(_read_path(path))
             except FileNotFoundError:
                 raise StoreError("The message no longer exists.") from None
-            with contextlib.suppress(sqlite3.Error), self._write(notify=False) as c:
-                c.execute("UPDATE bodies SET info=? WHERE id=?", (info.to_json(), body_id))
+            self._keep("UPDATE bodies SET info=? WHERE id=?", [(info.to_json(), body_id)])
         with self._cache_lock:
             self._infos[body_id] = info
             if len(self._infos) > 512:
                 self._infos.popitem(last=False)
         return info
+
+    def _keep(self, sql: str, rows: list[tuple]) -> None:
+        """Write derived data (header blocks, MessageInfo) computed while reading: never
+        waits for another writer's lock (skipped instead: computed again next time) and
+        does not fsync (a crash loses only what can be computed again), because readers
+        may run on a server's I/O thread."""
+        with contextlib.suppress(sqlite3.Error), self.pool.conn() as c:
+            c.execute("PRAGMA busy_timeout=0")
+            c.execute("PRAGMA synchronous=NORMAL")
+            try:
+                c.execute("BEGIN IMMEDIATE")
+                c.executemany(sql, rows)
+                c.execute("COMMIT")
+            finally:
+                if c.in_transaction:
+                    c.execute("ROLLBACK")
+                c.execute("PRAGMA synchronous=FULL")
+                c.execute("PRAGMA busy_timeout=30000")
 
     def _fill_headers(
         self, folder: str, uids: list[int], out: dict[int, tuple[str | None, bytes | None, object | None]]
@@ -1091,8 +1108,7 @@ class SqliteMailbox(MailboxStore):
             out[uid] = (path, head, meta)
             updates.append((head, body_id))
         if updates:
-            with contextlib.suppress(sqlite3.Error), self._write(notify=False) as c:
-                c.executemany("UPDATE bodies SET header=? WHERE id=?", updates)
+            self._keep("UPDATE bodies SET header=? WHERE id=?", updates)
 
     def body_path(self, folder: str, uid: int) -> Path:
         """The immutable file holding a message (for sendfile-style readers)."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -119,3 +120,25 @@ def test_the_contracts_default_reads_each_message(box: SqliteMailbox) -> None:
     assert got[7][1] == header_of(raw(7))
     assert isinstance(got[7][2], mime.MessageInfo)
     assert Path(got[2][0] or "").read_bytes() == raw(2)
+
+
+def test_filling_in_never_waits_for_another_writer(box: SqliteMailbox) -> None:
+    with box.pool.conn() as c:
+        c.execute("UPDATE bodies SET header=NULL")
+    other = sqlite3.connect(box.dir / "mailbox.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # a delivery holding the write lock
+    try:
+        started = time.monotonic()
+        got = box.message_sources("INBOX", [1, 2], header=True)
+        assert time.monotonic() - started < 5  # not the 30 s busy timeout
+        assert got[2][1] == header_of(raw(2))
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    with box.pool.conn() as c:
+        assert c.execute("SELECT count(header) FROM bodies").fetchone()[0] == 0
+    box.message_sources("INBOX", [1, 2], header=True)
+    with box.pool.conn() as c:
+        assert c.execute("SELECT count(header) FROM bodies").fetchone()[0] == 2
+        assert c.execute("PRAGMA busy_timeout").fetchone()[0] == 30000
+        assert c.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL again
