@@ -6,8 +6,9 @@ naming a mailbox held by this server (see server.directory).
 
 Per connection: one coroutine reading the socket, the session, one lazily re-armed timer
 (autologout and IDLE keep-alives) and one store subscription. Commands of a connection run
-one at a time in order; those that touch the store run on a shared thread pool, so a slow
-disk or a big APPEND never stalls the event loop or the other sessions.
+one at a time in order; those that write to the store run on a shared thread pool, so a
+slow disk or a big APPEND never stalls the event loop or the other sessions. Read-only
+FETCHes run in place unless one of them turned out slow (see INLINE_SLOW).
 
 With ProtocolLogEnabled each command gets one protocol-log line when its tagged status goes
 out (IDLE when DONE ends it), the client address taken from the PROXY header.
@@ -19,6 +20,7 @@ import asyncio
 import contextlib
 import itertools
 import ssl
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -47,6 +49,13 @@ from ..store.api import MailStore
 READ_SIZE = 64 * 1024
 PROXY_HEADER_TIMEOUT = 30.0
 WORKERS = 8
+# Read-only commands (Job.inline) run on the event loop: handing a FETCH of a few
+# messages to a worker thread costs more CPU than the FETCH, and the worker then waits for
+# the GIL behind the loop (milliseconds under load). An inline command slower than
+# INLINE_SLOW (a cold disk, a huge folder) sends them all back to the workers for
+# INLINE_BACKOFF seconds, so a slow disk stalls the loop once, not at every command.
+INLINE_SLOW = 0.02
+INLINE_BACKOFF = 30.0
 
 
 def open_default_store(home: Home, server: str) -> MailStore:
@@ -138,9 +147,15 @@ class _Connection:
             self.service.spawn(self._push())  # a change that came while the lock was held
 
     async def _run_job(self, job: Job) -> bytes:
-        if job.blocking:
-            return await self.loop.run_in_executor(self.service.executor, job.run)
-        return job.run()
+        if not job.blocking:
+            return job.run()
+        service = self.service
+        if job.inline and service.inline_allowed():
+            started = time.perf_counter()
+            out = job.run()
+            service.ran_inline(time.perf_counter() - started)
+            return out
+        return await self.loop.run_in_executor(service.executor, job.run)
 
     # --- protocol log ------------------------------------------------------------------
     def _log_job(self, job: Job, out: bytes, consumed: int, started: float) -> None:
@@ -264,6 +279,7 @@ class ImapBackendService(Service):
         self.executor = ThreadPoolExecutor(WORKERS, thread_name_prefix="imap-be")
         self.info_cache = InfoCache()
         self.session_ids = itertools.count(1)
+        self._inline_off_until = 0.0  # time.monotonic() before which nothing runs inline
         self.protocol_log = ProtocolLog.for_service(ctx)
 
     # --- settings and sessions ------------------------------------------------------------
@@ -298,6 +314,16 @@ class ImapBackendService(Service):
             return f"Access denied: {reason}"
         assert self._store is not None
         return Login(name, self._store.mailbox(name), box)
+
+    def inline_allowed(self) -> bool:
+        return not self._inline_off_until or time.monotonic() >= self._inline_off_until
+
+    def ran_inline(self, seconds: float) -> None:
+        if seconds > INLINE_SLOW:
+            self._inline_off_until = time.monotonic() + INLINE_BACKOFF
+            self.ctx.log.info("a read-only command took %.0f ms on the event loop; store "
+                              "commands go to worker threads for %.0f s", seconds * 1000,
+                              INLINE_BACKOFF)
 
     def spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)

@@ -453,3 +453,40 @@ def test_idle_keepalive(backend: Backend, monkeypatch: pytest.MonkeyPatch) -> No
     r.sock.sendall(b"DONE\r\n")
     assert r.read_line() == b"i OK IDLE terminated"
     r.close()
+
+
+# --- read-only commands on the event loop -----------------------------------------------
+
+class CountingExecutor:
+    """The service's worker pool, counting what is handed to it."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.jobs = 0
+
+    def submit(self, fn: Any, *args: Any, **kw: Any) -> Any:
+        self.jobs += 1
+        return self.inner.submit(fn, *args, **kw)
+
+    def shutdown(self, *args: Any, **kw: Any) -> None:
+        self.inner.shutdown(*args, **kw)
+
+
+def test_read_only_fetch_runs_in_place_until_one_is_slow(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend.inbox().append("INBOX", MSG)
+    pool = CountingExecutor(backend.service.executor)
+    monkeypatch.setattr(backend.service, "executor", pool)
+    r = backend.raw()
+    assert " OK " in r.cmd("s SELECT INBOX")
+    handed = pool.jobs
+    assert "Subject: Lunch" in r.cmd("f FETCH 1 (FLAGS BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+    assert "b OK" in r.cmd("b FETCH 1 BODY.PEEK[]")
+    assert pool.jobs == handed  # both ran on the event loop
+    monkeypatch.setattr(imap_backend, "INLINE_SLOW", 0.0)
+    assert "x OK" in r.cmd("x FETCH 1 FLAGS")  # in place, "slow": the next ones are not
+    assert pool.jobs == handed
+    assert "y OK" in r.cmd("y FETCH 1 FLAGS")
+    assert pool.jobs == handed + 1
+    r.close()

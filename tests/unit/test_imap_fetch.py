@@ -111,3 +111,32 @@ def test_retrieval_formats_answer_headers_from_the_rendering(store: SqliteMailSt
     assert match is not None
     out = c("h UID FETCH 6 BODY.PEEK[HEADER]")
     assert match.group(1) in out
+
+
+def next_job(c: Client, line: str):  # noqa: ANN201 - the session's Job
+    c.session.receive(line.encode() + b"\r\n")
+    job = c.session.next_job()
+    assert job is not None
+    job.run()
+    return job
+
+
+def test_read_only_fetches_may_run_in_place(store: SqliteMailStore) -> None:
+    c = client(store)
+    assert next_job(c, f"f {HEAD_FETCH}").inline
+    assert next_job(c, "f FETCH 1 (FLAGS ENVELOPE BODY.PEEK[])").inline
+    assert not next_job(c, "f FETCH 1 BODY[]").inline  # sets \Seen: a write
+    c.session.mark_dirty()  # taking in new messages claims their \Recent: a write
+    assert not next_job(c, "f FETCH 1 FLAGS").inline
+    assert next_job(c, "f FETCH 1 FLAGS").inline
+    assert not next_job(c, "s SELECT INBOX").inline
+    assert "e OK [READ-ONLY]" in c("e EXAMINE INBOX")
+    assert next_job(c, "f FETCH 1 BODY[]").inline  # read-only folder: nothing to set
+
+
+def test_big_folders_fetch_in_a_worker(store: SqliteMailStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    from server.protocols.imap.commands import fetch
+
+    c = client(store)
+    monkeypatch.setattr(fetch, "INLINE_MAX_MESSAGES", 49)
+    assert not next_job(c, "f FETCH 1 FLAGS").inline

@@ -127,13 +127,18 @@ class SessionConfig:
 class Job:
     """One step of the session. `name`/`tag` say which client command it serves (for the
     protocol log: the command is finished when the output holds its tagged status line);
-    `command` is the parsed command when there is one. Pushes and continuations have none."""
+    `command` is the parsed command when there is one. Pushes and continuations have none.
+    `inline` marks a blocking job that may run on the I/O thread (see below)."""
 
     blocking: bool
     run: Callable[[], bytes]
     name: str = ""
     tag: str | None = None
     command: p.Command | None = None
+    # A blocking job that only reads the store (no write, so no lock to wait for) and
+    # does bounded work: the I/O layer may run it in place, saving the thread hand-off
+    # that costs more than a small FETCH itself.
+    inline: bool = False
 
 
 class Selected:
@@ -279,7 +284,9 @@ class ImapSession:
                 AUTHENTICATED: "No mailbox selected" if SELECTED in handler.states else "Wrong state",
             }.get(self.state, "Command not valid in this state")
             return Job(False, lambda: _tagged(cmd.tag, b"BAD", text), cmd.name, cmd.tag, cmd)
-        return Job(handler.blocking, lambda: self._run(handler.func, cmd), cmd.name, cmd.tag, cmd)
+        inline = handler.blocking and handler.inline is not None and handler.inline(self, cmd)
+        return Job(handler.blocking, lambda: self._run(handler.func, cmd), cmd.name, cmd.tag, cmd,
+                   inline)
 
     def _run(self, func: Callable[[ImapSession, p.Command], bytes | None], cmd: p.Command) -> bytes:
         self.out = []

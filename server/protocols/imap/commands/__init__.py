@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from ..session import ImapSession
 
 HandlerFunc = Callable[["ImapSession", "Command"], "bytes | None"]
+InlineTest = Callable[["ImapSession", "Command"], bool]
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +24,9 @@ class Handler:
     func: HandlerFunc
     states: frozenset[str]
     blocking: bool  # touches the store: run in a worker thread
+    # When it says so for a command, that command only reads the store and does bounded
+    # work: the I/O layer may run it in place (session.Job.inline).
+    inline: InlineTest | None = None
 
 
 HANDLERS: dict[type, Handler] = {}
@@ -33,10 +37,11 @@ SELECTED = frozenset({"selected"})
 NOT_AUTH = frozenset({"not-authenticated"})
 
 
-def command(*types: type, states: frozenset[str], blocking: bool = True) -> Callable[[HandlerFunc], HandlerFunc]:
+def command(*types: type, states: frozenset[str], blocking: bool = True,
+            inline: InlineTest | None = None) -> Callable[[HandlerFunc], HandlerFunc]:
     def register(func: HandlerFunc) -> HandlerFunc:
         for t in types:
-            HANDLERS[t] = Handler(func, states, blocking)
+            HANDLERS[t] = Handler(func, states, blocking, inline)
         return func
 
     return register

@@ -272,7 +272,22 @@ class _Needs:
         self.sources = self.header or body or (info and not stored)
 
 
-@command(p.Fetch, states=SELECTED)
+#: Folders up to this size may have a read-only FETCH run in place (see reads_only).
+INLINE_MAX_MESSAGES = 5000
+
+
+def reads_only(s: ImapSession, cmd: p.Command) -> bool:
+    """A FETCH that writes nothing: no \\Seen to set (PEEK, or a read-only folder) and no
+    pending changes to take in first (taking new messages claims their \\Recent, a
+    write). Bounded by the folder's size, so running it in place stalls nobody long."""
+    args: p.Fetch = cmd.args  # type: ignore[assignment]
+    sel = s.selected
+    if s.dirty or sel is None or sel.exists > INLINE_MAX_MESSAGES:
+        return False
+    return sel.readonly or not any(item.sets_seen for item in args.items)
+
+
+@command(p.Fetch, states=SELECTED, inline=reads_only)
 def fetch(s: ImapSession, cmd: p.Command) -> bytes | None:
     args: p.Fetch = cmd.args  # type: ignore[assignment]
     sel = s.sel
