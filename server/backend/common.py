@@ -2,9 +2,31 @@
 
 from __future__ import annotations
 
+import asyncio
+import itertools
+import ssl
+from collections.abc import Awaitable, Callable
+from typing import Any
+
 from server import retrieval
+from server.protocols import proxyv2
 from server.retrieval.receipts import ReceiptSender
-from server.settings.models import Mailbox, OwaVirtualDirectorySettings, ProtocolSettings, Settings
+from server.runtime import tls
+from server.runtime.listeners import ListenerSet
+from server.runtime.protocol_log import ProtocolLog
+from server.runtime.service import Service, ServiceContext
+from server.settings.models import (
+    Mailbox,
+    OwaVirtualDirectorySettings,
+    ProtocolSettings,
+    Server,
+    Settings,
+)
+from server.settings.paths import Home
+from server.settings.types import IPEndPoint
+from server.store.api import MailStore
+
+PROXY_HEADER_TIMEOUT = 30.0
 
 
 def render_for_retrieval(
@@ -36,3 +58,106 @@ def retrieval_view(
     from the same rendering)."""
     options = retrieval.options_for(settings, server, protocol, mailbox)
     return retrieval.RetrievalView(options, mailbox, folder, uidvalidity, receipts=receipts)
+
+
+def open_default_store(home: Home, server: str) -> MailStore:
+    from server.store import open_store  # the store package is optional at import time
+
+    return open_store(home, server)
+
+
+async def read_proxy_header(
+    reader: asyncio.StreamReader,
+) -> tuple[bool, proxyv2.ProxyInfo | None]:
+    """(header valid, client); LOCAL headers (the proxy's own health checks) carry no
+    client. Anything but a PROXY v2 header means the peer is not a front end."""
+    try:
+        head = await asyncio.wait_for(
+            reader.readexactly(proxyv2.HEADER_LEN), PROXY_HEADER_TIMEOUT
+        )
+        if not head.startswith(proxyv2.SIGNATURE):
+            return False, None
+        rest = await asyncio.wait_for(
+            reader.readexactly(proxyv2.needed(head) - proxyv2.HEADER_LEN), PROXY_HEADER_TIMEOUT
+        )
+        info, _ = proxyv2.decode(head + rest)
+    except (TimeoutError, asyncio.IncompleteReadError, proxyv2.ProxyHeaderError):
+        return False, None
+    return True, info
+
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+class BackendService(Service):
+    """The service plumbing both back ends share: the store, the listeners on the
+    BackEndAddress and the TLS context that only front ends connect to.
+
+    A subclass names its certificate (CERTIFICATE), its two ports (ports()) and how a
+    connection is served (_handler_for)."""
+
+    CERTIFICATE = ""
+    # Tests replace this to run on a fake store.
+    store_factory: Callable[[Home, str], MailStore] = staticmethod(open_default_store)
+
+    def __init__(self, ctx: ServiceContext) -> None:
+        super().__init__(ctx)
+        self._listeners = ListenerSet(self._handler_for)
+        self._store: MailStore | None = None
+        self._ssl: ssl.SSLContext | None = None
+        self._thumbprint: str | None = None
+        self._connections: dict[asyncio.Task[Any], Any] = {}
+        self.session_ids = itertools.count(1)
+        self.protocol_log = ProtocolLog.for_service(ctx)
+
+    def _handler_for(self, implicit_tls: bool) -> Handler:
+        raise NotImplementedError
+
+    def ports(self, server: Server) -> tuple[int, int]:
+        """(plain port, TLS port) this back end listens on."""
+        raise NotImplementedError
+
+    async def start(self) -> None:
+        self._store = await asyncio.to_thread(type(self).store_factory, self.ctx.home, self.ctx.server)
+        try:
+            await self._reconcile()
+        except BaseException:
+            self._listeners.close()
+            await asyncio.to_thread(self._store.close)
+            raise
+
+    async def reload(self, old: Settings, new: Settings) -> None:
+        await self._reconcile()
+
+    async def reload_certificates(self) -> None:
+        await self._reconcile()  # the listeners stay as they are; the context gets the new chain
+
+    async def _reconcile(self) -> None:
+        server = self.ctx.server_settings
+        cert = await asyncio.to_thread(
+            tls.ensure_certificate, self.ctx.home, self.CERTIFICATE, server.Fqdn
+        )
+        if self._ssl is None:
+            self._ssl = tls.server_context(cert, session_tickets=False)  # only front ends connect
+        elif cert.thumbprint != self._thumbprint:
+            tls.reload_context(self._ssl, cert)
+        self._thumbprint = cert.thumbprint
+        address = server.BackEndAddress
+        plain, secure = self.ports(server)
+        await self._listeners.reconcile(
+            [IPEndPoint(address, plain)], [IPEndPoint(address, secure)], self._ssl
+        )
+
+    async def _close_store(self) -> None:
+        self.protocol_log.close()
+        if self._store is not None:
+            await asyncio.to_thread(self._store.close)
+            self._store = None
+
+    def status(self) -> dict[str, Any]:
+        return {"connections": len(self._connections), "endpoints": self._listeners.endpoints}
+
+    def bound_port(self, tls_port: bool = False) -> int:
+        server = self.ctx.server_settings
+        plain, secure = self.ports(server)
+        return self._listeners.bound_port(server.BackEndAddress, secure if tls_port else plain, tls_port)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import ssl
 import time
 from collections.abc import Callable
@@ -37,17 +36,12 @@ from ..protocols.imap.session import (
     SessionConfig,
 )
 from ..retrieval.receipts import ReceiptSender
-from ..runtime import tls
-from ..runtime.listeners import ListenerSet
-from ..runtime.protocol_log import ProtocolLog, imap_result
-from ..runtime.service import Service, ServiceContext
-from ..settings.models import ImapSettings, Settings
-from ..settings.paths import Home
-from ..settings.types import IPEndPoint
-from ..store.api import MailStore
+from ..runtime.protocol_log import imap_result
+from ..runtime.service import ServiceContext
+from ..settings.models import ImapSettings, Server
+from .common import BackendService, open_default_store, read_proxy_header
 
 READ_SIZE = 64 * 1024
-PROXY_HEADER_TIMEOUT = 30.0
 WORKERS = 8
 # Read-only commands (Job.inline) run on the event loop: handing a FETCH of a few
 # messages to a worker thread costs more CPU than the FETCH, and the worker then waits for
@@ -56,12 +50,6 @@ WORKERS = 8
 # INLINE_BACKOFF seconds, so a slow disk stalls the loop once, not at every command.
 INLINE_SLOW = 0.02
 INLINE_BACKOFF = 30.0
-
-
-def open_default_store(home: Home, server: str) -> MailStore:
-    from ..store import open_store  # the store package is optional at import time
-
-    return open_store(home, server)
 
 
 def log_parameters(args: p.CommandArgs | None) -> str:
@@ -264,27 +252,23 @@ class _Connection:
             self.unsubscribe = None
 
 
-class ImapBackendService(Service):
-    # Tests replace this to run on a fake store.
-    store_factory: Callable[[Home, str], MailStore] = staticmethod(open_default_store)
+class ImapBackendService(BackendService):
+    CERTIFICATE = "IMAP"
 
     def __init__(self, ctx: ServiceContext) -> None:
         super().__init__(ctx)
-        self._listeners = ListenerSet(self._handler_for)
-        self._store: MailStore | None = None
-        self._ssl: ssl.SSLContext | None = None
-        self._thumbprint: str | None = None
         self._connections: dict[asyncio.Task[Any], _Connection | None] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self.executor = ThreadPoolExecutor(WORKERS, thread_name_prefix="imap-be")
         self.info_cache = InfoCache()
-        self.session_ids = itertools.count(1)
         self._inline_off_until = 0.0  # time.monotonic() before which nothing runs inline
-        self.protocol_log = ProtocolLog.for_service(ctx)
 
     # --- settings and sessions ------------------------------------------------------------
     def imap_settings(self) -> ImapSettings:
         return self.ctx.server_settings.ImapSettings
+
+    def ports(self, server: Server) -> tuple[int, int]:
+        return server.ImapBackEndPort, server.ImapBackEndSSLPort
 
     def session_config(self, client: proxyv2.ProxyInfo | None) -> SessionConfig:
         return SessionConfig(
@@ -331,36 +315,6 @@ class ImapBackendService(Service):
         task.add_done_callback(self._tasks.discard)
 
     # --- service ----------------------------------------------------------------------------
-    async def start(self) -> None:
-        self._store = await asyncio.to_thread(type(self).store_factory, self.ctx.home, self.ctx.server)
-        try:
-            await self._reconcile()
-        except BaseException:
-            self._listeners.close()
-            await asyncio.to_thread(self._store.close)
-            raise
-
-    async def reload(self, old: Settings, new: Settings) -> None:
-        await self._reconcile()
-
-    async def reload_certificates(self) -> None:
-        await self._reconcile()  # the listeners stay as they are; the context gets the new chain
-
-    async def _reconcile(self) -> None:
-        server = self.ctx.server_settings
-        cert = await asyncio.to_thread(tls.ensure_certificate, self.ctx.home, "IMAP", server.Fqdn)
-        if self._ssl is None:
-            self._ssl = tls.server_context(cert, session_tickets=False)  # only front ends connect
-        elif cert.thumbprint != self._thumbprint:
-            tls.reload_context(self._ssl, cert)
-        self._thumbprint = cert.thumbprint
-        address = server.BackEndAddress
-        await self._listeners.reconcile(
-            [IPEndPoint(address, server.ImapBackEndPort)],
-            [IPEndPoint(address, server.ImapBackEndSSLPort)],
-            self._ssl,
-        )
-
     async def stop(self, grace: float) -> None:
         self._listeners.close()
         loop = asyncio.get_running_loop()
@@ -382,18 +336,7 @@ class ImapBackendService(Service):
         for task in list(self._tasks):
             task.cancel()
         await asyncio.to_thread(self.executor.shutdown, True, cancel_futures=True)
-        self.protocol_log.close()
-        if self._store is not None:
-            await asyncio.to_thread(self._store.close)
-            self._store = None
-
-    def status(self) -> dict[str, Any]:
-        return {"connections": len(self._connections), "endpoints": self._listeners.endpoints}
-
-    def bound_port(self, tls_port: bool = False) -> int:
-        server = self.ctx.server_settings
-        port = server.ImapBackEndSSLPort if tls_port else server.ImapBackEndPort
-        return self._listeners.bound_port(server.BackEndAddress, port, tls_port)
+        await self._close_store()
 
     # --- connections --------------------------------------------------------------------------
     def _handler_for(self, implicit_tls: bool):  # noqa: ANN202 - ListenerSet's Handler type
@@ -411,7 +354,7 @@ class ImapBackendService(Service):
         self._connections[task] = None
         connection: _Connection | None = None
         try:
-            found, client = await self._read_proxy_header(reader)
+            found, client = await read_proxy_header(reader)
             if not found:
                 return
             connection = _Connection(self, reader, writer, client)
@@ -429,25 +372,6 @@ class ImapBackendService(Service):
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
-
-    async def _read_proxy_header(
-        self, reader: asyncio.StreamReader
-    ) -> tuple[bool, proxyv2.ProxyInfo | None]:
-        """(header valid, client). Anything but a PROXY v2 header: not a front end."""
-        try:
-            head = await asyncio.wait_for(
-                reader.readexactly(proxyv2.HEADER_LEN), PROXY_HEADER_TIMEOUT
-            )
-            if not head.startswith(proxyv2.SIGNATURE):
-                return False, None
-            rest = await asyncio.wait_for(
-                reader.readexactly(proxyv2.needed(head) - proxyv2.HEADER_LEN),
-                PROXY_HEADER_TIMEOUT,
-            )
-            info, _ = proxyv2.decode(head + rest)
-        except (TimeoutError, asyncio.IncompleteReadError, proxyv2.ProxyHeaderError):
-            return False, None
-        return True, info
 
 
 __all__ = ["ImapBackendService", "open_default_store"]

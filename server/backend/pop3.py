@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import os
 import re
 import ssl
@@ -48,14 +47,10 @@ from ..protocols.pop3.session import (
 )
 from ..retrieval import RetrievalView
 from ..retrieval.receipts import ReceiptSender
-from ..runtime import tls
-from ..runtime.listeners import ListenerSet
-from ..runtime.protocol_log import ProtocolLog
-from ..runtime.service import Service, ServiceContext
-from ..settings.models import Mailbox, PopSettings, Settings
-from ..settings.paths import Home
-from ..settings.types import IPEndPoint, SortOrder
-from ..store.api import MailboxInUse, MailboxStore, MailStore, StoreError
+from ..runtime.service import ServiceContext
+from ..settings.models import Mailbox, PopSettings, Server, Settings
+from ..settings.types import SortOrder
+from ..store.api import MailboxInUse, MailboxStore, StoreError
 from . import common
 
 INBOX = "INBOX"
@@ -64,7 +59,6 @@ FILE_CHUNK = 1024 * 1024  # reads after the first READ_SIZE of a large body file
 FLUSH_AT = 256 * 1024  # write out pipelined replies once this much is waiting
 WRITE_HIGH_WATER = 64 * 1024  # asyncio's default: wait for the client above this
 INLINE_READ_LIMIT = 256 * 1024  # smaller messages are read on the event loop (cheaper than a thread hop)
-PROXY_HEADER_TIMEOUT = 30.0
 
 # The back end repeats what front ends offer before login (RFC 2449 section 5): USER there
 # is checked by the front end, here only the proxy's AUTH PLAIN is accepted.
@@ -177,12 +171,6 @@ def message_sizes(
     if not exact:
         return rows
     return [(uid, len(render(box.read(INBOX, uid)))) for uid, _ in rows]
-
-
-def open_default_store(home: Home, server: str) -> MailStore:
-    from ..store import open_store  # the store package is optional at import time
-
-    return open_store(home, server)
 
 
 class MaildropFiles:
@@ -547,26 +535,22 @@ def apply_update(box: MailboxStore, delete: tuple[int, ...], seen: tuple[int, ..
         box.delete_messages(INBOX, list(delete), also_seen=list(seen))
 
 
-class Pop3BackendService(Service):
-    # Tests replace this to run on a fake store.
-    store_factory: Callable[[Home, str], MailStore] = staticmethod(open_default_store)
+class Pop3BackendService(common.BackendService):
+    CERTIFICATE = "POP"
 
     def __init__(self, ctx: ServiceContext) -> None:
         super().__init__(ctx)
-        self._listeners = ListenerSet(self._handler_for)
-        self._store: MailStore | None = None
-        self._ssl: ssl.SSLContext | None = None
-        self._thumbprint: str | None = None
         self._connections: dict[asyncio.Task[Any], asyncio.StreamWriter] = {}
         self._session_settings: tuple[Settings, SessionSettings] | None = None
         self._timeouts: tuple[Settings, tuple[float, float]] | None = None
-        self.session_ids = itertools.count(1)
         self.body_paths = BodyPaths()
-        self.protocol_log = ProtocolLog.for_service(ctx)
 
     # --- settings ------------------------------------------------------------------------
     def pop_settings(self) -> PopSettings:
         return self.ctx.server_settings.PopSettings
+
+    def ports(self, server: Server) -> tuple[int, int]:
+        return server.PopBackEndPort, server.PopBackEndSSLPort
 
     def timeouts(self) -> tuple[float, float]:
         """(PreAuthenticatedConnectionTimeout, AuthenticatedConnectionTimeout) in seconds,
@@ -600,36 +584,6 @@ class Pop3BackendService(Service):
         return render_for_retrieval(raw, found[1] if found else None, self.pop_settings())
 
     # --- service -------------------------------------------------------------------------
-    async def start(self) -> None:
-        self._store = await asyncio.to_thread(type(self).store_factory, self.ctx.home, self.ctx.server)
-        try:
-            await self._reconcile()
-        except BaseException:
-            self._listeners.close()
-            await asyncio.to_thread(self._store.close)
-            raise
-
-    async def reload(self, old: Settings, new: Settings) -> None:
-        await self._reconcile()
-
-    async def reload_certificates(self) -> None:
-        await self._reconcile()  # the listeners stay as they are; the context gets the new chain
-
-    async def _reconcile(self) -> None:
-        server = self.ctx.server_settings
-        cert = await asyncio.to_thread(tls.ensure_certificate, self.ctx.home, "POP", server.Fqdn)
-        if self._ssl is None:
-            self._ssl = tls.server_context(cert, session_tickets=False)  # only front ends connect
-        elif cert.thumbprint != self._thumbprint:
-            tls.reload_context(self._ssl, cert)
-        self._thumbprint = cert.thumbprint
-        address = server.BackEndAddress
-        await self._listeners.reconcile(
-            [IPEndPoint(address, server.PopBackEndPort)],
-            [IPEndPoint(address, server.PopBackEndSSLPort)],
-            self._ssl,
-        )
-
     async def stop(self, grace: float) -> None:
         """POP3 has no unsolicited goodbye: stop accepting, let sessions end by themselves
         for up to `grace` seconds, then close the rest without UPDATE (nothing is deleted)."""
@@ -643,18 +597,7 @@ class Pop3BackendService(Service):
                 self._connections[task].transport.abort()
             if pending:
                 await asyncio.wait(pending, timeout=5)
-        self.protocol_log.close()
-        if self._store is not None:
-            await asyncio.to_thread(self._store.close)
-            self._store = None
-
-    def status(self) -> dict[str, Any]:
-        return {"connections": len(self._connections), "endpoints": self._listeners.endpoints}
-
-    def bound_port(self, tls_port: bool = False) -> int:
-        server = self.ctx.server_settings
-        port = server.PopBackEndSSLPort if tls_port else server.PopBackEndPort
-        return self._listeners.bound_port(server.BackEndAddress, port, tls_port)
+        await self._close_store()
 
     # --- connections ---------------------------------------------------------------------
     def _handler_for(self, implicit_tls: bool):  # noqa: ANN202 - ListenerSet's Handler type
@@ -669,7 +612,7 @@ class Pop3BackendService(Service):
         self._connections[task] = writer
         connection: _Connection | None = None
         try:
-            found, client = await self._read_proxy_header(reader)
+            found, client = await common.read_proxy_header(reader)
             if not found:
                 return
             connection = _Connection(self, reader, writer, client)
@@ -686,25 +629,6 @@ class Pop3BackendService(Service):
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
-
-    async def _read_proxy_header(
-        self, reader: asyncio.StreamReader
-    ) -> tuple[bool, proxyv2.ProxyInfo | None]:
-        """(header valid, client); LOCAL headers (the proxy's own health checks) carry no
-        client. Anything but a PROXY v2 header means the peer is not a front end."""
-        try:
-            head = await asyncio.wait_for(
-                reader.readexactly(proxyv2.HEADER_LEN), PROXY_HEADER_TIMEOUT
-            )
-            if not head.startswith(proxyv2.SIGNATURE):
-                return False, None
-            rest = await asyncio.wait_for(
-                reader.readexactly(proxyv2.needed(head) - proxyv2.HEADER_LEN), PROXY_HEADER_TIMEOUT
-            )
-            info, _ = proxyv2.decode(head + rest)
-        except (TimeoutError, asyncio.IncompleteReadError, proxyv2.ProxyHeaderError):
-            return False, None
-        return True, info
 
     # --- login (in a worker thread) ------------------------------------------------------
     def login(self, action: Authenticate) -> _Login | str:
