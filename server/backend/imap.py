@@ -29,6 +29,7 @@ from ..protocols import proxyv2
 from ..protocols.imap import parser as p
 from ..protocols.imap.session import (
     KEEPALIVE_SECONDS,
+    ChangesCache,
     ImapSession,
     InfoCache,
     Job,
@@ -50,6 +51,9 @@ WORKERS = 8
 # INLINE_BACKOFF seconds, so a slow disk stalls the loop once, not at every command.
 INLINE_SLOW = 0.02
 INLINE_BACKOFF = 30.0
+# IDLE updates are small: they are written without waiting for the client to read them,
+# unless that much is already queued for it (a client that stopped reading).
+PUSH_BUFFER_LIMIT = 256 * 1024
 
 
 def log_parameters(args: p.CommandArgs | None) -> str:
@@ -195,13 +199,41 @@ class _Connection:
 
     async def _push(self) -> None:
         async with self.lock:
-            job = self.session.changes_job()
+            job = await self._changes_job()
             if job is None:
                 return
-            out = await self._run_job(job)
+            if job.blocking:
+                out = await self._read_changes_for_all(job)
+            else:
+                out = job.run()
             if out:
                 self.writer.write(out)
-                await self.writer.drain()
+                if self.writer.transport.get_write_buffer_size() > PUSH_BUFFER_LIMIT:
+                    await self.writer.drain()
+
+    async def _changes_job(self) -> Job | None:
+        """The IDLE update to run; when another session of the same folder and MODSEQ is
+        reading the changes, wait for it: its answer then serves this one in place."""
+        session, pushes = self.session, self.service.pushes
+        key = session.share_key()
+        pending = pushes.get(key) if key is not None else None
+        if pending is not None:
+            await asyncio.wait([pending])
+        return session.changes_job()
+
+    async def _read_changes_for_all(self, job: Job) -> bytes:
+        key = self.session.share_key()
+        pushes = self.service.pushes
+        if key is None or key in pushes:
+            return await self._run_job(job)
+        done = self.loop.create_future()
+        pushes[key] = done
+        try:
+            return await self._run_job(job)
+        finally:
+            if pushes.get(key) is done:
+                del pushes[key]
+            done.set_result(None)
 
     # --- timer: autologout and keep-alive -------------------------------------------------
     def _timeout(self) -> float:
@@ -261,6 +293,9 @@ class ImapBackendService(BackendService):
         self._tasks: set[asyncio.Task[Any]] = set()
         self.executor = ThreadPoolExecutor(WORKERS, thread_name_prefix="imap-be")
         self.info_cache = InfoCache()
+        self.changes_cache = ChangesCache()
+        # IDLE updates reading the store now, by share key (see _Connection._changes_job).
+        self.pushes: dict[tuple[str, str, int], asyncio.Future[None]] = {}
         self._inline_off_until = 0.0  # time.monotonic() before which nothing runs inline
 
     # --- settings and sessions ------------------------------------------------------------
@@ -276,6 +311,7 @@ class ImapBackendService(BackendService):
             server=self.ctx.server,
             authenticate=self.authenticate,
             info_cache=self.info_cache,
+            changes_cache=self.changes_cache,
             client_address=client.client_address if client else "",
             receipts=ReceiptSender(self.ctx.home, lambda: self.ctx.settings, self.ctx.server,
                                    self._store),

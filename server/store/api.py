@@ -278,6 +278,12 @@ class MailboxStore(ABC):
         any committed change to this mailbox by any process; returns the unsubscribe
         function. The callback reads what changed with changes_since()."""
 
+    def change_generation(self) -> int | None:
+        """A counter of the notifications this process delivered for this mailbox (None
+        when the store has none): a changes_since() result read after the counter showed
+        g includes every change announced up to g, so sessions may share it."""
+        return None
+
     # --- POP3 ------------------------------------------------------------------------
     @abstractmethod
     def lock_maildrop(self) -> Callable[[], None]:

@@ -1409,6 +1409,9 @@ class SqliteMailbox(MailboxStore):
     def subscribe(self, callback: Callable[[], None]) -> Callable[[], None]:
         return self.store.notifier.subscribe(self.key, callback)
 
+    def change_generation(self) -> int | None:
+        return self.store.notifier.generation(self.key)
+
     def lock_maildrop(self) -> Callable[[], None]:
         fd = os.open(self.dir / "pop3.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:

@@ -65,6 +65,9 @@ class Notifier:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self._subs: dict[str, list[_Subscriber]] = {}
+        # Notifications delivered per key: lets readers tell whether a result computed
+        # at generation g already includes every commit announced up to g.
+        self._generations: dict[str, int] = {}
         self._lock = threading.Lock()
         self._recv: socket.socket | None = None
         self._own_name: str | None = None
@@ -149,10 +152,16 @@ class Notifier:
             for key in keys:
                 self.local(key.decode("utf-8", "replace"))
 
+    def generation(self, key: str) -> int:
+        """How many notifications for `key` this process has delivered; each is counted
+        before its subscribers are woken, and only after its commit."""
+        return self._generations.get(key, 0)
+
     # --- publishing ------------------------------------------------------------------
     def local(self, key: str) -> None:
         """Wake the subscribers of this process."""
         with self._lock:
+            self._generations[key] = self._generations.get(key, 0) + 1
             subs = list(self._subs.get(key, ()))
         for sub in subs:
             sub.wake()

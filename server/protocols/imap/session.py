@@ -109,12 +109,46 @@ class InfoCache:
         data[key] = value
 
 
+class SharedChanges:
+    """One changes_since() answer, shared by the sessions of a process that wait at the
+    same MODSEQ (an IDLE fan-out: hundreds of sessions woken by one delivery)."""
+
+    __slots__ = ("generation", "changes", "recent_claimed")
+
+    def __init__(self, generation: int, changes: api.Changes) -> None:
+        self.generation = generation
+        self.changes = changes
+        # Set by the first session to claim \Recent after these changes: the others would
+        # only get an empty set from the store, through a write transaction each.
+        self.recent_claimed = False
+
+
+class ChangesCache:
+    """SharedChanges by (mailbox, folder, since MODSEQ). An entry serves a session only if
+    it was read after every notification that session got (generation check), so a
+    session never takes an old answer for a newer change."""
+
+    def __init__(self, limit: int = 1024) -> None:
+        self.limit = limit
+        self._data: dict[tuple[str, str, int], SharedChanges] = {}
+
+    def get(self, key: tuple[str, str, int], woken_at: int) -> SharedChanges | None:
+        found = self._data.get(key)
+        return found if found is not None and found.generation >= woken_at else None
+
+    def put(self, key: tuple[str, str, int], entry: SharedChanges) -> None:
+        if len(self._data) >= self.limit:
+            self._data.clear()  # entries live one notification round: nothing worth keeping
+        self._data[key] = entry
+
+
 @dataclass
 class SessionConfig:
     settings: Callable[[], Settings]  # live: read at each use
     server: str
     authenticate: Authenticator
     info_cache: InfoCache = field(default_factory=InfoCache)
+    changes_cache: ChangesCache | None = None  # shared IDLE updates (see ChangesCache)
     client_address: str = ""
     server_version: str = "mailctl"
     receipts: ReceiptSender | None = None  # read receipts on download (server.retrieval)
@@ -197,6 +231,7 @@ class ImapSession:
         self.idle_tag: str | None = None
         self.auth_tag: str | None = None  # AUTHENTICATE waiting for the client's response
         self.dirty = False
+        self.woken_at = 0  # the store's change generation at the last mark_dirty()
         self.condstore = False
         self.qresync = False
         self.saved: list[int] | None = None  # SEARCHRES result ($), as UIDs
@@ -227,6 +262,8 @@ class ImapSession:
 
     def mark_dirty(self) -> None:
         self.dirty = True
+        if self.login is not None:
+            self.woken_at = self.login.store.change_generation() or 0
 
     def next_job(self) -> Job | None:
         if self.closed:
@@ -251,7 +288,32 @@ class ImapSession:
         """Untagged updates to push now (during IDLE), or None when there is nothing to do."""
         if not (self.idling and self.dirty and self.selected is not None):
             return None
+        shared = self.shared_changes()
+        if shared is not None and not self._needs_claim(shared):
+            # Everything is known already: no store call, so no thread hand-off.
+            return Job(False, lambda: self._push_changes(shared))
         return Job(True, self._push_changes)
+
+    def share_key(self) -> tuple[str, str, int] | None:
+        """What an IDLE update of this session may share with others (None: nothing)."""
+        sel = self.selected
+        if sel is None or self.login is None or self.config.changes_cache is None:
+            return None
+        return (self.store.name, sel.name, sel.modseq)
+
+    def _needs_claim(self, shared: SharedChanges) -> bool:
+        sel = self.sel
+        if sel.readonly or shared.recent_claimed:
+            return False
+        known_max = sel.uids[-1] if sel.uids else 0
+        return any(row.uid > known_max for row in shared.changes.changed)
+
+    def shared_changes(self) -> SharedChanges | None:
+        key = self.share_key()
+        if key is None:
+            return None
+        assert self.config.changes_cache is not None
+        return self.config.changes_cache.get(key, self.woken_at)
 
     def keepalive(self) -> bytes:
         return b"* OK Still here\r\n"
@@ -331,14 +393,29 @@ class ImapSession:
 
         return auth_continue(self, line)
 
-    def _push_changes(self) -> bytes:
+    def _push_changes(self, shared: SharedChanges | None = None) -> bytes:
         self.out = []
         try:
-            self.sync(allow_expunge=True)
+            self.sync(allow_expunge=True, shared=shared or self._read_shared())
         except api.StoreError:
             log.exception("sync failed")
         out, self.out = self.out, []
         return b"".join(out)
+
+    def _read_shared(self) -> SharedChanges | None:
+        """The shared answer for this session, read from the store if nobody did yet."""
+        key = self.share_key()
+        generation = self.store.change_generation() if key is not None else None
+        if key is None or generation is None:
+            return None
+        assert self.config.changes_cache is not None
+        found = self.config.changes_cache.get(key, self.woken_at)
+        if found is None:
+            # The generation is read before the query: the answer then holds every
+            # change announced up to it.
+            found = SharedChanges(generation, self.store.changes_since(key[1], key[2]))
+            self.config.changes_cache.put(key, found)
+        return found
 
     # --- helpers for handlers -----------------------------------------------------------
     def resume_with(self, func: Callable[[ImapSession, p.Command], bytes | None],
@@ -385,14 +462,16 @@ class ImapSession:
             raise Bad("Invalid message sequence number")
         return [i - 1 for i in rs]
 
-    def sync(self, allow_expunge: bool) -> None:
+    def sync(self, allow_expunge: bool, shared: SharedChanges | None = None) -> None:
         """Bring the selected folder up to date and queue the untagged responses for what
-        changed (EXISTS, RECENT, FETCH flags, EXPUNGE/VANISHED when allowed)."""
+        changed (EXISTS, RECENT, FETCH flags, EXPUNGE/VANISHED when allowed). `shared`:
+        the changes since the folder's MODSEQ, read for several sessions."""
         sel = self.selected
         if sel is None:
             return
         self.dirty = False
-        changes = self.store.changes_since(sel.name, sel.modseq)
+        changes = shared.changes if shared is not None else \
+            self.store.changes_since(sel.name, sel.modseq)
         if changes.highestmodseq > sel.modseq:
             sel.modseq = changes.highestmodseq
         known_max = sel.uids[-1] if sel.uids else 0
@@ -423,7 +502,9 @@ class ImapSession:
             sel.rows.extend(new_rows)
             sel.uids.extend(r.uid for r in new_rows)
             sel.uidnext = max(sel.uidnext, new_rows[-1].uid + 1)
-            if not sel.readonly:
+            if not sel.readonly and not (shared is not None and shared.recent_claimed):
+                if shared is not None:
+                    shared.recent_claimed = True
                 try:
                     sel.recent |= self.store.claim_recent(sel.name)
                 except api.StoreError:
@@ -522,6 +603,6 @@ def _tagged(tag: str | None, status: bytes, text: str, code: str | None = None) 
 
 tagged = _tagged
 __all__ = [
-    "ImapSession", "SessionConfig", "Login", "Job", "InfoCache", "Selected", "No", "Bad",
+    "ImapSession", "SessionConfig", "Login", "Job", "InfoCache", "ChangesCache", "Selected", "No", "Bad",
     "MAX_LITERAL_SIZE", "CAPABILITIES_AUTH", "CAPABILITIES_PREAUTH", "RangeSet", "tagged",
 ]
