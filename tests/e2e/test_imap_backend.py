@@ -490,3 +490,51 @@ def test_read_only_fetch_runs_in_place_until_one_is_slow(
     assert "y OK" in r.cmd("y FETCH 1 FLAGS")
     assert pool.jobs == handed + 1
     r.close()
+
+
+# --- IDLE fan-out: one store read shared by the sessions of a mailbox ----------------------
+
+def test_many_idle_sessions_each_see_every_delivery_in_order(backend: Backend) -> None:
+    """Sessions sharing one changes_since() answer per notification must never take an
+    answer older than their own wake-up: with deliveries back to back, every session sees
+    EXISTS climb to the final count, and exactly one session gets the new mail \\Recent."""
+    box = backend.inbox()
+    box.append("INBOX", MSG)
+    sessions = []
+    for n in range(12):
+        r = backend.raw()
+        r.cmd(f"s{n} SELECT INBOX")
+        r.sock.sendall(b"i IDLE\r\n")
+        assert r.read_line() == b"+ idling"
+        sessions.append(r)
+    for _ in range(3):
+        box.append("INBOX", MSG)
+    recent_seen = 0
+    for r in sessions:
+        exists = 1
+        while exists < 4:
+            line = r.read_line()
+            if line.endswith(b" EXISTS"):
+                count = int(line.split()[1])
+                assert count > exists, line
+                exists = count
+            elif line.endswith(b" RECENT"):
+                recent_seen += int(line.split()[1]) > 0
+        r.sock.sendall(b"DONE\r\n")
+        while (line := r.read_line()) != b"i OK IDLE terminated":
+            if line.endswith(b" RECENT"):
+                recent_seen += int(line.split()[1]) > 0
+        r.close()
+    assert recent_seen >= 1
+
+
+def test_changes_cache_serves_only_answers_read_after_the_wake_up() -> None:
+    from server.protocols.imap.session import ChangesCache, SharedChanges
+    from server.store import api
+
+    cache = ChangesCache()
+    key = ("alice", "INBOX", 7)
+    cache.put(key, SharedChanges(3, api.Changes(highestmodseq=8, changed=[])))
+    assert cache.get(key, woken_at=3) is not None
+    assert cache.get(key, woken_at=4) is None  # woken by a later notification: read again
+    assert cache.get(("alice", "INBOX", 6), woken_at=1) is None
