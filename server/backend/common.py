@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from server import retrieval
+from server.directory import Entry, check_proxy_login, find_entry, may_use_protocol
 from server.protocols import proxyv2
 from server.retrieval.receipts import ReceiptSender
 from server.runtime import tls
@@ -161,3 +162,35 @@ class BackendService(Service):
         server = self.ctx.server_settings
         plain, secure = self.ports(server)
         return self._listeners.bound_port(server.BackEndAddress, secure if tls_port else plain, tls_port)
+
+
+class HandOverRefused(Exception):
+    """A front end's hand-over login the back end refuses. `kind` is "auth" (the login or
+    the mailbox's rights) or "perm" (the mailbox lives on another server): each protocol
+    turns it into its own answer (IMAP NO, POP3 -ERR [AUTH] / [SYS/PERM])."""
+
+    def __init__(self, kind: str, text: str) -> None:
+        super().__init__(text)
+        self.kind = kind
+        self.text = text
+
+
+def check_hand_over(
+    ctx: ServiceContext, settings: Settings, protocol: str, authzid: str, authcid: str,
+    password: str,
+) -> Entry:
+    """What both back ends check before a session starts: the proxy secret, the mailbox,
+    that THIS server holds it, and that it may use the protocol."""
+    if not check_proxy_login(ctx.home, authcid, password):
+        raise HandOverRefused("auth", "Authentication failed: only front ends may log in here")
+    entry = find_entry(settings, authzid) if authzid else None
+    if entry is None:
+        raise HandOverRefused("auth", "Authentication failed: no such mailbox")
+    if entry.server_name.lower() != ctx.server.lower():
+        raise HandOverRefused(
+            "perm", f"Mailbox {entry.name} is on server {entry.server_name}, not this one"
+        )
+    reason = may_use_protocol(entry, protocol)
+    if reason is not None:
+        raise HandOverRefused("auth", f"Access denied: {reason}")
+    return entry

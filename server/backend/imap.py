@@ -24,7 +24,6 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from ..directory import Entry, check_proxy_login, may_use_protocol
 from ..protocols import proxyv2
 from ..protocols.imap import parser as p
 from ..protocols.imap.session import (
@@ -40,6 +39,7 @@ from ..retrieval.receipts import ReceiptSender
 from ..runtime.protocol_log import imap_result
 from ..runtime.service import ServiceContext
 from ..settings.models import ImapSettings, Server
+from . import common
 from .common import BackendService, open_default_store, read_proxy_header
 
 READ_SIZE = 64 * 1024
@@ -319,19 +319,13 @@ class ImapBackendService(BackendService):
 
     def authenticate(self, authzid: str, authcid: str, password: str) -> Login | str:
         """The front end's proxy login (runs in a worker thread); a str is the NO text."""
-        settings = self.ctx.settings
-        if not check_proxy_login(self.ctx.home, authcid, password):
-            return "Authentication failed: only front ends may log in here"
-        found = settings.mailbox(authzid) if authzid else None
-        if found is None:
-            return "Authentication failed: no such mailbox"
-        name, box = found
-        entry = Entry(name, box, settings.server(box.Server), settings.server_name(box.Server))
-        if entry.server_name.lower() != self.ctx.server.lower():
-            return f"Mailbox {name} is on server {entry.server_name}, not this one"
-        reason = may_use_protocol(entry, "IMAP4")
-        if reason is not None:
-            return f"Access denied: {reason}"
+        try:
+            entry = common.check_hand_over(
+                self.ctx, self.ctx.settings, "IMAP4", authzid, authcid, password
+            )
+        except common.HandOverRefused as refused:
+            return refused.text
+        name, box = entry.name, entry.mailbox
         assert self._store is not None
         return Login(name, self._store.mailbox(name), box)
 

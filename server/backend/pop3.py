@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from ..directory import Entry, check_proxy_login, may_use_protocol
 from ..protocols import proxyv2
 from ..protocols.pop3.responses import Capabilities
 from ..protocols.pop3.session import (
@@ -634,20 +633,16 @@ class Pop3BackendService(common.BackendService):
     def login(self, action: Authenticate) -> _Login | str:
         """Check the front end's proxy login and open the maildrop; a str is the -ERR text."""
         settings = self.ctx.settings
-        if action.mechanism != "PLAIN" or not check_proxy_login(
-            self.ctx.home, action.authcid, action.password
-        ):
+        if action.mechanism != "PLAIN":
             return "[AUTH] Authentication failed: only front ends may log in here"
-        found = settings.mailbox(action.authzid) if action.authzid else None
-        if found is None:
-            return "[AUTH] Authentication failed: no such mailbox"
-        name, box = found
-        entry = Entry(name, box, settings.server(box.Server), settings.server_name(box.Server))
-        if entry.server_name.lower() != self.ctx.server.lower():
-            return f"[SYS/PERM] Mailbox {name} is on server {entry.server_name}, not this one"
-        reason = may_use_protocol(entry, "POP3")
-        if reason is not None:
-            return f"[AUTH] Access denied: {reason}"
+        try:
+            entry = common.check_hand_over(
+                self.ctx, settings, "POP3", action.authzid, action.authcid, action.password
+            )
+        except common.HandOverRefused as refused:
+            code = "[SYS/PERM]" if refused.kind == "perm" else "[AUTH]"
+            return f"{code} {refused.text}"
+        name, box = entry.name, entry.mailbox
         assert self._store is not None
         mailbox = self._store.mailbox(name)
         try:

@@ -58,11 +58,7 @@ class Directory:
 
     # --- lookups -----------------------------------------------------------------
     def find(self, settings: Settings, identity: str) -> Entry | None:
-        found = settings.mailbox(identity)
-        if found is None:
-            return None
-        name, box = found
-        return Entry(name, box, settings.server(box.Server), settings.server_name(box.Server))
+        return find_entry(settings, identity)
 
     # --- passwords ---------------------------------------------------------------
     def _password_file(self) -> Path:
@@ -129,6 +125,15 @@ class Directory:
         self._hashes_stamp = None
 
 
+def find_entry(settings: Settings, identity: str) -> Entry | None:
+    """The mailbox by name or address, with the server that holds it."""
+    found = settings.mailbox(identity)
+    if found is None:
+        return None
+    name, box = found
+    return Entry(name, box, settings.server(box.Server), settings.server_name(box.Server))
+
+
 def may_use_protocol(entry: Entry, protocol: str) -> str | None:
     """Why this mailbox may not log in with POP3/IMAP4 (None when it may): reference
     section 5 - no Anonymous or Guest, no Administrator mailbox, PopEnabled/ImapEnabled."""
@@ -143,9 +148,13 @@ def may_use_protocol(entry: Entry, protocol: str) -> str | None:
     return None
 
 
+def proxy_secret_path(home: Home) -> Path:
+    return home.secrets / "proxy-secret"
+
+
 def proxy_secret(home: Home) -> str:
     """The secret front ends log in to back ends with; made on first use, owner-only."""
-    path = home.secrets / "proxy-secret"
+    path = proxy_secret_path(home)
     try:
         return path.read_text().strip()
     except FileNotFoundError:

@@ -56,7 +56,14 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, ClassVar
 
-from ..directory import PROXY_USER, Directory, Entry, may_use_protocol, proxy_secret
+from ..directory import (
+    PROXY_USER,
+    Directory,
+    Entry,
+    may_use_protocol,
+    proxy_secret,
+    proxy_secret_path,
+)
 from ..protocols import proxyv2
 from ..runtime import tls
 from ..runtime.listeners import ListenerSet
@@ -218,7 +225,7 @@ class ProxySecret:
 
     def __init__(self, home: Home) -> None:
         self.home = home
-        self.path = home.secrets / "proxy-secret"  # where server.directory keeps it
+        self.path = proxy_secret_path(home)
         self._signature: tuple[int, int, int] | None = None
         self._value = ""
 
