@@ -1,8 +1,10 @@
 """MSExchangeIMAP4BE: the IMAP back end, running the sans-IO session over the store.
 
-It accepts only front ends: a connection starts with a PROXY v2 header (else it is closed)
-and logs in with `AUTHENTICATE PLAIN` as PROXY_USER with the proxy secret, the authzid
-naming a mailbox held by this server (see server.directory).
+It accepts only front ends: a connection starts with the hand-over (server/protocols/
+handover.py, run by BackendService.hand_over), in which the front end proves it knows the
+proxy secret and names the mailbox and the real client. Only then does IMAP begin, already
+authenticated: a PREAUTH greeting (RFC 3501 section 7.1.4), so not one IMAP byte from an
+unproved peer is ever parsed.
 
 Per connection: one coroutine reading the socket, the session, one lazily re-armed timer
 (autologout and IDLE keep-alives) and one store subscription. Commands of a connection run
@@ -40,7 +42,7 @@ from ..runtime.protocol_log import imap_result
 from ..runtime.service import ServiceContext
 from ..settings.models import ImapSettings, Server
 from . import common
-from .common import BackendService, open_default_store, read_proxy_header
+from .common import BackendService, open_default_store
 
 READ_SIZE = 64 * 1024
 WORKERS = 8
@@ -97,8 +99,7 @@ class _Connection:
         self.logging: _LogEntry | None = None
         self.carry = 0  # octets read for a command not yet known (before a literal)
 
-    async def run(self) -> None:
-        greeting = self.session.greeting()
+    async def run(self, greeting: bytes) -> None:
         self.writer.write(greeting)
         if self.service.protocol_log.enabled:
             self._log("OpenSession", "", self.loop.time(), 0, len(greeting), "")
@@ -318,16 +319,19 @@ class ImapBackendService(BackendService):
         )
 
     def authenticate(self, authzid: str, authcid: str, password: str) -> Login | str:
-        """The front end's proxy login (runs in a worker thread); a str is the NO text."""
+        """AUTHENTICATE is never reached here (sessions start authenticated after the
+        hand-over); should it be, it is refused."""
+        return "Only the front-end hand-over logs in here"
+
+    def open_login(self, mailbox: str) -> Login | str:
+        """The mailbox a proved front end hands over (runs in a worker thread); a str is
+        the refusal text."""
         try:
-            entry = common.check_hand_over(
-                self.ctx, self.ctx.settings, "IMAP4", authzid, authcid, password
-            )
+            entry = common.check_hand_over(self.ctx, self.ctx.settings, "IMAP4", mailbox)
         except common.HandOverRefused as refused:
             return refused.text
-        name, box = entry.name, entry.mailbox
         assert self._store is not None
-        return Login(name, self._store.mailbox(name), box)
+        return Login(entry.name, self._store.mailbox(entry.name), entry.mailbox)
 
     def inline_allowed(self) -> bool:
         return not self._inline_off_until or time.monotonic() >= self._inline_off_until
@@ -384,12 +388,17 @@ class ImapBackendService(BackendService):
         self._connections[task] = None
         connection: _Connection | None = None
         try:
-            found, client = await read_proxy_header(reader)
-            if not found:
+            loop = asyncio.get_running_loop()
+            handed = await self.hand_over(
+                reader, writer, "IMAP4",
+                lambda accepted: loop.run_in_executor(self.executor, self.open_login,
+                                                      accepted.mailbox))
+            if handed is None:
                 return
-            connection = _Connection(self, reader, writer, client)
+            accepted, login = handed
+            connection = _Connection(self, reader, writer, accepted.client)
             self._connections[task] = connection
-            await connection.run()
+            await connection.run(connection.session.preauth(login))
         except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
             pass
         except Exception:

@@ -1,8 +1,10 @@
 """MSExchangePOP3BE: the POP3 back end, the sans-IO session over the mailbox store.
 
-It accepts only front ends: every connection starts with a PROXY v2 header (else it is
-closed) and logs in with `AUTH PLAIN` as PROXY_USER with the proxy secret, the authzid naming
-the mailbox (see server.directory). The maildrop is the mailbox's INBOX, locked for the whole
+It accepts only front ends: every connection starts with the hand-over (server/protocols/
+handover.py, run by BackendService.hand_over), in which the front end proves it knows the
+proxy secret and names the mailbox and the real client. POP3 then begins in the TRANSACTION
+state, its greeting the maildrop's size, so no POP3 command from an unproved peer is ever
+parsed. The maildrop is the mailbox's INBOX, locked for the whole
 session (RFC 1939 section 8: one session per maildrop); deletions happen only in UPDATE after
 QUIT, in one store call, so a dropped connection deletes nothing. IMAP sessions on the same
 mailbox keep working and see the deletions as EXPUNGEs through the store's notifications.
@@ -357,8 +359,9 @@ class _Connection:
         self.session_id = next(self.service.session_ids)
         self.started = time.monotonic()
 
-    async def run(self) -> None:
-        greeting = self.session.greeting()
+    async def run(self, login: _Login) -> None:
+        self.login = login
+        greeting = self.session.preauthenticated(login.mailbox, login.maildrop)
         self.writer.write(greeting)
         self._log(Request("OpenSession"), greeting, len(greeting))
         loop = asyncio.get_running_loop()
@@ -397,8 +400,8 @@ class _Connection:
                     if waiting >= FLUSH_AT:
                         await self._flush(out)
                         waiting = 0
-                case Authenticate():
-                    await self._authenticate(action)
+                case Authenticate():  # sessions start authenticated: never reached
+                    self.session.auth_failed("[AUTH] Only the front-end hand-over logs in here")
                 case Retrieve():
                     if self._inline(action):
                         self._retrieve(action)
@@ -437,26 +440,20 @@ class _Connection:
                 await self.writer.drain()
 
     # --- login ---------------------------------------------------------------------------
-    async def _authenticate(self, action: Authenticate) -> None:
-        job = asyncio.ensure_future(asyncio.to_thread(self.service.login, action))
+    async def open_login(self, mailbox: str) -> _Login | str:
+        """Open the maildrop a proved front end hands over; a str is the refusal text."""
+        job = asyncio.ensure_future(asyncio.to_thread(self.service.login, mailbox))
         try:
-            result = await asyncio.shield(job)
+            return await asyncio.shield(job)
         except asyncio.CancelledError:
             # The thread may still take the maildrop lock: give it back when it does.
             job.add_done_callback(_release_orphan)
             raise
         except StoreError as exc:
-            self.session.auth_failed(f"[SYS/TEMP] {exc}")
-            return
+            return f"-ERR [SYS/TEMP] {exc}"
         except Exception:
             self.service.ctx.log.exception("service=%s event=login-error", self.service.ctx.name)
-            self.session.auth_failed("[SYS/TEMP] The mailbox cannot be opened now")
-            return
-        if isinstance(result, str):
-            self.session.auth_failed(result)
-            return
-        self.login = result
-        self.session.auth_succeeded(result.mailbox, result.maildrop)
+            return "-ERR [SYS/TEMP] The mailbox cannot be opened now"
 
     # --- retrieval -----------------------------------------------------------------------
     def _inline(self, action: Retrieve) -> bool:
@@ -611,11 +608,15 @@ class Pop3BackendService(common.BackendService):
         self._connections[task] = writer
         connection: _Connection | None = None
         try:
-            found, client = await common.read_proxy_header(reader)
-            if not found:
+            opening = _Connection(self, reader, writer)
+            handed = await self.hand_over(
+                reader, writer, "POP3", lambda accepted: opening.open_login(accepted.mailbox))
+            if handed is None:
                 return
-            connection = _Connection(self, reader, writer, client)
-            await connection.run()
+            accepted, login = handed
+            connection = opening
+            connection.client = accepted.client
+            await connection.run(login)
         except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
             pass
         except Exception:  # a bug ends this session, never the service
@@ -630,25 +631,22 @@ class Pop3BackendService(common.BackendService):
                 await writer.wait_closed()
 
     # --- login (in a worker thread) ------------------------------------------------------
-    def login(self, action: Authenticate) -> _Login | str:
-        """Check the front end's proxy login and open the maildrop; a str is the -ERR text."""
+    def login(self, mailbox: str) -> _Login | str:
+        """Open the maildrop of a mailbox a proved front end hands over; a str is the
+        refusal, as the -ERR text the front end passes on."""
         settings = self.ctx.settings
-        if action.mechanism != "PLAIN":
-            return "[AUTH] Authentication failed: only front ends may log in here"
         try:
-            entry = common.check_hand_over(
-                self.ctx, settings, "POP3", action.authzid, action.authcid, action.password
-            )
+            entry = common.check_hand_over(self.ctx, settings, "POP3", mailbox)
         except common.HandOverRefused as refused:
             code = "[SYS/PERM]" if refused.kind == "perm" else "[AUTH]"
-            return f"{code} {refused.text}"
+            return f"-ERR {code} {refused.text}"
         name, box = entry.name, entry.mailbox
         assert self._store is not None
         mailbox = self._store.mailbox(name)
         try:
             release = mailbox.lock_maildrop()
         except MailboxInUse:
-            return "[IN-USE] Maildrop is in use by another session"
+            return "-ERR [IN-USE] Maildrop is in use by another session"
         try:
             files = MaildropFiles(mailbox)  # subscribed before the snapshot: see load()
         except BaseException:
