@@ -281,10 +281,14 @@ def reload_context(ctx: ssl.SSLContext, cert: CertificateInfo) -> None:
 
 
 def client_context(home: Home, verify: bool = True) -> ssl.SSLContext:
-    """What a front end (or a test) uses to reach a back end: trusts the private CA."""
+    """What a front end (or a test) uses to reach a back end. Verifying, it trusts the
+    organization's private CA (what back ends get by default) and the system's CAs (a
+    purchased certificate imported and enabled for the back end), and checks the name."""
     ctx = ssl.create_default_context(cafile=str(ensure_ca(home)))
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    if not verify:
+    if verify:
+        ctx.load_default_certs()
+    else:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
     return ctx

@@ -64,11 +64,15 @@ listener.listen(5)
 print("READY", os.getuid(), flush=True)
 listener.settimeout(30)
 conn, _ = listener.accept()
+conn.settimeout(5)
 if len(sys.argv) > 7:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(sys.argv[6], sys.argv[7])
-    conn = ctx.wrap_socket(conn, server_side=True)
-conn.settimeout(5)
+    try:
+        conn = ctx.wrap_socket(conn, server_side=True)
+    except (OSError, ssl.SSLError) as exc:  # the front end refused our certificate
+        print(json.dumps({"uid": os.getuid(), "captured": "", "tls": str(exc)}), flush=True)
+        sys.exit(0)
 if mode == "legacy":
     conn.sendall(b"* OK IMAP4rev1 ready\r\n" if protocol == "IMAP4" else b"+OK POP3 ready\r\n")
 else:
@@ -212,6 +216,7 @@ def candidate_secrets(captured: bytes) -> set[bytes]:
     ("IMAP4", "plain", "legacy"), ("IMAP4", "plain", "challenge"),
     ("IMAP4", "tls", "challenge"), ("POP3", "plain", "legacy"),
     ("POP3", "plain", "challenge"), ("POP3", "tls", "legacy"),
+    ("IMAP4", "tls-enforced", "challenge"),
 ])
 def test_an_impostor_on_a_stopped_back_end_port_learns_nothing_it_can_use(
     env: Home, in_process: Any, local_user: tuple[int, int] | None, protocol: str, hop: str,
@@ -223,11 +228,15 @@ def test_an_impostor_on_a_stopped_back_end_port_learns_nothing_it_can_use(
                        else (server.PopBackEndPort, server.PopBackEndSSLPort))
     if hop == "plain":
         configure(env, kind, ProxyTargetPort=plain)
+    elif hop == "tls-enforced":
+        # The impostor's certificate is not from the organization's CA: the front end
+        # stops in the TLS handshake, before the hand-over's first byte.
+        configure(env, kind, EnforceCertificateErrors=True)
     secret = proxy_secret(env).encode()
     folder = Path(tempfile.mkdtemp(prefix="impostor-"))
     folder.chmod(0o755)
     try:
-        tls_files = impostor_cert(folder) if hop == "tls" else None
+        tls_files = impostor_cert(folder) if hop.startswith("tls") else None
         port = plain if hop == "plain" else ssl_port
         # The back end is stopped; the impostor, not root, takes its port.
         impostor = Impostor(port, protocol, mode, local_user, tls_files)
@@ -243,8 +252,8 @@ def test_an_impostor_on_a_stopped_back_end_port_learns_nothing_it_can_use(
     assert secret not in captured and base64.b64encode(secret) not in captured
     assert b"alice" not in captured and handover._b64(b"alice") not in captured
     assert b"127.0.0.1" not in captured
-    if mode == "legacy":
-        assert captured == b""  # no challenge, so the front end said nothing at all
+    if mode == "legacy" or hop == "tls-enforced":
+        assert captured == b""  # no challenge, or no trusted certificate: not a byte
     else:
         [line] = captured.splitlines()
         assert line.startswith(b"MCHO1 HELLO ") and len(line.split()) == 3
@@ -434,3 +443,29 @@ def test_pop3_back_end_has_the_same_limits(env: Home, in_process: Any) -> None:
             with socket.create_connection(("127.0.0.1", run.service.bound_port()),
                                           timeout=10) as other:
                 assert closed(other)
+
+
+@pytest.mark.parametrize(("protocol", "enforce"), [("IMAP4", True), ("POP3", True),
+                                                   ("IMAP4", False)])
+def test_real_front_and_back_end_over_the_tls_hop(env: Home, in_process: Any, protocol: str,
+                                                  enforce: bool) -> None:
+    """The default hop (the back end's SSL port), the back end's certificate checked against
+    the organization's CA and the server's Fqdn when EnforceCertificateErrors is on."""
+    kind = "IMAP" if protocol == "IMAP4" else "POP"
+    configure(env, kind, EnforceCertificateErrors=enforce)
+    backend_name, frontend_name = (IMAP4BE, IMAP4) if kind == "IMAP" else (POP3BE, POP3)
+    with in_process(backend_name, env), in_process(frontend_name, env):
+        _, ssl_port = ports(env, kind)
+        if kind == "IMAP":
+            with imaplib.IMAP4_SSL("127.0.0.1", ssl_port, ssl_context=client_context(env),
+                                   timeout=20) as client:
+                client.login("alice", PASSWORD)
+                assert client.select("INBOX")[0] == "OK"
+                client.logout()
+        else:
+            client = poplib.POP3_SSL("127.0.0.1", ssl_port, context=client_context(env),
+                                     timeout=20)
+            client.user("alice")
+            client.pass_(PASSWORD)
+            assert client.stat() == (0, 0)
+            client.quit()
