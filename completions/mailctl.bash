@@ -92,7 +92,7 @@ _mailctl() {
         get-popsettings) opts="--server --output --home --help -Server -Output" ;;
         get-receiveconnector) opts="--server --output --home --help -Server -Output" ;;
         get-service) opts="--server --output --home --help -Server -Output" ;;
-        import-exchangecertificate) opts="--file-name --private-key-file --services --output --home --help -FileName -PrivateKeyFile -Services -Output" ;;
+        import-exchangecertificate) opts="--file-name --file-data --private-key-file --password --password-stdin --services --output --home --help -FileName -FileData -PrivateKeyFile -Password -PasswordStdin -Services -Output" ;;
         import-mailbox) opts="--maildir --mbox --folder --mboxo --output --home --help -Maildir -Mbox -Folder -Mboxo -Output" ;;
         init) opts="--server --domain --fqdn --base-port --demo-password --demo --home --help -Server -Domain -Fqdn -BasePort -DemoPassword -Demo" ;;
         install-systemd) opts="--output-dir --user --home --help -OutputDir -User" ;;

@@ -263,8 +263,8 @@ class FrontendService(Service):
         )
 
     async def reload(self, old: Settings, new: Settings) -> None:
+        await self._reconcile()  # the listeners follow the settings even if the next fails
         await self._load_certificate()
-        await self._reconcile()
 
     async def reload_certificates(self) -> None:
         await self._load_certificate()
@@ -290,8 +290,15 @@ class FrontendService(Service):
 
     async def _load_certificate(self) -> None:
         ps = self.protocol_settings()
-        name = ps.X509CertificateName or self.ctx.server_settings.Fqdn
-        cert = await asyncio.to_thread(tls.ensure_certificate, self.ctx.home, self.cert_kind, name)
+        try:
+            cert = await asyncio.to_thread(
+                tls.certificate_for, self.ctx.home, self.cert_kind, ps.X509CertificateName,
+                self.ctx.server_settings.Fqdn)
+        except tls.CertificateNotFound as exc:
+            # At start the service does not start; at a reload the certificate in force
+            # keeps serving. Either way the reason reaches Get-Service (LastReload).
+            self.ctx.log.error("service=%s event=certificate-not-found %s", self.ctx.name, exc)
+            raise
         if self.ssl_context is None:
             self.ssl_context = tls.server_context(cert)
         elif cert.thumbprint != self._thumbprint:
