@@ -320,17 +320,43 @@ def ensure_certificate(home: Home, kind: str, fqdn: str) -> CertificateInfo:
     Get-ExchangeCertificate shows what is in use. Services that start together must not
     each make one: look again under the lock before making it."""
     found = select_certificate(home, kind, fqdn, strict=True)
-    if found is not None:
+    if found is not None and not _made_before_key_identifiers(home, found):
         return found
     with locked(home):
         found = select_certificate(home, kind, fqdn, strict=True)
         if found is not None:
-            return found
+            if not _made_before_key_identifiers(home, found):
+                return found
+            # Strict clients refuse it: the same names and services, issued again.
+            return _new_certificate_locked(home, found.subject, found.dns_names,
+                                           found.services, 825)
         taken = {s for c in list_certificates(home) for s in c.services}
         return _new_certificate_locked(
             home, fqdn, [fqdn, "localhost", "127.0.0.1"],
             [k for k in SERVICE_KINDS if k not in taken], 825,
         )
+
+
+def _made_before_key_identifiers(home: Home, info: CertificateInfo) -> bool:
+    """A certificate this installation's CA signed before leaf certificates carried an
+    Authority Key Identifier (imported certificates are left alone)."""
+    from cryptography import x509
+    from cryptography.exceptions import InvalidSignature
+
+    try:
+        leaf = x509.load_pem_x509_certificate(info.cert_file.read_bytes())
+        leaf.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier)
+        return False
+    except x509.ExtensionNotFound:
+        pass
+    except (OSError, ValueError):
+        return False
+    ca = x509.load_pem_x509_certificate(ensure_ca(home).read_bytes())
+    try:
+        leaf.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
 
 
 def certificate_for(home: Home, kind: str, name: str | None, fqdn: str) -> CertificateInfo:

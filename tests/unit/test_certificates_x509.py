@@ -129,6 +129,35 @@ def test_a_ca_without_key_identifier_is_reissued_with_the_same_key(home: Home) -
     assert openssl_verify(ca, leaf).returncode == 0
 
 
+@needs_openssl
+def test_a_server_certificate_made_before_key_identifiers_is_issued_again(home: Home) -> None:
+    _old_style_ca(home)
+    ca_cert_path, ca_key_path = tls.ca_paths(home)
+    ca_cert = x509.load_pem_x509_certificate(ca_cert_path.read_bytes())
+    ca_key = serialization.load_pem_private_key(ca_key_path.read_bytes(), None)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    old = (x509.CertificateBuilder()
+           .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, FQDN)]))
+           .issuer_name(ca_cert.subject).public_key(key.public_key())
+           .serial_number(x509.random_serial_number())
+           .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=9))
+           .add_extension(x509.SubjectAlternativeName([x509.DNSName(FQDN)]), critical=False)
+           .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+           .sign(ca_key, hashes.SHA256()))  # type: ignore[arg-type]
+    info = tls.import_certificate(
+        home, old.public_bytes(serialization.Encoding.PEM),
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                          serialization.NoEncryption()), ["IMAP", "POP"])
+    fresh = tls.ensure_certificate(home, "IMAP", FQDN)
+    assert fresh.thumbprint != info.thumbprint
+    assert fresh.dns_names == [FQDN] and fresh.services == ["IMAP", "POP"]
+    assert tls.get_certificate(home, info.thumbprint).services == []
+    leaf, ca = leaf_and_ca(home, fresh)
+    assert openssl_verify(ca, leaf).returncode == 0
+    assert tls.ensure_certificate(home, "POP", FQDN).thumbprint == fresh.thumbprint
+
+
 def test_each_server_gets_its_own_certificate(home: Home) -> None:
     first = tls.ensure_certificate(home, "IMAP", "mbx01.contoso.test")
     second = tls.ensure_certificate(home, "IMAP", "mbx02.contoso.test")
