@@ -1,6 +1,7 @@
-"""One hostile message must not spoil its folder: a 48 KB message of deeply nested MIME
-parts, delivered among normal ones, is answered like any other by FETCH ENVELOPE,
-BODYSTRUCTURE, HEADER.FIELDS and SEARCH, and so are its neighbours."""
+"""Hostile input to the IMAP back end. One message must not spoil its folder: a 48 KB
+message of deeply nested MIME parts, delivered among normal ones, is answered like any
+other by FETCH ENVELOPE, BODYSTRUCTURE, HEADER.FIELDS and SEARCH, and so are its
+neighbours. A tag with 8-bit bytes gets an untagged BAD, never a mangled echo."""
 
 from __future__ import annotations
 
@@ -85,3 +86,14 @@ def test_a_message_the_parser_fails_on_costs_only_that_message(
         r.close()
     failures = [rec for rec in caplog.records if "MIME analysis failed" in rec.getMessage()]
     assert len(failures) == 1
+
+
+def test_eight_bit_tag_gets_untagged_bad_and_the_session_goes_on(
+    imap_backend: Backend,  # noqa: F811
+) -> None:
+    r = imap_backend.raw()
+    r.sock.sendall(b"t\xc3\xa9 NOOP\r\n")
+    line = r.read_line()
+    assert line.startswith(b"* BAD ") and b"\xef\xbf\xbd" not in line and b"?" not in line
+    assert r.cmd("n1 NOOP").endswith("n1 OK NOOP completed")
+    r.close()
