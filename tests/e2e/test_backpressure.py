@@ -183,3 +183,46 @@ def test_front_end_relay_stops_reading_the_back_end_for_a_client_that_reads_noth
         assert grown < LIMIT, f"the services grew {grown >> 20} MB for a client that reads nothing"
     finally:
         sock.close()
+
+
+def test_imap_backend_streams_a_big_message_from_its_file(
+    imap_backend: ImapBackend,  # noqa: F811
+) -> None:
+    """A big literal is sent from the message file in pieces, with back-pressure between
+    them: a client that reads nothing of a 40 MB message costs the back end a few MB, not
+    the message (read whole, it would sit in the transport's buffer)."""
+    line = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789ab\r\n"
+    huge = b"Subject: huge\r\n\r\n" + line * (40 * 1024 * 1024 // len(line))
+    imap_backend.inbox().append("INBOX", huge)
+    r = imap_backend.raw()
+    assert " OK " in r.cmd("s SELECT INBOX")
+    base = rss()
+    r.sock.sendall(b"f FETCH 1 BODY.PEEK[]\r\n")
+    grown = wait_blocked(imap_backend.service, base)
+    try:
+        assert grown < 16 * 1024 * 1024, f"grew {grown >> 20} MB for one unread 40 MB message"
+    finally:
+        r.close()
+
+
+def test_streamed_literals_arrive_whole_with_the_other_items(
+    imap_backend: ImapBackend,  # noqa: F811
+) -> None:
+    big = big_message()
+    other = big.replace(b"Subject: big", b"Subject: two")
+    box = imap_backend.inbox()
+    box.append("INBOX", big)
+    box.append("INBOX", other)
+    m = imap_backend.imaplib()
+    m.select("INBOX")
+    typ, data = m.fetch("1:2", "(UID BODY[] RFC822.SIZE)")  # \Seen: FLAGS comes after
+    assert typ == "OK"
+    bodies = [entry for entry in data if isinstance(entry, tuple)]
+    assert [b[1] for b in bodies] == [big, other]
+    tails = [entry for entry in data if isinstance(entry, bytes)]
+    assert all(b[0].startswith(b"%d (UID %d BODY[] {" % (n, n)) for n, b in enumerate(bodies, 1))
+    assert all(t.startswith(b" RFC822.SIZE 5242956 FLAGS (\\Seen") and t.endswith(b")")
+               for t in tails), tails
+    typ, data = m.fetch("2", "(BODY.PEEK[] RFC822)")  # the same file twice in one response
+    assert [entry[1] for entry in data if isinstance(entry, tuple)] == [other, other]
+    m.logout()
