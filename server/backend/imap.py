@@ -56,6 +56,10 @@ INLINE_BACKOFF = 30.0
 # IDLE updates are small: they are written without waiting for the client to read them,
 # unless that much is already queued for it (a client that stopped reading).
 PUSH_BUFFER_LIMIT = 256 * 1024
+# Output of pipelined commands queued for a client before the next command waits for the
+# client to read (asyncio's drain). Without a bound a client that pipelines FETCH BODY[]
+# and reads nothing makes the back end hold every answer in memory.
+WRITE_HIGH_WATER = 256 * 1024
 
 
 def log_parameters(args: p.CommandArgs | None) -> str:
@@ -80,7 +84,7 @@ class _LogEntry:
 class _Connection:
     __slots__ = ("service", "reader", "writer", "session", "lock", "last_activity", "timer",
                  "unsubscribe", "next_keepalive", "loop", "client", "session_id", "logging",
-                 "carry")
+                 "carry", "waiting")
 
     def __init__(self, service: ImapBackendService, reader: asyncio.StreamReader,
                  writer: asyncio.StreamWriter, client: proxyv2.ProxyInfo | None) -> None:
@@ -98,6 +102,7 @@ class _Connection:
         self.session_id = next(service.session_ids)
         self.logging: _LogEntry | None = None
         self.carry = 0  # octets read for a command not yet known (before a literal)
+        self.waiting = False  # in drain(): the client is not reading what we sent
 
     async def run(self, greeting: bytes) -> None:
         self.writer.write(greeting)
@@ -130,6 +135,16 @@ class _Connection:
                     writer.write(out)
                 if log_on:
                     self._log_job(job, out, consumed, started)
+                if out and writer.transport.get_write_buffer_size() > WRITE_HIGH_WATER:
+                    # Back-pressure: no next command (nor the next read, which waits for
+                    # this pump) until the client has taken most of this answer.
+                    out = b""  # a FETCH chunk is not kept alive while the client is slow
+                    self.waiting = True
+                    try:
+                        await writer.drain()
+                    finally:
+                        self.waiting = False
+                    self.last_activity = self.loop.time()  # the client reads: not idle
                 self._after_job()
                 if session.closed:
                     break
@@ -257,6 +272,11 @@ class _Connection:
         if now >= deadline and not self.lock.locked():
             self.writer.write(self.session.bye("Autologout; idle for too long"))
             self.writer.close()
+            return
+        if now >= deadline and self.waiting:
+            # Nothing read from us (and nothing sent) for the whole timeout: the client is
+            # gone or stuck, and what we queued for it is freed with the connection.
+            self.writer.transport.abort()
             return
         wake = deadline if now < deadline else now + 1.0
         if self.session.idling and self.next_keepalive:

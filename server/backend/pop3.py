@@ -437,7 +437,11 @@ class _Connection:
             self.writer.write(out[0] if len(out) == 1 else b"".join(out))
             out.clear()
             if self.writer.transport.get_write_buffer_size() > WRITE_HIGH_WATER:
-                await self.writer.drain()
+                self.service.waiting_for_clients += 1
+                try:
+                    await self.writer.drain()
+                finally:
+                    self.service.waiting_for_clients -= 1
 
     # --- login ---------------------------------------------------------------------------
     async def open_login(self, mailbox: str) -> _Login | str:
@@ -540,6 +544,7 @@ class Pop3BackendService(common.BackendService):
         self._session_settings: tuple[Settings, SessionSettings] | None = None
         self._timeouts: tuple[Settings, tuple[float, float]] | None = None
         self.body_paths = BodyPaths()
+        self.waiting_for_clients = 0  # connections in drain(): their client reads slowly
 
     # --- settings ------------------------------------------------------------------------
     def pop_settings(self) -> PopSettings:
