@@ -428,12 +428,48 @@ class SqliteMailStore(MailStore):
         path = self.mailboxes_dir / key
         if not path.exists():
             return
+        self._retire_uidvalidity(key, path / "mailbox.db")
         # Renamed away first so no process can open a half-deleted mailbox.
         trash = self.mailboxes_dir / f".deleted-{key}-{secrets.token_hex(4)}"
         os.rename(path, trash)
         _fsync_dir(self.mailboxes_dir)
         shutil.rmtree(trash, ignore_errors=True)
         self.notifier.publish(key)
+
+    # --- UIDVALIDITY across a mailbox's deletion ----------------------------------------
+    # A mailbox created again under a deleted one's name must not hand out the UIDVALIDITYs
+    # of the old one (RFC 3501 2.3.1.1): clients, and the caches of running back ends keyed
+    # by (mailbox, folder, UIDVALIDITY, UID), would take the new messages for the old ones.
+    # UIDVALIDITYs come from the clock but run ahead of it when folders are created quickly,
+    # so the highest one used is kept beside the mailboxes and the new mailbox starts above.
+    def _retired_path(self, key: str) -> Path:
+        return self.mailboxes_dir / f".uidvalidity-{key}"
+
+    def _retire_uidvalidity(self, key: str, db_path: Path) -> None:
+        try:
+            conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+            try:
+                row = conn.execute(
+                    "SELECT max((SELECT coalesce(max(uidvalidity), 0) FROM folders),"
+                    " coalesce((SELECT value FROM meta WHERE key='uidvalidity'), 0))"
+                ).fetchone()
+            finally:
+                conn.close()
+        except sqlite3.Error:
+            return
+        last = max(int(row[0] or 0), self.retired_uidvalidity(key))
+        if last:
+            tmp = self._retired_path(key).with_suffix(f".{secrets.token_hex(4)}")
+            _write_file(tmp, str(last).encode())
+            os.replace(tmp, self._retired_path(key))
+            _fsync_dir(self.mailboxes_dir)
+
+    def retired_uidvalidity(self, key: str) -> int:
+        """The highest UIDVALIDITY a deleted mailbox of this key used (0: none)."""
+        try:
+            return int(self._retired_path(key).read_text().strip() or 0)
+        except (FileNotFoundError, ValueError):
+            return 0
 
     def check(self) -> list[str]:
         problems: list[str] = []
@@ -623,6 +659,9 @@ class SqliteMailbox(MailboxStore):
                     if stmt.strip():
                         c.execute(stmt)
                 c.execute("INSERT OR REPLACE INTO meta VALUES('name', ?)", (self.name,))
+                retired = self.store.retired_uidvalidity(self.key)
+                if retired:
+                    c.execute("INSERT OR REPLACE INTO meta VALUES('uidvalidity', ?)", (retired,))
                 for folder, special in DEFAULT_FOLDERS.items():
                     self._insert_folder(c, folder, special, subscribed=True)
             c.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
@@ -965,7 +1004,7 @@ class SqliteMailbox(MailboxStore):
             ]
             if modseq < f.pruned_modseq:
                 vanished = self._maybe_vanished(c, f, vanished)
-        return Changes(f.highestmodseq, changed, vanished)
+        return Changes(f.highestmodseq, changed, vanished, f.uidvalidity)
 
     @staticmethod
     def _maybe_vanished(c: sqlite3.Connection, f: _Folder, kept: list[int]) -> list[int]:

@@ -183,3 +183,58 @@ def test_schema_3_databases_are_upgraded_in_place(tmp_path: Path) -> None:
         assert box.check() == []
     with SqliteMailStore(tmp_path / "db") as s:  # opened again: nothing left to upgrade
         assert s.mailbox("alice").read("zz2", 3) == FIRST
+
+
+def test_a_mailbox_created_again_never_reuses_uidvalidity(store: SqliteMailStore) -> None:
+    box = store.mailbox("alice")
+    for n in range(20):  # folders created faster than the clock: UIDVALIDITYs run ahead
+        box.create_folder(f"f{n}")
+    used = {f.name: box.status(f.name).uidvalidity for f in box.folders()}
+    store.delete_mailbox("alice")
+    again = store.mailbox("alice")
+    again.create_folder("f0")
+    fresh = {f.name: again.status(f.name).uidvalidity for f in again.folders()}
+    assert min(fresh.values()) > max(used.values())
+    store.delete_mailbox("alice")  # and once more: above the second one too
+    assert min(s.uidvalidity for s in (
+        store.mailbox("alice").status(f) for f in ("INBOX", "Archive"))) > max(fresh.values())
+    assert store.mailbox_names() == ["alice"] and store.check() == []
+
+
+def _two_sessions(store: SqliteMailStore) -> tuple[Client, Client]:
+    store.mailbox("alice")
+    one = Client(store).login()  # type: ignore[arg-type]
+    two = Client(store).login()  # type: ignore[arg-type]
+    # One back-end process: the sessions share its MessageInfo cache.
+    two.session.config.info_cache = one.session.config.info_cache
+    return one, two
+
+
+@pytest.mark.parametrize("replace", ["DELETE zz", "RENAME zz yy"])
+def test_a_session_whose_folder_is_replaced_by_another_says_bye(
+    store: SqliteMailStore, replace: str
+) -> None:
+    one, two = _two_sessions(store)
+    one("a CREATE zz")
+    one.select("zz")
+    one.send(b"b APPEND zz {%d+}\r\n%s\r\n" % (len(FIRST), FIRST))
+    assert '"FIRST"' in one("f FETCH 1 (ENVELOPE)")
+    assert " OK" in two(f"d {replace}")
+    assert "a OK" in two("a CREATE zz")
+    two.send(b"b APPEND zz {%d+}\r\n%s\r\n" % (len(SECOND), SECOND))
+    one.session.mark_dirty()  # the store's change notification
+    out = one("f FETCH 1 (ENVELOPE BODY.PEEK[TEXT])")
+    assert out.startswith("* BYE ") and "FETCH" not in out, out
+    assert one.session.closed
+
+
+def test_a_session_whose_folder_is_deleted_says_bye_in_idle(store: SqliteMailStore) -> None:
+    one, two = _two_sessions(store)
+    one("a CREATE zz")
+    one.select("zz")
+    assert "+ idling" in one("i IDLE").lower()
+    two("d DELETE zz")
+    one.session.mark_dirty()
+    job = one.session.changes_job()
+    assert job is not None
+    assert job.run().startswith(b"* BYE ") and one.session.closed
