@@ -238,3 +238,15 @@ def test_a_session_whose_folder_is_deleted_says_bye_in_idle(store: SqliteMailSto
     job = one.session.changes_job()
     assert job is not None
     assert job.run().startswith(b"* BYE ") and one.session.closed
+
+
+def test_a_session_whose_folder_is_deleted_says_bye_at_the_end_of_idle(
+    store: SqliteMailStore,
+) -> None:
+    one, two = _two_sessions(store)
+    one("a CREATE zz")
+    one.select("zz")
+    one("i IDLE")
+    two("d DELETE zz")
+    out = one("DONE")
+    assert out.startswith("* BYE ") and one.session.closed

@@ -263,7 +263,8 @@ class ImapSession:
         self.closed = True
         return b"* BYE " + _line(text) + b"\r\n"
 
-    def _selected_gone(self) -> bytes:
+    def selected_gone(self) -> bytes:
+        """The BYE that ends a session whose selected folder is gone (SelectedGone)."""
         self.selected = None
         return self.bye("Selected mailbox was deleted, have to disconnect.")
 
@@ -371,7 +372,7 @@ class ImapSession:
         except Bad as exc:
             tail = _tagged(cmd.tag, b"BAD", exc.text, exc.code)
         except SelectedGone:
-            tail = self._selected_gone()
+            tail = self.selected_gone()
         except api.NoSuchFolder as exc:
             tail = _tagged(cmd.tag, b"NO", str(exc) or "No such mailbox", "NONEXISTENT")
         except api.FolderExists as exc:
@@ -410,7 +411,7 @@ class ImapSession:
         try:
             self.sync(allow_expunge=True, shared=shared or self._read_shared())
         except (SelectedGone, api.NoSuchFolder):
-            self.out.append(self._selected_gone())
+            self.out.append(self.selected_gone())
         except api.StoreError:
             log.exception("sync failed")
         out, self.out = self.out, []
