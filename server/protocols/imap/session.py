@@ -66,6 +66,12 @@ class No(Exception):
         self.code = code
 
 
+class SelectedGone(Exception):
+    """The selected folder was deleted, or replaced by a new folder of the same name, by
+    another session: its UIDs and sequence numbers mean nothing any more, so the session
+    ends with BYE (as Dovecot does) rather than serve another folder's messages under them."""
+
+
 class Bad(Exception):
     """Finish the command with a tagged BAD."""
 
@@ -265,6 +271,11 @@ class ImapSession:
         self.closed = True
         return b"* BYE " + _line(text) + b"\r\n"
 
+    def selected_gone(self) -> bytes:
+        """The BYE that ends a session whose selected folder is gone (SelectedGone)."""
+        self.selected = None
+        return self.bye("Selected mailbox was deleted, have to disconnect.")
+
     def receive(self, data: bytes) -> None:
         self.reader.feed(data)
 
@@ -368,6 +379,8 @@ class ImapSession:
             tail = _tagged(cmd.tag, b"NO", exc.text, exc.code)
         except Bad as exc:
             tail = _tagged(cmd.tag, b"BAD", exc.text, exc.code)
+        except SelectedGone:
+            tail = self.selected_gone()
         except api.NoSuchFolder as exc:
             tail = _tagged(cmd.tag, b"NO", str(exc) or "No such mailbox", "NONEXISTENT")
         except api.FolderExists as exc:
@@ -405,6 +418,8 @@ class ImapSession:
         self.out = []
         try:
             self.sync(allow_expunge=True, shared=shared or self._read_shared())
+        except (SelectedGone, api.NoSuchFolder):
+            self.out.append(self.selected_gone())
         except api.StoreError:
             log.exception("sync failed")
         out, self.out = self.out, []
@@ -478,8 +493,13 @@ class ImapSession:
         if sel is None:
             return
         self.dirty = False
-        changes = shared.changes if shared is not None else \
-            self.store.changes_since(sel.name, sel.modseq)
+        try:
+            changes = shared.changes if shared is not None else \
+                self.store.changes_since(sel.name, sel.modseq)
+        except api.NoSuchFolder:
+            raise SelectedGone() from None
+        if changes.uidvalidity is not None and changes.uidvalidity != sel.uidvalidity:
+            raise SelectedGone()
         if changes.highestmodseq > sel.modseq:
             sel.modseq = changes.highestmodseq
         known_max = sel.uids[-1] if sel.uids else 0
