@@ -787,6 +787,13 @@ class SqliteMailbox(MailboxStore):
                 return self._cached_status(c, f, cached)
             return self._status(c, f)
 
+    def usage_totals(self) -> tuple[int, int]:
+        """Messages and octets in every folder, in one query (quotas, server.store.quota)."""
+        with self._read() as c:
+            count, size = c.execute(
+                "SELECT count(*), coalesce(sum(size), 0) FROM messages").fetchone()
+        return count, size
+
     def _recent(self, c: sqlite3.Connection, f: _Folder) -> int:
         return c.execute(
             "SELECT count(*) FROM messages WHERE folder=? AND recent=1", (f.id,)

@@ -226,3 +226,34 @@ def test_streamed_literals_arrive_whole_with_the_other_items(
     typ, data = m.fetch("2", "(BODY.PEEK[] RFC822)")  # the same file twice in one response
     assert [entry[1] for entry in data if isinstance(entry, tuple)] == [other, other]
     m.logout()
+
+
+def test_pop3_backend_streams_a_big_retr_from_its_file(
+    pop_backend: PopBackend,  # noqa: F811
+) -> None:
+    """RETR of a big stored message that needs no byte-stuffing goes out from its file a
+    slice at a time: an unread 40 MB RETR costs the back end a few MB."""
+    line = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789ab\r\n"
+    pop_backend.deliver(b"Subject: huge\r\n\r\n" + line * (40 * 1024 * 1024 // len(line)))
+    pop = pop_backend.login()
+    base = rss()
+    pop.sock.sendall(b"RETR 1\r\n")
+    grown = wait_blocked(pop_backend.service, base)
+    try:
+        assert grown < 16 * 1024 * 1024, f"grew {grown >> 20} MB for one unread 40 MB RETR"
+    finally:
+        pop.sock.close()
+
+
+def test_pop3_big_messages_arrive_whole_streamed_or_stuffed(
+    pop_backend: PopBackend,  # noqa: F811
+) -> None:
+    plain = big_message()
+    dotted = plain.replace(b"\r\n0123", b"\r\n.0123", 3)  # needs byte-stuffing: not streamed
+    asks = plain.replace(b"Subject: big", b"Disposition-Notification-To: a@contoso.test\r\n"
+                                           b"Subject: big")
+    pop_backend.deliver(plain, dotted, asks)
+    pop = pop_backend.login()
+    for n, want in enumerate((plain, dotted, asks, plain), 1):  # the 4th: facts cached
+        assert pop.body(n if n < 4 else 1) == want
+    pop.quit()
