@@ -4,16 +4,15 @@ gets one message."""
 
 from __future__ import annotations
 
-import base64
 from typing import Any
 
 import pytest
 
-from server.directory import PROXY_USER, proxy_secret
+from server.directory import proxy_secret
 from server.settings import store as settings_store
 from server.settings.models import IMAP4BE, POP3BE
 from server.store import open_store
-from tests.e2e.test_retrieval import ProxiedIMAP4, ProxiedPOP3
+from tests.e2e.handover_support import ProxiedIMAP4, ProxiedPOP3
 from tests.unit.test_retrieval import plain
 
 pytestmark = pytest.mark.e2e
@@ -22,9 +21,8 @@ pytestmark = pytest.mark.e2e
 def imap_body(services: Any, section: str = "BODY.PEEK[]") -> bytes:
     port = services.settings.server("MBX01").ImapBackEndPort
     secret = proxy_secret(services.home)
-    conn = ProxiedIMAP4("127.0.0.1", port, timeout=10)
+    conn = ProxiedIMAP4("127.0.0.1", port, secret=secret, timeout=10)
     try:
-        conn.authenticate("PLAIN", lambda _: f"alice\0{PROXY_USER}\0{secret}".encode())
         conn.select("INBOX")
         typ, data = conn.fetch("1", f"({section})")
         assert typ == "OK"
@@ -36,10 +34,8 @@ def imap_body(services: Any, section: str = "BODY.PEEK[]") -> bytes:
 def pop_body(services: Any) -> bytes:
     port = services.settings.server("MBX01").PopBackEndPort
     secret = proxy_secret(services.home)
-    conn = ProxiedPOP3("127.0.0.1", port, timeout=10)
+    conn = ProxiedPOP3("127.0.0.1", port, secret=secret, timeout=10)
     try:
-        token = base64.b64encode(f"alice\0{PROXY_USER}\0{secret}".encode()).decode()
-        conn._shortcmd(f"AUTH PLAIN {token}")
         _, lines, _ = conn.retr(1)
         return b"".join(line + b"\r\n" for line in lines)
     finally:
