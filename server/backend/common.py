@@ -36,6 +36,7 @@ MAX_UNAUTHENTICATED = 64
 
 T = TypeVar("T")
 
+
 def render_for_retrieval(
     raw: bytes, *, protocol: str, mailbox: Mailbox | None, settings: ProtocolSettings,
     item: retrieval.ItemRef | None = None, owa: OwaVirtualDirectorySettings | None = None,
