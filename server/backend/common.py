@@ -90,7 +90,8 @@ class BackendService(Service):
 
     def __init__(self, ctx: ServiceContext) -> None:
         super().__init__(ctx)
-        self._listeners = ListenerSet(self._handler_for)
+        # Only front ends connect, from nearby: a TLS handshake gets the hand-over's time.
+        self._listeners = ListenerSet(self._handler_for, handshake_timeout=HANDOVER_DEADLINE)
         self._store: MailStore | None = None
         self._ssl: ssl.SSLContext | None = None
         self._thumbprint: str | None = None
