@@ -191,9 +191,10 @@ class ProxySecret:
 
     def load(self) -> bytes:
         """Read (or make, under the home lock) the secret. Blocking."""
+        # Stat first, read second: a file replaced in between is read again next time.
         signature = self._stat()
         self._value = proxy_secret(self.home).encode()
-        self._signature = signature
+        self._signature = signature if signature is not None else self._stat()
         return self._value
 
 
