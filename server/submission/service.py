@@ -32,7 +32,7 @@ from typing import Any
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session, syntax
 
 from ..directory import Directory, Entry
-from ..frontend.throttle import LoginThrottle
+from ..frontend.throttle import LoginThrottle, account_key
 from ..runtime import tls
 from ..runtime.listeners import bind_socket, endpoint_label
 from ..runtime.service import Service, ServiceContext
@@ -173,19 +173,20 @@ class SubmissionSMTP(SMTP):
         user = login.decode("utf-8", "replace")
         ip = str((self.session.peer or ("?",))[0]) if self.session else "?"
         service = self.service
-        wait = service.throttle.delay(ip, user)
+        settings = service.ctx.settings
+        account = account_key(settings, user)
+        wait = service.throttle.delay(ip, account)
         if wait:
             await asyncio.sleep(wait)
-        settings = service.ctx.settings
         entry = await asyncio.to_thread(
             service.directory.verify, settings, user, password.decode("utf-8", "replace"))
         if entry is not None and entry.mailbox.Type is not MailboxType.Anonymous:
-            service.throttle.succeeded(ip, user)
+            service.throttle.succeeded(ip, entry.name)
             self.mailbox = entry
             service.ctx.log.info("service=%s event=auth client=%s user=%r",
                                  service.ctx.name, ip, entry.name)
             return AuthResult(success=True, auth_data=LoginPassword(login, b""))
-        service.throttle.failed(ip, user)
+        service.throttle.failed(ip, account)
         self.logon_failures += 1
         service.ctx.log.warning("service=%s event=auth-failed client=%s user=%r",
                                 service.ctx.name, ip, user)

@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from ..directory import Entry, may_use_protocol
+from ..frontend.throttle import account_key
 from ..retrieval import calendar_web
 from ..settings.models import Mailbox, Settings
 from ..settings.published import Endpoint
@@ -232,18 +233,19 @@ class Handlers:
 
     async def check_password(self, ip: str, username: str, password: str) -> Entry | None:
         throttle, log = self.service.throttle, self.service.ctx.log
-        delay = throttle.delay(ip, username)
+        settings = self.settings
+        account = account_key(settings, username)
+        delay = throttle.delay(ip, account)
         if delay:
             await asyncio.sleep(delay)
-        settings = self.settings
         entry = await asyncio.to_thread(
             self.service.directory.verify, settings, username, password
         )
         if entry is None or entry.mailbox.Type in REFUSED_TYPES:
-            throttle.failed(ip, username)
+            throttle.failed(ip, account)
             log.info("event=web_signin result=fail client=%s user=%r", ip, username)
             return None
-        throttle.succeeded(ip, username)
+        throttle.succeeded(ip, entry.name)
         log.info("event=web_signin result=ok client=%s mailbox=%s", ip, entry.name)
         return entry
 
