@@ -24,6 +24,7 @@ from .types import (
     ExtendedProtectionPolicy,
     Fqdn,
     IPEndPoint,
+    IPRangeList,
     LogFileRollOver,
     LoginType,
     MailboxType,
@@ -41,6 +42,7 @@ from .types import (
     enum_type,
     int_range,
     timespan_range,
+    unlimited_int_range,
 )
 
 INT32_MAX = 2147483647
@@ -240,10 +242,10 @@ class ReceiveConnector(Model):
     Banner: OptionalStr = None
     RequireTLS: Bool = False
     TlsCertificateName: OptionalStr = None
-    RemoteIPRanges: StringList = Field(default_factory=lambda: ["0.0.0.0-255.255.255.255", "::-ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"])
+    RemoteIPRanges: IPRangeList = Field(default_factory=lambda: ["0.0.0.0-255.255.255.255", "::-ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"])
     MaxMessageSize: bytesize_type(1, 2 * 1024**3, unlimited=False) = ByteSize(36 * 1024**2)
     MaxRecipientsPerMessage: int_range(1, 512000) = 200
-    MaxInboundConnection: bytesize_type() = ByteSize(5000)
+    MaxInboundConnection: unlimited_int_range(1, 2147483647) = 5000
     MaxInboundConnectionPerSource: int_range(1, 10000) = 20
     MaxInboundConnectionPercentagePerSource: int_range(1, 100) = 2
     MaxLogonFailures: int_range(0, 10) = 3

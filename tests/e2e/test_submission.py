@@ -399,3 +399,50 @@ def test_auth_login_and_plain_with_and_without_initial_response(
         assert client.docmd("AUTH", f"{mechanism} not-base64!") == (
             501, b"5.5.2 Can't decode base64")
     client.quit()
+
+
+class Crash(BaseException):
+    """Stands for kill -9: nothing after it runs, no except Exception catches it."""
+
+
+def test_delivery_after_a_crash_is_not_repeated(env: Home, monkeypatch: Any) -> None:
+    """Killed between the mailbox's commit and the spool's update, the next start must not
+    deliver the message a second time."""
+    from server.settings import store as settings_store
+    from server.submission.delivery import Delivery
+
+    folder = env.queue / "MBX01"
+    spool = Spool(folder)
+    spool.add("bob@contoso.test", [Recipient("alice@contoso.test", "alice", "MBX01"),
+                                   Recipient("bob@contoso.test", "bob", "MBX01")],
+              b"Subject: once\r\n\r\nbody\r\n", "bob")
+    settings = settings_store.load(env).settings
+    first = Delivery(env, spool, lambda: settings)
+    appended: list[str] = []
+    real_deliver, real_update = first._deliver_local, Spool.update
+
+    def deliver(rcpt: Recipient, data: bytes) -> None:
+        real_deliver(rcpt, data)
+        appended.append(rcpt.address)
+
+    def update(self: Spool, entry: Any) -> None:
+        if appended:
+            raise Crash
+        real_update(self, entry)
+
+    monkeypatch.setattr(first, "_deliver_local", deliver)
+    monkeypatch.setattr(Spool, "update", update)
+    [entry] = spool.load()
+    with pytest.raises(Crash):
+        first._attempt(entry)
+    monkeypatch.setattr(Spool, "update", real_update)
+    for store_ in first._stores.values():
+        store_.close()  # type: ignore[attr-defined]
+    second = Delivery(env, Spool(folder), lambda: settings)
+    [entry] = second.spool.load()
+    second._attempt(entry)
+    for store_ in second._stores.values():
+        store_.close()  # type: ignore[attr-defined]
+    assert len(inbox(env, "alice")) == 1
+    assert len(inbox(env, "bob")) == 1
+    assert list(folder.glob("*.json")) == []
