@@ -250,8 +250,9 @@ class SubmissionSMTP(SMTP):
         try:
             await self._receive_data(spooled)
         finally:
+            # No await here: a connection torn down mid-DATA closes this coroutine.
             self._in_data = False
-            await asyncio.to_thread(spooled.discard)
+            spooled.discard()
             self._set_post_data_state()
 
     async def _receive_data(self, spooled: SpoolFile) -> None:
