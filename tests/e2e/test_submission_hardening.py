@@ -7,23 +7,37 @@ from __future__ import annotations
 import smtplib
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from server.settings.models import SUBMISSION
 from server.settings.paths import Home
-from tests.e2e.frontend_support import PASSWORD, client_context
-from tests.e2e.test_submission import (  # noqa: F401 - fixtures
+from tests.e2e.frontend_support import PASSWORD, add_mailboxes, client_context, make_home
+from tests.e2e.test_submission import (
     connector_port,
-    env,
-    home,
     inbox,
     login,
     set_connector,
-    smtp_service,
     wait_for,
 )
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Home:
+    home = make_home(tmp_path / "home")
+    add_mailboxes(home)
+    return home
+
+
+@pytest.fixture
+def smtp_service(env: Home, in_process: Any) -> Iterator[Any]:
+    with in_process(SUBMISSION, env) as svc:
+        svc.service.throttle.base = 0.01
+        svc.service.delivery.retry_base = 0.05
+        yield svc
 
 
 def raw_message(header: bytes) -> bytes:
