@@ -351,8 +351,13 @@ class Handlers:
         body = await request.content.read(autodiscover.MAX_REQUEST + 1)
         try:
             asked = autodiscover.parse_request(body)
+        except autodiscover.UnreadableRequest:
+            return self.autodiscover_error(400)
         except autodiscover.InvalidRequest:
             return self.autodiscover_error()
+        except Exception as exc:  # a parser surprise is still the client's bad request
+            self.service.ctx.log.warning("event=autodiscover-unparsable error=%r", exc)
+            return self.autodiscover_error(400)
         if asked.schema != autodiscover.OUTLOOK_NS:
             # Exchange answers an ActiveSync/other schema it cannot serve with 600 as well.
             return self.autodiscover_error()
@@ -365,9 +370,10 @@ class Handlers:
         return self.autodiscover_error()
 
     @staticmethod
-    def autodiscover_error() -> web.Response:
+    def autodiscover_error(status: int = 200) -> web.Response:
         return web.Response(
-            body=autodiscover.error_xml(), content_type="text/xml", charset="utf-8"
+            body=autodiscover.error_xml(), content_type="text/xml", charset="utf-8",
+            status=status,
         )
 
 

@@ -369,3 +369,15 @@ def test_a_protocol_turned_off_for_the_mailbox_is_noted(home: Home) -> None:
         assert pop and imap
         assert "can&#x27;t be used with your mailbox" in pop.group(0)
         assert "can&#x27;t be used" not in imap.group(0)
+
+
+def test_autodiscover_with_a_dtd_in_utf16_is_a_400_not_a_500(web: InProcessService,
+                                                              home: Home) -> None:
+    client = plain(home)
+    text = ('<?xml version="1.0" encoding="UTF-16BE"?><!DOCTYPE a [<!ENTITY e "x">]>'
+            + autodiscover_body("alice@contoso.test").decode().split("?>", 1)[-1])
+    for codec in ("utf-16-be", "utf-16"):
+        answer = client.request("POST", "/autodiscover/autodiscover.xml", text.encode(codec),
+                                {"Content-Type": "text/xml"})
+        assert answer.status == 400, answer.body
+        assert b"<ErrorCode>600</ErrorCode>" in answer.body and b"Traceback" not in answer.body

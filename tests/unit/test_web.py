@@ -290,3 +290,34 @@ def test_mobileconfig_uses_pop_when_imap_is_not_published_and_needs_smtp() -> No
     assert plistlib.loads(data)["PayloadContent"][0]["EmailAccountType"] == "EmailTypePOP"
     no_smtp = client_view(published_settings(**FULL, smtp=False), "MBX01", False)
     assert mobileconfig.profile(no_smtp, "a@contoso.com", "", "contoso.com") is None
+
+
+def _with_dtd(declared: str) -> str:
+    return (f'<?xml version="1.0" encoding="{declared}"?><!DOCTYPE a [<!ENTITY e "bob@x.test">]>'
+            f'<Autodiscover xmlns="{REQ}"><Request><EMailAddress>&e;</EMailAddress>'
+            f"<AcceptableResponseSchema>{OUT}</AcceptableResponseSchema></Request></Autodiscover>")
+
+
+@pytest.mark.parametrize(("declared", "codec"), [
+    ("UTF-16", "utf-16"), ("UTF-16BE", "utf-16-be"), ("UTF-16LE", "utf-16-le"),
+    ("UTF-32", "utf-32"), ("UTF-8", "utf-8-sig"), ("UTF-8", "utf-8"),
+])
+def test_autodiscover_refuses_a_dtd_in_any_encoding(declared: str, codec: str) -> None:
+    with pytest.raises(autodiscover.UnreadableRequest):
+        autodiscover.parse_request(_with_dtd(declared).encode(codec))
+
+
+@pytest.mark.parametrize("body", [
+    b"\xff\xfe<\x00?\x00", b'<?xml version="1.0" encoding="x-unknown"?><a/>',
+    b'<?xml version="1.0" encoding="utf-8"?><a>\xff</a>',
+])
+def test_autodiscover_undecodable_requests_are_unreadable(body: bytes) -> None:
+    with pytest.raises(autodiscover.UnreadableRequest):
+        autodiscover.parse_request(body)
+
+
+@pytest.mark.parametrize("codec", ["utf-16", "utf-16-be", "utf-16-le", "utf-8-sig"])
+def test_autodiscover_reads_requests_in_other_encodings(codec: str) -> None:
+    text = request_xml().decode().replace("utf-8", codec.replace("-sig", "").upper())
+    asked = autodiscover.parse_request(text.encode(codec))
+    assert asked.email == "alice@contoso.com" and asked.schema == OUT
