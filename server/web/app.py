@@ -295,6 +295,8 @@ class Handlers:
             token, csrf if isinstance(csrf, str) else None
         ):
             return message_page(self.settings, "Sign out", "Request refused.", 403, "/settings")
+        # Deleting the cookie is up to the browser; a copy of it must stop working too.
+        await asyncio.to_thread(self.service.signer.revoke, token)
         response = web.HTTPSeeOther("/signin")
         response.del_cookie(COOKIE, path="/")
         raise response

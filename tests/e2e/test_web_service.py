@@ -381,3 +381,29 @@ def test_autodiscover_with_a_dtd_in_utf16_is_a_400_not_a_500(web: InProcessServi
                                 {"Content-Type": "text/xml"})
         assert answer.status == 400, answer.body
         assert b"<ErrorCode>600</ErrorCode>" in answer.body and b"Traceback" not in answer.body
+
+
+def _signed_in_copy(home: Home) -> tuple[Browser, Browser]:
+    client = https(home)
+    assert client.sign_in("alice").status == 303
+    copy = https(home)
+    copy.cookies = dict(client.cookies)  # the same cookie, kept elsewhere (stolen, a 2nd tab)
+    assert copy.get("/settings").status == 200
+    return client, copy
+
+
+def test_a_signed_out_cookie_stops_working_everywhere(web: InProcessService, home: Home) -> None:
+    client, copy = _signed_in_copy(home)
+    token = re.search(r'name="csrf" value="([^"]+)"', client.get("/settings").text)
+    assert token
+    assert client.post_form("/signout", {"csrf": token.group(1)}).status == 303
+    assert copy.get("/settings").headers["Location"] == "/signin"
+
+
+def test_a_password_change_ends_the_sessions(web: InProcessService, home: Home) -> None:
+    _, copy = _signed_in_copy(home)
+    Directory(home).set_password("alice", "An0ther one!")
+    assert copy.get("/settings").headers["Location"] == "/signin"
+    fresh = https(home)
+    assert fresh.sign_in("alice", "An0ther one!").status == 303
+    assert fresh.get("/settings").status == 200

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import plistlib
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 
 from server.settings.models import Settings, default_settings
+from server.settings.paths import Home
 from server.settings.types import (
     AuthMechanism,
     ConnectionSetting,
@@ -16,7 +18,7 @@ from server.settings.types import (
     IPEndPoint,
 )
 from server.web import autoconfig, autodiscover, mobileconfig
-from server.web.session import SessionSigner
+from server.web.session import RevokedSessions, SessionSigner
 from server.web.view import client_view, is_internal, ordered
 
 A = "http://schemas.microsoft.com/exchange/autodiscover/responseschema/2006"
@@ -124,6 +126,22 @@ def test_session_round_trip_tamper_and_expiry() -> None:
     assert signer.check(None) is None and signer.check("") is None and signer.check("a.b.c") is None
     now[0] += 61
     assert signer.check(token) is None
+
+
+def test_session_revocation_and_password_fingerprint(tmp_path: Path) -> None:
+    home = Home.resolve(tmp_path / "home")
+    hashes = {"alice": "$argon2id$one"}
+    signer = SessionSigner(b"k" * 32, password_hash=hashes.get, revoked=RevokedSessions(home))
+    kept, signed_out = signer.issue("alice"), signer.issue("alice")
+    signer.revoke(signed_out)
+    assert signer.check(kept) == "alice" and signer.check(signed_out) is None
+    # a restart (new objects, same home) still knows the signed-out cookie
+    again = SessionSigner(b"k" * 32, password_hash=hashes.get, revoked=RevokedSessions(home))
+    assert again.check(signed_out) is None and again.check(kept) == "alice"
+    hashes["alice"] = "$argon2id$two"  # the password changed
+    assert again.check(kept) is None
+    del hashes["alice"]  # or was removed
+    assert again.check(again.issue("alice")) is None
 
 
 def test_csrf_token_is_bound_to_the_session() -> None:
