@@ -155,13 +155,26 @@ class Handlers:
 
     def https_url(self, request: web.Request) -> str | None:
         """Where a plain-HTTP page request should go instead, when HTTPS is served."""
-        ssl = self.settings.server(self.service.ctx.server).OwaVirtualDirectory.SSLBindings
+        server = self.settings.server(self.service.ctx.server)
+        vdir = server.OwaVirtualDirectory
+        ssl = vdir.SSLBindings
         if request.secure or not ssl:
             return None
-        host = urlsplit(f"//{request.host}").hostname or "localhost"
+        # Never the request's Host header: whoever sends the request would choose where the
+        # browser goes next. The configured URL for the client's side of the network, else
+        # the other one, else this server's FQDN on the first HTTPS binding's port.
+        internal = is_internal(list(vdir.InternalNetworks), request.remote)
+        urls = (vdir.InternalUrl, vdir.ExternalUrl) if internal else (vdir.ExternalUrl, vdir.InternalUrl)
+        host, port = server.Fqdn, ssl[0].port
+        for url in urls:
+            parts = urlsplit(url or "")
+            if parts.hostname:
+                host = parts.hostname
+                port = parts.port if parts.scheme == "https" and parts.port else (
+                    443 if parts.scheme == "https" else port)
+                break
         if ":" in host:
             host = f"[{host}]"
-        port = ssl[0].port
         return f"https://{host}{'' if port == 443 else f':{port}'}{request.path_qs}"
 
     @staticmethod

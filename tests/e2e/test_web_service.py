@@ -240,7 +240,7 @@ def test_pages_on_http_go_to_https_and_autoconfig_stays(web: InProcessService, h
     client = plain(home)
     reply = client.get("/signin")
     assert reply.status == 301
-    assert reply.headers["Location"] == f"https://127.0.0.1:{vdir(home).SSLBindings[0].port}/signin"
+    assert reply.headers["Location"] == f"https://mbx01.contoso.test:{vdir(home).SSLBindings[0].port}/signin"
     xml = client.get("/mail/config-v1.1.xml?emailaddress=alice%40contoso.test")
     assert xml.status == 200 and xml.headers["Content-Type"].startswith("application/xml")
     assert ET.fromstring(xml.body).tag == "clientConfig"
@@ -407,3 +407,24 @@ def test_a_password_change_ends_the_sessions(web: InProcessService, home: Home) 
     fresh = https(home)
     assert fresh.sign_in("alice", "An0ther one!").status == 303
     assert fresh.get("/settings").status == 200
+
+
+def test_the_https_redirect_ignores_the_host_header(web: InProcessService, home: Home) -> None:
+    client = plain(home)
+    port = vdir(home).SSLBindings[0].port
+    reply = client.request("GET", "/signin?x=1", headers={"Host": "evil.example"})
+    assert reply.headers["Location"] == f"https://mbx01.contoso.test:{port}/signin?x=1"
+    with store.edit(home) as session:
+        session.set(("Servers", "MBX01", "OwaVirtualDirectory", "ExternalUrl"),
+                    "https://mail.contoso.com/owa")
+        session.set(("Servers", "MBX01", "OwaVirtualDirectory", "InternalUrl"),
+                    "https://mbx01.corp.contoso.test:8443/owa")
+    web.reload()
+    reply = client.request("GET", "/signin", headers={"Host": "evil.example"})
+    assert reply.headers["Location"] == "https://mail.contoso.com/signin"
+    with store.edit(home) as session:
+        session.set(("Servers", "MBX01", "OwaVirtualDirectory", "InternalNetworks"),
+                    ["127.0.0.0/8"])
+    web.reload()
+    reply = client.request("GET", "/signin", headers={"Host": "evil.example"})
+    assert reply.headers["Location"] == "https://mbx01.corp.contoso.test:8443/signin"
