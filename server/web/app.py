@@ -112,6 +112,22 @@ def setting_block(key: str, title: str, endpoint: Endpoint | None, note: str = "
     )
 
 
+def local_target(value: str | None, default: str = "/settings") -> str:
+    """Where to go after signing in: a path on this site only. Anything that a browser could
+    read as another site (`//host`, `/\\host`, a scheme, control characters) gives `default`,
+    so the sign-in page cannot be used to send someone elsewhere."""
+    if not value or len(value) > 2048 or not value.startswith("/"):
+        return default
+    if value.startswith(("//", "/\\")) or "\\" in value:
+        return default
+    if any(ord(c) < 0x21 or ord(c) == 0x7F for c in value):
+        return default
+    parts = urlsplit(value)
+    if parts.scheme or parts.netloc:
+        return default
+    return value
+
+
 def protocol_note(entry: Entry, protocol: str, label: str) -> str:
     return f"{label} can't be used with your mailbox." if may_use_protocol(entry, protocol) else ""
 
@@ -196,12 +212,14 @@ class Handlers:
         raise web.HTTPSeeOther("/settings" if self.signed_in(request) else "/signin")
 
     async def show_signin(self, request: web.Request) -> web.StreamResponse:
+        target = local_target(request.query.get("next"))
         if self.signed_in(request):
-            raise web.HTTPSeeOther("/settings")
-        return self.signin_page(request)
+            raise web.HTTPSeeOther(target)
+        return self.signin_page(request, target=target)
 
     def signin_page(
-        self, request: web.Request, username: str = "", error: str = "", status: int = 200
+        self, request: web.Request, username: str = "", error: str = "", status: int = 200,
+        target: str = "/settings",
     ) -> web.Response:
         warning = ""
         if not request.secure:
@@ -213,6 +231,7 @@ class Handlers:
             username=e(username),
             error=f'<p class="error" role="alert" id="signin-error">{e(error)}</p>' if error else "",
             warning=warning,
+            next=e(target),
         )
         return page(self.settings, "Sign in", content, status)
 
@@ -222,11 +241,13 @@ class Handlers:
         form = await request.post()
         username = str(form.get("username", "")).strip()[:320]
         password = str(form.get("password", ""))[:1024]
+        target = local_target(str(form.get("next", "")))
         if not username or not password:
-            return self.signin_page(request, username, BAD_SIGNIN, 401)
+            return self.signin_page(request, username, BAD_SIGNIN, 401, target)
         ip = request.remote or "unknown"
         if self._inflight.get(ip, 0) >= MAX_INFLIGHT_PER_ADDRESS:
-            return self.signin_page(request, username, "Too many attempts. Wait and try again.", 429)
+            return self.signin_page(request, username, "Too many attempts. Wait and try again.",
+                                    429, target)
         self._inflight[ip] = self._inflight.get(ip, 0) + 1
         try:
             entry = await self.check_password(ip, username, password)
@@ -235,9 +256,9 @@ class Handlers:
             if not self._inflight[ip]:
                 del self._inflight[ip]
         if entry is None:
-            return self.signin_page(request, username, BAD_SIGNIN, 401)
+            return self.signin_page(request, username, BAD_SIGNIN, 401, target)
         token = self.service.signer.issue(entry.name)
-        response = web.HTTPSeeOther("/settings")
+        response = web.HTTPSeeOther(target)
         response.set_cookie(
             COOKIE, token, httponly=True, samesite="Strict", secure=request.secure, path="/",
             max_age=int(self.service.signer.max_age),

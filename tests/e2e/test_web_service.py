@@ -428,3 +428,25 @@ def test_the_https_redirect_ignores_the_host_header(web: InProcessService, home:
     web.reload()
     reply = client.request("GET", "/signin", headers={"Host": "evil.example"})
     assert reply.headers["Location"] == "https://mbx01.corp.contoso.test:8443/signin"
+
+
+@pytest.mark.parametrize(("given", "expected"), [
+    ("/owa/calendar/alice/1/2", "/owa/calendar/alice/1/2"),
+    ("/settings?x=1", "/settings?x=1"),
+    ("//evil.example/x", "/settings"),
+    ("/\\evil.example", "/settings"),
+    ("https://evil.example/", "/settings"),
+    ("javascript:alert(1)", "/settings"),
+    ("/ok\r\nSet-Cookie: x=y", "/settings"),
+])
+def test_sign_in_goes_back_to_a_local_target_only(web: InProcessService, home: Home,
+                                                   given: str, expected: str) -> None:
+    client = https(home)
+    page = client.get("/signin?next=" + urllib.parse.quote(given, safe="")).text
+    assert f'name="next" value="{html.escape(expected, quote=True)}"' in page
+    reply = client.post_form("/signin", {"username": "alice", "password": PASSWORD,
+                                         "next": given})
+    assert reply.status == 303 and reply.headers["Location"] == expected
+    # Signed in already: the link goes straight through.
+    assert client.get("/signin?next=" + urllib.parse.quote(given, safe="")).headers[
+        "Location"] == expected
