@@ -7,14 +7,20 @@ at <date>"), AuthMechanism (Tls: STARTTLS offered; BasicAuth: AUTH PLAIN and LOG
 BasicAuthRequireTLS: AUTH only after STARTTLS), RequireTLS (nothing but EHLO/STARTTLS/QUIT
 before TLS), MaxMessageSize (SIZE), MaxRecipientsPerMessage, MaxLogonFailures (then 421 and
 close; 0 = no limit), PermissionGroups (without AnonymousUsers a client must authenticate).
-EHLO also offers PIPELINING and ENHANCEDSTATUSCODES, as Exchange does.
+EHLO also offers PIPELINING and ENHANCEDSTATUSCODES, as Exchange does. Also enforced per
+connector: RemoteIPRanges (554 5.7.1 instead of the banner), MaxInboundConnection,
+MaxInboundConnectionPerSource and its percentage (421 4.3.2), ConnectionTimeout and
+ConnectionInactivityTimeout (421 4.4.2), ProtocolLoggingLevel (protocol_log.py).
 
 Rules: an authenticated mailbox may send only as one of its own addresses (MAIL FROM and
 every From: address), else "550 5.7.60 SendAs denied". Local recipients must exist (550
 5.1.1); other domains need a SendConnector with SmartHosts whose AddressSpaces match (else
 550 5.4.4 at RCPT time, so the client sees the error at once) and an authenticated client.
-Every accepted message is in the spool (queue.py) before 250; delivery.py takes it from
-there. No copy is saved to Sent Items (see delivery.py).
+The header block must be plain RFC 5322 and the From addresses are read as both the email
+package and the store's ENVELOPE read them (headers.py). DATA goes to its spool file as it
+arrives, so a message being received costs disk, not memory; every accepted message is in the
+spool (queue.py) before 250, and a recipient named twice gets one copy. delivery.py takes it
+from there. No copy is saved to Sent Items (see delivery.py).
 """
 
 from __future__ import annotations
