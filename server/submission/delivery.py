@@ -237,6 +237,13 @@ class Delivery:
                 else:
                     done.append(rcpt)
                     self.log.info("event=relayed id=%s to=%s via=%s", entry.id, rcpt.address, key)
+            # The smart host has these now: recorded before the next host is tried, so a
+            # crash does not hand them over twice.
+            relayed = [r for r in rcpts if r in done]
+            if relayed:
+                entry.recipients = [r for r in entry.recipients
+                                    if not any(r is d for d in relayed)]
+                self.spool.update(entry)
         gave_up: list[tuple[Recipient, str]] = []
         for rcpt, error, permanent in failed:
             rcpt.attempts += 1

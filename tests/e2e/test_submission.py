@@ -446,3 +446,49 @@ def test_delivery_after_a_crash_is_not_repeated(env: Home, monkeypatch: Any) -> 
     assert len(inbox(env, "alice")) == 1
     assert len(inbox(env, "bob")) == 1
     assert list(folder.glob("*.json")) == []
+
+
+def test_relay_after_a_crash_is_not_repeated(env: Home, monkeypatch: Any) -> None:
+    """Killed later in a delivery pass (here: while handing over to a second smart host),
+    the next start must not hand the message to the first smart host again."""
+    from server.settings import store as settings_store
+    from server.submission import delivery as delivery_module
+    from server.submission.delivery import Delivery
+
+    port = free_port_plan().submission
+    settings = settings_store.load(env).settings
+    for name, space in (("Org", "example.org"), ("Net", "example.net")):
+        settings.SendConnectors[name] = SendConnector(
+            AddressSpaces=[space], SmartHosts=[f"127.0.0.1:{port}"])
+    save(env, settings)
+    settings = settings_store.load(env).settings
+    folder = env.queue / "MBX01"
+    spool = Spool(folder)
+    spool.add("bob@contoso.test", [Recipient("friend@example.org"), Recipient("pal@example.net")],
+              b"From: bob@contoso.test\r\nSubject: once\r\n\r\nbody\r\n", "bob")
+    sink = Sink()
+    controller = Controller(sink, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        real_relay = delivery_module.relay_through
+        calls: list[int] = []
+
+        def relay(*args: Any, **kwargs: Any) -> Any:
+            calls.append(1)
+            if len(calls) == 2:
+                raise Crash  # killed while talking to the second smart host
+            return real_relay(*args, **kwargs)
+
+        monkeypatch.setattr(delivery_module, "relay_through", relay)
+        first = Delivery(env, spool, lambda: settings)
+        [entry] = spool.load()
+        with pytest.raises(Crash):
+            first._attempt(entry)
+        monkeypatch.setattr(delivery_module, "relay_through", real_relay)
+        second = Delivery(env, Spool(folder), lambda: settings)
+        for entry in second.spool.load():
+            second._attempt(entry)
+        rcpts = sorted(r for _, rs, _ in sink.messages for r in rs)
+        assert rcpts == ["friend@example.org", "pal@example.net"]
+    finally:
+        controller.stop()
