@@ -88,3 +88,26 @@ def set_receiveconnector(
     report_changes(identity_of(name, current), changes, what_if)
     if changes and views.connector_served(current.model_dump(mode="json")) == views.NOT_SERVED_HUB:
         print(f"Note: {identity_of(name, current)} is not served: no effect here.")
+        return
+    for note in no_effect_notes(changes):
+        print(f"Note: {note}")
+
+
+# What the submission service does not act on (docs/cli.md says the same per parameter).
+NO_EFFECT_VALUES = {
+    "AuthMechanism": {"Integrated", "ExchangeServer", "ExternalAuthoritative"},
+    "PermissionGroups": {"ExchangeServers", "ExchangeLegacyServers", "Partners", "Custom"},
+}
+
+
+def no_effect_notes(changes: dict[str, tuple[Any, Any]]) -> list[str]:
+    notes = []
+    for key, (_, new) in changes.items():
+        if key == "Comment":
+            notes.append("Comment is a note for admins: no effect here.")
+        idle = NO_EFFECT_VALUES.get(key)
+        if idle and isinstance(new, list):
+            named = sorted({getattr(v, "value", str(v)) for v in new} & idle)
+            if named:
+                notes.append(f"{key} {', '.join(named)}: no effect here.")
+    return notes

@@ -69,3 +69,13 @@ def test_cli_says_which_connectors_are_served(home: Home) -> None:
     refused = mailctl(home, "set-receiveconnector", "Client Frontend MBX01",
                       "-MaxInboundConnection", "10MB")
     assert refused.code != 0
+
+
+def test_set_says_which_values_have_no_effect(home: Home) -> None:
+    out = ok(home, "set-receiveconnector", "Client Frontend MBX01", "-AuthMechanism",
+             "Tls,BasicAuth,Integrated", "-Comment", "hello").out
+    assert "Note: AuthMechanism Integrated: no effect here." in out
+    assert "Note: Comment is a note for admins: no effect here." in out
+    out = ok(home, "set-receiveconnector", "Client Frontend MBX01",
+             "-PermissionGroups", "AnonymousUsers,ExchangeUsers").out
+    assert "no effect" not in out
