@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import imaplib
 import smtplib
+import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -99,3 +101,26 @@ def test_smtp_auth_after_thousands_of_failures(env: Home, smtp: Any) -> None:
             client.login("x\\bob", "wrong")
         assert refused.value.smtp_code == 535
         assert client.login("bob", PASSWORD)[0] == 235
+
+
+class IMAP4From(imaplib.IMAP4):
+    """imaplib from a chosen loopback source address (127.0.0.0/8 is all local on Linux)."""
+
+    def __init__(self, source: str, port: int) -> None:
+        self.source = source
+        super().__init__("127.0.0.1", port, timeout=10)
+
+    def _create_socket(self, timeout: float | None) -> socket.socket:
+        return socket.create_connection((self.host, self.port), timeout,
+                                        source_address=(self.source, 0))
+
+
+def test_a_stranger_cannot_lock_the_owner_out(env: Home, imap: Any) -> None:
+    imap.service.throttle = throttle = LoginThrottle()  # the real waits
+    imap.call(fail_many(throttle, "127.0.0.1", "bob"))
+    assert throttle.delay("127.0.0.1", "bob") == throttle.cap  # the guesser waits 8 s
+    plain, _ = ports(env, "IMAP")
+    started = time.monotonic()
+    with IMAP4From("127.0.0.2", plain) as client:  # the owner, at home
+        assert client.login("bob", PASSWORD)[0] == "OK"
+    assert time.monotonic() - started < throttle.cap / 2  # at most account_cap (1 s) more
