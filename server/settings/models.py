@@ -358,6 +358,69 @@ class Organization(Model):
 OrganizationModel = Organization
 
 
+class DirectoryMapping(Model):
+    """Which LDAP attribute holds each mailbox field (Set-ADServerSettings -Mapping).
+
+    An empty value means "not in the directory": the field keeps its default and mailctl
+    does not write it. The defaults fit inetOrgPerson plus the auxiliary class of
+    server/directory/mailctl.schema; docs/architecture.md ("Directory") gives the Active
+    Directory values."""
+
+    Name: str = Field("uid", description="The mailbox name, i.e. the login name (AD: sAMAccountName).")
+    LoginNames: StringList = Field(
+        default_factory=list, description="More attributes a login may name (AD: userPrincipalName).")
+    PrimarySmtpAddress: str = Field("mail", description="AD: mail, or '' to use the SMTP: proxy address.")
+    EmailAddresses: str = Field(
+        "mailctlEmailAddress", description="Aliases; values may carry AD's smtp:/SMTP: prefixes.")
+    DisplayName: str = "displayName"
+    Server: str = Field(
+        "mailctlServer", description="The server that holds the mailbox; a DN-like value "
+        "(AD's msExchHomeServerName) counts by its last cn=.")
+    Type: str = "mailctlType"
+    PopEnabled: str = "mailctlPopEnabled"
+    ImapEnabled: str = "mailctlImapEnabled"
+    UseDatabaseQuotaDefaults: str = "mailctlUseDatabaseQuotaDefaults"
+    IssueWarningQuota: str = "mailctlIssueWarningQuota"
+    ProhibitSendQuota: str = "mailctlProhibitSendQuota"
+    ProhibitSendReceiveQuota: str = "mailctlProhibitSendReceiveQuota"
+    QuotaUnit: int_range(1, 1024**3) = Field(
+        1, description="Bytes per unit of plain-number quotas (AD's mDB*Quota: 1024).")
+    Password: str = Field(
+        "userPassword", description="Where the {ARGON2} hash is kept; '' when logins bind.")
+    ObjectClasses: StringList = Field(
+        default_factory=lambda: ["inetOrgPerson", "mailctlMailbox"],
+        description="Object classes of entries New-Mailbox creates.")
+    Filter: str = Field(
+        "(objectClass=mailctlMailbox)", description="Which entries are mailboxes.")
+
+
+class DirectorySettings(Model):
+    """Where the mailboxes live: absent (or Uri empty), the Mailboxes table of this file;
+    with Uri, an LDAP server (OpenLDAP, Active Directory, Samba AD)."""
+
+    Uri: OptionalStr = Field(None, description="ldap://host:port or ldaps://host:port.")
+    BaseDN: str = Field("", description="Where mailboxes are searched and created.")
+    BindDN: OptionalStr = Field(None, description="The service account; none: anonymous.")
+    BindPasswordFile: OptionalStr = Field(
+        None, description="File with the service account's password (relative: to the home).")
+    LoginVerification: str = Field(
+        "Hash", description="Hash: check the stored argon2 hash; Bind: bind as the user's DN.")
+    ConnectTimeout: int_range(1, 120) = Field(5, description="Seconds to reach the server.")
+    OperationTimeout: int_range(1, 300) = Field(5, description="Seconds for one answer.")
+    Mapping: DirectoryMapping = Field(default_factory=lambda: DirectoryMapping())
+
+    @model_validator(mode="after")
+    def _verification_known(self) -> DirectorySettings:
+        if self.LoginVerification not in ("Hash", "Bind"):
+            raise ValueError("LoginVerification must be Hash or Bind")
+        if self.Uri and not self.BaseDN:
+            raise ValueError("Directory: BaseDN is needed with Uri")
+        return self
+
+    def ldap(self) -> bool:
+        return bool(self.Uri)
+
+
 class Settings(Model):
     """The whole settings store (settings.toml)."""
 
@@ -367,6 +430,8 @@ class Settings(Model):
     ReceiveConnectors: dict[str, ReceiveConnector] = Field(default_factory=dict)
     SendConnectors: dict[str, SendConnector] = Field(default_factory=dict)
     Mailboxes: dict[str, Mailbox] = Field(default_factory=dict)
+    # Absent: the mailboxes are the table above (server.directory).
+    Directory: DirectorySettings | None = None
 
     @model_validator(mode="after")
     def _references_exist(self) -> Settings:

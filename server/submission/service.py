@@ -36,7 +36,7 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session, syntax
 
-from ..directory import Directory, Entry
+from ..directory import Directory, DirectoryUnavailable, Entry
 from ..frontend.throttle import LoginThrottle, account_key
 from ..runtime import tls
 from ..runtime.listeners import bind_socket, endpoint_label
@@ -374,8 +374,15 @@ class SubmissionSMTP(SMTP):
         wait = service.throttle.delay(ip, account)
         if wait:
             await asyncio.sleep(wait)
-        entry = await asyncio.to_thread(
-            service.directory.verify, settings, user, password.decode("utf-8", "replace"))
+        try:
+            entry = await asyncio.to_thread(
+                service.directory.verify, settings, user, password.decode("utf-8", "replace"))
+        except DirectoryUnavailable as exc:
+            # RFC 4954 section 6: 454 4.7.0, a temporary failure the client retries later.
+            service.ctx.log.warning("service=%s event=auth-unavailable client=%s user=%r %s",
+                                    service.ctx.name, ip, user, exc)
+            await self.push("454 4.7.0 Temporary authentication failure")
+            return AuthResult(success=False, handled=True)
         if entry is not None and entry.mailbox.Type is not MailboxType.Anonymous:
             service.throttle.succeeded(ip, entry.name)
             self.mailbox = entry

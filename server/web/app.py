@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from ..directory import Entry, may_use_protocol
+from ..directory import DirectoryUnavailable, Entry, may_use_protocol
 from ..frontend.throttle import account_key
 from ..retrieval import calendar_web
 from ..settings.models import Mailbox, Settings
@@ -251,6 +251,12 @@ class Handlers:
         self._inflight[ip] = self._inflight.get(ip, 0) + 1
         try:
             entry = await self.check_password(ip, username, password)
+        except DirectoryUnavailable:
+            self.service.ctx.log.warning("event=web_signin result=unavailable client=%s user=%r",
+                                         ip, username)
+            return self.signin_page(
+                request, username, "The directory of mailboxes cannot be reached right now. "
+                "Nothing is wrong with your password: try again in a few minutes.", 503, target)
         finally:
             self._inflight[ip] -= 1
             if not self._inflight[ip]:
