@@ -4,7 +4,7 @@ _mailctl() {
     local cur="${COMP_WORDS[COMP_CWORD]}" prev="${COMP_WORDS[COMP_CWORD-1]}"
     local IFS=$'\n'
     if [[ $COMP_CWORD -eq 1 ]]; then
-        COMPREPLY=($(IFS=' ' compgen -W "completion disable-imap4 disable-pop3 enable-exchangecertificate enable-imap4 enable-pop3 export-mailbox get-casmailbox get-connectionsettings get-exchangecertificate get-imapsettings get-mailbox get-mailboxstatistics get-popsettings get-receiveconnector get-service import-exchangecertificate import-mailbox init install-systemd new-exchangecertificate new-mailbox prune-mailboxdatabase remove-mailbox restart-service run set-casmailbox set-imapsettings set-mailbox set-popsettings set-receiveconnector set-service start start-service stop stop-service test-imapconnectivity test-popconnectivity Completion Disable-Imap4 Disable-Pop3 Enable-ExchangeCertificate Enable-Imap4 Enable-Pop3 Export-Mailbox Get-CASMailbox Get-ConnectionSettings Get-ExchangeCertificate Get-ImapSettings Get-Mailbox Get-MailboxStatistics Get-PopSettings Get-ReceiveConnector Get-Service Import-ExchangeCertificate Import-Mailbox Init Install-Systemd New-ExchangeCertificate New-Mailbox Prune-MailboxDatabase Remove-Mailbox Restart-Service Run Set-CASMailbox Set-ImapSettings Set-Mailbox Set-PopSettings Set-ReceiveConnector Set-Service Start Start-Service Stop Stop-Service Test-ImapConnectivity Test-PopConnectivity" -- "$cur"))
+        COMPREPLY=($(IFS=' ' compgen -W "completion disable-imap4 disable-pop3 enable-exchangecertificate enable-imap4 enable-pop3 export-mailbox get-adserversettings get-casmailbox get-connectionsettings get-exchangecertificate get-imapsettings get-mailbox get-mailboxstatistics get-popsettings get-receiveconnector get-service import-exchangecertificate import-mailbox init install-systemd new-exchangecertificate new-mailbox prune-mailboxdatabase remove-mailbox restart-service run set-adserversettings set-casmailbox set-imapsettings set-mailbox set-popsettings set-receiveconnector set-service start start-service stop stop-service test-imapconnectivity test-popconnectivity Completion Disable-Imap4 Disable-Pop3 Enable-ExchangeCertificate Enable-Imap4 Enable-Pop3 Export-Mailbox Get-ADServerSettings Get-CASMailbox Get-ConnectionSettings Get-ExchangeCertificate Get-ImapSettings Get-Mailbox Get-MailboxStatistics Get-PopSettings Get-ReceiveConnector Get-Service Import-ExchangeCertificate Import-Mailbox Init Install-Systemd New-ExchangeCertificate New-Mailbox Prune-MailboxDatabase Remove-Mailbox Restart-Service Run Set-ADServerSettings Set-CASMailbox Set-ImapSettings Set-Mailbox Set-PopSettings Set-ReceiveConnector Set-Service Start Start-Service Stop Stop-Service Test-ImapConnectivity Test-PopConnectivity" -- "$cur"))
         return
     fi
     local cmd="${COMP_WORDS[1],,}" opts="" values=""
@@ -14,6 +14,7 @@ _mailctl() {
         "disable-pop3 --startup-type"|"disable-pop3 -StartupType") values="Manual Disabled" ;;
         "enable-exchangecertificate --output"|"enable-exchangecertificate -Output") values="table list json" ;;
         "export-mailbox --output"|"export-mailbox -Output") values="table list json" ;;
+        "get-adserversettings --output"|"get-adserversettings -Output") values="table list json" ;;
         "get-casmailbox --output"|"get-casmailbox -Output") values="table list json" ;;
         "get-connectionsettings --output"|"get-connectionsettings -Output") values="table list json" ;;
         "get-exchangecertificate --output"|"get-exchangecertificate -Output") values="table list json" ;;
@@ -28,6 +29,7 @@ _mailctl() {
         "new-exchangecertificate --output"|"new-exchangecertificate -Output") values="table list json" ;;
         "new-mailbox --type"|"new-mailbox -Type") values="User Administrator Guest Anonymous" ;;
         "prune-mailboxdatabase --output"|"prune-mailboxdatabase -Output") values="table list json" ;;
+        "set-adserversettings --login-verification"|"set-adserversettings -LoginVerification") values="Hash Bind" ;;
         "set-casmailbox --pop-enabled"|"set-casmailbox -PopEnabled") values="true false" ;;
         "set-casmailbox --imap-enabled"|"set-casmailbox -ImapEnabled") values="true false" ;;
         "set-casmailbox --pop-use-protocol-defaults"|"set-casmailbox -PopUseProtocolDefaults") values="true false" ;;
@@ -86,6 +88,7 @@ _mailctl() {
         enable-imap4) opts="--server --what-if --home --help -Server -WhatIf" ;;
         enable-pop3) opts="--server --what-if --home --help -Server -WhatIf" ;;
         export-mailbox) opts="--maildir --output --home --help -Maildir -Output" ;;
+        get-adserversettings) opts="--output --home --help -Output" ;;
         get-casmailbox) opts="--output --home --help -Output" ;;
         get-connectionsettings) opts="--server --internal --output --home --help -Server -Internal -Output" ;;
         get-exchangecertificate) opts="--output --home --help -Output" ;;
@@ -105,6 +108,7 @@ _mailctl() {
         remove-mailbox) opts="--what-if --home --help -WhatIf" ;;
         restart-service) opts="--server --home --help -Server" ;;
         run) opts="--detach --base-port --demo-password --home --help -Detach -BasePort -DemoPassword" ;;
+        set-adserversettings) opts="--uri --preferred-server --base-dn --bind-dn --bind-password-stdin --login-verification --connect-timeout --operation-timeout --mapping --disable --what-if --home --help -Uri -PreferredServer -BaseDn -BindDn -BindPasswordStdin -LoginVerification -ConnectTimeout -OperationTimeout -Mapping -Disable -WhatIf" ;;
         set-casmailbox) opts="--what-if --pop-enabled --imap-enabled --pop-use-protocol-defaults --imap-use-protocol-defaults --pop-messages-retrieval-mime-format --imap-messages-retrieval-mime-format --pop-enable-exact-rfc822-size --imap-enable-exact-rfc822-size --pop-force-i-cal-for-calendar-retrieval-option --imap-force-i-cal-for-calendar-retrieval-option --pop-suppress-read-receipt --imap-suppress-read-receipt --home --help -WhatIf -PopEnabled -ImapEnabled -PopUseProtocolDefaults -ImapUseProtocolDefaults -PopMessagesRetrievalMimeFormat -ImapMessagesRetrievalMimeFormat -PopEnableExactRFC822Size -ImapEnableExactRFC822Size -PopForceICalForCalendarRetrievalOption -ImapForceICalForCalendarRetrievalOption -PopSuppressReadReceipt -ImapSuppressReadReceipt" ;;
         set-imapsettings) opts="--server --what-if --authenticated-connection-timeout --pre-authenticated-connection-timeout --banner --calendar-item-retrieval-option --owa-server-url --enable-exact-rfc822-size --enable-gssapi-and-ntlm-auth --enforce-certificate-errors --extended-protection-policy --external-connection-settings --internal-connection-settings --ssl-bindings --unencrypted-or-tls-bindings --x509-certificate-name --login-type --max-connections --max-connection-from-single-ip --max-connections-per-user --message-retrieval-mime-format --suppress-read-receipt --protocol-log-enabled --log-file-location --log-file-roll-over-settings --log-per-file-size-quota --proxy-target-port --domain-controller --max-command-size --show-hidden-folders-enabled --home --help -Server -WhatIf -AuthenticatedConnectionTimeout -PreAuthenticatedConnectionTimeout -Banner -CalendarItemRetrievalOption -OwaServerUrl -EnableExactRFC822Size -EnableGSSAPIAndNTLMAuth -EnforceCertificateErrors -ExtendedProtectionPolicy -ExternalConnectionSettings -InternalConnectionSettings -SSLBindings -UnencryptedOrTLSBindings -X509CertificateName -LoginType -MaxConnections -MaxConnectionFromSingleIP -MaxConnectionsPerUser -MessageRetrievalMimeFormat -SuppressReadReceipt -ProtocolLogEnabled -LogFileLocation -LogFileRollOverSettings -LogPerFileSizeQuota -ProxyTargetPort -DomainController -MaxCommandSize -ShowHiddenFoldersEnabled" ;;
         set-mailbox) opts="--password --password-stdin --what-if --display-name --primary-smtp-address --email-addresses --server --type --use-database-quota-defaults --issue-warning-quota --prohibit-send-quota --prohibit-send-receive-quota --home --help -Password -PasswordStdin -WhatIf -DisplayName -PrimarySmtpAddress -EmailAddresses -Server -Type -UseDatabaseQuotaDefaults -IssueWarningQuota -ProhibitSendQuota -ProhibitSendReceiveQuota" ;;
