@@ -162,7 +162,8 @@ def mailbox_to_attrs(box: Mailbox, mapping: DirectoryMapping) -> dict[str, list[
     addresses = box.addresses()
     if mapping.PrimarySmtpAddress:
         put("PrimarySmtpAddress", [box.PrimarySmtpAddress])
-        aliases = list(box.EmailAddresses)
+        # Exchange lists the primary among EmailAddresses too; its own attribute has it.
+        aliases = [a for a in box.EmailAddresses if a.lower() != box.PrimarySmtpAddress.lower()]
     else:
         aliases = addresses
     if mapping.EmailAddresses.lower() == "proxyaddresses":

@@ -10,6 +10,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,8 @@ SUFFIX = "dc=contoso,dc=test"
 ROOT_DN = f"cn=admin,{SUFFIX}"
 ROOT_PW = "Adm1n-secret"
 PEOPLE = f"ou=people,{SUFFIX}"
+SERVICE_DN = f"cn=mailctl,{SUFFIX}"
+SERVICE_PW = "Serv1ce-secret"
 
 
 def free_port() -> int:
@@ -57,33 +60,45 @@ class Slapd:
             f"database mdb\nmaxsize 10485760\nsuffix \"{SUFFIX}\"\n"
             f"rootdn \"{ROOT_DN}\"\nrootpw {ROOT_PW}\ndirectory {folder / 'db'}\n"
             "index objectClass eq\n"
-            f"access to attrs=userPassword by self write by anonymous auth by * none\n"
+            # The service account mailctl binds as writes the people below PEOPLE and reads
+            # their hashes (LoginVerification Hash); users may only bind with theirs.
+            f"access to dn.subtree=\"{PEOPLE}\" attrs=userPassword\n"
+            f"  by dn.exact=\"{SERVICE_DN}\" write by self write by anonymous auth by * none\n"
+            f"access to dn.subtree=\"{PEOPLE}\" by dn.exact=\"{SERVICE_DN}\" write by * read\n"
+            "access to attrs=userPassword by self write by anonymous auth by * none\n"
             "access to * by * read\n")
         self.pid: int | None = None
 
     def start(self) -> None:
-        """slapd forks into the background once its listener is bound: its exit is the
-        readiness signal."""
-        subprocess.run(
+        """slapd in the foreground, as our child. With debug level 32768 ("none") it
+        prints only its LDAP_DEBUG_ANY lines, among them "slapd starting" once it
+        listens: that line is the readiness signal. A thread drains the rest."""
+        self.process = subprocess.Popen(
             [self.binary, "-f", str(self.folder / "slapd.conf"), "-h", f"{self.uri}/",
-             "-s", "0"], check=True, timeout=30, capture_output=True)
-        self.pid = int((self.folder / "slapd.pid").read_text().split()[0])
+             "-d", "32768"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE, text=True, errors="replace")
+        assert self.process.stderr is not None
+        seen = []
+        for line in self.process.stderr:
+            seen.append(line)
+            if "slapd starting" in line:
+                break
+        else:
+            self.process.wait(timeout=30)
+            raise RuntimeError("slapd did not start:\n" + "".join(seen))
+        threading.Thread(target=self.process.stderr.read, daemon=True).start()
+        self.pid = self.process.pid
 
     def stop(self) -> None:
         if self.pid is None:
             return
-        pid, self.pid = self.pid, None
+        self.pid = None
+        self.process.terminate()
         try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        # The pid is not our child (slapd detached): wait for it to be gone.
-        import psutil
-
-        try:
-            psutil.Process(pid).wait(timeout=30)
-        except psutil.NoSuchProcess:
-            pass
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=30)
 
     def freeze(self) -> None:
         """Stopped but listening: connections are accepted by the kernel, never answered."""
@@ -100,6 +115,6 @@ class Slapd:
         conn = ldap3.Connection(ldap3.Server(self.uri), ROOT_DN, ROOT_PW, auto_bind=True)
         conn.add(SUFFIX, ["dcObject", "organization"], {"dc": "contoso", "o": "Contoso"})
         conn.add(PEOPLE, ["organizationalUnit"], {"ou": "people"})
-        conn.add(f"cn=mailctl,{SUFFIX}", ["organizationalRole", "simpleSecurityObject"],
-                 {"cn": "mailctl", "userPassword": "Serv1ce-secret"})
+        conn.add(SERVICE_DN, ["organizationalRole", "simpleSecurityObject"],
+                 {"cn": "mailctl", "userPassword": SERVICE_PW})
         conn.unbind()
