@@ -61,6 +61,7 @@ class Directory:
         self._hashes_stamp: tuple[int, int] | None = None
         self._cache: dict[str, tuple[str, bytes]] = {}  # name -> (hash, keyed digest)
         self._cache_key = secrets.token_bytes(32)
+        self._settings: Settings | None = None  # the last seen (stored_hash has none)
         # The dummy hash makes a login for an unknown user cost what a real one costs.
         self._dummy = hash_password(secrets.token_hex(16))
 
@@ -69,6 +70,17 @@ class Directory:
         """The mailbox by name or address. Blocking with an LDAP directory (a search),
         which raises DirectoryUnavailable when it cannot be asked."""
         return find_entry(settings, identity, self.home)
+
+    def cached_entry(self, settings: Settings, name: str) -> Entry | None:
+        """Like find(), but never waits on the network: with an LDAP directory, the last
+        answer it gave for `name` in this process (None if never asked). For the event
+        loop of the web service, whose sign-in asked the directory."""
+        client = self.ldap(settings)
+        if client is None:
+            return find_entry(settings, name)
+        self._settings = settings
+        hit = client.recent(name)
+        return _entry(settings, hit.name, hit.mailbox) if hit else None
 
     def ldap(self, settings: Settings) -> LdapDirectory | None:
         """The LDAP directory in use (None: the Mailboxes table of settings.toml)."""
@@ -107,6 +119,7 @@ class Directory:
         from argon2.exceptions import VerificationError, VerifyMismatchError
 
         client = self.ldap(settings)
+        self._settings = settings
         if client is not None:
             found = client.find(identity, _default_server(settings))
             entry = _entry(settings, found.name, found.mailbox) if found else None
@@ -137,7 +150,13 @@ class Directory:
 
     def stored_hash(self, name: str) -> str | None:
         """The mailbox's stored password hash (None without a password), for what must end
-        when the password changes (web sessions). A stat per call; re-read on change."""
+        when the password changes (web sessions). A stat per call; re-read on change.
+        With an LDAP directory: what the last lookup read (no network; the DN stands in
+        for the hash when logins bind)."""
+        client = self.ldap(self._settings) if self._settings is not None else None
+        if client is not None:
+            hit = client.recent(name)
+            return (hit.password_hash or f"bind:{hit.dn}") if hit else None
         return self._load_hashes().get(name.lower())
 
     def set_password(self, name: str, password: str, settings: Settings | None = None) -> None:

@@ -367,6 +367,12 @@ class LdapDirectory:
             self._recent.pop(key, None)
         return result
 
+    def recent(self, identity: str) -> Found | None:
+        """The last answer find() had for `identity`, however old; no network. For what
+        must not wait on the directory (a web page of a signed-in user)."""
+        last = self._recent.get(identity.strip().lower())
+        return last[0] if last else None
+
     def all(self, default_server: str) -> list[Found]:
         hits = self._search(self.config.Mapping.Filter)
         found = [f for f in (self._found(dn, a, default_server) for dn, a in hits) if f]

@@ -158,6 +158,9 @@ class Handlers:
         if name is None:
             return None
         box = self.settings.Mailboxes.get(name)
+        if box is None:  # in an LDAP directory: as the sign-in found it
+            entry = self.service.directory.cached_entry(self.settings, name)
+            box = entry.mailbox if entry is not None else None
         if box is None or box.Type in REFUSED_TYPES:
             return None
         return name, box
@@ -292,7 +295,7 @@ class Handlers:
     async def show_settings(self, request: web.Request) -> web.StreamResponse:
         name, box = self.require_sign_in(request)
         settings = self.settings
-        entry = self.service.directory.find(settings, name)
+        entry = self.service.directory.cached_entry(settings, name)
         view = self.view_for(request, name)
         shown = view.shown
         blocks = "\n".join(

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from server.settings import store
-from server.settings.models import IMAP4, IMAP4BE, POP3, POP3BE, SUBMISSION
+from server.settings.models import IMAP4, IMAP4BE, POP3, POP3BE, SUBMISSION, WEB
 from server.settings.paths import Home
 from server.settings.types import LoginType
 from tests.e2e.conftest import REPO, ServiceRunner, _base_env
@@ -211,3 +211,22 @@ def test_directory_down_is_a_temporary_failure_and_recovery_needs_no_restart(
     pop_login(home, "alice").quit()
     smtp_login(home, "alice")
     open_session.logout()
+
+
+def test_web_sign_in_with_the_directory_down_is_a_clear_503(site: ServiceRunner,
+                                                            slapd: Slapd) -> None:
+    from tests.e2e.test_web_service import https
+
+    site.start(WEB)
+    signed_in = https(site.home)
+    assert signed_in.sign_in("alice", PASSWORD).status == 303
+    assert signed_in.get("/settings").status == 200  # the session of a directory mailbox
+
+    slapd.stop()
+    other = https(site.home)
+    refused = other.sign_in("alice", PASSWORD)
+    assert refused.status == 503 and "cannot be reached" in refused.text
+    assert signed_in.get("/settings").status == 200  # signed-in users are not thrown out
+
+    slapd.start()
+    assert other.sign_in("alice", PASSWORD).status == 303
