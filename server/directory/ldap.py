@@ -159,7 +159,10 @@ def mailbox_to_attrs(box: Mailbox, mapping: DirectoryMapping) -> dict[str, list[
             out.setdefault(attr, [])
             out[attr] += [v for v in values if v not in out[attr]]
 
-    addresses = box.addresses()
+    addresses: list[str] = []
+    for address in box.addresses():  # Exchange lists the primary in EmailAddresses too
+        if address.lower() not in (a.lower() for a in addresses):
+            addresses.append(address)
     if mapping.PrimarySmtpAddress:
         put("PrimarySmtpAddress", [box.PrimarySmtpAddress])
         # Exchange lists the primary among EmailAddresses too; its own attribute has it.
