@@ -437,6 +437,12 @@ class Handler:
                           address: str, rcpt_options: list[str]) -> str:
         settings = self.service.ctx.settings
         found = settings.mailbox(address)
+        if found is None and settings.Directory is not None and settings.Directory.ldap():
+            try:
+                hit = await asyncio.to_thread(self.service.directory.find, settings, address)
+            except DirectoryUnavailable:
+                return "451 4.4.3 The directory is unavailable; try again later"
+            found = (hit.name, hit.mailbox) if hit is not None else None
         # The same mailbox named twice (or by two of its addresses) gets one copy.
         key = f"mailbox:{found[0].lower()}" if found else f"address:{address.lower()}"
         if key in self.smtp.rcpt_keys:
@@ -474,7 +480,8 @@ class Handler:
         settings = self.service.ctx.settings
         recipients = []
         for address in envelope.rcpt_tos:
-            found = self.service.directory.find(settings, address)
+            # No network here (the event loop): RCPT looked each one up a moment ago.
+            found = self.service.directory.cached_entry(settings, address)
             if found is not None:
                 recipients.append(Recipient(address, found.name, found.server_name))
             else:

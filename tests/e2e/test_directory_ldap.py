@@ -134,6 +134,25 @@ def test_mailboxes_made_with_mailctl_live_in_ldap_and_log_in(site: ServiceRunner
     pop.quit()
     smtp_login(home, "alice")
     pop_login(home, "carol").quit()
+
+    # Mail to a directory address is local: it reaches the mailbox (seen by IDLE).
+    from imapclient import IMAPClient
+
+    plain, _ = ports(home, "IMAP")
+    with IMAPClient("127.0.0.1", port=plain, ssl=False, timeout=30) as watcher:
+        watcher.login("alice", PASSWORD)
+        watcher.select_folder("INBOX")
+        watcher.idle()
+        port = store.load(home).settings.ReceiveConnectors["Client Frontend MBX01"].Bindings[0].port
+        with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
+            client.starttls(context=client_context(home))
+            client.login("carol", PASSWORD)
+            client.sendmail("carol@contoso.test", ["al@contoso.test"],
+                            b"From: carol@contoso.test\r\nTo: al@contoso.test\r\n"
+                            b"Subject: hello\r\n\r\nHi.\r\n")
+        responses = watcher.idle_check(timeout=20)
+        watcher.idle_done()
+        assert any(r[1] == b"EXISTS" for r in responses), responses
     with pytest.raises(imaplib.IMAP4.error):
         imap_login(home, "carol")  # ImapEnabled FALSE in the directory
     with pytest.raises(imaplib.IMAP4.error, match="AUTHENTICATIONFAILED"):
