@@ -281,28 +281,40 @@ class LdapDirectory:
     def _call(self, op: str, *args: Any, **kw: Any) -> tuple[bool, Any]:
         """One operation on the service connection. A connection broken since its last use
         (the server restarted) is replaced once; the second failure is the server's."""
+        # One call at a time on the connection; a caller queued behind one that waits on a
+        # silent server gives up after as long as one call may take, so none waits longer.
+        if not self._lock.acquire(timeout=self.config.ConnectTimeout + self.config.OperationTimeout):
+            raise DirectoryUnavailable(f"{self.config.Uri}: no answer in time")
+        try:
+            return self._call_locked(op, *args, **kw)
+        finally:
+            self._lock.release()
+
+    def _call_locked(self, op: str, *args: Any, **kw: Any) -> tuple[bool, Any]:
         from ldap3.core.exceptions import LDAPException
 
-        with self._lock:
-            for attempt in (1, 2):
-                fresh = self._conn is None
-                conn = self._service_conn()
-                try:
-                    ok = getattr(conn, op)(*args, **kw)
-                except (LDAPException, OSError) as exc:
-                    self._drop()
-                    if attempt == 2 or fresh:
-                        raise DirectoryUnavailable(f"{self.config.Uri}: {exc}") from None
-                    continue
-                result = conn.result or {}
-                code = result.get("result", 0)
-                # 51 busy, 52 unavailable, 80 other, 81 server down: not an answer.
-                if not ok and code in (51, 52, 81) or conn.closed:
-                    self._drop()
-                    if attempt == 2 or fresh:
-                        raise DirectoryUnavailable(f"{self.config.Uri}: {result.get('description')}")
-                    continue
-                return bool(ok), (conn.response, result)
+        for attempt in (1, 2):
+            fresh = self._conn is None
+            conn = self._service_conn()
+            started = time.monotonic()
+            try:
+                ok = getattr(conn, op)(*args, **kw)
+            except (LDAPException, OSError) as exc:
+                self._drop()
+                # A silent server (the call ran out its time) gets no second wait.
+                slow = time.monotonic() - started >= self.config.OperationTimeout * 0.9
+                if attempt == 2 or fresh or slow:
+                    raise DirectoryUnavailable(f"{self.config.Uri}: {exc}") from None
+                continue
+            result = conn.result or {}
+            code = result.get("result", 0)
+            # 51 busy, 52 unavailable, 81 server down: not an answer.
+            if not ok and code in (51, 52, 81) or conn.closed:
+                self._drop()
+                if attempt == 2 or fresh:
+                    raise DirectoryUnavailable(f"{self.config.Uri}: {result.get('description')}")
+                continue
+            return bool(ok), (conn.response, result)
         raise AssertionError("unreachable")
 
     # --- reads -------------------------------------------------------------------

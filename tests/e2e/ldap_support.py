@@ -70,18 +70,19 @@ class Slapd:
         self.pid: int | None = None
 
     def start(self) -> None:
-        """slapd in the foreground, as our child. With debug level 32768 ("none") it
-        prints only its LDAP_DEBUG_ANY lines, among them "slapd starting" once it
-        listens: that line is the readiness signal. A thread drains the rest."""
+        """slapd in the foreground, as our child. At debug level 8 (connections) its
+        event loop logs "daemon: ... listen=" when it first waits on its listeners, which
+        are listening by then: that line is the readiness signal ("slapd starting" comes
+        from another thread and may precede listen()). A thread drains the rest."""
         self.process = subprocess.Popen(
             [self.binary, "-f", str(self.folder / "slapd.conf"), "-h", f"{self.uri}/",
-             "-d", "32768"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+             "-d", "8"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE, text=True, errors="replace")
         assert self.process.stderr is not None
         seen = []
         for line in self.process.stderr:
             seen.append(line)
-            if "slapd starting" in line:
+            if "daemon:" in line and "listen=" in line:
                 break
         else:
             self.process.wait(timeout=30)
