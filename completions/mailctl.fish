@@ -237,6 +237,8 @@ complete -c mailctl -n '__fish_seen_subcommand_from set-adserversettings Set-ADS
 complete -c mailctl -n '__fish_seen_subcommand_from set-adserversettings Set-ADServerSettings' -o BindDn -r -d 'The service account mailctl binds as (\'\' : anonymous).'
 complete -c mailctl -n '__fish_seen_subcommand_from set-adserversettings Set-ADServerSettings' -l bind-password-stdin -d 'Read the service account\'s password from stdin into secrets/ldap-bind-password.'
 complete -c mailctl -n '__fish_seen_subcommand_from set-adserversettings Set-ADServerSettings' -o BindPasswordStdin -d 'Read the service account\'s password from stdin into secrets/ldap-bind-password.'
+complete -c mailctl -n '__fish_seen_subcommand_from set-adserversettings Set-ADServerSettings' -l tls-ca-file -r -d 'CA certificates (PEM) for ldaps://; default: the system\'s.'
+complete -c mailctl -n '__fish_seen_subcommand_from set-adserversettings Set-ADServerSettings' -o TlsCaFile -r -d 'CA certificates (PEM) for ldaps://; default: the system\'s.'
 complete -c mailctl -n '__fish_seen_subcommand_from set-adserversettings Set-ADServerSettings' -l login-verification -xa 'Hash Bind' -d 'Hash: check the argon2 hash kept in the directory; Bind: bind as the user.'
 complete -c mailctl -n '__fish_seen_subcommand_from set-adserversettings Set-ADServerSettings' -o LoginVerification -xa 'Hash Bind' -d 'Hash: check the argon2 hash kept in the directory; Bind: bind as the user.'
 complete -c mailctl -n '__fish_seen_subcommand_from set-adserversettings Set-ADServerSettings' -l connect-timeout -r -d ''

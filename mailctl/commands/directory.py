@@ -50,6 +50,8 @@ def set_adserversettings(
     bind_password_stdin: Annotated[bool, typer.Option(
         "--bind-password-stdin",
         help=f"Read the service account's password from stdin into {BIND_PASSWORD_FILE}.")] = False,
+    tls_ca_file: Annotated[str | None, typer.Option(
+        "--tls-ca-file", help="CA certificates (PEM) for ldaps://; default: the system's.")] = None,
     login_verification: Annotated[str | None, typer.Option(
         "--login-verification", metavar="Hash|Bind",
         help="Hash: check the argon2 hash kept in the directory; Bind: bind as the user.")] = None,
@@ -69,7 +71,7 @@ def set_adserversettings(
     if preferred_server and not uri:
         uri = f"ldap://{preferred_server}"
     values: dict[str, Any] = {
-        "Uri": uri, "BaseDN": base_dn, "BindDN": bind_dn,
+        "Uri": uri, "BaseDN": base_dn, "BindDN": bind_dn, "TlsCaFile": tls_ca_file,
         "LoginVerification": login_verification, "ConnectTimeout": connect_timeout,
         "OperationTimeout": operation_timeout,
     }
@@ -80,6 +82,11 @@ def set_adserversettings(
     if not values and not pairs and not disable:
         fail("Set-ADServerSettings: give at least one parameter to change (see --help)")
     secret = sys.stdin.readline().rstrip("\r\n") if bind_password_stdin else None
+    if secret is not None and not what_if:
+        # Before the settings that name it: services reload as soon as those are written.
+        where = home()
+        where.secrets.mkdir(mode=0o700, parents=True, exist_ok=True)
+        atomic_write(where.root / BIND_PASSWORD_FILE, secret.encode(), mode=0o600)
     with edit_settings(what_if) as session:
         if disable:
             session.remove(("Directory",))
@@ -96,10 +103,6 @@ def set_adserversettings(
         print("What if: would " + ("keep mailboxes in settings.toml."
                                    if disable else "set the directory settings."))
         return
-    if secret is not None:
-        where = home()
-        where.secrets.mkdir(mode=0o700, parents=True, exist_ok=True)
-        atomic_write(where.root / BIND_PASSWORD_FILE, secret.encode(), mode=0o600)
     if disable or settings.Directory is None or not settings.Directory.ldap():
         print("Mailboxes are kept in settings.toml.")
         return

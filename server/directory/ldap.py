@@ -225,8 +225,14 @@ class LdapDirectory:
     def _server(self) -> Any:
         import ldap3
 
+        tls = None
+        if str(self.config.Uri).lower().startswith("ldaps://"):
+            import ssl
+
+            # ldap3 checks no certificate unless told to: a directory holds the passwords.
+            tls = ldap3.Tls(validate=ssl.CERT_REQUIRED, ca_certs_file=self.config.TlsCaFile)
         return ldap3.Server(self.config.Uri, connect_timeout=self.config.ConnectTimeout,
-                            get_info=ldap3.NONE)
+                            get_info=ldap3.NONE, tls=tls)
 
     def _bind_password(self) -> str | None:
         if not self.config.BindPasswordFile:

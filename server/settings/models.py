@@ -405,6 +405,8 @@ class DirectorySettings(Model):
         None, description="File with the service account's password (relative: to the home).")
     LoginVerification: str = Field(
         "Hash", description="Hash: check the stored argon2 hash; Bind: bind as the user's DN.")
+    TlsCaFile: OptionalStr = Field(
+        None, description="CA certificates (PEM) for ldaps://; none: the system's. Always checked.")
     ConnectTimeout: int_range(1, 120) = Field(5, description="Seconds to reach the server.")
     OperationTimeout: int_range(1, 300) = Field(5, description="Seconds for one answer.")
     Mapping: DirectoryMapping = Field(default_factory=lambda: DirectoryMapping())
@@ -415,6 +417,8 @@ class DirectorySettings(Model):
             raise ValueError("LoginVerification must be Hash or Bind")
         if self.Uri and not self.BaseDN:
             raise ValueError("Directory: BaseDN is needed with Uri")
+        if self.Uri and not self.Uri.lower().startswith(("ldap://", "ldaps://")):
+            raise ValueError("Directory: Uri must start with ldap:// or ldaps://")
         return self
 
     def ldap(self) -> bool:

@@ -147,3 +147,15 @@ def test_an_unreachable_directory_is_unavailable_not_unknown(tmp_path: Path) -> 
         Directory(home).verify(settings, "alice", "x")
     with pytest.raises(DirectoryUnavailable):
         find_entry(settings, "alice", home)
+
+
+def test_ldaps_checks_the_directory_certificate(tmp_path: Path) -> None:
+    import ssl
+
+    from server.directory.ldap import LdapDirectory
+
+    client = LdapDirectory(DirectorySettings(Uri="ldaps://dc01.contoso.test", BaseDN="dc=x"),
+                           tmp_path)
+    assert client._server().tls.validate == ssl.CERT_REQUIRED
+    with pytest.raises(ValidationError, match="ldap://"):
+        DirectorySettings(Uri="http://dc01", BaseDN="dc=x")
