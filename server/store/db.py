@@ -69,7 +69,7 @@ from server.store.api import (
 )
 from server.store.notify import Notifier
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 OPEN_MAILBOXES = 64  # mailboxes that keep idle SQLite connections open
 ORPHAN_AGE = 3600.0  # seconds after which an unreferenced body is garbage whoever wrote it
 SPECIAL_USES = frozenset(
@@ -124,12 +124,27 @@ CREATE TABLE IF NOT EXISTS tombstones(
     PRIMARY KEY(folder, uid)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS tombstones_modseq ON tombstones(folder, modseq);
+CREATE TABLE IF NOT EXISTS sortkeys(  -- SORT/THREAD keys (RFC 5256) of a body, see sort_keys
+    file TEXT PRIMARY KEY,   -- bodies.file: unlike bodies.id never reused for another body
+    v INTEGER NOT NULL,      -- sortthread.SORTKEYS_VERSION that computed the row
+    subject TEXT NOT NULL,   -- the keys are collation keys (sortthread.collation_key)
+    reply INTEGER NOT NULL,
+    from_ TEXT NOT NULL,
+    to_ TEXT NOT NULL,
+    cc TEXT NOT NULL,
+    dfrom TEXT NOT NULL,
+    dto TEXT NOT NULL,
+    sent INTEGER,            -- Date: in Unix seconds, NULL when absent or unparsable
+    msgid TEXT NOT NULL,
+    refs TEXT NOT NULL       -- message ids separated by spaces
+) WITHOUT ROWID;
 """
 
 # Columns added since version 1 (table, column, definition), added where missing:
 # 2 dated the tombstones (counted from the upgrade) to prune them; 3 keeps each body's
 # header block so header-only FETCH items never read the file (filled in lazily for the
-# bodies stored before, see message_sources).
+# bodies stored before, see message_sources). 4 added the sortkeys table (filled in lazily
+# for the bodies stored before, see sort_keys).
 _ADDED_COLUMNS = (
     ("folders", "pruned_modseq", "INTEGER NOT NULL DEFAULT 0"),
     ("folders", "pruned_uid", "INTEGER NOT NULL DEFAULT 0"),
@@ -305,6 +320,22 @@ def _sync_batch(folder: Path, files: list[Path]) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+_SORTKEYS_INSERT = "INSERT OR REPLACE INTO sortkeys VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+
+
+def _sortkeys_row(file: str, header: bytes) -> tuple | None:
+    """The sortkeys row of a body from its header block; None if that fails on a
+    pathological message (computed again on first use)."""
+    try:
+        from server.protocols.imap.sortthread import SORTKEYS_VERSION, sort_keys_from_header
+
+        k = sort_keys_from_header(header)
+    except Exception:  # noqa: BLE001 - must not stop delivery
+        return None
+    return (file, SORTKEYS_VERSION, k.subject, int(k.reply), k.from_, k.to, k.cc,
+            k.display_from, k.display_to, k.sent, k.message_id, " ".join(k.references))
 
 
 def _analyze(raw: bytes) -> tuple[str | None, bytes | None]:
@@ -627,6 +658,9 @@ class SqliteMailbox(MailboxStore):
                 c.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
         if version < 2:
             c.execute("UPDATE tombstones SET at=?", (int(time.time()),))
+        for stmt in _SCHEMA.split(";"):  # tables added since (all IF NOT EXISTS)
+            if stmt.strip():
+                c.execute(stmt)
 
     def stored_name(self) -> str:
         with self.pool.conn() as c:
@@ -1110,6 +1144,49 @@ class SqliteMailbox(MailboxStore):
         if updates:
             self._keep("UPDATE bodies SET header=? WHERE id=?", updates)
 
+    def sort_keys(self, folder: str, uids: Sequence[int]) -> dict[int, object]:
+        # One query for the whole folder (a webmail SORTs it at every open); the keys of
+        # bodies stored before schema 4 are computed from their header once, then kept.
+        from server.protocols.imap.sortthread import SORTKEYS_VERSION, SortKeys
+
+        wanted = sorted(set(uids))
+        if not wanted:
+            return {}
+        rows = self._range_query(
+            "SELECT m.uid, s.v, s.subject, s.reply, s.from_, s.to_, s.cc, s.dfrom, s.dto,"
+            " s.sent, s.msgid, s.refs, b.file FROM folders f JOIN messages m ON m.folder = f.id"
+            " JOIN bodies b ON b.id = m.body LEFT JOIN sortkeys s ON s.file = b.file"
+            " WHERE f.name = ?",
+            normalize_folder(folder), wanted,
+        )
+        out: dict[int, object] = {}
+        missing: dict[int, str] = {}
+        make = tuple.__new__
+        for uid, v, subject, reply, from_, to, cc, dfrom, dto, sent, msgid, refs, file in rows:
+            if v != SORTKEYS_VERSION:
+                missing[uid] = file
+                continue
+            out[uid] = make(SortKeys, (  # type: ignore[call-overload]
+                subject, bool(reply), from_, to, cc, dfrom, dto, sent, msgid,
+                tuple(refs.split()) if refs else (),
+            ))
+        if missing:
+            from server.protocols.imap.sortthread import sort_keys_from_header
+
+            kept = []
+            for uid, (_, head, _) in self.message_sources(
+                folder, list(missing), header=True
+            ).items():
+                if head is None or uid not in missing:
+                    continue
+                row = _sortkeys_row(missing[uid], head)
+                if row is not None:
+                    kept.append(row)
+                out[uid] = sort_keys_from_header(head)
+            if kept:
+                self._keep(_SORTKEYS_INSERT, kept)
+        return out
+
     def body_path(self, folder: str, uid: int) -> Path:
         """The immutable file holding a message (for sendfile-style readers)."""
         return self.msgs / self._body_of(folder, uid)[1]
@@ -1179,6 +1256,9 @@ class SqliteMailbox(MailboxStore):
                         "INSERT INTO messages VALUES(?, ?, ?, ?, ?, ?, ?, ?, 1)",
                         (f.id, uid, body, flags, modseq, idate, tz, len(raw)),
                     )
+                    keys = _sortkeys_row(name, header if header is not None else raw)
+                    if keys is not None:
+                        c.execute(_SORTKEYS_INSERT, keys)
                     results.append(AppendResult(f.uidvalidity, uid, modseq))
                     uid += 1
                 c.execute(
@@ -1385,6 +1465,7 @@ class SqliteMailbox(MailboxStore):
                 chunk,
             ))
         c.executemany("DELETE FROM bodies WHERE id=?", [(d[0],) for d in doomed])
+        c.executemany("DELETE FROM sortkeys WHERE file=?", [(d[1],) for d in doomed])
         return [d[1] for d in doomed]
 
     def _unlink(self, files: list[str]) -> None:

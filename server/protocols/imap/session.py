@@ -50,6 +50,7 @@ CAPABILITIES_COMMON = (
     "IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT CHILDREN UIDPLUS MOVE "
     "SPECIAL-USE CREATE-SPECIAL-USE LIST-EXTENDED LIST-STATUS CONDSTORE QRESYNC ESEARCH "
     "SEARCHRES STATUS=SIZE"
+    " SORT SORT=DISPLAY THREAD=ORDEREDSUBJECT THREAD=REFERENCES ESORT CONTEXT=SEARCH CONTEXT=SORT"
 )
 CAPABILITIES_PREAUTH = CAPABILITIES_COMMON + " AUTH=PLAIN LOGINDISABLED"
 CAPABILITIES_AUTH = CAPABILITIES_COMMON
@@ -237,6 +238,10 @@ class ImapSession:
         self.saved: list[int] | None = None  # SEARCHRES result ($), as UIDs
         # The last FETCH's retrieval view and what it was made from (see commands.fetch).
         self.retrieval: tuple[object, ...] | None = None
+        # Live SEARCH/SORT results by tag (RFC 5267 contexts, see commands.context) and
+        # the folder's UIDs when they were last brought up to date.
+        self.contexts: dict[str, object] = {}
+        self.context_view: list[int] = []
         self.out: list[bytes] = []
         self._resume: tuple[Callable[[ImapSession, p.Command], bytes | None], p.Command] | None = None
 
@@ -369,6 +374,8 @@ class ImapSession:
         except Exception:  # a bug must cost one command, never the process
             log.exception("imap command %s failed", cmd.name)
             tail = _tagged(cmd.tag, b"NO", "Internal error", "SERVERBUG")
+        if self.contexts:
+            self._context_updates()
         out = self.out
         self.out = []
         out.append(tail)
@@ -399,8 +406,19 @@ class ImapSession:
             self.sync(allow_expunge=True, shared=shared or self._read_shared())
         except api.StoreError:
             log.exception("sync failed")
+        if self.contexts:
+            self._context_updates()
         out, self.out = self.out, []
         return b"".join(out)
+
+    def _context_updates(self) -> None:
+        from .commands.context import emit_updates
+
+        try:
+            emit_updates(self)
+        except Exception:  # a failed update must not cost the command's answer
+            log.exception("search context update failed")
+            self.contexts.clear()
 
     def _read_shared(self) -> SharedChanges | None:
         """The shared answer for this session, read from the store if nobody did yet."""
