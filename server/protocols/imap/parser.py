@@ -1098,6 +1098,8 @@ def _parse_search(cur: Cursor, uid: bool) -> Search:
 def _search_charset(cur: Cursor) -> tuple[str, str]:
     """The charset SORT and THREAD require before their criteria: (name, Python codec)."""
     charset = cur.astring("charset").decode("ascii", "replace").upper()
+    if cur.peek() != _SP:
+        raise ValueError("Expected charset and search criteria")
     return charset, lookup_charset(charset)
 
 
