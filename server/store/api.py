@@ -221,16 +221,20 @@ class MailboxStore(ABC):
             out[uid] = (str(path) if path is not None else None, head, meta if info else None)
         return out
 
-    def sort_keys(self, folder: str, uids: Sequence[int]) -> dict[int, object]:
+    def sort_keys(
+        self, folder: str, uids: Sequence[int], fields: Sequence[str] | None = None
+    ) -> dict[int, object]:
         """The SORT/THREAD keys (server.protocols.imap.sortthread.SortKeys) of the messages
-        among `uids` that exist, in one lookup. The SQLite store keeps them from delivery
-        on; this default, for stores that keep none, computes them from each header."""
+        among `uids` that exist, in one lookup; with `fields` (SortKeys field names), a
+        tuple of just those instead. The SQLite store keeps them from delivery on; this
+        default, for stores that keep none, computes them from each header."""
         from server.protocols.imap.sortthread import sort_keys_from_header
 
         out: dict[int, object] = {}
         for uid, (_, head, _) in self.message_sources(folder, uids, header=True).items():
             if head is not None:
-                out[uid] = sort_keys_from_header(head)
+                keys = sort_keys_from_header(head)
+                out[uid] = keys if fields is None else tuple(getattr(keys, f) for f in fields)
         return out
 
     @abstractmethod

@@ -125,7 +125,8 @@ CREATE TABLE IF NOT EXISTS tombstones(
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS tombstones_modseq ON tombstones(folder, modseq);
 CREATE TABLE IF NOT EXISTS sortkeys(  -- SORT/THREAD keys (RFC 5256) of a body, see sort_keys
-    file TEXT PRIMARY KEY,   -- bodies.file: unlike bodies.id never reused for another body
+    body INTEGER PRIMARY KEY,  -- bodies.id: the row goes with its body (_release_bodies)
+    file TEXT NOT NULL,      -- bodies.file, for checking
     v INTEGER NOT NULL,      -- sortthread.SORTKEYS_VERSION that computed the row
     subject TEXT NOT NULL,   -- the keys are collation keys (sortthread.collation_key)
     reply INTEGER NOT NULL,
@@ -322,10 +323,16 @@ def _sync_batch(folder: Path, files: list[Path]) -> None:
             os.close(fd)
 
 
-_SORTKEYS_INSERT = "INSERT OR REPLACE INTO sortkeys VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_SORTKEYS_INSERT = "INSERT OR REPLACE INTO sortkeys VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+# sortthread.SortKeys field -> sortkeys column
+_SORTKEY_COLUMNS = {
+    "subject": "subject", "reply": "reply", "from_": "from_", "to": "to_", "cc": "cc",
+    "display_from": "dfrom", "display_to": "dto", "sent": "sent", "message_id": "msgid",
+    "references": "refs",
+}
 
 
-def _sortkeys_row(file: str, header: bytes) -> tuple | None:
+def _sortkeys_row(body: int, file: str, header: bytes) -> tuple | None:
     """The sortkeys row of a body from its header block; None if that fails on a
     pathological message (computed again on first use)."""
     try:
@@ -334,7 +341,7 @@ def _sortkeys_row(file: str, header: bytes) -> tuple | None:
         k = sort_keys_from_header(header)
     except Exception:  # noqa: BLE001 - must not stop delivery
         return None
-    return (file, SORTKEYS_VERSION, k.subject, int(k.reply), k.from_, k.to, k.cc,
+    return (body, file, SORTKEYS_VERSION, k.subject, int(k.reply), k.from_, k.to, k.cc,
             k.display_from, k.display_to, k.sent, k.message_id, " ".join(k.references))
 
 
@@ -1144,45 +1151,58 @@ class SqliteMailbox(MailboxStore):
         if updates:
             self._keep("UPDATE bodies SET header=? WHERE id=?", updates)
 
-    def sort_keys(self, folder: str, uids: Sequence[int]) -> dict[int, object]:
-        # One query for the whole folder (a webmail SORTs it at every open); the keys of
-        # bodies stored before schema 4 are computed from their header once, then kept.
+    def sort_keys(
+        self, folder: str, uids: Sequence[int], fields: Sequence[str] | None = None
+    ) -> dict[int, object]:
+        # One query for the whole folder (a webmail SORTs it at every open), reading only
+        # the columns asked for; the keys of bodies stored before schema 4 are computed
+        # from their header once, then kept.
         from server.protocols.imap.sortthread import SORTKEYS_VERSION, SortKeys
 
         wanted = sorted(set(uids))
         if not wanted:
             return {}
+        names = SortKeys._fields if fields is None else tuple(fields)
+        cols = ", ".join("s." + _SORTKEY_COLUMNS[n] for n in names)
         rows = self._range_query(
-            "SELECT m.uid, s.v, s.subject, s.reply, s.from_, s.to_, s.cc, s.dfrom, s.dto,"
-            " s.sent, s.msgid, s.refs, b.file FROM folders f JOIN messages m ON m.folder = f.id"
-            " JOIN bodies b ON b.id = m.body LEFT JOIN sortkeys s ON s.file = b.file"
-            " WHERE f.name = ?",
+            # Joined on the body's integer key: three times faster than through bodies.
+            f"SELECT m.uid, s.v, {cols}, m.body FROM folders f JOIN messages m"
+            " ON m.folder = f.id LEFT JOIN sortkeys s ON s.body = m.body WHERE f.name = ?",
             normalize_folder(folder), wanted,
         )
         out: dict[int, object] = {}
-        missing: dict[int, str] = {}
+        missing: dict[int, int] = {}
+        reply = names.index("reply") + 2 if "reply" in names else -1
+        refs = names.index("references") + 2 if "references" in names else -1
         make = tuple.__new__
-        for uid, v, subject, reply, from_, to, cc, dfrom, dto, sent, msgid, refs, file in rows:
-            if v != SORTKEYS_VERSION:
-                missing[uid] = file
+        for r in rows:
+            if r[1] != SORTKEYS_VERSION:
+                missing[r[0]] = r[-1]
                 continue
-            out[uid] = make(SortKeys, (  # type: ignore[call-overload]
-                subject, bool(reply), from_, to, cc, dfrom, dto, sent, msgid,
-                tuple(refs.split()) if refs else (),
-            ))
+            if reply < 0 and refs < 0:
+                values = r[2:-1]
+            else:
+                cells = list(r[2:-1])
+                if reply >= 0:
+                    cells[reply - 2] = bool(cells[reply - 2])
+                if refs >= 0:
+                    cells[refs - 2] = tuple(cells[refs - 2].split())
+                values = tuple(cells)
+            out[r[0]] = make(SortKeys, values) if fields is None else values  # type: ignore[call-overload]
         if missing:
             from server.protocols.imap.sortthread import sort_keys_from_header
 
             kept = []
-            for uid, (_, head, _) in self.message_sources(
+            for uid, (path, head, _) in self.message_sources(
                 folder, list(missing), header=True
             ).items():
                 if head is None or uid not in missing:
                     continue
-                row = _sortkeys_row(missing[uid], head)
+                row = _sortkeys_row(missing[uid], os.path.basename(path or ""), head)
                 if row is not None:
                     kept.append(row)
-                out[uid] = sort_keys_from_header(head)
+                keys = sort_keys_from_header(head)
+                out[uid] = keys if fields is None else tuple(getattr(keys, n) for n in names)
             if kept:
                 self._keep(_SORTKEYS_INSERT, kept)
         return out
@@ -1256,7 +1276,7 @@ class SqliteMailbox(MailboxStore):
                         "INSERT INTO messages VALUES(?, ?, ?, ?, ?, ?, ?, ?, 1)",
                         (f.id, uid, body, flags, modseq, idate, tz, len(raw)),
                     )
-                    keys = _sortkeys_row(name, header if header is not None else raw)
+                    keys = _sortkeys_row(body, name, header if header is not None else raw)
                     if keys is not None:
                         c.execute(_SORTKEYS_INSERT, keys)
                     results.append(AppendResult(f.uidvalidity, uid, modseq))
@@ -1465,7 +1485,7 @@ class SqliteMailbox(MailboxStore):
                 chunk,
             ))
         c.executemany("DELETE FROM bodies WHERE id=?", [(d[0],) for d in doomed])
-        c.executemany("DELETE FROM sortkeys WHERE file=?", [(d[1],) for d in doomed])
+        c.executemany("DELETE FROM sortkeys WHERE body=?", [(d[0],) for d in doomed])
         return [d[1] for d in doomed]
 
     def _unlink(self, files: list[str]) -> None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import NamedTuple
 
 #: Bumped when the way keys are computed changes: stored keys of another version are
@@ -53,10 +53,10 @@ class SortKeys(NamedTuple):
 EMPTY_KEYS = SortKeys("", False, "", "", "", "", "", None, "", ())
 
 
-@dataclass(slots=True)
-class Item:
+class Item(NamedTuple):
     """One message to sort or thread: `number` is what the response shows (sequence
-    number or UID); `seq` its sequence number, the final tie-breaker."""
+    number or UID); `seq` its sequence number, the final tie-breaker. A tuple: THREAD
+    builds one per message."""
 
     number: int
     seq: int
@@ -208,26 +208,39 @@ class SortCriterion:
     reverse: bool = False
 
 
+def sort_positions(columns: Sequence[tuple[Sequence[object], bool]]) -> list[int]:
+    """SORT order of n messages given in sequence order, as positions 0..n-1: `columns`
+    holds, per criterion in order, the n values of its key and whether it is REVERSE.
+    Messages equal under every key stay in sequence order (RFC 5256 section 3). Stable
+    sorts from the last criterion to the first give the mixed directions; Python keeps
+    equal items in place even when reversing, so sequence order stays the last
+    tie-breaker. Values are plain numbers and strings: a large folder sorts in C."""
+    if not columns:
+        return []
+    order = list(range(len(columns[0][0])))
+    for values, reverse in reversed(columns):
+        order.sort(key=values.__getitem__, reverse=reverse)
+    return order
+
+
 def sort_items(items: Iterable[Item], criteria: Sequence[SortCriterion]) -> list[Item]:
-    """Items in SORT order: by each criterion in turn, messages equal under all of them
-    in sequence order (RFC 5256 section 3). Stable sorts from the last criterion to the
-    first give the mixed directions; Python keeps equal items in place even when
-    reversing, so the sequence order survives as the last tie-breaker."""
-    out = sorted(items, key=lambda it: it.seq)
-    for crit in reversed(criteria):
-        out.sort(key=_KEY_FUNCS[crit.key], reverse=crit.reverse)
-    return out
+    """Items in SORT order (see sort_positions)."""
+    ordered = sorted(items, key=lambda it: it.seq)
+    columns = [([_KEY_FUNCS[c.key](it) for it in ordered], c.reverse) for c in criteria]
+    return [ordered[i] for i in sort_positions(columns)] if columns else ordered
 
 
 # --- THREAD --------------------------------------------------------------------------------
 
-@dataclass(eq=False, slots=True)
 class Node:
     """A thread tree node; `item` None is a dummy (a message referred to but absent)."""
 
-    item: Item | None
-    children: list[Node] = field(default_factory=list)
-    parent: Node | None = None
+    __slots__ = ("item", "children", "parent")
+
+    def __init__(self, item: Item | None, children: list[Node] | None = None) -> None:
+        self.item = item
+        self.children: list[Node] = children if children is not None else []
+        self.parent: Node | None = None
 
     def first(self) -> Item | None:
         """The message that stands for this node: its own, or a dummy's first child's."""
@@ -238,8 +251,13 @@ class Node:
 
 
 def _order(node: Node) -> tuple[float, int]:
-    item = node.first()
-    return (item.date, item.seq) if item is not None else (0.0, 0)
+    """Sort key of a node: sent date, then sequence number (called once per node and
+    sort, so it reads the tuples by position)."""
+    item = node.item if node.item is not None else node.first()
+    if item is None:
+        return (0.0, 0)
+    sent = item[4][7]  # keys.sent
+    return (item[2] if sent is None else sent, item[1])
 
 
 def _is_ancestor(a: Node, b: Node) -> bool:
@@ -276,11 +294,17 @@ def _walk(roots: list[Node]) -> list[Node]:
     return out
 
 
-def _sort_siblings(roots: list[Node]) -> None:
-    """Sort every set of siblings by sent date, children before their parents, so a
-    dummy is sorted by its (already sorted) first child (RFC 5256 REFERENCES step 6)."""
-    for node in reversed(_walk(roots)):
-        if len(node.children) > 1:
+def _sort_siblings(nodes: Iterable[Node], roots: list[Node]) -> None:
+    """Sort every set of siblings by sent date (RFC 5256 REFERENCES step 6). `nodes`
+    holds every node of the trees. A dummy sorts by its first child, so its children are
+    sorted before the set it belongs to; dummies are only left at the top (step 3), so
+    sorting the dummies' children first and the top level last is enough, and no walk
+    through the trees is needed."""
+    for node in nodes:
+        if len(node.children) > 1 and node.item is not None:
+            node.children.sort(key=_order)
+    for node in roots:
+        if node.item is None:
             node.children.sort(key=_order)
     roots.sort(key=_order)
 
@@ -317,13 +341,18 @@ def thread_references(items: Iterable[Item]) -> list[Node]:
         if prev is not None and node.parent is None and not _is_ancestor(node, prev):
             _link(prev, node)
     roots = [n for n in containers if n.parent is None]  # step 2
-    roots = _prune(roots)  # step 3
+    if any(n.item is None for n in containers):
+        roots = _prune(roots)  # step 3
     roots.sort(key=_order)  # step 4 (dummies use their first child)
     for node in roots:
         if node.item is None:
             node.children.sort(key=_order)
     roots = _merge_subjects(roots)  # step 5
-    _sort_siblings(roots)  # step 6
+    _sort_siblings(containers, roots)  # step 6
+    # Parent links are not needed any more; without them the trees hold no reference
+    # cycles and are freed as soon as they are formatted, not by a garbage collection.
+    for node in containers:
+        node.parent = None
     return roots
 
 
@@ -405,20 +434,25 @@ def _merge_subjects(roots: list[Node]) -> list[Node]:
 
 
 def thread_orderedsubject(items: Iterable[Item]) -> list[Node]:
-    """THREAD=ORDEREDSUBJECT (RFC 5256 section 4): messages sorted by base subject and
+    """THREAD=ORDEREDSUBJECT (RFC 5256 section 4), items in sequence order: messages
+    sorted by base subject and
     sent date; each run of one subject is a thread whose first message is the parent of
     all the others; threads in the order of their first message's sent date."""
-    ordered = sorted(items, key=lambda it: (it.keys.subject, it.date, it.seq))
+    items = list(items)
+    subjects = [it.keys.subject for it in items]
+    dates = [it.arrival if it.keys.sent is None else it.keys.sent for it in items]
     roots: list[Node] = []
     current: Node | None = None
-    for item in ordered:
-        if current is not None and current.item is not None and \
-                current.item.keys.subject == item.keys.subject:
-            _link(current, Node(item))
+    subject = None
+    for pos in sort_positions([(subjects, False), (dates, False)]):
+        item = items[pos]
+        if current is not None and subjects[pos] == subject:
+            current.children.append(Node(item))
         else:
             current = Node(item)
+            subject = subjects[pos]
             roots.append(current)
-    roots.sort(key=_order)
+    roots.sort(key=_order)  # threads by their first message's date, then sequence
     return roots
 
 

@@ -19,7 +19,7 @@ from .. import parser as p
 from .. import search as q
 from ..seqset import format_seqset
 from ..session import Bad, ImapSession
-from ..sortthread import SortCriterion, sort_items
+from ..sortthread import SortCriterion
 from ..wire import encode_string
 from . import SELECTED, command
 
@@ -72,15 +72,13 @@ def cancelupdate(s: ImapSession, cmd: p.Command) -> bytes | None:
 
 
 def _evaluate(s: ImapSession, ctx: Context) -> list[int]:
-    from .sortthread import items_for, matching
+    from .sortthread import matching, sort_order
 
-    sel = s.sel
+    rows = s.sel.rows
     hits = matching(s, ctx.key)
-    if ctx.criteria is None:
-        return [sel.rows[i].uid for i in hits]
-    need_keys = any(c.key not in ("ARRIVAL", "SIZE") for c in ctx.criteria)
-    return [sel.rows[it.seq - 1].uid for it in sort_items(items_for(s, hits, True, need_keys),
-                                                          ctx.criteria)]
+    if ctx.criteria is not None:
+        hits = sort_order(s, hits, ctx.criteria)
+    return [rows[i].uid for i in hits]
 
 
 def _line(ctx: Context, item: bytes, pairs: list[tuple[int, list[int]]]) -> bytes:
