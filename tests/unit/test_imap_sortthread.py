@@ -158,6 +158,17 @@ def test_thread_references_deep_chain() -> None:
     assert out.startswith(b"(1 2 3 ") and out.endswith(b" 5000)")
 
 
+def test_thread_references_deep_branching() -> None:
+    # Every message has a leaf reply and a reply that goes on: nesting 3,000 deep.
+    items = [_item(1, msgid="m1", date=1)]
+    for n in range(1, 3001):
+        items.append(_item(2 * n, msgid=f"leaf{n}", refs=(f"m{n}",), date=2 * n))
+        items.append(_item(2 * n + 1, msgid=f"m{n + 1}", refs=(f"m{n}",), date=2 * n + 1))
+    out = _refs(*items)
+    assert out.startswith(b"(1 (2)(3 (4)(5 (6)(7 ")
+    assert out.endswith(b"(6000)(6001)" + b")" * 3000) and out.count(b"(") == out.count(b")")
+
+
 def test_thread_orderedsubject() -> None:
     items = [_item(1, "a", date=10), _item(2, "b", date=9), _item(3, "Re: a", date=8),
              _item(4, "b", date=7), _item(5, "c", date=1)]

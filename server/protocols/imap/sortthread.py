@@ -261,7 +261,13 @@ def _order(node: Node) -> tuple[float, int]:
 
 
 def _is_ancestor(a: Node, b: Node) -> bool:
-    """True when `a` is `b` or one of its ancestors."""
+    """True when `a` is `b` or one of its ancestors. Only a node with children can be an
+    ancestor, which spares the walk up (as long as the thread is deep) for nearly every
+    new message."""
+    if a is b:
+        return True
+    if not a.children:
+        return False
     node: Node | None = b
     while node is not None:
         if node is a:
@@ -466,29 +472,33 @@ def format_threads(roots: Sequence[Node]) -> bytes:
     return "".join(out).encode("ascii")
 
 
-def _format(node: Node, out: list[str]) -> None:
-    # A single child continues the chain without parentheses; reply chains are long, so
-    # that part is a loop, and only branching recurses.
-    first = True
-    while True:
-        if node.item is not None:
-            if not first:
-                out.append(" ")
-            out.append(str(node.item.number))
-            first = False
-        kids = node.children
-        if len(kids) == 1 and node.item is not None:
-            node = kids[0]
+def _format(root: Node, out: list[str]) -> None:
+    # A single child continues the chain without parentheses; each branch is "(...)".
+    # A stack instead of recursion: threads can be deeper than Python's recursion limit.
+    stack: list[Node | str] = [root]
+    while stack:
+        top = stack.pop()
+        if isinstance(top, str):
+            out.append(top)
             continue
-        if not kids:
-            return
-        if not first:
-            out.append(" ")
-        for child in kids:
-            out.append("(")
-            _format(child, out)
-            out.append(")")
-        return
+        node = top
+        first = True
+        while True:
+            if node.item is not None:
+                if not first:
+                    out.append(" ")
+                out.append(str(node.item.number))
+                first = False
+            kids = node.children
+            if len(kids) == 1 and node.item is not None:
+                node = kids[0]
+                continue
+            if kids:
+                if not first:
+                    out.append(" ")
+                for child in reversed(kids):
+                    stack.extend((")", child, "("))
+            break
 
 
 THREADERS: dict[str, Callable[[Iterable[Item]], list[Node]]] = {
