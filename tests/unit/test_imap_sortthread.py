@@ -202,7 +202,6 @@ def test_parse_sort() -> None:
     b"t SORT RETURN (PARTIAL 1:*) (DATE) UTF-8 ALL",
     b"t SORT RETURN (PARTIAL *:1) (DATE) UTF-8 ALL",
     b"t SORT RETURN (PARTIAL 0:1) (DATE) UTF-8 ALL",
-    b"t SORT RETURN (SAVE) (DATE) UTF-8 ALL",
     b"t THREAD REFERENCES ALL",
     b"t THREAD REFS UTF-8 ALL",
     b"t SEARCH RETURN (PARTIAL 1) ALL",
@@ -293,6 +292,16 @@ def test_sort_esort_and_thread_commands() -> None:
     assert "* THREAD (3 1)(4)(2)\r\n" in c("t THREAD ORDEREDSUBJECT UTF-8 ALL")
     assert "* THREAD\r\n" in c("t THREAD REFERENCES UTF-8 DELETED")
     assert "t NO [BADCHARSET" in c("t SORT (DATE) X-UNKNOWN ALL")
+
+
+def test_sort_save() -> None:
+    c = _session(("b", D1), ("a", D1), ("c", D1))
+    out = c("t SORT RETURN (SAVE MIN) (SUBJECT) UTF-8 ALL")
+    assert '* ESEARCH (TAG "t") MIN 2\r\n' in out
+    assert "* 2 FETCH (UID 2)" in c("t FETCH $ (UID)")
+    out = c("t SORT RETURN (SAVE) (REVERSE SUBJECT) UTF-8 2:3")
+    assert "ESEARCH" not in out and "t OK" in out  # SAVE alone answers nothing (RFC 5182)
+    assert "* SEARCH 2 3\r\n" in c("t SEARCH $")
 
 
 def test_search_partial() -> None:

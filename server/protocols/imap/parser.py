@@ -539,8 +539,10 @@ LIST_RETURN_OPTIONS: Final = frozenset({"SUBSCRIBED", "CHILDREN", "SPECIAL-USE",
 SEARCH_RETURN_OPTIONS: Final = frozenset(
     {"MIN", "MAX", "ALL", "COUNT", "SAVE", "PARTIAL", "UPDATE", "CONTEXT"}
 )
-#: ESORT (RFC 5267 section 3) and CONTEXT=SORT return options.
-SORT_RETURN_OPTIONS: Final = frozenset({"MIN", "MAX", "ALL", "COUNT", "PARTIAL", "UPDATE", "CONTEXT"})
+#: ESORT (RFC 5267 section 3) and CONTEXT=SORT return options, and SEARCHRES's SAVE.
+SORT_RETURN_OPTIONS: Final = frozenset(
+    {"MIN", "MAX", "ALL", "COUNT", "PARTIAL", "UPDATE", "CONTEXT", "SAVE"}
+)
 SYSTEM_FLAGS: Final = {
     f.lower(): f for f in ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft", "\\Recent")
 }

@@ -302,6 +302,14 @@ def sort(s: ImapSession, cmd: p.Command) -> bytes | None:
             line += b" (MODSEQ %d)" % top_modseq
         s.untagged(line)
         return None
+    if "SAVE" in opts:
+        # SEARCHRES (RFC 5182): `$` is a set, so the order is dropped; with only MIN
+        # and/or MAX, just those messages are saved, as for SEARCH.
+        saved = [rows[i].uid for i in ordered]
+        if saved and opts & {"MIN", "MAX"} and not opts & {"ALL", "COUNT", "PARTIAL"}:
+            saved = ([saved[0]] if "MIN" in opts else []) + ([saved[-1]] if "MAX" in opts else [])
+        s.saved = sorted(set(saved))
+        opts = opts - {"SAVE"}
     line = [b"ESEARCH (TAG " + encode_string(cmd.tag) + b")"]
     if args.uid:
         line.append(b"UID")
@@ -318,7 +326,8 @@ def sort(s: ImapSession, cmd: p.Command) -> bytes | None:
         line.append(partial_item(values, args.partial, ordered=True))
     if with_modseq and values:
         line.append(b"MODSEQ %d" % top_modseq)
-    s.untagged(b" ".join(line))
+    if args.return_opts != {"SAVE"}:  # SAVE alone answers nothing (RFC 5182 2.1)
+        s.untagged(b" ".join(line))
     if "UPDATE" in opts:
         from .context import Context, register
 
