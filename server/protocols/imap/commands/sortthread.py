@@ -35,7 +35,7 @@ class KeysCache:
     that SORTs a folder at every open reads them from the store once, and only the
     fields its sorts use. Bounded by the number of values held."""
 
-    def __init__(self, limit: int = 1_000_000) -> None:
+    def __init__(self, limit: int = 500_000) -> None:
         self.limit = limit
         self._folders: OrderedDict[tuple[str, str, int], dict[str, dict[int, object]]] = \
             OrderedDict()
