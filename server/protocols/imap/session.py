@@ -294,8 +294,9 @@ class ImapSession:
         if not (self.idling and self.dirty and self.selected is not None):
             return None
         shared = self.shared_changes()
-        if shared is not None and not self._needs_claim(shared):
-            # Everything is known already: no store call, so no thread hand-off.
+        if shared is not None and not self._needs_claim(shared) and not self.contexts:
+            # Everything is known already: no store call, so no thread hand-off (live
+            # search contexts may read messages: those go to a worker thread).
             return Job(False, lambda: self._push_changes(shared))
         return Job(True, self._push_changes)
 
@@ -351,7 +352,8 @@ class ImapSession:
                 AUTHENTICATED: "No mailbox selected" if SELECTED in handler.states else "Wrong state",
             }.get(self.state, "Command not valid in this state")
             return Job(False, lambda: _tagged(cmd.tag, b"BAD", text), cmd.name, cmd.tag, cmd)
-        inline = handler.blocking and handler.inline is not None and handler.inline(self, cmd)
+        inline = (handler.blocking and handler.inline is not None and not self.contexts
+                  and handler.inline(self, cmd))  # live contexts are evaluated after it
         return Job(handler.blocking, lambda: self._run(handler.func, cmd), cmd.name, cmd.tag, cmd,
                    inline)
 
