@@ -136,16 +136,31 @@ def _msgids(value: bytes | None) -> list[str]:
 
 def _first_address(value: bytes | None) -> tuple[str, str]:
     """(addr-mailbox, display form) of the first address of an address list. A group
-    counts by its name, as its ENVELOPE start marker carries it in the mailbox place."""
+    counts by its name, as its ENVELOPE start marker carries it in the mailbox place.
+    Reads no further than that address (the parsing follows mime._parse_addresses)."""
     if value is None:
         return "", ""
     from server.store import mime
 
-    for name, _route, mailbox, host in mime._parse_addresses(value):
-        if mailbox is None:
-            continue  # a group end marker
-        local = mailbox.decode("utf-8", "replace")
-        display = mime.decode_words(name).strip() if name else ""
+    lx = mime._Lexer(value)
+    while lx.skip():
+        c = lx.peek()
+        if c in (44, 59):  # "," or a stray ";"
+            lx.i += 1
+            continue
+        start = lx.i
+        phrase = mime._phrase(lx)
+        lx.skip()
+        if phrase is not None and lx.peek() == 58:  # "group:"
+            return phrase.decode("utf-8", "replace"), mime.decode_words(phrase).strip()
+        lx.i = start
+        addr = mime._mailbox(lx)
+        if addr is None:
+            lx.i += 1  # an unparsable byte: skip it
+            continue
+        display_name, _route, mailbox, host = addr
+        local = (mailbox or b"").decode("utf-8", "replace")
+        display = mime.decode_words(display_name).strip() if display_name else ""
         if not display:
             display = local if host is None else f"{local}@{host.decode('utf-8', 'replace')}"
         return local, display
