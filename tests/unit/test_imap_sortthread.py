@@ -339,3 +339,17 @@ def test_sort_context_positions() -> None:
     # Selecting again ends the contexts.
     c.select()
     assert "ESEARCH" not in c("t STORE 1:* -FLAGS (\\Seen)")
+
+
+def test_sort_context_removals_apply_in_turn() -> None:
+    c = _session(("b", D1), ("d", D1), ("a", D1), ("c", D1))
+    assert '* ESEARCH (TAG "s") UID ALL 3,1,4,2\r\n' in c(
+        "s UID SORT RETURN (UPDATE ALL) (SUBJECT) UTF-8 UNSEEN")
+    c.box.set_flags("INBOX", [1], "+", ["\\Deleted"])
+    c.box.expunge("INBOX", [1])
+    c.box.set_flags("INBOX", [4], "+", ["\\Seen"])
+    out = c("t NOOP")
+    # b leaves from position 2 (before the EXPUNGE); then, in the list without b, c is
+    # at position 2 too.
+    assert out.index('* ESEARCH (TAG "s") UID REMOVEFROM (2 1)') < out.index("* 1 EXPUNGE")
+    assert '* ESEARCH (TAG "s") UID REMOVEFROM (2 4)\r\n' in out

@@ -125,14 +125,18 @@ def emit_updates(s: ImapSession) -> None:
                 nums = added if ctx.uid else [new_seq[u] for u in added]  # type: ignore[index]
                 after.append(_line(ctx, b"ADDTO", [(0, sorted(nums))]))
         else:
-            # Positions apply one pair after the other: removals from the highest
-            # position down, additions at their final positions going up.
-            position = {u: i + 1 for i, u in enumerate(ctx.result)}
+            # Positions apply one pair after the other, and the REMOVEFROM lines one
+            # after the other: removals go from the highest position down, additions to
+            # their final positions going up.
+            work = ctx.result
             for part, out in ((gone, before), (still, after)):
                 if part:
-                    pairs = [(position[u], [u if ctx.uid else (old_seq.get(u) or new_seq[u])])  # type: ignore[index]
+                    position = {u: i + 1 for i, u in enumerate(work)}
+                    pairs = [(position[u], [u if ctx.uid else (old_seq.get(u) or new_seq[u])])
                              for u in sorted(part, key=lambda u: -position[u])]
                     out.append(_line(ctx, b"REMOVEFROM", pairs))
+                    dropped = set(part)
+                    work = [u for u in work if u not in dropped]
             if added:
                 final = {u: i + 1 for i, u in enumerate(new)}
                 pairs = [(final[u], [u if ctx.uid else new_seq[u]])  # type: ignore[index]
