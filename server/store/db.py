@@ -332,13 +332,13 @@ _SORTKEY_COLUMNS = {
 }
 
 
-def _sortkeys_row(body: int, file: str, header: bytes) -> tuple | None:
-    """The sortkeys row of a body from its header block; None if that fails on a
-    pathological message (computed again on first use)."""
+def _sortkeys_row(body: int, file: str, header: bytes, keys: object = None) -> tuple | None:
+    """The sortkeys row of a body from its header block (or its SortKeys, when known);
+    None if that fails on a pathological message (computed again on first use)."""
     try:
         from server.protocols.imap.sortthread import SORTKEYS_VERSION, sort_keys_from_header
 
-        k = sort_keys_from_header(header)
+        k = keys if keys is not None else sort_keys_from_header(header)
     except Exception:  # noqa: BLE001 - must not stop delivery
         return None
     return (body, file, SORTKEYS_VERSION, k.subject, int(k.reply), k.from_, k.to, k.cc,
@@ -1198,10 +1198,10 @@ class SqliteMailbox(MailboxStore):
             ).items():
                 if head is None or uid not in missing:
                     continue
-                row = _sortkeys_row(missing[uid], os.path.basename(path or ""), head)
+                keys = sort_keys_from_header(head)
+                row = _sortkeys_row(missing[uid], os.path.basename(path or ""), head, keys)
                 if row is not None:
                     kept.append(row)
-                keys = sort_keys_from_header(head)
                 out[uid] = keys if fields is None else tuple(getattr(keys, n) for n in names)
             if kept:
                 self._keep(_SORTKEYS_INSERT, kept)
