@@ -1157,7 +1157,7 @@ class SqliteMailbox(MailboxStore):
         # One query for the whole folder (a webmail SORTs it at every open), reading only
         # the columns asked for; the keys of bodies stored before schema 4 are computed
         # from their header once, then kept.
-        from server.protocols.imap.sortthread import SORTKEYS_VERSION, SortKeys
+        from server.protocols.imap.sortthread import SORTKEYS_VERSION, SortKeys, stored_sort_keys
 
         wanted = sorted(set(uids))
         if not wanted:
@@ -1172,23 +1172,17 @@ class SqliteMailbox(MailboxStore):
         )
         out: dict[int, object] = {}
         missing: dict[int, int] = {}
-        reply = names.index("reply") + 2 if "reply" in names else -1
-        refs = names.index("references") + 2 if "references" in names else -1
-        make = tuple.__new__
         for r in rows:
             if r[1] != SORTKEYS_VERSION:
                 missing[r[0]] = r[-1]
                 continue
-            if reply < 0 and refs < 0:
-                values = r[2:-1]
-            else:
-                cells = list(r[2:-1])
-                if reply >= 0:
-                    cells[reply - 2] = bool(cells[reply - 2])
-                if refs >= 0:
-                    cells[refs - 2] = tuple(cells[refs - 2].split())
-                values = tuple(cells)
-            out[r[0]] = make(SortKeys, values) if fields is None else values  # type: ignore[call-overload]
+            values = r[2:-1]
+            if fields is None:
+                cells = list(values)
+                cells[1] = bool(cells[1])
+                cells[9] = tuple(cells[9].split())
+                values = SortKeys(*cells)
+            out[r[0]] = values
         if missing:
             from server.protocols.imap.sortthread import sort_keys_from_header
 
@@ -1202,7 +1196,7 @@ class SqliteMailbox(MailboxStore):
                 row = _sortkeys_row(missing[uid], os.path.basename(path or ""), head, keys)
                 if row is not None:
                     kept.append(row)
-                out[uid] = keys if fields is None else tuple(getattr(keys, n) for n in names)
+                out[uid] = keys if fields is None else stored_sort_keys(keys, names)
             if kept:
                 self._keep(_SORTKEYS_INSERT, kept)
         return out

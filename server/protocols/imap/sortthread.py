@@ -53,6 +53,20 @@ class SortKeys(NamedTuple):
 EMPTY_KEYS = SortKeys("", False, "", "", "", "", "", None, "", ())
 
 
+def stored_sort_keys(keys: SortKeys, fields: Sequence[str]) -> tuple[object, ...]:
+    """`fields` of `keys` as a store keeps them: `reply` as 0 or 1 and `references` as
+    one space-separated string (what a database row gives without conversion)."""
+    out: list[object] = []
+    for name in fields:
+        value = getattr(keys, name)
+        if name == "reply":
+            value = int(value)
+        elif name == "references":
+            value = " ".join(value)
+        out.append(value)
+    return tuple(out)
+
+
 class Item(NamedTuple):
     """One message to sort or thread: `number` is what the response shows (sequence
     number or UID); `seq` its sequence number, the final tie-breaker. A tuple: THREAD

@@ -181,8 +181,8 @@ _THREAD_FIELDS = ("subject", "reply", "sent", "message_id", "references")
 
 
 def items_for(s: ImapSession, hits: Sequence[int], uid: bool) -> list[Item]:
-    """THREAD's view of the messages at `hits`: only the keys threading uses, built once
-    per message and process (KeysCache field "thread")."""
+    """THREAD's view of the messages at `hits`: only the keys threading uses, read and
+    built once per message and process (KeysCache field "thread")."""
     sel = s.sel
     rows = sel.rows
     uids = [rows[i].uid for i in hits]
@@ -191,17 +191,12 @@ def items_for(s: ImapSession, hits: Sequence[int], uid: bool) -> list[Item]:
     (have,) = KEYS.get(s.store, sel.name, sel.uidvalidity, [], ("thread",))
     lacking = [u for u in uids if u not in have]
     if lacking:
-        columns = KEYS.get(s.store, sel.name, sel.uidvalidity, lacking, _THREAD_FIELDS)
         new = tuple.__new__
-        empty = EMPTY_KEYS
-        built = {}
-        subject, reply, sent, msgid, refs = columns
-        for u in lacking:
-            if u in subject:
-                built[u] = new(SortKeys, (subject[u], reply[u], "", "", "", "", "", sent[u],
-                                          msgid[u], refs[u]))
-            else:
-                built[u] = empty
+        built = dict.fromkeys(lacking, EMPTY_KEYS)
+        for u, (subject, reply, sent, msgid, refs) in s.store.sort_keys(  # type: ignore[misc]
+                sel.name, lacking, _THREAD_FIELDS).items():
+            built[u] = new(SortKeys, (subject, reply, "", "", "", "", "", sent, msgid,
+                                      refs.split() if refs else ()))
         have = KEYS.put(s.store, sel.name, sel.uidvalidity, "thread", built)
     new = tuple.__new__
     get = have.get
