@@ -359,15 +359,20 @@ def thread_references(items: Iterable[Item]) -> list[Node]:
             containers.append(node)
             if mid and mid not in ids:
                 ids[mid] = node
-        # Step 1B: link the References in order, keeping links already made.
+        # Step 1B: link the References in order, keeping links already made. (The hot
+        # loop of a big folder: _link and the cheap cases of _is_ancestor are inlined.)
         prev: Node | None = None
         for ref in item.keys.references:
             ref_node = ids.get(ref)
             if ref_node is None:
                 ref_node = ids[ref] = Node(None)
                 containers.append(ref_node)
-            if prev is not None and ref_node.parent is None and not _is_ancestor(ref_node, prev):
-                _link(prev, ref_node)
+            elif ref_node.parent is not None or ref_node is prev:
+                prev = ref_node
+                continue
+            if prev is not None and (not ref_node.children or not _is_ancestor(ref_node, prev)):
+                ref_node.parent = prev
+                prev.children.append(ref_node)
             prev = ref_node
         # Step 1C: the message's own References decide its parent: a parent presumed
         # from another message's References gives way, unless that would make a loop.
