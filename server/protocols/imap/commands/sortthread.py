@@ -349,6 +349,7 @@ def thread(s: ImapSession, cmd: p.Command) -> bytes | None:
         with _gc_paused():
             roots = THREADERS[args.algorithm](items_for(s, hits, args.uid))
             data = format_threads(roots)
+            del roots  # freed now (the trees hold no cycles), not left to the collector
         RESULTS.put(cache_key, basis, data)
     s.untagged(b"THREAD " + data if data else b"THREAD")  # type: ignore[operator]
     return None
