@@ -22,7 +22,7 @@ from server.protocols.imap.sortthread import (
     thread_orderedsubject,
     thread_references,
 )
-from server.store.db import SqliteMailStore
+from server.store.db import SCHEMA_VERSION, SqliteMailStore
 from tests.unit.test_imap_session import Client
 
 # --- base subject (RFC 5256 section 2.1) -----------------------------------------------------
@@ -247,16 +247,16 @@ def test_store_upgrade_fills_keys_lazily(tmp_path: Path) -> None:
         box = st.mailbox("alice")
         uids = [box.append("INBOX", MSG).uid for _ in range(3)]
         db = box.dir / "mailbox.db"
-    # What a schema-3 database looks like: no sortkeys table.
+    # What a schema-4 database (before sort keys) looks like: no sortkeys table.
     with sqlite3.connect(db) as c:
         c.execute("DROP TABLE sortkeys")
-        c.execute("PRAGMA user_version=3")
+        c.execute("PRAGMA user_version=4")
     with SqliteMailStore(tmp_path) as st:
         box = st.mailbox("alice")
         keys = box.sort_keys("INBOX", uids)
         assert [keys[u].subject for u in uids] == ["PLANS"] * 3
         with sqlite3.connect(db) as c:
-            assert c.execute("PRAGMA user_version").fetchone()[0] >= 4
+            assert c.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
             assert c.execute("SELECT count(*) FROM sortkeys").fetchone() == (3,)
 
 
