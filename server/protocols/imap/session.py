@@ -49,7 +49,7 @@ NOT_AUTHENTICATED, AUTHENTICATED, SELECTED, LOGOUT = "not-authenticated", "authe
 CAPABILITIES_COMMON = (
     "IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT CHILDREN UIDPLUS MOVE "
     "SPECIAL-USE CREATE-SPECIAL-USE LIST-EXTENDED LIST-STATUS CONDSTORE QRESYNC ESEARCH "
-    "SEARCHRES STATUS=SIZE"
+    "SEARCHRES STATUS=SIZE NOTIFY"
 )
 CAPABILITIES_PREAUTH = CAPABILITIES_COMMON + " AUTH=PLAIN LOGINDISABLED"
 CAPABILITIES_AUTH = CAPABILITIES_COMMON
@@ -241,6 +241,7 @@ class ImapSession:
         self.condstore = False
         self.qresync = False
         self.saved: list[int] | None = None  # SEARCHRES result ($), as UIDs
+        self.notify: object | None = None  # NOTIFY (RFC 5465) state, see commands.notify
         # The last FETCH's retrieval view and what it was made from (see commands.fetch).
         self.retrieval: tuple[object, ...] | None = None
         self.out: list[bytes] = []

@@ -47,4 +47,4 @@ def command(*types: type, states: frozenset[str], blocking: bool = True,
     return register
 
 
-from . import append, auth, copymove, expunge, fetch, idle, mailbox, misc, searching, store  # noqa: E402,F401
+from . import append, auth, copymove, expunge, fetch, idle, mailbox, misc, notify, searching, store  # noqa: E402,F401
