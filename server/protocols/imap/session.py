@@ -564,7 +564,12 @@ class ImapSession:
         cache = self.config.info_cache
         found = cache.get(key)
         if found is None:
-            found = self.store.info(sel.name, uid)
+            # Only from the folder the session knows: entries are keyed by its UIDVALIDITY.
+            source = self.store.message_sources(sel.name, [uid], info=True,
+                                                uidvalidity=sel.uidvalidity).get(uid)
+            if source is None or source[2] is None:
+                raise api.StoreError(f"Message UID {uid} no longer exists.")
+            found = source[2]
             cache.put(key, found)
         return found  # type: ignore[return-value]
 
@@ -578,7 +583,10 @@ class ImapSession:
         missing = [u for u in uids if cache.get((*key, u)) is None]
         if not missing:
             return
-        for uid, (_, _, info) in self.store.message_sources(sel.name, missing, info=True).items():
+        # Only from the folder the session knows: entries are keyed by its UIDVALIDITY.
+        found = self.store.message_sources(sel.name, missing, info=True,
+                                           uidvalidity=sel.uidvalidity)
+        for uid, (_, _, info) in found.items():
             if info is not None:
                 cache.put((*key, uid), info)
 
