@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
+from server.runtime.filemodes import private_dir
 from server.store.api import (
     DEFAULT_FOLDERS,
     DELIMITER,
@@ -338,8 +339,8 @@ class SqliteMailStore(MailStore):
         self.folder = Path(folder)
         self.mailboxes_dir = self.folder / "mailboxes"
         self.writers_dir = self.folder / "writers"
-        self.mailboxes_dir.mkdir(parents=True, exist_ok=True)
-        self.writers_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.mailboxes_dir)  # mail: the service account only (filemodes)
+        private_dir(self.writers_dir)
         self.notifier = Notifier(self.folder / "notify")
         self._boxes: dict[str, SqliteMailbox] = {}
         self._lock = threading.Lock()
@@ -627,7 +628,10 @@ class SqliteMailbox(MailboxStore):
         self.dir = store.mailboxes_dir / key
         self.msgs = self.dir / "msgs"
         fresh = not self.msgs.exists()
-        self.msgs.mkdir(parents=True, exist_ok=True)
+        private_dir(self.msgs)
+        # SQLite creates the database with the umask's mode and gives its -wal and -shm
+        # files the database's mode: create it owner-only first.
+        os.close(os.open(self.dir / "mailbox.db", os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
         if fresh:
             _fsync_dir(self.dir)
             _fsync_dir(store.mailboxes_dir)
@@ -782,6 +786,13 @@ class SqliteMailbox(MailboxStore):
             ):
                 return self._cached_status(c, f, cached)
             return self._status(c, f)
+
+    def usage_totals(self) -> tuple[int, int]:
+        """Messages and octets in every folder, in one query (quotas, server.store.quota)."""
+        with self._read() as c:
+            count, size = c.execute(
+                "SELECT count(*), coalesce(sum(size), 0) FROM messages").fetchone()
+        return count, size
 
     def _recent(self, c: sqlite3.Connection, f: _Folder) -> int:
         return c.execute(

@@ -49,7 +49,7 @@ NOT_AUTHENTICATED, AUTHENTICATED, SELECTED, LOGOUT = "not-authenticated", "authe
 CAPABILITIES_COMMON = (
     "IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT CHILDREN UIDPLUS MOVE "
     "SPECIAL-USE CREATE-SPECIAL-USE LIST-EXTENDED LIST-STATUS CONDSTORE QRESYNC ESEARCH "
-    "SEARCHRES STATUS=SIZE NOTIFY"
+    "SEARCHRES STATUS=SIZE QUOTA QUOTA=RES-STORAGE NOTIFY"
 )
 CAPABILITIES_PREAUTH = CAPABILITIES_COMMON + " AUTH=PLAIN LOGINDISABLED"
 CAPABILITIES_AUTH = CAPABILITIES_COMMON
@@ -259,6 +259,14 @@ class ImapSession:
     def greeting(self) -> bytes:
         banner = self.config.imap_settings().Banner or "IMAP4rev1 service ready"
         return b"* OK [CAPABILITY %s] %s\r\n" % (CAPABILITIES_PREAUTH.encode(), _line(banner))
+
+    def preauth(self, login: Login) -> bytes:
+        """Start authenticated, as `login` (the back end's hand-over named the mailbox):
+        the PREAUTH greeting of RFC 3501 section 7.1.4, with the capabilities in force."""
+        self.login = login
+        self.state = AUTHENTICATED
+        return b"* PREAUTH [CAPABILITY %s] Logged in as %s\r\n" % (
+            CAPABILITIES_AUTH.encode(), _line(login.name))
 
     def bye(self, text: str) -> bytes:
         self.closed = True
