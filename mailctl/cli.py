@@ -33,8 +33,8 @@ Conventions the shared helpers give you:
   object, a list for many); table, Format-List style and JSON come out of that alone.
 * Errors: ``fail("one clear sentence", allowed="...", code=2)`` - exit 2 for a bad value or
   usage, 1 (``code=1``) when the operation itself failed. Never print tracebacks for those.
-* Boolean options are ``BoolOpt`` (a value like ``$true``/``false``, and the bare option means
-  true, because bash drops an unquoted ``$True``); multi-valued options use ``ListOpt``.
+* Boolean options are ``BoolOpt`` (a value like ``$true``/``false``; a bare option is refused,
+  because bash drops an unquoted ``$false``); a plain ``bool`` option is a switch (-WhatIf); multi-valued options use ``ListOpt``.
 * Set- commands take ``what_if: WhatIfOpt = False`` and write through
   ``server.settings.store.edit(home(), dry_run=what_if)``; ``report_changes`` prints them.
 * Hooks: ``PROTOCOL_ENABLED`` / ``PROTOCOL_DISABLED`` are lists of callables
@@ -198,7 +198,7 @@ LIST_METAVAR = "LIST"
 
 
 def bool_option(*names: str, help: str = "", hidden: bool = False) -> Any:
-    """An option taking $true/$false (or true/false/1/0); given alone it means true."""
+    """An option taking $true/$false (or true/false/1/0); given alone it is refused."""
     return typer.Option(*names, help=help, metavar=BOOL_METAVAR, hidden=hidden)
 
 

@@ -239,7 +239,7 @@ Every command runs in kebab-case or as the Exchange cmdlet, verbatim after the w
 mailctl set-popsettings --login-type PlainTextLogin
 mailctl Set-PopSettings -LoginType PlainTextLogin
 mailctl Set-ImapSettings -ExternalConnectionSettings {mail.contoso.com:993:SSL} -LoginType:PlainTextLogin
-mailctl Set-ReceiveConnector "Client Frontend MBX01" -AdvertiseClientSettings $True -FQDN mail.contoso.com
+mailctl Set-ReceiveConnector "Client Frontend MBX01" -AdvertiseClientSettings '$true' -FQDN mail.contoso.com
 mailctl Set-CASMailbox alice -PopEnabled '$false'
 ```
 
@@ -248,9 +248,9 @@ mailctl Set-CASMailbox alice -PopEnabled '$false'
   fail with the closest valid name.
 * Booleans: `$true`/`$false`, `true`/`false`, `1`/`0`, or `-Param:$false`.
   **Quote `$false`** (single quotes) or write `false`: bash expands an unquoted `$false`
-  (and `"$false"`) to nothing. A Boolean parameter given alone means true, which is what an
-  unquoted `$True` becomes; mailctl prints a note when it reads a bare switch that way, and
-  refuses an empty value.
+  (and `"$false"`) to nothing. A Boolean parameter left without a value is therefore refused
+  (exit 2) rather than guessed; only switches such as `-WhatIf`, `-Confirm`, `-Force` and
+  `-LightMode` stand alone.
 * Multi-valued parameters: `{a,b}` (bash splits it into two words; both are taken),
   `a,b`, `a, b`, `'@("a","b")'`; `$null` or `{}` empties the list.
 * `-Confirm`, `-Verbose`, `-ErrorAction X` are accepted and ignored; `-WhatIf` on every

@@ -249,7 +249,7 @@ def get_casmailbox(identity: OptionalIdentityArg = None, output: OutputOpt = "ta
 def set_casmailbox(
     identity: IdentityArg, what_if: WhatIfOpt = False, values: dict[str, Any] | None = None
 ) -> None:
-    """Change a mailbox's POP3/IMAP4 switches (e.g. -PopEnabled $false)."""
+    """Change a mailbox's POP3/IMAP4 switches (e.g. -PopEnabled '$false')."""
     values = values or {}
     require_values(values, "Set-CASMailbox")
     with edit_settings(what_if) as session:

@@ -69,7 +69,7 @@ def set_receiveconnector(
     what_if: WhatIfOpt = False,
     values: dict[str, Any] | None = None,
 ) -> None:
-    """Change a receive connector (e.g. -AdvertiseClientSettings $true -Fqdn mail.contoso.com)."""
+    """Change a receive connector (e.g. -AdvertiseClientSettings '$true' -Fqdn mail.contoso.com)."""
     values = values or {}
     require_values(values, "Set-ReceiveConnector")
     with edit_settings(what_if) as session:
