@@ -255,13 +255,23 @@ class Runtime:
             if self.last_reload["Result"] != "OK":  # the file was put back as it was
                 self._record_ok()
             return
-        old = self.ctx.settings
+        old, old_version = self.ctx.settings, self.ctx.version
         self.ctx.settings, self.ctx.version = snap.settings, snap.version
         try:
             await self.service.reload(old, snap.settings)
         except Exception as exc:
             self.log.exception("reload failed version=%s", snap.version)
-            self._record_error(f"{type(exc).__name__}: {exc}", None, keep=False)
+            # The old version stays in force: put its settings back and undo what the failed
+            # reload did (e.g. listeners it bound). Keeping the new version here would let the
+            # next event, which sees an unchanged file, report the failed reload as OK.
+            self.ctx.settings, self.ctx.version = old, old_version
+            try:
+                await self.service.reload(snap.settings, old)
+            except Exception:
+                self.log.exception("could not go back to version=%s", old_version)
+            self._record_error(
+                f"version {snap.version} not applied, {old_version} still in force: "
+                f"{type(exc).__name__}: {exc}", None, keep=False)
             return
         self.reloads += 1
         self._record_ok()

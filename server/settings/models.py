@@ -338,7 +338,33 @@ class Settings(Model):
                     raise ValueError(
                         f"Mailboxes.{name}: address {address} is already used by {other}"
                     )
+        for name in self.Servers:
+            _check_listeners(name, self.server_listeners(name))
         return self
+
+    def server_listeners(self, name: str) -> list[tuple[str, IPEndPoint]]:
+        """Every address:port the services of one server listen on, with who listens."""
+        server = self.Servers[name]
+        out: list[tuple[str, IPEndPoint]] = []
+        for service, ps in (("MSExchangePOP3", server.PopSettings),
+                            ("MSExchangeIMAP4", server.ImapSettings)):
+            kind = "PopSettings" if service == "MSExchangePOP3" else "ImapSettings"
+            out += [(f"{service} ({kind}.SSLBindings)", ep) for ep in ps.SSLBindings]
+            out += [(f"{service} ({kind}.UnencryptedOrTLSBindings)", ep)
+                    for ep in ps.UnencryptedOrTLSBindings]
+        for service, field in (("MSExchangePOP3BE", "PopBackEndPort"),
+                               ("MSExchangePOP3BE", "PopBackEndSSLPort"),
+                               ("MSExchangeIMAP4BE", "ImapBackEndPort"),
+                               ("MSExchangeIMAP4BE", "ImapBackEndSSLPort")):
+            out.append((f"{service} ({field})",
+                        IPEndPoint(server.BackEndAddress, getattr(server, field))))
+        owa = server.OwaVirtualDirectory
+        out += [("W3SVC (OwaVirtualDirectory.Bindings)", ep) for ep in owa.Bindings]
+        out += [("W3SVC (OwaVirtualDirectory.SSLBindings)", ep) for ep in owa.SSLBindings]
+        for cname, conn in self.frontend_connectors(name).items():
+            out += [(f"MSExchangeFrontEndTransport (receive connector {cname!r})", ep)
+                    for ep in conn.Bindings]
+        return out
 
     # --- lookups everyone needs -------------------------------------------------
     def server(self, name: str) -> Server:
@@ -370,6 +396,33 @@ class Settings(Model):
             if name.lower() == wanted or wanted in (a.lower() for a in box.addresses()):
                 return name, box
         return None
+
+
+def _overlap(a: IPEndPoint, b: IPEndPoint) -> bool:
+    """Whether two listeners cannot both bind: same port, and the same address or a wildcard
+    of the same family ([::] is bound IPv6-only, so it does not take 0.0.0.0's port)."""
+    if a.port != b.port or a.port == 0:
+        return False
+    import ipaddress
+
+    try:
+        x, y = ipaddress.ip_address(a.address), ipaddress.ip_address(b.address)
+    except ValueError:  # a host name (BackEndAddress): only the same name is known to clash
+        return a.address.lower() == b.address.lower()
+    return x.version == y.version and (x == y or x.is_unspecified or y.is_unspecified)
+
+
+def _check_listeners(server: str, listeners: list[tuple[str, IPEndPoint]]) -> None:
+    # A binding another service holds would only fail later, at reload, with the new
+    # settings already on disk: refuse it when it is set.
+    for i, (who, ep) in enumerate(listeners):
+        for other, other_ep in listeners[:i]:
+            if _overlap(ep, other_ep):
+                same = "" if str(ep) == str(other_ep) else f" ({other_ep})"
+                raise ValueError(
+                    f"server {server}: {who} binding {ep} collides with {other}{same}; "
+                    f"choose another port or address"
+                )
 
 
 # --------------------------------------------------------------------------- defaults

@@ -12,6 +12,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import re
 import tomllib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -212,7 +213,12 @@ def edit(home: Home, dry_run: bool = False) -> Iterator[Edit]:
             ) from None
         session = Edit(home, text)
         yield session
-        session.validate()
+        try:
+            session.validate()
+        except SettingsError as exc:
+            # The file on disk is fine: it is the change that is refused.
+            why = re.sub(r"^settings\.toml is invalid(?: \(line \d+\))?: ", "", exc.message)
+            raise SettingsError(f"refused, settings.toml left unchanged: {why}") from None
         if session.changed() and not dry_run:
             atomic_write(home.settings_file, session.text.encode("utf-8"))
 

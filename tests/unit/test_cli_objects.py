@@ -99,6 +99,7 @@ def test_cas_switches(home: Home) -> None:
         "-PopMessagesRetrievalMimeFormat",
         "2",
         "-ImapSuppressReadReceipt",
+        "$true",
     )
     row = ok(home, "Get-CASMailbox", "alice", "-o", "json").json()[0]
     assert row["ImapEnabled"] is False and row["PopEnabled"] is True
