@@ -411,7 +411,11 @@ def apply_updates(
     try:
         new = model.model_validate(data)
     except ValidationError as exc:
-        message = validation_message(exc, lambda f: f"-{f} {values.get(f, '')!s}".rstrip())
+        def shown(f: str) -> str:  # a value with a line break would break the message
+            text = str(values.get(f, ""))
+            return f"-{f} {text if text.isprintable() else repr(text)}".rstrip()
+
+        message = validation_message(exc, shown)
         first = exc.errors()[0]["loc"][:1] if exc.errors() else ()
         hint = value_hint(model, str(first[0])) if first else ""
         if hint and "allowed" not in message and "write" not in message:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .types import (
     AuthMechanism,
@@ -143,6 +143,24 @@ class ProtocolSettings(Model):
         1993, description="Back-end port the front end proxies to."
     )
     DomainController: OptionalStr = Field(None, json_schema_extra=WINDOWS_ONLY)
+
+    @field_validator("Banner", mode="before")
+    @classmethod
+    def _banner_one_line(cls, value: Any) -> Any:
+        # $null (or nothing) means the default greeting, as in Exchange; the class is the
+        # protocol's (PopSettings / ImapSettings), so each gets its own default.
+        if value is None or str(value).strip().lower() in {"$null", ""}:
+            return cls.model_fields["Banner"].default
+        text = str(value)
+        bad = next((c for c in text if not " " <= c <= "~"), None)
+        if bad is not None:
+            # The greeting is one line of printable US-ASCII (RFC 3501 section 9, TEXT-CHAR;
+            # RFC 1939 section 3): a CR or LF would make it two protocol lines.
+            raise ValueError(
+                f"Banner must be one line of printable ASCII text; {bad!r} is not allowed "
+                f"($null gives the default)"
+            )
+        return text
 
     @model_validator(mode="after")
     def _custom_needs_url(self) -> ProtocolSettings:

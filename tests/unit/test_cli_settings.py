@@ -260,3 +260,26 @@ def test_bindings_that_collide_with_another_listener_are_refused(
 def test_ipv6_wildcard_and_ipv4_share_a_port(home: Home) -> None:
     port = _binding(home, "ImapSettings", "SSLBindings").rsplit(":", 1)[1]
     ok(home, "Set-ImapSettings", "-SSLBindings", f"[::]:{port}", f"127.0.0.1:{port}")
+
+
+@pytest.mark.parametrize("banner", ["hi\r\n+OK evil", "a\nb", "tab\there", "bell\x07", "nul\x00"])
+@pytest.mark.parametrize("cmdlet", ["Set-PopSettings", "Set-ImapSettings"])
+def test_banner_with_a_line_break_or_control_character_is_refused(
+    home: Home, cmdlet: str, banner: str
+) -> None:
+    before = home.settings_file.read_bytes()
+    result = mailctl(home, cmdlet, "-Banner", banner)
+    assert result.code == 2, result
+    assert "one line of printable ASCII" in result.err and "\n" not in result.err.rstrip("\n")
+    assert home.settings_file.read_bytes() == before
+
+
+@pytest.mark.parametrize("cleared", ["$null", "$NULL", ""])
+def test_banner_null_gives_the_default_back(home: Home, cleared: str) -> None:
+    ok(home, "Set-PopSettings", "-Banner", "Welcome")
+    ok(home, "Set-ImapSettings", "-Banner", "Welcome")
+    ok(home, "Set-PopSettings", "-Banner", cleared)
+    ok(home, "Set-ImapSettings", "-Banner", cleared)
+    server = store.load(home).settings.Servers["MBX01"]
+    assert server.PopSettings.Banner == "The Microsoft Exchange POP3 service is ready."
+    assert server.ImapSettings.Banner == "The Microsoft Exchange IMAP4 service is ready."
