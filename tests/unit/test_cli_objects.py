@@ -315,3 +315,34 @@ def test_init_creates_a_home(tmp_path: Path) -> None:
     assert Directory(Home.resolve(tmp_path / "other")).verify(
         settings(Home.resolve(tmp_path / "other")), "demo", password
     )
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["New-Mailbox", "Guest"],
+        ["New-Mailbox", "administrator"],
+        ["New-Mailbox", "visitor", "-PrimarySmtpAddress", "guest@contoso.test"],
+        ["New-Mailbox", "Guest", "-Type", "Administrator"],
+    ],
+)
+def test_a_mailbox_named_like_guest_or_administrator_must_say_so(
+    home: Home, args: list[str]
+) -> None:
+    before = home.settings_file.read_bytes()
+    result = mailctl(home, *args, "--password-stdin", stdin="pw\n")
+    assert result.code == 2, result
+    assert "can never use POP3 or IMAP4" in result.err
+    assert home.settings_file.read_bytes() == before
+
+
+def test_renaming_a_mailbox_to_guest_is_refused(home: Home) -> None:
+    ok(home, "New-Mailbox", "alice", "--password-stdin", stdin="pw\n")
+    before = home.settings_file.read_bytes()
+    result = mailctl(home, "Set-Mailbox", "alice", "-PrimarySmtpAddress", "Guest@contoso.test")
+    assert result.code == 2 and "Guest account" in result.err
+    result = mailctl(home, "Set-Mailbox", "alice", "-EmailAddresses", "administrator@contoso.test")
+    assert result.code == 2 and "Administrator account" in result.err
+    assert home.settings_file.read_bytes() == before
+    ok(home, "New-Mailbox", "Guest", "-Type", "Guest", "--password-stdin", stdin="pw\n")
+    assert mailctl(home, "Set-Mailbox", "Guest", "-Type", "User").code == 2
