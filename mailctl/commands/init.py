@@ -21,6 +21,27 @@ def port_plan(base_port: int | None):  # -> PortPlan (imported lazily with the m
     return PortPlan.shifted(10000 if base_port is None else base_port, loopback_only=True)
 
 
+def loopback_note(srv) -> str | None:  # srv: server.settings.models.Server
+    """A sentence when every POP3/IMAP4 listener is on loopback (the non-root default and
+    --base-port): clients on other machines cannot connect until the bindings change."""
+    import ipaddress
+
+    eps = [
+        ep
+        for ps in (srv.ImapSettings, srv.PopSettings)
+        for ep in (*ps.SSLBindings, *ps.UnencryptedOrTLSBindings)
+    ]
+    if not eps or not all(ipaddress.ip_address(ep.address).is_loopback for ep in eps):
+        return None
+    ssl = srv.ImapSettings.SSLBindings[0].port if srv.ImapSettings.SSLBindings else 993
+    return (
+        f"Listening on {eps[0].address} only: clients on other machines cannot connect. To "
+        f"accept them, bind all addresses, e.g. `mailctl Set-ImapSettings -SSLBindings "
+        f"0.0.0.0:{ssl}` (likewise -UnencryptedOrTLSBindings, Set-PopSettings, "
+        f"Set-ReceiveConnector -Bindings)."
+    )
+
+
 @command("Init")
 def init(
     server: Annotated[str, typer.Option("--server", help="Name of the first server.")] = "MBX01",
@@ -83,6 +104,9 @@ def init(
         f"{srv.ImapSettings.SSLBindings[0]} (TLS); POP3 {srv.PopSettings.UnencryptedOrTLSBindings[0]}"
         f" and {srv.PopSettings.SSLBindings[0]}; services are Manual: `mailctl enable-imap4`."
     )
+    note = loopback_note(srv)
+    if note:
+        print(note)
     if demo:
         password = demo_password or secrets.token_urlsafe(12)
         Directory(where).set_password("demo", password)

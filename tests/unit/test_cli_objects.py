@@ -346,3 +346,18 @@ def test_renaming_a_mailbox_to_guest_is_refused(home: Home) -> None:
     assert home.settings_file.read_bytes() == before
     ok(home, "New-Mailbox", "Guest", "-Type", "Guest", "--password-stdin", stdin="pw\n")
     assert mailctl(home, "Set-Mailbox", "Guest", "-Type", "User").code == 2
+
+
+def test_init_and_run_say_they_listen_on_loopback_only(tmp_path: Path, capsys) -> None:
+    home = Home.resolve(tmp_path / "new")
+    out = ok(home, "init", "--base-port", "30000", "--no-demo").out
+    assert "Listening on 127.0.0.1 only" in out and "0.0.0.0:30993" in out
+    from mailctl.commands.quickstart import _print_connection_info  # what `run` prints
+
+    cli.set_home_override(str(home.root))
+    _print_connection_info(settings(home), "MBX01")
+    assert "Listening on 127.0.0.1 only" in capsys.readouterr().out
+    ok(home, "Set-ImapSettings", "-SSLBindings", "0.0.0.0:30993")
+    _print_connection_info(settings(home), "MBX01")
+    assert "Listening on" not in capsys.readouterr().out
+    cli.set_home_override(None)
