@@ -87,6 +87,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["--help", "-h"]},
+    # click's plain help: it wraps descriptions and never cuts an option name at 80 columns
+    # (rich's boxes did: "--internal-connection…"), and --help does not import rich.
+    rich_markup_mode=None,
 )
 
 
@@ -295,12 +298,23 @@ def is_windows_only(model: type[Any], fname: str) -> bool:
     return isinstance(extra, dict) and bool(extra.get("windows_only"))
 
 
+FQDN_PLACEHOLDER = "server-fqdn.invalid"  # shown as <FQDN> in help
+
+
 def model_default(model: type[Any], fname: str) -> Any:
-    """The JSON default of a field when the model can be built from defaults alone."""
+    """The JSON default of a field when the model can be built from defaults alone. For POP3
+    and IMAP4 settings whose default depends on the server (bindings, connection settings,
+    certificate name), what a new server gets with Exchange's ports."""
     try:
-        return model().model_dump(mode="json").get(fname)
+        value = model().model_dump(mode="json").get(fname)
     except Exception:  # noqa: BLE001 - models with required fields have no such defaults
         return None
+    if value in (None, []) and model.__name__ in ("PopSettings", "ImapSettings"):
+        from server.settings.models import PortPlan, default_server
+
+        server = default_server("MBX01", FQDN_PLACEHOLDER, PortPlan())
+        value = getattr(server, model.__name__).model_dump(mode="json").get(fname)
+    return value
 
 
 def field_help(model: type[Any], fname: str) -> str:
@@ -311,7 +325,9 @@ def field_help(model: type[Any], fname: str) -> str:
         parts.append("Allowed: " + ", ".join(choices) + ".")
     default = model_default(model, fname)
     if default is not None:
-        parts.append(f"Default: {format_value(default)}.")
+        shown = format_value(default).replace(FQDN_PLACEHOLDER, "<FQDN>")
+        shown = "empty ($null)" if default == [] else shown
+        parts.append(f"Default: {shown}" + ("" if shown.endswith(".") else "."))
     if is_windows_only(model, fname):
         parts.append("Accepted and stored; no effect here (Windows only).")
     return " ".join(p for p in parts if p)

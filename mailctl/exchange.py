@@ -216,6 +216,7 @@ def _long(param: Param) -> str:
 
 def translate_params(command: Command, args: list[str]) -> list[str]:
     out: list[str] = []
+    seen: dict[int, str] = {}  # parameter -> how it was first written
     i = 0
     while i < len(args):
         token = args[i]
@@ -228,10 +229,19 @@ def translate_params(command: Command, args: list[str]) -> list[str]:
             continue
         sep = "=" if token.startswith("--") else ":"
         word, has_inline, inline = token.partition(sep)
-        if token.startswith("--") and norm(word) == "help" or norm(word) in {"?", "help"}:
+        if token.startswith("--") and norm(word) == "help" or norm(word) in {"?", "help"} \
+                or token == "-h":
             out.append("--help")
             continue
         param = match_param(word, command)
+        if param is not None and not is_argument(param):
+            # Last-wins would silently drop the first value of a script's typo.
+            if id(param) in seen:
+                cli.fail(
+                    f"{cmdlet_of(command)}: -{exchange_name(param)} is given twice ({seen[id(param)]}"
+                    f" and {word}); give it once (a multi-valued parameter takes a list: a,b)"
+                )
+            seen[id(param)] = word
         if param is None:  # an ignored common parameter
             if (
                 norm(word) in IGNORED_VALUED

@@ -17,7 +17,13 @@ def pick_server(servers: dict[str, Any], wanted: str | None) -> str | None:
     not a server. `servers` maps name -> object with a `Fqdn` (dict or model)."""
     wanted = wanted or os.environ.get("MAILCTL_SERVER")
     if wanted:
-        return next((k for k in servers if k.lower() == wanted.lower()), None)
+        # -Server takes the name or the FQDN, as Exchange's ServerIdParameter does.
+        key = wanted.lower().rstrip(".")
+        for name, srv in servers.items():
+            fqdn = srv["Fqdn"] if isinstance(srv, dict) else srv.Fqdn
+            if key in (name.lower(), fqdn.lower()):
+                return name
+        return None
     if len(servers) > 1:
         import socket
 

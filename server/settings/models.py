@@ -386,14 +386,17 @@ class Settings(Model):
 
     # --- lookups everyone needs -------------------------------------------------
     def server(self, name: str) -> Server:
-        for key, server in self.Servers.items():
-            if key.lower() == name.lower():
-                return server
-        raise KeyError(name)
+        return self.Servers[self.server_name(name)]
 
     def server_name(self, name: str) -> str:
+        """The key of a server given by name or FQDN (Exchange's ServerIdParameter takes
+        both), case-insensitively."""
         for key in self.Servers:
             if key.lower() == name.lower():
+                return key
+        wanted = name.lower().rstrip(".")
+        for key, server in self.Servers.items():
+            if server.Fqdn.lower() == wanted:
                 return key
         raise KeyError(name)
 

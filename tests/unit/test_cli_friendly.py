@@ -1,0 +1,82 @@
+"""Script and shell friendliness of the CLI: help on every subcommand with -h, help that fits
+80 columns, real defaults in help, a repeated option refused, -Server by FQDN."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mailctl import cli
+from server.settings.paths import Home
+
+from .test_cli_helpers import mailctl, ok
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def commands() -> list[str]:
+    cli.load_commands()
+    return sorted(name for name, info in cli.COMMANDS.items() if name == info.name)
+
+
+@pytest.mark.parametrize("name", commands())
+def test_dash_h_is_help_on_every_subcommand(home: Home, name: str) -> None:
+    result = mailctl(home, name, "-h")
+    assert result.code == 0, result
+    assert f"Usage: mailctl {name}" in result.out
+
+
+def help_text(*args: str) -> str:
+    env = {**os.environ, "COLUMNS": "80", "TERM": "dumb"}
+    return subprocess.run([sys.executable, "-m", "mailctl", *args], capture_output=True,
+                          text=True, env=env, cwd=REPO, check=True).stdout
+
+
+@pytest.mark.parametrize("name", ["set-popsettings", "set-imapsettings", "set-casmailbox",
+                                  "set-receiveconnector", "test-imapconnectivity"])
+def test_help_at_80_columns_keeps_option_names_whole(name: str) -> None:
+    text = help_text(name, "--help")
+    assert "…" not in text
+    command = cli.click_group().commands[name]
+    words = set(text.replace(",", " ").split())
+    for param in command.params:
+        for option in param.opts:
+            if option.startswith("--") and not getattr(param, "hidden", False):
+                assert option in words, option
+
+
+def test_help_shows_the_real_default_of_server_dependent_settings() -> None:
+    text = " ".join(help_text("set-popsettings", "--help").split())
+    assert "Default: {}" not in text
+    assert "Default: {<FQDN>:995:SSL, <FQDN>:110:TLS}" in text
+    assert "Default: {[::]:995, 0.0.0.0:995}" in text
+    assert "Default: {[::]:110, 0.0.0.0:110}" in text
+    assert "ready.." not in text
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["Set-PopSettings", "-Banner", "a", "-Banner", "b"],
+        ["Set-PopSettings", "-Banner", "a", "-ban", "b"],
+        ["set-popsettings", "--banner", "a", "--banner=b"],
+        ["Set-PopSettings", "-SSLBindings", "127.0.0.1:1", "-SSLBindings", "127.0.0.1:2"],
+    ],
+)
+def test_a_repeated_option_is_refused(home: Home, args: list[str]) -> None:
+    before = home.settings_file.read_bytes()
+    result = mailctl(home, *args)
+    assert result.code == 2 and "given twice" in result.err, result
+    assert home.settings_file.read_bytes() == before
+
+
+@pytest.mark.parametrize("server", ["mbx01.contoso.test", "MBX01.Contoso.Test.", "mbx01"])
+def test_server_takes_the_fqdn_too(home: Home, server: str) -> None:
+    ok(home, "Set-PopSettings", "-Server", server, "-LoginType", "PlainTextLogin")
+    shown = ok(home, "Get-PopSettings", "-Server", server, "-o", "json").json()
+    assert shown["Server"] == "MBX01" and shown["LoginType"] == "PlainTextLogin"
+    assert ok(home, "get-service", "--server", server, "-o", "json").json()
