@@ -665,6 +665,10 @@ def run(argv: list[str]) -> int:
         return 1
     except BrokenPipeError:
         return 0
+    except OSError as exc:  # an unreadable file, a read-only home: a sentence, no traceback
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"mailctl: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 1
     except Exception as exc:  # settings problems found below a command: a sentence, no traceback
         from server.settings.store import SettingsError, SettingsMissing
 

@@ -80,3 +80,38 @@ def test_server_takes_the_fqdn_too(home: Home, server: str) -> None:
     shown = ok(home, "Get-PopSettings", "-Server", server, "-o", "json").json()
     assert shown["Server"] == "MBX01" and shown["LoginType"] == "PlainTextLogin"
     assert ok(home, "get-service", "--server", server, "-o", "json").json()
+
+
+def test_a_toml_syntax_error_is_one_sentence_for_set_commands(home: Home) -> None:
+    with home.settings_file.open("a") as f:
+        f.write("garbage = = \n")
+    before = home.settings_file.read_bytes()
+    result = mailctl(home, "Set-PopSettings", "-LoginType", "1")
+    assert result.code == 2, result
+    assert "not valid TOML" in result.err and "Traceback" not in result.err
+    assert len(result.err.strip().splitlines()) == 1
+    assert home.settings_file.read_bytes() == before
+
+
+def test_an_unreadable_settings_file_is_one_sentence(home: Home) -> None:
+    home.settings_file.unlink()
+    home.settings_file.mkdir()  # root reads any file: a folder is what cannot be read
+    for args in (["Set-PopSettings", "-LoginType", "1"], ["get-popsettings"], ["get-service"]):
+        result = mailctl(home, *args)
+        assert result.code in (1, 2), (args, result)
+        assert "cannot read" in result.err or "Is a directory" in result.err, (args, result)
+        assert "Traceback" not in result.err
+
+
+def test_a_read_only_home_is_one_sentence(home: Home, monkeypatch: pytest.MonkeyPatch) -> None:
+    from server.settings import store
+
+    def refuse(path: Path, *_a: object, **_k: object) -> None:
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(store, "atomic_write", refuse)
+    result = mailctl(home, "Set-PopSettings", "-LoginType", "1")
+    assert result.code in (1, 2), result
+    assert "read-only" in result.err and "Traceback" not in result.err
+    result = mailctl(home, "New-Mailbox", "zed", "--password-stdin", stdin="pw\n")
+    assert result.code in (1, 2) and "Traceback" not in result.err, result
