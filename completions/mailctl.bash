@@ -112,8 +112,8 @@ _mailctl() {
         start-service) opts="--server --home --help -Server" ;;
         stop) opts="--home --help" ;;
         stop-service) opts="--server --timeout --home --help -Server -Timeout" ;;
-        test-imapconnectivity) opts="--client-access-server --connection-type --port-client-access-server --light-mode --trust-any-ssl-certificate --mailbox-credential --timeout --output --home --help -ClientAccessServer -ConnectionType -PortClientAccessServer -LightMode -TrustAnySSLCertificate -MailboxCredential -Timeout -Output" ;;
-        test-popconnectivity) opts="--client-access-server --connection-type --port-client-access-server --light-mode --trust-any-ssl-certificate --mailbox-credential --timeout --output --home --help -ClientAccessServer -ConnectionType -PortClientAccessServer -LightMode -TrustAnySSLCertificate -MailboxCredential -Timeout -Output" ;;
+        test-imapconnectivity) opts="--client-access-server --connection-type --port-client-access-server --light-mode --trust-any-ssl-certificate --mailbox-credential --timeout --per-connection-timeout --mailbox-server --reset-test-account-credentials --output --home --help -ClientAccessServer -ConnectionType -PortClientAccessServer -LightMode -TrustAnySSLCertificate -MailboxCredential -Timeout -PerConnectionTimeout -MailboxServer -ResetTestAccountCredentials -Output" ;;
+        test-popconnectivity) opts="--client-access-server --connection-type --port-client-access-server --light-mode --trust-any-ssl-certificate --mailbox-credential --timeout --per-connection-timeout --mailbox-server --reset-test-account-credentials --output --home --help -ClientAccessServer -ConnectionType -PortClientAccessServer -LightMode -TrustAnySSLCertificate -MailboxCredential -Timeout -PerConnectionTimeout -MailboxServer -ResetTestAccountCredentials -Output" ;;
     esac
     COMPREPLY=($(IFS=' ' compgen -W "$opts" -- "$cur"))
 }

@@ -115,3 +115,29 @@ def test_a_read_only_home_is_one_sentence(home: Home, monkeypatch: pytest.Monkey
     assert "read-only" in result.err and "Traceback" not in result.err
     result = mailctl(home, "New-Mailbox", "zed", "--password-stdin", stdin="pw\n")
     assert result.code in (1, 2) and "Traceback" not in result.err, result
+
+
+@pytest.mark.parametrize("cmdlet", ["Test-ImapConnectivity", "Test-PopConnectivity"])
+def test_connectivity_takes_exchanges_other_parameters(home: Home, cmdlet: str) -> None:
+    ok(home, "New-Mailbox", "alice", "--password-stdin", stdin="pw\n")
+    result = mailctl(home, cmdlet, "-MailboxCredential", "alice", "-LightMode",
+                     "-PerConnectionTimeout", "5", "-MailboxServer", "mbx01.contoso.test",
+                     "-ResetTestAccountCredentials", "-Timeout", "10", stdin="pw\n")
+    assert result.code == 1, result  # it ran: nothing listens, so the logon fails
+    assert "Failure" in result.out
+    wrong = mailctl(home, cmdlet, "-MailboxCredential", "alice", "-MailboxServer", "MBX09",
+                    stdin="pw\n")
+    assert wrong.code == 2 and "no server" in wrong.err, wrong
+    assert mailctl(home, cmdlet, "-PerConnectionTimeout", "121").code == 2
+
+
+def test_per_connection_timeout_caps_each_connection(home: Home) -> None:
+    from server.settings import store
+    from server.web.connectivity import Probe, Tester
+
+    settings = store.load(home).settings
+    probe = Probe(protocol="IMAP4", server="MBX01", user="a", password="p", timeout=100,
+                  per_connection_timeout=7, clock=lambda: 0.0)
+    assert Tester(home, settings, probe).remaining() == 7
+    probe.per_connection_timeout = None
+    assert Tester(home, settings, probe).remaining() == 100
