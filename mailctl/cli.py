@@ -425,6 +425,10 @@ def apply_updates(
     data = current.model_dump()
     data.update(values)
     try:
+        for fname, raw in values.items():
+            if isinstance(raw, str) and raw.lstrip().startswith("@{") \
+                    and fname in model.model_fields and field_kind(model.model_fields[fname]) == "list":
+                data[fname] = add_remove(model, current, fname, raw)
         new = model.model_validate(data)
     except ValidationError as exc:
         def shown(f: str) -> str:  # a value with a line break would break the message
@@ -444,6 +448,41 @@ def apply_updates(
         k: (old_dump.get(k), new_dump.get(k)) for k in values if old_dump.get(k) != new_dump.get(k)
     }
     return new, changes
+
+
+def add_remove(model: type[Any], current: Any, fname: str, raw: str) -> list[Any]:
+    """PowerShell's multi-value edit `@{Add="a","b"; Remove="c"}`: the current list with
+    `Add` appended (when not there yet) and `Remove` taken out. Items are compared in their
+    canonical spelling, so `Remove` matches however the item was written."""
+    body = raw.strip()
+    if not body.endswith("}"):
+        raise ValueError(f"-{fname} {raw}: write @{{Add=\"a\",\"b\"; Remove=\"c\"}}")
+    parts: dict[str, str] = {}
+    for piece in body[2:-1].split(";"):
+        if not piece.strip():
+            continue
+        key, sep, items = piece.partition("=")
+        key = key.strip().lower()
+        if not sep or key not in ("add", "remove") or key in parts:
+            raise ValueError(
+                f"-{fname} {raw}: only Add= and Remove=, once each, separated by ';'")
+        parts[key] = items
+
+    def canonical(text: str) -> list[Any]:
+        dumped = current.model_dump()
+        dumped[fname] = text
+        return model.model_validate(dumped).model_dump(mode="json")[fname]
+
+    def key(item: Any) -> str:  # host names, addresses, enum names: case-insensitive
+        return str(item).lower()
+
+    have = current.model_dump(mode="json")[fname]
+    removed = {key(x) for x in canonical(parts.get("remove", "$null"))}
+    kept = [x for x in have if key(x) not in removed]
+    for item in canonical(parts.get("add", "$null")):
+        if key(item) not in {key(x) for x in kept}:
+            kept.append(item)
+    return kept
 
 
 def require_values(values: dict[str, Any], label: str) -> None:

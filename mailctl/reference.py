@@ -252,7 +252,9 @@ mailctl Set-CASMailbox alice -PopEnabled '$false'
   (exit 2) rather than guessed; only switches such as `-WhatIf`, `-Confirm`, `-Force` and
   `-LightMode` stand alone.
 * Multi-valued parameters: `{a,b}` (bash splits it into two words; both are taken),
-  `a,b`, `a, b`, `'@("a","b")'`; `$null` or `{}` empties the list.
+  `a,b`, `a, b`, `'@("a","b")'`; `$null` or `{}` empties the list;
+  `'@{Add="a","b"; Remove="c"}'` (quoted) adds to and removes from the current list.
+* A parameter given twice is refused (no silent last-wins); `-h` is help on every command.
 * `-Confirm`, `-Verbose`, `-ErrorAction X` are accepted and ignored; `-WhatIf` on every
   command that writes shows what would change and writes nothing.
 * Pipelines (quote the bar): `mailctl Get-ImapSettings '|' Format-List *Bindings` chooses the

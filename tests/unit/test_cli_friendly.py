@@ -141,3 +141,26 @@ def test_per_connection_timeout_caps_each_connection(home: Home) -> None:
     assert Tester(home, settings, probe).remaining() == 7
     probe.per_connection_timeout = None
     assert Tester(home, settings, probe).remaining() == 100
+
+
+def test_add_and_remove_edit_a_multi_valued_parameter(home: Home) -> None:
+    def external() -> list[str]:
+        return ok(home, "Get-PopSettings", "-o", "json").json()["ExternalConnectionSettings"]
+
+    ok(home, "Set-PopSettings", "-ExternalConnectionSettings",
+       '@{Add="mail.contoso.test:995:SSL","mail.contoso.test:110:TLS"}')
+    assert external() == ["mail.contoso.test:995:SSL", "mail.contoso.test:110:TLS"]
+    ok(home, "Set-PopSettings", "-ExternalConnectionSettings",
+       '@{Remove="MAIL.contoso.test:110:tls"; '
+       'Add="pop.contoso.test:995:SSL","mail.contoso.test:995:SSL"}')
+    assert external() == ["mail.contoso.test:995:SSL", "pop.contoso.test:995:SSL"]
+    ok(home, "Set-ReceiveConnector", "Client Frontend MBX01", "-AuthMechanism",
+       "@{Remove=Integrated}")
+    shown = ok(home, "Get-ReceiveConnector", "Client Frontend MBX01", "-o", "json").json()
+    assert "Integrated" not in shown[0]["AuthMechanism"] and "Tls" in shown[0]["AuthMechanism"]
+    before = home.settings_file.read_bytes()
+    for bad in ('@{Add=nonsense}', '@{Foo="a:1:SSL"}', '@{Add="a:1:SSL"; Add="b:2:SSL"}',
+                "@{Add=a:1:SSL"):
+        result = mailctl(home, "Set-PopSettings", "-ExternalConnectionSettings", bad)
+        assert result.code == 2 and "Traceback" not in result.err, (bad, result)
+    assert home.settings_file.read_bytes() == before
