@@ -17,7 +17,7 @@ import typer
 
 from server.settings.types import split_multivalue
 
-from ..cli import OutputOpt, command, emit, fail, home, list_option
+from ..cli import OutputOpt, WhatIfOpt, command, emit, fail, home, list_option
 
 ServicesOpt = Annotated[
     str | None, list_option("--services", help="Comma list of IMAP, POP, SMTP, IIS.")
@@ -64,6 +64,7 @@ def new_exchange_certificate(
     ] = None,
     validity_days: Annotated[int, typer.Option("--validity-days", min=1, max=3650)] = 825,
     output: OutputOpt = "table",
+    what_if: WhatIfOpt = False,
 ) -> None:
     """Create a certificate signed by this installation's private CA."""
     from server.runtime import tls
@@ -72,6 +73,11 @@ def new_exchange_certificate(
     subject = _subject(subject_name) if subject_name else (names[0] if names else None)
     if not subject:
         fail("give -SubjectName or -DomainName", allowed='-SubjectName "CN=mail.contoso.com"')
+    if what_if:
+        print(f"What if: would create a certificate for {subject} (names: "
+              f"{', '.join(names or [subject])}; services: {', '.join(_services(services)) or 'None'};"
+              f" {validity_days} days).")
+        return
     info = tls.new_certificate(
         home(), subject, names or [subject], _services(services), days=validity_days
     )
@@ -89,6 +95,7 @@ def import_exchange_certificate(
     ] = None,
     services: ServicesOpt = None,
     output: OutputOpt = "table",
+    what_if: WhatIfOpt = False,
 ) -> None:
     """Import a PEM certificate chain and its private key."""
     from server.runtime import tls
@@ -103,6 +110,10 @@ def import_exchange_certificate(
     certs = re.findall(rb"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----\s*", data, re.S)
     if not certs:
         fail(f"{file_name} holds no PEM certificate", allowed="PEM (-----BEGIN CERTIFICATE-----)")
+    if what_if:
+        print(f"What if: would import the chain of {len(certs)} certificate(s) in {file_name} "
+              f"(services: {', '.join(_services(services)) or 'None'}).")
+        return
     try:
         info = tls.import_certificate(home(), b"".join(certs), key, _services(services))
     except ValueError as exc:
@@ -115,6 +126,7 @@ def enable_exchange_certificate(
     thumbprint: Annotated[str, typer.Argument(help="The certificate's thumbprint.")],
     services: ServicesOpt = None,
     output: OutputOpt = "table",
+    what_if: WhatIfOpt = False,
 ) -> None:
     """Make a certificate the one IMAP, POP, SMTP or IIS use."""
     from server.runtime import tls
@@ -122,6 +134,13 @@ def enable_exchange_certificate(
     wanted = _services(services)
     if not wanted:
         fail("give -Services", allowed="IMAP, POP, SMTP, IIS")
+    if what_if:
+        known = {c.thumbprint for c in tls.list_certificates(home())}
+        if thumbprint.upper() not in known:
+            fail(f"no certificate with thumbprint {thumbprint}",
+                 allowed="see get-exchangecertificate", code=1)
+        print(f"What if: would enable {thumbprint.upper()} for {', '.join(wanted)}.")
+        return
     try:
         info = tls.enable_certificate(home(), thumbprint, wanted)
     except KeyError:

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from ..cli import command, fail, home
+from ..cli import WhatIfOpt, command, fail, home
 
 
 def port_plan(base_port: int | None):  # -> PortPlan (imported lazily with the models)
@@ -68,6 +68,7 @@ def init(
     demo: Annotated[
         bool, typer.Option("--demo/--no-demo", help="Create the mailbox `demo`.")
     ] = True,
+    what_if: WhatIfOpt = False,
 ) -> None:
     """Create a home folder: one server, its default connectors, all POP/IMAP services
     Manual, and a demo mailbox. On an existing home it changes nothing and says so."""
@@ -96,6 +97,12 @@ def init(
         from ..cli import validation_message
 
         fail("init: " + validation_message(exc, lambda f: f"--{f.lower()}"))
+    if what_if:
+        srv = settings.Servers[server]
+        print(f"What if: would create {where.settings_file} (server {server}, domain {domain}; "
+              f"IMAP {srv.ImapSettings.SSLBindings[0]}, POP3 {srv.PopSettings.SSLBindings[0]})"
+              + (", and the mailbox demo." if demo else "."))
+        return
     store.create(where, settings)
     print(f"Created {where.settings_file} (server {server}, domain {domain}).")
     srv = settings.Servers[server]

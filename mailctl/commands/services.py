@@ -15,6 +15,7 @@ from ..cli import (
     SERVICE_STATUS,
     OutputOpt,
     ServerOpt,
+    WhatIfOpt,
     command,
     emit,
     fail,
@@ -99,11 +100,24 @@ def _say_running(info: ServiceInfo) -> None:
     print(f"{info.Name} on {info.Server}: Running (pid {info.Pid}, {where}).")
 
 
+def _what_if(action: str, name: str, server: str | None) -> None:
+    """-WhatIf of the service commands: the service and server resolved, nothing done."""
+    from server.runtime import control
+
+    canonical = _control_call(control.canonical_name, name)
+    where = _control_call(control.resolve_server, _control_call(control._load, home()), server)
+    running = control.find_process(home(), canonical, where) is not None
+    state = "running" if running else "not running"
+    print(f"What if: would {action} {canonical} on {where} (now {state}).")
+
+
 @command("Start-Service")
-def start_service(name: NameArg, server: ServerOpt = None) -> None:
+def start_service(name: NameArg, server: ServerOpt = None, what_if: WhatIfOpt = False) -> None:
     """Start a service; returns once it accepts connections (or fails with the reason)."""
     from server.runtime import control
 
+    if what_if:
+        return _what_if("start", name, server)
     _say_running(_control_call(control.start_service, home(), name, server))
 
 
@@ -114,20 +128,25 @@ def stop_service(
     timeout: Annotated[
         float, typer.Option("--timeout", help="Seconds to wait after SIGTERM before SIGKILL.")
     ] = 10.0,
+    what_if: WhatIfOpt = False,
 ) -> None:
     """Stop a service gracefully: no new connections, sessions told BYE, then forced."""
     from server.runtime import control
 
+    if what_if:
+        return _what_if("stop", name, server)
     was_running = _control_call(control.stop_service, home(), name, server, timeout)
     canonical = _control_call(control.canonical_name, name)
     print(f"{canonical}: Stopped{'' if was_running else ' (was not running)'}.")
 
 
 @command("Restart-Service")
-def restart_service(name: NameArg, server: ServerOpt = None) -> None:
+def restart_service(name: NameArg, server: ServerOpt = None, what_if: WhatIfOpt = False) -> None:
     """Stop the service (if running) and start it again."""
     from server.runtime import control
 
+    if what_if:
+        return _what_if("restart", name, server)
     _say_running(_control_call(control.restart_service, home(), name, server))
 
 
@@ -177,10 +196,17 @@ def install_systemd(
     user: Annotated[
         str | None, typer.Option("--user", help="Run the services as this user (User=).")
     ] = None,
+    what_if: WhatIfOpt = False,
 ) -> None:
     """Write one systemd unit per service per server (Type=simple, foreground process)."""
     from server.runtime import control
 
+    if what_if:
+        settings = _control_call(control._load, home())
+        for server in settings.Servers:
+            for name in control.START_ORDER:
+                print(f"What if: would write {output_dir / control.unit_name(name, server)}")
+        return
     try:
         written = _control_call(control.install_systemd, home(), output_dir, user=user)
     except OSError as exc:

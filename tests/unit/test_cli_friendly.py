@@ -164,3 +164,41 @@ def test_add_and_remove_edit_a_multi_valued_parameter(home: Home) -> None:
         result = mailctl(home, "Set-PopSettings", "-ExternalConnectionSettings", bad)
         assert result.code == 2 and "Traceback" not in result.err, (bad, result)
     assert home.settings_file.read_bytes() == before
+
+
+def _snapshot(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and p.name != ".settings.lock" and p.parent.name != "run"}
+
+
+def test_what_if_on_commands_that_act_changes_nothing(home: Home, tmp_path: Path) -> None:
+    from server.runtime import tls
+
+    ok(home, "New-Mailbox", "alice", "--password-stdin", stdin="pw\n")
+    cert = tls.ensure_certificate(home, "IMAP", "mbx01.contoso.test")
+    maildir = tmp_path / "Maildir"
+    for sub in ("cur", "new", "tmp"):
+        (maildir / sub).mkdir(parents=True)
+    (maildir / "new" / "1.host").write_bytes(b"Subject: x\r\n\r\nbody\r\n")
+    pem = tmp_path / "chain.pem"
+    pem.write_bytes(cert.cert_file.read_bytes() + cert.key_file.read_bytes())
+    before = _snapshot(home.root)
+    lines = [
+        ["Start-Service", "MSExchangeIMAP4", "-WhatIf"],
+        ["Stop-Service", "MSExchangeIMAP4", "-WhatIf"],
+        ["Restart-Service", "MSExchangePOP3BE", "-WhatIf"],
+        ["New-ExchangeCertificate", "-SubjectName", "CN=mail.contoso.test", "-WhatIf"],
+        ["Enable-ExchangeCertificate", cert.thumbprint, "-Services", "POP", "-WhatIf"],
+        ["Import-Mailbox", "alice", "--maildir", str(maildir), "-WhatIf"],
+        ["Prune-MailboxDatabase", "-OlderThanDays", "0", "-WhatIf"],
+        ["Install-Systemd", "--output-dir", str(tmp_path / "units"), "-WhatIf"],
+        ["Import-ExchangeCertificate", "-FileName", str(pem), "-WhatIf"],
+    ]
+    for args in lines:
+        result = ok(home, *args)
+        assert result.out.startswith("What if: would "), (args, result.out)
+    assert _snapshot(home.root) == before
+    assert not (tmp_path / "units").exists()
+    fresh = Home.resolve(tmp_path / "fresh")
+    assert ok(fresh, "init", "--base-port", "30000", "-WhatIf").out.startswith("What if:")
+    assert not fresh.settings_file.exists()
