@@ -7,6 +7,7 @@ files in the repository differ; refresh them with `python -m mailctl.reference`.
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 from dataclasses import dataclass
@@ -352,9 +353,31 @@ def command_index() -> str:
         "}",
         "# Modules that add to the CLI hooks (PROTOCOL_ENABLED, ...): imported before a hook runs.",
         f"HOOKS: tuple[str, ...] = ({''.join(json.dumps(m) + ', ' for m in cli.hook_modules()).rstrip()})",
+        "# `mailctl --help` on a terminal of 80 columns or more (mailctl.fast prints it without",
+        "# importing the commands).",
+        f"HELP = {json.dumps(top_help(), ensure_ascii=False)}",
         "",
     ]
     return "\n".join(out)
+
+
+def top_help() -> str:
+    """What `mailctl --help` prints at 80 columns (click's help is at most 78 wide)."""
+    import contextlib
+    import io
+
+    saved = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = "80"
+    buffer = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(buffer):
+            cli.run(["--help"])
+    finally:
+        if saved is None:
+            del os.environ["COLUMNS"]
+        else:
+            os.environ["COLUMNS"] = saved
+    return buffer.getvalue()
 
 
 def write_all() -> None:

@@ -148,3 +148,80 @@ def connection_rows(shown: dict[str, Any], for_json: bool) -> list[dict[str, Any
             row["Server"] = NOT_PUBLISHED
         rows.append(row)
     return rows
+
+
+# --------------------------------------------------------------------------- get-service
+
+SERVICE_COLUMNS = [
+    "Status",
+    "Name",
+    "DisplayName",
+    "StartupType",
+    "Pid",
+    "Uptime",
+    "MemoryMB",
+    "Connections",
+    "Endpoints",
+    "SettingsVersion",
+    "LastReload",
+]
+
+
+def _uptime(seconds: float | None) -> str | None:
+    """Exchange's TimeSpan spelling, d.hh:mm:ss."""
+    if seconds is None:
+        return None
+    whole = int(seconds)
+    days, rest = divmod(whole, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    return (
+        f"{days}.{hours:02}:{minutes:02}:{secs:02}"
+        if days
+        else f"{hours:02}:{minutes:02}:{secs:02}"
+    )
+
+
+def service_row(info: dict[str, Any]) -> dict[str, Any]:
+    """A get-service row from control.ServiceInfo's fields (status.service_status)."""
+    reload = info["LastReload"] or {}
+    if not reload:
+        last = None
+    elif reload.get("Result") == "OK":
+        last = "OK"
+    else:
+        last = f"Error: {reload.get('Error')}"
+    return {
+        "Status": info["Status"],
+        "Name": info["Name"],
+        "DisplayName": info["DisplayName"],
+        "Server": info["Server"],
+        "StartupType": info["StartupType"],
+        "Pid": info["Pid"],
+        "StartTime": info["StartTime"],
+        "Uptime": _uptime(info["Uptime"]),
+        "UptimeSeconds": info["Uptime"],
+        "MemoryMB": round(info["MemoryRSS"] / 2**20, 1) if info["MemoryRSS"] is not None else None,
+        "MemoryRSS": info["MemoryRSS"],
+        "Connections": info["Connections"],
+        "Endpoints": info["Endpoints"],
+        "SettingsVersion": info["SettingsVersion"],
+        "LastReload": last,
+        "LastReloadLine": reload.get("Line"),
+        "LastReloadTime": reload.get("Time"),
+    }
+
+
+# --------------------------------------------------------------------------- certificates
+
+
+def certificate_row(thumbprint: str, subject: str, dns_names: list[str], not_after: str,
+                    services: list[str]) -> dict[str, Any]:
+    """A get-exchangecertificate row (server.runtime.tls's index entry)."""
+    return {
+        "Thumbprint": thumbprint,
+        "Services": ", ".join(services) if services else "None",
+        "Subject": f"CN={subject}",
+        "CertificateDomains": list(dns_names),
+        "NotAfter": not_after,
+    }

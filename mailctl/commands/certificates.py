@@ -9,6 +9,7 @@ for the next handshake, while open sessions keep theirs.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from pathlib import Path
 from typing import Annotated, Any
@@ -17,7 +18,18 @@ import typer
 
 from server.settings.types import split_multivalue
 
-from ..cli import OutputOpt, WhatIfOpt, command, emit, fail, home, list_option
+from .. import views
+from ..cli import (
+    CommandError,
+    OutputOpt,
+    WhatIfOpt,
+    command,
+    emit,
+    fail,
+    home,
+    list_option,
+    load_settings,
+)
 
 ServicesOpt = Annotated[
     str | None, list_option("--services", help="Comma list of IMAP, POP, SMTP, IIS.")
@@ -26,13 +38,8 @@ COLUMNS = ["Thumbprint", "Services", "Subject", "CertificateDomains", "NotAfter"
 
 
 def _row(info: Any) -> dict[str, Any]:
-    return {
-        "Thumbprint": info.thumbprint,
-        "Services": ", ".join(info.services) if info.services else "None",
-        "Subject": f"CN={info.subject}",
-        "CertificateDomains": list(info.dns_names),
-        "NotAfter": info.not_after,
-    }
+    return views.certificate_row(
+        info.thumbprint, info.subject, info.dns_names, info.not_after, info.services)
 
 
 def _services(value: str | None) -> list[str]:
@@ -164,6 +171,8 @@ def get_exchange_certificate(
     """List the certificates and the services each is enabled for."""
     from server.runtime import tls
 
+    with contextlib.suppress(CommandError):
+        load_settings()  # leaves the fast path's cache current: the next call is fast
     certificates = tls.list_certificates(home())
     if thumbprint:
         certificates = [c for c in certificates if c.thumbprint == thumbprint.upper()]

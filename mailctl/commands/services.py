@@ -4,15 +4,18 @@ The work is done by server.runtime.control; these are thin wrappers."""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from .. import views
 from ..cli import (
     PROTOCOL_DISABLED,
     PROTOCOL_ENABLED,
     SERVICE_STATUS,
+    CommandError,
     OutputOpt,
     ServerOpt,
     WhatIfOpt,
@@ -20,6 +23,7 @@ from ..cli import (
     emit,
     fail,
     home,
+    load_settings,
 )
 
 if TYPE_CHECKING:
@@ -27,63 +31,11 @@ if TYPE_CHECKING:
     from server.settings.paths import Home
 
 NameArg = Annotated[str, typer.Argument(help="Service name, e.g. MSExchangeIMAP4BE.")]
-TABLE_COLUMNS = [
-    "Status",
-    "Name",
-    "DisplayName",
-    "StartupType",
-    "Pid",
-    "Uptime",
-    "MemoryMB",
-    "Connections",
-    "Endpoints",
-    "SettingsVersion",
-    "LastReload",
-]
-
-
-def _uptime(seconds: float | None) -> str | None:
-    """Exchange's TimeSpan spelling, d.hh:mm:ss."""
-    if seconds is None:
-        return None
-    whole = int(seconds)
-    days, rest = divmod(whole, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    return (
-        f"{days}.{hours:02}:{minutes:02}:{secs:02}"
-        if days
-        else f"{hours:02}:{minutes:02}:{secs:02}"
-    )
+TABLE_COLUMNS = views.SERVICE_COLUMNS
 
 
 def service_row(info: ServiceInfo) -> dict[str, Any]:
-    reload = info.LastReload or {}
-    if not reload:
-        last = None
-    elif reload.get("Result") == "OK":
-        last = "OK"
-    else:
-        last = f"Error: {reload.get('Error')}"
-    return {
-        "Status": info.Status,
-        "Name": info.Name,
-        "DisplayName": info.DisplayName,
-        "Server": info.Server,
-        "StartupType": info.StartupType,
-        "Pid": info.Pid,
-        "StartTime": info.StartTime,
-        "Uptime": _uptime(info.Uptime),
-        "UptimeSeconds": info.Uptime,
-        "MemoryMB": round(info.MemoryRSS / 2**20, 1) if info.MemoryRSS is not None else None,
-        "MemoryRSS": info.MemoryRSS,
-        "Connections": info.Connections,
-        "Endpoints": info.Endpoints,
-        "SettingsVersion": info.SettingsVersion,
-        "LastReload": last,
-        "LastReloadLine": reload.get("Line"),
-        "LastReloadTime": reload.get("Time"),
-    }
+    return views.service_row(info.to_dict())
 
 
 def _control_call(func: Any, *args: Any, **kwargs: Any) -> Any:
@@ -162,6 +114,8 @@ def get_service(
     open connections, listening endpoints, settings version in force, last reload."""
     from server.runtime import control
 
+    with contextlib.suppress(CommandError):
+        load_settings()  # leaves the fast path's cache current: the next get-service is fast
     infos = _control_call(control.get_service, home(), name, server)
     emit([service_row(i) for i in infos], output, columns=TABLE_COLUMNS)
 

@@ -12,6 +12,16 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+# Service names, as Exchange spells them: re-exported from the light module.
+from .names import IMAP4 as IMAP4
+from .names import IMAP4BE as IMAP4BE
+from .names import POP3 as POP3
+from .names import POP3BE as POP3BE
+from .names import SERVICE_DISPLAY_NAMES as SERVICE_DISPLAY_NAMES
+from .names import SERVICE_NAMES as SERVICE_NAMES
+from .names import SUBMISSION as SUBMISSION
+from .names import WEB as WEB
+from .names import default_startup
 from .types import (
     AuthMechanism,
     Bool,
@@ -46,23 +56,6 @@ from .types import (
 INT32_MAX = 2147483647
 WINDOWS_ONLY: dict[str, Any] = {"windows_only": True}
 
-# Service names, as Exchange spells them.
-IMAP4 = "MSExchangeIMAP4"
-IMAP4BE = "MSExchangeIMAP4BE"
-POP3 = "MSExchangePOP3"
-POP3BE = "MSExchangePOP3BE"
-SUBMISSION = "MSExchangeFrontEndTransport"
-WEB = "W3SVC"
-
-SERVICE_DISPLAY_NAMES = {
-    IMAP4: "Microsoft Exchange IMAP4",
-    IMAP4BE: "Microsoft Exchange IMAP4 Backend",
-    POP3: "Microsoft Exchange POP3",
-    POP3BE: "Microsoft Exchange POP3 Backend",
-    SUBMISSION: "Microsoft Exchange Frontend Transport",
-    WEB: "World Wide Web Publishing Service",
-}
-SERVICE_NAMES = tuple(SERVICE_DISPLAY_NAMES)
 
 _LoginType = enum_type(LoginType)
 _CalendarOption = enum_type(CalendarItemRetrievalOption)
@@ -231,8 +224,7 @@ class Server(Model):
 
 
 def default_startup_type(service: str) -> StartupType:
-    # POP3 and IMAP4 are off after install (reference section 5); transport and web run.
-    return StartupType.Automatic if service in (SUBMISSION, WEB) else StartupType.Manual
+    return StartupType(default_startup(service))
 
 
 class ReceiveConnector(Model):
