@@ -29,7 +29,7 @@ class Read:
     identity (-Identity) and --server. (Not a dataclass: importing dataclasses costs more
     than the whole answer.)"""
 
-    __slots__ = ("answer", "identity", "server", "flags", "live")
+    __slots__ = ("answer", "identity", "server", "flags", "live", "identity_word")
 
     def __init__(
         self,
@@ -39,12 +39,14 @@ class Read:
         server: bool = True,
         flags: tuple[str, ...] = (),
         live: bool = False,
+        identity_word: str = "identity",
     ) -> None:
         self.answer = answer
         self.identity = identity
         self.server = server
         self.flags = flags  # switches without a value, e.g. "internal"
         self.live = live  # also asks the running services: answer(cached, given, home)
+        self.identity_word = identity_word  # how the positional is named: -Identity, -Name
 
 
 def _protocol(protocol: str) -> Callable[[dict[str, Any], dict[str, str]], Any | None]:
@@ -136,8 +138,9 @@ FAST_COMMANDS: dict[str, Read] = {
     "get-mailbox": Read(_settings(_mailboxes(views.mailbox_rows)), identity=True, server=False),
     "get-casmailbox": Read(_settings(_mailboxes(views.cas_rows)), identity=True, server=False),
     "get-connectionsettings": Read(_connection_settings, identity=True, flags=("internal",)),
-    "get-service": Read(_services, identity=True, live=True),
-    "get-exchangecertificate": Read(_certificates, identity=True, server=False, live=True),
+    "get-service": Read(_services, identity=True, live=True, identity_word="name"),
+    "get-exchangecertificate": Read(_certificates, identity=True, server=False, live=True,
+                                    identity_word="thumbprint"),
 }
 
 
@@ -208,7 +211,7 @@ def _parse(args: list[str]) -> tuple[Read, dict[str, str]] | None:
     if read.server:
         names["server"] = "server"
     if read.identity:
-        names["identity"] = "identity"
+        names[read.identity_word] = "identity"
     names.update((flag, flag) for flag in read.flags)
     found: dict[str, str] = {}
     i = 1

@@ -33,6 +33,7 @@ LINES = [
     ["Get-Service", "MSExchange*", "-Output", "json"],
     ["get-service", "*imap4*", "--server", "mbx01.contoso.test", "-o", "json"],
     ["Get-Service", "W3SVC", "-Output", "json"],
+    ["Get-Service", "-Name", "*POP3*", "-Output", "json"],
 ]
 
 
