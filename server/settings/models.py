@@ -312,6 +312,19 @@ class Mailbox(Model):
     def addresses(self) -> list[str]:
         return [self.PrimarySmtpAddress, *self.EmailAddresses]
 
+    def reserved_type(self, name: str) -> MailboxType | None:
+        """Administrator or Guest when the mailbox is named so, by its name or the local part
+        of an address, whatever its Type says (reference section 5: those accounts never use
+        POP3/IMAP4, and a Type set by hand must not open them)."""
+        for word in (name, *(a.rsplit("@", 1)[0] for a in self.addresses())):
+            kind = RESERVED_NAMES.get(word.rsplit("\\", 1)[-1].strip().lower())
+            if kind is not None:
+                return kind
+        return None
+
+
+RESERVED_NAMES = {"administrator": MailboxType.Administrator, "guest": MailboxType.Guest}
+
 
 class Organization(Model):
     Name: str = "First Organization"
