@@ -110,9 +110,12 @@ def _services(cached: dict[str, Any], given: dict[str, str], home: Any) -> Any |
              if fnmatchcase(n.lower(), wanted) or fnmatchcase(shown.lower(), wanted)]
     if not names:
         return None  # the full path says "Cannot find any service"
+    from server.runtime.filemodes import too_open
+
     startup = dump["Servers"][server].get("Services") or {}
-    return [views.service_row(service_status(home, n, server, startup.get(n) or default_startup(n)))
-            for n in names]
+    exposed = too_open(home)  # as control.get_service: the files as they are now
+    return [views.service_row({**service_status(home, n, server, startup.get(n) or default_startup(n)),
+                               "TooOpenPaths": exposed}) for n in names]
 
 
 def _certificates(_cached: dict[str, Any], given: dict[str, str], home: Any) -> Any | None:

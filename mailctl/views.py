@@ -209,6 +209,7 @@ def service_row(info: dict[str, Any]) -> dict[str, Any]:
         "LastReload": last,
         "LastReloadLine": reload.get("Line"),
         "LastReloadTime": reload.get("Time"),
+        "TooOpenPaths": info.get("TooOpenPaths") or [],
     }
 
 

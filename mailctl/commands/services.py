@@ -118,6 +118,12 @@ def get_service(
         load_settings()  # leaves the fast path's cache current: the next get-service is fast
     infos = _control_call(control.get_service, home(), name, server)
     emit([service_row(i) for i in infos], output, columns=TABLE_COLUMNS)
+    too_open = infos[0].TooOpenPaths if infos else []
+    if too_open and output.lower() == "table":
+        from server.runtime.filemodes import summary
+
+        print(f"WARNING: mail or secrets readable by group or others (should be 0600 files, "
+              f"0700 folders): {summary(too_open)}")
 
 
 @command("Start")

@@ -308,6 +308,30 @@ class Mailbox(Model):
     ImapForceICalForCalendarRetrievalOption: Bool = False
     PopSuppressReadReceipt: Bool = False
     ImapSuppressReadReceipt: Bool = False
+    # Quotas (server.store.quota): the database's while UseDatabaseQuotaDefaults is $true.
+    UseDatabaseQuotaDefaults: Bool = Field(
+        True, description="Use the database's quotas; $false to use this mailbox's own."
+    )
+    IssueWarningQuota: bytesize_type() = Field(
+        ByteSize(None), description="StorageLimitStatus turns IssueWarning at this size."
+    )
+    ProhibitSendQuota: bytesize_type() = Field(
+        ByteSize(None), description="At this size the mailbox can no longer send mail."
+    )
+    ProhibitSendReceiveQuota: bytesize_type() = Field(
+        ByteSize(None),
+        description="At this size the mailbox can no longer receive mail nor APPEND (IMAP QUOTA).",
+    )
+
+    @model_validator(mode="after")
+    def _quotas_in_order(self) -> Mailbox:
+        order = ("IssueWarningQuota", "ProhibitSendQuota", "ProhibitSendReceiveQuota")
+        for low, high in zip(order, order[1:], strict=False):
+            a, b = getattr(self, low).bytes, getattr(self, high).bytes
+            if a is not None and b is not None and a > b:
+                raise ValueError(f"{low} ({getattr(self, low)}) must not be larger than "
+                                 f"{high} ({getattr(self, high)})")
+        return self
 
     def addresses(self) -> list[str]:
         return [self.PrimarySmtpAddress, *self.EmailAddresses]

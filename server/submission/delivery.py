@@ -32,6 +32,8 @@ from email.parser import BytesHeaderParser
 from ..runtime import tls
 from ..settings.models import SendConnector, Settings
 from ..settings.paths import Home
+from ..store import quota
+from ..store.api import MailboxStore
 from .queue import QueueEntry, Recipient, Spool, SpoolWatcher
 
 MAX_AGE = 2 * 86400.0  # then give up and send a non-delivery report (Exchange: 2 days)
@@ -199,10 +201,13 @@ class Delivery:
         failed: list[tuple[Recipient, str, bool]] = []  # recipient, error, permanent
         for rcpt in [r for r in due if r.mailbox]:
             try:
+                self._check_quota(settings, rcpt, len(message))
                 self._deliver_local(rcpt, message)
                 done.append(rcpt)
                 self.log.info("event=delivered id=%s to=%s mailbox=%s server=%s",
                               entry.id, rcpt.address, rcpt.mailbox, rcpt.server)
+            except quota.OverQuota:
+                failed.append((rcpt, quota.RECEIVE_REFUSED, True))  # Exchange: NDR, no retry
             except Exception as exc:
                 failed.append((rcpt, f"{type(exc).__name__}: {exc}", False))
         remote = [r for r in due if not r.mailbox]
@@ -257,6 +262,15 @@ class Delivery:
 
             store = self._stores[server] = open_store(self.home, server)
         return store
+
+    def mailbox_store(self, server: str, name: str) -> MailboxStore:
+        """A local mailbox's store (the delivery's open databases)."""
+        return self._store(server).mailbox(name)  # type: ignore[attr-defined,no-any-return]
+
+    def _check_quota(self, settings: Settings, rcpt: Recipient, size: int) -> None:
+        assert rcpt.mailbox is not None and rcpt.server is not None
+        quota.check_receive(self.mailbox_store(rcpt.server, rcpt.mailbox),
+                            settings.Mailboxes.get(rcpt.mailbox), size)
 
     def _deliver_local(self, rcpt: Recipient, message: bytes) -> None:
         assert rcpt.mailbox is not None and rcpt.server is not None

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..runtime.filemodes import private_dir
 from ..runtime.reload import FolderWatch
 from ..settings.store import atomic_write
 
@@ -70,13 +71,15 @@ class Spool:
     def add(self, mail_from: str, recipients: list[Recipient], message: bytes,
             sender_mailbox: str | None = None) -> QueueEntry:
         """Write a message durably (blocking: call from a thread)."""
-        self.folder.mkdir(parents=True, exist_ok=True)
+        private_dir(self.folder)
         entry = QueueEntry(
             id=f"{int(time.time() * 1000):013d}-{secrets.token_hex(6)}",
             mail_from=mail_from, recipients=recipients, sender_mailbox=sender_mailbox,
         )
         eml, meta = self._paths(entry.id)
-        with open(eml, "wb") as f:
+        # Whole messages: the service account only, whatever the umask (filemodes).
+        with open(os.open(eml, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600),
+                  "wb") as f:
             f.write(message)
             f.flush()
             os.fsync(f.fileno())
@@ -147,7 +150,7 @@ class SpoolWatcher:
         self._watch = FolderWatch(self._report)
 
     async def start(self) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
+        private_dir(self.folder)
         await self._watch.start(self.folder)
 
     def _report(self, paths: list[Path]) -> None:

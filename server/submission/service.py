@@ -38,6 +38,7 @@ from ..runtime.listeners import bind_socket, endpoint_label
 from ..runtime.service import Service, ServiceContext
 from ..settings.models import ReceiveConnector, Settings
 from ..settings.types import AuthMechanism, MailboxType, PermissionGroup
+from ..store import quota
 from .delivery import Delivery, route
 from .queue import Recipient, Spool
 
@@ -221,6 +222,8 @@ class Handler:
         box = self.smtp.mailbox
         if box is not None and address.lower() not in _addresses(box):
             return f"550 5.7.60 SMTP; Client does not have permissions to send as this sender <{address}>"
+        if box is not None and not await asyncio.to_thread(self._may_send, box):
+            return quota.SEND_REFUSED
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         return "250 2.1.0 Sender OK"
@@ -274,6 +277,11 @@ class Handler:
             "service=%s event=queued id=%s from=%s rcpts=%d size=%d", self.service.ctx.name,
             entry.id, envelope.mail_from, len(recipients), len(message))
         return f"250 2.6.0 Queued mail for delivery <{entry.id}>"
+
+    def _may_send(self, box: Entry) -> bool:
+        """Below its ProhibitSendQuota (Set-Mailbox), a mailbox may submit."""
+        store = self.service.delivery.mailbox_store(box.server_name, box.name)
+        return quota.may_send(store, self.service.ctx.settings.Mailboxes.get(box.name, box.mailbox))
 
     def received_header(self, session: Session, box: Entry | None) -> bytes:
         peer = session.peer[0] if session.peer else "unknown"

@@ -3,10 +3,8 @@ into the real mailbox store and relaying through a fake smart host."""
 
 from __future__ import annotations
 
-import imaplib
 import os
 import smtplib
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -17,8 +15,7 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 
-from server.directory import PROXY_USER, proxy_secret
-from server.protocols import proxyv2
+from server.directory import proxy_secret
 from server.settings import store
 from server.settings.models import IMAP4BE, SUBMISSION, SendConnector
 from server.settings.paths import Home
@@ -32,6 +29,7 @@ from tests.e2e.frontend_support import (
     make_home,
     save,
 )
+from tests.e2e.handover_support import ProxiedIMAP4
 
 
 @pytest.fixture
@@ -260,15 +258,6 @@ def test_local_delivery_failure_is_retried(env: Home, in_process: Any, monkeypat
         assert len(calls) == 2
 
 
-class ProxiedIMAP4(imaplib.IMAP4):
-    """Logs in to the IMAP back end as a front end does (PROXY v2 header, proxy secret)."""
-
-    def _create_socket(self, timeout: float | None) -> socket.socket:
-        sock = super()._create_socket(timeout)
-        sock.sendall(proxyv2.encode(proxyv2.ProxyInfo("192.0.2.10", 50123, "127.0.0.1", self.port)))
-        return sock
-
-
 class SignallingSink(Sink):
     def __init__(self) -> None:
         super().__init__()
@@ -304,9 +293,8 @@ def test_receipt_spooled_by_the_imap_back_end_is_relayed_while_running(
             mail_store.close()
         with in_process(SUBMISSION, env) as smtp_run, in_process(IMAP4BE, env) as imap_run:
             assert smtp_run.service.delivery.pending == 0
-            conn = ProxiedIMAP4("127.0.0.1", imap_run.service.bound_port(), timeout=10)
-            secret = proxy_secret(env)
-            conn.authenticate("PLAIN", lambda _: f"alice\0{PROXY_USER}\0{secret}".encode())
+            conn = ProxiedIMAP4("127.0.0.1", imap_run.service.bound_port(),
+                                secret=proxy_secret(env), mailbox="alice")
             conn.select("INBOX")
             typ, _ = conn.fetch("1", "(BODY[])")  # a download, not a PEEK: the receipt goes
             assert typ == "OK"

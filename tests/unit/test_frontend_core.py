@@ -173,23 +173,16 @@ def test_imap_replies() -> None:
 
 
 def test_imap_backend_login_conversation() -> None:
-    conv = ImapBackendLogin("bob", "s3cret")
-    step = conv.on_line(b"* OK back end ready\r\n")
-    assert isinstance(step, BackendSend)
-    tag, verb, mech, ir = step.data.split()
-    assert (verb, mech) == (b"AUTHENTICATE", b"PLAIN")
-    assert base64.b64decode(ir) == b"bob\0mailctl-proxy\0s3cret"
-    assert conv.on_line(b"P1 OK [CAPABILITY IMAP4rev1 IDLE MOVE] done\r\n") == BackendDone(
-        "IMAP4rev1 IDLE MOVE")
-    conv = ImapBackendLogin("bob", "s")
-    conv.on_line(b"* OK hi\r\n")
-    assert conv.on_line(b"P1 OK done\r\n") == BackendSend(b"P2 CAPABILITY\r\n")
+    conv = ImapBackendLogin()
+    assert conv.on_line(b"* PREAUTH [CAPABILITY IMAP4rev1 IDLE MOVE] Logged in as bob\r\n") == \
+        BackendDone("IMAP4rev1 IDLE MOVE")
+    conv = ImapBackendLogin()
+    assert conv.on_line(b"* PREAUTH hi\r\n") == BackendSend(b"P1 CAPABILITY\r\n")
     assert conv.on_line(b"* CAPABILITY IMAP4rev1 X\r\n") is None
-    assert conv.on_line(b"P2 OK\r\n") == BackendDone("IMAP4rev1 X")
-    conv = ImapBackendLogin("bob", "s")
-    conv.on_line(b"* OK hi\r\n")
-    with pytest.raises(BackendError):
-        conv.on_line(b"P1 NO go away\r\n")
+    assert conv.on_line(b"P1 OK\r\n") == BackendDone("IMAP4rev1 X")
+    for greeting in (b"* OK not logged in\r\n", b"* BYE go away\r\n"):
+        with pytest.raises(BackendError):
+            ImapBackendLogin().on_line(greeting)
 
 
 # --------------------------------------------------------------------------- POP3
@@ -249,12 +242,9 @@ def test_pop_stls_and_too_long() -> None:
 
 
 def test_pop_backend_login() -> None:
-    conv = Pop3BackendLogin("bob", "s")
-    step = conv.on_line(b"+OK ready\r\n")
-    assert isinstance(step, BackendSend) and step.data.startswith(b"AUTH PLAIN ")
-    assert conv.on_line(b"+OK in\r\n") == BackendDone(None)
-    conv = Pop3BackendLogin("bob", "s")
-    conv.on_line(b"+OK ready\r\n")
+    assert Pop3BackendLogin().on_line(b"+OK bob has 0 messages (0 octets)\r\n") == \
+        BackendDone(None)
+    conv = Pop3BackendLogin()
     with pytest.raises(BackendError):
         conv.on_line(b"-ERR no\r\n")
 
