@@ -36,6 +36,7 @@ MAX_UNAUTHENTICATED = 64
 
 T = TypeVar("T")
 
+
 def render_for_retrieval(
     raw: bytes, *, protocol: str, mailbox: Mailbox | None, settings: ProtocolSettings,
     item: retrieval.ItemRef | None = None, owa: OwaVirtualDirectorySettings | None = None,
@@ -89,7 +90,8 @@ class BackendService(Service):
 
     def __init__(self, ctx: ServiceContext) -> None:
         super().__init__(ctx)
-        self._listeners = ListenerSet(self._handler_for)
+        # Only front ends connect, from nearby: a TLS handshake gets the hand-over's time.
+        self._listeners = ListenerSet(self._handler_for, handshake_timeout=HANDOVER_DEADLINE)
         self._store: MailStore | None = None
         self._ssl: ssl.SSLContext | None = None
         self._thumbprint: str | None = None

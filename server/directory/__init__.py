@@ -104,6 +104,11 @@ class Directory:
         self._cache[entry.name.lower()] = (stored, digest)
         return entry
 
+    def stored_hash(self, name: str) -> str | None:
+        """The mailbox's stored password hash (None without a password), for what must end
+        when the password changes (web sessions). A stat per call; re-read on change."""
+        return self._load_hashes().get(name.lower())
+
     def set_password(self, name: str, password: str) -> None:
         hashed = hash_password(password)
         with locked(self.home):
@@ -193,9 +198,10 @@ class ProxySecret:
 
     def load(self) -> bytes:
         """Read (or make, under the home lock) the secret. Blocking."""
+        # Stat first, read second: a file replaced in between is read again next time.
         signature = self._stat()
         self._value = proxy_secret(self.home).encode()
-        self._signature = signature
+        self._signature = signature if signature is not None else self._stat()
         return self._value
 
 

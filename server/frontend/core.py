@@ -37,8 +37,9 @@ at again only when their files change (tls.shared_client_context, ProxySecret).
 
 Login decisions (reference section 5): wrong password or unknown user -> the same answer,
 after the same argon2 time. A mailbox that may not use the protocol (Anonymous, Guest,
-Administrator, PopEnabled/ImapEnabled false) gets its refusal reason whether or not the
-password was right, so the answer never tells a password guesser anything. Every refused
+Administrator, PopEnabled/ImapEnabled false) gets its refusal reason only after the right
+password; with a wrong one it gets the same answer as an unknown user, so the answer never
+tells a password guesser whether the account exists or what kind it is. Every refused
 login counts as a failure for the slow-down (throttle.py) and for the per-connection limit:
 after MAX_LOGON_FAILURES failures the connection is closed.
 
@@ -69,7 +70,7 @@ from ..settings.models import ProtocolSettings, Server, Settings
 from ..settings.types import LoginType
 from .limits import ConnectionLimits
 from .relay import RelayStats, relay, take_buffered
-from .throttle import LoginThrottle
+from .throttle import LoginThrottle, account_key
 
 MAX_LOGON_FAILURES = 3  # Exchange's receive-connector default, applied per connection
 BACKEND_TIMEOUT = 15.0  # connect + hand-over; a slower back end counts as down
@@ -559,18 +560,21 @@ class Session:
         """Handle one login attempt; True when the session is over (relayed or closed)."""
         service = self.service
         started = asyncio.get_running_loop().time()
-        wait = service.throttle.delay(self.ip, request.user)
+        settings = service.ctx.settings
+        account = account_key(settings, request.user)
+        wait = service.throttle.delay(self.ip, account)
         if wait:
             await asyncio.sleep(wait)
-        settings = service.ctx.settings
         entry = await asyncio.to_thread(
             service.directory.verify, settings, request.user, request.password
         )
-        found = entry or service.directory.find(settings, request.user)
-        reason = may_use_protocol(found, service.protocol) if found is not None else None
+        # The reason a mailbox may not use the protocol is told only to whoever proved the
+        # password: before that every refusal is the same, so nobody learns from it whether
+        # an account exists or what kind it is.
+        reason = may_use_protocol(entry, service.protocol) if entry is not None else None
         if entry is None or reason:
             return await self._failed(request, reason)
-        service.throttle.succeeded(self.ip, request.user)
+        service.throttle.succeeded(self.ip, entry.name)
         ps = service.protocol_settings()
         if not service.limits.login(entry.name, ps.MaxConnectionsPerUser):
             self._log("login-refused", request.user, "too many connections for the user")
@@ -626,7 +630,8 @@ class Session:
 
     async def _failed(self, request: LoginRequest, reason: str | None) -> bool:
         self.failures += 1
-        self.service.throttle.failed(self.ip, request.user)
+        self.service.throttle.failed(
+            self.ip, account_key(self.service.ctx.settings, request.user))
         self._log("login-failed", request.user, reason or "bad user name or password")
         refusal = Refusal.POLICY if reason else Refusal.BAD_CREDENTIALS
         answer = self.core.refuse(request, refusal, reason or "")

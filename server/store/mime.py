@@ -1244,3 +1244,19 @@ def decoded_text(raw: bytes, part: Part) -> str:
     except LookupError:
         charset = "utf-8"
     return data.decode(charset, "replace")
+
+
+def from_addresses(raw: bytes) -> list[str]:
+    """The mailbox@host of every From address of a message's top-level header, as its
+    ENVELOPE will show them (submission's SendAs check reads what the recipient will see)."""
+    end = _parse_header_end(raw)
+    out = []
+    for f in _header_fields(raw, 0, end):
+        if f.name.lower() != b"from":
+            continue
+        for _, _, box, host in _parse_addresses(f.value):
+            if box is not None and host is not None:
+                out.append(f"{box.decode('utf-8', 'replace')}@{host.decode('utf-8', 'replace')}")
+            elif box is not None:
+                out.append(box.decode("utf-8", "replace"))
+    return out

@@ -469,3 +469,17 @@ def test_real_front_and_back_end_over_the_tls_hop(env: Home, in_process: Any, pr
             client.pass_(PASSWORD)
             assert client.stat() == (0, 0)
             client.quit()
+
+
+def test_a_tls_handshake_that_never_comes_is_cut_off(env: Home, in_process: Any,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from server.backend import common
+
+    monkeypatch.setattr(common, "HANDOVER_DEADLINE", 0.5)
+    with in_process(IMAP4BE, env) as run:
+        port = run.service.bound_port(tls_port=True)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            started = time.monotonic()
+            sock.sendall(b"\x16")  # one byte of a ClientHello, then nothing
+            assert closed(sock)
+            assert time.monotonic() - started < 3.0

@@ -387,3 +387,96 @@ def test_auth_login_and_plain_with_and_without_initial_response(
         assert client.docmd("AUTH", f"{mechanism} not-base64!") == (
             501, b"5.5.2 Can't decode base64")
     client.quit()
+
+
+class Crash(BaseException):
+    """Stands for kill -9: nothing after it runs, no except Exception catches it."""
+
+
+def test_delivery_after_a_crash_is_not_repeated(env: Home, monkeypatch: Any) -> None:
+    """Killed between the mailbox's commit and the spool's update, the next start must not
+    deliver the message a second time."""
+    from server.settings import store as settings_store
+    from server.submission.delivery import Delivery
+
+    folder = env.queue / "MBX01"
+    spool = Spool(folder)
+    spool.add("bob@contoso.test", [Recipient("alice@contoso.test", "alice", "MBX01"),
+                                   Recipient("bob@contoso.test", "bob", "MBX01")],
+              b"Subject: once\r\n\r\nbody\r\n", "bob")
+    settings = settings_store.load(env).settings
+    first = Delivery(env, spool, lambda: settings)
+    appended: list[str] = []
+    real_deliver, real_update = first._deliver_local, Spool.update
+
+    def deliver(rcpt: Recipient, data: bytes) -> None:
+        real_deliver(rcpt, data)
+        appended.append(rcpt.address)
+
+    def update(self: Spool, entry: Any) -> None:
+        if appended:
+            raise Crash
+        real_update(self, entry)
+
+    monkeypatch.setattr(first, "_deliver_local", deliver)
+    monkeypatch.setattr(Spool, "update", update)
+    [entry] = spool.load()
+    with pytest.raises(Crash):
+        first._attempt(entry)
+    monkeypatch.setattr(Spool, "update", real_update)
+    for store_ in first._stores.values():
+        store_.close()  # type: ignore[attr-defined]
+    second = Delivery(env, Spool(folder), lambda: settings)
+    [entry] = second.spool.load()
+    second._attempt(entry)
+    for store_ in second._stores.values():
+        store_.close()  # type: ignore[attr-defined]
+    assert len(inbox(env, "alice")) == 1
+    assert len(inbox(env, "bob")) == 1
+    assert list(folder.glob("*.json")) == []
+
+
+def test_relay_after_a_crash_is_not_repeated(env: Home, monkeypatch: Any) -> None:
+    """Killed later in a delivery pass (here: while handing over to a second smart host),
+    the next start must not hand the message to the first smart host again."""
+    from server.settings import store as settings_store
+    from server.submission import delivery as delivery_module
+    from server.submission.delivery import Delivery
+
+    port = free_port_plan().submission
+    settings = settings_store.load(env).settings
+    for name, space in (("Org", "example.org"), ("Net", "example.net")):
+        settings.SendConnectors[name] = SendConnector(
+            AddressSpaces=[space], SmartHosts=[f"127.0.0.1:{port}"])
+    save(env, settings)
+    settings = settings_store.load(env).settings
+    folder = env.queue / "MBX01"
+    spool = Spool(folder)
+    spool.add("bob@contoso.test", [Recipient("friend@example.org"), Recipient("pal@example.net")],
+              b"From: bob@contoso.test\r\nSubject: once\r\n\r\nbody\r\n", "bob")
+    sink = Sink()
+    controller = Controller(sink, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        real_relay = delivery_module.relay_through
+        calls: list[int] = []
+
+        def relay(*args: Any, **kwargs: Any) -> Any:
+            calls.append(1)
+            if len(calls) == 2:
+                raise Crash  # killed while talking to the second smart host
+            return real_relay(*args, **kwargs)
+
+        monkeypatch.setattr(delivery_module, "relay_through", relay)
+        first = Delivery(env, spool, lambda: settings)
+        [entry] = spool.load()
+        with pytest.raises(Crash):
+            first._attempt(entry)
+        monkeypatch.setattr(delivery_module, "relay_through", real_relay)
+        second = Delivery(env, Spool(folder), lambda: settings)
+        for entry in second.spool.load():
+            second._attempt(entry)
+        rcpts = sorted(r for _, rs, _ in sink.messages for r in rs)
+        assert rcpts == ["friend@example.org", "pal@example.net"]
+    finally:
+        controller.stop()

@@ -19,7 +19,8 @@ from server.frontend.core import (
 from server.frontend.imap import ImapBackendLogin, ImapLoginCore, decode_plain
 from server.frontend.limits import ConnectionLimits
 from server.frontend.pop3 import Pop3BackendLogin, Pop3LoginCore
-from server.frontend.throttle import LoginThrottle
+from server.frontend.throttle import LoginThrottle, account_key
+from server.settings.models import Mailbox, Settings, default_settings
 from server.settings.types import LoginType
 
 SECURE, PTAUTH, PTLOGIN = (LoginType.SecureLogin, LoginType.PlainTextAuthentication,
@@ -261,8 +262,8 @@ def test_throttle_grows_caps_and_decays() -> None:
         throttle.failed("1.2.3.4", "bob")
         delays.append(throttle.delay("1.2.3.4", "bob"))
     assert delays == [0.5, 1, 2, 4, 8, 8, 8]
-    # per account, from another address; per address, for another account
-    assert throttle.delay("9.9.9.9", "BOB") == 8
+    # per account from another address (bounded small); per address, for another account
+    assert throttle.delay("9.9.9.9", "BOB") == throttle.account_cap == 1
     assert throttle.delay("1.2.3.4", "alice") == 8
     assert throttle.delay("9.9.9.9", "alice") == 0
     now[0] += 60 * 7
@@ -275,6 +276,44 @@ def test_throttle_success_clears_account() -> None:
     throttle.succeeded("1.1.1.1", "bob")
     assert throttle.delay("2.2.2.2", "bob") == 0
     assert throttle.delay("1.1.1.1", "other") == 0.5
+
+
+def test_throttle_never_overflows_however_many_failures() -> None:
+    throttle = LoginThrottle(clock=lambda: 0.0)
+    for _ in range(5000):
+        throttle.failed("1.2.3.4", "bob")
+        assert throttle.delay("1.2.3.4", "bob") <= throttle.cap
+    assert throttle.delay("1.2.3.4", "bob") == throttle.cap
+    assert throttle.delay("1.2.3.4") == throttle.cap
+
+
+def test_throttle_stranger_cannot_lock_out_the_owner() -> None:
+    throttle = LoginThrottle(clock=lambda: 0.0)
+    for _ in range(5000):
+        throttle.failed("6.6.6.6", "bob")
+    assert throttle.delay("6.6.6.6", "bob") == throttle.cap  # the guesser is slowed down
+    assert throttle.delay("10.0.0.5", "bob") <= 1.0  # the owner at home waits a second at most
+    throttle.succeeded("10.0.0.5", "bob")
+    assert throttle.delay("10.0.0.5", "bob") == 0
+
+
+def make_settings() -> Settings:
+    settings = default_settings()
+    settings.Mailboxes["Bob"] = Mailbox(PrimarySmtpAddress="bob@contoso.test", Server="MBX01")
+    return settings
+
+
+def test_throttle_account_key_follows_the_mailbox_whatever_the_spelling() -> None:
+    settings = make_settings()
+    assert account_key(settings, "CONTOSO\\Bob") == account_key(settings, "bob") == "bob"
+    assert account_key(settings, "x\\bob") == "bob"
+    assert account_key(settings, " bob@contoso.test ") == "bob"
+    assert account_key(settings, "x\\Nobody") == account_key(settings, "nobody") == "nobody"
+    assert account_key(settings, "") is None
+    throttle = LoginThrottle(clock=lambda: 0.0)
+    for typed in ("x\\bob", "bob@contoso.test", "BOB"):
+        throttle.failed("1.1.1.1", account_key(settings, typed))
+    assert throttle.delay("1.1.1.1", account_key(settings, "bob")) == 2  # three failures
 
 
 def test_limits() -> None:
