@@ -204,15 +204,20 @@ class MailboxStore(ABC):
         return {}
 
     def message_sources(
-        self, folder: str, uids: Sequence[int], header: bool = False, info: bool = False
+        self, folder: str, uids: Sequence[int], header: bool = False, info: bool = False,
+        uidvalidity: int | None = None,
     ) -> dict[int, MessageSource]:
         """What FETCH needs of many messages, in one lookup: for each message among `uids`
         that exists, (path of its file or None, its header block or None, its MessageInfo
         or None). The header block (the message's first `MessageInfo.header_len` octets,
         the blank line included) comes only with `header`, the MessageInfo only with
         `info`. The path follows body_paths(): the file never changes, and opening it later
-        gives the message or FileNotFoundError. This default, for stores that keep no
+        gives the message or FileNotFoundError. With `uidvalidity`, only a folder that
+        still has it answers (else {}: a folder of that name created since is another
+        folder, whose UIDs name other messages). This default, for stores that keep no
         header blocks, reads each message."""
+        if uidvalidity is not None and self.status(folder).uidvalidity != uidvalidity:
+            return {}
         paths = self.body_paths(folder, uids)
         out: dict[int, MessageSource] = {}
         for uid in uids:
@@ -223,6 +228,24 @@ class MailboxStore(ABC):
                 continue
             path = paths.get(uid)
             out[uid] = (str(path) if path is not None else None, head, meta if info else None)
+        return out
+
+    def sort_keys(
+        self, folder: str, uids: Sequence[int], fields: Sequence[str] | None = None
+    ) -> dict[int, object]:
+        """The SORT/THREAD keys (server.protocols.imap.sortthread.SortKeys) of the messages
+        among `uids` that exist, in one lookup; with `fields` (SortKeys field names), a
+        tuple of just those as stored instead (sortthread.stored_sort_keys: `reply` 0 or
+        1, `references` one space-separated string). The SQLite store keeps them from
+        delivery on; this default, for stores that keep none, computes them from each
+        header."""
+        from server.protocols.imap.sortthread import sort_keys_from_header, stored_sort_keys
+
+        out: dict[int, object] = {}
+        for uid, (_, head, _) in self.message_sources(folder, uids, header=True).items():
+            if head is not None:
+                keys = sort_keys_from_header(head)
+                out[uid] = keys if fields is None else stored_sort_keys(keys, fields)
         return out
 
     @abstractmethod
