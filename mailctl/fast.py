@@ -146,6 +146,8 @@ FAST_COMMANDS: dict[str, Read] = {
     "get-service": Read(_services, identity=True, live=True, identity_word="name"),
     "get-exchangecertificate": Read(_certificates, identity=True, server=False, live=True,
                                     identity_word="thumbprint"),
+    "get-adserversettings": Read(_settings(lambda dump, _given: views.directory_row(dump)),
+                                 server=False),
 }
 
 

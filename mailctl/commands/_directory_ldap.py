@@ -6,7 +6,7 @@ mailboxes.py calls these instead of editing settings.toml's Mailboxes table; the
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -69,7 +69,8 @@ def new_mailbox(ldap: LdapDirectory, settings: Settings, name: str, box: Mailbox
 
 
 def set_mailbox(ldap: LdapDirectory, settings: Settings, identity: str,
-                values: dict[str, Any], label: str, what_if: bool) -> Found:
+                values: dict[str, Any], label: str, what_if: bool,
+                check: Callable[[str, Mailbox], None] | None = None) -> Found:
     found = one(ldap, settings, identity)
     missing = unmapped_fields(ldap.config.Mapping, values)
     if missing:
@@ -79,6 +80,8 @@ def set_mailbox(ldap: LdapDirectory, settings: Settings, identity: str,
             s.lower() for s in settings.Servers):
         fail(f"there is no server {values['Server']!r}", code=1)
     new, changes = apply_updates(Mailbox, found.mailbox, values, label)
+    if check is not None:
+        check(found.name, new)
     with asking():
         for address in new.addresses():
             taken = ldap.find(address, default_server(settings))

@@ -127,11 +127,6 @@ def _probe(settings: Any) -> None:
 @command("Get-ADServerSettings", read=True)
 def get_adserversettings(output: OutputOpt = "table") -> None:
     """Where the organization's mailboxes live (settings.toml, or an LDAP directory)."""
-    config = load_settings().Directory
-    if config is None or not config.ldap():
-        emit({"DirectoryType": "File", "Uri": None}, output)
-        return
-    row: dict[str, Any] = {"DirectoryType": "LDAP",
-                           **config.model_dump(mode="json", exclude={"Mapping"})}
-    row.update({f"Mapping.{k}": v for k, v in config.Mapping.model_dump(mode="json").items()})
-    emit(row, output)
+    from .. import views
+
+    emit(views.directory_row(load_settings().model_dump(mode="json")), output)

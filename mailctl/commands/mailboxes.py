@@ -182,6 +182,7 @@ def new_mailbox(
             from ..cli import validation_message
 
             fail("New-Mailbox: " + validation_message(exc, lambda f: f"-{f}"))
+        refuse_reserved(name, box, "New-Mailbox")
         from server.directory import hash_password
 
         from . import _directory_ldap
@@ -265,9 +266,10 @@ def set_mailbox(
 
         if "Server" in values:
             values["Server"] = local_server(settings, values["Server"])[0]
-        found = _directory_ldap.set_mailbox(ldap[0], settings, identity, values, "Set-Mailbox",
-                                            what_if) if values else \
-            _directory_ldap.one(ldap[0], settings, identity)
+        found = _directory_ldap.set_mailbox(
+            ldap[0], settings, identity, values, "Set-Mailbox", what_if,
+            check=lambda n, b: refuse_reserved(n, b, "Set-Mailbox"),
+        ) if values else _directory_ldap.one(ldap[0], settings, identity)
         if secret is not None and not what_if:
             _directory_ldap.set_password(ldap[0], found, hash_password(secret))
             print(f"Set a new password for mailbox {found.name}.")
