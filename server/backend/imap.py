@@ -275,6 +275,7 @@ class _Connection:
             self.writer.close()
 
     def release(self) -> None:
+        self.session.release()
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None

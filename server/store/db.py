@@ -49,6 +49,7 @@ from server.store.api import (
     DEFAULT_FOLDERS,
     DELIMITER,
     AppendResult,
+    BodyWriter,
     Changes,
     CopyResult,
     FlagOp,
@@ -318,6 +319,62 @@ def _analyze(raw: bytes) -> tuple[str | None, bytes | None]:
         return info.to_json(), raw[: info.header_len]
     except Exception:  # noqa: BLE001 - any analyzer bug must not lose mail
         return None, None
+
+
+class _FileBody(BodyWriter):
+    """A message body written straight into the file that becomes its body file (see
+    SqliteMailbox.new_body). Written from one thread at a time."""
+
+    def __init__(self, box: SqliteMailbox) -> None:
+        super().__init__()
+        self.box = box
+        self.name = box.store.new_body_name()
+        self.path = box.msgs / self.name
+        self._fd: int | None = os.open(
+            self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        self._size = 0
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self._fd is None:
+            raise StoreError("The message being written was discarded.")
+        view = memoryview(data)
+        while view:
+            n = os.write(self._fd, view)
+            view = view[n:]
+            self._size += n
+
+    def chunks(self, size: int = 1 << 20) -> Iterator[bytes]:
+        with open(self.path, "rb") as fh:
+            while piece := fh.read(size):
+                yield piece
+
+    def read(self) -> bytes:
+        return _read_path(str(self.path))
+
+    def finish(self, sync: bool) -> str:
+        """Close the file (fsync'd unless the caller syncs a batch); its name."""
+        fd, self._fd = self._fd, None
+        if fd is None:
+            raise StoreError("The message being written was discarded.")
+        try:
+            if sync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        return self.name
+
+    def discard(self) -> None:
+        if self.taken:
+            return
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
 
 
 # --- the server's database --------------------------------------------------------------------
@@ -1136,7 +1193,7 @@ class SqliteMailbox(MailboxStore):
 
     # --- writing messages ----------------------------------------------------------------------
     def append(
-        self, folder: str, raw: bytes, flags: Iterable[str] = (),
+        self, folder: str, raw: bytes | BodyWriter, flags: Iterable[str] = (),
         internaldate: datetime | None = None,
     ) -> AppendResult:
         return self.append_many(folder, [NewMessage(raw, flags, internaldate)])[0]
@@ -1150,15 +1207,23 @@ class SqliteMailbox(MailboxStore):
         written: list[str] = []
         try:
             for msg in messages:
-                raw = bytes(msg.raw)
-                name = self.store.new_body_name()
-                _write_file(self.msgs / name, raw, sync=not batch)
-                written.append(name)
+                if isinstance(msg.raw, _FileBody) and msg.raw.box is self:
+                    # Streamed straight into its body file: made durable here, then read
+                    # once for the MIME analysis (as delivery does), not kept.
+                    name = msg.raw.finish(sync=not batch)
+                    written.append(name)
+                    raw = _read_path(str(self.msgs / name))
+                else:
+                    raw = msg.raw.read() if isinstance(msg.raw, BodyWriter) else bytes(msg.raw)
+                    name = self.store.new_body_name()
+                    _write_file(self.msgs / name, raw, sync=not batch)
+                    written.append(name)
                 idate, tz = _split_date(msg.internaldate)
                 prepared.append(
-                    (name, raw, _flags_text(_clean_flags(msg.flags)), idate, tz,
+                    (name, len(raw), _flags_text(_clean_flags(msg.flags)), idate, tz,
                      *_analyze(raw), msg.lf)
                 )
+                del raw
             if not prepared:
                 return []
             if batch:
@@ -1169,15 +1234,15 @@ class SqliteMailbox(MailboxStore):
                 f = self._folder(c, folder)
                 modseq = f.highestmodseq + 1
                 uid = f.uidnext
-                for name, raw, flags, idate, tz, info, header, lf in prepared:
+                for name, size, flags, idate, tz, info, header, lf in prepared:
                     body = c.execute(
                         "INSERT INTO bodies(file, size, refs, lf, info, header)"
                         " VALUES(?, ?, 1, ?, ?, ?)",
-                        (name, len(raw), int(lf), info, header),
+                        (name, size, int(lf), info, header),
                     ).lastrowid
                     c.execute(
                         "INSERT INTO messages VALUES(?, ?, ?, ?, ?, ?, ?, ?, 1)",
-                        (f.id, uid, body, flags, modseq, idate, tz, len(raw)),
+                        (f.id, uid, body, flags, modseq, idate, tz, size),
                     )
                     results.append(AppendResult(f.uidvalidity, uid, modseq))
                     uid += 1
@@ -1186,9 +1251,18 @@ class SqliteMailbox(MailboxStore):
                     (uid, modseq, f.id),
                 )
             written.clear()
+            for msg in messages:
+                if isinstance(msg.raw, BodyWriter):
+                    msg.raw.taken = True
             return results
         finally:
             self._unlink(written)  # not committed: nothing refers to them
+
+    def new_body(self) -> BodyWriter:
+        """A body file in this mailbox's msgs folder, named like every body this process
+        writes: until an append commits it, it is an orphan that clean_orphans() leaves
+        alone while this process lives (for an hour at most)."""
+        return _FileBody(self)
 
     def _select_rows(
         self, c: sqlite3.Connection, folder_id: int, uids: Sequence[int], cols: str

@@ -52,7 +52,9 @@ CAPABILITIES_COMMON = (
     "SEARCHRES STATUS=SIZE"
 )
 CAPABILITIES_PREAUTH = CAPABILITIES_COMMON + " AUTH=PLAIN LOGINDISABLED"
-CAPABILITIES_AUTH = CAPABILITIES_COMMON
+# After login only: APPEND extensions, BINARY and URLAUTH need an authenticated user.
+CAPABILITIES_AUTH = CAPABILITIES_COMMON + \
+    " BINARY MULTIAPPEND CATENATE URLAUTH URLAUTH=BINARY"
 
 KEEPALIVE_SECONDS = 110  # "* OK Still here" during IDLE, under the 2-minute promise
 
@@ -223,6 +225,7 @@ class ImapSession:
         self.reader = p.CommandReader(
             max_command_size=settings.MaxCommandSize, max_literal_size=MAX_LITERAL_SIZE
         )
+        self.reader.spool_factory = self._new_spool
         self.state = NOT_AUTHENTICATED
         self.login: Login | None = None
         self.selected: Selected | None = None
@@ -259,6 +262,17 @@ class ImapSession:
 
     def receive(self, data: bytes) -> None:
         self.reader.feed(data)
+
+    def release(self) -> None:
+        """The connection is gone: throw away a literal being streamed into the store."""
+        self.reader.discard_buffer()
+
+    def _new_spool(self, size: int, binary: bool) -> p.Spool | None:
+        if self.login is None:
+            return None
+        from .spool import BodySpool
+
+        return BodySpool(self.login.store.new_body(), binary)
 
     def mark_dirty(self) -> None:
         self.dirty = True

@@ -16,9 +16,10 @@ from server.backend.common import retrieval_view
 from server.retrieval import Rendered, RetrievalView
 from server.store import api, mime
 
+from .. import binary
 from .. import parser as p
 from ..seqset import format_seqset
-from ..session import Bad, ImapSession, encode_flags, tagged
+from ..session import Bad, ImapSession, No, encode_flags, tagged
 from . import SELECTED, command
 
 _MONTHS = (b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct",
@@ -236,13 +237,43 @@ def _simple(name: str, s: ImapSession, view: RetrievalView | None = None) -> Ite
     raise Bad(f"{name} is not supported")
 
 
+def _binary_data(msg: Message, section: p.Section) -> bytes:
+    data = binary.decode_part(msg.raw, msg.info.part_map, section.part) if section.part \
+        else msg.raw
+    if data is None:
+        raise No(f"Unknown Content-Transfer-Encoding in part {section}", "UNKNOWN-CTE")
+    return data
+
+
+def _binary_item(item: p.FetchItem) -> Item:
+    """BINARY[section]<partial> and BINARY.SIZE[section] (RFC 3516 section 4.2)."""
+    assert item.section is not None
+    section = item.section
+    prefix = item.response_name.encode("ascii", "replace") + b" "
+    partial = item.partial
+    if item.name == "BINARY.SIZE":
+        def size(i: int, row: api.MessageRow, msg: Message) -> bytes:
+            if not section.part:
+                return prefix + b"%d" % len(msg.raw)
+            return prefix + b"%d" % len(_binary_data(msg, section))
+        return size
+
+    def get(i: int, row: api.MessageRow, msg: Message) -> bytes:
+        data = _binary_data(msg, section)
+        if partial is not None:
+            origin, count = partial
+            data = data[origin : origin + count]
+        return prefix + binary.literal(data)
+    return get
+
+
 def build_items(s: ImapSession, items: tuple[p.FetchItem, ...],
                 view: RetrievalView | None = None) -> list[Item]:
     out: list[Item] = []
     for item in items:
         if item.name.startswith("BINARY"):
-            raise Bad("BINARY is not supported")
-        if item.section is not None:
+            out.append(_binary_item(item))
+        elif item.section is not None:
             out.append(_body_item(item))
         else:
             out.append(_simple(item.name, s, view))
