@@ -309,6 +309,31 @@ class MailboxStore(ABC):
         """UIDs that are \\Recent for the session calling this (the first session to
         select the folder after delivery gets them; RFC 3501 2.3.2)."""
 
+    # --- URLAUTH access keys (RFC 4467) --------------------------------------------
+    def urlauth_key(self, folder: str, create: bool = False) -> bytes | None:
+        """The folder's URLAUTH access key (random, 32 octets), made first when `create`;
+        None when it has none. Raises NoSuchFolder. A folder made again under the same
+        name (a new UIDVALIDITY) has a new key. This default keeps keys in memory."""
+        import secrets
+
+        keys: dict[tuple[str, int], bytes] = self.__dict__.setdefault("_urlauth_keys", {})
+        ident = (folder.upper() if folder.upper() == "INBOX" else folder,
+                 self.status(folder).uidvalidity)
+        if ident not in keys and create:
+            keys[ident] = secrets.token_bytes(32)
+        return keys.get(ident)
+
+    def reset_urlauth_keys(self, folder: str | None = None) -> None:
+        """Forget the access keys of `folder` (raises NoSuchFolder), or of every folder:
+        the URLs made with them stop working (RESETKEY)."""
+        keys: dict[tuple[str, int], bytes] = self.__dict__.setdefault("_urlauth_keys", {})
+        if folder is None:
+            keys.clear()
+            return
+        uidvalidity = self.status(folder).uidvalidity
+        name = folder.upper() if folder.upper() == "INBOX" else folder
+        keys.pop((name, uidvalidity), None)
+
     # --- change notification ------------------------------------------------------
     @abstractmethod
     def subscribe(self, callback: Callable[[], None]) -> Callable[[], None]:

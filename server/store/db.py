@@ -1258,6 +1258,40 @@ class SqliteMailbox(MailboxStore):
         finally:
             self._unlink(written)  # not committed: nothing refers to them
 
+    # --- URLAUTH access keys ------------------------------------------------------------------
+    # Their own table, made on first use (no schema version needed: older mailboxes simply
+    # have no keys yet). A key belongs to a folder id and its UIDVALIDITY.
+    _URLAUTH_TABLE = ("CREATE TABLE IF NOT EXISTS urlauth_keys(folder INTEGER NOT NULL,"
+                      " uidvalidity INTEGER NOT NULL, key BLOB NOT NULL,"
+                      " PRIMARY KEY(folder, uidvalidity)) WITHOUT ROWID")
+
+    def urlauth_key(self, folder: str, create: bool = False) -> bytes | None:
+        with self._read() as c:
+            f = self._folder(c, folder)
+            try:
+                row = c.execute("SELECT key FROM urlauth_keys WHERE folder=? AND uidvalidity=?",
+                                (f.id, f.uidvalidity)).fetchone()
+            except sqlite3.OperationalError:  # no table yet: no key yet
+                row = None
+        if row is not None or not create:
+            return row[0] if row is not None else None
+        with self._write(notify=False) as c:
+            c.execute(self._URLAUTH_TABLE)
+            f = self._folder(c, folder)
+            c.execute("INSERT OR IGNORE INTO urlauth_keys VALUES(?, ?, ?)",
+                      (f.id, f.uidvalidity, secrets.token_bytes(32)))
+            row = c.execute("SELECT key FROM urlauth_keys WHERE folder=? AND uidvalidity=?",
+                            (f.id, f.uidvalidity)).fetchone()
+        return row[0]
+
+    def reset_urlauth_keys(self, folder: str | None = None) -> None:
+        with self._write(notify=False) as c:
+            c.execute(self._URLAUTH_TABLE)
+            if folder is None:
+                c.execute("DELETE FROM urlauth_keys")
+            else:
+                c.execute("DELETE FROM urlauth_keys WHERE folder=?", (self._folder(c, folder).id,))
+
     def new_body(self) -> BodyWriter:
         """A body file in this mailbox's msgs folder, named like every body this process
         writes: until an append commits it, it is an orphan that clean_orphans() leaves

@@ -154,6 +154,9 @@ class SessionConfig:
     client_address: str = ""
     server_version: str = "mailctl"
     receipts: ReceiptSender | None = None  # read receipts on download (server.retrieval)
+    # Another user's mailbox by name or address when this back end holds it, else None
+    # (URLAUTH URLs name the mailbox's owner). Blocking.
+    open_mailbox: Callable[[str], api.MailboxStore | None] | None = None
 
     def imap_settings(self) -> ImapSettings:
         return self.settings().server(self.server).ImapSettings
