@@ -102,6 +102,9 @@ _CTE_FIELD = re.compile(rb"^content-transfer-encoding[ \t]*:.*(?:\r?\n[ \t].*)*\
                         re.IGNORECASE | re.MULTILINE)
 
 
+_MIME_FIELD = re.compile(rb"^(?:mime-version|content-type)[ \t]*:", re.IGNORECASE | re.MULTILINE)
+
+
 def encode_nul_parts(raw: bytes) -> bytes:
     """The message with every leaf part whose body holds NUL re-encoded as base64 (its
     Content-Transfer-Encoding field replaced); other bytes stay as they are. For APPEND
@@ -134,6 +137,9 @@ def encode_nul_parts(raw: bytes) -> bytes:
         kept = _CTE_FIELD.sub(b"", b"".join(lines))
         if kept and not kept.endswith(b"\n"):
             kept += b"\r\n"
+        if part is root and not _MIME_FIELD.search(kept):
+            # Content-* fields count only in a MIME message (RFC 2045 section 4).
+            kept += b"MIME-Version: 1.0\r\n"
         encoded = base64.encodebytes(decoded).replace(b"\n", b"\r\n")
         out += raw[pos : part.start]
         out += kept + b"Content-Transfer-Encoding: base64\r\n" + blank + encoded
