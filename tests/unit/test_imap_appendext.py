@@ -392,3 +392,20 @@ def test_streamed_append_keeps_memory_bounded(tmp_path: Path) -> None:
         assert "a OK [APPENDUID" in out.decode()
         stored = store.mailbox("alice").read("INBOX", 1)
         assert stored == header + line.replace(b"\n", b"\r\n") * count
+
+
+def test_a_failing_body_write_answers_no_and_the_session_goes_on(tmp_path: Path) -> None:
+    with SqliteMailStore(tmp_path / "db") as store:
+        c = Client(store).login()  # type: ignore[arg-type]
+        size = 100 * 1024
+        c.send(b"a APPEND INBOX {%d+}\r\n" % size + b"x" * 1000)
+        spool = c.session.reader._spool
+        assert isinstance(spool, BodySpool)
+
+        def full(data: object) -> None:
+            raise OSError(28, "No space left on device")
+        spool.writer.write = full  # type: ignore[method-assign]
+        out = c.send(b"x" * (size - 1000) + b"\r\n").decode()
+        assert "a NO [SERVERBUG]" in out and "No space left" in out
+        assert os.listdir(store.mailbox("alice").msgs) == []
+        assert "n OK" in c("n NOOP")

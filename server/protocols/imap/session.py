@@ -275,7 +275,7 @@ class ImapSession:
             return None
         from .spool import BodySpool
 
-        return BodySpool(self.login.store.new_body(), binary)
+        return BodySpool.open(self.login.store, binary)
 
     def mark_dirty(self) -> None:
         self.dirty = True

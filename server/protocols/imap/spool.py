@@ -24,19 +24,37 @@ def crlf(data: bytes) -> bytes:
 
 
 class BodySpool(p.Spool):
-    """One streamed literal: `writer` holds the bytes written so far."""
+    """One streamed literal: `writer` holds the bytes written so far. A write that fails
+    (a full disk) does not end the connection: the rest of the literal is read and
+    dropped, and the command is answered NO (`failed` says why)."""
 
-    __slots__ = ("writer", "convert", "has_nul", "_last_cr")
+    __slots__ = ("writer", "convert", "has_nul", "failed", "_last_cr")
 
-    def __init__(self, writer: api.BodyWriter, binary: bool) -> None:
-        self.writer = writer
+    def __init__(self, writer: api.BodyWriter | None, binary: bool,
+                 failed: str | None = None) -> None:
+        self.writer = writer if writer is not None else api.BodyWriter()
         self.convert = not binary
         self.has_nul = False
+        self.failed = failed
         self._last_cr = False
 
+    @classmethod
+    def open(cls, store: api.MailboxStore, binary: bool) -> BodySpool:
+        try:
+            return cls(store.new_body(), binary)
+        except (OSError, api.StoreError) as exc:
+            return cls(None, binary, str(exc) or type(exc).__name__)
+
     def write(self, data: bytes | bytearray) -> None:
-        if not data:
+        if not data or self.failed is not None:
             return
+        try:
+            self._write(data)
+        except (OSError, api.StoreError) as exc:
+            self.failed = str(exc) or type(exc).__name__
+            self.writer.discard()
+
+    def _write(self, data: bytes | bytearray) -> None:
         chunk = bytes(data)
         if not self.has_nul and b"\x00" in chunk:
             self.has_nul = True

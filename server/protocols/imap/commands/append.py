@@ -57,11 +57,18 @@ def append(s: ImapSession, cmd: p.Command) -> bytes | None:
                   f"APPENDUID {results[0].uidvalidity} {uids}")
 
 
+def _spool(data: p.SpooledLiteral) -> BodySpool:
+    spool = data.spool
+    assert isinstance(spool, BodySpool)
+    if spool.failed is not None:
+        raise No(f"The message could not be stored: {spool.failed}", "SERVERBUG")
+    return spool
+
+
 def _message(s: ImapSession, message: p.AppendMessage) -> bytes | api.BodyWriter:
     data = message.data
     if isinstance(data, p.SpooledLiteral):
-        spool = data.spool
-        assert isinstance(spool, BodySpool)
+        spool = _spool(data)
         if message.binary and spool.has_nul:
             return binary.encode_nul_parts(spool.writer.read())
         return spool.writer
@@ -86,8 +93,7 @@ def _catenate(s: ImapSession, message: p.AppendMessage) -> api.BodyWriter:
                 _check_size(writer, len(data))
                 writer.write(data)
             elif isinstance(part.data, p.SpooledLiteral):
-                spool = part.data.spool
-                assert isinstance(spool, BodySpool)
+                spool = _spool(part.data)
                 has_nul = has_nul or (part.binary and spool.has_nul)
                 _check_size(writer, spool.writer.size)
                 for chunk in spool.writer.chunks():
