@@ -300,6 +300,8 @@ def test_binary_fetch_in_a_session() -> None:
     assert "BINARY.SIZE[1] 11 BINARY[1] {11}\r\nhello world BINARY[1]<6> {5}\r\nworld" in out
     assert "\\Seen" not in c("f FETCH 1 FLAGS")
     assert "f NO [UNKNOWN-CTE]" in c("f FETCH 1 BINARY.PEEK[2]")
+    assert "f NO [UNKNOWN-CTE]" in c("f FETCH 1 BINARY[2]")
+    assert "\\Seen" not in c("f FETCH 1 FLAGS")  # the refused FETCH changed nothing
     out = c("f FETCH 1 BINARY[1]")
     assert "\\Seen" in out and "f OK" in out
 

@@ -20,6 +20,9 @@ from server.store import mime
 #: Encodings served as they are stored (RFC 2045 section 6.2: identity encodings).
 IDENTITY = frozenset({"", "7bit", "8bit", "binary"})
 
+#: Every encoding decode_body() undoes.
+DECODABLE = IDENTITY | {"base64", "quoted-printable"}
+
 _NOT_BASE64 = re.compile(rb"[^A-Za-z0-9+/=]+")
 _QP_ESCAPE = re.compile(rb"=([0-9A-Fa-f]{2})")
 

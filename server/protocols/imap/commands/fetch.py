@@ -345,9 +345,32 @@ def fetch(s: ImapSession, cmd: p.Command) -> bytes | None:
     view = _view(s)
     getters = build_items(s, tuple(items), view)
     receipts = view.sends_receipts and not sel.readonly and any(map(_downloads, items))
+    _check_binary(s, items, idx, view)
     flag_after = _mark_seen(s, items, idx)
     return _emit(s, cmd, idx, 0, getters, flag_after, False, view, receipts,
                  _Needs(items, view))
+
+
+def _check_binary(s: ImapSession, items: list[p.FetchItem], idx: list[int],
+                  view: RetrievalView) -> None:
+    """A BINARY[part] that sets \\Seen is refused with [UNKNOWN-CTE] before any flag
+    changes, not halfway through (RFC 3516 section 4.2: the request fails)."""
+    parts = [i.section.part for i in items
+             if i.name == "BINARY" and i.sets_seen and i.section is not None and i.section.part]
+    if not parts or s.sel.readonly:
+        return
+    rows = s.sel.rows
+    for i in idx:
+        try:
+            root = Message(s, rows[i].uid, view).info.part_map
+        except api.StoreError:
+            continue
+        for part in parts:
+            found = mime.find_part(root, part)
+            if found is not None and found.kind == mime.LEAF and \
+                    found.cte.lower() not in binary.DECODABLE:
+                raise No(f"Unknown Content-Transfer-Encoding in part "
+                         f"{'.'.join(map(str, part))}", "UNKNOWN-CTE")
 
 
 def _view(s: ImapSession) -> RetrievalView:
