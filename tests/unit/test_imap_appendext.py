@@ -411,3 +411,13 @@ def test_a_failing_body_write_answers_no_and_the_session_goes_on(tmp_path: Path)
         assert "a NO [SERVERBUG]" in out and "No space left" in out
         assert os.listdir(store.mailbox("alice").msgs) == []
         assert "n OK" in c("n NOOP")
+
+
+def test_relative_urls_and_badurl_text() -> None:
+    c = Client().login()
+    c.box.append("INBOX", B64_MSG)
+    assert "[BADURL ;UID=1]" in c(b'a APPEND INBOX CATENATE (URL ";UID=1")')  # nothing selected
+    c.select()
+    assert "a OK" in c(b'a APPEND INBOX CATENATE (URL ";UID=1/;SECTION=HEADER" TEXT {4+}\r\nbody)')
+    assert c.box.read("INBOX", 2).endswith(b"boundary=x\r\n\r\nbody")
+    assert imapurl.badurl("/IN]BOX\u00e9/;uid=1") == "/IN%5DBOX%C3%A9/;uid=1"

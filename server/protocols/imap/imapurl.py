@@ -19,7 +19,7 @@ import hmac
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from urllib.parse import unquote_to_bytes
+from urllib.parse import quote, unquote_to_bytes
 
 from . import parser as p
 
@@ -95,13 +95,17 @@ def _partial(text: str) -> tuple[int, int | None]:
     return int(origin), int(length) if dot else None
 
 
-def parse(url: str) -> ImapUrl:
-    """One IMAP URL naming a message or part (see the module docstring)."""
+def parse(url: str, base_mailbox: str | None = None) -> ImapUrl:
+    """One IMAP URL naming a message or part (see the module docstring). With a
+    `base_mailbox` (the selected mailbox), a relative ";UID=n..." names a message of it
+    (RFC 5092 section 7: a relative URL against the mailbox's URL)."""
     if any(c in url for c in " \r\n\x00\"") or not url.isascii():
         raise UrlError("The URL has characters a URL may not have")
     user = host = None
     port = None
     rest = url
+    if base_mailbox is not None and url[:5].upper() == ";UID=":
+        rest = "/" + quote(base_mailbox.encode("utf-8"), safe="") + "/" + url
     if _SCHEME.match(url):
         rest = url[7:]
         server, slash, rest = rest.partition("/")
@@ -191,6 +195,13 @@ def _access(text: str) -> str:
     if plus and kind.lower() in ("user", "submit") and name:
         return f"{kind.lower()}+{_decode(name, 'Access user')}"
     raise UrlError("Invalid URLAUTH access identifier")
+
+
+def badurl(url: str) -> str:
+    """The text of a [BADURL ...] response code: the URL as sent, bare (RFC 4469
+    erratum 4046), with what may not stand there ("]", controls, 8-bit) percent-encoded."""
+    return "".join(c if 0x20 < ord(c) < 0x7F and c != "]" else
+                   "".join(f"%{b:02X}" for b in c.encode("utf-8")) for c in url)
 
 
 def verifier(key: bytes, rump: str) -> str:

@@ -13,7 +13,7 @@ from server.store import api
 
 from .. import binary
 from .. import parser as p
-from ..imapurl import UrlError
+from ..imapurl import UrlError, badurl
 from ..seqset import format_seqset
 from ..session import MAX_LITERAL_SIZE, ImapSession, No, tagged
 from ..spool import BodySpool, crlf
@@ -89,7 +89,7 @@ def _catenate(s: ImapSession, message: p.AppendMessage) -> api.BodyWriter:
                 except UrlError:
                     data = None
                 if data is None:
-                    raise No("Bad URL", f"BADURL {part.url}")
+                    raise No("Bad URL", f"BADURL {badurl(part.url)}")
                 _check_size(writer, len(data))
                 writer.write(data)
             elif isinstance(part.data, p.SpooledLiteral):

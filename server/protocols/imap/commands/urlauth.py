@@ -18,7 +18,17 @@ from server.store import api, mime
 
 from .. import binary
 from .. import parser as p
-from ..imapurl import INTERNAL, ImapUrl, UrlError, authorized, parse, same_user, verifier, verify
+from ..imapurl import (
+    INTERNAL,
+    ImapUrl,
+    UrlError,
+    authorized,
+    badurl,
+    parse,
+    same_user,
+    verifier,
+    verify,
+)
 from ..session import Bad, ImapSession, No
 from ..wire import encode, encode_string
 from . import AUTH, command
@@ -153,8 +163,9 @@ def _authorized_store(s: ImapSession, url: ImapUrl) -> api.MailboxStore | None:
 
 def resolve_url(s: ImapSession, text: str) -> bytes | None:
     """The bytes a CATENATE URL part names (RFC 4469 section 3), None when it names
-    nothing this user may read."""
-    url = parse(text)
+    nothing this user may read. A relative ";UID=..." names a message of the selected
+    mailbox."""
+    url = parse(text, s.selected.name if s.selected is not None else None)
     if url.token is not None:
         store = _authorized_store(s, url)
     elif url.access is not None:
@@ -180,15 +191,15 @@ def genurlauth(s: ImapSession, cmd: p.Command) -> bytes | None:
         try:
             url = parse(rump)
         except UrlError as exc:
-            raise No(str(exc), f"BADURL {rump}") from None
+            raise No(str(exc), f"BADURL {badurl(rump)}") from None
         if not url.absolute or url.access is None or url.token is not None:
-            raise No("Not a URLAUTH rump", f"BADURL {rump}")
+            raise No("Not a URLAUTH rump", f"BADURL {badurl(rump)}")
         if url.user is None or not same_user(url.user, s.login.name):
-            raise No("The URL names another user's mailbox", f"BADURL {rump}")
+            raise No("The URL names another user's mailbox", f"BADURL {badurl(rump)}")
         try:
             key = s.store.urlauth_key(url.mailbox, create=True)
         except api.StoreError:
-            raise No("Mailbox doesn't exist", f"BADURL {rump}") from None
+            raise No("Mailbox doesn't exist", f"BADURL {badurl(rump)}") from None
         assert key is not None
         out.append(encode_string(f"{rump}:{INTERNAL}:{verifier(key, rump)}"))
     s.untagged(b"GENURLAUTH " + b" ".join(out))
