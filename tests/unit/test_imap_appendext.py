@@ -421,3 +421,13 @@ def test_relative_urls_and_badurl_text() -> None:
     assert "a OK" in c(b'a APPEND INBOX CATENATE (URL ";UID=1/;SECTION=HEADER" TEXT {4+}\r\nbody)')
     assert c.box.read("INBOX", 2).endswith(b"boundary=x\r\n\r\nbody")
     assert imapurl.badurl("/IN]BOX\u00e9/;uid=1") == "/IN%5DBOX%C3%A9/;uid=1"
+
+
+def test_a_connection_gone_mid_literal_leaves_no_file(tmp_path: Path) -> None:
+    with SqliteMailStore(tmp_path / "db") as store:
+        c = Client(store).login()  # type: ignore[arg-type]
+        c.send(b"a APPEND INBOX {%d+}\r\n" % (200 * 1024) + b"x" * 100_000)
+        msgs = store.mailbox("alice").msgs
+        assert len(os.listdir(msgs)) == 1  # the body file being written
+        c.session.release()  # what the back end does when the connection ends
+        assert os.listdir(msgs) == []
