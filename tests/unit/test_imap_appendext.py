@@ -431,3 +431,44 @@ def test_a_connection_gone_mid_literal_leaves_no_file(tmp_path: Path) -> None:
         assert len(os.listdir(msgs)) == 1  # the body file being written
         c.session.release()  # what the back end does when the connection ends
         assert os.listdir(msgs) == []
+
+
+NESTED = (
+    b"From: a@b\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=o\r\n\r\n"
+    b"--o\r\nContent-Type: text/plain\r\n\r\nfirst\r\n--o\r\nContent-Type: message/rfc822\r\n\r\n"
+    b"Subject: inner\r\nContent-Type: multipart/alternative; boundary=i\r\n\r\n--i\r\n"
+    b"Content-Type: text/plain\r\n\r\ninner text\r\n--i--\r\n--o--\r\n"
+)
+
+
+@pytest.mark.parametrize("section", [
+    "", "HEADER", "TEXT", "1", "1.MIME", "2", "2.MIME", "2.HEADER", "2.TEXT", "2.1", "2.1.MIME",
+    "1.HEADER", "1.TEXT",
+])
+def test_section_ranges_cut_what_fetch_section_cuts(section: str) -> None:
+    from server.protocols.imap.commands.urlauth import section_range
+    from server.store import mime
+
+    info = mime.analyze(NESTED)
+    cur = p.Cursor([f"[{section}]".encode()])
+    sec = p.parse_section(cur)
+    start, end = section_range(info, sec)  # type: ignore[misc]
+    expected = mime.fetch_section(NESTED, info, sec.part, sec.specifier or None)
+    assert NESTED[start:end] == expected
+
+
+def test_catenate_copies_url_parts_from_the_message_file(tmp_path: Path) -> None:
+    with SqliteMailStore(tmp_path / "db") as store:
+        c = Client(store).login()  # type: ignore[arg-type]
+        box = store.mailbox("alice")
+        box.append("INBOX", NESTED)
+        out = c(b'a APPEND INBOX CATENATE (URL "/INBOX/;uid=1/;section=2.HEADER" URL'
+                b' "/INBOX/;uid=1/;section=2.1/;partial=6.100" URL "/INBOX/;uid=1/;section=2'
+                b'.HEADER.FIELDS%20(SUBJECT)")')
+        assert "a OK" in out, out
+        assert box.read("INBOX", 2) == (
+            b"Subject: inner\r\nContent-Type: multipart/alternative; boundary=i\r\n\r\n"
+            b"textSubject: inner\r\n\r\n")
+        path = box.body_path("INBOX", 1)
+        os.unlink(path)  # expunged behind our back: the URL names nothing now
+        assert "[BADURL" in c(b'a APPEND INBOX CATENATE (URL "/INBOX/;uid=1")')

@@ -18,7 +18,7 @@ from ..seqset import format_seqset
 from ..session import MAX_LITERAL_SIZE, ImapSession, No, tagged
 from ..spool import BodySpool, crlf
 from . import AUTH, command
-from .urlauth import resolve_url  # also registers GENURLAUTH, RESETKEY, URLFETCH
+from .urlauth import FileRange, resolve_url  # also registers GENURLAUTH, RESETKEY, URLFETCH
 
 __all__ = ["append", "crlf"]
 
@@ -85,13 +85,21 @@ def _catenate(s: ImapSession, message: p.AppendMessage) -> api.BodyWriter:
         for part in message.catenate or ():
             if isinstance(part, p.CatUrl):
                 try:
-                    data = resolve_url(s, part.url)
+                    found = resolve_url(s, part.url)
                 except UrlError:
-                    data = None
-                if data is None:
+                    found = None
+                if found is None:
                     raise No("Bad URL", f"BADURL {badurl(part.url)}")
-                _check_size(writer, len(data))
-                writer.write(data)
+                if isinstance(found, FileRange):
+                    _check_size(writer, found.size)
+                    try:
+                        for chunk in found.chunks():
+                            writer.write(chunk)
+                    except FileNotFoundError:  # expunged since the lookup
+                        raise No("Bad URL", f"BADURL {badurl(part.url)}") from None
+                else:
+                    _check_size(writer, len(found))
+                    writer.write(found)
             elif isinstance(part.data, p.SpooledLiteral):
                 spool = _spool(part.data)
                 has_nul = has_nul or (part.binary and spool.has_nul)
