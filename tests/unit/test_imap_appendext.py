@@ -70,6 +70,8 @@ def test_urlauth_commands_parse() -> None:
     u = args(b'a URLFETCH "u1" ("u2" BINARY bodypartstructure) "u3"')
     assert u == p.UrlFetch((("u1", None), ("u2", ("BINARY", "BODYPARTSTRUCTURE")), ("u3", None)))
     assert isinstance(p.parse_line(b'a URLFETCH ("u" FOO)'), p.ParseError)
+    assert isinstance(p.parse_line(b'a URLFETCH ("u" BINARY BODY)'), p.ParseError)
+    assert args(b'a URLFETCH ("u")') == p.UrlFetch((("u", ()),))
     assert isinstance(p.parse_line(b"a GENURLAUTH \"u\""), p.ParseError)
 
 

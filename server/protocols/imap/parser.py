@@ -1355,6 +1355,8 @@ def _parse_urlfetch(cur: Cursor, uid: bool) -> UrlFetch:
                     raise ValueError(f"Unknown URLFETCH parameter {param}")
                 params.append(param)
             cur.expect(_CLOSE, '")" after URLFETCH parameters')
+            if "BINARY" in params and "BODY" in params:
+                raise ValueError("BINARY and BODY exclude each other")  # RFC 5524
             urls.append((url, tuple(params)))
         else:
             urls.append((_text(cur.astring("URL")), None))

@@ -30,7 +30,7 @@ from ..imapurl import (
     verifier,
     verify,
 )
-from ..session import Bad, ImapSession, No
+from ..session import ImapSession, No
 from ..wire import encode, encode_string
 from . import AUTH, command
 
@@ -305,7 +305,9 @@ def urlfetch(s: ImapSession, cmd: p.Command) -> bytes | None:
     out = [b"URLFETCH"]
     for text, params in args.urls:
         out.append(encode_string(text))
-        out.append(_fetch_one(s, text, params))
+        data = _fetch_one(s, text, params)
+        if data:  # nothing for "(url)" without parameters: no metadata asked for
+            out.append(data)
     s.untagged(b" ".join(out))
     return None
 
@@ -334,8 +336,6 @@ def _fetch_one(s: ImapSession, text: str, params: tuple[str, ...] | None) -> byt
     elif "BODY" in params:
         data = target.section(url)
         items.append(b"(BODY " + (b"NIL" if data is None else _literal(data)) + b")")
-    if not items:
-        raise Bad("URLFETCH parameters name nothing to fetch")
     return b" ".join(items)
 
 
