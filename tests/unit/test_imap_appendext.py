@@ -474,3 +474,23 @@ def test_catenate_copies_url_parts_from_the_message_file(tmp_path: Path) -> None
         path = box.body_path("INBOX", 1)
         os.unlink(path)  # expunged behind our back: the URL names nothing now
         assert "[BADURL" in c(b'a APPEND INBOX CATENATE (URL "/INBOX/;uid=1")')
+
+
+def test_big_multiappend_and_catenate_parts_are_streamed_and_atomic(tmp_path: Path) -> None:
+    with SqliteMailStore(tmp_path / "db") as store:
+        c = Client(store).login()  # type: ignore[arg-type]
+        box = store.mailbox("alice")
+        big = b"Subject: big\r\n\r\n" + b"a" * 100_000 + b"\r\n"
+        # Two streamed messages, the second one bad: nothing is stored, no file is left.
+        out = c.send(b"a APPEND INBOX {%d+}\r\n" % len(big) + big
+                     + b" CATENATE (TEXT {%d+}\r\n" % len(big) + big + b' URL "/INBOX/;uid=9")\r\n')
+        assert b"a NO [BADURL" in out
+        assert box.status("INBOX").messages == 0 and os.listdir(box.msgs) == []
+        assert b"a OK" in c.send(b"a APPEND INBOX {%d+}\r\n" % len(big) + big + b"\r\n")
+        out = c.send(b"a APPEND INBOX {%d+}\r\n" % len(big) + big
+                     + b" CATENATE (TEXT {%d+}\r\n" % len(big) + big
+                     + b' URL "/INBOX/;uid=1/;section=TEXT")\r\n')
+        assert b"a OK [APPENDUID" in out and b" 2:3]" in out, out
+        assert box.read("INBOX", 2) == big
+        assert box.read("INBOX", 3) == big + b"a" * 100_000 + b"\r\n"
+        assert len(os.listdir(box.msgs)) == 3  # the TEXT part's own file is gone
