@@ -18,6 +18,7 @@ from ..seqset import format_seqset
 from ..session import MAX_LITERAL_SIZE, ImapSession, No, tagged
 from ..spool import BodySpool, crlf
 from . import AUTH, command
+from .quota import check_room
 from .urlauth import FileRange, resolve_url  # also registers GENURLAUTH, RESETKEY, URLFETCH
 
 __all__ = ["append", "crlf"]
@@ -27,6 +28,7 @@ __all__ = ["append", "crlf"]
 def append(s: ImapSession, cmd: p.Command) -> bytes | None:
     args: p.Append = cmd.args  # type: ignore[assignment]
     built: list[api.NewMessage] = []
+    total = 0
     try:
         try:
             s.store.status(args.mailbox)
@@ -39,6 +41,9 @@ def append(s: ImapSession, cmd: p.Command) -> bytes | None:
             size = raw.size if isinstance(raw, api.BodyWriter) else len(raw)
             if not size:
                 raise No("Empty message")
+            total += size
+        # All of a MULTIAPPEND or none (RFC 3502): the quota is checked for the lot.
+        check_room(s, total)
         try:
             results = s.store.append_many(args.mailbox, built)
         except api.NoSuchFolder:
