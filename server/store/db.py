@@ -356,6 +356,13 @@ def _sortkeys_row(body: int, file: str, header: bytes, keys: object = None) -> t
             k.display_from, k.display_to, k.sent, k.message_id, " ".join(k.references))
 
 
+def _blank_line_end(raw: bytes) -> int:
+    """Where a message's header block ends (after its blank line), or its length."""
+    crlf, lf = raw.find(b"\r\n\r\n"), raw.find(b"\n\n")
+    ends = [i + 4 for i in (crlf,) if i >= 0] + [i + 2 for i in (lf,) if i >= 0]
+    return min(ends) if ends else len(raw)
+
+
 def _analyze(raw: bytes) -> tuple[str | None, bytes | None]:
     """MIME metadata and the header block, computed once at delivery; (None, None)
     (computed on first use) if the analyzer fails on a pathological message, which must
@@ -1393,9 +1400,13 @@ class SqliteMailbox(MailboxStore):
                     _write_file(self.msgs / name, raw, sync=not batch)
                     written.append(name)
                 idate, tz = _split_date(msg.internaldate)
+                info, header = _analyze(raw)
+                # The sort keys come from the header block; without one (the analyzer
+                # failed) from the bytes up to the first blank line.
+                head = header if header is not None else raw[: _blank_line_end(raw)]
                 prepared.append(
                     (name, len(raw), _flags_text(_clean_flags(msg.flags)), idate, tz,
-                     *_analyze(raw), msg.lf)
+                     info, header, msg.lf, head)
                 )
                 del raw
             if not prepared:
@@ -1408,7 +1419,7 @@ class SqliteMailbox(MailboxStore):
                 f = self._folder(c, folder)
                 modseq = f.highestmodseq + 1
                 uid = f.uidnext
-                for name, size, flags, idate, tz, info, header, lf in prepared:
+                for name, size, flags, idate, tz, info, header, lf, head in prepared:
                     body = c.execute(
                         "INSERT INTO bodies(file, size, refs, lf, info, header)"
                         " VALUES(?, ?, 1, ?, ?, ?)",
@@ -1418,7 +1429,7 @@ class SqliteMailbox(MailboxStore):
                         "INSERT INTO messages VALUES(?, ?, ?, ?, ?, ?, ?, ?, 1)",
                         (f.id, uid, body, flags, modseq, idate, tz, size),
                     )
-                    keys = _sortkeys_row(body, name, header if header is not None else raw)
+                    keys = _sortkeys_row(body, name, head)
                     if keys is not None:
                         c.execute(_SORTKEYS_INSERT, keys)
                     results.append(AppendResult(f.uidvalidity, uid, modseq))
