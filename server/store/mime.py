@@ -339,10 +339,15 @@ def _parse_params(lx: _Lexer) -> list[tuple[bytes, bytes]]:
         lx.skip()
         if lx.peek() == 34:
             val = lx.quoted()
+        elif lx.peek() == 61:  # name==?utf-8?b?...?= (an unquoted encoded word)
+            j = lx.i
+            while j < lx.n and lx.s[j] not in b"; \t\r\n":
+                j += 1
+            val, lx.i = lx.s[lx.i : j], j
         else:
-            val = lx.token()
-            if val is None:
-                continue
+            # "charset=" with nothing after it is a parameter with an empty value, as in
+            # Dovecot: it is listed as "", and a text part then gets no us-ascii default.
+            val = lx.token() or b""
         star = key.find(b"*")
         if star >= 0:
             rest = key[star + 1 :]
@@ -378,6 +383,7 @@ def _parse_params(lx: _Lexer) -> list[tuple[bytes, bytes]]:
 # --- addresses ----------------------------------------------------------------------------
 
 _Addr = tuple[bytes | None, bytes | None, bytes | None, bytes | None]
+_EMPTY_ADDR: _Addr = (None, None, b"MISSING_MAILBOX", b"MISSING_DOMAIN")
 
 
 def _parse_addresses(value: bytes) -> list[_Addr]:
@@ -386,28 +392,49 @@ def _parse_addresses(value: bytes) -> list[_Addr]:
     lx = _Lexer(value)
     out: list[_Addr] = []
     in_group = False
+    # An entry is due at the start, after a comma and after a group's colon. An empty one
+    # ("a@x, , b@y", ",a@x", "g: a@x,;") is kept as an address with neither mailbox nor
+    # host, as Dovecot does; an empty group ("g:;") and a trailing comma add nothing.
+    due = True
+    after_colon = False
     while lx.skip():
         c = lx.peek()
-        if c == 44:  # ,
-            lx.i += 1
-            continue
-        if c == 59 and in_group:  # ;
+        if c == 59 and in_group and not due:  # ;
             lx.i += 1
             out.append((None, None, None, None))
             in_group = False
             continue
+        if c == 59 and in_group and after_colon:  # "g:;"
+            lx.i += 1
+            out.append((None, None, None, None))
+            in_group = after_colon = False
+            due = False
+            continue
+        if c == 44 and not due:  # ,
+            lx.i += 1
+            due = True
+            after_colon = False
+            continue
+        if not due:
+            # Something other than "," or ";" after an address: the list is broken here
+            # (e.g. an obs-route "@route:user@host" without its angle brackets, RFC 5322
+            # section 4.4). Dovecot keeps what came before and ignores the rest.
+            break
         start = lx.i
         phrase = _phrase(lx)
         lx.skip()
         if phrase is not None and lx.peek() == 58 and not in_group:  # group:
             lx.i += 1
             out.append((None, None, phrase, None))
-            in_group = True
+            in_group = after_colon = True
             continue
         lx.i = start
+        due = after_colon = False
         addr = _mailbox(lx)
         if addr is None:
-            lx.i += 1  # unparsable byte: skip it
+            out.append(_EMPTY_ADDR)
+            if lx.peek() not in (44, 59):
+                break  # not an address at all: nothing after it is read
             continue
         out.append(addr)
     if in_group:
