@@ -540,6 +540,38 @@ def _addr_spec(lx: _Lexer) -> tuple[bytes | None, bytes | None]:
     return (local or b"MISSING_MAILBOX"), (host or b"MISSING_DOMAIN")
 
 
+def _quote_phrase(word: bytes) -> bytes:
+    if all(c in _ATEXT for c in word):
+        return word
+    return b'"' + word.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
+
+
+def _address_search_text(value: bytes) -> str:
+    """An address header as SEARCH FROM/TO/CC/BCC matches it: the parsed list written out
+    again (name <route:mailbox@host>, group: ...;), then encoded words decoded, as Dovecot
+    does. Comments and white space inside an address then don't hide it:
+    "<user (c)@ (c) example.org>" is found by "user@example.org"."""
+    out = bytearray()
+    sep = b""
+    in_group = False
+    for name, route, mailbox, host in _parse_addresses(value):
+        if host is None:
+            if not in_group:
+                out += sep + (_quote_phrase(mailbox) if mailbox else b'""') + b": "
+                sep = b""
+            else:
+                out[:] = out.rstrip(b" ") + b";"
+                sep = b", "
+            in_group = not in_group
+            continue
+        out += sep
+        sep = b", "
+        if name is not None:
+            out += (name if b"=?" in name else _quote_phrase(name)) + b" "
+        out += b"<" + (route + b":" if route else b"") + (mailbox or b"") + b"@" + host + b">"
+    return decode_words(bytes(out)).strip()
+
+
 # --- text helpers ---------------------------------------------------------------------------
 
 
@@ -1038,6 +1070,10 @@ def _analyze(raw: bytes) -> MessageInfo:
         value = vals[i]
         return "" if value is None else decode_words(value).strip()
 
+    def addresses(i: int) -> str:
+        value = vals[i]
+        return "" if value is None else _address_search_text(value)
+
     return MessageInfo(
         envelope=encode(_envelope(root)),
         body=encode(_structure(root, raw, False, root=True)),
@@ -1046,10 +1082,10 @@ def _analyze(raw: bytes) -> MessageInfo:
         size=len(raw),
         date_sent=_parse_date(vals[0]),
         subject=text(1),
-        from_=text(2),
-        to=text(5),
-        cc=text(6),
-        bcc=text(7),
+        from_=addresses(2),
+        to=addresses(5),
+        cc=addresses(6),
+        bcc=addresses(7),
         message_id=_collapse(_nolf(vals[9] or b"")).decode("utf-8", "replace"),
         in_reply_to=_collapse(_nolf(vals[8] or b"")).decode("utf-8", "replace"),
         part_map=root.part,
