@@ -19,7 +19,10 @@ imap-bodystructure.c, imap-envelope.c), so the two can be compared side by side
 - ENVELOPE strings are the header values as sent (encoded words stay encoded), with line
   breaks removed; the subject and display names also have runs of white space collapsed.
   An address without a domain gets "MISSING_DOMAIN" (a NIL host would read as a group
-  start, RFC 3501 section 7.4.2).
+  start, RFC 3501 section 7.4.2). An empty entry in an address list is an address with
+  "MISSING_MAILBOX" and "MISSING_DOMAIN"; the list ends where something other than "," or
+  ";" follows an address (e.g. an un-bracketed obs-route, RFC 5322 section 4.4).
+- A parameter with nothing after "=" has the empty value ("charset" "").
 - Sizes and line counts are of the stored bytes. The store hands over CRLF messages; bare
   LF input works (nothing is lost) but then sizes count the bytes as stored.
 """
