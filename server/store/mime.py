@@ -389,9 +389,17 @@ _Addr = tuple[bytes | None, bytes | None, bytes | None, bytes | None]
 _EMPTY_ADDR: _Addr = (None, None, b"MISSING_MAILBOX", b"MISSING_DOMAIN")
 
 
+#: Joins the values of repeated address fields. Each is read as a list of its own (a broken
+#: or unclosed list in one doesn't swallow the next, as in Dovecot). A field value never
+#: holds LF followed by anything but LWSP (that is how folding is kept), so this is safe.
+_FIELD_BREAK = b"\n\n"
+
+
 def _parse_addresses(value: bytes) -> list[_Addr]:
     """RFC 5322 address-list -> ENVELOPE address tuples (name, route, mailbox, host), with
     group start (NIL NIL group NIL) and group end (NIL NIL NIL NIL) markers."""
+    if _FIELD_BREAK in value:
+        return [a for one in value.split(_FIELD_BREAK) for a in _parse_addresses(one)]
     lx = _Lexer(value)
     out: list[_Addr] = []
     in_group = False
@@ -979,14 +987,14 @@ _ENVELOPE_FIELDS = {
 
 def _envelope_values(node: _Node) -> list[bytes | None]:
     """The raw value of each ENVELOPE header. As Dovecot: of repeated string fields the
-    last counts; repeated address fields are joined into one list."""
+    last counts; repeated address fields are joined into one list (_FIELD_BREAK)."""
     vals: list[bytes | None] = [None] * 10
     for f in node.fields:
         i = _ENVELOPE_FIELDS.get(f.name.lower())
         if i is None:
             continue
         prev = vals[i]
-        vals[i] = prev + b"," + f.value if prev is not None and 2 <= i <= 7 else f.value
+        vals[i] = prev + _FIELD_BREAK + f.value if prev is not None and 2 <= i <= 7 else f.value
     return vals
 
 
