@@ -55,6 +55,7 @@ POP3 = "MSExchangePOP3"
 POP3BE = "MSExchangePOP3BE"
 SUBMISSION = "MSExchangeFrontEndTransport"
 WEB = "W3SVC"
+DELIVERY = "MSExchangeDelivery"  # Mailbox Transport Delivery: LMTP into this server's store
 
 SERVICE_DISPLAY_NAMES = {
     IMAP4: "Microsoft Exchange IMAP4",
@@ -63,6 +64,7 @@ SERVICE_DISPLAY_NAMES = {
     POP3BE: "Microsoft Exchange POP3 Backend",
     SUBMISSION: "Microsoft Exchange Frontend Transport",
     WEB: "World Wide Web Publishing Service",
+    DELIVERY: "Microsoft Exchange Mailbox Transport Delivery",
 }
 SERVICE_NAMES = tuple(SERVICE_DISPLAY_NAMES)
 
@@ -196,6 +198,9 @@ class Server(Model):
     ImapBackEndSSLPort: int_range(1, 65535) = 1993
     PopBackEndPort: int_range(1, 65535) = 1110
     PopBackEndSSLPort: int_range(1, 65535) = 1995
+    DeliveryPort: int_range(1, 65535) = Field(
+        475, description="LMTP over TLS port of MSExchangeDelivery, on BackEndAddress."
+    )
     PopSettings: PopSettingsModel
     ImapSettings: ImapSettingsModel
     OwaVirtualDirectory: OwaVirtualDirectorySettings = Field(default_factory=lambda: OwaVirtualDirectorySettings())
@@ -216,7 +221,7 @@ class Server(Model):
 
 def default_startup_type(service: str) -> StartupType:
     # POP3 and IMAP4 are off after install (reference section 5); transport and web run.
-    return StartupType.Automatic if service in (SUBMISSION, WEB) else StartupType.Manual
+    return StartupType.Automatic if service in (SUBMISSION, WEB, DELIVERY) else StartupType.Manual
 
 
 class ReceiveConnector(Model):
@@ -454,6 +459,7 @@ def default_server(name: str, fqdn: str, ports: PortPlan) -> Server:
         ImapBackEndSSLPort=ports.imap_backend_ssl,
         PopBackEndPort=ports.pop3_backend,
         PopBackEndSSLPort=ports.pop3_backend_ssl,
+        DeliveryPort=ports.delivery,
         PopSettings=pop,
         ImapSettings=imap,
         OwaVirtualDirectory=OwaVirtualDirectorySettings(
@@ -505,6 +511,7 @@ class PortPlan(Model):
     imap_backend_ssl: int = 1993
     pop3_backend: int = 1110
     pop3_backend_ssl: int = 1995
+    delivery: int = 475  # Exchange's Mailbox Transport Delivery port
     http: int = 80
     https: int = 443
     backend_address: str = "127.0.0.1"
