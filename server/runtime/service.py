@@ -17,7 +17,17 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..settings.models import DELIVERY, IMAP4, IMAP4BE, POP3, POP3BE, SUBMISSION, WEB, Server, Settings
+from ..settings.models import (
+    DELIVERY,
+    IMAP4,
+    IMAP4BE,
+    POP3,
+    POP3BE,
+    SUBMISSION,
+    WEB,
+    Server,
+    Settings,
+)
 from ..settings.paths import Home
 
 REGISTRY: dict[str, str] = {
