@@ -208,6 +208,18 @@ class Server(Model):
         default_factory=dict, description="StartupType of each service on this server."
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _delivery_port_follows_the_base(cls, data: Any) -> Any:
+        # A home made before MSExchangeDelivery existed has no DeliveryPort: give it the
+        # port its own port plan would have (475, shifted like the back-end ports), so a
+        # non-root install does not start trying to bind 475.
+        if isinstance(data, dict) and "DeliveryPort" not in data:
+            backend = data.get("ImapBackEndPort", 1143)
+            if isinstance(backend, int) and backend - 1143 + 475 >= 1:
+                data = {**data, "DeliveryPort": backend - 1143 + 475}
+        return data
+
     @model_validator(mode="after")
     def _known_services(self) -> Server:
         for name in self.Services:

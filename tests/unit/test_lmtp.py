@@ -95,3 +95,12 @@ def test_xtext_round_trip() -> None:
     for value in ["0001765-abc", "a+b=c d", "ü"]:
         assert xtext_decode(xtext_encode(value)) == value
     assert xtext_encode("a+b") == "a+2Bb"
+
+
+def test_delivery_port_of_a_home_without_one_follows_its_base_port() -> None:
+    from server.settings.models import PortPlan, Server, default_server
+
+    for plan, expected in ((PortPlan(), 475), (PortPlan.shifted(10000), 10475)):
+        data = default_server("MBX01", "mbx01.contoso.test", plan).model_dump(mode="json")
+        assert data.pop("DeliveryPort") == expected
+        assert Server.model_validate(data).DeliveryPort == expected
