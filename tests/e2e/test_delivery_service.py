@@ -4,6 +4,7 @@ delivering through it (it never writes into the store itself)."""
 
 from __future__ import annotations
 
+import json
 import os
 import smtplib
 import socket
@@ -229,3 +230,44 @@ def test_over_quota_recipient_bounces_and_the_other_gets_it(env: Home, in_proces
 def test_delivery_ledger_is_owner_only(env: Home, delivery: Any) -> None:
     path = env.database("MBX01") / "delivered.sqlite"
     assert path.exists() and os.stat(path).st_mode & 0o077 == 0
+
+
+def test_real_processes_submission_hands_mail_to_the_delivery_service(services: Any) -> None:
+    """mailctl starts, shows and stops MSExchangeDelivery; a message submitted with
+    STARTTLS and AUTH reaches the INBOX through it (its log says so), and with it stopped the
+    message stays queued with a temporary failure."""
+    runner = services
+    add_mailboxes(runner.home)
+    runner.run_ok("start-service", DELIVERY)
+    runner.run_ok("start-service", SUBMISSION)
+    [row] = json.loads(runner.run_ok("get-service", DELIVERY, "--output", "json").stdout)
+    port = settings(runner.home).Servers["MBX01"].DeliveryPort
+    assert row["Status"] == "Running" and row["DisplayName"] == \
+        "Microsoft Exchange Mailbox Transport Delivery"
+    assert row["Endpoints"] == [f"127.0.0.1:{port} (SSL)"]
+
+    def send(subject: str) -> None:
+        smtp_port = settings(runner.home).ReceiveConnectors["Client Frontend MBX01"] \
+            .Bindings[0].port
+        with smtplib.SMTP("127.0.0.1", smtp_port, timeout=10) as client:
+            client.starttls(context=client_context(runner.home))
+            client.login("bob", PASSWORD)
+            client.send_message(message("bob@contoso.test", "alice@contoso.test", subject))
+
+    send("first")
+    wait_for(lambda: len(inbox(runner.home, "alice")) == 1, timeout=20)
+    log = (runner.home.logs / f"MBX01.{DELIVERY}.log").read_text()
+    assert "event=lmtp-delivery" in log and "to=alice@contoso.test" in log
+    assert "caller=MSExchangeFrontEndTransport" in log
+
+    runner.run_ok("stop-service", DELIVERY)
+    send("second")
+    spool = runner.home.queue / "MBX01"
+
+    def deferred() -> bool:
+        entries = [json.loads(p.read_text()) for p in spool.glob("*.json")]
+        return any(r["attempts"] and "DeliveryUnavailable" in r["last_error"]
+                   for e in entries for r in e["recipients"])
+
+    wait_for(deferred, timeout=20)
+    assert len(inbox(runner.home, "alice")) == 1
