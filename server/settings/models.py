@@ -241,8 +241,9 @@ class ReceiveConnector(Model):
 
     Only FrontendTransport connectors are served (by MSExchangeFrontEndTransport). The
     HubTransport "Client Proxy" connector is Exchange's hop from the front end to the
-    mailbox server's transport; here the front end delivers itself, so nothing listens on it
-    and its settings have no effect (Get-ReceiveConnector says so under Served)."""
+    mailbox server's transport; here the front end hands local mail straight to the mailbox
+    server's MSExchangeDelivery over LMTP (server/delivery/), so nothing listens on it and
+    its settings have no effect (Get-ReceiveConnector says so under Served)."""
 
     Server: str
     TransportRole: _TransportRole = TransportRole.FrontendTransport
