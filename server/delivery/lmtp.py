@@ -69,6 +69,7 @@ class LmtpSession:
         self._data: list[bytes] = []
         self._size = 0
         self._too_big = False
+        self._line_start = True  # the next DATA bytes begin a line
         self.closed = False
 
     def greeting(self) -> bytes:
@@ -78,29 +79,37 @@ class LmtpSession:
         """Process input; stops at a completed DATA (returned) until delivered() is called."""
         if self.closed:
             return b"", None
-        self._buffer += data
+        buf = self._buffer + data if self._buffer else data
+        pos = 0  # lines are taken by position: one copy per line, not one of the rest
         out = bytearray()
-        while self.pending is None and not self.closed:
-            end = self._buffer.find(b"\n")
-            if end < 0:
-                if len(self._buffer) > MAX_LINE and not self._in_data:
-                    self.closed = True
-                    out += b"500 5.5.2 Line too long\r\n"
-                break
-            line, self._buffer = self._buffer[: end + 1], self._buffer[end + 1:]
-            if self._in_data:
-                txn = self._data_line(line)
-                if txn is not None:
+        try:
+            while self.pending is None and not self.closed:
+                end = buf.find(b"\n", pos)
+                if end < 0:
+                    if len(buf) - pos > MAX_LINE:
+                        if self._in_data:
+                            # A long message line: keep what came; the rest continues it.
+                            self._data_line(buf[pos:], complete=False)
+                            pos = len(buf)
+                        else:
+                            self.closed = True
+                            out += b"500 5.5.2 Line too long\r\n"
+                    break
+                line, pos = buf[pos: end + 1], end + 1
+                if self._in_data:
+                    txn = self._data_line(line)
                     if isinstance(txn, bytes):
                         out += txn
-                    else:
+                    elif txn is not None:
                         return bytes(out), txn
-                continue
-            if len(line) > MAX_LINE:
-                out += b"500 5.5.2 Line too long\r\n"
-                continue
-            out += self._command(line.rstrip(b"\r\n"))
-        return bytes(out), None
+                    continue
+                if len(line) > MAX_LINE:
+                    out += b"500 5.5.2 Line too long\r\n"
+                    continue
+                out += self._command(line.rstrip(b"\r\n"))
+            return bytes(out), None
+        finally:
+            self._buffer = buf[pos:]
 
     def delivered(self, replies: list[str]) -> bytes:
         """The outcome of the pending transaction, one reply per accepted recipient."""
@@ -111,8 +120,10 @@ class LmtpSession:
         return "".join(f"{r}\r\n" for r in replies).encode()
 
     # --- DATA ---------------------------------------------------------------------------
-    def _data_line(self, line: bytes) -> Transaction | bytes | None:
-        if line in (b".\r\n", b".\n"):
+    def _data_line(self, line: bytes, complete: bool = True) -> Transaction | bytes | None:
+        """One line of the message (`complete` False: the start of a line that goes on)."""
+        at_start, self._line_start = self._line_start, complete
+        if at_start and line in (b".\r\n", b".\n"):
             self._in_data = False
             txn = self.txn
             assert txn is not None
@@ -126,7 +137,7 @@ class LmtpSession:
             txn.data = data
             self.pending = txn
             return txn
-        if line.startswith(b"."):
+        if at_start and line.startswith(b"."):
             line = line[1:]  # RFC 5321 section 4.5.2: transparency
         self._size += len(line)
         if self._size > self.max_size:
@@ -207,6 +218,7 @@ class LmtpSession:
         if arg:
             return "501 5.5.4 Syntax: DATA"
         self._in_data = True
+        self._line_start = True
         self._size = 0
         return "354 Start mail input; end with <CRLF>.<CRLF>"
 

@@ -104,3 +104,29 @@ def test_delivery_port_of_a_home_without_one_follows_its_base_port() -> None:
         data = default_server("MBX01", "mbx01.contoso.test", plan).model_dump(mode="json")
         assert data.pop("DeliveryPort") == expected
         assert Server.model_validate(data).DeliveryPort == expected
+
+
+def test_data_in_small_and_big_pieces_and_lines_longer_than_a_command() -> None:
+    s = session()
+    s.receive(b"LHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<a@contoso.test>\r\nDATA\r\n")
+    long_line = b"x" * 5000 + b".not a stuffed dot" + b"y" * 3000 + b"\r\n"
+    body = b"Subject: s\r\n\r\n" + long_line + b"..one\r\n" + b"z" * 80 + b"\r\n"
+    wire = body + b".\r\n"
+    txn = None
+    for i in range(0, len(wire), 7):  # a byte count that splits lines and CRLFs
+        out, got = s.receive(wire[i:i + 7])
+        assert out == b""
+        txn = got or txn
+    assert txn is not None
+    assert txn.data == body.replace(b"\r\n..one", b"\r\n.one")
+
+
+def test_a_big_message_in_socket_sized_reads() -> None:
+    s = session()
+    s.receive(b"LHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<a@contoso.test>\r\nDATA\r\n")
+    wire = b"Subject: big\r\n\r\n" + b"line of text\r\n" * 400_000 + b".\r\n"  # 5.6 MB
+    txn = None
+    for i in range(0, len(wire), 65536):
+        _, got = s.receive(wire[i:i + 65536])
+        txn = got or txn
+    assert txn is not None and len(txn.data) == len(wire) - 3
