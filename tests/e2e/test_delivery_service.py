@@ -256,8 +256,11 @@ def test_real_processes_submission_hands_mail_to_the_delivery_service(services: 
 
     send("first")
     wait_for(lambda: len(inbox(runner.home, "alice")) == 1, timeout=20)
-    log = (runner.home.logs / f"MBX01.{DELIVERY}.log").read_text()
-    assert "event=lmtp-delivery" in log and "to=alice@contoso.test" in log
+    log_file = runner.home.logs / f"MBX01.{DELIVERY}.log"
+    # The delivery service logs right after the append: wait for the line, not the INBOX.
+    wait_for(lambda: "event=lmtp-delivery" in log_file.read_text(), timeout=20)
+    log = log_file.read_text()
+    assert "to=alice@contoso.test" in log and "reply='250 2.1.5" in log
     assert "caller=MSExchangeFrontEndTransport" in log
 
     runner.run_ok("stop-service", DELIVERY)
