@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 # Service names, as Exchange spells them: re-exported from the light module.
+from .names import DELIVERY as DELIVERY
 from .names import IMAP4 as IMAP4
 from .names import IMAP4BE as IMAP4BE
 from .names import POP3 as POP3
@@ -207,12 +208,27 @@ class Server(Model):
     ImapBackEndSSLPort: int_range(1, 65535) = 1993
     PopBackEndPort: int_range(1, 65535) = 1110
     PopBackEndSSLPort: int_range(1, 65535) = 1995
+    DeliveryPort: int_range(1, 65535) = Field(
+        475, description="LMTP over TLS port of MSExchangeDelivery, on BackEndAddress."
+    )
     PopSettings: PopSettingsModel
     ImapSettings: ImapSettingsModel
     OwaVirtualDirectory: OwaVirtualDirectorySettings = Field(default_factory=lambda: OwaVirtualDirectorySettings())
     Services: dict[str, _StartupType] = Field(
         default_factory=dict, description="StartupType of each service on this server."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _delivery_port_follows_the_base(cls, data: Any) -> Any:
+        # A home made before MSExchangeDelivery existed has no DeliveryPort: give it the
+        # port its own port plan would have (475, shifted like the back-end ports), so a
+        # non-root install does not start trying to bind 475.
+        if isinstance(data, dict) and "DeliveryPort" not in data:
+            backend = data.get("ImapBackEndPort", 1143)
+            if isinstance(backend, int) and backend - 1143 + 475 >= 1:
+                data = {**data, "DeliveryPort": backend - 1143 + 475}
+        return data
 
     @model_validator(mode="after")
     def _known_services(self) -> Server:
@@ -234,8 +250,9 @@ class ReceiveConnector(Model):
 
     Only FrontendTransport connectors are served (by MSExchangeFrontEndTransport). The
     HubTransport "Client Proxy" connector is Exchange's hop from the front end to the
-    mailbox server's transport; here the front end delivers itself, so nothing listens on it
-    and its settings have no effect (Get-ReceiveConnector says so under Served)."""
+    mailbox server's transport; here the front end hands local mail straight to the mailbox
+    server's MSExchangeDelivery over LMTP (server/delivery/), so nothing listens on it and
+    its settings have no effect (Get-ReceiveConnector says so under Served)."""
 
     Server: str
     TransportRole: _TransportRole = TransportRole.FrontendTransport
@@ -602,6 +619,7 @@ def default_server(name: str, fqdn: str, ports: PortPlan) -> Server:
         ImapBackEndSSLPort=ports.imap_backend_ssl,
         PopBackEndPort=ports.pop3_backend,
         PopBackEndSSLPort=ports.pop3_backend_ssl,
+        DeliveryPort=ports.delivery,
         PopSettings=pop,
         ImapSettings=imap,
         OwaVirtualDirectory=OwaVirtualDirectorySettings(
@@ -653,6 +671,7 @@ class PortPlan(Model):
     imap_backend_ssl: int = 1993
     pop3_backend: int = 1110
     pop3_backend_ssl: int = 1995
+    delivery: int = 475  # Exchange's Mailbox Transport Delivery port
     http: int = 80
     https: int = 443
     backend_address: str = "127.0.0.1"
