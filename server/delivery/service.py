@@ -22,7 +22,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from server.directory import ProxySecret
+from server.directory import DirectoryUnavailable, Entry, ProxySecret, find_entry
 from server.protocols import handover
 from server.runtime import tls
 from server.runtime.listeners import ListenerSet
@@ -181,34 +181,39 @@ class DeliveryService(Service):
         return shake.accepted.mailbox
 
     # --- LMTP decisions -------------------------------------------------------------
-    def _check_rcpt(self, address: str) -> str:
-        found = self.ctx.settings.mailbox(address)
-        if found is None:
+    def _find(self, settings: Settings, address: str) -> Entry | str:
+        """The recipient's directory entry (settings.toml or LDAP, as configured), or the
+        refusal to give. An LDAP lookup blocks for at most the directory's timeouts."""
+        try:
+            entry = find_entry(settings, address, self.ctx.home, stale_ok=True)
+        except DirectoryUnavailable:
+            return f"451 4.4.3 <{address}>: the directory cannot be reached, try again later"
+        if entry is None:
             return f"550 5.1.1 <{address}>: no such mailbox"
-        name, box = found
-        if box.Server.lower() != self.ctx.server.lower():
-            return f"550 5.1.6 <{address}>: mailbox {name} is on server {box.Server}"
-        return f"250 2.1.5 <{address}> OK"
+        if entry.server_name.lower() != self.ctx.server.lower():
+            return f"550 5.1.6 <{address}>: mailbox {entry.name} is on server {entry.server_name}"
+        return entry
+
+    def _check_rcpt(self, address: str) -> str:
+        found = self._find(self.ctx.settings, address)
+        return found if isinstance(found, str) else f"250 2.1.5 <{address}> OK"
 
     def _deliver(self, txn: Transaction, caller: str, peer: str) -> list[str]:
         """One reply per accepted recipient (blocking, in a worker thread)."""
         settings = self.ctx.settings
         replies = []
         for address in txn.recipients:
-            reply = self._check_rcpt(address)  # settings may have changed since RCPT
-            if reply.startswith("250"):
-                reply = self._deliver_one(settings, txn, address)
+            found = self._find(settings, address)  # settings may have changed since RCPT
+            reply = found if isinstance(found, str) else self._deliver_one(txn, address, found)
             self.ctx.log.info("service=%s event=lmtp-delivery envid=%s to=%s from=%s "
                               "caller=%s peer=%s reply=%r", self.ctx.name, txn.envid, address,
                               txn.mail_from, caller, peer, reply)
             replies.append(reply)
         return replies
 
-    def _deliver_one(self, settings: Settings, txn: Transaction, address: str) -> str:
+    def _deliver_one(self, txn: Transaction, address: str, entry: Entry) -> str:
         assert self._store is not None and self._ledger is not None
-        found = settings.mailbox(address)
-        assert found is not None
-        name, box = found
+        name, box = entry.name, entry.mailbox
         data = txn.data
         try:
             mailbox = self._store.mailbox(name)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from server.settings import store
-from server.settings.models import IMAP4, IMAP4BE, POP3, POP3BE, SUBMISSION, WEB
+from server.settings.models import DELIVERY, IMAP4, IMAP4BE, POP3, POP3BE, SUBMISSION, WEB
 from server.settings.paths import Home
 from server.settings.types import LoginType
 from tests.e2e.conftest import REPO, ServiceRunner, _base_env
@@ -71,7 +71,7 @@ def site(tmp_path: Path, slapd: Slapd) -> Iterator[ServiceRunner]:
         mailctl(runner, "new-mailbox", "alice", "--password-stdin", "--display-name",
                 "Alice Liddell", stdin=PASSWORD + "\n")
         mailctl(runner, "new-mailbox", "carol", "--password-stdin", stdin=PASSWORD + "\n")
-        for name in (IMAP4BE, POP3BE, IMAP4, POP3, SUBMISSION):
+        for name in (IMAP4BE, POP3BE, IMAP4, POP3, DELIVERY, SUBMISSION):
             runner.start(name)
         yield runner
     finally:
