@@ -72,6 +72,12 @@ def _mailboxes(rows: Callable[[dict[str, Any], list[str]], Any]) -> Callable[...
     return answer
 
 
+def _owa(dump: dict[str, Any], given: dict[str, str]) -> Any | None:
+    named = views.owa_server(given.get("identity"), given.get("server"))
+    server = None if named is None else views.pick_server(dump["Servers"], named or None)
+    return None if server is None else views.owa_row(dump, server)
+
+
 def _connection_settings(cached: dict[str, Any], given: dict[str, str]) -> Any | None:
     dump, identity = cached["settings"], given.get("identity")
     if identity is None:
@@ -140,6 +146,7 @@ FAST_COMMANDS: dict[str, Read] = {
     "get-receiveconnector": Read(_settings(_connectors), identity=True),
     "get-mailbox": Read(_settings(_mailboxes(views.mailbox_rows)), identity=True, server=False),
     "get-casmailbox": Read(_settings(_mailboxes(views.cas_rows)), identity=True, server=False),
+    "get-owavirtualdirectory": Read(_settings(_owa), identity=True),
     "get-connectionsettings": Read(_connection_settings, identity=True, flags=("internal",)),
     "get-service": Read(_services, identity=True, live=True, identity_word="name"),
     "get-exchangecertificate": Read(_certificates, identity=True, server=False, live=True,
