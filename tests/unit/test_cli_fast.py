@@ -34,6 +34,9 @@ LINES = [
     ["get-service", "*imap4*", "--server", "mbx01.contoso.test", "-o", "json"],
     ["Get-Service", "W3SVC", "-Output", "json"],
     ["Get-Service", "-Name", "*POP3*", "-Output", "json"],
+    ["get-owavirtualdirectory", "-o", "json"],
+    ["Get-OwaVirtualDirectory", "-Identity", "MBX01\\owa (Default Web Site)", "-Output", "json"],
+    ["Get-OwaVirtualDirectory", "owa (Default Web Site)", "-Server", "mbx01", "-Output", "json"],
 ]
 
 
