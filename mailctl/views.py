@@ -270,3 +270,25 @@ def owa_row(dump: dict[str, Any], server: str) -> dict[str, Any]:
             "InternalUrl": vdir.get("InternalUrl"), "ExternalUrl": vdir.get("ExternalUrl"),
             "Bindings": vdir.get("Bindings", []), "SSLBindings": vdir.get("SSLBindings", []),
             "InternalNetworks": vdir.get("InternalNetworks", [])}
+
+
+# --------------------------------------------------------------------------- mailbox statistics
+
+def statistics_row(name: str, box: dict[str, Any], items: int, octets: int,
+                   limits: list[int | None]) -> dict[str, Any]:
+    """get-mailboxstatistics: one mailbox; `box` its dump, `limits` the quotas in force
+    (warning, send, receive; None is Unlimited: server.store.quota.limits)."""
+    from server.store.usage import exchange_size, storage_status
+
+    def text(octets: int | None) -> str:
+        return "Unlimited" if octets is None else exchange_size(octets)
+
+    warning, send, receive = limits
+    return {
+        "Identity": name, "DisplayName": box.get("DisplayName") or name, "ItemCount": items,
+        "TotalItemSize": exchange_size(octets),
+        "StorageLimitStatus": storage_status(octets, warning, send, receive),
+        "IssueWarningQuota": text(warning), "ProhibitSendQuota": text(send),
+        "ProhibitSendReceiveQuota": text(receive),
+        "ServerName": box["Server"], "Database": box["Server"],
+    }

@@ -248,7 +248,8 @@ def get_mailboxstatistics(identity: OptionalIdentityArg = None, output: OutputOp
     from server.store import open_store, quota
 
     settings = load_settings()
-    names = views.match_mailboxes(settings.model_dump(mode="json")["Mailboxes"], identity)
+    dump = settings.model_dump(mode="json")["Mailboxes"]
+    names = views.match_mailboxes(dump, identity)
     if identity and not names:
         fail(f"there is no mailbox {identity!r}", code=1)
     rows = []
@@ -260,19 +261,8 @@ def get_mailboxstatistics(identity: OptionalIdentityArg = None, output: OutputOp
                 stores[box.Server] = open_store(home(), box.Server)
             used = quota.usage(stores[box.Server].mailbox(name))
             limits = quota.limits(box)
-
-            def text(octets: int | None) -> str:
-                return "Unlimited" if octets is None else quota.exchange_size(octets)
-
-            rows.append({
-                "Identity": name, "DisplayName": box.DisplayName or name, "ItemCount": used.items,
-                "TotalItemSize": quota.exchange_size(used.bytes),
-                "StorageLimitStatus": quota.storage_status(used, limits),
-                "IssueWarningQuota": text(limits.warning),
-                "ProhibitSendQuota": text(limits.send),
-                "ProhibitSendReceiveQuota": text(limits.receive),
-                "ServerName": box.Server, "Database": box.Server,
-            })
+            rows.append(views.statistics_row(name, dump[name], used.items, used.bytes,
+                                             [limits.warning, limits.send, limits.receive]))
     finally:
         for store in stores.values():
             store.close()
