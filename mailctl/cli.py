@@ -636,6 +636,26 @@ _group: Any = None
 _group_size = -1
 
 
+def _canonical_order() -> bool:
+    """Put the commands in the order `mailctl --help` lists them: by module (mailctl/commands/
+    in name order), then as the module registers them. Otherwise the order would depend on
+    which modules an earlier command line of this process imported (tests run many), and
+    would not be the help text mailctl/command_index.py keeps. True when it changed."""
+    from . import commands
+
+    rank = {f"{commands.__name__}.{m}": i for i, m in enumerate(commands.module_names())}
+
+    def key(cmd: Any) -> int:
+        info = COMMANDS.get(cmd.name or "")
+        return rank.get(info.module if info else "", len(rank))
+
+    ordered = sorted(app.registered_commands, key=key)
+    if ordered == app.registered_commands:
+        return False
+    app.registered_commands[:] = ordered
+    return True
+
+
 def click_group(names: Iterable[str] | None = None) -> Any:
     """The click group of the registered commands: of every command, or (`names`) at least of
     those, importing only their modules when the index knows them. Rebuilt when a later call
@@ -643,22 +663,12 @@ def click_group(names: Iterable[str] | None = None) -> Any:
     global _group, _group_size
     if names is None or not load_modules_for(names):
         load_commands()
+        if _canonical_order():
+            _group = None
     if _group is None or _group_size != len(app.registered_commands):
-        _order_commands()
         _group = typer.main.get_command(app)
         _group_size = len(app.registered_commands)
     return _group
-
-
-def _order_commands() -> None:
-    """Commands in help, module by module in file-name order as import_all loads them, whatever
-    order the modules were imported in (one command's own run, or another module importing it,
-    may load a module first): help and the generated index must not depend on that."""
-    from . import commands
-
-    rank = {f"{commands.__name__}.{m}": i for i, m in enumerate(commands.module_names())}
-    app.registered_commands.sort(  # stable: a module's own order is kept
-        key=lambda c: rank.get(getattr(c.callback, "__module__", ""), len(rank)))
 
 
 def settings_written(where: Home) -> None:

@@ -74,6 +74,12 @@ def _mailboxes(rows: Callable[[dict[str, Any], list[str]], Any]) -> Callable[...
     return answer
 
 
+def _owa(dump: dict[str, Any], given: dict[str, str]) -> Any | None:
+    named = views.owa_server(given.get("identity"), given.get("server"))
+    server = None if named is None else views.pick_server(dump["Servers"], named or None)
+    return None if server is None else views.owa_row(dump, server)
+
+
 def _connection_settings(cached: dict[str, Any], given: dict[str, str]) -> Any | None:
     dump, identity = cached["settings"], given.get("identity")
     if identity is None:
@@ -120,6 +126,30 @@ def _services(cached: dict[str, Any], given: dict[str, str], home: Any) -> Any |
                                "TooOpenPaths": exposed}) for n in names]
 
 
+def _statistics(cached: dict[str, Any], given: dict[str, str], home: Any) -> Any | None:
+    """get-mailboxstatistics: the quotas from the cache, ItemCount and TotalItemSize read
+    from each mailbox.db with plain sqlite3 (server.store.usage, as the store counts)."""
+    import sqlite3
+
+    from server.store.usage import read_totals
+
+    boxes, quotas = cached["settings"]["Mailboxes"], cached.get("quotas")
+    identity = given.get("identity")
+    names = views.match_mailboxes(boxes, identity)
+    if quotas is None or (identity and not names):
+        return None
+    rows = []
+    for name in names:
+        if name not in quotas:
+            return None
+        try:
+            items, octets = read_totals(str(home.database(boxes[name]["Server"])), name)
+        except sqlite3.Error:
+            return None  # the full path opens (and repairs) the store
+        rows.append(views.statistics_row(name, boxes[name], items, octets, quotas[name]))
+    return rows
+
+
 def _certificates(_cached: dict[str, Any], given: dict[str, str], home: Any) -> Any | None:
     """get-exchangecertificate: the certificate index, certs/certificates.json."""
     try:
@@ -141,7 +171,9 @@ FAST_COMMANDS: dict[str, Read] = {
     "get-imapsettings": Read(_settings(_protocol("imap"))),
     "get-receiveconnector": Read(_settings(_connectors), identity=True),
     "get-mailbox": Read(_settings(_mailboxes(views.mailbox_rows)), identity=True, server=False),
+    "get-mailboxstatistics": Read(_statistics, identity=True, server=False, live=True),
     "get-casmailbox": Read(_settings(_mailboxes(views.cas_rows)), identity=True, server=False),
+    "get-owavirtualdirectory": Read(_settings(_owa), identity=True),
     "get-connectionsettings": Read(_connection_settings, identity=True, flags=("internal",)),
     "get-service": Read(_services, identity=True, live=True, identity_word="name"),
     "get-exchangecertificate": Read(_certificates, identity=True, server=False, live=True,
@@ -156,7 +188,8 @@ def _fingerprint() -> str:
     settings_pkg = here.parent / "server" / "settings"
     parts = []
     sources = ("models.py", "types.py", "published.py")
-    for path in (*(settings_pkg / name for name in sources), here / "views.py"):
+    quota = here.parent / "server" / "store" / "quota.py"  # the cached quotas
+    for path in (*(settings_pkg / name for name in sources), quota, here / "views.py"):
         try:
             st = path.stat()
         except OSError:
@@ -184,6 +217,10 @@ def write_cache(home: Any, snapshot: Any) -> None:
             pass
         data = {"key": key, "settings": snapshot.settings.model_dump(mode="json")}
         try:
+            data["quotas"] = _quotas(snapshot.settings)
+        except Exception:  # noqa: BLE001 - get-mailboxstatistics then takes the full path
+            pass
+        try:
             data["published"] = _published(snapshot.settings)
         except Exception:  # noqa: BLE001 - get-connectionsettings then takes the full path
             pass
@@ -193,6 +230,18 @@ def write_cache(home: Any, snapshot: Any) -> None:
         os.replace(tmp, path)
     except OSError:
         pass
+
+
+def _quotas(settings: Any) -> dict[str, list[int | None]]:
+    """The quotas in force per mailbox (warning, send, receive), as server.store.quota
+    derives them from the models, which the fast path does not load."""
+    from server.store import quota
+
+    out = {}
+    for name, box in settings.Mailboxes.items():
+        limits = quota.limits(box)
+        out[name] = [limits.warning, limits.send, limits.receive]
+    return out
 
 
 def _published(settings: Any) -> dict[str, dict[str, Any]]:

@@ -246,3 +246,59 @@ def certificate_row(thumbprint: str, subject: str, dns_names: list[str], not_aft
         "CertificateDomains": list(dns_names),
         "NotAfter": not_after,
     }
+
+
+# --------------------------------------------------------------------------- OWA virtual directory
+
+OWA_NAME = "owa (Default Web Site)"
+OWA_COLUMNS = ["Identity", "InternalUrl", "ExternalUrl", "Bindings", "SSLBindings",
+               "InternalNetworks"]
+
+
+def owa_server(identity: str | None, server: str | None) -> str | None:
+    """The server named by an Exchange virtual-directory Identity ("MBX01\\owa (Default Web
+    Site)", "MBX01\\owa", "owa (Default Web Site)") and/or -Server; "" when neither names
+    one (the local server), None when the Identity is not this virtual directory or the two
+    disagree."""
+    named = ""
+    if identity:
+        host, sep, vdir = identity.strip().rpartition("\\")
+        if vdir.strip().lower() not in (OWA_NAME.lower(), "owa"):
+            return None
+        named = host.strip() if sep else ""
+        if sep and not named:
+            return None
+    if named and server and named.lower() != server.lower():
+        return None
+    return named or server or ""
+
+
+def owa_row(dump: dict[str, Any], server: str) -> dict[str, Any]:
+    """get-owavirtualdirectory: one object, its Identity in Exchange's form."""
+    vdir = dump["Servers"][server].get("OwaVirtualDirectory") or {}
+    return {"Identity": f"{server}\\{OWA_NAME}", "Server": server, "Name": OWA_NAME,
+            "InternalUrl": vdir.get("InternalUrl"), "ExternalUrl": vdir.get("ExternalUrl"),
+            "Bindings": vdir.get("Bindings", []), "SSLBindings": vdir.get("SSLBindings", []),
+            "InternalNetworks": vdir.get("InternalNetworks", [])}
+
+
+# --------------------------------------------------------------------------- mailbox statistics
+
+def statistics_row(name: str, box: dict[str, Any], items: int, octets: int,
+                   limits: list[int | None]) -> dict[str, Any]:
+    """get-mailboxstatistics: one mailbox; `box` its dump, `limits` the quotas in force
+    (warning, send, receive; None is Unlimited: server.store.quota.limits)."""
+    from server.store.usage import exchange_size, storage_status
+
+    def text(octets: int | None) -> str:
+        return "Unlimited" if octets is None else exchange_size(octets)
+
+    warning, send, receive = limits
+    return {
+        "Identity": name, "DisplayName": box.get("DisplayName") or name, "ItemCount": items,
+        "TotalItemSize": exchange_size(octets),
+        "StorageLimitStatus": storage_status(octets, warning, send, receive),
+        "IssueWarningQuota": text(warning), "ProhibitSendQuota": text(send),
+        "ProhibitSendReceiveQuota": text(receive),
+        "ServerName": box["Server"], "Database": box["Server"],
+    }

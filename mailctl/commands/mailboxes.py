@@ -305,8 +305,8 @@ def get_mailboxstatistics(identity: OptionalIdentityArg = None, output: OutputOp
     settings = load_settings()
     ldap = _ldap(settings)
     boxes = ldap[1]() if ldap is not None else settings.Mailboxes
-    names = views.match_mailboxes({n: b.model_dump(mode="json") for n, b in boxes.items()},
-                                  identity)
+    dump = {n: b.model_dump(mode="json") for n, b in boxes.items()}
+    names = views.match_mailboxes(dump, identity)
     if identity and not names:
         fail(f"there is no mailbox {identity!r}", code=1)
     rows = []
@@ -318,19 +318,8 @@ def get_mailboxstatistics(identity: OptionalIdentityArg = None, output: OutputOp
                 stores[box.Server] = open_store(home(), box.Server)
             used = quota.usage(stores[box.Server].mailbox(name))
             limits = quota.limits(box)
-
-            def text(octets: int | None) -> str:
-                return "Unlimited" if octets is None else quota.exchange_size(octets)
-
-            rows.append({
-                "Identity": name, "DisplayName": box.DisplayName or name, "ItemCount": used.items,
-                "TotalItemSize": quota.exchange_size(used.bytes),
-                "StorageLimitStatus": quota.storage_status(used, limits),
-                "IssueWarningQuota": text(limits.warning),
-                "ProhibitSendQuota": text(limits.send),
-                "ProhibitSendReceiveQuota": text(limits.receive),
-                "ServerName": box.Server, "Database": box.Server,
-            })
+            rows.append(views.statistics_row(name, dump[name], used.items, used.bytes,
+                                             [limits.warning, limits.send, limits.receive]))
     finally:
         for store in stores.values():
             store.close()

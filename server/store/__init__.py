@@ -6,10 +6,12 @@ The contract is in server.store.api; the SQLite implementation in server.store.d
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING, Any
 
-from server.settings.paths import Home
-from server.store.api import MailboxStore, MailStore
-from server.store.db import NewMessage, SqliteMailbox, SqliteMailStore
+if TYPE_CHECKING:
+    from server.settings.paths import Home
+    from server.store.api import MailboxStore, MailStore
+    from server.store.db import NewMessage, SqliteMailbox, SqliteMailStore
 
 __all__ = [
     "MailStore",
@@ -24,8 +26,25 @@ __all__ = [
 _BARE_LF = re.compile(rb"(?<!\r)\n")
 
 
+# The SQLite store is imported on first use, not with the package: `import
+# server.store.usage` (the CLI's fast path) must not pay for server.store.db.
+_LAZY = {"MailStore": "api", "MailboxStore": "api", "NewMessage": "db", "SqliteMailStore": "db",
+         "SqliteMailbox": "db"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+
+
 def open_store(home: Home, server: str) -> SqliteMailStore:
     """The mailbox database of `server` (created on first use). Close it when done."""
+    from server.store.db import SqliteMailStore
+
     return SqliteMailStore(home.database(server))
 
 

@@ -70,6 +70,8 @@ from server.store.api import (
     StoreError,
 )
 from server.store.notify import Notifier
+from server.store.usage import mailbox_key as mailbox_key
+from server.store.usage import totals as _usage_totals
 
 SCHEMA_VERSION = 5
 OPEN_MAILBOXES = 64  # mailboxes that keep idle SQLite connections open
@@ -163,19 +165,6 @@ _ADDED_COLUMNS = (
     ("tombstones", "at", "INTEGER NOT NULL DEFAULT 0"),
     ("bodies", "header", "BLOB"),
 )
-
-
-def mailbox_key(name: str) -> str:
-    """The folder name of a mailbox: case-folded (mailbox names are case-insensitive),
-    with anything outside a safe set percent-encoded."""
-    out = []
-    for i, b in enumerate(name.casefold().encode("utf-8")):
-        ch = chr(b)
-        if (ch.isascii() and (ch.isalnum() or ch in "-_@+")) or (ch == "." and i > 0):
-            out.append(ch)
-        else:
-            out.append(f"%{b:02x}")
-    return "".join(out) or "%"
 
 
 def normalize_folder(name: str) -> str:
@@ -896,9 +885,7 @@ class SqliteMailbox(MailboxStore):
     def usage_totals(self) -> tuple[int, int]:
         """Messages and octets in every folder, in one query (quotas, server.store.quota)."""
         with self._read() as c:
-            count, size = c.execute(
-                "SELECT count(*), coalesce(sum(size), 0) FROM messages").fetchone()
-        return count, size
+            return _usage_totals(c)
 
     def _recent(self, c: sqlite3.Connection, f: _Folder) -> int:
         return c.execute(

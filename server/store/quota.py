@@ -17,7 +17,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from server.settings.models import Mailbox
+from server.store import usage as usage_module
 from server.store.api import MailboxStore
+from server.store.usage import exchange_size as exchange_size
 
 GB = 1024**3
 
@@ -87,15 +89,7 @@ def usage(box: MailboxStore) -> Usage:
 
 def storage_status(used: Usage, limit: Limits) -> str:
     """Exchange's StorageLimitStatus."""
-    if limit.receive is not None and used.bytes >= limit.receive:
-        return "MailboxDisabled"
-    if limit.send is not None and used.bytes >= limit.send:
-        return "ProhibitSend"
-    if limit.warning is not None and used.bytes >= limit.warning:
-        return "IssueWarning"
-    if limit.warning is None and limit.send is None and limit.receive is None:
-        return "NoChecking"
-    return "BelowLimit"
+    return usage_module.storage_status(used.bytes, limit.warning, limit.send, limit.receive)
 
 
 def check_receive(box: MailboxStore, mailbox: Mailbox | None, incoming: int) -> None:
@@ -118,12 +112,3 @@ def imap_quota(box: MailboxStore, mailbox: Mailbox | None) -> bytes:
         return b"()"
     used = usage(box).bytes
     return b"(STORAGE %d %d)" % (-(-used // 1024), limit // 1024)
-
-
-def exchange_size(octets: int) -> str:
-    """Exchange's ByteQuantifiedSize text: "1.234 MB (1,293,844 bytes)"."""
-    for unit, size in (("TB", 1024**4), ("GB", GB), ("MB", 1024**2), ("KB", 1024)):
-        if octets >= size:
-            value = f"{octets / size:.3f}".rstrip("0").rstrip(".")
-            return f"{value} {unit} ({octets:,} bytes)"
-    return f"{octets} B ({octets:,} bytes)"

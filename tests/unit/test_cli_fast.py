@@ -34,6 +34,9 @@ LINES = [
     ["get-service", "*imap4*", "--server", "mbx01.contoso.test", "-o", "json"],
     ["Get-Service", "W3SVC", "-Output", "json"],
     ["Get-Service", "-Name", "*POP3*", "-Output", "json"],
+    ["get-owavirtualdirectory", "-o", "json"],
+    ["Get-OwaVirtualDirectory", "-Identity", "MBX01\\owa (Default Web Site)", "-Output", "json"],
+    ["Get-OwaVirtualDirectory", "owa (Default Web Site)", "-Server", "mbx01", "-Output", "json"],
 ]
 
 
@@ -136,6 +139,34 @@ def test_certificates_fast_like_the_full_path(
                         "--home", str(populated.root)]) is None
 
 
+def test_mailbox_statistics_fast_like_the_full_path(
+    populated: Home, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """ItemCount and TotalItemSize read with plain sqlite3 (server.store.usage), quotas from
+    the cache: the same rows as the full path, which opens the store."""
+    from server.store import NewMessage, open_store
+
+    ok(populated, "set-mailbox", "bob", "--use-database-quota-defaults", "$false",
+       "--issue-warning-quota", "1KB", "--prohibit-send-quota", "1MB")
+    db = open_store(populated, "MBX01")
+    try:
+        db.mailbox("alice").append_many("INBOX", [NewMessage(b"Subject: a\r\n\r\nhi\r\n")] * 3)
+        db.mailbox("bob").append_many("INBOX", [NewMessage(b"Subject: b\r\n\r\n" + b"x" * 2000)])
+    finally:
+        db.close()
+    lines = (["get-mailboxstatistics", "-o", "json"],
+             ["Get-MailboxStatistics", "-Identity", "BOB", "-Output", "json"],
+             ["get-mailboxstatistics", "a*", "--output=json"])
+    for line in lines:
+        full = ok(populated, *line).out
+        assert fast.answer([*line, "--home", str(populated.root)]) == 0, line
+        assert capsys.readouterr().out == full
+    shown = {row["Identity"]: row for row in ok(populated, *lines[0]).json()}
+    assert shown["alice"]["ItemCount"] == 3 and shown["bob"]["StorageLimitStatus"] == "IssueWarning"
+    assert fast.answer(["get-mailboxstatistics", "nobody", "-o", "json",
+                        "--home", str(populated.root)]) is None
+
+
 def test_every_read_command_has_a_fast_path(
     populated: Home, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -144,10 +175,8 @@ def test_every_read_command_has_a_fast_path(
     from mailctl.command_index import COMMANDS
 
     ok(populated, "get-mailbox", "-o", "json")  # the cache is warm
-    # get-mailboxstatistics opens the mailbox databases: not a settings read (yet).
-    reads = [n for n, m in COMMANDS.items() if n.startswith("get-") and m != "unsupported"
-             and n != "get-mailboxstatistics"]
-    assert "get-service" in reads
+    reads = [n for n, m in COMMANDS.items() if n.startswith("get-") and m != "unsupported"]
+    assert "get-service" in reads and "get-mailboxstatistics" in reads
     for name in reads:
         assert fast.answer([name, "-o", "json", "--home", str(populated.root)]) == 0, name
     assert fast.answer(["--help"]) == 0
