@@ -72,7 +72,10 @@ IDLE = ("select (", "EpollSelector.select", "poll (", "_worker (concurrent/futur
 
 def per_session(raw: Path, sessions: int, rate: int) -> str:
     """Samples -> milliseconds of one process per session, by category: py-spy samples
-    `rate` times a second, so n samples are n/rate seconds of a running thread."""
+    `rate` times a second, so n samples are n/rate seconds of a running thread (on a busy
+    machine, of a thread running or waiting for a core). Under uvloop the loop's own wait
+    is C code py-spy cannot tell from work: run the services with MAILCTL_EVENT_LOOP=asyncio
+    for this breakdown."""
     spent: Counter[str] = Counter()
     for line in raw.read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
