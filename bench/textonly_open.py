@@ -117,17 +117,24 @@ def main(argv: list[str] | None = None) -> None:
             conn.pass_(PASSWORD)
             return conn, conn.stat()[0]
 
-        result["pop3_first_login_stat_s"], (pop, count) = timed(pop_login)
-        result["pop3_count"] = count
-        result["pop3_list_s"], _ = timed(pop.list)
-        result["pop3_first_retr_s"], _ = timed(lambda: pop.retr(7))
-        pop.quit()
+        started = time.perf_counter()
+        try:
+            result["pop3_first_login_stat_s"], (pop, count) = timed(pop_login)
+        except poplib.error_proto as refused:  # what a client sees when the login fails
+            result["pop3_first_login_stat_s"] = round(time.perf_counter() - started, 3)
+            result["pop3_error"] = str(refused)
+        else:
+            result["pop3_count"] = count
+            result["pop3_list_s"], _ = timed(pop.list)
+            result["pop3_first_retr_s"], _ = timed(lambda: pop.retr(7))
+            pop.quit()
     finally:
         ours.stop()
     goal = 2.0
     result["goal_s"] = goal
     result["met"] = (result["imap_first_open_s"] < goal  # type: ignore[operator]
-                     and result["pop3_first_login_stat_s"] < goal)  # type: ignore[operator]
+                     and result["pop3_first_login_stat_s"] < goal  # type: ignore[operator]
+                     and "pop3_error" not in result)
     print(json.dumps(result))
     sys.stdout.flush()
 
