@@ -65,11 +65,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--messages", type=int, default=20_000)
     p.add_argument("--workdir", type=Path, default=Path("/var/tmp/mailctl-bench-textonly"))
     p.add_argument("--exact", action="store_true")
+    p.add_argument("--base-port", type=int, help="default: the first free range from 12000")
     args = p.parse_args(argv)
 
     if args.workdir.exists():
         shutil.rmtree(args.workdir)
-    ours = OurInstance(args.workdir, free_base())
+    ours = OurInstance(args.workdir, args.base_port or free_base())
     ours.create({USER: PASSWORD})
     fill = time.perf_counter()
     from server.settings.paths import Home
