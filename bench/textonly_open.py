@@ -65,6 +65,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--messages", type=int, default=20_000)
     p.add_argument("--workdir", type=Path, default=Path("/var/tmp/mailctl-bench-textonly"))
     p.add_argument("--exact", action="store_true")
+    p.add_argument("--format", default="TextOnly",
+                   help="MessageRetrievalMimeFormat (BestBodyFormat: the same folder unconverted)")
     p.add_argument("--base-port", type=int, help="default: the first free range from 12000")
     args = p.parse_args(argv)
 
@@ -87,8 +89,9 @@ def main(argv: list[str] | None = None) -> None:
     fill = time.perf_counter() - fill
     exact = ["--enable-exact-rfc822-size", "true" if args.exact else "false"]
     for command in ("set-imapsettings", "set-popsettings"):
-        ours.mailctl(command, "--message-retrieval-mime-format", "TextOnly", *exact)
-    result: dict[str, object] = {"messages": args.messages, "exact_sizes": args.exact,
+        ours.mailctl(command, "--message-retrieval-mime-format", args.format, *exact)
+    result: dict[str, object] = {"messages": args.messages, "format": args.format,
+                                 "exact_sizes": args.exact,
                                  "fill_s": round(fill, 1)}
     ours.start()
     try:
