@@ -496,8 +496,8 @@ class FrontendService(Service):
         if proved is not None:
             try:
                 return await self._finish_handover(proved, entry, header)
-            except BackendLost:
-                pass  # closed while it waited: prove a fresh one now
+            except (BackendLost, ConnectionError):
+                pass  # closed (or reset) while it waited: prove a fresh one now
         return await self._finish_handover(await open_proved(), entry, header)
 
     async def _open_proved(self, host: str, port: int, context: ssl.SSLContext | None,
