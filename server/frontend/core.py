@@ -688,9 +688,11 @@ class Session:
         wait = service.throttle.delay(self.ip, account)
         if wait:
             await asyncio.sleep(wait)
-        entry = await asyncio.to_thread(
-            service.directory.verify, settings, request.user, request.password
-        )
+        entry = service.directory.verify_cached(settings, request.user, request.password)
+        if entry is None:  # argon2 (or the dummy for an unknown user): a worker thread
+            entry = await asyncio.to_thread(
+                service.directory.verify, settings, request.user, request.password
+            )
         # The reason a mailbox may not use the protocol is told only to whoever proved the
         # password: before that every refusal is the same, so nobody learns from it whether
         # an account exists or what kind it is.
