@@ -42,6 +42,7 @@ from ..retrieval.receipts import ReceiptSender
 from ..runtime.protocol_log import imap_result
 from ..runtime.service import ServiceContext
 from ..settings.models import ImapSettings, Server
+from ..store.api import MailboxStore
 from . import common
 from .common import BackendService, open_default_store
 
@@ -152,8 +153,18 @@ class _Connection:
             await writer.drain()
         if session.closed:
             writer.close()
-        elif (session.idling and session.dirty) or notify.pending(session) is not None:
-            self.service.spawn(self._push())  # a change that came while the lock was held
+        else:
+            self._push_missed()
+
+    def _push_missed(self) -> None:
+        """After the lock is released: push a change whose wake-up came while it was held
+        (_on_change starts no push then, and nothing else would)."""
+        session = self.session
+        if session.closed:
+            return
+        if (session.idling and session.dirty and session.selected is not None) \
+                or notify.pending(session) is not None:
+            self.service.spawn(self._push())
 
     async def _run_job(self, job: Job) -> bytes:
         if not job.blocking:
@@ -233,6 +244,7 @@ class _Connection:
                     self.writer.close()
                 elif self.writer.transport.get_write_buffer_size() > PUSH_BUFFER_LIMIT:
                     await self.writer.drain()
+        self._push_missed()
 
     async def _changes_job(self) -> Job | None:
         """The IDLE update to run; when another session of the same folder and MODSEQ is
@@ -303,6 +315,7 @@ class _Connection:
             self.writer.close()
 
     def release(self) -> None:
+        self.session.release()
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
@@ -343,7 +356,16 @@ class ImapBackendService(BackendService):
             client_address=client.client_address if client else "",
             receipts=ReceiptSender(self.ctx.home, lambda: self.ctx.settings, self.ctx.server,
                                    self._store),
+            open_mailbox=self.open_mailbox,
         )
+
+    def open_mailbox(self, identity: str) -> MailboxStore | None:
+        """A mailbox of this server by name or address (URLAUTH URLs name their owner)."""
+        entry = common.find_entry(self.ctx.settings, identity)
+        if entry is None or entry.server_name.lower() != self.ctx.server.lower() \
+                or self._store is None:
+            return None
+        return self._store.mailbox(entry.name)
 
     def authenticate(self, authzid: str, authcid: str, password: str) -> Login | str:
         """AUTHENTICATE is never reached here (sessions start authenticated after the

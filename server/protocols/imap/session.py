@@ -53,7 +53,9 @@ CAPABILITIES_COMMON = (
     " SORT SORT=DISPLAY THREAD=ORDEREDSUBJECT THREAD=REFERENCES ESORT CONTEXT=SEARCH CONTEXT=SORT"
 )
 CAPABILITIES_PREAUTH = CAPABILITIES_COMMON + " AUTH=PLAIN LOGINDISABLED"
-CAPABILITIES_AUTH = CAPABILITIES_COMMON
+# After login only: APPEND extensions, BINARY and URLAUTH need an authenticated user.
+CAPABILITIES_AUTH = CAPABILITIES_COMMON + \
+    " BINARY MULTIAPPEND CATENATE URLAUTH URLAUTH=BINARY"
 
 KEEPALIVE_SECONDS = 110  # "* OK Still here" during IDLE, under the 2-minute promise
 
@@ -159,6 +161,9 @@ class SessionConfig:
     client_address: str = ""
     server_version: str = "mailctl"
     receipts: ReceiptSender | None = None  # read receipts on download (server.retrieval)
+    # Another user's mailbox by name or address when this back end holds it, else None
+    # (URLAUTH URLs name the mailbox's owner). Blocking.
+    open_mailbox: Callable[[str], api.MailboxStore | None] | None = None
 
     def imap_settings(self) -> ImapSettings:
         return self.settings().server(self.server).ImapSettings
@@ -230,6 +235,7 @@ class ImapSession:
         self.reader = p.CommandReader(
             max_command_size=settings.MaxCommandSize, max_literal_size=MAX_LITERAL_SIZE
         )
+        self.reader.spool_factory = self._new_spool
         self.state = NOT_AUTHENTICATED
         self.login: Login | None = None
         self.selected: Selected | None = None
@@ -285,10 +291,23 @@ class ImapSession:
     def receive(self, data: bytes) -> None:
         self.reader.feed(data)
 
+    def release(self) -> None:
+        """The connection is gone: throw away a literal being streamed into the store."""
+        self.reader.discard_buffer()
+
+    def _new_spool(self, size: int, binary: bool) -> p.Spool | None:
+        if self.login is None:
+            return None
+        from .spool import BodySpool
+
+        return BodySpool.open(self.login.store, binary)
+
     def mark_dirty(self) -> None:
-        self.dirty = True
+        # woken_at first: a push in a worker thread clears `dirty` and then reads
+        # woken_at, so it either sees this generation or leaves the session dirty.
         if self.login is not None:
             self.woken_at = self.login.store.change_generation() or 0
+        self.dirty = True
 
     def next_job(self) -> Job | None:
         if self.closed:
@@ -426,6 +445,9 @@ class ImapSession:
 
     def _push_changes(self, shared: SharedChanges | None = None) -> bytes:
         self.out = []
+        # Cleared before the answer is read, never after: a wake-up that comes while this
+        # runs in a worker thread then leaves the session dirty for the next push.
+        self.dirty = False
         try:
             self.sync(allow_expunge=True, shared=shared or self._read_shared())
         except (SelectedGone, api.NoSuchFolder):
@@ -513,7 +535,8 @@ class ImapSession:
         sel = self.selected
         if sel is None:
             return
-        self.dirty = False
+        if shared is None:  # else the caller cleared it before `shared` was read
+            self.dirty = False
         try:
             changes = shared.changes if shared is not None else \
                 self.store.changes_since(sel.name, sel.modseq)
