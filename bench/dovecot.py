@@ -10,6 +10,13 @@ Two modes:
   process_min_avail = cores; imap/pop3 processes reused; client/process/vsz limits raised so
   10,000 connections fit);
 - "default": the same instance with Dovecot's default service settings, for reference.
+
+Two password schemes:
+- "argon2id": the PHC strings we store ourselves (the "same argon2id hashes" comparison);
+- "plain": `{PLAIN}` passwords in the passwd-file, with the same auth cache. Dovecot's cache
+  re-verifies the password against the cached entry at every login, which for PLAIN is a
+  string compare: the password cost is taken out, as our cache of verified passwords takes it
+  out on our side. This is the "engine" comparison: protocol code against protocol code.
 """
 
 from __future__ import annotations
@@ -122,7 +129,7 @@ service anvil {{
 CONFIG = """# Written by bench/dovecot.py for one benchmark run; not a production configuration.
 base_dir = {run}
 state_dir = {state}
-instance_name = mailctl-bench-{mode}
+instance_name = mailctl-bench-{mode}-{scheme}
 listen = 127.0.0.1
 protocols = imap pop3
 ssl = no
@@ -177,6 +184,7 @@ class DovecotInstance:
     mode: str  # "tuned" or "default"
     imap_port: int
     pop3_port: int
+    scheme: str = "argon2id"  # or "plain": see the module docstring
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -191,27 +199,30 @@ class DovecotInstance:
         return self.root / "home" / user
 
     def write_config(self, users: dict[str, str]) -> None:
-        """`users`: name -> argon2id hash (PHC string, as server.directory stores it)."""
+        """`users`: name -> argon2id hash (PHC string, as server.directory stores it), or
+        name -> password when the scheme is "plain"."""
         uid, gid = mail_owner()
+        prefix = "{PLAIN}" if self.scheme == "plain" else "{ARGON2ID}"
         for sub in ("run", "state", "logs", "home"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         self.passwd.write_text("".join(
-            f"{name}:{{ARGON2ID}}{hashed}:{uid}:{gid}::{self.home_of(name)}::\n"
-            for name, hashed in users.items()
+            f"{name}:{prefix}{stored}:{uid}:{gid}::{self.home_of(name)}::\n"
+            for name, stored in users.items()
         ))
         services = auth_tuning = ""
-        if self.mode == "tuned":
+        if self.mode == "tuned" and self.scheme == "argon2id":
             # Dovecot's cache keeps the stored hash and re-runs the scheme at every login
             # (passdb-cache.c); with a slow scheme its documented remedy is to run that
             # in the auth worker processes, one per core, instead of the single auth process.
             auth_tuning = "auth_cache_verify_password_with_worker = yes"
+        if self.mode == "tuned":
             cores = os.cpu_count() or 1
             services = TUNED_SERVICES.format(
                 limit=CONNECTIONS, cores=cores, auth_limit=CONNECTIONS + 1000 + 4 * cores + 100
             )
         self.config.write_text(CONFIG.format(
             run=self.root / "run", state=self.root / "state", logs=self.root / "logs",
-            mode=self.mode, uid=uid, gid=gid, passwd=self.passwd, imap_port=self.imap_port,
+            mode=self.mode, scheme=self.scheme, uid=uid, gid=gid, passwd=self.passwd, imap_port=self.imap_port,
             pop3_port=self.pop3_port, services=services, auth_tuning=auth_tuning,
         ))
 

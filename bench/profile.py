@@ -48,6 +48,56 @@ def summarize(raw: Path, top: int = 15) -> str:
     return f"  samples: {total}\n" + "\n".join(lines)
 
 
+# Where a frame's time goes, first match wins (the innermost frame of ours or the library
+# that does the work decides: a sample in ssl.py under the relay counts as TLS).
+CATEGORIES = [
+    ("argon2 (password hash)", ("argon2/",)),
+    ("TLS (handshake, encrypt, decrypt)", ("ssl.py", "sslproto")),
+    ("SQLite and the store", ("server/store/", "sqlite3")),
+    ("hand-over", ("server/protocols/handover.py", "server/protocols/proxyv2.py")),
+    ("relay", ("server/frontend/relay.py",)),
+    ("login (front end: core, directory, throttle, limits)",
+     ("server/frontend/", "server/directory/")),
+    ("IMAP/POP3 protocol code", ("server/protocols/", "server/backend/")),
+    ("retrieval, settings, logs", ("server/retrieval/", "server/settings/", "server/runtime/",
+                                   "logging/")),
+    ("event loop, sockets, threads", ("asyncio/", "selectors.py", "socket.py", "threading.py",
+                                      "concurrent/", "uvloop")),
+]
+
+
+IDLE = ("select (", "EpollSelector.select", "poll (", "_worker (concurrent/futures/thread.py:81)",
+        "Condition.wait", "wait (threading.py", "_recv_loop", "recv (")
+
+
+def per_session(raw: Path, sessions: int, rate: int) -> str:
+    """Samples -> milliseconds of one process per session, by category: py-spy samples
+    `rate` times a second, so n samples are n/rate seconds of a running thread (on a busy
+    machine, of a thread running or waiting for a core). Under uvloop the loop's own wait
+    is C code py-spy cannot tell from work: run the services with MAILCTL_EVENT_LOOP=asyncio
+    for this breakdown."""
+    spent: Counter[str] = Counter()
+    for line in raw.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        frames = stack.split(";")[::-1]
+        if frames and frames[0].startswith(IDLE):
+            continue  # waiting for work, not doing it
+        label = "other"
+        for frame in frames:
+            found = next((name for name, marks in CATEGORIES if any(m in frame for m in marks)),
+                         None)
+            if found:
+                label = found
+                break
+        spent[label] += int(count_text)
+    if not sessions:
+        return "  (no sessions)"
+    total = sum(spent.values())
+    lines = [f"  {1000 * total / rate / sessions:6.2f} ms per session in all"]
+    lines += [f"  {1000 * n / rate / sessions:6.2f} ms  {label}" for label, n in spent.most_common()]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -87,9 +137,16 @@ def main(argv: list[str] | None = None) -> None:
         spy.wait()
     out, _ = load.communicate()
     print(out.strip()[:400])
+    import json
+
+    result = json.loads(out.strip().splitlines()[-1])
+    # The load ran a little longer than the profile: scale the sessions to the profile.
+    sessions = int(result.get("sessions", 0) * a.duration / max(result.get("duration_s", 1), 1))
     for name in pids:
         print(f"\n{name} during {a.scenario}:")
         print(summarize(a.out / f"profile-{a.scenario}-{name}.txt"))
+        print(f"{name}, CPU per session (waiting in the selector left out):")
+        print(per_session(a.out / f"profile-{a.scenario}-{name}.txt", sessions, 200))
 
 
 if __name__ == "__main__":

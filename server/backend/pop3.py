@@ -790,7 +790,8 @@ class Pop3BackendService(common.BackendService):
                     mailbox, [(r.uid, r.size) for r in snapshot.rows], options.exact_size,
                     lambda raw: render_for_retrieval(raw, box, self.pop_settings()),
                 )
-            else:  # LIST/STAT give the size of what RETR sends (rendered once, cached)
+            else:  # estimated, or with exact sizes what RETR sends (RetrievalView.size);
+                # RETR renders each message when it is retrieved
                 rows = [(r.uid, view.size(r.uid, r.size, partial(mailbox.read, INBOX, r.uid)))
                         for r in snapshot.rows]
             uidvalidity = snapshot.status.uidvalidity

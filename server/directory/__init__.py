@@ -148,6 +148,23 @@ class Directory:
         self._cache[entry.name.lower()] = (stored, digest)
         return entry
 
+    def verify_cached(self, settings: Settings, identity: str, password: str) -> Entry | None:
+        """The entry when this password was verified before against the hash stored now;
+        None otherwise (then verify() decides). No argon2 and no blocking beyond a stat, so
+        a server may call it on its event loop and save the worker-thread hand-off. Only a
+        right password is answered early, which its OK tells the client anyway. With an LDAP
+        directory, None: finding the entry is a search, which must not block an event loop."""
+        if self.ldap(settings) is not None:
+            return None
+        entry = self.find(settings, identity)
+        if entry is None:
+            return None
+        name = entry.name.lower()
+        cached = self._cache.get(name)
+        if cached is None or cached[0] != self._load_hashes().get(name):
+            return None
+        return entry if hmac.compare_digest(cached[1], self._digest(name, password)) else None
+
     def stored_hash(self, name: str) -> str | None:
         """The mailbox's stored password hash (None without a password), for what must end
         when the password changes (web sessions). A stat per call; re-read on change.

@@ -56,6 +56,7 @@ import logging
 import socket
 import ssl
 from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, ClassVar
@@ -185,6 +186,10 @@ class BackendError(Exception):
     """The back end is unreachable, or refused or broke the hand-over."""
 
 
+class BackendLost(BackendError):
+    """The back end closed the connection during the hand-over's last step."""
+
+
 class BackendRefused(BackendError):
     """The back end answered the hand-over login with a refusal; `response` is its line
     (CRLF stripped), so a protocol can pass a meaningful response code on to the client."""
@@ -212,6 +217,100 @@ class BackendLogin(ABC):
         """Next step after a line (CRLF included) from the back end; raise BackendError."""
 
 
+# ---------------------------------------------------------------------------- proved ahead
+
+
+@dataclass
+class _Proved:
+    """A back-end connection whose hand-over stopped after the back end's PROOF: the back
+    end has shown it knows the proxy secret, the front end has sent nothing but its nonce."""
+
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    shake: handover.FrontendHandshake
+    expiry: asyncio.TimerHandle | None = None
+
+
+class ProvedPool:
+    """Back-end connections connected, TLS-handshaken and proved ahead of time, one per
+    login that is likely to come: each login takes one (or opens its own when none is
+    ready) and asks for a replacement, so while logins keep coming the TCP connect, the
+    TLS handshake and two of the hand-over's three round trips are off the login's path.
+    Each connection serves one session only: the per-session step is the hand-over's own
+    LOGIN line (mailbox and client address under an HMAC over both sides' nonces of that
+    connection), so a proved connection carries nothing reusable (docs/security.md).
+
+    Bounded: at most MAX per target, each kept TTL seconds (well inside the back end's
+    HANDOVER_DEADLINE for unproved peers), closed when unused; nothing is opened ahead
+    of time before the first login to a target, or after the logins stop."""
+
+    MAX = 4
+    TTL = 4.0
+
+    def __init__(self) -> None:
+        self._ready: dict[tuple[Any, ...], list[_Proved]] = {}
+        self._opening: dict[tuple[Any, ...], int] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.hits = 0
+        self.misses = 0
+
+    def take(self, key: tuple[Any, ...]) -> _Proved | None:
+        ready = self._ready.get(key)
+        while ready:
+            proved = ready.pop()
+            if proved.expiry is not None:
+                proved.expiry.cancel()
+            if not proved.writer.is_closing() and not proved.reader.at_eof() \
+                    and not proved.reader._buffer:  # type: ignore[attr-defined]
+                self.hits += 1
+                return proved
+            proved.writer.close()  # the back end gave up on it (or said something)
+        self.misses += 1
+        return None
+
+    def refill(self, key: tuple[Any, ...],
+               open_proved: Callable[[], Awaitable[_Proved]]) -> None:
+        """Prove one more connection to `key` in the background, within the bound."""
+        if len(self._ready.get(key, ())) + self._opening.get(key, 0) >= self.MAX:
+            return
+        self._opening[key] = self._opening.get(key, 0) + 1
+
+        async def prove() -> None:
+            try:
+                proved = await asyncio.wait_for(open_proved(), BACKEND_TIMEOUT)
+            except Exception:  # noqa: BLE001 - ahead of time only: the login will retry
+                return
+            finally:
+                self._opening[key] -= 1
+            ready = self._ready.setdefault(key, [])
+            if len(ready) >= self.MAX:
+                proved.writer.close()
+                return
+            ready.append(proved)
+            proved.expiry = asyncio.get_running_loop().call_later(
+                self.TTL, self._expire, key, proved)
+
+        task = asyncio.get_running_loop().create_task(prove())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _expire(self, key: tuple[Any, ...], proved: _Proved) -> None:
+        ready = self._ready.get(key, [])
+        if proved in ready:
+            ready.remove(proved)
+        proved.writer.close()
+
+    def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for ready in self._ready.values():
+            for proved in ready:
+                if proved.expiry is not None:
+                    proved.expiry.cancel()
+                proved.writer.close()
+        self._ready.clear()
+
+
 # ---------------------------------------------------------------------------- the service
 
 
@@ -235,6 +334,7 @@ class FrontendService(Service):
         self.protocol_log = ProtocolLog.for_service(ctx)
         self.session_ids = itertools.count(1)
         self.proxy_secret = ProxySecret(ctx.home)
+        self.proved = ProvedPool()
 
     # --- protocol hooks -------------------------------------------------------------
     @abstractmethod
@@ -280,6 +380,7 @@ class FrontendService(Service):
             await asyncio.wait(waiters, timeout=grace)
         for session in list(self._sessions):
             session.abort()
+        self.proved.close()
         self.protocol_log.close()
 
     def status(self) -> dict[str, Any]:
@@ -378,29 +479,69 @@ class FrontendService(Service):
         context = None
         if use_tls:
             context = tls.shared_client_context(self.ctx.home, verify=ps.EnforceCertificateErrors)
+        secret = self.proxy_secret.cached() or await asyncio.to_thread(self.proxy_secret.load)
+        fqdn = entry.server.Fqdn if context is not None else None
+        # Everything the proof and the connection depend on: a changed secret, CA or target
+        # never gets a connection proved under the old one.
+        key = (host, port, id(context), fqdn, secret, entry.server_name)
+
+        def open_proved() -> Awaitable[_Proved]:
+            return self._open_proved(host, port, context, fqdn, secret, entry.server_name)
+
+        header = proxyv2.encode(proxyv2.ProxyInfo(
+            str(client[0]), int(client[1]), str(local[0]), int(local[1]),
+        ))
+        proved = self.proved.take(key)
+        self.proved.refill(key, open_proved)
+        if proved is not None:
+            try:
+                return await self._finish_handover(proved, entry, header)
+            except (BackendLost, ConnectionError):
+                pass  # closed (or reset) while it waited: prove a fresh one now
+        return await self._finish_handover(await open_proved(), entry, header)
+
+    async def _open_proved(self, host: str, port: int, context: ssl.SSLContext | None,
+                           fqdn: str | None, secret: bytes, server_name: str) -> _Proved:
+        """Connect and run the hand-over until the back end has proved itself."""
         reader, writer = await asyncio.open_connection(
-            host, port, ssl=context,
-            server_hostname=entry.server.Fqdn if context is not None else None,
-        )
+            host, port, ssl=context, server_hostname=fqdn)
         try:
             sock = writer.get_extra_info("socket")
             if sock is not None:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            header = proxyv2.encode(proxyv2.ProxyInfo(
-                str(client[0]), int(client[1]), str(local[0]), int(local[1]),
-            ))
-            secret = self.proxy_secret.cached() or await asyncio.to_thread(self.proxy_secret.load)
-            shake = handover.FrontendHandshake(
-                secret, self.protocol, entry.server_name, entry.name, header)
+            shake = handover.FrontendHandshake(secret, self.protocol, server_name, None, b"")
+            try:
+                while not shake.ready:
+                    answer = shake.on_line(await self._backend_line(reader))
+                    if answer:
+                        writer.write(answer)
+            except handover.HandoverError as exc:
+                # ImpostorError included: nothing but our nonce was sent.
+                raise BackendError(f"hand-over failed: {exc}") from None
+            return _Proved(reader, writer, shake)
+        except BaseException:
+            writer.close()
+            raise
+
+    async def _finish_handover(self, proved: _Proved, entry: Entry, header: bytes
+                               ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, str | None]:
+        """The per-session step: LOGIN (mailbox and client under this connection's
+        nonces), the back end's OK, then the protocol's first lines."""
+        reader, writer, shake = proved.reader, proved.writer, proved.shake
+        try:
+            writer.write(shake.login(entry.name, header))
             try:
                 while not shake.done:
-                    answer = shake.on_line(await self._backend_line(reader))
+                    try:
+                        line = await self._backend_line(reader)
+                    except BackendError as exc:
+                        raise BackendLost(str(exc)) from None
+                    answer = shake.on_line(line)
                     if answer:
                         writer.write(answer)
             except handover.HandoverRefused as refused:
                 raise BackendRefused(f"hand-over refused: {refused.text!r}", refused.text) from None
             except handover.HandoverError as exc:
-                # ImpostorError included: nothing but our nonce was sent.
                 raise BackendError(f"hand-over failed: {exc}") from None
             conversation = self.backend_login()
             while True:
@@ -565,10 +706,12 @@ class Session:
         wait = service.throttle.delay(self.ip, account)
         if wait:
             await asyncio.sleep(wait)
+        entry = service.directory.verify_cached(settings, request.user, request.password)
         try:
-            entry = await asyncio.to_thread(
-                service.directory.verify, settings, request.user, request.password
-            )
+            if entry is None:  # argon2, an LDAP search or bind: a worker thread
+                entry = await asyncio.to_thread(
+                    service.directory.verify, settings, request.user, request.password
+                )
         except DirectoryUnavailable as exc:
             # The LDAP directory is down or too slow: a temporary failure (IMAP
             # [UNAVAILABLE], POP3 [SYS/TEMP]), not "wrong password", and no throttle score.

@@ -273,14 +273,37 @@ class FrontendHandshake:
     raises ImpostorError when the back end cannot prove itself (having sent nothing but a
     nonce), HandoverRefused when the back end refuses the mailbox. `done` after OK."""
 
-    def __init__(self, secret: bytes, protocol: str, server: str, mailbox: str,
+    def __init__(self, secret: bytes, protocol: str, server: str, mailbox: str | None,
                  proxy_header: bytes, nonce: bytes | None = None) -> None:
+        """`mailbox` None: stop once the back end has proved itself (`ready`), sending
+        nothing more, until login() names the session (a connection proved ahead of time;
+        the LOGIN line is the same as it would have been, under the same nonces)."""
         self.secret, self.protocol, self.server = secret, protocol, server
         self.mailbox, self.proxy_header = mailbox, proxy_header
         self.nonce = nonce or new_nonce()
         self.peer_nonce: bytes | None = None
         self.done = False
         self._state = "challenge"
+
+    @property
+    def ready(self) -> bool:
+        """The back end has proved itself and waits for login()."""
+        return self._state == "ready"
+
+    def login(self, mailbox: str, proxy_header: bytes) -> bytes:
+        """The LOGIN line of a handshake made without a mailbox, once `ready`."""
+        if self._state != "ready":
+            raise HandoverError("login() before the back end proved itself")
+        self.mailbox, self.proxy_header = mailbox, proxy_header
+        return self._login_line()
+
+    def _login_line(self) -> bytes:
+        assert self.peer_nonce is not None and self.mailbox is not None
+        self._state = "result"
+        mac_f = frontend_mac(self.secret, self.protocol, self.server, self.peer_nonce,
+                             self.nonce, self.mailbox, self.proxy_header)
+        return _line(b"LOGIN", _b64(self.mailbox.encode("utf-8")), _b64(self.proxy_header),
+                     mac_f.hex().encode())
 
     def on_line(self, line: bytes) -> bytes:
         if len(line) > MAX_LINE:
@@ -309,11 +332,10 @@ class FrontendHandshake:
                                    self.nonce)
             if not hmac.compare_digest(proof, expected):
                 raise ImpostorError("the back end does not know the proxy secret")
-            self._state = "result"
-            mac_f = frontend_mac(self.secret, self.protocol, self.server, self.peer_nonce,
-                                 self.nonce, self.mailbox, self.proxy_header)
-            return _line(b"LOGIN", _b64(self.mailbox.encode("utf-8")), _b64(self.proxy_header),
-                         mac_f.hex().encode())
+            if self.mailbox is None:
+                self._state = "ready"
+                return b""
+            return self._login_line()
         if self._state == "result":
             if line == _line(b"OK"):
                 self._state = "done"

@@ -48,7 +48,14 @@ class RetrievalView:
         return self.cache.data(raw, self.options, self.item(uid))
 
     def size(self, uid: int, stored_size: int, load: Callable[[], bytes]) -> int:
-        if self.as_stored:
+        """RFC822.SIZE, LIST and STAT. EnableExactRFC822Size $false (Exchange's default)
+        asks for estimated sizes: the stored size, known without reading or rendering the
+        message, so opening a folder of 20,000 messages costs no conversion at all (the
+        bytes are rendered when a client fetches them). The estimate is the same number on
+        both protocols and in every session, so a message's size never changes under a
+        client. $true asks for the size of the bytes sent: each message is rendered once
+        to measure it, then cached."""
+        if self.as_stored or not self.options.exact_size:
             return stored_size
         return self.cache.size(load, self.options, self.item(uid))
 

@@ -36,6 +36,8 @@ from .status import PidRecord, control_address, read_pid_file
 from .status import query_control as query_control  # tests and control use it from here
 
 STOP_GRACE = 5.0  # seconds sessions get to finish after BYE before they are closed
+# uvloop where installed: measured faster for every scenario (bench/README.md, "Levers").
+DEFAULT_EVENT_LOOP = "uvloop"
 TEST_REGISTRY_ENV = "MAILCTL_TEST_REGISTRY"  # JSON {service name: "module:Class"}, for tests
 
 
@@ -360,11 +362,33 @@ async def _main(name: str, server: str, home: Home, ready_fd: int | None,
     return 0
 
 
+EVENT_LOOP_ENV = "MAILCTL_EVENT_LOOP"  # "asyncio" or "uvloop"; unset: DEFAULT_EVENT_LOOP
+
+
+def event_loop_policy() -> tuple[str, asyncio.AbstractEventLoopPolicy | None]:
+    """The event loop a service runs on: its name and the policy (None: asyncio's own).
+    uvloop when asked for and installed; asyncio otherwise (also the fallback when uvloop
+    is missing: it is an optional speed-up, never a requirement)."""
+    wanted = os.environ.get(EVENT_LOOP_ENV, DEFAULT_EVENT_LOOP)
+    if wanted == "uvloop":
+        try:
+            import uvloop
+        except ImportError:
+            return "asyncio", None
+        return "uvloop", uvloop.EventLoopPolicy()
+    return "asyncio", None
+
+
 def run(name: str, server: str, home: Home, ready_fd: int | None = None,
         service_class: str | None = None) -> int:
     os.umask(filemodes.UMASK)  # everything the service writes is the service's own
     setup_logging(name, server)
-    share_tls_buffers()  # one 256 KiB TLS receive buffer per thread, not per connection
+    loop_name, policy = event_loop_policy()
+    if policy is not None:
+        asyncio.set_event_loop_policy(policy)
+    else:
+        share_tls_buffers()  # one 256 KiB TLS receive buffer per thread, not per connection
+    logging.getLogger("mailctl").info("event loop: %s", loop_name)
     started = time.monotonic()
     code = asyncio.run(_main(name, server, home, ready_fd, service_class))
     logging.getLogger("mailctl").info("exit code=%s after=%.1fs", code, time.monotonic() - started)

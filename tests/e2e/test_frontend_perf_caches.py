@@ -120,3 +120,31 @@ def test_backend_contexts_send_no_session_tickets(env: Home, tickets: bool) -> N
             listener.close()
 
     assert asyncio.run(main()) is tickets
+
+
+def test_logins_use_back_end_connections_proved_ahead(env: Home, in_process: Any) -> None:
+    """After a first login the front end keeps a proved connection ready: the next login
+    takes it (one LOGIN line, same checks at the back end). A back end that went away and
+    came back meanwhile costs nothing but a fresh connection."""
+    server = store.load(env).settings.Servers["MBX01"]
+    configure(env, "IMAP", ProxyTargetPort=server.ImapBackEndPort)
+    with in_process(IMAP4, env) as run:
+        pool = run.service.proved
+        with FakeBackend(env, "IMAP", server.BackEndAddress, server.ImapBackEndPort) as backend:
+            login_and_logout(env)
+            assert pool.hits == 0
+            run.call(_refilled(pool))
+            assert sum(map(len, pool._ready.values())) == 1, "nothing was proved ahead of time"
+            login_and_logout(env)
+            assert pool.hits == 1
+            assert backend.logins == ["bob", "bob"]
+            assert all(info.client_address == "127.0.0.1" for info in backend.proxied)
+        # The parked connection died with that back end; a new one on the same port serves.
+        with FakeBackend(env, "IMAP", server.BackEndAddress, server.ImapBackEndPort) as again:
+            login_and_logout(env)
+            assert again.logins == ["bob"]
+
+
+async def _refilled(pool: Any) -> None:
+    """In the front end's loop: until the connections being proved ahead are ready."""
+    await asyncio.gather(*pool._tasks)

@@ -82,7 +82,13 @@ def servers(home: Home, in_process: Any) -> Iterator[Servers]:
     with settings_store.edit(home) as doc:
         for name in ("alice", "bob", "carol"):
             doc.set(("Mailboxes", name), {"PrimarySmtpAddress": f"{name}@contoso.test",
-                                          "DisplayName": name.title(), "Server": "MBX01"})
+                                          "DisplayName": name.title(), "Server": "MBX01",
+                                          "ImapEnableExactRFC822Size": True,
+                                          "PopEnableExactRFC822Size": True})
+        # Most tests here check that sizes are those of the bytes sent, which is what
+        # EnableExactRFC822Size $true asks for; the default (estimates) has its own tests.
+        for protocol in ("ImapSettings", "PopSettings"):
+            doc.set(("Servers", "MBX01", protocol, "EnableExactRFC822Size"), True)
     CACHE.clear()
     store = open_store(home, "MBX01")
     try:
@@ -357,3 +363,46 @@ def test_pop3_receipt_on_retr_not_top_and_only_once(servers: Servers, in_process
     conn.quit()
     assert spooled_receipts(servers.home) == 1
     assert len(deliver_spool(servers.home, in_process)) == 1
+
+
+# --- sizes: estimated (EnableExactRFC822Size $false, the default) and exact ---------------
+
+@pytest.mark.parametrize("exact", [False, True])
+def test_textonly_sizes_and_bodies_agree_between_pop3_and_imap(servers: Servers, exact: bool) -> None:
+    """LIST and RFC822.SIZE give the same size for every message, RETR and BODY[] the same
+    bytes; with exact sizes the size is that of those bytes, with estimates (the default)
+    opening the folder renders nothing: each message is rendered when it is retrieved."""
+    raws = [make() for make in MESSAGES.values()]
+    for raw in raws:
+        servers.deliver(raw)
+    for protocol in ("ImapSettings", "PopSettings"):
+        servers.set_server(protocol, MessageRetrievalMimeFormat="TextOnly",
+                           EnableExactRFC822Size=exact)
+    servers.set_mailbox("alice", ImapEnableExactRFC822Size=exact, PopEnableExactRFC822Size=exact)
+    CACHE.clear()
+    renders = CACHE.renders
+    conn = servers.imap()
+    conn.select("INBOX")
+    typ, data = conn.uid("FETCH", "1:*", "(RFC822.SIZE BODY.PEEK[HEADER.FIELDS (FROM SUBJECT DATE)])")
+    assert typ == "OK"
+    opened = [entry for entry in data if isinstance(entry, tuple)]
+    imap_sizes = [int(re.search(rb"RFC822\.SIZE (\d+)", e[0]).group(1)) for e in opened]  # type: ignore[union-attr]
+    headers = [e[1] for e in opened]
+    pop = servers.pop()
+    count, _ = pop.stat()
+    if not exact:
+        assert CACHE.renders == renders  # open and login measured nothing
+    downloaded = pop_download(pop)
+    pop.quit()
+    fetched = imap_fetch_all(conn)
+    conn.logout()
+    assert count == len(raws) == len(fetched)
+    pop_sizes = [downloaded[n][0] for n in sorted(downloaded)]
+    assert pop_sizes == imap_sizes == [fetched[uid][0] for uid in sorted(fetched)]
+    for n, uid in zip(sorted(downloaded), sorted(fetched), strict=True):
+        size, data = downloaded[n]
+        assert data == fetched[uid][2]
+        assert size == (len(data) if exact else len(raws[n - 1]))
+        pick = mime.header_filter(("FROM", "SUBJECT", "DATE"), exclude=False)
+        assert headers[n - 1] == pick(data[: data.index(b"\r\n\r\n") + 4])
+    assert any(fetched[uid][2] != raws[i] for i, uid in enumerate(sorted(fetched)))

@@ -188,3 +188,52 @@ def test_back_end_refuses_bytes_after_the_login() -> None:
     login = fe.on_line(be.receive(hello))
     with pytest.raises(HandoverError, match="after the hand-over"):
         be.receive(login + b"a1 SELECT INBOX\r\n")
+
+
+# --- proved ahead of time (the front end's pool of back-end connections) --------------------
+
+def prove_ahead(be: BackendHandshake, nonce: bytes | None = None) -> FrontendHandshake:
+    """A front end that stops once the back end has proved itself (mailbox not known yet)."""
+    fe = FrontendHandshake(SECRET, "IMAP4", "MBX01", None, b"", nonce=nonce)
+    hello = fe.on_line(be.challenge())
+    assert fe.on_line(be.receive(hello)) == b""  # PROOF checked; nothing more sent
+    assert fe.ready and not fe.done
+    return fe
+
+
+def test_proved_ahead_then_login_is_the_same_login_as_in_one_go() -> None:
+    be = backend()
+    fe = prove_ahead(be)
+    login = fe.login("alice", HEADER)
+    assert be.receive(login) == b"" and be.accepted is not None
+    assert be.accepted.mailbox == "alice"
+    assert be.accepted.client == proxyv2.ProxyInfo("192.0.2.10", 50123, "127.0.0.1", 993)
+    assert fe.on_line(be.ok()) == b"" and fe.done
+    # The same nonces in one go give the same LOGIN line: no new message, no new property.
+    one_go = FrontendHandshake(SECRET, "IMAP4", "MBX01", "alice", HEADER, nonce=fe.nonce)
+    one_go.on_line(b"MCHO1 CHALLENGE IMAP4 MBX01 " + handover._b64(fe.peer_nonce or b"") + b"\r\n")
+    mac_b = handover.backend_mac(SECRET, "IMAP4", "MBX01", fe.peer_nonce or b"", fe.nonce)
+    assert one_go.on_line(b"MCHO1 PROOF " + mac_b.hex().encode() + b"\r\n") == login
+
+
+def test_a_proved_connection_names_one_session_only() -> None:
+    be = backend()
+    fe = prove_ahead(be)
+    login = fe.login("alice", HEADER)
+    with pytest.raises(HandoverError):
+        fe.login("bob", HEADER)  # a second session on the same proof
+    # ... and its LOGIN line is worth nothing on another connection.
+    other = backend()
+    prove_ahead(other)
+    with pytest.raises(HandoverError):
+        other.receive(login)
+    assert other.accepted is None
+
+
+def test_an_impostor_gets_only_a_nonce_from_a_front_end_proving_ahead() -> None:
+    fe = FrontendHandshake(SECRET, "IMAP4", "MBX01", None, b"")
+    fe.on_line(b"MCHO1 CHALLENGE IMAP4 MBX01 " + handover._b64(handover.new_nonce()) + b"\r\n")
+    with pytest.raises(ImpostorError):
+        fe.on_line(b"MCHO1 PROOF " + b"00" * 32 + b"\r\n")
+    with pytest.raises(HandoverError):
+        fe.login("alice", HEADER)  # no LOGIN ever follows a failed proof

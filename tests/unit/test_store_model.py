@@ -75,7 +75,9 @@ def expected_items(raw: bytes, fmt: MimeTextFormat | None) -> bytes:
     return (b"ENVELOPE " + info.envelope + b" BODYSTRUCTURE " + info.bodystructure
             + b" BODY[] " + _literal(data) + b" BODY[TEXT] " + _literal(data[info.header_len:])
             + b" BODY[HEADER] " + _literal(data[: info.header_len])
-            + b" RFC822.SIZE %d" % len(data))
+            # EnableExactRFC822Size $false (the default): the stored size, an estimate of
+            # the rendering's that is the same in every session (server/retrieval/view.py).
+            + b" RFC822.SIZE %d" % len(raw))
 
 
 # --- the model ------------------------------------------------------------------------------

@@ -108,7 +108,8 @@ class Message:
         """The top-level header block (with its blank line) of the bytes sent: the
         store's copy when the message goes out as stored, no message file read."""
         source = self.source
-        if source is not None and source[1] is not None:
+        if source is not None and source[1] is not None \
+                and (self.view is None or self.view.as_stored or _crlf_only(source[1])):
             return source[1]
         return self.raw[: self.info.header_len]
 
@@ -133,6 +134,11 @@ class Message:
             file.close()
             return None
         return file, size
+
+
+def _crlf_only(block: bytes) -> bool:
+    """No bare LF: a rendering writes the kept fields with CRLF line ends."""
+    return block.count(b"\n") == block.count(b"\r\n")
 
 
 def read_body(path: str, uid: int) -> bytes:
@@ -257,9 +263,8 @@ def _simple(name: str, s: ImapSession, view: RetrievalView | None = None) -> Ite
     if name == "FLAGS":
         return _flags_item(s)
     if name == "RFC822.SIZE":
-        # Sizes are always exact (EnableExactRFC822Size only allows estimates; exact is
-        # never wrong for a client): the store keeps the exact octet count, and a rendered
-        # message's size is known once it has been rendered (then cached).
+        # As stored, the store keeps the exact octet count. A rendered message's size is
+        # estimated unless EnableExactRFC822Size is $true (RetrievalView.size).
         if view is not None and view.as_stored:
             return lambda i, row, msg: b"RFC822.SIZE %d" % row.size
         return lambda i, row, msg: b"RFC822.SIZE %d" % msg.size(row)
@@ -319,6 +324,14 @@ def build_items(s: ImapSession, items: tuple[p.FetchItem, ...],
     return out
 
 
+def _kept_by_rendering(section: p.Section) -> bool:
+    """HEADER.FIELDS naming no field a retrieval rendering rewrites: renderings keep the
+    stored top-level fields but Content-* and MIME-Version (server.retrieval.mimeutil
+    kept_fields), in their order, so the stored header block gives the same answer."""
+    return section.specifier == "HEADER.FIELDS" and not any(
+        name.startswith("CONTENT-") or name == "MIME-VERSION" for name in section.fields)
+
+
 class _Needs:
     """What the items of one FETCH need from the store, decided once per command."""
 
@@ -327,17 +340,21 @@ class _Needs:
     def __init__(self, items: list[p.FetchItem], view: RetrievalView) -> None:
         stored = view.as_stored
         header = info = body = False
+        kept = True  # every header item names only fields a rendering keeps as stored
         for item in items:
             if item.section is None:
                 info = info or item.name in ("ENVELOPE", "BODYSTRUCTURE", "BODY")
             elif _header_only(item):
                 header = True
+                kept = kept and _kept_by_rendering(item.section)
             else:
                 body = True
                 info = info or bool(item.section.part or item.section.specifier)
         # A rendered message (retrieval formats) is read and analyzed per message: its
-        # header block and structure are those of the rendering, not the stored ones.
-        self.header = header and stored
+        # header block and structure are those of the rendering, not the stored ones,
+        # except the fields a rendering never touches (a client opening a folder asks for
+        # From/Subject/Date: answered from the store's header blocks, nothing rendered).
+        self.header = header and (stored or kept)
         self.info = info and stored
         self.sources = self.header or body or (info and not stored)
 
