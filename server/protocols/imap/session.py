@@ -478,7 +478,8 @@ class ImapSession:
         gone = {u for u in changes.vanished if sel.index_of(u) >= 0}
         sel.pending_vanished |= gone
         new_rows = []
-        flag_updates = []
+        # By UID: reporting expunges below renumbers the messages after them.
+        flag_updates: list[int] = []
         for row in changes.changed:
             if row.uid > known_max:
                 if row.uid not in changes.vanished:
@@ -490,13 +491,14 @@ class ImapSession:
             old = sel.rows[i]
             if old.flags != row.flags or (self.condstore and old.modseq != row.modseq):
                 sel.rows[i] = row
-                flag_updates.append(i)
+                flag_updates.append(row.uid)
             else:
                 sel.rows[i] = row
         if allow_expunge and sel.pending_vanished:
             self.report_expunged(set(sel.pending_vanished))
-        for i in flag_updates:
-            if i < len(sel.rows) and sel.rows[i].uid not in sel.pending_vanished:
+        for uid in flag_updates:
+            i = sel.index_of(uid)
+            if i >= 0 and uid not in sel.pending_vanished:
                 self.untagged(self.flags_fetch(i, sel.rows[i]))
         if new_rows:
             sel.rows.extend(new_rows)

@@ -1,0 +1,28 @@
+"""Regression tests for the IMAP back-end session found with Dovecot's imaptest suite
+(tests/e2e/test_imaptest.py runs the suite itself). Each test names the imaptest group
+that found the bug; the session runs over the in-memory store."""
+
+from __future__ import annotations
+
+import re
+
+from tests.unit.test_imap_session import MSG, Client
+from tests.unit.test_imap_session_memstore import MemStore
+
+
+def test_flag_changes_after_expunges_are_reported_at_the_new_numbers() -> None:
+    """imaptest "expunge": another session expunges 1 and 3 and flags 2 and 4; the FETCH
+    responses after the EXPUNGEs must use the renumbered sequence numbers 1 and 2."""
+    store = MemStore()
+    a, b = Client(store).login(), Client(store).login()
+    for _ in range(4):
+        a.box.append("INBOX", MSG)
+    a.select()
+    b.select()
+    b("s STORE 1,3 +FLAGS.SILENT (\\Deleted)")
+    b("s STORE 2,4 FLAGS.SILENT (\\Flagged)")
+    b("e EXPUNGE")
+    a.session.mark_dirty()
+    out = a("c CHECK")
+    assert re.findall(r"\* (\d+) EXPUNGE", out) == ["1", "2"]
+    assert sorted(re.findall(r"\* (\d+) FETCH \(FLAGS \(\\Flagged[^)]*\)\)", out)) == ["1", "2"], out
