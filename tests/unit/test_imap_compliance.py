@@ -26,3 +26,16 @@ def test_flag_changes_after_expunges_are_reported_at_the_new_numbers() -> None:
     out = a("c CHECK")
     assert re.findall(r"\* (\d+) EXPUNGE", out) == ["1", "2"]
     assert sorted(re.findall(r"\* (\d+) FETCH \(FLAGS \(\\Flagged[^)]*\)\)", out)) == ["1", "2"], out
+
+
+def test_examine_shows_recent_without_claiming_it() -> None:
+    """imaptest "select": EXAMINE reports the RECENT count (and \\Recent flags) and leaves
+    them for the next SELECT."""
+    c = Client().login()
+    for _ in range(2):
+        c.box.append("INBOX", MSG)
+    out = c("e EXAMINE INBOX")
+    assert "* 2 RECENT" in out and "e OK [READ-ONLY]" in out
+    assert "\\Recent" in c("f FETCH 1 FLAGS")
+    assert "* 2 RECENT" in c.select()
+    assert "* 0 RECENT" in c("e EXAMINE INBOX")

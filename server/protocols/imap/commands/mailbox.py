@@ -45,6 +45,10 @@ def select(s: ImapSession, cmd: p.Command) -> bytes | None:
     sel = Selected(snap.status.name, args.readonly, snap)
     if not args.readonly:
         sel.recent = s.store.claim_recent(sel.name) & set(sel.uids)
+    elif snap.status.recent:
+        # EXAMINE shows \Recent without taking it (RFC 3501 6.3.2). Every delivery gets a new
+        # top UID and a claim clears the whole folder, so the recent messages are the last ones.
+        sel.recent = set(sel.uids[-snap.status.recent:])
     keywords = sorted({f for r in sel.rows for f in r.flags if not f.startswith("\\")})
     kw = b"".join(b" " + k.encode("utf-8", "replace") for k in keywords)
     s.untagged(b"FLAGS (" + _SYSTEM + kw + b")")
