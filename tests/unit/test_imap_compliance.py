@@ -39,3 +39,21 @@ def test_examine_shows_recent_without_claiming_it() -> None:
     assert "\\Recent" in c("f FETCH 1 FLAGS")
     assert "* 2 RECENT" in c.select()
     assert "* 0 RECENT" in c("e EXAMINE INBOX")
+
+
+def test_esearch_min_max_modseq_is_that_of_the_returned_messages() -> None:
+    """imaptest "esearch-condstore": with only MIN and/or MAX, MODSEQ is the highest
+    mod-sequence of the messages returned, not of every match (RFC 4731 section 3.2)."""
+    c = Client().login()
+    for _ in range(3):
+        c.box.append("INBOX", MSG)
+    c("e ENABLE CONDSTORE")
+    c.select()
+    modseq = {}
+    for n in (1, 3, 2):
+        out = c(f"s STORE {n} +FLAGS (\\Seen)")
+        modseq[n] = int(re.search(r"MODSEQ \((\d+)\)", out).group(1))  # type: ignore[union-attr]
+    assert f"MIN 1 MODSEQ {modseq[1]}\r\n" in c("s SEARCH RETURN (MIN) 1:3 MODSEQ 1")
+    assert f"MAX 3 MODSEQ {modseq[3]}\r\n" in c("s SEARCH RETURN (MAX) 1:3 MODSEQ 1")
+    assert f"MIN 1 MAX 3 MODSEQ {modseq[3]}\r\n" in c("s SEARCH RETURN (MIN MAX) 1:3 MODSEQ 1")
+    assert f"ALL 1:3 MODSEQ {modseq[2]}\r\n" in c("s SEARCH RETURN (ALL) 1:3 MODSEQ 1")

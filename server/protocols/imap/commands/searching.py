@@ -188,5 +188,10 @@ def _esearch(s: ImapSession, tag: str, args: p.Search, opts: frozenset[str], hit
     if "COUNT" in opts:
         line.append(b"COUNT %d" % len(values))
     if with_modseq and values:
+        if opts & {"MIN", "MAX"} and not opts & {"ALL", "COUNT"}:
+            # Only the messages MIN and MAX name count (RFC 4731 section 3.2).
+            named = [hits[0]] if "MIN" in opts else []
+            named += [hits[-1]] if "MAX" in opts else []
+            top_modseq = max(sel.rows[i].modseq for i in named)
         line.append(b"MODSEQ %d" % top_modseq)
     s.untagged(b" ".join(line))
