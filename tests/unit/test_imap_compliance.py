@@ -57,3 +57,18 @@ def test_esearch_min_max_modseq_is_that_of_the_returned_messages() -> None:
     assert f"MAX 3 MODSEQ {modseq[3]}\r\n" in c("s SEARCH RETURN (MAX) 1:3 MODSEQ 1")
     assert f"MIN 1 MAX 3 MODSEQ {modseq[3]}\r\n" in c("s SEARCH RETURN (MIN MAX) 1:3 MODSEQ 1")
     assert f"ALL 1:3 MODSEQ {modseq[2]}\r\n" in c("s SEARCH RETURN (ALL) 1:3 MODSEQ 1")
+
+
+def test_lsub_percent_shows_unsubscribed_superior_as_noselect() -> None:
+    """imaptest "subscribe": LSUB "" Top/% with only Top/A/B subscribed answers Top/A with
+    \\Noselect (RFC 3501 6.3.9), and "*" still lists the subscribed name itself."""
+    c = Client().login()
+    for name in ("Top/Sub", "Top/A/B", "Top/Loose"):
+        assert "c OK" in c(f"c CREATE {name}")
+    for name in ("Top", "Top/A", "Top/Loose"):
+        c(f"u UNSUBSCRIBE {name}")
+    out = c('l LSUB "" Top/%')
+    assert '* LSUB (\\Noselect) "/" "Top/A"\r\n' in out
+    assert '"Top/Sub"' in out and "Top/A/B" not in out and "Loose" not in out
+    out = c('l LSUB "" Top/*')
+    assert '"Top/A/B"' in out and '"Top/A"' not in out

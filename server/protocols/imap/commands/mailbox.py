@@ -245,12 +245,25 @@ def lsub(s: ImapSession, cmd: p.Command) -> bytes | None:
         s.untagged(b'LSUB (\\Noselect) "/" ""')
         return None
     rx = pattern_regex(args.reference, args.pattern)
-    for f in sorted(_visible_folders(s), key=lambda f: (f.name != "INBOX", f.name)):
-        if f.subscribed and _matches([rx], f.name):
+    folders = _visible_folders(s)
+    subscribed = {f.name for f in folders if f.subscribed}
+    rows: dict[str, list[str]] = {}
+    for f in folders:
+        if f.name in subscribed and _matches([rx], f.name):
             attrs = ["\\HasChildren" if f.has_children else "\\HasNoChildren"]
             if f.special_use:
                 attrs.append(f.special_use)
-            s.untagged(b"LSUB (" + " ".join(attrs).encode() + b') "/" ' + wire_name(f.name))
+            rows[f.name] = attrs
+    # A "%" that stops above a subscribed name shows its unsubscribed superior as
+    # \Noselect (RFC 3501 6.3.9).
+    for name in subscribed - rows.keys():
+        parts = name.split(api.DELIMITER)
+        for depth in range(len(parts) - 1, 0, -1):
+            parent = api.DELIMITER.join(parts[:depth])
+            if parent not in subscribed and parent not in rows and _matches([rx], parent):
+                rows[parent] = ["\\Noselect"]
+    for name in sorted(rows, key=lambda n: (n != "INBOX", n)):
+        s.untagged(b"LSUB (" + " ".join(rows[name]).encode() + b') "/" ' + wire_name(name))
     return None
 
 
