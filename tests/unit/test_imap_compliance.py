@@ -72,3 +72,15 @@ def test_lsub_percent_shows_unsubscribed_superior_as_noselect() -> None:
     assert '"Top/Sub"' in out and "Top/A/B" not in out and "Loose" not in out
     out = c('l LSUB "" Top/*')
     assert '"Top/A/B"' in out and '"Top/A"' not in out
+
+
+def test_childinfo_only_for_descendants_the_patterns_do_not_return() -> None:
+    """imaptest "listext": LIST (SUBSCRIBED RECURSIVEMATCH) gives a parent CHILDINFO only
+    when its subscribed descendant is not itself returned (RFC 5258 section 4)."""
+    c = Client().login()
+    c("c CREATE P/Kid")
+    c("u UNSUBSCRIBE P")
+    out = c('l LIST (SUBSCRIBED RECURSIVEMATCH) "" (P)')
+    assert '"/" "P" ("CHILDINFO" ("SUBSCRIBED"))\r\n' in out
+    out = c('l LIST (SUBSCRIBED RECURSIVEMATCH) "" (P P/Kid)')
+    assert '"P"' not in out and '"P/Kid"' in out

@@ -219,8 +219,10 @@ def list_(s: ImapSession, cmd: p.Command) -> bytes | None:
             if "SPECIAL-USE" in sel_opts and not info.special_use:
                 continue
             if "SUBSCRIBED" in sel_opts and not info.subscribed:
+                # Only for a descendant the patterns do not return themselves (RFC 5258 4).
                 if "RECURSIVEMATCH" in sel_opts and any(
-                    f.subscribed and f.name.startswith(name + "/") for f in folders.values()
+                    f.subscribed and f.name.startswith(name + "/") and not _matches(regexes, f.name)
+                    for f in folders.values()
                 ):
                     extra = b' ("CHILDINFO" ("SUBSCRIBED"))'
                 else:
