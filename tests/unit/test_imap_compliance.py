@@ -84,3 +84,18 @@ def test_childinfo_only_for_descendants_the_patterns_do_not_return() -> None:
     assert '"/" "P" ("CHILDINFO" ("SUBSCRIBED"))\r\n' in out
     out = c('l LIST (SUBSCRIBED RECURSIVEMATCH) "" (P P/Kid)')
     assert '"P"' not in out and '"P/Kid"' in out
+
+
+def test_address_search_matches_the_parsed_address() -> None:
+    """imaptest "search-addresses": FROM user@host finds "<user (comment)@ (comment) host>"
+    and a comment or encoded display name is searchable too."""
+    c = Client().login()
+    c.box.append("INBOX", b"From: <user-from (comment)@ (comment) domain.org>\r\n"
+                          b"To: =?utf-8?q?J=C3=B6rg?= <j@x.org>\r\n\r\nbody\r\n")
+    c.box.append("INBOX", b"From: user-from@domain.org (RealFrom)\r\nTo: g: a@x.org;\r\n\r\nb\r\n")
+    c.box.append("INBOX", b"From: other@domain.org\r\n\r\nbody\r\n")
+    c.select()
+    assert "* SEARCH 1 2\r\n" in c("s SEARCH FROM user-from@domain.org")
+    assert "* SEARCH 2\r\n" in c("s SEARCH FROM realfrom")
+    assert "* SEARCH 1\r\n" in c('s SEARCH CHARSET UTF-8 TO "Jörg <j@"')
+    assert "* SEARCH 2\r\n" in c("s SEARCH TO a@x.org")
