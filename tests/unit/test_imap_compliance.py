@@ -99,3 +99,16 @@ def test_address_search_matches_the_parsed_address() -> None:
     assert "* SEARCH 2\r\n" in c("s SEARCH FROM realfrom")
     assert "* SEARCH 1\r\n" in c('s SEARCH CHARSET UTF-8 TO "Jörg <j@"')
     assert "* SEARCH 2\r\n" in c("s SEARCH TO a@x.org")
+
+
+def test_names_that_are_not_modified_utf7_get_no_and_the_session_goes_on() -> None:
+    """imaptest "atoms": every atom character in a mailbox name is syntax, not an error:
+    SELECT answers NO, LIST answers OK with nothing (a BAD made imaptest drop the session)."""
+    c = Client().login()
+    name = "!#$&'+,-.0123456789:;<=>?@^_`|[}"
+    assert "s NO [CANNOT]" in c(f"s SELECT {name}")
+    assert c(f'l LIST "" {name}%*') == "l OK LIST completed\r\n"
+    assert "c NO [CANNOT]" in c(f"c CREATE {name}")
+    assert "r NO [CANNOT]" in c(f"r RENAME INBOX/x {name}")
+    assert "~foo" not in c('l LIST "" *')
+    assert "l OK" in c('l LIST "" ~foo') and "s NO" in c("s SELECT ~foo")

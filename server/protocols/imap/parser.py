@@ -557,6 +557,25 @@ def _text(raw: bytes) -> str:
     return raw.decode("utf-8", "surrogateescape")
 
 
+class InvalidMailboxName(str):
+    """A mailbox name or LIST pattern that is neither modified UTF-7 nor UTF-8, kept as
+    sent. It is a well-formed astring, so the command is not BAD: the session answers NO
+    (no mailbox can have such a name) and LIST/LSUB let the pattern match nothing."""
+
+    __slots__ = ()
+
+    reason = "Mailbox name is not valid modified UTF-7"
+
+
+def invalid_mailbox_name(args: CommandArgs) -> InvalidMailboxName | None:
+    """The first argument of `args` that is an InvalidMailboxName, or None."""
+    for name in getattr(args, "__dataclass_fields__", ()):
+        value = getattr(args, name, None)
+        if isinstance(value, InvalidMailboxName):
+            return value
+    return None
+
+
 def mailbox_name(raw: bytes) -> str:
     """Wire mailbox name -> Unicode name: modified UTF-7 decoded, raw UTF-8 accepted,
     "INBOX" in any case normalized. ValueError for invalid modified UTF-7."""
@@ -748,7 +767,11 @@ class Cursor:
         return tuple(flags)
 
     def mailbox(self, what: str = "mailbox name") -> str:
-        return mailbox_name(self.astring(what))
+        raw = self.astring(what)
+        try:
+            return mailbox_name(raw)
+        except ValueError:
+            return InvalidMailboxName(_text(raw))
 
     def list_mailbox(self) -> str:
         c = self.peek()
@@ -757,7 +780,12 @@ class Cursor:
             if c in (_DQUOTE, _LIT)
             else self.match(_LIST_ATOM, "mailbox pattern")
         )
-        return mailbox_name(raw) if raw.upper() != b"INBOX" else _text(raw)
+        if raw.upper() == b"INBOX":
+            return _text(raw)
+        try:
+            return mailbox_name(raw)
+        except ValueError:
+            return InvalidMailboxName(_text(raw))
 
     def paren_words(self, what: str) -> list[str]:
         """'(' [atom *(SP atom)] ')', upper-cased."""

@@ -159,7 +159,12 @@ def subscribe(s: ImapSession, cmd: p.Command) -> bytes | None:
 
 # --- LIST / LSUB ------------------------------------------------------------------------
 
+_NOTHING = re.compile(r"(?!)")
+
+
 def pattern_regex(reference: str, pattern: str) -> re.Pattern[str]:
+    if isinstance(reference, p.InvalidMailboxName) or isinstance(pattern, p.InvalidMailboxName):
+        return _NOTHING  # no mailbox has a name that is not valid modified UTF-7
     full = reference + pattern if reference and not pattern.startswith(api.DELIMITER) else pattern
     out = []
     for ch in full:
