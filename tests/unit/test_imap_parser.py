@@ -711,3 +711,21 @@ def test_literal_limit_covers_all_literals_of_a_command() -> None:
     reader.max_literal_size = 12
     (event,) = drain(reader, b"a APPEND INBOX {6+}\r\nabcdef {6+}\r\nghijkl\r\n")
     assert [m.data for m in event.args.messages] == [b"abcdef", b"ghijkl"]
+
+
+def test_id_of_the_size_rfc2971_allows_passes_a_smaller_command_limit() -> None:
+    """imaptest "id": 30 fields of 30 octets with 1024-octet values (RFC 2971 3.3) are
+    about 32 KB; the command must not be refused as too long where MaxCommandSize is 10240.
+    Other commands keep the limit."""
+    fields = " ".join(f'"{i:030d}" "{"v" * 1024}"' for i in range(30))
+    reader = CommandReader(max_command_size=10240)
+    data = f"a ID ({fields})\r\n".encode()
+    reader.feed(data[:20000])
+    assert reader.next_event() is None
+    reader.feed(data[20000:])
+    event = reader.next_event()
+    assert isinstance(event, Command) and len(event.args.params) == 30
+    reader.feed(b"b NOOP " + b"x" * 20000 + b"\r\n")
+    assert isinstance(reader.next_event(), CommandTooLong)
+    reader.feed(b"c id (" + b"x" * 40000)
+    assert isinstance(reader.next_event(), CommandTooLong)

@@ -52,6 +52,10 @@ from .seqset import SeqSet
 DEFAULT_MAX_COMMAND_SIZE: Final = 10240
 DEFAULT_MAX_LITERAL_SIZE: Final = 64 * 1024 * 1024
 CONTINUATION_TEXT: Final = "Ready for additional command text."
+#: RFC 2971 3.3 lets a client send 30 ID fields of 30 octets with values of 1024: an ID that
+#: size must be accepted even where max_command_size is smaller.
+ID_MAX_COMMAND_SIZE: Final = 34 * 1024
+_ID_COMMAND = re.compile(rb"[^ ]+ ID[ (]", re.IGNORECASE)
 
 
 # ---------------------------------------------------------------------------------------
@@ -1459,6 +1463,13 @@ class CommandReader:
         self._tag = None
         self._lit = bytearray()
 
+    def _size_limit(self, start: bytes | bytearray) -> int:
+        """max_command_size, raised to ID_MAX_COMMAND_SIZE for an ID command."""
+        limit = self.max_command_size
+        if limit < ID_MAX_COMMAND_SIZE and not self.line_mode and _ID_COMMAND.match(start[:80]):
+            return ID_MAX_COMMAND_SIZE
+        return limit
+
     def _guess_tag(self, data: bytes | bytearray) -> str | None:
         if self._tag is not None:
             return self._tag
@@ -1485,7 +1496,10 @@ class CommandReader:
         if i < 0:
             # A trailing CR is most likely the first half of CRLF, which does not count.
             pending = len(buf) - (buf[-1:] == b"\r")
-            if self._cmd_len + pending > self.max_command_size:
+            total = self._cmd_len + pending
+            if total > self.max_command_size and total > self._size_limit(
+                self._segs[0] if self._segs else buf
+            ):
                 tag = None if self.line_mode else self._guess_tag(buf)
                 self._reset_command()
                 self._discard_markers = not self.line_mode
@@ -1509,7 +1523,9 @@ class CommandReader:
             return None  # blank lines between commands are ignored
         self._cmd_len += len(line)
         marker = _find_marker(line)
-        if self._cmd_len > self.max_command_size:
+        if self._cmd_len > self.max_command_size and self._cmd_len > self._size_limit(
+            self._segs[0] if self._segs else line
+        ):
             tag = self._guess_tag(line)
             self._refuse(marker)
             return CommandTooLong(tag)
