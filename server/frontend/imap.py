@@ -141,6 +141,8 @@ class ImapLoginCore(LoginCore):
             before = self.reader.buffered
             event = self.reader.next_event()
             if event is None:
+                if self.reader.closing:  # a huge refused LITERAL+ (parser.MAX_SKIP_SIZE)
+                    return Send(self.goodbye("[TOOBIG] Literal too large"), close=True)
                 return None
             self._note(event, before - self.reader.buffered)
             result = self._handle(event, policy)

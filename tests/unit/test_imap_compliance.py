@@ -112,3 +112,14 @@ def test_names_that_are_not_modified_utf7_get_no_and_the_session_goes_on() -> No
     assert "r NO [CANNOT]" in c(f"r RENAME INBOX/x {name}")
     assert "~foo" not in c('l LIST "" *')
     assert "l OK" in c('l LIST "" ~foo') and "s NO" in c("s SELECT ~foo")
+
+
+def test_huge_literal_plus_gets_toobig_and_the_session_closes() -> None:
+    c = Client().login()
+    out = c.send(b"a APPEND INBOX {4294967296+}\r\nFrom: x\r\n")
+    assert out.startswith(b"a NO [TOOBIG]") and b"* BYE [TOOBIG]" in out
+    assert c.session.closed
+    c2 = Client().login()
+    out = c2.send(b"a APPEND INBOX {4294967296}\r\n")  # synchronizing: refused, session goes on
+    assert out.startswith(b"a NO [TOOBIG]") and not c2.session.closed
+    assert "b OK" in c2("b NOOP")

@@ -729,3 +729,35 @@ def test_id_of_the_size_rfc2971_allows_passes_a_smaller_command_limit() -> None:
     assert isinstance(reader.next_event(), CommandTooLong)
     reader.feed(b"c id (" + b"x" * 40000)
     assert isinstance(reader.next_event(), CommandTooLong)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [b"a APPEND INBOX {2147483648+}", b"a LOGIN {4294967296+}", b"a FOO {4294967296+}",
+     b"a SEARCH TEXT {99999999999999999999999+}", b"a EXAMINE " + b"x" * 200 + b" {4294967296+}"],
+)
+def test_huge_refused_non_sync_literal_is_not_waited_for(line: bytes) -> None:
+    """A refused LITERAL+ too big to read and throw away: the reader answers the command,
+    then sets `closing` and ignores everything after, instead of waiting for 4 GB."""
+    reader = CommandReader(max_command_size=150, max_literal_size=1000)
+    events = drain(reader, line + b"\r\n" + b"x" * 5000 + b"\r\nb NOOP\r\n")
+    assert len(events) == 1 and not isinstance(events[0], Command)
+    assert reader.closing
+    assert drain(reader, b"c NOOP\r\n") == [] and reader.buffered == 0
+
+
+def test_small_refused_non_sync_literal_is_still_skipped() -> None:
+    reader = CommandReader(max_literal_size=10)
+    events = drain(reader, b"a APPEND INBOX {20+}\r\n" + b"y" * 20 + b"\r\nb NOOP\r\n")
+    assert events == [LiteralTooLarge("a", 20), Command("b", "NOOP", Noop())]
+    assert not reader.closing
+
+
+def test_only_append_literals_may_pass_the_command_size() -> None:
+    """A LIST, SEARCH or EXAMINE literal is held to max_command_size, refused at once;
+    an APPEND message may be up to max_literal_size."""
+    reader = CommandReader(max_command_size=1024, max_literal_size=1 << 20)
+    for line, size in ((b'a LIST "" {5000}', 5000), (b"a SEARCH TEXT {5000}", 5000),
+                       (b"a EXAMINE {2147483648}", 2147483648)):
+        assert drain(reader, line + b"\r\n") == [LiteralTooLarge("a", size)]
+    assert drain(reader, b"a APPEND INBOX {5000}\r\n") == [NeedContinuation()]

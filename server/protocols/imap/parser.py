@@ -23,8 +23,10 @@ STARTTLS command is never executed inside TLS (the CVE-2011-0411 class of bug).
 
 Limits: a command's lines, without literal data, may total `max_command_size` bytes; its
 literals together may total `max_literal_size` bytes (one APPEND message, or all messages
-of a MULTIAPPEND), and a literal that would pass that is refused from its announced size
-before any of it is read. The buffer holds at most one chunk from `feed()` plus the current
+of a MULTIAPPEND; other commands' literals only `max_command_size`), and a literal that
+would pass that is refused from its announced size before any of it is read. A refused
+non-synchronizing literal is read and dropped up to MAX_SKIP_SIZE; a bigger one sets
+`closing`: the session answers, says BYE and closes. The buffer holds at most one chunk from `feed()` plus the current
 command's lines (a partial line over the limit is dropped as it arrives) plus its literals.
 Both limits are plain attributes, read at each event: a session should keep
 `max_literal_size` small (a few KB, enough for LOGIN) until the client has authenticated,
@@ -1341,6 +1343,14 @@ _ST_LINE: Final = 0
 _ST_LITERAL: Final = 1
 _ST_SKIP: Final = 2
 _ST_DISCARD: Final = 3
+_ST_CLOSED: Final = 4
+# Commands whose literals carry messages: max_literal_size. Any other command's literals
+# (a LIST pattern, a SEARCH string, a mailbox name) are held to max_command_size.
+_BIG_LITERAL_COMMANDS: Final = frozenset({"APPEND"})
+#: Most octets of a refused non-synchronizing literal read and thrown away so the session can
+#: go on; past this ({4294967296+}, say) the reader gives up and `closing` asks the session
+#: to answer and close rather than wait for bytes that may never end (RFC 7888 section 4).
+MAX_SKIP_SIZE: Final = 1024 * 1024
 _NEED_DATA: Final = object()
 
 
@@ -1383,10 +1393,12 @@ class CommandReader:
         self._lits: list[tuple[bytes, bool]] = []
         self._cmd_len = 0
         self._tag: str | None = None
+        self._literal_limit = 0  # of the command being read: see _BIG_LITERAL_COMMANDS
         self._lit = bytearray()
         self._lit_size = 0
         self._lit_binary = False
         self._skip = 0
+        self.closing = False  # see MAX_SKIP_SIZE: answer the last event, then close
         self._tail = b""
         self._discard_markers = True
 
@@ -1447,6 +1459,9 @@ class CommandReader:
                 result = self._read_literal()
             elif state == _ST_SKIP:
                 result = self._skip_literal()
+            elif state == _ST_CLOSED:
+                self._buf.clear()
+                return None
             else:
                 result = self._discard_line()
             if result is _NEED_DATA:
@@ -1485,10 +1500,18 @@ class CommandReader:
         of its line are coming regardless, so arrange to skip them."""
         self._reset_command()
         if marker is not None and marker[2]:
-            self._skip = marker[1]
-            self._state = _ST_SKIP
+            self._skip_or_close(marker[1])
         else:
             self._state = _ST_LINE
+
+    def _skip_or_close(self, size: int) -> None:
+        if size > MAX_SKIP_SIZE:
+            self.closing = True
+            self._buf = bytearray()
+            self._state = _ST_CLOSED
+        else:
+            self._skip = size
+            self._state = _ST_SKIP
 
     def _read_line(self) -> object:
         buf = self._buf
@@ -1541,12 +1564,14 @@ class CommandReader:
             # Refuse a literal for a command that is already known to be bad, rather than
             # asking the client for data that will be thrown away (RFC 3501 7.5).
             cur = Cursor([seg])
-            tag, _name, parser, _uid = _head(cur)
+            tag, name, parser, _uid = _head(cur)
             if isinstance(parser, ParseError):
                 self._refuse(marker)
                 return parser
             self._tag = tag
-        if size + sum(len(data) for data, _ in self._lits) > self.max_literal_size:
+            self._literal_limit = self.max_literal_size if name in _BIG_LITERAL_COMMANDS \
+                else min(self.max_literal_size, self.max_command_size)
+        if size + sum(len(data) for data, _ in self._lits) > self._literal_limit:
             tag = self._tag
             self._refuse(marker)
             return LiteralTooLarge(tag, size)
@@ -1610,8 +1635,7 @@ class CommandReader:
             line = line[:-1]
         marker = _find_marker(line) if self._discard_markers else None
         if marker is not None and marker[2]:
-            self._skip = marker[1]
-            self._state = _ST_SKIP
+            self._skip_or_close(marker[1])
         else:
             self._state = _ST_LINE
         return None

@@ -277,6 +277,8 @@ class ImapSession:
             self.reader.max_command_size = self.config.imap_settings().MaxCommandSize
         event = self.reader.next_event()
         if event is None:
+            if self.reader.closing:  # a huge refused LITERAL+ (parser.MAX_SKIP_SIZE)
+                return Job(False, lambda: self.bye("[TOOBIG] Literal too large"))
             return None
         if isinstance(event, p.Command):
             return self._command_job(event)
