@@ -80,7 +80,7 @@ class ImapLoginCore(LoginCore):
 
     # --- rendering --------------------------------------------------------------------
     def capabilities(self, policy: Policy) -> str:
-        caps = ["IMAP4rev1", "SASL-IR", "LITERAL+", "ID"]
+        caps = ["IMAP4rev1", "IMAP4rev2", "SASL-IR", "LITERAL+", "ID"]
         if not policy.tls_active and policy.tls_available:
             caps.append("STARTTLS")
         if not policy.clear_login_allowed:

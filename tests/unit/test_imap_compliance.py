@@ -123,3 +123,52 @@ def test_huge_literal_plus_gets_toobig_and_the_session_closes() -> None:
     out = c2.send(b"a APPEND INBOX {4294967296}\r\n")  # synchronizing: refused, session goes on
     assert out.startswith(b"a NO [TOOBIG]") and not c2.session.closed
     assert "b OK" in c2("b NOOP")
+
+
+def _rev2_client() -> Client:
+    c = Client().login()
+    assert "IMAP4rev1 IMAP4rev2 " in c("c CAPABILITY")
+    assert "* ENABLED IMAP4rev2\r\n" in c("e ENABLE IMAP4rev2")
+    return c
+
+
+def test_enable_imap4rev2_drops_recent_and_unseen_code() -> None:
+    """RFC 9051 appendix E: no RECENT response, no \\Recent flag, no [UNSEEN n] code;
+    selecting another mailbox first reports OK [CLOSED]."""
+    c = _rev2_client()
+    c.box.append("INBOX", MSG)
+    out = c.select()
+    assert "RECENT" not in out and "[UNSEEN" not in out and "* 1 EXISTS" in out
+    assert "\\Recent" not in c("f FETCH 1 FLAGS")
+    c.box.append("INBOX", MSG)
+    c.session.mark_dirty()
+    out = c("n NOOP")
+    assert "* 2 EXISTS" in out and "RECENT" not in out
+    assert "* OK [CLOSED]" in c("e EXAMINE INBOX")
+    # ENABLE again: nothing new is enabled.
+    assert "* ENABLED\r\n" in c("e ENABLE IMAP4rev2")
+
+
+def test_imap4rev2_search_answers_esearch() -> None:
+    c = _rev2_client()
+    for _ in range(3):
+        c.box.append("INBOX", MSG)
+    c.select()
+    assert c("s SEARCH 2:3") == '* ESEARCH (TAG "s") ALL 2:3\r\ns OK SEARCH completed\r\n'
+    assert '* ESEARCH (TAG "u") UID ALL 1:3\r\n' in c("u UID SEARCH ALL")
+    assert c("s SEARCH DELETED") == '* ESEARCH (TAG "s")\r\ns OK SEARCH completed\r\n'
+    assert '* ESEARCH (TAG "s") COUNT 3\r\n' in c("s SEARCH RETURN (COUNT) ALL")
+
+
+def test_imap4rev2_list_nonexistent_and_utf8_names() -> None:
+    c = Client().login()
+    c.box.create_folder("Été/Sub")  # "Été" is a mere level of the hierarchy
+    assert '* LIST (\\Noselect \\HasChildren) "/" "&AMk-t&AOk-"' in c('l LIST "" %')
+    c("e ENABLE IMAP4rev2")
+    out = c('l LIST "" %')
+    assert '* LIST (\\NonExistent \\HasChildren) "/" "Été"' in out
+    # Names are UTF-8 now: "&" is an ordinary character, not modified UTF-7.
+    assert "c OK" in c("c CREATE R&D")
+    assert '"R&D"' in c('l LIST "" R*')
+    assert "R&D" in [f.name for f in c.box.folders()]
+    assert '* STATUS "Été/Sub" (MESSAGES 0)' in c('s STATUS "Été/Sub" (MESSAGES)')

@@ -582,6 +582,17 @@ def invalid_mailbox_name(args: CommandArgs) -> InvalidMailboxName | None:
     return None
 
 
+def utf8_mailbox_name(raw: bytes) -> str:
+    """A mailbox name sent after ENABLE IMAP4rev2: UTF-8 as is, "&" an ordinary character
+    (RFC 9051 5.1); "INBOX" in any case normalized. ValueError when not UTF-8."""
+    if len(raw) == 5 and raw.upper() == b"INBOX":
+        return "INBOX"
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError("Mailbox name is not UTF-8") from None
+
+
 def mailbox_name(raw: bytes) -> str:
     """Wire mailbox name -> Unicode name: modified UTF-7 decoded, raw UTF-8 accepted,
     "INBOX" in any case normalized. ValueError for invalid modified UTF-7."""
@@ -606,14 +617,16 @@ class Cursor:
     every segment but the last. All errors are ValueError with a client-facing reason.
     """
 
-    __slots__ = ("_segs", "_lits", "_i", "pos", "line")
+    __slots__ = ("_segs", "_lits", "_i", "pos", "line", "utf8")
 
-    def __init__(self, segs: list[bytes], lits: list[tuple[bytes, bool]] | None = None) -> None:
+    def __init__(self, segs: list[bytes], lits: list[tuple[bytes, bool]] | None = None,
+                 utf8: bool = False) -> None:
         self._segs = segs
         self._lits = lits or []
         self._i = 0
         self.pos = 0
         self.line = segs[0]
+        self.utf8 = utf8  # mailbox names are UTF-8, not modified UTF-7 (IMAP4rev2 enabled)
 
     def peek(self) -> int:
         if self.pos < len(self.line):
@@ -775,7 +788,7 @@ class Cursor:
     def mailbox(self, what: str = "mailbox name") -> str:
         raw = self.astring(what)
         try:
-            return mailbox_name(raw)
+            return utf8_mailbox_name(raw) if self.utf8 else mailbox_name(raw)
         except ValueError:
             return InvalidMailboxName(_text(raw))
 
@@ -789,7 +802,7 @@ class Cursor:
         if raw.upper() == b"INBOX":
             return _text(raw)
         try:
-            return mailbox_name(raw)
+            return utf8_mailbox_name(raw) if self.utf8 else mailbox_name(raw)
         except ValueError:
             return InvalidMailboxName(_text(raw))
 
@@ -1308,9 +1321,11 @@ def _head(cur: Cursor) -> tuple[str | None, str | None, Parser | ParseError, boo
     return tag, name, parser, False
 
 
-def parse_command(segs: list[bytes], lits: list[tuple[bytes, bool]] | None = None) -> Event:
-    """Parse one complete command (CRLFs and literal markers removed; see Cursor)."""
-    cur = Cursor(segs, lits)
+def parse_command(segs: list[bytes], lits: list[tuple[bytes, bool]] | None = None,
+                  utf8_names: bool = False) -> Event:
+    """Parse one complete command (CRLFs and literal markers removed; see Cursor).
+    utf8_names: mailbox names are UTF-8 rather than modified UTF-7 (IMAP4rev2)."""
+    cur = Cursor(segs, lits, utf8_names)
     tag, name, parser, uid = _head(cur)
     if isinstance(parser, ParseError):
         return parser
@@ -1386,6 +1401,8 @@ class CommandReader:
         self.max_command_size = max_command_size
         self.max_literal_size = max_literal_size
         self.line_mode = False
+        # After ENABLE IMAP4rev2 mailbox names arrive as UTF-8 (RFC 9051 5.1).
+        self.utf8_names = False
         self._buf = bytearray()
         self._scan = 0  # bytes of _buf already searched for LF
         self._state = _ST_LINE
@@ -1557,7 +1574,7 @@ class CommandReader:
             lits = self._lits
             segs = self._segs
             self._reset_command()
-            return parse_command(segs, lits)
+            return parse_command(segs, lits, self.utf8_names)
         start, size, nonsync, binary = marker
         seg = line[:start]
         if not self._segs:

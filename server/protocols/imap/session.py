@@ -47,7 +47,7 @@ NOT_AUTHENTICATED, AUTHENTICATED, SELECTED, LOGOUT = "not-authenticated", "authe
 
 # What the back end implements, exactly (RFC 3501 7.2.1: CAPABILITY lists what works).
 CAPABILITIES_COMMON = (
-    "IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT CHILDREN UIDPLUS MOVE "
+    "IMAP4rev1 IMAP4rev2 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT CHILDREN UIDPLUS MOVE "
     "SPECIAL-USE CREATE-SPECIAL-USE LIST-EXTENDED LIST-STATUS CONDSTORE QRESYNC ESEARCH "
     "SEARCHRES STATUS=SIZE"
 )
@@ -234,6 +234,9 @@ class ImapSession:
         self.woken_at = 0  # the store's change generation at the last mark_dirty()
         self.condstore = False
         self.qresync = False
+        # ENABLE IMAP4rev2 (RFC 9051): no \Recent or RECENT, SEARCH answers ESEARCH, mailbox
+        # names in UTF-8, \NonExistent for mere hierarchy levels.
+        self.rev2 = False
         self.saved: list[int] | None = None  # SEARCHRES result ($), as UIDs
         # The last FETCH's retrieval view and what it was made from (see commands.fetch).
         self.retrieval: tuple[object, ...] | None = None
@@ -514,11 +517,14 @@ class ImapSession:
                 if shared is not None:
                     shared.recent_claimed = True
                 try:
-                    sel.recent |= self.store.claim_recent(sel.name)
+                    claimed = self.store.claim_recent(sel.name)
+                    if not self.rev2:
+                        sel.recent |= claimed
                 except api.StoreError:
                     pass
             self.untagged(b"%d EXISTS" % sel.exists)
-            self.untagged(b"%d RECENT" % len(sel.recent))
+            if not self.rev2:
+                self.untagged(b"%d RECENT" % len(sel.recent))
 
     def report_expunged(self, gone: set[int]) -> None:
         sel = self.sel

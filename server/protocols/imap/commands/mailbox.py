@@ -17,9 +17,15 @@ SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 _SYSTEM = b" ".join(f.encode() for f in SYSTEM_FLAGS)
 
 
-def wire_name(name: str) -> bytes:
-    """A mailbox name as sent to clients: modified UTF-7, quoted."""
-    return encode_string("INBOX" if name.upper() == "INBOX" else utf7.encode(name))
+def wire_name(name: str, utf8: bool = False) -> bytes:
+    """A mailbox name as sent to clients: modified UTF-7, quoted; with utf8 (IMAP4rev2
+    enabled) the UTF-8 name itself, quoted (RFC 9051 4.3 allows UTF-8 in quoted strings)."""
+    if name.upper() == "INBOX":
+        return b'"INBOX"'
+    if utf8 and not any(c in name for c in "\r\n\x00"):
+        return b'"' + name.encode("utf-8", "surrogateescape").replace(b"\\", b"\\\\") \
+            .replace(b'"', b'\\"') + b'"'
+    return encode_string(utf7.encode(name))
 
 
 def _no_inbox_change(name: str, what: str) -> None:
@@ -37,7 +43,7 @@ def select(s: ImapSession, cmd: p.Command) -> bytes | None:
     if s.selected is not None:
         s.selected = None
         s.state = AUTHENTICATED
-        if s.qresync:
+        if s.qresync or s.rev2:
             s.untagged(b"OK [CLOSED] Previous mailbox closed")
     if args.condstore:
         s.enable_condstore()
@@ -49,6 +55,8 @@ def select(s: ImapSession, cmd: p.Command) -> bytes | None:
         # EXAMINE shows \Recent without taking it (RFC 3501 6.3.2). Every delivery gets a new
         # top UID and a claim clears the whole folder, so the recent messages are the last ones.
         sel.recent = set(sel.uids[-snap.status.recent:])
+    if s.rev2:
+        sel.recent = set()  # IMAP4rev2 has no \Recent (RFC 9051 appendix E)
     keywords = sorted({f for r in sel.rows for f in r.flags if not f.startswith("\\")})
     kw = b"".join(b" " + k.encode("utf-8", "replace") for k in keywords)
     s.untagged(b"FLAGS (" + _SYSTEM + kw + b")")
@@ -57,9 +65,10 @@ def select(s: ImapSession, cmd: p.Command) -> bytes | None:
     else:
         s.untagged(b"OK [PERMANENTFLAGS (" + _SYSTEM + kw + b" \\*)] Flags permitted")
     s.untagged(b"%d EXISTS" % sel.exists)
-    s.untagged(b"%d RECENT" % len(sel.recent))
+    if not s.rev2:  # RFC 9051 dropped RECENT and the UNSEEN response code
+        s.untagged(b"%d RECENT" % len(sel.recent))
     first_unseen = next((i + 1 for i, r in enumerate(sel.rows) if "\\Seen" not in r.flags), 0)
-    if first_unseen:
+    if first_unseen and not s.rev2:
         s.untagged(b"OK [UNSEEN %d] First unseen" % first_unseen)
     s.untagged(b"OK [UIDVALIDITY %d] UIDs valid" % sel.uidvalidity)
     s.untagged(b"OK [UIDNEXT %d] Predicted next UID" % sel.uidnext)
@@ -218,7 +227,9 @@ def list_(s: ImapSession, cmd: p.Command) -> bytes | None:
         if info is None:
             if "SUBSCRIBED" in sel_opts:
                 continue
-            attrs.append("\\Noselect")
+            # A level of the hierarchy, not a mailbox (RFC 9051 7.3.1: \NonExistent
+            # implies \Noselect).
+            attrs.append("\\NonExistent" if s.rev2 else "\\Noselect")
             attrs.append("\\HasChildren")
         else:
             if "SPECIAL-USE" in sel_opts and not info.special_use:
@@ -239,7 +250,8 @@ def list_(s: ImapSession, cmd: p.Command) -> bytes | None:
                 attrs.append("\\Subscribed")
         rows.append((name, attrs, extra))
     for name, attrs, extra in rows:
-        s.untagged(b"LIST (" + " ".join(attrs).encode() + b') "/" ' + wire_name(name) + extra)
+        s.untagged(b"LIST (" + " ".join(attrs).encode() + b') "/" ' + wire_name(name, s.rev2)
+                   + extra)
         if args.status_items and name in folders:
             _status_line(s, name, args.status_items)
     return None
@@ -270,7 +282,8 @@ def lsub(s: ImapSession, cmd: p.Command) -> bytes | None:
             if parent not in subscribed and parent not in rows and _matches([rx], parent):
                 rows[parent] = ["\\Noselect"]
     for name in sorted(rows, key=lambda n: (n != "INBOX", n)):
-        s.untagged(b"LSUB (" + " ".join(rows[name]).encode() + b') "/" ' + wire_name(name))
+        s.untagged(b"LSUB (" + " ".join(rows[name]).encode() + b') "/" '
+                   + wire_name(name, s.rev2))
     return None
 
 
@@ -284,7 +297,7 @@ def _status_line(s: ImapSession, name: str, items: tuple[str, ...]) -> None:
         "SIZE": st.size, "DELETED": st.deleted,
     }
     body = b" ".join(b"%s %d" % (i.encode(), values[i]) for i in items if i in values)
-    s.untagged(b"STATUS " + wire_name(st.name) + b" (" + body + b")")
+    s.untagged(b"STATUS " + wire_name(st.name, s.rev2) + b" (" + body + b")")
 
 
 @command(p.Status, states=AUTH)

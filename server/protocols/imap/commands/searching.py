@@ -210,6 +210,8 @@ def search(s: ImapSession, cmd: p.Command) -> bytes | None:
     values = [sel.rows[i].uid for i in hits] if args.uid else [i + 1 for i in hits]
     top_modseq = max((sel.rows[i].modseq for i in hits), default=0)
     opts = args.return_opts
+    if opts is None and s.rev2:
+        opts = frozenset({"ALL"})  # IMAP4rev2 answers every SEARCH with ESEARCH (RFC 9051 7.3.4)
     if opts is None:
         line = b"SEARCH" + b"".join(b" %d" % v for v in values)
         if with_modseq and values:
