@@ -172,3 +172,21 @@ def test_imap4rev2_list_nonexistent_and_utf8_names() -> None:
     assert '"R&D"' in c('l LIST "" R*')
     assert "R&D" in [f.name for f in c.box.folders()]
     assert '* STATUS "Été/Sub" (MESSAGES 0)' in c('s STATUS "Été/Sub" (MESSAGES)')
+
+
+def test_subscription_of_a_deleted_mailbox_is_listed_as_nonexistent() -> None:
+    """imaptest "listext": DELETE does not unsubscribe (RFC 3501 6.3.6); LIST (SUBSCRIBED)
+    shows the name with \\NonExistent \\Subscribed (RFC 5258 3.1), LSUB with \\Noselect;
+    a plain LIST does not show it."""
+    c = Client().login()
+    c("c CREATE Old")
+    c("u SUBSCRIBE Old")
+    assert "d OK" in c("d DELETE Old")
+    out = c('l LIST (SUBSCRIBED) "" *')
+    assert '* LIST (\\NonExistent \\Subscribed) "/" "Old"\r\n' in out
+    assert '"Old"' not in c('l LIST "" *')
+    assert '* LSUB (\\Noselect) "/" "Old"\r\n' in c('l LSUB "" O*')
+    assert "s OK" in c("s SUBSCRIBE Never/Made")
+    assert '"Never/Made"' in c('l LIST (SUBSCRIBED) "" Never/*')
+    c("c CREATE Old")
+    assert '* LIST (\\HasNoChildren \\Subscribed) "/" "Old"' in c('l LIST (SUBSCRIBED) "" Old')

@@ -217,14 +217,20 @@ def list_(s: ImapSession, cmd: p.Command) -> bytes | None:
             name = name.rsplit("/", 1)[0]
             implied.add(name)
     implied -= names
+    # Subscribed names that are no folders show with SUBSCRIBED (RFC 5258 3.1).
+    lost = set(s.store.lost_subscriptions()) - names if "SUBSCRIBED" in sel_opts else set()
     rows: list[tuple[str, list[str], bytes]] = []
-    for name in sorted(names | implied, key=lambda n: (n != "INBOX", n)):
+    for name in sorted(names | implied | lost, key=lambda n: (n != "INBOX", n)):
         if not _matches(regexes, name):
             continue
         info = folders.get(name)
         attrs: list[str] = []
         extra = b""
-        if info is None:
+        if name in lost:
+            attrs += ["\\NonExistent", "\\Subscribed"]
+            if name in implied:
+                attrs.append("\\HasChildren")
+        elif info is None:
             if "SUBSCRIBED" in sel_opts:
                 continue
             # A level of the hierarchy, not a mailbox (RFC 9051 7.3.1: \NonExistent
@@ -267,6 +273,11 @@ def lsub(s: ImapSession, cmd: p.Command) -> bytes | None:
     folders = _visible_folders(s)
     subscribed = {f.name for f in folders if f.subscribed}
     rows: dict[str, list[str]] = {}
+    # Still subscribed after DELETE (RFC 3501 6.3.6), and nothing to select.
+    for name in s.store.lost_subscriptions():
+        subscribed.add(name)
+        if _matches([rx], name):
+            rows[name] = ["\\Noselect"]
     for f in folders:
         if f.name in subscribed and _matches([rx], f.name):
             attrs = ["\\HasChildren" if f.has_children else "\\HasNoChildren"]
