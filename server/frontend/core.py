@@ -73,7 +73,7 @@ from ..settings.models import ProtocolSettings, Server, Settings
 from ..settings.paths import Home
 from ..settings.types import LoginType
 from .limits import ConnectionLimits
-from .relay import RelayStats, relay, take_buffered
+from .relay import RelayStats, Transforms, relay, take_buffered
 from .throttle import LoginThrottle
 
 MAX_LOGON_FAILURES = 3  # Exchange's receive-connector default, applied per connection
@@ -282,6 +282,10 @@ class FrontendService(Service):
     def backend_lost(self, last_chunk: bytes) -> bytes:
         """What to tell the client when the back end closes on its own mid-session."""
         return b""
+
+    def relay_transforms(self) -> Transforms | None:
+        """Rewrites of one session's relayed bytes (IMAP COMPRESS), or None."""
+        return None
 
     # --- lifecycle ------------------------------------------------------------------
     async def start(self) -> None:
@@ -600,7 +604,7 @@ class Session:
         try:
             closed_by = await relay(
                 self.writer, pending, backend_writer, take_buffered(backend_reader),
-                self.service.backend_lost, stats,
+                self.service.backend_lost, stats, self.service.relay_transforms(),
             )
         finally:
             if self.service.protocol_log.enabled:

@@ -33,6 +33,7 @@ import binascii
 from ..protocols.imap import parser as p
 from ..runtime.protocol_log import imap_result
 from ..settings.models import ImapSettings, ProtocolSettings, Server, Settings
+from . import compress
 from .core import PROXY_USER as _PROXY_USER
 from .core import (
     BackendDone,
@@ -48,6 +49,7 @@ from .core import (
     Send,
     StartTls,
 )
+from .relay import Transforms
 
 CRLF = b"\r\n"
 INVALID_STATE = "Command received in invalid state."
@@ -114,7 +116,8 @@ class ImapLoginCore(LoginCore):
         return f"{tag} NO {text}".encode() + CRLF
 
     def accept(self, request: LoginRequest, capabilities: str | None) -> bytes:
-        code = f"[CAPABILITY {capabilities}] " if capabilities else ""
+        # COMPRESS is the front end's own (server/frontend/compress.py).
+        code = f"[CAPABILITY {compress.with_capability(capabilities)}] " if capabilities else ""
         return f"{request.ref} OK {code}Logged in.".encode() + CRLF
 
     # --- input --------------------------------------------------------------------------
@@ -330,6 +333,10 @@ class ImapFrontendService(FrontendService):
 
     def backend_ports(self, target: Server) -> tuple[int, int]:
         return target.ImapBackEndPort, target.ImapBackEndSSLPort
+
+    def relay_transforms(self) -> Transforms:
+        state = compress.ImapCompress()
+        return Transforms(state.from_client, state.from_backend, state.compress)
 
     def backend_lost(self, last_chunk: bytes) -> bytes:
         if b"* BYE" in last_chunk:

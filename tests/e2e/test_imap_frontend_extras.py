@@ -1,4 +1,4 @@
-"""The real IMAP pair through the front end with a stock client: AUTHENTICATE LOGIN, and
+"""The real IMAP pair through the front end: AUTHENTICATE LOGIN with imaplib, COMPRESS, and
 huge literals before and after login."""
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ import imaplib
 import socket
 import subprocess
 import sys
+import zlib
 
 import pytest
 
@@ -82,3 +83,31 @@ def test_huge_literal_plus_is_refused_at_once_before_and_after_login(imap_port: 
     out = _exchange(imap_port, b"a AUTHENTICATE PLAIN " + plain + b"\r\n",
                     b'b LIST "" {4294967296}\r\n', b"c NOOP\r\n")
     assert b"b NO [TOOBIG]" in out and b"c OK" in out
+
+
+def test_compress_deflate_through_the_front_end(imap_port: int) -> None:
+    """RFC 4978 against the real pair: advertised after login, the OK in clear, then
+    both directions compressed; the back end never sees the compressed bytes."""
+    with socket.create_connection(("127.0.0.1", imap_port), timeout=10) as sock:
+        reader = sock.makefile("rb")
+        reader.readline()  # greeting
+        sock.sendall(f"a LOGIN {USER} {PASSWORD}\r\n".encode())
+        assert b"COMPRESS=DEFLATE" in reader.readline()
+        sock.sendall(b"b COMPRESS DEFLATE\r\n")
+        assert reader.readline() == b"b OK DEFLATE active\r\n"
+        deflate = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -15)
+        inflate = zlib.decompressobj(-15)
+        sock.sendall(deflate.compress(b"c CAPABILITY\r\nd SELECT INBOX\r\n")
+                     + deflate.flush(zlib.Z_SYNC_FLUSH))
+        text = b""
+        while b"d OK" not in text:
+            chunk = reader.read1(65536)
+            assert chunk, text
+            text += inflate.decompress(chunk)
+        assert b"* CAPABILITY " in text and b"COMPRESS=DEFLATE" in text
+        assert b"c OK" in text and b"d OK [READ-WRITE]" in text
+        sock.sendall(deflate.compress(b"e LOGOUT\r\n") + deflate.flush(zlib.Z_SYNC_FLUSH))
+        text = b""
+        while chunk := reader.read1(65536):
+            text += inflate.decompress(chunk)
+        assert b"* BYE" in text and b"e OK" in text
