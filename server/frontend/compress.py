@@ -33,7 +33,6 @@ MAX_INFLATE = 16 * 1024 * 1024
 _LITERAL_AT_END = re.compile(rb"\{([0-9]{1,20})\+?\}\r?\n\Z")
 _LITERAL_MARKER = re.compile(rb"\{([0-9]{1,20})\+?\}\r?\n")
 _MENTIONS_COMPRESS = re.compile(rb"COMPRESS", re.IGNORECASE)
-_MENTIONS_CAPABILITY = re.compile(rb"^\* CAPABILITY ", re.IGNORECASE | re.MULTILINE)
 _COMPRESS = re.compile(rb"([^ \r\n]+) COMPRESS DEFLATE\r?\n\Z", re.IGNORECASE)
 _CAPABILITY_LINE = re.compile(rb"\* CAPABILITY ([^\r\n]*)(\r?\n)\Z", re.IGNORECASE)
 
@@ -46,10 +45,14 @@ class _Framer:
     """Cuts one direction of an IMAP stream into complete lines and literal data (passed
     through). Lines that `wanted` picks out of a block are handed one by one to `on_line`,
     which returns what to send instead; other blocks of lines go through whole, so a stream
-    of short responses costs a few regex scans per chunk rather than a call per line."""
+    of short responses costs a few regex scans per chunk rather than a call per line.
+
+    feed() yields the pieces to send, as zero-copy views where it can; afterwards
+    `verbatim` says whether they were exactly the chunk fed (the caller may then send the
+    chunk itself)."""
 
     def __init__(self, on_line: Callable[[bytes], bytes],
-                 wanted: Callable[[bytes], bool]) -> None:
+                 wanted: Callable[[bytes, int, int], bool]) -> None:
         self.on_line = on_line
         self.wanted = wanted
         self.partial = bytearray()
@@ -58,72 +61,77 @@ class _Framer:
         self.tail = b""
         self.stop = False  # set by on_line: hand back the rest of the chunk unread
         self.rest = b""
+        self.verbatim = True
 
-    def feed(self, data: bytes) -> Iterator[bytes]:
+    def feed(self, data: bytes) -> Iterator[bytes | memoryview]:
+        self.verbatim = not self.partial
+        view = memoryview(data)
         pos, size = 0, len(data)
         while pos < size:
             if self.literal:
                 take = min(self.literal, size - pos)
-                yield data[pos:pos + take]
+                yield view[pos:pos + take]
                 pos += take
                 self.literal -= take
                 continue
             if self.partial or self.long_line:
-                pos = yield from self._finish_line(data, pos)
-                if self.stop:
-                    self.stop = False
-                    self.rest = data[pos:]
-                    return
-                continue
-            # At a line start: everything up to the first literal (or the last full line).
-            m = _LITERAL_MARKER.search(data, pos)
-            stop_at = m.end() if m is not None else data.rfind(b"\n", pos) + 1
-            if stop_at <= pos:
-                pos = yield from self._finish_line(data, pos)  # no full line: keep it
-                continue
-            block = data[pos:stop_at]
-            if self.wanted(block):
-                for line in block.splitlines(keepends=True):
-                    yield self.on_line(line)
-                    pos += len(line)
-                    if self.stop:
-                        self.stop = False
-                        self.rest = data[pos:]
-                        return
+                pos = yield from self._finish_line(data, view, pos)
             else:
-                yield block
-                pos = stop_at
-            if m is not None and pos == m.end():
-                self.literal = int(m.group(1))
+                # At a line start: all up to the first literal (or the last full line).
+                m = _LITERAL_MARKER.search(data, pos)
+                stop_at = m.end() if m is not None else data.rfind(b"\n", pos) + 1
+                if stop_at <= pos:
+                    pos = yield from self._finish_line(data, view, pos)  # keep the part line
+                    continue
+                if self.wanted(data, pos, stop_at):
+                    for line in data[pos:stop_at].splitlines(keepends=True):
+                        new = self.on_line(line)
+                        self.verbatim = self.verbatim and new is line
+                        yield new
+                        pos += len(line)
+                        if self.stop:
+                            break
+                else:
+                    yield view[pos:stop_at]
+                    pos = stop_at
+                if m is not None and pos == m.end():
+                    self.literal = int(m.group(1))
+            if self.stop:
+                self.stop = self.verbatim = False
+                self.rest = data[pos:]
+                return
+        if self.partial:
+            self.verbatim = False
 
-    def _finish_line(self, data: bytes, pos: int) -> Iterator[bytes]:
+    def _finish_line(self, data: bytes, view: memoryview,
+                     pos: int) -> Iterator[bytes | memoryview]:
         """Go on with a line begun in an earlier chunk (or begin one that does not end in
         this chunk); returns the new position."""
         lf = data.find(b"\n", pos)
         if lf < 0:
-            chunk = data[pos:]
             if self.long_line:
-                self.tail = (self.tail + chunk)[-48:]
-                yield chunk
+                self.tail = (self.tail + data[-48:])[-48:]
+                yield view[pos:]
             else:
-                self.partial += chunk
+                self.partial += view[pos:]
                 if len(self.partial) > MAX_LINE:
-                    self.long_line = True
+                    self.long_line, self.verbatim = True, False
                     self.tail = bytes(self.partial[-48:])
                     yield bytes(self.partial)
                     self.partial.clear()
             return len(data)
-        piece = data[pos:lf + 1]
         if self.long_line:
             self.long_line = False
-            end, self.tail = (self.tail + piece)[-48:], b""
-            yield piece
+            end, self.tail = (self.tail + data[max(pos, lf - 47):lf + 1])[-48:], b""
+            yield view[pos:lf + 1]
         else:
-            self.partial += piece
+            self.partial += view[pos:lf + 1]
             line = bytes(self.partial)
             self.partial.clear()
             end = line[-48:]
-            yield self.on_line(line)
+            new = self.on_line(line)
+            self.verbatim = False  # the line began in an earlier chunk
+            yield new
         m = _LITERAL_AT_END.search(end)
         if m is not None:
             self.literal = int(m.group(1))
@@ -134,11 +142,12 @@ class ImapCompress:
     """The COMPRESS state of one relayed session (see the module docstring)."""
 
     def __init__(self) -> None:
-        self._client = _Framer(self._client_line, _MENTIONS_COMPRESS.search)  # type: ignore[arg-type]
+        self._client = _Framer(self._client_line, self._client_wanted)
         self._backend = _Framer(self._backend_line, self._backend_wanted)
         self._inflate: zlib._Decompress | None = None
         self._deflate: zlib._Compress | None = None
         self._answers: dict[bytes, bytes] = {}  # tag -> our tagged answer to its NOOP
+        self._tags: re.Pattern[bytes] | None = None  # finds those tags' answers
         self._activate = False  # the OK just went out: compress from the next byte on
 
     @property
@@ -147,15 +156,14 @@ class ImapCompress:
 
     # --- client -> back end -----------------------------------------------------------
     def from_client(self, data: bytes) -> bytes:
-        out: list[bytes] = []
         if self._inflate is not None:
             data = self._inflated(data)
-        while True:
+        out = list(self._client.feed(data))
+        if self._client.verbatim:
+            return data
+        while self._client.rest:
+            data, self._client.rest = self._inflated(self._client.rest), b""
             out.extend(self._client.feed(data))
-            if not self._client.rest:
-                break
-            data, self._client.rest = self._client.rest, b""
-            data = self._inflated(data)
         return b"".join(out)
 
     def _inflated(self, data: bytes) -> bytes:
@@ -168,28 +176,34 @@ class ImapCompress:
             raise CompressError("the client's DEFLATE data inflates too far")
         return out
 
+    @staticmethod
+    def _client_wanted(data: bytes, start: int, end: int) -> bool:
+        return _MENTIONS_COMPRESS.search(data, start, end) is not None
+
     def _client_line(self, line: bytes) -> bytes:
         m = _COMPRESS.match(line)
         if m is None:
             return line
         tag = m.group(1)
         if self._inflate is not None:
-            self._answers[tag] = tag + b" NO [COMPRESSIONACTIVE] DEFLATE is active already\r\n"
+            self._expect(tag, tag + b" NO [COMPRESSIONACTIVE] DEFLATE is active already\r\n")
         else:
-            self._answers[tag] = tag + b" OK DEFLATE active\r\n"
+            self._expect(tag, tag + b" OK DEFLATE active\r\n")
             self._inflate = zlib.decompressobj(-15)
             self._client.stop = True  # what follows the command is compressed
         return tag + b" NOOP\r\n"
 
     # --- back end -> client -----------------------------------------------------------
     def from_backend(self, data: bytes) -> bytes:
-        plain: list[bytes] = []
-        packed: list[bytes] = []
+        plain: list[bytes | memoryview] = []
+        packed: list[bytes | memoryview] = []
         for piece in self._backend.feed(data):
             (packed if self._deflate is not None else plain).append(piece)
             if self._activate:
                 self._activate = False
                 self._deflate = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -15)
+        if not packed and self._backend.verbatim:
+            return data
         return b"".join(plain) + self.compress(b"".join(packed))
 
     def compress(self, data: bytes) -> bytes:
@@ -199,17 +213,24 @@ class ImapCompress:
         # A sync flush per chunk: the client can act on every response it was sent.
         return self._deflate.compress(data) + self._deflate.flush(zlib.Z_SYNC_FLUSH)
 
-    def _backend_wanted(self, block: bytes) -> bool:
-        if _MENTIONS_CAPABILITY.search(block):
+    def _backend_wanted(self, data: bytes, start: int, end: int) -> bool:
+        # The back end writes "* CAPABILITY" in capitals: a plain find, much faster than a
+        # case-blind regex over every response.
+        if data.find(b"* CAPABILITY ", start, end) >= 0:
             return True
-        return any(block.startswith(tag + b" ") or b"\n" + tag + b" " in block
-                   for tag in self._answers)
+        return self._tags is not None and self._tags.search(data, start, end) is not None
+
+    def _expect(self, tag: bytes, answer: bytes) -> None:
+        self._answers[tag] = answer
+        self._tags = re.compile(b"(?m)^(?:" + b"|".join(map(re.escape, self._answers)) + b") ")
 
     def _backend_line(self, line: bytes) -> bytes:
         if self._answers:
             tag, _, rest = line.partition(b" ")
             answer = self._answers.pop(tag, None)
             if answer is not None:
+                if not self._answers:
+                    self._tags = None
                 if rest[:3].upper() != b"OK ":
                     return line  # the NOOP failed: say so rather than pretend
                 if answer.startswith(tag + b" OK"):
