@@ -15,6 +15,11 @@ is framed into lines (literals skipped by their announced size), which is enough
 
 A second COMPRESS gets NO [COMPRESSIONACTIVE] the same way. Sans-IO: the relay calls
 `from_client` and `from_backend` on each chunk and writes what they return.
+
+Framing trusts announced literal sizes. A synchronizing literal that the back end refuses
+is never sent, so the client's next commands are then counted as that literal's data
+until as many bytes have passed: a COMPRESS among them goes to the back end (and gets its
+BAD) instead of being taken; nothing else changes.
 """
 
 from __future__ import annotations
