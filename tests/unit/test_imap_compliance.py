@@ -137,8 +137,9 @@ def test_enable_imap4rev2_drops_recent_and_unseen_code() -> None:
     selecting another mailbox first reports OK [CLOSED]."""
     c = _rev2_client()
     c.box.append("INBOX", MSG)
-    out = c.select()
+    out = c("s SELECT inbox")
     assert "RECENT" not in out and "[UNSEEN" not in out and "* 1 EXISTS" in out
+    assert '* LIST () "/" "INBOX"\r\n' in out  # RFC 9051 6.3.2
     assert "\\Recent" not in c("f FETCH 1 FLAGS")
     c.box.append("INBOX", MSG)
     c.session.mark_dirty()
@@ -190,3 +191,9 @@ def test_subscription_of_a_deleted_mailbox_is_listed_as_nonexistent() -> None:
     assert '"Never/Made"' in c('l LIST (SUBSCRIBED) "" Never/*')
     c("c CREATE Old")
     assert '* LIST (\\HasNoChildren \\Subscribed) "/" "Old"' in c('l LIST (SUBSCRIBED) "" Old')
+
+
+def test_delete_of_a_parent_says_haschildren() -> None:
+    c = Client().login()
+    c("c CREATE Top/Kid")
+    assert "d NO [HASCHILDREN]" in c("d DELETE Top")

@@ -70,6 +70,8 @@ def select(s: ImapSession, cmd: p.Command) -> bytes | None:
     first_unseen = next((i + 1 for i, r in enumerate(sel.rows) if "\\Seen" not in r.flags), 0)
     if first_unseen and not s.rev2:
         s.untagged(b"OK [UNSEEN %d] First unseen" % first_unseen)
+    if s.rev2:  # RFC 9051 6.3.2: the mailbox's name as the server spells it
+        s.untagged(b'LIST () "/" ' + wire_name(sel.name, True))
     s.untagged(b"OK [UIDVALIDITY %d] UIDs valid" % sel.uidvalidity)
     s.untagged(b"OK [UIDNEXT %d] Predicted next UID" % sel.uidnext)
     s.untagged(b"OK [HIGHESTMODSEQ %d] Highest" % sel.modseq)
@@ -138,7 +140,8 @@ def delete(s: ImapSession, cmd: p.Command) -> bytes | None:
     try:
         s.store.delete_folder(args.mailbox)
     except api.FolderNotEmpty as exc:
-        raise No(str(exc) or "Mailbox has children", "INUSE") from None
+        # HASCHILDREN (RFC 9051 7.1) says why; INUSE would say another session holds it.
+        raise No(str(exc) or "Mailbox has children", "HASCHILDREN") from None
     return None
 
 
