@@ -111,3 +111,14 @@ def test_compress_deflate_through_the_front_end(imap_port: int) -> None:
         while chunk := reader.read1(65536):
             text += inflate.decompress(chunk)
         assert b"* BYE" in text and b"e OK" in text
+
+
+def test_broken_compressed_stream_ends_the_session(imap_port: int) -> None:
+    with socket.create_connection(("127.0.0.1", imap_port), timeout=10) as sock:
+        reader = sock.makefile("rb")
+        reader.readline()
+        sock.sendall(f"a LOGIN {USER} {PASSWORD}\r\nb COMPRESS DEFLATE\r\n".encode())
+        reader.readline()
+        assert reader.readline() == b"b OK DEFLATE active\r\n"
+        sock.sendall(b"\xff\xfe\xfd not deflate at all\r\n")
+        assert reader.read() == b""  # closed, nothing relayed to the back end
