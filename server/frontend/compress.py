@@ -16,10 +16,9 @@ is framed into lines (literals skipped by their announced size), which is enough
 A second COMPRESS gets NO [COMPRESSIONACTIVE] the same way. Sans-IO: the relay calls
 `from_client` and `from_backend` on each chunk and writes what they return.
 
-Framing trusts announced literal sizes. A synchronizing literal that the back end refuses
-is never sent, so the client's next commands are then counted as that literal's data
-until as many bytes have passed: a COMPRESS among them goes to the back end (and gets its
-BAD) instead of being taken; nothing else changes.
+Literals are skipped by their announced size. A synchronizing literal from the client is
+counted only once the back end has sent its "+" go-ahead: a literal the back end refuses is
+never sent, and the client's next command must not be taken for its data.
 """
 
 from __future__ import annotations
@@ -35,8 +34,8 @@ MAX_LINE = 64 * 1024
 #: Most bytes one received chunk may inflate to; more is a decompression bomb, not mail.
 MAX_INFLATE = 16 * 1024 * 1024
 
-_LITERAL_AT_END = re.compile(rb"\{([0-9]{1,20})\+?\}\r?\n\Z")
-_LITERAL_MARKER = re.compile(rb"\{([0-9]{1,20})\+?\}\r?\n")
+_LITERAL_AT_END = re.compile(rb"\{([0-9]{1,20})(\+?)\}\r?\n\Z")
+_LITERAL_MARKER = re.compile(rb"\{([0-9]{1,20})(\+?)\}\r?\n")
 _MENTIONS_COMPRESS = re.compile(rb"COMPRESS", re.IGNORECASE)
 _COMPRESS = re.compile(rb"([^ \r\n]+) COMPRESS DEFLATE\r?\n\Z", re.IGNORECASE)
 _CAPABILITY_LINE = re.compile(rb"\* CAPABILITY ([^\r\n]*)(\r?\n)\Z", re.IGNORECASE)
@@ -57,9 +56,13 @@ class _Framer:
     chunk itself)."""
 
     def __init__(self, on_line: Callable[[bytes], bytes],
-                 wanted: Callable[[bytes, int, int], bool]) -> None:
+                 wanted: Callable[[bytes, int, int], bool], client: bool = False) -> None:
         self.on_line = on_line
         self.wanted = wanted
+        # The client's side: a synchronizing literal only comes after the server's "+"
+        # (see ImapCompress._backend_line); until then its size waits in `awaiting`.
+        self.client = client
+        self.awaiting = 0
         self.partial = bytearray()
         self.literal = 0
         self.long_line = False
@@ -70,6 +73,9 @@ class _Framer:
 
     def feed(self, data: bytes) -> Iterator[bytes | memoryview]:
         self.verbatim = not self.partial
+        # Data while a literal still waits for its "+": the server refused the literal,
+        # and this is the client's next command.
+        self.awaiting = 0
         view = memoryview(data)
         pos, size = 0, len(data)
         while pos < size:
@@ -100,7 +106,7 @@ class _Framer:
                     yield view[pos:stop_at]
                     pos = stop_at
                 if m is not None and pos == m.end():
-                    self.literal = int(m.group(1))
+                    self._literal(m)
             if self.stop:
                 self.stop = self.verbatim = False
                 self.rest = data[pos:]
@@ -139,15 +145,21 @@ class _Framer:
             yield new
         m = _LITERAL_AT_END.search(end)
         if m is not None:
-            self.literal = int(m.group(1))
+            self._literal(m)
         return lf + 1
+
+    def _literal(self, m: re.Match[bytes]) -> None:
+        if self.client and not m.group(2):
+            self.awaiting = int(m.group(1))
+        else:
+            self.literal = int(m.group(1))
 
 
 class ImapCompress:
     """The COMPRESS state of one relayed session (see the module docstring)."""
 
     def __init__(self) -> None:
-        self._client = _Framer(self._client_line, self._client_wanted)
+        self._client = _Framer(self._client_line, self._client_wanted, client=True)
         self._backend = _Framer(self._backend_line, self._backend_wanted)
         self._inflate: zlib._Decompress | None = None
         self._deflate: zlib._Compress | None = None
@@ -223,6 +235,9 @@ class ImapCompress:
         # case-blind regex over every response.
         if data.find(b"* CAPABILITY ", start, end) >= 0:
             return True
+        if self._client.awaiting and (data.startswith(b"+", start)
+                                      or data.find(b"\n+", start, end) >= 0):
+            return True
         return self._tags is not None and self._tags.search(data, start, end) is not None
 
     def _expect(self, tag: bytes, answer: bytes) -> None:
@@ -230,6 +245,10 @@ class ImapCompress:
         self._tags = re.compile(b"(?m)^(?:" + b"|".join(map(re.escape, self._answers)) + b") ")
 
     def _backend_line(self, line: bytes) -> bytes:
+        if line.startswith(b"+") and self._client.awaiting:
+            # The go-ahead for the client's synchronizing literal: now it will come.
+            self._client.literal, self._client.awaiting = self._client.awaiting, 0
+            return line
         if self._answers:
             tag, _, rest = line.partition(b" ")
             answer = self._answers.pop(tag, None)

@@ -81,3 +81,17 @@ def test_broken_or_exploding_deflate_ends_the_session() -> None:
     bomb = client.pack(b"\0" * (40 * 1024 * 1024))
     with pytest.raises(CompressError):
         state.from_client(bomb)
+
+
+def test_synchronizing_literal_counts_only_after_the_go_ahead() -> None:
+    """The client sends a {n} literal only after the server's "+": if the back end refuses
+    it instead, the client's next line is a command, not literal data."""
+    state = ImapCompress()
+    assert state.from_client(b"a APPEND INBOX {20}\r\n") == b"a APPEND INBOX {20}\r\n"
+    assert state.from_backend(b"+ Ready\r\n") == b"+ Ready\r\n"
+    literal = b"b COMPRESS DEFLATE\r\n"  # 20 octets of message, not a command
+    assert state.from_client(literal + b"\r\n") == literal + b"\r\n"
+    assert not state.active
+    state.from_client(b"c APPEND INBOX {99999999}\r\n")
+    state.from_backend(b"c NO [TOOBIG] Literal too large\r\n")
+    assert state.from_client(b"d COMPRESS DEFLATE\r\n") == b"d NOOP\r\n"
