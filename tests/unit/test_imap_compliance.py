@@ -72,6 +72,7 @@ def test_lsub_percent_shows_unsubscribed_superior_as_noselect() -> None:
     assert '"Top/Sub"' in out and "Top/A/B" not in out and "Loose" not in out
     out = c('l LSUB "" Top/*')
     assert '"Top/A/B"' in out and '"Top/A"' not in out
+    assert '"Top/A"' not in c('l LSUB "" *A')  # only "%" stops at a level
 
 
 def test_childinfo_only_for_descendants_the_patterns_do_not_return() -> None:

@@ -289,7 +289,7 @@ def lsub(s: ImapSession, cmd: p.Command) -> bytes | None:
             rows[f.name] = attrs
     # A "%" that stops above a subscribed name shows its unsubscribed superior as
     # \Noselect (RFC 3501 6.3.9).
-    for name in subscribed - rows.keys():
+    for name in subscribed - rows.keys() if "%" in args.pattern else ():
         parts = name.split(api.DELIMITER)
         for depth in range(len(parts) - 1, 0, -1):
             parent = api.DELIMITER.join(parts[:depth])
