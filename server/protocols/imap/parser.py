@@ -26,8 +26,9 @@ literals together may total `max_literal_size` bytes (one APPEND message, or all
 of a MULTIAPPEND; other commands' literals only `max_command_size`), and a literal that
 would pass that is refused from its announced size before any of it is read. A refused
 non-synchronizing literal is read and dropped up to MAX_SKIP_SIZE; a bigger one sets
-`closing`: the session answers, says BYE and closes. The buffer holds at most one chunk from `feed()` plus the current
-command's lines (a partial line over the limit is dropped as it arrives) plus its literals.
+`closing`: the session answers, says BYE and closes. The buffer holds at most one chunk
+from `feed()` plus the current command's lines (a partial line over the limit is dropped as
+it arrives) plus its literals.
 Both limits are plain attributes, read at each event: a session should keep
 `max_literal_size` small (a few KB, enough for LOGIN) until the client has authenticated,
 so nobody can make the server hold a large APPEND before login.
@@ -570,7 +571,7 @@ class InvalidMailboxName(str):
 
     __slots__ = ()
 
-    reason = "Mailbox name is not valid modified UTF-7"
+    reason = "Mailbox name is neither modified UTF-7 nor UTF-8"
 
 
 def invalid_mailbox_name(args: CommandArgs) -> InvalidMailboxName | None:
