@@ -122,3 +122,18 @@ def test_broken_compressed_stream_ends_the_session(imap_port: int) -> None:
         assert reader.readline() == b"b OK DEFLATE active\r\n"
         sock.sendall(b"\xff\xfe\xfd not deflate at all\r\n")
         assert reader.read() == b""  # closed, nothing relayed to the back end
+
+
+def test_imap4rev2_through_the_front_end(imap_port: int) -> None:
+    with imaplib.IMAP4("127.0.0.1", imap_port, timeout=10) as client:
+        assert "IMAP4REV2" in client.capabilities  # before login, from the front end
+        client.login(USER, PASSWORD)
+        client.append("INBOX", None, None, b"Subject: rev2\r\n\r\nbody\r\n")
+        typ, data = client._simple_command("ENABLE", "IMAP4rev2")  # imaplib has no ENABLE
+        assert typ == "OK" and client.untagged_responses.pop("ENABLED") == [b"IMAP4rev2"]
+        typ, _ = client.select("INBOX")
+        assert typ == "OK" and "RECENT" not in client.untagged_responses
+        tag = client._command("SEARCH", "ALL")
+        client._command_complete("SEARCH", tag)
+        assert client.untagged_responses.pop("ESEARCH") == [f'(TAG "{tag.decode()}") ALL 1'.encode()]
+        client.logout()
