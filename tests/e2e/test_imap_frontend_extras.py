@@ -1,5 +1,5 @@
-"""The real IMAP pair through the front end: AUTHENTICATE LOGIN with imaplib, COMPRESS, and
-huge literals before and after login."""
+"""The real IMAP pair through the front end: AUTHENTICATE LOGIN with imaplib, COMPRESS,
+ENABLE IMAP4rev2, and huge literals before and after login."""
 
 from __future__ import annotations
 
