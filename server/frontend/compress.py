@@ -218,7 +218,9 @@ class ImapCompress:
             (packed if self._deflate is not None else plain).append(piece)
             if self._activate:
                 self._activate = False
-                self._deflate = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -15)
+                # An 8 KB window and memLevel 6 hold the compressor to about 64 KB per
+                # session instead of 256 KB; any inflater (window 15) reads it all the same.
+                self._deflate = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -13, 6)
         if not packed and self._backend.verbatim:
             return data
         return b"".join(plain) + self.compress(b"".join(packed))
