@@ -351,10 +351,6 @@ class ImapSession:
                 AUTHENTICATED: "No mailbox selected" if SELECTED in handler.states else "Wrong state",
             }.get(self.state, "Command not valid in this state")
             return Job(False, lambda: _tagged(cmd.tag, b"BAD", text), cmd.name, cmd.tag, cmd)
-        bad_name = p.invalid_mailbox_name(cmd.args)
-        if bad_name is not None and not isinstance(cmd.args, p.List | p.Lsub):
-            return Job(False, lambda: _tagged(cmd.tag, b"NO", bad_name.reason, "CANNOT"),
-                       cmd.name, cmd.tag, cmd)
         inline = handler.blocking and handler.inline is not None and handler.inline(self, cmd)
         return Job(handler.blocking, lambda: self._run(handler.func, cmd), cmd.name, cmd.tag, cmd,
                    inline)
@@ -362,6 +358,9 @@ class ImapSession:
     def _run(self, func: Callable[[ImapSession, p.Command], bytes | None], cmd: p.Command) -> bytes:
         self.out = []
         try:
+            bad_name = p.invalid_mailbox_name(cmd.args)
+            if bad_name is not None and not isinstance(cmd.args, p.List | p.Lsub):
+                raise No(bad_name.reason, "CANNOT")  # LIST/LSUB: the pattern matches nothing
             tail = func(self, cmd)
             if tail is None:
                 tail = _tagged(cmd.tag, b"OK", f"{cmd.name} completed")
