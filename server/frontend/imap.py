@@ -33,7 +33,6 @@ import binascii
 from ..protocols.imap import parser as p
 from ..runtime.protocol_log import imap_result
 from ..settings.models import ImapSettings, ProtocolSettings, Server, Settings
-from . import compress
 from .core import PROXY_USER as _PROXY_USER
 from .core import (
     BackendDone,
@@ -49,6 +48,7 @@ from .core import (
     Send,
     StartTls,
 )
+from .imap_compress import ImapCompress, with_capability
 from .relay import Transforms
 
 CRLF = b"\r\n"
@@ -116,8 +116,8 @@ class ImapLoginCore(LoginCore):
         return f"{tag} NO {text}".encode() + CRLF
 
     def accept(self, request: LoginRequest, capabilities: str | None) -> bytes:
-        # COMPRESS is the front end's own (server/frontend/compress.py).
-        code = f"[CAPABILITY {compress.with_capability(capabilities)}] " if capabilities else ""
+        # COMPRESS is the front end's own (server/frontend/imap_compress.py).
+        code = f"[CAPABILITY {with_capability(capabilities)}] " if capabilities else ""
         return f"{request.ref} OK {code}Logged in.".encode() + CRLF
 
     # --- input --------------------------------------------------------------------------
@@ -335,7 +335,7 @@ class ImapFrontendService(FrontendService):
         return target.ImapBackEndPort, target.ImapBackEndSSLPort
 
     def relay_transforms(self) -> Transforms:
-        state = compress.ImapCompress()
+        state = ImapCompress()
         return Transforms(state.from_client, state.from_backend, state.compress)
 
     def backend_lost(self, last_chunk: bytes) -> bytes:

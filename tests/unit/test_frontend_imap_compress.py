@@ -6,7 +6,7 @@ import zlib
 
 import pytest
 
-from server.frontend.compress import CompressError, ImapCompress, with_capability
+from server.frontend.imap_compress import CompressError, ImapCompress, with_capability
 
 
 class Client:
