@@ -54,7 +54,7 @@ import ssl
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..directory import (
     PROXY_USER,
@@ -73,8 +73,11 @@ from ..settings.models import ProtocolSettings, Server, Settings
 from ..settings.paths import Home
 from ..settings.types import LoginType
 from .limits import ConnectionLimits
-from .relay import RelayStats, Transforms, relay, take_buffered
+from .relay import RelayStats, relay, take_buffered
 from .throttle import LoginThrottle
+
+if TYPE_CHECKING:
+    from .relay import Transforms
 
 MAX_LOGON_FAILURES = 3  # Exchange's receive-connector default, applied per connection
 BACKEND_TIMEOUT = 15.0  # connect + hand-over; a slower back end counts as down
