@@ -25,7 +25,7 @@ from tests.e2e.conftest import REPO, ServiceRunner
 
 pytestmark = pytest.mark.e2e
 
-SUITE = REPO.parent / "shared" / "imaptest"
+SUITE = REPO.parent / "shared" / "imaptest"  # ../shared/imaptest, as in CI
 USER, PASSWORD = "imaptester", "Imaptest-pass-1"
 
 # Groups skipped for a capability we do not implement yet (the capability in the comment).
@@ -78,7 +78,16 @@ def _runnable() -> str | None:
 
 
 @pytest.fixture
-def imap_pair(services: ServiceRunner) -> int:
+def suite() -> Path:
+    """../shared/imaptest, checked before any service is started."""
+    reason = _runnable()
+    if reason:
+        pytest.skip(reason)
+    return SUITE
+
+
+@pytest.fixture
+def imap_pair(suite: Path, services: ServiceRunner) -> int:
     """The front end's plain port, with the pair running and the throwaway mailbox made."""
     created = subprocess.run(
         [sys.executable, "-m", "mailctl", "new-mailbox", USER, "--password-stdin"],
@@ -93,9 +102,6 @@ def imap_pair(services: ServiceRunner) -> int:
 
 
 def test_imaptest_suite_passes_through_the_front_end(imap_pair: int, tmp_path: Path) -> None:
-    reason = _runnable()
-    if reason:
-        pytest.skip(reason)
     with imaplib.IMAP4("127.0.0.1", imap_pair, timeout=30) as client:
         client.login(USER, PASSWORD)
         _, data = client.capability()  # the back end's list, as imaptest sees it
