@@ -198,3 +198,21 @@ def test_delete_of_a_parent_says_haschildren() -> None:
     c = Client().login()
     c("c CREATE Top/Kid")
     assert "d NO [HASCHILDREN]" in c("d DELETE Top")
+
+
+def test_a_new_keyword_is_announced_in_flags_before_it_is_used() -> None:
+    """imaptest's "Keyword used without being in FLAGS": a STORE that brings a keyword the
+    session has not listed sends FLAGS and PERMANENTFLAGS first (RFC 3501 7.2.6), in this
+    session and in another one that learns of the change."""
+    store = MemStore()
+    a, b = Client(store).login(), Client(store).login()
+    a.box.append("INBOX", MSG)
+    a.select()
+    b.select()
+    out = a("s STORE 1 +FLAGS ($Hello NIL)")
+    flags = out.index("* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Hello NIL)")
+    assert flags < out.index("* OK [PERMANENTFLAGS (") < out.index("* 1 FETCH (FLAGS (")
+    assert "* FLAGS" not in a("s STORE 1 +FLAGS ($Hello)")  # known by now
+    b.session.mark_dirty()
+    out = b("n NOOP")
+    assert out.index("* FLAGS (") < out.index("* 1 FETCH (FLAGS ($Hello NIL")

@@ -179,7 +179,7 @@ class Selected:
     """The selected folder as this session knows it (RFC 3501 sequence numbers)."""
 
     __slots__ = ("name", "readonly", "uidvalidity", "uids", "rows", "modseq", "recent",
-                 "pending_vanished", "uidnext")
+                 "pending_vanished", "uidnext", "keywords")
 
     def __init__(self, name: str, readonly: bool, snapshot: api.FolderSnapshot) -> None:
         self.name = name
@@ -194,6 +194,8 @@ class Selected:
         # Expunged by others but not yet told to the client (no EXPUNGE during FETCH,
         # STORE or SEARCH: RFC 3501 7.4.1); the messages stay addressable until then.
         self.pending_vanished: set[int] = set()
+        # The keywords the client was told of in FLAGS (see ImapSession.announce_keywords).
+        self.keywords: set[str] = {f for r in self.rows for f in r.flags if f[:1] != "\\"}
 
     @property
     def exists(self) -> int:
@@ -502,6 +504,7 @@ class ImapSession:
                 flag_updates.append(row.uid)
             else:
                 sel.rows[i] = row
+        self.announce_keywords(changes.changed)
         if allow_expunge and sel.pending_vanished:
             self.report_expunged(set(sel.pending_vanished))
         for uid in flag_updates:
@@ -524,6 +527,20 @@ class ImapSession:
             self.untagged(b"%d EXISTS" % sel.exists)
             if not self.rev2:
                 self.untagged(b"%d RECENT" % len(sel.recent))
+
+    def announce_keywords(self, rows: list[api.MessageRow]) -> None:
+        """Before a FETCH shows a keyword the client has not seen in FLAGS, a new FLAGS (and
+        PERMANENTFLAGS) response lists it (RFC 3501 7.2.6: FLAGS names the flags in use)."""
+        sel = self.selected
+        if sel is None:
+            return
+        new = {f for r in rows for f in r.flags if f[:1] != "\\"} - sel.keywords
+        if not new:
+            return
+        sel.keywords |= new
+        self.untagged(flags_response(sel.keywords))
+        if not sel.readonly:
+            self.untagged(permanentflags_response(sel.keywords))
 
     def report_expunged(self, gone: set[int]) -> None:
         sel = self.sel
@@ -584,6 +601,20 @@ def _event_name(event: p.Event) -> tuple[str, str | None]:
         return "", None  # part of a command still being read
     name = getattr(event, "name", None) or "?"
     return name, getattr(event, "tag", None)
+
+
+SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
+_SYSTEM = b" ".join(f.encode() for f in SYSTEM_FLAGS)
+
+
+def flags_response(keywords: set[str]) -> bytes:
+    kw = b"".join(b" " + k.encode("utf-8", "replace") for k in sorted(keywords))
+    return b"FLAGS (" + _SYSTEM + kw + b")"
+
+
+def permanentflags_response(keywords: set[str]) -> bytes:
+    kw = b"".join(b" " + k.encode("utf-8", "replace") for k in sorted(keywords))
+    return b"OK [PERMANENTFLAGS (" + _SYSTEM + kw + b" \\*)] Flags permitted"
 
 
 _FLAG_CACHE: dict[tuple[frozenset[str], bool], bytes] = {}

@@ -9,12 +9,18 @@ from server.store import api
 from .. import parser as p
 from .. import utf7
 from ..seqset import format_seqset
-from ..session import AUTHENTICATED, SELECTED, ImapSession, No, Selected, tagged
+from ..session import (
+    AUTHENTICATED,
+    SELECTED,
+    ImapSession,
+    No,
+    Selected,
+    flags_response,
+    permanentflags_response,
+    tagged,
+)
 from ..wire import encode_string
 from . import AUTH, command
-
-SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
-_SYSTEM = b" ".join(f.encode() for f in SYSTEM_FLAGS)
 
 
 def wire_name(name: str, utf8: bool = False) -> bytes:
@@ -57,13 +63,11 @@ def select(s: ImapSession, cmd: p.Command) -> bytes | None:
         sel.recent = set(sel.uids[-snap.status.recent:])
     if s.rev2:
         sel.recent = set()  # IMAP4rev2 has no \Recent (RFC 9051 appendix E)
-    keywords = sorted({f for r in sel.rows for f in r.flags if not f.startswith("\\")})
-    kw = b"".join(b" " + k.encode("utf-8", "replace") for k in keywords)
-    s.untagged(b"FLAGS (" + _SYSTEM + kw + b")")
+    s.untagged(flags_response(sel.keywords))
     if args.readonly:
         s.untagged(b"OK [PERMANENTFLAGS ()] Read-only mailbox")
     else:
-        s.untagged(b"OK [PERMANENTFLAGS (" + _SYSTEM + kw + b" \\*)] Flags permitted")
+        s.untagged(permanentflags_response(sel.keywords))
     s.untagged(b"%d EXISTS" % sel.exists)
     if not s.rev2:  # RFC 9051 dropped RECENT and the UNSEEN response code
         s.untagged(b"%d RECENT" % len(sel.recent))
