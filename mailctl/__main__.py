@@ -7,11 +7,15 @@ is cached; everything else goes through the full command line (mailctl.cli.run).
 
 from __future__ import annotations
 
+import os
 import sys
 
 
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else list(argv)
+    # What mailctl writes under the home (settings, secrets, exports) is the owner's only;
+    # server.runtime.filemodes.UMASK, not imported here to keep the fast path light.
+    os.umask(0o077)
     from . import fast
 
     code = fast.answer(args)

@@ -16,6 +16,7 @@ COMMANDS: dict[str, str] = {
     "get-exchangecertificate": "certificates",
     "get-imapsettings": "protocol_settings",
     "get-mailbox": "mailboxes",
+    "get-mailboxstatistics": "mailboxes",
     "get-popsettings": "protocol_settings",
     "get-receiveconnector": "receive_connectors",
     "get-servercomponentstate": "unsupported",

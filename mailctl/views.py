@@ -41,7 +41,16 @@ def _field(obj: Any, key: str) -> Any:
 
 # --------------------------------------------------------------------------- receive connectors
 
-CONNECTOR_COLUMNS = ["Identity", "Bindings", "Enabled", "AdvertiseClientSettings", "Fqdn"]
+CONNECTOR_COLUMNS = ["Identity", "Bindings", "Enabled", "AdvertiseClientSettings", "Fqdn", "Served"]
+NOT_SERVED_HUB = ("No: HubTransport connectors are not served here (the front end delivers "
+                  "itself); its settings have no effect")
+
+
+def connector_served(conn: dict[str, Any]) -> str:
+    """Whether MSExchangeFrontEndTransport serves a (dumped) receive connector."""
+    if conn.get("TransportRole") != "FrontendTransport":
+        return NOT_SERVED_HUB
+    return "Yes" if conn.get("Enabled") else "No: disabled"
 
 
 def find_connectors(
@@ -65,7 +74,8 @@ def connector_rows(dump: dict[str, Any], names: list[str]) -> list[dict[str, Any
     rows = []
     for name in names:
         conn = dump["ReceiveConnectors"][name]
-        rows.append({"Identity": f"{conn['Server']}\\{name}", "Name": name, **conn})
+        rows.append({"Identity": f"{conn['Server']}\\{name}", "Name": name, **conn,
+                     "Served": connector_served(conn)})
     return rows
 
 

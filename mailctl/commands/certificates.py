@@ -10,6 +10,7 @@ for the next handshake, while open sessions keep theirs.
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,7 +18,8 @@ import typer
 
 from server.settings.types import split_multivalue
 
-from ..cli import OutputOpt, command, emit, fail, home, list_option
+from ..cli import OutputOpt, command, emit, fail, home, list_option, warn
+from .mailboxes import PasswordOpt, PasswordStdinOpt, unwrap_password
 
 ServicesOpt = Annotated[
     str | None, list_option("--services", help="Comma list of IMAP, POP, SMTP, IIS.")
@@ -78,21 +80,63 @@ def new_exchange_certificate(
     emit(_row(info), output, columns=COLUMNS)
 
 
+# What Exchange's documentation pastes for -FileData: the bytes of a file, read by
+# PowerShell. Here the file is read by mailctl, so only its path matters.
+_FILE_DATA = re.compile(
+    r"""^\(?\s*(?:\[System\.IO\.File\]::ReadAllBytes\(|\[IO\.File\]::ReadAllBytes\(|"""
+    r"""\[Byte\[\]\]\s*\(\s*Get-Content\s+(?:-Path\s+)?)\s*(?P<q>['"])(?P<path>.+?)(?P=q)""",
+    re.I | re.S,
+)
+
+
+def file_data_path(value: str) -> Path:
+    """-FileData: a path, or a pasted `([System.IO.File]::ReadAllBytes('C:\\x.pfx'))` /
+    `([Byte[]](Get-Content -Path "x.pfx" -Encoding Byte -ReadCount 0))`."""
+    match = _FILE_DATA.match(value.strip())
+    return Path(match.group("path") if match else value)
+
+
 @command("Import-ExchangeCertificate")
 def import_exchange_certificate(
     file_name: Annotated[
-        Path, typer.Option("--file-name", help="PEM file: the chain (leaf first), maybe the key.")
-    ],
+        Path | None,
+        typer.Option("--file-name", help="PEM file: the chain (leaf first), maybe the key."),
+    ] = None,
+    file_data: Annotated[
+        str | None,
+        typer.Option("--file-data", help="A PKCS#12 (.pfx/.p12) file with the key and chain "
+                     "(a path, or Exchange's ([System.IO.File]::ReadAllBytes('path')))."),
+    ] = None,
     private_key_file: Annotated[
         Path | None,
         typer.Option("--private-key-file", help="PEM private key, if not in -FileName."),
     ] = None,
+    password: PasswordOpt = None,
+    password_stdin: PasswordStdinOpt = False,
     services: ServicesOpt = None,
     output: OutputOpt = "table",
 ) -> None:
-    """Import a PEM certificate chain and its private key."""
+    """Import a certificate and its private key: a PEM chain (-FileName) or a PFX
+    (-FileData, its password asked for without echo, or -Password / --password-stdin)."""
     from server.runtime import tls
 
+    if (file_name is None) == (file_data is None):
+        fail("give -FileName (PEM) or -FileData (PFX)", allowed="one of the two")
+    wanted = _services(services)
+    if file_data is not None:
+        path = file_data_path(file_data)
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            fail(f"cannot read {exc.filename}: {exc.strerror}", code=1)
+        secret = _pfx_password(password, password_stdin)
+        try:
+            info = tls.import_pfx(home(), data, secret, wanted)
+        except ValueError as exc:
+            fail(f"cannot import {path}: {exc}", code=1)
+        emit(_row(info), output, columns=COLUMNS)
+        return
+    assert file_name is not None
     try:
         data = file_name.read_bytes()
         key = private_key_file.read_bytes() if private_key_file else data
@@ -104,10 +148,26 @@ def import_exchange_certificate(
     if not certs:
         fail(f"{file_name} holds no PEM certificate", allowed="PEM (-----BEGIN CERTIFICATE-----)")
     try:
-        info = tls.import_certificate(home(), b"".join(certs), key, _services(services))
+        info = tls.import_certificate(home(), b"".join(certs), key, wanted)
     except ValueError as exc:
         fail(f"cannot import: {exc}", code=1)
     emit(_row(info), output, columns=COLUMNS)
+
+
+def _pfx_password(given: str | None, from_stdin: bool) -> bytes | None:
+    """The PFX password: -Password (pasted ConvertTo-SecureString unwrapped), the first line
+    of stdin, or a prompt; None when there is none (an unprotected PFX)."""
+    if given is not None:
+        warn("a password on the command line is visible to other users; prefer the prompt "
+             "or --password-stdin")
+        return unwrap_password(given).encode() or None
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\r\n").encode() or None
+    if sys.stdin.isatty():
+        import getpass
+
+        return getpass.getpass("PFX password (empty if none): ").encode() or None
+    return None
 
 
 @command("Enable-ExchangeCertificate")

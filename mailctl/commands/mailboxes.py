@@ -36,6 +36,10 @@ from ..cli import (
 
 CAS_FIELDS = [f for f in Mailbox.model_fields if f.startswith(("Pop", "Imap"))]
 MAILBOX_FIELDS = views.MAILBOX_FIELDS
+# Set-Mailbox's quota parameters (server.store.quota).
+QUOTA_FIELDS = ["UseDatabaseQuotaDefaults", "IssueWarningQuota", "ProhibitSendQuota",
+                "ProhibitSendReceiveQuota"]
+STATISTICS_COLUMNS = ["DisplayName", "ItemCount", "TotalItemSize", "StorageLimitStatus"]
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 PasswordOpt = Annotated[
@@ -186,7 +190,7 @@ def get_mailbox(identity: OptionalIdentityArg = None, output: OutputOpt = "table
     show(identity, output, views.mailbox_rows, views.MAILBOX_COLUMNS)
 
 
-@command("Set-Mailbox", params=model_options(Mailbox, only=MAILBOX_FIELDS))
+@command("Set-Mailbox", params=model_options(Mailbox, only=MAILBOX_FIELDS + QUOTA_FIELDS))
 def set_mailbox(
     identity: IdentityArg,
     password: PasswordOpt = None,
@@ -221,6 +225,45 @@ def set_mailbox(
         else:
             Directory(home()).set_password(name, secret)
             print(f"Set a new password for mailbox {name}.")
+
+
+@command("Get-MailboxStatistics", read=True)
+def get_mailboxstatistics(identity: OptionalIdentityArg = None, output: OutputOpt = "table") -> None:
+    """Item count, total size and storage limit status of mailboxes, from their servers'
+    databases; with the quotas in force (the database's unless UseDatabaseQuotaDefaults is
+    $false)."""
+    from server.store import open_store, quota
+
+    settings = load_settings()
+    names = views.match_mailboxes(settings.model_dump(mode="json")["Mailboxes"], identity)
+    if identity and not names:
+        fail(f"there is no mailbox {identity!r}", code=1)
+    rows = []
+    stores: dict[str, Any] = {}
+    try:
+        for name in names:
+            box = settings.Mailboxes[name]
+            if box.Server not in stores:
+                stores[box.Server] = open_store(home(), box.Server)
+            used = quota.usage(stores[box.Server].mailbox(name))
+            limits = quota.limits(box)
+
+            def text(octets: int | None) -> str:
+                return "Unlimited" if octets is None else quota.exchange_size(octets)
+
+            rows.append({
+                "Identity": name, "DisplayName": box.DisplayName or name, "ItemCount": used.items,
+                "TotalItemSize": quota.exchange_size(used.bytes),
+                "StorageLimitStatus": quota.storage_status(used, limits),
+                "IssueWarningQuota": text(limits.warning),
+                "ProhibitSendQuota": text(limits.send),
+                "ProhibitSendReceiveQuota": text(limits.receive),
+                "ServerName": box.Server, "Database": box.Server,
+            })
+    finally:
+        for store in stores.values():
+            store.close()
+    emit(rows, output, columns=STATISTICS_COLUMNS)
 
 
 @command("Remove-Mailbox")

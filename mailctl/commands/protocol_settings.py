@@ -14,6 +14,8 @@ from ..cli import (
     command,
     edit_settings,
     emit,
+    fail,
+    home,
     is_windows_only,
     load_settings,
     local_server,
@@ -50,9 +52,23 @@ def change(protocol: str, server: str | None, values: dict[str, Any], what_if: b
         settings = session.validate()
         key, srv = local_server(settings, server)
         current = getattr(srv, PROTOCOLS[protocol])
+        check_certificate_name(protocol, values.get("X509CertificateName"), srv.Fqdn)
         changes = update_fields(
             session, ("Servers", key, PROTOCOLS[protocol]), model, current, values, cmdlet)
     report_changes(f"{PROTOCOLS[protocol]} of {key}", changes, what_if)
+
+
+def check_certificate_name(protocol: str, name: Any, fqdn: str) -> None:
+    """X509CertificateName must name a certificate (the server's own Fqdn is made on
+    demand): otherwise the front end could not start with it (tls.certificate_for)."""
+    if not isinstance(name, str) or not name or name.lower() == fqdn.lower():
+        return
+    from server.runtime import tls
+
+    if tls.select_certificate(home(), protocol.upper(), name, strict=True) is None:
+        fail(f"no certificate carries the name {name}",
+             allowed=f"a name from Get-ExchangeCertificate, or {fqdn}; "
+                     f"or first New-ExchangeCertificate -DomainName {name}")
 
 
 @command("Get-PopSettings", read=True)

@@ -46,7 +46,8 @@ def find(settings: Settings, identity: str | None, server: str | None) -> list[s
 def get_receiveconnector(
     identity: IdentityArg = None, server: ServerOpt = None, output: OutputOpt = "table"
 ) -> None:
-    """Show receive connectors (all, or those matching Identity)."""
+    """Show receive connectors (all, or those matching Identity); Served says whether
+    anything listens on one."""
     dump = load_settings().model_dump(mode="json")
     names = views.find_connectors(dump["ReceiveConnectors"], identity, server)
     if identity and not names:
@@ -69,7 +70,9 @@ def set_receiveconnector(
     what_if: WhatIfOpt = False,
     values: dict[str, Any] | None = None,
 ) -> None:
-    """Change a receive connector (e.g. -AdvertiseClientSettings $true -Fqdn mail.contoso.com)."""
+    """Change a receive connector (e.g. -AdvertiseClientSettings $true -Fqdn mail.contoso.com).
+    The HubTransport "Client Proxy" connectors are not served: changes to them have no effect
+    here."""
     values = values or {}
     require_values(values, "Set-ReceiveConnector")
     with edit_settings(what_if) as session:
@@ -83,3 +86,28 @@ def set_receiveconnector(
         changes = update_fields(session, ("ReceiveConnectors", name), ReceiveConnector, current,
                                 values, "Set-ReceiveConnector")
     report_changes(identity_of(name, current), changes, what_if)
+    if changes and views.connector_served(current.model_dump(mode="json")) == views.NOT_SERVED_HUB:
+        print(f"Note: {identity_of(name, current)} is not served: no effect here.")
+        return
+    for note in no_effect_notes(changes):
+        print(f"Note: {note}")
+
+
+# What the submission service does not act on (docs/cli.md says the same per parameter).
+NO_EFFECT_VALUES = {
+    "AuthMechanism": {"Integrated", "ExchangeServer", "ExternalAuthoritative"},
+    "PermissionGroups": {"ExchangeServers", "ExchangeLegacyServers", "Partners", "Custom"},
+}
+
+
+def no_effect_notes(changes: dict[str, tuple[Any, Any]]) -> list[str]:
+    notes = []
+    for key, (_, new) in changes.items():
+        if key == "Comment":
+            notes.append("Comment is a note for admins: no effect here.")
+        idle = NO_EFFECT_VALUES.get(key)
+        if idle and isinstance(new, list):
+            named = sorted({getattr(v, "value", str(v)) for v in new} & idle)
+            if named:
+                notes.append(f"{key} {', '.join(named)}: no effect here.")
+    return notes

@@ -82,6 +82,7 @@ def service_row(info: ServiceInfo) -> dict[str, Any]:
         "LastReload": last,
         "LastReloadLine": reload.get("Line"),
         "LastReloadTime": reload.get("Time"),
+        "TooOpenPaths": info.TooOpenPaths,
     }
 
 
@@ -145,6 +146,12 @@ def get_service(
 
     infos = _control_call(control.get_service, home(), name, server)
     emit([service_row(i) for i in infos], output, columns=TABLE_COLUMNS)
+    too_open = infos[0].TooOpenPaths if infos else []
+    if too_open and output.lower() == "table":
+        from server.runtime.filemodes import summary
+
+        print(f"WARNING: mail or secrets readable by group or others (should be 0600 files, "
+              f"0700 folders): {summary(too_open)}")
 
 
 @command("Start")

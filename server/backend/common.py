@@ -6,11 +6,11 @@ import asyncio
 import itertools
 import ssl
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from server import retrieval
-from server.directory import Entry, check_proxy_login, find_entry, may_use_protocol
-from server.protocols import proxyv2
+from server.directory import Entry, ProxySecret, find_entry, may_use_protocol
+from server.protocols import handover
 from server.retrieval.receipts import ReceiptSender
 from server.runtime import tls
 from server.runtime.listeners import ListenerSet
@@ -27,7 +27,14 @@ from server.settings.paths import Home
 from server.settings.types import IPEndPoint
 from server.store.api import MailStore
 
-PROXY_HEADER_TIMEOUT = 30.0
+# Before a peer has proved it is a front end (server/protocols/handover.py), a back end
+# reads at most handover.MAX_INPUT bytes from it, gives it HANDOVER_DEADLINE seconds in all
+# (bytes arriving do not extend it), and holds at most MAX_UNAUTHENTICATED such peers at once.
+# A front end needs two round trips on a local link: milliseconds.
+HANDOVER_DEADLINE = 10.0
+MAX_UNAUTHENTICATED = 64
+
+T = TypeVar("T")
 
 
 def render_for_retrieval(
@@ -67,26 +74,6 @@ def open_default_store(home: Home, server: str) -> MailStore:
     return open_store(home, server)
 
 
-async def read_proxy_header(
-    reader: asyncio.StreamReader,
-) -> tuple[bool, proxyv2.ProxyInfo | None]:
-    """(header valid, client); LOCAL headers (the proxy's own health checks) carry no
-    client. Anything but a PROXY v2 header means the peer is not a front end."""
-    try:
-        head = await asyncio.wait_for(
-            reader.readexactly(proxyv2.HEADER_LEN), PROXY_HEADER_TIMEOUT
-        )
-        if not head.startswith(proxyv2.SIGNATURE):
-            return False, None
-        rest = await asyncio.wait_for(
-            reader.readexactly(proxyv2.needed(head) - proxyv2.HEADER_LEN), PROXY_HEADER_TIMEOUT
-        )
-        info, _ = proxyv2.decode(head + rest)
-    except (TimeoutError, asyncio.IncompleteReadError, proxyv2.ProxyHeaderError):
-        return False, None
-    return True, info
-
-
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
@@ -103,13 +90,18 @@ class BackendService(Service):
 
     def __init__(self, ctx: ServiceContext) -> None:
         super().__init__(ctx)
-        self._listeners = ListenerSet(self._handler_for)
+        # Only front ends connect, from nearby: a TLS handshake gets the hand-over's time.
+        self._listeners = ListenerSet(self._handler_for, handshake_timeout=HANDOVER_DEADLINE)
         self._store: MailStore | None = None
         self._ssl: ssl.SSLContext | None = None
         self._thumbprint: str | None = None
         self._connections: dict[asyncio.Task[Any], Any] = {}
         self.session_ids = itertools.count(1)
         self.protocol_log = ProtocolLog.for_service(ctx)
+        self.proxy_secret = ProxySecret(ctx.home)
+        self.unauthenticated = 0  # peers in the hand-over now
+        self.max_unauthenticated = MAX_UNAUTHENTICATED
+        self.handover_deadline = HANDOVER_DEADLINE
 
     def _handler_for(self, implicit_tls: bool) -> Handler:
         raise NotImplementedError
@@ -158,6 +150,56 @@ class BackendService(Service):
     def status(self) -> dict[str, Any]:
         return {"connections": len(self._connections), "endpoints": self._listeners.endpoints}
 
+    async def hand_over(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, protocol: str,
+        login: Callable[[handover.Accepted], Awaitable[T | str]],
+    ) -> tuple[handover.Accepted, T] | None:
+        """Run the back end's side of the hand-over; on success `login(accepted)` opens the
+        mailbox (a str is the refusal text for the front end) and the caller gets both,
+        with "OK" already written. None: the peer failed or was refused, the caller closes.
+
+        Until the peer's proof is checked nothing else is read: at most handover.MAX_INPUT
+        bytes, within handover_deadline seconds from the connection's start, and no more than
+        max_unauthenticated peers at a time (the next ones are closed at once)."""
+        peer = writer.get_extra_info("peername") or ("", 0)
+        if self.unauthenticated >= self.max_unauthenticated:
+            self.ctx.log.warning("service=%s event=handover-refused peer=%s reason=%r",
+                                 self.ctx.name, peer[0], "too many connections in the hand-over")
+            return None
+        self.unauthenticated += 1
+        try:
+            async with asyncio.timeout(self.handover_deadline):
+                secret = self.proxy_secret.cached() or await asyncio.to_thread(
+                    self.proxy_secret.load)
+                shake = handover.BackendHandshake(secret, protocol, self.ctx.server)
+                writer.write(shake.challenge())
+                while shake.accepted is None:
+                    data = await reader.read(shake.room())
+                    if not data:
+                        return None
+                    answer = shake.receive(data)
+                    if answer:
+                        writer.write(answer)
+        except TimeoutError:
+            self.ctx.log.info("service=%s event=handover-timeout peer=%s", self.ctx.name, peer[0])
+            return None
+        except handover.HandoverError as exc:
+            self.ctx.log.warning("service=%s event=handover-failed peer=%s error=%r",
+                                 self.ctx.name, peer[0], str(exc))
+            return None
+        finally:
+            self.unauthenticated -= 1
+        accepted = shake.accepted
+        result = await login(accepted)
+        if isinstance(result, str):
+            self.ctx.log.info("service=%s event=handover-refused mailbox=%r reason=%r",
+                              self.ctx.name, accepted.mailbox, result)
+            writer.write(shake.refuse(result))
+            await writer.drain()
+            return None
+        writer.write(shake.ok())
+        return accepted, result
+
     def bound_port(self, tls_port: bool = False) -> int:
         server = self.ctx.server_settings
         plain, secure = self.ports(server)
@@ -165,7 +207,7 @@ class BackendService(Service):
 
 
 class HandOverRefused(Exception):
-    """A front end's hand-over login the back end refuses. `kind` is "auth" (the login or
+    """A hand-over (of a proved front end) the back end refuses. `kind` is "auth" (the login or
     the mailbox's rights) or "perm" (the mailbox lives on another server): each protocol
     turns it into its own answer (IMAP NO, POP3 -ERR [AUTH] / [SYS/PERM])."""
 
@@ -175,15 +217,10 @@ class HandOverRefused(Exception):
         self.text = text
 
 
-def check_hand_over(
-    ctx: ServiceContext, settings: Settings, protocol: str, authzid: str, authcid: str,
-    password: str,
-) -> Entry:
-    """What both back ends check before a session starts: the proxy secret, the mailbox,
-    that THIS server holds it, and that it may use the protocol."""
-    if not check_proxy_login(ctx.home, authcid, password):
-        raise HandOverRefused("auth", "Authentication failed: only front ends may log in here")
-    entry = find_entry(settings, authzid) if authzid else None
+def check_hand_over(ctx: ServiceContext, settings: Settings, protocol: str, mailbox: str) -> Entry:
+    """What both back ends check once a front end has proved itself: the mailbox, that THIS
+    server holds it, and that it may use the protocol."""
+    entry = find_entry(settings, mailbox) if mailbox else None
     if entry is None:
         raise HandOverRefused("auth", "Authentication failed: no such mailbox")
     if entry.server_name.lower() != ctx.server.lower():

@@ -1,8 +1,10 @@
 """MSExchangeIMAP4BE: the IMAP back end, running the sans-IO session over the store.
 
-It accepts only front ends: a connection starts with a PROXY v2 header (else it is closed)
-and logs in with `AUTHENTICATE PLAIN` as PROXY_USER with the proxy secret, the authzid
-naming a mailbox held by this server (see server.directory).
+It accepts only front ends: a connection starts with the hand-over (server/protocols/
+handover.py, run by BackendService.hand_over), in which the front end proves it knows the
+proxy secret and names the mailbox and the real client. Only then does IMAP begin, already
+authenticated: a PREAUTH greeting (RFC 3501 section 7.1.4), so not one IMAP byte from an
+unproved peer is ever parsed.
 
 Per connection: one coroutine reading the socket, the session, one lazily re-armed timer
 (autologout and IDLE keep-alives) and one store subscription. Commands of a connection run
@@ -40,7 +42,7 @@ from ..runtime.protocol_log import imap_result
 from ..runtime.service import ServiceContext
 from ..settings.models import ImapSettings, Server
 from . import common
-from .common import BackendService, open_default_store, read_proxy_header
+from .common import BackendService, open_default_store
 
 READ_SIZE = 64 * 1024
 WORKERS = 8
@@ -54,6 +56,10 @@ INLINE_BACKOFF = 30.0
 # IDLE updates are small: they are written without waiting for the client to read them,
 # unless that much is already queued for it (a client that stopped reading).
 PUSH_BUFFER_LIMIT = 256 * 1024
+# Output of pipelined commands queued for a client before the next command waits for the
+# client to read (asyncio's drain). Without a bound a client that pipelines FETCH BODY[]
+# and reads nothing makes the back end hold every answer in memory.
+WRITE_HIGH_WATER = 256 * 1024
 
 
 def log_parameters(args: p.CommandArgs | None) -> str:
@@ -78,7 +84,7 @@ class _LogEntry:
 class _Connection:
     __slots__ = ("service", "reader", "writer", "session", "lock", "last_activity", "timer",
                  "unsubscribe", "next_keepalive", "loop", "client", "session_id", "logging",
-                 "carry")
+                 "carry", "waiting")
 
     def __init__(self, service: ImapBackendService, reader: asyncio.StreamReader,
                  writer: asyncio.StreamWriter, client: proxyv2.ProxyInfo | None) -> None:
@@ -96,9 +102,9 @@ class _Connection:
         self.session_id = next(service.session_ids)
         self.logging: _LogEntry | None = None
         self.carry = 0  # octets read for a command not yet known (before a literal)
+        self.waiting = False  # in drain(): the client is not reading what we sent
 
-    async def run(self) -> None:
-        greeting = self.session.greeting()
+    async def run(self, greeting: bytes) -> None:
         self.writer.write(greeting)
         if self.service.protocol_log.enabled:
             self._log("OpenSession", "", self.loop.time(), 0, len(greeting), "")
@@ -129,6 +135,16 @@ class _Connection:
                     writer.write(out)
                 if log_on:
                     self._log_job(job, out, consumed, started)
+                if out and writer.transport.get_write_buffer_size() > WRITE_HIGH_WATER:
+                    # Back-pressure: no next command (nor the next read, which waits for
+                    # this pump) until the client has taken most of this answer.
+                    out = b""  # a FETCH chunk is not kept alive while the client is slow
+                    self.waiting = True
+                    try:
+                        await writer.drain()
+                    finally:
+                        self.waiting = False
+                    self.last_activity = self.loop.time()  # the client reads: not idle
                 self._after_job()
                 if session.closed:
                     break
@@ -257,6 +273,11 @@ class _Connection:
             self.writer.write(self.session.bye("Autologout; idle for too long"))
             self.writer.close()
             return
+        if now >= deadline and self.waiting:
+            # Nothing read from us (and nothing sent) for the whole timeout: the client is
+            # gone or stuck, and what we queued for it is freed with the connection.
+            self.writer.transport.abort()
+            return
         wake = deadline if now < deadline else now + 1.0
         if self.session.idling and self.next_keepalive:
             if now >= self.next_keepalive:
@@ -318,16 +339,19 @@ class ImapBackendService(BackendService):
         )
 
     def authenticate(self, authzid: str, authcid: str, password: str) -> Login | str:
-        """The front end's proxy login (runs in a worker thread); a str is the NO text."""
+        """AUTHENTICATE is never reached here (sessions start authenticated after the
+        hand-over); should it be, it is refused."""
+        return "Only the front-end hand-over logs in here"
+
+    def open_login(self, mailbox: str) -> Login | str:
+        """The mailbox a proved front end hands over (runs in a worker thread); a str is
+        the refusal text."""
         try:
-            entry = common.check_hand_over(
-                self.ctx, self.ctx.settings, "IMAP4", authzid, authcid, password
-            )
+            entry = common.check_hand_over(self.ctx, self.ctx.settings, "IMAP4", mailbox)
         except common.HandOverRefused as refused:
             return refused.text
-        name, box = entry.name, entry.mailbox
         assert self._store is not None
-        return Login(name, self._store.mailbox(name), box)
+        return Login(entry.name, self._store.mailbox(entry.name), entry.mailbox)
 
     def inline_allowed(self) -> bool:
         return not self._inline_off_until or time.monotonic() >= self._inline_off_until
@@ -384,12 +408,17 @@ class ImapBackendService(BackendService):
         self._connections[task] = None
         connection: _Connection | None = None
         try:
-            found, client = await read_proxy_header(reader)
-            if not found:
+            loop = asyncio.get_running_loop()
+            handed = await self.hand_over(
+                reader, writer, "IMAP4",
+                lambda accepted: loop.run_in_executor(self.executor, self.open_login,
+                                                      accepted.mailbox))
+            if handed is None:
                 return
-            connection = _Connection(self, reader, writer, client)
+            accepted, login = handed
+            connection = _Connection(self, reader, writer, accepted.client)
             self._connections[task] = connection
-            await connection.run()
+            await connection.run(connection.session.preauth(login))
         except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
             pass
         except Exception:

@@ -1,8 +1,10 @@
 """MSExchangePOP3BE: the POP3 back end, the sans-IO session over the mailbox store.
 
-It accepts only front ends: every connection starts with a PROXY v2 header (else it is
-closed) and logs in with `AUTH PLAIN` as PROXY_USER with the proxy secret, the authzid naming
-the mailbox (see server.directory). The maildrop is the mailbox's INBOX, locked for the whole
+It accepts only front ends: every connection starts with the hand-over (server/protocols/
+handover.py, run by BackendService.hand_over), in which the front end proves it knows the
+proxy secret and names the mailbox and the real client. POP3 then begins in the TRANSACTION
+state, its greeting the maildrop's size, so no POP3 command from an unproved peer is ever
+parsed. The maildrop is the mailbox's INBOX, locked for the whole
 session (RFC 1939 section 8: one session per maildrop); deletions happen only in UPDATE after
 QUIT, in one store call, so a dropped connection deletes nothing. IMAP sessions on the same
 mailbox keep working and see the deletions as EXPUNGEs through the store's notifications.
@@ -28,7 +30,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, BinaryIO
 
 from ..protocols import proxyv2
 from ..protocols.pop3.responses import Capabilities
@@ -57,6 +59,7 @@ READ_SIZE = 64 * 1024
 FILE_CHUNK = 1024 * 1024  # reads after the first READ_SIZE of a large body file
 FLUSH_AT = 256 * 1024  # write out pipelined replies once this much is waiting
 WRITE_HIGH_WATER = 64 * 1024  # asyncio's default: wait for the client above this
+WRITE_SLICE = 1024 * 1024  # a big RETR is handed to the transport this much at a time
 INLINE_READ_LIMIT = 256 * 1024  # smaller messages are read on the event loop (cheaper than a thread hop)
 
 # The back end repeats what front ends offer before login (RFC 2449 section 5): USER there
@@ -134,10 +137,62 @@ class FileFacts:
         facts = self._facts.get(path)
         if facts is None:
             facts = facts_of(data)
-            if len(self._facts) >= self._limit:
-                self._facts.clear()
-            self._facts[path] = facts
+            self._keep(path, facts)
         return facts
+
+    def of_file(self, path: str, file: BinaryIO) -> int | None:
+        """The facts of an open body file, scanned FILE_CHUNK at a time (never read whole);
+        None when its header does not fit in the first chunk."""
+        facts = self._facts.get(path)
+        if facts is None:
+            facts = scan_facts(file)
+            if facts is None:
+                return None
+            self._keep(path, facts)
+        return facts
+
+    def _keep(self, path: str, facts: int) -> None:
+        if len(self._facts) >= self._limit:
+            self._facts.clear()
+        self._facts[path] = facts
+
+
+def scan_facts(file: BinaryIO) -> int | None:
+    """facts_of() of a file's bytes, read in FILE_CHUNK pieces from its start. Each piece
+    is searched with the last byte of the one before, so "\n." and CRLF across pieces
+    count once."""
+    first = file.read(FILE_CHUNK) or b""
+    if header_end(first) >= len(first) and len(first) == FILE_CHUNK:
+        return None  # a header bigger than a chunk: the caller reads the message whole
+    asks = asks_for_receipt(first)
+    ready = first[:1] != b"."
+    lf = crlf = 0
+    prev = tail = b""
+    chunk = first
+    while chunk:
+        joined = prev + chunk
+        if ready and _DOT_LINE.search(joined) is not None:
+            ready = False
+        lf += chunk.count(b"\n")
+        crlf += joined.count(b"\r\n")
+        prev, tail = chunk[-1:], (tail + chunk)[-2:]
+        chunk = file.read(FILE_CHUNK) or b""
+    ready = ready and tail == b"\r\n" and lf == crlf
+    return (WIRE_READY if ready else 0) | (ASKS_RECEIPT if asks else 0)
+
+
+class FileBody:
+    """A RETR body sent as stored, straight from its open file, WRITE_SLICE at a time (see
+    _Connection._flush): a big message is never held whole. The session only takes its
+    length (for "+OK n octets") and hands it back in a Send."""
+
+    __slots__ = ("file", "size")
+
+    def __init__(self, file: BinaryIO, size: int) -> None:
+        self.file, self.size = file, size
+
+    def __len__(self) -> int:
+        return self.size
 
 
 FILE_FACTS = FileFacts()
@@ -218,6 +273,13 @@ class MaildropFiles:
 
     def _changed(self) -> None:
         self._stale = True  # on the store's notifier thread: the lookup waits for a RETR
+
+    def path(self, uid: int) -> str | None:
+        """The message's file as the store has it now (None: not known)."""
+        if self._stale:
+            self._stale = False
+            self._paths = self._lookup(self._uids)
+        return self._paths.get(uid)
 
     def read(self, uid: int) -> bytes:
         """The stored message; StoreError once it is gone."""
@@ -357,8 +419,9 @@ class _Connection:
         self.session_id = next(self.service.session_ids)
         self.started = time.monotonic()
 
-    async def run(self) -> None:
-        greeting = self.session.greeting()
+    async def run(self, login: _Login) -> None:
+        self.login = login
+        greeting = self.session.preauthenticated(login.mailbox, login.maildrop)
         self.writer.write(greeting)
         self._log(Request("OpenSession"), greeting, len(greeting))
         loop = asyncio.get_running_loop()
@@ -397,8 +460,8 @@ class _Connection:
                     if waiting >= FLUSH_AT:
                         await self._flush(out)
                         waiting = 0
-                case Authenticate():
-                    await self._authenticate(action)
+                case Authenticate():  # sessions start authenticated: never reached
+                    self.session.auth_failed("[AUTH] Only the front-end hand-over logs in here")
                 case Retrieve():
                     if self._inline(action):
                         self._retrieve(action)
@@ -429,34 +492,64 @@ class _Connection:
 
     async def _flush(self, out: list[bytes]) -> None:
         """One write for what is waiting; waits for the client only when the transport's
-        buffer is over the high-water mark (a drain() per reply costs more than the reply)."""
-        if out:
+        buffer is over the high-water mark (a drain() per reply costs more than the reply).
+        A big message goes out in WRITE_SLICE pieces with that wait between them, so the
+        transport never holds a copy of it for a client that reads slowly (or not at all)."""
+        if not out:
+            return
+        if sum(map(len, out)) <= WRITE_SLICE:
             self.writer.write(out[0] if len(out) == 1 else b"".join(out))
             out.clear()
-            if self.writer.transport.get_write_buffer_size() > WRITE_HIGH_WATER:
+            await self._wait_for_client()
+            return
+        chunks = out[:]
+        out.clear()
+        for chunk in chunks:
+            if isinstance(chunk, FileBody):
+                await self._send_file(chunk)
+                continue
+            view = memoryview(chunk)
+            for at in range(0, len(view), WRITE_SLICE):
+                self.writer.write(view[at : at + WRITE_SLICE])
+                await self._wait_for_client()
+
+    async def _send_file(self, body: FileBody) -> None:
+        left = body.size
+        try:
+            while left > 0:
+                data = await asyncio.to_thread(body.file.read, min(WRITE_SLICE, left))
+                if not data:  # body files never change; should one shrink, end its last line
+                    self.writer.write(b"\r\n")
+                    break
+                left -= len(data)
+                self.writer.write(data)
+                await self._wait_for_client()
+        finally:
+            body.file.close()
+
+    async def _wait_for_client(self) -> None:
+        if self.writer.transport.get_write_buffer_size() > WRITE_HIGH_WATER:
+            self.service.waiting_for_clients += 1
+            try:
                 await self.writer.drain()
+            finally:
+                self.service.waiting_for_clients -= 1
 
     # --- login ---------------------------------------------------------------------------
-    async def _authenticate(self, action: Authenticate) -> None:
-        job = asyncio.ensure_future(asyncio.to_thread(self.service.login, action))
+    async def open_login(self, mailbox: str) -> _Login | str:
+        """Open the maildrop a proved front end hands over; a str is the refusal text."""
+        job = asyncio.ensure_future(asyncio.to_thread(self.service.login, mailbox))
         try:
-            result = await asyncio.shield(job)
+            return await asyncio.shield(job)
         except asyncio.CancelledError:
             # The thread may still take the maildrop lock: give it back when it does.
             job.add_done_callback(_release_orphan)
             raise
         except StoreError as exc:
-            self.session.auth_failed(f"[SYS/TEMP] {exc}")
-            return
+            return f"-ERR [SYS/TEMP] {exc}"
         except Exception:
             self.service.ctx.log.exception("service=%s event=login-error", self.service.ctx.name)
-            self.session.auth_failed("[SYS/TEMP] The mailbox cannot be opened now")
-            return
-        if isinstance(result, str):
-            self.session.auth_failed(result)
-            return
-        self.login = result
-        self.session.auth_succeeded(result.mailbox, result.maildrop)
+            return "-ERR [SYS/TEMP] The mailbox cannot be opened now"
 
     # --- retrieval -----------------------------------------------------------------------
     def _inline(self, action: Retrieve) -> bool:
@@ -464,10 +557,13 @@ class _Connection:
         assert maildrop is not None
         return maildrop.messages[action.msg - 1].size <= INLINE_READ_LIMIT
 
-    def _read(self, action: Retrieve) -> tuple[bytes, bool] | None:
+    def _read(self, action: Retrieve) -> tuple[bytes | FileBody, bool] | None:
         """(what RETR/TOP send, whether it is wire-ready); None: the message is gone."""
         login = self.login
         assert login is not None
+        streamed = self._file_body(action)
+        if streamed is not None:
+            return streamed, True
         try:
             raw, path = login.files.read_with_path(action.uid)
         except StoreError:
@@ -483,11 +579,37 @@ class _Connection:
             return (raw, True) if facts & WIRE_READY else (crlf_lines(raw), False)
         return crlf_lines(view.data(action.uid, raw)), False
 
-    def _deliver(self, action: Retrieve, read: tuple[bytes, bool] | None) -> None:
+    def _file_body(self, action: Retrieve) -> FileBody | None:
+        """A RETR of a big message that goes out as stored and needs no byte-stuffing (and
+        no read receipt): its open file, to be sent a slice at a time."""
+        login = self.login
+        assert login is not None
+        view = login.view
+        if action.lines is not None or view is None or not view.as_stored:
+            return None
+        path = login.files.path(action.uid)
+        if path is None:
+            return None
+        try:
+            file = open(path, "rb", buffering=0)  # noqa: SIM115 - closed by _send_file
+        except FileNotFoundError:
+            return None  # gone: the ordinary read says so
+        size = os.fstat(file.fileno()).st_size
+        facts = FILE_FACTS.of_file(path, file) if size > WRITE_SLICE else None
+        if facts is None or not facts & WIRE_READY or (facts & ASKS_RECEIPT
+                                                       and view.sends_receipts):
+            file.close()
+            return None
+        file.seek(0)
+        return FileBody(file, size)
+
+    def _deliver(self, action: Retrieve, read: tuple[bytes | FileBody, bool] | None) -> None:
         if read is None:
             self.session.retrieve_failed(f"Message {action.msg} is no longer available")
         else:
-            self.session.retrieved(read[0], wire_ready=read[1])
+            # A FileBody passes through the session untouched (wire-ready: only its length
+            # is used) and comes back to _flush in a Send.
+            self.session.retrieved(read[0], wire_ready=read[1])  # type: ignore[arg-type]
 
     def _retrieve(self, action: Retrieve) -> None:
         self._deliver(action, self._read(action))
@@ -543,6 +665,7 @@ class Pop3BackendService(common.BackendService):
         self._session_settings: tuple[Settings, SessionSettings] | None = None
         self._timeouts: tuple[Settings, tuple[float, float]] | None = None
         self.body_paths = BodyPaths()
+        self.waiting_for_clients = 0  # connections in drain(): their client reads slowly
 
     # --- settings ------------------------------------------------------------------------
     def pop_settings(self) -> PopSettings:
@@ -611,11 +734,15 @@ class Pop3BackendService(common.BackendService):
         self._connections[task] = writer
         connection: _Connection | None = None
         try:
-            found, client = await common.read_proxy_header(reader)
-            if not found:
+            opening = _Connection(self, reader, writer)
+            handed = await self.hand_over(
+                reader, writer, "POP3", lambda accepted: opening.open_login(accepted.mailbox))
+            if handed is None:
                 return
-            connection = _Connection(self, reader, writer, client)
-            await connection.run()
+            accepted, login = handed
+            connection = opening
+            connection.client = accepted.client
+            await connection.run(login)
         except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
             pass
         except Exception:  # a bug ends this session, never the service
@@ -630,25 +757,22 @@ class Pop3BackendService(common.BackendService):
                 await writer.wait_closed()
 
     # --- login (in a worker thread) ------------------------------------------------------
-    def login(self, action: Authenticate) -> _Login | str:
-        """Check the front end's proxy login and open the maildrop; a str is the -ERR text."""
+    def login(self, mailbox: str) -> _Login | str:
+        """Open the maildrop of a mailbox a proved front end hands over; a str is the
+        refusal, as the -ERR text the front end passes on."""
         settings = self.ctx.settings
-        if action.mechanism != "PLAIN":
-            return "[AUTH] Authentication failed: only front ends may log in here"
         try:
-            entry = common.check_hand_over(
-                self.ctx, settings, "POP3", action.authzid, action.authcid, action.password
-            )
+            entry = common.check_hand_over(self.ctx, settings, "POP3", mailbox)
         except common.HandOverRefused as refused:
             code = "[SYS/PERM]" if refused.kind == "perm" else "[AUTH]"
-            return f"{code} {refused.text}"
+            return f"-ERR {code} {refused.text}"
         name, box = entry.name, entry.mailbox
         assert self._store is not None
         mailbox = self._store.mailbox(name)
         try:
             release = mailbox.lock_maildrop()
         except MailboxInUse:
-            return "[IN-USE] Maildrop is in use by another session"
+            return "-ERR [IN-USE] Maildrop is in use by another session"
         try:
             files = MaildropFiles(mailbox)  # subscribed before the snapshot: see load()
         except BaseException:

@@ -22,8 +22,6 @@ from ..settings.paths import Home
 from ..settings.store import atomic_write, locked
 from ..settings.types import MailboxType
 
-PROXY_USER = "mailctl-proxy"  # SASL PLAIN authcid the front ends use with the proxy secret
-
 # argon2id, RFC 9106 "second recommended option" memory class scaled for a small server.
 ARGON2_PARAMS = {"time_cost": 2, "memory_cost": 19456, "parallelism": 1}
 
@@ -106,6 +104,11 @@ class Directory:
         self._cache[entry.name.lower()] = (stored, digest)
         return entry
 
+    def stored_hash(self, name: str) -> str | None:
+        """The mailbox's stored password hash (None without a password), for what must end
+        when the password changes (web sessions). A stat per call; re-read on change."""
+        return self._load_hashes().get(name.lower())
+
     def set_password(self, name: str, password: str) -> None:
         hashed = hash_password(password)
         with locked(self.home):
@@ -153,7 +156,8 @@ def proxy_secret_path(home: Home) -> Path:
 
 
 def proxy_secret(home: Home) -> str:
-    """The secret front ends log in to back ends with; made on first use, owner-only."""
+    """The secret front and back ends prove to each other that they know (without sending
+    it: server/protocols/handover.py); made on first use, owner-only."""
     path = proxy_secret_path(home)
     try:
         return path.read_text().strip()
@@ -166,10 +170,37 @@ def proxy_secret(home: Home) -> str:
     return path.read_text().strip()
 
 
-def check_proxy_login(home: Home, authcid: str, password: str) -> bool:
-    return authcid == PROXY_USER and hmac.compare_digest(
-        password.encode(), proxy_secret(home).encode()
-    )
+class ProxySecret:
+    """The proxy secret as bytes (the HMAC key of server/protocols/handover.py), read from
+    disk again only when its file changes: one stat per hand-over instead of a read."""
+
+    def __init__(self, home: Home) -> None:
+        self.home = home
+        self.path = proxy_secret_path(home)
+        self._signature: tuple[int, int, int] | None = None
+        self._value = b""
+
+    def _stat(self) -> tuple[int, int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        return st.st_ino, st.st_size, st.st_mtime_ns
+
+    def cached(self) -> bytes | None:
+        """The secret when the file is unchanged since the last load(), else None."""
+        signature = self._stat()
+        if signature is not None and signature == self._signature:
+            return self._value
+        return None
+
+    def load(self) -> bytes:
+        """Read (or make, under the home lock) the secret. Blocking."""
+        # Stat first, read second: a file replaced in between is read again next time.
+        signature = self._stat()
+        self._value = proxy_secret(self.home).encode()
+        self._signature = signature if signature is not None else self._stat()
+        return self._value
 
 
 def resolve_home_env() -> Home:

@@ -10,11 +10,12 @@ Each protocol brings two sans-IO pieces (see imap.py, pop3.py): a `LoginCore` th
 client bytes into events (Send, StartTls, LoginRequest) and renders the answers, and a
 `BackendLogin` that speaks the hand-over to the back end. This module is the I/O around them.
 
-Hand-over (the contract in server/directory): TCP (TLS when ProxyTargetPort is the target's
-SSL port) to <target>.BackEndAddress, then a PROXY v2 header with the real client address as
-the first bytes of the stream (inside TLS, so it works with implicit-TLS back-end
-listeners), then SASL PLAIN with authzid = mailbox name, authcid = PROXY_USER and the proxy
-secret as password.
+Hand-over: TCP (TLS when ProxyTargetPort is the target's SSL port) to
+<target>.BackEndAddress, then the mutual challenge-response of server/protocols/handover.py:
+the back end proves it knows the proxy secret first, and only then does the front end name
+the mailbox and the real client (a PROXY v2 header) under its own proof. The secret itself
+never crosses the wire. After the back end's OK the protocol runs already authenticated
+(IMAP: a PREAUTH greeting with the capabilities; POP3: +OK with the maildrop's size).
 
 Which back-end port: ProxyTargetPort is a setting of the front-end server, while each target
 server has its own back-end ports. When ProxyTargetPort equals this server's
@@ -27,15 +28,18 @@ The TLS hop is Exchange's default and the safe one when front and back ends are 
 hosts. When they share a host (or a trusted private link), `Set-ImapSettings -ProxyTargetPort
 <ImapBackEndPort>` / `Set-PopSettings -ProxyTargetPort <PopBackEndPort>` drops it: no second
 handshake per session, no encryption per relayed byte, and about 20 KB less per idle session
-in each of the two processes (the TLS state of each end of the hop). The hand-over is still
-authenticated by the proxy secret either way.
+in each of the two processes (the TLS state of each end of the hop). The hand-over is
+mutually authenticated either way, but only TLS keeps the relayed session private and
+intact on the wire (docs/security.md). With EnforceCertificateErrors the TLS hop also checks
+the back end's certificate (the organization's CA or the system's, and the target's Fqdn).
 The back-end TLS client context and the proxy secret are kept between sessions and looked
 at again only when their files change (tls.shared_client_context, ProxySecret).
 
 Login decisions (reference section 5): wrong password or unknown user -> the same answer,
 after the same argon2 time. A mailbox that may not use the protocol (Anonymous, Guest,
-Administrator, PopEnabled/ImapEnabled false) gets its refusal reason whether or not the
-password was right, so the answer never tells a password guesser anything. Every refused
+Administrator, PopEnabled/ImapEnabled false) gets its refusal reason only after the right
+password; with a wrong one it gets the same answer as an unknown user, so the answer never
+tells a password guesser whether the account exists or what kind it is. Every refused
 login counts as a failure for the slow-down (throttle.py) and for the per-connection limit:
 after MAX_LOGON_FAILURES failures the connection is closed.
 
@@ -56,25 +60,17 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ..directory import (
-    PROXY_USER,
-    Directory,
-    Entry,
-    may_use_protocol,
-    proxy_secret,
-    proxy_secret_path,
-)
-from ..protocols import proxyv2
+from ..directory import Directory, Entry, ProxySecret, may_use_protocol
+from ..protocols import handover, proxyv2
 from ..runtime import tls
 from ..runtime.listeners import ListenerSet
 from ..runtime.protocol_log import ProtocolLog
 from ..runtime.service import Service, ServiceContext
 from ..settings.models import ProtocolSettings, Server, Settings
-from ..settings.paths import Home
 from ..settings.types import LoginType
 from .limits import ConnectionLimits
 from .relay import RelayStats, relay, take_buffered
-from .throttle import LoginThrottle
+from .throttle import LoginThrottle, account_key
 
 if TYPE_CHECKING:
     from .relay import Transforms
@@ -222,31 +218,6 @@ class BackendLogin(ABC):
 # ---------------------------------------------------------------------------- the service
 
 
-class ProxySecret:
-    """The hand-over password (server.directory.proxy_secret), read from disk again only
-    when its file changes: one stat per session instead of a read in a worker thread."""
-
-    def __init__(self, home: Home) -> None:
-        self.home = home
-        self.path = proxy_secret_path(home)
-        self._signature: tuple[int, int, int] | None = None
-        self._value = ""
-
-    async def get(self) -> str:
-        try:
-            signature = tls.file_signature(self.path)
-        except FileNotFoundError:
-            signature = None
-        if signature is not None and signature == self._signature:
-            return self._value
-        # First use or a changed file: proxy_secret may have to make it under the home lock,
-        # so off the event loop.
-        self._value = await asyncio.to_thread(proxy_secret, self.home)
-        self._signature = signature
-        return self._value
-
-
-
 class FrontendService(Service):
     """One front-end service (MSExchangeIMAP4 or MSExchangePOP3)."""
 
@@ -276,7 +247,8 @@ class FrontendService(Service):
     def new_core(self, settings: ProtocolSettings) -> LoginCore: ...
 
     @abstractmethod
-    def backend_login(self, mailbox: str, secret: str) -> BackendLogin: ...
+    def backend_login(self) -> BackendLogin:
+        """The conversation after the hand-over's OK (the back end's first protocol lines)."""
 
     @abstractmethod
     def backend_ports(self, target: Server) -> tuple[int, int]:
@@ -299,8 +271,8 @@ class FrontendService(Service):
         )
 
     async def reload(self, old: Settings, new: Settings) -> None:
+        await self._reconcile()  # the listeners follow the settings even if the next fails
         await self._load_certificate()
-        await self._reconcile()
 
     async def reload_certificates(self) -> None:
         await self._load_certificate()
@@ -326,8 +298,15 @@ class FrontendService(Service):
 
     async def _load_certificate(self) -> None:
         ps = self.protocol_settings()
-        name = ps.X509CertificateName or self.ctx.server_settings.Fqdn
-        cert = await asyncio.to_thread(tls.ensure_certificate, self.ctx.home, self.cert_kind, name)
+        try:
+            cert = await asyncio.to_thread(
+                tls.certificate_for, self.ctx.home, self.cert_kind, ps.X509CertificateName,
+                self.ctx.server_settings.Fqdn)
+        except tls.CertificateNotFound as exc:
+            # At start the service does not start; at a reload the certificate in force
+            # keeps serving. Either way the reason reaches Get-Service (LastReload).
+            self.ctx.log.error("service=%s event=certificate-not-found %s", self.ctx.name, exc)
+            raise
         if self.ssl_context is None:
             self.ssl_context = tls.server_context(cert)
         elif cert.thumbprint != self._thumbprint:
@@ -414,16 +393,25 @@ class FrontendService(Service):
             sock = writer.get_extra_info("socket")
             if sock is not None:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            writer.write(proxyv2.encode(proxyv2.ProxyInfo(
+            header = proxyv2.encode(proxyv2.ProxyInfo(
                 str(client[0]), int(client[1]), str(local[0]), int(local[1]),
-            )))
-            secret = await self.proxy_secret.get()
-            conversation = self.backend_login(entry.name, secret)
+            ))
+            secret = self.proxy_secret.cached() or await asyncio.to_thread(self.proxy_secret.load)
+            shake = handover.FrontendHandshake(
+                secret, self.protocol, entry.server_name, entry.name, header)
+            try:
+                while not shake.done:
+                    answer = shake.on_line(await self._backend_line(reader))
+                    if answer:
+                        writer.write(answer)
+            except handover.HandoverRefused as refused:
+                raise BackendRefused(f"hand-over refused: {refused.text!r}", refused.text) from None
+            except handover.HandoverError as exc:
+                # ImpostorError included: nothing but our nonce was sent.
+                raise BackendError(f"hand-over failed: {exc}") from None
+            conversation = self.backend_login()
             while True:
-                line = await reader.readline()
-                if not line.endswith(b"\n"):
-                    raise BackendError("the mailbox server closed the connection")
-                step = conversation.on_line(line)
+                step = conversation.on_line(await self._backend_line(reader))
                 if isinstance(step, BackendSend):
                     writer.write(step.data)
                 elif isinstance(step, BackendDone):
@@ -431,6 +419,16 @@ class FrontendService(Service):
         except BaseException:
             writer.close()
             raise
+
+    @staticmethod
+    async def _backend_line(reader: asyncio.StreamReader) -> bytes:
+        try:
+            line = await reader.readuntil(b"\n")
+        except asyncio.IncompleteReadError:
+            raise BackendError("the mailbox server closed the connection") from None
+        except asyncio.LimitOverrunError:
+            raise BackendError("the mailbox server sent an overlong line") from None
+        return line
 
 
 class Session:
@@ -551,18 +549,21 @@ class Session:
         """Handle one login attempt; True when the session is over (relayed or closed)."""
         service = self.service
         started = asyncio.get_running_loop().time()
-        wait = service.throttle.delay(self.ip, request.user)
+        settings = service.ctx.settings
+        account = account_key(settings, request.user)
+        wait = service.throttle.delay(self.ip, account)
         if wait:
             await asyncio.sleep(wait)
-        settings = service.ctx.settings
         entry = await asyncio.to_thread(
             service.directory.verify, settings, request.user, request.password
         )
-        found = entry or service.directory.find(settings, request.user)
-        reason = may_use_protocol(found, service.protocol) if found is not None else None
+        # The reason a mailbox may not use the protocol is told only to whoever proved the
+        # password: before that every refusal is the same, so nobody learns from it whether
+        # an account exists or what kind it is.
+        reason = may_use_protocol(entry, service.protocol) if entry is not None else None
         if entry is None or reason:
             return await self._failed(request, reason)
-        service.throttle.succeeded(self.ip, request.user)
+        service.throttle.succeeded(self.ip, entry.name)
         ps = service.protocol_settings()
         if not service.limits.login(entry.name, ps.MaxConnectionsPerUser):
             self._log("login-refused", request.user, "too many connections for the user")
@@ -618,7 +619,8 @@ class Session:
 
     async def _failed(self, request: LoginRequest, reason: str | None) -> bool:
         self.failures += 1
-        self.service.throttle.failed(self.ip, request.user)
+        self.service.throttle.failed(
+            self.ip, account_key(self.service.ctx.settings, request.user))
         self._log("login-failed", request.user, reason or "bad user name or password")
         refusal = Refusal.POLICY if reason else Refusal.BAD_CREDENTIALS
         answer = self.core.refuse(request, refusal, reason or "")
@@ -668,7 +670,7 @@ class Session:
 
 
 __all__ = [
-    "PROXY_USER", "BackendDone", "BackendError", "BackendLogin", "BackendRefused", "BackendSend",
+    "BackendDone", "BackendError", "BackendLogin", "BackendRefused", "BackendSend",
     "FrontendService", "LogEntry", "LoginCore", "LoginRequest", "Policy", "Refusal", "Send",
     "Session",
     "StartTls",

@@ -33,7 +33,6 @@ import binascii
 from ..protocols.imap import parser as p
 from ..runtime.protocol_log import imap_result
 from ..settings.models import ImapSettings, ProtocolSettings, Server, Settings
-from .core import PROXY_USER as _PROXY_USER
 from .core import (
     BackendDone,
     BackendError,
@@ -283,37 +282,29 @@ class ImapLoginCore(LoginCore):
 
 
 class ImapBackendLogin(BackendLogin):
-    """Greeting, AUTHENTICATE PLAIN as the proxy for the mailbox, capabilities."""
+    """After the hand-over: the back end's PREAUTH greeting (RFC 3501 section 7.1.4) with
+    the capabilities of the authenticated state, or a CAPABILITY command when it has none."""
 
-    def __init__(self, mailbox: str, secret: str) -> None:
-        self.mailbox, self.secret = mailbox, secret
+    def __init__(self) -> None:
         self.state = "greeting"
         self.capabilities: str | None = None
 
     def on_line(self, line: bytes) -> BackendSend | BackendDone | None:
         text = line.decode("utf-8", "replace").rstrip("\r\n")
         if self.state == "greeting":
-            if not text.startswith("* OK"):
+            if not text.upper().startswith("* PREAUTH"):
                 raise BackendError(f"unexpected greeting {text[:80]!r}")
-            self.state = "login"
-            ir = plain_response(self.mailbox, _PROXY_USER, self.secret)
-            return BackendSend(b"P1 AUTHENTICATE PLAIN " + ir + CRLF)
+            rest = text[len("* PREAUTH"):].lstrip()
+            if rest.upper().startswith("[CAPABILITY ") and "]" in rest:
+                return BackendDone(rest[len("[CAPABILITY "):rest.index("]")])
+            self.state = "capability"
+            return BackendSend(b"P1 CAPABILITY" + CRLF)
         if text.upper().startswith("* CAPABILITY "):
             self.capabilities = text[len("* CAPABILITY "):]
             return None
-        if text.startswith("+"):
-            raise BackendError("the mailbox server did not take the initial response")
-        if self.state == "login" and text.startswith("P1 "):
-            status, _, rest = text[3:].partition(" ")
-            if status.upper() != "OK":
-                raise BackendError(f"hand-over refused: {text[:200]!r}")
-            if rest.upper().startswith("[CAPABILITY ") and "]" in rest:
-                self.capabilities = rest[len("[CAPABILITY "):rest.index("]")]
-            if self.capabilities is None:
-                self.state = "capability"
-                return BackendSend(b"P2 CAPABILITY" + CRLF)
-            return BackendDone(self.capabilities)
-        if self.state == "capability" and text.startswith("P2 "):
+        if text.startswith("P1 "):
+            if self.capabilities is None or text[3:5].upper() != "OK":
+                raise BackendError(f"CAPABILITY failed: {text[:200]!r}")
             return BackendDone(self.capabilities)
         return None
 
@@ -328,8 +319,8 @@ class ImapFrontendService(FrontendService):
     def new_core(self, settings: ProtocolSettings) -> LoginCore:
         return ImapLoginCore(settings.Banner)
 
-    def backend_login(self, mailbox: str, secret: str) -> BackendLogin:
-        return ImapBackendLogin(mailbox, secret)
+    def backend_login(self) -> BackendLogin:
+        return ImapBackendLogin()
 
     def backend_ports(self, target: Server) -> tuple[int, int]:
         return target.ImapBackEndPort, target.ImapBackEndSSLPort

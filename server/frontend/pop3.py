@@ -30,9 +30,7 @@ from ..protocols.pop3.responses import Capabilities
 from ..runtime.protocol_log import pop3_result
 from ..settings.models import ProtocolSettings, Server, Settings
 from .core import (
-    PROXY_USER,
     BackendDone,
-    BackendError,
     BackendLogin,
     BackendRefused,
     BackendSend,
@@ -45,7 +43,7 @@ from .core import (
     Send,
     StartTls,
 )
-from .imap import decode_plain, plain_response
+from .imap import decode_plain
 
 CRLF = b"\r\n"
 _TLS_FIRST = "-ERR [AUTH] Plain-text authentication is not allowed on an unencrypted " \
@@ -223,20 +221,10 @@ class Pop3LoginCore(LoginCore):
 
 
 class Pop3BackendLogin(BackendLogin):
-    """Greeting, then AUTH PLAIN as the proxy for the mailbox."""
-
-    def __init__(self, mailbox: str, secret: str) -> None:
-        self.mailbox, self.secret = mailbox, secret
-        self.state = "greeting"
+    """After the hand-over: the back end's greeting, already in the TRANSACTION state."""
 
     def on_line(self, line: bytes) -> BackendSend | BackendDone | None:
         text = line.decode("utf-8", "replace").rstrip("\r\n")
-        if self.state == "greeting":
-            if not text.startswith("+OK"):
-                raise BackendError(f"unexpected greeting {text[:80]!r}")
-            self.state = "login"
-            return BackendSend(b"AUTH PLAIN " + plain_response(
-                self.mailbox, PROXY_USER, self.secret) + CRLF)
         if text.startswith("+OK"):
             return BackendDone(None)
         raise BackendRefused(f"hand-over refused: {text[:200]!r}", text[:510])
@@ -252,8 +240,8 @@ class Pop3FrontendService(FrontendService):
     def new_core(self, settings: ProtocolSettings) -> LoginCore:
         return Pop3LoginCore(settings.Banner)
 
-    def backend_login(self, mailbox: str, secret: str) -> BackendLogin:
-        return Pop3BackendLogin(mailbox, secret)
+    def backend_login(self) -> BackendLogin:
+        return Pop3BackendLogin()
 
     def backend_ports(self, target: Server) -> tuple[int, int]:
         return target.PopBackEndPort, target.PopBackEndSSLPort

@@ -70,17 +70,31 @@ def _unescape(value: str) -> str:
 def describe(ics: str) -> dict[str, str]:
     """SUMMARY, DTSTART, DTEND, LOCATION, ORGANIZER, METHOD of the first event (values
     without parameters), for the text that replaces the calendar part and the web page."""
-    wanted = {"SUMMARY", "DTSTART", "DTEND", "LOCATION", "ORGANIZER", "METHOD", "DESCRIPTION"}
+    wanted = {"SUMMARY", "DTSTART", "DTEND", "LOCATION", "ORGANIZER", "DESCRIPTION"}
     found: dict[str, str] = {}
+    # Properties count only where they belong (RFC 5545 section 3.6): METHOD on the
+    # VCALENDAR, the rest on the event itself. Outlook puts its VTIMEZONE (with DTSTART
+    # 16010101T030000 of the STANDARD/DAYLIGHT rules) and VALARMs (with a DESCRIPTION)
+    # around the VEVENT; their properties are not the event's.
+    components: list[str] = []
     for line in unfold(ics):
         name, sep, value = line.partition(":")
         if not sep:
             continue
         key = name.split(";", 1)[0].upper()
-        if key in wanted and key not in found:
+        if key == "BEGIN":
+            components.append(value.strip().upper())
+            continue
+        if key == "END":
+            ended = components.pop() if components else ""
+            if ended in ("VEVENT", "VTODO"):
+                break
+            continue
+        inside = components[-1] if components else ""
+        if key == "METHOD" and inside in ("VCALENDAR", ""):
+            found.setdefault(key, value.strip())
+        elif key in wanted and inside in ("VEVENT", "VTODO") and key not in found:
             found[key] = _unescape(value.strip()).removeprefix("mailto:").removeprefix("MAILTO:")
-        if key == "END" and value.strip().upper() in ("VEVENT", "VTODO"):
-            break
     return found
 
 

@@ -4,7 +4,8 @@
 of the mailbox, and `.../<uid>.ics` downloads it. The base may carry a path (an OWA virtual
 directory's InternalUrl is https://host/owa), so any path prefix before /calendar/ is
 accepted. Anyone else, signed in or not, gets the same 404 as for an item that does not
-exist, so links tell nobody which mailboxes or items exist; not signed in sends to /signin.
+exist, so links tell nobody which mailboxes or items exist; not signed in sends to /signin,
+which comes back to the item after signing in.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import html
 from typing import Any, Protocol
+from urllib.parse import quote
 
 from aiohttp import web
 
@@ -70,8 +72,8 @@ class _Handlers:
     async def _ics(self, request: web.Request) -> tuple[str, str]:
         """(mailbox name, iCalendar text) of the item the request names, for its owner."""
         user = self.ctx.signer.check(request.cookies.get(COOKIE))
-        if user is None:
-            raise web.HTTPSeeOther("/signin")
+        if user is None:  # back here after signing in (app.local_target checks it)
+            raise web.HTTPSeeOther(f"/signin?next={quote(request.path_qs, safe='')}")
         settings = self.settings
         found = settings.mailbox(request.match_info["mailbox"])
         if found is None or found[0].lower() != user.lower():

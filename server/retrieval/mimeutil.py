@@ -8,6 +8,7 @@ the rest reach the client exactly as stored, so ENVELOPE and threading do not ch
 
 from __future__ import annotations
 
+import hashlib
 import re
 from email import policy
 from email.generator import BytesGenerator
@@ -68,7 +69,33 @@ def assemble(raw: bytes, entity: EmailMessage) -> bytes:
     MIME-Version, blank line and body)."""
     if "MIME-Version" not in entity:
         entity["MIME-Version"] = "1.0"
+    set_boundaries(raw, entity)
     return kept_fields(raw) + crlf(entity_bytes(entity))
+
+
+def set_boundaries(raw: bytes, entity: EmailMessage) -> None:
+    """Give every multipart we built a boundary derived from the stored message, where the
+    generator would pick a random one. A rendering must be the same bytes every time: a
+    client fetching a message in pieces (BODY[]<partial>, a POP3 TOP then RETR) across a
+    cache eviction, a restart, or from the IMAP and the POP3 back end (two processes)
+    would otherwise put together pieces of different messages."""
+    multiparts = [p for p in entity.walk()
+                  if p.get_content_maintype() == "multipart" and p.get_boundary() is None]
+    if not multiparts:
+        return
+    texts = [raw] + [p.get_payload().encode("utf-8", "surrogateescape")  # type: ignore[union-attr]
+                     for p in entity.walk()
+                     if not p.is_multipart() and isinstance(p.get_payload(), str)]
+    seed = hashlib.sha256(raw).digest()
+    counter = 0
+    for part in multiparts:
+        while True:
+            counter += 1
+            token = hashlib.sha256(seed + counter.to_bytes(4, "big")).hexdigest()[:32]
+            boundary = "=_" + token
+            if not any(boundary.encode() in text for text in texts):
+                break
+        part.set_boundary(boundary)
 
 
 def strip_to_entity(msg: EmailMessage) -> EmailMessage:

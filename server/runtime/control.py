@@ -74,6 +74,8 @@ class ServiceInfo:
     Endpoints: list[str] = field(default_factory=list)
     SettingsVersion: str | None = None
     LastReload: dict[str, Any] | None = None
+    # Mail or secrets under the home that group or others may read (see filemodes).
+    TooOpenPaths: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -510,7 +512,13 @@ def get_service(home: Home, pattern: str | None = None, server: str | None = Non
     ]
     if not names and not any(c in wanted for c in "*?["):
         canonical_name(pattern or "")  # raises Exchange's "Cannot find any service" error
-    return [get_one(home, name, srv, settings) for srv in servers for name in names]
+    infos = [get_one(home, name, srv, settings) for srv in servers for name in names]
+    from server.runtime import filemodes
+
+    too_open = filemodes.too_open(home)  # as the files are now, services running or not
+    for info in infos:
+        info.TooOpenPaths = too_open
+    return infos
 
 
 # --------------------------------------------------------------------------- systemd

@@ -44,11 +44,14 @@ def endpoint_label(address: str, port: int, tls: bool = False) -> str:
 
 
 class ListenerSet:
-    def __init__(self, handler_for: Callable[[bool], Handler], limit: int = 2**16) -> None:
-        """`handler_for(implicit_tls)` gives the connection handler of a listener kind."""
+    def __init__(self, handler_for: Callable[[bool], Handler], limit: int = 2**16,
+                 handshake_timeout: float = 30.0) -> None:
+        """`handler_for(implicit_tls)` gives the connection handler of a listener kind;
+        `handshake_timeout` bounds a TLS handshake (before the handler runs)."""
         self._handler_for = handler_for
         self._servers: dict[Key, asyncio.Server] = {}
         self._limit = limit
+        self._handshake_timeout = handshake_timeout
 
     @property
     def endpoints(self) -> list[str]:
@@ -80,7 +83,7 @@ class ListenerSet:
         address, port, tls = key
         return await asyncio.start_server(
             self._handler_for(tls), sock=bind_socket(address, port), ssl=ctx if tls else None,
-            limit=self._limit, ssl_handshake_timeout=30 if tls else None,
+            limit=self._limit, ssl_handshake_timeout=self._handshake_timeout if tls else None,
         )
 
     def close(self) -> None:

@@ -16,6 +16,7 @@ import os
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..settings.paths import Home
 from ..settings.store import atomic_write, locked
@@ -54,36 +55,64 @@ def ca_paths(home: Home) -> tuple[Path, Path]:
 
 
 def ensure_ca(home: Home) -> Path:
-    """The private CA that signs self-signed certificates; clients trust its PEM."""
+    """The private CA that signs self-signed certificates; clients trust its PEM.
+
+    RFC 5280 section 4.2.1.2 wants a Subject Key Identifier in every CA certificate, and
+    strict verifiers (`openssl verify -x509_strict`, Python 3.13's default
+    VERIFY_X509_STRICT) refuse a chain without it. A CA made before it was added is
+    re-issued once with the same key and name, so certificates it signed stay valid."""
     from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
+    from cryptography.hazmat.primitives import serialization
 
     cert_path, key_path = ca_paths(home)
     if cert_path.exists() and key_path.exists():
-        return cert_path
+        existing = x509.load_pem_x509_certificate(cert_path.read_bytes())
+        try:
+            existing.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
+            return cert_path
+        except x509.ExtensionNotFound:
+            key = serialization.load_pem_private_key(key_path.read_bytes(), None)
+            cert = _ca_certificate(key, existing.subject, existing.not_valid_after_utc)
+            atomic_write(cert_path, cert.public_bytes(serialization.Encoding.PEM))
+            return cert_path
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
     home.certs.mkdir(parents=True, exist_ok=True)
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mailctl private CA")])
-    cert = (
+    cert = _ca_certificate(key, name, _now() + dt.timedelta(days=3650))
+    _write_key(key_path, key)
+    atomic_write(cert_path, cert.public_bytes(serialization.Encoding.PEM))
+    return cert_path
+
+
+def _ca_certificate(key: Any, name: Any, not_after: dt.datetime) -> Any:
+    """A self-signed CA certificate (RFC 5280 4.2.1.9 basicConstraints critical, 4.2.1.3
+    keyUsage keyCertSign+cRLSign critical, 4.2.1.1/4.2.1.2 key identifiers)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+
+    public = key.public_key()
+    ski = x509.SubjectKeyIdentifier.from_public_key(public)
+    return (
         x509.CertificateBuilder()
         .subject_name(name)
         .issuer_name(name)
-        .public_key(key.public_key())
+        .public_key(public)
         .serial_number(x509.random_serial_number())
         .not_valid_before(_now() - dt.timedelta(days=1))
-        .not_valid_after(_now() + dt.timedelta(days=3650))
+        .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
             x509.KeyUsage(False, False, False, False, False, True, True, False, False),
             critical=True,
         )
+        .add_extension(ski, critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski),
+                       critical=False)
         .sign(key, hashes.SHA256())
     )
-    _write_key(key_path, key)
-    atomic_write(cert_path, cert.public_bytes(serialization.Encoding.PEM))
-    return cert_path
 
 
 def new_certificate(
@@ -126,8 +155,20 @@ def _new_certificate_locked(
         .not_valid_after(_now() + dt.timedelta(days=days))
         .add_extension(x509.SubjectAlternativeName(alt), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        # ECDSA keys sign the handshake: digitalSignature only (RFC 5480 section 3).
+        .add_extension(
+            x509.KeyUsage(True, False, False, False, False, False, False, False, False),
+            critical=True,
+        )
         .add_extension(
             x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
+                       critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(
+                ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value),
+            critical=False,
         )
         .sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
     )
@@ -162,6 +203,25 @@ def import_certificate(home: Home, cert_pem: bytes, key_pem: bytes,
         atomic_write(home.certs / f"{thumb}.pem", cert_pem)
         return _register(home, thumb, subject, names or [subject], cert.not_valid_after_utc,
                          services or [])
+
+
+def import_pfx(home: Home, data: bytes, password: bytes | None,
+               services: list[str] | None = None) -> CertificateInfo:
+    """Import-ExchangeCertificate -FileData: a PKCS#12 (.pfx) file with the key, the
+    certificate and maybe its chain. Raises ValueError (wrong password, no key, ...)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.serialization import pkcs12
+
+    try:
+        key, cert, extra = pkcs12.load_key_and_certificates(data, password or None)
+    except ValueError as exc:
+        raise ValueError(f"not a PKCS#12 file, or the password is wrong ({exc})") from None
+    if key is None or cert is None:
+        raise ValueError("the PKCS#12 file holds no private key and certificate")
+    chain = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in [cert, *extra])
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    return import_certificate(home, chain, key_pem, services)
 
 
 def _index_path(home: Home) -> Path:
@@ -227,34 +287,91 @@ def _enable_unlocked(home: Home, thumb: str, services: list[str]) -> None:
     atomic_write(_index_path(home), json.dumps(index, indent=2).encode())
 
 
-def select_certificate(home: Home, kind: str, name: str | None) -> CertificateInfo | None:
-    """The certificate a service uses: enabled for its kind and matching X509CertificateName
-    (or any enabled one when no name is set)."""
-    enabled = [c for c in list_certificates(home) if kind in c.services]
+class CertificateNotFound(LookupError):
+    """A certificate name (X509CertificateName) that no certificate carries."""
+
+
+def _named(certificates: list[CertificateInfo], name: str) -> list[CertificateInfo]:
+    wanted = name.lower()
+    return [c for c in certificates if wanted in (n.lower() for n in c.dns_names)]
+
+
+def select_certificate(home: Home, kind: str, name: str | None,
+                       strict: bool = False) -> CertificateInfo | None:
+    """The certificate a service uses: enabled for its kind and carrying `name`, else any
+    certificate carrying `name`. Not strict (and no name): any certificate enabled for the
+    kind. Strict: only a certificate that carries the name, so one server never serves
+    another's certificate."""
+    certificates = list_certificates(home)
+    enabled = [c for c in certificates if kind in c.services]
     if name:
-        matching = [c for c in enabled if name.lower() in (n.lower() for n in c.dns_names)]
+        matching = _named(enabled, name) or _named(certificates, name)
         if matching:
             return matching[-1]
-        named = [c for c in list_certificates(home)
-                 if name.lower() in (n.lower() for n in c.dns_names)]
-        if named:
-            return named[-1]
+        if strict:
+            return None
     return enabled[-1] if enabled else None
 
 
 def ensure_certificate(home: Home, kind: str, fqdn: str) -> CertificateInfo:
-    """The certificate for a service, made on first start if there is none. Services that
-    start together must not each make one: look again under the lock before making it."""
-    found = select_certificate(home, kind, fqdn)
-    if found is not None:
+    """The certificate for a service of the server named `fqdn`: one that carries that name,
+    made on first start if there is none. Each server gets its own (its own names); the
+    first one made is also enabled for the service kinds no certificate has yet, so
+    Get-ExchangeCertificate shows what is in use. Services that start together must not
+    each make one: look again under the lock before making it."""
+    found = select_certificate(home, kind, fqdn, strict=True)
+    if found is not None and not _made_before_key_identifiers(home, found):
         return found
     with locked(home):
-        found = select_certificate(home, kind, fqdn)
+        found = select_certificate(home, kind, fqdn, strict=True)
         if found is not None:
-            return found
+            if not _made_before_key_identifiers(home, found):
+                return found
+            # Strict clients refuse it: the same names and services, issued again.
+            return _new_certificate_locked(home, found.subject, found.dns_names,
+                                           found.services, 825)
+        taken = {s for c in list_certificates(home) for s in c.services}
         return _new_certificate_locked(
-            home, fqdn, [fqdn, "localhost", "127.0.0.1"], list(SERVICE_KINDS), 825
+            home, fqdn, [fqdn, "localhost", "127.0.0.1"],
+            [k for k in SERVICE_KINDS if k not in taken], 825,
         )
+
+
+def _made_before_key_identifiers(home: Home, info: CertificateInfo) -> bool:
+    """A certificate this installation's CA signed before leaf certificates carried an
+    Authority Key Identifier (imported certificates are left alone)."""
+    from cryptography import x509
+    from cryptography.exceptions import InvalidSignature
+
+    try:
+        leaf = x509.load_pem_x509_certificate(info.cert_file.read_bytes())
+        leaf.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier)
+        return False
+    except x509.ExtensionNotFound:
+        pass
+    except (OSError, ValueError):
+        return False
+    ca = x509.load_pem_x509_certificate(ensure_ca(home).read_bytes())
+    try:
+        leaf.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+def certificate_for(home: Home, kind: str, name: str | None, fqdn: str) -> CertificateInfo:
+    """What a front end serves: the certificate X509CertificateName names, or the server's
+    own (made when missing). A name other than the server's Fqdn must be on a certificate:
+    mailctl does not invent one for it; CertificateNotFound says so."""
+    if name and name.lower() != fqdn.lower():
+        found = select_certificate(home, kind, name, strict=True)
+        if found is None:
+            raise CertificateNotFound(
+                f"X509CertificateName {name!r} is on no certificate: create or import one "
+                f"with that name (New-ExchangeCertificate -DomainName {name}, "
+                f"Import-ExchangeCertificate), or set the server's Fqdn")
+        return found
+    return ensure_certificate(home, kind, fqdn)
 
 
 def server_context(cert: CertificateInfo, session_tickets: bool = True) -> ssl.SSLContext:
@@ -281,10 +398,14 @@ def reload_context(ctx: ssl.SSLContext, cert: CertificateInfo) -> None:
 
 
 def client_context(home: Home, verify: bool = True) -> ssl.SSLContext:
-    """What a front end (or a test) uses to reach a back end: trusts the private CA."""
+    """What a front end (or a test) uses to reach a back end. Verifying, it trusts the
+    organization's private CA (what back ends get by default) and the system's CAs (a
+    purchased certificate imported and enabled for the back end), and checks the name."""
     ctx = ssl.create_default_context(cafile=str(ensure_ca(home)))
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    if not verify:
+    if verify:
+        ctx.load_default_certs()
+    else:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
     return ctx

@@ -24,6 +24,7 @@ from .types import (
     ExtendedProtectionPolicy,
     Fqdn,
     IPEndPoint,
+    IPRangeList,
     LogFileRollOver,
     LoginType,
     MailboxType,
@@ -41,6 +42,7 @@ from .types import (
     enum_type,
     int_range,
     timespan_range,
+    unlimited_int_range,
 )
 
 INT32_MAX = 2147483647
@@ -218,7 +220,12 @@ def default_startup_type(service: str) -> StartupType:
 
 
 class ReceiveConnector(Model):
-    """Set-ReceiveConnector (reference section 2); keyed by name, Identity is Server\\Name."""
+    """Set-ReceiveConnector (reference section 2); keyed by name, Identity is Server\\Name.
+
+    Only FrontendTransport connectors are served (by MSExchangeFrontEndTransport). The
+    HubTransport "Client Proxy" connector is Exchange's hop from the front end to the
+    mailbox server's transport; here the front end delivers itself, so nothing listens on it
+    and its settings have no effect (Get-ReceiveConnector says so under Served)."""
 
     Server: str
     TransportRole: _TransportRole = TransportRole.FrontendTransport
@@ -232,25 +239,41 @@ class ReceiveConnector(Model):
             AuthMechanism.BasicAuth,
             AuthMechanism.BasicAuthRequireTLS,
             AuthMechanism.Integrated,
-        ]
+        ],
+        description="Tls: STARTTLS; BasicAuth: AUTH PLAIN/LOGIN; BasicAuthRequireTLS: AUTH only "
+        "after STARTTLS. Integrated, ExchangeServer, ExternalAuthoritative: no effect here.",
     )
     PermissionGroups: _PermissionGroups = Field(
-        default_factory=lambda: [PermissionGroup.ExchangeUsers]
+        default_factory=lambda: [PermissionGroup.ExchangeUsers],
+        description="AnonymousUsers lets clients send to local mailboxes without AUTH; "
+        "without it AUTH is required. The other groups: no effect here.",
     )
     Banner: OptionalStr = None
     RequireTLS: Bool = False
     TlsCertificateName: OptionalStr = None
-    RemoteIPRanges: StringList = Field(default_factory=lambda: ["0.0.0.0-255.255.255.255", "::-ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"])
+    RemoteIPRanges: IPRangeList = Field(
+        default_factory=lambda: ["0.0.0.0-255.255.255.255", "::-ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"],
+        description="Client addresses served: 192.168.1.1, 192.168.1.0/24, "
+        "192.168.1.10-192.168.1.20 or IPv6 forms; others get 554 5.7.1 and are closed.",
+    )
     MaxMessageSize: bytesize_type(1, 2 * 1024**3, unlimited=False) = ByteSize(36 * 1024**2)
     MaxRecipientsPerMessage: int_range(1, 512000) = 200
-    MaxInboundConnection: bytesize_type() = ByteSize(5000)
-    MaxInboundConnectionPerSource: int_range(1, 10000) = 20
-    MaxInboundConnectionPercentagePerSource: int_range(1, 100) = 2
+    MaxInboundConnection: unlimited_int_range(1, 2147483647) = Field(
+        5000, description="Connections served at once (a number or Unlimited); more get 421 4.3.2.")
+    MaxInboundConnectionPerSource: int_range(1, 10000) = Field(
+        20, description="Connections served at once from one address; more get 421 4.3.2.")
+    MaxInboundConnectionPercentagePerSource: int_range(1, 100) = Field(
+        2, description="Also caps connections from one address, as a percentage of "
+        "MaxInboundConnection.")
     MaxLogonFailures: int_range(0, 10) = 3
-    ConnectionTimeout: timespan_range("00:00:01", "1.00:00:00") = timedelta(minutes=10)
-    ConnectionInactivityTimeout: timespan_range("00:00:01", "1.00:00:00") = timedelta(minutes=5)
-    ProtocolLoggingLevel: _ProtocolLoggingLevel = ProtocolLoggingLevel.None_
-    Comment: OptionalStr = None
+    ConnectionTimeout: timespan_range("00:00:01", "1.00:00:00") = Field(
+        timedelta(minutes=10), description="Longest life of a connection, busy or not.")
+    ConnectionInactivityTimeout: timespan_range("00:00:01", "1.00:00:00") = Field(
+        timedelta(minutes=5), description="Longest silence from the client.")
+    ProtocolLoggingLevel: _ProtocolLoggingLevel = Field(
+        ProtocolLoggingLevel.None_, description="Verbose: SMTP receive protocol log in "
+        "logs/FrontEnd/ProtocolLog/SmtpReceive/RECV<yyyymmdd>-1.LOG.")
+    Comment: OptionalStr = Field(None, description="A note for admins; no effect here.")
 
     @model_validator(mode="after")
     def _mechanisms_consistent(self) -> ReceiveConnector:
@@ -298,6 +321,30 @@ class Mailbox(Model):
     ImapForceICalForCalendarRetrievalOption: Bool = False
     PopSuppressReadReceipt: Bool = False
     ImapSuppressReadReceipt: Bool = False
+    # Quotas (server.store.quota): the database's while UseDatabaseQuotaDefaults is $true.
+    UseDatabaseQuotaDefaults: Bool = Field(
+        True, description="Use the database's quotas; $false to use this mailbox's own."
+    )
+    IssueWarningQuota: bytesize_type() = Field(
+        ByteSize(None), description="StorageLimitStatus turns IssueWarning at this size."
+    )
+    ProhibitSendQuota: bytesize_type() = Field(
+        ByteSize(None), description="At this size the mailbox can no longer send mail."
+    )
+    ProhibitSendReceiveQuota: bytesize_type() = Field(
+        ByteSize(None),
+        description="At this size the mailbox can no longer receive mail nor APPEND (IMAP QUOTA).",
+    )
+
+    @model_validator(mode="after")
+    def _quotas_in_order(self) -> Mailbox:
+        order = ("IssueWarningQuota", "ProhibitSendQuota", "ProhibitSendReceiveQuota")
+        for low, high in zip(order, order[1:], strict=False):
+            a, b = getattr(self, low).bytes, getattr(self, high).bytes
+            if a is not None and b is not None and a > b:
+                raise ValueError(f"{low} ({getattr(self, low)}) must not be larger than "
+                                 f"{high} ({getattr(self, high)})")
+        return self
 
     def addresses(self) -> list[str]:
         return [self.PrimarySmtpAddress, *self.EmailAddresses]

@@ -71,5 +71,7 @@ class Home:
     def create_folders(self) -> None:
         for folder in (self.root, self.data, self.run, self.logs, self.certs, self.queue):
             folder.mkdir(parents=True, exist_ok=True)
+        for folder in (self.data, self.certs, self.queue):  # mail and keys: owner only
+            os.chmod(folder, 0o700)
         self.secrets.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(self.secrets, 0o700)

@@ -481,3 +481,83 @@ def parse_url(value: Any) -> str | None:
 Url = Annotated[str | None, BeforeValidator(parse_url)]
 
 StringList = Annotated[list[str], BeforeValidator(split_multivalue)]
+
+
+# --------------------------------------------------------------------------- counts, IP ranges
+
+
+def unlimited_int_range(lo: int, hi: int) -> Any:
+    """A count or Unlimited (Exchange's Unlimited<int>), stored as a number or "Unlimited";
+    None means unlimited. A stored "<n> B" (this field was once a byte size) still reads."""
+
+    def check(value: Any) -> int | None:
+        if value is None:
+            return None
+        text = str(value).strip()
+        if text.lower() == "unlimited":
+            return None
+        legacy = re.fullmatch(r"(\d[\d,]*)\s*B", text)
+        number = parse_int(legacy.group(1) if legacy else value)
+        if not lo <= number <= hi:
+            raise ValueError(f"{number} is out of range; allowed: {lo} to {hi}, or Unlimited")
+        return number
+
+    return Annotated[
+        int | None,
+        BeforeValidator(check),
+        PlainSerializer(lambda v: "Unlimited" if v is None else v),
+        WithJsonSchema({"anyOf": [{"type": "integer"}, {"const": "Unlimited"}]}),
+    ]
+
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def parse_ip_range(value: Any) -> str:
+    """One RemoteIPRanges entry as Exchange takes it: an address (192.168.1.1), a CIDR
+    network (192.168.1.0/24) or a range (192.168.1.10-192.168.1.20), IPv4 or IPv6; stored
+    in canonical form. Anything else (999.1.1.1, a range running backwards) is refused."""
+    text = str(value).strip()
+    try:
+        if "/" in text:
+            return str(ipaddress.ip_network(text, strict=False))
+        if "-" in text:
+            first_text, last_text = (t.strip() for t in text.split("-", 1))
+            first, last = ipaddress.ip_address(first_text), ipaddress.ip_address(last_text)
+            if first.version != last.version or first > last:  # type: ignore[operator]
+                raise ValueError
+            return f"{first}-{last}"
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise ValueError(
+            f"{text!r} is not an IP address range; write 192.168.1.1, 192.168.1.0/24, "
+            "192.168.1.10-192.168.1.20 or the IPv6 forms of these") from None
+
+
+def ip_in_ranges(address: str, ranges: list[str]) -> bool:
+    """Whether `address` (a client's IP, IPv4-mapped IPv6 included) is in one of `ranges`
+    (entries as parse_ip_range stores them)."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    for entry in ranges:
+        if "/" in entry:
+            if ip in ipaddress.ip_network(entry, strict=False):
+                return True
+        elif "-" in entry:
+            first_text, last_text = entry.split("-", 1)
+            first, last = ipaddress.ip_address(first_text), ipaddress.ip_address(last_text)
+            if ip.version == first.version and first <= ip <= last:  # type: ignore[operator]
+                return True
+        elif ip == ipaddress.ip_address(entry):
+            return True
+    return False
+
+
+IPRangeList = Annotated[
+    list[str], BeforeValidator(lambda v: [parse_ip_range(x) for x in split_multivalue(v)])
+]

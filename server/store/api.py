@@ -103,6 +103,10 @@ class Changes:
     highestmodseq: int
     changed: list[MessageRow]  # new or with changed flags, ascending UID
     vanished: list[int] = field(default_factory=list)  # expunged UIDs, ascending
+    # The folder's UIDVALIDITY (None: not told). Folders are found by name, so a reader
+    # that knew another UIDVALIDITY is looking at a folder deleted (or renamed away) and
+    # created again under that name: none of its UIDs name the messages it knew.
+    uidvalidity: int | None = None
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
+from server.runtime.filemodes import private_dir
 from server.store.api import (
     DEFAULT_FOLDERS,
     DELIMITER,
@@ -69,7 +70,7 @@ from server.store.api import (
 )
 from server.store.notify import Notifier
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 OPEN_MAILBOXES = 64  # mailboxes that keep idle SQLite connections open
 ORPHAN_AGE = 3600.0  # seconds after which an unreferenced body is garbage whoever wrote it
 SPECIAL_USES = frozenset(
@@ -82,7 +83,7 @@ _IN_CHUNK = 500  # UIDs per "IN (...)" query; above a few of these a folder scan
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS folders(
-    id INTEGER PRIMARY KEY,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused: see _NEVER_REUSED
     name TEXT NOT NULL UNIQUE,
     uidvalidity INTEGER NOT NULL,
     uidnext INTEGER NOT NULL,
@@ -94,7 +95,7 @@ CREATE TABLE IF NOT EXISTS folders(
     pruned_uid INTEGER NOT NULL DEFAULT 0      -- highest UID of a pruned tombstone
 );
 CREATE TABLE IF NOT EXISTS bodies(
-    id INTEGER PRIMARY KEY,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused: see _NEVER_REUSED
     file TEXT NOT NULL UNIQUE,
     size INTEGER NOT NULL,
     refs INTEGER NOT NULL,
@@ -125,6 +126,14 @@ CREATE TABLE IF NOT EXISTS tombstones(
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS tombstones_modseq ON tombstones(folder, modseq);
 """
+
+# Tables whose ids name things outside the database too (caches in this and other
+# processes, derived data written back by id), so an id must never come back after a delete.
+# Without AUTOINCREMENT SQLite hands out max(id)+1, which reuses the id of the newest row
+# once it is deleted: an EXPUNGE or DELETE followed by an APPEND then served the expunged
+# message's MessageInfo for the new body. Schema 4 rebuilds them (ids kept) where a database
+# was created without it.
+_NEVER_REUSED = ("folders", "bodies")
 
 # Columns added since version 1 (table, column, definition), added where missing:
 # 2 dated the tombstones (counted from the upgrade) to prune them; 3 keeps each body's
@@ -330,8 +339,8 @@ class SqliteMailStore(MailStore):
         self.folder = Path(folder)
         self.mailboxes_dir = self.folder / "mailboxes"
         self.writers_dir = self.folder / "writers"
-        self.mailboxes_dir.mkdir(parents=True, exist_ok=True)
-        self.writers_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.mailboxes_dir)  # mail: the service account only (filemodes)
+        private_dir(self.writers_dir)
         self.notifier = Notifier(self.folder / "notify")
         self._boxes: dict[str, SqliteMailbox] = {}
         self._lock = threading.Lock()
@@ -420,12 +429,48 @@ class SqliteMailStore(MailStore):
         path = self.mailboxes_dir / key
         if not path.exists():
             return
+        self._retire_uidvalidity(key, path / "mailbox.db")
         # Renamed away first so no process can open a half-deleted mailbox.
         trash = self.mailboxes_dir / f".deleted-{key}-{secrets.token_hex(4)}"
         os.rename(path, trash)
         _fsync_dir(self.mailboxes_dir)
         shutil.rmtree(trash, ignore_errors=True)
         self.notifier.publish(key)
+
+    # --- UIDVALIDITY across a mailbox's deletion ----------------------------------------
+    # A mailbox created again under a deleted one's name must not hand out the UIDVALIDITYs
+    # of the old one (RFC 3501 2.3.1.1): clients, and the caches of running back ends keyed
+    # by (mailbox, folder, UIDVALIDITY, UID), would take the new messages for the old ones.
+    # UIDVALIDITYs come from the clock but run ahead of it when folders are created quickly,
+    # so the highest one used is kept beside the mailboxes and the new mailbox starts above.
+    def _retired_path(self, key: str) -> Path:
+        return self.mailboxes_dir / f".uidvalidity-{key}"
+
+    def _retire_uidvalidity(self, key: str, db_path: Path) -> None:
+        try:
+            conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+            try:
+                row = conn.execute(
+                    "SELECT max((SELECT coalesce(max(uidvalidity), 0) FROM folders),"
+                    " coalesce((SELECT value FROM meta WHERE key='uidvalidity'), 0))"
+                ).fetchone()
+            finally:
+                conn.close()
+        except sqlite3.Error:
+            return
+        last = max(int(row[0] or 0), self.retired_uidvalidity(key))
+        if last:
+            tmp = self._retired_path(key).with_suffix(f".{secrets.token_hex(4)}")
+            _write_file(tmp, str(last).encode())
+            os.replace(tmp, self._retired_path(key))
+            _fsync_dir(self.mailboxes_dir)
+
+    def retired_uidvalidity(self, key: str) -> int:
+        """The highest UIDVALIDITY a deleted mailbox of this key used (0: none)."""
+        try:
+            return int(self._retired_path(key).read_text().strip() or 0)
+        except (FileNotFoundError, ValueError):
+            return 0
 
     def check(self) -> list[str]:
         problems: list[str] = []
@@ -583,14 +628,19 @@ class SqliteMailbox(MailboxStore):
         self.dir = store.mailboxes_dir / key
         self.msgs = self.dir / "msgs"
         fresh = not self.msgs.exists()
-        self.msgs.mkdir(parents=True, exist_ok=True)
+        private_dir(self.msgs)
+        # SQLite creates the database with the umask's mode and gives its -wal and -shm
+        # files the database's mode: create it owner-only first.
+        os.close(os.open(self.dir / "mailbox.db", os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
         if fresh:
             _fsync_dir(self.dir)
             _fsync_dir(store.mailboxes_dir)
         self.pool = _Pool(self.dir / "mailbox.db", lambda: store.touched(key))
         self._cache: dict[str, _Cached] = {}
         self._cache_lock = threading.Lock()
-        self._infos: OrderedDict[int, object] = OrderedDict()
+        # MessageInfo by body file name: a name is never given twice (writer token and
+        # sequence), so an entry can't outlive its message into another one's.
+        self._infos: OrderedDict[str, object] = OrderedDict()
         self._init_db()
         self.clean_orphans()
         self.name = self.stored_name()
@@ -613,6 +663,9 @@ class SqliteMailbox(MailboxStore):
                     if stmt.strip():
                         c.execute(stmt)
                 c.execute("INSERT OR REPLACE INTO meta VALUES('name', ?)", (self.name,))
+                retired = self.store.retired_uidvalidity(self.key)
+                if retired:
+                    c.execute("INSERT OR REPLACE INTO meta VALUES('uidvalidity', ?)", (retired,))
                 for folder, special in DEFAULT_FOLDERS.items():
                     self._insert_folder(c, folder, special, subscribed=True)
             c.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
@@ -627,6 +680,27 @@ class SqliteMailbox(MailboxStore):
                 c.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
         if version < 2:
             c.execute("UPDATE tombstones SET at=?", (int(time.time()),))
+        if version < 4:
+            SqliteMailbox._autoincrement(c)
+
+    @staticmethod
+    def _autoincrement(c: sqlite3.Connection) -> None:
+        """Rebuild the tables of _NEVER_REUSED with AUTOINCREMENT, rows and ids kept (SQLite
+        can't ALTER a key), inside the caller's transaction. Their sequences start at the
+        highest id in use."""
+        for table in _NEVER_REUSED:
+            sql = c.execute(
+                "SELECT sql FROM sqlite_master WHERE type='table' AND name=?", (table,)
+            ).fetchone()[0]
+            if "AUTOINCREMENT" in sql.upper():
+                continue
+            head, sep, rest = sql.partition("id INTEGER PRIMARY KEY")
+            assert sep, f"unexpected schema of {table}: {sql}"
+            c.execute(f"ALTER TABLE {table} RENAME TO {table}_v3")
+            c.execute(head + sep + " AUTOINCREMENT" + rest)
+            cols = ", ".join(r[1] for r in c.execute(f"PRAGMA table_info({table}_v3)"))
+            c.execute(f"INSERT INTO {table}({cols}) SELECT {cols} FROM {table}_v3")
+            c.execute(f"DROP TABLE {table}_v3")
 
     def stored_name(self) -> str:
         with self.pool.conn() as c:
@@ -712,6 +786,13 @@ class SqliteMailbox(MailboxStore):
             ):
                 return self._cached_status(c, f, cached)
             return self._status(c, f)
+
+    def usage_totals(self) -> tuple[int, int]:
+        """Messages and octets in every folder, in one query (quotas, server.store.quota)."""
+        with self._read() as c:
+            count, size = c.execute(
+                "SELECT count(*), coalesce(sum(size), 0) FROM messages").fetchone()
+        return count, size
 
     def _recent(self, c: sqlite3.Connection, f: _Folder) -> int:
         return c.execute(
@@ -965,7 +1046,7 @@ class SqliteMailbox(MailboxStore):
             ]
             if modseq < f.pruned_modseq:
                 vanished = self._maybe_vanished(c, f, vanished)
-        return Changes(f.highestmodseq, changed, vanished)
+        return Changes(f.highestmodseq, changed, vanished, f.uidvalidity)
 
     @staticmethod
     def _maybe_vanished(c: sqlite3.Connection, f: _Folder, kept: list[int]) -> list[int]:
@@ -1071,7 +1152,8 @@ class SqliteMailbox(MailboxStore):
     def _info_of(self, body_id: int, text: str | None, path: str) -> object:
         """A body's MessageInfo: cached, else parsed from its JSON, else analyzed now (and
         kept)."""
-        got = self._infos.get(body_id)
+        name = os.path.basename(path)
+        got = self._infos.get(name)
         if got is not None:
             return got
         from server.store.mime import MessageInfo, analyze
@@ -1085,7 +1167,7 @@ class SqliteMailbox(MailboxStore):
                 raise StoreError("The message no longer exists.") from None
             self._keep("UPDATE bodies SET info=? WHERE id=?", [(info.to_json(), body_id)])
         with self._cache_lock:
-            self._infos[body_id] = info
+            self._infos[name] = info
             if len(self._infos) > 512:
                 self._infos.popitem(last=False)
         return info
@@ -1150,7 +1232,7 @@ class SqliteMailbox(MailboxStore):
 
         body_id, file, text = self._body_of(folder, uid)
         with self._cache_lock:
-            got = self._infos.get(body_id)
+            got = self._infos.get(file)
         if got is not None:
             return got
         if text is not None:
@@ -1160,7 +1242,7 @@ class SqliteMailbox(MailboxStore):
             with contextlib.suppress(sqlite3.Error), self._write(notify=False) as c:
                 c.execute("UPDATE bodies SET info=? WHERE id=?", (info.to_json(), body_id))
         with self._cache_lock:
-            self._infos[body_id] = info
+            self._infos[file] = info
             if len(self._infos) > 512:
                 self._infos.popitem(last=False)
         return info

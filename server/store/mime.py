@@ -29,6 +29,7 @@ from __future__ import annotations
 import binascii
 import codecs
 import json
+import logging
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -51,7 +52,14 @@ __all__ = [
     "nul_safe",
 ]
 
+log = logging.getLogger("mailctl.mime")
+
 LEAF, MULTIPART, MESSAGE = 0, 1, 2
+
+#: Multipart and message/rfc822 parts nested deeper than this are not looked into (Dovecot's
+#: max_nested_mime_parts default). Everything that walks the part tree recurses, so this
+#: also keeps a hostile message far from Python's recursion limit.
+MAX_NESTING = 100
 
 _LWSP = b" \t"
 _CRLF = b"\r\n"
@@ -634,14 +642,16 @@ class _Parser:
             pos = nl + 1
         return n, n, None
 
-    def parse(self, start: int, parent: _Node | None) -> tuple[_Node, _Hit | None]:
+    def parse(self, start: int, parent: _Node | None, depth: int = 0) -> tuple[_Node, _Hit | None]:
+        """The part at `start`; depth: how many multipart and message/rfc822 parts
+        enclose it (see MAX_NESTING)."""
         raw = self.raw
         part = Part(start, start, start)
         node = _Node(part, [])
         fields_end, body, hit = self._header(start)
         cut_in_header = hit is not None
         node.fields = _header_fields(raw, start, fields_end)
-        self._classify(node, parent)
+        self._classify(node, parent, depth)
         if hit is None and body > fields_end and self.stack:
             # An outer boundary right after the blank line takes the blank line's line
             # break (Dovecot); this part's own boundary counts as open already.
@@ -662,16 +672,16 @@ class _Parser:
             part.end = body
             if part.kind == MESSAGE:
                 child = _Node(Part(body, body, body), [])
-                self._classify(child, node)
+                self._classify(child, node, depth + 1)
                 node.nodes.append(child)
                 part.children.append(child.part)
             if cut_in_header:
                 hit.nl = hit.line
             return node, hit
         if part.kind == MULTIPART and node.boundary is not None:
-            return node, self._multipart_body(node)
+            return node, self._multipart_body(node, depth)
         if part.kind == MESSAGE:
-            child, hit = self.parse(body, node)
+            child, hit = self.parse(body, node, depth + 1)
             node.nodes.append(child)
             part.children.append(child.part)
             part.end = hit.nl if hit is not None else self.n
@@ -680,7 +690,7 @@ class _Parser:
         part.end = hit.nl if hit else self.n
         return node, hit
 
-    def _multipart_body(self, node: _Node) -> _Hit | None:
+    def _multipart_body(self, node: _Node, depth: int) -> _Hit | None:
         assert node.boundary is not None
         self.stack.append((node.boundary, node))
         part = node.part
@@ -697,11 +707,11 @@ class _Parser:
             if hit.closing:
                 hit = self._find_hit(hit.after)
                 continue  # epilogue: runs to an outer boundary or the end
-            child, hit = self.parse(hit.after, node)
+            child, hit = self.parse(hit.after, node, depth + 1)
             node.nodes.append(child)
             part.children.append(child.part)
 
-    def _classify(self, node: _Node, parent: _Node | None) -> None:
+    def _classify(self, node: _Node, parent: _Node | None, depth: int) -> None:
         """Content-Type and friends -> kind, type, boundary (message-parser.c rules)."""
         part = node.part
         in_multipart = parent is not None and parent.part.kind == MULTIPART
@@ -739,6 +749,13 @@ class _Parser:
             if digest:
                 part.kind = MESSAGE
                 part.ctype = "message/rfc822"
+        if part.kind != LEAF and depth >= MAX_NESTING:
+            # Too deep to look into: one opaque part, as Dovecot's max_nested_mime_parts
+            # makes it. Its body (nested boundaries and all) runs to the next boundary of
+            # an enclosing part, which keeps the other parts' offsets as they were.
+            part.kind = LEAF
+            part.ctype, part.charset = "application/octet-stream", None
+            node.main, node.sub, node.params, node.boundary = b"application", b"octet-stream", [], None
         if node.is_mime:
             for f in node.fields:
                 if f.name.lower() == b"content-transfer-encoding":
@@ -948,7 +965,45 @@ def _parse(raw: bytes) -> _Node:
 
 
 def analyze(raw: bytes) -> MessageInfo:
-    """Parse a stored message once: wire ENVELOPE/BODY/BODYSTRUCTURE, part map, SEARCH data."""
+    """Parse a stored message once: wire ENVELOPE/BODY/BODYSTRUCTURE, part map, SEARCH data.
+
+    Never raises: a message the parser fails on (a bug, or input nobody foresaw) is
+    described as one opaque text part with what its header gives, and the failure is
+    logged here, once (the store keeps the result). One bad message must not make FETCH
+    and SEARCH fail for every message of its folder."""
+    try:
+        return _analyze(raw)
+    except Exception:  # noqa: BLE001 - contained to this message, see above
+        log.warning("MIME analysis failed for a message of %d octets; it is served as one "
+                    "opaque part", len(raw), exc_info=True)
+        return _opaque(raw)
+
+
+def _opaque(raw: bytes) -> MessageInfo:
+    """A message as one text/plain body after its header, envelope from the header if
+    that much can be read."""
+    end = _parse_header_end(raw)
+    part = Part(0, end, len(raw))
+    size = len(raw) - end
+    lines = raw.count(b"\n", end)
+    body = [b"text", b"plain", [b"charset", b"us-ascii"], None, None, b"7bit", size, lines]
+    envelope = b"(NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL)"
+    subject = ""
+    try:
+        node = _Node(part, _header_fields(raw, 0, end))
+        envelope = encode(_envelope(node))
+        value = _envelope_values(node)[1]
+        subject = "" if value is None else decode_words(value).strip()
+    except Exception:  # noqa: BLE001 - the header too is beyond us: NIL envelope
+        pass
+    return MessageInfo(
+        envelope=envelope, body=encode(body), bodystructure=encode(body + [None] * 4),
+        header_len=end, size=len(raw), date_sent=None, subject=subject, from_="", to="",
+        cc="", bcc="", message_id="", in_reply_to="", part_map=part,
+    )
+
+
+def _analyze(raw: bytes) -> MessageInfo:
     root = _parse(raw)
     vals = _envelope_values(root)
 
@@ -1189,3 +1244,19 @@ def decoded_text(raw: bytes, part: Part) -> str:
     except LookupError:
         charset = "utf-8"
     return data.decode(charset, "replace")
+
+
+def from_addresses(raw: bytes) -> list[str]:
+    """The mailbox@host of every From address of a message's top-level header, as its
+    ENVELOPE will show them (submission's SendAs check reads what the recipient will see)."""
+    end = _parse_header_end(raw)
+    out = []
+    for f in _header_fields(raw, 0, end):
+        if f.name.lower() != b"from":
+            continue
+        for _, _, box, host in _parse_addresses(f.value):
+            if box is not None and host is not None:
+                out.append(f"{box.decode('utf-8', 'replace')}@{host.decode('utf-8', 'replace')}")
+            elif box is not None:
+                out.append(box.decode("utf-8", "replace"))
+    return out

@@ -24,6 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from server.runtime.filemodes import private_dir
+
 # AF_UNIX paths are limited to 108 bytes; longer ones are reached through the folder's
 # file descriptor (/proc/self/fd/N/name), which Linux resolves for bind() and sendto().
 _MAX_SUN_PATH = 100
@@ -113,7 +115,7 @@ class Notifier:
     def _ensure_listener(self) -> None:
         if self._recv is not None:
             return
-        self.folder.mkdir(parents=True, exist_ok=True)
+        private_dir(self.folder)
         name = f"{os.getpid()}-{secrets.token_hex(4)}.sock"
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         sock.bind(self._address(name))

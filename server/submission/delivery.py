@@ -32,6 +32,8 @@ from email.parser import BytesHeaderParser
 from ..runtime import tls
 from ..settings.models import SendConnector, Settings
 from ..settings.paths import Home
+from ..store import quota
+from ..store.api import MailboxStore
 from .queue import QueueEntry, Recipient, Spool, SpoolWatcher
 
 MAX_AGE = 2 * 86400.0  # then give up and send a non-delivery report (Exchange: 2 days)
@@ -199,12 +201,21 @@ class Delivery:
         failed: list[tuple[Recipient, str, bool]] = []  # recipient, error, permanent
         for rcpt in [r for r in due if r.mailbox]:
             try:
-                self._deliver_local(rcpt, message)
-                done.append(rcpt)
-                self.log.info("event=delivered id=%s to=%s mailbox=%s server=%s",
-                              entry.id, rcpt.address, rcpt.mailbox, rcpt.server)
+                self._check_quota(settings, rcpt, len(message))
+                self._deliver_local_once(entry, rcpt, message)
+            except quota.OverQuota:
+                failed.append((rcpt, quota.RECEIVE_REFUSED, True))  # Exchange: NDR, no retry
+                continue
             except Exception as exc:
                 failed.append((rcpt, f"{type(exc).__name__}: {exc}", False))
+                continue
+            done.append(rcpt)
+            # Recorded at once, not after the whole pass: a crash later in this pass must
+            # not deliver this recipient again.
+            entry.recipients = [r for r in entry.recipients if r is not rcpt]
+            self.spool.update(entry)
+            if not entry.recipients:
+                return
         remote = [r for r in due if not r.mailbox]
         by_connector: dict[str, list[Recipient]] = {}
         for rcpt in remote:
@@ -232,6 +243,13 @@ class Delivery:
                 else:
                     done.append(rcpt)
                     self.log.info("event=relayed id=%s to=%s via=%s", entry.id, rcpt.address, key)
+            # The smart host has these now: recorded before the next host is tried, so a
+            # crash does not hand them over twice.
+            relayed = [r for r in rcpts if r in done]
+            if relayed:
+                entry.recipients = [r for r in entry.recipients
+                                    if not any(r is d for d in relayed)]
+                self.spool.update(entry)
         gave_up: list[tuple[Recipient, str]] = []
         for rcpt, error, permanent in failed:
             rcpt.attempts += 1
@@ -257,6 +275,40 @@ class Delivery:
 
             store = self._stores[server] = open_store(self.home, server)
         return store
+
+    def mailbox_store(self, server: str, name: str) -> MailboxStore:
+        """A local mailbox's store (the delivery's open databases)."""
+        return self._store(server).mailbox(name)  # type: ignore[attr-defined,no-any-return]
+
+    def _check_quota(self, settings: Settings, rcpt: Recipient, size: int) -> None:
+        assert rcpt.mailbox is not None and rcpt.server is not None
+        quota.check_receive(self.mailbox_store(rcpt.server, rcpt.mailbox),
+                            settings.Mailboxes.get(rcpt.mailbox), size)
+
+    def _deliver_local_once(self, entry: QueueEntry, rcpt: Recipient, message: bytes) -> None:
+        """Deliver to a local recipient at most once per spool entry, even across a kill -9
+        between the mailbox's commit and the spool's update: the INBOX's UIDNEXT is written
+        to the entry before the append, and a later attempt that finds it looks at the
+        messages from that UID on for this very message before delivering again."""
+        assert rcpt.mailbox is not None and rcpt.server is not None
+        mailbox = self._store(rcpt.server).mailbox(rcpt.mailbox)  # type: ignore[attr-defined]
+        if rcpt.delivering_from_uid is not None:
+            for row in mailbox.snapshot("INBOX").rows:
+                if row.uid < rcpt.delivering_from_uid or row.size != len(message):
+                    continue
+                try:
+                    same = mailbox.read("INBOX", row.uid) == message
+                except Exception:  # expunged meanwhile: not a copy to count
+                    same = False
+                if same:
+                    self.log.info("event=delivered-before-restart id=%s to=%s",
+                                  entry.id, rcpt.address)
+                    return
+        rcpt.delivering_from_uid = mailbox.status("INBOX").uidnext
+        self.spool.update(entry)
+        self._deliver_local(rcpt, message)
+        self.log.info("event=delivered id=%s to=%s mailbox=%s server=%s",
+                      entry.id, rcpt.address, rcpt.mailbox, rcpt.server)
 
     def _deliver_local(self, rcpt: Recipient, message: bytes) -> None:
         assert rcpt.mailbox is not None and rcpt.server is not None

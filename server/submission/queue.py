@@ -23,7 +23,9 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
+from ..runtime.filemodes import private_dir
 from ..runtime.reload import FolderWatch
 from ..settings.store import atomic_write
 
@@ -40,6 +42,9 @@ class Recipient:
     attempts: int = 0
     next_try: float = 0.0  # time.time() of the next attempt
     last_error: str = ""
+    # Set (durably) just before a local delivery: the INBOX's UIDNEXT then. A restart that
+    # finds it set looks from that UID on for the copy before delivering again (delivery.py).
+    delivering_from_uid: int | None = None
 
 
 @dataclass
@@ -70,18 +75,19 @@ class Spool:
     def add(self, mail_from: str, recipients: list[Recipient], message: bytes,
             sender_mailbox: str | None = None) -> QueueEntry:
         """Write a message durably (blocking: call from a thread)."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        entry = QueueEntry(
-            id=f"{int(time.time() * 1000):013d}-{secrets.token_hex(6)}",
-            mail_from=mail_from, recipients=recipients, sender_mailbox=sender_mailbox,
-        )
-        eml, meta = self._paths(entry.id)
-        with open(eml, "wb") as f:
-            f.write(message)
-            f.flush()
-            os.fsync(f.fileno())
-        atomic_write(meta, entry.to_json(), mode=0o600)
-        return entry
+        spooled = self.create()
+        try:
+            spooled.write(message)
+            return spooled.commit(mail_from, recipients, sender_mailbox)
+        finally:
+            spooled.discard()
+
+    def create(self) -> SpoolFile:
+        """A new entry's message file, to be written as the message arrives and then
+        committed (or discarded): a message being received costs disk, not memory."""
+        private_dir(self.folder)
+        entry_id = f"{int(time.time() * 1000):013d}-{secrets.token_hex(6)}"
+        return SpoolFile(self, entry_id, _open_private(self._paths(entry_id)[0]))
 
     def update(self, entry: QueueEntry) -> None:
         """Persist progress; removes the entry when no recipient is left."""
@@ -127,6 +133,38 @@ class Spool:
         return entries
 
 
+class SpoolFile:
+    """The message file of an entry not committed yet (Spool.create)."""
+
+    def __init__(self, spool: Spool, entry_id: str, file: BinaryIO) -> None:
+        self.spool, self.id, self._file = spool, entry_id, file
+        self.size = 0
+        self.committed = False
+
+    def write(self, data: bytes) -> None:
+        self._file.write(data)
+        self.size += len(data)
+
+    def commit(self, mail_from: str, recipients: list[Recipient],
+               sender_mailbox: str | None = None) -> QueueEntry:
+        """fsync the message, then write the entry: from here on it is queued (blocking)."""
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        entry = QueueEntry(id=self.id, mail_from=mail_from, recipients=recipients,
+                           sender_mailbox=sender_mailbox)
+        atomic_write(self.spool._paths(self.id)[1], entry.to_json(), mode=0o600)
+        self.committed = True
+        return entry
+
+    def discard(self) -> None:
+        """Forget an uncommitted message (no-op once committed)."""
+        if self.committed:
+            return
+        self._file.close()
+        self.spool._paths(self.id)[0].unlink(missing_ok=True)
+
+
 def entry_id_of(path: Path) -> str | None:
     """The entry a spool file event is about: committed entries are `<id>.json` (temporary
     files of atomic_write start with a dot)."""
@@ -147,7 +185,7 @@ class SpoolWatcher:
         self._watch = FolderWatch(self._report)
 
     async def start(self) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
+        private_dir(self.folder)
         await self._watch.start(self.folder)
 
     def _report(self, paths: list[Path]) -> None:
@@ -157,3 +195,10 @@ class SpoolWatcher:
 
     def close(self) -> None:
         self._watch.close()
+
+
+def _open_private(path: Path) -> BinaryIO:
+    """A new spool file that only the service account can read, whatever the umask
+    (filemodes): it holds a whole message."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    return open(fd, "wb")  # noqa: SIM115

@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from ..directory import Entry, may_use_protocol
+from ..frontend.throttle import account_key
 from ..retrieval import calendar_web
 from ..settings.models import Mailbox, Settings
 from ..settings.published import Endpoint
@@ -111,6 +112,22 @@ def setting_block(key: str, title: str, endpoint: Endpoint | None, note: str = "
     )
 
 
+def local_target(value: str | None, default: str = "/settings") -> str:
+    """Where to go after signing in: a path on this site only. Anything that a browser could
+    read as another site (`//host`, `/\\host`, a scheme, control characters) gives `default`,
+    so the sign-in page cannot be used to send someone elsewhere."""
+    if not value or len(value) > 2048 or not value.startswith("/"):
+        return default
+    if value.startswith(("//", "/\\")) or "\\" in value:
+        return default
+    if any(ord(c) < 0x21 or ord(c) == 0x7F for c in value):
+        return default
+    parts = urlsplit(value)
+    if parts.scheme or parts.netloc:
+        return default
+    return value
+
+
 def protocol_note(entry: Entry, protocol: str, label: str) -> str:
     return f"{label} can't be used with your mailbox." if may_use_protocol(entry, protocol) else ""
 
@@ -154,13 +171,26 @@ class Handlers:
 
     def https_url(self, request: web.Request) -> str | None:
         """Where a plain-HTTP page request should go instead, when HTTPS is served."""
-        ssl = self.settings.server(self.service.ctx.server).OwaVirtualDirectory.SSLBindings
+        server = self.settings.server(self.service.ctx.server)
+        vdir = server.OwaVirtualDirectory
+        ssl = vdir.SSLBindings
         if request.secure or not ssl:
             return None
-        host = urlsplit(f"//{request.host}").hostname or "localhost"
+        # Never the request's Host header: whoever sends the request would choose where the
+        # browser goes next. The configured URL for the client's side of the network, else
+        # the other one, else this server's FQDN on the first HTTPS binding's port.
+        internal = is_internal(list(vdir.InternalNetworks), request.remote)
+        urls = (vdir.InternalUrl, vdir.ExternalUrl) if internal else (vdir.ExternalUrl, vdir.InternalUrl)
+        host, port = server.Fqdn, ssl[0].port
+        for url in urls:
+            parts = urlsplit(url or "")
+            if parts.hostname:
+                host = parts.hostname
+                port = parts.port if parts.scheme == "https" and parts.port else (
+                    443 if parts.scheme == "https" else port)
+                break
         if ":" in host:
             host = f"[{host}]"
-        port = ssl[0].port
         return f"https://{host}{'' if port == 443 else f':{port}'}{request.path_qs}"
 
     @staticmethod
@@ -182,12 +212,14 @@ class Handlers:
         raise web.HTTPSeeOther("/settings" if self.signed_in(request) else "/signin")
 
     async def show_signin(self, request: web.Request) -> web.StreamResponse:
+        target = local_target(request.query.get("next"))
         if self.signed_in(request):
-            raise web.HTTPSeeOther("/settings")
-        return self.signin_page(request)
+            raise web.HTTPSeeOther(target)
+        return self.signin_page(request, target=target)
 
     def signin_page(
-        self, request: web.Request, username: str = "", error: str = "", status: int = 200
+        self, request: web.Request, username: str = "", error: str = "", status: int = 200,
+        target: str = "/settings",
     ) -> web.Response:
         warning = ""
         if not request.secure:
@@ -199,6 +231,7 @@ class Handlers:
             username=e(username),
             error=f'<p class="error" role="alert" id="signin-error">{e(error)}</p>' if error else "",
             warning=warning,
+            next=e(target),
         )
         return page(self.settings, "Sign in", content, status)
 
@@ -208,11 +241,13 @@ class Handlers:
         form = await request.post()
         username = str(form.get("username", "")).strip()[:320]
         password = str(form.get("password", ""))[:1024]
+        target = local_target(str(form.get("next", "")))
         if not username or not password:
-            return self.signin_page(request, username, BAD_SIGNIN, 401)
+            return self.signin_page(request, username, BAD_SIGNIN, 401, target)
         ip = request.remote or "unknown"
         if self._inflight.get(ip, 0) >= MAX_INFLIGHT_PER_ADDRESS:
-            return self.signin_page(request, username, "Too many attempts. Wait and try again.", 429)
+            return self.signin_page(request, username, "Too many attempts. Wait and try again.",
+                                    429, target)
         self._inflight[ip] = self._inflight.get(ip, 0) + 1
         try:
             entry = await self.check_password(ip, username, password)
@@ -221,9 +256,9 @@ class Handlers:
             if not self._inflight[ip]:
                 del self._inflight[ip]
         if entry is None:
-            return self.signin_page(request, username, BAD_SIGNIN, 401)
+            return self.signin_page(request, username, BAD_SIGNIN, 401, target)
         token = self.service.signer.issue(entry.name)
-        response = web.HTTPSeeOther("/settings")
+        response = web.HTTPSeeOther(target)
         response.set_cookie(
             COOKIE, token, httponly=True, samesite="Strict", secure=request.secure, path="/",
             max_age=int(self.service.signer.max_age),
@@ -232,18 +267,19 @@ class Handlers:
 
     async def check_password(self, ip: str, username: str, password: str) -> Entry | None:
         throttle, log = self.service.throttle, self.service.ctx.log
-        delay = throttle.delay(ip, username)
+        settings = self.settings
+        account = account_key(settings, username)
+        delay = throttle.delay(ip, account)
         if delay:
             await asyncio.sleep(delay)
-        settings = self.settings
         entry = await asyncio.to_thread(
             self.service.directory.verify, settings, username, password
         )
         if entry is None or entry.mailbox.Type in REFUSED_TYPES:
-            throttle.failed(ip, username)
+            throttle.failed(ip, account)
             log.info("event=web_signin result=fail client=%s user=%r", ip, username)
             return None
-        throttle.succeeded(ip, username)
+        throttle.succeeded(ip, entry.name)
         log.info("event=web_signin result=ok client=%s mailbox=%s", ip, entry.name)
         return entry
 
@@ -293,6 +329,8 @@ class Handlers:
             token, csrf if isinstance(csrf, str) else None
         ):
             return message_page(self.settings, "Sign out", "Request refused.", 403, "/settings")
+        # Deleting the cookie is up to the browser; a copy of it must stop working too.
+        await asyncio.to_thread(self.service.signer.revoke, token)
         response = web.HTTPSeeOther("/signin")
         response.del_cookie(COOKIE, path="/")
         raise response
@@ -349,8 +387,13 @@ class Handlers:
         body = await request.content.read(autodiscover.MAX_REQUEST + 1)
         try:
             asked = autodiscover.parse_request(body)
+        except autodiscover.UnreadableRequest:
+            return self.autodiscover_error(400)
         except autodiscover.InvalidRequest:
             return self.autodiscover_error()
+        except Exception as exc:  # a parser surprise is still the client's bad request
+            self.service.ctx.log.warning("event=autodiscover-unparsable error=%r", exc)
+            return self.autodiscover_error(400)
         if asked.schema != autodiscover.OUTLOOK_NS:
             # Exchange answers an ActiveSync/other schema it cannot serve with 600 as well.
             return self.autodiscover_error()
@@ -363,9 +406,10 @@ class Handlers:
         return self.autodiscover_error()
 
     @staticmethod
-    def autodiscover_error() -> web.Response:
+    def autodiscover_error(status: int = 200) -> web.Response:
         return web.Response(
-            body=autodiscover.error_xml(), content_type="text/xml", charset="utf-8"
+            body=autodiscover.error_xml(), content_type="text/xml", charset="utf-8",
+            status=status,
         )
 
 

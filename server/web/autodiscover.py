@@ -9,6 +9,8 @@ or one asking for another schema, gets Exchange's error 600 "Invalid Request".
 
 from __future__ import annotations
 
+import codecs
+import re
 import secrets
 import time
 import xml.etree.ElementTree as ET
@@ -33,13 +35,58 @@ class InvalidRequest(ValueError):
     pass
 
 
-def parse_request(body: bytes) -> AutodiscoverRequest:
-    """The address and schema of a POX request; InvalidRequest otherwise. DTDs and entities
-    are refused before parsing (expat would expand internal entities)."""
-    if len(body) > MAX_REQUEST or b"<!DOCTYPE" in body.upper() or b"<!ENTITY" in body.upper():
-        raise InvalidRequest("request too large or has a DTD")
+class UnreadableRequest(InvalidRequest):
+    """Not XML we will parse at all (undecodable, a DTD, too large): HTTP 400."""
+
+
+# XML 1.0 appendix F: the first bytes tell the encoding family before any declaration.
+_BOMS = (
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"),
+)
+_SNIFF = ((b"\x00\x00\x00<", "utf-32-be"), (b"<\x00\x00\x00", "utf-32-le"),
+          (b"\x00<\x00?", "utf-16-be"), (b"<\x00?\x00", "utf-16-le"))
+_DECLARATION = re.compile(r"""\A\s*<\?xml[^>]*?encoding\s*=\s*["']([A-Za-z0-9._-]+)["']""")
+_ALLOWED = {"utf-8", "utf8", "us-ascii", "ascii", "iso-8859-1", "latin-1", "latin1",
+            "windows-1252", "cp1252", "utf-16", "utf-16le", "utf-16be", "utf-32", "utf-32le",
+            "utf-32be"}
+
+
+def decode_xml(body: bytes) -> str:
+    """The request as text, whatever its encoding (BOM, then the first bytes, then the XML
+    declaration, else UTF-8), so every check below sees what the parser will see: a DTD
+    hidden in UTF-16 is still a DTD. UnreadableRequest when it does not decode."""
+    encoding = next((name for bom, name in _BOMS if body.startswith(bom)), None)
+    if encoding is None:
+        encoding = next((name for head, name in _SNIFF if body.startswith(head)), None)
     try:
-        root = ET.fromstring(body)
+        if encoding is None:
+            declared = _DECLARATION.match(body[:200].decode("latin-1"))
+            encoding = declared.group(1).lower() if declared else "utf-8"
+            if encoding not in _ALLOWED:
+                raise UnreadableRequest(f"encoding {encoding!r} is not accepted")
+        return body.decode(encoding)
+    except (UnicodeDecodeError, LookupError):
+        raise UnreadableRequest(f"the request is not valid {encoding}") from None
+
+
+def parse_request(body: bytes) -> AutodiscoverRequest:
+    """The address and schema of a POX request; InvalidRequest otherwise. The body is
+    decoded first; DTDs, entity declarations and processing instructions are then refused
+    in the text, and what is parsed is plain UTF-8 without a declaration (expat would
+    expand internal entities, and would read the declaration's encoding itself)."""
+    if len(body) > MAX_REQUEST:
+        raise UnreadableRequest("request too large")
+    text = decode_xml(body)
+    upper = text.upper()
+    if "<!DOCTYPE" in upper or "<!ENTITY" in upper:
+        raise UnreadableRequest("the request has a DTD")
+    text = re.sub(r"\A\s*<\?xml[^>]*\?>", "", text)
+    if "<?" in text or "<!" in text.replace("<!--", ""):
+        raise UnreadableRequest("the request has processing instructions or declarations")
+    try:
+        root = ET.fromstring(text.encode("utf-8"))
     except ET.ParseError as exc:
         raise InvalidRequest(str(exc)) from None
     if root.tag != f"{{{REQUEST_NS}}}Autodiscover":

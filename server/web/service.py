@@ -24,7 +24,7 @@ from ..runtime.service import Service
 from ..settings.models import Settings
 from ..settings.types import IPEndPoint
 from .app import build_app
-from .session import SessionSigner, session_key
+from .session import RevokedSessions, SessionSigner, session_key
 
 Key = tuple[str, int, bool]  # address, port, TLS
 
@@ -44,7 +44,11 @@ class WebService(Service):
         home = self.ctx.home
         # Directory() hashes a dummy password (argon2): keep it off the event loop.
         self.directory = await asyncio.to_thread(Directory, home)
-        self.signer = SessionSigner(await asyncio.to_thread(session_key, home))
+        directory = self.directory
+        self.signer = SessionSigner(
+            await asyncio.to_thread(session_key, home),
+            password_hash=directory.stored_hash, revoked=RevokedSessions(home),
+        )
         self.throttle = LoginThrottle()
         self.ssl_context: ssl.SSLContext | None = None
         self.sites: dict[Key, web.SockSite] = {}

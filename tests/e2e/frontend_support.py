@@ -4,14 +4,13 @@ the hand-over contract, settings helpers, and a port finder that tolerates TIME_
 from __future__ import annotations
 
 import asyncio
-import base64
 import ssl
 import threading
 from pathlib import Path
 from typing import Any
 
-from server.directory import Directory, check_proxy_login
-from server.protocols import proxyv2
+from server.directory import Directory, proxy_secret
+from server.protocols import handover, proxyv2
 from server.runtime import tls
 from server.settings import store
 from server.settings.models import Mailbox, Settings, default_settings
@@ -32,12 +31,17 @@ def make_home(path: Path) -> Home:
 
 
 class FakeBackend:
-    """IMAP or POP3 back end that speaks just enough: checks the PROXY header and the proxy
-    login, then WHOAMI (IMAP, an X command) / STAT (POP3), BIG n, DIE, LOGOUT/QUIT."""
+    """IMAP or POP3 back end that speaks just enough: the back end's side of the hand-over
+    (server/protocols/handover.py, so the front end's proof and the PROXY header are checked),
+    then WHOAMI (IMAP, an X command) / STAT (POP3), BIG n, DIE, LOGOUT/QUIT."""
 
     def __init__(self, home: Home, protocol: str, host: str, port: int,
-                 context: ssl.SSLContext | None = None) -> None:
+                 context: ssl.SSLContext | None = None, server: str | None = None) -> None:
         self.home, self.protocol, self.host, self.port = home, protocol, host, port
+        # Which server's back end this is: the one whose BackEndAddress is `host`.
+        servers = store.load(home).settings.Servers
+        self.server_name = server or next(
+            (name for name, srv in servers.items() if srv.BackEndAddress == host), "MBX01")
         self.context = context
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
@@ -78,38 +82,33 @@ class FakeBackend:
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.writers.add(writer)
         try:
-            head = await reader.readexactly(16)
-            head += await reader.readexactly(proxyv2.needed(head) - 16)
-            info, _ = proxyv2.decode(head)
+            protocol = "IMAP4" if self.protocol == "IMAP" else "POP3"
+            shake = handover.BackendHandshake(
+                proxy_secret(self.home).encode(), protocol, self.server_name)
+            writer.write(shake.challenge())
+            while shake.accepted is None:
+                data = await reader.read(shake.room())
+                if not data:
+                    return
+                writer.write(shake.receive(data))
+            info = shake.accepted.client
             assert info is not None
             self.proxied.append(info)
+            self.logins.append(shake.accepted.mailbox)
+            writer.write(shake.ok())
             if self.protocol == "IMAP":
-                await self.imap(reader, writer, info)
+                await self.imap(reader, writer, info, shake.accepted.mailbox)
             else:
-                await self.pop(reader, writer, info)
-        except (proxyv2.ProxyHeaderError, asyncio.IncompleteReadError, ConnectionError):
+                await self.pop(reader, writer, info, shake.accepted.mailbox)
+        except (handover.HandoverError, asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:
             self.writers.discard(writer)
             writer.close()
 
-    def _check(self, ir: bytes) -> str | None:
-        authzid, authcid, password = base64.b64decode(ir).decode().split("\0")
-        if not check_proxy_login(self.home, authcid, password):
-            return None
-        self.logins.append(authzid)
-        return authzid
-
     async def imap(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                   info: proxyv2.ProxyInfo) -> None:
-        writer.write(b"* OK fake back end\r\n")
-        tag, verb, mech, ir = (await reader.readline()).split()
-        assert (verb, mech) == (b"AUTHENTICATE", b"PLAIN")
-        user = self._check(ir)
-        if user is None:
-            writer.write(tag + b" NO proxy login refused\r\n")
-            return
-        writer.write(tag + b" OK [CAPABILITY IMAP4rev1 IDLE XFAKE] proxied\r\n")
+                   info: proxyv2.ProxyInfo, user: str) -> None:
+        writer.write(b"* PREAUTH [CAPABILITY IMAP4rev1 IDLE XFAKE] proxied\r\n")
         while line := await reader.readline():
             tag, _, rest = line.strip().partition(b" ")
             verb, _, arg = rest.partition(b" ")
@@ -132,14 +131,7 @@ class FakeBackend:
             await writer.drain()
 
     async def pop(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                  info: proxyv2.ProxyInfo) -> None:
-        writer.write(b"+OK fake back end\r\n")
-        verb, mech, ir = (await reader.readline()).split()
-        assert (verb, mech) == (b"AUTH", b"PLAIN")
-        user = self._check(ir)
-        if user is None:
-            writer.write(b"-ERR proxy login refused\r\n")
-            return
+                  info: proxyv2.ProxyInfo, user: str) -> None:
         writer.write(b"+OK proxied\r\n")
         while line := await reader.readline():
             verb = line.strip().upper()

@@ -148,7 +148,10 @@ def test_imap_plain_text_login_types(env: Home, imap: Any) -> None:
         ("bob", "wrong", "AUTHENTICATIONFAILED"),
         ("nobody", PASSWORD, "AUTHENTICATIONFAILED"),
         ("Administrator", PASSWORD, "Administrator mailbox cannot be opened"),
-        ("Administrator", "wrong", "Administrator mailbox cannot be opened"),
+        # Before the password is proved, no refusal tells what kind of account it is.
+        ("Administrator", "wrong", "AUTHENTICATIONFAILED"),
+        ("carol", "wrong", "AUTHENTICATIONFAILED"),
+        ("guest", "wrong", "AUTHENTICATIONFAILED"),
         ("guest", PASSWORD, "Guest accounts cannot use IMAP4"),
         ("anon", PASSWORD, "Anonymous accounts cannot use IMAP4"),
         ("carol", PASSWORD, "IMAP4 is disabled for this mailbox"),

@@ -1,10 +1,9 @@
-"""MSExchangeIMAP4BE end to end: imaplib and imapclient connect as a front end would (PROXY
-v2 header, then AUTHENTICATE PLAIN with the proxy secret) to the service run in-process,
-over the real store."""
+"""MSExchangeIMAP4BE end to end: imaplib and imapclient connect as a front end would (the
+hand-over of server/protocols/handover.py, then a PREAUTH session) to the service run
+in-process, over the real store."""
 
 from __future__ import annotations
 
-import base64
 import imaplib
 import re
 import socket
@@ -21,14 +20,15 @@ import pytest
 
 from server.backend import imap as imap_backend
 from server.backend.imap import ImapBackendService
-from server.directory import PROXY_USER, proxy_secret
-from server.protocols import proxyv2
+from server.directory import proxy_secret
+from server.protocols.handover import HandoverRefused, ImpostorError
 from server.runtime import tls
 from server.settings import store as settings_store
 from server.settings.models import IMAP4BE, PortPlan, default_server
 from server.settings.paths import Home
 from server.store import open_store
 from tests.conftest import CORPUS
+from tests.e2e.handover_support import ProxiedIMAP4, ProxiedIMAP4SSL, hand_over
 
 pytestmark = pytest.mark.e2e
 REPO_ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
@@ -40,39 +40,22 @@ MSG = (
 )
 
 
-def proxy_header(port: int) -> bytes:
-    return proxyv2.encode(proxyv2.ProxyInfo("192.0.2.10", 50123, "127.0.0.1", port))
-
-
-class ProxiedIMAP4(imaplib.IMAP4):
-    """imaplib as a front end: the PROXY v2 header right after connecting."""
-
-    def _create_socket(self, timeout: float | None) -> socket.socket:
-        sock = super()._create_socket(timeout)
-        sock.sendall(proxy_header(self.port))
-        return sock
-
-
-class ProxiedIMAP4SSL(imaplib.IMAP4_SSL):
-    def _create_socket(self, timeout: float | None) -> socket.socket:
-        sock = imaplib.IMAP4._create_socket(self, timeout)
-        sock = self.ssl_context.wrap_socket(sock, server_hostname=self.host)
-        sock.sendall(proxy_header(self.port))
-        return sock
-
-
 class ProxiedIMAPClient(imapclient.IMAPClient):
+    def __init__(self, host: str, port: int, secret: str, mailbox: str) -> None:
+        self.secret, self.mailbox = secret, mailbox
+        super().__init__(host, port, ssl=False, timeout=10)
+
     def _create_IMAP4(self) -> imaplib.IMAP4:
-        return ProxiedIMAP4(self.host, self.port, timeout=10)
+        return ProxiedIMAP4(self.host, self.port, secret=self.secret, mailbox=self.mailbox)
 
 
 class Raw:
     """A line-level client for exact assertions."""
 
-    def __init__(self, port: int, header: bool = True) -> None:
+    def __init__(self, port: int, secret: str | None = None, mailbox: str = "alice") -> None:
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-        if header:
-            self.sock.sendall(proxy_header(port))
+        if secret is not None:
+            hand_over(self.sock, secret, mailbox, "IMAP4")
         self.buf = b""
 
     def read_line(self) -> bytes:
@@ -95,10 +78,6 @@ class Raw:
             if got.startswith(tag + " "):
                 return "\r\n".join(out)
 
-    def login(self, secret: str, mailbox: str = "alice") -> str:
-        token = base64.b64encode(f"{mailbox}\0{PROXY_USER}\0{secret}".encode()).decode()
-        return self.cmd(f"a AUTHENTICATE PLAIN {token}")
-
     def close(self) -> None:
         self.sock.close()
 
@@ -116,20 +95,14 @@ class Backend:
         return self.service.bound_port()
 
     def imaplib(self, mailbox: str = "alice") -> ProxiedIMAP4:
-        conn = ProxiedIMAP4("127.0.0.1", self.port, timeout=10)
-        conn.authenticate("PLAIN", lambda _: f"{mailbox}\0{PROXY_USER}\0{self.secret}".encode())
-        return conn
+        return ProxiedIMAP4("127.0.0.1", self.port, secret=self.secret, mailbox=mailbox)
 
     def imapclient(self, mailbox: str = "alice") -> ProxiedIMAPClient:
-        client = ProxiedIMAPClient("127.0.0.1", self.port, ssl=False, timeout=10)
-        client.plain_login(PROXY_USER, self.secret, authorization_identity=mailbox)
-        return client
+        return ProxiedIMAPClient("127.0.0.1", self.port, self.secret, mailbox)
 
-    def raw(self, login: bool = True) -> Raw:
-        r = Raw(self.port)
-        assert r.read_line().startswith(b"* OK [CAPABILITY IMAP4rev1")
-        if login:
-            assert " OK " in r.login(self.secret)
+    def raw(self, mailbox: str = "alice") -> Raw:
+        r = Raw(self.port, self.secret, mailbox)
+        assert r.read_line().startswith(b"* PREAUTH [CAPABILITY IMAP4rev1")
         return r
 
     def inbox(self, mailbox: str = "alice") -> Any:
@@ -226,26 +199,33 @@ def test_imaplib_malformed_commands_get_bad_and_session_goes_on(backend: Backend
     r.close()
 
 
-def test_sasl_ir_refusals_and_proxy_header(backend: Backend) -> None:
-    r = Raw(backend.port, header=False)
-    r.sock.sendall(b"a CAPABILITY\r\nb NOOP\r\n")  # 16+ bytes, not a PROXY header
+def test_hand_over_refusals_and_no_login_after_it(backend: Backend) -> None:
+    r = Raw(backend.port)
+    assert r.read_line().startswith(b"MCHO1 CHALLENGE IMAP4 MBX01 ")
+    r.sock.sendall(b"a CAPABILITY\r\nb NOOP\r\n")  # IMAP instead of the hand-over
     with pytest.raises((ConnectionError, OSError)):
         r.read_line()
-    r = backend.raw(login=False)
-    assert "l NO" in r.cmd("l LOGIN alice secret")
-    wrong = base64.b64encode(f"alice\0{PROXY_USER}\0nope".encode()).decode()
-    assert "a NO" in r.cmd(f"a AUTHENTICATE PLAIN {wrong}")
-    assert "a NO" in r.login(backend.secret, "noimap")
-    assert "not this one" in r.login(backend.secret, "faraway")
-    assert " OK " in r.login(backend.secret, "alice")
+    for mailbox, reason in (("noimap", "disabled"), ("faraway", "not this one"),
+                            ("nobody", "no such mailbox")):
+        sock = socket.create_connection(("127.0.0.1", backend.port), timeout=10)
+        with pytest.raises(HandoverRefused, match=reason):
+            hand_over(sock, backend.secret, mailbox, "IMAP4")
+        sock.close()
+    sock = socket.create_connection(("127.0.0.1", backend.port), timeout=10)
+    with pytest.raises(ImpostorError):  # a front end with another secret trusts nothing here
+        hand_over(sock, "not-the-secret", "alice", "IMAP4")
+    sock.close()
+    r = backend.raw()
+    assert "l BAD" in r.cmd("l LOGIN alice secret")  # already authenticated
+    assert "a BAD" in r.cmd("a AUTHENTICATE PLAIN AGFsaWNlAHgAeQ==")
+    assert "n OK" in r.cmd("n NOOP")
     r.close()
 
 
 def test_tls_port(backend: Backend) -> None:
     ctx = tls.client_context(backend.home)
     port = backend.service.bound_port(tls_port=True)
-    m = ProxiedIMAP4SSL("127.0.0.1", port, ssl_context=ctx, timeout=10)
-    m.authenticate("PLAIN", lambda _: f"alice\0{PROXY_USER}\0{backend.secret}".encode())
+    m = ProxiedIMAP4SSL("127.0.0.1", port, ssl_context=ctx, secret=backend.secret)
     assert m.select("INBOX")[0] == "OK"
     m.logout()
 
@@ -345,11 +325,9 @@ def test_autologout_after_authenticated_timeout(backend: Backend, monkeypatch: p
         r.read_line()
 
 
-def test_banner_live_and_stop_says_bye(backend: Backend, home: Home, in_process: Any) -> None:
-    backend.edit(lambda doc: doc.set(("Servers", "MBX01", "ImapSettings", "Banner"), "Hi there"))
-    r = Raw(backend.port)
-    assert r.read_line().endswith(b"] Hi there")
-    r.login(backend.secret)
+def test_preauth_greeting_and_stop_says_bye(backend: Backend, home: Home, in_process: Any) -> None:
+    r = Raw(backend.port, backend.secret)
+    assert r.read_line().endswith(b"] Logged in as alice")
     assert backend.service.status()["connections"] == 1
     backend.run.call(backend.service.stop(2.0))
     assert r.read_line() == b"* BYE Server shutting down"
@@ -393,9 +371,8 @@ def test_kill_during_burst_keeps_every_acknowledged_change(home: Home) -> None:
     acked_appends: list[int] = []
     acked_flags: dict[int, str] = {}
     try:
-        r = Raw(port)
+        r = Raw(port, secret)
         r.read_line()
-        r.login(secret)
         r.cmd("s SELECT INBOX")
         deadline = time.monotonic() + 0.8
         n = 0
@@ -433,9 +410,8 @@ def test_kill_during_burst_keeps_every_acknowledged_change(home: Home) -> None:
             assert store.check() == []
         finally:
             store.close()
-        r = Raw(port)
+        r = Raw(port, secret)
         r.read_line()
-        r.login(secret)
         assert "s OK" in r.cmd("s SELECT INBOX")
     finally:
         proc.kill()

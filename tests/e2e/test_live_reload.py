@@ -197,17 +197,22 @@ def test_200_imap_sessions_stay_up_while_20_changes_land(services: ServiceRunner
 def test_protocol_logging_switches_on_and_off_live(services: ServiceRunner) -> None:
     """The real POP3 back end: Set-PopSettings -ProtocolLogEnabled applies to the next
     command, no restart; the file is Exchange's CSV in logs/ProtocolLog/Pop3."""
-    from server.protocols import proxyv2
+    from server.directory import proxy_secret
+    from tests.e2e.handover_support import hand_over, read_line
 
     runner = services
+    with store.edit(runner.home) as doc:
+        doc.set(("Mailboxes", "alice"),
+                {"PrimarySmtpAddress": "alice@contoso.test", "Server": "MBX01"})
+    secret = proxy_secret(runner.home)
     runner.run_ok("start-service", "MSExchangePOP3BE")
     port = runner.settings.server("MBX01").PopBackEndPort
     folder = runner.home.logs / "ProtocolLog" / "Pop3"
 
     def session(command: bytes) -> None:
         with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-            sock.sendall(proxyv2.encode(proxyv2.ProxyInfo("192.0.2.7", 40000, "127.0.0.1", port)))
-            sock.recv(300)
+            hand_over(sock, secret, "alice", "POP3", client=("192.0.2.7", 40000))
+            read_line(sock)
             sock.sendall(command + b"\r\nQUIT\r\n")
             while sock.recv(300):
                 pass

@@ -1,12 +1,11 @@
-"""MSExchangePOP3BE end to end: Python's poplib, as a front end would connect (PROXY v2
-header, then AUTH PLAIN with the proxy secret), against the service run in-process."""
+"""MSExchangePOP3BE end to end: Python's poplib, as a front end would connect (the hand-over
+of server/protocols/handover.py, then POP3 in the TRANSACTION state), against the service run
+in-process."""
 
 from __future__ import annotations
 
-import base64
 import poplib
 import socket
-import ssl
 import subprocess
 import sys
 import threading
@@ -19,13 +18,15 @@ from typing import Any
 import pytest
 
 from server.backend.pop3 import Pop3BackendService, _Connection
-from server.directory import PROXY_USER, proxy_secret
-from server.protocols import proxyv2
+from server.directory import proxy_secret
+from server.protocols.handover import HandoverRefused
 from server.runtime import tls
 from server.settings import store as settings_store
 from server.settings.models import POP3BE
 from server.settings.paths import Home
 from server.store import NewMessage, open_store
+from tests.e2e import handover_support
+from tests.e2e.handover_support import hand_over
 
 pytestmark = pytest.mark.e2e
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -39,39 +40,10 @@ def message(n: int, body: bytes = b"") -> bytes:
     )
 
 
-class ProxiedPOP3(poplib.POP3):
-    """poplib as a front end: the PROXY v2 header right after connecting."""
-
-    def __init__(self, host: str, port: int, header: bytes | None = b"") -> None:
-        self._header = proxyv2.encode(proxyv2.ProxyInfo("192.0.2.10", 50123, host, port)) \
-            if header == b"" else header
-        super().__init__(host, port, timeout=10)
-
-    def _create_socket(self, timeout: float) -> socket.socket:
-        sock = super()._create_socket(timeout)
-        if self._header:
-            sock.sendall(self._header)
-        return sock
-
-    def auth_plain(self, mailbox: str, secret: str, authcid: str = PROXY_USER) -> bytes:
-        token = base64.b64encode(f"{mailbox}\0{authcid}\0{secret}".encode()).decode()
-        return self._shortcmd(f"AUTH PLAIN {token}")
-
+class ProxiedPOP3(handover_support.ProxiedPOP3):
     def body(self, which: int) -> bytes:
         _, lines, _ = self.retr(which)
         return b"".join(line + b"\r\n" for line in lines)
-
-
-class ProxiedPOP3SSL(ProxiedPOP3):
-    def __init__(self, host: str, port: int, context: ssl.SSLContext) -> None:
-        self._context = context
-        super().__init__(host, port)
-
-    def _create_socket(self, timeout: float) -> socket.socket:
-        sock = poplib.POP3._create_socket(self, timeout)
-        sock = self._context.wrap_socket(sock, server_hostname=self.host)
-        sock.sendall(self._header)  # inside TLS, as front ends do
-        return sock
 
 
 @dataclass
@@ -86,13 +58,15 @@ class Backend:
     def port(self) -> int:
         return self.service.bound_port()
 
-    def client(self, header: bytes | None = b"") -> ProxiedPOP3:
-        return ProxiedPOP3("127.0.0.1", self.port, header)
-
     def login(self, mailbox: str = "alice") -> ProxiedPOP3:
-        pop = self.client()
-        pop.auth_plain(mailbox, self.secret)
-        return pop
+        return ProxiedPOP3("127.0.0.1", self.port, secret=self.secret, mailbox=mailbox)
+
+    def refusal(self, mailbox: str) -> str:
+        """The hand-over's refusal text for `mailbox`."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=10) as sock:
+            with pytest.raises(HandoverRefused) as refused:
+                hand_over(sock, self.secret, mailbox, "POP3")
+        return refused.value.text
 
     def inbox(self, mailbox: str = "alice") -> Any:
         return self.store.mailbox(mailbox)
@@ -252,11 +226,8 @@ def test_descending_order_numbers_the_newest_first(backend: Backend) -> None:
 def test_second_session_gets_in_use(backend: Backend) -> None:
     backend.deliver(message(1))
     first = backend.login()
-    second = backend.client()
-    with pytest.raises(poplib.error_proto, match=r"\[IN-USE\]"):
-        second.auth_plain("alice", backend.secret)
-    assert second.stat  # the session goes on; other mailboxes are free
-    second.auth_plain("bob", backend.secret)
+    assert backend.refusal("alice").startswith("-ERR [IN-USE]")
+    second = backend.login("bob")  # other mailboxes are free
     second.quit()
     first.quit()
 
@@ -290,36 +261,25 @@ def test_estimated_and_exact_sizes(backend: Backend) -> None:
 
 
 # --- who may connect -----------------------------------------------------------------------
-def test_connection_without_proxy_header_is_closed(backend: Backend) -> None:
+def test_connection_without_the_hand_over_is_closed(backend: Backend) -> None:
     with socket.create_connection(("127.0.0.1", backend.port), timeout=10) as sock:
+        assert handover_support.read_line(sock).startswith(b"MCHO1 CHALLENGE POP3 MBX01 ")
         sock.sendall(b"USER alice\r\nPASS secret\r\n")
         assert sock.recv(100) == b""
 
 
-def test_only_the_proxy_login_is_accepted(backend: Backend) -> None:
-    pop = backend.client()
-    assert pop.getwelcome() == b"+OK The Microsoft Exchange POP3 service is ready."
-    with pytest.raises(poplib.error_proto, match=r"\[AUTH\]"):
+def test_hand_over_refusals_and_no_login_after_it(backend: Backend) -> None:
+    assert backend.refusal("nopop").startswith("-ERR [AUTH]") and "disabled" in \
+        backend.refusal("nopop")
+    assert backend.refusal("nobody").startswith("-ERR [AUTH]")
+    pop = backend.login()
+    assert pop.getwelcome() == b"+OK alice has 0 messages (0 octets)"
+    with pytest.raises(poplib.error_proto):
         pop.user("alice")
-    with pytest.raises(poplib.error_proto, match=r"\[AUTH\]"):
-        pop.auth_plain("alice", "wrong secret")
-    with pytest.raises(poplib.error_proto, match=r"\[AUTH\]"):
-        pop.auth_plain("alice", backend.secret, authcid="alice")
-    with pytest.raises(poplib.error_proto, match=r"\[AUTH\].*disabled"):
-        pop.auth_plain("nopop", backend.secret)
-    with pytest.raises(poplib.error_proto, match=r"\[AUTH\]"):
-        pop.auth_plain("nobody", backend.secret)
+    with pytest.raises(poplib.error_proto):
+        pop._shortcmd("AUTH PLAIN AGFsaWNlAHgAeQ==")
     caps = pop.capa()
-    assert "SASL" in caps and "STLS" not in caps and caps["IMPLEMENTATION"] == ["mailctl"]
-    pop.auth_plain("alice", backend.secret)
-    pop.quit()
-
-
-def test_continuation_form_of_auth_plain(backend: Backend) -> None:
-    pop = backend.client()
-    assert pop._shortcmd("AUTH PLAIN") == b"+ "
-    token = base64.b64encode(f"alice\0{PROXY_USER}\0{backend.secret}".encode()).decode()
-    assert pop._shortcmd(token).startswith(b"+OK")
+    assert "STLS" not in caps and caps["IMPLEMENTATION"] == ["mailctl"]
     pop.quit()
 
 
@@ -327,17 +287,13 @@ def test_implicit_tls_port(backend: Backend) -> None:
     backend.deliver(message(1))
     context = tls.client_context(backend.home)
     port = backend.service.bound_port(tls_port=True)
-    pop = ProxiedPOP3SSL("127.0.0.1", port, context)
-    pop.auth_plain("alice", backend.secret)
+    pop = ProxiedPOP3("127.0.0.1", port, secret=backend.secret, context=context)
     assert pop.body(1) == message(1)
     pop.quit()
 
 
-def test_banner_is_live_and_reload_moves_the_listener(backend: Backend) -> None:
-    backend.edit(lambda doc: doc.set(("Servers", "MBX01", "PopSettings", "Banner"), "Hi there"))
-    pop = backend.client()
-    assert pop.getwelcome() == b"+OK Hi there"
-    pop.auth_plain("alice", backend.secret)
+def test_reload_moves_the_listener(backend: Backend) -> None:
+    pop = backend.login()
     old_port = backend.port
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -384,10 +340,9 @@ def test_protocol_log_has_one_line_per_command_and_no_secret(backend: Backend) -
     assert backend.secret not in text
     rows = [line.split(",") for line in text.splitlines() if not line.startswith("#")]
     assert [(r[9], r[11]) for r in rows] == [
-        ("OpenSession", "R=OK"), ("auth", "R=OK"), ("retr", "R=OK"), ("retr", "R=ERR"),
-        ("quit", "R=OK"),
+        ("OpenSession", "R=OK"), ("retr", "R=OK"), ("retr", "R=ERR"), ("quit", "R=OK"),
     ]
-    assert rows[1][10] == "PLAIN *****" and rows[2][5] == "alice"
+    assert rows[0][5] == "alice" and rows[1][5] == "alice"
     assert rows[0][4] == "192.0.2.10:50123"  # the client from the PROXY header
 
 
@@ -412,6 +367,8 @@ WATCHER = """
 import sys, threading
 from server.settings.paths import Home
 from server.store import NewMessage, open_store
+from tests.e2e import handover_support
+from tests.e2e.handover_support import hand_over
 store = open_store(Home.resolve(sys.argv[1]), "MBX01")
 box, target, gone = store.mailbox("alice"), int(sys.argv[2]), threading.Event()
 def check():
@@ -451,10 +408,9 @@ def test_imap_idle_session_sees_pop3_deletions_as_expunge(backend: Backend, in_p
     with in_process(IMAP4BE, backend.home) as imap_run:
         port = imap_run.service.bound_port()
         with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-            sock.sendall(proxyv2.encode(proxyv2.ProxyInfo("192.0.2.10", 50123, "127.0.0.1", port)))
+            hand_over(sock, backend.secret, "alice", "IMAP4")
             reader = sock.makefile("rb")
-            token = base64.b64encode(f"alice\0{PROXY_USER}\0{backend.secret}".encode()).decode()
-            sock.sendall(f"a AUTHENTICATE PLAIN {token}\r\ns SELECT INBOX\r\ni IDLE\r\n".encode())
+            sock.sendall(b"s SELECT INBOX\r\ni IDLE\r\n")
             while not reader.readline().startswith(b"+ "):
                 pass
             pop = backend.login()  # the IMAP session does not lock the maildrop

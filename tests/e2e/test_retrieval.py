@@ -1,22 +1,18 @@
 """Retrieval formats, calendar links and read receipts end to end: imaplib and poplib log in
-to the back ends (run in-process) as a front end does, with the PROXY v2 header and the
-proxy secret, and check what they receive."""
+to the back ends (run in-process) as a front end does (the hand-over), and check what they
+receive."""
 
 from __future__ import annotations
 
-import base64
 import imaplib
-import poplib
 import re
-import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
-from server.directory import PROXY_USER, proxy_secret
-from server.protocols import proxyv2
+from server.directory import proxy_secret
 from server.retrieval import CACHE
 from server.retrieval.receipts import MDN_SENT
 from server.settings import store as settings_store
@@ -24,6 +20,7 @@ from server.settings.models import IMAP4BE, POP3BE
 from server.settings.paths import Home
 from server.settings.types import MimeTextFormat as F
 from server.store import mime, open_store
+from tests.e2e.handover_support import ProxiedIMAP4, ProxiedPOP3
 from tests.unit.test_retrieval import (
     BODY_TYPES,
     CHANGING,
@@ -40,24 +37,6 @@ pytestmark = pytest.mark.e2e
 ALL_FORMATS = [F.BestBodyFormat, *CHANGING]
 
 
-def _header(port: int) -> bytes:
-    return proxyv2.encode(proxyv2.ProxyInfo("192.0.2.10", 50123, "127.0.0.1", port))
-
-
-class ProxiedIMAP4(imaplib.IMAP4):
-    def _create_socket(self, timeout: float | None) -> socket.socket:
-        sock = super()._create_socket(timeout)
-        sock.sendall(_header(self.port))
-        return sock
-
-
-class ProxiedPOP3(poplib.POP3):
-    def _create_socket(self, timeout: float) -> socket.socket:
-        sock = super()._create_socket(timeout)
-        sock.sendall(_header(self.port))
-        return sock
-
-
 @dataclass
 class Servers:
     home: Home
@@ -67,15 +46,12 @@ class Servers:
     secret: str
 
     def imap(self, mailbox: str = "alice") -> ProxiedIMAP4:
-        conn = ProxiedIMAP4("127.0.0.1", self.imap_run.service.bound_port(), timeout=10)
-        conn.authenticate("PLAIN", lambda _: f"{mailbox}\0{PROXY_USER}\0{self.secret}".encode())
-        return conn
+        return ProxiedIMAP4("127.0.0.1", self.imap_run.service.bound_port(), secret=self.secret,
+                            mailbox=mailbox)
 
     def pop(self, mailbox: str = "alice") -> ProxiedPOP3:
-        conn = ProxiedPOP3("127.0.0.1", self.pop_run.service.bound_port(), timeout=10)
-        token = base64.b64encode(f"{mailbox}\0{PROXY_USER}\0{self.secret}".encode()).decode()
-        conn._shortcmd(f"AUTH PLAIN {token}")
-        return conn
+        return ProxiedPOP3("127.0.0.1", self.pop_run.service.bound_port(), secret=self.secret,
+                           mailbox=mailbox)
 
     def deliver(self, raw: bytes, mailbox: str = "alice") -> int:
         return self.store.mailbox(mailbox).append("INBOX", raw).uid

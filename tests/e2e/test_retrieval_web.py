@@ -98,7 +98,7 @@ def test_calendar_link_opens_the_item_for_its_owner_only(tmp_path: Path) -> None
     got = asyncio.run(_requests(web_ctx, seeded))
     assert got["path"].startswith("/owa/calendar/alice/")
     status, location, _ = got["anonymous"]
-    assert status == 303 and location.endswith("/signin")
+    assert status == 303 and location.endswith("/signin?next=" + got["path"])  # back after sign-in
     status, ctype, page = got["owner"]
     assert status == 200 and "text/html" in ctype
     assert "Budget review" in page and "Room 7" in page and ".ics" in page

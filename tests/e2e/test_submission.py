@@ -3,10 +3,8 @@ into the real mailbox store and relaying through a fake smart host."""
 
 from __future__ import annotations
 
-import imaplib
 import os
 import smtplib
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -17,8 +15,7 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 
-from server.directory import PROXY_USER, proxy_secret
-from server.protocols import proxyv2
+from server.directory import proxy_secret
 from server.settings import store
 from server.settings.models import IMAP4BE, SUBMISSION, SendConnector
 from server.settings.paths import Home
@@ -32,6 +29,7 @@ from tests.e2e.frontend_support import (
     make_home,
     save,
 )
+from tests.e2e.handover_support import ProxiedIMAP4
 
 
 @pytest.fixture
@@ -260,15 +258,6 @@ def test_local_delivery_failure_is_retried(env: Home, in_process: Any, monkeypat
         assert len(calls) == 2
 
 
-class ProxiedIMAP4(imaplib.IMAP4):
-    """Logs in to the IMAP back end as a front end does (PROXY v2 header, proxy secret)."""
-
-    def _create_socket(self, timeout: float | None) -> socket.socket:
-        sock = super()._create_socket(timeout)
-        sock.sendall(proxyv2.encode(proxyv2.ProxyInfo("192.0.2.10", 50123, "127.0.0.1", self.port)))
-        return sock
-
-
 class SignallingSink(Sink):
     def __init__(self) -> None:
         super().__init__()
@@ -304,9 +293,8 @@ def test_receipt_spooled_by_the_imap_back_end_is_relayed_while_running(
             mail_store.close()
         with in_process(SUBMISSION, env) as smtp_run, in_process(IMAP4BE, env) as imap_run:
             assert smtp_run.service.delivery.pending == 0
-            conn = ProxiedIMAP4("127.0.0.1", imap_run.service.bound_port(), timeout=10)
-            secret = proxy_secret(env)
-            conn.authenticate("PLAIN", lambda _: f"alice\0{PROXY_USER}\0{secret}".encode())
+            conn = ProxiedIMAP4("127.0.0.1", imap_run.service.bound_port(),
+                                secret=proxy_secret(env), mailbox="alice")
             conn.select("INBOX")
             typ, _ = conn.fetch("1", "(BODY[])")  # a download, not a PEEK: the receipt goes
             assert typ == "OK"
@@ -399,3 +387,96 @@ def test_auth_login_and_plain_with_and_without_initial_response(
         assert client.docmd("AUTH", f"{mechanism} not-base64!") == (
             501, b"5.5.2 Can't decode base64")
     client.quit()
+
+
+class Crash(BaseException):
+    """Stands for kill -9: nothing after it runs, no except Exception catches it."""
+
+
+def test_delivery_after_a_crash_is_not_repeated(env: Home, monkeypatch: Any) -> None:
+    """Killed between the mailbox's commit and the spool's update, the next start must not
+    deliver the message a second time."""
+    from server.settings import store as settings_store
+    from server.submission.delivery import Delivery
+
+    folder = env.queue / "MBX01"
+    spool = Spool(folder)
+    spool.add("bob@contoso.test", [Recipient("alice@contoso.test", "alice", "MBX01"),
+                                   Recipient("bob@contoso.test", "bob", "MBX01")],
+              b"Subject: once\r\n\r\nbody\r\n", "bob")
+    settings = settings_store.load(env).settings
+    first = Delivery(env, spool, lambda: settings)
+    appended: list[str] = []
+    real_deliver, real_update = first._deliver_local, Spool.update
+
+    def deliver(rcpt: Recipient, data: bytes) -> None:
+        real_deliver(rcpt, data)
+        appended.append(rcpt.address)
+
+    def update(self: Spool, entry: Any) -> None:
+        if appended:
+            raise Crash
+        real_update(self, entry)
+
+    monkeypatch.setattr(first, "_deliver_local", deliver)
+    monkeypatch.setattr(Spool, "update", update)
+    [entry] = spool.load()
+    with pytest.raises(Crash):
+        first._attempt(entry)
+    monkeypatch.setattr(Spool, "update", real_update)
+    for store_ in first._stores.values():
+        store_.close()  # type: ignore[attr-defined]
+    second = Delivery(env, Spool(folder), lambda: settings)
+    [entry] = second.spool.load()
+    second._attempt(entry)
+    for store_ in second._stores.values():
+        store_.close()  # type: ignore[attr-defined]
+    assert len(inbox(env, "alice")) == 1
+    assert len(inbox(env, "bob")) == 1
+    assert list(folder.glob("*.json")) == []
+
+
+def test_relay_after_a_crash_is_not_repeated(env: Home, monkeypatch: Any) -> None:
+    """Killed later in a delivery pass (here: while handing over to a second smart host),
+    the next start must not hand the message to the first smart host again."""
+    from server.settings import store as settings_store
+    from server.submission import delivery as delivery_module
+    from server.submission.delivery import Delivery
+
+    port = free_port_plan().submission
+    settings = settings_store.load(env).settings
+    for name, space in (("Org", "example.org"), ("Net", "example.net")):
+        settings.SendConnectors[name] = SendConnector(
+            AddressSpaces=[space], SmartHosts=[f"127.0.0.1:{port}"])
+    save(env, settings)
+    settings = settings_store.load(env).settings
+    folder = env.queue / "MBX01"
+    spool = Spool(folder)
+    spool.add("bob@contoso.test", [Recipient("friend@example.org"), Recipient("pal@example.net")],
+              b"From: bob@contoso.test\r\nSubject: once\r\n\r\nbody\r\n", "bob")
+    sink = Sink()
+    controller = Controller(sink, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        real_relay = delivery_module.relay_through
+        calls: list[int] = []
+
+        def relay(*args: Any, **kwargs: Any) -> Any:
+            calls.append(1)
+            if len(calls) == 2:
+                raise Crash  # killed while talking to the second smart host
+            return real_relay(*args, **kwargs)
+
+        monkeypatch.setattr(delivery_module, "relay_through", relay)
+        first = Delivery(env, spool, lambda: settings)
+        [entry] = spool.load()
+        with pytest.raises(Crash):
+            first._attempt(entry)
+        monkeypatch.setattr(delivery_module, "relay_through", real_relay)
+        second = Delivery(env, Spool(folder), lambda: settings)
+        for entry in second.spool.load():
+            second._attempt(entry)
+        rcpts = sorted(r for _, rs, _ in sink.messages for r in rs)
+        assert rcpts == ["friend@example.org", "pal@example.net"]
+    finally:
+        controller.stop()

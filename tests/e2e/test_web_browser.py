@@ -186,6 +186,11 @@ def test_the_settings_page_in_a_real_browser(services: ServiceRunner, browser: W
                   "-AdvertiseClientSettings", "$True", "-Fqdn", "mail.contoso.com")
     mailctl_input(runner, "New-Mailbox", "alice", "-DisplayName", "Alice Liddell",
                   "-PasswordStdin", stdin=PASSWORD + "\n")
+    # The HTTPS redirect goes to the configured URL (never the request's Host header).
+    ssl_port = runner.settings.server("MBX01").OwaVirtualDirectory.SSLBindings[0].port
+    with store.edit(runner.home) as session:
+        session.set(("Servers", "MBX01", "OwaVirtualDirectory", "ExternalUrl"),
+                    f"https://127.0.0.1:{ssl_port}/owa")
     runner.start(WEB)
     vdir = runner.settings.server("MBX01").OwaVirtualDirectory
     smtp_port = runner.settings.ReceiveConnectors["Client Frontend MBX01"].Bindings[0].port

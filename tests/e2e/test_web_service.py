@@ -240,7 +240,7 @@ def test_pages_on_http_go_to_https_and_autoconfig_stays(web: InProcessService, h
     client = plain(home)
     reply = client.get("/signin")
     assert reply.status == 301
-    assert reply.headers["Location"] == f"https://127.0.0.1:{vdir(home).SSLBindings[0].port}/signin"
+    assert reply.headers["Location"] == f"https://mbx01.contoso.test:{vdir(home).SSLBindings[0].port}/signin"
     xml = client.get("/mail/config-v1.1.xml?emailaddress=alice%40contoso.test")
     assert xml.status == 200 and xml.headers["Content-Type"].startswith("application/xml")
     assert ET.fromstring(xml.body).tag == "clientConfig"
@@ -369,3 +369,84 @@ def test_a_protocol_turned_off_for_the_mailbox_is_noted(home: Home) -> None:
         assert pop and imap
         assert "can&#x27;t be used with your mailbox" in pop.group(0)
         assert "can&#x27;t be used" not in imap.group(0)
+
+
+def test_autodiscover_with_a_dtd_in_utf16_is_a_400_not_a_500(web: InProcessService,
+                                                              home: Home) -> None:
+    client = plain(home)
+    text = ('<?xml version="1.0" encoding="UTF-16BE"?><!DOCTYPE a [<!ENTITY e "x">]>'
+            + autodiscover_body("alice@contoso.test").decode().split("?>", 1)[-1])
+    for codec in ("utf-16-be", "utf-16"):
+        answer = client.request("POST", "/autodiscover/autodiscover.xml", text.encode(codec),
+                                {"Content-Type": "text/xml"})
+        assert answer.status == 400, answer.body
+        assert b"<ErrorCode>600</ErrorCode>" in answer.body and b"Traceback" not in answer.body
+
+
+def _signed_in_copy(home: Home) -> tuple[Browser, Browser]:
+    client = https(home)
+    assert client.sign_in("alice").status == 303
+    copy = https(home)
+    copy.cookies = dict(client.cookies)  # the same cookie, kept elsewhere (stolen, a 2nd tab)
+    assert copy.get("/settings").status == 200
+    return client, copy
+
+
+def test_a_signed_out_cookie_stops_working_everywhere(web: InProcessService, home: Home) -> None:
+    client, copy = _signed_in_copy(home)
+    token = re.search(r'name="csrf" value="([^"]+)"', client.get("/settings").text)
+    assert token
+    assert client.post_form("/signout", {"csrf": token.group(1)}).status == 303
+    assert copy.get("/settings").headers["Location"] == "/signin"
+
+
+def test_a_password_change_ends_the_sessions(web: InProcessService, home: Home) -> None:
+    _, copy = _signed_in_copy(home)
+    Directory(home).set_password("alice", "An0ther one!")
+    assert copy.get("/settings").headers["Location"] == "/signin"
+    fresh = https(home)
+    assert fresh.sign_in("alice", "An0ther one!").status == 303
+    assert fresh.get("/settings").status == 200
+
+
+def test_the_https_redirect_ignores_the_host_header(web: InProcessService, home: Home) -> None:
+    client = plain(home)
+    port = vdir(home).SSLBindings[0].port
+    reply = client.request("GET", "/signin?x=1", headers={"Host": "evil.example"})
+    assert reply.headers["Location"] == f"https://mbx01.contoso.test:{port}/signin?x=1"
+    with store.edit(home) as session:
+        session.set(("Servers", "MBX01", "OwaVirtualDirectory", "ExternalUrl"),
+                    "https://mail.contoso.com/owa")
+        session.set(("Servers", "MBX01", "OwaVirtualDirectory", "InternalUrl"),
+                    "https://mbx01.corp.contoso.test:8443/owa")
+    web.reload()
+    reply = client.request("GET", "/signin", headers={"Host": "evil.example"})
+    assert reply.headers["Location"] == "https://mail.contoso.com/signin"
+    with store.edit(home) as session:
+        session.set(("Servers", "MBX01", "OwaVirtualDirectory", "InternalNetworks"),
+                    ["127.0.0.0/8"])
+    web.reload()
+    reply = client.request("GET", "/signin", headers={"Host": "evil.example"})
+    assert reply.headers["Location"] == "https://mbx01.corp.contoso.test:8443/signin"
+
+
+@pytest.mark.parametrize(("given", "expected"), [
+    ("/owa/calendar/alice/1/2", "/owa/calendar/alice/1/2"),
+    ("/settings?x=1", "/settings?x=1"),
+    ("//evil.example/x", "/settings"),
+    ("/\\evil.example", "/settings"),
+    ("https://evil.example/", "/settings"),
+    ("javascript:alert(1)", "/settings"),
+    ("/ok\r\nSet-Cookie: x=y", "/settings"),
+])
+def test_sign_in_goes_back_to_a_local_target_only(web: InProcessService, home: Home,
+                                                   given: str, expected: str) -> None:
+    client = https(home)
+    page = client.get("/signin?next=" + urllib.parse.quote(given, safe="")).text
+    assert f'name="next" value="{html.escape(expected, quote=True)}"' in page
+    reply = client.post_form("/signin", {"username": "alice", "password": PASSWORD,
+                                         "next": given})
+    assert reply.status == 303 and reply.headers["Location"] == expected
+    # Signed in already: the link goes straight through.
+    assert client.get("/signin?next=" + urllib.parse.quote(given, safe="")).headers[
+        "Location"] == expected

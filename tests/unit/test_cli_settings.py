@@ -63,6 +63,13 @@ def get(home: Home, protocol: str) -> dict[str, object]:
     return ok(home, f"get-{protocol}settings", "--output", "json").json()
 
 
+def with_certificate(home: Home) -> None:
+    """X509CertificateName must name a certificate: the sample's."""
+    from server.runtime import tls
+
+    tls.new_certificate(home, "mail.contoso.com", ["mail.contoso.com"])
+
+
 @pytest.mark.parametrize("protocol", ["pop", "imap"])
 def test_samples_cover_every_parameter(protocol: str) -> None:
     assert set(MODELS[protocol].model_fields) <= set(SAMPLES)
@@ -71,6 +78,7 @@ def test_samples_cover_every_parameter(protocol: str) -> None:
 @pytest.mark.parametrize("spelling", ["kebab", "exchange"])
 @pytest.mark.parametrize("protocol", ["pop", "imap"])
 def test_every_parameter_round_trips(home: Home, protocol: str, spelling: str) -> None:
+    with_certificate(home)
     fields = list(MODELS[protocol].model_fields)
     before = get(home, protocol)
     args: list[str] = []
@@ -87,6 +95,7 @@ def test_every_parameter_round_trips(home: Home, protocol: str, spelling: str) -
 
 @pytest.mark.parametrize("protocol", ["pop", "imap"])
 def test_each_parameter_alone_in_exchange_spelling(home: Home, protocol: str) -> None:
+    with_certificate(home)
     for field in MODELS[protocol].model_fields:
         if field == "CalendarItemRetrievalOption":
             continue  # Custom needs OwaServerUrl: covered with it above

@@ -19,7 +19,8 @@ from server.frontend.core import (
 from server.frontend.imap import ImapBackendLogin, ImapLoginCore, decode_plain
 from server.frontend.limits import ConnectionLimits
 from server.frontend.pop3 import Pop3BackendLogin, Pop3LoginCore
-from server.frontend.throttle import LoginThrottle
+from server.frontend.throttle import LoginThrottle, account_key
+from server.settings.models import Mailbox, Settings, default_settings
 from server.settings.types import LoginType
 
 SECURE, PTAUTH, PTLOGIN = (LoginType.SecureLogin, LoginType.PlainTextAuthentication,
@@ -174,23 +175,16 @@ def test_imap_replies() -> None:
 
 
 def test_imap_backend_login_conversation() -> None:
-    conv = ImapBackendLogin("bob", "s3cret")
-    step = conv.on_line(b"* OK back end ready\r\n")
-    assert isinstance(step, BackendSend)
-    tag, verb, mech, ir = step.data.split()
-    assert (verb, mech) == (b"AUTHENTICATE", b"PLAIN")
-    assert base64.b64decode(ir) == b"bob\0mailctl-proxy\0s3cret"
-    assert conv.on_line(b"P1 OK [CAPABILITY IMAP4rev1 IDLE MOVE] done\r\n") == BackendDone(
-        "IMAP4rev1 IDLE MOVE")
-    conv = ImapBackendLogin("bob", "s")
-    conv.on_line(b"* OK hi\r\n")
-    assert conv.on_line(b"P1 OK done\r\n") == BackendSend(b"P2 CAPABILITY\r\n")
+    conv = ImapBackendLogin()
+    assert conv.on_line(b"* PREAUTH [CAPABILITY IMAP4rev1 IDLE MOVE] Logged in as bob\r\n") == \
+        BackendDone("IMAP4rev1 IDLE MOVE")
+    conv = ImapBackendLogin()
+    assert conv.on_line(b"* PREAUTH hi\r\n") == BackendSend(b"P1 CAPABILITY\r\n")
     assert conv.on_line(b"* CAPABILITY IMAP4rev1 X\r\n") is None
-    assert conv.on_line(b"P2 OK\r\n") == BackendDone("IMAP4rev1 X")
-    conv = ImapBackendLogin("bob", "s")
-    conv.on_line(b"* OK hi\r\n")
-    with pytest.raises(BackendError):
-        conv.on_line(b"P1 NO go away\r\n")
+    assert conv.on_line(b"P1 OK\r\n") == BackendDone("IMAP4rev1 X")
+    for greeting in (b"* OK not logged in\r\n", b"* BYE go away\r\n"):
+        with pytest.raises(BackendError):
+            ImapBackendLogin().on_line(greeting)
 
 
 # --------------------------------------------------------------------------- POP3
@@ -250,12 +244,9 @@ def test_pop_stls_and_too_long() -> None:
 
 
 def test_pop_backend_login() -> None:
-    conv = Pop3BackendLogin("bob", "s")
-    step = conv.on_line(b"+OK ready\r\n")
-    assert isinstance(step, BackendSend) and step.data.startswith(b"AUTH PLAIN ")
-    assert conv.on_line(b"+OK in\r\n") == BackendDone(None)
-    conv = Pop3BackendLogin("bob", "s")
-    conv.on_line(b"+OK ready\r\n")
+    assert Pop3BackendLogin().on_line(b"+OK bob has 0 messages (0 octets)\r\n") == \
+        BackendDone(None)
+    conv = Pop3BackendLogin()
     with pytest.raises(BackendError):
         conv.on_line(b"-ERR no\r\n")
 
@@ -272,8 +263,8 @@ def test_throttle_grows_caps_and_decays() -> None:
         throttle.failed("1.2.3.4", "bob")
         delays.append(throttle.delay("1.2.3.4", "bob"))
     assert delays == [0.5, 1, 2, 4, 8, 8, 8]
-    # per account, from another address; per address, for another account
-    assert throttle.delay("9.9.9.9", "BOB") == 8
+    # per account from another address (bounded small); per address, for another account
+    assert throttle.delay("9.9.9.9", "BOB") == throttle.account_cap == 1
     assert throttle.delay("1.2.3.4", "alice") == 8
     assert throttle.delay("9.9.9.9", "alice") == 0
     now[0] += 60 * 7
@@ -286,6 +277,44 @@ def test_throttle_success_clears_account() -> None:
     throttle.succeeded("1.1.1.1", "bob")
     assert throttle.delay("2.2.2.2", "bob") == 0
     assert throttle.delay("1.1.1.1", "other") == 0.5
+
+
+def test_throttle_never_overflows_however_many_failures() -> None:
+    throttle = LoginThrottle(clock=lambda: 0.0)
+    for _ in range(5000):
+        throttle.failed("1.2.3.4", "bob")
+        assert throttle.delay("1.2.3.4", "bob") <= throttle.cap
+    assert throttle.delay("1.2.3.4", "bob") == throttle.cap
+    assert throttle.delay("1.2.3.4") == throttle.cap
+
+
+def test_throttle_stranger_cannot_lock_out_the_owner() -> None:
+    throttle = LoginThrottle(clock=lambda: 0.0)
+    for _ in range(5000):
+        throttle.failed("6.6.6.6", "bob")
+    assert throttle.delay("6.6.6.6", "bob") == throttle.cap  # the guesser is slowed down
+    assert throttle.delay("10.0.0.5", "bob") <= 1.0  # the owner at home waits a second at most
+    throttle.succeeded("10.0.0.5", "bob")
+    assert throttle.delay("10.0.0.5", "bob") == 0
+
+
+def make_settings() -> Settings:
+    settings = default_settings()
+    settings.Mailboxes["Bob"] = Mailbox(PrimarySmtpAddress="bob@contoso.test", Server="MBX01")
+    return settings
+
+
+def test_throttle_account_key_follows_the_mailbox_whatever_the_spelling() -> None:
+    settings = make_settings()
+    assert account_key(settings, "CONTOSO\\Bob") == account_key(settings, "bob") == "bob"
+    assert account_key(settings, "x\\bob") == "bob"
+    assert account_key(settings, " bob@contoso.test ") == "bob"
+    assert account_key(settings, "x\\Nobody") == account_key(settings, "nobody") == "nobody"
+    assert account_key(settings, "") is None
+    throttle = LoginThrottle(clock=lambda: 0.0)
+    for typed in ("x\\bob", "bob@contoso.test", "BOB"):
+        throttle.failed("1.1.1.1", account_key(settings, typed))
+    assert throttle.delay("1.1.1.1", account_key(settings, "bob")) == 2  # three failures
 
 
 def test_limits() -> None:

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import plistlib
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 
 from server.settings.models import Settings, default_settings
+from server.settings.paths import Home
 from server.settings.types import (
     AuthMechanism,
     ConnectionSetting,
@@ -16,7 +18,7 @@ from server.settings.types import (
     IPEndPoint,
 )
 from server.web import autoconfig, autodiscover, mobileconfig
-from server.web.session import SessionSigner
+from server.web.session import RevokedSessions, SessionSigner
 from server.web.view import client_view, is_internal, ordered
 
 A = "http://schemas.microsoft.com/exchange/autodiscover/responseschema/2006"
@@ -124,6 +126,22 @@ def test_session_round_trip_tamper_and_expiry() -> None:
     assert signer.check(None) is None and signer.check("") is None and signer.check("a.b.c") is None
     now[0] += 61
     assert signer.check(token) is None
+
+
+def test_session_revocation_and_password_fingerprint(tmp_path: Path) -> None:
+    home = Home.resolve(tmp_path / "home")
+    hashes = {"alice": "$argon2id$one"}
+    signer = SessionSigner(b"k" * 32, password_hash=hashes.get, revoked=RevokedSessions(home))
+    kept, signed_out = signer.issue("alice"), signer.issue("alice")
+    signer.revoke(signed_out)
+    assert signer.check(kept) == "alice" and signer.check(signed_out) is None
+    # a restart (new objects, same home) still knows the signed-out cookie
+    again = SessionSigner(b"k" * 32, password_hash=hashes.get, revoked=RevokedSessions(home))
+    assert again.check(signed_out) is None and again.check(kept) == "alice"
+    hashes["alice"] = "$argon2id$two"  # the password changed
+    assert again.check(kept) is None
+    del hashes["alice"]  # or was removed
+    assert again.check(again.issue("alice")) is None
 
 
 def test_csrf_token_is_bound_to_the_session() -> None:
@@ -290,3 +308,34 @@ def test_mobileconfig_uses_pop_when_imap_is_not_published_and_needs_smtp() -> No
     assert plistlib.loads(data)["PayloadContent"][0]["EmailAccountType"] == "EmailTypePOP"
     no_smtp = client_view(published_settings(**FULL, smtp=False), "MBX01", False)
     assert mobileconfig.profile(no_smtp, "a@contoso.com", "", "contoso.com") is None
+
+
+def _with_dtd(declared: str) -> str:
+    return (f'<?xml version="1.0" encoding="{declared}"?><!DOCTYPE a [<!ENTITY e "bob@x.test">]>'
+            f'<Autodiscover xmlns="{REQ}"><Request><EMailAddress>&e;</EMailAddress>'
+            f"<AcceptableResponseSchema>{OUT}</AcceptableResponseSchema></Request></Autodiscover>")
+
+
+@pytest.mark.parametrize(("declared", "codec"), [
+    ("UTF-16", "utf-16"), ("UTF-16BE", "utf-16-be"), ("UTF-16LE", "utf-16-le"),
+    ("UTF-32", "utf-32"), ("UTF-8", "utf-8-sig"), ("UTF-8", "utf-8"),
+])
+def test_autodiscover_refuses_a_dtd_in_any_encoding(declared: str, codec: str) -> None:
+    with pytest.raises(autodiscover.UnreadableRequest):
+        autodiscover.parse_request(_with_dtd(declared).encode(codec))
+
+
+@pytest.mark.parametrize("body", [
+    b"\xff\xfe<\x00?\x00", b'<?xml version="1.0" encoding="x-unknown"?><a/>',
+    b'<?xml version="1.0" encoding="utf-8"?><a>\xff</a>',
+])
+def test_autodiscover_undecodable_requests_are_unreadable(body: bytes) -> None:
+    with pytest.raises(autodiscover.UnreadableRequest):
+        autodiscover.parse_request(body)
+
+
+@pytest.mark.parametrize("codec", ["utf-16", "utf-16-be", "utf-16-le", "utf-8-sig"])
+def test_autodiscover_reads_requests_in_other_encodings(codec: str) -> None:
+    text = request_xml().decode().replace("utf-8", codec.replace("-sig", "").upper())
+    asked = autodiscover.parse_request(text.encode(codec))
+    assert asked.email == "alice@contoso.com" and asked.schema == OUT

@@ -531,7 +531,9 @@ _END: Final = -1  # peek(): nothing left
 
 # Character classes are single-pass (no nested quantifiers), so hostile input cannot make
 # them backtrack.
-_TAG = re.compile(rb'[^(){ \x00-\x1f\x7f%*"\\+]+')
+# tag = 1*<any ASTRING-CHAR except "+"> (RFC 3501 section 9): 7-bit only, so a tag with
+# 8-bit bytes is no tag (answered "* BAD", never echoed mangled).
+_TAG = re.compile(rb'[^(){ \x00-\x1f\x7f-\xff%*"\\+]+')
 _ATOM = re.compile(rb'[^(){ \x00-\x1f\x7f%*"\\\]]+')
 _ASTRING_ATOM = re.compile(rb'[^(){ \x00-\x1f\x7f%*"\\]+')
 _LIST_ATOM = re.compile(rb'[^(){ \x00-\x1f\x7f"\\]+')
@@ -1300,7 +1302,7 @@ UID_COMMANDS: Final = _UID_COMMANDS
 def _head(cur: Cursor) -> tuple[str | None, str | None, Parser | ParseError, bool]:
     """Tag, command name, and its parser (or the ParseError to report), uid flag."""
     m = _TAG.match(cur.line)
-    if m is None:
+    if m is None or cur.line[m.end() : m.end() + 1] not in (b"", b" "):
         return None, None, ParseError(None, "Invalid tag"), False
     tag = m.group().decode("ascii", "replace")
     cur.pos = m.end()

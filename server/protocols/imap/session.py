@@ -49,7 +49,7 @@ NOT_AUTHENTICATED, AUTHENTICATED, SELECTED, LOGOUT = "not-authenticated", "authe
 CAPABILITIES_COMMON = (
     "IMAP4rev1 IMAP4rev2 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT CHILDREN UIDPLUS MOVE "
     "SPECIAL-USE CREATE-SPECIAL-USE LIST-EXTENDED LIST-STATUS CONDSTORE QRESYNC ESEARCH "
-    "SEARCHRES STATUS=SIZE"
+    "SEARCHRES STATUS=SIZE QUOTA QUOTA=RES-STORAGE"
 )
 CAPABILITIES_PREAUTH = CAPABILITIES_COMMON + " AUTH=PLAIN LOGINDISABLED"
 CAPABILITIES_AUTH = CAPABILITIES_COMMON
@@ -64,6 +64,12 @@ class No(Exception):
         super().__init__(text)
         self.text = text
         self.code = code
+
+
+class SelectedGone(Exception):
+    """The selected folder was deleted, or replaced by a new folder of the same name, by
+    another session: its UIDs and sequence numbers mean nothing any more, so the session
+    ends with BYE (as Dovecot does) rather than serve another folder's messages under them."""
 
 
 class Bad(Exception):
@@ -258,9 +264,22 @@ class ImapSession:
         banner = self.config.imap_settings().Banner or "IMAP4rev1 service ready"
         return b"* OK [CAPABILITY %s] %s\r\n" % (CAPABILITIES_PREAUTH.encode(), _line(banner))
 
+    def preauth(self, login: Login) -> bytes:
+        """Start authenticated, as `login` (the back end's hand-over named the mailbox):
+        the PREAUTH greeting of RFC 3501 section 7.1.4, with the capabilities in force."""
+        self.login = login
+        self.state = AUTHENTICATED
+        return b"* PREAUTH [CAPABILITY %s] Logged in as %s\r\n" % (
+            CAPABILITIES_AUTH.encode(), _line(login.name))
+
     def bye(self, text: str) -> bytes:
         self.closed = True
         return b"* BYE " + _line(text) + b"\r\n"
+
+    def selected_gone(self) -> bytes:
+        """The BYE that ends a session whose selected folder is gone (SelectedGone)."""
+        self.selected = None
+        return self.bye("Selected mailbox was deleted, have to disconnect.")
 
     def receive(self, data: bytes) -> None:
         self.reader.feed(data)
@@ -370,6 +389,8 @@ class ImapSession:
             tail = _tagged(cmd.tag, b"NO", exc.text, exc.code)
         except Bad as exc:
             tail = _tagged(cmd.tag, b"BAD", exc.text, exc.code)
+        except SelectedGone:
+            tail = self.selected_gone()
         except api.NoSuchFolder as exc:
             tail = _tagged(cmd.tag, b"NO", str(exc) or "No such mailbox", "NONEXISTENT")
         except api.FolderExists as exc:
@@ -407,6 +428,8 @@ class ImapSession:
         self.out = []
         try:
             self.sync(allow_expunge=True, shared=shared or self._read_shared())
+        except (SelectedGone, api.NoSuchFolder):
+            self.out.append(self.selected_gone())
         except api.StoreError:
             log.exception("sync failed")
         out, self.out = self.out, []
@@ -480,8 +503,13 @@ class ImapSession:
         if sel is None:
             return
         self.dirty = False
-        changes = shared.changes if shared is not None else \
-            self.store.changes_since(sel.name, sel.modseq)
+        try:
+            changes = shared.changes if shared is not None else \
+                self.store.changes_since(sel.name, sel.modseq)
+        except api.NoSuchFolder:
+            raise SelectedGone() from None
+        if changes.uidvalidity is not None and changes.uidvalidity != sel.uidvalidity:
+            raise SelectedGone()
         if changes.highestmodseq > sel.modseq:
             sel.modseq = changes.highestmodseq
         known_max = sel.uids[-1] if sel.uids else 0

@@ -187,6 +187,14 @@ class Pop3Session:
         count, octets = self._totals()
         self._reply(ok(f"{mailbox} has {count} messages ({octets} octets)"))
 
+    def preauthenticated(self, mailbox: str, maildrop: Maildrop) -> bytes:
+        """Start in the TRANSACTION state (the back end's hand-over already named and
+        locked the maildrop); returns the greeting, which gives the maildrop's size."""
+        self.state, self.mailbox, self.maildrop = State.TRANSACTION, mailbox, maildrop
+        self._deletions_changed()
+        count, octets = self._totals()
+        return ok(f"{mailbox} has {count} messages ({octets} octets)")
+
     def auth_failed(self, text: str) -> None:
         self._expect(Authenticate)
         self._user = None

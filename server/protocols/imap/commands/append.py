@@ -10,6 +10,7 @@ from .. import parser as p
 from ..seqset import format_seqset
 from ..session import ImapSession, No, tagged
 from . import AUTH, command
+from .quota import check_room
 
 _BARE_LF = re.compile(rb"(?<!\r)\n")
 
@@ -23,6 +24,8 @@ def crlf(data: bytes) -> bytes:
 def append(s: ImapSession, cmd: p.Command) -> bytes | None:
     args: p.Append = cmd.args  # type: ignore[assignment]
     results: list[api.AppendResult] = []
+    # All of a MULTIAPPEND or none (RFC 3502): the quota is checked for the lot first.
+    check_room(s, sum(len(message.data) for message in args.messages))
     for message in args.messages:
         if not message.data:
             raise No("Empty message")

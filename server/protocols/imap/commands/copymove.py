@@ -8,6 +8,7 @@ from .. import parser as p
 from ..seqset import format_seqset
 from ..session import ImapSession, No, tagged
 from . import SELECTED, command
+from .quota import check_room
 
 
 def _copyuid(result: api.CopyResult) -> str:
@@ -30,6 +31,9 @@ def copy_or_move(s: ImapSession, cmd: p.Command) -> bytes | None:
     uids = [sel.rows[i].uid for i in idx if sel.rows[i].uid not in sel.pending_vanished]
     if not uids:
         return None
+    if not moving:  # a copy adds its messages' octets to the mailbox (RFC 9208 4.3)
+        check_room(s, sum(sel.rows[i].size for i in idx
+                           if sel.rows[i].uid not in sel.pending_vanished))
     try:
         result = (s.store.move if moving else s.store.copy)(sel.name, uids, args.mailbox)
     except api.NoSuchFolder:

@@ -11,6 +11,7 @@ import os
 from collections.abc import Callable
 from datetime import datetime
 from functools import partial
+from typing import BinaryIO
 
 from server.backend.common import retrieval_view
 from server.retrieval import Rendered, RetrievalView
@@ -107,6 +108,23 @@ class Message:
             return row.size
         return self.view.size(self.uid, row.size, self.stored)
 
+    def open_for_streaming(self) -> tuple[BinaryIO, int] | None:
+        """The message file, open, and its size, when the message goes out as stored and
+        is big enough to be sent in OUTPUT_CHUNK pieces rather than read whole."""
+        view, source = self.view, self.source
+        if (view is not None and not view.as_stored) or source is None or source[0] is None \
+                or self._stored is not None:
+            return None
+        try:
+            file = open(source[0], "rb", buffering=0)  # noqa: SIM115 - closed by _stream
+        except FileNotFoundError:
+            raise api.StoreError(f"Message UID {self.uid} no longer exists.") from None
+        size = os.fstat(file.fileno()).st_size
+        if size <= OUTPUT_CHUNK:
+            file.close()
+            return None
+        return file, size
+
 
 def read_body(path: str, uid: int) -> bytes:
     """A message file in one read (its size from fstat); a file gone means the message
@@ -137,6 +155,14 @@ OUTPUT_CHUNK = 1024 * 1024
 BATCH = 1000
 
 _HEADER_ONLY = frozenset({"HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT"})
+
+
+class _Streamed(bytes):
+    """An item's text up to its literal's octets ("BODY[] {n}\r\n"); the n octets follow
+    from `file` in OUTPUT_CHUNK pieces (see _emit and _stream)."""
+
+    file: BinaryIO
+    size: int
 
 
 def _literal(data: bytes) -> bytes:
@@ -170,6 +196,11 @@ def _body_item(item: p.FetchItem) -> Item:
 
     if whole:
         def get(i: int, row: api.MessageRow, msg: Message) -> bytes:
+            opened = msg.open_for_streaming()
+            if opened is not None:
+                head = _Streamed(prefix + b"{%d}\r\n" % opened[1])
+                head.file, head.size = opened
+                return head
             raw = msg.raw
             return prefix + b"{%d}\r\n" % len(raw) + raw
         return get
@@ -387,6 +418,22 @@ def _emit(s: ImapSession, cmd: p.Command, idx: list[int], start: int, getters: l
             continue
         if flag_after and uid in flag_after:
             parts.append(flags_item(i, row, msg))
+        streamed = [n for n, part in enumerate(parts) if type(part) is _Streamed]
+        if streamed:
+            # A big message as stored: its octets go out from the file one chunk per job,
+            # so neither this session nor the I/O layer ever holds the whole message.
+            at = streamed[0]
+            head: _Streamed = parts[at]  # type: ignore[assignment]
+            for other in streamed[1:]:  # the same message twice in one FETCH: rare, read
+                extra: _Streamed = parts[other]  # type: ignore[assignment]
+                parts[other] = bytes(extra) + _read_all(extra.file, extra.size)
+            out.append(b"* %d FETCH (" % (i + 1) + b" ".join(parts[: at + 1]))
+            tail = b"".join(b" " + part for part in parts[at + 1 :]) + b")\r\n"
+            rest = partial(_emit, idx=idx, start=k + 1, getters=getters, flag_after=flag_after,
+                           expunged=expunged, view=view, receipts=receipts, needs=needs)
+            s.resume_with(partial(_stream, file=head.file, left=head.size, tail=tail,
+                                  then=rest), cmd)
+            return b""
         line = b"* %d FETCH (" % (i + 1) + b" ".join(parts) + b")\r\n"
         out.append(line)
         size += len(line)
@@ -398,6 +445,40 @@ def _emit(s: ImapSession, cmd: p.Command, idx: list[int], start: int, getters: l
     if expunged:
         return tagged(cmd.tag, b"OK", "Some messages were expunged", "EXPUNGEISSUED")
     return None
+
+
+def _read_all(file: BinaryIO, size: int) -> bytes:
+    try:
+        data = file.read(size) or b""
+        while len(data) < size and (more := file.read(size - len(data))):
+            data += more
+    finally:
+        file.close()
+    return data.ljust(size, b" ")  # a file cut short must not break the literal's framing
+
+
+def _stream(s: ImapSession, cmd: p.Command, *, file: BinaryIO, left: int, tail: bytes,
+            then: Callable[[ImapSession, p.Command], bytes | None]) -> bytes | None:
+    """One OUTPUT_CHUNK of a streamed literal; after the last one, the rest of the FETCH
+    response line and the next messages (`then`)."""
+    want = min(OUTPUT_CHUNK, left)
+    try:
+        data = file.read(want) or b""
+        while len(data) < want and (more := file.read(want - len(data))):
+            data += more
+    except OSError:
+        data = b""
+    if len(data) < want:  # message files never change; padding keeps the framing if one did
+        data = data.ljust(want, b" ")
+    left -= want
+    if left:
+        s.out.append(data)
+        s.resume_with(partial(_stream, file=file, left=left, tail=tail, then=then), cmd)
+        return b""
+    file.close()
+    s.out.append(data)
+    s.out.append(tail)
+    return then(s, cmd)
 
 
 def _prefetch(s: ImapSession, needs: _Needs, uids: list[int]) -> dict[int, api.MessageSource] | None:

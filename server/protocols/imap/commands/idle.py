@@ -6,7 +6,7 @@ from __future__ import annotations
 from server.store import api
 
 from .. import parser as p
-from ..session import ImapSession, tagged
+from ..session import ImapSession, SelectedGone, tagged
 from . import AUTH, command
 
 
@@ -31,6 +31,9 @@ def end_idle(s: ImapSession, line: bytes) -> bytes:
     if s.selected is not None:
         try:
             s.sync(allow_expunge=True)
+        except SelectedGone:
+            out, s.out = s.out, []
+            return b"".join(out) + s.selected_gone()
         except api.StoreError:
             pass
     out, s.out = s.out, []
