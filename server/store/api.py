@@ -231,6 +231,24 @@ class MailboxStore(ABC):
             out[uid] = (str(path) if path is not None else None, head, meta if info else None)
         return out
 
+    def sort_keys(
+        self, folder: str, uids: Sequence[int], fields: Sequence[str] | None = None
+    ) -> dict[int, object]:
+        """The SORT/THREAD keys (server.protocols.imap.sortthread.SortKeys) of the messages
+        among `uids` that exist, in one lookup; with `fields` (SortKeys field names), a
+        tuple of just those as stored instead (sortthread.stored_sort_keys: `reply` 0 or
+        1, `references` one space-separated string). The SQLite store keeps them from
+        delivery on; this default, for stores that keep none, computes them from each
+        header."""
+        from server.protocols.imap.sortthread import sort_keys_from_header, stored_sort_keys
+
+        out: dict[int, object] = {}
+        for uid, (_, head, _) in self.message_sources(folder, uids, header=True).items():
+            if head is not None:
+                keys = sort_keys_from_header(head)
+                out[uid] = keys if fields is None else stored_sort_keys(keys, fields)
+        return out
+
     @abstractmethod
     def info(self, folder: str, uid: int) -> object:
         """The cached MIME metadata (server.store.mime.MessageInfo) of a message."""

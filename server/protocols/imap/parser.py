@@ -51,6 +51,7 @@ from typing import Final, Literal
 from . import utf7
 from .search import BadCharsetError, SearchKey, lookup_charset, parse_search_program
 from .seqset import SeqSet
+from .sortthread import SORT_KEYS, THREAD_ALGORITHMS, SortCriterion
 
 DEFAULT_MAX_COMMAND_SIZE: Final = 10240
 DEFAULT_MAX_LITERAL_SIZE: Final = 64 * 1024 * 1024
@@ -440,6 +441,38 @@ class Search(CommandArgs):
     charset: str | None = None
     return_opts: frozenset[str] | None = None
     uid: bool = False
+    partial: tuple[int, int] | None = None  # RETURN (PARTIAL low:high), RFC 5267 4.4
+
+
+@dataclass(frozen=True, slots=True)
+class Sort(CommandArgs):
+    """SORT (RFC 5256) and ESORT/CONTEXT=SORT return options (RFC 5267). criteria: the
+    sort program in order (sortthread.SortCriterion); return_opts None for plain SORT
+    (untagged SORT response), else a set from MIN MAX ALL COUNT PARTIAL UPDATE CONTEXT."""
+
+    criteria: tuple[SortCriterion, ...]
+    key: SearchKey
+    charset: str
+    return_opts: frozenset[str] | None = None
+    uid: bool = False
+    partial: tuple[int, int] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Thread(CommandArgs):
+    """THREAD algorithm charset search-criteria (RFC 5256); algorithm upper-case."""
+
+    algorithm: str
+    key: SearchKey
+    charset: str
+    uid: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CancelUpdate(CommandArgs):
+    """CANCELUPDATE "tag" ... (RFC 5267 4.3): the tags of the searches to stop updating."""
+
+    tags: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -510,7 +543,13 @@ STATUS_ITEMS: Final = frozenset(
 )
 LIST_SELECT_OPTIONS: Final = frozenset({"SUBSCRIBED", "REMOTE", "RECURSIVEMATCH", "SPECIAL-USE"})
 LIST_RETURN_OPTIONS: Final = frozenset({"SUBSCRIBED", "CHILDREN", "SPECIAL-USE", "STATUS"})
-SEARCH_RETURN_OPTIONS: Final = frozenset({"MIN", "MAX", "ALL", "COUNT", "SAVE"})
+SEARCH_RETURN_OPTIONS: Final = frozenset(
+    {"MIN", "MAX", "ALL", "COUNT", "SAVE", "PARTIAL", "UPDATE", "CONTEXT"}
+)
+#: ESORT (RFC 5267 section 3) and CONTEXT=SORT return options, and SEARCHRES's SAVE.
+SORT_RETURN_OPTIONS: Final = frozenset(
+    {"MIN", "MAX", "ALL", "COUNT", "PARTIAL", "UPDATE", "CONTEXT", "SAVE"}
+)
 SYSTEM_FLAGS: Final = {
     f.lower(): f for f in ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft", "\\Recent")
 }
@@ -1060,17 +1099,41 @@ def _parse_expunge(cur: Cursor, uid: bool) -> Expunge:
     return Expunge(cur.seqset(), uid=True)
 
 
+def _return_options(
+    cur: Cursor, allowed: frozenset[str]
+) -> tuple[frozenset[str], tuple[int, int] | None]:
+    """'(' [option *(SP option)] ')' with PARTIAL low:high (RFC 5267 4.4), which may be
+    given high:low; the range is returned ascending."""
+    cur.expect(_OPEN, "return options")
+    opts: set[str] = set()
+    partial = None
+    if not cur.accept(_CLOSE):
+        while True:
+            opt = cur.word("return option")
+            if opt not in allowed:
+                raise ValueError(f"Unknown return option {opt}")
+            if opt == "PARTIAL":
+                cur.sp("partial range")
+                low = cur.number("partial range", nz=True)
+                cur.expect(0x3A, "partial range low:high")
+                high = cur.number("partial range", nz=True)
+                partial = (min(low, high), max(low, high))
+            opts.add(opt)
+            if not cur.accept(_SP):
+                break
+        cur.expect(_CLOSE, '")" after return options')
+    return frozenset(opts), partial
+
+
 def _parse_search(cur: Cursor, uid: bool) -> Search:
     cur.sp("search criteria")
     return_opts = None
+    partial = None
     if cur.peek_word() == "RETURN":
         cur.word("RETURN")
         cur.sp("return options")
-        opts = frozenset(cur.paren_words("return options"))
-        unknown = opts - SEARCH_RETURN_OPTIONS
-        if unknown:
-            raise ValueError(f"Unknown return option {min(unknown)}")
-        return_opts = opts or frozenset({"ALL"})
+        opts, partial = _return_options(cur, SEARCH_RETURN_OPTIONS)
+        return_opts = opts - {"CONTEXT"} or frozenset({"ALL"})
         cur.sp("search criteria")
     charset = None
     codec = None
@@ -1081,7 +1144,66 @@ def _parse_search(cur: Cursor, uid: bool) -> Search:
         codec = lookup_charset(charset)
         cur.sp("search criteria")
     key = parse_search_program(cur, codec)
-    return Search(key, charset, return_opts, uid)
+    return Search(key, charset, return_opts, uid, partial)
+
+
+def _search_charset(cur: Cursor) -> tuple[str, str]:
+    """The charset SORT and THREAD require before their criteria: (name, Python codec)."""
+    charset = cur.astring("charset").decode("ascii", "replace").upper()
+    if cur.peek() != _SP:
+        raise ValueError("Expected charset and search criteria")
+    return charset, lookup_charset(charset)
+
+
+def _parse_sort(cur: Cursor, uid: bool) -> Sort:
+    cur.sp("sort criteria")
+    return_opts = None
+    partial = None
+    if cur.peek_word() == "RETURN":
+        cur.word("RETURN")
+        cur.sp("return options")
+        opts, partial = _return_options(cur, SORT_RETURN_OPTIONS)
+        return_opts = opts - {"CONTEXT"} or frozenset({"ALL"})
+        cur.sp("sort criteria")
+    cur.expect(_OPEN, "sort criteria")
+    criteria: list[SortCriterion] = []
+    while True:
+        word = cur.word("sort key")
+        reverse = word == "REVERSE"
+        if reverse:
+            cur.sp("sort key")
+            word = cur.word("sort key")
+        if word not in SORT_KEYS:
+            raise ValueError(f"Unknown sort key {word}")
+        criteria.append(SortCriterion(word, reverse))
+        if not cur.accept(_SP):
+            break
+    cur.expect(_CLOSE, '")" after sort criteria')
+    cur.sp("charset")
+    charset, codec = _search_charset(cur)
+    cur.sp("search criteria")
+    key = parse_search_program(cur, codec)
+    return Sort(tuple(criteria), key, charset, return_opts, uid, partial)
+
+
+def _parse_thread(cur: Cursor, uid: bool) -> Thread:
+    cur.sp("threading algorithm")
+    algorithm = cur.word("threading algorithm")
+    if algorithm not in THREAD_ALGORITHMS:
+        raise ValueError(f"Unknown threading algorithm {algorithm}")
+    cur.sp("charset")
+    charset, codec = _search_charset(cur)
+    cur.sp("search criteria")
+    return Thread(algorithm, parse_search_program(cur, codec), charset, uid)
+
+
+def _parse_cancelupdate(cur: Cursor, uid: bool) -> CancelUpdate:
+    tags = []
+    while True:
+        cur.sp("tag")
+        tags.append(_text(cur.string("tag")))
+        if cur.peek() != _SP:
+            return CancelUpdate(tuple(tags))
 
 
 def _parse_fetch(cur: Cursor, uid: bool) -> Fetch:
@@ -1292,7 +1414,11 @@ _PARSERS: dict[str, Parser] = {
     "GETQUOTAROOT": _mailbox_parser(GetQuotaRoot),
     "GETQUOTA": _parse_getquota,
 }
-_UID_COMMANDS = frozenset({"COPY", "MOVE", "FETCH", "SEARCH", "STORE", "EXPUNGE"})
+_PARSERS["SORT"] = _parse_sort
+_PARSERS["THREAD"] = _parse_thread
+_PARSERS["CANCELUPDATE"] = _parse_cancelupdate
+_UID_COMMANDS = frozenset({"COPY", "MOVE", "FETCH", "SEARCH", "STORE", "EXPUNGE"}) | {
+    "SORT", "THREAD"}
 
 #: Every command name the parser knows (UID forms are "UID" + one of UID_COMMANDS).
 COMMANDS: Final = frozenset(_PARSERS) | {"UID"}

@@ -50,6 +50,7 @@ CAPABILITIES_COMMON = (
     "IMAP4rev1 IMAP4rev2 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT CHILDREN UIDPLUS MOVE "
     "SPECIAL-USE CREATE-SPECIAL-USE LIST-EXTENDED LIST-STATUS CONDSTORE QRESYNC ESEARCH "
     "SEARCHRES STATUS=SIZE QUOTA QUOTA=RES-STORAGE"
+    " SORT SORT=DISPLAY THREAD=ORDEREDSUBJECT THREAD=REFERENCES ESORT CONTEXT=SEARCH CONTEXT=SORT"
 )
 CAPABILITIES_PREAUTH = CAPABILITIES_COMMON + " AUTH=PLAIN LOGINDISABLED"
 CAPABILITIES_AUTH = CAPABILITIES_COMMON
@@ -248,6 +249,10 @@ class ImapSession:
         self.saved: list[int] | None = None  # SEARCHRES result ($), as UIDs
         # The last FETCH's retrieval view and what it was made from (see commands.fetch).
         self.retrieval: tuple[object, ...] | None = None
+        # Live SEARCH/SORT results by tag (RFC 5267 contexts, see commands.context) and
+        # the folder's UIDs when they were last brought up to date.
+        self.contexts: dict[str, object] = {}
+        self.context_view: list[int] = []
         self.out: list[bytes] = []
         self._resume: tuple[Callable[[ImapSession, p.Command], bytes | None], p.Command] | None = None
 
@@ -315,8 +320,9 @@ class ImapSession:
         if not (self.idling and self.dirty and self.selected is not None):
             return None
         shared = self.shared_changes()
-        if shared is not None and not self._needs_claim(shared):
-            # Everything is known already: no store call, so no thread hand-off.
+        if shared is not None and not self._needs_claim(shared) and not self.contexts:
+            # Everything is known already: no store call, so no thread hand-off (live
+            # search contexts may read messages: those go to a worker thread).
             return Job(False, lambda: self._push_changes(shared))
         return Job(True, self._push_changes)
 
@@ -372,7 +378,8 @@ class ImapSession:
                 AUTHENTICATED: "No mailbox selected" if SELECTED in handler.states else "Wrong state",
             }.get(self.state, "Command not valid in this state")
             return Job(False, lambda: _tagged(cmd.tag, b"BAD", text), cmd.name, cmd.tag, cmd)
-        inline = handler.blocking and handler.inline is not None and handler.inline(self, cmd)
+        inline = (handler.blocking and handler.inline is not None and not self.contexts
+                  and handler.inline(self, cmd))  # live contexts are evaluated after it
         return Job(handler.blocking, lambda: self._run(handler.func, cmd), cmd.name, cmd.tag, cmd,
                    inline)
 
@@ -400,6 +407,8 @@ class ImapSession:
         except Exception:  # a bug must cost one command, never the process
             log.exception("imap command %s failed", cmd.name)
             tail = _tagged(cmd.tag, b"NO", "Internal error", "SERVERBUG")
+        if self.contexts:
+            self._context_updates()
         out = self.out
         self.out = []
         out.append(tail)
@@ -432,8 +441,19 @@ class ImapSession:
             self.out.append(self.selected_gone())
         except api.StoreError:
             log.exception("sync failed")
+        if self.contexts:
+            self._context_updates()
         out, self.out = self.out, []
         return b"".join(out)
+
+    def _context_updates(self) -> None:
+        from .commands.context import emit_updates
+
+        try:
+            emit_updates(self)
+        except Exception:  # a failed update must not cost the command's answer
+            log.exception("search context update failed")
+            self.contexts.clear()
 
     def _read_shared(self) -> SharedChanges | None:
         """The shared answer for this session, read from the store if nobody did yet."""

@@ -47,4 +47,17 @@ def command(*types: type, states: frozenset[str], blocking: bool = True,
     return register
 
 
-from . import append, auth, copymove, expunge, fetch, idle, mailbox, misc, searching, store  # noqa: E402,F401
+from . import (  # noqa: E402,F401
+    append,
+    auth,
+    context,
+    copymove,
+    expunge,
+    fetch,
+    idle,
+    mailbox,
+    misc,
+    searching,
+    sortthread,
+    store,
+)

@@ -219,6 +219,10 @@ def search(s: ImapSession, cmd: p.Command) -> bytes | None:
         s.untagged(line)
         return None
     _esearch(s, cmd.tag, args, opts or frozenset({"ALL"}), hits, values, with_modseq, top_modseq)
+    if "UPDATE" in opts:
+        from .context import Context, register
+
+        register(s, Context(cmd.tag, args.key, args.uid, None, [sel.rows[i].uid for i in hits]))
     return None
 
 
@@ -250,6 +254,10 @@ def _esearch(s: ImapSession, tag: str, args: p.Search, opts: frozenset[str], hit
             line.append(b"ALL " + format_seqset(values).encode())
     if "COUNT" in opts:
         line.append(b"COUNT %d" % len(values))
+    if "PARTIAL" in opts and args.partial is not None:
+        from .sortthread import partial_item
+
+        line.append(partial_item(values, args.partial, ordered=False))
     if with_modseq and values:
         if opts & {"MIN", "MAX"} and not opts & {"ALL", "COUNT"}:
             # Only the messages MIN and MAX name count (RFC 4731 section 3.2).
