@@ -34,13 +34,6 @@ KNOWN_SKIPPED = frozenset({
     "append-binary", "fetch-binary-mime", "fetch-binary-mime-base64",
     "fetch-binary-mime-qp",                                              # BINARY
     "catenate", "catenate-multiappend", "multiappend",                   # CATENATE, MULTIAPPEND
-    "search-context-update", "search-context-update2", "search-context-update3",
-    "search-partial", "sort-partial",                                    # CONTEXT=SEARCH/SORT
-    "esort",                                                             # ESORT
-    "sort-addresses", "sort-arrival", "sort-date", "sort-size", "sort-subject",  # SORT
-    "sort-display-from", "sort-display-to",                              # SORT=DISPLAY
-    "thread", "thread2", "thread3", "thread4", "thread5", "thread6", "thread7", "thread8",
-    "thread-orderedsubject", "thread-orderedsubject2",                   # THREAD=...
     "notify",                                                            # NOTIFY
     "urlauth", "urlauth2", "urlauth-binary",                             # URLAUTH
 })
