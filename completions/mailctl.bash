@@ -82,7 +82,7 @@ _mailctl() {
         completion) opts="--shell --home --help -Shell" ;;
         disable-imap4) opts="--server --startup-type --what-if --home --help -Server -StartupType -WhatIf" ;;
         disable-pop3) opts="--server --startup-type --what-if --home --help -Server -StartupType -WhatIf" ;;
-        enable-exchangecertificate) opts="--services --output --home --help -Services -Output" ;;
+        enable-exchangecertificate) opts="--services --output --what-if --home --help -Services -Output -WhatIf" ;;
         enable-imap4) opts="--server --what-if --home --help -Server -WhatIf" ;;
         enable-pop3) opts="--server --what-if --home --help -Server -WhatIf" ;;
         export-mailbox) opts="--maildir --output --home --help -Maildir -Output" ;;
@@ -95,15 +95,15 @@ _mailctl() {
         get-popsettings) opts="--server --output --home --help -Server -Output" ;;
         get-receiveconnector) opts="--server --output --home --help -Server -Output" ;;
         get-service) opts="--server --output --home --help -Server -Output" ;;
-        import-exchangecertificate) opts="--file-name --file-data --private-key-file --password --password-stdin --services --output --home --help -FileName -FileData -PrivateKeyFile -Password -PasswordStdin -Services -Output" ;;
-        import-mailbox) opts="--maildir --mbox --folder --mboxo --output --home --help -Maildir -Mbox -Folder -Mboxo -Output" ;;
-        init) opts="--server --domain --fqdn --base-port --demo-password --demo --home --help -Server -Domain -Fqdn -BasePort -DemoPassword -Demo" ;;
-        install-systemd) opts="--output-dir --user --home --help -OutputDir -User" ;;
-        new-exchangecertificate) opts="--subject-name --domain-name --services --friendly-name --validity-days --output --home --help -SubjectName -DomainName -Services -FriendlyName -ValidityDays -Output" ;;
+        import-exchangecertificate) opts="--file-name --file-data --private-key-file --password --password-stdin --services --output --what-if --home --help -FileName -FileData -PrivateKeyFile -Password -PasswordStdin -Services -Output -WhatIf" ;;
+        import-mailbox) opts="--maildir --mbox --folder --mboxo --output --what-if --home --help -Maildir -Mbox -Folder -Mboxo -Output -WhatIf" ;;
+        init) opts="--server --domain --fqdn --base-port --demo-password --demo --what-if --home --help -Server -Domain -Fqdn -BasePort -DemoPassword -Demo -WhatIf" ;;
+        install-systemd) opts="--output-dir --user --what-if --home --help -OutputDir -User -WhatIf" ;;
+        new-exchangecertificate) opts="--subject-name --domain-name --services --friendly-name --validity-days --output --what-if --home --help -SubjectName -DomainName -Services -FriendlyName -ValidityDays -Output -WhatIf" ;;
         new-mailbox) opts="--password --password-stdin --primary-smtp-address --display-name --user-principal-name --type --server --what-if --home --help -Password -PasswordStdin -PrimarySmtpAddress -DisplayName -UserPrincipalName -Type -Server -WhatIf" ;;
-        prune-mailboxdatabase) opts="--older-than-days --server --output --home --help -OlderThanDays -Server -Output" ;;
+        prune-mailboxdatabase) opts="--older-than-days --server --output --what-if --home --help -OlderThanDays -Server -Output -WhatIf" ;;
         remove-mailbox) opts="--what-if --home --help -WhatIf" ;;
-        restart-service) opts="--server --home --help -Server" ;;
+        restart-service) opts="--server --what-if --home --help -Server -WhatIf" ;;
         run) opts="--detach --base-port --demo-password --home --help -Detach -BasePort -DemoPassword" ;;
         set-casmailbox) opts="--what-if --pop-enabled --imap-enabled --pop-use-protocol-defaults --imap-use-protocol-defaults --pop-messages-retrieval-mime-format --imap-messages-retrieval-mime-format --pop-enable-exact-rfc822-size --imap-enable-exact-rfc822-size --pop-force-i-cal-for-calendar-retrieval-option --imap-force-i-cal-for-calendar-retrieval-option --pop-suppress-read-receipt --imap-suppress-read-receipt --home --help -WhatIf -PopEnabled -ImapEnabled -PopUseProtocolDefaults -ImapUseProtocolDefaults -PopMessagesRetrievalMimeFormat -ImapMessagesRetrievalMimeFormat -PopEnableExactRFC822Size -ImapEnableExactRFC822Size -PopForceICalForCalendarRetrievalOption -ImapForceICalForCalendarRetrievalOption -PopSuppressReadReceipt -ImapSuppressReadReceipt" ;;
         set-imapsettings) opts="--server --what-if --authenticated-connection-timeout --pre-authenticated-connection-timeout --banner --calendar-item-retrieval-option --owa-server-url --enable-exact-rfc822-size --enable-gssapi-and-ntlm-auth --enforce-certificate-errors --extended-protection-policy --external-connection-settings --internal-connection-settings --ssl-bindings --unencrypted-or-tls-bindings --x509-certificate-name --login-type --max-connections --max-connection-from-single-ip --max-connections-per-user --message-retrieval-mime-format --suppress-read-receipt --protocol-log-enabled --log-file-location --log-file-roll-over-settings --log-per-file-size-quota --proxy-target-port --domain-controller --max-command-size --show-hidden-folders-enabled --home --help -Server -WhatIf -AuthenticatedConnectionTimeout -PreAuthenticatedConnectionTimeout -Banner -CalendarItemRetrievalOption -OwaServerUrl -EnableExactRFC822Size -EnableGSSAPIAndNTLMAuth -EnforceCertificateErrors -ExtendedProtectionPolicy -ExternalConnectionSettings -InternalConnectionSettings -SSLBindings -UnencryptedOrTLSBindings -X509CertificateName -LoginType -MaxConnections -MaxConnectionFromSingleIP -MaxConnectionsPerUser -MessageRetrievalMimeFormat -SuppressReadReceipt -ProtocolLogEnabled -LogFileLocation -LogFileRollOverSettings -LogPerFileSizeQuota -ProxyTargetPort -DomainController -MaxCommandSize -ShowHiddenFoldersEnabled" ;;
@@ -112,11 +112,11 @@ _mailctl() {
         set-receiveconnector) opts="--what-if --enabled --advertise-client-settings --fqdn --bindings --auth-mechanism --permission-groups --banner --require-tls --tls-certificate-name --remote-ip-ranges --max-message-size --max-recipients-per-message --max-inbound-connection --max-inbound-connection-per-source --max-inbound-connection-percentage-per-source --max-logon-failures --connection-timeout --connection-inactivity-timeout --protocol-logging-level --comment --home --help -WhatIf -Enabled -AdvertiseClientSettings -Fqdn -Bindings -AuthMechanism -PermissionGroups -Banner -RequireTLS -TlsCertificateName -RemoteIPRanges -MaxMessageSize -MaxRecipientsPerMessage -MaxInboundConnection -MaxInboundConnectionPerSource -MaxInboundConnectionPercentagePerSource -MaxLogonFailures -ConnectionTimeout -ConnectionInactivityTimeout -ProtocolLoggingLevel -Comment" ;;
         set-service) opts="--startup-type --server --what-if --home --help -StartupType -Server -WhatIf" ;;
         start) opts="--home --help" ;;
-        start-service) opts="--server --home --help -Server" ;;
+        start-service) opts="--server --what-if --home --help -Server -WhatIf" ;;
         stop) opts="--home --help" ;;
-        stop-service) opts="--server --timeout --home --help -Server -Timeout" ;;
-        test-imapconnectivity) opts="--client-access-server --connection-type --port-client-access-server --light-mode --trust-any-ssl-certificate --mailbox-credential --timeout --output --home --help -ClientAccessServer -ConnectionType -PortClientAccessServer -LightMode -TrustAnySSLCertificate -MailboxCredential -Timeout -Output" ;;
-        test-popconnectivity) opts="--client-access-server --connection-type --port-client-access-server --light-mode --trust-any-ssl-certificate --mailbox-credential --timeout --output --home --help -ClientAccessServer -ConnectionType -PortClientAccessServer -LightMode -TrustAnySSLCertificate -MailboxCredential -Timeout -Output" ;;
+        stop-service) opts="--server --timeout --what-if --home --help -Server -Timeout -WhatIf" ;;
+        test-imapconnectivity) opts="--client-access-server --connection-type --port-client-access-server --light-mode --trust-any-ssl-certificate --mailbox-credential --timeout --per-connection-timeout --mailbox-server --reset-test-account-credentials --output --home --help -ClientAccessServer -ConnectionType -PortClientAccessServer -LightMode -TrustAnySSLCertificate -MailboxCredential -Timeout -PerConnectionTimeout -MailboxServer -ResetTestAccountCredentials -Output" ;;
+        test-popconnectivity) opts="--client-access-server --connection-type --port-client-access-server --light-mode --trust-any-ssl-certificate --mailbox-credential --timeout --per-connection-timeout --mailbox-server --reset-test-account-credentials --output --home --help -ClientAccessServer -ConnectionType -PortClientAccessServer -LightMode -TrustAnySSLCertificate -MailboxCredential -Timeout -PerConnectionTimeout -MailboxServer -ResetTestAccountCredentials -Output" ;;
     esac
     COMPREPLY=($(IFS=' ' compgen -W "$opts" -- "$cur"))
 }

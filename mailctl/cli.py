@@ -33,8 +33,8 @@ Conventions the shared helpers give you:
   object, a list for many); table, Format-List style and JSON come out of that alone.
 * Errors: ``fail("one clear sentence", allowed="...", code=2)`` - exit 2 for a bad value or
   usage, 1 (``code=1``) when the operation itself failed. Never print tracebacks for those.
-* Boolean options are ``BoolOpt`` (a value like ``$true``/``false``, and the bare option means
-  true, because bash drops an unquoted ``$True``); multi-valued options use ``ListOpt``.
+* Boolean options are ``BoolOpt`` (a value like ``$true``/``false``; a bare option is refused,
+  because bash drops an unquoted ``$false``); a plain ``bool`` option is a switch (-WhatIf); multi-valued options use ``ListOpt``.
 * Set- commands take ``what_if: WhatIfOpt = False`` and write through
   ``server.settings.store.edit(home(), dry_run=what_if)``; ``report_changes`` prints them.
 * Hooks: ``PROTOCOL_ENABLED`` / ``PROTOCOL_DISABLED`` are lists of callables
@@ -87,6 +87,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["--help", "-h"]},
+    # click's plain help: it wraps descriptions and never cuts an option name at 80 columns
+    # (rich's boxes did: "--internal-connection…"), and --help does not import rich.
+    rich_markup_mode=None,
 )
 
 
@@ -198,7 +201,7 @@ LIST_METAVAR = "LIST"
 
 
 def bool_option(*names: str, help: str = "", hidden: bool = False) -> Any:
-    """An option taking $true/$false (or true/false/1/0); given alone it means true."""
+    """An option taking $true/$false (or true/false/1/0); given alone it is refused."""
     return typer.Option(*names, help=help, metavar=BOOL_METAVAR, hidden=hidden)
 
 
@@ -295,12 +298,23 @@ def is_windows_only(model: type[Any], fname: str) -> bool:
     return isinstance(extra, dict) and bool(extra.get("windows_only"))
 
 
+FQDN_PLACEHOLDER = "server-fqdn.invalid"  # shown as <FQDN> in help
+
+
 def model_default(model: type[Any], fname: str) -> Any:
-    """The JSON default of a field when the model can be built from defaults alone."""
+    """The JSON default of a field when the model can be built from defaults alone. For POP3
+    and IMAP4 settings whose default depends on the server (bindings, connection settings,
+    certificate name), what a new server gets with Exchange's ports."""
     try:
-        return model().model_dump(mode="json").get(fname)
+        value = model().model_dump(mode="json").get(fname)
     except Exception:  # noqa: BLE001 - models with required fields have no such defaults
         return None
+    if value in (None, []) and model.__name__ in ("PopSettings", "ImapSettings"):
+        from server.settings.models import PortPlan, default_server
+
+        server = default_server("MBX01", FQDN_PLACEHOLDER, PortPlan())
+        value = getattr(server, model.__name__).model_dump(mode="json").get(fname)
+    return value
 
 
 def field_help(model: type[Any], fname: str) -> str:
@@ -311,7 +325,9 @@ def field_help(model: type[Any], fname: str) -> str:
         parts.append("Allowed: " + ", ".join(choices) + ".")
     default = model_default(model, fname)
     if default is not None:
-        parts.append(f"Default: {format_value(default)}.")
+        shown = format_value(default).replace(FQDN_PLACEHOLDER, "<FQDN>")
+        shown = "empty ($null)" if default == [] else shown
+        parts.append(f"Default: {shown}" + ("" if shown.endswith(".") else "."))
     if is_windows_only(model, fname):
         parts.append("Accepted and stored; no effect here (Windows only).")
     return " ".join(p for p in parts if p)
@@ -409,9 +425,17 @@ def apply_updates(
     data = current.model_dump()
     data.update(values)
     try:
+        for fname, raw in values.items():
+            if isinstance(raw, str) and raw.lstrip().startswith("@{") \
+                    and fname in model.model_fields and field_kind(model.model_fields[fname]) == "list":
+                data[fname] = add_remove(model, current, fname, raw)
         new = model.model_validate(data)
     except ValidationError as exc:
-        message = validation_message(exc, lambda f: f"-{f} {values.get(f, '')!s}".rstrip())
+        def shown(f: str) -> str:  # a value with a line break would break the message
+            text = str(values.get(f, ""))
+            return f"-{f} {text if text.isprintable() else repr(text)}".rstrip()
+
+        message = validation_message(exc, shown)
         first = exc.errors()[0]["loc"][:1] if exc.errors() else ()
         hint = value_hint(model, str(first[0])) if first else ""
         if hint and "allowed" not in message and "write" not in message:
@@ -424,6 +448,41 @@ def apply_updates(
         k: (old_dump.get(k), new_dump.get(k)) for k in values if old_dump.get(k) != new_dump.get(k)
     }
     return new, changes
+
+
+def add_remove(model: type[Any], current: Any, fname: str, raw: str) -> list[Any]:
+    """PowerShell's multi-value edit `@{Add="a","b"; Remove="c"}`: the current list with
+    `Add` appended (when not there yet) and `Remove` taken out. Items are compared in their
+    canonical spelling, so `Remove` matches however the item was written."""
+    body = raw.strip()
+    if not body.endswith("}"):
+        raise ValueError(f"-{fname} {raw}: write @{{Add=\"a\",\"b\"; Remove=\"c\"}}")
+    parts: dict[str, str] = {}
+    for piece in body[2:-1].split(";"):
+        if not piece.strip():
+            continue
+        key, sep, items = piece.partition("=")
+        key = key.strip().lower()
+        if not sep or key not in ("add", "remove") or key in parts:
+            raise ValueError(
+                f"-{fname} {raw}: only Add= and Remove=, once each, separated by ';'")
+        parts[key] = items
+
+    def canonical(text: str) -> list[Any]:
+        dumped = current.model_dump()
+        dumped[fname] = text
+        return model.model_validate(dumped).model_dump(mode="json")[fname]
+
+    def key(item: Any) -> str:  # host names, addresses, enum names: case-insensitive
+        return str(item).lower()
+
+    have = current.model_dump(mode="json")[fname]
+    removed = {key(x) for x in canonical(parts.get("remove", "$null"))}
+    kept = [x for x in have if key(x) not in removed]
+    for item in canonical(parts.get("add", "$null")):
+        if key(item) not in {key(x) for x in kept}:
+            kept.append(item)
+    return kept
 
 
 def require_values(values: dict[str, Any], label: str) -> None:
@@ -645,6 +704,10 @@ def run(argv: list[str]) -> int:
         return 1
     except BrokenPipeError:
         return 0
+    except OSError as exc:  # an unreadable file, a read-only home: a sentence, no traceback
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"mailctl: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 1
     except Exception as exc:  # settings problems found below a command: a sentence, no traceback
         from server.settings.store import SettingsError, SettingsMissing
 

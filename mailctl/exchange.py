@@ -8,7 +8,8 @@ Rules (PowerShell's, as far as a POSIX shell lets them through):
 * cmdlet and parameter names are case-insensitive; a parameter may be abbreviated to any
   unique prefix (which also makes the singular `-ExternalConnectionSetting` work);
 * `-Param:value` and `-Param value`; `-Identity x` is the positional identity;
-* a Boolean parameter with no value (bash removed an unquoted `$True`) means true;
+* a Boolean parameter with no value is refused: bash removed an unquoted `$false`/`$true`,
+  and guessing would turn `-PopEnabled $false` into true; only switches (-WhatIf) stand alone;
 * a multi-valued parameter takes every following word up to the next parameter, because bash
   splits `{a,b}` (brace expansion) and `a, b` into several words;
 * `-Confirm`, `-Verbose`, `-ErrorAction X` are accepted and ignored;
@@ -215,6 +216,7 @@ def _long(param: Param) -> str:
 
 def translate_params(command: Command, args: list[str]) -> list[str]:
     out: list[str] = []
+    seen: dict[int, str] = {}  # parameter -> how it was first written
     i = 0
     while i < len(args):
         token = args[i]
@@ -227,10 +229,19 @@ def translate_params(command: Command, args: list[str]) -> list[str]:
             continue
         sep = "=" if token.startswith("--") else ":"
         word, has_inline, inline = token.partition(sep)
-        if token.startswith("--") and norm(word) == "help" or norm(word) in {"?", "help"}:
+        if token.startswith("--") and norm(word) == "help" or norm(word) in {"?", "help"} \
+                or token == "-h":
             out.append("--help")
             continue
         param = match_param(word, command)
+        if param is not None and not is_argument(param):
+            # Last-wins would silently drop the first value of a script's typo.
+            if id(param) in seen:
+                cli.fail(
+                    f"{cmdlet_of(command)}: -{exchange_name(param)} is given twice ({seen[id(param)]}"
+                    f" and {word}); give it once (a multi-valued parameter takes a list: a,b)"
+                )
+            seen[id(param)] = word
         if param is None:  # an ignored common parameter
             if (
                 norm(word) in IGNORED_VALUED
@@ -263,11 +274,13 @@ def translate_params(command: Command, args: list[str]) -> list[str]:
         if not values:
             if metavar != cli.BOOL_METAVAR:
                 cli.fail(f"{cmdlet_of(command)}: -{exchange_name(param)} needs a value")
-            cli.warn(
-                f"note: -{exchange_name(param)} without a value means $true (bash removes an "
-                f"unquoted $false: write '$false' or false)"
+            # Most likely bash removed an unquoted $false or $true: guessing would turn
+            # `-PopEnabled $false` into "enabled". Only real switches (-WhatIf) stand alone.
+            cli.fail(
+                f"{cmdlet_of(command)}: -{exchange_name(param)} needs a value: $true or $false. "
+                f"The shell removes an unquoted $false or $true, so write '$false' in single "
+                f"quotes, or false (true)."
             )
-            values = ["true"]
         if metavar == cli.BOOL_METAVAR and values == [""]:
             cli.fail(
                 f"{cmdlet_of(command)}: -{exchange_name(param)} got an empty value (the shell expanded "

@@ -29,7 +29,7 @@ class Read:
     identity (-Identity) and --server. (Not a dataclass: importing dataclasses costs more
     than the whole answer.)"""
 
-    __slots__ = ("answer", "identity", "server", "flags")
+    __slots__ = ("answer", "identity", "server", "flags", "live", "identity_word")
 
     def __init__(
         self,
@@ -38,11 +38,15 @@ class Read:
         identity: bool = False,
         server: bool = True,
         flags: tuple[str, ...] = (),
+        live: bool = False,
+        identity_word: str = "identity",
     ) -> None:
         self.answer = answer
         self.identity = identity
         self.server = server
         self.flags = flags  # switches without a value, e.g. "internal"
+        self.live = live  # also asks the running services: answer(cached, given, home)
+        self.identity_word = identity_word  # how the positional is named: -Identity, -Name
 
 
 def _protocol(protocol: str) -> Callable[[dict[str, Any], dict[str, str]], Any | None]:
@@ -89,6 +93,47 @@ def _settings(answer: Callable[..., Any | None]) -> Callable[..., Any | None]:
     return lambda cached, given: answer(cached["settings"], given)
 
 
+def _services(cached: dict[str, Any], given: dict[str, str], home: Any) -> Any | None:
+    """get-service: startup types from the cached settings, the rest from the run files,
+    the process table and the control sockets (server.runtime.status, as the full path)."""
+    from fnmatch import fnmatchcase
+
+    from server.runtime.status import service_status
+    from server.settings.names import SERVICE_DISPLAY_NAMES, default_startup
+
+    dump = cached["settings"]
+    server = views.pick_server(dump["Servers"], given.get("server"))
+    if server is None:
+        return None
+    wanted = (given.get("identity") or "*").lower()
+    names = [n for n, shown in SERVICE_DISPLAY_NAMES.items()
+             if fnmatchcase(n.lower(), wanted) or fnmatchcase(shown.lower(), wanted)]
+    if not names:
+        return None  # the full path says "Cannot find any service"
+    from server.runtime.filemodes import too_open
+
+    startup = dump["Servers"][server].get("Services") or {}
+    exposed = too_open(home)  # as control.get_service: the files as they are now
+    return [views.service_row({**service_status(home, n, server, startup.get(n) or default_startup(n)),
+                               "TooOpenPaths": exposed}) for n in names]
+
+
+def _certificates(_cached: dict[str, Any], given: dict[str, str], home: Any) -> Any | None:
+    """get-exchangecertificate: the certificate index, certs/certificates.json."""
+    try:
+        index = json.loads((home.certs / "certificates.json").read_text())
+    except FileNotFoundError:
+        index = {}
+    except (OSError, ValueError):
+        return None
+    rows = [views.certificate_row(thumb.upper(), e["Subject"], e["DnsNames"], e["NotAfter"],
+                                  e["Services"]) for thumb, e in index.items()]
+    wanted = given.get("identity")
+    if wanted is None:
+        return rows
+    return next((r for r in rows if r["Thumbprint"] == wanted.upper()), None)
+
+
 FAST_COMMANDS: dict[str, Read] = {
     "get-popsettings": Read(_settings(_protocol("pop"))),
     "get-imapsettings": Read(_settings(_protocol("imap"))),
@@ -96,6 +141,9 @@ FAST_COMMANDS: dict[str, Read] = {
     "get-mailbox": Read(_settings(_mailboxes(views.mailbox_rows)), identity=True, server=False),
     "get-casmailbox": Read(_settings(_mailboxes(views.cas_rows)), identity=True, server=False),
     "get-connectionsettings": Read(_connection_settings, identity=True, flags=("internal",)),
+    "get-service": Read(_services, identity=True, live=True, identity_word="name"),
+    "get-exchangecertificate": Read(_certificates, identity=True, server=False, live=True,
+                                    identity_word="thumbprint"),
 }
 
 
@@ -166,7 +214,7 @@ def _parse(args: list[str]) -> tuple[Read, dict[str, str]] | None:
     if read.server:
         names["server"] = "server"
     if read.identity:
-        names["identity"] = "identity"
+        names[read.identity_word] = "identity"
     names.update((flag, flag) for flag in read.flags)
     found: dict[str, str] = {}
     i = 1
@@ -205,7 +253,27 @@ def _parse(args: list[str]) -> tuple[Read, dict[str, str]] | None:
     return read, found
 
 
+def _help(args: list[str]) -> int | None:
+    """`mailctl --help`: the text the index keeps (mailctl.reference writes it from the
+    commands), where the terminal is wide enough that click would print exactly that."""
+    if args not in (["--help"], ["-h"]):
+        return None
+    try:
+        columns = int(os.environ.get("COLUMNS") or 0) or os.get_terminal_size(
+            sys.__stdout__.fileno()).columns
+    except (OSError, ValueError, AttributeError):
+        columns = 80  # shutil.get_terminal_size's fallback, as click uses it
+    if columns < 80:
+        return None
+    from .command_index import HELP
+
+    sys.stdout.write(HELP)
+    return 0
+
+
 def answer(args: list[str]) -> int | None:
+    if args and args[0] in ("--help", "-h"):
+        return _help(args)
     parsed = _parse(args)
     if parsed is None:
         return None
@@ -220,7 +288,7 @@ def answer(args: list[str]) -> int | None:
         return None
     if not isinstance(cached, dict) or cached.get("key") != _key(raw):
         return None
-    data = read.answer(cached, given)
+    data = read.answer(cached, given, home) if read.live else read.answer(cached, given)
     if data is None:
         return None  # let the full path produce the error message
     sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")

@@ -7,6 +7,7 @@ files in the repository differ; refresh them with `python -m mailctl.reference`.
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 from dataclasses import dataclass
@@ -239,7 +240,7 @@ Every command runs in kebab-case or as the Exchange cmdlet, verbatim after the w
 mailctl set-popsettings --login-type PlainTextLogin
 mailctl Set-PopSettings -LoginType PlainTextLogin
 mailctl Set-ImapSettings -ExternalConnectionSettings {mail.contoso.com:993:SSL} -LoginType:PlainTextLogin
-mailctl Set-ReceiveConnector "Client Frontend MBX01" -AdvertiseClientSettings $True -FQDN mail.contoso.com
+mailctl Set-ReceiveConnector "Client Frontend MBX01" -AdvertiseClientSettings '$true' -FQDN mail.contoso.com
 mailctl Set-CASMailbox alice -PopEnabled '$false'
 ```
 
@@ -248,11 +249,13 @@ mailctl Set-CASMailbox alice -PopEnabled '$false'
   fail with the closest valid name.
 * Booleans: `$true`/`$false`, `true`/`false`, `1`/`0`, or `-Param:$false`.
   **Quote `$false`** (single quotes) or write `false`: bash expands an unquoted `$false`
-  (and `"$false"`) to nothing. A Boolean parameter given alone means true, which is what an
-  unquoted `$True` becomes; mailctl prints a note when it reads a bare switch that way, and
-  refuses an empty value.
+  (and `"$false"`) to nothing. A Boolean parameter left without a value is therefore refused
+  (exit 2) rather than guessed; only switches such as `-WhatIf`, `-Confirm`, `-Force` and
+  `-LightMode` stand alone.
 * Multi-valued parameters: `{a,b}` (bash splits it into two words; both are taken),
-  `a,b`, `a, b`, `'@("a","b")'`; `$null` or `{}` empties the list.
+  `a,b`, `a, b`, `'@("a","b")'`; `$null` or `{}` empties the list;
+  `'@{Add="a","b"; Remove="c"}'` (quoted) adds to and removes from the current list.
+* A parameter given twice is refused (no silent last-wins); `-h` is help on every command.
 * `-Confirm`, `-Verbose`, `-ErrorAction X` are accepted and ignored; `-WhatIf` on every
   command that writes shows what would change and writes nothing.
 * Pipelines (quote the bar): `mailctl Get-ImapSettings '|' Format-List *Bindings` chooses the
@@ -350,9 +353,31 @@ def command_index() -> str:
         "}",
         "# Modules that add to the CLI hooks (PROTOCOL_ENABLED, ...): imported before a hook runs.",
         f"HOOKS: tuple[str, ...] = ({''.join(json.dumps(m) + ', ' for m in cli.hook_modules()).rstrip()})",
+        "# `mailctl --help` on a terminal of 80 columns or more (mailctl.fast prints it without",
+        "# importing the commands).",
+        f"HELP = {json.dumps(top_help(), ensure_ascii=False)}",
         "",
     ]
     return "\n".join(out)
+
+
+def top_help() -> str:
+    """What `mailctl --help` prints at 80 columns (click's help is at most 78 wide)."""
+    import contextlib
+    import io
+
+    saved = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = "80"
+    buffer = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(buffer):
+            cli.run(["--help"])
+    finally:
+        if saved is None:
+            del os.environ["COLUMNS"]
+        else:
+            os.environ["COLUMNS"] = saved
+    return buffer.getvalue()
 
 
 def write_all() -> None:

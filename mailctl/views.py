@@ -17,7 +17,13 @@ def pick_server(servers: dict[str, Any], wanted: str | None) -> str | None:
     not a server. `servers` maps name -> object with a `Fqdn` (dict or model)."""
     wanted = wanted or os.environ.get("MAILCTL_SERVER")
     if wanted:
-        return next((k for k in servers if k.lower() == wanted.lower()), None)
+        # -Server takes the name or the FQDN, as Exchange's ServerIdParameter does.
+        key = wanted.lower().rstrip(".")
+        for name, srv in servers.items():
+            fqdn = srv["Fqdn"] if isinstance(srv, dict) else srv.Fqdn
+            if key in (name.lower(), fqdn.lower()):
+                return name
+        return None
     if len(servers) > 1:
         import socket
 
@@ -152,3 +158,81 @@ def connection_rows(shown: dict[str, Any], for_json: bool) -> list[dict[str, Any
             row["Server"] = NOT_PUBLISHED
         rows.append(row)
     return rows
+
+
+# --------------------------------------------------------------------------- get-service
+
+SERVICE_COLUMNS = [
+    "Status",
+    "Name",
+    "DisplayName",
+    "StartupType",
+    "Pid",
+    "Uptime",
+    "MemoryMB",
+    "Connections",
+    "Endpoints",
+    "SettingsVersion",
+    "LastReload",
+]
+
+
+def _uptime(seconds: float | None) -> str | None:
+    """Exchange's TimeSpan spelling, d.hh:mm:ss."""
+    if seconds is None:
+        return None
+    whole = int(seconds)
+    days, rest = divmod(whole, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    return (
+        f"{days}.{hours:02}:{minutes:02}:{secs:02}"
+        if days
+        else f"{hours:02}:{minutes:02}:{secs:02}"
+    )
+
+
+def service_row(info: dict[str, Any]) -> dict[str, Any]:
+    """A get-service row from control.ServiceInfo's fields (status.service_status)."""
+    reload = info["LastReload"] or {}
+    if not reload:
+        last = None
+    elif reload.get("Result") == "OK":
+        last = "OK"
+    else:
+        last = f"Error: {reload.get('Error')}"
+    return {
+        "Status": info["Status"],
+        "Name": info["Name"],
+        "DisplayName": info["DisplayName"],
+        "Server": info["Server"],
+        "StartupType": info["StartupType"],
+        "Pid": info["Pid"],
+        "StartTime": info["StartTime"],
+        "Uptime": _uptime(info["Uptime"]),
+        "UptimeSeconds": info["Uptime"],
+        "MemoryMB": round(info["MemoryRSS"] / 2**20, 1) if info["MemoryRSS"] is not None else None,
+        "MemoryRSS": info["MemoryRSS"],
+        "Connections": info["Connections"],
+        "Endpoints": info["Endpoints"],
+        "SettingsVersion": info["SettingsVersion"],
+        "LastReload": last,
+        "LastReloadLine": reload.get("Line"),
+        "LastReloadTime": reload.get("Time"),
+        "TooOpenPaths": info.get("TooOpenPaths") or [],
+    }
+
+
+# --------------------------------------------------------------------------- certificates
+
+
+def certificate_row(thumbprint: str, subject: str, dns_names: list[str], not_after: str,
+                    services: list[str]) -> dict[str, Any]:
+    """A get-exchangecertificate row (server.runtime.tls's index entry)."""
+    return {
+        "Thumbprint": thumbprint,
+        "Services": ", ".join(services) if services else "None",
+        "Subject": f"CN={subject}",
+        "CertificateDomains": list(dns_names),
+        "NotAfter": not_after,
+    }

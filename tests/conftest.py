@@ -16,7 +16,13 @@ from server.settings import store
 from server.settings.models import PortPlan, Settings, default_settings
 from server.settings.paths import Home
 
-CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus" / "cpython-email"
+# Real-world MIME shapes written for this project (tests/data/corpus/README.md), stored with LF
+# line ends: tests convert them to CRLF as the store does at delivery.
+CORPUS = Path(__file__).resolve().parent / "data" / "corpus"
+
+
+def corpus_paths() -> list[Path]:
+    return sorted(CORPUS.glob("*.eml"))
 
 
 # Listening ports are picked below the kernel's ephemeral range (net.ipv4.ip_local_port_range,

@@ -9,6 +9,7 @@ for the next handshake, while open sessions keep theirs.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sys
 from pathlib import Path
@@ -18,7 +19,19 @@ import typer
 
 from server.settings.types import split_multivalue
 
-from ..cli import OutputOpt, command, emit, fail, home, list_option, warn
+from .. import views
+from ..cli import (
+    CommandError,
+    OutputOpt,
+    WhatIfOpt,
+    command,
+    emit,
+    fail,
+    home,
+    list_option,
+    load_settings,
+    warn,
+)
 from .mailboxes import PasswordOpt, PasswordStdinOpt, unwrap_password
 
 ServicesOpt = Annotated[
@@ -28,13 +41,8 @@ COLUMNS = ["Thumbprint", "Services", "Subject", "CertificateDomains", "NotAfter"
 
 
 def _row(info: Any) -> dict[str, Any]:
-    return {
-        "Thumbprint": info.thumbprint,
-        "Services": ", ".join(info.services) if info.services else "None",
-        "Subject": f"CN={info.subject}",
-        "CertificateDomains": list(info.dns_names),
-        "NotAfter": info.not_after,
-    }
+    return views.certificate_row(
+        info.thumbprint, info.subject, info.dns_names, info.not_after, info.services)
 
 
 def _services(value: str | None) -> list[str]:
@@ -66,6 +74,7 @@ def new_exchange_certificate(
     ] = None,
     validity_days: Annotated[int, typer.Option("--validity-days", min=1, max=3650)] = 825,
     output: OutputOpt = "table",
+    what_if: WhatIfOpt = False,
 ) -> None:
     """Create a certificate signed by this installation's private CA."""
     from server.runtime import tls
@@ -74,6 +83,11 @@ def new_exchange_certificate(
     subject = _subject(subject_name) if subject_name else (names[0] if names else None)
     if not subject:
         fail("give -SubjectName or -DomainName", allowed='-SubjectName "CN=mail.contoso.com"')
+    if what_if:
+        print(f"What if: would create a certificate for {subject} (names: "
+              f"{', '.join(names or [subject])}; services: {', '.join(_services(services)) or 'None'};"
+              f" {validity_days} days).")
+        return
     info = tls.new_certificate(
         home(), subject, names or [subject], _services(services), days=validity_days
     )
@@ -115,6 +129,7 @@ def import_exchange_certificate(
     password_stdin: PasswordStdinOpt = False,
     services: ServicesOpt = None,
     output: OutputOpt = "table",
+    what_if: WhatIfOpt = False,
 ) -> None:
     """Import a certificate and its private key: a PEM chain (-FileName) or a PFX
     (-FileData, its password asked for without echo, or -Password / --password-stdin)."""
@@ -129,6 +144,10 @@ def import_exchange_certificate(
             data = path.read_bytes()
         except OSError as exc:
             fail(f"cannot read {exc.filename}: {exc.strerror}", code=1)
+        if what_if:
+            print(f"What if: would import the PFX {path} "
+                  f"(services: {', '.join(wanted) or 'None'}).")
+            return
         secret = _pfx_password(password, password_stdin)
         try:
             info = tls.import_pfx(home(), data, secret, wanted)
@@ -147,6 +166,10 @@ def import_exchange_certificate(
     certs = re.findall(rb"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----\s*", data, re.S)
     if not certs:
         fail(f"{file_name} holds no PEM certificate", allowed="PEM (-----BEGIN CERTIFICATE-----)")
+    if what_if:
+        print(f"What if: would import the chain of {len(certs)} certificate(s) in {file_name} "
+              f"(services: {', '.join(_services(services)) or 'None'}).")
+        return
     try:
         info = tls.import_certificate(home(), b"".join(certs), key, wanted)
     except ValueError as exc:
@@ -175,6 +198,7 @@ def enable_exchange_certificate(
     thumbprint: Annotated[str, typer.Argument(help="The certificate's thumbprint.")],
     services: ServicesOpt = None,
     output: OutputOpt = "table",
+    what_if: WhatIfOpt = False,
 ) -> None:
     """Make a certificate the one IMAP, POP, SMTP or IIS use."""
     from server.runtime import tls
@@ -182,6 +206,13 @@ def enable_exchange_certificate(
     wanted = _services(services)
     if not wanted:
         fail("give -Services", allowed="IMAP, POP, SMTP, IIS")
+    if what_if:
+        known = {c.thumbprint for c in tls.list_certificates(home())}
+        if thumbprint.upper() not in known:
+            fail(f"no certificate with thumbprint {thumbprint}",
+                 allowed="see get-exchangecertificate", code=1)
+        print(f"What if: would enable {thumbprint.upper()} for {', '.join(wanted)}.")
+        return
     try:
         info = tls.enable_certificate(home(), thumbprint, wanted)
     except KeyError:
@@ -205,6 +236,8 @@ def get_exchange_certificate(
     """List the certificates and the services each is enabled for."""
     from server.runtime import tls
 
+    with contextlib.suppress(CommandError):
+        load_settings()  # leaves the fast path's cache current: the next call is fast
     certificates = tls.list_certificates(home())
     if thumbprint:
         certificates = [c for c in certificates if c.thumbprint == thumbprint.upper()]

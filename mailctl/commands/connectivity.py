@@ -56,6 +56,21 @@ CredentialOpt = Annotated[
 TimeoutOpt = Annotated[
     float, typer.Option("--timeout", help="Seconds the whole test may take.", min=1, max=3600)
 ]
+PerConnectionOpt = Annotated[
+    float | None,
+    typer.Option("--per-connection-timeout", help="Seconds each connection may take (0 to 120; "
+                 "0 or none: only -Timeout applies).", min=0, max=120),
+]
+MailboxServerOpt = Annotated[
+    str | None,
+    typer.Option("--mailbox-server", help="The server that must hold the mailbox tested "
+                 "(name or FQDN); the test fails at once when it does not."),
+]
+ResetOpt = Annotated[
+    bool,
+    typer.Option("--reset-test-account-credentials", help="Accepted for scripts; mailctl has "
+                 "no test account to reset (-MailboxCredential names the mailbox)."),
+]
 
 
 def read_secret(user: str) -> str:
@@ -73,6 +88,7 @@ def read_secret(user: str) -> str:
 def run_test(
     protocol: str, client_access_server: str | None, connection_type: str, port: int | None,
     light_mode: bool, trust_any: bool, credential: str | None, timeout: float, output: str,
+    per_connection_timeout: float | None = None, mailbox_server: str | None = None,
 ) -> None:
     from server.web.connectivity import COLUMNS, ConnectionType, Probe, test_connectivity
 
@@ -84,10 +100,16 @@ def run_test(
         fail("give the mailbox to test with -MailboxCredential (its password on stdin)")
     settings = load_settings()
     server, _ = local_server(settings, client_access_server)
+    if mailbox_server is not None:
+        wanted, _ = local_server(settings, mailbox_server)
+        found = settings.mailbox(credential)
+        if found is not None and found[1].Server.lower() != wanted.lower():
+            fail(f"mailbox {found[0]} is on {found[1].Server}, not on -MailboxServer {wanted}")
     probe = Probe(
         protocol=protocol, server=server, user=credential, password=read_secret(credential),
         connection_type=kind, port=port, light_mode=light_mode,
         trust_any_certificate=trust_any, timeout=timeout,
+        per_connection_timeout=per_connection_timeout or None,
     )
     results = test_connectivity(home(), settings, probe)
     emit([r.row() for r in results], output, columns=COLUMNS)
@@ -106,10 +128,14 @@ def connectivity_command(protocol: str) -> Callable[..., None]:
         trust_any_ssl_certificate: TrustOpt = False,
         mailbox_credential: CredentialOpt = None,
         timeout: TimeoutOpt = 30.0,
+        per_connection_timeout: PerConnectionOpt = None,
+        mailbox_server: MailboxServerOpt = None,
+        reset_test_account_credentials: ResetOpt = False,
         output: OutputOpt = "table",
     ) -> None:
         run_test(protocol, client_access_server, connection_type, port_client_access_server,
-                 light_mode, trust_any_ssl_certificate, mailbox_credential, timeout, output)
+                 light_mode, trust_any_ssl_certificate, mailbox_credential, timeout, output,
+                 per_connection_timeout, mailbox_server)
 
     test.__doc__ = (f"Log on to {protocol} through the front end as a mailbox (and, without "
                     "-LightMode, send it a\nmessage over SMTP and read it back); exit 1 if a "

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from ..cli import command, fail, home
+from ..cli import WhatIfOpt, command, fail, home
 
 
 def port_plan(base_port: int | None):  # -> PortPlan (imported lazily with the models)
@@ -19,6 +19,27 @@ def port_plan(base_port: int | None):  # -> PortPlan (imported lazily with the m
     if base_port is None and os.geteuid() == 0:
         return PortPlan()
     return PortPlan.shifted(10000 if base_port is None else base_port, loopback_only=True)
+
+
+def loopback_note(srv) -> str | None:  # srv: server.settings.models.Server
+    """A sentence when every POP3/IMAP4 listener is on loopback (the non-root default and
+    --base-port): clients on other machines cannot connect until the bindings change."""
+    import ipaddress
+
+    eps = [
+        ep
+        for ps in (srv.ImapSettings, srv.PopSettings)
+        for ep in (*ps.SSLBindings, *ps.UnencryptedOrTLSBindings)
+    ]
+    if not eps or not all(ipaddress.ip_address(ep.address).is_loopback for ep in eps):
+        return None
+    ssl = srv.ImapSettings.SSLBindings[0].port if srv.ImapSettings.SSLBindings else 993
+    return (
+        f"Listening on {eps[0].address} only: clients on other machines cannot connect. To "
+        f"accept them, bind all addresses, e.g. `mailctl Set-ImapSettings -SSLBindings "
+        f"0.0.0.0:{ssl}` (likewise -UnencryptedOrTLSBindings, Set-PopSettings, "
+        f"Set-ReceiveConnector -Bindings)."
+    )
 
 
 @command("Init")
@@ -47,6 +68,7 @@ def init(
     demo: Annotated[
         bool, typer.Option("--demo/--no-demo", help="Create the mailbox `demo`.")
     ] = True,
+    what_if: WhatIfOpt = False,
 ) -> None:
     """Create a home folder: one server, its default connectors, all POP/IMAP services
     Manual, and a demo mailbox. On an existing home it changes nothing and says so."""
@@ -75,6 +97,12 @@ def init(
         from ..cli import validation_message
 
         fail("init: " + validation_message(exc, lambda f: f"--{f.lower()}"))
+    if what_if:
+        srv = settings.Servers[server]
+        print(f"What if: would create {where.settings_file} (server {server}, domain {domain}; "
+              f"IMAP {srv.ImapSettings.SSLBindings[0]}, POP3 {srv.PopSettings.SSLBindings[0]})"
+              + (", and the mailbox demo." if demo else "."))
+        return
     store.create(where, settings)
     print(f"Created {where.settings_file} (server {server}, domain {domain}).")
     srv = settings.Servers[server]
@@ -83,6 +111,9 @@ def init(
         f"{srv.ImapSettings.SSLBindings[0]} (TLS); POP3 {srv.PopSettings.UnencryptedOrTLSBindings[0]}"
         f" and {srv.PopSettings.SSLBindings[0]}; services are Manual: `mailctl enable-imap4`."
     )
+    note = loopback_note(srv)
+    if note:
+        print(note)
     if demo:
         password = demo_password or secrets.token_urlsafe(12)
         Directory(where).set_password("demo", password)

@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from ..cli import OutputOpt, command, emit, fail, home, load_settings, warn
+from ..cli import OutputOpt, WhatIfOpt, command, emit, fail, home, load_settings, warn
 
 IdentityArg = Annotated[
     str | None,
@@ -74,6 +74,7 @@ def import_mailbox(
     mailbox: MailboxOpt = None,
     file_path: FilePathOpt = None,
     output: OutputOpt = "table",
+    what_if: WhatIfOpt = False,
 ) -> None:
     """Import mail from a Maildir (Dovecot, Courier, ...) or an mbox file; keeps flags,
     keywords, dates and the exact bytes (bare LF is stored as CRLF and given back on export)."""
@@ -91,6 +92,16 @@ def import_mailbox(
     assert source is not None
     if not source.exists():
         fail(f"{source} doesn't exist", code=1)
+    if what_if:
+        wanted = identity or mailbox
+        found = load_settings().mailbox(wanted) if wanted else None
+        if found is None:
+            fail(f"there is no mailbox {wanted!r}" if wanted else
+                 "give the mailbox: NAME (or -Mailbox NAME)", code=1 if wanted else 2)
+        kind = "Maildir" if maildir is not None else "mbox"
+        print(f"What if: would import the {kind} {source} into mailbox {found[0]}, "
+              f"folder {folder or 'INBOX'}.")
+        return
     name, store, box = _open_mailbox(identity, mailbox)
     try:
         if maildir is not None:

@@ -106,6 +106,18 @@ def one(settings: Settings, identity: str) -> tuple[str, Mailbox]:
     return found
 
 
+def refuse_reserved(name: str, box: Mailbox, cmdlet: str) -> None:
+    """A mailbox named Administrator or Guest (or with such an address) is that account, which
+    never uses POP3/IMAP4: it must say so in its Type rather than look like a User mailbox."""
+    kind = box.reserved_type(name)
+    if kind is not None and box.Type is not kind:
+        fail(
+            f"{cmdlet}: {name!r} with the addresses {', '.join(box.addresses())} is named "
+            f"like the {kind.value} account, which can never use POP3 or IMAP4; choose another "
+            f"name and address, or give -Type {kind.value}"
+        )
+
+
 @command("New-Mailbox")
 def new_mailbox(
     name: Annotated[str, typer.Argument(help="Mailbox name (the login name).", show_default=False)],
@@ -159,6 +171,7 @@ def new_mailbox(
             from ..cli import validation_message
 
             fail("New-Mailbox: " + validation_message(exc, lambda f: f"-{f}"))
+        refuse_reserved(name, box, "New-Mailbox")
         session.set(("Mailboxes", name), box.model_dump(mode="json"))
         try:
             session.validate()
@@ -213,7 +226,7 @@ def set_mailbox(
             values["Server"] = local_server(settings, values["Server"])[0]
         changes = update_fields(session, ("Mailboxes", name), Mailbox, box, values, "Set-Mailbox")
         try:
-            session.validate()
+            refuse_reserved(name, session.validate().Mailboxes[name], "Set-Mailbox")
         except store.SettingsError as exc:
             fail(exc.message.split(": ", 1)[-1])
     if "Server" in changes:
@@ -292,7 +305,7 @@ def get_casmailbox(identity: OptionalIdentityArg = None, output: OutputOpt = "ta
 def set_casmailbox(
     identity: IdentityArg, what_if: WhatIfOpt = False, values: dict[str, Any] | None = None
 ) -> None:
-    """Change a mailbox's POP3/IMAP4 switches (e.g. -PopEnabled $false)."""
+    """Change a mailbox's POP3/IMAP4 switches (e.g. -PopEnabled '$false')."""
     values = values or {}
     require_values(values, "Set-CASMailbox")
     with edit_settings(what_if) as session:

@@ -13,7 +13,17 @@ from typing import Annotated
 
 import typer
 
-from ..cli import OutputOpt, ServerOpt, command, emit, fail, home, load_settings, local_server
+from ..cli import (
+    OutputOpt,
+    ServerOpt,
+    WhatIfOpt,
+    command,
+    emit,
+    fail,
+    home,
+    load_settings,
+    local_server,
+)
 
 DEFAULT_DAYS = 30
 
@@ -30,6 +40,7 @@ def prune_mailbox_database(
     ] = DEFAULT_DAYS,
     server: ServerOpt = None,
     output: OutputOpt = "table",
+    what_if: WhatIfOpt = False,
 ) -> None:
     """Forget the tombstones of messages expunged more than --older-than-days ago in the
     server's mailbox database (QRESYNC bookkeeping that otherwise grows forever). Meant to
@@ -42,6 +53,10 @@ def prune_mailbox_database(
 
     name, _ = local_server(load_settings(), server)
     folder = home().database(name)
+    if what_if:
+        print(f"What if: would forget the tombstones of messages expunged more than "
+              f"{older_than_days} days ago in {folder}.")
+        return
     removed = 0
     if folder.exists():  # no database yet: nothing to prune, and nothing to create
         try:

@@ -47,6 +47,11 @@ def _print_connection_info(settings: Any, server: str) -> None:
         print(f"  {label:<{width}}  {value}")
     print(f"  {'Certificate authority':<{width}}  {ca_paths(home())[0]} (trust it in clients)")
     print(f"  {'Login type':<{width}}  {imap.LoginType.value}: clients log in after TLS")
+    from .init import loopback_note
+
+    note = loopback_note(srv)
+    if note:
+        print(f"\n{note}")
 
 
 @command("Run")

@@ -70,7 +70,7 @@ def set_receiveconnector(
     what_if: WhatIfOpt = False,
     values: dict[str, Any] | None = None,
 ) -> None:
-    """Change a receive connector (e.g. -AdvertiseClientSettings $true -Fqdn mail.contoso.com).
+    """Change a receive connector (e.g. -AdvertiseClientSettings '$true' -Fqdn mail.contoso.com).
     The HubTransport "Client Proxy" connectors are not served: changes to them have no effect
     here."""
     values = values or {}

@@ -4,21 +4,26 @@ The work is done by server.runtime.control; these are thin wrappers."""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from .. import views
 from ..cli import (
     PROTOCOL_DISABLED,
     PROTOCOL_ENABLED,
     SERVICE_STATUS,
+    CommandError,
     OutputOpt,
     ServerOpt,
+    WhatIfOpt,
     command,
     emit,
     fail,
     home,
+    load_settings,
 )
 
 if TYPE_CHECKING:
@@ -26,64 +31,11 @@ if TYPE_CHECKING:
     from server.settings.paths import Home
 
 NameArg = Annotated[str, typer.Argument(help="Service name, e.g. MSExchangeIMAP4BE.")]
-TABLE_COLUMNS = [
-    "Status",
-    "Name",
-    "DisplayName",
-    "StartupType",
-    "Pid",
-    "Uptime",
-    "MemoryMB",
-    "Connections",
-    "Endpoints",
-    "SettingsVersion",
-    "LastReload",
-]
-
-
-def _uptime(seconds: float | None) -> str | None:
-    """Exchange's TimeSpan spelling, d.hh:mm:ss."""
-    if seconds is None:
-        return None
-    whole = int(seconds)
-    days, rest = divmod(whole, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    return (
-        f"{days}.{hours:02}:{minutes:02}:{secs:02}"
-        if days
-        else f"{hours:02}:{minutes:02}:{secs:02}"
-    )
+TABLE_COLUMNS = views.SERVICE_COLUMNS
 
 
 def service_row(info: ServiceInfo) -> dict[str, Any]:
-    reload = info.LastReload or {}
-    if not reload:
-        last = None
-    elif reload.get("Result") == "OK":
-        last = "OK"
-    else:
-        last = f"Error: {reload.get('Error')}"
-    return {
-        "Status": info.Status,
-        "Name": info.Name,
-        "DisplayName": info.DisplayName,
-        "Server": info.Server,
-        "StartupType": info.StartupType,
-        "Pid": info.Pid,
-        "StartTime": info.StartTime,
-        "Uptime": _uptime(info.Uptime),
-        "UptimeSeconds": info.Uptime,
-        "MemoryMB": round(info.MemoryRSS / 2**20, 1) if info.MemoryRSS is not None else None,
-        "MemoryRSS": info.MemoryRSS,
-        "Connections": info.Connections,
-        "Endpoints": info.Endpoints,
-        "SettingsVersion": info.SettingsVersion,
-        "LastReload": last,
-        "LastReloadLine": reload.get("Line"),
-        "LastReloadTime": reload.get("Time"),
-        "TooOpenPaths": info.TooOpenPaths,
-    }
+    return views.service_row(info.to_dict())
 
 
 def _control_call(func: Any, *args: Any, **kwargs: Any) -> Any:
@@ -100,11 +52,24 @@ def _say_running(info: ServiceInfo) -> None:
     print(f"{info.Name} on {info.Server}: Running (pid {info.Pid}, {where}).")
 
 
+def _what_if(action: str, name: str, server: str | None) -> None:
+    """-WhatIf of the service commands: the service and server resolved, nothing done."""
+    from server.runtime import control
+
+    canonical = _control_call(control.canonical_name, name)
+    where = _control_call(control.resolve_server, _control_call(control._load, home()), server)
+    running = control.find_process(home(), canonical, where) is not None
+    state = "running" if running else "not running"
+    print(f"What if: would {action} {canonical} on {where} (now {state}).")
+
+
 @command("Start-Service")
-def start_service(name: NameArg, server: ServerOpt = None) -> None:
+def start_service(name: NameArg, server: ServerOpt = None, what_if: WhatIfOpt = False) -> None:
     """Start a service; returns once it accepts connections (or fails with the reason)."""
     from server.runtime import control
 
+    if what_if:
+        return _what_if("start", name, server)
     _say_running(_control_call(control.start_service, home(), name, server))
 
 
@@ -115,20 +80,25 @@ def stop_service(
     timeout: Annotated[
         float, typer.Option("--timeout", help="Seconds to wait after SIGTERM before SIGKILL.")
     ] = 10.0,
+    what_if: WhatIfOpt = False,
 ) -> None:
     """Stop a service gracefully: no new connections, sessions told BYE, then forced."""
     from server.runtime import control
 
+    if what_if:
+        return _what_if("stop", name, server)
     was_running = _control_call(control.stop_service, home(), name, server, timeout)
     canonical = _control_call(control.canonical_name, name)
     print(f"{canonical}: Stopped{'' if was_running else ' (was not running)'}.")
 
 
 @command("Restart-Service")
-def restart_service(name: NameArg, server: ServerOpt = None) -> None:
+def restart_service(name: NameArg, server: ServerOpt = None, what_if: WhatIfOpt = False) -> None:
     """Stop the service (if running) and start it again."""
     from server.runtime import control
 
+    if what_if:
+        return _what_if("restart", name, server)
     _say_running(_control_call(control.restart_service, home(), name, server))
 
 
@@ -144,6 +114,8 @@ def get_service(
     open connections, listening endpoints, settings version in force, last reload."""
     from server.runtime import control
 
+    with contextlib.suppress(CommandError):
+        load_settings()  # leaves the fast path's cache current: the next get-service is fast
     infos = _control_call(control.get_service, home(), name, server)
     emit([service_row(i) for i in infos], output, columns=TABLE_COLUMNS)
     too_open = infos[0].TooOpenPaths if infos else []
@@ -184,10 +156,17 @@ def install_systemd(
     user: Annotated[
         str | None, typer.Option("--user", help="Run the services as this user (User=).")
     ] = None,
+    what_if: WhatIfOpt = False,
 ) -> None:
     """Write one systemd unit per service per server (Type=simple, foreground process)."""
     from server.runtime import control
 
+    if what_if:
+        settings = _control_call(control._load, home())
+        for server in settings.Servers:
+            for name in control.START_ORDER:
+                print(f"What if: would write {output_dir / control.unit_name(name, server)}")
+        return
     try:
         written = _control_call(control.install_systemd, home(), output_dir, user=user)
     except OSError as exc:

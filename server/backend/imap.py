@@ -28,6 +28,7 @@ from typing import Any
 
 from ..protocols import proxyv2
 from ..protocols.imap import parser as p
+from ..protocols.imap.commands import notify
 from ..protocols.imap.session import (
     KEEPALIVE_SECONDS,
     ChangesCache,
@@ -151,7 +152,7 @@ class _Connection:
             await writer.drain()
         if session.closed:
             writer.close()
-        elif session.idling and session.dirty:
+        elif (session.idling and session.dirty) or notify.pending(session) is not None:
             self.service.spawn(self._push())  # a change that came while the lock was held
 
     async def _run_job(self, job: Job) -> bytes:
@@ -209,22 +210,28 @@ class _Connection:
             self.next_keepalive = 0.0
 
     def _on_change(self) -> None:
-        self.session.mark_dirty()
-        if self.session.idling and not self.lock.locked():
+        session = self.session
+        session.mark_dirty()
+        if (session.idling or session.notify is not None) and not self.lock.locked():
             self.service.spawn(self._push())
 
     async def _push(self) -> None:
         async with self.lock:
-            job = await self._changes_job()
-            if job is None:
+            if self.session.closed:
                 return
-            if job.blocking:
-                out = await self._read_changes_for_all(job)
-            else:
-                out = job.run()
+            out = b""
+            job = await self._changes_job()
+            if job is not None:
+                out = await self._read_changes_for_all(job) if job.blocking else job.run()
+            # NOTIFY (RFC 5465): other mailboxes, and the selected one outside IDLE.
+            if not self.session.closed and (job := notify.pending(self.session)) is not None:
+                out += await self._run_job(job)
             if out:
                 self.writer.write(out)
-                if self.writer.transport.get_write_buffer_size() > PUSH_BUFFER_LIMIT:
+                if self.session.closed:  # a BYE: the selected folder is gone
+                    await self.writer.drain()
+                    self.writer.close()
+                elif self.writer.transport.get_write_buffer_size() > PUSH_BUFFER_LIMIT:
                     await self.writer.drain()
 
     async def _changes_job(self) -> Job | None:

@@ -141,9 +141,11 @@ def may_use_protocol(entry: Entry, protocol: str) -> str | None:
     """Why this mailbox may not log in with POP3/IMAP4 (None when it may): reference
     section 5 - no Anonymous or Guest, no Administrator mailbox, PopEnabled/ImapEnabled."""
     box = entry.mailbox
-    if box.Type in (MailboxType.Anonymous, MailboxType.Guest):
-        return f"{box.Type.value} accounts cannot use {protocol}"
-    if box.Type is MailboxType.Administrator:
+    kinds = {box.Type, box.reserved_type(entry.name)}  # by name too, whatever the Type
+    for kind in (MailboxType.Anonymous, MailboxType.Guest):
+        if kind in kinds:
+            return f"{kind.value} accounts cannot use {protocol}"
+    if MailboxType.Administrator in kinds:
         return f"the Administrator mailbox cannot be opened with {protocol}"
     enabled = box.PopEnabled if protocol == "POP3" else box.ImapEnabled
     if not enabled:

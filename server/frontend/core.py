@@ -465,15 +465,33 @@ class Session:
         )
 
     def shutdown(self) -> None:
-        """Service stopping: pre-auth sessions get a goodbye now; relayed ones get the
-        grace period to finish, then abort()."""
+        """Service stopping (SIGTERM): every client gets the protocol's goodbye (IMAP
+        `* BYE`, POP3 `-ERR`) now. A relayed session's back-end connection is cut, which ends
+        the relay; its final words are the goodbye (see _final_words), so a stop does not
+        wait out the grace period for clients that would stay connected for hours."""
         self._stop_requested = True
-        if not self.relaying:
-            try:
-                self.writer.write(self.core.goodbye("Server shutting down"))
-            except (OSError, RuntimeError):
-                pass
-            self.writer.close()
+        if self.relaying:
+            if self._backend_writer is not None:
+                self._backend_writer.transport.abort()  # no TLS close_notify wait
+            return
+        try:
+            self.writer.write(self.core.goodbye("Server shutting down"))
+        except (OSError, RuntimeError):
+            pass
+        self.writer.close()
+        # A TLS close waits for the client's close_notify, which an idle client may never
+        # send: end the session's read now instead of at the end of the grace period.
+        self.reader.feed_eof()
+
+    def _final_words(self, last_chunk: bytes) -> bytes:
+        """What the client hears when the relay ends from the back-end side."""
+        if not self._stop_requested:
+            return self.service.backend_lost(last_chunk)
+        # Only at a line end: after a partial line (a literal being sent) the goodbye would
+        # become part of the data.
+        if last_chunk and not last_chunk.endswith(b"\n"):
+            return b""
+        return self.core.goodbye("Server shutting down")
 
     def abort(self) -> None:
         if not self.writer.is_closing():
@@ -608,7 +626,7 @@ class Session:
         try:
             closed_by = await relay(
                 self.writer, pending, backend_writer, take_buffered(backend_reader),
-                self.service.backend_lost, stats, self.service.relay_transforms(),
+                self._final_words, stats, self.service.relay_transforms(),
             )
         finally:
             if self.service.protocol_log.enabled:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import fnmatch
-import json
 import os
 import select
 import signal
@@ -41,7 +40,8 @@ from ..settings.models import (
 )
 from ..settings.paths import Home
 from ..settings.types import StartupType
-from .main import control_address, query_control, read_pid_file
+from .main import control_address, read_pid_file
+from .status import find_process, is_our_command, service_status
 
 # Back ends first: a front end that starts before its back end refuses logins.
 START_ORDER = (IMAP4BE, POP3BE, IMAP4, POP3, SUBMISSION, WEB)
@@ -131,38 +131,7 @@ def _load(home: Home) -> Settings:
 # --------------------------------------------------------------------------- processes
 
 
-def _is_our_command(cmdline: list[str], home: Home, name: str, server: str) -> bool:
-    try:
-        at = cmdline.index("run")
-        if cmdline[at - 1] != "server" or cmdline[at + 1] != name:
-            return False
-        if cmdline[cmdline.index("--server") + 1].lower() != server.lower():
-            return False
-    except (ValueError, IndexError):
-        return False
-    if "--home" in cmdline:
-        given = cmdline[cmdline.index("--home") + 1] if cmdline[-1] != "--home" else ""
-        if Path(given).absolute() != home.root:
-            return False
-    return True
-
-
-def find_process(home: Home, name: str, server: str) -> psutil.Process | None:
-    """The running service process, verified; None if its pid file is missing or stale."""
-    record = read_pid_file(home, name, server)
-    if record is None:
-        return None
-    try:
-        process = psutil.Process(record.pid)
-        if abs(process.create_time() - record.create_time) > 0.05:
-            return None  # the pid was reused by another process
-        if process.status() == psutil.STATUS_ZOMBIE:
-            return None
-        if not _is_our_command(process.cmdline(), home, name, server):
-            return None
-        return process
-    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-        return None
+_is_our_command = is_our_command  # the tests' name for it
 
 
 def _remove_run_files(home: Home, name: str, server: str, pid: int | None = None) -> None:
@@ -461,31 +430,7 @@ def get_one(home: Home, name: str, server: str, settings: Settings | None) -> Se
             startup = settings.server(server).startup_type(name).value
     elif name in SERVICE_NAMES:
         startup = default_startup_type(name).value if not home.settings_file.exists() else "Unknown"
-    info = ServiceInfo("Stopped", name, SERVICE_DISPLAY_NAMES.get(name, name), server, startup)
-    process = find_process(home, name, server)
-    if process is None:
-        return info
-    info.Status = "Running"
-    info.Pid = process.pid
-    with contextlib.suppress(psutil.Error):
-        created = process.create_time()
-        info.Uptime = round(time.time() - created, 1)
-        info.StartTime = time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(created))
-        info.MemoryRSS = process.memory_info().rss
-    live = query_control(home, name, server) or _read_state(home, name, server)
-    if live:
-        info.Connections = live.get("Connections")
-        info.Endpoints = list(live.get("Endpoints") or [])
-        info.SettingsVersion = live.get("SettingsVersion")
-        info.LastReload = live.get("LastReload")
-    return info
-
-
-def _read_state(home: Home, name: str, server: str) -> dict[str, Any] | None:
-    try:
-        return json.loads(home.state_file(name, server).read_text())
-    except (FileNotFoundError, ValueError):
-        return None
+    return ServiceInfo(**service_status(home, name, server, startup))
 
 
 def get_service(home: Home, pattern: str | None = None, server: str | None = None) -> list[ServiceInfo]:

@@ -14,16 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import logging
 import os
 import signal
-import socket
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -35,18 +32,14 @@ from . import filemodes
 from .reload import SettingsWatcher
 from .service import REGISTRY, Service, ServiceContext, load_service_class
 from .sslbuffers import install as share_tls_buffers
+from .status import PidRecord, control_address, read_pid_file
+from .status import query_control as query_control  # tests and control use it from here
 
 STOP_GRACE = 5.0  # seconds sessions get to finish after BYE before they are closed
 TEST_REGISTRY_ENV = "MAILCTL_TEST_REGISTRY"  # JSON {service name: "module:Class"}, for tests
 
 
 # --------------------------------------------------------------------------- run files
-
-
-@dataclass(frozen=True)
-class PidRecord:
-    pid: int
-    create_time: float
 
 
 def write_pid_file(home: Home, name: str, server: str) -> PidRecord:
@@ -57,23 +50,6 @@ def write_pid_file(home: Home, name: str, server: str) -> PidRecord:
     home.run.mkdir(parents=True, exist_ok=True)
     store.atomic_write(home.pid_file(name, server), f"{record.pid}\n{record.create_time!r}\n".encode())
     return record
-
-
-def read_pid_file(home: Home, name: str, server: str) -> PidRecord | None:
-    try:
-        lines = home.pid_file(name, server).read_text().split()
-        return PidRecord(int(lines[0]), float(lines[1]) if len(lines) > 1 else 0.0)
-    except (FileNotFoundError, ValueError, IndexError):
-        return None
-
-
-def control_address(home: Home, name: str, server: str) -> str:
-    """The control socket: a file in run/ when its path fits in sun_path (108 bytes), else an
-    abstract-namespace name derived from that path (deep test folders)."""
-    path = str(home.run / f"{server}.{name}.sock")
-    if len(os.fsencode(path)) < 100:
-        return path
-    return "\0mailctl." + hashlib.sha256(path.encode()).hexdigest()[:24]
 
 
 def _now() -> str:
@@ -260,13 +236,23 @@ class Runtime:
             if self.last_reload["Result"] != "OK":  # the file was put back as it was
                 self._record_ok()
             return
-        old = self.ctx.settings
+        old, old_version = self.ctx.settings, self.ctx.version
         self.ctx.settings, self.ctx.version = snap.settings, snap.version
         try:
             await self.service.reload(old, snap.settings)
         except Exception as exc:
             self.log.exception("reload failed version=%s", snap.version)
-            self._record_error(f"{type(exc).__name__}: {exc}", None, keep=False)
+            # The old version stays in force: put its settings back and undo what the failed
+            # reload did (e.g. listeners it bound). Keeping the new version here would let the
+            # next event, which sees an unchanged file, report the failed reload as OK.
+            self.ctx.settings, self.ctx.version = old, old_version
+            try:
+                await self.service.reload(snap.settings, old)
+            except Exception:
+                self.log.exception("could not go back to version=%s", old_version)
+            self._record_error(
+                f"version {snap.version} not applied, {old_version} still in force: "
+                f"{type(exc).__name__}: {exc}", None, keep=False)
             return
         self.reloads += 1
         self._record_ok()
@@ -329,25 +315,6 @@ class Runtime:
             pass
         finally:
             writer.close()
-
-
-def query_control(home: Home, name: str, server: str, timeout: float = 2.0) -> dict[str, Any] | None:
-    """Ask a running service for its live status; None when it does not answer."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(timeout)
-    try:
-        sock.connect(control_address(home, name, server))
-        chunks = []
-        while True:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            chunks.append(chunk)
-        return json.loads(b"".join(chunks))
-    except (OSError, ValueError):
-        return None
-    finally:
-        sock.close()
 
 
 # --------------------------------------------------------------------------- entry

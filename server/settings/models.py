@@ -10,8 +10,18 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+# Service names, as Exchange spells them: re-exported from the light module.
+from .names import IMAP4 as IMAP4
+from .names import IMAP4BE as IMAP4BE
+from .names import POP3 as POP3
+from .names import POP3BE as POP3BE
+from .names import SERVICE_DISPLAY_NAMES as SERVICE_DISPLAY_NAMES
+from .names import SERVICE_NAMES as SERVICE_NAMES
+from .names import SUBMISSION as SUBMISSION
+from .names import WEB as WEB
+from .names import default_startup
 from .types import (
     AuthMechanism,
     Bool,
@@ -48,23 +58,6 @@ from .types import (
 INT32_MAX = 2147483647
 WINDOWS_ONLY: dict[str, Any] = {"windows_only": True}
 
-# Service names, as Exchange spells them.
-IMAP4 = "MSExchangeIMAP4"
-IMAP4BE = "MSExchangeIMAP4BE"
-POP3 = "MSExchangePOP3"
-POP3BE = "MSExchangePOP3BE"
-SUBMISSION = "MSExchangeFrontEndTransport"
-WEB = "W3SVC"
-
-SERVICE_DISPLAY_NAMES = {
-    IMAP4: "Microsoft Exchange IMAP4",
-    IMAP4BE: "Microsoft Exchange IMAP4 Backend",
-    POP3: "Microsoft Exchange POP3",
-    POP3BE: "Microsoft Exchange POP3 Backend",
-    SUBMISSION: "Microsoft Exchange Frontend Transport",
-    WEB: "World Wide Web Publishing Service",
-}
-SERVICE_NAMES = tuple(SERVICE_DISPLAY_NAMES)
 
 _LoginType = enum_type(LoginType)
 _CalendarOption = enum_type(CalendarItemRetrievalOption)
@@ -146,6 +139,24 @@ class ProtocolSettings(Model):
     )
     DomainController: OptionalStr = Field(None, json_schema_extra=WINDOWS_ONLY)
 
+    @field_validator("Banner", mode="before")
+    @classmethod
+    def _banner_one_line(cls, value: Any) -> Any:
+        # $null (or nothing) means the default greeting, as in Exchange; the class is the
+        # protocol's (PopSettings / ImapSettings), so each gets its own default.
+        if value is None or str(value).strip().lower() in {"$null", ""}:
+            return cls.model_fields["Banner"].default
+        text = str(value)
+        bad = next((c for c in text if not " " <= c <= "~"), None)
+        if bad is not None:
+            # The greeting is one line of printable US-ASCII (RFC 3501 section 9, TEXT-CHAR;
+            # RFC 1939 section 3): a CR or LF would make it two protocol lines.
+            raise ValueError(
+                f"Banner must be one line of printable ASCII text; {bad!r} is not allowed "
+                f"($null gives the default)"
+            )
+        return text
+
     @model_validator(mode="after")
     def _custom_needs_url(self) -> ProtocolSettings:
         if (
@@ -215,8 +226,7 @@ class Server(Model):
 
 
 def default_startup_type(service: str) -> StartupType:
-    # POP3 and IMAP4 are off after install (reference section 5); transport and web run.
-    return StartupType.Automatic if service in (SUBMISSION, WEB) else StartupType.Manual
+    return StartupType(default_startup(service))
 
 
 class ReceiveConnector(Model):
@@ -349,6 +359,19 @@ class Mailbox(Model):
     def addresses(self) -> list[str]:
         return [self.PrimarySmtpAddress, *self.EmailAddresses]
 
+    def reserved_type(self, name: str) -> MailboxType | None:
+        """Administrator or Guest when the mailbox is named so, by its name or the local part
+        of an address, whatever its Type says (reference section 5: those accounts never use
+        POP3/IMAP4, and a Type set by hand must not open them)."""
+        for word in (name, *(a.rsplit("@", 1)[0] for a in self.addresses())):
+            kind = RESERVED_NAMES.get(word.rsplit("\\", 1)[-1].strip().lower())
+            if kind is not None:
+                return kind
+        return None
+
+
+RESERVED_NAMES = {"administrator": MailboxType.Administrator, "guest": MailboxType.Guest}
+
 
 class Organization(Model):
     Name: str = "First Organization"
@@ -385,18 +408,47 @@ class Settings(Model):
                     raise ValueError(
                         f"Mailboxes.{name}: address {address} is already used by {other}"
                     )
+        for name in self.Servers:
+            _check_listeners(name, self.server_listeners(name))
         return self
+
+    def server_listeners(self, name: str) -> list[tuple[str, IPEndPoint]]:
+        """Every address:port the services of one server listen on, with who listens."""
+        server = self.Servers[name]
+        out: list[tuple[str, IPEndPoint]] = []
+        for service, ps in (("MSExchangePOP3", server.PopSettings),
+                            ("MSExchangeIMAP4", server.ImapSettings)):
+            kind = "PopSettings" if service == "MSExchangePOP3" else "ImapSettings"
+            out += [(f"{service} ({kind}.SSLBindings)", ep) for ep in ps.SSLBindings]
+            out += [(f"{service} ({kind}.UnencryptedOrTLSBindings)", ep)
+                    for ep in ps.UnencryptedOrTLSBindings]
+        for service, field in (("MSExchangePOP3BE", "PopBackEndPort"),
+                               ("MSExchangePOP3BE", "PopBackEndSSLPort"),
+                               ("MSExchangeIMAP4BE", "ImapBackEndPort"),
+                               ("MSExchangeIMAP4BE", "ImapBackEndSSLPort")):
+            out.append((f"{service} ({field})",
+                        IPEndPoint(server.BackEndAddress, getattr(server, field))))
+        owa = server.OwaVirtualDirectory
+        out += [("W3SVC (OwaVirtualDirectory.Bindings)", ep) for ep in owa.Bindings]
+        out += [("W3SVC (OwaVirtualDirectory.SSLBindings)", ep) for ep in owa.SSLBindings]
+        for cname, conn in self.frontend_connectors(name).items():
+            out += [(f"MSExchangeFrontEndTransport (receive connector {cname!r})", ep)
+                    for ep in conn.Bindings]
+        return out
 
     # --- lookups everyone needs -------------------------------------------------
     def server(self, name: str) -> Server:
-        for key, server in self.Servers.items():
-            if key.lower() == name.lower():
-                return server
-        raise KeyError(name)
+        return self.Servers[self.server_name(name)]
 
     def server_name(self, name: str) -> str:
+        """The key of a server given by name or FQDN (Exchange's ServerIdParameter takes
+        both), case-insensitively."""
         for key in self.Servers:
             if key.lower() == name.lower():
+                return key
+        wanted = name.lower().rstrip(".")
+        for key, server in self.Servers.items():
+            if server.Fqdn.lower() == wanted:
                 return key
         raise KeyError(name)
 
@@ -417,6 +469,33 @@ class Settings(Model):
             if name.lower() == wanted or wanted in (a.lower() for a in box.addresses()):
                 return name, box
         return None
+
+
+def _overlap(a: IPEndPoint, b: IPEndPoint) -> bool:
+    """Whether two listeners cannot both bind: same port, and the same address or a wildcard
+    of the same family ([::] is bound IPv6-only, so it does not take 0.0.0.0's port)."""
+    if a.port != b.port or a.port == 0:
+        return False
+    import ipaddress
+
+    try:
+        x, y = ipaddress.ip_address(a.address), ipaddress.ip_address(b.address)
+    except ValueError:  # a host name (BackEndAddress): only the same name is known to clash
+        return a.address.lower() == b.address.lower()
+    return x.version == y.version and (x == y or x.is_unspecified or y.is_unspecified)
+
+
+def _check_listeners(server: str, listeners: list[tuple[str, IPEndPoint]]) -> None:
+    # A binding another service holds would only fail later, at reload, with the new
+    # settings already on disk: refuse it when it is set.
+    for i, (who, ep) in enumerate(listeners):
+        for other, other_ep in listeners[:i]:
+            if _overlap(ep, other_ep):
+                same = "" if str(ep) == str(other_ep) else f" ({other_ep})"
+                raise ValueError(
+                    f"server {server}: {who} binding {ep} collides with {other}{same}; "
+                    f"choose another port or address"
+                )
 
 
 # --------------------------------------------------------------------------- defaults

@@ -12,6 +12,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import re
 import tomllib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -110,7 +111,13 @@ def load(home: Home) -> Snapshot:
         raise SettingsMissing(
             f"no settings at {home.settings_file}; run `mailctl init` (or `mailctl run`) first"
         ) from None
-    settings = parse(raw.decode("utf-8"))
+    except OSError as exc:
+        raise SettingsError(f"cannot read {home.settings_file}: {exc.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SettingsError(f"settings.toml is not UTF-8 text (byte {exc.start})") from None
+    settings = parse(text)
     return Snapshot(settings, hashlib.sha256(raw).hexdigest()[:12], stat.st_mtime_ns)
 
 
@@ -203,18 +210,49 @@ class Edit:
 def edit(home: Home, dry_run: bool = False) -> Iterator[Edit]:
     """Lock, load, let the caller change the document, validate, write atomically.
     An exception inside the block (or a validation error) writes nothing."""
-    with locked(home):
+    try:
+        lock = locked(home)
+        lock.__enter__()
+    except OSError as exc:
+        raise SettingsError(_cannot_write(home, exc)) from None
+    try:
         try:
             text = home.settings_file.read_text("utf-8")
         except FileNotFoundError:
             raise SettingsMissing(
                 f"no settings at {home.settings_file}; run `mailctl init` (or `mailctl run`) first"
             ) from None
-        session = Edit(home, text)
+        except (OSError, UnicodeDecodeError) as exc:
+            why = getattr(exc, "strerror", None) or "not UTF-8 text"
+            raise SettingsError(f"cannot read {home.settings_file}: {why}") from None
+        try:
+            session = Edit(home, text)
+        except tomlkit.exceptions.TOMLKitError as exc:
+            line = getattr(exc, "line", None)
+            raise SettingsError(
+                f"settings.toml is not valid TOML{f' (line {line})' if line else ''}: "
+                f"{str(exc).split(' at line ')[0]}; fix it by hand (nothing was changed)", line
+            ) from None
         yield session
-        session.validate()
+        try:
+            session.validate()
+        except SettingsError as exc:
+            # The file on disk is fine: it is the change that is refused.
+            why = re.sub(r"^settings\.toml is invalid(?: \(line \d+\))?: ", "", exc.message)
+            raise SettingsError(f"refused, settings.toml left unchanged: {why}") from None
         if session.changed() and not dry_run:
-            atomic_write(home.settings_file, session.text.encode("utf-8"))
+            try:
+                atomic_write(home.settings_file, session.text.encode("utf-8"))
+            except OSError as exc:
+                raise SettingsError(_cannot_write(home, exc)) from None
+    finally:
+        lock.__exit__(None, None, None)
+
+
+def _cannot_write(home: Home, exc: OSError) -> str:
+    where = exc.filename or home.root
+    return (f"cannot write in {home.root} ({where}: {exc.strerror}); is the home folder "
+            f"read-only or owned by another user? Nothing was changed")
 
 
 HEADER = """\

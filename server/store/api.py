@@ -210,15 +210,20 @@ class MailboxStore(ABC):
         return {}
 
     def message_sources(
-        self, folder: str, uids: Sequence[int], header: bool = False, info: bool = False
+        self, folder: str, uids: Sequence[int], header: bool = False, info: bool = False,
+        uidvalidity: int | None = None,
     ) -> dict[int, MessageSource]:
         """What FETCH needs of many messages, in one lookup: for each message among `uids`
         that exists, (path of its file or None, its header block or None, its MessageInfo
         or None). The header block (the message's first `MessageInfo.header_len` octets,
         the blank line included) comes only with `header`, the MessageInfo only with
         `info`. The path follows body_paths(): the file never changes, and opening it later
-        gives the message or FileNotFoundError. This default, for stores that keep no
+        gives the message or FileNotFoundError. With `uidvalidity`, only a folder that
+        still has it answers (else {}: a folder of that name created since is another
+        folder, whose UIDs name other messages). This default, for stores that keep no
         header blocks, reads each message."""
+        if uidvalidity is not None and self.status(folder).uidvalidity != uidvalidity:
+            return {}
         paths = self.body_paths(folder, uids)
         out: dict[int, MessageSource] = {}
         for uid in uids:

@@ -1135,7 +1135,8 @@ class SqliteMailbox(MailboxStore):
         return {uid: msgs / file for uid, file in rows}
 
     def message_sources(
-        self, folder: str, uids: Sequence[int], header: bool = False, info: bool = False
+        self, folder: str, uids: Sequence[int], header: bool = False, info: bool = False,
+        uidvalidity: int | None = None,
     ) -> dict[int, tuple[str | None, bytes | None, object | None]]:
         # One statement (its own read transaction) joining the folder by name: a FETCH of
         # a whole folder costs one query, not one per message. A folder that is gone
@@ -1145,9 +1146,10 @@ class SqliteMailbox(MailboxStore):
             return {}
         cols = "m.uid, b.file" + (", b.header" if header else "") + (
             ", b.id, b.info" if info else "")
+        same = "" if uidvalidity is None else f" AND f.uidvalidity = {int(uidvalidity)}"
         rows = self._range_query(
             f"SELECT {cols} FROM folders f JOIN messages m ON m.folder = f.id"
-            " JOIN bodies b ON b.id = m.body WHERE f.name = ?",
+            " JOIN bodies b ON b.id = m.body WHERE f.name = ?" + same,
             normalize_folder(folder), wanted,
         )
         prefix = f"{self.msgs}{os.sep}"

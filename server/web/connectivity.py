@@ -83,6 +83,7 @@ class Probe:
     light_mode: bool = False
     trust_any_certificate: bool = False
     timeout: float = 30.0
+    per_connection_timeout: float | None = None  # -PerConnectionTimeout: cap of each connection
     host: str | None = None  # address to connect to; default: the binding's (wildcard -> loopback)
     clock: Callable[[], float] = field(default=time.monotonic, repr=False)
 
@@ -148,6 +149,8 @@ class Tester:
         left = self.deadline - self.probe.clock()
         if left <= 0:
             raise StepFailed(f"the test ran out of time ({self.probe.timeout:g} s)")
+        if self.probe.per_connection_timeout:
+            return min(left, self.probe.per_connection_timeout)
         return left
 
     def endpoint(self) -> tuple[str, int]:

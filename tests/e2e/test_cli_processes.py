@@ -100,8 +100,7 @@ def bash(home: Home, line: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
 def test_exchange_spelling_through_bash(home: Home) -> None:
     lines = [
-        # unquoted $True: bash expands it to nothing, the bare switch means true
-        'mailctl Set-ReceiveConnector "Client Frontend MBX01" -AdvertiseClientSettings $True -FQDN Dublin01.Contoso.com',
+        "mailctl Set-ReceiveConnector \"Client Frontend MBX01\" -AdvertiseClientSettings '$True' -FQDN Dublin01.Contoso.com",
         # brace expansion splits the list into two words
         "mailctl Set-PopSettings -ExternalConnectionSetting {pop.contoso.com:995:SSL,pop.contoso.com:110:TLS}",
         "mailctl Set-ImapSettings -ExternalConnectionSettings {mail.contoso.com:993:SSL} -LoginType PlainTextLogin",
@@ -113,6 +112,13 @@ def test_exchange_spelling_through_bash(home: Home) -> None:
     for line in lines:
         result = bash(home, line)
         assert result.returncode == 0, (line, result.stderr)
+    # bash expands an unquoted $false (and $True) to nothing: refused, never read as true
+    before = home.settings_file.read_bytes()
+    for line in ("mailctl Set-CASMailbox alice -ImapEnabled $true",
+                 "mailctl Set-CASMailbox alice -PopEnabled $false -ImapEnabled:$false"):
+        result = bash(home, line)
+        assert result.returncode == 2 and "'$false' in single quotes" in result.stderr, line
+    assert home.settings_file.read_bytes() == before
     s = store.load(home).settings
     conn = s.ReceiveConnectors["Client Frontend MBX01"]
     assert conn.AdvertiseClientSettings and conn.Fqdn == "Dublin01.Contoso.com"

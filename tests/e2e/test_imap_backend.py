@@ -27,7 +27,7 @@ from server.settings import store as settings_store
 from server.settings.models import IMAP4BE, PortPlan, default_server
 from server.settings.paths import Home
 from server.store import open_store
-from tests.conftest import CORPUS
+from tests.conftest import corpus_paths
 from tests.e2e.handover_support import ProxiedIMAP4, ProxiedIMAP4SSL, hand_over
 
 pytestmark = pytest.mark.e2e
@@ -234,7 +234,7 @@ def test_tls_port(backend: Backend) -> None:
 
 def test_imapclient_corpus_fetch_every_item(backend: Backend) -> None:
     c = backend.imapclient()
-    paths = sorted(CORPUS.glob("msg_*.txt"))
+    paths = corpus_paths()
     raws = [p.read_bytes().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n") for p in paths]
     for raw in raws:
         c.append("INBOX", raw, flags=(b"\\Seen",))

@@ -29,6 +29,11 @@ LINES = [
     ["Get-ConnectionSettings", "-Internal", "-Output", "json"],
     ["get-connectionsettings", "bobby@contoso.test", "--internal", "-o", "json"],
     ["Get-ConnectionSettings", "-Identity", "alice", "-Server", "nope", "-Output", "json"],
+    ["get-service", "-o", "json"],
+    ["Get-Service", "MSExchange*", "-Output", "json"],
+    ["get-service", "*imap4*", "--server", "mbx01.contoso.test", "-o", "json"],
+    ["Get-Service", "W3SVC", "-Output", "json"],
+    ["Get-Service", "-Name", "*POP3*", "-Output", "json"],
 ]
 
 
@@ -65,7 +70,8 @@ def test_fast_answers_byte_for_byte_like_the_full_path(
         ["get-casmailbox", "--server", "MBX01", "-o", "json"],  # takes no --server
         ["Get-Mailbox", "-Out", "json"],  # an abbreviation: the full path resolves those
         ["get-mailbox", "-o", "json", "|", "Format-List"],
-        ["get-service", "-o", "json"],
+        ["get-service", "NoSuchService", "-o", "json"],  # the full path names the services
+        ["get-service", "--server", "nope", "-o", "json"],
         ["get-mailbox", "-o"],
         ["get-connectionsettings", "nobody", "-o", "json"],
         ["get-connectionsettings", "--server", "nope", "-o", "json"],
@@ -95,3 +101,54 @@ def test_find_mailbox_finds_what_settings_mailbox_finds(populated: Home) -> None
     for identity in ["alice", "ALICE", "bobby@contoso.test", "contoso\\Bob", " bob ", "x", ""]:
         found = settings.mailbox(identity)
         assert views.find_mailbox(dump, identity) == (found[0] if found else None), identity
+
+
+@pytest.mark.parametrize("columns", ["80", "200"])
+def test_help_from_the_index_is_what_click_prints(
+    columns: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mailctl.cli import run
+
+    monkeypatch.setenv("COLUMNS", columns)
+    assert run(["--help"]) == 0
+    full = capsys.readouterr().out
+    assert fast.answer(["--help"]) == 0
+    assert capsys.readouterr().out == full
+    assert fast.answer(["-h"]) == 0 and capsys.readouterr().out == full
+    monkeypatch.setenv("COLUMNS", "60")  # narrower: click wraps differently, the full path runs
+    assert fast.answer(["--help"]) is None
+    assert fast.answer(["--help", "x"]) is None
+
+
+def test_certificates_fast_like_the_full_path(
+    populated: Home, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from server.runtime import tls
+
+    thumb = tls.ensure_certificate(populated, "IMAP", "mbx01.contoso.test").thumbprint
+    tls.new_certificate(populated, "mail.contoso.test", ["mail.contoso.test"], ["POP"])
+    for line in (["get-exchangecertificate", "-o", "json"],
+                 ["Get-ExchangeCertificate", thumb.lower(), "-Output", "json"]):
+        full = ok(populated, *line).out
+        assert fast.answer([*line, "--home", str(populated.root)]) == 0, line
+        assert capsys.readouterr().out == full
+    assert fast.answer(["get-exchangecertificate", "NOPE", "-o", "json",
+                        "--home", str(populated.root)]) is None
+
+
+def test_every_read_command_has_a_fast_path(
+    populated: Home, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """bench/cli_speed.py holds every read command to 250 ms: none may need the full path
+    (typer, pydantic: 300 ms and more) once the cache is warm."""
+    from mailctl.command_index import COMMANDS
+
+    ok(populated, "get-mailbox", "-o", "json")  # the cache is warm
+    # get-mailboxstatistics opens the mailbox databases: not a settings read (yet).
+    reads = [n for n, m in COMMANDS.items() if n.startswith("get-") and m != "unsupported"
+             and n != "get-mailboxstatistics"]
+    assert "get-service" in reads
+    for name in reads:
+        assert fast.answer([name, "-o", "json", "--home", str(populated.root)]) == 0, name
+    assert fast.answer(["--help"]) == 0
+    capsys.readouterr()

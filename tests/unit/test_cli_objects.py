@@ -99,6 +99,7 @@ def test_cas_switches(home: Home) -> None:
         "-PopMessagesRetrievalMimeFormat",
         "2",
         "-ImapSuppressReadReceipt",
+        "$true",
     )
     row = ok(home, "Get-CASMailbox", "alice", "-o", "json").json()[0]
     assert row["ImapEnabled"] is False and row["PopEnabled"] is True
@@ -314,3 +315,49 @@ def test_init_creates_a_home(tmp_path: Path) -> None:
     assert Directory(Home.resolve(tmp_path / "other")).verify(
         settings(Home.resolve(tmp_path / "other")), "demo", password
     )
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["New-Mailbox", "Guest"],
+        ["New-Mailbox", "administrator"],
+        ["New-Mailbox", "visitor", "-PrimarySmtpAddress", "guest@contoso.test"],
+        ["New-Mailbox", "Guest", "-Type", "Administrator"],
+    ],
+)
+def test_a_mailbox_named_like_guest_or_administrator_must_say_so(
+    home: Home, args: list[str]
+) -> None:
+    before = home.settings_file.read_bytes()
+    result = mailctl(home, *args, "--password-stdin", stdin="pw\n")
+    assert result.code == 2, result
+    assert "can never use POP3 or IMAP4" in result.err
+    assert home.settings_file.read_bytes() == before
+
+
+def test_renaming_a_mailbox_to_guest_is_refused(home: Home) -> None:
+    ok(home, "New-Mailbox", "alice", "--password-stdin", stdin="pw\n")
+    before = home.settings_file.read_bytes()
+    result = mailctl(home, "Set-Mailbox", "alice", "-PrimarySmtpAddress", "Guest@contoso.test")
+    assert result.code == 2 and "Guest account" in result.err
+    result = mailctl(home, "Set-Mailbox", "alice", "-EmailAddresses", "administrator@contoso.test")
+    assert result.code == 2 and "Administrator account" in result.err
+    assert home.settings_file.read_bytes() == before
+    ok(home, "New-Mailbox", "Guest", "-Type", "Guest", "--password-stdin", stdin="pw\n")
+    assert mailctl(home, "Set-Mailbox", "Guest", "-Type", "User").code == 2
+
+
+def test_init_and_run_say_they_listen_on_loopback_only(tmp_path: Path, capsys) -> None:
+    home = Home.resolve(tmp_path / "new")
+    out = ok(home, "init", "--base-port", "30000", "--no-demo").out
+    assert "Listening on 127.0.0.1 only" in out and "0.0.0.0:30993" in out
+    from mailctl.commands.quickstart import _print_connection_info  # what `run` prints
+
+    cli.set_home_override(str(home.root))
+    _print_connection_info(settings(home), "MBX01")
+    assert "Listening on 127.0.0.1 only" in capsys.readouterr().out
+    ok(home, "Set-ImapSettings", "-SSLBindings", "0.0.0.0:30993")
+    _print_connection_info(settings(home), "MBX01")
+    assert "Listening on" not in capsys.readouterr().out
+    cli.set_home_override(None)

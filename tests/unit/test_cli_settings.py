@@ -230,3 +230,65 @@ def test_server_selects_and_unknown_server_fails(home: Home) -> None:
     assert ok(home, "Get-PopSettings", "-Server", "mbx01", "-o", "json").json()["Server"] == "MBX01"
     result = mailctl(home, "Set-PopSettings", "-Server", "MBX09", "-LoginType", "1")
     assert result.code == 2 and "MBX09" in result.err and "MBX01" in result.err
+
+
+def _binding(home: Home, service: str, field: str) -> str:
+    server = store.load(home).settings.Servers["MBX01"]
+    return str(getattr(getattr(server, service), field)[0])
+
+
+@pytest.mark.parametrize(
+    ("cmdlet", "args"),
+    [
+        # POP3's SSL binding, given to IMAP4: the reload would fail with "Address in use"
+        ("Set-ImapSettings", lambda h: ["-SSLBindings", _binding(h, "PopSettings", "SSLBindings")]),
+        # the same endpoint twice in one service
+        ("Set-PopSettings", lambda h: ["-SSLBindings", _binding(h, "PopSettings", "UnencryptedOrTLSBindings")]),
+        # a wildcard takes the port on every address of its family
+        ("Set-ImapSettings", lambda h: ["-UnencryptedOrTLSBindings",
+                                        "0.0.0.0:" + _binding(h, "PopSettings", "SSLBindings").rsplit(":", 1)[1]]),
+        # the back end's port
+        ("Set-ImapSettings", lambda h: ["-SSLBindings", "127.0.0.1:{}".format(
+            store.load(h).settings.Servers["MBX01"].ImapBackEndSSLPort)]),
+        # the submission connector's
+        ("Set-PopSettings", lambda h: ["-SSLBindings", str(store.load(h).settings.ReceiveConnectors[
+            "Client Frontend MBX01"].Bindings[0])]),
+    ],
+)
+def test_bindings_that_collide_with_another_listener_are_refused(
+    home: Home, cmdlet: str, args
+) -> None:
+    before = home.settings_file.read_bytes()
+    result = mailctl(home, cmdlet, *args(home))
+    assert result.code == 2, result
+    assert "collides with" in result.err and "left unchanged" in result.err
+    assert "Traceback" not in result.err
+    assert home.settings_file.read_bytes() == before
+
+
+def test_ipv6_wildcard_and_ipv4_share_a_port(home: Home) -> None:
+    port = _binding(home, "ImapSettings", "SSLBindings").rsplit(":", 1)[1]
+    ok(home, "Set-ImapSettings", "-SSLBindings", f"[::]:{port}", f"127.0.0.1:{port}")
+
+
+@pytest.mark.parametrize("banner", ["hi\r\n+OK evil", "a\nb", "tab\there", "bell\x07", "nul\x00"])
+@pytest.mark.parametrize("cmdlet", ["Set-PopSettings", "Set-ImapSettings"])
+def test_banner_with_a_line_break_or_control_character_is_refused(
+    home: Home, cmdlet: str, banner: str
+) -> None:
+    before = home.settings_file.read_bytes()
+    result = mailctl(home, cmdlet, "-Banner", banner)
+    assert result.code == 2, result
+    assert "one line of printable ASCII" in result.err and "\n" not in result.err.rstrip("\n")
+    assert home.settings_file.read_bytes() == before
+
+
+@pytest.mark.parametrize("cleared", ["$null", "$NULL", ""])
+def test_banner_null_gives_the_default_back(home: Home, cleared: str) -> None:
+    ok(home, "Set-PopSettings", "-Banner", "Welcome")
+    ok(home, "Set-ImapSettings", "-Banner", "Welcome")
+    ok(home, "Set-PopSettings", "-Banner", cleared)
+    ok(home, "Set-ImapSettings", "-Banner", cleared)
+    server = store.load(home).settings.Servers["MBX01"]
+    assert server.PopSettings.Banner == "The Microsoft Exchange POP3 service is ready."
+    assert server.ImapSettings.Banner == "The Microsoft Exchange IMAP4 service is ready."

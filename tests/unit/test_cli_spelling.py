@@ -38,16 +38,15 @@ def test_issue_examples(home: Home) -> None:
         "PlainTextLogin",
     )
     assert imap(home)["LoginType"] == "PlainTextLogin"
-    # bash dropped the unquoted $True: the bare switch means true
-    result = ok(
+    ok(
         home,
         "Set-ReceiveConnector",
         "Client Frontend MBX01",
         "-AdvertiseClientSettings",
+        "$true",
         "-FQDN",
         "Dublin01.Contoso.com",
     )
-    assert "without a value means $true" in result.err
     conn = store.load(home).settings.ReceiveConnectors["Client Frontend MBX01"]
     assert conn.AdvertiseClientSettings is True and conn.Fqdn == "Dublin01.Contoso.com"
     ok(home, "Set-Service", "MSExchangePOP3", "-StartupType", "Automatic")
@@ -98,7 +97,7 @@ def test_multi_valued_spellings(home: Home, words: list[str]) -> None:
         (["'$true'"], None),  # quotes kept by the shell are not a value we guess at
         (["$false"], False),
         ([":$false"], False),
-        ([], True),
+        ([], None),  # bash removed an unquoted $false or $true: refused, not guessed
         (["false"], False),
     ],
 )
@@ -191,3 +190,28 @@ def test_output_formats(home: Home) -> None:
     assert isinstance(json.loads(as_json), list)
     result = mailctl(home, "get-popsettings", "--output", "yaml")
     assert result.code == 2 and "table, list, json" in result.err
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        # bash removed an unquoted $false: guessing "true" would switch POP3 on
+        ["Set-CASMailbox", "alice", "-PopEnabled"],
+        ["Set-CASMailbox", "alice", "-PopEnabled", "-ImapEnabled", "true"],
+        ["set-casmailbox", "alice", "--pop-enabled"],
+        ["Set-ReceiveConnector", "Client Frontend MBX01", "-AdvertiseClientSettings", "-Fqdn", "x.test"],
+    ],
+)
+def test_a_boolean_without_a_value_is_refused(home: Home, args: list[str]) -> None:
+    ok(home, "New-Mailbox", "alice", "--password-stdin", stdin="pw\n")
+    before = home.settings_file.read_bytes()
+    result = mailctl(home, *args)
+    assert result.code == 2, result
+    assert "'$false' in single quotes" in result.err and "Traceback" not in result.err
+    assert home.settings_file.read_bytes() == before
+    assert store.load(home).settings.Mailboxes["alice"].PopEnabled is True
+
+
+def test_real_switches_stand_alone(home: Home) -> None:
+    result = ok(home, "Set-PopSettings", "-LoginType", "PlainTextLogin", "-WhatIf", "-Confirm")
+    assert pop(home)["LoginType"] != "PlainTextLogin", result

@@ -10,7 +10,7 @@ import pytest
 
 from server.protocols.imap.session import ImapSession, Login, SessionConfig
 from server.settings.models import Mailbox, default_settings
-from tests.conftest import CORPUS
+from tests.conftest import corpus_paths
 from tests.unit.test_imap_session_memstore import MemMailbox, MemStore
 
 SECRET = "s3cret"
@@ -352,7 +352,7 @@ def test_namespace_id_unselect() -> None:
     assert "f BAD" in c("f FETCH 1 FLAGS")
 
 
-@pytest.mark.parametrize("path", sorted(CORPUS.glob("msg_*.txt"))[:48])
+@pytest.mark.parametrize("path", corpus_paths()[:48])
 def test_corpus_fetch_every_item(path) -> None:
     raw = path.read_bytes().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
     c = _client(1, raw)

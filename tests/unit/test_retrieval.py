@@ -36,7 +36,7 @@ from server.settings.paths import Home
 from server.settings.types import CalendarItemRetrievalOption as Cal
 from server.settings.types import MimeTextFormat as F
 from server.store import mime, open_store
-from tests.conftest import CORPUS
+from tests.conftest import corpus_paths
 
 HEAD = (
     "From: Alice <alice@contoso.test>\r\nTo: bob@contoso.test\r\n"
@@ -271,10 +271,9 @@ def test_signed_and_malformed_messages_are_delivered_as_received() -> None:
     assert convert(no_body, F.HtmlOnly) is no_body
 
 
-CORPUS_FILES = sorted(CORPUS.glob("msg_*.txt")) if CORPUS.exists() else []
+CORPUS_FILES = corpus_paths()
 
 
-@pytest.mark.skipif(not CORPUS_FILES, reason="corpus not beside the checkout")
 def test_corpus_messages_in_every_format_stay_valid_mime() -> None:
     changed = 0
     for path in CORPUS_FILES:

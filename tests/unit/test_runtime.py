@@ -133,6 +133,29 @@ def test_reload_records_a_service_that_rejects_the_change(home: Home) -> None:
     asyncio.run(scenario())
 
 
+def test_a_failed_reload_stays_failed_and_the_old_version_stays_in_force(home: Home) -> None:
+    async def scenario() -> None:
+        runtime = await started(home)
+        before = runtime.ctx.version
+        runtime.service.fail_reload = True
+        set_banner(home, "x")
+        await runtime.reload()
+        await runtime.reload()  # the SIGHUP mailctl sends after the write, another event
+        assert runtime.last_reload["Result"] == "Error", runtime.last_reload
+        assert "Address already in use" in runtime.last_reload["Error"]
+        assert runtime.ctx.version == before
+        assert runtime.ctx.settings.server("MBX01").ImapSettings.Banner != "x"
+        state = json.loads(home.state_file(IMAP4BE, "MBX01").read_text())
+        assert state["SettingsVersion"] == before and state["LastReload"]["Result"] == "Error"
+        runtime.service.fail_reload = False  # the port was freed: the next reload applies it
+        await runtime.reload()
+        assert runtime.last_reload["Result"] == "OK"
+        assert runtime.ctx.version == store.load(home).version != before
+        await runtime.stop(0)
+
+    asyncio.run(scenario())
+
+
 def test_removed_server_is_an_error_not_a_crash(home: Home) -> None:
     async def scenario() -> None:
         runtime = await started(home)

@@ -250,3 +250,38 @@ def test_a_session_whose_folder_is_deleted_says_bye_at_the_end_of_idle(
     two("d DELETE zz")
     out = one("DONE")
     assert out.startswith("* BYE ") and one.session.closed
+
+
+def test_message_sources_answer_only_for_the_folder_asked_about(box: SqliteMailbox) -> None:
+    box.create_folder("zz")
+    box.append("zz", FIRST)
+    old = box.status("zz").uidvalidity
+    assert set(box.message_sources("zz", [1], info=True, uidvalidity=old)) == {1}
+    box.delete_folder("zz")
+    box.create_folder("zz")
+    box.append("zz", SECOND)
+    assert box.message_sources("zz", [1], header=True, info=True, uidvalidity=old) == {}
+    new = box.status("zz").uidvalidity
+    got = box.message_sources("zz", [1], header=True, info=True, uidvalidity=new)[1]
+    assert got[2].subject == "SECOND"  # type: ignore[union-attr]
+
+
+def test_a_fetch_before_the_change_notification_never_mixes_folders(
+    store: SqliteMailStore,
+) -> None:
+    """Another process replaced the folder and its notification has not arrived yet: the
+    session still believes in the old folder, and answers from it only (or not at all)."""
+    one, two = _two_sessions(store)
+    one("a CREATE zz")
+    one.select("zz")
+    one.send(b"b APPEND zz {%d+}\r\n%s\r\n" % (len(FIRST), FIRST))
+    assert '"FIRST"' in one("f FETCH 1 (ENVELOPE)")
+    two("d DELETE zz")
+    two("a CREATE zz")
+    two.send(b"b APPEND zz {%d+}\r\n%s\r\n" % (len(SECOND), SECOND))
+    one.session.dirty = False  # as if the notification were still on its way
+    for items in ("BODY.PEEK[]", "BODYSTRUCTURE", "BODY.PEEK[HEADER]", "ENVELOPE BODY.PEEK[TEXT]"):
+        out = one(f"f FETCH 1 ({items})")
+        assert "SECOND" not in out and "second" not in out, (items, out)
+    assert "* SEARCH\r\n" in one("s SEARCH BODY second")
+    assert "* SEARCH\r\n" in one("s SEARCH SUBJECT SECOND")

@@ -18,7 +18,7 @@ from server.store.maildir import (
     maildir_to_folder,
     to_crlf,
 )
-from tests.conftest import CORPUS
+from tests.conftest import corpus_paths
 
 LF_MSG = b"From: a@example.com\nSubject: lf\n\nline one\nline two\n"
 CRLF_MSG = b"From: a@example.com\r\nSubject: crlf\r\n\r\nbody\r\n"
@@ -43,7 +43,7 @@ def store(tmp_path: Path):
 def source(tmp_path: Path) -> Path:
     """A Dovecot-style Maildir++ tree."""
     root = tmp_path / "Maildir"
-    corpus = sorted(CORPUS.glob("msg_*.txt"))[:6]
+    corpus = corpus_paths()[:6]
     put(root, "cur", "1600000001.M1P1.host,S=10:2,S", LF_MSG, 1600000001)
     put(root, "cur", "1600000002.M2P1.host:2,FRSab", CRLF_MSG, 1600000002)
     put(root, "new", "1600000003.M3P1.host", MIXED_MSG, 1600000003)

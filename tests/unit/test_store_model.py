@@ -166,6 +166,9 @@ class StoreMachine(RuleBasedStateMachine):
         self._undo = _without_fsync()
         self.store: SqliteMailStore | None = None
         self.conn: Connection | None = None
+        # A second session of the same process with a folder selected, which the first
+        # one changes, deletes or renames under it: (connection, name, model folder).
+        self.watcher: tuple[Connection, str, Folder] | None = None
         self._start()
 
     # --- the back end -----------------------------------------------------------------------
@@ -183,9 +186,9 @@ class StoreMachine(RuleBasedStateMachine):
                 return "Authentication failed"
             return Login(authzid, store.mailbox(authzid))
 
-        config = SessionConfig(lambda: self.settings, "MBX01", auth,
-                               info_cache=self.info_cache)
-        self.conn = Connection(store, config)
+        self.config = SessionConfig(lambda: self.settings, "MBX01", auth,
+                                    info_cache=self.info_cache)
+        self.conn = Connection(store, self.config)
         if self.selected is not None:
             self._select(self.selected)
 
@@ -356,40 +359,69 @@ class StoreMachine(RuleBasedStateMachine):
         if process:
             assert self.store is not None
             self.store.close()
+            self.watcher = None
             self._start()
         else:
             self._connect()
+
+    @rule(folder=st.sampled_from(FOLDERS))
+    def watch(self, folder: str) -> None:
+        """Another session selects `folder` and stays there."""
+        if folder not in self.folders:
+            return
+        assert self.store is not None
+        conn = Connection(self.store, self.config)
+        out = conn(f's SELECT "{folder}"')
+        assert "s OK" in out, out
+        self.watcher = (conn, folder, self.folders[folder])
 
     # --- the comparison -------------------------------------------------------------------
     @invariant()
     def selected_folder_matches_the_model(self) -> None:
         if self.selected is None or self.conn is None:
             return
-        folder = self.folders[self.selected]
+        self._compare(self.conn, self.folders[self.selected], self.selected)
+
+    @invariant()
+    def watcher_sees_its_folder_or_says_bye(self) -> None:
+        """The watcher's folder is the one it selected while the model holds that very
+        folder under that name (renaming INBOX empties it but keeps it); otherwise the
+        session must end with BYE rather than show another folder's messages."""
+        if self.watcher is None:
+            return
+        conn, name, folder = self.watcher
+        if self.folders.get(name) is not folder:
+            out = conn("n NOOP")
+            assert out.startswith("* BYE ") or "\r\n* BYE " in out, out
+            assert conn.session.closed
+            self.watcher = None
+            return
+        self._compare(conn, folder, name)
+
+    def _compare(self, conn: Connection, folder: Folder, name: str) -> None:
         uids = sorted(folder.msgs)
-        assert "n OK" in self.conn("n NOOP")  # expunges are reported here, not in FETCH
-        out = self.conn.send(b"x UID FETCH 1:* (" + FETCH_ITEMS.encode() + b")\r\n")
+        assert "n OK" in conn("n NOOP")  # expunges are reported here, not in FETCH
+        out = conn.send(b"x UID FETCH 1:* (" + FETCH_ITEMS.encode() + b")\r\n")
         assert out.endswith(b"x OK FETCH completed\r\n") or b"x OK" in out, out
         for seq, uid in enumerate(uids, 1):
             want = b"* %d FETCH (UID %d " % (seq, uid) + expected_items(
                 MESSAGES[folder.msgs[uid].index], self.fmt) + b")\r\n"
-            assert want in out, (self.selected, uid, folder.msgs[uid].index, out[:3000])
+            assert want in out, (name, uid, folder.msgs[uid].index, out[:3000])
         assert out.count(b" FETCH (UID ") == len(uids), out[:3000]
-        flags_out = self.conn("y UID FETCH 1:* (FLAGS MODSEQ)")
+        flags_out = conn("y UID FETCH 1:* (FLAGS MODSEQ)")
         got = {
             int(m[1]): (frozenset(m[2].split()) - {"\\Recent"}, int(m[3]))
             for m in re.finditer(r"\* \d+ FETCH \(UID (\d+) FLAGS \(([^)]*)\) MODSEQ \((\d+)\)\)",
                                  flags_out)
         }
         assert got == {u: (m.flags, m.modseq) for u, m in folder.msgs.items()}, flags_out
-        self._check_search(folder)
+        self._check_search(conn, folder)
 
-    def _check_search(self, folder: Folder) -> None:
-        assert self.conn is not None
+    def _check_search(self, conn: Connection, folder: Folder) -> None:
         msgs = folder.msgs
 
         def hits(key: str) -> list[int]:
-            out = self.conn(f"q UID SEARCH {key}")  # type: ignore[misc]
+            out = conn(f"q UID SEARCH {key}")
             found = re.search(r"\* SEARCH([ \d]*)\r\n", out)
             assert found, (key, out)
             return sorted(int(u) for u in found[1].split())

@@ -49,7 +49,7 @@ NOT_AUTHENTICATED, AUTHENTICATED, SELECTED, LOGOUT = "not-authenticated", "authe
 CAPABILITIES_COMMON = (
     "IMAP4rev1 IMAP4rev2 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT CHILDREN UIDPLUS MOVE "
     "SPECIAL-USE CREATE-SPECIAL-USE LIST-EXTENDED LIST-STATUS CONDSTORE QRESYNC ESEARCH "
-    "SEARCHRES STATUS=SIZE QUOTA QUOTA=RES-STORAGE"
+    "SEARCHRES STATUS=SIZE QUOTA QUOTA=RES-STORAGE NOTIFY"
     " SORT SORT=DISPLAY THREAD=ORDEREDSUBJECT THREAD=REFERENCES ESORT CONTEXT=SEARCH CONTEXT=SORT"
 )
 CAPABILITIES_PREAUTH = CAPABILITIES_COMMON + " AUTH=PLAIN LOGINDISABLED"
@@ -247,6 +247,7 @@ class ImapSession:
         # names in UTF-8, \NonExistent for mere hierarchy levels.
         self.rev2 = False
         self.saved: list[int] | None = None  # SEARCHRES result ($), as UIDs
+        self.notify: object | None = None  # NOTIFY (RFC 5465) state, see commands.notify
         # The last FETCH's retrieval view and what it was made from (see commands.fetch).
         self.retrieval: tuple[object, ...] | None = None
         # Live SEARCH/SORT results by tag (RFC 5267 contexts, see commands.context) and
@@ -621,7 +622,12 @@ class ImapSession:
         cache = self.config.info_cache
         found = cache.get(key)
         if found is None:
-            found = self.store.info(sel.name, uid)
+            # Only from the folder the session knows: entries are keyed by its UIDVALIDITY.
+            source = self.store.message_sources(sel.name, [uid], info=True,
+                                                uidvalidity=sel.uidvalidity).get(uid)
+            if source is None or source[2] is None:
+                raise api.StoreError(f"Message UID {uid} no longer exists.")
+            found = source[2]
             cache.put(key, found)
         return found  # type: ignore[return-value]
 
@@ -635,7 +641,10 @@ class ImapSession:
         missing = [u for u in uids if cache.get((*key, u)) is None]
         if not missing:
             return
-        for uid, (_, _, info) in self.store.message_sources(sel.name, missing, info=True).items():
+        # Only from the folder the session knows: entries are keyed by its UIDVALIDITY.
+        found = self.store.message_sources(sel.name, missing, info=True,
+                                           uidvalidity=sel.uidvalidity)
+        for uid, (_, _, info) in found.items():
             if info is not None:
                 cache.put((*key, uid), info)
 

@@ -5,7 +5,7 @@ Needs Debian's dovecot-imapd (apt-get install -y dovecot-imapd); no service is s
 the imap binary runs pre-authenticated on stdin/stdout over a private maildir. Run as root
 from the repository root:  python tests/data/mime/record_dovecot.py
 
-Messages: the cpython-email corpus (line ends normalised to CRLF, as the store does at
+Messages: the corpus in tests/data/corpus (line ends normalised to CRLF, as the store does at
 delivery) and the hand-written messages in this folder (*.eml, used as they are).
 Section answers are stored as sha256-prefix:length so the file stays small.
 """

@@ -57,6 +57,7 @@ from . import (  # noqa: E402,F401
     idle,
     mailbox,
     misc,
+    notify,
     searching,
     sortthread,
     store,

@@ -64,7 +64,15 @@ class Message:
     def stored(self) -> bytes:
         if self._stored is None:
             source = self.source
-            if source is not None and source[0] is not None:
+            if source is None:
+                # Looked up with the folder's UIDVALIDITY, so a folder of the same name
+                # created since (its notification not in yet) can't lend its messages.
+                s = self.s
+                source = s.store.message_sources(
+                    s.sel.name, [self.uid], uidvalidity=s.sel.uidvalidity).get(self.uid)
+                if source is None:
+                    raise api.StoreError(f"Message UID {self.uid} no longer exists.")
+            if source[0] is not None:
                 self._stored = read_body(source[0], self.uid)
             else:
                 s = self.s
@@ -488,7 +496,8 @@ def _prefetch(s: ImapSession, needs: _Needs, uids: list[int]) -> dict[int, api.M
         s.prefetch_infos(uids)
     if not needs.sources:
         return None
-    return s.store.message_sources(s.sel.name, uids, header=needs.header)
+    return s.store.message_sources(s.sel.name, uids, header=needs.header,
+                                   uidvalidity=s.sel.uidvalidity)
 
 
 def _mark_seen(s: ImapSession, items: list[p.FetchItem], idx: list[int]) -> set[int]:
