@@ -42,6 +42,7 @@ from ..retrieval.receipts import ReceiptSender
 from ..runtime.protocol_log import imap_result
 from ..runtime.service import ServiceContext
 from ..settings.models import ImapSettings, Server
+from ..store.api import MailboxStore
 from . import common
 from .common import BackendService, open_default_store
 
@@ -303,6 +304,7 @@ class _Connection:
             self.writer.close()
 
     def release(self) -> None:
+        self.session.release()
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
@@ -343,7 +345,16 @@ class ImapBackendService(BackendService):
             client_address=client.client_address if client else "",
             receipts=ReceiptSender(self.ctx.home, lambda: self.ctx.settings, self.ctx.server,
                                    self._store),
+            open_mailbox=self.open_mailbox,
         )
+
+    def open_mailbox(self, identity: str) -> MailboxStore | None:
+        """A mailbox of this server by name or address (URLAUTH URLs name their owner)."""
+        entry = common.find_entry(self.ctx.settings, identity)
+        if entry is None or entry.server_name.lower() != self.ctx.server.lower() \
+                or self._store is None:
+            return None
+        return self._store.mailbox(entry.name)
 
     def authenticate(self, authzid: str, authcid: str, password: str) -> Login | str:
         """AUTHENTICATE is never reached here (sessions start authenticated after the

@@ -14,7 +14,7 @@ as the hierarchy delimiter; "INBOX" is case-insensitive.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -128,12 +128,45 @@ class FlagResult:
     failed: list[int] = field(default_factory=list)  # UIDs skipped by UNCHANGEDSINCE
 
 
+class BodyWriter:
+    """A message body written as it arrives (an APPEND literal streamed from the client),
+    handed to append()/append_many() as the message's `raw` once complete. The store
+    takes it over when the append commits; until then discard() throws it away (and is
+    harmless after the commit). This default keeps the bytes in memory, for stores that
+    keep no files; the SQLite store writes them straight into the file that becomes the
+    message's body (MailboxStore.new_body)."""
+
+    def __init__(self) -> None:
+        self._data = bytearray()
+        self.taken = False
+
+    @property
+    def size(self) -> int:
+        return len(self._data)
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self._data += data
+
+    def chunks(self, size: int = 1 << 20) -> Iterator[bytes]:
+        """The bytes written, a piece at a time (to copy them without holding them)."""
+        for i in range(0, len(self._data), size):
+            yield bytes(self._data[i : i + size])
+
+    def read(self) -> bytes:
+        return bytes(self._data)
+
+    def discard(self) -> None:
+        if not self.taken:
+            self._data = bytearray()
+
+
 @dataclass(frozen=True)
 class NewMessage:
     """One message for MailboxStore.append_many(). `lf` marks bytes an importer converted
-    from bare LF line ends, so an export can give the original bytes back."""
+    from bare LF line ends, so an export can give the original bytes back. `raw` may be a
+    BodyWriter from new_body() (a streamed message: no copy of it is made in memory)."""
 
-    raw: bytes
+    raw: bytes | BodyWriter
     flags: Iterable[str] = ()
     internaldate: datetime | None = None
     lf: bool = False
@@ -187,7 +220,7 @@ class MailboxStore(ABC):
 
     @abstractmethod
     def append(
-        self, folder: str, raw: bytes, flags: Iterable[str] = (),
+        self, folder: str, raw: bytes | BodyWriter, flags: Iterable[str] = (),
         internaldate: datetime | None = None,
     ) -> AppendResult:
         """Store a message (bytes kept as given; callers hand CRLF line ends)."""
@@ -195,7 +228,12 @@ class MailboxStore(ABC):
     def append_many(self, folder: str, messages: Iterable[NewMessage]) -> list[AppendResult]:
         """Store several messages at once (MULTIAPPEND, RFC 3502; imports). The SQLite store
         does it in one transaction: all or nothing, one MODSEQ, one fsync round."""
-        return [self.append(folder, m.raw, m.flags, m.internaldate) for m in messages]
+        return [self.append(folder, m.raw.read() if isinstance(m.raw, BodyWriter) else m.raw,
+                            m.flags, m.internaldate) for m in messages]
+
+    def new_body(self) -> BodyWriter:
+        """Somewhere to write a message body as it arrives, for append()/append_many()."""
+        return BodyWriter()
 
     @abstractmethod
     def read(self, folder: str, uid: int) -> bytes:
@@ -303,6 +341,31 @@ class MailboxStore(ABC):
     def claim_recent(self, folder: str) -> set[int]:
         """UIDs that are \\Recent for the session calling this (the first session to
         select the folder after delivery gets them; RFC 3501 2.3.2)."""
+
+    # --- URLAUTH access keys (RFC 4467) --------------------------------------------
+    def urlauth_key(self, folder: str, create: bool = False) -> bytes | None:
+        """The folder's URLAUTH access key (random, 32 octets), made first when `create`;
+        None when it has none. Raises NoSuchFolder. A folder made again under the same
+        name (a new UIDVALIDITY) has a new key. This default keeps keys in memory."""
+        import secrets
+
+        keys: dict[tuple[str, int], bytes] = self.__dict__.setdefault("_urlauth_keys", {})
+        ident = (folder.upper() if folder.upper() == "INBOX" else folder,
+                 self.status(folder).uidvalidity)
+        if ident not in keys and create:
+            keys[ident] = secrets.token_bytes(32)
+        return keys.get(ident)
+
+    def reset_urlauth_keys(self, folder: str | None = None) -> None:
+        """Forget the access keys of `folder` (raises NoSuchFolder), or of every folder:
+        the URLs made with them stop working (RESETKEY)."""
+        keys: dict[tuple[str, int], bytes] = self.__dict__.setdefault("_urlauth_keys", {})
+        if folder is None:
+            keys.clear()
+            return
+        uidvalidity = self.status(folder).uidvalidity
+        name = folder.upper() if folder.upper() == "INBOX" else folder
+        keys.pop((name, uidvalidity), None)
 
     # --- change notification ------------------------------------------------------
     @abstractmethod

@@ -50,6 +50,7 @@ from server.store.api import (
     DEFAULT_FOLDERS,
     DELIMITER,
     AppendResult,
+    BodyWriter,
     Changes,
     CopyResult,
     FlagOp,
@@ -355,6 +356,13 @@ def _sortkeys_row(body: int, file: str, header: bytes, keys: object = None) -> t
             k.display_from, k.display_to, k.sent, k.message_id, " ".join(k.references))
 
 
+def _blank_line_end(raw: bytes) -> int:
+    """Where a message's header block ends (after its blank line), or its length."""
+    crlf, lf = raw.find(b"\r\n\r\n"), raw.find(b"\n\n")
+    ends = [i + 4 for i in (crlf,) if i >= 0] + [i + 2 for i in (lf,) if i >= 0]
+    return min(ends) if ends else len(raw)
+
+
 def _analyze(raw: bytes) -> tuple[str | None, bytes | None]:
     """MIME metadata and the header block, computed once at delivery; (None, None)
     (computed on first use) if the analyzer fails on a pathological message, which must
@@ -366,6 +374,62 @@ def _analyze(raw: bytes) -> tuple[str | None, bytes | None]:
         return info.to_json(), raw[: info.header_len]
     except Exception:  # noqa: BLE001 - any analyzer bug must not lose mail
         return None, None
+
+
+class _FileBody(BodyWriter):
+    """A message body written straight into the file that becomes its body file (see
+    SqliteMailbox.new_body). Written from one thread at a time."""
+
+    def __init__(self, box: SqliteMailbox) -> None:
+        super().__init__()
+        self.box = box
+        self.name = box.store.new_body_name()
+        self.path = box.msgs / self.name
+        self._fd: int | None = os.open(
+            self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        self._size = 0
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self._fd is None:
+            raise StoreError("The message being written was discarded.")
+        view = memoryview(data)
+        while view:
+            n = os.write(self._fd, view)
+            view = view[n:]
+            self._size += n
+
+    def chunks(self, size: int = 1 << 20) -> Iterator[bytes]:
+        with open(self.path, "rb") as fh:
+            while piece := fh.read(size):
+                yield piece
+
+    def read(self) -> bytes:
+        return _read_path(str(self.path))
+
+    def finish(self, sync: bool) -> str:
+        """Close the file (fsync'd unless the caller syncs a batch); its name."""
+        fd, self._fd = self._fd, None
+        if fd is None:
+            raise StoreError("The message being written was discarded.")
+        try:
+            if sync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        return self.name
+
+    def discard(self) -> None:
+        if self.taken:
+            return
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
 
 
 # --- the server's database --------------------------------------------------------------------
@@ -1343,7 +1407,7 @@ class SqliteMailbox(MailboxStore):
 
     # --- writing messages ----------------------------------------------------------------------
     def append(
-        self, folder: str, raw: bytes, flags: Iterable[str] = (),
+        self, folder: str, raw: bytes | BodyWriter, flags: Iterable[str] = (),
         internaldate: datetime | None = None,
     ) -> AppendResult:
         return self.append_many(folder, [NewMessage(raw, flags, internaldate)])[0]
@@ -1357,15 +1421,27 @@ class SqliteMailbox(MailboxStore):
         written: list[str] = []
         try:
             for msg in messages:
-                raw = bytes(msg.raw)
-                name = self.store.new_body_name()
-                _write_file(self.msgs / name, raw, sync=not batch)
-                written.append(name)
+                if isinstance(msg.raw, _FileBody) and msg.raw.box is self:
+                    # Streamed straight into its body file: made durable here, then read
+                    # once for the MIME analysis (as delivery does), not kept.
+                    name = msg.raw.finish(sync=not batch)
+                    written.append(name)
+                    raw = _read_path(str(self.msgs / name))
+                else:
+                    raw = msg.raw.read() if isinstance(msg.raw, BodyWriter) else bytes(msg.raw)
+                    name = self.store.new_body_name()
+                    _write_file(self.msgs / name, raw, sync=not batch)
+                    written.append(name)
                 idate, tz = _split_date(msg.internaldate)
+                info, header = _analyze(raw)
+                # The sort keys come from the header block; without one (the analyzer
+                # failed) from the bytes up to the first blank line.
+                head = header if header is not None else raw[: _blank_line_end(raw)]
                 prepared.append(
-                    (name, raw, _flags_text(_clean_flags(msg.flags)), idate, tz,
-                     *_analyze(raw), msg.lf)
+                    (name, len(raw), _flags_text(_clean_flags(msg.flags)), idate, tz,
+                     info, header, msg.lf, head)
                 )
+                del raw
             if not prepared:
                 return []
             if batch:
@@ -1376,17 +1452,17 @@ class SqliteMailbox(MailboxStore):
                 f = self._folder(c, folder)
                 modseq = f.highestmodseq + 1
                 uid = f.uidnext
-                for name, raw, flags, idate, tz, info, header, lf in prepared:
+                for name, size, flags, idate, tz, info, header, lf, head in prepared:
                     body = c.execute(
                         "INSERT INTO bodies(file, size, refs, lf, info, header)"
                         " VALUES(?, ?, 1, ?, ?, ?)",
-                        (name, len(raw), int(lf), info, header),
+                        (name, size, int(lf), info, header),
                     ).lastrowid
                     c.execute(
                         "INSERT INTO messages VALUES(?, ?, ?, ?, ?, ?, ?, ?, 1)",
-                        (f.id, uid, body, flags, modseq, idate, tz, len(raw)),
+                        (f.id, uid, body, flags, modseq, idate, tz, size),
                     )
-                    keys = _sortkeys_row(body, name, header if header is not None else raw)
+                    keys = _sortkeys_row(body, name, head)
                     if keys is not None:
                         c.execute(_SORTKEYS_INSERT, keys)
                     results.append(AppendResult(f.uidvalidity, uid, modseq))
@@ -1396,9 +1472,52 @@ class SqliteMailbox(MailboxStore):
                     (uid, modseq, f.id),
                 )
             written.clear()
+            for msg in messages:
+                if isinstance(msg.raw, BodyWriter):
+                    msg.raw.taken = True
             return results
         finally:
             self._unlink(written)  # not committed: nothing refers to them
+
+    # --- URLAUTH access keys ------------------------------------------------------------------
+    # Their own table, made on first use (no schema version needed: older mailboxes simply
+    # have no keys yet). A key belongs to a folder id and its UIDVALIDITY.
+    _URLAUTH_TABLE = ("CREATE TABLE IF NOT EXISTS urlauth_keys(folder INTEGER NOT NULL,"
+                      " uidvalidity INTEGER NOT NULL, key BLOB NOT NULL,"
+                      " PRIMARY KEY(folder, uidvalidity)) WITHOUT ROWID")
+
+    def urlauth_key(self, folder: str, create: bool = False) -> bytes | None:
+        with self._read() as c:
+            f = self._folder(c, folder)
+            try:
+                row = c.execute("SELECT key FROM urlauth_keys WHERE folder=? AND uidvalidity=?",
+                                (f.id, f.uidvalidity)).fetchone()
+            except sqlite3.OperationalError:  # no table yet: no key yet
+                row = None
+        if row is not None or not create:
+            return row[0] if row is not None else None
+        with self._write(notify=False) as c:
+            c.execute(self._URLAUTH_TABLE)
+            f = self._folder(c, folder)
+            c.execute("INSERT OR IGNORE INTO urlauth_keys VALUES(?, ?, ?)",
+                      (f.id, f.uidvalidity, secrets.token_bytes(32)))
+            row = c.execute("SELECT key FROM urlauth_keys WHERE folder=? AND uidvalidity=?",
+                            (f.id, f.uidvalidity)).fetchone()
+        return row[0]
+
+    def reset_urlauth_keys(self, folder: str | None = None) -> None:
+        with self._write(notify=False) as c:
+            c.execute(self._URLAUTH_TABLE)
+            if folder is None:
+                c.execute("DELETE FROM urlauth_keys")
+            else:
+                c.execute("DELETE FROM urlauth_keys WHERE folder=?", (self._folder(c, folder).id,))
+
+    def new_body(self) -> BodyWriter:
+        """A body file in this mailbox's msgs folder, named like every body this process
+        writes: until an append commits it, it is an orphan that clean_orphans() leaves
+        alone while this process lives (for an hour at most)."""
+        return _FileBody(self)
 
     def _select_rows(
         self, c: sqlite3.Connection, folder_id: int, uids: Sequence[int], cols: str

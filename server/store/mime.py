@@ -19,7 +19,10 @@ imap-bodystructure.c, imap-envelope.c), so the two can be compared side by side
 - ENVELOPE strings are the header values as sent (encoded words stay encoded), with line
   breaks removed; the subject and display names also have runs of white space collapsed.
   An address without a domain gets "MISSING_DOMAIN" (a NIL host would read as a group
-  start, RFC 3501 section 7.4.2).
+  start, RFC 3501 section 7.4.2). An empty entry in an address list is an address with
+  "MISSING_MAILBOX" and "MISSING_DOMAIN"; the list ends where something other than "," or
+  ";" follows an address (e.g. an un-bracketed obs-route, RFC 5322 section 4.4).
+- A parameter with nothing after "=" has the empty value ("charset" "").
 - Sizes and line counts are of the stored bytes. The store hands over CRLF messages; bare
   LF input works (nothing is lost) but then sizes count the bytes as stored.
 """
@@ -339,10 +342,15 @@ def _parse_params(lx: _Lexer) -> list[tuple[bytes, bytes]]:
         lx.skip()
         if lx.peek() == 34:
             val = lx.quoted()
+        elif lx.peek() == 61:  # name==?utf-8?b?...?= (an unquoted encoded word)
+            j = lx.i
+            while j < lx.n and lx.s[j] not in b"; \t\r\n":
+                j += 1
+            val, lx.i = lx.s[lx.i : j], j
         else:
-            val = lx.token()
-            if val is None:
-                continue
+            # "charset=" with nothing after it is a parameter with an empty value, as in
+            # Dovecot: it is listed as "", and a text part then gets no us-ascii default.
+            val = lx.token() or b""
         star = key.find(b"*")
         if star >= 0:
             rest = key[star + 1 :]
@@ -378,36 +386,66 @@ def _parse_params(lx: _Lexer) -> list[tuple[bytes, bytes]]:
 # --- addresses ----------------------------------------------------------------------------
 
 _Addr = tuple[bytes | None, bytes | None, bytes | None, bytes | None]
+_EMPTY_ADDR: _Addr = (None, None, b"MISSING_MAILBOX", b"MISSING_DOMAIN")
+
+
+#: Joins the values of repeated address fields. Each is read as a list of its own (a broken
+#: or unclosed list in one doesn't swallow the next, as in Dovecot). A field value never
+#: holds LF followed by anything but LWSP (that is how folding is kept), so this is safe.
+_FIELD_BREAK = b"\n\n"
 
 
 def _parse_addresses(value: bytes) -> list[_Addr]:
     """RFC 5322 address-list -> ENVELOPE address tuples (name, route, mailbox, host), with
     group start (NIL NIL group NIL) and group end (NIL NIL NIL NIL) markers."""
+    if _FIELD_BREAK in value:
+        return [a for one in value.split(_FIELD_BREAK) for a in _parse_addresses(one)]
     lx = _Lexer(value)
     out: list[_Addr] = []
     in_group = False
+    # An entry is due at the start, after a comma and after a group's colon. An empty one
+    # ("a@x, , b@y", ",a@x", "g: a@x,;") is kept as an address with neither mailbox nor
+    # host, as Dovecot does; an empty group ("g:;") and a trailing comma add nothing.
+    due = True
+    after_colon = False
     while lx.skip():
         c = lx.peek()
-        if c == 44:  # ,
-            lx.i += 1
-            continue
-        if c == 59 and in_group:  # ;
+        if c == 59 and in_group and not due:  # ;
             lx.i += 1
             out.append((None, None, None, None))
             in_group = False
             continue
+        if c == 59 and in_group and after_colon:  # "g:;"
+            lx.i += 1
+            out.append((None, None, None, None))
+            in_group = after_colon = False
+            due = False
+            continue
+        if c == 44 and not due:  # ,
+            lx.i += 1
+            due = True
+            after_colon = False
+            continue
+        if not due:
+            # Something other than "," or ";" after an address: the list is broken here
+            # (e.g. an obs-route "@route:user@host" without its angle brackets, RFC 5322
+            # section 4.4). Dovecot keeps what came before and ignores the rest.
+            break
         start = lx.i
         phrase = _phrase(lx)
         lx.skip()
         if phrase is not None and lx.peek() == 58 and not in_group:  # group:
             lx.i += 1
             out.append((None, None, phrase, None))
-            in_group = True
+            in_group = after_colon = True
             continue
         lx.i = start
+        due = after_colon = False
         addr = _mailbox(lx)
         if addr is None:
-            lx.i += 1  # unparsable byte: skip it
+            out.append(_EMPTY_ADDR)
+            if lx.peek() not in (44, 59):
+                break  # not an address at all: nothing after it is read
             continue
         out.append(addr)
     if in_group:
@@ -511,6 +549,38 @@ def _addr_spec(lx: _Lexer) -> tuple[bytes | None, bytes | None]:
     if not local and host is None:
         return None, None
     return (local or b"MISSING_MAILBOX"), (host or b"MISSING_DOMAIN")
+
+
+def _quote_phrase(word: bytes) -> bytes:
+    if all(c in _ATEXT for c in word):
+        return word
+    return b'"' + word.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
+
+
+def _address_search_text(value: bytes) -> str:
+    """An address header as SEARCH FROM/TO/CC/BCC matches it: the parsed list written out
+    again (name <route:mailbox@host>, group: ...;), then encoded words decoded, as Dovecot
+    does. Comments and white space inside an address then don't hide it:
+    "<user (c)@ (c) example.org>" is found by "user@example.org"."""
+    out = bytearray()
+    sep = b""
+    in_group = False
+    for name, route, mailbox, host in _parse_addresses(value):
+        if host is None:
+            if not in_group:
+                out += sep + (_quote_phrase(mailbox) if mailbox else b'""') + b": "
+                sep = b""
+            else:
+                out[:] = out.rstrip(b" ") + b";"
+                sep = b", "
+            in_group = not in_group
+            continue
+        out += sep
+        sep = b", "
+        if name is not None:
+            out += (name if b"=?" in name else _quote_phrase(name)) + b" "
+        out += b"<" + (route + b":" if route else b"") + (mailbox or b"") + b"@" + host + b">"
+    return decode_words(bytes(out)).strip()
 
 
 # --- text helpers ---------------------------------------------------------------------------
@@ -917,14 +987,14 @@ _ENVELOPE_FIELDS = {
 
 def _envelope_values(node: _Node) -> list[bytes | None]:
     """The raw value of each ENVELOPE header. As Dovecot: of repeated string fields the
-    last counts; repeated address fields are joined into one list."""
+    last counts; repeated address fields are joined into one list (_FIELD_BREAK)."""
     vals: list[bytes | None] = [None] * 10
     for f in node.fields:
         i = _ENVELOPE_FIELDS.get(f.name.lower())
         if i is None:
             continue
         prev = vals[i]
-        vals[i] = prev + b"," + f.value if prev is not None and 2 <= i <= 7 else f.value
+        vals[i] = prev + _FIELD_BREAK + f.value if prev is not None and 2 <= i <= 7 else f.value
     return vals
 
 
@@ -1011,6 +1081,10 @@ def _analyze(raw: bytes) -> MessageInfo:
         value = vals[i]
         return "" if value is None else decode_words(value).strip()
 
+    def addresses(i: int) -> str:
+        value = vals[i]
+        return "" if value is None else _address_search_text(value)
+
     return MessageInfo(
         envelope=encode(_envelope(root)),
         body=encode(_structure(root, raw, False, root=True)),
@@ -1019,10 +1093,10 @@ def _analyze(raw: bytes) -> MessageInfo:
         size=len(raw),
         date_sent=_parse_date(vals[0]),
         subject=text(1),
-        from_=text(2),
-        to=text(5),
-        cc=text(6),
-        bcc=text(7),
+        from_=addresses(2),
+        to=addresses(5),
+        cc=addresses(6),
+        bcc=addresses(7),
         message_id=_collapse(_nolf(vals[9] or b"")).decode("utf-8", "replace"),
         in_reply_to=_collapse(_nolf(vals[8] or b"")).decode("utf-8", "replace"),
         part_map=root.part,

@@ -261,6 +261,20 @@ def test_search_fields_are_decoded() -> None:
     assert naive is not None and naive.tzinfo is not None
 
 
+def test_address_search_text_is_the_parsed_list_written_out() -> None:
+    """SEARCH FROM/TO/CC/BCC match the addresses as parsed (imaptest search-addresses):
+    comments and white space inside an address don't hide it; a comment after it is its
+    name; groups keep their names."""
+    raw = (b"From: <user-from (comment)@ (comment) domain.org>\r\n"
+           b"To: user-to@domain.org (RealTo)\r\n"
+           b"Cc: team: one@x.test, two@x.test;, =?utf-8?q?J=C3=B6rg?= <j@x.test>\r\n"
+           b"\r\nbody\r\n")
+    info = mime.analyze(raw)
+    assert info.from_ == "<user-from@domain.org>"
+    assert info.to == "RealTo <user-to@domain.org>"
+    assert info.cc == "team: <one@x.test>, <two@x.test>;, Jörg <j@x.test>"
+
+
 # --- robustness and speed -------------------------------------------------------------------
 
 

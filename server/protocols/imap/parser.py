@@ -249,14 +249,58 @@ class QresyncParams:
     seq_match: tuple[SeqSet, SeqSet] | None = None
 
 
+class Spool:
+    """Where the reader streams a big APPEND literal instead of holding it (see
+    CommandReader.spool_factory): the session gives one per literal, the reader writes
+    the literal's bytes into it as they arrive, and whoever ends up holding it (the
+    command's handler, or the reader for a command that fails) calls discard() unless
+    the data was taken over."""
+
+    def write(self, data: bytes | bytearray) -> None:
+        raise NotImplementedError
+
+    def discard(self) -> None:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True, slots=True)
+class SpooledLiteral:
+    """A literal the reader streamed into a Spool: `size` octets as announced."""
+
+    size: int
+    spool: Spool
+    binary: bool = False
+
+
+#: A message literal: its bytes, or where they were streamed to.
+LiteralData = bytes | SpooledLiteral
+
+
+@dataclass(frozen=True, slots=True)
+class CatText:
+    """A CATENATE TEXT part (RFC 4469): a literal (literal8 with BINARY, RFC 3516)."""
+
+    data: LiteralData
+    binary: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CatUrl:
+    """A CATENATE URL part (RFC 4469): an IMAP URL (RFC 5092), relative or absolute."""
+
+    url: str
+
+
 @dataclass(frozen=True, slots=True)
 class AppendMessage:
-    """One message of an APPEND (several with MULTIAPPEND, RFC 3502)."""
+    """One message of an APPEND (several with MULTIAPPEND, RFC 3502). `catenate` holds
+    the parts of a CATENATE message (RFC 4469); `data` is then b""."""
 
     flags: tuple[str, ...]
     date: dt.datetime | None
-    data: bytes
+    data: LiteralData
     binary: bool = False  # sent as literal8 ~{n} (RFC 3516)
+    catenate: tuple[CatText | CatUrl, ...] | None = None
 
 
 class CommandArgs:
@@ -419,8 +463,17 @@ class Append(CommandArgs):
         return self.messages[0].date
 
     @property
-    def message(self) -> bytes:
+    def message(self) -> LiteralData:
         return self.messages[0].data
+
+    def spools(self) -> list[SpooledLiteral]:
+        """Every streamed literal of the command (to discard the unused ones)."""
+        found: list[SpooledLiteral] = []
+        for m in self.messages:
+            for data in [m.data, *(c.data for c in m.catenate or () if isinstance(c, CatText))]:
+                if isinstance(data, SpooledLiteral):
+                    found.append(data)
+        return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -526,6 +579,32 @@ class Id(CommandArgs):
 @dataclass(frozen=True, slots=True)
 class Enable(CommandArgs):
     capabilities: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class GenUrlAuth(CommandArgs):
+    """GENURLAUTH (RFC 4467): (url rump, mechanism) pairs, mechanism upper-case."""
+
+    requests: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ResetKey(CommandArgs):
+    """RESETKEY (RFC 4467): no mailbox resets every key of the user; mechanisms upper."""
+
+    mailbox: str | None = None
+    mechanisms: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class UrlFetch(CommandArgs):
+    """URLFETCH (RFC 4467), with the RFC 5524 parameters: (url, upper-case params) per
+    URL; params is None for a plain URL (the old response form)."""
+
+    urls: tuple[tuple[str, tuple[str, ...] | None], ...]
+
+
+URLFETCH_PARAMS: Final = frozenset({"BODYPARTSTRUCTURE", "BINARY", "BODY"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -661,7 +740,8 @@ class Cursor:
 
     __slots__ = ("_segs", "_lits", "_i", "pos", "line", "utf8")
 
-    def __init__(self, segs: list[bytes], lits: list[tuple[bytes, bool]] | None = None,
+    def __init__(self, segs: list[bytes],
+                 lits: list[tuple[LiteralData, bool]] | None = None,
                  utf8: bool = False) -> None:
         self._segs = segs
         self._lits = lits or []
@@ -718,6 +798,14 @@ class Cursor:
         return self.match(_ATOM, what).decode("ascii", "replace").upper()
 
     def literal(self, what: str = "literal", *, binary: bool = False) -> bytes:
+        data = self.message_literal(what, binary=binary)
+        if isinstance(data, SpooledLiteral):
+            # Only message data is streamed; a string this big is no mailbox name.
+            raise ValueError(f"{what} too long")
+        return data
+
+    def message_literal(self, what: str = "literal", *, binary: bool = False) -> LiteralData:
+        """A literal that may have been streamed to a Spool (APPEND message data)."""
         if self.pos < len(self.line) or self._i >= len(self._lits):
             raise ValueError(f"Expected {what}")
         data, is_binary = self._lits[self._i]
@@ -1085,11 +1173,36 @@ def _parse_append(cur: Cursor, uid: bool) -> Append:
         if cur.peek() == _DQUOTE:
             date = cur.datetime()
             cur.sp("message literal")
-        binary = cur.literal_is_binary()
-        data = cur.literal("message literal", binary=True)
-        messages.append(AppendMessage(flags, date, data, binary))
+        if cur.peek() != _LIT and cur.peek_word() == "CATENATE":
+            cur.word("CATENATE")
+            cur.sp("CATENATE parts")
+            messages.append(AppendMessage(flags, date, b"", False, _catenate_parts(cur)))
+        else:
+            binary = cur.literal_is_binary()
+            data = cur.message_literal("message literal", binary=True)
+            messages.append(AppendMessage(flags, date, data, binary))
         if cur.peek() != _SP:
             return Append(mailbox, tuple(messages))
+
+
+def _catenate_parts(cur: Cursor) -> tuple[CatText | CatUrl, ...]:
+    """"(" cat-part *(SP cat-part) ")" of RFC 4469 section 5."""
+    cur.expect(_OPEN, "CATENATE parts")
+    parts: list[CatText | CatUrl] = []
+    while True:
+        kind = cur.word("TEXT or URL")
+        cur.sp("CATENATE part")
+        if kind == "TEXT":
+            binary = cur.literal_is_binary()
+            parts.append(CatText(cur.message_literal("TEXT literal", binary=True), binary))
+        elif kind == "URL":
+            parts.append(CatUrl(_text(cur.astring("URL"))))
+        else:
+            raise ValueError(f"Unknown CATENATE part {kind}")
+        if not cur.accept(_SP):
+            break
+    cur.expect(_CLOSE, '")" after CATENATE parts')
+    return tuple(parts)
 
 
 def _parse_expunge(cur: Cursor, uid: bool) -> Expunge:
@@ -1275,6 +1388,11 @@ def _fetch_item(cur: Cursor) -> FetchItem:
     return FetchItem(base, section, partial, peek, response_name)
 
 
+def parse_section(cur: Cursor) -> Section:
+    """A body section "[...]" (RFC 3501 section 6.4.5), as IMAP URLs carry it."""
+    return _section(cur, binary=False)
+
+
 def _section(cur: Cursor, *, binary: bool) -> Section:
     cur.advance()  # "["
     if cur.accept(_RBRACKET):
@@ -1375,6 +1493,49 @@ def _parse_enable(cur: Cursor, uid: bool) -> Enable:
     return Enable(tuple(caps))
 
 
+def _parse_genurlauth(cur: Cursor, uid: bool) -> GenUrlAuth:
+    requests = []
+    while True:
+        cur.sp("URL")
+        url = _text(cur.astring("URL"))
+        cur.sp("mechanism")
+        requests.append((url, cur.word("mechanism")))
+        if cur.peek() != _SP:
+            return GenUrlAuth(tuple(requests))
+
+
+def _parse_resetkey(cur: Cursor, uid: bool) -> ResetKey:
+    if not cur.accept(_SP):
+        return ResetKey()
+    mailbox = cur.mailbox()
+    mechanisms = []
+    while cur.accept(_SP):
+        mechanisms.append(cur.word("mechanism"))
+    return ResetKey(mailbox, tuple(mechanisms))
+
+
+def _parse_urlfetch(cur: Cursor, uid: bool) -> UrlFetch:
+    urls: list[tuple[str, tuple[str, ...] | None]] = []
+    while True:
+        cur.sp("URL")
+        if cur.accept(_OPEN):  # RFC 5524: "(" url *(SP param) ")"
+            url = _text(cur.astring("URL"))
+            params = []
+            while cur.accept(_SP):
+                param = cur.word("URLFETCH parameter")
+                if param not in URLFETCH_PARAMS:
+                    raise ValueError(f"Unknown URLFETCH parameter {param}")
+                params.append(param)
+            cur.expect(_CLOSE, '")" after URLFETCH parameters')
+            if "BINARY" in params and "BODY" in params:
+                raise ValueError("BINARY and BODY exclude each other")  # RFC 5524
+            urls.append((url, tuple(params)))
+        else:
+            urls.append((_text(cur.astring("URL")), None))
+        if cur.peek() != _SP:
+            return UrlFetch(tuple(urls))
+
+
 def _parse_getquota(cur: Cursor, uid: bool) -> GetQuota:
     cur.sp("quota root")
     return GetQuota(_text(cur.astring("quota root")))
@@ -1413,6 +1574,9 @@ _PARSERS: dict[str, Parser] = {
     "ENABLE": _parse_enable,
     "GETQUOTAROOT": _mailbox_parser(GetQuotaRoot),
     "GETQUOTA": _parse_getquota,
+    "GENURLAUTH": _parse_genurlauth,
+    "RESETKEY": _parse_resetkey,
+    "URLFETCH": _parse_urlfetch,
 }
 _PARSERS["SORT"] = _parse_sort
 _PARSERS["THREAD"] = _parse_thread
@@ -1450,7 +1614,7 @@ def _head(cur: Cursor) -> tuple[str | None, str | None, Parser | ParseError, boo
     return tag, name, parser, False
 
 
-def parse_command(segs: list[bytes], lits: list[tuple[bytes, bool]] | None = None,
+def parse_command(segs: list[bytes], lits: list[tuple[LiteralData, bool]] | None = None,
                   utf8_names: bool = False) -> Event:
     """Parse one complete command (CRLFs and literal markers removed; see Cursor).
     utf8_names: mailbox names are UTF-8 rather than modified UTF-7 (IMAP4rev2)."""
@@ -1483,6 +1647,10 @@ def parse_line(data: bytes) -> Event:
 # ---------------------------------------------------------------------------------------
 # The reader
 
+#: An APPEND literal from this size on (counting the command's literals held so far) goes
+#: to the session's Spool; smaller ones, e.g. a mailbox name, are kept in memory.
+SPOOL_MIN: Final = 64 * 1024
+
 _ST_LINE: Final = 0
 _ST_LITERAL: Final = 1
 _ST_SKIP: Final = 2
@@ -1496,6 +1664,12 @@ _BIG_LITERAL_COMMANDS: Final = frozenset({"APPEND"})
 #: to answer and close rather than wait for bytes that may never end (RFC 7888 section 4).
 MAX_SKIP_SIZE: Final = 1024 * 1024
 _NEED_DATA: Final = object()
+
+
+def _discard_spools(lits: list[tuple[LiteralData, bool]]) -> None:
+    for data, _ in lits:
+        if isinstance(data, SpooledLiteral):
+            data.spool.discard()
 
 
 def _find_marker(line: bytes) -> tuple[int, int, bool, bool] | None:
@@ -1536,26 +1710,40 @@ class CommandReader:
         self._scan = 0  # bytes of _buf already searched for LF
         self._state = _ST_LINE
         self._segs: list[bytes] = []
-        self._lits: list[tuple[bytes, bool]] = []
+        self._lits: list[tuple[LiteralData, bool]] = []
         self._cmd_len = 0
         self._tag: str | None = None
-        self._literal_limit = 0  # of the command being read: see _BIG_LITERAL_COMMANDS
+        self._name: str | None = None
         self._lit = bytearray()
         self._lit_size = 0
         self._lit_binary = False
+        self._lit_total = 0  # announced sizes of the command's literals so far
         self._skip = 0
         self.closing = False  # see MAX_SKIP_SIZE: answer the last event, then close
         self._tail = b""
         self._discard_markers = True
+        # spool_factory(size, binary) -> Spool or None: set by a session that can stream
+        # APPEND message literals (to the store's body file) instead of holding them.
+        self.spool_factory: Callable[[int, bool], Spool | None] | None = None
+        self._spool: Spool | None = None
+        self._spooled = 0  # octets of the current literal written to _spool
 
     @property
     def buffered(self) -> int:
-        """Bytes held: unread input plus the command and literal being assembled."""
+        """Bytes taken in for the command being assembled (streamed literals included)
+        plus unread input: what the protocol log counts as consumed once they go."""
+        return self.in_memory + self._spooled + sum(
+            d.size for d, _ in self._lits if isinstance(d, SpooledLiteral))
+
+    @property
+    def in_memory(self) -> int:
+        """Bytes the reader holds in memory: unread input, the command's lines and its
+        literals that were not streamed to a Spool."""
         return (
             len(self._buf)
             + len(self._lit)
             + sum(map(len, self._segs))
-            + sum(len(d) for d, _ in self._lits)
+            + sum(len(d) for d, _ in self._lits if isinstance(d, bytes))
         )
 
     @property
@@ -1567,7 +1755,7 @@ class CommandReader:
     def pending_literal(self) -> int:
         """Bytes of the current literal still to come (also while skipping a refused one)."""
         if self._state == _ST_LITERAL:
-            return self._lit_size - len(self._lit)
+            return self._lit_size - len(self._lit) - self._spooled
         return self._skip if self._state == _ST_SKIP else 0
 
     def feed(self, data: bytes) -> None:
@@ -1617,12 +1805,22 @@ class CommandReader:
 
     # -- states ---------------------------------------------------------------------
 
-    def _reset_command(self) -> None:
+    def _reset_command(self, drop: bool = True) -> None:
+        """Forget the command being assembled; `drop` discards its streamed literals
+        (False when they were handed on with the command)."""
+        if drop:
+            _discard_spools(self._lits)
+            if self._spool is not None:
+                self._spool.discard()
+        self._spool = None
+        self._spooled = 0
         self._segs = []
         self._lits = []
         self._cmd_len = 0
         self._tag = None
+        self._name = None
         self._lit = bytearray()
+        self._lit_total = 0
 
     def _size_limit(self, start: bytes | bytearray) -> int:
         """max_command_size, raised to ID_MAX_COMMAND_SIZE for an ID command."""
@@ -1702,8 +1900,11 @@ class CommandReader:
             self._segs.append(line)
             lits = self._lits
             segs = self._segs
-            self._reset_command()
-            return parse_command(segs, lits, self.utf8_names)
+            self._reset_command(drop=False)
+            event = parse_command(segs, lits, self.utf8_names)
+            if not isinstance(event, Command):
+                _discard_spools(lits)
+            return event
         start, size, nonsync, binary = marker
         seg = line[:start]
         if not self._segs:
@@ -1715,9 +1916,10 @@ class CommandReader:
                 self._refuse(marker)
                 return parser
             self._tag = tag
-            self._literal_limit = self.max_literal_size if name in _BIG_LITERAL_COMMANDS \
-                else min(self.max_literal_size, self.max_command_size)
-        if size + sum(len(data) for data, _ in self._lits) > self._literal_limit:
+            self._name = name
+        limit = self.max_literal_size if self._name in _BIG_LITERAL_COMMANDS \
+            else min(self.max_literal_size, self.max_command_size)
+        if size + self._lit_total > limit:
             tag = self._tag
             self._refuse(marker)
             return LiteralTooLarge(tag, size)
@@ -1725,10 +1927,21 @@ class CommandReader:
         self._lit = bytearray()
         self._lit_size = size
         self._lit_binary = binary
+        self._lit_total += size
+        self._spooled = 0
+        self._spool = None
+        if self.spool_factory is not None and self._name == "APPEND" and \
+                size + self._held() >= SPOOL_MIN:
+            self._spool = self.spool_factory(size, binary)
         self._state = _ST_LITERAL
         return None if nonsync else NeedContinuation()
 
+    def _held(self) -> int:
+        return sum(len(d) for d, _ in self._lits if isinstance(d, bytes))
+
     def _read_literal(self) -> object:
+        if self._spool is not None:
+            return self._stream_literal()
         need = self._lit_size - len(self._lit)
         if need:
             buf = self._buf
@@ -1749,6 +1962,33 @@ class CommandReader:
                 return _NEED_DATA
         self._lits.append((bytes(self._lit), self._lit_binary))
         self._lit = bytearray()
+        self._state = _ST_LINE
+        self._scan = 0
+        return None
+
+    def _stream_literal(self) -> object:
+        """Hand what arrived of a streamed literal to its Spool: the reader keeps no more
+        of it than one feed()."""
+        spool = self._spool
+        assert spool is not None
+        need = self._lit_size - self._spooled
+        if need:
+            buf = self._buf
+            if not buf:
+                return _NEED_DATA
+            if len(buf) <= need:
+                spool.write(buf)
+                self._spooled += len(buf)
+                self._buf = bytearray()
+            else:
+                spool.write(buf[:need])
+                self._spooled += need
+                del buf[:need]
+            if self._spooled < self._lit_size:
+                return _NEED_DATA
+        self._lits.append((SpooledLiteral(self._lit_size, spool, self._lit_binary), self._lit_binary))
+        self._spool = None
+        self._spooled = 0
         self._state = _ST_LINE
         self._scan = 0
         return None

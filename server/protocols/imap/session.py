@@ -53,7 +53,9 @@ CAPABILITIES_COMMON = (
     " SORT SORT=DISPLAY THREAD=ORDEREDSUBJECT THREAD=REFERENCES ESORT CONTEXT=SEARCH CONTEXT=SORT"
 )
 CAPABILITIES_PREAUTH = CAPABILITIES_COMMON + " AUTH=PLAIN LOGINDISABLED"
-CAPABILITIES_AUTH = CAPABILITIES_COMMON
+# After login only: APPEND extensions, BINARY and URLAUTH need an authenticated user.
+CAPABILITIES_AUTH = CAPABILITIES_COMMON + \
+    " BINARY MULTIAPPEND CATENATE URLAUTH URLAUTH=BINARY"
 
 KEEPALIVE_SECONDS = 110  # "* OK Still here" during IDLE, under the 2-minute promise
 
@@ -159,6 +161,9 @@ class SessionConfig:
     client_address: str = ""
     server_version: str = "mailctl"
     receipts: ReceiptSender | None = None  # read receipts on download (server.retrieval)
+    # Another user's mailbox by name or address when this back end holds it, else None
+    # (URLAUTH URLs name the mailbox's owner). Blocking.
+    open_mailbox: Callable[[str], api.MailboxStore | None] | None = None
 
     def imap_settings(self) -> ImapSettings:
         return self.settings().server(self.server).ImapSettings
@@ -232,6 +237,7 @@ class ImapSession:
         self.reader = p.CommandReader(
             max_command_size=settings.MaxCommandSize, max_literal_size=MAX_LITERAL_SIZE
         )
+        self.reader.spool_factory = self._new_spool
         self.state = NOT_AUTHENTICATED
         self.login: Login | None = None
         self.selected: Selected | None = None
@@ -289,6 +295,17 @@ class ImapSession:
 
     def receive(self, data: bytes) -> None:
         self.reader.feed(data)
+
+    def release(self) -> None:
+        """The connection is gone: throw away a literal being streamed into the store."""
+        self.reader.discard_buffer()
+
+    def _new_spool(self, size: int, binary: bool) -> p.Spool | None:
+        if self.login is None:
+            return None
+        from .spool import BodySpool
+
+        return BodySpool.open(self.login.store, binary)
 
     def mark_dirty(self) -> None:
         self.dirty = True

@@ -17,9 +17,10 @@ from server.backend.common import retrieval_view
 from server.retrieval import Rendered, RetrievalView
 from server.store import api, mime
 
+from .. import binary
 from .. import parser as p
 from ..seqset import format_seqset
-from ..session import Bad, ImapSession, encode_flags, tagged
+from ..session import Bad, ImapSession, No, encode_flags, tagged
 from . import SELECTED, command
 
 _MONTHS = (b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct",
@@ -275,13 +276,43 @@ def _simple(name: str, s: ImapSession, view: RetrievalView | None = None) -> Ite
     raise Bad(f"{name} is not supported")
 
 
+def _binary_data(msg: Message, section: p.Section) -> bytes:
+    data = binary.decode_part(msg.raw, msg.info.part_map, section.part) if section.part \
+        else msg.raw
+    if data is None:
+        raise No(f"Unknown Content-Transfer-Encoding in part {section}", "UNKNOWN-CTE")
+    return data
+
+
+def _binary_item(item: p.FetchItem) -> Item:
+    """BINARY[section]<partial> and BINARY.SIZE[section] (RFC 3516 section 4.2)."""
+    assert item.section is not None
+    section = item.section
+    prefix = item.response_name.encode("ascii", "replace") + b" "
+    partial = item.partial
+    if item.name == "BINARY.SIZE":
+        def size(i: int, row: api.MessageRow, msg: Message) -> bytes:
+            if not section.part:
+                return prefix + b"%d" % len(msg.raw)
+            return prefix + b"%d" % len(_binary_data(msg, section))
+        return size
+
+    def get(i: int, row: api.MessageRow, msg: Message) -> bytes:
+        data = _binary_data(msg, section)
+        if partial is not None:
+            origin, count = partial
+            data = data[origin : origin + count]
+        return prefix + binary.literal(data)
+    return get
+
+
 def build_items(s: ImapSession, items: tuple[p.FetchItem, ...],
                 view: RetrievalView | None = None) -> list[Item]:
     out: list[Item] = []
     for item in items:
         if item.name.startswith("BINARY"):
-            raise Bad("BINARY is not supported")
-        if item.section is not None:
+            out.append(_binary_item(item))
+        elif item.section is not None:
             out.append(_body_item(item))
         else:
             out.append(_simple(item.name, s, view))
@@ -353,9 +384,32 @@ def fetch(s: ImapSession, cmd: p.Command) -> bytes | None:
     view = _view(s)
     getters = build_items(s, tuple(items), view)
     receipts = view.sends_receipts and not sel.readonly and any(map(_downloads, items))
+    _check_binary(s, items, idx, view)
     flag_after = _mark_seen(s, items, idx)
     return _emit(s, cmd, idx, 0, getters, flag_after, False, view, receipts,
                  _Needs(items, view))
+
+
+def _check_binary(s: ImapSession, items: list[p.FetchItem], idx: list[int],
+                  view: RetrievalView) -> None:
+    """A BINARY[part] that sets \\Seen is refused with [UNKNOWN-CTE] before any flag
+    changes, not halfway through (RFC 3516 section 4.2: the request fails)."""
+    parts = [i.section.part for i in items
+             if i.name == "BINARY" and i.sets_seen and i.section is not None and i.section.part]
+    if not parts or s.sel.readonly:
+        return
+    rows = s.sel.rows
+    for i in idx:
+        try:
+            root = Message(s, rows[i].uid, view).info.part_map
+        except api.StoreError:
+            continue
+        for part in parts:
+            found = mime.find_part(root, part)
+            if found is not None and found.kind == mime.LEAF and \
+                    found.cte.lower() not in binary.DECODABLE:
+                raise No(f"Unknown Content-Transfer-Encoding in part "
+                         f"{'.'.join(map(str, part))}", "UNKNOWN-CTE")
 
 
 def _view(s: ImapSession) -> RetrievalView:

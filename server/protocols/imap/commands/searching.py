@@ -3,7 +3,6 @@ with ESEARCH (RFC 4731) results, SEARCHRES `$` (RFC 5182) and MODSEQ (RFC 7162).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -92,70 +91,10 @@ def _cost(key: q.SearchKey) -> int:
     return 0
 
 
-_ENVELOPE_ADDRESS_FIELDS = {"from": 2, "to": 5, "cc": 6, "bcc": 7}
-_ENVELOPE_TOKEN = re.compile(rb'\s*(?:(\()|(\))|(NIL)|"((?:[^"\\]|\\.)*)"|\{(\d+)\}\r\n)')
-
-
-def _parse_envelope(data: bytes) -> list[object]:
-    """The cached wire ENVELOPE as nested lists of bytes/None (it was written by
-    server.store.mime, so it is well-formed)."""
-    stack: list[list[object]] = [[]]
-    pos = 0
-    while (m := _ENVELOPE_TOKEN.match(data, pos)) is not None:
-        pos = m.end()
-        if m.group(1):
-            stack.append([])
-        elif m.group(2):
-            done = stack.pop()
-            stack[-1].append(done)
-        elif m.group(3):
-            stack[-1].append(None)
-        elif m.group(5) is not None:
-            size = int(m.group(5))
-            stack[-1].append(data[pos:pos + size])
-            pos += size
-        else:
-            stack[-1].append(re.sub(rb"\\(.)", rb"\1", m.group(4)))
-    top = stack[0]
-    return top[0] if top and isinstance(top[0], list) else []  # type: ignore[return-value]
-
-
-def envelope_addresses(envelope: bytes, field: str) -> list[str]:
-    """The addresses of From/To/Cc/Bcc as parsed for ENVELOPE, one text per address
-    ("Name <user@host>", or the group name), for SEARCH: comments and routes dropped,
-    a comment used as the name, encoded words decoded."""
-    values = _parse_envelope(envelope)
-    index = _ENVELOPE_ADDRESS_FIELDS[field]
-    addresses = values[index] if len(values) > index else None
-    out: list[str] = []
-    for addr in addresses if isinstance(addresses, list) else ():
-        if not isinstance(addr, list) or len(addr) != 4:
-            continue
-        name, _adl, box, host = (v if isinstance(v, bytes) else None for v in addr)
-        if box is None:
-            continue  # end of a group
-        text = box.decode("utf-8", "replace")
-        if host is not None:
-            text += "@" + host.decode("utf-8", "replace")
-            text = f"<{text}>"
-        if name is not None:
-            text = mime.decode_words(name) + " " + text
-        out.append(text)
-    return out
-
-
 def _header(key: q.HeaderKey) -> Pred:
     field = key.field.lower()
     value = key.value.casefold()
     attr = _INFO_HEADERS.get(field)
-    if field in _ENVELOPE_ADDRESS_FIELDS and value:
-        # The header as written, or the addresses as parsed: "user@host" must find
-        # "<user (comment)@ host>" too (RFC 3501 6.4.4 leaves the matching to the server).
-        def address(i: int, row: api.MessageRow, m: Message) -> bool:
-            if value in getattr(m.info, _INFO_HEADERS[field]).casefold():
-                return True
-            return any(value in a.casefold() for a in envelope_addresses(m.info.envelope, field))
-        return address
     if attr is not None and value:
         return lambda i, row, m: value in getattr(m.info, attr).casefold()
 
