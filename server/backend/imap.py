@@ -153,8 +153,18 @@ class _Connection:
             await writer.drain()
         if session.closed:
             writer.close()
-        elif (session.idling and session.dirty) or notify.pending(session) is not None:
-            self.service.spawn(self._push())  # a change that came while the lock was held
+        else:
+            self._push_missed()
+
+    def _push_missed(self) -> None:
+        """After the lock is released: push a change whose wake-up came while it was held
+        (_on_change starts no push then, and nothing else would)."""
+        session = self.session
+        if session.closed:
+            return
+        if (session.idling and session.dirty and session.selected is not None) \
+                or notify.pending(session) is not None:
+            self.service.spawn(self._push())
 
     async def _run_job(self, job: Job) -> bytes:
         if not job.blocking:
@@ -234,6 +244,7 @@ class _Connection:
                     self.writer.close()
                 elif self.writer.transport.get_write_buffer_size() > PUSH_BUFFER_LIMIT:
                     await self.writer.drain()
+        self._push_missed()
 
     async def _changes_job(self) -> Job | None:
         """The IDLE update to run; when another session of the same folder and MODSEQ is

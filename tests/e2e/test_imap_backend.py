@@ -504,6 +504,47 @@ def test_many_idle_sessions_each_see_every_delivery_in_order(backend: Backend) -
     assert recent_seen >= 1
 
 
+def test_wake_up_while_a_push_holds_the_connection_is_pushed(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A delivery announced while an IDLE push still holds the connection (its worker
+    thread done with the store, the push not yet finished) finds the lock taken and starts
+    no push of its own: the running push must take it on, or the client never hears of it.
+    The ordering is forced: the push's worker delivers and waits for the event loop to
+    mark the session dirty before it returns."""
+    from server.protocols.imap.session import ImapSession
+
+    box = backend.inbox()
+    box.append("INBOX", MSG)
+    push_changes = ImapSession._push_changes
+    injected: list[bool] = []
+
+    def push_then_deliver(self: ImapSession, shared: Any = None) -> bytes:
+        out = push_changes(self, shared)
+        if not injected:
+            injected.append(not self.dirty)
+            box.append("INBOX", MSG)
+            wait_until(lambda: self.dirty)  # the loop took the wake-up, lock still held
+        return out
+
+    monkeypatch.setattr(ImapSession, "_push_changes", push_then_deliver)
+    r = backend.raw()
+    r.cmd("s SELECT INBOX")
+    r.sock.sendall(b"i IDLE\r\n")
+    assert r.read_line() == b"+ idling"
+    box.append("INBOX", MSG)
+    seen = []
+    while not seen or seen[-1] < 3:
+        line = r.read_line()
+        if line.endswith(b" EXISTS"):
+            seen.append(int(line.split()[1]))
+    assert seen == [2, 3] and injected == [True]
+    r.sock.sendall(b"DONE\r\n")
+    while r.read_line() != b"i OK IDLE terminated":
+        pass
+    r.close()
+
+
 def test_changes_cache_serves_only_answers_read_after_the_wake_up() -> None:
     from server.protocols.imap.session import ChangesCache, SharedChanges
     from server.store import api

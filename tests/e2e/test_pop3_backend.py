@@ -431,15 +431,14 @@ def test_imap_idle_session_sees_pop3_deletions_as_expunge(backend: Backend, in_p
 
 
 # --- speed -----------------------------------------------------------------------------------
-def test_two_hundred_message_session_is_fast(backend: Backend) -> None:
+def test_two_hundred_message_session_serves_each_message(backend: Backend) -> None:
+    # Speed is measured in bench/ (pop3 scenario), not asserted here against the wall clock.
     raws = [message(n, b"line of text\r\n" * 200) for n in range(200)]
     backend.inbox().append_many("INBOX", [NewMessage(raw) for raw in raws])  # one commit
-    started = time.perf_counter()
     pop = backend.login()
     assert pop.stat()[0] == 200
-    pop.uidl()
-    for number in range(1, 201):
-        pop.retr(number)
+    assert len(pop.uidl()[1]) == 200
+    for number, raw in enumerate(raws, start=1):
+        _, lines, _ = pop.retr(number)
+        assert b"\r\n".join(lines) + b"\r\n" == raw
     pop.quit()
-    elapsed = time.perf_counter() - started
-    assert elapsed < 1.0, f"{elapsed:.2f} s"

@@ -411,3 +411,39 @@ def test_big_fetch_comes_in_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
         chunks.append(job.run())
     assert len(chunks) == 5 and chunks[-1].endswith(b"f OK FETCH completed\r\n")
     assert b"".join(chunks).count(b" FETCH (BODY[] {") == 5
+
+
+def test_idle_push_keeps_a_wake_up_that_comes_after_its_read() -> None:
+    """A push runs in a worker thread while the event loop delivers wake-ups: one that
+    comes between the push's read of the shared answer and the end of the push must
+    leave the session dirty, or that delivery is never pushed (a lost wake-up)."""
+    from server.protocols.imap.session import ChangesCache
+
+    c = _client(1)
+    c.session.config.changes_cache = ChangesCache()
+    generation = [0]
+    c.box.change_generation = lambda: generation[0]  # type: ignore[method-assign]
+
+    def deliver() -> None:
+        c.box.append("INBOX", MSG)
+        generation[0] += 1  # as the notifier counts it, before it wakes anyone
+        c.session.mark_dirty()
+
+    c.select()
+    assert c("i IDLE") == "+ idling\r\n"
+    deliver()
+    job = c.session.changes_job()
+    assert job is not None and job.blocking  # nobody read it yet: a worker thread reads
+    read_shared = c.session._read_shared
+
+    def read_then_deliver() -> object:
+        found = read_shared()
+        deliver()  # the loop thread, while the worker is between the read and the sync
+        return found
+
+    c.session._read_shared = read_then_deliver  # type: ignore[method-assign]
+    assert b"* 2 EXISTS" in job.run()
+    c.session._read_shared = read_shared  # type: ignore[method-assign]
+    job = c.session.changes_job()
+    assert job is not None, "the third message's wake-up was lost"
+    assert b"* 3 EXISTS" in job.run()

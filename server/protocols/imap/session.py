@@ -308,9 +308,11 @@ class ImapSession:
         return BodySpool.open(self.login.store, binary)
 
     def mark_dirty(self) -> None:
-        self.dirty = True
+        # woken_at first: a push in a worker thread clears `dirty` and then reads
+        # woken_at, so it either sees this generation or leaves the session dirty.
         if self.login is not None:
             self.woken_at = self.login.store.change_generation() or 0
+        self.dirty = True
 
     def next_job(self) -> Job | None:
         if self.closed:
@@ -453,6 +455,9 @@ class ImapSession:
 
     def _push_changes(self, shared: SharedChanges | None = None) -> bytes:
         self.out = []
+        # Cleared before the answer is read, never after: a wake-up that comes while this
+        # runs in a worker thread then leaves the session dirty for the next push.
+        self.dirty = False
         try:
             self.sync(allow_expunge=True, shared=shared or self._read_shared())
         except (SelectedGone, api.NoSuchFolder):
@@ -540,7 +545,8 @@ class ImapSession:
         sel = self.selected
         if sel is None:
             return
-        self.dirty = False
+        if shared is None:  # else the caller cleared it before `shared` was read
+            self.dirty = False
         try:
             changes = shared.changes if shared is not None else \
                 self.store.changes_since(sel.name, sel.modseq)
