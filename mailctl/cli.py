@@ -644,9 +644,21 @@ def click_group(names: Iterable[str] | None = None) -> Any:
     if names is None or not load_modules_for(names):
         load_commands()
     if _group is None or _group_size != len(app.registered_commands):
+        _order_commands()
         _group = typer.main.get_command(app)
         _group_size = len(app.registered_commands)
     return _group
+
+
+def _order_commands() -> None:
+    """Commands in help, module by module in file-name order as import_all loads them, whatever
+    order the modules were imported in (one command's own run, or another module importing it,
+    may load a module first): help and the generated index must not depend on that."""
+    from . import commands
+
+    rank = {f"{commands.__name__}.{m}": i for i, m in enumerate(commands.module_names())}
+    app.registered_commands.sort(  # stable: a module's own order is kept
+        key=lambda c: rank.get(getattr(c.callback, "__module__", ""), len(rank)))
 
 
 def settings_written(where: Home) -> None:

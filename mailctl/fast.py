@@ -65,6 +65,8 @@ def _connectors(dump: dict[str, Any], given: dict[str, str]) -> Any | None:
 
 def _mailboxes(rows: Callable[[dict[str, Any], list[str]], Any]) -> Callable[..., Any | None]:
     def answer(dump: dict[str, Any], given: dict[str, str]) -> Any | None:
+        if (dump.get("Directory") or {}).get("Uri"):
+            return None  # the mailboxes are in LDAP, not in this cache: the full path asks it
         identity = given.get("identity")
         names = views.match_mailboxes(dump["Mailboxes"], identity)
         return rows(dump, names) if names or not identity else None
@@ -144,6 +146,8 @@ FAST_COMMANDS: dict[str, Read] = {
     "get-service": Read(_services, identity=True, live=True, identity_word="name"),
     "get-exchangecertificate": Read(_certificates, identity=True, server=False, live=True,
                                     identity_word="thumbprint"),
+    "get-adserversettings": Read(_settings(lambda dump, _given: views.directory_row(dump)),
+                                 server=False),
 }
 
 

@@ -125,6 +125,16 @@ def match_mailboxes(mailboxes: dict[str, Any], identity: str | None) -> list[str
     return [found] if found else []
 
 
+def directory_row(dump: dict[str, Any]) -> dict[str, Any]:
+    """Get-ADServerSettings: where the mailboxes live, and the [Directory] settings."""
+    config = dump.get("Directory") or {}
+    if not config.get("Uri"):
+        return {"DirectoryType": "File", "Uri": None}
+    row = {"DirectoryType": "LDAP", **{k: v for k, v in config.items() if k != "Mapping"}}
+    row.update({f"Mapping.{k}": v for k, v in (config.get("Mapping") or {}).items()})
+    return row
+
+
 def mailbox_rows(dump: dict[str, Any], names: list[str]) -> list[dict[str, Any]]:
     boxes = dump["Mailboxes"]
     return [{"Identity": n, "Name": n, **{k: boxes[n][k] for k in MAILBOX_FIELDS}} for n in names]

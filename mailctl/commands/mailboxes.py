@@ -99,6 +99,18 @@ def read_password(given: str | None, from_stdin: bool, *, required: bool) -> str
     return password
 
 
+def _ldap(settings: Settings) -> tuple[Any, Callable[[], dict[str, Mailbox]]] | None:
+    """With an LDAP directory (Set-ADServerSettings): its client and a reader of all its
+    mailboxes; None when the mailboxes are settings.toml's Mailboxes table."""
+    if settings.Directory is None or not settings.Directory.ldap():
+        return None
+    from . import _directory_ldap
+
+    client = _directory_ldap.client(settings)
+    assert client is not None
+    return client, lambda: _directory_ldap.mailboxes(client, settings)
+
+
 def one(settings: Settings, identity: str) -> tuple[str, Mailbox]:
     found = settings.mailbox(identity)
     if found is None:
@@ -156,6 +168,28 @@ def new_mailbox(
     if not NAME.match(name):
         fail(f"{name!r} is not a valid mailbox name", allowed="letters, digits, '.', '_', '-'")
     secret = read_password(password, password_stdin, required=not what_if)
+    ldap = _ldap(load_settings())
+    if ldap is not None:
+        settings = load_settings()
+        key, _ = local_server(settings, server)
+        address = (
+            primary_smtp_address or user_principal_name or f"{name}@{settings.Organization.Domain}"
+        )
+        display = display_name or " ".join(p for p in (first_name, last_name) if p) or name
+        try:
+            box = Mailbox(DisplayName=display, PrimarySmtpAddress=address, Server=key, Type=type_)
+        except ValidationError as exc:
+            from ..cli import validation_message
+
+            fail("New-Mailbox: " + validation_message(exc, lambda f: f"-{f}"))
+        refuse_reserved(name, box, "New-Mailbox")
+        from server.directory import hash_password
+
+        from . import _directory_ldap
+
+        hashed = hash_password(secret) if secret is not None else None
+        _directory_ldap.new_mailbox(ldap[0], settings, name, box, hashed, what_if)
+        return
     with edit_settings(what_if) as session:
         settings = session.validate()
         if name.lower() in (n.lower() for n in settings.Mailboxes):
@@ -190,7 +224,11 @@ def show(
     rows: Callable[[dict[str, Any], list[str]], list[dict[str, Any]]], columns: list[str],
 ) -> None:
     """Get-Mailbox and Get-CASMailbox: the rows of the mailboxes matching `identity`."""
-    dump = load_settings().model_dump(mode="json")
+    settings = load_settings()
+    dump = settings.model_dump(mode="json")
+    ldap = _ldap(settings)
+    if ldap is not None:
+        dump["Mailboxes"] = {n: b.model_dump(mode="json") for n, b in ldap[1]().items()}
     names = views.match_mailboxes(dump["Mailboxes"], identity)
     if identity and not names:
         fail(f"there is no mailbox {identity!r}", code=1)
@@ -219,6 +257,23 @@ def set_mailbox(
     secret = read_password(password, password_stdin, required=False)
     if not values and secret is None:
         fail("Set-Mailbox: give at least one parameter to change (see --help)")
+    settings = load_settings()
+    ldap = _ldap(settings)
+    if ldap is not None:
+        from server.directory import hash_password
+
+        from . import _directory_ldap
+
+        if "Server" in values:
+            values["Server"] = local_server(settings, values["Server"])[0]
+        found = _directory_ldap.set_mailbox(
+            ldap[0], settings, identity, values, "Set-Mailbox", what_if,
+            check=lambda n, b: refuse_reserved(n, b, "Set-Mailbox"),
+        ) if values else _directory_ldap.one(ldap[0], settings, identity)
+        if secret is not None and not what_if:
+            _directory_ldap.set_password(ldap[0], found, hash_password(secret))
+            print(f"Set a new password for mailbox {found.name}.")
+        return
     with edit_settings(what_if) as session:
         settings = session.validate()
         name, box = one(settings, identity)
@@ -248,14 +303,17 @@ def get_mailboxstatistics(identity: OptionalIdentityArg = None, output: OutputOp
     from server.store import open_store, quota
 
     settings = load_settings()
-    names = views.match_mailboxes(settings.model_dump(mode="json")["Mailboxes"], identity)
+    ldap = _ldap(settings)
+    boxes = ldap[1]() if ldap is not None else settings.Mailboxes
+    names = views.match_mailboxes({n: b.model_dump(mode="json") for n, b in boxes.items()},
+                                  identity)
     if identity and not names:
         fail(f"there is no mailbox {identity!r}", code=1)
     rows = []
     stores: dict[str, Any] = {}
     try:
         for name in names:
-            box = settings.Mailboxes[name]
+            box = boxes[name]
             if box.Server not in stores:
                 stores[box.Server] = open_store(home(), box.Server)
             used = quota.usage(stores[box.Server].mailbox(name))
@@ -284,6 +342,12 @@ def remove_mailbox(identity: IdentityArg, what_if: WhatIfOpt = False) -> None:
     """Remove a mailbox from the directory (its password too); its stored mail is kept."""
     from server.directory import Directory
 
+    ldap = _ldap(load_settings())
+    if ldap is not None:
+        from . import _directory_ldap
+
+        _directory_ldap.remove_mailbox(ldap[0], load_settings(), identity, what_if)
+        return
     with edit_settings(what_if) as session:
         settings = session.validate()
         name, _ = one(settings, identity)
@@ -308,6 +372,13 @@ def set_casmailbox(
     """Change a mailbox's POP3/IMAP4 switches (e.g. -PopEnabled '$false')."""
     values = values or {}
     require_values(values, "Set-CASMailbox")
+    settings = load_settings()
+    ldap = _ldap(settings)
+    if ldap is not None:
+        from . import _directory_ldap
+
+        _directory_ldap.set_mailbox(ldap[0], settings, identity, values, "Set-CASMailbox", what_if)
+        return
     with edit_settings(what_if) as session:
         settings = session.validate()
         name, box = one(settings, identity)

@@ -9,7 +9,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from server import retrieval
-from server.directory import Entry, ProxySecret, find_entry, may_use_protocol
+from server.directory import (
+    DirectoryUnavailable,
+    Entry,
+    ProxySecret,
+    find_entry,
+    may_use_protocol,
+)
 from server.protocols import handover
 from server.retrieval.receipts import ReceiptSender
 from server.runtime import tls
@@ -220,7 +226,11 @@ class HandOverRefused(Exception):
 def check_hand_over(ctx: ServiceContext, settings: Settings, protocol: str, mailbox: str) -> Entry:
     """What both back ends check once a front end has proved itself: the mailbox, that THIS
     server holds it, and that it may use the protocol."""
-    entry = find_entry(settings, mailbox) if mailbox else None
+    try:
+        # stale_ok: the front end verified this login against the directory a moment ago.
+        entry = find_entry(settings, mailbox, ctx.home, stale_ok=True) if mailbox else None
+    except DirectoryUnavailable:
+        raise HandOverRefused("auth", "The directory is unavailable; try again later") from None
     if entry is None:
         raise HandOverRefused("auth", "Authentication failed: no such mailbox")
     if entry.server_name.lower() != ctx.server.lower():

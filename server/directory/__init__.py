@@ -5,6 +5,11 @@ secrets/passwords.json, owner-only, never in settings or command output. A succe
 verification is cached in memory (keyed by a keyed hash of the password, as Dovecot's auth
 cache does) so clients that log in every few minutes do not pay argon2 each time; the cache
 entry dies when the stored hash changes.
+
+With a [Directory] section that has a Uri, the mailboxes and their hashes live in an LDAP
+server instead (server/directory/ldap.py); `Directory` and `find_entry` are the same calls
+either way, so no caller knows which backend answers. An LDAP directory that cannot be
+asked raises `DirectoryUnavailable`: logins answer it with a temporary failure.
 """
 
 from __future__ import annotations
@@ -14,13 +19,18 @@ import hmac
 import json
 import os
 import secrets
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..settings.models import Mailbox, Server, Settings
+from ..settings.models import DirectorySettings, Mailbox, Server, Settings
 from ..settings.paths import Home
 from ..settings.store import atomic_write, locked
 from ..settings.types import MailboxType
+from .ldap import DirectoryError, DirectoryUnavailable, LdapDirectory
+
+__all__ = ["Directory", "DirectoryError", "DirectoryUnavailable", "Entry", "find_entry",
+           "may_use_protocol"]
 
 # argon2id, RFC 9106 "second recommended option" memory class scaled for a small server.
 ARGON2_PARAMS = {"time_cost": 2, "memory_cost": 19456, "parallelism": 1}
@@ -51,12 +61,37 @@ class Directory:
         self._hashes_stamp: tuple[int, int] | None = None
         self._cache: dict[str, tuple[str, bytes]] = {}  # name -> (hash, keyed digest)
         self._cache_key = secrets.token_bytes(32)
+        self._settings: Settings | None = None  # the last seen (stored_hash has none)
         # The dummy hash makes a login for an unknown user cost what a real one costs.
         self._dummy = hash_password(secrets.token_hex(16))
 
     # --- lookups -----------------------------------------------------------------
     def find(self, settings: Settings, identity: str) -> Entry | None:
-        return find_entry(settings, identity)
+        """The mailbox by name or address. Blocking with an LDAP directory (a search),
+        which raises DirectoryUnavailable when it cannot be asked."""
+        return find_entry(settings, identity, self.home)
+
+    def cached_entry(self, settings: Settings, name: str) -> Entry | None:
+        """Like find(), but never waits on the network: with an LDAP directory, the last
+        answer it gave for `name` in this process (None if never asked). For the event
+        loop of the web service, whose sign-in asked the directory."""
+        client = self.ldap(settings)
+        if client is None:
+            return find_entry(settings, name)
+        self._settings = settings
+        hit = client.recent(name)
+        return _entry(settings, hit.name, hit.mailbox) if hit else None
+
+    def ldap(self, settings: Settings) -> LdapDirectory | None:
+        """The LDAP directory in use (None: the Mailboxes table of settings.toml)."""
+        return ldap_for(settings, self.home)
+
+    def mailboxes(self, settings: Settings) -> dict[str, Mailbox]:
+        """Every mailbox, by name (Get-Mailbox)."""
+        client = self.ldap(settings)
+        if client is None:
+            return dict(settings.Mailboxes)
+        return {f.name: f.mailbox for f in client.all(_default_server(settings))}
 
     # --- passwords ---------------------------------------------------------------
     def _password_file(self) -> Path:
@@ -83,8 +118,17 @@ class Directory:
         a worker thread in a server. Costs the same for unknown users as for known ones."""
         from argon2.exceptions import VerificationError, VerifyMismatchError
 
-        entry = self.find(settings, identity)
-        stored = self._load_hashes().get(entry.name.lower()) if entry else None
+        client = self.ldap(settings)
+        self._settings = settings
+        if client is not None:
+            found = client.find(identity, _default_server(settings))
+            entry = _entry(settings, found.name, found.mailbox) if found else None
+            if entry is not None and settings.Directory.LoginVerification == "Bind":  # type: ignore[union-attr]
+                return entry if client.bind_as(found.dn, password) else None  # type: ignore[union-attr]
+            stored = found.password_hash if found and entry else None
+        else:
+            entry = self.find(settings, identity)
+            stored = self._load_hashes().get(entry.name.lower()) if entry else None
         if entry is None or stored is None:
             try:
                 _hasher().verify(self._dummy, password + "x")
@@ -106,11 +150,24 @@ class Directory:
 
     def stored_hash(self, name: str) -> str | None:
         """The mailbox's stored password hash (None without a password), for what must end
-        when the password changes (web sessions). A stat per call; re-read on change."""
+        when the password changes (web sessions). A stat per call; re-read on change.
+        With an LDAP directory: what the last lookup read (no network; the DN stands in
+        for the hash when logins bind)."""
+        client = self.ldap(self._settings) if self._settings is not None else None
+        if client is not None:
+            hit = client.recent(name)
+            return (hit.password_hash or f"bind:{hit.dn}") if hit else None
         return self._load_hashes().get(name.lower())
 
-    def set_password(self, name: str, password: str) -> None:
+    def set_password(self, name: str, password: str, settings: Settings | None = None) -> None:
         hashed = hash_password(password)
+        client = ldap_for(settings, self.home) if settings is not None else None
+        if client is not None:
+            found = client.find(name, _default_server(settings))  # type: ignore[arg-type]
+            if found is None:
+                raise DirectoryError(f"there is no mailbox {name!r} in the directory")
+            client.set_password(found, hashed)
+            return
         with locked(self.home):
             hashes = dict(self._load_hashes())
             hashes[name.lower()] = hashed
@@ -128,13 +185,55 @@ class Directory:
         self._hashes_stamp = None
 
 
-def find_entry(settings: Settings, identity: str) -> Entry | None:
-    """The mailbox by name or address, with the server that holds it."""
+def find_entry(settings: Settings, identity: str, home: Home | None = None,
+               stale_ok: bool = False) -> Entry | None:
+    """The mailbox by name or address, with the server that holds it. With an LDAP
+    directory: blocking (a search), DirectoryUnavailable when it cannot be asked (unless
+    stale_ok and it answered for this name in the last minutes)."""
+    client = ldap_for(settings, home)
+    if client is not None:
+        hit = client.find(identity, _default_server(settings), stale_ok=stale_ok)
+        return _entry(settings, hit.name, hit.mailbox) if hit else None
     found = settings.mailbox(identity)
     if found is None:
         return None
     name, box = found
     return Entry(name, box, settings.server(box.Server), settings.server_name(box.Server))
+
+
+def _entry(settings: Settings, name: str, box: Mailbox) -> Entry | None:
+    try:
+        return Entry(name, box, settings.server(box.Server), settings.server_name(box.Server))
+    except KeyError:
+        return None  # a home server this organization does not have
+
+
+def _default_server(settings: Settings) -> str:
+    # A directory entry without a home server belongs to the (first) server: a one-host
+    # organization need not set it.
+    return next(iter(settings.Servers))
+
+
+_clients: dict[tuple[str, str], LdapDirectory] = {}
+_clients_lock = threading.Lock()
+
+
+def ldap_for(settings: Settings | None, home: Home | None = None) -> LdapDirectory | None:
+    """The process's client of the LDAP directory settings name (None: the file directory).
+    One per configuration, so its connection is reused; a changed configuration (live
+    reload) gets a new one."""
+    config: DirectorySettings | None = settings.Directory if settings is not None else None
+    if config is None or not config.ldap():
+        return None
+    root = (home or resolve_home_env()).root
+    key = (config.model_dump_json(), str(root))
+    with _clients_lock:
+        client = _clients.get(key)
+        if client is None:
+            for old in [k for k in _clients if k[1] == str(root)]:
+                _clients.pop(old).close()
+            client = _clients[key] = LdapDirectory(config, Path(root))
+        return client
 
 
 def may_use_protocol(entry: Entry, protocol: str) -> str | None:

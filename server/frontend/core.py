@@ -60,7 +60,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ..directory import Directory, Entry, ProxySecret, may_use_protocol
+from ..directory import Directory, DirectoryUnavailable, Entry, ProxySecret, may_use_protocol
 from ..protocols import handover, proxyv2
 from ..runtime import tls
 from ..runtime.listeners import ListenerSet
@@ -572,9 +572,17 @@ class Session:
         wait = service.throttle.delay(self.ip, account)
         if wait:
             await asyncio.sleep(wait)
-        entry = await asyncio.to_thread(
-            service.directory.verify, settings, request.user, request.password
-        )
+        try:
+            entry = await asyncio.to_thread(
+                service.directory.verify, settings, request.user, request.password
+            )
+        except DirectoryUnavailable as exc:
+            # The LDAP directory is down or too slow: a temporary failure (IMAP
+            # [UNAVAILABLE], POP3 [SYS/TEMP]), not "wrong password", and no throttle score.
+            self._log("directory-unavailable", request.user, str(exc))
+            await self._answer(self.core.refuse(request, Refusal.UNAVAILABLE), request.user,
+                               started, "Msg=directory unavailable")
+            return False
         # The reason a mailbox may not use the protocol is told only to whoever proved the
         # password: before that every refusal is the same, so nobody learns from it whether
         # an account exists or what kind it is.

@@ -7,9 +7,11 @@ sends nothing. A message gets at most one receipt from the server: the keyword $
 (RFC 3503) is set through the store first, and only the session whose flag change took
 effect sends, so two sessions downloading at once do not both send.
 
-Delivery: to a local mailbox straight into its INBOX (on whichever server holds it); to
-anyone else through the submission service's spool, with a null envelope sender as RFC 8098
-section 2.1 requires (so an MDN never bounces back and forth).
+Delivery: always through the submission service's spool of this server, with a null
+envelope sender as RFC 8098 section 2.1 requires (so an MDN never bounces back and forth).
+The queue hands a receipt for a local mailbox to the delivery service of the server that
+holds it (server/delivery/), as any other message: one way into a mailbox, with the queue's
+retries, on whichever host that server runs.
 """
 
 from __future__ import annotations
@@ -127,10 +129,8 @@ def build_mdn(
 
 
 class ReceiptSender:
-    """Sends the server's read receipts for the mailboxes of one back-end server.
-
-    `local_store` is the back end's own store (mailboxes on this server); mailboxes on other
-    servers are reached by opening their store for the one append."""
+    """Sends the server's read receipts for the mailboxes of one back-end server, through
+    this server's submission spool. `local_store` is not written to (kept for callers)."""
 
     def __init__(self, home: Home, settings: Callable[[], Settings], server: str,
                  local_store: api.MailStore | None = None) -> None:
@@ -170,25 +170,14 @@ class ReceiptSender:
                         display_name=box.DisplayName, fqdn=fqdn)
         target = settings.mailbox(address)
         if target is not None:
-            self._deliver_local(target[0], target[1].Server, mdn)
+            self._spool(address, mdn, target[0], target[1].Server)
         else:
             self._spool(address, mdn)
         self.sent += 1
         log.info("event=mdn-sent mailbox=%s to=%s", name, address)
 
-    def _deliver_local(self, mailbox: str, server: str, mdn: bytes) -> None:
-        if self.local_store is not None and server.lower() == self.server.lower():
-            self.local_store.mailbox(mailbox).append("INBOX", mdn)
-            return
-        from server.store import open_store
-
-        store = open_store(self.home, server)
-        try:
-            store.mailbox(mailbox).append("INBOX", mdn)
-        finally:
-            store.close()
-
-    def _spool(self, address: str, mdn: bytes) -> None:
+    def _spool(self, address: str, mdn: bytes, mailbox: str | None = None,
+               server: str | None = None) -> None:
         from server.submission.queue import Recipient, Spool
 
-        Spool(self.home.queue / self.server).add("", [Recipient(address)], mdn)
+        Spool(self.home.queue / self.server).add("", [Recipient(address, mailbox, server)], mdn)

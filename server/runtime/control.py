@@ -27,6 +27,7 @@ import psutil
 
 from ..settings import store
 from ..settings.models import (
+    DELIVERY,
     IMAP4,
     IMAP4BE,
     POP3,
@@ -44,7 +45,8 @@ from .main import control_address, read_pid_file
 from .status import find_process, is_our_command, service_status
 
 # Back ends first: a front end that starts before its back end refuses logins.
-START_ORDER = (IMAP4BE, POP3BE, IMAP4, POP3, SUBMISSION, WEB)
+# MSExchangeDelivery before the services that hand it messages (submission, receipts).
+START_ORDER = (IMAP4BE, POP3BE, DELIVERY, IMAP4, POP3, SUBMISSION, WEB)
 PAIRS = {"IMAP4": (IMAP4BE, IMAP4), "POP3": (POP3BE, POP3)}
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0  # after SIGTERM; then SIGKILL (the runtime's own grace is 5 s)
@@ -483,7 +485,7 @@ def install_systemd(
     python = python or sys.executable
     output_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    backend_of = {IMAP4: IMAP4BE, POP3: POP3BE}
+    backend_of = {IMAP4: IMAP4BE, POP3: POP3BE, SUBMISSION: DELIVERY}
     for server in settings.Servers:
         for name in START_ORDER:
             after = ["network-online.target"]

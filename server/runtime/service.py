@@ -17,7 +17,17 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..settings.models import IMAP4, IMAP4BE, POP3, POP3BE, SUBMISSION, WEB, Server, Settings
+from ..settings.models import (
+    DELIVERY,
+    IMAP4,
+    IMAP4BE,
+    POP3,
+    POP3BE,
+    SUBMISSION,
+    WEB,
+    Server,
+    Settings,
+)
 from ..settings.paths import Home
 
 REGISTRY: dict[str, str] = {
@@ -27,6 +37,7 @@ REGISTRY: dict[str, str] = {
     POP3: "server.frontend.pop3:Pop3FrontendService",
     SUBMISSION: "server.submission.service:SubmissionService",
     WEB: "server.web.service:WebService",
+    DELIVERY: "server.delivery.service:DeliveryService",
 }
 
 

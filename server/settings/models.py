@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 # Service names, as Exchange spells them: re-exported from the light module.
+from .names import DELIVERY as DELIVERY
 from .names import IMAP4 as IMAP4
 from .names import IMAP4BE as IMAP4BE
 from .names import POP3 as POP3
@@ -207,12 +208,27 @@ class Server(Model):
     ImapBackEndSSLPort: int_range(1, 65535) = 1993
     PopBackEndPort: int_range(1, 65535) = 1110
     PopBackEndSSLPort: int_range(1, 65535) = 1995
+    DeliveryPort: int_range(1, 65535) = Field(
+        475, description="LMTP over TLS port of MSExchangeDelivery, on BackEndAddress."
+    )
     PopSettings: PopSettingsModel
     ImapSettings: ImapSettingsModel
     OwaVirtualDirectory: OwaVirtualDirectorySettings = Field(default_factory=lambda: OwaVirtualDirectorySettings())
     Services: dict[str, _StartupType] = Field(
         default_factory=dict, description="StartupType of each service on this server."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _delivery_port_follows_the_base(cls, data: Any) -> Any:
+        # A home made before MSExchangeDelivery existed has no DeliveryPort: give it the
+        # port its own port plan would have (475, shifted like the back-end ports), so a
+        # non-root install does not start trying to bind 475.
+        if isinstance(data, dict) and "DeliveryPort" not in data:
+            backend = data.get("ImapBackEndPort", 1143)
+            if isinstance(backend, int) and backend - 1143 + 475 >= 1:
+                data = {**data, "DeliveryPort": backend - 1143 + 475}
+        return data
 
     @model_validator(mode="after")
     def _known_services(self) -> Server:
@@ -234,8 +250,9 @@ class ReceiveConnector(Model):
 
     Only FrontendTransport connectors are served (by MSExchangeFrontEndTransport). The
     HubTransport "Client Proxy" connector is Exchange's hop from the front end to the
-    mailbox server's transport; here the front end delivers itself, so nothing listens on it
-    and its settings have no effect (Get-ReceiveConnector says so under Served)."""
+    mailbox server's transport; here the front end hands local mail straight to the mailbox
+    server's MSExchangeDelivery over LMTP (server/delivery/), so nothing listens on it and
+    its settings have no effect (Get-ReceiveConnector says so under Served)."""
 
     Server: str
     TransportRole: _TransportRole = TransportRole.FrontendTransport
@@ -381,6 +398,73 @@ class Organization(Model):
 OrganizationModel = Organization
 
 
+class DirectoryMapping(Model):
+    """Which LDAP attribute holds each mailbox field (Set-ADServerSettings -Mapping).
+
+    An empty value means "not in the directory": the field keeps its default and mailctl
+    does not write it. The defaults fit inetOrgPerson plus the auxiliary class of
+    server/directory/mailctl.schema; docs/architecture.md ("Directory") gives the Active
+    Directory values."""
+
+    Name: str = Field("uid", description="The mailbox name, i.e. the login name (AD: sAMAccountName).")
+    LoginNames: StringList = Field(
+        default_factory=list, description="More attributes a login may name (AD: userPrincipalName).")
+    PrimarySmtpAddress: str = Field("mail", description="AD: mail, or '' to use the SMTP: proxy address.")
+    EmailAddresses: str = Field(
+        "mailctlEmailAddress", description="Aliases; values may carry AD's smtp:/SMTP: prefixes.")
+    DisplayName: str = "displayName"
+    Server: str = Field(
+        "mailctlServer", description="The server that holds the mailbox; a DN-like value "
+        "(AD's msExchHomeServerName) counts by its last cn=.")
+    Type: str = "mailctlType"
+    PopEnabled: str = "mailctlPopEnabled"
+    ImapEnabled: str = "mailctlImapEnabled"
+    UseDatabaseQuotaDefaults: str = "mailctlUseDatabaseQuotaDefaults"
+    IssueWarningQuota: str = "mailctlIssueWarningQuota"
+    ProhibitSendQuota: str = "mailctlProhibitSendQuota"
+    ProhibitSendReceiveQuota: str = "mailctlProhibitSendReceiveQuota"
+    QuotaUnit: int_range(1, 1024**3) = Field(
+        1, description="Bytes per unit of plain-number quotas (AD's mDB*Quota: 1024).")
+    Password: str = Field(
+        "userPassword", description="Where the {ARGON2} hash is kept; '' when logins bind.")
+    ObjectClasses: StringList = Field(
+        default_factory=lambda: ["inetOrgPerson", "mailctlMailbox"],
+        description="Object classes of entries New-Mailbox creates.")
+    Filter: str = Field(
+        "(objectClass=mailctlMailbox)", description="Which entries are mailboxes.")
+
+
+class DirectorySettings(Model):
+    """Where the mailboxes live: absent (or Uri empty), the Mailboxes table of this file;
+    with Uri, an LDAP server (OpenLDAP, Active Directory, Samba AD)."""
+
+    Uri: OptionalStr = Field(None, description="ldap://host:port or ldaps://host:port.")
+    BaseDN: str = Field("", description="Where mailboxes are searched and created.")
+    BindDN: OptionalStr = Field(None, description="The service account; none: anonymous.")
+    BindPasswordFile: OptionalStr = Field(
+        None, description="File with the service account's password (relative: to the home).")
+    LoginVerification: str = Field(
+        "Hash", description="Hash: check the stored argon2 hash; Bind: bind as the user's DN.")
+    TlsCaFile: OptionalStr = Field(
+        None, description="CA certificates (PEM) for ldaps://; none: the system's. Always checked.")
+    ConnectTimeout: int_range(1, 120) = Field(5, description="Seconds to reach the server.")
+    OperationTimeout: int_range(1, 300) = Field(5, description="Seconds for one answer.")
+    Mapping: DirectoryMapping = Field(default_factory=lambda: DirectoryMapping())
+
+    @model_validator(mode="after")
+    def _verification_known(self) -> DirectorySettings:
+        if self.LoginVerification not in ("Hash", "Bind"):
+            raise ValueError("LoginVerification must be Hash or Bind")
+        if self.Uri and not self.BaseDN:
+            raise ValueError("Directory: BaseDN is needed with Uri")
+        if self.Uri and not self.Uri.lower().startswith(("ldap://", "ldaps://")):
+            raise ValueError("Directory: Uri must start with ldap:// or ldaps://")
+        return self
+
+    def ldap(self) -> bool:
+        return bool(self.Uri)
+
+
 class Settings(Model):
     """The whole settings store (settings.toml)."""
 
@@ -390,6 +474,8 @@ class Settings(Model):
     ReceiveConnectors: dict[str, ReceiveConnector] = Field(default_factory=dict)
     SendConnectors: dict[str, SendConnector] = Field(default_factory=dict)
     Mailboxes: dict[str, Mailbox] = Field(default_factory=dict)
+    # Absent: the mailboxes are the table above (server.directory).
+    Directory: DirectorySettings | None = None
 
     @model_validator(mode="after")
     def _references_exist(self) -> Settings:
@@ -533,6 +619,7 @@ def default_server(name: str, fqdn: str, ports: PortPlan) -> Server:
         ImapBackEndSSLPort=ports.imap_backend_ssl,
         PopBackEndPort=ports.pop3_backend,
         PopBackEndSSLPort=ports.pop3_backend_ssl,
+        DeliveryPort=ports.delivery,
         PopSettings=pop,
         ImapSettings=imap,
         OwaVirtualDirectory=OwaVirtualDirectorySettings(
@@ -584,6 +671,7 @@ class PortPlan(Model):
     imap_backend_ssl: int = 1993
     pop3_backend: int = 1110
     pop3_backend_ssl: int = 1995
+    delivery: int = 475  # Exchange's Mailbox Transport Delivery port
     http: int = 80
     https: int = 443
     backend_address: str = "127.0.0.1"

@@ -9,6 +9,7 @@ POP3 = "MSExchangePOP3"
 POP3BE = "MSExchangePOP3BE"
 SUBMISSION = "MSExchangeFrontEndTransport"
 WEB = "W3SVC"
+DELIVERY = "MSExchangeDelivery"  # Mailbox Transport Delivery: LMTP into this server's store
 
 SERVICE_DISPLAY_NAMES = {
     IMAP4: "Microsoft Exchange IMAP4",
@@ -17,10 +18,12 @@ SERVICE_DISPLAY_NAMES = {
     POP3BE: "Microsoft Exchange POP3 Backend",
     SUBMISSION: "Microsoft Exchange Frontend Transport",
     WEB: "World Wide Web Publishing Service",
+    DELIVERY: "Microsoft Exchange Mailbox Transport Delivery",
 }
 SERVICE_NAMES = tuple(SERVICE_DISPLAY_NAMES)
 
 
 def default_startup(service: str) -> str:
-    # POP3 and IMAP4 are off after install (reference section 5); transport and web run.
-    return "Automatic" if service in (SUBMISSION, WEB) else "Manual"
+    # POP3 and IMAP4 are off after install (reference section 5); transport, delivery and
+    # web run.
+    return "Automatic" if service in (SUBMISSION, WEB, DELIVERY) else "Manual"

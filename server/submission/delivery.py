@@ -1,13 +1,18 @@
 """Delivery of spooled messages: into local mailboxes, or through a smart host.
 
-A local recipient's message goes into the INBOX of its mailbox on whichever server holds it
-(open_store(home, that server)), so an IDLE-ing session there sees it at once. Mail for other
+A local recipient's message is handed over LMTP to MSExchangeDelivery of the server that
+holds the mailbox (server/delivery/), which appends it to the INBOX: this process never
+writes into a mailbox store. The delivery service answers per recipient: 2xx delivered,
+4xx (or no connection) retried, 5xx (unknown, moved, over quota: 552 5.2.2) bounced. The
+spool entry's id goes along as the ENVID, and the delivery service delivers each (entry,
+mailbox) at most once, so a retry after a lost reply or a crash is harmless. Mail for other
 domains goes to the SmartHosts of the first enabled SendConnector whose AddressSpaces match
 (smtplib, STARTTLS when offered, required when the connector says RequireTLS).
 
 Failures are retried from the spool with a growing delay (retry_base doubling, capped at an
 hour); a permanent refusal (5xx) or a message older than MAX_AGE is given up and, when the
-sender is a local mailbox, a non-delivery report goes into the sender's INBOX.
+sender is a local mailbox, a non-delivery report is spooled to the sender (null envelope
+sender) and goes the same way.
 
 Entries other processes spool (read receipts from the back ends) are picked up as soon as
 they are committed (queue.SpoolWatcher); an entry is delivered by one Delivery object only,
@@ -29,10 +34,11 @@ import time
 from collections.abc import Callable
 from email.parser import BytesHeaderParser
 
+from ..delivery import client as lmtp_client
+from ..directory import ProxySecret
 from ..runtime import tls
 from ..settings.models import SendConnector, Settings
 from ..settings.paths import Home
-from ..store import quota
 from ..store.api import MailboxStore
 from .queue import QueueEntry, Recipient, Spool, SpoolWatcher
 
@@ -101,7 +107,9 @@ class Delivery:
         self.retry_base = 60.0
         self._entries: dict[str, QueueEntry] = {}
         self._wake = asyncio.Event()
+        self._secret = ProxySecret(home)
         self._stores: dict[str, object] = {}
+        self.caller = "MSExchangeFrontEndTransport"  # named to the delivery service (its log)
         self._task: asyncio.Task[None] | None = None
         self._watcher = SpoolWatcher(spool.folder, self._spool_changed)
         self._pickups: set[asyncio.Task[None]] = set()
@@ -199,23 +207,37 @@ class Delivery:
         due = [r for r in entry.recipients if r.next_try <= now]
         done: list[Recipient] = []
         failed: list[tuple[Recipient, str, bool]] = []  # recipient, error, permanent
+        by_server: dict[str, list[Recipient]] = {}
         for rcpt in [r for r in due if r.mailbox]:
+            # Where the mailbox is now (it may have moved since the message was accepted).
+            found = settings.mailbox(rcpt.address) or settings.mailbox(rcpt.mailbox or "")
+            server = found[1].Server if found is not None else rcpt.server
+            assert server is not None
+            by_server.setdefault(server, []).append(rcpt)
+        for server, rcpts in by_server.items():
             try:
-                self._check_quota(settings, rcpt, len(message))
-                self._deliver_local_once(entry, rcpt, message)
-            except quota.OverQuota:
-                failed.append((rcpt, quota.RECEIVE_REFUSED, True))  # Exchange: NDR, no retry
+                replies = self.lmtp(settings, server, entry.mail_from,
+                                    [r.address for r in rcpts], message, entry.id)
+            except Exception as exc:  # the delivery service is down or not ours: retry
+                failed.extend((r, f"{type(exc).__name__}: {exc}", False) for r in rcpts)
                 continue
-            except Exception as exc:
-                failed.append((rcpt, f"{type(exc).__name__}: {exc}", False))
-                continue
-            done.append(rcpt)
-            # Recorded at once, not after the whole pass: a crash later in this pass must
-            # not deliver this recipient again.
-            entry.recipients = [r for r in entry.recipients if r is not rcpt]
-            self.spool.update(entry)
-            if not entry.recipients:
-                return
+            delivered = []
+            for rcpt, (code, text) in zip(rcpts, replies, strict=True):
+                if 200 <= code < 300:
+                    delivered.append(rcpt)
+                    self.log.info("event=delivered id=%s to=%s server=%s",
+                                  entry.id, rcpt.address, server)
+                else:
+                    failed.append((rcpt, f"{code} {text}", code >= 500))
+            done.extend(delivered)
+            if delivered:
+                # Recorded at once; a crash before this is harmless: the delivery service
+                # remembers (entry id, mailbox) and does not deliver a retry again.
+                entry.recipients = [r for r in entry.recipients
+                                    if not any(r is d for d in delivered)]
+                self.spool.update(entry)
+                if not entry.recipients:
+                    return
         remote = [r for r in due if not r.mailbox]
         by_connector: dict[str, list[Recipient]] = {}
         for rcpt in remote:
@@ -268,52 +290,22 @@ class Delivery:
         entry.recipients = [r for r in entry.recipients if r not in done]
         self.spool.update(entry)
 
-    def _store(self, server: str) -> object:
+    def mailbox_store(self, server: str, name: str) -> MailboxStore:
+        """A mailbox's store, read only: the sender's usage for ProhibitSendQuota at MAIL
+        FROM. Delivery never writes through it (see lmtp())."""
         store = self._stores.get(server)
         if store is None:
             from ..store import open_store
 
             store = self._stores[server] = open_store(self.home, server)
-        return store
+        return store.mailbox(name)  # type: ignore[attr-defined,no-any-return]
 
-    def mailbox_store(self, server: str, name: str) -> MailboxStore:
-        """A local mailbox's store (the delivery's open databases)."""
-        return self._store(server).mailbox(name)  # type: ignore[attr-defined,no-any-return]
-
-    def _check_quota(self, settings: Settings, rcpt: Recipient, size: int) -> None:
-        assert rcpt.mailbox is not None and rcpt.server is not None
-        quota.check_receive(self.mailbox_store(rcpt.server, rcpt.mailbox),
-                            settings.Mailboxes.get(rcpt.mailbox), size)
-
-    def _deliver_local_once(self, entry: QueueEntry, rcpt: Recipient, message: bytes) -> None:
-        """Deliver to a local recipient at most once per spool entry, even across a kill -9
-        between the mailbox's commit and the spool's update: the INBOX's UIDNEXT is written
-        to the entry before the append, and a later attempt that finds it looks at the
-        messages from that UID on for this very message before delivering again."""
-        assert rcpt.mailbox is not None and rcpt.server is not None
-        mailbox = self._store(rcpt.server).mailbox(rcpt.mailbox)  # type: ignore[attr-defined]
-        if rcpt.delivering_from_uid is not None:
-            for row in mailbox.snapshot("INBOX").rows:
-                if row.uid < rcpt.delivering_from_uid or row.size != len(message):
-                    continue
-                try:
-                    same = mailbox.read("INBOX", row.uid) == message
-                except Exception:  # expunged meanwhile: not a copy to count
-                    same = False
-                if same:
-                    self.log.info("event=delivered-before-restart id=%s to=%s",
-                                  entry.id, rcpt.address)
-                    return
-        rcpt.delivering_from_uid = mailbox.status("INBOX").uidnext
-        self.spool.update(entry)
-        self._deliver_local(rcpt, message)
-        self.log.info("event=delivered id=%s to=%s mailbox=%s server=%s",
-                      entry.id, rcpt.address, rcpt.mailbox, rcpt.server)
-
-    def _deliver_local(self, rcpt: Recipient, message: bytes) -> None:
-        assert rcpt.mailbox is not None and rcpt.server is not None
-        mailbox = self._store(rcpt.server).mailbox(rcpt.mailbox)  # type: ignore[attr-defined]
-        mailbox.append("INBOX", message)
+    def lmtp(self, settings: Settings, server: str, mail_from: str, rcpts: list[str],
+             message: bytes, envid: str) -> list[tuple[int, str]]:
+        """Hand a message to MSExchangeDelivery of `server` (server/delivery/): one reply
+        per recipient. The submission service never opens a mailbox store itself."""
+        return lmtp_client.deliver(self.home, settings, server, self.caller, mail_from, rcpts,
+                                   message, envid=envid, secret=self._secret)
 
     def _bounce(self, entry: QueueEntry, message: bytes,
                 failures: list[tuple[Recipient, str]]) -> None:
@@ -339,7 +331,13 @@ class Delivery:
             "Your message could not be delivered to these recipients:\r\n\r\n"
             f"{lines}\r\n"
         ).encode()
+        # Spooled like any message (null sender, so it never bounces itself): it reaches
+        # the sender's INBOX through the delivery service, with the queue's retries.
         try:
-            self._deliver_local(Recipient(entry.mail_from, name, box.Server), report)
+            report_entry = self.spool.add("", [Recipient(entry.mail_from, name, box.Server)],
+                                          report)
         except Exception:
             self.log.exception("event=bounce-failed id=%s", entry.id)
+            return
+        # The spool watcher reports it to the queue (this runs in a worker thread).
+        self.log.info("event=bounce-spooled id=%s report=%s", entry.id, report_entry.id)

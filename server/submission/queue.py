@@ -42,8 +42,8 @@ class Recipient:
     attempts: int = 0
     next_try: float = 0.0  # time.time() of the next attempt
     last_error: str = ""
-    # Set (durably) just before a local delivery: the INBOX's UIDNEXT then. A restart that
-    # finds it set looks from that UID on for the copy before delivering again (delivery.py).
+    # No longer written: MSExchangeDelivery remembers deliveries per entry itself
+    # (server/delivery/ledger.py). Kept so entries spooled by an older version still load.
     delivering_from_uid: int | None = None
 
 

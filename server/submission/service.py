@@ -36,7 +36,7 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session, syntax
 
-from ..directory import Directory, Entry
+from ..directory import Directory, DirectoryUnavailable, Entry
 from ..frontend.throttle import LoginThrottle, account_key
 from ..runtime import tls
 from ..runtime.listeners import bind_socket, endpoint_label
@@ -374,8 +374,15 @@ class SubmissionSMTP(SMTP):
         wait = service.throttle.delay(ip, account)
         if wait:
             await asyncio.sleep(wait)
-        entry = await asyncio.to_thread(
-            service.directory.verify, settings, user, password.decode("utf-8", "replace"))
+        try:
+            entry = await asyncio.to_thread(
+                service.directory.verify, settings, user, password.decode("utf-8", "replace"))
+        except DirectoryUnavailable as exc:
+            # RFC 4954 section 6: 454 4.7.0, a temporary failure the client retries later.
+            service.ctx.log.warning("service=%s event=auth-unavailable client=%s user=%r %s",
+                                    service.ctx.name, ip, user, exc)
+            await self.push("454 4.7.0 Temporary authentication failure")
+            return AuthResult(success=False, handled=True)
         if entry is not None and entry.mailbox.Type is not MailboxType.Anonymous:
             service.throttle.succeeded(ip, entry.name)
             self.mailbox = entry
@@ -430,6 +437,12 @@ class Handler:
                           address: str, rcpt_options: list[str]) -> str:
         settings = self.service.ctx.settings
         found = settings.mailbox(address)
+        if found is None and settings.Directory is not None and settings.Directory.ldap():
+            try:
+                hit = await asyncio.to_thread(self.service.directory.find, settings, address)
+            except DirectoryUnavailable:
+                return "451 4.4.3 The directory is unavailable; try again later"
+            found = (hit.name, hit.mailbox) if hit is not None else None
         # The same mailbox named twice (or by two of its addresses) gets one copy.
         key = f"mailbox:{found[0].lower()}" if found else f"address:{address.lower()}"
         if key in self.smtp.rcpt_keys:
@@ -467,7 +480,8 @@ class Handler:
         settings = self.service.ctx.settings
         recipients = []
         for address in envelope.rcpt_tos:
-            found = self.service.directory.find(settings, address)
+            # No network here (the event loop): RCPT looked each one up a moment ago.
+            found = self.service.directory.cached_entry(settings, address)
             if found is not None:
                 recipients.append(Recipient(address, found.name, found.server_name))
             else:

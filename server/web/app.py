@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from ..directory import Entry, may_use_protocol
+from ..directory import DirectoryUnavailable, Entry, may_use_protocol
 from ..frontend.throttle import account_key
 from ..retrieval import calendar_web
 from ..settings.models import Mailbox, Settings
@@ -158,6 +158,9 @@ class Handlers:
         if name is None:
             return None
         box = self.settings.Mailboxes.get(name)
+        if box is None:  # in an LDAP directory: as the sign-in found it
+            entry = self.service.directory.cached_entry(self.settings, name)
+            box = entry.mailbox if entry is not None else None
         if box is None or box.Type in REFUSED_TYPES:
             return None
         return name, box
@@ -251,6 +254,12 @@ class Handlers:
         self._inflight[ip] = self._inflight.get(ip, 0) + 1
         try:
             entry = await self.check_password(ip, username, password)
+        except DirectoryUnavailable:
+            self.service.ctx.log.warning("event=web_signin result=unavailable client=%s user=%r",
+                                         ip, username)
+            return self.signin_page(
+                request, username, "The directory of mailboxes cannot be reached right now. "
+                "Nothing is wrong with your password: try again in a few minutes.", 503, target)
         finally:
             self._inflight[ip] -= 1
             if not self._inflight[ip]:
@@ -286,7 +295,7 @@ class Handlers:
     async def show_settings(self, request: web.Request) -> web.StreamResponse:
         name, box = self.require_sign_in(request)
         settings = self.settings
-        entry = self.service.directory.find(settings, name)
+        entry = self.service.directory.cached_entry(settings, name)
         view = self.view_for(request, name)
         shown = view.shown
         blocks = "\n".join(

@@ -30,6 +30,7 @@ from server.runtime.main import TEST_REGISTRY_ENV
 from server.runtime.service import Service
 from server.settings import store
 from server.settings.models import (
+    DELIVERY,
     IMAP4,
     IMAP4BE,
     POP3,
@@ -175,7 +176,7 @@ ECHO = "tests.e2e.conftest:EchoService"
 @pytest.fixture
 def echo_services(home: Home) -> Iterator[ServiceRunner]:
     """Like `services`, but every service name runs EchoService (tests of the runtime)."""
-    registry = {name: ECHO for name in (IMAP4, IMAP4BE, POP3, POP3BE, SUBMISSION, WEB)}
+    registry = {name: ECHO for name in (IMAP4, IMAP4BE, POP3, POP3BE, SUBMISSION, WEB, DELIVERY)}
     runner = ServiceRunner(home, _base_env(home, registry))
     try:
         yield runner
@@ -198,6 +199,8 @@ def echo_endpoints(settings: Settings, name: str, server: str) -> list[IPEndPoin
         return [IPEndPoint(srv.BackEndAddress, srv.PopBackEndPort)]
     if name == WEB:
         return list(srv.OwaVirtualDirectory.Bindings)
+    if name == DELIVERY:
+        return [IPEndPoint(srv.BackEndAddress, srv.DeliveryPort)]
     return [ep for c in settings.frontend_connectors(server).values() for ep in c.Bindings]
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from server.settings import store
-from server.settings.models import IMAP4, IMAP4BE, POP3, POP3BE, SUBMISSION
+from server.settings.models import DELIVERY, IMAP4, IMAP4BE, POP3, POP3BE, SUBMISSION
 from server.settings.paths import Home
 from server.store import open_store
 from server.web.connectivity import ConnectionType, Probe, test_connectivity
@@ -40,7 +40,7 @@ def run_services(home: Home, in_process: Any, names: tuple[str, ...]) -> Iterato
 
 @pytest.fixture
 def everything(home: Home, in_process: Any) -> Iterator[None]:
-    yield from run_services(home, in_process, (IMAP4BE, POP3BE, IMAP4, POP3, SUBMISSION))
+    yield from run_services(home, in_process, (IMAP4BE, POP3BE, DELIVERY, IMAP4, POP3, SUBMISSION))
 
 
 @pytest.fixture

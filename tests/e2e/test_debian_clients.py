@@ -25,7 +25,7 @@ from imapclient import IMAPClient
 
 from server.protocols.imap import utf7
 from server.settings import store
-from server.settings.models import SUBMISSION, PortPlan, default_settings
+from server.settings.models import DELIVERY, SUBMISSION, PortPlan, default_settings
 from server.settings.paths import Home
 from tests.e2e.conftest import REPO, ServiceRunner, _base_env, free_base_port
 from tests.e2e.frontend_support import PASSWORD, client_context
@@ -88,7 +88,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         # service start makes the CA and the certificate.
         mailctl_together(runner, [["new-mailbox", name, "--password-stdin"] for name in MAILBOXES])
         mailctl_together(runner, [["enable-imap4"]])
-        mailctl_together(runner, [["enable-pop3"], ["start-service", SUBMISSION]])
+        mailctl_together(runner, [["enable-pop3"], ["start-service", DELIVERY],
+                                  ["start-service", SUBMISSION]])
         settings = runner.settings
         server = settings.Servers["MBX01"]
         imap, pop = server.ImapSettings, server.PopSettings

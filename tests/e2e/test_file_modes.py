@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from server.settings.models import IMAP4BE, SUBMISSION
+from server.settings.models import DELIVERY, IMAP4BE, SUBMISSION
 from server.settings.paths import Home
 from server.store import open_store
 from server.submission.queue import Recipient, Spool
@@ -53,7 +53,7 @@ def test_delivered_appended_and_spooled_mail_is_owner_only(
 ) -> None:
     home = make_home(tmp_path / "home")
     add_mailboxes(home)
-    with in_process(SUBMISSION, home):
+    with in_process(DELIVERY, home), in_process(SUBMISSION, home):
         with login(home) as client:
             client.send_message(message("bob@contoso.test", "alice@contoso.test"))
         mail = open_store(home, "MBX01")

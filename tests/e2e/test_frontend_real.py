@@ -21,7 +21,15 @@ import pytest
 from imapclient import IMAPClient
 
 from server.settings import store
-from server.settings.models import IMAP4, IMAP4BE, POP3, POP3BE, SUBMISSION, default_server
+from server.settings.models import (
+    DELIVERY,
+    IMAP4,
+    IMAP4BE,
+    POP3,
+    POP3BE,
+    SUBMISSION,
+    default_server,
+)
 from server.settings.paths import Home
 from server.store import open_store
 from tests.e2e.frontend_support import (
@@ -50,11 +58,11 @@ def home(tmp_path: Path) -> Home:
 
 @pytest.fixture
 def site(home: Home, in_process: Any) -> Iterator[dict[str, Any]]:
-    """Back ends on both servers, front ends and submission on MBX01."""
+    """Back ends and delivery on both servers, front ends and submission on MBX01."""
     with ExitStack() as stack:
         running = {}
         for name, server in [(IMAP4BE, "MBX01"), (IMAP4BE, "MBX02"), (POP3BE, "MBX01"),
-                             (POP3BE, "MBX02")]:
+                             (POP3BE, "MBX02"), (DELIVERY, "MBX01"), (DELIVERY, "MBX02")]:
             running[(name, server)] = stack.enter_context(in_process(name, home, server))
         for name in (IMAP4, POP3, SUBMISSION):
             running[(name, "MBX01")] = stack.enter_context(in_process(name, home, "MBX01"))

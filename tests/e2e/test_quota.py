@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from server.settings import store as settings_store
-from server.settings.models import SUBMISSION
+from server.settings.models import DELIVERY, SUBMISSION
 from server.store import open_store
 from tests.e2e.frontend_support import add_mailboxes, make_home
 from tests.e2e.test_imap_backend import MSG, Backend
@@ -74,7 +74,7 @@ def test_delivery_and_submission_over_quota_get_5_2_2(tmp_path: Path, in_process
         with settings_store.edit(home) as doc:
             set_quota(doc, "alice", ProhibitSendReceiveQuota="8KB")
             set_quota(doc, "carol", ProhibitSendQuota="4KB", ProhibitSendReceiveQuota="1MB")
-        with in_process(SUBMISSION, home) as svc:
+        with in_process(DELIVERY, home), in_process(SUBMISSION, home) as svc:
             svc.service.delivery.retry_base = 0.05
             with login(home, "bob") as client:
                 client.send_message(message("bob@contoso.test", "alice@contoso.test",

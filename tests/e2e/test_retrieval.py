@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import imaplib
 import re
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -16,10 +17,11 @@ from server.directory import proxy_secret
 from server.retrieval import CACHE
 from server.retrieval.receipts import MDN_SENT
 from server.settings import store as settings_store
-from server.settings.models import IMAP4BE, POP3BE
+from server.settings.models import DELIVERY, IMAP4BE, POP3BE, SUBMISSION
 from server.settings.paths import Home
 from server.settings.types import MimeTextFormat as F
 from server.store import mime, open_store
+from server.submission.queue import Spool
 from tests.e2e.handover_support import ProxiedIMAP4, ProxiedPOP3
 from tests.unit.test_retrieval import (
     BODY_TYPES,
@@ -199,31 +201,52 @@ def test_imap_calendar_links_and_force_ical(servers: Servers) -> None:
     conn.logout()
 
 
-def test_imap_read_receipt_once_on_download_unless_suppressed(servers: Servers) -> None:
+def spooled_receipts(home: Home, address: str = "carol@contoso.test") -> int:
+    """Receipts wait in the submission spool for the delivery service (server/delivery/)."""
+    spool = Spool(home.queue / "MBX01")
+    return sum(1 for e in spool.load() for r in e.recipients if r.address == address)
+
+
+def deliver_spool(home: Home, in_process: Any, mailbox: str = "carol") -> list[bytes]:
+    """Run submission and delivery until the spool is empty; the mailbox's messages."""
+    with in_process(DELIVERY, home), in_process(SUBMISSION, home):
+        deadline = time.monotonic() + 10
+        while list((home.queue / "MBX01").glob("*.json")):
+            assert time.monotonic() < deadline, "the spool was not delivered"
+            time.sleep(0.02)
+    mail = open_store(home, "MBX01")
+    try:
+        box = mail.mailbox(mailbox)
+        return [box.read("INBOX", row.uid) for row in box.snapshot("INBOX").rows]
+    finally:
+        mail.close()
+
+
+def test_imap_read_receipt_once_on_download_unless_suppressed(servers: Servers,
+                                                              in_process: Any) -> None:
     uid = servers.deliver(asking_carol())
     conn = servers.imap()
     conn.select("INBOX")
     imap_fetch_all(conn, peek=True)
-    assert servers.store.mailbox("carol").status("INBOX").messages == 0  # PEEK is no download
+    assert spooled_receipts(servers.home) == 0  # PEEK is no download
     imap_fetch_all(conn, peek=False)
     imap_fetch_all(conn, peek=False)
     second = servers.imap()
     second.select("INBOX")
     imap_fetch_all(second, peek=False)
-    assert servers.store.mailbox("carol").status("INBOX").messages == 1
+    assert spooled_receipts(servers.home) == 1
     typ, flags = conn.uid("FETCH", str(uid), "(FLAGS)")
     assert MDN_SENT.encode() in flags[-1]
-    rows = servers.store.mailbox("carol").snapshot("INBOX").rows
-    mdn = servers.store.mailbox("carol").read("INBOX", rows[0].uid)
-    assert b"Final-Recipient: rfc822;alice@contoso.test" in mdn
     # Suppressed: another message asking for a receipt gets none from the server.
     servers.set_server("ImapSettings", SuppressReadReceipt=True)
     servers.deliver(asking_carol())
     conn.noop()
     imap_fetch_all(conn, peek=False)
-    assert servers.store.mailbox("carol").status("INBOX").messages == 1
+    assert spooled_receipts(servers.home) == 1
     conn.logout()
     second.logout()
+    [mdn] = deliver_spool(servers.home, in_process)
+    assert b"Final-Recipient: rfc822;alice@contoso.test" in mdn
 
 
 # --- POP3 -------------------------------------------------------------------------------
@@ -315,21 +338,22 @@ def test_pop3_calendar_link_on_the_external_url(servers: Servers) -> None:
     conn.quit()
 
 
-def test_pop3_receipt_on_retr_not_top_and_only_once(servers: Servers) -> None:
+def test_pop3_receipt_on_retr_not_top_and_only_once(servers: Servers, in_process: Any) -> None:
     servers.deliver(asking_carol())
     conn = servers.pop()
     conn.top(1, 5)
-    assert servers.store.mailbox("carol").status("INBOX").messages == 0
+    assert spooled_receipts(servers.home) == 0
     conn.retr(1)
     conn.retr(1)
     conn.quit()
     conn = servers.pop()
     conn.retr(1)
     conn.quit()
-    assert servers.store.mailbox("carol").status("INBOX").messages == 1
+    assert spooled_receipts(servers.home) == 1
     servers.set_server("PopSettings", SuppressReadReceipt=True)
     servers.deliver(asking_carol())
     conn = servers.pop()
     conn.retr(2)
     conn.quit()
-    assert servers.store.mailbox("carol").status("INBOX").messages == 1
+    assert spooled_receipts(servers.home) == 1
+    assert len(deliver_spool(servers.home, in_process)) == 1

@@ -20,7 +20,7 @@ import pytest
 from server.runtime import control
 from server.runtime.main import read_pid_file
 from server.settings import store
-from server.settings.models import IMAP4, IMAP4BE, POP3, POP3BE, SUBMISSION, WEB
+from server.settings.models import DELIVERY, IMAP4, IMAP4BE, POP3, POP3BE, SUBMISSION, WEB
 from server.settings.paths import Home
 
 from .conftest import ServiceRunner
@@ -28,7 +28,7 @@ from .conftest import ServiceRunner
 pytestmark = pytest.mark.e2e
 
 STARTUP = {IMAP4BE: "Automatic", IMAP4: "Automatic", POP3BE: "Manual", POP3: "Manual",
-           SUBMISSION: "Disabled", WEB: "Manual"}
+           SUBMISSION: "Disabled", WEB: "Manual", DELIVERY: "Automatic"}
 
 
 def get_json(runner: ServiceRunner, *args: str) -> list[dict]:
@@ -64,7 +64,7 @@ def test_start_inspect_stop_through_the_cli(echo_services: ServiceRunner) -> Non
 
     rows = get_json(runner, "MSExchange*")
     assert {r["Name"]: r["Status"] for r in rows}[IMAP4] == "Stopped"
-    assert len(rows) == 5  # all but W3SVC
+    assert len(rows) == 6  # all but W3SVC
 
     runner.run_ok("Stop-Service", "MSExchangeIMAP4BE")
     assert client.recv(200).startswith(b"* BYE")  # told goodbye, not just cut
@@ -193,7 +193,7 @@ def test_restart_service_gives_a_new_process(echo_services: ServiceRunner) -> No
 def test_install_systemd_writes_one_unit_per_service(home: Home, tmp_path) -> None:
     out = tmp_path / "units"
     written = control.install_systemd(home, out, python="/usr/bin/python3", user="mailctl")
-    assert len(written) == 6
+    assert len(written) == 7
     unit = (out / "mailctl-MBX01-MSExchangeIMAP4.service").read_text()
     assert "Type=simple" in unit
     assert (f"ExecStart=/usr/bin/python3 -m server run MSExchangeIMAP4 --server MBX01 "
@@ -201,18 +201,21 @@ def test_install_systemd_writes_one_unit_per_service(home: Home, tmp_path) -> No
     assert "After=network-online.target mailctl-MBX01-MSExchangeIMAP4BE.service" in unit
     assert "ExecReload=/bin/kill -HUP $MAINPID" in unit and "User=mailctl" in unit
     assert "WantedBy=multi-user.target" in unit
+    submission = (out / "mailctl-MBX01-MSExchangeFrontEndTransport.service").read_text()
+    assert "After=network-online.target mailctl-MBX01-MSExchangeDelivery.service" in submission
     # The units run exactly the command line control.find_process recognizes as the service.
     command = unit.split("ExecStart=", 1)[1].splitlines()[0].split()
     assert control._is_our_command(command, home, IMAP4, "MBX01")
     # Automatic by default: transport and web, as in Exchange.
     assert control.automatic_units(home) == [
+        "mailctl-MBX01-MSExchangeDelivery.service",
         "mailctl-MBX01-MSExchangeFrontEndTransport.service", "mailctl-MBX01-W3SVC.service"]
 
 
 def test_install_systemd_through_the_cli(echo_services: ServiceRunner, tmp_path) -> None:
     result = echo_services.run_ok("install-systemd", "--output-dir", str(tmp_path))
     assert "systemctl daemon-reload" in result.stdout
-    assert len(list(tmp_path.glob("*.service"))) == 6
+    assert len(list(tmp_path.glob("*.service"))) == 7
 
 
 def test_an_idle_service_costs_no_cpu(echo_services: ServiceRunner) -> None:

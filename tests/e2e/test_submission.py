@@ -17,7 +17,7 @@ from aiosmtpd.controller import Controller
 
 from server.directory import proxy_secret
 from server.settings import store
-from server.settings.models import IMAP4BE, SUBMISSION, SendConnector
+from server.settings.models import DELIVERY, IMAP4BE, SUBMISSION, SendConnector
 from server.settings.paths import Home
 from server.store import open_store
 from server.submission.queue import ORPHAN_GRACE, Recipient, Spool
@@ -58,7 +58,8 @@ def set_connector(home: Home, **changes: Any) -> None:
 
 @pytest.fixture
 def smtp_service(env: Home, in_process: Any) -> Iterator[Any]:
-    with in_process(SUBMISSION, env) as svc:
+    # Local mail goes through MSExchangeDelivery (server/delivery/), so it runs too.
+    with in_process(DELIVERY, env), in_process(SUBMISSION, env) as svc:
         svc.service.throttle.base = 0.01
         svc.service.delivery.retry_base = 0.05
         yield svc
@@ -231,26 +232,26 @@ def test_spooled_mail_survives_a_restart(env: Home, in_process: Any) -> None:
     (env.queue / "MBX01" / "orphan.eml").write_bytes(b"never acknowledged")
     old = time.time() - ORPHAN_GRACE - 1
     os.utime(env.queue / "MBX01" / "orphan.eml", (old, old))
-    with in_process(SUBMISSION, env):
+    with in_process(DELIVERY, env), in_process(SUBMISSION, env):
         wait_for(lambda: len(inbox(env, "alice")) == 1)
     assert inbox(env, "alice")[0] == b"Subject: left over\r\n\r\nbody\r\n"
     assert list((env.queue / "MBX01").iterdir()) == []
 
 
 def test_local_delivery_failure_is_retried(env: Home, in_process: Any, monkeypatch: Any) -> None:
-    with in_process(SUBMISSION, env) as svc:
+    with in_process(DELIVERY, env), in_process(SUBMISSION, env) as svc:
         delivery = svc.service.delivery
         delivery.retry_base = 0.05
-        real = delivery._deliver_local
+        real = delivery.lmtp
         calls = []
 
-        def flaky(rcpt: Recipient, data: bytes) -> None:
-            calls.append(rcpt.address)
+        def flaky(*args: Any, **kwargs: Any) -> Any:
+            calls.append(args[3])
             if len(calls) == 1:
                 raise OSError("disk full")
-            real(rcpt, data)
+            return real(*args, **kwargs)
 
-        monkeypatch.setattr(delivery, "_deliver_local", flaky)
+        monkeypatch.setattr(delivery, "lmtp", flaky)
         client = login(env)
         client.send_message(message("bob@contoso.test", "alice@contoso.test"))
         client.quit()
@@ -393,9 +394,10 @@ class Crash(BaseException):
     """Stands for kill -9: nothing after it runs, no except Exception catches it."""
 
 
-def test_delivery_after_a_crash_is_not_repeated(env: Home, monkeypatch: Any) -> None:
-    """Killed between the mailbox's commit and the spool's update, the next start must not
-    deliver the message a second time."""
+def test_delivery_after_a_crash_is_not_repeated(env: Home, monkeypatch: Any,
+                                                in_process: Any) -> None:
+    """Killed between the delivery service's reply and the spool's update, the next start
+    must not deliver the message a second time: the delivery service knows the entry."""
     from server.settings import store as settings_store
     from server.submission.delivery import Delivery
 
@@ -405,32 +407,31 @@ def test_delivery_after_a_crash_is_not_repeated(env: Home, monkeypatch: Any) -> 
                                    Recipient("bob@contoso.test", "bob", "MBX01")],
               b"Subject: once\r\n\r\nbody\r\n", "bob")
     settings = settings_store.load(env).settings
-    first = Delivery(env, spool, lambda: settings)
-    appended: list[str] = []
-    real_deliver, real_update = first._deliver_local, Spool.update
+    with in_process(DELIVERY, env):
+        first = Delivery(env, spool, lambda: settings)
+        delivered: list[str] = []
+        real_lmtp, real_update = first.lmtp, Spool.update
 
-    def deliver(rcpt: Recipient, data: bytes) -> None:
-        real_deliver(rcpt, data)
-        appended.append(rcpt.address)
+        def lmtp(*args: Any, **kwargs: Any) -> Any:
+            replies = real_lmtp(*args, **kwargs)
+            delivered.append(args[1])
+            return replies
 
-    def update(self: Spool, entry: Any) -> None:
-        if appended:
-            raise Crash
-        real_update(self, entry)
+        def update(self: Spool, entry: Any) -> None:
+            if delivered:
+                raise Crash
+            real_update(self, entry)
 
-    monkeypatch.setattr(first, "_deliver_local", deliver)
-    monkeypatch.setattr(Spool, "update", update)
-    [entry] = spool.load()
-    with pytest.raises(Crash):
-        first._attempt(entry)
-    monkeypatch.setattr(Spool, "update", real_update)
-    for store_ in first._stores.values():
-        store_.close()  # type: ignore[attr-defined]
-    second = Delivery(env, Spool(folder), lambda: settings)
-    [entry] = second.spool.load()
-    second._attempt(entry)
-    for store_ in second._stores.values():
-        store_.close()  # type: ignore[attr-defined]
+        monkeypatch.setattr(first, "lmtp", lmtp)
+        monkeypatch.setattr(Spool, "update", update)
+        [entry] = spool.load()
+        with pytest.raises(Crash):
+            first._attempt(entry)
+        monkeypatch.setattr(Spool, "update", real_update)
+        second = Delivery(env, Spool(folder), lambda: settings)
+        [entry] = second.spool.load()
+        assert len(entry.recipients) == 2  # the spool never heard of the delivery
+        second._attempt(entry)
     assert len(inbox(env, "alice")) == 1
     assert len(inbox(env, "bob")) == 1
     assert list(folder.glob("*.json")) == []

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from server.settings.models import SUBMISSION
+from server.settings.models import DELIVERY, SUBMISSION
 from server.settings.paths import Home
 from tests.e2e.frontend_support import PASSWORD, add_mailboxes, client_context, make_home
 from tests.e2e.test_submission import (
@@ -34,7 +34,7 @@ def env(tmp_path: Path) -> Home:
 
 @pytest.fixture
 def smtp_service(env: Home, in_process: Any) -> Iterator[Any]:
-    with in_process(SUBMISSION, env) as svc:
+    with in_process(DELIVERY, env), in_process(SUBMISSION, env) as svc:
         svc.service.throttle.base = 0.01
         svc.service.delivery.retry_base = 0.05
         yield svc

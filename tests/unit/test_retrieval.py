@@ -36,6 +36,7 @@ from server.settings.paths import Home
 from server.settings.types import CalendarItemRetrievalOption as Cal
 from server.settings.types import MimeTextFormat as F
 from server.store import mime, open_store
+from server.submission.queue import QueueEntry
 from tests.conftest import corpus_paths
 
 HEAD = (
@@ -461,7 +462,9 @@ def test_mdn_is_a_valid_disposition_notification() -> None:
     assert receipts.receipt_address(mdn) is None  # never an MDN for an MDN
 
 
-def test_receipt_sent_once_locally_and_spooled_for_remote(tmp_path: Path) -> None:
+def test_receipt_sent_once_and_spooled_for_local_and_remote(tmp_path: Path) -> None:
+    """Receipts never go into a mailbox store directly: the submission spool takes them, with
+    the local recipient's mailbox and server, for the delivery service of that server."""
     home = Home.resolve(tmp_path / "home")
     s = default_settings()
     for name in ("alice", "bob"):
@@ -476,10 +479,15 @@ def test_receipt_sent_once_locally_and_spooled_for_remote(tmp_path: Path) -> Non
         assert receipts.MDN_SENT in flags
         assert not sender.downloaded(bob, "INBOX", uid, frozenset(), "bob", _asking())  # claimed
         assert not sender.downloaded(bob, "INBOX", uid, flags, "bob", _asking())
-        inbox = store.mailbox("alice").snapshot("INBOX").rows
-        assert len(inbox) == 1
-        mdn = store.mailbox("alice").read("INBOX", inbox[0].uid)
+        assert store.mailbox("alice").snapshot("INBOX").rows == []
+        [local] = [QueueEntry.from_json(p.read_bytes())
+                   for p in (home.queue / "MBX01").glob("*.json")]
+        assert local.mail_from == ""
+        assert [(r.address, r.mailbox, r.server) for r in local.recipients] == [
+            ("alice@contoso.test", "alice", "MBX01")]
+        mdn = (home.queue / "MBX01" / f"{local.id}.eml").read_bytes()
         assert b"report-type=disposition-notification" in mdn and b"From: bob@contoso.test" in mdn
+        (home.queue / "MBX01" / f"{local.id}.json").unlink()
         remote = _asking().replace(b"Alice <alice@contoso.test>", b"<carol@fabrikam.test>")
         uid2 = bob.append("INBOX", remote).uid
         assert sender.downloaded(bob, "INBOX", uid2, frozenset(), "bob", remote)

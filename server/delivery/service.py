@@ -1,0 +1,254 @@
+"""MSExchangeDelivery (Mailbox Transport Delivery): the one way into this server's mailboxes
+for mail. Submission (server/submission/delivery.py), its non-delivery reports and the
+back ends' read receipts (through submission's spool) all hand messages to the delivery
+service of the server that holds the recipient's mailbox, over LMTP (RFC 2033, lmtp.py).
+
+The hop: implicit TLS on BackEndAddress:DeliveryPort (the server's certificate, issued by
+the organization's CA), then, before the LMTP greeting, the mutual HMAC challenge-response
+over the proxy secret that front ends and back ends use (server/protocols/handover.py, with
+protocol "LMTP"; the "mailbox" field names the calling service). A peer that fails it is
+closed without a byte of LMTP read or sent. docs/security.md has the threat model.
+
+Replies after DATA are per recipient (RFC 2033 section 4.2): 250 delivered, 552 5.2.2 over
+ProhibitSendReceiveQuota (permanent: the sender bounces it), 451 4.3.0 when the store failed
+(the sender retries). RCPT refuses unknown addresses (550 5.1.1) and mailboxes of other
+servers (550 5.1.6). With an ENVID (the spool entry's id) delivery is idempotent per entry
+and mailbox (ledger.py), so a sender that retries after a lost reply does not deliver twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from server.directory import DirectoryUnavailable, Entry, ProxySecret, find_entry
+from server.protocols import handover
+from server.runtime import tls
+from server.runtime.listeners import ListenerSet
+from server.runtime.service import Service, ServiceContext
+from server.settings.models import Settings
+from server.settings.paths import Home
+from server.settings.types import IPEndPoint
+from server.store import quota
+from server.store.api import MailboxStore, MailStore
+
+from .ledger import DeliveryLedger
+from .lmtp import LmtpSession, Transaction
+
+PROTOCOL = "LMTP"  # the protocol name inside the hand-over's proofs
+CERTIFICATE = "SMTP"
+HANDOVER_DEADLINE = 10.0  # as the back ends (server/backend/common.py)
+MAX_UNAUTHENTICATED = 64
+IDLE_TIMEOUT = 300.0
+
+
+def open_default_store(home: Home, server: str) -> MailStore:
+    from server.store import open_store
+
+    return open_store(home, server)
+
+
+class DeliveryService(Service):
+    store_factory: Callable[[Home, str], MailStore] = staticmethod(open_default_store)
+
+    def __init__(self, ctx: ServiceContext) -> None:
+        super().__init__(ctx)
+        self._listeners = ListenerSet(lambda _tls: self._serve, handshake_timeout=HANDOVER_DEADLINE)
+        self._store: MailStore | None = None
+        self._ledger: DeliveryLedger | None = None
+        self._ssl: Any = None
+        self._thumbprint: str | None = None
+        self._connections: set[asyncio.Task[Any]] = set()
+        self.proxy_secret = ProxySecret(ctx.home)
+        self.unauthenticated = 0
+        self.delivered = 0
+
+    # --- lifecycle ------------------------------------------------------------------
+    async def start(self) -> None:
+        home, server = self.ctx.home, self.ctx.server
+        self._store = await asyncio.to_thread(type(self).store_factory, home, server)
+        self._ledger = await asyncio.to_thread(
+            DeliveryLedger, home.database(server) / "delivered.sqlite")
+        try:
+            await self._reconcile()
+        except BaseException:
+            await self._close()
+            raise
+
+    async def reload(self, old: Settings, new: Settings) -> None:
+        await self._reconcile()
+
+    async def reload_certificates(self) -> None:
+        await self._reconcile()
+
+    async def stop(self, grace: float) -> None:
+        self._listeners.close()
+        if self._connections:
+            _, pending = await asyncio.wait(list(self._connections), timeout=grace)
+            for task in pending:
+                task.cancel()
+        await self._close()
+
+    async def _close(self) -> None:
+        self._listeners.close()
+        if self._store is not None:
+            await asyncio.to_thread(self._store.close)
+            self._store = None
+        if self._ledger is not None:
+            self._ledger.close()
+            self._ledger = None
+
+    async def _reconcile(self) -> None:
+        server = self.ctx.server_settings
+        cert = await asyncio.to_thread(tls.ensure_certificate, self.ctx.home, CERTIFICATE,
+                                       server.Fqdn)
+        if self._ssl is None:
+            self._ssl = tls.server_context(cert, session_tickets=False)
+        elif cert.thumbprint != self._thumbprint:
+            tls.reload_context(self._ssl, cert)
+        self._thumbprint = cert.thumbprint
+        await self._listeners.reconcile(
+            [], [IPEndPoint(server.BackEndAddress, server.DeliveryPort)], self._ssl)
+
+    def status(self) -> dict[str, Any]:
+        return {"connections": len(self._connections), "endpoints": self._listeners.endpoints}
+
+    def bound_port(self) -> int:
+        server = self.ctx.server_settings
+        return self._listeners.bound_port(server.BackEndAddress, server.DeliveryPort, True)
+
+    # --- a connection ---------------------------------------------------------------
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
+        peer = (writer.get_extra_info("peername") or ("", 0))[0]
+        try:
+            caller = await self._authenticate(reader, writer, peer)
+            if caller is None:
+                return
+            session = LmtpSession(self.ctx.server_settings.Fqdn, self._check_rcpt)
+            writer.write(session.greeting())
+            while not session.closed:
+                data = await asyncio.wait_for(reader.read(65536), IDLE_TIMEOUT)
+                if not data:
+                    break
+                out, txn = session.receive(data)
+                while True:
+                    writer.write(out)
+                    if txn is None:
+                        break
+                    replies = await asyncio.to_thread(self._deliver, txn, caller, peer)
+                    writer.write(session.delivered(replies))
+                    out, txn = session.receive(b"")
+                await writer.drain()
+        except (TimeoutError, ConnectionError, OSError):
+            pass
+        finally:
+            self._connections.discard(task)
+            writer.close()
+
+    async def _authenticate(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                            peer: str) -> str | None:
+        """The hand-over's back-end side; the calling service's name, None: closed."""
+        if self.unauthenticated >= MAX_UNAUTHENTICATED:
+            return None
+        self.unauthenticated += 1
+        try:
+            async with asyncio.timeout(HANDOVER_DEADLINE):
+                secret = self.proxy_secret.cached() or await asyncio.to_thread(
+                    self.proxy_secret.load)
+                shake = handover.BackendHandshake(secret, PROTOCOL, self.ctx.server)
+                writer.write(shake.challenge())
+                while shake.accepted is None:
+                    data = await reader.read(shake.room())
+                    if not data:
+                        return None
+                    answer = shake.receive(data)
+                    if answer:
+                        writer.write(answer)
+        except TimeoutError:
+            self.ctx.log.info("service=%s event=handover-timeout peer=%s", self.ctx.name, peer)
+            return None
+        except handover.HandoverError as exc:
+            self.ctx.log.warning("service=%s event=handover-failed peer=%s error=%r",
+                                 self.ctx.name, peer, str(exc))
+            return None
+        finally:
+            self.unauthenticated -= 1
+        writer.write(shake.ok())
+        return shake.accepted.mailbox
+
+    # --- LMTP decisions -------------------------------------------------------------
+    def _find(self, settings: Settings, address: str) -> Entry | str:
+        """The recipient's directory entry (settings.toml or LDAP, as configured), or the
+        refusal to give. An LDAP lookup blocks for at most the directory's timeouts."""
+        try:
+            entry = find_entry(settings, address, self.ctx.home, stale_ok=True)
+        except DirectoryUnavailable:
+            return f"451 4.4.3 <{address}>: the directory cannot be reached, try again later"
+        if entry is None:
+            return f"550 5.1.1 <{address}>: no such mailbox"
+        if entry.server_name.lower() != self.ctx.server.lower():
+            return f"550 5.1.6 <{address}>: mailbox {entry.name} is on server {entry.server_name}"
+        return entry
+
+    def _check_rcpt(self, address: str) -> str:
+        found = self._find(self.ctx.settings, address)
+        return found if isinstance(found, str) else f"250 2.1.5 <{address}> OK"
+
+    def _deliver(self, txn: Transaction, caller: str, peer: str) -> list[str]:
+        """One reply per accepted recipient (blocking, in a worker thread)."""
+        settings = self.ctx.settings
+        replies = []
+        for address in txn.recipients:
+            found = self._find(settings, address)  # settings may have changed since RCPT
+            reply = found if isinstance(found, str) else self._deliver_one(txn, address, found)
+            self.ctx.log.info("service=%s event=lmtp-delivery envid=%s to=%s from=%s "
+                              "caller=%s peer=%s reply=%r", self.ctx.name, txn.envid, address,
+                              txn.mail_from, caller, peer, reply)
+            replies.append(reply)
+        return replies
+
+    def _deliver_one(self, txn: Transaction, address: str, entry: Entry) -> str:
+        assert self._store is not None and self._ledger is not None
+        name, box = entry.name, entry.mailbox
+        data = txn.data
+        try:
+            mailbox = self._store.mailbox(name)
+            if txn.envid:
+                state = self._ledger.state(txn.envid, name)
+                if state is not None:
+                    done, from_uid = state
+                    if done or (from_uid is not None and _has_copy(mailbox, from_uid, data)):
+                        self._ledger.done(txn.envid, name)
+                        return f"250 2.1.5 <{address}> delivered already"
+            quota.check_receive(mailbox, box, len(data))
+            if txn.envid:
+                self._ledger.begin(txn.envid, name, mailbox.status("INBOX").uidnext)
+            mailbox.append("INBOX", data)
+            if txn.envid:
+                self._ledger.done(txn.envid, name)
+        except quota.OverQuota:
+            # Exchange's text, with LMTP's code for "exceeded storage allocation".
+            return "552 " + quota.RECEIVE_REFUSED.removeprefix("554 ")
+        except Exception as exc:  # noqa: BLE001 - the sender retries a temporary failure
+            self.ctx.log.exception("service=%s event=store-error to=%s", self.ctx.name, address)
+            return f"451 4.3.0 <{address}> temporary store failure ({type(exc).__name__})"
+        self.delivered += 1
+        return f"250 2.1.5 <{address}> delivered"
+
+
+def _has_copy(mailbox: MailboxStore, from_uid: int, data: bytes) -> bool:
+    """Whether the INBOX has this very message from `from_uid` on: a delivery whose commit
+    happened but whose ledger mark did not."""
+    for row in mailbox.snapshot("INBOX").rows:
+        if row.uid < from_uid or row.size != len(data):
+            continue
+        try:
+            if mailbox.read("INBOX", row.uid) == data:
+                return True
+        except Exception:  # noqa: BLE001 - expunged meanwhile: not a copy to count
+            continue
+    return False
