@@ -59,7 +59,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..directory import Directory, DirectoryUnavailable, Entry, ProxySecret, may_use_protocol
 from ..protocols import handover, proxyv2
@@ -72,6 +72,9 @@ from ..settings.types import LoginType
 from .limits import ConnectionLimits
 from .relay import RelayStats, relay, take_buffered
 from .throttle import LoginThrottle, account_key
+
+if TYPE_CHECKING:
+    from .relay import Transforms
 
 MAX_LOGON_FAILURES = 3  # Exchange's receive-connector default, applied per connection
 BACKEND_TIMEOUT = 15.0  # connect + hand-over; a slower back end counts as down
@@ -354,6 +357,10 @@ class FrontendService(Service):
     def backend_lost(self, last_chunk: bytes) -> bytes:
         """What to tell the client when the back end closes on its own mid-session."""
         return b""
+
+    def relay_transforms(self) -> Transforms | None:
+        """Rewrites of one session's relayed bytes (IMAP COMPRESS), or None."""
+        return None
 
     # --- lifecycle ------------------------------------------------------------------
     async def start(self) -> None:
@@ -770,7 +777,7 @@ class Session:
         try:
             closed_by = await relay(
                 self.writer, pending, backend_writer, take_buffered(backend_reader),
-                self._final_words, stats,
+                self._final_words, stats, self.service.relay_transforms(),
             )
         finally:
             if self.service.protocol_log.enabled:

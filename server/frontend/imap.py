@@ -1,8 +1,9 @@
 """MSExchangeIMAP4: the IMAP4 front end (login policy, then proxy to the back end).
 
 Before login the front end answers CAPABILITY, NOOP, LOGOUT, ID, STARTTLS, LOGIN and
-AUTHENTICATE PLAIN (with SASL-IR, RFC 4959, or a "+" continuation); every other command gets
-"BAD Command received in invalid state." as Exchange answers.
+AUTHENTICATE PLAIN or LOGIN (with SASL-IR, RFC 4959, or "+" continuations); every other
+command gets "BAD Command received in invalid state." as Exchange answers. AUTHENTICATE
+LOGIN follows the same LoginType rule as PLAIN: both carry the password in the clear.
 
 LoginType, exactly (reference section 1; "TLS" means implicit TLS on SSLBindings or after
 STARTTLS):
@@ -46,6 +47,8 @@ from .core import (
     Send,
     StartTls,
 )
+from .imap_compress import ImapCompress, with_capability
+from .relay import Transforms
 
 CRLF = b"\r\n"
 INVALID_STATE = "Command received in invalid state."
@@ -72,6 +75,8 @@ class ImapLoginCore(LoginCore):
         self.banner = banner
         self.reader = p.CommandReader()
         self._sasl_tag: str | None = None  # AUTHENTICATE waiting for its client response
+        self._sasl_login = False  # that AUTHENTICATE is LOGIN (else PLAIN)
+        self._sasl_user: str | None = None  # AUTHENTICATE LOGIN: the user name, once given
         # The command being answered, for the protocol log: name, parameters, tag, octets.
         self._logged: tuple[str, str, str | None] = ("", "", None)
         self._size = 0
@@ -79,13 +84,13 @@ class ImapLoginCore(LoginCore):
 
     # --- rendering --------------------------------------------------------------------
     def capabilities(self, policy: Policy) -> str:
-        caps = ["IMAP4rev1", "SASL-IR", "LITERAL+", "ID"]
+        caps = ["IMAP4rev1", "IMAP4rev2", "SASL-IR", "LITERAL+", "ID"]
         if not policy.tls_active and policy.tls_available:
             caps.append("STARTTLS")
         if not policy.clear_login_allowed:
             caps.append("LOGINDISABLED")
         if policy.sasl_plain_allowed:
-            caps.append("AUTH=PLAIN")
+            caps += ["AUTH=PLAIN", "AUTH=LOGIN"]
         return " ".join(caps)
 
     def greeting(self) -> bytes:
@@ -110,7 +115,8 @@ class ImapLoginCore(LoginCore):
         return f"{tag} NO {text}".encode() + CRLF
 
     def accept(self, request: LoginRequest, capabilities: str | None) -> bytes:
-        code = f"[CAPABILITY {capabilities}] " if capabilities else ""
+        # COMPRESS is the front end's own (server/frontend/imap_compress.py).
+        code = f"[CAPABILITY {with_capability(capabilities)}] " if capabilities else ""
         return f"{request.ref} OK {code}Logged in.".encode() + CRLF
 
     # --- input --------------------------------------------------------------------------
@@ -121,6 +127,7 @@ class ImapLoginCore(LoginCore):
         self.reader.discard_buffer()
         self.reader.line_mode = False
         self._sasl_tag = None
+        self._sasl_login, self._sasl_user = False, None
 
     def leftover(self) -> bytes:
         return self.reader.take_buffer()  # what came in behind the login command
@@ -140,6 +147,8 @@ class ImapLoginCore(LoginCore):
             before = self.reader.buffered
             event = self.reader.next_event()
             if event is None:
+                if self.reader.closing:  # a huge refused LITERAL+ (parser.MAX_SKIP_SIZE)
+                    return Send(self.goodbye("[TOOBIG] Literal too large"), close=True)
                 return None
             self._note(event, before - self.reader.buffered)
             result = self._handle(event, policy)
@@ -216,26 +225,53 @@ class ImapLoginCore(LoginCore):
     def _authenticate(
         self, tag: str, args: p.Authenticate, policy: Policy
     ) -> Send | LoginRequest:
-        if args.mechanism.upper() != "PLAIN":
+        if args.mechanism.upper() not in ("PLAIN", "LOGIN"):
             return self._tagged(tag, "NO", "Unsupported authentication mechanism.")
         if not policy.sasl_plain_allowed:
             return self._tagged(tag, "NO", "[PRIVACYREQUIRED] Authentication is disabled on "
                                 "an unencrypted connection; use STARTTLS or the SSL port.")
+        if args.mechanism.upper() == "LOGIN":
+            # SASL LOGIN (draft-murchison-sasl-login): "Username:", then "Password:"; an
+            # initial response (RFC 4959) is the user name.
+            self._sasl_login, self._sasl_user = True, None
+            if args.initial_response is None:
+                return self._challenge(tag, b"Username:")
+            return self._login_step(tag, args.initial_response)
         if args.initial_response is None:
             self._sasl_tag = tag
             self.reader.line_mode = True
             return Send(b"+ " + CRLF)
         return self._plain(tag, args.initial_response)
 
+    def _challenge(self, tag: str, text: bytes) -> Send:
+        self._sasl_tag = tag
+        self.reader.line_mode = True
+        return Send(b"+ " + base64.b64encode(text) + CRLF)
+
+    def _login_step(self, tag: str, response: bytes) -> Send | LoginRequest:
+        if self._sasl_user is None:
+            self._sasl_user = response.decode("utf-8", "replace")
+            return self._challenge(tag, b"Password:")
+        user, self._sasl_login, self._sasl_user = self._sasl_user, False, None
+        if not user:
+            return self._tagged(tag, "NO", "[AUTHENTICATIONFAILED] Authentication failed.")
+        return LoginRequest(user, response.decode("utf-8", "replace"), tag)
+
     def _sasl_response(self, line: bytes) -> Send | LoginRequest:
         tag, self._sasl_tag = self._sasl_tag or "*", None
         self.reader.line_mode = False
+        login, self._sasl_login = self._sasl_login, False
         if line.strip() == b"*":
+            self._sasl_user = None
             return self._tagged(tag, "BAD", "AUTHENTICATE cancelled.")
         try:
             response = base64.b64decode(line.strip(), validate=True)
         except (binascii.Error, ValueError):
+            self._sasl_user = None
             return self._tagged(tag, "BAD", "Invalid base64 response.")
+        if login:
+            self._sasl_login = True
+            return self._login_step(tag, response)
         return self._plain(tag, response)
 
     def _plain(self, tag: str, response: bytes) -> Send | LoginRequest:
@@ -288,6 +324,10 @@ class ImapFrontendService(FrontendService):
 
     def backend_ports(self, target: Server) -> tuple[int, int]:
         return target.ImapBackEndPort, target.ImapBackEndSSLPort
+
+    def relay_transforms(self) -> Transforms:
+        state = ImapCompress()
+        return Transforms(state.from_client, state.from_backend, state.compress)
 
     def backend_lost(self, last_chunk: bytes) -> bytes:
         if b"* BYE" in last_chunk:

@@ -31,6 +31,17 @@ def take_buffered(reader: asyncio.StreamReader) -> bytes:
 
 
 @dataclass
+class Transforms:
+    """Rewrites of the relayed bytes (IMAP COMPRESS): each takes what one side sent and
+    returns what the other side gets; `last_words` turns the front end's own last words to
+    the client into wire form. A transform that raises ends the relay."""
+
+    to_backend: Callable[[bytes], bytes]
+    to_client: Callable[[bytes], bytes]
+    last_words: Callable[[bytes], bytes]
+
+
+@dataclass
 class RelayStats:
     """Bytes relayed each way (for the protocol log's proxy line)."""
 
@@ -46,11 +57,20 @@ class _Pump(asyncio.Protocol):
         self.name = ""
         self.last = b""  # last chunk seen, for the "did it say goodbye?" check
         self.relayed = 0
+        self.transform: Callable[[bytes], bytes] | None = None
 
     def data_received(self, data: bytes) -> None:
         self.last = data
         self.relayed += len(data)
         assert self.dst is not None
+        if self.transform is not None:
+            try:
+                data = self.transform(data)
+            except Exception:
+                self.src.close()
+                self.dst.close()
+                self._finish()
+                return
         self.dst.write(data)
 
     def eof_received(self) -> bool:
@@ -79,6 +99,7 @@ async def relay(
     backend: asyncio.StreamWriter, backend_pending: bytes,
     backend_lost: Callable[[bytes], bytes] | None = None,
     stats: RelayStats | None = None,
+    transforms: Transforms | None = None,
 ) -> str:
     """Relay until one side closes; returns "client" or "backend" (who closed first).
 
@@ -86,6 +107,7 @@ async def relay(
     other must get first. When the back end closes first, `backend_lost(last_chunk)` may
     give final words for the client (IMAP's "* BYE" when the back end did not say it).
     `stats`, when given, gets the bytes relayed each way (pending bytes included).
+    `transforms`, when given, rewrite the bytes each way (pending bytes included).
     """
     loop = asyncio.get_running_loop()
     done: asyncio.Future[str] = loop.create_future()
@@ -94,6 +116,15 @@ async def relay(
     to_backend, to_client = _Pump(ct, done), _Pump(bt, done)
     to_backend.name, to_client.name = "client", "backend"
     to_backend.dst, to_client.dst = bt, ct
+    if transforms is not None:
+        to_backend.transform, to_client.transform = transforms.to_backend, transforms.to_client
+        try:
+            backend_pending = transforms.to_client(backend_pending)
+            client_pending = transforms.to_backend(client_pending)
+        except Exception:
+            ct.close()
+            bt.close()
+            return "client"
     if backend_pending:
         ct.write(backend_pending)
     if client_pending:
@@ -112,7 +143,7 @@ async def relay(
         if not ct.is_closing() and done.done() and done.result() == "backend" and backend_lost:
             words = backend_lost(to_client.last)
             if words:
-                ct.write(words)
+                ct.write(transforms.last_words(words) if transforms is not None else words)
         ct.close()
         bt.close()
         if stats is not None:

@@ -205,6 +205,12 @@ class MailboxStore(ABC):
     @abstractmethod
     def set_subscribed(self, folder: str, subscribed: bool) -> None: ...
 
+    def lost_subscriptions(self) -> list[str]:
+        """Subscribed names that are not folders: DELETE does not unsubscribe (RFC 3501
+        6.3.6), and set_subscribed() may name a folder that does not exist (yet); creating
+        it again brings the subscription back."""
+        return []
+
     # --- messages ----------------------------------------------------------------
     @abstractmethod
     def snapshot(self, folder: str) -> FolderSnapshot: ...

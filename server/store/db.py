@@ -921,7 +921,10 @@ class SqliteMailbox(MailboxStore):
             for parent in _parents(folder):
                 if not c.execute("SELECT 1 FROM folders WHERE name=?", (parent,)).fetchone():
                     self._insert_folder(c, parent, None, subscribed=False)
-            self._insert_folder(c, folder, special_use, subscribed=False)
+            lost = self._lost_subscriptions(c)
+            self._insert_folder(c, folder, special_use, subscribed=folder in lost)
+            if folder in lost:
+                self._set_lost_subscriptions(c, lost - {folder})
 
     def delete_folder(self, folder: str) -> None:
         folder = normalize_folder(folder)
@@ -941,6 +944,8 @@ class SqliteMailbox(MailboxStore):
             doomed = self._release_bodies(c, bodies)
             c.execute("DELETE FROM messages WHERE folder=?", (f.id,))
             c.execute("DELETE FROM tombstones WHERE folder=?", (f.id,))
+            if c.execute("SELECT subscribed FROM folders WHERE id=?", (f.id,)).fetchone()[0]:
+                self._set_lost_subscriptions(c, self._lost_subscriptions(c) | {folder})
             c.execute("DELETE FROM folders WHERE id=?", (f.id,))
         self._unlink(doomed)
         self._forget(folder)
@@ -993,8 +998,34 @@ class SqliteMailbox(MailboxStore):
 
     def set_subscribed(self, folder: str, subscribed: bool) -> None:
         with self._write() as c:
-            f = self._folder(c, folder)
+            try:
+                f = self._folder(c, folder)
+            except NoSuchFolder:
+                name = validate_folder(folder.removesuffix(DELIMITER))
+                lost = self._lost_subscriptions(c)
+                self._set_lost_subscriptions(c, lost | {name} if subscribed else lost - {name})
+                return
             c.execute("UPDATE folders SET subscribed=? WHERE id=?", (int(subscribed), f.id))
+
+    # Subscriptions of names that are not folders live in meta, not in a table of their
+    # own: they are few, and no schema change is needed.
+    @staticmethod
+    def _lost_subscriptions(c: sqlite3.Connection) -> set[str]:
+        row = c.execute("SELECT value FROM meta WHERE key='lost_subscriptions'").fetchone()
+        return set(json.loads(row[0])) if row else set()
+
+    @staticmethod
+    def _set_lost_subscriptions(c: sqlite3.Connection, names: set[str]) -> None:
+        c.execute("INSERT OR REPLACE INTO meta VALUES('lost_subscriptions', ?)",
+                  (json.dumps(sorted(names), ensure_ascii=False),))
+
+    def lost_subscriptions(self) -> list[str]:
+        with self._read() as c:
+            lost = self._lost_subscriptions(c)
+            if not lost:
+                return []
+            existing = {r[0] for r in c.execute("SELECT name FROM folders")}
+        return sorted(lost - existing)
 
     # --- reading messages ------------------------------------------------------------------
     @staticmethod

@@ -35,6 +35,7 @@ class MemMailbox(api.MailboxStore):
         self.modseq = 1
         self._folders: dict[str, _Folder] = {}
         self._subscribers: list[Callable[[], None]] = []
+        self._lost: set[str] = set()  # subscribed names that are not folders
         for folder, use in api.DEFAULT_FOLDERS.items():
             self.create_folder(folder, use)
 
@@ -83,6 +84,7 @@ class MemMailbox(api.MailboxStore):
         if key in self._folders:
             raise api.FolderExists("Mailbox already exists")
         self._folders[key] = _Folder(next(self._uidvalidity), special_use)
+        self._lost.discard(key)
 
     def delete_folder(self, folder: str) -> None:
         key = self._key(folder)
@@ -91,6 +93,8 @@ class MemMailbox(api.MailboxStore):
             raise api.StoreError("INBOX cannot be deleted")
         if any(n.startswith(key + "/") for n in self._folders):
             raise api.FolderNotEmpty("Mailbox has children")
+        if self._folders[key].subscribed:
+            self._lost.add(key)
         del self._folders[key]
         self._notify()
 
@@ -111,7 +115,14 @@ class MemMailbox(api.MailboxStore):
         self._notify()
 
     def set_subscribed(self, folder: str, subscribed: bool) -> None:
+        key = self._key(folder)
+        if key not in self._folders:
+            (self._lost.add if subscribed else self._lost.discard)(key)
+            return
         self._get(folder).subscribed = subscribed
+
+    def lost_subscriptions(self) -> list[str]:
+        return sorted(self._lost - set(self._folders))
 
     # -- messages ---------------------------------------------------------------------
     def snapshot(self, folder: str) -> api.FolderSnapshot:

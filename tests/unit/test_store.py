@@ -131,11 +131,27 @@ def test_unknown_folder(box: SqliteMailbox) -> None:
         lambda: box.append("Nope", MSG),
         lambda: box.delete_folder("Nope"),
         lambda: box.rename_folder("Nope", "Other"),
-        lambda: box.set_subscribed("Nope", True),
         lambda: box.copy("INBOX", [1], "Nope"),
     ):
         with pytest.raises(NoSuchFolder):
             call()
+
+
+def test_subscriptions_outlive_the_folder(box: SqliteMailbox) -> None:
+    """RFC 3501 6.3.6: DELETE does not unsubscribe, and a name that is not a folder may be
+    subscribed; creating the folder brings the subscription back."""
+    box.create_folder("Gone")
+    box.set_subscribed("Gone", True)
+    box.delete_folder("Gone")
+    box.set_subscribed("Later/Sub", True)
+    assert box.lost_subscriptions() == ["Gone", "Later/Sub"]
+    box.create_folder("Gone")
+    assert {f.name: f.subscribed for f in box.folders()}["Gone"]
+    assert box.lost_subscriptions() == ["Later/Sub"]
+    box.set_subscribed("Later/Sub", False)
+    assert box.lost_subscriptions() == []
+    with pytest.raises(InvalidFolderName):
+        box.set_subscribed("a//b", True)
 
 
 def test_recreated_folder_gets_a_new_larger_uidvalidity(box: SqliteMailbox) -> None:

@@ -23,9 +23,12 @@ STARTTLS command is never executed inside TLS (the CVE-2011-0411 class of bug).
 
 Limits: a command's lines, without literal data, may total `max_command_size` bytes; its
 literals together may total `max_literal_size` bytes (one APPEND message, or all messages
-of a MULTIAPPEND), and a literal that would pass that is refused from its announced size
-before any of it is read. The buffer holds at most one chunk from `feed()` plus the current
-command's lines (a partial line over the limit is dropped as it arrives) plus its literals.
+of a MULTIAPPEND; other commands' literals only `max_command_size`), and a literal that
+would pass that is refused from its announced size before any of it is read. A refused
+non-synchronizing literal is read and dropped up to MAX_SKIP_SIZE; a bigger one sets
+`closing`: the session answers, says BYE and closes. The buffer holds at most one chunk
+from `feed()` plus the current command's lines (a partial line over the limit is dropped as
+it arrives) plus its literals.
 Both limits are plain attributes, read at each event: a session should keep
 `max_literal_size` small (a few KB, enough for LOGIN) until the client has authenticated,
 so nobody can make the server hold a large APPEND before login.
@@ -53,6 +56,10 @@ from .sortthread import SORT_KEYS, THREAD_ALGORITHMS, SortCriterion
 DEFAULT_MAX_COMMAND_SIZE: Final = 10240
 DEFAULT_MAX_LITERAL_SIZE: Final = 64 * 1024 * 1024
 CONTINUATION_TEXT: Final = "Ready for additional command text."
+#: RFC 2971 3.3 lets a client send 30 ID fields of 30 octets with values of 1024: an ID that
+#: size must be accepted even where max_command_size is smaller.
+ID_MAX_COMMAND_SIZE: Final = 34 * 1024
+_ID_COMMAND = re.compile(rb"[^ ]+ ID[ (]", re.IGNORECASE)
 
 
 # ---------------------------------------------------------------------------------------
@@ -677,6 +684,36 @@ def _text(raw: bytes) -> str:
     return raw.decode("utf-8", "surrogateescape")
 
 
+class InvalidMailboxName(str):
+    """A mailbox name or LIST pattern that is neither modified UTF-7 nor UTF-8, kept as
+    sent. It is a well-formed astring, so the command is not BAD: the session answers NO
+    (no mailbox can have such a name) and LIST/LSUB let the pattern match nothing."""
+
+    __slots__ = ()
+
+    reason = "Mailbox name is neither modified UTF-7 nor UTF-8"
+
+
+def invalid_mailbox_name(args: CommandArgs) -> InvalidMailboxName | None:
+    """The first argument of `args` that is an InvalidMailboxName, or None."""
+    for name in getattr(args, "__dataclass_fields__", ()):
+        value = getattr(args, name, None)
+        if isinstance(value, InvalidMailboxName):
+            return value
+    return None
+
+
+def utf8_mailbox_name(raw: bytes) -> str:
+    """A mailbox name sent after ENABLE IMAP4rev2: UTF-8 as is, "&" an ordinary character
+    (RFC 9051 5.1); "INBOX" in any case normalized. ValueError when not UTF-8."""
+    if len(raw) == 5 and raw.upper() == b"INBOX":
+        return "INBOX"
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError("Mailbox name is not UTF-8") from None
+
+
 def mailbox_name(raw: bytes) -> str:
     """Wire mailbox name -> Unicode name: modified UTF-7 decoded, raw UTF-8 accepted,
     "INBOX" in any case normalized. ValueError for invalid modified UTF-7."""
@@ -701,15 +738,17 @@ class Cursor:
     every segment but the last. All errors are ValueError with a client-facing reason.
     """
 
-    __slots__ = ("_segs", "_lits", "_i", "pos", "line")
+    __slots__ = ("_segs", "_lits", "_i", "pos", "line", "utf8")
 
     def __init__(self, segs: list[bytes],
-                 lits: list[tuple[LiteralData, bool]] | None = None) -> None:
+                 lits: list[tuple[LiteralData, bool]] | None = None,
+                 utf8: bool = False) -> None:
         self._segs = segs
         self._lits = lits or []
         self._i = 0
         self.pos = 0
         self.line = segs[0]
+        self.utf8 = utf8  # mailbox names are UTF-8, not modified UTF-7 (IMAP4rev2 enabled)
 
     def peek(self) -> int:
         if self.pos < len(self.line):
@@ -877,7 +916,11 @@ class Cursor:
         return tuple(flags)
 
     def mailbox(self, what: str = "mailbox name") -> str:
-        return mailbox_name(self.astring(what))
+        raw = self.astring(what)
+        try:
+            return utf8_mailbox_name(raw) if self.utf8 else mailbox_name(raw)
+        except ValueError:
+            return InvalidMailboxName(_text(raw))
 
     def list_mailbox(self) -> str:
         c = self.peek()
@@ -886,7 +929,12 @@ class Cursor:
             if c in (_DQUOTE, _LIT)
             else self.match(_LIST_ATOM, "mailbox pattern")
         )
-        return mailbox_name(raw) if raw.upper() != b"INBOX" else _text(raw)
+        if raw.upper() == b"INBOX":
+            return _text(raw)
+        try:
+            return utf8_mailbox_name(raw) if self.utf8 else mailbox_name(raw)
+        except ValueError:
+            return InvalidMailboxName(_text(raw))
 
     def paren_words(self, what: str) -> list[str]:
         """'(' [atom *(SP atom)] ')', upper-cased."""
@@ -1566,9 +1614,11 @@ def _head(cur: Cursor) -> tuple[str | None, str | None, Parser | ParseError, boo
     return tag, name, parser, False
 
 
-def parse_command(segs: list[bytes], lits: list[tuple[LiteralData, bool]] | None = None) -> Event:
-    """Parse one complete command (CRLFs and literal markers removed; see Cursor)."""
-    cur = Cursor(segs, lits)
+def parse_command(segs: list[bytes], lits: list[tuple[LiteralData, bool]] | None = None,
+                  utf8_names: bool = False) -> Event:
+    """Parse one complete command (CRLFs and literal markers removed; see Cursor).
+    utf8_names: mailbox names are UTF-8 rather than modified UTF-7 (IMAP4rev2)."""
+    cur = Cursor(segs, lits, utf8_names)
     tag, name, parser, uid = _head(cur)
     if isinstance(parser, ParseError):
         return parser
@@ -1605,6 +1655,14 @@ _ST_LINE: Final = 0
 _ST_LITERAL: Final = 1
 _ST_SKIP: Final = 2
 _ST_DISCARD: Final = 3
+_ST_CLOSED: Final = 4
+# Commands whose literals carry messages: max_literal_size. Any other command's literals
+# (a LIST pattern, a SEARCH string, a mailbox name) are held to max_command_size.
+_BIG_LITERAL_COMMANDS: Final = frozenset({"APPEND"})
+#: Most octets of a refused non-synchronizing literal read and thrown away so the session can
+#: go on; past this ({4294967296+}, say) the reader gives up and `closing` asks the session
+#: to answer and close rather than wait for bytes that may never end (RFC 7888 section 4).
+MAX_SKIP_SIZE: Final = 1024 * 1024
 _NEED_DATA: Final = object()
 
 
@@ -1646,6 +1704,8 @@ class CommandReader:
         self.max_command_size = max_command_size
         self.max_literal_size = max_literal_size
         self.line_mode = False
+        # After ENABLE IMAP4rev2 mailbox names arrive as UTF-8 (RFC 9051 5.1).
+        self.utf8_names = False
         self._buf = bytearray()
         self._scan = 0  # bytes of _buf already searched for LF
         self._state = _ST_LINE
@@ -1659,6 +1719,7 @@ class CommandReader:
         self._lit_binary = False
         self._lit_total = 0  # announced sizes of the command's literals so far
         self._skip = 0
+        self.closing = False  # see MAX_SKIP_SIZE: answer the last event, then close
         self._tail = b""
         self._discard_markers = True
         # spool_factory(size, binary) -> Spool or None: set by a session that can stream
@@ -1732,6 +1793,9 @@ class CommandReader:
                 result = self._read_literal()
             elif state == _ST_SKIP:
                 result = self._skip_literal()
+            elif state == _ST_CLOSED:
+                self._buf.clear()
+                return None
             else:
                 result = self._discard_line()
             if result is _NEED_DATA:
@@ -1758,6 +1822,13 @@ class CommandReader:
         self._lit = bytearray()
         self._lit_total = 0
 
+    def _size_limit(self, start: bytes | bytearray) -> int:
+        """max_command_size, raised to ID_MAX_COMMAND_SIZE for an ID command."""
+        limit = self.max_command_size
+        if limit < ID_MAX_COMMAND_SIZE and not self.line_mode and _ID_COMMAND.match(start[:80]):
+            return ID_MAX_COMMAND_SIZE
+        return limit
+
     def _guess_tag(self, data: bytes | bytearray) -> str | None:
         if self._tag is not None:
             return self._tag
@@ -1773,10 +1844,18 @@ class CommandReader:
         of its line are coming regardless, so arrange to skip them."""
         self._reset_command()
         if marker is not None and marker[2]:
-            self._skip = marker[1]
-            self._state = _ST_SKIP
+            self._skip_or_close(marker[1])
         else:
             self._state = _ST_LINE
+
+    def _skip_or_close(self, size: int) -> None:
+        if size > MAX_SKIP_SIZE:
+            self.closing = True
+            self._buf = bytearray()
+            self._state = _ST_CLOSED
+        else:
+            self._skip = size
+            self._state = _ST_SKIP
 
     def _read_line(self) -> object:
         buf = self._buf
@@ -1784,7 +1863,10 @@ class CommandReader:
         if i < 0:
             # A trailing CR is most likely the first half of CRLF, which does not count.
             pending = len(buf) - (buf[-1:] == b"\r")
-            if self._cmd_len + pending > self.max_command_size:
+            total = self._cmd_len + pending
+            if total > self.max_command_size and total > self._size_limit(
+                self._segs[0] if self._segs else buf
+            ):
                 tag = None if self.line_mode else self._guess_tag(buf)
                 self._reset_command()
                 self._discard_markers = not self.line_mode
@@ -1808,7 +1890,9 @@ class CommandReader:
             return None  # blank lines between commands are ignored
         self._cmd_len += len(line)
         marker = _find_marker(line)
-        if self._cmd_len > self.max_command_size:
+        if self._cmd_len > self.max_command_size and self._cmd_len > self._size_limit(
+            self._segs[0] if self._segs else line
+        ):
             tag = self._guess_tag(line)
             self._refuse(marker)
             return CommandTooLong(tag)
@@ -1817,7 +1901,7 @@ class CommandReader:
             lits = self._lits
             segs = self._segs
             self._reset_command(drop=False)
-            event = parse_command(segs, lits)
+            event = parse_command(segs, lits, self.utf8_names)
             if not isinstance(event, Command):
                 _discard_spools(lits)
             return event
@@ -1833,7 +1917,9 @@ class CommandReader:
                 return parser
             self._tag = tag
             self._name = name
-        if size + self._lit_total > self.max_literal_size:
+        limit = self.max_literal_size if self._name in _BIG_LITERAL_COMMANDS \
+            else min(self.max_literal_size, self.max_command_size)
+        if size + self._lit_total > limit:
             tag = self._tag
             self._refuse(marker)
             return LiteralTooLarge(tag, size)
@@ -1935,8 +2021,7 @@ class CommandReader:
             line = line[:-1]
         marker = _find_marker(line) if self._discard_markers else None
         if marker is not None and marker[2]:
-            self._skip = marker[1]
-            self._state = _ST_SKIP
+            self._skip_or_close(marker[1])
         else:
             self._state = _ST_LINE
         return None

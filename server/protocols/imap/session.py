@@ -47,7 +47,7 @@ NOT_AUTHENTICATED, AUTHENTICATED, SELECTED, LOGOUT = "not-authenticated", "authe
 
 # What the back end implements, exactly (RFC 3501 7.2.1: CAPABILITY lists what works).
 CAPABILITIES_COMMON = (
-    "IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT CHILDREN UIDPLUS MOVE "
+    "IMAP4rev1 IMAP4rev2 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT CHILDREN UIDPLUS MOVE "
     "SPECIAL-USE CREATE-SPECIAL-USE LIST-EXTENDED LIST-STATUS CONDSTORE QRESYNC ESEARCH "
     "SEARCHRES STATUS=SIZE QUOTA QUOTA=RES-STORAGE NOTIFY"
     " SORT SORT=DISPLAY THREAD=ORDEREDSUBJECT THREAD=REFERENCES ESORT CONTEXT=SEARCH CONTEXT=SORT"
@@ -191,7 +191,7 @@ class Selected:
     """The selected folder as this session knows it (RFC 3501 sequence numbers)."""
 
     __slots__ = ("name", "readonly", "uidvalidity", "uids", "rows", "modseq", "recent",
-                 "pending_vanished", "uidnext")
+                 "pending_vanished", "uidnext", "keywords")
 
     def __init__(self, name: str, readonly: bool, snapshot: api.FolderSnapshot) -> None:
         self.name = name
@@ -206,6 +206,8 @@ class Selected:
         # Expunged by others but not yet told to the client (no EXPUNGE during FETCH,
         # STORE or SEARCH: RFC 3501 7.4.1); the messages stay addressable until then.
         self.pending_vanished: set[int] = set()
+        # The keywords the client was told of in FLAGS (see ImapSession.announce_keywords).
+        self.keywords: set[str] = {f for r in self.rows for f in r.flags if f[:1] != "\\"}
 
     @property
     def exists(self) -> int:
@@ -247,6 +249,9 @@ class ImapSession:
         self.woken_at = 0  # the store's change generation at the last mark_dirty()
         self.condstore = False
         self.qresync = False
+        # ENABLE IMAP4rev2 (RFC 9051): no \Recent or RECENT, SEARCH answers ESEARCH, mailbox
+        # names in UTF-8, \NonExistent for mere hierarchy levels.
+        self.rev2 = False
         self.saved: list[int] | None = None  # SEARCHRES result ($), as UIDs
         self.notify: object | None = None  # NOTIFY (RFC 5465) state, see commands.notify
         # The last FETCH's retrieval view and what it was made from (see commands.fetch).
@@ -321,6 +326,8 @@ class ImapSession:
             self.reader.max_command_size = self.config.imap_settings().MaxCommandSize
         event = self.reader.next_event()
         if event is None:
+            if self.reader.closing:  # a huge refused LITERAL+ (parser.MAX_SKIP_SIZE)
+                return Job(False, lambda: self.bye("[TOOBIG] Literal too large"))
             return None
         if isinstance(event, p.Command):
             return self._command_job(event)
@@ -399,6 +406,9 @@ class ImapSession:
     def _run(self, func: Callable[[ImapSession, p.Command], bytes | None], cmd: p.Command) -> bytes:
         self.out = []
         try:
+            bad_name = p.invalid_mailbox_name(cmd.args)
+            if bad_name is not None and not isinstance(cmd.args, p.List | p.Lsub):
+                raise No(bad_name.reason, "CANNOT")  # LIST/LSUB: the pattern matches nothing
             tail = func(self, cmd)
             if tail is None:
                 tail = _tagged(cmd.tag, b"OK", f"{cmd.name} completed")
@@ -550,7 +560,8 @@ class ImapSession:
         gone = {u for u in changes.vanished if sel.index_of(u) >= 0}
         sel.pending_vanished |= gone
         new_rows = []
-        flag_updates = []
+        # By UID: reporting expunges below renumbers the messages after them.
+        flag_updates: list[int] = []
         for row in changes.changed:
             if row.uid > known_max:
                 if row.uid not in changes.vanished:
@@ -562,13 +573,15 @@ class ImapSession:
             old = sel.rows[i]
             if old.flags != row.flags or (self.condstore and old.modseq != row.modseq):
                 sel.rows[i] = row
-                flag_updates.append(i)
+                flag_updates.append(row.uid)
             else:
                 sel.rows[i] = row
+        self.announce_keywords(changes.changed)
         if allow_expunge and sel.pending_vanished:
             self.report_expunged(set(sel.pending_vanished))
-        for i in flag_updates:
-            if i < len(sel.rows) and sel.rows[i].uid not in sel.pending_vanished:
+        for uid in flag_updates:
+            i = sel.index_of(uid)
+            if i >= 0 and uid not in sel.pending_vanished:
                 self.untagged(self.flags_fetch(i, sel.rows[i]))
         if new_rows:
             sel.rows.extend(new_rows)
@@ -578,11 +591,28 @@ class ImapSession:
                 if shared is not None:
                     shared.recent_claimed = True
                 try:
-                    sel.recent |= self.store.claim_recent(sel.name)
+                    claimed = self.store.claim_recent(sel.name)
+                    if not self.rev2:
+                        sel.recent |= claimed
                 except api.StoreError:
                     pass
             self.untagged(b"%d EXISTS" % sel.exists)
-            self.untagged(b"%d RECENT" % len(sel.recent))
+            if not self.rev2:
+                self.untagged(b"%d RECENT" % len(sel.recent))
+
+    def announce_keywords(self, rows: list[api.MessageRow]) -> None:
+        """Before a FETCH shows a keyword the client has not seen in FLAGS, a new FLAGS (and
+        PERMANENTFLAGS) response lists it (RFC 3501 7.2.6: FLAGS names the flags in use)."""
+        sel = self.selected
+        if sel is None:
+            return
+        new = {f for r in rows for f in r.flags if f[:1] != "\\"} - sel.keywords
+        if not new:
+            return
+        sel.keywords |= new
+        self.untagged(flags_response(sel.keywords))
+        if not sel.readonly:
+            self.untagged(permanentflags_response(sel.keywords))
 
     def report_expunged(self, gone: set[int]) -> None:
         sel = self.sel
@@ -651,6 +681,20 @@ def _event_name(event: p.Event) -> tuple[str, str | None]:
         return "", None  # part of a command still being read
     name = getattr(event, "name", None) or "?"
     return name, getattr(event, "tag", None)
+
+
+SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
+_SYSTEM = b" ".join(f.encode() for f in SYSTEM_FLAGS)
+
+
+def flags_response(keywords: set[str]) -> bytes:
+    kw = b"".join(b" " + k.encode("utf-8", "replace") for k in sorted(keywords))
+    return b"FLAGS (" + _SYSTEM + kw + b")"
+
+
+def permanentflags_response(keywords: set[str]) -> bytes:
+    kw = b"".join(b" " + k.encode("utf-8", "replace") for k in sorted(keywords))
+    return b"OK [PERMANENTFLAGS (" + _SYSTEM + kw + b" \\*)] Flags permitted"
 
 
 _FLAG_CACHE: dict[tuple[frozenset[str], bool], bytes] = {}

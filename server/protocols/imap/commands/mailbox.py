@@ -9,17 +9,29 @@ from server.store import api
 from .. import parser as p
 from .. import utf7
 from ..seqset import format_seqset
-from ..session import AUTHENTICATED, SELECTED, ImapSession, No, Selected, tagged
+from ..session import (
+    AUTHENTICATED,
+    SELECTED,
+    ImapSession,
+    No,
+    Selected,
+    flags_response,
+    permanentflags_response,
+    tagged,
+)
 from ..wire import encode_string
 from . import AUTH, command
 
-SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
-_SYSTEM = b" ".join(f.encode() for f in SYSTEM_FLAGS)
 
-
-def wire_name(name: str) -> bytes:
-    """A mailbox name as sent to clients: modified UTF-7, quoted."""
-    return encode_string("INBOX" if name.upper() == "INBOX" else utf7.encode(name))
+def wire_name(name: str, utf8: bool = False) -> bytes:
+    """A mailbox name as sent to clients: modified UTF-7, quoted; with utf8 (IMAP4rev2
+    enabled) the UTF-8 name itself, quoted (RFC 9051 4.3 allows UTF-8 in quoted strings)."""
+    if name.upper() == "INBOX":
+        return b'"INBOX"'
+    if utf8 and not any(c in name for c in "\r\n\x00"):
+        return b'"' + name.encode("utf-8", "surrogateescape").replace(b"\\", b"\\\\") \
+            .replace(b'"', b'\\"') + b'"'
+    return encode_string(utf7.encode(name))
 
 
 def _no_inbox_change(name: str, what: str) -> None:
@@ -37,7 +49,7 @@ def select(s: ImapSession, cmd: p.Command) -> bytes | None:
     if s.selected is not None:
         s.selected = None
         s.state = AUTHENTICATED
-        if s.qresync:
+        if s.qresync or s.rev2:
             s.untagged(b"OK [CLOSED] Previous mailbox closed")
     if args.condstore:
         s.enable_condstore()
@@ -45,18 +57,25 @@ def select(s: ImapSession, cmd: p.Command) -> bytes | None:
     sel = Selected(snap.status.name, args.readonly, snap)
     if not args.readonly:
         sel.recent = s.store.claim_recent(sel.name) & set(sel.uids)
-    keywords = sorted({f for r in sel.rows for f in r.flags if not f.startswith("\\")})
-    kw = b"".join(b" " + k.encode("utf-8", "replace") for k in keywords)
-    s.untagged(b"FLAGS (" + _SYSTEM + kw + b")")
+    elif snap.status.recent:
+        # EXAMINE shows \Recent without taking it (RFC 3501 6.3.2). Every delivery gets a new
+        # top UID and a claim clears the whole folder, so the recent messages are the last ones.
+        sel.recent = set(sel.uids[-snap.status.recent:])
+    if s.rev2:
+        sel.recent = set()  # IMAP4rev2 has no \Recent (RFC 9051 appendix E)
+    s.untagged(flags_response(sel.keywords))
     if args.readonly:
         s.untagged(b"OK [PERMANENTFLAGS ()] Read-only mailbox")
     else:
-        s.untagged(b"OK [PERMANENTFLAGS (" + _SYSTEM + kw + b" \\*)] Flags permitted")
+        s.untagged(permanentflags_response(sel.keywords))
     s.untagged(b"%d EXISTS" % sel.exists)
-    s.untagged(b"%d RECENT" % len(sel.recent))
+    if not s.rev2:  # RFC 9051 dropped RECENT and the UNSEEN response code
+        s.untagged(b"%d RECENT" % len(sel.recent))
     first_unseen = next((i + 1 for i, r in enumerate(sel.rows) if "\\Seen" not in r.flags), 0)
-    if first_unseen:
+    if first_unseen and not s.rev2:
         s.untagged(b"OK [UNSEEN %d] First unseen" % first_unseen)
+    if s.rev2:  # RFC 9051 6.3.2: the mailbox's name as the server spells it
+        s.untagged(b'LIST () "/" ' + wire_name(sel.name, True))
     s.untagged(b"OK [UIDVALIDITY %d] UIDs valid" % sel.uidvalidity)
     s.untagged(b"OK [UIDNEXT %d] Predicted next UID" % sel.uidnext)
     s.untagged(b"OK [HIGHESTMODSEQ %d] Highest" % sel.modseq)
@@ -125,7 +144,8 @@ def delete(s: ImapSession, cmd: p.Command) -> bytes | None:
     try:
         s.store.delete_folder(args.mailbox)
     except api.FolderNotEmpty as exc:
-        raise No(str(exc) or "Mailbox has children", "INUSE") from None
+        # HASCHILDREN (RFC 9051 7.1) says why; INUSE would say another session holds it.
+        raise No(str(exc) or "Mailbox has children", "HASCHILDREN") from None
     return None
 
 
@@ -155,7 +175,12 @@ def subscribe(s: ImapSession, cmd: p.Command) -> bytes | None:
 
 # --- LIST / LSUB ------------------------------------------------------------------------
 
+_NOTHING = re.compile(r"(?!)")
+
+
 def pattern_regex(reference: str, pattern: str) -> re.Pattern[str]:
+    if isinstance(reference, p.InvalidMailboxName) or isinstance(pattern, p.InvalidMailboxName):
+        return _NOTHING  # no mailbox has a name that is not valid modified UTF-7
     full = reference + pattern if reference and not pattern.startswith(api.DELIMITER) else pattern
     out = []
     for ch in full:
@@ -199,24 +224,34 @@ def list_(s: ImapSession, cmd: p.Command) -> bytes | None:
             name = name.rsplit("/", 1)[0]
             implied.add(name)
     implied -= names
+    # Subscribed names that are no folders show with SUBSCRIBED (RFC 5258 3.1).
+    lost = set(s.store.lost_subscriptions()) - names if "SUBSCRIBED" in sel_opts else set()
     rows: list[tuple[str, list[str], bytes]] = []
-    for name in sorted(names | implied, key=lambda n: (n != "INBOX", n)):
+    for name in sorted(names | implied | lost, key=lambda n: (n != "INBOX", n)):
         if not _matches(regexes, name):
             continue
         info = folders.get(name)
         attrs: list[str] = []
         extra = b""
-        if info is None:
+        if name in lost:
+            attrs += ["\\NonExistent", "\\Subscribed"]
+            if name in implied:
+                attrs.append("\\HasChildren")
+        elif info is None:
             if "SUBSCRIBED" in sel_opts:
                 continue
-            attrs.append("\\Noselect")
+            # A level of the hierarchy, not a mailbox (RFC 9051 7.3.1: \NonExistent
+            # implies \Noselect).
+            attrs.append("\\NonExistent" if s.rev2 else "\\Noselect")
             attrs.append("\\HasChildren")
         else:
             if "SPECIAL-USE" in sel_opts and not info.special_use:
                 continue
             if "SUBSCRIBED" in sel_opts and not info.subscribed:
+                # Only for a descendant the patterns do not return themselves (RFC 5258 4).
                 if "RECURSIVEMATCH" in sel_opts and any(
-                    f.subscribed and f.name.startswith(name + "/") for f in folders.values()
+                    f.subscribed and f.name.startswith(name + "/") and not _matches(regexes, f.name)
+                    for f in folders.values()
                 ):
                     extra = b' ("CHILDINFO" ("SUBSCRIBED"))'
                 else:
@@ -228,7 +263,8 @@ def list_(s: ImapSession, cmd: p.Command) -> bytes | None:
                 attrs.append("\\Subscribed")
         rows.append((name, attrs, extra))
     for name, attrs, extra in rows:
-        s.untagged(b"LIST (" + " ".join(attrs).encode() + b') "/" ' + wire_name(name) + extra)
+        s.untagged(b"LIST (" + " ".join(attrs).encode() + b') "/" ' + wire_name(name, s.rev2)
+                   + extra)
         if args.status_items and name in folders:
             _status_line(s, name, args.status_items)
     return None
@@ -241,12 +277,31 @@ def lsub(s: ImapSession, cmd: p.Command) -> bytes | None:
         s.untagged(b'LSUB (\\Noselect) "/" ""')
         return None
     rx = pattern_regex(args.reference, args.pattern)
-    for f in sorted(_visible_folders(s), key=lambda f: (f.name != "INBOX", f.name)):
-        if f.subscribed and _matches([rx], f.name):
+    folders = _visible_folders(s)
+    subscribed = {f.name for f in folders if f.subscribed}
+    rows: dict[str, list[str]] = {}
+    # Still subscribed after DELETE (RFC 3501 6.3.6), and nothing to select.
+    for name in s.store.lost_subscriptions():
+        subscribed.add(name)
+        if _matches([rx], name):
+            rows[name] = ["\\Noselect"]
+    for f in folders:
+        if f.name in subscribed and _matches([rx], f.name):
             attrs = ["\\HasChildren" if f.has_children else "\\HasNoChildren"]
             if f.special_use:
                 attrs.append(f.special_use)
-            s.untagged(b"LSUB (" + " ".join(attrs).encode() + b') "/" ' + wire_name(f.name))
+            rows[f.name] = attrs
+    # A "%" that stops above a subscribed name shows its unsubscribed superior as
+    # \Noselect (RFC 3501 6.3.9).
+    for name in subscribed - rows.keys() if "%" in args.pattern else ():
+        parts = name.split(api.DELIMITER)
+        for depth in range(len(parts) - 1, 0, -1):
+            parent = api.DELIMITER.join(parts[:depth])
+            if parent not in subscribed and parent not in rows and _matches([rx], parent):
+                rows[parent] = ["\\Noselect"]
+    for name in sorted(rows, key=lambda n: (n != "INBOX", n)):
+        s.untagged(b"LSUB (" + " ".join(rows[name]).encode() + b') "/" '
+                   + wire_name(name, s.rev2))
     return None
 
 
@@ -260,7 +315,7 @@ def _status_line(s: ImapSession, name: str, items: tuple[str, ...]) -> None:
         "SIZE": st.size, "DELETED": st.deleted,
     }
     body = b" ".join(b"%s %d" % (i.encode(), values[i]) for i in items if i in values)
-    s.untagged(b"STATUS " + wire_name(st.name) + b" (" + body + b")")
+    s.untagged(b"STATUS " + wire_name(st.name, s.rev2) + b" (" + body + b")")
 
 
 @command(p.Status, states=AUTH)

@@ -43,6 +43,14 @@ def enable(s: ImapSession, cmd: p.Command) -> bytes | None:
     enabled = []
     had = {"CONDSTORE": s.condstore, "QRESYNC": s.qresync}
     for cap in args.capabilities:
+        if cap == "IMAP4REV2":
+            if not s.rev2 and "IMAP4rev2" not in enabled:
+                enabled.append("IMAP4rev2")
+                s.rev2 = True
+                s.reader.utf8_names = True
+                if s.selected is not None:
+                    s.selected.recent.clear()
+            continue
         if cap in had and not had[cap] and cap not in enabled:
             enabled.append(cap)
             s.enable_condstore()

@@ -149,6 +149,8 @@ def search(s: ImapSession, cmd: p.Command) -> bytes | None:
     values = [sel.rows[i].uid for i in hits] if args.uid else [i + 1 for i in hits]
     top_modseq = max((sel.rows[i].modseq for i in hits), default=0)
     opts = args.return_opts
+    if opts is None and s.rev2:
+        opts = frozenset({"ALL"})  # IMAP4rev2 answers every SEARCH with ESEARCH (RFC 9051 7.3.4)
     if opts is None:
         line = b"SEARCH" + b"".join(b" %d" % v for v in values)
         if with_modseq and values:
@@ -196,5 +198,10 @@ def _esearch(s: ImapSession, tag: str, args: p.Search, opts: frozenset[str], hit
 
         line.append(partial_item(values, args.partial, ordered=False))
     if with_modseq and values:
+        if opts & {"MIN", "MAX"} and not opts & {"ALL", "COUNT"}:
+            # Only the messages MIN and MAX name count (RFC 4731 section 3.2).
+            named = [hits[0]] if "MIN" in opts else []
+            named += [hits[-1]] if "MAX" in opts else []
+            top_modseq = max(sel.rows[i].modseq for i in named)
         line.append(b"MODSEQ %d" % top_modseq)
     s.untagged(b" ".join(line))

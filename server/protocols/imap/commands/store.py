@@ -25,6 +25,7 @@ def store(s: ImapSession, cmd: p.Command) -> bytes | None:
     result = s.store.set_flags(
         sel.name, [sel.rows[i].uid for i in idx], _OPS[args.mode], flags, args.unchangedsince
     )
+    s.announce_keywords(result.changed)
     changed = set()
     for row in result.changed:
         j = sel.index_of(row.uid)
