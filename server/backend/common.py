@@ -33,6 +33,8 @@ from server.settings.paths import Home
 from server.settings.types import IPEndPoint
 from server.store.api import MailStore
 
+from .handover import prove_peer
+
 # Before a peer has proved it is a front end (server/protocols/handover.py), a back end
 # reads at most handover.MAX_INPUT bytes from it, gives it HANDOVER_DEADLINE seconds in all
 # (bytes arriving do not extend it), and holds at most MAX_UNAUTHENTICATED such peers at once.
@@ -164,37 +166,13 @@ class BackendService(Service):
         mailbox (a str is the refusal text for the front end) and the caller gets both,
         with "OK" already written. None: the peer failed or was refused, the caller closes.
 
-        Until the peer's proof is checked nothing else is read: at most handover.MAX_INPUT
-        bytes, within handover_deadline seconds from the connection's start, and no more than
-        max_unauthenticated peers at a time (the next ones are closed at once)."""
-        peer = writer.get_extra_info("peername") or ("", 0)
-        if self.unauthenticated >= self.max_unauthenticated:
-            self.ctx.log.warning("service=%s event=handover-refused peer=%s reason=%r",
-                                 self.ctx.name, peer[0], "too many connections in the hand-over")
+        Until the peer's proof is checked nothing else is read (backend/handover.py), within
+        handover_deadline seconds, max_unauthenticated peers at a time."""
+        shake = await prove_peer(self, reader, writer, protocol, self.handover_deadline,
+                                 self.max_unauthenticated)
+        if shake is None:
             return None
-        self.unauthenticated += 1
-        try:
-            async with asyncio.timeout(self.handover_deadline):
-                secret = self.proxy_secret.cached() or await asyncio.to_thread(
-                    self.proxy_secret.load)
-                shake = handover.BackendHandshake(secret, protocol, self.ctx.server)
-                writer.write(shake.challenge())
-                while shake.accepted is None:
-                    data = await reader.read(shake.room())
-                    if not data:
-                        return None
-                    answer = shake.receive(data)
-                    if answer:
-                        writer.write(answer)
-        except TimeoutError:
-            self.ctx.log.info("service=%s event=handover-timeout peer=%s", self.ctx.name, peer[0])
-            return None
-        except handover.HandoverError as exc:
-            self.ctx.log.warning("service=%s event=handover-failed peer=%s error=%r",
-                                 self.ctx.name, peer[0], str(exc))
-            return None
-        finally:
-            self.unauthenticated -= 1
+        assert shake.accepted is not None
         accepted = shake.accepted
         result = await login(accepted)
         if isinstance(result, str):

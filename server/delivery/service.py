@@ -22,8 +22,8 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+from server.backend.handover import prove_peer
 from server.directory import DirectoryUnavailable, Entry, ProxySecret, find_entry
-from server.protocols import handover
 from server.runtime import tls
 from server.runtime.listeners import ListenerSet
 from server.runtime.service import Service, ServiceContext
@@ -125,7 +125,7 @@ class DeliveryService(Service):
         self._connections.add(task)
         peer = (writer.get_extra_info("peername") or ("", 0))[0]
         try:
-            caller = await self._authenticate(reader, writer, peer)
+            caller = await self._authenticate(reader, writer)
             if caller is None:
                 return
             session = LmtpSession(self.ctx.server_settings.Fqdn, self._check_rcpt)
@@ -149,34 +149,14 @@ class DeliveryService(Service):
             self._connections.discard(task)
             writer.close()
 
-    async def _authenticate(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                            peer: str) -> str | None:
+    async def _authenticate(self, reader: asyncio.StreamReader,
+                            writer: asyncio.StreamWriter) -> str | None:
         """The hand-over's back-end side; the calling service's name, None: closed."""
-        if self.unauthenticated >= MAX_UNAUTHENTICATED:
+        shake = await prove_peer(self, reader, writer, PROTOCOL, HANDOVER_DEADLINE,
+                                 MAX_UNAUTHENTICATED)
+        if shake is None:
             return None
-        self.unauthenticated += 1
-        try:
-            async with asyncio.timeout(HANDOVER_DEADLINE):
-                secret = self.proxy_secret.cached() or await asyncio.to_thread(
-                    self.proxy_secret.load)
-                shake = handover.BackendHandshake(secret, PROTOCOL, self.ctx.server)
-                writer.write(shake.challenge())
-                while shake.accepted is None:
-                    data = await reader.read(shake.room())
-                    if not data:
-                        return None
-                    answer = shake.receive(data)
-                    if answer:
-                        writer.write(answer)
-        except TimeoutError:
-            self.ctx.log.info("service=%s event=handover-timeout peer=%s", self.ctx.name, peer)
-            return None
-        except handover.HandoverError as exc:
-            self.ctx.log.warning("service=%s event=handover-failed peer=%s error=%r",
-                                 self.ctx.name, peer, str(exc))
-            return None
-        finally:
-            self.unauthenticated -= 1
+        assert shake.accepted is not None
         writer.write(shake.ok())
         return shake.accepted.mailbox
 

@@ -72,7 +72,8 @@ def cancelupdate(s: ImapSession, cmd: p.Command) -> bytes | None:
 
 
 def _evaluate(s: ImapSession, ctx: Context) -> list[int]:
-    from .sortthread import matching, sort_order
+    from .searching import matching
+    from .sortthread import sort_order
 
     rows = s.sel.rows
     hits = matching(s, ctx.key)

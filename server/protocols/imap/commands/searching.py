@@ -21,6 +21,26 @@ Pred = Callable[[int, api.MessageRow, Message], bool]
 _INFO_HEADERS = {"from": "from_", "to": "to", "cc": "cc", "bcc": "bcc", "subject": "subject"}
 
 
+def matching(s: ImapSession, key: q.SearchKey) -> list[int]:
+    """Indexes into the selected folder of the messages matching `key` (SEARCH, SORT, THREAD
+    and their contexts). A message the store cannot read any more matches nothing."""
+    sel = s.sel
+    if isinstance(key, q.AllKey) and not sel.pending_vanished:
+        return list(range(len(sel.rows)))
+    pred = compile_key(s, key)
+    hits: list[int] = []
+    pending = sel.pending_vanished
+    for i, row in enumerate(sel.rows):
+        if row.uid in pending:
+            continue
+        try:
+            if pred(i, row, Message(s, row.uid)):
+                hits.append(i)
+        except api.StoreError:
+            continue
+    return hits
+
+
 def compile_key(s: ImapSession, key: q.SearchKey) -> Pred:
     sel = s.sel
     if isinstance(key, q.AllKey):
@@ -135,17 +155,7 @@ def search(s: ImapSession, cmd: p.Command) -> bytes | None:
     if s.dirty:
         s.sync(allow_expunge=False)
     sel = s.sel
-    pred = compile_key(s, args.key)
-    hits: list[int] = []
-    pending = sel.pending_vanished
-    for i, row in enumerate(sel.rows):
-        if row.uid in pending:
-            continue
-        try:
-            if pred(i, row, Message(s, row.uid)):
-                hits.append(i)
-        except api.StoreError:
-            continue
+    hits = matching(s, args.key)
     values = [sel.rows[i].uid for i in hits] if args.uid else [i + 1 for i in hits]
     top_modseq = max((sel.rows[i].modseq for i in hits), default=0)
     opts = args.return_opts

@@ -26,7 +26,7 @@ from ..sortthread import (
 )
 from ..wire import encode_string
 from . import SELECTED, command
-from .fetch import Message
+from .searching import matching
 
 
 class KeysCache:
@@ -139,27 +139,6 @@ def _gc_paused() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
-
-
-def matching(s: ImapSession, key: q.SearchKey) -> list[int]:
-    """Indexes into the selected folder of the messages matching `key` (as SEARCH)."""
-    from .searching import compile_key
-
-    sel = s.sel
-    if isinstance(key, q.AllKey) and not sel.pending_vanished:
-        return list(range(len(sel.rows)))
-    pred = compile_key(s, key)
-    hits: list[int] = []
-    pending = sel.pending_vanished
-    for i, row in enumerate(sel.rows):
-        if row.uid in pending:
-            continue
-        try:
-            if pred(i, row, Message(s, row.uid)):
-                hits.append(i)
-        except api.StoreError:
-            continue
-    return hits
 
 
 def _columns(s: ImapSession, hits: Sequence[int], fields: Sequence[str]) -> list[list[object]]:
