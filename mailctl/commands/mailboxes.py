@@ -168,9 +168,9 @@ def new_mailbox(
     if not NAME.match(name):
         fail(f"{name!r} is not a valid mailbox name", allowed="letters, digits, '.', '_', '-'")
     secret = read_password(password, password_stdin, required=not what_if)
-    ldap = _ldap(load_settings())
-    if ldap is not None:
-        settings = load_settings()
+
+    def new_box(settings: Any) -> tuple[str, str, Mailbox]:
+        """The new mailbox's server, address and record, refused as New-Mailbox refuses."""
         key, _ = local_server(settings, server)
         address = (
             primary_smtp_address or user_principal_name or f"{name}@{settings.Organization.Domain}"
@@ -183,6 +183,12 @@ def new_mailbox(
 
             fail("New-Mailbox: " + validation_message(exc, lambda f: f"-{f}"))
         refuse_reserved(name, box, "New-Mailbox")
+        return key, address, box
+
+    ldap = _ldap(load_settings())
+    if ldap is not None:
+        settings = load_settings()
+        key, address, box = new_box(settings)
         from server.directory import hash_password
 
         from . import _directory_ldap
@@ -194,18 +200,7 @@ def new_mailbox(
         settings = session.validate()
         if name.lower() in (n.lower() for n in settings.Mailboxes):
             fail(f"a mailbox named {name!r} exists already", code=1)
-        key, _ = local_server(settings, server)
-        address = (
-            primary_smtp_address or user_principal_name or f"{name}@{settings.Organization.Domain}"
-        )
-        display = display_name or " ".join(p for p in (first_name, last_name) if p) or name
-        try:
-            box = Mailbox(DisplayName=display, PrimarySmtpAddress=address, Server=key, Type=type_)
-        except ValidationError as exc:
-            from ..cli import validation_message
-
-            fail("New-Mailbox: " + validation_message(exc, lambda f: f"-{f}"))
-        refuse_reserved(name, box, "New-Mailbox")
+        key, address, box = new_box(settings)
         session.set(("Mailboxes", name), box.model_dump(mode="json"))
         try:
             session.validate()
