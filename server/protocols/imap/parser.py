@@ -1238,16 +1238,23 @@ def _return_options(
     return frozenset(opts), partial
 
 
+def _optional_return(cur: Cursor, allowed: frozenset[str],
+                     what: str) -> tuple[frozenset[str] | None, tuple[int, int] | None]:
+    """SEARCH's or SORT's "RETURN (...)" and the space after it, when present: the options
+    (CONTEXT only asks for what the others give; none means ALL, RFC 4731 3.1) and PARTIAL's
+    range."""
+    if cur.peek_word() != "RETURN":
+        return None, None
+    cur.word("RETURN")
+    cur.sp("return options")
+    opts, partial = _return_options(cur, allowed)
+    cur.sp(what)
+    return opts - {"CONTEXT"} or frozenset({"ALL"}), partial
+
+
 def _parse_search(cur: Cursor, uid: bool) -> Search:
     cur.sp("search criteria")
-    return_opts = None
-    partial = None
-    if cur.peek_word() == "RETURN":
-        cur.word("RETURN")
-        cur.sp("return options")
-        opts, partial = _return_options(cur, SEARCH_RETURN_OPTIONS)
-        return_opts = opts - {"CONTEXT"} or frozenset({"ALL"})
-        cur.sp("search criteria")
+    return_opts, partial = _optional_return(cur, SEARCH_RETURN_OPTIONS, "search criteria")
     charset = None
     codec = None
     if cur.peek_word() == "CHARSET":
@@ -1270,14 +1277,7 @@ def _search_charset(cur: Cursor) -> tuple[str, str]:
 
 def _parse_sort(cur: Cursor, uid: bool) -> Sort:
     cur.sp("sort criteria")
-    return_opts = None
-    partial = None
-    if cur.peek_word() == "RETURN":
-        cur.word("RETURN")
-        cur.sp("return options")
-        opts, partial = _return_options(cur, SORT_RETURN_OPTIONS)
-        return_opts = opts - {"CONTEXT"} or frozenset({"ALL"})
-        cur.sp("sort criteria")
+    return_opts, partial = _optional_return(cur, SORT_RETURN_OPTIONS, "sort criteria")
     cur.expect(_OPEN, "sort criteria")
     criteria: list[SortCriterion] = []
     while True:

@@ -41,6 +41,17 @@ def matching(s: ImapSession, key: q.SearchKey) -> list[int]:
     return hits
 
 
+def searched(s: ImapSession, key: q.SearchKey) -> list[int]:
+    """matching() for a command that searches (SEARCH, SORT, THREAD): a MODSEQ criterion
+    turns CONDSTORE on (RFC 7162 3.1), and pending changes are taken in first, without
+    expunges, which a search may not report."""
+    if q.uses_modseq(key):
+        s.enable_condstore()
+    if s.dirty:
+        s.sync(allow_expunge=False)
+    return matching(s, key)
+
+
 def compile_key(s: ImapSession, key: q.SearchKey) -> Pred:
     sel = s.sel
     if isinstance(key, q.AllKey):
@@ -150,12 +161,8 @@ def _date(key: q.DateKey) -> Pred:
 def search(s: ImapSession, cmd: p.Command) -> bytes | None:
     args: p.Search = cmd.args  # type: ignore[assignment]
     with_modseq = q.uses_modseq(args.key)
-    if with_modseq:
-        s.enable_condstore()
-    if s.dirty:
-        s.sync(allow_expunge=False)
+    hits = searched(s, args.key)
     sel = s.sel
-    hits = matching(s, args.key)
     values = [sel.rows[i].uid for i in hits] if args.uid else [i + 1 for i in hits]
     top_modseq = max((sel.rows[i].modseq for i in hits), default=0)
     opts = args.return_opts

@@ -26,7 +26,7 @@ from ..sortthread import (
 )
 from ..wire import encode_string
 from . import SELECTED, command
-from .searching import matching
+from .searching import searched
 
 
 class KeysCache:
@@ -259,12 +259,8 @@ def _sort_positions(s: ImapSession, hits: Sequence[int],
 def sort(s: ImapSession, cmd: p.Command) -> bytes | None:
     args: p.Sort = cmd.args  # type: ignore[assignment]
     with_modseq = q.uses_modseq(args.key)
-    if with_modseq:
-        s.enable_condstore()
-    if s.dirty:
-        s.sync(allow_expunge=False)
+    hits = searched(s, args.key)
     sel = s.sel
-    hits = matching(s, args.key)
     ordered = sort_order(s, hits, args.criteria)
     rows = sel.rows
     values = [rows[i].uid for i in ordered] if args.uid else [i + 1 for i in ordered]
@@ -313,12 +309,8 @@ def sort(s: ImapSession, cmd: p.Command) -> bytes | None:
 @command(p.Thread, states=SELECTED)
 def thread(s: ImapSession, cmd: p.Command) -> bytes | None:
     args: p.Thread = cmd.args  # type: ignore[assignment]
-    if q.uses_modseq(args.key):
-        s.enable_condstore()
-    if s.dirty:
-        s.sync(allow_expunge=False)
+    hits = searched(s, args.key)
     sel = s.sel
-    hits = matching(s, args.key)
     rows = sel.rows
     # The answer shows sequence numbers or UIDs: valid while both are the same.
     basis = tuple(rows[i].uid for i in hits) + ((-1,) if args.uid else tuple(hits))
