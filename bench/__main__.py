@@ -21,19 +21,30 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="set up both servers, run every scenario, write the table")
-    run.add_argument("--quick", action="store_true",
-                     help="short runs and 1,000 IDLE connections: a few minutes")
-    run.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR,
-                     help="scratch folder (deleted and recreated)")
+    run.add_argument(
+        "--quick", action="store_true", help="short runs and 1,000 IDLE connections: a few minutes"
+    )
+    run.add_argument(
+        "--workdir",
+        type=Path,
+        default=DEFAULT_WORKDIR,
+        help="scratch folder (deleted and recreated)",
+    )
     run.add_argument("--only", nargs="*", help="scenario names, e.g. fetch idle 'pop3 4k'")
-    run.add_argument("--no-default", action="store_true",
-                     help="skip the reference run against Dovecot's default configuration")
+    run.add_argument(
+        "--no-default",
+        action="store_true",
+        help="skip the reference run against Dovecot's default configuration",
+    )
     run.add_argument("--idle-connections", type=int)
     run.add_argument("--rounds", type=int)
     run.add_argument("--duration", type=float)
-    run.add_argument("--out", type=Path,
-                     help=f"where to write the table (default: {RESULTS} for a full run, "
-                          "WORKDIR/RESULTS.md for --quick)")
+    run.add_argument(
+        "--out",
+        type=Path,
+        help=f"where to write the table (default: {RESULTS} for a full run, "
+        "WORKDIR/RESULTS.md for --quick)",
+    )
     table = sub.add_parser("table", help="print the table of a results.json")
     table.add_argument("results", type=Path)
     sub.add_parser("load", help="the load generator (python -m bench load --help)")
@@ -45,8 +56,15 @@ def main(argv: list[str] | None = None) -> None:
         print(runner.table(json.loads(args.results.read_text())))
         return
     plan = runner.QUICK if args.quick else runner.FULL
-    changes = {k: v for k, v in (("idle_connections", args.idle_connections),
-                                 ("rounds", args.rounds), ("duration", args.duration)) if v}
+    changes = {
+        k: v
+        for k, v in (
+            ("idle_connections", args.idle_connections),
+            ("rounds", args.rounds),
+            ("duration", args.duration),
+        )
+        if v
+    }
     if changes:
         from dataclasses import replace
 

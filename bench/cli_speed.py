@@ -56,11 +56,15 @@ def read_commands() -> list[tuple[str, ...]]:
     from mailctl.command_index import COMMANDS
 
     lines: list[tuple[str, ...]] = [
-        (name,) for name, module in sorted(COMMANDS.items())
+        (name,)
+        for name, module in sorted(COMMANDS.items())
         if name.startswith("get-") and module != "unsupported"
     ]
-    return lines + [("get-mailbox", "demo"), ("get-casmailbox", "demo"),
-                    ("get-service", "MSExchangeIMAP4*")]
+    return lines + [
+        ("get-mailbox", "demo"),
+        ("get-casmailbox", "demo"),
+        ("get-service", "MSExchangeIMAP4*"),
+    ]
 
 
 GETS: list[tuple[str, Argv]] = [

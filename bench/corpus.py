@@ -51,8 +51,7 @@ def synthetic_message(key: str, size: int = 4096, seed: int = 0) -> bytes:
 def cpython_messages() -> list[bytes]:
     """The corpus messages with CRLF line ends, in file-name order."""
     return [
-        _BARE_LF.sub(b"\r\n", path.read_bytes())
-        for path in sorted(CORPUS_DIR.glob("msg_*.txt"))
+        _BARE_LF.sub(b"\r\n", path.read_bytes()) for path in sorted(CORPUS_DIR.glob("msg_*.txt"))
     ]
 
 

@@ -79,8 +79,12 @@ def ensure_installed() -> None:
     if shutil.which("dovecot") and Path("/usr/lib/dovecot/pop3").exists():
         return
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["apt-get", "install", "-y", "dovecot-imapd", "dovecot-pop3d"],
-                   check=True, env=env, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        ["apt-get", "install", "-y", "dovecot-imapd", "dovecot-pop3d"],
+        check=True,
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
     # Debian starts the system service where it can; the bench never uses it.
     for command in (["systemctl", "disable", "--now", "dovecot"], ["service", "dovecot", "stop"]):
         if shutil.which(command[0]):
@@ -205,10 +209,12 @@ class DovecotInstance:
         prefix = "{PLAIN}" if self.scheme == "plain" else "{ARGON2ID}"
         for sub in ("run", "state", "logs", "home"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
-        self.passwd.write_text("".join(
-            f"{name}:{prefix}{stored}:{uid}:{gid}::{self.home_of(name)}::\n"
-            for name, stored in users.items()
-        ))
+        self.passwd.write_text(
+            "".join(
+                f"{name}:{prefix}{stored}:{uid}:{gid}::{self.home_of(name)}::\n"
+                for name, stored in users.items()
+            )
+        )
         services = auth_tuning = ""
         if self.mode == "tuned" and self.scheme == "argon2id":
             # Dovecot's cache keeps the stored hash and re-runs the scheme at every login
@@ -220,11 +226,22 @@ class DovecotInstance:
             services = TUNED_SERVICES.format(
                 limit=CONNECTIONS, cores=cores, auth_limit=CONNECTIONS + 1000 + 4 * cores + 100
             )
-        self.config.write_text(CONFIG.format(
-            run=self.root / "run", state=self.root / "state", logs=self.root / "logs",
-            mode=self.mode, scheme=self.scheme, uid=uid, gid=gid, passwd=self.passwd, imap_port=self.imap_port,
-            pop3_port=self.pop3_port, services=services, auth_tuning=auth_tuning,
-        ))
+        self.config.write_text(
+            CONFIG.format(
+                run=self.root / "run",
+                state=self.root / "state",
+                logs=self.root / "logs",
+                mode=self.mode,
+                scheme=self.scheme,
+                uid=uid,
+                gid=gid,
+                passwd=self.passwd,
+                imap_port=self.imap_port,
+                pop3_port=self.pop3_port,
+                services=services,
+                auth_tuning=auth_tuning,
+            )
+        )
 
     def fill(self, user: str, kind: str, count: int) -> None:
         """Write the messages into the user's Maildir/cur the way an LDA leaves them
@@ -248,7 +265,10 @@ class DovecotInstance:
         log = open(self.root / "logs" / "stderr.log", "ab")  # noqa: SIM115 - lives with the process
         self.process = subprocess.Popen(
             ["dovecot", "-F", "-c", str(self.config)],
-            stdout=log, stderr=log, preexec_fn=limits, start_new_session=True,
+            stdout=log,
+            stderr=log,
+            preexec_fn=limits,
+            start_new_session=True,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -260,8 +280,9 @@ class DovecotInstance:
         raise RuntimeError("dovecot did not answer on its ports")
 
     def doveadm(self, *args: str) -> str:
-        return subprocess.run(["doveadm", "-c", str(self.config), *args], check=True,
-                              capture_output=True, text=True).stdout
+        return subprocess.run(
+            ["doveadm", "-c", str(self.config), *args], check=True, capture_output=True, text=True
+        ).stdout
 
     def index(self) -> None:
         """Build the indexes now rather than during the first measured session."""

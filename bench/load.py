@@ -268,8 +268,14 @@ async def loop_sessions(opts: Options, stats: Stats, session: Session) -> float:
                 async with asyncio.timeout(SESSION_TIMEOUT):
                     await session(index, started, stats)
                 stats.counts["sessions"] += 1
-            except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
-                    ProtocolFailure, TimeoutError, ValueError) as exc:
+            except (
+                OSError,
+                asyncio.IncompleteReadError,
+                asyncio.LimitOverrunError,
+                ProtocolFailure,
+                TimeoutError,
+                ValueError,
+            ) as exc:
                 stats.error(exc)
                 await asyncio.sleep(0.05)  # a refusing server must not turn this into a spin
 
@@ -286,21 +292,28 @@ async def fetch_scenario(opts: Options, stats: Stats) -> dict[str, object]:
 
     async def session(index: int, serial: int, st: Stats) -> None:
         user, password = user_for(opts, index, serial)
-        client = await st.timed("connect", ImapClient.connect(opts.host, opts.port,
-                                                             source_address(index, opts.sources)))
+        client = await st.timed(
+            "connect", ImapClient.connect(opts.host, opts.port, source_address(index, opts.sources))
+        )
         try:
             await st.timed("login", client.login(user, password))
             await st.timed("select", client.command(b"SELECT INBOX"))
-            listing = await st.timed("fetch_headers", client.command(
-                b"UID FETCH 1:* (UID FLAGS RFC822.SIZE BODY.PEEK[HEADER.FIELDS (FROM SUBJECT DATE)])",
-                keep=True))
+            listing = await st.timed(
+                "fetch_headers",
+                client.command(
+                    b"UID FETCH 1:* (UID FLAGS RFC822.SIZE BODY.PEEK[HEADER.FIELDS (FROM SUBJECT DATE)])",
+                    keep=True,
+                ),
+            )
             assert isinstance(listing, Reply)
             uids = [int(m.group(1)) for line in listing.untagged if (m := UID.search(line))]
             if not uids:
                 raise ProtocolFailure("UID FETCH returned no UIDs")
             st.counts["messages"] += listing.fetches
             for uid in rng.sample(uids, min(opts.bodies, len(uids))):
-                body = await st.timed("fetch_body", client.command(b"UID FETCH %d BODY.PEEK[]" % uid))
+                body = await st.timed(
+                    "fetch_body", client.command(b"UID FETCH %d BODY.PEEK[]" % uid)
+                )
                 assert isinstance(body, Reply)
                 st.counts["messages"] += body.fetches
             await st.timed("logout", client.logout())
@@ -334,8 +347,9 @@ async def pop3_scenario(opts: Options, stats: Stats) -> dict[str, object]:
 
     async def session(index: int, serial: int, st: Stats) -> None:
         user, password = opts.users[index]  # each worker owns one maildrop
-        client = await st.timed("connect", Pop3Client.connect(opts.host, opts.port,
-                                                              source_address(index, opts.sources)))
+        client = await st.timed(
+            "connect", Pop3Client.connect(opts.host, opts.port, source_address(index, opts.sources))
+        )
         try:
             start = time.perf_counter()
             await client.simple(b"USER " + user.encode())
@@ -433,13 +447,13 @@ async def idle_scenario(opts: Options, stats: Stats) -> dict[str, object]:
     give_up = max(50, opts.connections // 10)
 
     async def open_idle(index: int, user: str, password: str) -> tuple[ImapClient, int]:
-        client = await ImapClient.connect(opts.host, opts.port,
-                                          source_address(index, opts.sources))
+        client = await ImapClient.connect(opts.host, opts.port, source_address(index, opts.sources))
         try:
             await client.login(user, password)
             selected = await client.command(b"SELECT INBOX", keep=True)
-            exists = next((int(m.group(1)) for ln in selected.untagged
-                           if (m := EXISTS.match(ln))), 0)
+            exists = next(
+                (int(m.group(1)) for ln in selected.untagged if (m := EXISTS.match(ln))), 0
+            )
             client.send(b"IDLE")
             line = await client.line()
             if not line.startswith(b"+"):
@@ -468,8 +482,9 @@ async def idle_scenario(opts: Options, stats: Stats) -> dict[str, object]:
         by_user[user].append(session)
 
     setup_start = time.perf_counter()
-    results = await asyncio.gather(*(open_one(i) for i in range(opts.connections)),
-                                   return_exceptions=True)
+    results = await asyncio.gather(
+        *(open_one(i) for i in range(opts.connections)), return_exceptions=True
+    )
     skipped = sum(1 for r in results if isinstance(r, ProtocolFailure) and "skipped" in str(r))
     setup_s = time.perf_counter() - setup_start
     await asyncio.sleep(opts.settle)  # let lazily started server processes finish forking
@@ -564,20 +579,29 @@ async def run(scenario: str, opts: Options) -> dict[str, object]:
 
 
 def parse_args(argv: list[str] | None) -> tuple[str, Options]:
-    p = argparse.ArgumentParser(prog="python -m bench.load", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m bench.load",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("scenario", choices=sorted(SCENARIOS))
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, required=True)
-    p.add_argument("--users-file", type=Path, required=True,
-                   help="JSON list of [user, password] pairs")
+    p.add_argument(
+        "--users-file", type=Path, required=True, help="JSON list of [user, password] pairs"
+    )
     p.add_argument("--connections", type=int, default=20)
     p.add_argument("--duration", type=float, default=10.0)
     p.add_argument("--max-sessions", type=int, default=1_000_000)
     p.add_argument("--sources", type=int, default=1, help="source addresses 127.0.0.1..x")
     p.add_argument("--label", default="")
-    p.add_argument("--tree", type=int, action="append", default=[],
-                   help="root pid of the server's process tree (idle: memory)")
+    p.add_argument(
+        "--tree",
+        type=int,
+        action="append",
+        default=[],
+        help="root pid of the server's process tree (idle: memory)",
+    )
     p.add_argument("--bodies", type=int, default=10)
     p.add_argument("--ramp", type=int, default=100)
     p.add_argument("--deliver-timeout", type=float, default=10.0)
@@ -587,9 +611,19 @@ def parse_args(argv: list[str] | None) -> tuple[str, Options]:
     check_loopback(a.host)
     users = [(u, pw) for u, pw in json.loads(a.users_file.read_text())]
     return a.scenario, Options(
-        host=a.host, port=a.port, users=users, connections=a.connections, duration=a.duration,
-        max_sessions=a.max_sessions, sources=a.sources, label=a.label, trees=a.tree,
-        bodies=a.bodies, ramp=a.ramp, deliver_timeout=a.deliver_timeout, settle=a.settle,
+        host=a.host,
+        port=a.port,
+        users=users,
+        connections=a.connections,
+        duration=a.duration,
+        max_sessions=a.max_sessions,
+        sources=a.sources,
+        label=a.label,
+        trees=a.tree,
+        bodies=a.bodies,
+        ramp=a.ramp,
+        deliver_timeout=a.deliver_timeout,
+        settle=a.settle,
         seed=a.seed,
     )
 

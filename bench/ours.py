@@ -43,7 +43,10 @@ class OurInstance:
     def mailctl(self, *args: str, stdin: str | None = None) -> str:
         done = subprocess.run(
             [sys.executable, "-m", "mailctl", "--home", str(self.home), *args],
-            input=stdin, capture_output=True, text=True, cwd=REPO,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            cwd=REPO,
             env={**os.environ, "PYTHONPATH": str(REPO)},
         )
         if done.returncode != 0:
@@ -81,7 +84,9 @@ class OurInstance:
         store = open_store(Home.resolve(self.home), SERVER)
         try:
             box = store.mailbox(user)
-            box.append_many("INBOX", [NewMessage(raw) for raw in mailbox_messages(kind, user, count)])
+            box.append_many(
+                "INBOX", [NewMessage(raw) for raw in mailbox_messages(kind, user, count)]
+            )
         finally:
             store.close()
 
@@ -90,9 +95,16 @@ class OurInstance:
         self.mailctl("enable-pop3")
         return self.pids()
 
-    def pids(self, names: Sequence[str] = ("MSExchangeIMAP4", "MSExchangeIMAP4BE",
-                                          "MSExchangePOP3", "MSExchangePOP3BE")) -> list[int]:
-        from server.runtime.control import find_process
+    def pids(
+        self,
+        names: Sequence[str] = (
+            "MSExchangeIMAP4",
+            "MSExchangeIMAP4BE",
+            "MSExchangePOP3",
+            "MSExchangePOP3BE",
+        ),
+    ) -> list[int]:
+        from server.control.services import find_process
         from server.settings.paths import Home
 
         home = Home.resolve(self.home)

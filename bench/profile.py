@@ -19,8 +19,10 @@ from pathlib import Path
 
 from bench.ours import REPO, SERVER
 
-SERVICES = {"imap": ("MSExchangeIMAP4", "MSExchangeIMAP4BE"),
-            "pop3": ("MSExchangePOP3", "MSExchangePOP3BE")}
+SERVICES = {
+    "imap": ("MSExchangeIMAP4", "MSExchangeIMAP4BE"),
+    "pop3": ("MSExchangePOP3", "MSExchangePOP3BE"),
+}
 
 
 def summarize(raw: Path, top: int = 15) -> str:
@@ -41,8 +43,17 @@ def summarize(raw: Path, top: int = 15) -> str:
     lines = ["  self:"]
     lines += [f"    {100 * n / total:5.1f}%  {frame}" for frame, n in own.most_common(top)]
     lines.append("  inclusive (ours and asyncio; the interpreter's entry frames left out):")
-    boring = ("<module>", "run (asyncio", "_run_code", "_run_module_as_main", "main (server",
-              "run_forever", "run_until_complete", "Runner.run", "run (server/runtime")
+    boring = (
+        "<module>",
+        "run (asyncio",
+        "_run_code",
+        "_run_module_as_main",
+        "main (server",
+        "run_forever",
+        "run_until_complete",
+        "Runner.run",
+        "run (server/runtime",
+    )
     picked = [(f, n) for f, n in inclusive.most_common() if not f.startswith(boring)][:top]
     lines += [f"    {100 * n / total:5.1f}%  {frame}" for frame, n in picked]
     return f"  samples: {total}\n" + "\n".join(lines)
@@ -56,18 +67,32 @@ CATEGORIES = [
     ("SQLite and the store", ("server/store/", "sqlite3")),
     ("hand-over", ("server/protocols/handover.py", "server/protocols/proxyv2.py")),
     ("relay", ("server/frontend/relay.py",)),
-    ("login (front end: core, directory, throttle, limits)",
-     ("server/frontend/", "server/directory/")),
+    (
+        "login (front end: core, directory, throttle, limits)",
+        ("server/frontend/", "server/directory/"),
+    ),
     ("IMAP/POP3 protocol code", ("server/protocols/", "server/backend/")),
-    ("retrieval, settings, logs", ("server/retrieval/", "server/settings/", "server/runtime/",
-                                   "logging/")),
-    ("event loop, sockets, threads", ("asyncio/", "selectors.py", "socket.py", "threading.py",
-                                      "concurrent/", "uvloop")),
+    (
+        "retrieval, settings, logs",
+        ("server/retrieval/", "server/settings/", "server/runtime/", "logging/"),
+    ),
+    (
+        "event loop, sockets, threads",
+        ("asyncio/", "selectors.py", "socket.py", "threading.py", "concurrent/", "uvloop"),
+    ),
 ]
 
 
-IDLE = ("select (", "EpollSelector.select", "poll (", "_worker (concurrent/futures/thread.py:81)",
-        "Condition.wait", "wait (threading.py", "_recv_loop", "recv (")
+IDLE = (
+    "select (",
+    "EpollSelector.select",
+    "poll (",
+    "_worker (concurrent/futures/thread.py:81)",
+    "Condition.wait",
+    "wait (threading.py",
+    "_recv_loop",
+    "recv (",
+)
 
 
 def per_session(raw: Path, sessions: int, rate: int) -> str:
@@ -84,8 +109,9 @@ def per_session(raw: Path, sessions: int, rate: int) -> str:
             continue  # waiting for work, not doing it
         label = "other"
         for frame in frames:
-            found = next((name for name, marks in CATEGORIES if any(m in frame for m in marks)),
-                         None)
+            found = next(
+                (name for name, marks in CATEGORIES if any(m in frame for m in marks)), None
+            )
             if found:
                 label = found
                 break
@@ -94,13 +120,18 @@ def per_session(raw: Path, sessions: int, rate: int) -> str:
         return "  (no sessions)"
     total = sum(spent.values())
     lines = [f"  {1000 * total / rate / sessions:6.2f} ms per session in all"]
-    lines += [f"  {1000 * n / rate / sessions:6.2f} ms  {label}" for label, n in spent.most_common()]
+    lines += [
+        f"  {1000 * n / rate / sessions:6.2f} ms  {label}" for label, n in spent.most_common()
+    ]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m bench.profile",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--home", type=Path, required=True)
     p.add_argument("--scenario", default="fetch")
     p.add_argument("--port", type=int, required=True)
@@ -110,7 +141,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, default=Path("/tmp"))
     a = p.parse_args(argv)
 
-    from server.runtime.control import find_process
+    from server.control.services import find_process
     from server.settings.paths import Home
 
     home = Home.resolve(a.home)
@@ -123,14 +154,45 @@ def main(argv: list[str] | None = None) -> None:
         pids[name] = process.pid
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     load = subprocess.Popen(
-        [sys.executable, "-m", "bench.load", a.scenario, "--port", str(a.port), "--users-file",
-         str(a.users_file), "--connections", str(a.connections), "--duration",
-         str(a.duration + 2)], cwd=REPO, env=env, stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "bench.load",
+            a.scenario,
+            "--port",
+            str(a.port),
+            "--users-file",
+            str(a.users_file),
+            "--connections",
+            str(a.connections),
+            "--duration",
+            str(a.duration + 2),
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     spies = {
         name: subprocess.Popen(
-            ["py-spy", "record", "-p", str(pid), "-d", str(int(a.duration)), "-r", "200",
-             "-f", "raw", "-o", str(a.out / f"profile-{a.scenario}-{name}.txt"), "--nonblocking"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                "py-spy",
+                "record",
+                "-p",
+                str(pid),
+                "-d",
+                str(int(a.duration)),
+                "-r",
+                "200",
+                "-f",
+                "raw",
+                "-o",
+                str(a.out / f"profile-{a.scenario}-{name}.txt"),
+                "--nonblocking",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         for name, pid in pids.items()
     }
     for spy in spies.values():

@@ -133,8 +133,9 @@ def free_base(low: int = 12000, high: int = 30000) -> int:
 
     for base in range(low, high, 2000):
         plan = PortPlan.shifted(base)
-        ports = [v for v in plan.model_dump().values() if isinstance(v, int)
-                 and not isinstance(v, bool)]
+        ports = [
+            v for v in plan.model_dump().values() if isinstance(v, int) and not isinstance(v, bool)
+        ]
         if all(can_bind(p) for p in ports):
             return base
     raise RuntimeError("no free port range below the ephemeral ports")
@@ -167,28 +168,57 @@ def log(message: str) -> None:
 
 
 # --------------------------------------------------------------------------- running
-def run_load(target: Target, scenario: Scenario, plan: Plan, workdir: Path,
-             duration: float | None = None, connections: int | None = None) -> dict[str, Any]:
+def run_load(
+    target: Target,
+    scenario: Scenario,
+    plan: Plan,
+    workdir: Path,
+    duration: float | None = None,
+    connections: int | None = None,
+) -> dict[str, Any]:
     users_file = workdir / f"users-{scenario.users}.json"
     users_file.write_text(json.dumps(users(scenario.users)))
     port = target.pop3_port if scenario.protocol == "pop3" else target.imap_port
-    conns = connections or {
-        "fetch": plan.fetch_connections, "pop3": plan.pop3_connections,
-        "connect": plan.connect_connections, "append": plan.append_connections,
-        "idle": plan.idle_connections,
-    }[scenario.load]
+    conns = (
+        connections
+        or {
+            "fetch": plan.fetch_connections,
+            "pop3": plan.pop3_connections,
+            "connect": plan.connect_connections,
+            "append": plan.append_connections,
+            "idle": plan.idle_connections,
+        }[scenario.load]
+    )
     command = [
-        sys.executable, "-m", "bench.load", scenario.load, "--port", str(port),
-        "--users-file", str(users_file), "--connections", str(conns),
-        "--duration", str(duration or plan.duration), "--label", target.label,
-        "--sources", str(plan.sources),
+        sys.executable,
+        "-m",
+        "bench.load",
+        scenario.load,
+        "--port",
+        str(port),
+        "--users-file",
+        str(users_file),
+        "--connections",
+        str(conns),
+        "--duration",
+        str(duration or plan.duration),
+        "--label",
+        target.label,
+        "--sources",
+        str(plan.sources),
     ]
     for pid in target.roots:
         command += ["--tree", str(pid)]
     busy0 = busy_seconds()
     cpu0, wall0 = procs.cpu_seconds(target.roots), time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO,
-                          env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=1800)
+    done = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        timeout=1800,
+    )
     wall = time.perf_counter() - wall0
     cpu = procs.cpu_seconds(target.roots) - cpu0
     busy = busy_seconds() - busy0
@@ -229,7 +259,9 @@ def busy_seconds() -> float:
     return sum(times) - times.idle - getattr(times, "iowait", 0.0)
 
 
-def run_all(plan: Plan, workdir: Path, only: list[str] | None, with_default: bool) -> dict[str, Any]:
+def run_all(
+    plan: Plan, workdir: Path, only: list[str] | None, with_default: bool
+) -> dict[str, Any]:
     ensure_installed()
     limit = raise_fd_limit()
     if workdir.exists():
@@ -261,20 +293,39 @@ def run_all(plan: Plan, workdir: Path, only: list[str] | None, with_default: boo
         plain.start()
         started.append(plain)
         plain.index()
-        targets.append(Target("dovecot-plain", plain.imap_port, plain.pop3_port, [plain.pid],
-                              lambda: restart_dovecot(plain)))
+        targets.append(
+            Target(
+                "dovecot-plain",
+                plain.imap_port,
+                plain.pop3_port,
+                [plain.pid],
+                lambda: restart_dovecot(plain),
+            )
+        )
         tuned.start()
         started.append(tuned)
         tuned.index()
-        targets.append(Target("dovecot", tuned.imap_port, tuned.pop3_port, [tuned.pid],
-                              lambda: restart_dovecot(tuned)))
+        targets.append(
+            Target(
+                "dovecot",
+                tuned.imap_port,
+                tuned.pop3_port,
+                [tuned.pid],
+                lambda: restart_dovecot(tuned),
+            )
+        )
         reference: Target | None = None
         if with_default:
             default.start()
             started.append(default)
             default.index()
-            reference = Target("dovecot-default", default.imap_port, default.pop3_port,
-                               [default.pid], lambda: restart_dovecot(default))
+            reference = Target(
+                "dovecot-default",
+                default.imap_port,
+                default.pop3_port,
+                [default.pid],
+                lambda: restart_dovecot(default),
+            )
 
         log("warm-up: one short pass of fetch and pop3 on each server")
         for target in [*targets, *([reference] if reference else [])]:
@@ -301,7 +352,8 @@ def run_all(plan: Plan, workdir: Path, only: list[str] | None, with_default: boo
                 if scenario.load == "idle":
                     fresh_start(reference, plan, workdir)
                 reference.results.setdefault(scenario.name, []).append(
-                    run_load(reference, scenario, plan, workdir, connections=connections))
+                    run_load(reference, scenario, plan, workdir, connections=connections)
+                )
             save(plan, limit, workdir, [*targets, *([reference] if reference else [])])
     finally:
         for instance in reversed(started):
@@ -448,8 +500,9 @@ def goal(scenario: Scenario, figure: Figure, ours: Any, theirs: Any) -> tuple[st
     return text, "yes" if met else "no"
 
 
-def comparison(results: dict[str, Any], theirs_label: str, title: str,
-               with_goals: bool) -> list[str]:
+def comparison(
+    results: dict[str, Any], theirs_label: str, title: str, with_goals: bool
+) -> list[str]:
     ours, theirs = results.get("ours", {}), results.get(theirs_label, {})
     reference = results.get("dovecot-default", {})
     head = "| scenario | figure | ours | Dovecot | ours/Dovecot | better |"
@@ -486,18 +539,26 @@ def table(report: dict[str, Any]) -> str:
     sections: list[str] = []
     if "dovecot-plain" in results:
         sections += comparison(
-            results, "dovecot-plain",
+            results,
+            "dovecot-plain",
             "Engine: equal password cost (Dovecot tuned, {PLAIN} passwd-file + auth cache; "
-            "ours, cache of verified passwords warm)", with_goals=True)
+            "ours, cache of verified passwords warm)",
+            with_goals=True,
+        )
         sections.append("")
     sections += comparison(
-        results, "dovecot",
+        results,
+        "dovecot",
         "Same argon2id hashes (Dovecot tuned runs argon2id at every login; we cache a "
         "verified password): measures our password cache as much as the engine",
-        with_goals=False)
+        with_goals=False,
+    )
     load_rows = []
-    for label, title in (("ours", "ours"), ("dovecot-plain", "Dovecot plain"),
-                         ("dovecot", "Dovecot argon2id")):
+    for label, title in (
+        ("ours", "ours"),
+        ("dovecot-plain", "Dovecot plain"),
+        ("dovecot", "Dovecot argon2id"),
+    ):
         per = results.get(label, {})
         for scenario in SCENARIOS:
             runs = per.get(scenario.name, [])
@@ -506,30 +567,35 @@ def table(report: dict[str, Any]) -> str:
                 gen = median([r.get("generator_cpu_pct") for r in runs])
                 other = median([r.get("other_cpu_pct") for r in runs])
                 errs = sum(r.get("errors", 0) for r in runs)
-                load_rows.append(f"| {scenario.name} | {title} | {fmt(srv)} | {fmt(gen)} | "
-                                 f"{fmt(other)} | {errs} |")
+                load_rows.append(
+                    f"| {scenario.name} | {title} | {fmt(srv)} | {fmt(gen)} | "
+                    f"{fmt(other)} | {errs} |"
+                )
     m = report["machine"]
-    return "\n".join([
-        f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB, {m['os']}, "
-        f"kernel {m['kernel']}, Python {m['python']}, Dovecot {m['dovecot']}, "
-        f"open files limit {m['fd_limit']}.  ",
-        f"Date: {report['date']}. Rounds per scenario: {report['plan']['rounds']}, "
-        f"{report['plan']['duration']:g} s each (median shown). "
-        f"Password scheme on both: {report['password_scheme']}.",
-        "",
-        *sections,
-        "",
-        "CPU during the runs (100% = one core; the load generator shares the two cores; "
-        "\"other processes\" high means the run was disturbed):",
-        "",
-        "| scenario | server | server CPU % | generator CPU % | other processes CPU % | errors |",
-        "|---|---|---:|---:|---:|---:|",
-        *load_rows,
-    ])
+    return "\n".join(
+        [
+            f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB, {m['os']}, "
+            f"kernel {m['kernel']}, Python {m['python']}, Dovecot {m['dovecot']}, "
+            f"open files limit {m['fd_limit']}.  ",
+            f"Date: {report['date']}. Rounds per scenario: {report['plan']['rounds']}, "
+            f"{report['plan']['duration']:g} s each (median shown). "
+            f"Password scheme on both: {report['password_scheme']}.",
+            "",
+            *sections,
+            "",
+            "CPU during the runs (100% = one core; the load generator shares the two cores; "
+            '"other processes" high means the run was disturbed):',
+            "",
+            "| scenario | server | server CPU % | generator CPU % | other processes CPU % | errors |",
+            "|---|---|---:|---:|---:|---:|",
+            *load_rows,
+        ]
+    )
 
 
 def write_results(report: dict[str, Any], path: Path) -> None:
-    path.write_text("# Benchmark results: mailctl and Dovecot side by side\n\n"
-                    "Written by `python -m bench run` (see bench/README.md for what each "
-                    "scenario does and how both servers are configured).\n\n"
-                    + table(report) + "\n")
+    path.write_text(
+        "# Benchmark results: mailctl and Dovecot side by side\n\n"
+        "Written by `python -m bench run` (see bench/README.md for what each "
+        "scenario does and how both servers are configured).\n\n" + table(report) + "\n"
+    )

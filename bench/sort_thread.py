@@ -2,7 +2,7 @@
 
 Builds a mailbox database with one folder of N messages (threads of replies with Re:/Fwd:
 subjects, References, several senders, dates over a year) in a scratch folder, then runs
-the IMAP back end's session (server.protocols.imap.session, the code the back-end service
+the IMAP back end's session (server.backend.imap.session, the code the back-end service
 runs per connection) over that real SQLite store and times each command, as a webmail
 sends them at a folder open:
 
@@ -30,8 +30,8 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from server.protocols.imap.commands import sortthread as sort_commands
-from server.protocols.imap.session import ImapSession, Login, SessionConfig
+from server.backend.imap.commands import sortthread as sort_commands
+from server.backend.imap.session import ImapSession, Login, SessionConfig
 from server.settings.models import default_settings
 from server.store.api import NewMessage
 from server.store.db import SqliteMailStore
@@ -47,8 +47,10 @@ COMMANDS = [
     "UID THREAD REFERENCES UTF-8 ALL",
     "UID THREAD ORDEREDSUBJECT UTF-8 ALL",
 ]
-WORDS = ("budget plans meeting report lunch release review invoice travel party notes "
-         "update question draft launch contract").split()
+WORDS = (
+    "budget plans meeting report lunch release review invoice travel party notes "
+    "update question draft launch contract"
+).split()
 
 
 def messages(n: int, seed: int = 5256) -> list[NewMessage]:
@@ -69,11 +71,13 @@ def messages(n: int, seed: int = 5256) -> list[NewMessage]:
             threads.append((subject, ids))
         mid = f"{i}.{seed}@bench.test"
         ids.append(mid)
-        head = (f"From: User {sender} <user{sender}@bench.test>\r\n"
-                f"To: team{rng.randrange(20)}@bench.test\r\n"
-                f"Subject: {prefix}{subject}\r\n"
-                f"Date: {date.strftime('%a, %d %b %Y %H:%M:%S +0000')}\r\n"
-                f"Message-ID: <{mid}>\r\n{refs}")
+        head = (
+            f"From: User {sender} <user{sender}@bench.test>\r\n"
+            f"To: team{rng.randrange(20)}@bench.test\r\n"
+            f"Subject: {prefix}{subject}\r\n"
+            f"Date: {date.strftime('%a, %d %b %Y %H:%M:%S +0000')}\r\n"
+            f"Message-ID: <{mid}>\r\n{refs}"
+        )
         body = "x" * rng.randrange(200, 4000)
         out.append(NewMessage((head + "\r\n" + body + "\r\n").encode(), (), date))
     return out
@@ -82,10 +86,12 @@ def messages(n: int, seed: int = 5256) -> list[NewMessage]:
 def session(store: SqliteMailStore) -> ImapSession:
     settings = default_settings()
     mailbox = store.mailbox("bench")
-    s = ImapSession(SessionConfig(lambda: settings, "MBX01",
-                                  lambda *a: Login("bench", mailbox)))
-    run(s, "a AUTHENTICATE PLAIN " + __import__("base64").b64encode(
-        b"bench\0mailctl-proxy\0x").decode())
+    s = ImapSession(SessionConfig(lambda: settings, "MBX01", lambda *a: Login("bench", mailbox)))
+    run(
+        s,
+        "a AUTHENTICATE PLAIN "
+        + __import__("base64").b64encode(b"bench\0mailctl-proxy\0x").decode(),
+    )
     run(s, "s SELECT Bench")
     return s
 
@@ -118,8 +124,11 @@ def fresh() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m bench.sort_thread", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m bench.sort_thread",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("--messages", type=int, default=20000)
     ap.add_argument("--repeat", type=int, default=5, help="warm runs per command")
     ap.add_argument("--workdir", type=Path, help="scratch folder (default: a temp folder)")
@@ -137,8 +146,10 @@ def main(argv: list[str] | None = None) -> None:
                 box.append_many("Bench", batch[i : i + 1000])
             db = box.dir / "mailbox.db"
         print(f"built a {args.messages}-message folder in {time.perf_counter() - t:.1f} s")
-        print("milliseconds, wall clock (CPU time of the process in parentheses: on a busy"
-              " machine the wall clock also counts waiting for a core)")
+        print(
+            "milliseconds, wall clock (CPU time of the process in parentheses: on a busy"
+            " machine the wall clock also counts waiting for a core)"
+        )
         print(f"{'command':58} {'cold':>14} {'changed':>14} {'repeat':>14}")
         with SqliteMailStore(work) as store:
             s = session(store)
@@ -156,8 +167,10 @@ def main(argv: list[str] | None = None) -> None:
                 for _ in range(args.repeat):
                     repeat.append(run(s, "t " + cmd)[0])
                     repeat_cpu.append(LAST_CPU)
-                print(f"{cmd:58} {cell(cold, cold_cpu)} {cell(changed, changed_cpu)}"
-                      f" {cell(repeat, repeat_cpu)}")
+                print(
+                    f"{cmd:58} {cell(cold, cold_cpu)} {cell(changed, changed_cpu)}"
+                    f" {cell(repeat, repeat_cpu)}"
+                )
         with sqlite3.connect(db) as c:
             c.execute("DELETE FROM sortkeys")
         with SqliteMailStore(work) as store:
@@ -170,8 +183,10 @@ def main(argv: list[str] | None = None) -> None:
             fresh()
             again, _ = run(s, "t UID SORT (REVERSE DATE) UTF-8 ALL")
             again_cpu = LAST_CPU
-        print(f"after upgrade (no stored keys): first SORT {cell(first, first_cpu).strip()}"
-              f" (computes and keeps the keys), next process {cell(again, again_cpu).strip()}")
+        print(
+            f"after upgrade (no stored keys): first SORT {cell(first, first_cpu).strip()}"
+            f" (computes and keeps the keys), next process {cell(again, again_cpu).strip()}"
+        )
     finally:
         if args.workdir is None:
             shutil.rmtree(work, ignore_errors=True)

@@ -60,13 +60,19 @@ def timed(step):  # type: ignore[no-untyped-def]
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m bench.textonly_open", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m bench.textonly_open",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--messages", type=int, default=20_000)
     p.add_argument("--workdir", type=Path, default=Path("/var/tmp/mailctl-bench-textonly"))
     p.add_argument("--exact", action="store_true")
-    p.add_argument("--format", default="TextOnly",
-                   help="MessageRetrievalMimeFormat (BestBodyFormat: the same folder unconverted)")
+    p.add_argument(
+        "--format",
+        default="TextOnly",
+        help="MessageRetrievalMimeFormat (BestBodyFormat: the same folder unconverted)",
+    )
     p.add_argument("--base-port", type=int, help="default: the first free range from 12000")
     args = p.parse_args(argv)
 
@@ -82,17 +88,25 @@ def main(argv: list[str] | None = None) -> None:
     try:
         box = store.mailbox(USER)
         for start in range(0, args.messages, 2000):
-            box.append_many("INBOX", [NewMessage(alternative(n)) for n in
-                                      range(start, min(start + 2000, args.messages))])
+            box.append_many(
+                "INBOX",
+                [
+                    NewMessage(alternative(n))
+                    for n in range(start, min(start + 2000, args.messages))
+                ],
+            )
     finally:
         store.close()
     fill = time.perf_counter() - fill
     exact = ["--enable-exact-rfc822-size", "true" if args.exact else "false"]
     for command in ("set-imapsettings", "set-popsettings"):
         ours.mailctl(command, "--message-retrieval-mime-format", args.format, *exact)
-    result: dict[str, object] = {"messages": args.messages, "format": args.format,
-                                 "exact_sizes": args.exact,
-                                 "fill_s": round(fill, 1)}
+    result: dict[str, object] = {
+        "messages": args.messages,
+        "format": args.format,
+        "exact_sizes": args.exact,
+        "fill_s": round(fill, 1),
+    }
     ours.start()
     try:
         ours.restart()
@@ -102,7 +116,10 @@ def main(argv: list[str] | None = None) -> None:
             conn.login(USER, PASSWORD)
             conn.select("INBOX")
             typ, data = conn.uid(
-                "FETCH", "1:*", "(UID FLAGS RFC822.SIZE BODY.PEEK[HEADER.FIELDS (FROM SUBJECT DATE)])")
+                "FETCH",
+                "1:*",
+                "(UID FLAGS RFC822.SIZE BODY.PEEK[HEADER.FIELDS (FROM SUBJECT DATE)])",
+            )
             assert typ == "OK", data
             return conn, sum(1 for entry in data if isinstance(entry, tuple))
 
@@ -136,9 +153,11 @@ def main(argv: list[str] | None = None) -> None:
         ours.stop()
     goal = 2.0
     result["goal_s"] = goal
-    result["met"] = (result["imap_first_open_s"] < goal  # type: ignore[operator]
-                     and result["pop3_first_login_stat_s"] < goal  # type: ignore[operator]
-                     and "pop3_error" not in result)
+    result["met"] = (
+        result["imap_first_open_s"] < goal  # type: ignore[operator]
+        and result["pop3_first_login_stat_s"] < goal  # type: ignore[operator]
+        and "pop3_error" not in result
+    )
     print(json.dumps(result))
     sys.stdout.flush()
 

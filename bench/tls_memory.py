@@ -76,7 +76,8 @@ async def _clients(certs: Path, port: int, count: int) -> None:
     async def one() -> None:
         async with gate:
             reader, writer = await asyncio.open_connection(
-                "127.0.0.1", port, ssl=context, server_hostname="localhost")
+                "127.0.0.1", port, ssl=context, server_hostname="localhost"
+            )
             writer.write(b"hello\n")
             await reader.readline()
             held.append((reader, writer))
@@ -103,8 +104,13 @@ def _pss(pid: int) -> int:
 
 
 def _child(*args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "bench.tls_memory", *args], cwd=REPO,
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "bench.tls_memory", *args],
+        cwd=REPO,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
 
 
 def measure(mode: str, connections: int, certs: Path) -> dict[str, object]:
@@ -123,8 +129,13 @@ def measure(mode: str, connections: int, certs: Path) -> dict[str, object]:
         held = int(client.stdout.readline().split()[1])
         after = _pss(server.pid), _pss(client.pid)
         per = [round((a - b) / held / 1024, 1) for a, b in zip(after, before, strict=True)]
-        return {"mode": mode, "connections": held, "server_kb_per_conn": per[0],
-                "client_kb_per_conn": per[1], "pair_kb_per_conn": round(per[0] + per[1], 1)}
+        return {
+            "mode": mode,
+            "connections": held,
+            "server_kb_per_conn": per[0],
+            "client_kb_per_conn": per[1],
+            "pair_kb_per_conn": round(per[0] + per[1], 1),
+        }
     finally:
         for process in (client, server):
             if process is not None:
@@ -143,8 +154,11 @@ def main(argv: list[str] | None = None) -> None:
         _prepare(argv[1])
         asyncio.run(_clients(Path(argv[2]), int(argv[3]), int(argv[4])))
         return
-    parser = argparse.ArgumentParser(prog="python -m bench.tls_memory", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.tls_memory",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--connections", type=int, default=2000)
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     opts = parser.parse_args(argv)

@@ -16,11 +16,11 @@ def main(argv: list[str] | None = None) -> None:
     # What mailctl writes under the home (settings, secrets, exports) is the owner's only;
     # server.runtime.filemodes.UMASK, not imported here to keep the fast path light.
     os.umask(0o077)
-    from . import fast
+    from mailctl import fast
 
     code = fast.answer(args)
     if code is None:
-        from .cli import run
+        from mailctl.cli import run
 
         code = run(args)
     sys.stdout.flush()

@@ -15,7 +15,7 @@ the Exchange cmdlet name::
         server: ServerOpt = None,
     ) -> None:
         '''Start a service.'''
-        from server.runtime import control   # import heavy things inside the function
+        from server.control import services as control   # import heavy things inside the function
         ...
 
 That one registration answers to both spellings: ``mailctl start-service X --server MBX01``
@@ -380,7 +380,7 @@ def load_settings() -> Settings:
         snap = store.load(home())
     except store.SettingsError as exc:
         fail(exc.message, code=1)
-    from . import fast
+    from mailctl import fast
 
     fast.write_cache(home(), snap)
     return snap.settings
@@ -389,7 +389,7 @@ def load_settings() -> Settings:
 def local_server(settings: Settings, name: str | None = None) -> tuple[str, Server]:
     """The server `name` (case-insensitive), else the local one: MAILCTL_SERVER, the only
     server, the one whose FQDN is this host's, or the first in the file."""
-    from .views import pick_server
+    from mailctl.views import pick_server
 
     key = pick_server(settings.Servers, name)
     if key is None:
@@ -426,11 +426,16 @@ def apply_updates(
     data.update(values)
     try:
         for fname, raw in values.items():
-            if isinstance(raw, str) and raw.lstrip().startswith("@{") \
-                    and fname in model.model_fields and field_kind(model.model_fields[fname]) == "list":
+            if (
+                isinstance(raw, str)
+                and raw.lstrip().startswith("@{")
+                and fname in model.model_fields
+                and field_kind(model.model_fields[fname]) == "list"
+            ):
                 data[fname] = add_remove(model, current, fname, raw)
         new = model.model_validate(data)
     except ValidationError as exc:
+
         def shown(f: str) -> str:  # a value with a line break would break the message
             text = str(values.get(f, ""))
             return f"-{f} {text if text.isprintable() else repr(text)}".rstrip()
@@ -456,7 +461,7 @@ def add_remove(model: type[Any], current: Any, fname: str, raw: str) -> list[Any
     canonical spelling, so `Remove` matches however the item was written."""
     body = raw.strip()
     if not body.endswith("}"):
-        raise ValueError(f"-{fname} {raw}: write @{{Add=\"a\",\"b\"; Remove=\"c\"}}")
+        raise ValueError(f'-{fname} {raw}: write @{{Add="a","b"; Remove="c"}}')
     parts: dict[str, str] = {}
     for piece in body[2:-1].split(";"):
         if not piece.strip():
@@ -464,8 +469,7 @@ def add_remove(model: type[Any], current: Any, fname: str, raw: str) -> list[Any
         key, sep, items = piece.partition("=")
         key = key.strip().lower()
         if not sep or key not in ("add", "remove") or key in parts:
-            raise ValueError(
-                f"-{fname} {raw}: only Add= and Remove=, once each, separated by ';'")
+            raise ValueError(f"-{fname} {raw}: only Add= and Remove=, once each, separated by ';'")
         parts[key] = items
 
     def canonical(text: str) -> list[Any]:
@@ -492,8 +496,12 @@ def require_values(values: dict[str, Any], label: str) -> None:
 
 
 def update_fields(
-    session: Any, path: tuple[str, ...], model: type[Any], current: Any,
-    values: dict[str, Any], label: str,
+    session: Any,
+    path: tuple[str, ...],
+    model: type[Any],
+    current: Any,
+    values: dict[str, Any],
+    label: str,
 ) -> dict[str, tuple[Any, Any]]:
     """`apply_updates`, then write each changed field below `path` in the edit session
     (only those: the admin's formatting and comments elsewhere stay). Returns the changes."""
@@ -557,7 +565,7 @@ def emit(
     title: str | None = None,
 ) -> None:
     """Print `data` as a rich table, Format-List style or stable JSON (see mailctl.output)."""
-    from . import output as out
+    from mailctl import output as out
 
     out.emit(data, output, columns=columns, notes=notes, title=title)
 
@@ -582,7 +590,7 @@ def _root(
 
 def load_commands() -> None:
     """Import every module in mailctl/commands/ (help, completion, the generators)."""
-    from . import commands
+    from mailctl import commands
 
     commands.import_all()
 
@@ -594,7 +602,7 @@ def load_modules_for(names: Iterable[str]) -> bool:
     import importlib
 
     try:
-        from .command_index import COMMANDS as INDEX
+        from mailctl.command_index import COMMANDS as INDEX
     except ImportError:  # pragma: no cover - the generated file is missing
         return False
     wanted = [n.lower().removesuffix(".ps1") for n in names]
@@ -614,7 +622,7 @@ def load_hook_modules() -> None:
     import importlib
 
     try:
-        from .command_index import HOOKS
+        from mailctl.command_index import HOOKS
     except ImportError:  # pragma: no cover - the generated file is missing
         load_commands()
         return
@@ -641,7 +649,7 @@ def _canonical_order() -> bool:
     in name order), then as the module registers them. Otherwise the order would depend on
     which modules an earlier command line of this process imported (tests run many), and
     would not be the help text mailctl/command_index.py keeps. True when it changed."""
-    from . import commands
+    from mailctl import commands
 
     rank = {f"{commands.__name__}.{m}": i for i, m in enumerate(commands.module_names())}
 
@@ -679,7 +687,7 @@ def settings_written(where: Home) -> None:
             return
     except OSError:
         return
-    from server.runtime import control
+    from server.control import services as control
 
     try:
         control.signal_reload(where)
@@ -705,7 +713,7 @@ def edit_settings(what_if: bool = False) -> Iterator[Any]:
 
 def run(argv: list[str]) -> int:
     """Run one command line (either spelling); returns the exit code."""
-    from . import exchange, output
+    from mailctl import exchange, output
 
     set_home_override(None)
     output.FORCED = output.CAPTURE = None

@@ -24,7 +24,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import cli
+from mailctl import cli
 
 # Parameters and commands are typer's click objects (typer may vendor click): typed Any and
 # told apart by `param_type_name`.
@@ -229,8 +229,12 @@ def translate_params(command: Command, args: list[str]) -> list[str]:
             continue
         sep = "=" if token.startswith("--") else ":"
         word, has_inline, inline = token.partition(sep)
-        if token.startswith("--") and norm(word) == "help" or norm(word) in {"?", "help"} \
-                or token == "-h":
+        if (
+            token.startswith("--")
+            and norm(word) == "help"
+            or norm(word) in {"?", "help"}
+            or token == "-h"
+        ):
             out.append("--help")
             continue
         param = match_param(word, command)
@@ -297,7 +301,7 @@ def invoke(group: Command, args: list[str]) -> int:
 
 
 def execute(plan: Plan, group: Command) -> int:
-    from . import output
+    from mailctl import output
 
     output.FORCED = (plan.output, plan.properties) if plan.output else None
     first = plan.stages[0]

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import views
+from mailctl import views
 
 CACHE_NAME = "settings.cache.json"
 
@@ -114,16 +114,26 @@ def _services(cached: dict[str, Any], given: dict[str, str], home: Any) -> Any |
     if server is None:
         return None
     wanted = (given.get("identity") or "*").lower()
-    names = [n for n, shown in SERVICE_DISPLAY_NAMES.items()
-             if fnmatchcase(n.lower(), wanted) or fnmatchcase(shown.lower(), wanted)]
+    names = [
+        n
+        for n, shown in SERVICE_DISPLAY_NAMES.items()
+        if fnmatchcase(n.lower(), wanted) or fnmatchcase(shown.lower(), wanted)
+    ]
     if not names:
         return None  # the full path says "Cannot find any service"
     from server.runtime.filemodes import too_open
 
     startup = dump["Servers"][server].get("Services") or {}
     exposed = too_open(home)  # as control.get_service: the files as they are now
-    return [views.service_row({**service_status(home, n, server, startup.get(n) or default_startup(n)),
-                               "TooOpenPaths": exposed}) for n in names]
+    return [
+        views.service_row(
+            {
+                **service_status(home, n, server, startup.get(n) or default_startup(n)),
+                "TooOpenPaths": exposed,
+            }
+        )
+        for n in names
+    ]
 
 
 def _statistics(cached: dict[str, Any], given: dict[str, str], home: Any) -> Any | None:
@@ -158,8 +168,12 @@ def _certificates(_cached: dict[str, Any], given: dict[str, str], home: Any) -> 
         index = {}
     except (OSError, ValueError):
         return None
-    rows = [views.certificate_row(thumb.upper(), e["Subject"], e["DnsNames"], e["NotAfter"],
-                                  e["Services"]) for thumb, e in index.items()]
+    rows = [
+        views.certificate_row(
+            thumb.upper(), e["Subject"], e["DnsNames"], e["NotAfter"], e["Services"]
+        )
+        for thumb, e in index.items()
+    ]
     wanted = given.get("identity")
     if wanted is None:
         return rows
@@ -176,10 +190,12 @@ FAST_COMMANDS: dict[str, Read] = {
     "get-owavirtualdirectory": Read(_settings(_owa), identity=True),
     "get-connectionsettings": Read(_connection_settings, identity=True, flags=("internal",)),
     "get-service": Read(_services, identity=True, live=True, identity_word="name"),
-    "get-exchangecertificate": Read(_certificates, identity=True, server=False, live=True,
-                                    identity_word="thumbprint"),
-    "get-adserversettings": Read(_settings(lambda dump, _given: views.directory_row(dump)),
-                                 server=False),
+    "get-exchangecertificate": Read(
+        _certificates, identity=True, server=False, live=True, identity_word="thumbprint"
+    ),
+    "get-adserversettings": Read(
+        _settings(lambda dump, _given: views.directory_row(dump)), server=False
+    ),
 }
 
 
@@ -312,13 +328,15 @@ def _help(args: list[str]) -> int | None:
     if args not in (["--help"], ["-h"]):
         return None
     try:
-        columns = int(os.environ.get("COLUMNS") or 0) or os.get_terminal_size(
-            sys.__stdout__.fileno()).columns
+        columns = (
+            int(os.environ.get("COLUMNS") or 0)
+            or os.get_terminal_size(sys.__stdout__.fileno()).columns
+        )
     except (OSError, ValueError, AttributeError):
         columns = 80  # shutil.get_terminal_size's fallback, as click uses it
     if columns < 80:
         return None
-    from .command_index import HELP
+    from mailctl.command_index import HELP
 
     sys.stdout.write(HELP)
     return 0

@@ -51,7 +51,7 @@ def emit(
     notes: dict[str, str] | None = None,
     title: str | None = None,
 ) -> None:
-    from .cli import fail
+    from mailctl.cli import fail
 
     properties: list[str] = []
     if FORCED:

@@ -13,7 +13,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import cli
+from mailctl import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 FILES = {
@@ -46,7 +46,7 @@ class Cmd:
 
 
 def commands() -> list[Cmd]:
-    from .exchange import exchange_name
+    from mailctl.exchange import exchange_name
 
     group = cli.click_group()
     found = []
@@ -91,20 +91,28 @@ def _words(items: list[str]) -> str:
 
 # --------------------------------------------------------------------------- completions
 
+
 def _choice_cases(cmds: list[Cmd], case: str) -> list[str]:
     """bash/zsh: `case` (fields name, long, exchange, words) for each option with choices."""
     return [
         case.format(name=c.name, long=o.long, exchange=o.exchange, words=_words(o.choices))
-        for c in cmds for o in c.options if o.choices
+        for c in cmds
+        for o in c.options
+        if o.choices
     ]
 
 
 def _option_cases(cmds: list[Cmd], case: str) -> list[str]:
     """bash/zsh: `case` (fields name, words) per command with every option word it takes."""
     return [
-        case.format(name=c.name, words=_words(
-            [o.long for o in c.options] + ["--home", "--help"]
-            + [f"-{o.exchange}" for o in c.options]))
+        case.format(
+            name=c.name,
+            words=_words(
+                [o.long for o in c.options]
+                + ["--home", "--help"]
+                + [f"-{o.exchange}" for o in c.options]
+            ),
+        )
         for c in cmds
     ]
 

@@ -48,8 +48,10 @@ def _field(obj: Any, key: str) -> Any:
 # --------------------------------------------------------------------------- receive connectors
 
 CONNECTOR_COLUMNS = ["Identity", "Bindings", "Enabled", "AdvertiseClientSettings", "Fqdn", "Served"]
-NOT_SERVED_HUB = ("No: HubTransport connectors are not served here (the front end delivers "
-                  "itself); its settings have no effect")
+NOT_SERVED_HUB = (
+    "No: HubTransport connectors are not served here (the front end delivers "
+    "itself); its settings have no effect"
+)
 
 
 def connector_served(conn: dict[str, Any]) -> str:
@@ -80,8 +82,14 @@ def connector_rows(dump: dict[str, Any], names: list[str]) -> list[dict[str, Any
     rows = []
     for name in names:
         conn = dump["ReceiveConnectors"][name]
-        rows.append({"Identity": f"{conn['Server']}\\{name}", "Name": name, **conn,
-                     "Served": connector_served(conn)})
+        rows.append(
+            {
+                "Identity": f"{conn['Server']}\\{name}",
+                "Name": name,
+                **conn,
+                "Served": connector_served(conn),
+            }
+        )
     return rows
 
 
@@ -236,8 +244,9 @@ def service_row(info: dict[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- certificates
 
 
-def certificate_row(thumbprint: str, subject: str, dns_names: list[str], not_after: str,
-                    services: list[str]) -> dict[str, Any]:
+def certificate_row(
+    thumbprint: str, subject: str, dns_names: list[str], not_after: str, services: list[str]
+) -> dict[str, Any]:
     """A get-exchangecertificate row (server.runtime.tls's index entry)."""
     return {
         "Thumbprint": thumbprint,
@@ -251,8 +260,14 @@ def certificate_row(thumbprint: str, subject: str, dns_names: list[str], not_aft
 # --------------------------------------------------------------------------- OWA virtual directory
 
 OWA_NAME = "owa (Default Web Site)"
-OWA_COLUMNS = ["Identity", "InternalUrl", "ExternalUrl", "Bindings", "SSLBindings",
-               "InternalNetworks"]
+OWA_COLUMNS = [
+    "Identity",
+    "InternalUrl",
+    "ExternalUrl",
+    "Bindings",
+    "SSLBindings",
+    "InternalNetworks",
+]
 
 
 def owa_server(identity: str | None, server: str | None) -> str | None:
@@ -276,16 +291,24 @@ def owa_server(identity: str | None, server: str | None) -> str | None:
 def owa_row(dump: dict[str, Any], server: str) -> dict[str, Any]:
     """get-owavirtualdirectory: one object, its Identity in Exchange's form."""
     vdir = dump["Servers"][server].get("OwaVirtualDirectory") or {}
-    return {"Identity": f"{server}\\{OWA_NAME}", "Server": server, "Name": OWA_NAME,
-            "InternalUrl": vdir.get("InternalUrl"), "ExternalUrl": vdir.get("ExternalUrl"),
-            "Bindings": vdir.get("Bindings", []), "SSLBindings": vdir.get("SSLBindings", []),
-            "InternalNetworks": vdir.get("InternalNetworks", [])}
+    return {
+        "Identity": f"{server}\\{OWA_NAME}",
+        "Server": server,
+        "Name": OWA_NAME,
+        "InternalUrl": vdir.get("InternalUrl"),
+        "ExternalUrl": vdir.get("ExternalUrl"),
+        "Bindings": vdir.get("Bindings", []),
+        "SSLBindings": vdir.get("SSLBindings", []),
+        "InternalNetworks": vdir.get("InternalNetworks", []),
+    }
 
 
 # --------------------------------------------------------------------------- mailbox statistics
 
-def statistics_row(name: str, box: dict[str, Any], items: int, octets: int,
-                   limits: list[int | None]) -> dict[str, Any]:
+
+def statistics_row(
+    name: str, box: dict[str, Any], items: int, octets: int, limits: list[int | None]
+) -> dict[str, Any]:
     """get-mailboxstatistics: one mailbox; `box` its dump, `limits` the quotas in force
     (warning, send, receive; None is Unlimited: server.store.quota.limits)."""
     from server.store.usage import exchange_size, storage_status
@@ -295,10 +318,14 @@ def statistics_row(name: str, box: dict[str, Any], items: int, octets: int,
 
     warning, send, receive = limits
     return {
-        "Identity": name, "DisplayName": box.get("DisplayName") or name, "ItemCount": items,
+        "Identity": name,
+        "DisplayName": box.get("DisplayName") or name,
+        "ItemCount": items,
         "TotalItemSize": exchange_size(octets),
         "StorageLimitStatus": storage_status(octets, warning, send, receive),
-        "IssueWarningQuota": text(warning), "ProhibitSendQuota": text(send),
+        "IssueWarningQuota": text(warning),
+        "ProhibitSendQuota": text(send),
         "ProhibitSendReceiveQuota": text(receive),
-        "ServerName": box["Server"], "Database": box["Server"],
+        "ServerName": box["Server"],
+        "Database": box["Server"],
     }

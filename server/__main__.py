@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .settings.paths import Home
+from server.settings.paths import Home
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -18,18 +18,30 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("name", help="service name, e.g. MSExchangeIMAP4BE")
     run.add_argument("--server", required=True, help="the server of the organization")
     run.add_argument("--home", default=None, help="home folder (default: MAILCTL_HOME)")
-    run.add_argument("--ready-fd", type=int, default=None,
-                     help="pipe to write READY (or FAILED <reason>) on once listening")
-    run.add_argument("--foreground", action="store_true",
-                     help="run attached to the terminal / service manager (the default too)")
-    run.add_argument("--class", dest="service_class", default=None,
-                     help="module:Class to run instead of the registered one (tests)")
+    run.add_argument(
+        "--ready-fd",
+        type=int,
+        default=None,
+        help="pipe to write READY (or FAILED <reason>) on once listening",
+    )
+    run.add_argument(
+        "--foreground",
+        action="store_true",
+        help="run attached to the terminal / service manager (the default too)",
+    )
+    run.add_argument(
+        "--class",
+        dest="service_class",
+        default=None,
+        help="module:Class to run instead of the registered one (tests)",
+    )
     args = parser.parse_args(argv)
 
-    from .runtime.main import run as run_service
+    from server.runtime.main import run as run_service
 
-    return run_service(args.name, args.server, Home.resolve(args.home), args.ready_fd,
-                       args.service_class)
+    return run_service(
+        args.name, args.server, Home.resolve(args.home), args.ready_fd, args.service_class
+    )
 
 
 if __name__ == "__main__":

@@ -65,8 +65,12 @@ def free_port_plan(address: str = "127.0.0.1", backend_address: str | None = Non
     low, high = _worker_slice()
     rng = random.Random()
     for _ in range(500):
-        plan = PortPlan.shifted(rng.randrange(low, high), loopback_only=True,
-                                bind_address=address, backend_address=backend_address)
+        plan = PortPlan.shifted(
+            rng.randrange(low, high),
+            loopback_only=True,
+            bind_address=address,
+            backend_address=backend_address,
+        )
         if all(_bindable(address, p) and _bindable(backend_address, p) for p in _plan_ports(plan)):
             return plan
     raise RuntimeError("no free port range")
@@ -139,5 +143,3 @@ class InProcessService:
 @pytest.fixture
 def in_process() -> Iterator[type[InProcessService]]:
     yield InProcessService
-
-

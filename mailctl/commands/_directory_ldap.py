@@ -10,11 +10,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from mailctl.cli import apply_updates, fail, home, report_changes
 from server.directory import DirectoryError, DirectoryUnavailable
 from server.directory.ldap import Found, LdapDirectory, unmapped_fields
 from server.settings.models import Mailbox, Settings
-
-from ..cli import apply_updates, fail, home, report_changes
 
 
 def client(settings: Settings) -> LdapDirectory | None:
@@ -51,8 +50,14 @@ def mailboxes(ldap: LdapDirectory, settings: Settings) -> dict[str, Mailbox]:
         return {f.name: f.mailbox for f in ldap.all(default_server(settings))}
 
 
-def new_mailbox(ldap: LdapDirectory, settings: Settings, name: str, box: Mailbox,
-                password_hash: str | None, what_if: bool) -> None:
+def new_mailbox(
+    ldap: LdapDirectory,
+    settings: Settings,
+    name: str,
+    box: Mailbox,
+    password_hash: str | None,
+    what_if: bool,
+) -> None:
     if box.Server.lower() not in (s.lower() for s in settings.Servers):
         fail(f"there is no server {box.Server!r}", code=1)
     with asking():
@@ -61,23 +66,35 @@ def new_mailbox(ldap: LdapDirectory, settings: Settings, name: str, box: Mailbox
             if taken is not None:
                 fail(f"{wanted!r} is already used by mailbox {taken.name}", code=1)
         if what_if:
-            print(f"What if: would create mailbox {name} <{box.PrimarySmtpAddress}> "
-                  f"on {box.Server} as {ldap.dn_for(name)}.")
+            print(
+                f"What if: would create mailbox {name} <{box.PrimarySmtpAddress}> "
+                f"on {box.Server} as {ldap.dn_for(name)}."
+            )
             return
         dn = ldap.create(name, box, password_hash)
     print(f"Created mailbox {name} <{box.PrimarySmtpAddress}> on {box.Server} ({dn}).")
 
 
-def set_mailbox(ldap: LdapDirectory, settings: Settings, identity: str,
-                values: dict[str, Any], label: str, what_if: bool,
-                check: Callable[[str, Mailbox], None] | None = None) -> Found:
+def set_mailbox(
+    ldap: LdapDirectory,
+    settings: Settings,
+    identity: str,
+    values: dict[str, Any],
+    label: str,
+    what_if: bool,
+    check: Callable[[str, Mailbox], None] | None = None,
+) -> Found:
     found = one(ldap, settings, identity)
     missing = unmapped_fields(ldap.config.Mapping, values)
     if missing:
-        fail(f"{label}: the directory has no attribute for {', '.join(missing)} "
-             "(Set-ADServerSettings -Mapping)", code=1)
+        fail(
+            f"{label}: the directory has no attribute for {', '.join(missing)} "
+            "(Set-ADServerSettings -Mapping)",
+            code=1,
+        )
     if "Server" in values and str(values["Server"]).lower() not in (
-            s.lower() for s in settings.Servers):
+        s.lower() for s in settings.Servers
+    ):
         fail(f"there is no server {values['Server']!r}", code=1)
     new, changes = apply_updates(Mailbox, found.mailbox, values, label)
     if check is not None:

@@ -17,10 +17,8 @@ from typing import Annotated, Any
 
 import typer
 
-from server.settings.types import split_multivalue
-
-from .. import views
-from ..cli import (
+from mailctl import views
+from mailctl.cli import (
     CommandError,
     OutputOpt,
     WhatIfOpt,
@@ -32,7 +30,8 @@ from ..cli import (
     load_settings,
     warn,
 )
-from .mailboxes import PasswordOpt, PasswordStdinOpt, unwrap_password
+from mailctl.commands.mailboxes import PasswordOpt, PasswordStdinOpt, unwrap_password
+from server.settings.types import split_multivalue
 
 ServicesOpt = Annotated[
     str | None, list_option("--services", help="Comma list of IMAP, POP, SMTP, IIS.")
@@ -42,7 +41,8 @@ COLUMNS = ["Thumbprint", "Services", "Subject", "CertificateDomains", "NotAfter"
 
 def _row(info: Any) -> dict[str, Any]:
     return views.certificate_row(
-        info.thumbprint, info.subject, info.dns_names, info.not_after, info.services)
+        info.thumbprint, info.subject, info.dns_names, info.not_after, info.services
+    )
 
 
 def _services(value: str | None) -> list[str]:
@@ -84,9 +84,11 @@ def new_exchange_certificate(
     if not subject:
         fail("give -SubjectName or -DomainName", allowed='-SubjectName "CN=mail.contoso.com"')
     if what_if:
-        print(f"What if: would create a certificate for {subject} (names: "
-              f"{', '.join(names or [subject])}; services: {', '.join(_services(services)) or 'None'};"
-              f" {validity_days} days).")
+        print(
+            f"What if: would create a certificate for {subject} (names: "
+            f"{', '.join(names or [subject])}; services: {', '.join(_services(services)) or 'None'};"
+            f" {validity_days} days)."
+        )
         return
     info = tls.new_certificate(
         home(), subject, names or [subject], _services(services), days=validity_days
@@ -118,8 +120,11 @@ def import_exchange_certificate(
     ] = None,
     file_data: Annotated[
         str | None,
-        typer.Option("--file-data", help="A PKCS#12 (.pfx/.p12) file with the key and chain "
-                     "(a path, or Exchange's ([System.IO.File]::ReadAllBytes('path')))."),
+        typer.Option(
+            "--file-data",
+            help="A PKCS#12 (.pfx/.p12) file with the key and chain "
+            "(a path, or Exchange's ([System.IO.File]::ReadAllBytes('path'))).",
+        ),
     ] = None,
     private_key_file: Annotated[
         Path | None,
@@ -145,8 +150,9 @@ def import_exchange_certificate(
         except OSError as exc:
             fail(f"cannot read {exc.filename}: {exc.strerror}", code=1)
         if what_if:
-            print(f"What if: would import the PFX {path} "
-                  f"(services: {', '.join(wanted) or 'None'}).")
+            print(
+                f"What if: would import the PFX {path} (services: {', '.join(wanted) or 'None'})."
+            )
             return
         secret = _pfx_password(password, password_stdin)
         try:
@@ -167,8 +173,10 @@ def import_exchange_certificate(
     if not certs:
         fail(f"{file_name} holds no PEM certificate", allowed="PEM (-----BEGIN CERTIFICATE-----)")
     if what_if:
-        print(f"What if: would import the chain of {len(certs)} certificate(s) in {file_name} "
-              f"(services: {', '.join(_services(services)) or 'None'}).")
+        print(
+            f"What if: would import the chain of {len(certs)} certificate(s) in {file_name} "
+            f"(services: {', '.join(_services(services)) or 'None'})."
+        )
         return
     try:
         info = tls.import_certificate(home(), b"".join(certs), key, wanted)
@@ -181,8 +189,10 @@ def _pfx_password(given: str | None, from_stdin: bool) -> bytes | None:
     """The PFX password: -Password (pasted ConvertTo-SecureString unwrapped), the first line
     of stdin, or a prompt; None when there is none (an unprotected PFX)."""
     if given is not None:
-        warn("a password on the command line is visible to other users; prefer the prompt "
-             "or --password-stdin")
+        warn(
+            "a password on the command line is visible to other users; prefer the prompt "
+            "or --password-stdin"
+        )
         return unwrap_password(given).encode() or None
     if from_stdin:
         return sys.stdin.readline().rstrip("\r\n").encode() or None
@@ -209,8 +219,11 @@ def enable_exchange_certificate(
     if what_if:
         known = {c.thumbprint for c in tls.list_certificates(home())}
         if thumbprint.upper() not in known:
-            fail(f"no certificate with thumbprint {thumbprint}",
-                 allowed="see get-exchangecertificate", code=1)
+            fail(
+                f"no certificate with thumbprint {thumbprint}",
+                allowed="see get-exchangecertificate",
+                code=1,
+            )
         print(f"What if: would enable {thumbprint.upper()} for {', '.join(wanted)}.")
         return
     try:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ..cli import command, fail
+from mailctl.cli import command, fail
 
 
 @command("Completion")
@@ -17,7 +17,7 @@ def completion(
     ] = "bash",
 ) -> None:
     """Print the shell completion script (see docs/cli.md for where to install it)."""
-    from .. import reference
+    from mailctl import reference
 
     generator = reference.GENERATORS.get(shell.lower())
     if generator is None:

@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from .. import views
-from ..cli import OutputOpt, ServerOpt, command, emit, fail, load_settings, local_server
+from mailctl import views
+from mailctl.cli import OutputOpt, ServerOpt, command, emit, fail, load_settings, local_server
 
 
 @command("Get-ConnectionSettings", read=True)

@@ -1,7 +1,7 @@
 """Test-ImapConnectivity / Test-PopConnectivity: a real client logon through the front end
 (and, without -LightMode, a message sent through client submission and read back), printed
 in Exchange's columns; the exit status is 1 when any scenario did not succeed, so monitoring
-scripts can use it. The work is done by server.web.connectivity."""
+scripts can use it. The work is done by server.control.connectivity."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from ..cli import (
+from mailctl.cli import (
     EXCHANGE_NAMES,
     OutputOpt,
     command,
@@ -27,49 +27,74 @@ EXCHANGE_NAMES["--trust-any-ssl-certificate"] = "TrustAnySSLCertificate"
 
 CasOpt = Annotated[
     str | None,
-    typer.Option("--client-access-server", help="The server whose front end is tested "
-                 "(default: the local server)."),
+    typer.Option(
+        "--client-access-server",
+        help="The server whose front end is tested (default: the local server).",
+    ),
 ]
 ConnectionTypeOpt = Annotated[
     str,
-    typer.Option("--connection-type", help="Ssl (implicit TLS port, default), Tls (STARTTLS/"
-                 "STLS on the plain port) or Plaintext (no TLS: fails under SecureLogin).",
-                 metavar="Plaintext|Ssl|Tls"),
+    typer.Option(
+        "--connection-type",
+        help="Ssl (implicit TLS port, default), Tls (STARTTLS/"
+        "STLS on the plain port) or Plaintext (no TLS: fails under SecureLogin).",
+        metavar="Plaintext|Ssl|Tls",
+    ),
 ]
 PortOpt = Annotated[
     int | None,
-    typer.Option("--port-client-access-server", help="Port to connect to instead of the "
-                 "binding's.", min=1, max=65535),
+    typer.Option(
+        "--port-client-access-server",
+        help="Port to connect to instead of the binding's.",
+        min=1,
+        max=65535,
+    ),
 ]
 LightOpt = Annotated[
     bool, typer.Option("--light-mode", help="Only log on; send and read back no message.")
 ]
 TrustOpt = Annotated[
-    bool, typer.Option("--trust-any-ssl-certificate",
-                       help="Accept any certificate (self-signed, wrong name, expired).")
+    bool,
+    typer.Option(
+        "--trust-any-ssl-certificate",
+        help="Accept any certificate (self-signed, wrong name, expired).",
+    ),
 ]
 CredentialOpt = Annotated[
     str | None,
-    typer.Option("--mailbox-credential", help="The mailbox to log on as; its password is read "
-                 "from the first line of stdin (or asked for in a terminal)."),
+    typer.Option(
+        "--mailbox-credential",
+        help="The mailbox to log on as; its password is read "
+        "from the first line of stdin (or asked for in a terminal).",
+    ),
 ]
 TimeoutOpt = Annotated[
     float, typer.Option("--timeout", help="Seconds the whole test may take.", min=1, max=3600)
 ]
 PerConnectionOpt = Annotated[
     float | None,
-    typer.Option("--per-connection-timeout", help="Seconds each connection may take (0 to 120; "
-                 "0 or none: only -Timeout applies).", min=0, max=120),
+    typer.Option(
+        "--per-connection-timeout",
+        help="Seconds each connection may take (0 to 120; 0 or none: only -Timeout applies).",
+        min=0,
+        max=120,
+    ),
 ]
 MailboxServerOpt = Annotated[
     str | None,
-    typer.Option("--mailbox-server", help="The server that must hold the mailbox tested "
-                 "(name or FQDN); the test fails at once when it does not."),
+    typer.Option(
+        "--mailbox-server",
+        help="The server that must hold the mailbox tested "
+        "(name or FQDN); the test fails at once when it does not.",
+    ),
 ]
 ResetOpt = Annotated[
     bool,
-    typer.Option("--reset-test-account-credentials", help="Accepted for scripts; mailctl has "
-                 "no test account to reset (-MailboxCredential names the mailbox)."),
+    typer.Option(
+        "--reset-test-account-credentials",
+        help="Accepted for scripts; mailctl has "
+        "no test account to reset (-MailboxCredential names the mailbox).",
+    ),
 ]
 
 
@@ -86,11 +111,19 @@ def read_secret(user: str) -> str:
 
 
 def run_test(
-    protocol: str, client_access_server: str | None, connection_type: str, port: int | None,
-    light_mode: bool, trust_any: bool, credential: str | None, timeout: float, output: str,
-    per_connection_timeout: float | None = None, mailbox_server: str | None = None,
+    protocol: str,
+    client_access_server: str | None,
+    connection_type: str,
+    port: int | None,
+    light_mode: bool,
+    trust_any: bool,
+    credential: str | None,
+    timeout: float,
+    output: str,
+    per_connection_timeout: float | None = None,
+    mailbox_server: str | None = None,
 ) -> None:
-    from server.web.connectivity import COLUMNS, ConnectionType, Probe, test_connectivity
+    from server.control.connectivity import COLUMNS, ConnectionType, Probe, test_connectivity
 
     try:
         kind = ConnectionType.parse(connection_type)
@@ -106,9 +139,15 @@ def run_test(
         if found is not None and found[1].Server.lower() != wanted.lower():
             fail(f"mailbox {found[0]} is on {found[1].Server}, not on -MailboxServer {wanted}")
     probe = Probe(
-        protocol=protocol, server=server, user=credential, password=read_secret(credential),
-        connection_type=kind, port=port, light_mode=light_mode,
-        trust_any_certificate=trust_any, timeout=timeout,
+        protocol=protocol,
+        server=server,
+        user=credential,
+        password=read_secret(credential),
+        connection_type=kind,
+        port=port,
+        light_mode=light_mode,
+        trust_any_certificate=trust_any,
+        timeout=timeout,
         per_connection_timeout=per_connection_timeout or None,
     )
     results = test_connectivity(home(), settings, probe)
@@ -133,13 +172,25 @@ def connectivity_command(protocol: str) -> Callable[..., None]:
         reset_test_account_credentials: ResetOpt = False,
         output: OutputOpt = "table",
     ) -> None:
-        run_test(protocol, client_access_server, connection_type, port_client_access_server,
-                 light_mode, trust_any_ssl_certificate, mailbox_credential, timeout, output,
-                 per_connection_timeout, mailbox_server)
+        run_test(
+            protocol,
+            client_access_server,
+            connection_type,
+            port_client_access_server,
+            light_mode,
+            trust_any_ssl_certificate,
+            mailbox_credential,
+            timeout,
+            output,
+            per_connection_timeout,
+            mailbox_server,
+        )
 
-    test.__doc__ = (f"Log on to {protocol} through the front end as a mailbox (and, without "
-                    "-LightMode, send it a\nmessage over SMTP and read it back); exit 1 if a "
-                    "step fails.")
+    test.__doc__ = (
+        f"Log on to {protocol} through the front end as a mailbox (and, without "
+        "-LightMode, send it a\nmessage over SMTP and read it back); exit 1 if a "
+        "step fails."
+    )
     return test
 
 

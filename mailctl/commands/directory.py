@@ -14,9 +14,17 @@ from typing import Annotated, Any
 
 import typer
 
+from mailctl.cli import (
+    OutputOpt,
+    WhatIfOpt,
+    command,
+    edit_settings,
+    emit,
+    fail,
+    home,
+    load_settings,
+)
 from server.settings.models import DirectoryMapping
-
-from ..cli import OutputOpt, WhatIfOpt, command, edit_settings, emit, fail, home, load_settings
 
 BIND_PASSWORD_FILE = "secrets/ldap-bind-password"
 
@@ -28,8 +36,10 @@ def _mapping_pairs(pairs: list[str]) -> dict[str, Any]:
         field, sep, attr = pair.partition("=")
         field, attr = field.strip(), attr.strip()
         if not sep or field not in DirectoryMapping.model_fields:
-            fail(f"-Mapping {pair!r}: give Field=attribute",
-                 allowed=", ".join(DirectoryMapping.model_fields))
+            fail(
+                f"-Mapping {pair!r}: give Field=attribute",
+                allowed=", ".join(DirectoryMapping.model_fields),
+            )
         if field in ("LoginNames", "ObjectClasses"):
             out[field] = [a.strip() for a in attr.split(",") if a.strip()]
         else:
@@ -39,28 +49,56 @@ def _mapping_pairs(pairs: list[str]) -> dict[str, Any]:
 
 @command("Set-ADServerSettings")
 def set_adserversettings(
-    uri: Annotated[str | None, typer.Option(
-        "--uri", help="ldap://host:port or ldaps://host:port of the directory.")] = None,
-    preferred_server: Annotated[str | None, typer.Option(
-        "--preferred-server", help="A domain controller's host name (ldap://NAME).")] = None,
-    base_dn: Annotated[str | None, typer.Option(
-        "--base-dn", help="Where mailboxes are searched and created.")] = None,
-    bind_dn: Annotated[str | None, typer.Option(
-        "--bind-dn", help="The service account mailctl binds as ('' : anonymous).")] = None,
-    bind_password_stdin: Annotated[bool, typer.Option(
-        "--bind-password-stdin",
-        help=f"Read the service account's password from stdin into {BIND_PASSWORD_FILE}.")] = False,
-    tls_ca_file: Annotated[str | None, typer.Option(
-        "--tls-ca-file", help="CA certificates (PEM) for ldaps://; default: the system's.")] = None,
-    login_verification: Annotated[str | None, typer.Option(
-        "--login-verification", metavar="Hash|Bind",
-        help="Hash: check the argon2 hash kept in the directory; Bind: bind as the user.")] = None,
+    uri: Annotated[
+        str | None,
+        typer.Option("--uri", help="ldap://host:port or ldaps://host:port of the directory."),
+    ] = None,
+    preferred_server: Annotated[
+        str | None,
+        typer.Option("--preferred-server", help="A domain controller's host name (ldap://NAME)."),
+    ] = None,
+    base_dn: Annotated[
+        str | None, typer.Option("--base-dn", help="Where mailboxes are searched and created.")
+    ] = None,
+    bind_dn: Annotated[
+        str | None,
+        typer.Option("--bind-dn", help="The service account mailctl binds as ('' : anonymous)."),
+    ] = None,
+    bind_password_stdin: Annotated[
+        bool,
+        typer.Option(
+            "--bind-password-stdin",
+            help=f"Read the service account's password from stdin into {BIND_PASSWORD_FILE}.",
+        ),
+    ] = False,
+    tls_ca_file: Annotated[
+        str | None,
+        typer.Option(
+            "--tls-ca-file", help="CA certificates (PEM) for ldaps://; default: the system's."
+        ),
+    ] = None,
+    login_verification: Annotated[
+        str | None,
+        typer.Option(
+            "--login-verification",
+            metavar="Hash|Bind",
+            help="Hash: check the argon2 hash kept in the directory; Bind: bind as the user.",
+        ),
+    ] = None,
     connect_timeout: Annotated[int | None, typer.Option("--connect-timeout")] = None,
     operation_timeout: Annotated[int | None, typer.Option("--operation-timeout")] = None,
-    mapping: Annotated[list[str] | None, typer.Option(
-        "--mapping", help="Field=attribute, e.g. EmailAddresses=proxyAddresses (repeatable).")] = None,
-    disable: Annotated[bool, typer.Option(
-        "--disable", help="Keep mailboxes in settings.toml again (the LDAP entries stay).")] = False,
+    mapping: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--mapping", help="Field=attribute, e.g. EmailAddresses=proxyAddresses (repeatable)."
+        ),
+    ] = None,
+    disable: Annotated[
+        bool,
+        typer.Option(
+            "--disable", help="Keep mailboxes in settings.toml again (the LDAP entries stay)."
+        ),
+    ] = False,
     what_if: WhatIfOpt = False,
 ) -> None:
     """Point the organization at an LDAP directory for its mailboxes (or, with --disable,
@@ -71,8 +109,12 @@ def set_adserversettings(
     if preferred_server and not uri:
         uri = f"ldap://{preferred_server}"
     values: dict[str, Any] = {
-        "Uri": uri, "BaseDN": base_dn, "BindDN": bind_dn, "TlsCaFile": tls_ca_file,
-        "LoginVerification": login_verification, "ConnectTimeout": connect_timeout,
+        "Uri": uri,
+        "BaseDN": base_dn,
+        "BindDN": bind_dn,
+        "TlsCaFile": tls_ca_file,
+        "LoginVerification": login_verification,
+        "ConnectTimeout": connect_timeout,
         "OperationTimeout": operation_timeout,
     }
     values = {k: v for k, v in values.items() if v is not None}
@@ -100,8 +142,10 @@ def set_adserversettings(
         except store.SettingsError as exc:
             fail(exc.message.split(": ", 1)[-1])
     if what_if:
-        print("What if: would " + ("keep mailboxes in settings.toml."
-                                   if disable else "set the directory settings."))
+        print(
+            "What if: would "
+            + ("keep mailboxes in settings.toml." if disable else "set the directory settings.")
+        )
         return
     if disable or settings.Directory is None or not settings.Directory.ldap():
         print("Mailboxes are kept in settings.toml.")
@@ -127,6 +171,6 @@ def _probe(settings: Any) -> None:
 @command("Get-ADServerSettings", read=True)
 def get_adserversettings(output: OutputOpt = "table") -> None:
     """Where the organization's mailboxes live (settings.toml, or an LDAP directory)."""
-    from .. import views
+    from mailctl import views
 
     emit(views.directory_row(load_settings().model_dump(mode="json")), output)

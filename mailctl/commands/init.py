@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from ..cli import WhatIfOpt, command, fail, home
+from mailctl.cli import WhatIfOpt, command, fail, home
 
 
 def port_plan(base_port: int | None):  # -> PortPlan (imported lazily with the models)
@@ -94,14 +94,16 @@ def init(
             )
             settings = type(settings).model_validate(settings.model_dump())
     except ValidationError as exc:
-        from ..cli import validation_message
+        from mailctl.cli import validation_message
 
         fail("init: " + validation_message(exc, lambda f: f"--{f.lower()}"))
     if what_if:
         srv = settings.Servers[server]
-        print(f"What if: would create {where.settings_file} (server {server}, domain {domain}; "
-              f"IMAP {srv.ImapSettings.SSLBindings[0]}, POP3 {srv.PopSettings.SSLBindings[0]})"
-              + (", and the mailbox demo." if demo else "."))
+        print(
+            f"What if: would create {where.settings_file} (server {server}, domain {domain}; "
+            f"IMAP {srv.ImapSettings.SSLBindings[0]}, POP3 {srv.PopSettings.SSLBindings[0]})"
+            + (", and the mailbox demo." if demo else ".")
+        )
         return
     store.create(where, settings)
     print(f"Created {where.settings_file} (server {server}, domain {domain}).")

@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from ..cli import OutputOpt, WhatIfOpt, command, emit, fail, home, load_settings, warn
+from mailctl.cli import OutputOpt, WhatIfOpt, command, emit, fail, home, load_settings, warn
 
 IdentityArg = Annotated[
     str | None,
@@ -25,7 +25,8 @@ MailboxOpt = Annotated[
 FilePathOpt = Annotated[
     Path | None,
     typer.Option(
-        "--file-path", help="Exchange spelling: a folder is read as Maildir, a file as mbox.",
+        "--file-path",
+        help="Exchange spelling: a folder is read as Maildir, a file as mbox.",
         hidden=True,
     ),
 ]
@@ -63,7 +64,8 @@ def import_mailbox(
     folder: Annotated[
         str | None,
         typer.Option(
-            "--folder", "--target-root-folder",
+            "--folder",
+            "--target-root-folder",
             help="Import into this folder (created if needed) instead of INBOX; Maildir "
             "subfolders go below it.",
         ),
@@ -96,11 +98,17 @@ def import_mailbox(
         wanted = identity or mailbox
         found = load_settings().mailbox(wanted) if wanted else None
         if found is None:
-            fail(f"there is no mailbox {wanted!r}" if wanted else
-                 "give the mailbox: NAME (or -Mailbox NAME)", code=1 if wanted else 2)
+            fail(
+                f"there is no mailbox {wanted!r}"
+                if wanted
+                else "give the mailbox: NAME (or -Mailbox NAME)",
+                code=1 if wanted else 2,
+            )
         kind = "Maildir" if maildir is not None else "mbox"
-        print(f"What if: would import the {kind} {source} into mailbox {found[0]}, "
-              f"folder {folder or 'INBOX'}.")
+        print(
+            f"What if: would import the {kind} {source} into mailbox {found[0]}, "
+            f"folder {folder or 'INBOX'}."
+        )
         return
     name, store, box = _open_mailbox(identity, mailbox)
     try:

@@ -14,10 +14,8 @@ from typing import Annotated, Any
 
 import typer
 
-from server.settings.models import Mailbox, Settings
-
-from .. import views
-from ..cli import (
+from mailctl import views
+from mailctl.cli import (
     OutputOpt,
     WhatIfOpt,
     command,
@@ -33,12 +31,17 @@ from ..cli import (
     update_fields,
     warn,
 )
+from server.settings.models import Mailbox, Settings
 
 CAS_FIELDS = [f for f in Mailbox.model_fields if f.startswith(("Pop", "Imap"))]
 MAILBOX_FIELDS = views.MAILBOX_FIELDS
 # Set-Mailbox's quota parameters (server.store.quota).
-QUOTA_FIELDS = ["UseDatabaseQuotaDefaults", "IssueWarningQuota", "ProhibitSendQuota",
-                "ProhibitSendReceiveQuota"]
+QUOTA_FIELDS = [
+    "UseDatabaseQuotaDefaults",
+    "IssueWarningQuota",
+    "ProhibitSendQuota",
+    "ProhibitSendReceiveQuota",
+]
 STATISTICS_COLUMNS = ["DisplayName", "ItemCount", "TotalItemSize", "StorageLimitStatus"]
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -104,7 +107,7 @@ def _ldap(settings: Settings) -> tuple[Any, Callable[[], dict[str, Mailbox]]] | 
     mailboxes; None when the mailboxes are settings.toml's Mailboxes table."""
     if settings.Directory is None or not settings.Directory.ldap():
         return None
-    from . import _directory_ldap
+    from mailctl.commands import _directory_ldap
 
     client = _directory_ldap.client(settings)
     assert client is not None
@@ -179,7 +182,7 @@ def new_mailbox(
         try:
             box = Mailbox(DisplayName=display, PrimarySmtpAddress=address, Server=key, Type=type_)
         except ValidationError as exc:
-            from ..cli import validation_message
+            from mailctl.cli import validation_message
 
             fail("New-Mailbox: " + validation_message(exc, lambda f: f"-{f}"))
         refuse_reserved(name, box, "New-Mailbox")
@@ -189,9 +192,8 @@ def new_mailbox(
     if ldap is not None:
         settings = load_settings()
         key, address, box = new_box(settings)
+        from mailctl.commands import _directory_ldap
         from server.directory import hash_password
-
-        from . import _directory_ldap
 
         hashed = hash_password(secret) if secret is not None else None
         _directory_ldap.new_mailbox(ldap[0], settings, name, box, hashed, what_if)
@@ -215,8 +217,10 @@ def new_mailbox(
 
 
 def show(
-    identity: str | None, output: str,
-    rows: Callable[[dict[str, Any], list[str]], list[dict[str, Any]]], columns: list[str],
+    identity: str | None,
+    output: str,
+    rows: Callable[[dict[str, Any], list[str]], list[dict[str, Any]]],
+    columns: list[str],
 ) -> None:
     """Get-Mailbox and Get-CASMailbox: the rows of the mailboxes matching `identity`."""
     settings = load_settings()
@@ -255,16 +259,24 @@ def set_mailbox(
     settings = load_settings()
     ldap = _ldap(settings)
     if ldap is not None:
+        from mailctl.commands import _directory_ldap
         from server.directory import hash_password
-
-        from . import _directory_ldap
 
         if "Server" in values:
             values["Server"] = local_server(settings, values["Server"])[0]
-        found = _directory_ldap.set_mailbox(
-            ldap[0], settings, identity, values, "Set-Mailbox", what_if,
-            check=lambda n, b: refuse_reserved(n, b, "Set-Mailbox"),
-        ) if values else _directory_ldap.one(ldap[0], settings, identity)
+        found = (
+            _directory_ldap.set_mailbox(
+                ldap[0],
+                settings,
+                identity,
+                values,
+                "Set-Mailbox",
+                what_if,
+                check=lambda n, b: refuse_reserved(n, b, "Set-Mailbox"),
+            )
+            if values
+            else _directory_ldap.one(ldap[0], settings, identity)
+        )
         if secret is not None and not what_if:
             _directory_ldap.set_password(ldap[0], found, hash_password(secret))
             print(f"Set a new password for mailbox {found.name}.")
@@ -291,7 +303,9 @@ def set_mailbox(
 
 
 @command("Get-MailboxStatistics", read=True)
-def get_mailboxstatistics(identity: OptionalIdentityArg = None, output: OutputOpt = "table") -> None:
+def get_mailboxstatistics(
+    identity: OptionalIdentityArg = None, output: OutputOpt = "table"
+) -> None:
     """Item count, total size and storage limit status of mailboxes, from their servers'
     databases; with the quotas in force (the database's unless UseDatabaseQuotaDefaults is
     $false)."""
@@ -313,8 +327,15 @@ def get_mailboxstatistics(identity: OptionalIdentityArg = None, output: OutputOp
                 stores[box.Server] = open_store(home(), box.Server)
             used = quota.usage(stores[box.Server].mailbox(name))
             limits = quota.limits(box)
-            rows.append(views.statistics_row(name, dump[name], used.items, used.bytes,
-                                             [limits.warning, limits.send, limits.receive]))
+            rows.append(
+                views.statistics_row(
+                    name,
+                    dump[name],
+                    used.items,
+                    used.bytes,
+                    [limits.warning, limits.send, limits.receive],
+                )
+            )
     finally:
         for store in stores.values():
             store.close()
@@ -328,7 +349,7 @@ def remove_mailbox(identity: IdentityArg, what_if: WhatIfOpt = False) -> None:
 
     ldap = _ldap(load_settings())
     if ldap is not None:
-        from . import _directory_ldap
+        from mailctl.commands import _directory_ldap
 
         _directory_ldap.remove_mailbox(ldap[0], load_settings(), identity, what_if)
         return
@@ -359,13 +380,14 @@ def set_casmailbox(
     settings = load_settings()
     ldap = _ldap(settings)
     if ldap is not None:
-        from . import _directory_ldap
+        from mailctl.commands import _directory_ldap
 
         _directory_ldap.set_mailbox(ldap[0], settings, identity, values, "Set-CASMailbox", what_if)
         return
     with edit_settings(what_if) as session:
         settings = session.validate()
         name, box = one(settings, identity)
-        changes = update_fields(session, ("Mailboxes", name), Mailbox, box, values,
-                                "Set-CASMailbox")
+        changes = update_fields(
+            session, ("Mailboxes", name), Mailbox, box, values, "Set-CASMailbox"
+        )
     report_changes(f"mailbox {name}", changes, what_if)

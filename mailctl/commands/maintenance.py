@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from ..cli import (
+from mailctl.cli import (
     OutputOpt,
     ServerOpt,
     WhatIfOpt,
@@ -33,7 +33,8 @@ def prune_mailbox_database(
     older_than_days: Annotated[
         int,
         typer.Option(
-            "--older-than-days", min=0,
+            "--older-than-days",
+            min=0,
             help="Forget expunges older than this many days (0: every one so far). Clients "
             "offline longer than this resynchronize with a longer VANISHED answer.",
         ),
@@ -54,8 +55,10 @@ def prune_mailbox_database(
     name, _ = local_server(load_settings(), server)
     folder = home().database(name)
     if what_if:
-        print(f"What if: would forget the tombstones of messages expunged more than "
-              f"{older_than_days} days ago in {folder}.")
+        print(
+            f"What if: would forget the tombstones of messages expunged more than "
+            f"{older_than_days} days ago in {folder}."
+        )
         return
     removed = 0
     if folder.exists():  # no database yet: nothing to prune, and nothing to create
@@ -66,5 +69,6 @@ def prune_mailbox_database(
             fail(f"Prune-MailboxDatabase {name}: {exc}", code=1)
     emit(
         {"Server": name, "OlderThanDays": older_than_days, "TombstonesRemoved": removed},
-        output, columns=["Server", "OlderThanDays", "TombstonesRemoved"],
+        output,
+        columns=["Server", "OlderThanDays", "TombstonesRemoved"],
     )

@@ -10,10 +10,8 @@ from urllib.parse import urlsplit
 
 import typer
 
-from server.settings.models import OwaVirtualDirectorySettings
-
-from .. import views
-from ..cli import (
+from mailctl import views
+from mailctl.cli import (
     OutputOpt,
     ServerOpt,
     WhatIfOpt,
@@ -29,6 +27,7 @@ from ..cli import (
     require_values,
     update_fields,
 )
+from server.settings.models import OwaVirtualDirectorySettings
 
 CMDLET = "Set-OwaVirtualDirectory"
 IdentityArg = Annotated[
@@ -43,8 +42,12 @@ IdentityArg = Annotated[
 def server_of(identity: str | None, server: str | None) -> str | None:
     named = views.owa_server(identity, server)
     if named is None:
-        fail(f"{identity!r} is not an OWA virtual directory (or names another server than "
-             f"-Server {server})", allowed='"SERVER\\owa (Default Web Site)"', code=2)
+        fail(
+            f"{identity!r} is not an OWA virtual directory (or names another server than "
+            f"-Server {server})",
+            allowed='"SERVER\\owa (Default Web Site)"',
+            code=2,
+        )
     return named or None
 
 
@@ -81,8 +84,14 @@ def set_owavirtualdirectory(
                 check_url(field, getattr(new, field))
         if "InternalNetworks" in values:
             values["InternalNetworks"] = networks(new.InternalNetworks)
-        changes = update_fields(session, ("Servers", key, "OwaVirtualDirectory"),
-                                OwaVirtualDirectorySettings, current, values, CMDLET)
+        changes = update_fields(
+            session,
+            ("Servers", key, "OwaVirtualDirectory"),
+            OwaVirtualDirectorySettings,
+            current,
+            values,
+            CMDLET,
+        )
     report_changes(f"{key}\\{views.OWA_NAME}", changes, what_if)
 
 
@@ -97,7 +106,9 @@ def check_url(field: str, url: str | None) -> None:
     except ValueError as exc:
         fail(f"{CMDLET}: -{field} {url}: {exc}", allowed="e.g. https://mail.contoso.com/owa")
     if not parts.hostname or any(c.isspace() for c in url) or not url.isprintable():
-        fail(f"{CMDLET}: -{field} {url!r} is not a URL", allowed="e.g. https://mail.contoso.com/owa")
+        fail(
+            f"{CMDLET}: -{field} {url!r} is not a URL", allowed="e.g. https://mail.contoso.com/owa"
+        )
 
 
 def networks(entries: list[str]) -> list[str]:
@@ -107,6 +118,8 @@ def networks(entries: list[str]) -> list[str]:
         try:
             out.append(str(ipaddress.ip_network(entry.strip(), strict=False)))
         except ValueError:
-            fail(f"{CMDLET}: -InternalNetworks {entry!r} is not a network",
-                 allowed="CIDR networks, IPv4 or IPv6, e.g. {10.0.0.0/8,fd00::/8}")
+            fail(
+                f"{CMDLET}: -InternalNetworks {entry!r} is not a network",
+                allowed="CIDR networks, IPv4 or IPv6, e.g. {10.0.0.0/8,fd00::/8}",
+            )
     return out

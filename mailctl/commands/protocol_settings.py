@@ -5,9 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from server.settings.models import ImapSettings, PopSettings
-
-from ..cli import (
+from mailctl.cli import (
     OutputOpt,
     ServerOpt,
     WhatIfOpt,
@@ -24,7 +22,8 @@ from ..cli import (
     require_values,
     update_fields,
 )
-from ..views import PROTOCOLS, protocol_settings
+from mailctl.views import PROTOCOLS, protocol_settings
+from server.settings.models import ImapSettings, PopSettings
 
 MODELS: dict[str, type[PopSettings] | type[ImapSettings]] = {
     "pop": PopSettings,
@@ -54,7 +53,8 @@ def change(protocol: str, server: str | None, values: dict[str, Any], what_if: b
         current = getattr(srv, PROTOCOLS[protocol])
         check_certificate_name(protocol, values.get("X509CertificateName"), srv.Fqdn)
         changes = update_fields(
-            session, ("Servers", key, PROTOCOLS[protocol]), model, current, values, cmdlet)
+            session, ("Servers", key, PROTOCOLS[protocol]), model, current, values, cmdlet
+        )
     report_changes(f"{PROTOCOLS[protocol]} of {key}", changes, what_if)
 
 
@@ -66,9 +66,11 @@ def check_certificate_name(protocol: str, name: Any, fqdn: str) -> None:
     from server.runtime import tls
 
     if tls.select_certificate(home(), protocol.upper(), name, strict=True) is None:
-        fail(f"no certificate carries the name {name}",
-             allowed=f"a name from Get-ExchangeCertificate, or {fqdn}; "
-                     f"or first New-ExchangeCertificate -DomainName {name}")
+        fail(
+            f"no certificate carries the name {name}",
+            allowed=f"a name from Get-ExchangeCertificate, or {fqdn}; "
+            f"or first New-ExchangeCertificate -DomainName {name}",
+        )
 
 
 @command("Get-PopSettings", read=True)

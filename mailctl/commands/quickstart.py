@@ -14,9 +14,9 @@ from typing import Annotated, Any
 
 import typer
 
-from ..cli import command, fail, home
-from .init import init
-from .startup import PAIRS, set_startup
+from mailctl.cli import command, fail, home
+from mailctl.commands.init import init
+from mailctl.commands.startup import PAIRS, set_startup
 
 
 def _first(endpoints: list[Any]) -> str:
@@ -47,7 +47,7 @@ def _print_connection_info(settings: Any, server: str) -> None:
         print(f"  {label:<{width}}  {value}")
     print(f"  {'Certificate authority':<{width}}  {ca_paths(home())[0]} (trust it in clients)")
     print(f"  {'Login type':<{width}}  {imap.LoginType.value}: clients log in after TLS")
-    from .init import loopback_note
+    from mailctl.commands.init import loopback_note
 
     note = loopback_note(srv)
     if note:
@@ -57,7 +57,8 @@ def _print_connection_info(settings: Any, server: str) -> None:
 @command("Run")
 def run(
     detach: Annotated[
-        bool, typer.Option("--detach", help="Start and return instead of staying in the foreground.")
+        bool,
+        typer.Option("--detach", help="Start and return instead of staying in the foreground."),
     ] = False,
     base_port: Annotated[
         int | None,
@@ -68,7 +69,7 @@ def run(
     ] = None,
 ) -> None:
     """Set up (on first run) and run everything: IMAP4, POP3, submission and the web page."""
-    from server.runtime import control
+    from server.control import services as control
     from server.settings import store
 
     where = home()

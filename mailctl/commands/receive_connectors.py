@@ -6,10 +6,8 @@ from typing import Annotated, Any
 
 import typer
 
-from server.settings.models import ReceiveConnector, Settings
-
-from .. import views
-from ..cli import (
+from mailctl import views
+from mailctl.cli import (
     OutputOpt,
     ServerOpt,
     WhatIfOpt,
@@ -23,6 +21,7 @@ from ..cli import (
     require_values,
     update_fields,
 )
+from server.settings.models import ReceiveConnector, Settings
 
 IdentityArg = Annotated[
     str | None,
@@ -83,8 +82,14 @@ def set_receiveconnector(
             fail(f"{identity!r} {problem}", allowed=", ".join(settings.ReceiveConnectors))
         name = names[0]
         current = settings.ReceiveConnectors[name]
-        changes = update_fields(session, ("ReceiveConnectors", name), ReceiveConnector, current,
-                                values, "Set-ReceiveConnector")
+        changes = update_fields(
+            session,
+            ("ReceiveConnectors", name),
+            ReceiveConnector,
+            current,
+            values,
+            "Set-ReceiveConnector",
+        )
     report_changes(identity_of(name, current), changes, what_if)
     if changes and views.connector_served(current.model_dump(mode="json")) == views.NOT_SERVED_HUB:
         print(f"Note: {identity_of(name, current)} is not served: no effect here.")

@@ -1,6 +1,6 @@
 """Start-Service, Stop-Service, Restart-Service, Get-Service, `mailctl start` / `stop`,
 Install-Systemd, and the start/stop half of enable-/disable-pop3/imap4 (via the CLI hooks).
-The work is done by server.runtime.control; these are thin wrappers."""
+The work is done by server.control.services; these are thin wrappers."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from .. import views
-from ..cli import (
+from mailctl import views
+from mailctl.cli import (
     PROTOCOL_DISABLED,
     PROTOCOL_ENABLED,
     SERVICE_STATUS,
@@ -27,7 +27,7 @@ from ..cli import (
 )
 
 if TYPE_CHECKING:
-    from server.runtime.control import ServiceInfo
+    from server.control.services import ServiceInfo
     from server.settings.paths import Home
 
 NameArg = Annotated[str, typer.Argument(help="Service name, e.g. MSExchangeIMAP4BE.")]
@@ -39,7 +39,7 @@ def service_row(info: ServiceInfo) -> dict[str, Any]:
 
 
 def _control_call(func: Any, *args: Any, **kwargs: Any) -> Any:
-    from server.runtime.control import ControlError
+    from server.control.services import ControlError
 
     try:
         return func(*args, **kwargs)
@@ -54,7 +54,7 @@ def _say_running(info: ServiceInfo) -> None:
 
 def _what_if(action: str, name: str, server: str | None) -> None:
     """-WhatIf of the service commands: the service and server resolved, nothing done."""
-    from server.runtime import control
+    from server.control import services as control
 
     canonical = _control_call(control.canonical_name, name)
     where = _control_call(control.resolve_server, _control_call(control._load, home()), server)
@@ -66,7 +66,7 @@ def _what_if(action: str, name: str, server: str | None) -> None:
 @command("Start-Service")
 def start_service(name: NameArg, server: ServerOpt = None, what_if: WhatIfOpt = False) -> None:
     """Start a service; returns once it accepts connections (or fails with the reason)."""
-    from server.runtime import control
+    from server.control import services as control
 
     if what_if:
         return _what_if("start", name, server)
@@ -83,7 +83,7 @@ def stop_service(
     what_if: WhatIfOpt = False,
 ) -> None:
     """Stop a service gracefully: no new connections, sessions told BYE, then forced."""
-    from server.runtime import control
+    from server.control import services as control
 
     if what_if:
         return _what_if("stop", name, server)
@@ -95,7 +95,7 @@ def stop_service(
 @command("Restart-Service")
 def restart_service(name: NameArg, server: ServerOpt = None, what_if: WhatIfOpt = False) -> None:
     """Stop the service (if running) and start it again."""
-    from server.runtime import control
+    from server.control import services as control
 
     if what_if:
         return _what_if("restart", name, server)
@@ -112,7 +112,7 @@ def get_service(
 ) -> None:
     """Status of the services: Status, Name, DisplayName, StartupType, pid, uptime, memory,
     open connections, listening endpoints, settings version in force, last reload."""
-    from server.runtime import control
+    from server.control import services as control
 
     with contextlib.suppress(CommandError):
         load_settings()  # leaves the fast path's cache current: the next get-service is fast
@@ -122,15 +122,17 @@ def get_service(
     if too_open and output.lower() == "table":
         from server.runtime.filemodes import summary
 
-        print(f"WARNING: mail or secrets readable by group or others (should be 0600 files, "
-              f"0700 folders): {summary(too_open)}")
+        print(
+            f"WARNING: mail or secrets readable by group or others (should be 0600 files, "
+            f"0700 folders): {summary(too_open)}"
+        )
 
 
 @command("Start")
 def start_all() -> None:
     """Start every Automatic service of the servers in settings.toml (what boot does),
     back ends first."""
-    from server.runtime import control
+    from server.control import services as control
 
     for info in _control_call(control.start_all, home()):
         _say_running(info)
@@ -139,7 +141,7 @@ def start_all() -> None:
 @command("Stop")
 def stop_all() -> None:
     """Stop every running service of this installation, front ends first."""
-    from server.runtime import control
+    from server.control import services as control
 
     stopped = control.stop_all(home())
     for server, name in stopped:
@@ -159,7 +161,7 @@ def install_systemd(
     what_if: WhatIfOpt = False,
 ) -> None:
     """Write one systemd unit per service per server (Type=simple, foreground process)."""
-    from server.runtime import control
+    from server.control import services as control
 
     if what_if:
         settings = _control_call(control._load, home())
@@ -184,21 +186,21 @@ def install_systemd(
 
 
 def _start_after_enable(home_: Home, server: str, names: list[str]) -> None:
-    from server.runtime import control
+    from server.control import services as control
 
     for name in sorted(names, key=control.START_ORDER.index):
         _control_call(control.start_service, home_, name, server)
 
 
 def _stop_after_disable(home_: Home, server: str, names: list[str]) -> None:
-    from server.runtime import control
+    from server.control import services as control
 
     for name in sorted(names, key=control.START_ORDER.index, reverse=True):
         _control_call(control.stop_service, home_, name, server)
 
 
 def _status(home_: Home, server: str, name: str) -> str:
-    from server.runtime import control
+    from server.control import services as control
 
     return "Running" if control.find_process(home_, name, server) is not None else "Stopped"
 

@@ -12,6 +12,8 @@ from typing import Annotated
 
 import typer
 
+from mailctl import cli
+from mailctl.cli import ServerOpt, WhatIfOpt, command, fail, home, local_server
 from server.settings.models import (
     IMAP4,
     IMAP4BE,
@@ -21,9 +23,6 @@ from server.settings.models import (
     SERVICE_NAMES,
 )
 from server.settings.types import StartupType
-
-from .. import cli
-from ..cli import ServerOpt, WhatIfOpt, command, fail, home, local_server
 
 PAIRS = {"pop3": [POP3, POP3BE], "imap4": [IMAP4, IMAP4BE]}
 
@@ -120,13 +119,13 @@ def disable_command(protocol: str) -> Callable[..., None]:
     """Disable-Pop3 / Disable-Imap4."""
 
     def disable(
-        server: ServerOpt = None, startup_type: StopStartupOpt = "Manual",
+        server: ServerOpt = None,
+        startup_type: StopStartupOpt = "Manual",
         what_if: WhatIfOpt = False,
     ) -> None:
         toggle(protocol, False, server, what_if, stop_startup_type(startup_type))
 
-    disable.__doc__ = (f"Set {' and '.join(PAIRS[protocol])} to Manual (or Disabled) "
-                       "and stop them.")
+    disable.__doc__ = f"Set {' and '.join(PAIRS[protocol])} to Manual (or Disabled) and stop them."
     return disable
 
 

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from ..cli import unsupported
+from mailctl.cli import unsupported
 
 unsupported(
     "Get-ServerComponentState",

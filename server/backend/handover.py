@@ -25,17 +25,26 @@ class HandoverSide(Protocol):
     unauthenticated: int
 
 
-async def prove_peer(side: HandoverSide, reader: asyncio.StreamReader,
-                     writer: asyncio.StreamWriter, protocol: str, deadline: float,
-                     limit: int) -> handover.BackendHandshake | None:
+async def prove_peer(
+    side: HandoverSide,
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    protocol: str,
+    deadline: float,
+    limit: int,
+) -> handover.BackendHandshake | None:
     """Run the hand-over up to the peer's proof. The handshake, its `accepted` set (the caller
     answers with its ok() or refuse()); None: the peer failed, went away or was one too many
     (logged here), and the caller closes."""
     ctx = side.ctx
     peer = (writer.get_extra_info("peername") or ("", 0))[0]
     if side.unauthenticated >= limit:
-        ctx.log.warning("service=%s event=handover-refused peer=%s reason=%r",
-                        ctx.name, peer, "too many connections in the hand-over")
+        ctx.log.warning(
+            "service=%s event=handover-refused peer=%s reason=%r",
+            ctx.name,
+            peer,
+            "too many connections in the hand-over",
+        )
         return None
     side.unauthenticated += 1
     try:
@@ -54,8 +63,9 @@ async def prove_peer(side: HandoverSide, reader: asyncio.StreamReader,
         ctx.log.info("service=%s event=handover-timeout peer=%s", ctx.name, peer)
         return None
     except handover.HandoverError as exc:
-        ctx.log.warning("service=%s event=handover-failed peer=%s error=%r",
-                        ctx.name, peer, str(exc))
+        ctx.log.warning(
+            "service=%s event=handover-failed peer=%s error=%r", ctx.name, peer, str(exc)
+        )
         return None
     finally:
         side.unauthenticated -= 1

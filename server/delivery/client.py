@@ -10,14 +10,13 @@ import smtplib
 import socket
 from typing import BinaryIO
 
+from server.delivery.lmtp import xtext_encode
+from server.delivery.service import PROTOCOL
 from server.directory import ProxySecret
 from server.protocols import handover, proxyv2
 from server.runtime import tls
 from server.settings.models import Settings
 from server.settings.paths import Home
-
-from .lmtp import xtext_encode
-from .service import PROTOCOL
 
 Reply = tuple[int, str]
 
@@ -38,20 +37,31 @@ class _LMTP(smtplib.LMTP):
             raise DeliveryUnavailable(f"greeting {code} {text!r}")
 
 
-def deliver(home: Home, settings: Settings, server: str, caller: str, mail_from: str,
-            rcpts: list[str], message: bytes, envid: str | None = None,
-            timeout: float = 60.0, secret: ProxySecret | None = None) -> list[Reply]:
+def deliver(
+    home: Home,
+    settings: Settings,
+    server: str,
+    caller: str,
+    mail_from: str,
+    rcpts: list[str],
+    message: bytes,
+    envid: str | None = None,
+    timeout: float = 60.0,
+    secret: ProxySecret | None = None,
+) -> list[Reply]:
     """Hand `message` to the delivery service of `server`; one (code, text) per recipient,
     in order. Raises DeliveryUnavailable (an OSError) when no LMTP session came about."""
     target = settings.server(server)
     secret = secret or ProxySecret(home)
     key = secret.cached() or secret.load()
     try:
-        raw = socket.create_connection((target.BackEndAddress, target.DeliveryPort),
-                                       timeout=timeout)
+        raw = socket.create_connection(
+            (target.BackEndAddress, target.DeliveryPort), timeout=timeout
+        )
     except OSError as exc:
-        raise DeliveryUnavailable(f"{server} {PROTOCOL} {target.BackEndAddress}:"
-                                  f"{target.DeliveryPort}: {exc}") from None
+        raise DeliveryUnavailable(
+            f"{server} {PROTOCOL} {target.BackEndAddress}:{target.DeliveryPort}: {exc}"
+        ) from None
     try:
         context = tls.shared_client_context(home, verify=True)
         sock = context.wrap_socket(raw, server_hostname=target.Fqdn)
@@ -61,8 +71,9 @@ def deliver(home: Home, settings: Settings, server: str, caller: str, mail_from:
     try:
         file = sock.makefile("rb")
         local, remote = sock.getsockname(), sock.getpeername()
-        header = proxyv2.encode(proxyv2.ProxyInfo(str(local[0]), int(local[1]),
-                                                  str(remote[0]), int(remote[1])))
+        header = proxyv2.encode(
+            proxyv2.ProxyInfo(str(local[0]), int(local[1]), str(remote[0]), int(remote[1]))
+        )
         shake = handover.FrontendHandshake(key, PROTOCOL, server, caller, header)
         while not shake.done:
             line = file.readline(handover.MAX_LINE + 1)
@@ -87,8 +98,9 @@ def deliver(home: Home, settings: Settings, server: str, caller: str, mail_from:
             lmtp.close()
 
 
-def _transaction(lmtp: _LMTP, mail_from: str, rcpts: list[str], message: bytes,
-                 envid: str | None) -> list[Reply]:
+def _transaction(
+    lmtp: _LMTP, mail_from: str, rcpts: list[str], message: bytes, envid: str | None
+) -> list[Reply]:
     def text(reply: bytes | str) -> str:
         return reply.decode("utf-8", "replace") if isinstance(reply, bytes) else reply
 

@@ -30,7 +30,8 @@ class DeliveryLedger:
             self._db.execute(
                 "CREATE TABLE IF NOT EXISTS delivered (envid TEXT NOT NULL, mailbox TEXT NOT NULL,"
                 " from_uid INTEGER, done INTEGER NOT NULL DEFAULT 0, at REAL NOT NULL,"
-                " PRIMARY KEY (envid, mailbox))")
+                " PRIMARY KEY (envid, mailbox))"
+            )
             self._db.execute("DELETE FROM delivered WHERE at < ?", (time.time() - KEEP,))
 
     def state(self, envid: str, mailbox: str) -> tuple[bool, int | None] | None:
@@ -38,20 +39,25 @@ class DeliveryLedger:
         with self._lock:
             row = self._db.execute(
                 "SELECT done, from_uid FROM delivered WHERE envid = ? AND mailbox = ?",
-                (envid, mailbox.lower())).fetchone()
+                (envid, mailbox.lower()),
+            ).fetchone()
         return None if row is None else (bool(row[0]), row[1])
 
     def begin(self, envid: str, mailbox: str, from_uid: int) -> None:
         with self._lock:
             self._db.execute(
                 "INSERT OR REPLACE INTO delivered (envid, mailbox, from_uid, done, at)"
-                " VALUES (?, ?, ?, 0, ?)", (envid, mailbox.lower(), from_uid, time.time()))
+                " VALUES (?, ?, ?, 0, ?)",
+                (envid, mailbox.lower(), from_uid, time.time()),
+            )
 
     def done(self, envid: str, mailbox: str) -> None:
         with self._lock:
             self._db.execute(
                 "INSERT OR REPLACE INTO delivered (envid, mailbox, from_uid, done, at)"
-                " VALUES (?, ?, NULL, 1, ?)", (envid, mailbox.lower(), time.time()))
+                " VALUES (?, ?, NULL, 1, ?)",
+                (envid, mailbox.lower(), time.time()),
+            )
 
     def close(self) -> None:
         with self._lock:

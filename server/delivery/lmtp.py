@@ -39,8 +39,7 @@ def xtext_decode(value: str) -> str:
 
 
 def xtext_encode(value: str) -> str:
-    return "".join(c if 33 <= ord(c) <= 126 and c not in "+=" else f"+{ord(c):02X}"
-                   for c in value)
+    return "".join(c if 33 <= ord(c) <= 126 and c not in "+=" else f"+{ord(c):02X}" for c in value)
 
 
 def _params(text: str) -> dict[str, str] | None:
@@ -58,8 +57,9 @@ class LmtpSession:
     """One LMTP connection. `check_rcpt(address)` answers RCPT: a "250 ..." reply accepts
     the recipient, anything else is sent as the refusal."""
 
-    def __init__(self, hostname: str, check_rcpt: Callable[[str], str],
-                 max_size: int = 256 * 1024 * 1024) -> None:
+    def __init__(
+        self, hostname: str, check_rcpt: Callable[[str], str], max_size: int = 256 * 1024 * 1024
+    ) -> None:
         self.hostname, self.check_rcpt, self.max_size = hostname, check_rcpt, max_size
         self.greeted = False  # LHLO seen
         self.txn: Transaction | None = None
@@ -95,7 +95,7 @@ class LmtpSession:
                             self.closed = True
                             out += b"500 5.5.2 Line too long\r\n"
                     break
-                line, pos = buf[pos: end + 1], end + 1
+                line, pos = buf[pos : end + 1], end + 1
                 if self._in_data:
                     txn = self._data_line(line)
                     if isinstance(txn, bytes):
@@ -132,8 +132,7 @@ class LmtpSession:
                 self._too_big = False
                 self.txn = None
                 # One reply per recipient here too (RFC 2033 section 4.2).
-                return b"".join(b"552 5.3.4 Message too big for system\r\n"
-                                for _ in txn.recipients)
+                return b"".join(b"552 5.3.4 Message too big for system\r\n" for _ in txn.recipients)
             txn.data = data
             self.pending = txn
             return txn
@@ -168,8 +167,15 @@ class LmtpSession:
             return "501 5.5.4 Syntax: LHLO hostname"
         self.greeted = True
         self.txn = None
-        return "\r\n".join([f"250-{self.hostname}", "250-PIPELINING", "250-ENHANCEDSTATUSCODES",
-                            "250-8BITMIME", "250 DSN"])
+        return "\r\n".join(
+            [
+                f"250-{self.hostname}",
+                "250-PIPELINING",
+                "250-ENHANCEDSTATUSCODES",
+                "250-8BITMIME",
+                "250 DSN",
+            ]
+        )
 
     def _cmd_MAIL(self, arg: str) -> str:
         if not self.greeted:
@@ -185,8 +191,9 @@ class LmtpSession:
         unknown = set(params) - {"ENVID", "RET", "BODY", "SIZE", "SMTPUTF8"}
         if unknown:
             return f"555 5.5.4 Unsupported parameter {sorted(unknown)[0]}"
-        if "SIZE" in params and (not params["SIZE"].isdigit()
-                                 or int(params["SIZE"]) > self.max_size):
+        if "SIZE" in params and (
+            not params["SIZE"].isdigit() or int(params["SIZE"]) > self.max_size
+        ):
             return "552 5.3.4 Message too big for system"
         envid = params.get("ENVID")
         self.txn = Transaction(match.group(1), xtext_decode(envid) if envid else None)

@@ -23,6 +23,8 @@ from collections.abc import Callable
 from typing import Any
 
 from server.backend.handover import prove_peer
+from server.delivery.ledger import DeliveryLedger
+from server.delivery.lmtp import LmtpSession, Transaction
 from server.directory import DirectoryUnavailable, Entry, ProxySecret, find_entry
 from server.runtime import tls
 from server.runtime.listeners import ListenerSet
@@ -33,12 +35,9 @@ from server.settings.types import IPEndPoint
 from server.store import quota
 from server.store.api import MailboxStore, MailStore
 
-from .ledger import DeliveryLedger
-from .lmtp import LmtpSession, Transaction
-
 PROTOCOL = "LMTP"  # the protocol name inside the hand-over's proofs
 CERTIFICATE = "SMTP"
-HANDOVER_DEADLINE = 10.0  # as the back ends (server/backend/common.py)
+HANDOVER_DEADLINE = 10.0  # as the back ends (server/backend/service.py)
 MAX_UNAUTHENTICATED = 64
 IDLE_TIMEOUT = 300.0
 
@@ -69,7 +68,8 @@ class DeliveryService(Service):
         home, server = self.ctx.home, self.ctx.server
         self._store = await asyncio.to_thread(type(self).store_factory, home, server)
         self._ledger = await asyncio.to_thread(
-            DeliveryLedger, home.database(server) / "delivered.sqlite")
+            DeliveryLedger, home.database(server) / "delivered.sqlite"
+        )
         try:
             await self._reconcile()
         except BaseException:
@@ -101,15 +101,17 @@ class DeliveryService(Service):
 
     async def _reconcile(self) -> None:
         server = self.ctx.server_settings
-        cert = await asyncio.to_thread(tls.ensure_certificate, self.ctx.home, CERTIFICATE,
-                                       server.Fqdn)
+        cert = await asyncio.to_thread(
+            tls.ensure_certificate, self.ctx.home, CERTIFICATE, server.Fqdn
+        )
         if self._ssl is None:
             self._ssl = tls.server_context(cert, session_tickets=False)
         elif cert.thumbprint != self._thumbprint:
             tls.reload_context(self._ssl, cert)
         self._thumbprint = cert.thumbprint
         await self._listeners.reconcile(
-            [], [IPEndPoint(server.BackEndAddress, server.DeliveryPort)], self._ssl)
+            [], [IPEndPoint(server.BackEndAddress, server.DeliveryPort)], self._ssl
+        )
 
     def status(self) -> dict[str, Any]:
         return {"connections": len(self._connections), "endpoints": self._listeners.endpoints}
@@ -149,11 +151,13 @@ class DeliveryService(Service):
             self._connections.discard(task)
             writer.close()
 
-    async def _authenticate(self, reader: asyncio.StreamReader,
-                            writer: asyncio.StreamWriter) -> str | None:
+    async def _authenticate(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> str | None:
         """The hand-over's back-end side; the calling service's name, None: closed."""
-        shake = await prove_peer(self, reader, writer, PROTOCOL, HANDOVER_DEADLINE,
-                                 MAX_UNAUTHENTICATED)
+        shake = await prove_peer(
+            self, reader, writer, PROTOCOL, HANDOVER_DEADLINE, MAX_UNAUTHENTICATED
+        )
         if shake is None:
             return None
         assert shake.accepted is not None
@@ -185,9 +189,16 @@ class DeliveryService(Service):
         for address in txn.recipients:
             found = self._find(settings, address)  # settings may have changed since RCPT
             reply = found if isinstance(found, str) else self._deliver_one(txn, address, found)
-            self.ctx.log.info("service=%s event=lmtp-delivery envid=%s to=%s from=%s "
-                              "caller=%s peer=%s reply=%r", self.ctx.name, txn.envid, address,
-                              txn.mail_from, caller, peer, reply)
+            self.ctx.log.info(
+                "service=%s event=lmtp-delivery envid=%s to=%s from=%s caller=%s peer=%s reply=%r",
+                self.ctx.name,
+                txn.envid,
+                address,
+                txn.mail_from,
+                caller,
+                peer,
+                reply,
+            )
             replies.append(reply)
         return replies
 

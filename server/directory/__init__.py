@@ -23,14 +23,20 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..settings.models import DirectorySettings, Mailbox, Server, Settings
-from ..settings.paths import Home
-from ..settings.store import atomic_write, locked
-from ..settings.types import MailboxType
-from .ldap import DirectoryError, DirectoryUnavailable, LdapDirectory
+from server.directory.ldap import DirectoryError, DirectoryUnavailable, LdapDirectory
+from server.settings.models import DirectorySettings, Mailbox, Server, Settings
+from server.settings.paths import Home
+from server.settings.store import atomic_write, locked
+from server.settings.types import MailboxType
 
-__all__ = ["Directory", "DirectoryError", "DirectoryUnavailable", "Entry", "find_entry",
-           "may_use_protocol"]
+__all__ = [
+    "Directory",
+    "DirectoryError",
+    "DirectoryUnavailable",
+    "Entry",
+    "find_entry",
+    "may_use_protocol",
+]
 
 # argon2id, RFC 9106 "second recommended option" memory class scaled for a small server.
 ARGON2_PARAMS = {"time_cost": 2, "memory_cost": 19456, "parallelism": 1}
@@ -202,8 +208,9 @@ class Directory:
         self._hashes_stamp = None
 
 
-def find_entry(settings: Settings, identity: str, home: Home | None = None,
-               stale_ok: bool = False) -> Entry | None:
+def find_entry(
+    settings: Settings, identity: str, home: Home | None = None, stale_ok: bool = False
+) -> Entry | None:
     """The mailbox by name or address, with the server that holds it. With an LDAP
     directory: blocking (a search), DirectoryUnavailable when it cannot be asked (unless
     stale_ok and it answered for this name in the last minutes)."""

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..settings.models import DirectoryMapping, DirectorySettings, Mailbox
-from ..settings.types import parse_bytesize
+from server.settings.models import DirectoryMapping, DirectorySettings, Mailbox
+from server.settings.types import parse_bytesize
 
 SCHEMA_FILE = Path(__file__).with_name("mailctl.schema")
 # The scheme prefix slapd's argon2 password module (pw-argon2) uses: a hash stored this way
@@ -81,11 +81,11 @@ def smtp_addresses(values: Iterable[str]) -> tuple[str | None, list[str]]:
 
 def server_name(value: str) -> str:
     """The server a home-server value names: "MBX01", Exchange's legacy form
-    "/o=Org/ou=.../cn=Servers/cn=MBX01", or a DN "CN=MBX01,CN=Servers,...". """
+    "/o=Org/ou=.../cn=Servers/cn=MBX01", or a DN "CN=MBX01,CN=Servers,..."."""
     text = value.strip()
     lowered = text.lower()
     if "/cn=" in lowered:
-        return text[lowered.rindex("/cn=") + 4:].strip()
+        return text[lowered.rindex("/cn=") + 4 :].strip()
     if lowered.startswith("cn="):
         return text[3:].split(",", 1)[0].strip()
     return text
@@ -106,7 +106,9 @@ def _first(attrs: dict[str, list[str]], name: str) -> str | None:
 
 
 def entry_to_mailbox(
-    attrs: dict[str, list[str]], mapping: DirectoryMapping, default_server: str,
+    attrs: dict[str, list[str]],
+    mapping: DirectoryMapping,
+    default_server: str,
 ) -> tuple[str, Mailbox] | None:
     """An LDAP entry (attribute names lower-cased, values as strings) as a mailbox; None
     when it has no name or no address. Raises ValueError for values the model refuses."""
@@ -115,7 +117,8 @@ def entry_to_mailbox(
         return None
     primary = _first(attrs, mapping.PrimarySmtpAddress)
     proxy_primary, aliases = smtp_addresses(
-        attrs.get(mapping.EmailAddresses.lower(), []) if mapping.EmailAddresses else [])
+        attrs.get(mapping.EmailAddresses.lower(), []) if mapping.EmailAddresses else []
+    )
     primary = primary or proxy_primary or (aliases[0] if aliases else None)
     if not primary:
         return None
@@ -170,8 +173,10 @@ def mailbox_to_attrs(box: Mailbox, mapping: DirectoryMapping) -> dict[str, list[
     else:
         aliases = addresses
     if mapping.EmailAddresses.lower() == "proxyaddresses":
-        put("EmailAddresses", [("SMTP:" if a == box.PrimarySmtpAddress else "smtp:") + a
-                               for a in addresses])
+        put(
+            "EmailAddresses",
+            [("SMTP:" if a == box.PrimarySmtpAddress else "smtp:") + a for a in addresses],
+        )
     else:
         put("EmailAddresses", aliases)
     put("DisplayName", [box.DisplayName] if box.DisplayName else [])
@@ -231,8 +236,12 @@ class LdapDirectory:
 
             # ldap3 checks no certificate unless told to: a directory holds the passwords.
             tls = ldap3.Tls(validate=ssl.CERT_REQUIRED, ca_certs_file=self.config.TlsCaFile)
-        return ldap3.Server(self.config.Uri, connect_timeout=self.config.ConnectTimeout,
-                            get_info=ldap3.NONE, tls=tls)
+        return ldap3.Server(
+            self.config.Uri,
+            connect_timeout=self.config.ConnectTimeout,
+            get_info=ldap3.NONE,
+            tls=tls,
+        )
 
     def _bind_password(self) -> str | None:
         if not self.config.BindPasswordFile:
@@ -253,9 +262,14 @@ class LdapDirectory:
 
         try:
             conn = ldap3.Connection(
-                self._server(), user=user, password=password,
-                receive_timeout=self.config.OperationTimeout, auto_referrals=False,
-                raise_exceptions=False, read_only=False)
+                self._server(),
+                user=user,
+                password=password,
+                receive_timeout=self.config.OperationTimeout,
+                auto_referrals=False,
+                raise_exceptions=False,
+                read_only=False,
+            )
             if not conn.bind():
                 result = conn.result or {}
                 conn.unbind()
@@ -289,7 +303,9 @@ class LdapDirectory:
         (the server restarted) is replaced once; the second failure is the server's."""
         # One call at a time on the connection; a caller queued behind one that waits on a
         # silent server gives up after as long as one call may take, so none waits longer.
-        if not self._lock.acquire(timeout=self.config.ConnectTimeout + self.config.OperationTimeout):
+        if not self._lock.acquire(
+            timeout=self.config.ConnectTimeout + self.config.OperationTimeout
+        ):
             raise DirectoryUnavailable(f"{self.config.Uri}: no answer in time")
         try:
             return self._call_locked(op, *args, **kw)
@@ -326,17 +342,25 @@ class LdapDirectory:
     # --- reads -------------------------------------------------------------------
     def _attributes(self) -> list[str]:
         mapping = self.config.Mapping
-        names = [getattr(mapping, f) for f in DirectoryMapping.model_fields
-                 if isinstance(getattr(mapping, f), str) and f not in ("Filter",)]
+        names = [
+            getattr(mapping, f)
+            for f in DirectoryMapping.model_fields
+            if isinstance(getattr(mapping, f), str) and f not in ("Filter",)
+        ]
         return sorted({n for n in names if n})
 
     def _search(self, filter_: str, limit: int = 0) -> list[tuple[str, dict[str, list[str]]]]:
         import ldap3
 
         ok, (response, result) = self._call(
-            "search", self.config.BaseDN, filter_, search_scope=ldap3.SUBTREE,
-            attributes=self._attributes(), size_limit=limit,
-            time_limit=self.config.OperationTimeout)
+            "search",
+            self.config.BaseDN,
+            filter_,
+            search_scope=ldap3.SUBTREE,
+            attributes=self._attributes(),
+            size_limit=limit,
+            time_limit=self.config.OperationTimeout,
+        )
         if not ok and result.get("result") not in (0, 4, 32):  # 4 sizeLimit, 32 noSuchObject
             raise DirectoryUnavailable(f"search failed: {result.get('description')}")
         found = []
@@ -344,8 +368,12 @@ class LdapDirectory:
             if item.get("type") != "searchResEntry":
                 continue
             raw = item.get("raw_attributes") or {}
-            attrs = {k.lower(): [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
-                                 for v in vals] for k, vals in raw.items()}
+            attrs = {
+                k.lower(): [
+                    v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in vals
+                ]
+                for k, vals in raw.items()
+            }
             found.append((item["dn"], attrs))
         return found
 
@@ -358,7 +386,7 @@ class LdapDirectory:
             return None
         stored = _first(attrs, self.config.Mapping.Password)
         if stored and stored.upper().startswith(ARGON2_PREFIX):
-            stored = stored[len(ARGON2_PREFIX):]
+            stored = stored[len(ARGON2_PREFIX) :]
         elif stored and not stored.startswith("$argon2"):
             stored = None  # another scheme: only the directory can check it (Bind)
         return Found(parsed[0], parsed[1], dn, stored)
@@ -412,7 +440,9 @@ class LdapDirectory:
     # --- writes ------------------------------------------------------------------
     def _checked(self, ok: bool, result: dict[str, Any], what: str) -> None:
         if not ok:
-            raise DirectoryError(f"{what}: {result.get('description')} {result.get('message') or ''}".strip())
+            raise DirectoryError(
+                f"{what}: {result.get('description')} {result.get('message') or ''}".strip()
+            )
 
     def dn_for(self, name: str) -> str:
         from ldap3.utils.dn import escape_rdn
@@ -439,8 +469,11 @@ class LdapDirectory:
 
         old = mailbox_to_attrs(found.mailbox, self.config.Mapping)
         new = mailbox_to_attrs(box, self.config.Mapping)
-        changes = {attr: [(ldap3.MODIFY_REPLACE, values)]
-                   for attr, values in new.items() if values != old.get(attr)}
+        changes = {
+            attr: [(ldap3.MODIFY_REPLACE, values)]
+            for attr, values in new.items()
+            if values != old.get(attr)
+        }
         if changes:
             ok, (_, result) = self._call("modify", found.dn, changes)
             self._checked(ok, result, f"changing {found.dn}")
@@ -450,8 +483,15 @@ class LdapDirectory:
 
         if not self.config.Mapping.Password:
             raise DirectoryError("Mapping.Password is empty: set the password in the directory")
-        ok, (_, result) = self._call("modify", found.dn, {
-            self.config.Mapping.Password: [(ldap3.MODIFY_REPLACE, [ARGON2_PREFIX + password_hash])]})
+        ok, (_, result) = self._call(
+            "modify",
+            found.dn,
+            {
+                self.config.Mapping.Password: [
+                    (ldap3.MODIFY_REPLACE, [ARGON2_PREFIX + password_hash])
+                ]
+            },
+        )
         self._checked(ok, result, f"setting the password of {found.dn}")
 
     def delete(self, found: Found) -> None:

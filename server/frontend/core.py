@@ -61,20 +61,20 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ..directory import Directory, DirectoryUnavailable, Entry, ProxySecret, may_use_protocol
-from ..protocols import handover, proxyv2
-from ..runtime import tls
-from ..runtime.listeners import ListenerSet
-from ..runtime.protocol_log import ProtocolLog
-from ..runtime.service import Service, ServiceContext
-from ..settings.models import ProtocolSettings, Server, Settings
-from ..settings.types import LoginType
-from .limits import ConnectionLimits
-from .relay import RelayStats, relay, take_buffered
-from .throttle import LoginThrottle, account_key
+from server.directory import Directory, DirectoryUnavailable, Entry, ProxySecret, may_use_protocol
+from server.directory.throttle import LoginThrottle, account_key
+from server.frontend.limits import ConnectionLimits
+from server.frontend.relay import RelayStats, relay, take_buffered
+from server.protocols import handover, proxyv2
+from server.runtime import tls
+from server.runtime.listeners import ListenerSet
+from server.runtime.protocol_log import ProtocolLog
+from server.runtime.service import Service, ServiceContext
+from server.settings.models import ProtocolSettings, Server, Settings
+from server.settings.types import LoginType
 
 if TYPE_CHECKING:
-    from .relay import Transforms
+    from server.frontend.relay import Transforms
 
 MAX_LOGON_FAILURES = 3  # Exchange's receive-connector default, applied per connection
 BACKEND_TIMEOUT = 15.0  # connect + hand-over; a slower back end counts as down
@@ -263,16 +263,18 @@ class ProvedPool:
             proved = ready.pop()
             if proved.expiry is not None:
                 proved.expiry.cancel()
-            if not proved.writer.is_closing() and not proved.reader.at_eof() \
-                    and not proved.reader._buffer:  # type: ignore[attr-defined]
+            if (
+                not proved.writer.is_closing()
+                and not proved.reader.at_eof()
+                and not proved.reader._buffer
+            ):  # type: ignore[attr-defined]
                 self.hits += 1
                 return proved
             proved.writer.close()  # the back end gave up on it (or said something)
         self.misses += 1
         return None
 
-    def refill(self, key: tuple[Any, ...],
-               open_proved: Callable[[], Awaitable[_Proved]]) -> None:
+    def refill(self, key: tuple[Any, ...], open_proved: Callable[[], Awaitable[_Proved]]) -> None:
         """Prove one more connection to `key` in the background, within the bound."""
         if len(self._ready.get(key, ())) + self._opening.get(key, 0) >= self.MAX:
             return
@@ -291,7 +293,8 @@ class ProvedPool:
                 return
             ready.append(proved)
             proved.expiry = asyncio.get_running_loop().call_later(
-                self.TTL, self._expire, key, proved)
+                self.TTL, self._expire, key, proved
+            )
 
         task = asyncio.get_running_loop().create_task(prove())
         self._tasks.add(task)
@@ -401,8 +404,12 @@ class FrontendService(Service):
         ps = self.protocol_settings()
         try:
             cert = await asyncio.to_thread(
-                tls.certificate_for, self.ctx.home, self.cert_kind, ps.X509CertificateName,
-                self.ctx.server_settings.Fqdn)
+                tls.certificate_for,
+                self.ctx.home,
+                self.cert_kind,
+                ps.X509CertificateName,
+                self.ctx.server_settings.Fqdn,
+            )
         except tls.CertificateNotFound as exc:
             # At start the service does not start; at a reload the certificate in force
             # keeps serving. Either way the reason reaches Get-Service (LastReload).
@@ -434,8 +441,10 @@ class FrontendService(Service):
         ip = str(peer[0])
         ps = self.protocol_settings()
         core = self.new_core(ps)
-        refusal = "Server is shutting down" if self._stopping else self.limits.open(
-            ip, ps.MaxConnections, ps.MaxConnectionFromSingleIP
+        refusal = (
+            "Server is shutting down"
+            if self._stopping
+            else self.limits.open(ip, ps.MaxConnections, ps.MaxConnectionFromSingleIP)
         )
         if refusal:
             self.ctx.log.warning(
@@ -495,9 +504,14 @@ class FrontendService(Service):
         def open_proved() -> Awaitable[_Proved]:
             return self._open_proved(host, port, context, fqdn, secret, entry.server_name)
 
-        header = proxyv2.encode(proxyv2.ProxyInfo(
-            str(client[0]), int(client[1]), str(local[0]), int(local[1]),
-        ))
+        header = proxyv2.encode(
+            proxyv2.ProxyInfo(
+                str(client[0]),
+                int(client[1]),
+                str(local[0]),
+                int(local[1]),
+            )
+        )
         proved = self.proved.take(key)
         self.proved.refill(key, open_proved)
         if proved is not None:
@@ -507,11 +521,19 @@ class FrontendService(Service):
                 pass  # closed (or reset) while it waited: prove a fresh one now
         return await self._finish_handover(await open_proved(), entry, header)
 
-    async def _open_proved(self, host: str, port: int, context: ssl.SSLContext | None,
-                           fqdn: str | None, secret: bytes, server_name: str) -> _Proved:
+    async def _open_proved(
+        self,
+        host: str,
+        port: int,
+        context: ssl.SSLContext | None,
+        fqdn: str | None,
+        secret: bytes,
+        server_name: str,
+    ) -> _Proved:
         """Connect and run the hand-over until the back end has proved itself."""
         reader, writer = await asyncio.open_connection(
-            host, port, ssl=context, server_hostname=fqdn)
+            host, port, ssl=context, server_hostname=fqdn
+        )
         try:
             sock = writer.get_extra_info("socket")
             if sock is not None:
@@ -530,8 +552,9 @@ class FrontendService(Service):
             writer.close()
             raise
 
-    async def _finish_handover(self, proved: _Proved, entry: Entry, header: bytes
-                               ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, str | None]:
+    async def _finish_handover(
+        self, proved: _Proved, entry: Entry, header: bytes
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, str | None]:
         """The per-session step: LOGIN (mailbox and client under this connection's
         nonces), the back end's OK, then the protocol's first lines."""
         reader, writer, shake = proved.reader, proved.writer, proved.shake
@@ -576,8 +599,13 @@ class Session:
     """One client connection of a front end."""
 
     def __init__(
-        self, service: FrontendService, core: LoginCore, reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter, implicit_tls: bool, peer: tuple[Any, ...],
+        self,
+        service: FrontendService,
+        core: LoginCore,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        implicit_tls: bool,
+        peer: tuple[Any, ...],
     ) -> None:
         self.service, self.core = service, core
         self.reader, self.writer = reader, writer
@@ -723,8 +751,12 @@ class Session:
             # The LDAP directory is down or too slow: a temporary failure (IMAP
             # [UNAVAILABLE], POP3 [SYS/TEMP]), not "wrong password", and no throttle score.
             self._log("directory-unavailable", request.user, str(exc))
-            await self._answer(self.core.refuse(request, Refusal.UNAVAILABLE), request.user,
-                               started, "Msg=directory unavailable")
+            await self._answer(
+                self.core.refuse(request, Refusal.UNAVAILABLE),
+                request.user,
+                started,
+                "Msg=directory unavailable",
+            )
             return False
         # The reason a mailbox may not use the protocol is told only to whoever proved the
         # password: before that every refusal is the same, so nobody learns from it whether
@@ -736,8 +768,12 @@ class Session:
         ps = service.protocol_settings()
         if not service.limits.login(entry.name, ps.MaxConnectionsPerUser):
             self._log("login-refused", request.user, "too many connections for the user")
-            await self._answer(self.core.refuse(request, Refusal.USER_LIMIT), request.user,
-                               started, f"Msg={Refusal.USER_LIMIT.value}")
+            await self._answer(
+                self.core.refuse(request, Refusal.USER_LIMIT),
+                request.user,
+                started,
+                f"Msg={Refusal.USER_LIMIT.value}",
+            )
             return False
         self.user = entry.name
         try:
@@ -752,11 +788,18 @@ class Session:
                 self._log("backend-refused", entry.name, f"{entry.server_name}: {exc.response}")
                 await self._answer(
                     self.core.refuse(request, Refusal.BACKEND_REFUSED, exc.response),
-                    entry.name, started, f"Msg={Refusal.BACKEND_REFUSED.value} ({entry.server_name})")
+                    entry.name,
+                    started,
+                    f"Msg={Refusal.BACKEND_REFUSED.value} ({entry.server_name})",
+                )
                 return False
             self._log("backend-unavailable", entry.name, f"{entry.server_name}: {exc!r}")
-            await self._answer(self.core.refuse(request, Refusal.UNAVAILABLE), entry.name,
-                               started, f"Msg={Refusal.UNAVAILABLE.value} ({entry.server_name})")
+            await self._answer(
+                self.core.refuse(request, Refusal.UNAVAILABLE),
+                entry.name,
+                started,
+                f"Msg={Refusal.UNAVAILABLE.value} ({entry.server_name})",
+            )
             return False
         self._backend_writer = backend_writer
         self._log("login", entry.name, f"server={entry.server_name}")
@@ -768,28 +811,42 @@ class Session:
         await self._relay(entry, pending, backend_reader, backend_writer)
         return True
 
-    async def _relay(self, entry: Entry, pending: bytes, backend_reader: asyncio.StreamReader,
-                     backend_writer: asyncio.StreamWriter) -> None:
+    async def _relay(
+        self,
+        entry: Entry,
+        pending: bytes,
+        backend_reader: asyncio.StreamReader,
+        backend_writer: asyncio.StreamWriter,
+    ) -> None:
         stats = RelayStats()
         started = asyncio.get_running_loop().time()
         peer = backend_writer.get_extra_info("peername") or ("", 0)
         closed_by = "error"
         try:
             closed_by = await relay(
-                self.writer, pending, backend_writer, take_buffered(backend_reader),
-                self._final_words, stats, self.service.relay_transforms(),
+                self.writer,
+                pending,
+                backend_writer,
+                take_buffered(backend_reader),
+                self._final_words,
+                stats,
+                self.service.relay_transforms(),
             )
         finally:
             if self.service.protocol_log.enabled:
                 self._log_line(
-                    "proxy", f"{entry.server_name} {peer[0]}:{peer[1]}", entry.name, started,
-                    stats.to_backend, stats.to_client, f"R=OK;ClosedBy={closed_by}",
+                    "proxy",
+                    f"{entry.server_name} {peer[0]}:{peer[1]}",
+                    entry.name,
+                    started,
+                    stats.to_backend,
+                    stats.to_client,
+                    f"R=OK;ClosedBy={closed_by}",
                 )
 
     async def _failed(self, request: LoginRequest, reason: str | None) -> bool:
         self.failures += 1
-        self.service.throttle.failed(
-            self.ip, account_key(self.service.ctx.settings, request.user))
+        self.service.throttle.failed(self.ip, account_key(self.service.ctx.settings, request.user))
         self._log("login-failed", request.user, reason or "bad user name or password")
         refusal = Refusal.POLICY if reason else Refusal.BAD_CREDENTIALS
         answer = self.core.refuse(request, refusal, reason or "")
@@ -801,15 +858,17 @@ class Session:
         await self._answer(answer, request.user, None, note)
         return False
 
-    async def _answer(self, data: bytes, user: str | None = None, started: float | None = None,
-                      note: str = "") -> None:
+    async def _answer(
+        self, data: bytes, user: str | None = None, started: float | None = None, note: str = ""
+    ) -> None:
         self.writer.write(data)
         self._log_answer(data, user, started, note)
         await self.writer.drain()
 
     # --- protocol log -----------------------------------------------------------------
-    def _log_answer(self, answer: bytes, user: str | None, started: float | None = None,
-                    note: str = "") -> None:
+    def _log_answer(
+        self, answer: bytes, user: str | None, started: float | None = None, note: str = ""
+    ) -> None:
         """One protocol-log line for the command `answer` finishes (nothing when logging is
         off or the answer is a continuation); `note` is appended to the context."""
         if not self.service.protocol_log.enabled:
@@ -818,29 +877,60 @@ class Session:
         if entry is None:
             return
         context = f"{entry.result};{note}" if note else entry.result
-        self._log_line(entry.command, entry.parameters, user, started, entry.rqsize,
-                       len(answer), context)
+        self._log_line(
+            entry.command, entry.parameters, user, started, entry.rqsize, len(answer), context
+        )
 
-    def _log_line(self, command: str, parameters: str, user: str | None,
-                  started: float | None, rqsize: int, rpsize: int, context: str) -> None:
+    def _log_line(
+        self,
+        command: str,
+        parameters: str,
+        user: str | None,
+        started: float | None,
+        rqsize: int,
+        rpsize: int,
+        context: str,
+    ) -> None:
         now = asyncio.get_running_loop().time()
         self.service.protocol_log.command(
-            self.session_id, self.local, f"{self.peer[0]}:{self.peer[1]}", user,
-            (now - started) * 1000 if started is not None else 0, rqsize, rpsize, command,
-            parameters, context,
+            self.session_id,
+            self.local,
+            f"{self.peer[0]}:{self.peer[1]}",
+            user,
+            (now - started) * 1000 if started is not None else 0,
+            rqsize,
+            rpsize,
+            command,
+            parameters,
+            context,
         )
 
     def _log(self, event: str, user: str, detail: str) -> None:
         level = logging.INFO if event == "login" else logging.WARNING
         self.log.log(
-            level, "service=%s event=%s client=%s user=%r detail=%r",
-            self.service.ctx.name, event, self.ip, user, detail,
+            level,
+            "service=%s event=%s client=%s user=%r detail=%r",
+            self.service.ctx.name,
+            event,
+            self.ip,
+            user,
+            detail,
         )
 
 
 __all__ = [
-    "BackendDone", "BackendError", "BackendLogin", "BackendRefused", "BackendSend",
-    "FrontendService", "LogEntry", "LoginCore", "LoginRequest", "Policy", "Refusal", "Send",
+    "BackendDone",
+    "BackendError",
+    "BackendLogin",
+    "BackendRefused",
+    "BackendSend",
+    "FrontendService",
+    "LogEntry",
+    "LoginCore",
+    "LoginRequest",
+    "Policy",
+    "Refusal",
+    "Send",
     "Session",
     "StartTls",
 ]

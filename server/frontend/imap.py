@@ -30,10 +30,7 @@ from __future__ import annotations
 import base64
 import binascii
 
-from ..protocols.imap import parser as p
-from ..runtime.protocol_log import imap_result
-from ..settings.models import ImapSettings, ProtocolSettings, Server, Settings
-from .core import (
+from server.frontend.core import (
     BackendDone,
     BackendError,
     BackendLogin,
@@ -47,8 +44,11 @@ from .core import (
     Send,
     StartTls,
 )
-from .imap_compress import ImapCompress, with_capability
-from .relay import Transforms
+from server.frontend.imap_compress import ImapCompress, with_capability
+from server.frontend.relay import Transforms
+from server.protocols.imap import parser as p
+from server.runtime.protocol_log import imap_result
+from server.settings.models import ImapSettings, ProtocolSettings, Server, Settings
 
 CRLF = b"\r\n"
 INVALID_STATE = "Command received in invalid state."
@@ -200,8 +200,9 @@ class ImapLoginCore(LoginCore):
     def _command(self, cmd: p.Command, policy: Policy) -> Send | StartTls | LoginRequest:
         args, tag = cmd.args, cmd.tag
         if isinstance(args, p.Capability):
-            return self._tagged(tag, "OK", "CAPABILITY completed.",
-                                f"CAPABILITY {self.capabilities(policy)}")
+            return self._tagged(
+                tag, "OK", "CAPABILITY completed.", f"CAPABILITY {self.capabilities(policy)}"
+            )
         if isinstance(args, p.Noop):
             return self._tagged(tag, "OK", "NOOP completed.")
         if isinstance(args, p.Logout):
@@ -215,21 +216,27 @@ class ImapLoginCore(LoginCore):
             return StartTls(f"{tag} OK Begin TLS negotiation now.".encode() + CRLF)
         if isinstance(args, p.Login):
             if not policy.clear_login_allowed:
-                return self._tagged(tag, "NO", "[PRIVACYREQUIRED] LOGIN is disabled on an "
-                                    "unencrypted connection; use STARTTLS or the SSL port.")
+                return self._tagged(
+                    tag,
+                    "NO",
+                    "[PRIVACYREQUIRED] LOGIN is disabled on an "
+                    "unencrypted connection; use STARTTLS or the SSL port.",
+                )
             return LoginRequest(args.user, args.password, tag)
         if isinstance(args, p.Authenticate):
             return self._authenticate(tag, args, policy)
         return self._tagged(tag, "BAD", INVALID_STATE)
 
-    def _authenticate(
-        self, tag: str, args: p.Authenticate, policy: Policy
-    ) -> Send | LoginRequest:
+    def _authenticate(self, tag: str, args: p.Authenticate, policy: Policy) -> Send | LoginRequest:
         if args.mechanism.upper() not in ("PLAIN", "LOGIN"):
             return self._tagged(tag, "NO", "Unsupported authentication mechanism.")
         if not policy.sasl_plain_allowed:
-            return self._tagged(tag, "NO", "[PRIVACYREQUIRED] Authentication is disabled on "
-                                "an unencrypted connection; use STARTTLS or the SSL port.")
+            return self._tagged(
+                tag,
+                "NO",
+                "[PRIVACYREQUIRED] Authentication is disabled on "
+                "an unencrypted connection; use STARTTLS or the SSL port.",
+            )
         if args.mechanism.upper() == "LOGIN":
             # SASL LOGIN (draft-murchison-sasl-login): "Username:", then "Password:"; an
             # initial response (RFC 4959) is the user name.
@@ -294,13 +301,13 @@ class ImapBackendLogin(BackendLogin):
         if self.state == "greeting":
             if not text.upper().startswith("* PREAUTH"):
                 raise BackendError(f"unexpected greeting {text[:80]!r}")
-            rest = text[len("* PREAUTH"):].lstrip()
+            rest = text[len("* PREAUTH") :].lstrip()
             if rest.upper().startswith("[CAPABILITY ") and "]" in rest:
-                return BackendDone(rest[len("[CAPABILITY "):rest.index("]")])
+                return BackendDone(rest[len("[CAPABILITY ") : rest.index("]")])
             self.state = "capability"
             return BackendSend(b"P1 CAPABILITY" + CRLF)
         if text.upper().startswith("* CAPABILITY "):
-            self.capabilities = text[len("* CAPABILITY "):]
+            self.capabilities = text[len("* CAPABILITY ") :]
             return None
         if text.startswith("P1 "):
             if self.capabilities is None or text[3:5].upper() != "OK":
@@ -335,5 +342,11 @@ class ImapFrontendService(FrontendService):
         return b"* BYE [UNAVAILABLE] The connection to the mailbox server was lost." + CRLF
 
 
-__all__ = ["ImapBackendLogin", "ImapFrontendService", "ImapLoginCore", "ImapSettings",
-           "decode_plain", "plain_response"]
+__all__ = [
+    "ImapBackendLogin",
+    "ImapFrontendService",
+    "ImapLoginCore",
+    "ImapSettings",
+    "decode_plain",
+    "plain_response",
+]

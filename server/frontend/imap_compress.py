@@ -55,8 +55,12 @@ class _Framer:
     `verbatim` says whether they were exactly the chunk fed (the caller may then send the
     chunk itself)."""
 
-    def __init__(self, on_line: Callable[[bytes], bytes],
-                 wanted: Callable[[bytes, int, int], bool], client: bool = False) -> None:
+    def __init__(
+        self,
+        on_line: Callable[[bytes], bytes],
+        wanted: Callable[[bytes, int, int], bool],
+        client: bool = False,
+    ) -> None:
         self.on_line = on_line
         self.wanted = wanted
         # The client's side: a synchronizing literal only comes after the server's "+"
@@ -81,7 +85,7 @@ class _Framer:
         while pos < size:
             if self.literal:
                 take = min(self.literal, size - pos)
-                yield view[pos:pos + take]
+                yield view[pos : pos + take]
                 pos += take
                 self.literal -= take
                 continue
@@ -114,8 +118,7 @@ class _Framer:
         if self.partial:
             self.verbatim = False
 
-    def _finish_line(self, data: bytes, view: memoryview,
-                     pos: int) -> Iterator[bytes | memoryview]:
+    def _finish_line(self, data: bytes, view: memoryview, pos: int) -> Iterator[bytes | memoryview]:
         """Go on with a line begun in an earlier chunk (or begin one that does not end in
         this chunk); returns the new position."""
         lf = data.find(b"\n", pos)
@@ -133,10 +136,10 @@ class _Framer:
             return len(data)
         if self.long_line:
             self.long_line = False
-            end, self.tail = (self.tail + data[max(pos, lf - 47):lf + 1])[-48:], b""
-            yield view[pos:lf + 1]
+            end, self.tail = (self.tail + data[max(pos, lf - 47) : lf + 1])[-48:], b""
+            yield view[pos : lf + 1]
         else:
-            self.partial += view[pos:lf + 1]
+            self.partial += view[pos : lf + 1]
             line = bytes(self.partial)
             self.partial.clear()
             end = line[-48:]
@@ -237,8 +240,9 @@ class ImapCompress:
         # case-blind regex over every response.
         if data.find(b"* CAPABILITY ", start, end) >= 0:
             return True
-        if self._client.awaiting and (data.startswith(b"+", start)
-                                      or data.find(b"\n+", start, end) >= 0):
+        if self._client.awaiting and (
+            data.startswith(b"+", start) or data.find(b"\n+", start, end) >= 0
+        ):
             return True
         return self._tags is not None and self._tags.search(data, start, end) is not None
 

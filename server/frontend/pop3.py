@@ -26,10 +26,7 @@ from __future__ import annotations
 import base64
 import binascii
 
-from ..protocols.pop3.responses import Capabilities
-from ..runtime.protocol_log import pop3_result
-from ..settings.models import ProtocolSettings, Server, Settings
-from .core import (
+from server.frontend.core import (
     BackendDone,
     BackendLogin,
     BackendRefused,
@@ -43,11 +40,16 @@ from .core import (
     Send,
     StartTls,
 )
-from .imap import decode_plain
+from server.frontend.imap import decode_plain
+from server.protocols.pop3.responses import Capabilities
+from server.runtime.protocol_log import pop3_result
+from server.settings.models import ProtocolSettings, Server, Settings
 
 CRLF = b"\r\n"
-_TLS_FIRST = "-ERR [AUTH] Plain-text authentication is not allowed on an unencrypted " \
+_TLS_FIRST = (
+    "-ERR [AUTH] Plain-text authentication is not allowed on an unencrypted "
     "connection; use STLS or the SSL port."
+)
 # Back-end refusals the client can act on (RFC 2449 IN-USE: try later; RFC 3206 AUTH: the
 # credentials or the account are the problem); anything else is the server's trouble.
 _PASSED_ON = ("-ERR [IN-USE]", "-ERR [AUTH]")
@@ -64,7 +66,7 @@ class Pop3LoginCore(LoginCore):
 
     # --- rendering ----------------------------------------------------------------------
     def capabilities(self, policy: Policy) -> list[str]:
-        # The back end's own list (server.backend.pop3.CAPABILITIES) with the login methods
+        # The back end's own list (server.backend.pop3.server.CAPABILITIES) with the login methods
         # the policy allows here, so CAPA says the same before and after the hand-over.
         return Capabilities(
             sasl=("PLAIN",) if policy.sasl_plain_allowed else (),
@@ -151,8 +153,13 @@ class Pop3LoginCore(LoginCore):
         text = line.decode("utf-8", "replace")
         verb, _, rest = text.partition(" ")
         # Only the first word of PASS and AUTH arguments is logged: no secret in the log.
-        logged = "" if verb.upper() == "PASS" else rest if verb.upper() == "USER" else \
-            rest.partition(" ")[0]
+        logged = (
+            ""
+            if verb.upper() == "PASS"
+            else rest
+            if verb.upper() == "USER"
+            else rest.partition(" ")[0]
+        )
         self._logged = (verb.lower(), logged, len(line) + 2)
         verb = verb.upper()
         handler = getattr(self, f"_cmd_{verb.lower()}", None) if verb.isalpha() else None

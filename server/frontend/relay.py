@@ -95,8 +95,10 @@ class _Pump(asyncio.Protocol):
 
 
 async def relay(
-    client: asyncio.StreamWriter, client_pending: bytes,
-    backend: asyncio.StreamWriter, backend_pending: bytes,
+    client: asyncio.StreamWriter,
+    client_pending: bytes,
+    backend: asyncio.StreamWriter,
+    backend_pending: bytes,
     backend_lost: Callable[[bytes], bytes] | None = None,
     stats: RelayStats | None = None,
     transforms: Transforms | None = None,

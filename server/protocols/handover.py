@@ -32,7 +32,7 @@ What this gives (docs/security.md has the threat model):
 - A replayed LOGIN (or HELLO, or PROOF) fails at the real back end, whose nonce_b is new
   for every connection.
 - The back end does nothing for a peer that has not proved itself but compute one HMAC; the
-  I/O layer bounds the bytes (MAX_INPUT) and the time (server/backend/common.py).
+  I/O layer bounds the bytes (MAX_INPUT) and the time (server/backend/service.py).
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ import secrets
 import struct
 from dataclasses import dataclass
 
-from . import proxyv2
+from server.protocols import proxyv2
 
 TAG = b"MCHO1"
 NONCE_LEN = 32
@@ -121,10 +121,25 @@ def backend_mac(secret: bytes, protocol: str, server: str, nonce_b: bytes, nonce
     return mac(secret, b"backend", protocol.encode(), server.lower().encode(), nonce_b, nonce_f)
 
 
-def frontend_mac(secret: bytes, protocol: str, server: str, nonce_b: bytes, nonce_f: bytes,
-                 mailbox: str, proxy: bytes) -> bytes:
-    return mac(secret, b"frontend", protocol.encode(), server.lower().encode(), nonce_b,
-               nonce_f, mailbox.encode("utf-8"), proxy)
+def frontend_mac(
+    secret: bytes,
+    protocol: str,
+    server: str,
+    nonce_b: bytes,
+    nonce_f: bytes,
+    mailbox: str,
+    proxy: bytes,
+) -> bytes:
+    return mac(
+        secret,
+        b"frontend",
+        protocol.encode(),
+        server.lower().encode(),
+        nonce_b,
+        nonce_f,
+        mailbox.encode("utf-8"),
+        proxy,
+    )
 
 
 def _line(*parts: bytes) -> bytes:
@@ -168,7 +183,7 @@ class _Lines:
         end = self.buffer.find(b"\n")
         if end < 0:
             return None
-        line, self.buffer = self.buffer[: end + 1], self.buffer[end + 1:]
+        line, self.buffer = self.buffer[: end + 1], self.buffer[end + 1 :]
         if len(line) > MAX_LINE:
             raise HandoverError("hand-over line too long")
         return line
@@ -186,16 +201,17 @@ class Accepted:
 class BackendHandshake:
     """The back end's side. Use::
 
-        hs = BackendHandshake(secret, "IMAP4", "MBX01")
-        send(hs.challenge())
-        while hs.accepted is None:           # under a fixed deadline, at most MAX_INPUT bytes
-            data = read(hs.room())           # never more than the hand-over may still take
-            send(hs.receive(data))           # raises HandoverError: close, say nothing
-        ... check the mailbox, then send(hs.ok()) or send(hs.refuse(text))
+    hs = BackendHandshake(secret, "IMAP4", "MBX01")
+    send(hs.challenge())
+    while hs.accepted is None:           # under a fixed deadline, at most MAX_INPUT bytes
+        data = read(hs.room())           # never more than the hand-over may still take
+        send(hs.receive(data))           # raises HandoverError: close, say nothing
+    ... check the mailbox, then send(hs.ok()) or send(hs.refuse(text))
     """
 
-    def __init__(self, secret: bytes, protocol: str, server: str,
-                 nonce: bytes | None = None) -> None:
+    def __init__(
+        self, secret: bytes, protocol: str, server: str, nonce: bytes | None = None
+    ) -> None:
         self.secret, self.protocol, self.server = secret, protocol, server
         self.nonce = nonce or new_nonce()
         self.peer_nonce: bytes | None = None
@@ -229,8 +245,12 @@ class BackendHandshake:
             if hmac.compare_digest(self.peer_nonce, self.nonce):
                 raise HandoverError("reflected nonce")
             self._state = "login"
-            return _line(b"PROOF", backend_mac(
-                self.secret, self.protocol, self.server, self.nonce, self.peer_nonce).hex().encode())
+            return _line(
+                b"PROOF",
+                backend_mac(self.secret, self.protocol, self.server, self.nonce, self.peer_nonce)
+                .hex()
+                .encode(),
+            )
         if self._state == "login":
             mailbox_f, proxy_f, mac_f = _split(line, b"LOGIN", 3)
             proof = _proof(mac_f)
@@ -241,8 +261,9 @@ class BackendHandshake:
             except UnicodeDecodeError:
                 raise HandoverError("malformed mailbox") from None
             assert self.peer_nonce is not None
-            expected = frontend_mac(self.secret, self.protocol, self.server, self.nonce,
-                                    self.peer_nonce, mailbox, proxy)
+            expected = frontend_mac(
+                self.secret, self.protocol, self.server, self.nonce, self.peer_nonce, mailbox, proxy
+            )
             # Checked before anything in the message is believed or parsed further.
             if not hmac.compare_digest(proof, expected):
                 raise HandoverError("wrong proof: the peer does not know the proxy secret")
@@ -273,8 +294,15 @@ class FrontendHandshake:
     raises ImpostorError when the back end cannot prove itself (having sent nothing but a
     nonce), HandoverRefused when the back end refuses the mailbox. `done` after OK."""
 
-    def __init__(self, secret: bytes, protocol: str, server: str, mailbox: str | None,
-                 proxy_header: bytes, nonce: bytes | None = None) -> None:
+    def __init__(
+        self,
+        secret: bytes,
+        protocol: str,
+        server: str,
+        mailbox: str | None,
+        proxy_header: bytes,
+        nonce: bytes | None = None,
+    ) -> None:
         """`mailbox` None: stop once the back end has proved itself (`ready`), sending
         nothing more, until login() names the session (a connection proved ahead of time;
         the LOGIN line is the same as it would have been, under the same nonces)."""
@@ -300,10 +328,21 @@ class FrontendHandshake:
     def _login_line(self) -> bytes:
         assert self.peer_nonce is not None and self.mailbox is not None
         self._state = "result"
-        mac_f = frontend_mac(self.secret, self.protocol, self.server, self.peer_nonce,
-                             self.nonce, self.mailbox, self.proxy_header)
-        return _line(b"LOGIN", _b64(self.mailbox.encode("utf-8")), _b64(self.proxy_header),
-                     mac_f.hex().encode())
+        mac_f = frontend_mac(
+            self.secret,
+            self.protocol,
+            self.server,
+            self.peer_nonce,
+            self.nonce,
+            self.mailbox,
+            self.proxy_header,
+        )
+        return _line(
+            b"LOGIN",
+            _b64(self.mailbox.encode("utf-8")),
+            _b64(self.proxy_header),
+            mac_f.hex().encode(),
+        )
 
     def on_line(self, line: bytes) -> bytes:
         if len(line) > MAX_LINE:
@@ -317,7 +356,8 @@ class FrontendHandshake:
                 raise ImpostorError(f"the back end serves {protocol[:20]!r}, not {self.protocol}")
             if server.decode("ascii", "replace").lower() != self.server.lower():
                 raise ImpostorError(
-                    f"the back end belongs to server {server[:64]!r}, not {self.server}")
+                    f"the back end belongs to server {server[:64]!r}, not {self.server}"
+                )
             self.peer_nonce = _nonce(nonce_b)
             self._state = "proof"
             return _line(b"HELLO", _b64(self.nonce))
@@ -328,8 +368,9 @@ class FrontendHandshake:
             except HandoverError as exc:
                 raise ImpostorError(f"the back end sent no valid proof ({exc})") from None
             assert self.peer_nonce is not None
-            expected = backend_mac(self.secret, self.protocol, self.server, self.peer_nonce,
-                                   self.nonce)
+            expected = backend_mac(
+                self.secret, self.protocol, self.server, self.peer_nonce, self.nonce
+            )
             if not hmac.compare_digest(proof, expected):
                 raise ImpostorError("the back end does not know the proxy secret")
             if self.mailbox is None:
@@ -347,6 +388,14 @@ class FrontendHandshake:
 
 
 __all__ = [
-    "MAX_INPUT", "Accepted", "BackendHandshake", "FrontendHandshake", "HandoverError",
-    "HandoverRefused", "ImpostorError", "backend_mac", "frontend_mac", "new_nonce",
+    "MAX_INPUT",
+    "Accepted",
+    "BackendHandshake",
+    "FrontendHandshake",
+    "HandoverError",
+    "HandoverRefused",
+    "ImpostorError",
+    "backend_mac",
+    "frontend_mac",
+    "new_nonce",
 ]

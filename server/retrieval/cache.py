@@ -21,10 +21,9 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
-from server.store import mime
-
-from .options import Options
-from .pipeline import ItemRef, render
+from server.mail import mime
+from server.retrieval.options import Options
+from server.retrieval.pipeline import ItemRef, render
 
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 DEFAULT_MAX_SIZES = 500_000
@@ -38,7 +37,9 @@ class Rendered:
 
 
 class RenderCache:
-    def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES, max_sizes: int = DEFAULT_MAX_SIZES) -> None:
+    def __init__(
+        self, max_bytes: int = DEFAULT_MAX_BYTES, max_sizes: int = DEFAULT_MAX_SIZES
+    ) -> None:
         self.max_bytes = max_bytes
         self.max_sizes = max_sizes
         self._lock = threading.Lock()

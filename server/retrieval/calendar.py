@@ -2,7 +2,7 @@
 
 With IntranetUrl, InternetUrl or Custom every text/calendar part of a message becomes a short
 text/plain part naming the item and linking to it on the web service, where the signed-in
-user sees it and downloads the .ics (server.retrieval.calendar_web). The link names the item
+user sees it and downloads the .ics (server.web.calendar). The link names the item
 by mailbox, folder UIDVALIDITY and UID, which identify one stored message for ever.
 """
 
@@ -12,10 +12,16 @@ import re
 from email.message import EmailMessage
 from urllib.parse import quote
 
+from server.retrieval.mimeutil import (
+    assemble,
+    header_block,
+    parse,
+    strip_to_entity,
+    text_of,
+    text_part,
+)
 from server.settings.models import OwaVirtualDirectorySettings, ProtocolSettings
 from server.settings.types import CalendarItemRetrievalOption
-
-from .mimeutil import assemble, header_block, parse, strip_to_entity, text_of, text_part
 
 _CALENDAR = re.compile(rb"text/calendar", re.I)
 CALENDAR_PATH = "calendar"
@@ -26,7 +32,8 @@ def has_calendar(raw: bytes) -> bool:
 
 
 def link_base(
-    option: CalendarItemRetrievalOption, settings: ProtocolSettings,
+    option: CalendarItemRetrievalOption,
+    settings: ProtocolSettings,
     owa: OwaVirtualDirectorySettings | None,
 ) -> str | None:
     """The URL links are built on, or None for iCalendar. InternetUrl falls back to the

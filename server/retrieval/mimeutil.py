@@ -47,7 +47,8 @@ def kept_fields(raw: bytes) -> bytes:
     block = header_block(raw) or b""
     fields = [f for f in _FIELD_START.split(block) if f.strip()]
     kept = [
-        f for f in fields
+        f
+        for f in fields
         if not f.lower().startswith((b"content-", b"mime-version:", b"mime-version "))
     ]
     out = b"".join(f if f.endswith(b"\n") else f + b"\n" for f in kept)
@@ -79,13 +80,18 @@ def set_boundaries(raw: bytes, entity: EmailMessage) -> None:
     client fetching a message in pieces (BODY[]<partial>, a POP3 TOP then RETR) across a
     cache eviction, a restart, or from the IMAP and the POP3 back end (two processes)
     would otherwise put together pieces of different messages."""
-    multiparts = [p for p in entity.walk()
-                  if p.get_content_maintype() == "multipart" and p.get_boundary() is None]
+    multiparts = [
+        p
+        for p in entity.walk()
+        if p.get_content_maintype() == "multipart" and p.get_boundary() is None
+    ]
     if not multiparts:
         return
-    texts = [raw] + [p.get_payload().encode("utf-8", "surrogateescape")  # type: ignore[union-attr]
-                     for p in entity.walk()
-                     if not p.is_multipart() and isinstance(p.get_payload(), str)]
+    texts = [raw] + [
+        p.get_payload().encode("utf-8", "surrogateescape")  # type: ignore[union-attr]
+        for p in entity.walk()
+        if not p.is_multipart() and isinstance(p.get_payload(), str)
+    ]
     seed = hashlib.sha256(raw).digest()
     counter = 0
     for part in multiparts:

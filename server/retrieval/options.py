@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from server.retrieval import calendar, render
 from server.settings.models import Mailbox, OwaVirtualDirectorySettings, ProtocolSettings, Settings
 from server.settings.types import MimeTextFormat
-
-from . import calendar, render
 
 IMAP = "IMAP4"
 POP = "POP3"
@@ -39,7 +38,9 @@ AS_STORED = Options()
 
 
 def effective_options(
-    protocol: str, mailbox: Mailbox | None, settings: ProtocolSettings,
+    protocol: str,
+    mailbox: Mailbox | None,
+    settings: ProtocolSettings,
     owa: OwaVirtualDirectorySettings | None = None,
 ) -> Options:
     """protocol: "IMAP4" or "POP3"; settings: that protocol's server settings; owa: the
@@ -57,8 +58,10 @@ def effective_options(
         exact = settings.EnableExactRFC822Size
         suppress = settings.SuppressReadReceipt
         force_ical = False
-    base = None if force_ical else calendar.link_base(
-        settings.CalendarItemRetrievalOption, settings, owa
+    base = (
+        None
+        if force_ical
+        else calendar.link_base(settings.CalendarItemRetrievalOption, settings, owa)
     )
     return Options(MimeTextFormat(fmt), base, bool(exact), bool(suppress))
 

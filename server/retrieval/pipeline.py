@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import calendar
-from .options import Options
-from .render import convert
+from server.retrieval import calendar
+from server.retrieval.options import Options
+from server.retrieval.render import convert
 
 
 @dataclass(frozen=True)

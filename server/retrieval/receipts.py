@@ -24,14 +24,17 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from email.header import Header
 
+from server.mail import mime
 from server.settings.models import Settings
 from server.settings.paths import Home
-from server.store import api, mime
+from server.store import api
 
 MDN_SENT = "$MDNSent"
 log = logging.getLogger("mailctl.retrieval")
 
-_REPORT = re.compile(rb"multipart/report[^\r\n]*(\r?\n[ \t][^\r\n]*)*disposition-notification", re.I)
+_REPORT = re.compile(
+    rb"multipart/report[^\r\n]*(\r?\n[ \t][^\r\n]*)*disposition-notification", re.I
+)
 
 
 def _header(raw: bytes, name: str) -> list[str]:
@@ -74,7 +77,12 @@ def _one_line(value: str) -> str:
 
 
 def build_mdn(
-    raw: bytes, *, to: str, final_recipient: str, display_name: str, fqdn: str,
+    raw: bytes,
+    *,
+    to: str,
+    final_recipient: str,
+    display_name: str,
+    fqdn: str,
     now: datetime | None = None,
 ) -> bytes:
     """A multipart/report disposition notification (RFC 8098 section 3) for `raw`:
@@ -85,9 +93,14 @@ def build_mdn(
     sent = _one_line(" ".join(_header(raw, "Date")))
     original_rcpt = _header(raw, "Original-Recipient")
     boundary = "=_mdn_" + secrets.token_hex(12)
-    sender = email.utils.formataddr((display_name, final_recipient)) if display_name else final_recipient
-    subject_line = Header(f"Read: {subject}", "utf-8").encode() if not subject.isascii() \
+    sender = (
+        email.utils.formataddr((display_name, final_recipient)) if display_name else final_recipient
+    )
+    subject_line = (
+        Header(f"Read: {subject}", "utf-8").encode()
+        if not subject.isascii()
         else f"Read: {subject}"
+    )
     text = (
         "Your message\r\n\r\n"
         f"  To: {final_recipient}\r\n"
@@ -119,8 +132,7 @@ def build_mdn(
         "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
         f"{text}\r\n"
         f"--{boundary}\r\n"
-        "Content-Type: message/disposition-notification\r\n\r\n"
-        + "\r\n".join(fields) + "\r\n\r\n"
+        "Content-Type: message/disposition-notification\r\n\r\n" + "\r\n".join(fields) + "\r\n\r\n"
         f"--{boundary}\r\n"
         "Content-Type: text/rfc822-headers\r\n\r\n"
     )
@@ -132,14 +144,26 @@ class ReceiptSender:
     """Sends the server's read receipts for the mailboxes of one back-end server, through
     this server's submission spool. `local_store` is not written to (kept for callers)."""
 
-    def __init__(self, home: Home, settings: Callable[[], Settings], server: str,
-                 local_store: api.MailStore | None = None) -> None:
+    def __init__(
+        self,
+        home: Home,
+        settings: Callable[[], Settings],
+        server: str,
+        local_store: api.MailStore | None = None,
+    ) -> None:
         self.home, self.settings, self.server = home, settings, server
         self.local_store = local_store
         self.sent = 0
 
-    def downloaded(self, box: api.MailboxStore, folder: str, uid: int, flags: frozenset[str],
-                   mailbox: str, raw: bytes) -> bool:
+    def downloaded(
+        self,
+        box: api.MailboxStore,
+        folder: str,
+        uid: int,
+        flags: frozenset[str],
+        mailbox: str,
+        raw: bytes,
+    ) -> bool:
         """Call when a client downloaded a message (blocking). True if a receipt went out."""
         if MDN_SENT in flags:
             return False
@@ -166,8 +190,13 @@ class ReceiptSender:
             return
         name, box = found
         fqdn = settings.server(box.Server).Fqdn
-        mdn = build_mdn(raw, to=address, final_recipient=box.PrimarySmtpAddress,
-                        display_name=box.DisplayName, fqdn=fqdn)
+        mdn = build_mdn(
+            raw,
+            to=address,
+            final_recipient=box.PrimarySmtpAddress,
+            display_name=box.DisplayName,
+            fqdn=fqdn,
+        )
         target = settings.mailbox(address)
         if target is not None:
             self._spool(address, mdn, target[0], target[1].Server)
@@ -176,8 +205,9 @@ class ReceiptSender:
         self.sent += 1
         log.info("event=mdn-sent mailbox=%s to=%s", name, address)
 
-    def _spool(self, address: str, mdn: bytes, mailbox: str | None = None,
-               server: str | None = None) -> None:
+    def _spool(
+        self, address: str, mdn: bytes, mailbox: str | None = None, server: str | None = None
+    ) -> None:
         from server.submission.queue import Recipient, Spool
 
         Spool(self.home.queue / self.server).add("", [Recipient(address, mailbox, server)], mdn)

@@ -15,10 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 
-from server.settings.types import MimeTextFormat
-
-from . import textconv
-from .mimeutil import (
+from server.retrieval import textconv
+from server.retrieval.mimeutil import (
     NEW_PART_POLICY,
     assemble,
     header_block,
@@ -28,6 +26,7 @@ from .mimeutil import (
     text_of,
     text_part,
 )
+from server.settings.types import MimeTextFormat
 
 BODY_SUBTYPES = ("plain", "html", "enriched")
 

@@ -6,11 +6,41 @@ import html
 import re
 from html.parser import HTMLParser
 
-_BLOCK = frozenset({
-    "address", "article", "aside", "blockquote", "center", "dd", "div", "dl", "dt", "fieldset",
-    "figure", "footer", "form", "h1", "h2", "h3", "h4", "h5", "h6", "header", "hr", "li", "main",
-    "nav", "ol", "p", "pre", "section", "table", "tr", "ul",
-})
+_BLOCK = frozenset(
+    {
+        "address",
+        "article",
+        "aside",
+        "blockquote",
+        "center",
+        "dd",
+        "div",
+        "dl",
+        "dt",
+        "fieldset",
+        "figure",
+        "footer",
+        "form",
+        "h1",
+        "h2",
+        "h3",
+        "h4",
+        "h5",
+        "h6",
+        "header",
+        "hr",
+        "li",
+        "main",
+        "nav",
+        "ol",
+        "p",
+        "pre",
+        "section",
+        "table",
+        "tr",
+        "ul",
+    }
+)
 _SKIP = frozenset({"head", "script", "style", "title", "template", "noscript"})
 _SPACES = re.compile(r"[ \t\r\n\f\u00a0]+")
 
@@ -44,7 +74,9 @@ class _TextExtractor(HTMLParser):
         elif tag == "br":
             self._break()
         elif tag in _BLOCK:
-            self._break(blank=tag in ("p", "h1", "h2", "h3", "h4", "h5", "h6", "table", "blockquote"))
+            self._break(
+                blank=tag in ("p", "h1", "h2", "h3", "h4", "h5", "h6", "table", "blockquote")
+            )
             if tag == "li":
                 self.line.append("* ")
             elif tag == "pre":
@@ -73,7 +105,9 @@ class _TextExtractor(HTMLParser):
         elif tag in _BLOCK:
             if tag == "pre":
                 self.pre = max(0, self.pre - 1)
-            self._break(blank=tag in ("p", "h1", "h2", "h3", "h4", "h5", "h6", "table", "blockquote"))
+            self._break(
+                blank=tag in ("p", "h1", "h2", "h3", "h4", "h5", "h6", "table", "blockquote")
+            )
 
     def handle_data(self, data: str) -> None:
         if self.skip:

@@ -7,14 +7,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from server.store import mime
-
-from .cache import CACHE, RenderCache, Rendered
-from .options import Options
-from .pipeline import ItemRef
+from server.mail import mime
+from server.retrieval.cache import CACHE, RenderCache, Rendered
+from server.retrieval.options import Options
+from server.retrieval.pipeline import ItemRef
 
 if TYPE_CHECKING:
-    from .receipts import ReceiptSender
+    from server.retrieval.receipts import ReceiptSender
 
 
 @dataclass

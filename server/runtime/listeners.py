@@ -11,7 +11,7 @@ import socket
 import ssl
 from collections.abc import Awaitable, Callable
 
-from ..settings.types import IPEndPoint
+from server.settings.types import IPEndPoint
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 Key = tuple[str, int, bool]  # address, port, implicit TLS
@@ -44,8 +44,12 @@ def endpoint_label(address: str, port: int, tls: bool = False) -> str:
 
 
 class ListenerSet:
-    def __init__(self, handler_for: Callable[[bool], Handler], limit: int = 2**16,
-                 handshake_timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        handler_for: Callable[[bool], Handler],
+        limit: int = 2**16,
+        handshake_timeout: float = 30.0,
+    ) -> None:
         """`handler_for(implicit_tls)` gives the connection handler of a listener kind;
         `handshake_timeout` bounds a TLS handshake (before the handler runs)."""
         self._handler_for = handler_for
@@ -82,8 +86,11 @@ class ListenerSet:
     async def _bind(self, key: Key, ctx: ssl.SSLContext | None) -> asyncio.Server:
         address, port, tls = key
         return await asyncio.start_server(
-            self._handler_for(tls), sock=bind_socket(address, port), ssl=ctx if tls else None,
-            limit=self._limit, ssl_handshake_timeout=self._handshake_timeout if tls else None,
+            self._handler_for(tls),
+            sock=bind_socket(address, port),
+            ssl=ctx if tls else None,
+            limit=self._limit,
+            ssl_handshake_timeout=self._handshake_timeout if tls else None,
         )
 
     def close(self) -> None:

@@ -26,14 +26,16 @@ from typing import Any
 
 import psutil
 
-from ..settings import store
-from ..settings.paths import Home
-from . import filemodes
-from .reload import SettingsWatcher
-from .service import REGISTRY, Service, ServiceContext, load_service_class
-from .sslbuffers import install as share_tls_buffers
-from .status import PidRecord, control_address, read_pid_file
-from .status import query_control as query_control  # tests and control use it from here
+from server.runtime import filemodes
+from server.runtime.reload import SettingsWatcher
+from server.runtime.service import REGISTRY, Service, ServiceContext, load_service_class
+from server.runtime.sslbuffers import install as share_tls_buffers
+from server.runtime.status import PidRecord, control_address, read_pid_file
+from server.runtime.status import (
+    query_control as query_control,  # tests and control use it from here
+)
+from server.settings import store
+from server.settings.paths import Home
 
 STOP_GRACE = 5.0  # seconds sessions get to finish after BYE before they are closed
 # uvloop where installed: measured faster for every scenario (bench/README.md, "Levers").
@@ -50,7 +52,9 @@ def write_pid_file(home: Home, name: str, server: str) -> PidRecord:
     me = psutil.Process()
     record = PidRecord(me.pid, me.create_time())
     home.run.mkdir(parents=True, exist_ok=True)
-    store.atomic_write(home.pid_file(name, server), f"{record.pid}\n{record.create_time!r}\n".encode())
+    store.atomic_write(
+        home.pid_file(name, server), f"{record.pid}\n{record.create_time!r}\n".encode()
+    )
     return record
 
 
@@ -104,7 +108,9 @@ def load_class(name: str, override: str | None = None) -> type[Service]:
 
 
 class Runtime:
-    def __init__(self, name: str, server: str, home: Home, service_class: str | None = None) -> None:
+    def __init__(
+        self, name: str, server: str, home: Home, service_class: str | None = None
+    ) -> None:
         self.name, self.server, self.home = name, server, home
         self.service_class = service_class
         self.log = logging.getLogger("mailctl")
@@ -112,8 +118,12 @@ class Runtime:
         self.ctx: ServiceContext | None = None
         self.pid: PidRecord | None = None
         self.started = _now()
-        self.last_reload: dict[str, Any] = {"Result": "OK", "Error": None, "Line": None,
-                                            "Time": None}
+        self.last_reload: dict[str, Any] = {
+            "Result": "OK",
+            "Error": None,
+            "Line": None,
+            "Time": None,
+        }
         self.reloads = 0
         self._stopping = asyncio.Event()
         self._reload_lock = asyncio.Lock()
@@ -132,8 +142,9 @@ class Runtime:
             raise LookupError(
                 f"no server {self.server!r} in settings; servers: {', '.join(snap.settings.Servers)}"
             ) from None
-        self.ctx = ServiceContext(self.name, self.server, self.home, snap.settings, snap.version,
-                                  self.log)
+        self.ctx = ServiceContext(
+            self.name, self.server, self.home, snap.settings, snap.version, self.log
+        )
         # Mail and secrets left readable by others (an older version, a restore): fixed
         # now; what cannot be fixed is logged and shown by get-service.
         self.too_open = await asyncio.to_thread(filemodes.secure, self.home)
@@ -144,15 +155,18 @@ class Runtime:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._stopping.set)
         loop.add_signal_handler(signal.SIGHUP, self.request_certificate_reload)
-        self._watcher = SettingsWatcher(self.home, self.request_reload,
-                                        self.request_certificate_reload)
+        self._watcher = SettingsWatcher(
+            self.home, self.request_reload, self.request_certificate_reload
+        )
         await self._watcher.start()
         # A change that landed during start() has no event left to see.
         self.request_certificate_reload()
         await self._open_control()
         self.pid = write_pid_file(self.home, self.name, self.server)
         self.write_state()
-        self.log.info("started version=%s endpoints=%s", snap.version, self.status().get("Endpoints"))
+        self.log.info(
+            "started version=%s endpoints=%s", snap.version, self.status().get("Endpoints")
+        )
 
     async def wait_and_stop(self, grace: float = STOP_GRACE) -> None:
         await self._stopping.wait()
@@ -181,7 +195,10 @@ class Runtime:
         if self.pid is None or mine is None or mine.pid != self.pid.pid:
             return
         address = control_address(self.home, self.name, self.server)
-        paths = [self.home.state_file(self.name, self.server), self.home.pid_file(self.name, self.server)]
+        paths = [
+            self.home.state_file(self.name, self.server),
+            self.home.pid_file(self.name, self.server),
+        ]
         if not address.startswith("\0"):
             paths.insert(0, type(self.home.root)(address))
         for path in paths:
@@ -254,7 +271,10 @@ class Runtime:
                 self.log.exception("could not go back to version=%s", old_version)
             self._record_error(
                 f"version {snap.version} not applied, {old_version} still in force: "
-                f"{type(exc).__name__}: {exc}", None, keep=False)
+                f"{type(exc).__name__}: {exc}",
+                None,
+                keep=False,
+            )
             return
         self.reloads += 1
         self._record_ok()
@@ -262,8 +282,11 @@ class Runtime:
 
     def _record_error(self, message: str, line: int | None, keep: bool = True) -> None:
         if keep:
-            self.log.error("settings not applied, keeping version=%s: %s",
-                           self.ctx.version if self.ctx else "", message)
+            self.log.error(
+                "settings not applied, keeping version=%s: %s",
+                self.ctx.version if self.ctx else "",
+                message,
+            )
         self.last_reload = {"Result": "Error", "Error": message, "Line": line, "Time": _now()}
 
     def _record_ok(self) -> None:
@@ -308,8 +331,9 @@ class Runtime:
         if not address.startswith("\0"):
             os.chmod(address, 0o600)
 
-    async def _answer_status(self, _reader: asyncio.StreamReader,
-                             writer: asyncio.StreamWriter) -> None:
+    async def _answer_status(
+        self, _reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         try:
             writer.write(json.dumps(self.status(), default=str).encode() + b"\n")
             await writer.drain()
@@ -341,17 +365,24 @@ def _ready_pipe(fd: int | None) -> Iterator[Any]:
         say("FAILED the service exited during start")
 
 
-async def _main(name: str, server: str, home: Home, ready_fd: int | None,
-                service_class: str | None) -> int:
+async def _main(
+    name: str, server: str, home: Home, ready_fd: int | None, service_class: str | None
+) -> int:
     runtime = Runtime(name, server, home, service_class)
     with _ready_pipe(ready_fd) as say:
         try:
             await runtime.start()
         except Exception as exc:
-            reason = f"{exc}" if isinstance(exc, OSError | LookupError | store.SettingsError) else (
-                f"{type(exc).__name__}: {exc}")
-            runtime.log.error("start failed: %s", reason, exc_info=not isinstance(
-                exc, OSError | LookupError | store.SettingsError))
+            reason = (
+                f"{exc}"
+                if isinstance(exc, OSError | LookupError | store.SettingsError)
+                else (f"{type(exc).__name__}: {exc}")
+            )
+            runtime.log.error(
+                "start failed: %s",
+                reason,
+                exc_info=not isinstance(exc, OSError | LookupError | store.SettingsError),
+            )
             say(f"FAILED {reason}")
             if runtime.service is not None:
                 with contextlib.suppress(Exception):
@@ -379,8 +410,13 @@ def event_loop_policy() -> tuple[str, asyncio.AbstractEventLoopPolicy | None]:
     return "asyncio", None
 
 
-def run(name: str, server: str, home: Home, ready_fd: int | None = None,
-        service_class: str | None = None) -> int:
+def run(
+    name: str,
+    server: str,
+    home: Home,
+    ready_fd: int | None = None,
+    service_class: str | None = None,
+) -> int:
     os.umask(filemodes.UMASK)  # everything the service writes is the service's own
     setup_logging(name, server)
     loop_name, policy = event_loop_policy()

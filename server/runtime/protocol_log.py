@@ -22,11 +22,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO
 
-from ..settings.models import IMAP4, IMAP4BE, POP3, POP3BE, ProtocolSettings, Settings
-from ..settings.paths import Home
-from ..settings.types import LogFileRollOver
+from server.settings.models import IMAP4, IMAP4BE, POP3, POP3BE, ProtocolSettings, Settings
+from server.settings.paths import Home
+from server.settings.types import LogFileRollOver
 
-FIELDS = "dateTime,sessionId,seqNumber,sIp,cIp,user,duration,rqsize,rpsize,command,parameters,context"
+FIELDS = (
+    "dateTime,sessionId,seqNumber,sIp,cIp,user,duration,rqsize,rpsize,command,parameters,context"
+)
 FLUSH_DELAY = 1.0  # seconds a line may sit in memory before it reaches the file
 BUFFER_LIMIT = 64 * 1024  # write out at once beyond this much buffered text
 MAX_TRACKED_SESSIONS = 100_000  # sequence counters kept for sessions that never called end()
@@ -71,7 +73,7 @@ def imap_result(answer: bytes, tag: str | None) -> str | None:
     prefix = (tag or "*").encode("ascii", "replace") + b" "
     if end <= start or not answer.startswith(prefix, start):
         return None
-    status = answer[start + len(prefix):end].split(b" ", 1)[0]
+    status = answer[start + len(prefix) : end].split(b" ", 1)[0]
     return "R=" + status.decode("ascii", "replace")
 
 
@@ -121,7 +123,9 @@ class LogConfig:
     quota: int | None  # bytes per file; 0 = roll by time; None = Unlimited (never roll)
 
     @classmethod
-    def from_settings(cls, protocol: ProtocolSettings, default_folder: Path, home: Home) -> LogConfig:
+    def from_settings(
+        cls, protocol: ProtocolSettings, default_folder: Path, home: Home
+    ) -> LogConfig:
         location = (protocol.LogFileLocation or "").strip()
         folder = Path(location) if location else default_folder
         if not folder.is_absolute():
@@ -206,14 +210,25 @@ class ProtocolLog:
         self._seq[sid] = seq + 1
         now = self._clock()
         stamp = datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-        line = ",".join(
-            (
-                stamp, _csv_field(sid), str(seq), _csv_field(sip), _csv_field(cip),
-                _csv_field(user or ""), str(int(duration_ms)), str(rqsize), str(rpsize),
-                _csv_field(command), _csv_field(redact(command, parameters or "")),
-                _csv_field(context),
+        line = (
+            ",".join(
+                (
+                    stamp,
+                    _csv_field(sid),
+                    str(seq),
+                    _csv_field(sip),
+                    _csv_field(cip),
+                    _csv_field(user or ""),
+                    str(int(duration_ms)),
+                    str(rqsize),
+                    str(rpsize),
+                    _csv_field(command),
+                    _csv_field(redact(command, parameters or "")),
+                    _csv_field(context),
+                )
             )
-        ) + "\r\n"
+            + "\r\n"
+        )
         self._buffer.append((now, line))
         self._buffered += len(line)
         if self._buffered >= BUFFER_LIMIT:

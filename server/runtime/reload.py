@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from ..settings.paths import Home
+from server.settings.paths import Home
 
 DEBOUNCE = 0.05  # seconds: a burst of writes (temp file, rename, fsync) gives one reload
 
@@ -96,9 +96,13 @@ class FolderWatch:
     `on_polled` (default `on_paths`); awatch has debounced already.
     """
 
-    def __init__(self, on_paths: Callable[[list[Path]], None], *,
-                 on_polled: Callable[[list[Path]], None] | None = None,
-                 **awatch_options: Any) -> None:
+    def __init__(
+        self,
+        on_paths: Callable[[list[Path]], None],
+        *,
+        on_polled: Callable[[list[Path]], None] | None = None,
+        **awatch_options: Any,
+    ) -> None:
         self.on_paths = on_paths
         self.on_polled = on_polled or on_paths
         self._awatch_options = awatch_options
@@ -190,15 +194,20 @@ class SettingsWatcher:
     """Calls `on_change()` (debounced) after settings.toml or secrets/ changed, and
     `on_certificates()` (debounced too) after certs/certificates.json changed."""
 
-    def __init__(self, home: Home, on_change: Callable[[], Awaitable[None] | None],
-                 on_certificates: Callable[[], object] | None = None) -> None:
+    def __init__(
+        self,
+        home: Home,
+        on_change: Callable[[], Awaitable[None] | None],
+        on_certificates: Callable[[], object] | None = None,
+    ) -> None:
         self.home = home
         self.on_change = on_change
         self.on_certificates = on_certificates
         self._settings = _Debounced(on_change)
         self._certificates = _Debounced(on_certificates or (lambda: None))
         self._watch = FolderWatch(
-            self._changed, on_polled=self._polled,
+            self._changed,
+            on_polled=self._polled,
             watch_filter=lambda _change, path: self._wanted(Path(path)),
             debounce=int(DEBOUNCE * 1000),
         )
@@ -226,7 +235,8 @@ class SettingsWatcher:
 
     def _wanted(self, path: Path) -> bool:
         return is_relevant(self.home, path) or (
-            self.on_certificates is not None and is_certificate_index(self.home, path))
+            self.on_certificates is not None and is_certificate_index(self.home, path)
+        )
 
     def _polled(self, paths: list[Path]) -> None:
         if any(is_relevant(self.home, p) for p in paths):

@@ -17,7 +17,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..settings.models import (
+from server.settings.models import (
     DELIVERY,
     IMAP4,
     IMAP4BE,
@@ -28,11 +28,11 @@ from ..settings.models import (
     Server,
     Settings,
 )
-from ..settings.paths import Home
+from server.settings.paths import Home
 
 REGISTRY: dict[str, str] = {
-    IMAP4BE: "server.backend.imap:ImapBackendService",
-    POP3BE: "server.backend.pop3:Pop3BackendService",
+    IMAP4BE: "server.backend.imap.server:ImapBackendService",
+    POP3BE: "server.backend.pop3.server:Pop3BackendService",
     IMAP4: "server.frontend.imap:ImapFrontendService",
     POP3: "server.frontend.pop3:Pop3FrontendService",
     SUBMISSION: "server.submission.service:SubmissionService",

@@ -86,8 +86,10 @@ def unsupported_reason(cls: type) -> str | None:
     if "_ssl_buffer_view" not in cls.__dict__["buffer_updated"].__code__.co_names:
         return "SSLProtocol.buffer_updated does not read _ssl_buffer_view"
     for where, function in (
-        ("selector_events._make_ssl_transport",
-         selector_events.BaseSelectorEventLoop._make_ssl_transport),
+        (
+            "selector_events._make_ssl_transport",
+            selector_events.BaseSelectorEventLoop._make_ssl_transport,
+        ),
         ("base_events.start_tls", base_events.BaseEventLoop.start_tls),
     ):
         if "SSLProtocol" not in function.__code__.co_names:
@@ -101,8 +103,9 @@ def _probe() -> str | None:
     loop = asyncio.SelectorEventLoop()
     try:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        protocol = SharedBufferSSLProtocol(loop, asyncio.Protocol(), context, None,
-                                           server_side=True)
+        protocol = SharedBufferSSLProtocol(
+            loop, asyncio.Protocol(), context, None, server_side=True
+        )
         if protocol.max_size != _ORIGINAL.max_size:
             return "max_size did not return to the class value"
         view = protocol.get_buffer(-1)
@@ -130,8 +133,10 @@ def install() -> bool:
         if active():
             return True
         if sslproto.SSLProtocol is not _ORIGINAL:
-            log.warning("tls-buffers not shared: asyncio.sslproto.SSLProtocol was replaced by %r",
-                        sslproto.SSLProtocol)
+            log.warning(
+                "tls-buffers not shared: asyncio.sslproto.SSLProtocol was replaced by %r",
+                sslproto.SSLProtocol,
+            )
             return False
         if sys.platform == "win32":
             log.info("tls-buffers not shared: the proactor loop keeps buffers across receives")

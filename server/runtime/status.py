@@ -1,7 +1,7 @@
 """What `get-service` knows about one service without loading the settings models: its run
 files (pid file, state file), the process table and its control socket. Light on purpose
 (stdlib and psutil): mailctl's fast path answers `get-service --output json` with it, and
-server.runtime.control and .main build on the same functions."""
+server.control.services and .main build on the same functions."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from typing import Any, NamedTuple
 
 import psutil
 
-from ..settings.names import SERVICE_DISPLAY_NAMES
-from ..settings.paths import Home
+from server.settings.names import SERVICE_DISPLAY_NAMES
+from server.settings.paths import Home
 
 
 class PidRecord(NamedTuple):
@@ -41,7 +41,9 @@ def control_address(home: Home, name: str, server: str) -> str:
     return "\0mailctl." + hashlib.sha256(path.encode()).hexdigest()[:24]
 
 
-def query_control(home: Home, name: str, server: str, timeout: float = 2.0) -> dict[str, Any] | None:
+def query_control(
+    home: Home, name: str, server: str, timeout: float = 2.0
+) -> dict[str, Any] | None:
     """Ask a running service for its live status; None when it does not answer."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
@@ -104,10 +106,19 @@ def read_state(home: Home, name: str, server: str) -> dict[str, Any] | None:
 def service_status(home: Home, name: str, server: str, startup: str) -> dict[str, Any]:
     """The fields of control.ServiceInfo for one service, as a dict."""
     info: dict[str, Any] = {
-        "Status": "Stopped", "Name": name, "DisplayName": SERVICE_DISPLAY_NAMES.get(name, name),
-        "Server": server, "StartupType": startup, "Pid": None, "StartTime": None,
-        "Uptime": None, "MemoryRSS": None, "Connections": None, "Endpoints": [],
-        "SettingsVersion": None, "LastReload": None,
+        "Status": "Stopped",
+        "Name": name,
+        "DisplayName": SERVICE_DISPLAY_NAMES.get(name, name),
+        "Server": server,
+        "StartupType": startup,
+        "Pid": None,
+        "StartTime": None,
+        "Uptime": None,
+        "MemoryRSS": None,
+        "Connections": None,
+        "Endpoints": [],
+        "SettingsVersion": None,
+        "LastReload": None,
     }
     process = find_process(home, name, server)
     if process is None:

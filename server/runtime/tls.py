@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..settings.paths import Home
-from ..settings.store import atomic_write, locked
+from server.settings.paths import Home
+from server.settings.store import atomic_write, locked
 
 CA_NAME = "mailctl-ca"
 
@@ -109,14 +109,18 @@ def _ca_certificate(key: Any, name: Any, not_after: dt.datetime) -> Any:
             critical=True,
         )
         .add_extension(ski, critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski),
-                       critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False
+        )
         .sign(key, hashes.SHA256())
     )
 
 
 def new_certificate(
-    home: Home, subject: str, dns_names: list[str], services: list[str] | None = None,
+    home: Home,
+    subject: str,
+    dns_names: list[str],
+    services: list[str] | None = None,
     days: int = 825,
 ) -> CertificateInfo:
     """New-ExchangeCertificate: a certificate signed by the private CA."""
@@ -125,7 +129,11 @@ def new_certificate(
 
 
 def _new_certificate_locked(
-    home: Home, subject: str, dns_names: list[str], services: list[str] | None, days: int,
+    home: Home,
+    subject: str,
+    dns_names: list[str],
+    services: list[str] | None,
+    days: int,
 ) -> CertificateInfo:
     """New-ExchangeCertificate's work; the caller holds the home lock (it is not reentrant)."""
     from cryptography import x509
@@ -160,14 +168,12 @@ def _new_certificate_locked(
             x509.KeyUsage(True, False, False, False, False, False, False, False, False),
             critical=True,
         )
-        .add_extension(
-            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
-                       critical=False)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(
-                ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value),
+                ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+            ),
             critical=False,
         )
         .sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
@@ -179,8 +185,9 @@ def _new_certificate_locked(
     return _register(home, thumb, subject, names, cert.not_valid_after_utc, services or [])
 
 
-def import_certificate(home: Home, cert_pem: bytes, key_pem: bytes,
-                       services: list[str] | None = None) -> CertificateInfo:
+def import_certificate(
+    home: Home, cert_pem: bytes, key_pem: bytes, services: list[str] | None = None
+) -> CertificateInfo:
     """Import-ExchangeCertificate: a PEM chain (leaf first) and its private key."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
@@ -201,12 +208,14 @@ def import_certificate(home: Home, cert_pem: bytes, key_pem: bytes,
         home.certs.mkdir(parents=True, exist_ok=True)
         atomic_write(home.certs / f"{thumb}.key", key_pem, mode=0o600)
         atomic_write(home.certs / f"{thumb}.pem", cert_pem)
-        return _register(home, thumb, subject, names or [subject], cert.not_valid_after_utc,
-                         services or [])
+        return _register(
+            home, thumb, subject, names or [subject], cert.not_valid_after_utc, services or []
+        )
 
 
-def import_pfx(home: Home, data: bytes, password: bytes | None,
-               services: list[str] | None = None) -> CertificateInfo:
+def import_pfx(
+    home: Home, data: bytes, password: bytes | None, services: list[str] | None = None
+) -> CertificateInfo:
     """Import-ExchangeCertificate -FileData: a PKCS#12 (.pfx) file with the key, the
     certificate and maybe its chain. Raises ValueError (wrong password, no key, ...)."""
     from cryptography.hazmat.primitives import serialization
@@ -219,8 +228,9 @@ def import_pfx(home: Home, data: bytes, password: bytes | None,
     if key is None or cert is None:
         raise ValueError("the PKCS#12 file holds no private key and certificate")
     chain = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in [cert, *extra])
-    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     return import_certificate(home, chain, key_pem, services)
 
 
@@ -235,11 +245,19 @@ def _read_index(home: Home) -> dict[str, dict]:
         return {}
 
 
-def _register(home: Home, thumb: str, subject: str, names: list[str],
-              not_after: dt.datetime, services: list[str]) -> CertificateInfo:
+def _register(
+    home: Home,
+    thumb: str,
+    subject: str,
+    names: list[str],
+    not_after: dt.datetime,
+    services: list[str],
+) -> CertificateInfo:
     index = _read_index(home)
     index[thumb] = {
-        "Subject": subject, "DnsNames": names, "NotAfter": not_after.isoformat(),
+        "Subject": subject,
+        "DnsNames": names,
+        "NotAfter": not_after.isoformat(),
         "Services": [],
     }
     atomic_write(_index_path(home), json.dumps(index, indent=2).encode())
@@ -255,8 +273,12 @@ def list_certificates(home: Home) -> list[CertificateInfo]:
 def get_certificate(home: Home, thumbprint: str) -> CertificateInfo:
     entry = _read_index(home)[thumbprint.upper()]
     return CertificateInfo(
-        thumbprint.upper(), entry["Subject"], entry["DnsNames"], entry["NotAfter"],
-        entry["Services"], home.certs / f"{thumbprint.upper()}.pem",
+        thumbprint.upper(),
+        entry["Subject"],
+        entry["DnsNames"],
+        entry["NotAfter"],
+        entry["Services"],
+        home.certs / f"{thumbprint.upper()}.pem",
         home.certs / f"{thumbprint.upper()}.key",
     )
 
@@ -296,8 +318,9 @@ def _named(certificates: list[CertificateInfo], name: str) -> list[CertificateIn
     return [c for c in certificates if wanted in (n.lower() for n in c.dns_names)]
 
 
-def select_certificate(home: Home, kind: str, name: str | None,
-                       strict: bool = False) -> CertificateInfo | None:
+def select_certificate(
+    home: Home, kind: str, name: str | None, strict: bool = False
+) -> CertificateInfo | None:
     """The certificate a service uses: enabled for its kind and carrying `name`, else any
     certificate carrying `name`. Not strict (and no name): any certificate enabled for the
     kind. Strict: only a certificate that carries the name, so one server never serves
@@ -328,12 +351,16 @@ def ensure_certificate(home: Home, kind: str, fqdn: str) -> CertificateInfo:
             if not _made_before_key_identifiers(home, found):
                 return found
             # Strict clients refuse it: the same names and services, issued again.
-            return _new_certificate_locked(home, found.subject, found.dns_names,
-                                           found.services, 825)
+            return _new_certificate_locked(
+                home, found.subject, found.dns_names, found.services, 825
+            )
         taken = {s for c in list_certificates(home) for s in c.services}
         return _new_certificate_locked(
-            home, fqdn, [fqdn, "localhost", "127.0.0.1"],
-            [k for k in SERVICE_KINDS if k not in taken], 825,
+            home,
+            fqdn,
+            [fqdn, "localhost", "127.0.0.1"],
+            [k for k in SERVICE_KINDS if k not in taken],
+            825,
         )
 
 
@@ -369,7 +396,8 @@ def certificate_for(home: Home, kind: str, name: str | None, fqdn: str) -> Certi
             raise CertificateNotFound(
                 f"X509CertificateName {name!r} is on no certificate: create or import one "
                 f"with that name (New-ExchangeCertificate -DomainName {name}, "
-                f"Import-ExchangeCertificate), or set the server's Fqdn")
+                f"Import-ExchangeCertificate), or set the server's Fqdn"
+            )
         return found
     return ensure_certificate(home, kind, fqdn)
 

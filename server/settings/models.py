@@ -13,17 +13,17 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 # Service names, as Exchange spells them: re-exported from the light module.
-from .names import DELIVERY as DELIVERY
-from .names import IMAP4 as IMAP4
-from .names import IMAP4BE as IMAP4BE
-from .names import POP3 as POP3
-from .names import POP3BE as POP3BE
-from .names import SERVICE_DISPLAY_NAMES as SERVICE_DISPLAY_NAMES
-from .names import SERVICE_NAMES as SERVICE_NAMES
-from .names import SUBMISSION as SUBMISSION
-from .names import WEB as WEB
-from .names import default_startup
-from .types import (
+from server.settings.names import DELIVERY as DELIVERY
+from server.settings.names import IMAP4 as IMAP4
+from server.settings.names import IMAP4BE as IMAP4BE
+from server.settings.names import POP3 as POP3
+from server.settings.names import POP3BE as POP3BE
+from server.settings.names import SERVICE_DISPLAY_NAMES as SERVICE_DISPLAY_NAMES
+from server.settings.names import SERVICE_NAMES as SERVICE_NAMES
+from server.settings.names import SUBMISSION as SUBMISSION
+from server.settings.names import WEB as WEB
+from server.settings.names import default_startup
+from server.settings.types import (
     AuthMechanism,
     Bool,
     ByteSize,
@@ -98,7 +98,9 @@ class ProtocolSettings(Model):
         description="How meeting requests are delivered; Custom requires OwaServerUrl.",
     )
     OwaServerUrl: Url = Field(None, description="Base URL of calendar links with Custom.")
-    EnableExactRFC822Size: Bool = Field(False, description="Exact (true) or estimated message sizes.")
+    EnableExactRFC822Size: Bool = Field(
+        False, description="Exact (true) or estimated message sizes."
+    )
     EnableGSSAPIAndNTLMAuth: Bool = Field(True, json_schema_extra=WINDOWS_ONLY)
     EnforceCertificateErrors: Bool = Field(
         False, description="Proxy connections to a back end with an invalid certificate fail."
@@ -107,7 +109,8 @@ class ProtocolSettings(Model):
         ExtendedProtectionPolicy.None_, json_schema_extra=WINDOWS_ONLY
     )
     ExternalConnectionSettings: ConnectionSettings = Field(
-        default_factory=list, description="What external clients should use (HostName:Port:SSL|TLS)."
+        default_factory=list,
+        description="What external clients should use (HostName:Port:SSL|TLS).",
     )
     InternalConnectionSettings: ConnectionSettings = Field(
         default_factory=list, description="What internal clients should use."
@@ -126,7 +129,9 @@ class ProtocolSettings(Model):
     MessageRetrievalMimeFormat: _MimeFormat = Field(
         MimeTextFormat.BestBodyFormat, description="Body format generated for retrieval."
     )
-    SuppressReadReceipt: Bool = Field(False, description="No read receipt on download, only on open.")
+    SuppressReadReceipt: Bool = Field(
+        False, description="No read receipt on download, only on open."
+    )
     ProtocolLogEnabled: Bool = Field(False)
     LogFileLocation: OptionalStr = Field(
         None, description="Protocol log folder; empty means logs/ProtocolLog in the home folder."
@@ -213,7 +218,9 @@ class Server(Model):
     )
     PopSettings: PopSettingsModel
     ImapSettings: ImapSettingsModel
-    OwaVirtualDirectory: OwaVirtualDirectorySettings = Field(default_factory=lambda: OwaVirtualDirectorySettings())
+    OwaVirtualDirectory: OwaVirtualDirectorySettings = Field(
+        default_factory=lambda: OwaVirtualDirectorySettings()
+    )
     Services: dict[str, _StartupType] = Field(
         default_factory=dict, description="StartupType of each service on this server."
     )
@@ -279,27 +286,38 @@ class ReceiveConnector(Model):
     RequireTLS: Bool = False
     TlsCertificateName: OptionalStr = None
     RemoteIPRanges: IPRangeList = Field(
-        default_factory=lambda: ["0.0.0.0-255.255.255.255", "::-ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"],
+        default_factory=lambda: [
+            "0.0.0.0-255.255.255.255",
+            "::-ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+        ],
         description="Client addresses served: 192.168.1.1, 192.168.1.0/24, "
         "192.168.1.10-192.168.1.20 or IPv6 forms; others get 554 5.7.1 and are closed.",
     )
     MaxMessageSize: bytesize_type(1, 2 * 1024**3, unlimited=False) = ByteSize(36 * 1024**2)
     MaxRecipientsPerMessage: int_range(1, 512000) = 200
     MaxInboundConnection: unlimited_int_range(1, 2147483647) = Field(
-        5000, description="Connections served at once (a number or Unlimited); more get 421 4.3.2.")
+        5000, description="Connections served at once (a number or Unlimited); more get 421 4.3.2."
+    )
     MaxInboundConnectionPerSource: int_range(1, 10000) = Field(
-        20, description="Connections served at once from one address; more get 421 4.3.2.")
+        20, description="Connections served at once from one address; more get 421 4.3.2."
+    )
     MaxInboundConnectionPercentagePerSource: int_range(1, 100) = Field(
-        2, description="Also caps connections from one address, as a percentage of "
-        "MaxInboundConnection.")
+        2,
+        description="Also caps connections from one address, as a percentage of "
+        "MaxInboundConnection.",
+    )
     MaxLogonFailures: int_range(0, 10) = 3
     ConnectionTimeout: timespan_range("00:00:01", "1.00:00:00") = Field(
-        timedelta(minutes=10), description="Longest life of a connection, busy or not.")
+        timedelta(minutes=10), description="Longest life of a connection, busy or not."
+    )
     ConnectionInactivityTimeout: timespan_range("00:00:01", "1.00:00:00") = Field(
-        timedelta(minutes=5), description="Longest silence from the client.")
+        timedelta(minutes=5), description="Longest silence from the client."
+    )
     ProtocolLoggingLevel: _ProtocolLoggingLevel = Field(
-        ProtocolLoggingLevel.None_, description="Verbose: SMTP receive protocol log in "
-        "logs/FrontEnd/ProtocolLog/SmtpReceive/RECV<yyyymmdd>-1.LOG.")
+        ProtocolLoggingLevel.None_,
+        description="Verbose: SMTP receive protocol log in "
+        "logs/FrontEnd/ProtocolLog/SmtpReceive/RECV<yyyymmdd>-1.LOG.",
+    )
     Comment: OptionalStr = Field(None, description="A note for admins; no effect here.")
 
     @model_validator(mode="after")
@@ -307,10 +325,14 @@ class ReceiveConnector(Model):
         mechs = set(self.AuthMechanism)
         if AuthMechanism.None_ in mechs and len(mechs) > 1:
             raise ValueError("AuthMechanism None cannot be combined with other values")
-        if AuthMechanism.BasicAuthRequireTLS in mechs and not {
-            AuthMechanism.BasicAuth,
-            AuthMechanism.Tls,
-        } <= mechs:
+        if (
+            AuthMechanism.BasicAuthRequireTLS in mechs
+            and not {
+                AuthMechanism.BasicAuth,
+                AuthMechanism.Tls,
+            }
+            <= mechs
+        ):
             raise ValueError("AuthMechanism BasicAuthRequireTLS needs BasicAuth and Tls")
         if self.RequireTLS and AuthMechanism.Tls not in mechs:
             raise ValueError("RequireTLS $true needs AuthMechanism Tls")
@@ -369,8 +391,10 @@ class Mailbox(Model):
         for low, high in zip(order, order[1:], strict=False):
             a, b = getattr(self, low).bytes, getattr(self, high).bytes
             if a is not None and b is not None and a > b:
-                raise ValueError(f"{low} ({getattr(self, low)}) must not be larger than "
-                                 f"{high} ({getattr(self, high)})")
+                raise ValueError(
+                    f"{low} ({getattr(self, low)}) must not be larger than "
+                    f"{high} ({getattr(self, high)})"
+                )
         return self
 
     def addresses(self) -> list[str]:
@@ -406,16 +430,25 @@ class DirectoryMapping(Model):
     server/directory/mailctl.schema; docs/architecture.md ("Directory") gives the Active
     Directory values."""
 
-    Name: str = Field("uid", description="The mailbox name, i.e. the login name (AD: sAMAccountName).")
+    Name: str = Field(
+        "uid", description="The mailbox name, i.e. the login name (AD: sAMAccountName)."
+    )
     LoginNames: StringList = Field(
-        default_factory=list, description="More attributes a login may name (AD: userPrincipalName).")
-    PrimarySmtpAddress: str = Field("mail", description="AD: mail, or '' to use the SMTP: proxy address.")
+        default_factory=list,
+        description="More attributes a login may name (AD: userPrincipalName).",
+    )
+    PrimarySmtpAddress: str = Field(
+        "mail", description="AD: mail, or '' to use the SMTP: proxy address."
+    )
     EmailAddresses: str = Field(
-        "mailctlEmailAddress", description="Aliases; values may carry AD's smtp:/SMTP: prefixes.")
+        "mailctlEmailAddress", description="Aliases; values may carry AD's smtp:/SMTP: prefixes."
+    )
     DisplayName: str = "displayName"
     Server: str = Field(
-        "mailctlServer", description="The server that holds the mailbox; a DN-like value "
-        "(AD's msExchHomeServerName) counts by its last cn=.")
+        "mailctlServer",
+        description="The server that holds the mailbox; a DN-like value "
+        "(AD's msExchHomeServerName) counts by its last cn=.",
+    )
     Type: str = "mailctlType"
     PopEnabled: str = "mailctlPopEnabled"
     ImapEnabled: str = "mailctlImapEnabled"
@@ -424,14 +457,16 @@ class DirectoryMapping(Model):
     ProhibitSendQuota: str = "mailctlProhibitSendQuota"
     ProhibitSendReceiveQuota: str = "mailctlProhibitSendReceiveQuota"
     QuotaUnit: int_range(1, 1024**3) = Field(
-        1, description="Bytes per unit of plain-number quotas (AD's mDB*Quota: 1024).")
+        1, description="Bytes per unit of plain-number quotas (AD's mDB*Quota: 1024)."
+    )
     Password: str = Field(
-        "userPassword", description="Where the {ARGON2} hash is kept; '' when logins bind.")
+        "userPassword", description="Where the {ARGON2} hash is kept; '' when logins bind."
+    )
     ObjectClasses: StringList = Field(
         default_factory=lambda: ["inetOrgPerson", "mailctlMailbox"],
-        description="Object classes of entries New-Mailbox creates.")
-    Filter: str = Field(
-        "(objectClass=mailctlMailbox)", description="Which entries are mailboxes.")
+        description="Object classes of entries New-Mailbox creates.",
+    )
+    Filter: str = Field("(objectClass=mailctlMailbox)", description="Which entries are mailboxes.")
 
 
 class DirectorySettings(Model):
@@ -442,11 +477,14 @@ class DirectorySettings(Model):
     BaseDN: str = Field("", description="Where mailboxes are searched and created.")
     BindDN: OptionalStr = Field(None, description="The service account; none: anonymous.")
     BindPasswordFile: OptionalStr = Field(
-        None, description="File with the service account's password (relative: to the home).")
+        None, description="File with the service account's password (relative: to the home)."
+    )
     LoginVerification: str = Field(
-        "Hash", description="Hash: check the stored argon2 hash; Bind: bind as the user's DN.")
+        "Hash", description="Hash: check the stored argon2 hash; Bind: bind as the user's DN."
+    )
     TlsCaFile: OptionalStr = Field(
-        None, description="CA certificates (PEM) for ldaps://; none: the system's. Always checked.")
+        None, description="CA certificates (PEM) for ldaps://; none: the system's. Always checked."
+    )
     ConnectTimeout: int_range(1, 120) = Field(5, description="Seconds to reach the server.")
     OperationTimeout: int_range(1, 300) = Field(5, description="Seconds for one answer.")
     Mapping: DirectoryMapping = Field(default_factory=lambda: DirectoryMapping())
@@ -502,24 +540,33 @@ class Settings(Model):
         """Every address:port the services of one server listen on, with who listens."""
         server = self.Servers[name]
         out: list[tuple[str, IPEndPoint]] = []
-        for service, ps in (("MSExchangePOP3", server.PopSettings),
-                            ("MSExchangeIMAP4", server.ImapSettings)):
+        for service, ps in (
+            ("MSExchangePOP3", server.PopSettings),
+            ("MSExchangeIMAP4", server.ImapSettings),
+        ):
             kind = "PopSettings" if service == "MSExchangePOP3" else "ImapSettings"
             out += [(f"{service} ({kind}.SSLBindings)", ep) for ep in ps.SSLBindings]
-            out += [(f"{service} ({kind}.UnencryptedOrTLSBindings)", ep)
-                    for ep in ps.UnencryptedOrTLSBindings]
-        for service, field in (("MSExchangePOP3BE", "PopBackEndPort"),
-                               ("MSExchangePOP3BE", "PopBackEndSSLPort"),
-                               ("MSExchangeIMAP4BE", "ImapBackEndPort"),
-                               ("MSExchangeIMAP4BE", "ImapBackEndSSLPort")):
-            out.append((f"{service} ({field})",
-                        IPEndPoint(server.BackEndAddress, getattr(server, field))))
+            out += [
+                (f"{service} ({kind}.UnencryptedOrTLSBindings)", ep)
+                for ep in ps.UnencryptedOrTLSBindings
+            ]
+        for service, field in (
+            ("MSExchangePOP3BE", "PopBackEndPort"),
+            ("MSExchangePOP3BE", "PopBackEndSSLPort"),
+            ("MSExchangeIMAP4BE", "ImapBackEndPort"),
+            ("MSExchangeIMAP4BE", "ImapBackEndSSLPort"),
+        ):
+            out.append(
+                (f"{service} ({field})", IPEndPoint(server.BackEndAddress, getattr(server, field)))
+            )
         owa = server.OwaVirtualDirectory
         out += [("W3SVC (OwaVirtualDirectory.Bindings)", ep) for ep in owa.Bindings]
         out += [("W3SVC (OwaVirtualDirectory.SSLBindings)", ep) for ep in owa.SSLBindings]
         for cname, conn in self.frontend_connectors(name).items():
-            out += [(f"MSExchangeFrontEndTransport (receive connector {cname!r})", ep)
-                    for ep in conn.Bindings]
+            out += [
+                (f"MSExchangeFrontEndTransport (receive connector {cname!r})", ep)
+                for ep in conn.Bindings
+            ]
         return out
 
     # --- lookups everyone needs -------------------------------------------------
@@ -623,7 +670,9 @@ def default_server(name: str, fqdn: str, ports: PortPlan) -> Server:
         PopSettings=pop,
         ImapSettings=imap,
         OwaVirtualDirectory=OwaVirtualDirectorySettings(
-            InternalUrl=f"https://{fqdn}:{ports.https}/owa" if ports.https != 443 else f"https://{fqdn}/owa",
+            InternalUrl=f"https://{fqdn}:{ports.https}/owa"
+            if ports.https != 443
+            else f"https://{fqdn}/owa",
             Bindings=[IPEndPoint(any4, ports.http)],
             SSLBindings=[IPEndPoint(any4, ports.https)],
         ),
@@ -691,7 +740,9 @@ class PortPlan(Model):
 
 
 def default_settings(
-    server: str = "MBX01", domain: str = "contoso.test", fqdn: str | None = None,
+    server: str = "MBX01",
+    domain: str = "contoso.test",
+    fqdn: str | None = None,
     ports: PortPlan | None = None,
 ) -> Settings:
     ports = ports or PortPlan()

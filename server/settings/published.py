@@ -13,8 +13,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Literal
 
-from .models import ReceiveConnector, Settings
-from .types import AuthMechanism, ConnectionSetting, Encryption
+from server.settings.models import ReceiveConnector, Settings
+from server.settings.types import AuthMechanism, ConnectionSetting, Encryption
 
 
 @dataclass(frozen=True)

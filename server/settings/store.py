@@ -24,8 +24,8 @@ import tomlkit
 from pydantic import ValidationError
 from tomlkit.items import Table
 
-from .models import Settings
-from .paths import Home
+from server.settings.models import Settings
+from server.settings.paths import Home
 
 
 class SettingsError(Exception):
@@ -231,7 +231,8 @@ def edit(home: Home, dry_run: bool = False) -> Iterator[Edit]:
             line = getattr(exc, "line", None)
             raise SettingsError(
                 f"settings.toml is not valid TOML{f' (line {line})' if line else ''}: "
-                f"{str(exc).split(' at line ')[0]}; fix it by hand (nothing was changed)", line
+                f"{str(exc).split(' at line ')[0]}; fix it by hand (nothing was changed)",
+                line,
             ) from None
         yield session
         try:
@@ -251,8 +252,10 @@ def edit(home: Home, dry_run: bool = False) -> Iterator[Edit]:
 
 def _cannot_write(home: Home, exc: OSError) -> str:
     where = exc.filename or home.root
-    return (f"cannot write in {home.root} ({where}: {exc.strerror}); is the home folder "
-            f"read-only or owned by another user? Nothing was changed")
+    return (
+        f"cannot write in {home.root} ({where}: {exc.strerror}); is the home folder "
+        f"read-only or owned by another user? Nothing was changed"
+    )
 
 
 HEADER = """\

@@ -43,9 +43,7 @@ class ExchangeEnum(StrEnum):
     @classmethod
     def allowed(cls) -> str:
         numbers = {m: n for n, m in cls.numbers().items()}
-        return ", ".join(
-            f"{m.value} ({numbers[m]})" if m in numbers else m.value for m in cls
-        )
+        return ", ".join(f"{m.value} ({numbers[m]})" if m in numbers else m.value for m in cls)
 
 
 def _numbered(cls: type[ExchangeEnum], start: int = 0) -> None:
@@ -256,9 +254,7 @@ def timespan_range(lo: str, hi: str) -> Any:
     def check(value: Any) -> timedelta:
         span = parse_timespan(value)
         if not low <= span <= high:
-            raise ValueError(
-                f"{format_timespan(span)} is out of range; allowed: {lo} to {hi}"
-            )
+            raise ValueError(f"{format_timespan(span)} is out of range; allowed: {lo} to {hi}")
         return span
 
     return Annotated[
@@ -388,7 +384,9 @@ def parse_endpoint(value: Any) -> IPEndPoint:
     text = str(value).strip()
     match = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d+)|([0-9.]+):(\d+)", text)
     if not match:
-        raise ValueError(f"{value!r} is not a binding; write IPv4:port or [IPv6]:port, e.g. 0.0.0.0:995")
+        raise ValueError(
+            f"{value!r} is not a binding; write IPv4:port or [IPv6]:port, e.g. 0.0.0.0:995"
+        )
     address = match.group(1) or match.group(3)
     try:
         ipaddress.ip_address(address)
@@ -422,7 +420,9 @@ class ConnectionSetting:
         return f"{self.hostname}:{self.port}:{self.encryption.value if self.encryption else ''}"
 
 
-_HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,62}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}[A-Za-z0-9])?)*\.?$")
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,62}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}[A-Za-z0-9])?)*\.?$"
+)
 
 
 def parse_connection_setting(value: Any) -> ConnectionSetting:
@@ -433,7 +433,9 @@ def parse_connection_setting(value: Any) -> ConnectionSetting:
     if len(parts) == 2:
         parts.append("")
     if len(parts) != 3 or not parts[0]:
-        raise ValueError(f"{value!r} is not a connection setting; write HostName:Port:SSL, HostName:Port:TLS or HostName:Port:")
+        raise ValueError(
+            f"{value!r} is not a connection setting; write HostName:Port:SSL, HostName:Port:TLS or HostName:Port:"
+        )
     host, port, enc = parts
     if not _HOSTNAME.match(host):
         raise ValueError(f"{value!r} has no valid host name")
@@ -532,7 +534,8 @@ def parse_ip_range(value: Any) -> str:
     except ValueError:
         raise ValueError(
             f"{text!r} is not an IP address range; write 192.168.1.1, 192.168.1.0/24, "
-            "192.168.1.10-192.168.1.20 or the IPv6 forms of these") from None
+            "192.168.1.10-192.168.1.20 or the IPv6 forms of these"
+        ) from None
 
 
 def ip_in_ranges(address: str, ranges: list[str]) -> bool:

@@ -28,8 +28,13 @@ _BARE_LF = re.compile(rb"(?<!\r)\n")
 
 # The SQLite store is imported on first use, not with the package: `import
 # server.store.usage` (the CLI's fast path) must not pay for server.store.db.
-_LAZY = {"MailStore": "api", "MailboxStore": "api", "NewMessage": "db", "SqliteMailStore": "db",
-         "SqliteMailbox": "db"}
+_LAZY = {
+    "MailStore": "api",
+    "MailboxStore": "api",
+    "NewMessage": "db",
+    "SqliteMailStore": "db",
+    "SqliteMailbox": "db",
+}
 
 
 def __getattr__(name: str) -> Any:

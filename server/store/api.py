@@ -220,7 +220,10 @@ class MailboxStore(ABC):
 
     @abstractmethod
     def append(
-        self, folder: str, raw: bytes | BodyWriter, flags: Iterable[str] = (),
+        self,
+        folder: str,
+        raw: bytes | BodyWriter,
+        flags: Iterable[str] = (),
         internaldate: datetime | None = None,
     ) -> AppendResult:
         """Store a message (bytes kept as given; callers hand CRLF line ends)."""
@@ -228,8 +231,15 @@ class MailboxStore(ABC):
     def append_many(self, folder: str, messages: Iterable[NewMessage]) -> list[AppendResult]:
         """Store several messages at once (MULTIAPPEND, RFC 3502; imports). The SQLite store
         does it in one transaction: all or nothing, one MODSEQ, one fsync round."""
-        return [self.append(folder, m.raw.read() if isinstance(m.raw, BodyWriter) else m.raw,
-                            m.flags, m.internaldate) for m in messages]
+        return [
+            self.append(
+                folder,
+                m.raw.read() if isinstance(m.raw, BodyWriter) else m.raw,
+                m.flags,
+                m.internaldate,
+            )
+            for m in messages
+        ]
 
     def new_body(self) -> BodyWriter:
         """Somewhere to write a message body as it arrives, for append()/append_many()."""
@@ -248,7 +258,11 @@ class MailboxStore(ABC):
         return {}
 
     def message_sources(
-        self, folder: str, uids: Sequence[int], header: bool = False, info: bool = False,
+        self,
+        folder: str,
+        uids: Sequence[int],
+        header: bool = False,
+        info: bool = False,
         uidvalidity: int | None = None,
     ) -> dict[int, MessageSource]:
         """What FETCH needs of many messages, in one lookup: for each message among `uids`
@@ -294,11 +308,15 @@ class MailboxStore(ABC):
 
     @abstractmethod
     def info(self, folder: str, uid: int) -> object:
-        """The cached MIME metadata (server.store.mime.MessageInfo) of a message."""
+        """The cached MIME metadata (server.mail.mime.MessageInfo) of a message."""
 
     @abstractmethod
     def set_flags(
-        self, folder: str, uids: Sequence[int], op: FlagOp, flags: Iterable[str],
+        self,
+        folder: str,
+        uids: Sequence[int],
+        op: FlagOp,
+        flags: Iterable[str],
         unchangedsince: int | None = None,
     ) -> FlagResult: ...
 
@@ -350,8 +368,10 @@ class MailboxStore(ABC):
         import secrets
 
         keys: dict[tuple[str, int], bytes] = self.__dict__.setdefault("_urlauth_keys", {})
-        ident = (folder.upper() if folder.upper() == "INBOX" else folder,
-                 self.status(folder).uidvalidity)
+        ident = (
+            folder.upper() if folder.upper() == "INBOX" else folder,
+            self.status(folder).uidvalidity,
+        )
         if ident not in keys and create:
             keys[ident] = secrets.token_bytes(32)
         return keys.get(ident)

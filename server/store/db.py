@@ -103,7 +103,7 @@ CREATE TABLE IF NOT EXISTS bodies(
     size INTEGER NOT NULL,
     refs INTEGER NOT NULL,
     lf INTEGER NOT NULL DEFAULT 0,  -- imported with bare LF line ends, stored as CRLF
-    info TEXT,                       -- server.store.mime.MessageInfo.to_json()
+    info TEXT,                       -- server.mail.mime.MessageInfo.to_json()
     header BLOB                      -- the top-level header (info's header_len octets)
 );
 CREATE TABLE IF NOT EXISTS messages(
@@ -326,8 +326,15 @@ def _sync_batch(folder: Path, files: list[Path]) -> None:
 _SORTKEYS_INSERT = "INSERT OR REPLACE INTO sortkeys VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 # sortthread.SortKeys field -> sortkeys column
 _SORTKEY_COLUMNS = {
-    "subject": "subject", "reply": "reply", "from_": "from_", "to": "to_", "cc": "cc",
-    "display_from": "dfrom", "display_to": "dto", "sent": "sent", "message_id": "msgid",
+    "subject": "subject",
+    "reply": "reply",
+    "from_": "from_",
+    "to": "to_",
+    "cc": "cc",
+    "display_from": "dfrom",
+    "display_to": "dto",
+    "sent": "sent",
+    "message_id": "msgid",
     "references": "refs",
 }
 
@@ -341,8 +348,21 @@ def _sortkeys_row(body: int, file: str, header: bytes, keys: object = None) -> t
         k = keys if keys is not None else sort_keys_from_header(header)
     except Exception:  # noqa: BLE001 - must not stop delivery
         return None
-    return (body, file, SORTKEYS_VERSION, k.subject, int(k.reply), k.from_, k.to, k.cc,
-            k.display_from, k.display_to, k.sent, k.message_id, " ".join(k.references))
+    return (
+        body,
+        file,
+        SORTKEYS_VERSION,
+        k.subject,
+        int(k.reply),
+        k.from_,
+        k.to,
+        k.cc,
+        k.display_from,
+        k.display_to,
+        k.sent,
+        k.message_id,
+        " ".join(k.references),
+    )
 
 
 def _blank_line_end(raw: bytes) -> int:
@@ -357,7 +377,7 @@ def _analyze(raw: bytes) -> tuple[str | None, bytes | None]:
     (computed on first use) if the analyzer fails on a pathological message, which must
     not stop delivery."""
     try:
-        from server.store import mime
+        from server.mail import mime
 
         info = mime.analyze(raw)
         return info.to_json(), raw[: info.header_len]
@@ -375,7 +395,8 @@ class _FileBody(BodyWriter):
         self.name = box.store.new_body_name()
         self.path = box.msgs / self.name
         self._fd: int | None = os.open(
-            self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600
+        )
         self._size = 0
 
     @property
@@ -466,7 +487,8 @@ class SqliteMailStore(MailStore):
                 if self._writer_fd is None:
                     fd = os.open(
                         self.writers_dir / f"{self.token}.lock",
-                        os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600,
+                        os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
+                        0o600,
                     )
                     fcntl.flock(fd, fcntl.LOCK_EX)
                     self._writer_fd = fd
@@ -624,7 +646,10 @@ class _Pool:
 
     def _open(self) -> sqlite3.Connection:
         conn = sqlite3.connect(
-            self.path, isolation_level=None, check_same_thread=False, timeout=30.0,
+            self.path,
+            isolation_level=None,
+            check_same_thread=False,
+            timeout=30.0,
             cached_statements=64,
         )
         conn.execute("PRAGMA busy_timeout=30000")
@@ -837,7 +862,11 @@ class SqliteMailbox(MailboxStore):
         return value
 
     def _insert_folder(
-        self, c: sqlite3.Connection, name: str, special: str | None, subscribed: bool,
+        self,
+        c: sqlite3.Connection,
+        name: str,
+        special: str | None,
+        subscribed: bool,
         uidnext: int = 1,
     ) -> int:
         cur = c.execute(
@@ -877,7 +906,9 @@ class SqliteMailbox(MailboxStore):
             with self._cache_lock:
                 cached = self._cache.get(name)
             if cached is not None and (cached.folder_id, cached.uidvalidity, cached.modseq) == (
-                f.id, f.uidvalidity, f.highestmodseq
+                f.id,
+                f.uidvalidity,
+                f.highestmodseq,
             ):
                 return self._cached_status(c, f, cached)
             return self._status(c, f)
@@ -894,8 +925,15 @@ class SqliteMailbox(MailboxStore):
 
     def _cached_status(self, c: sqlite3.Connection, f: _Folder, cached: _Cached) -> FolderStatus:
         return FolderStatus(
-            f.name, f.uidvalidity, f.uidnext, f.highestmodseq, len(cached.rows), cached.unseen,
-            self._recent(c, f), cached.size, cached.deleted,
+            f.name,
+            f.uidvalidity,
+            f.uidnext,
+            f.highestmodseq,
+            len(cached.rows),
+            cached.unseen,
+            self._recent(c, f),
+            cached.size,
+            cached.deleted,
         )
 
     def _status(self, c: sqlite3.Connection, f: _Folder) -> FolderStatus:
@@ -907,7 +945,14 @@ class SqliteMailbox(MailboxStore):
             (f.id,),
         ).fetchone()
         return FolderStatus(
-            f.name, f.uidvalidity, f.uidnext, f.highestmodseq, count, unseen, recent, size,
+            f.name,
+            f.uidvalidity,
+            f.uidnext,
+            f.highestmodseq,
+            count,
+            unseen,
+            recent,
+            size,
             deleted,
         )
 
@@ -937,9 +982,7 @@ class SqliteMailbox(MailboxStore):
                 "SELECT 1 FROM folders WHERE substr(name, 1, ?) = ? LIMIT 1",
                 (len(folder) + 1, folder + DELIMITER),
             ).fetchone():
-                raise FolderNotEmpty(
-                    f"The folder {folder!r} has subfolders; delete them first."
-                )
+                raise FolderNotEmpty(f"The folder {folder!r} has subfolders; delete them first.")
             bodies = [r[0] for r in c.execute("SELECT body FROM messages WHERE folder=?", (f.id,))]
             doomed = self._release_bodies(c, bodies)
             c.execute("DELETE FROM messages WHERE folder=?", (f.id,))
@@ -974,9 +1017,7 @@ class SqliteMailbox(MailboxStore):
                     if c.execute("SELECT 1 FROM folders WHERE name=?", (target,)).fetchone():
                         raise FolderExists(f"The folder {target!r} already exists.")
                 for fid, name in children:
-                    c.execute(
-                        "UPDATE folders SET name=? WHERE id=?", (new + name[len(old) :], fid)
-                    )
+                    c.execute("UPDATE folders SET name=? WHERE id=?", (new + name[len(old) :], fid))
         self._forget(old)
         self._forget(new)
 
@@ -991,9 +1032,7 @@ class SqliteMailbox(MailboxStore):
             " SELECT ?, uid, ?, ? FROM messages WHERE folder=?",
             (inbox.id, modseq, int(time.time()), inbox.id),
         )
-        c.execute(
-            "UPDATE messages SET folder=?, modseq=? WHERE folder=?", (fid, modseq, inbox.id)
-        )
+        c.execute("UPDATE messages SET folder=?, modseq=? WHERE folder=?", (fid, modseq, inbox.id))
         c.execute("UPDATE folders SET highestmodseq=? WHERE id IN (?, ?)", (modseq, inbox.id, fid))
 
     def set_subscribed(self, folder: str, subscribed: bool) -> None:
@@ -1016,8 +1055,10 @@ class SqliteMailbox(MailboxStore):
 
     @staticmethod
     def _set_lost_subscriptions(c: sqlite3.Connection, names: set[str]) -> None:
-        c.execute("INSERT OR REPLACE INTO meta VALUES('lost_subscriptions', ?)",
-                  (json.dumps(sorted(names), ensure_ascii=False),))
+        c.execute(
+            "INSERT OR REPLACE INTO meta VALUES('lost_subscriptions', ?)",
+            (json.dumps(sorted(names), ensure_ascii=False),),
+        )
 
     def lost_subscriptions(self) -> list[str]:
         with self._read() as c:
@@ -1041,7 +1082,9 @@ class SqliteMailbox(MailboxStore):
             with self._cache_lock:
                 cached = self._cache.get(name)
             if (
-                cached is None or cached.folder_id != f.id or cached.uidvalidity != f.uidvalidity
+                cached is None
+                or cached.folder_id != f.id
+                or cached.uidvalidity != f.uidvalidity
                 or cached.modseq < f.pruned_modseq  # expunges since then may be forgotten
             ):
                 cached = self._load(c, f)
@@ -1074,7 +1117,10 @@ class SqliteMailbox(MailboxStore):
             if _FAST_ROWS:
                 row = new(MessageRow)
                 row.__dict__.update(
-                    uid=uid, flags=flags, modseq=modseq, size=size,
+                    uid=uid,
+                    flags=flags,
+                    modseq=modseq,
+                    size=size,
                     internaldate=fromts(idate, zone),
                 )
             else:
@@ -1092,7 +1138,13 @@ class SqliteMailbox(MailboxStore):
         """The cached list brought up to date with what changed since (a new object: a
         snapshot handed out earlier shares the old one)."""
         cached = _Cached(
-            f.id, f.uidvalidity, f.highestmodseq, dict(old.rows), None, old.unseen, old.size,
+            f.id,
+            f.uidvalidity,
+            f.highestmodseq,
+            dict(old.rows),
+            None,
+            old.unseen,
+            old.size,
             old.deleted,
         )
         rows = cached.rows
@@ -1149,7 +1201,8 @@ class SqliteMailbox(MailboxStore):
         tombstones kept and every absent UID up to the highest pruned one (a client ignores
         UIDs it doesn't know). Costs a pass over UIDs 1..pruned_uid, only for such clients."""
         present = {
-            r[0] for r in c.execute(
+            r[0]
+            for r in c.execute(
                 "SELECT uid FROM messages WHERE folder=? AND uid<=?", (f.id, f.pruned_uid)
             )
         }
@@ -1186,7 +1239,11 @@ class SqliteMailbox(MailboxStore):
         return {uid: msgs / file for uid, file in rows}
 
     def message_sources(
-        self, folder: str, uids: Sequence[int], header: bool = False, info: bool = False,
+        self,
+        folder: str,
+        uids: Sequence[int],
+        header: bool = False,
+        info: bool = False,
         uidvalidity: int | None = None,
     ) -> dict[int, tuple[str | None, bytes | None, object | None]]:
         # One statement (its own read transaction) joining the folder by name: a FETCH of
@@ -1195,13 +1252,15 @@ class SqliteMailbox(MailboxStore):
         wanted = sorted(set(uids))
         if not wanted:
             return {}
-        cols = "m.uid, b.file" + (", b.header" if header else "") + (
-            ", b.id, b.info" if info else "")
+        cols = (
+            "m.uid, b.file" + (", b.header" if header else "") + (", b.id, b.info" if info else "")
+        )
         same = "" if uidvalidity is None else f" AND f.uidvalidity = {int(uidvalidity)}"
         rows = self._range_query(
             f"SELECT {cols} FROM folders f JOIN messages m ON m.folder = f.id"
             " JOIN bodies b ON b.id = m.body WHERE f.name = ?" + same,
-            normalize_folder(folder), wanted,
+            normalize_folder(folder),
+            wanted,
         )
         prefix = f"{self.msgs}{os.sep}"
         if not header and not info:
@@ -1239,9 +1298,9 @@ class SqliteMailbox(MailboxStore):
             for i in range(0, len(wanted), _IN_CHUNK):
                 chunk = wanted[i : i + _IN_CHUNK]
                 marks = ",".join("?" * len(chunk))
-                rows.extend(c.execute(
-                    f"{sql} AND m.uid IN ({marks}) ORDER BY m.uid", (name, *chunk)
-                ))
+                rows.extend(
+                    c.execute(f"{sql} AND m.uid IN ({marks}) ORDER BY m.uid", (name, *chunk))
+                )
             return rows
 
     def _info_of(self, body_id: int, text: str | None, path: str) -> object:
@@ -1251,7 +1310,7 @@ class SqliteMailbox(MailboxStore):
         got = self._infos.get(name)
         if got is not None:
             return got
-        from server.store.mime import MessageInfo, analyze
+        from server.mail.mime import MessageInfo, analyze
 
         if text is not None:
             info = MessageInfo.from_json(text)
@@ -1286,7 +1345,10 @@ class SqliteMailbox(MailboxStore):
                 c.execute("PRAGMA busy_timeout=30000")
 
     def _fill_headers(
-        self, folder: str, uids: list[int], out: dict[int, tuple[str | None, bytes | None, object | None]]
+        self,
+        folder: str,
+        uids: list[int],
+        out: dict[int, tuple[str | None, bytes | None, object | None]],
     ) -> None:
         """Header blocks of bodies stored before the database kept them (schema 2): read
         once from the file's first header_len octets, then kept. A message whose file is
@@ -1294,7 +1356,8 @@ class SqliteMailbox(MailboxStore):
         rows = self._range_query(
             "SELECT m.uid, b.id, b.info FROM folders f JOIN messages m ON m.folder = f.id"
             " JOIN bodies b ON b.id = m.body WHERE f.name = ?",
-            normalize_folder(folder), uids,
+            normalize_folder(folder),
+            uids,
         )
         updates = []
         for uid, body_id, text in rows:
@@ -1335,7 +1398,8 @@ class SqliteMailbox(MailboxStore):
             # Joined on the body's integer key: three times faster than through bodies.
             f"SELECT m.uid, s.v, {cols}, m.body FROM folders f JOIN messages m"
             " ON m.folder = f.id LEFT JOIN sortkeys s ON s.body = m.body WHERE f.name = ?",
-            normalize_folder(folder), wanted,
+            normalize_folder(folder),
+            wanted,
         )
         out: dict[int, object] = {}
         missing: dict[int, int] = {}
@@ -1373,7 +1437,7 @@ class SqliteMailbox(MailboxStore):
         return self.msgs / self._body_of(folder, uid)[1]
 
     def info(self, folder: str, uid: int) -> object:
-        from server.store.mime import MessageInfo, analyze
+        from server.mail.mime import MessageInfo, analyze
 
         body_id, file, text = self._body_of(folder, uid)
         with self._cache_lock:
@@ -1394,7 +1458,10 @@ class SqliteMailbox(MailboxStore):
 
     # --- writing messages ----------------------------------------------------------------------
     def append(
-        self, folder: str, raw: bytes | BodyWriter, flags: Iterable[str] = (),
+        self,
+        folder: str,
+        raw: bytes | BodyWriter,
+        flags: Iterable[str] = (),
         internaldate: datetime | None = None,
     ) -> AppendResult:
         return self.append_many(folder, [NewMessage(raw, flags, internaldate)])[0]
@@ -1425,8 +1492,17 @@ class SqliteMailbox(MailboxStore):
                 # failed) from the bytes up to the first blank line.
                 head = header if header is not None else raw[: _blank_line_end(raw)]
                 prepared.append(
-                    (name, len(raw), _flags_text(_clean_flags(msg.flags)), idate, tz,
-                     info, header, msg.lf, head)
+                    (
+                        name,
+                        len(raw),
+                        _flags_text(_clean_flags(msg.flags)),
+                        idate,
+                        tz,
+                        info,
+                        header,
+                        msg.lf,
+                        head,
+                    )
                 )
                 del raw
             if not prepared:
@@ -1469,16 +1545,20 @@ class SqliteMailbox(MailboxStore):
     # --- URLAUTH access keys ------------------------------------------------------------------
     # Their own table, made on first use (no schema version needed: older mailboxes simply
     # have no keys yet). A key belongs to a folder id and its UIDVALIDITY.
-    _URLAUTH_TABLE = ("CREATE TABLE IF NOT EXISTS urlauth_keys(folder INTEGER NOT NULL,"
-                      " uidvalidity INTEGER NOT NULL, key BLOB NOT NULL,"
-                      " PRIMARY KEY(folder, uidvalidity)) WITHOUT ROWID")
+    _URLAUTH_TABLE = (
+        "CREATE TABLE IF NOT EXISTS urlauth_keys(folder INTEGER NOT NULL,"
+        " uidvalidity INTEGER NOT NULL, key BLOB NOT NULL,"
+        " PRIMARY KEY(folder, uidvalidity)) WITHOUT ROWID"
+    )
 
     def urlauth_key(self, folder: str, create: bool = False) -> bytes | None:
         with self._read() as c:
             f = self._folder(c, folder)
             try:
-                row = c.execute("SELECT key FROM urlauth_keys WHERE folder=? AND uidvalidity=?",
-                                (f.id, f.uidvalidity)).fetchone()
+                row = c.execute(
+                    "SELECT key FROM urlauth_keys WHERE folder=? AND uidvalidity=?",
+                    (f.id, f.uidvalidity),
+                ).fetchone()
             except sqlite3.OperationalError:  # no table yet: no key yet
                 row = None
         if row is not None or not create:
@@ -1486,10 +1566,14 @@ class SqliteMailbox(MailboxStore):
         with self._write(notify=False) as c:
             c.execute(self._URLAUTH_TABLE)
             f = self._folder(c, folder)
-            c.execute("INSERT OR IGNORE INTO urlauth_keys VALUES(?, ?, ?)",
-                      (f.id, f.uidvalidity, secrets.token_bytes(32)))
-            row = c.execute("SELECT key FROM urlauth_keys WHERE folder=? AND uidvalidity=?",
-                            (f.id, f.uidvalidity)).fetchone()
+            c.execute(
+                "INSERT OR IGNORE INTO urlauth_keys VALUES(?, ?, ?)",
+                (f.id, f.uidvalidity, secrets.token_bytes(32)),
+            )
+            row = c.execute(
+                "SELECT key FROM urlauth_keys WHERE folder=? AND uidvalidity=?",
+                (f.id, f.uidvalidity),
+            ).fetchone()
         return row[0]
 
     def reset_urlauth_keys(self, folder: str | None = None) -> None:
@@ -1515,22 +1599,30 @@ class SqliteMailbox(MailboxStore):
         if len(wanted) > 4 * _IN_CHUNK:
             keep = set(wanted)
             return [
-                r for r in c.execute(
+                r
+                for r in c.execute(
                     f"SELECT {cols} FROM messages WHERE folder=? ORDER BY uid", (folder_id,)
-                ) if r[0] in keep
+                )
+                if r[0] in keep
             ]
         rows: list[tuple] = []
         for i in range(0, len(wanted), _IN_CHUNK):
             chunk = wanted[i : i + _IN_CHUNK]
             marks = ",".join("?" * len(chunk))
-            rows.extend(c.execute(
-                f"SELECT {cols} FROM messages WHERE folder=? AND uid IN ({marks}) ORDER BY uid",
-                (folder_id, *chunk),
-            ))
+            rows.extend(
+                c.execute(
+                    f"SELECT {cols} FROM messages WHERE folder=? AND uid IN ({marks}) ORDER BY uid",
+                    (folder_id, *chunk),
+                )
+            )
         return rows
 
     def set_flags(
-        self, folder: str, uids: Sequence[int], op: FlagOp, flags: Iterable[str],
+        self,
+        folder: str,
+        uids: Sequence[int],
+        op: FlagOp,
+        flags: Iterable[str],
         unchangedsince: int | None = None,
     ) -> FlagResult:
         if op not in ("+", "-", "="):
@@ -1696,10 +1788,12 @@ class SqliteMailbox(MailboxStore):
         doomed: list[tuple[int, str]] = []
         for i in range(0, len(ids), _IN_CHUNK):
             chunk = ids[i : i + _IN_CHUNK]
-            doomed.extend(c.execute(
-                f"SELECT id, file FROM bodies WHERE refs <= 0 AND id IN ({','.join('?' * len(chunk))})",
-                chunk,
-            ))
+            doomed.extend(
+                c.execute(
+                    f"SELECT id, file FROM bodies WHERE refs <= 0 AND id IN ({','.join('?' * len(chunk))})",
+                    chunk,
+                )
+            )
         c.executemany("DELETE FROM bodies WHERE id=?", [(d[0],) for d in doomed])
         c.executemany("DELETE FROM sortkeys WHERE body=?", [(d[0],) for d in doomed])
         return [d[1] for d in doomed]
@@ -1714,9 +1808,8 @@ class SqliteMailbox(MailboxStore):
         with self._write(notify=False) as c:
             f = self._folder(c, folder)
             got = {
-                r[0] for r in c.execute(
-                    "SELECT uid FROM messages WHERE folder=? AND recent=1", (f.id,)
-                )
+                r[0]
+                for r in c.execute("SELECT uid FROM messages WHERE folder=? AND recent=1", (f.id,))
             }
             if got:
                 c.execute("UPDATE messages SET recent=0 WHERE folder=? AND recent=1", (f.id,))
@@ -1780,7 +1873,8 @@ class SqliteMailbox(MailboxStore):
             if result != ["ok"]:
                 problems.extend(f"SQLite: {r}" for r in result)
             folders = {
-                r[0]: r for r in c.execute(
+                r[0]: r
+                for r in c.execute(
                     "SELECT id, name, uidvalidity, uidnext, highestmodseq FROM folders"
                 )
             }

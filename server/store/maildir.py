@@ -32,7 +32,13 @@ from server.store.db import SqliteMailbox, _sync_batch, normalize_folder
 
 BATCH = 200  # messages per transaction while importing
 
-MAILDIR_FLAGS = {"D": "\\Draft", "F": "\\Flagged", "R": "\\Answered", "S": "\\Seen", "T": "\\Deleted"}
+MAILDIR_FLAGS = {
+    "D": "\\Draft",
+    "F": "\\Flagged",
+    "R": "\\Answered",
+    "S": "\\Seen",
+    "T": "\\Deleted",
+}
 FLAG_LETTERS = {v: k for k, v in MAILDIR_FLAGS.items()}
 _BARE_LF = re.compile(rb"(?<!\r)\n")
 
@@ -191,9 +197,9 @@ def import_maildir(box: SqliteMailbox, path: Path, folder: str | None = None) ->
     """Import a Maildir tree; its top level goes to `folder` (default INBOX) and each
     Maildir++ subfolder below it."""
     path = Path(path)
-    if not path.is_dir() or not (_is_maildir(path) or any(
-        p.name.startswith(".") and _is_maildir(p) for p in path.iterdir()
-    )):
+    if not path.is_dir() or not (
+        _is_maildir(path) or any(p.name.startswith(".") and _is_maildir(p) for p in path.iterdir())
+    ):
         raise StoreError(f"{path} is not a Maildir (no cur/ or new/ folder).")
     report = TransferReport()
     targets: list[tuple[str, Path]] = []

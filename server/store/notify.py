@@ -123,9 +123,7 @@ class Notifier:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
         self._recv, self._own_name = sock, name
-        self._thread = threading.Thread(
-            target=self._listen, name="mailstore-notify", daemon=True
-        )
+        self._thread = threading.Thread(target=self._listen, name="mailstore-notify", daemon=True)
         self._thread.start()
 
     def _listen(self) -> None:

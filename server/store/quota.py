@@ -33,12 +33,16 @@ DATABASE_DEFAULTS = {
 #: RFC 9208 resources this server counts and limits.
 RESOURCES = ("STORAGE",)
 
-SEND_REFUSED = ("554 5.2.2 mailbox full; STOREDRV.Submission.Exception:QuotaExceededException."
-                "MapiExceptionShutoffQuotaExceeded; the sender's mailbox is over its "
-                "ProhibitSendQuota")
-RECEIVE_REFUSED = ("554 5.2.2 mailbox full; STOREDRV.Deliver.Exception:QuotaExceededException."
-                   "MapiExceptionShutoffQuotaExceeded; the recipient's mailbox is over its "
-                   "ProhibitSendReceiveQuota")
+SEND_REFUSED = (
+    "554 5.2.2 mailbox full; STOREDRV.Submission.Exception:QuotaExceededException."
+    "MapiExceptionShutoffQuotaExceeded; the sender's mailbox is over its "
+    "ProhibitSendQuota"
+)
+RECEIVE_REFUSED = (
+    "554 5.2.2 mailbox full; STOREDRV.Deliver.Exception:QuotaExceededException."
+    "MapiExceptionShutoffQuotaExceeded; the recipient's mailbox is over its "
+    "ProhibitSendReceiveQuota"
+)
 
 
 @dataclass(frozen=True)
@@ -69,8 +73,9 @@ def limits(mailbox: Mailbox | None) -> Limits:
         size = getattr(mailbox, name, None)
         return None if size is None else size.bytes
 
-    return Limits(value("IssueWarningQuota"), value("ProhibitSendQuota"),
-                  value("ProhibitSendReceiveQuota"))
+    return Limits(
+        value("IssueWarningQuota"), value("ProhibitSendQuota"), value("ProhibitSendReceiveQuota")
+    )
 
 
 def usage(box: MailboxStore) -> Usage:

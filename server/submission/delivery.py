@@ -34,13 +34,13 @@ import time
 from collections.abc import Callable
 from email.parser import BytesHeaderParser
 
-from ..delivery import client as lmtp_client
-from ..directory import ProxySecret
-from ..runtime import tls
-from ..settings.models import SendConnector, Settings
-from ..settings.paths import Home
-from ..store.api import MailboxStore
-from .queue import QueueEntry, Recipient, Spool, SpoolWatcher
+from server.delivery import client as lmtp_client
+from server.directory import ProxySecret
+from server.runtime import tls
+from server.settings.models import SendConnector, Settings
+from server.settings.paths import Home
+from server.store.api import MailboxStore
+from server.submission.queue import QueueEntry, Recipient, Spool, SpoolWatcher
 
 MAX_AGE = 2 * 86400.0  # then give up and send a non-delivery report (Exchange: 2 days)
 RETRY_CAP = 3600.0
@@ -63,8 +63,14 @@ def route(settings: Settings, address: str) -> SendConnector | None:
     return None
 
 
-def relay_through(home: Home, connector: SendConnector, mail_from: str, rcpts: list[str],
-                  message: bytes, timeout: float = 60) -> dict[str, tuple[int, str]]:
+def relay_through(
+    home: Home,
+    connector: SendConnector,
+    mail_from: str,
+    rcpts: list[str],
+    message: bytes,
+    timeout: float = 60,
+) -> dict[str, tuple[int, str]]:
     """Hand a message to the connector's first reachable smart host (blocking).
     Returns refused recipients {address: (code, text)}; raises OSError / SMTP errors when no
     host took it, PermanentFailure when the host refused the whole message for good."""
@@ -90,8 +96,13 @@ def relay_through(home: Home, connector: SendConnector, mail_from: str, rcpts: l
                     if 500 <= exc.smtp_code < 600:
                         raise PermanentFailure(f"{exc.smtp_code} {exc.smtp_error!r}") from exc
                     raise
-                return {r: (code, text.decode("utf-8", "replace") if isinstance(text, bytes)
-                            else str(text)) for r, (code, text) in refused.items()}
+                return {
+                    r: (
+                        code,
+                        text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text),
+                    )
+                    for r, (code, text) in refused.items()
+                }
         except (OSError, smtplib.SMTPException) as exc:
             errors.append(f"{host_spec}: {exc}")
     raise OSError("; ".join(errors) or "no smart host")
@@ -100,8 +111,13 @@ def relay_through(home: Home, connector: SendConnector, mail_from: str, rcpts: l
 class Delivery:
     """Works through the spool of one server's submission service."""
 
-    def __init__(self, home: Home, spool: Spool, settings: Callable[[], Settings],
-                 log: logging.Logger | None = None) -> None:
+    def __init__(
+        self,
+        home: Home,
+        spool: Spool,
+        settings: Callable[[], Settings],
+        log: logging.Logger | None = None,
+    ) -> None:
         self.home, self.spool, self.settings = home, spool, settings
         self.log = log or logging.getLogger("mailctl")
         self.retry_base = 60.0
@@ -216,8 +232,9 @@ class Delivery:
             by_server.setdefault(server, []).append(rcpt)
         for server, rcpts in by_server.items():
             try:
-                replies = self.lmtp(settings, server, entry.mail_from,
-                                    [r.address for r in rcpts], message, entry.id)
+                replies = self.lmtp(
+                    settings, server, entry.mail_from, [r.address for r in rcpts], message, entry.id
+                )
             except Exception as exc:  # the delivery service is down or not ours: retry
                 failed.extend((r, f"{type(exc).__name__}: {exc}", False) for r in rcpts)
                 continue
@@ -225,16 +242,18 @@ class Delivery:
             for rcpt, (code, text) in zip(rcpts, replies, strict=True):
                 if 200 <= code < 300:
                     delivered.append(rcpt)
-                    self.log.info("event=delivered id=%s to=%s server=%s",
-                                  entry.id, rcpt.address, server)
+                    self.log.info(
+                        "event=delivered id=%s to=%s server=%s", entry.id, rcpt.address, server
+                    )
                 else:
                     failed.append((rcpt, f"{code} {text}", code >= 500))
             done.extend(delivered)
             if delivered:
                 # Recorded at once; a crash before this is harmless: the delivery service
                 # remembers (entry id, mailbox) and does not deliver a retry again.
-                entry.recipients = [r for r in entry.recipients
-                                    if not any(r is d for d in delivered)]
+                entry.recipients = [
+                    r for r in entry.recipients if not any(r is d for d in delivered)
+                ]
                 self.spool.update(entry)
                 if not entry.recipients:
                     return
@@ -250,8 +269,9 @@ class Delivery:
         for key, rcpts in by_connector.items():
             connector = settings.SendConnectors[key]
             try:
-                refused = relay_through(self.home, connector, entry.mail_from,
-                                        [r.address for r in rcpts], message)
+                refused = relay_through(
+                    self.home, connector, entry.mail_from, [r.address for r in rcpts], message
+                )
             except PermanentFailure as exc:
                 failed.extend((r, str(exc), True) for r in rcpts)
                 continue
@@ -269,8 +289,7 @@ class Delivery:
             # crash does not hand them over twice.
             relayed = [r for r in rcpts if r in done]
             if relayed:
-                entry.recipients = [r for r in entry.recipients
-                                    if not any(r is d for d in relayed)]
+                entry.recipients = [r for r in entry.recipients if not any(r is d for d in relayed)]
                 self.spool.update(entry)
         gave_up: list[tuple[Recipient, str]] = []
         for rcpt, error, permanent in failed:
@@ -279,12 +298,18 @@ class Delivery:
             if permanent or now - entry.received > MAX_AGE:
                 gave_up.append((rcpt, error))
                 done.append(rcpt)
-                self.log.warning("event=undeliverable id=%s to=%s error=%r",
-                                 entry.id, rcpt.address, error)
+                self.log.warning(
+                    "event=undeliverable id=%s to=%s error=%r", entry.id, rcpt.address, error
+                )
             else:
                 rcpt.next_try = now + min(RETRY_CAP, self.retry_base * 2 ** (rcpt.attempts - 1))
-                self.log.warning("event=deferred id=%s to=%s attempt=%d error=%r",
-                                 entry.id, rcpt.address, rcpt.attempts, error)
+                self.log.warning(
+                    "event=deferred id=%s to=%s attempt=%d error=%r",
+                    entry.id,
+                    rcpt.address,
+                    rcpt.attempts,
+                    error,
+                )
         if gave_up:
             self._bounce(entry, message, gave_up)
         entry.recipients = [r for r in entry.recipients if r not in done]
@@ -295,20 +320,37 @@ class Delivery:
         FROM. Delivery never writes through it (see lmtp())."""
         store = self._stores.get(server)
         if store is None:
-            from ..store import open_store
+            from server.store import open_store
 
             store = self._stores[server] = open_store(self.home, server)
         return store.mailbox(name)  # type: ignore[attr-defined,no-any-return]
 
-    def lmtp(self, settings: Settings, server: str, mail_from: str, rcpts: list[str],
-             message: bytes, envid: str) -> list[tuple[int, str]]:
+    def lmtp(
+        self,
+        settings: Settings,
+        server: str,
+        mail_from: str,
+        rcpts: list[str],
+        message: bytes,
+        envid: str,
+    ) -> list[tuple[int, str]]:
         """Hand a message to MSExchangeDelivery of `server` (server/delivery/): one reply
         per recipient. The submission service never opens a mailbox store itself."""
-        return lmtp_client.deliver(self.home, settings, server, self.caller, mail_from, rcpts,
-                                   message, envid=envid, secret=self._secret)
+        return lmtp_client.deliver(
+            self.home,
+            settings,
+            server,
+            self.caller,
+            mail_from,
+            rcpts,
+            message,
+            envid=envid,
+            secret=self._secret,
+        )
 
-    def _bounce(self, entry: QueueEntry, message: bytes,
-                failures: list[tuple[Recipient, str]]) -> None:
+    def _bounce(
+        self, entry: QueueEntry, message: bytes, failures: list[tuple[Recipient, str]]
+    ) -> None:
         """A non-delivery report into the sender's INBOX (only local senders get one)."""
         settings = self.settings()
         found = settings.mailbox(entry.sender_mailbox or entry.mail_from)
@@ -334,8 +376,9 @@ class Delivery:
         # Spooled like any message (null sender, so it never bounces itself): it reaches
         # the sender's INBOX through the delivery service, with the queue's retries.
         try:
-            report_entry = self.spool.add("", [Recipient(entry.mail_from, name, box.Server)],
-                                          report)
+            report_entry = self.spool.add(
+                "", [Recipient(entry.mail_from, name, box.Server)], report
+            )
         except Exception:
             self.log.exception("event=bounce-failed id=%s", entry.id)
             return

@@ -15,7 +15,7 @@ import re
 from email.errors import HeaderParseError
 from email.parser import BytesHeaderParser
 
-from ..store.mime import from_addresses
+from server.mail.mime import from_addresses
 
 # field-name = 1*ftext, ftext = %d33-57 / %d59-126, then the colon (RFC 5322 section 3.6.8)
 _FIELD = re.compile(rb"[\x21-\x39\x3b-\x7e]+:")

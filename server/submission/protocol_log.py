@@ -19,13 +19,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from ..settings.types import ProtocolLoggingLevel
+from server.settings.types import ProtocolLoggingLevel
 
 if TYPE_CHECKING:
-    from .service import SubmissionSMTP
+    from server.submission.service import SubmissionSMTP
 
-FIELDS = ("date-time,connector-id,session-id,sequence-number,local-endpoint,remote-endpoint,"
-          "event,data,context")
+FIELDS = (
+    "date-time,connector-id,session-id,sequence-number,local-endpoint,remote-endpoint,"
+    "event,data,context"
+)
 
 
 def _csv(value: object) -> str:
@@ -103,8 +105,10 @@ class SmtpReceiveLog:
             return
         now = datetime.now(UTC)
         stamp = now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
-        line = ",".join(_csv(v) for v in (stamp, connector, session, next(counter), local,
-                                            remote, event, data, context))
+        line = ",".join(
+            _csv(v)
+            for v in (stamp, connector, session, next(counter), local, remote, event, data, context)
+        )
         try:
             self._file_for(now).write(line + "\n")
             self._file_for(now).flush()
@@ -124,7 +128,8 @@ class SmtpReceiveLog:
                 self._file.write(
                     "#Software: Microsoft Exchange Server\n#Version: 15.0.0.0\n"
                     "#Log-type: SMTP Receive Protocol Log\n"
-                    f"#Date: {now.strftime('%Y-%m-%dT%H:%M:%S.000Z')}\n#Fields: {FIELDS}\n")
+                    f"#Date: {now.strftime('%Y-%m-%dT%H:%M:%S.000Z')}\n#Fields: {FIELDS}\n"
+                )
         return self._file
 
     def close(self) -> None:

@@ -25,9 +25,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from ..runtime.filemodes import private_dir
-from ..runtime.reload import FolderWatch
-from ..settings.store import atomic_write
+from server.runtime.filemodes import private_dir
+from server.runtime.reload import FolderWatch
+from server.settings.store import atomic_write
 
 # An .eml without its .json is removed at load only once it is this old: younger, it may be
 # another process's add() between writing the message and committing the entry.
@@ -72,8 +72,13 @@ class Spool:
     def _paths(self, entry_id: str) -> tuple[Path, Path]:
         return self.folder / f"{entry_id}.eml", self.folder / f"{entry_id}.json"
 
-    def add(self, mail_from: str, recipients: list[Recipient], message: bytes,
-            sender_mailbox: str | None = None) -> QueueEntry:
+    def add(
+        self,
+        mail_from: str,
+        recipients: list[Recipient],
+        message: bytes,
+        sender_mailbox: str | None = None,
+    ) -> QueueEntry:
         """Write a message durably (blocking: call from a thread)."""
         spooled = self.create()
         try:
@@ -145,14 +150,16 @@ class SpoolFile:
         self._file.write(data)
         self.size += len(data)
 
-    def commit(self, mail_from: str, recipients: list[Recipient],
-               sender_mailbox: str | None = None) -> QueueEntry:
+    def commit(
+        self, mail_from: str, recipients: list[Recipient], sender_mailbox: str | None = None
+    ) -> QueueEntry:
         """fsync the message, then write the entry: from here on it is queued (blocking)."""
         self._file.flush()
         os.fsync(self._file.fileno())
         self._file.close()
-        entry = QueueEntry(id=self.id, mail_from=mail_from, recipients=recipients,
-                           sender_mailbox=sender_mailbox)
+        entry = QueueEntry(
+            id=self.id, mail_from=mail_from, recipients=recipients, sender_mailbox=sender_mailbox
+        )
         atomic_write(self.spool._paths(self.id)[1], entry.to_json(), mode=0o600)
         self.committed = True
         return entry

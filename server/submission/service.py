@@ -36,23 +36,23 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session, syntax
 
-from ..directory import Directory, DirectoryUnavailable, Entry
-from ..frontend.throttle import LoginThrottle, account_key
-from ..runtime import tls
-from ..runtime.listeners import bind_socket, endpoint_label
-from ..runtime.service import Service, ServiceContext
-from ..settings.models import ReceiveConnector, Settings
-from ..settings.types import (
+from server.directory import Directory, DirectoryUnavailable, Entry
+from server.directory.throttle import LoginThrottle, account_key
+from server.runtime import tls
+from server.runtime.listeners import bind_socket, endpoint_label
+from server.runtime.service import Service, ServiceContext
+from server.settings.models import ReceiveConnector, Settings
+from server.settings.types import (
     AuthMechanism,
     MailboxType,
     PermissionGroup,
     ip_in_ranges,
 )
-from ..store import quota
-from .delivery import Delivery, route
-from .headers import HeaderError, check_header, sender_addresses
-from .protocol_log import SmtpReceiveLog
-from .queue import Recipient, Spool, SpoolFile
+from server.store import quota
+from server.submission.delivery import Delivery, route
+from server.submission.headers import HeaderError, check_header, sender_addresses
+from server.submission.protocol_log import SmtpReceiveLog
+from server.submission.queue import Recipient, Spool, SpoolFile
 
 Key = tuple[str, int, str]  # address, port, connector name
 
@@ -67,10 +67,14 @@ WRITE_CHUNK = 64 * 1024  # message bytes buffered between writes to the spool fi
 # could break the Received header (controls, white space, non-ASCII), not odd host names.
 _HELO_NAME = re.compile(r"[\x21-\x7e]{1,255}")
 # RFC 2821/5321 replies Exchange gives when it turns a connection away.
-TOO_MANY_CONNECTIONS = ("421 4.3.2 The maximum number of concurrent connections has exceeded "
-                        "a limit, closing transmission channel")
-TOO_MANY_FROM_SOURCE = ("421 4.3.2 The maximum number of concurrent connections from your "
-                        "address has exceeded a limit, closing transmission channel")
+TOO_MANY_CONNECTIONS = (
+    "421 4.3.2 The maximum number of concurrent connections has exceeded "
+    "a limit, closing transmission channel"
+)
+TOO_MANY_FROM_SOURCE = (
+    "421 4.3.2 The maximum number of concurrent connections from your "
+    "address has exceeded a limit, closing transmission channel"
+)
 NOT_ALLOWED_FROM_HERE = "554 5.7.1 This server does not accept connections from your address"
 GENERIC_ERROR = "451 4.3.0 Error processing the command; try again later"
 
@@ -80,8 +84,15 @@ GENERIC_ERROR = "451 4.3.0 Error processing the command; try again later"
 # ("250 OK", "503 Error: need MAIL command" ...) have none: they get these (Postfix's choice),
 # else the class's X.0.0.
 _ENHANCED_BY_REPLY = {
-    "454": "4.7.0", "500": "5.5.2", "501": "5.5.4", "502": "5.5.1", "503": "5.5.1",
-    "504": "5.5.4", "530": "5.7.0", "552": "5.3.4", "555": "5.5.4",
+    "454": "4.7.0",
+    "500": "5.5.2",
+    "501": "5.5.4",
+    "502": "5.5.1",
+    "503": "5.5.1",
+    "504": "5.5.4",
+    "530": "5.7.0",
+    "552": "5.3.4",
+    "555": "5.5.4",
 }
 _REPLY = re.compile(r"([245]\d\d)([ -]?)(.*)", re.S)
 _ENHANCED = re.compile(r"[245]\.\d{1,3}\.\d{1,3}(?: |$)")
@@ -110,8 +121,13 @@ def certificate_name(connector: ReceiveConnector) -> str:
 class SubmissionSMTP(SMTP):
     """aiosmtpd's SMTP with Exchange's banner, and AUTH checked off the event loop."""
 
-    def __init__(self, service: SubmissionService, connector_name: str,
-                 connector: ReceiveConnector, ssl_context: ssl.SSLContext | None) -> None:
+    def __init__(
+        self,
+        service: SubmissionService,
+        connector_name: str,
+        connector: ReceiveConnector,
+        ssl_context: ssl.SSLContext | None,
+    ) -> None:
         mechs = set(connector.AuthMechanism)
         self.service, self.connector_name, self.connector = service, connector_name, connector
         anonymous = PermissionGroup.AnonymousUsers in connector.PermissionGroups
@@ -182,8 +198,9 @@ class SubmissionSMTP(SMTP):
         transport = self.transport
         if transport is None or transport.is_closing():
             return
-        self.service.ctx.log.info("service=%s event=connection-timeout client=%s",
-                                  self.service.ctx.name, self.source)
+        self.service.ctx.log.info(
+            "service=%s event=connection-timeout client=%s", self.service.ctx.name, self.source
+        )
         line = f"421 4.4.2 {self.connector.Fqdn} Connection timed out"
         self.service.receive_log.sent(self, line)
         transport.write(line.encode() + b"\r\n")
@@ -376,23 +393,31 @@ class SubmissionSMTP(SMTP):
             await asyncio.sleep(wait)
         try:
             entry = await asyncio.to_thread(
-                service.directory.verify, settings, user, password.decode("utf-8", "replace"))
+                service.directory.verify, settings, user, password.decode("utf-8", "replace")
+            )
         except DirectoryUnavailable as exc:
             # RFC 4954 section 6: 454 4.7.0, a temporary failure the client retries later.
-            service.ctx.log.warning("service=%s event=auth-unavailable client=%s user=%r %s",
-                                    service.ctx.name, ip, user, exc)
+            service.ctx.log.warning(
+                "service=%s event=auth-unavailable client=%s user=%r %s",
+                service.ctx.name,
+                ip,
+                user,
+                exc,
+            )
             await self.push("454 4.7.0 Temporary authentication failure")
             return AuthResult(success=False, handled=True)
         if entry is not None and entry.mailbox.Type is not MailboxType.Anonymous:
             service.throttle.succeeded(ip, entry.name)
             self.mailbox = entry
-            service.ctx.log.info("service=%s event=auth client=%s user=%r",
-                                 service.ctx.name, ip, entry.name)
+            service.ctx.log.info(
+                "service=%s event=auth client=%s user=%r", service.ctx.name, ip, entry.name
+            )
             return AuthResult(success=True, auth_data=LoginPassword(login, b""))
         service.throttle.failed(ip, account)
         self.logon_failures += 1
-        service.ctx.log.warning("service=%s event=auth-failed client=%s user=%r",
-                                service.ctx.name, ip, user)
+        service.ctx.log.warning(
+            "service=%s event=auth-failed client=%s user=%r", service.ctx.name, ip, user
+        )
         limit = self.connector.MaxLogonFailures
         if limit and self.logon_failures >= limit:
             await self.push("421 4.7.0 Too many failed logons; closing the connection")
@@ -408,8 +433,14 @@ class Handler:
     def __init__(self, service: SubmissionService, smtp: SubmissionSMTP) -> None:
         self.service, self.smtp = service, smtp
 
-    async def handle_EHLO(self, server: SMTP, session: Session, envelope: Envelope,
-                          hostname: str, responses: list[str]) -> list[str]:
+    async def handle_EHLO(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
         session.host_name = hostname  # aiosmtpd leaves this to a handler with this hook
         # PIPELINING (RFC 2920) is safe: aiosmtpd answers buffered commands one at a time, in
         # order, and drops plaintext pipelined after STARTTLS (RFC 3207 section 4.2).
@@ -418,12 +449,19 @@ class Handler:
     async def handle_exception(self, error: Exception) -> str:
         # The details go to the log only: an answer naming the exception would tell a
         # client about the server's insides. 451: the client may well try again.
-        self.service.ctx.log.exception("service=%s event=error client=%s",
-                                       self.service.ctx.name, self.smtp.source)
+        self.service.ctx.log.exception(
+            "service=%s event=error client=%s", self.service.ctx.name, self.smtp.source
+        )
         return GENERIC_ERROR
 
-    async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope,
-                          address: str, mail_options: list[str]) -> str:
+    async def handle_MAIL(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        mail_options: list[str],
+    ) -> str:
         box = self.smtp.mailbox
         if box is not None and address.lower() not in _addresses(box):
             return f"550 5.7.60 SMTP; Client does not have permissions to send as this sender <{address}>"
@@ -433,8 +471,14 @@ class Handler:
         envelope.mail_options.extend(mail_options)
         return "250 2.1.0 Sender OK"
 
-    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
-                          address: str, rcpt_options: list[str]) -> str:
+    async def handle_RCPT(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        rcpt_options: list[str],
+    ) -> str:
         settings = self.service.ctx.settings
         found = settings.mailbox(address)
         if found is None and settings.Directory is not None and settings.Directory.ldap():
@@ -455,15 +499,18 @@ class Handler:
             if self.smtp.mailbox is None:
                 return "550 5.7.54 SMTP; Unable to relay recipient in non-accepted domain"
             if route(settings, address) is None:
-                return (f"550 5.4.4 No send connector with a smart host serves "
-                        f"{_domain(address)}; mail to other domains cannot be sent")
+                return (
+                    f"550 5.4.4 No send connector with a smart host serves "
+                    f"{_domain(address)}; mail to other domains cannot be sent"
+                )
         self.smtp.rcpt_keys.add(key)
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
         return "250 2.1.5 Recipient OK"
 
-    async def finish_data(self, smtp: SubmissionSMTP, header: bytes, spooled: SpoolFile,
-                          size: int) -> str:
+    async def finish_data(
+        self, smtp: SubmissionSMTP, header: bytes, spooled: SpoolFile, size: int
+    ) -> str:
         """The sending rules on the received message (its header block in `header`, the
         whole of it in `spooled`), then the entry is committed: the answer to DATA."""
         envelope, box = smtp.envelope, smtp.mailbox
@@ -488,14 +535,20 @@ class Handler:
                 recipients.append(Recipient(address))
         try:
             entry = await asyncio.to_thread(
-                spooled.commit, envelope.mail_from or "", recipients, box.name if box else None)
+                spooled.commit, envelope.mail_from or "", recipients, box.name if box else None
+            )
         except OSError as exc:
             self.service.ctx.log.error("event=spool-failed error=%r", exc)
             return "451 4.3.0 Could not queue the message; try again later"
         self.service.delivery.submit(entry)
         self.service.ctx.log.info(
-            "service=%s event=queued id=%s from=%s rcpts=%d size=%d", self.service.ctx.name,
-            entry.id, envelope.mail_from, len(recipients), spooled.size)
+            "service=%s event=queued id=%s from=%s rcpts=%d size=%d",
+            self.service.ctx.name,
+            entry.id,
+            envelope.mail_from,
+            len(recipients),
+            spooled.size,
+        )
         return f"250 2.6.0 Queued mail for delivery <{entry.id}>"
 
     def _may_send(self, box: Entry) -> bool:
@@ -509,8 +562,10 @@ class Handler:
         helo = re.sub(r"[^\x21-\x7e]", "?", session.host_name or "unknown")
         proto = "ESMTP" + ("S" if session.ssl else "") + ("A" if box else "")
         fqdn = self.smtp.connector.Fqdn
-        text = (f"Received: from {helo} ([{peer}]) by {fqdn} with {proto} id {entry_id};\r\n"
-                f"\t{email.utils.formatdate(localtime=True)}\r\n")
+        text = (
+            f"Received: from {helo} ([{peer}]) by {fqdn} with {proto} id {entry_id};\r\n"
+            f"\t{email.utils.formatdate(localtime=True)}\r\n"
+        )
         return text.encode()
 
 
@@ -541,14 +596,16 @@ class SubmissionService(Service):
         self._connections: set[SubmissionSMTP] = set()
         self._per_connector: dict[str, int] = {}
         self._per_source: dict[tuple[str, str], int] = {}
-        self.receive_log = SmtpReceiveLog(ctx.home.logs / "FrontEnd" / "ProtocolLog" / "SmtpReceive",
-                                          ctx.server)
+        self.receive_log = SmtpReceiveLog(
+            ctx.home.logs / "FrontEnd" / "ProtocolLog" / "SmtpReceive", ctx.server
+        )
 
     async def start(self) -> None:
         await self.delivery.start()
         await self._reconcile()
-        self.ctx.log.info("service=%s started endpoints=%s", self.ctx.name,
-                          ",".join(self.endpoints))
+        self.ctx.log.info(
+            "service=%s started endpoints=%s", self.ctx.name, ",".join(self.endpoints)
+        )
 
     async def reload(self, old: Settings, new: Settings) -> None:
         await self._reconcile()
@@ -571,8 +628,12 @@ class SubmissionService(Service):
         away (said instead of the banner), or None. Released by `release`."""
         connector, name, source = smtp.connector, smtp.connector_name, smtp.source
         if not ip_in_ranges(source, list(connector.RemoteIPRanges)):
-            self.ctx.log.warning("service=%s event=refused client=%s connector=%r "
-                                 "reason=RemoteIPRanges", self.ctx.name, source, name)
+            self.ctx.log.warning(
+                "service=%s event=refused client=%s connector=%r reason=RemoteIPRanges",
+                self.ctx.name,
+                source,
+                name,
+            )
             return NOT_ALLOWED_FROM_HERE
         total = self._per_connector.get(name, 0)
         from_source = self._per_source.get((name, source), 0)
@@ -590,8 +651,13 @@ class SubmissionService(Service):
             self._per_source[(name, source)] = from_source + 1
             smtp.counted = True
             return None
-        self.ctx.log.warning("service=%s event=refused client=%s connector=%r reason=%r",
-                             self.ctx.name, source, name, reply)
+        self.ctx.log.warning(
+            "service=%s event=refused client=%s connector=%r reason=%r",
+            self.ctx.name,
+            source,
+            name,
+            reply,
+        )
         return reply
 
     def release(self, smtp: SubmissionSMTP) -> None:
@@ -607,8 +673,11 @@ class SubmissionService(Service):
                 counts.pop(k, None)  # type: ignore[call-overload]
 
     def status(self) -> dict[str, Any]:
-        return {"connections": len(self._connections), "endpoints": self.endpoints,
-                "queue": self.delivery.pending}
+        return {
+            "connections": len(self._connections),
+            "endpoints": self.endpoints,
+            "queue": self.delivery.pending,
+        }
 
     @property
     def endpoints(self) -> list[str]:
@@ -656,7 +725,9 @@ class SubmissionService(Service):
             # Settings are read per connection: a reload applies from the next one.
             connector = self.ctx.settings.ReceiveConnectors.get(name)
             if connector is None:  # removed by a reload while this listener closes
-                connector = next(iter(self.ctx.settings.frontend_connectors(self.ctx.server).values()))
+                connector = next(
+                    iter(self.ctx.settings.frontend_connectors(self.ctx.server).values())
+                )
             context = self._contexts.get(certificate_name(connector), (None, None))[1]
             smtp = SubmissionSMTP(self, name, connector, context)
             self._connections.add(smtp)

@@ -24,18 +24,18 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from ..directory import DirectoryUnavailable, Entry, may_use_protocol
-from ..frontend.throttle import account_key
-from ..retrieval import calendar_web
-from ..settings.models import Mailbox, Settings
-from ..settings.published import Endpoint
-from ..settings.types import MailboxType
-from . import autoconfig, autodiscover, mobileconfig
-from .session import COOKIE
-from .view import ClientView, client_view, is_internal
+from server.directory import DirectoryUnavailable, Entry, may_use_protocol
+from server.directory.throttle import account_key
+from server.settings.models import Mailbox, Settings
+from server.settings.published import Endpoint
+from server.settings.types import MailboxType
+from server.web import autoconfig, autodiscover, mobileconfig
+from server.web import calendar as calendar_web
+from server.web.session import COOKIE
+from server.web.view import ClientView, client_view, is_internal
 
 if TYPE_CHECKING:
-    from .service import WebService
+    from server.web.service import WebService
 
 HERE = Path(__file__).resolve().parent
 TEMPLATES = HERE / "templates"
@@ -73,14 +73,21 @@ def page(settings: Settings, title: str, content: str, status: int = 200) -> web
         title=e(title), organization=e(settings.Organization.Name), content=content
     )
     return web.Response(
-        text=body, status=status, content_type="text/html", charset="utf-8",
+        text=body,
+        status=status,
+        content_type="text/html",
+        charset="utf-8",
         headers={"Cache-Control": "no-store"},
     )
 
 
 def message_page(
-    settings: Settings, heading: str, message: str, status: int,
-    link: str = "/", link_text: str = "Back",
+    settings: Settings,
+    heading: str,
+    message: str,
+    status: int,
+    link: str = "/",
+    link_text: str = "Back",
 ) -> web.Response:
     content = template("message.html").substitute(
         heading=e(heading), message=e(message), link=e(link), link_text=e(link_text)
@@ -183,14 +190,21 @@ class Handlers:
         # browser goes next. The configured URL for the client's side of the network, else
         # the other one, else this server's FQDN on the first HTTPS binding's port.
         internal = is_internal(list(vdir.InternalNetworks), request.remote)
-        urls = (vdir.InternalUrl, vdir.ExternalUrl) if internal else (vdir.ExternalUrl, vdir.InternalUrl)
+        urls = (
+            (vdir.InternalUrl, vdir.ExternalUrl)
+            if internal
+            else (vdir.ExternalUrl, vdir.InternalUrl)
+        )
         host, port = server.Fqdn, ssl[0].port
         for url in urls:
             parts = urlsplit(url or "")
             if parts.hostname:
                 host = parts.hostname
-                port = parts.port if parts.scheme == "https" and parts.port else (
-                    443 if parts.scheme == "https" else port)
+                port = (
+                    parts.port
+                    if parts.scheme == "https" and parts.port
+                    else (443 if parts.scheme == "https" else port)
+                )
                 break
         if ":" in host:
             host = f"[{host}]"
@@ -221,7 +235,11 @@ class Handlers:
         return self.signin_page(request, target=target)
 
     def signin_page(
-        self, request: web.Request, username: str = "", error: str = "", status: int = 200,
+        self,
+        request: web.Request,
+        username: str = "",
+        error: str = "",
+        status: int = 200,
         target: str = "/settings",
     ) -> web.Response:
         warning = ""
@@ -232,7 +250,9 @@ class Handlers:
             )
         content = template("signin.html").substitute(
             username=e(username),
-            error=f'<p class="error" role="alert" id="signin-error">{e(error)}</p>' if error else "",
+            error=f'<p class="error" role="alert" id="signin-error">{e(error)}</p>'
+            if error
+            else "",
             warning=warning,
             next=e(target),
         )
@@ -249,17 +269,24 @@ class Handlers:
             return self.signin_page(request, username, BAD_SIGNIN, 401, target)
         ip = request.remote or "unknown"
         if self._inflight.get(ip, 0) >= MAX_INFLIGHT_PER_ADDRESS:
-            return self.signin_page(request, username, "Too many attempts. Wait and try again.",
-                                    429, target)
+            return self.signin_page(
+                request, username, "Too many attempts. Wait and try again.", 429, target
+            )
         self._inflight[ip] = self._inflight.get(ip, 0) + 1
         try:
             entry = await self.check_password(ip, username, password)
         except DirectoryUnavailable:
-            self.service.ctx.log.warning("event=web_signin result=unavailable client=%s user=%r",
-                                         ip, username)
+            self.service.ctx.log.warning(
+                "event=web_signin result=unavailable client=%s user=%r", ip, username
+            )
             return self.signin_page(
-                request, username, "The directory of mailboxes cannot be reached right now. "
-                "Nothing is wrong with your password: try again in a few minutes.", 503, target)
+                request,
+                username,
+                "The directory of mailboxes cannot be reached right now. "
+                "Nothing is wrong with your password: try again in a few minutes.",
+                503,
+                target,
+            )
         finally:
             self._inflight[ip] -= 1
             if not self._inflight[ip]:
@@ -269,7 +296,12 @@ class Handlers:
         token = self.service.signer.issue(entry.name)
         response = web.HTTPSeeOther(target)
         response.set_cookie(
-            COOKIE, token, httponly=True, samesite="Strict", secure=request.secure, path="/",
+            COOKIE,
+            token,
+            httponly=True,
+            samesite="Strict",
+            secure=request.secure,
+            path="/",
             max_age=int(self.service.signer.max_age),
         )
         raise response
@@ -281,9 +313,7 @@ class Handlers:
         delay = throttle.delay(ip, account)
         if delay:
             await asyncio.sleep(delay)
-        entry = await asyncio.to_thread(
-            self.service.directory.verify, settings, username, password
-        )
+        entry = await asyncio.to_thread(self.service.directory.verify, settings, username, password)
         if entry is None or entry.mailbox.Type in REFUSED_TYPES:
             throttle.failed(ip, account)
             log.info("event=web_signin result=fail client=%s user=%r", ip, username)
@@ -300,10 +330,18 @@ class Handlers:
         shown = view.shown
         blocks = "\n".join(
             (
-                setting_block("pop", "POP setting", shown.POP,
-                              protocol_note(entry, "POP3", "POP") if entry else ""),
-                setting_block("imap", "IMAP setting", shown.IMAP,
-                              protocol_note(entry, "IMAP4", "IMAP") if entry else ""),
+                setting_block(
+                    "pop",
+                    "POP setting",
+                    shown.POP,
+                    protocol_note(entry, "POP3", "POP") if entry else "",
+                ),
+                setting_block(
+                    "imap",
+                    "IMAP setting",
+                    shown.IMAP,
+                    protocol_note(entry, "IMAP4", "IMAP") if entry else "",
+                ),
                 setting_block("smtp", "SMTP setting", shown.SMTP),
             )
         )
@@ -320,9 +358,8 @@ class Handlers:
             else ""
         )
         content = template("settings.html").substitute(
-            user=e(box.DisplayName or box.PrimarySmtpAddress) + (
-                f" ({e(box.PrimarySmtpAddress)})" if box.DisplayName else ""
-            ),
+            user=e(box.DisplayName or box.PrimarySmtpAddress)
+            + (f" ({e(box.PrimarySmtpAddress)})" if box.DisplayName else ""),
             scope=scope,
             blocks=blocks,
             profile=profile,
@@ -348,17 +385,23 @@ class Handlers:
         name, box = self.require_sign_in(request)
         settings = self.settings
         data = mobileconfig.profile(
-            self.view_for(request, name), box.PrimarySmtpAddress, box.DisplayName,
+            self.view_for(request, name),
+            box.PrimarySmtpAddress,
+            box.DisplayName,
             settings.Organization.Domain,
         )
         if data is None:
             return message_page(
-                settings, "Nothing to download",
+                settings,
+                "Nothing to download",
                 "Your administrator has not published settings a profile could use.",
-                404, "/settings", "Back to the settings",
+                404,
+                "/settings",
+                "Back to the settings",
             )
         return web.Response(
-            body=data, content_type=mobileconfig.CONTENT_TYPE,
+            body=data,
+            content_type=mobileconfig.CONTENT_TYPE,
             headers={
                 "Content-Disposition": 'attachment; filename="mail.mobileconfig"',
                 "Cache-Control": "no-store",
@@ -369,11 +412,11 @@ class Handlers:
     async def thunderbird_config(self, request: web.Request) -> web.StreamResponse:
         settings = self.settings
         domain = self.config_domain(settings, request.query.get("emailaddress", ""))
-        body = autoconfig.config_xml(
-            self.view_for(request), domain, settings.Organization.Name
-        )
+        body = autoconfig.config_xml(self.view_for(request), domain, settings.Organization.Name)
         return web.Response(
-            body=body, content_type="application/xml", charset="utf-8",
+            body=body,
+            content_type="application/xml",
+            charset="utf-8",
             headers={"Cache-Control": "no-cache"},
         )
 
@@ -408,7 +451,8 @@ class Handlers:
             return self.autodiscover_error()
         return web.Response(
             body=autodiscover.response_xml(self.view_for(request), asked),
-            content_type="text/xml", charset="utf-8",
+            content_type="text/xml",
+            charset="utf-8",
         )
 
     async def autodiscover_get(self, request: web.Request) -> web.StreamResponse:
@@ -417,7 +461,9 @@ class Handlers:
     @staticmethod
     def autodiscover_error(status: int = 200) -> web.Response:
         return web.Response(
-            body=autodiscover.error_xml(), content_type="text/xml", charset="utf-8",
+            body=autodiscover.error_xml(),
+            content_type="text/xml",
+            charset="utf-8",
             status=status,
         )
 
@@ -435,8 +481,10 @@ def tls_redirect_middleware(handlers: Handlers) -> Callable[..., Awaitable[web.S
         if request.path in PAGES_NEEDING_TLS:
             target = handlers.https_url(request)
             if target is not None:
-                raise web.HTTPPermanentRedirect(target) if request.method == "POST" else (
-                    web.HTTPMovedPermanently(target)
+                raise (
+                    web.HTTPPermanentRedirect(target)
+                    if request.method == "POST"
+                    else (web.HTTPMovedPermanently(target))
                 )
         return await handler(request)
 
@@ -477,8 +525,11 @@ def build_app(service: WebService) -> web.Application:
     router.add_get("/mobileconfig", handlers.download_profile)
     for path in ("/mail/config-v1.1.xml", "/.well-known/autoconfig/mail/config-v1.1.xml"):
         router.add_get(path, handlers.thunderbird_config)
-    for path in ("/autodiscover/autodiscover.xml", "/Autodiscover/Autodiscover.xml",
-                 "/AutoDiscover/AutoDiscover.xml"):
+    for path in (
+        "/autodiscover/autodiscover.xml",
+        "/Autodiscover/Autodiscover.xml",
+        "/AutoDiscover/AutoDiscover.xml",
+    ):
         router.add_post(path, handlers.outlook_autodiscover)
         router.add_get(path, handlers.autodiscover_get)
     router.add_static("/static", STATIC, show_index=False, follow_symlinks=False)

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-from ..settings.published import Endpoint
-from .view import ClientView
+from server.settings.published import Endpoint
+from server.web.view import ClientView
 
 SOCKET_TYPES = {"SSL": "SSL", "TLS": "STARTTLS", "None": "plain"}
 

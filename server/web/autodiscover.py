@@ -16,8 +16,8 @@ import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
-from ..settings.published import Endpoint
-from .view import ClientView
+from server.settings.published import Endpoint
+from server.web.view import ClientView
 
 REQUEST_NS = "http://schemas.microsoft.com/exchange/autodiscover/outlook/requestschema/2006"
 RESPONSE_NS = "http://schemas.microsoft.com/exchange/autodiscover/responseschema/2006"
@@ -42,15 +42,35 @@ class UnreadableRequest(InvalidRequest):
 # XML 1.0 appendix F: the first bytes tell the encoding family before any declaration.
 _BOMS = (
     (codecs.BOM_UTF8, "utf-8-sig"),
-    (codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
-    (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"),
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
 )
-_SNIFF = ((b"\x00\x00\x00<", "utf-32-be"), (b"<\x00\x00\x00", "utf-32-le"),
-          (b"\x00<\x00?", "utf-16-be"), (b"<\x00?\x00", "utf-16-le"))
+_SNIFF = (
+    (b"\x00\x00\x00<", "utf-32-be"),
+    (b"<\x00\x00\x00", "utf-32-le"),
+    (b"\x00<\x00?", "utf-16-be"),
+    (b"<\x00?\x00", "utf-16-le"),
+)
 _DECLARATION = re.compile(r"""\A\s*<\?xml[^>]*?encoding\s*=\s*["']([A-Za-z0-9._-]+)["']""")
-_ALLOWED = {"utf-8", "utf8", "us-ascii", "ascii", "iso-8859-1", "latin-1", "latin1",
-            "windows-1252", "cp1252", "utf-16", "utf-16le", "utf-16be", "utf-32", "utf-32le",
-            "utf-32be"}
+_ALLOWED = {
+    "utf-8",
+    "utf8",
+    "us-ascii",
+    "ascii",
+    "iso-8859-1",
+    "latin-1",
+    "latin1",
+    "windows-1252",
+    "cp1252",
+    "utf-16",
+    "utf-16le",
+    "utf-16be",
+    "utf-32",
+    "utf-32le",
+    "utf-32be",
+}
 
 
 def decode_xml(body: bytes) -> str:
@@ -92,9 +112,7 @@ def parse_request(body: bytes) -> AutodiscoverRequest:
     if root.tag != f"{{{REQUEST_NS}}}Autodiscover":
         raise InvalidRequest("not an Outlook autodiscover request")
     email = root.findtext(f"{{{REQUEST_NS}}}Request/{{{REQUEST_NS}}}EMailAddress")
-    schema = root.findtext(
-        f"{{{REQUEST_NS}}}Request/{{{REQUEST_NS}}}AcceptableResponseSchema"
-    )
+    schema = root.findtext(f"{{{REQUEST_NS}}}Request/{{{REQUEST_NS}}}AcceptableResponseSchema")
     if not email or "@" not in email or not schema:
         raise InvalidRequest("EMailAddress and AcceptableResponseSchema are required")
     return AutodiscoverRequest(email.strip(), schema.strip())
@@ -141,8 +159,10 @@ def error_xml(code: int = 600, message: str = "Invalid Request") -> bytes:
     root = ET.Element("Autodiscover", xmlns=RESPONSE_NS)
     response = ET.SubElement(root, "Response")
     error = ET.SubElement(
-        response, "Error",
-        Time=time.strftime("%H:%M:%S", time.gmtime()), Id=str(secrets.randbelow(10**10)),
+        response,
+        "Error",
+        Time=time.strftime("%H:%M:%S", time.gmtime()),
+        Id=str(secrets.randbelow(10**10)),
     )
     ET.SubElement(error, "ErrorCode").text = str(code)
     ET.SubElement(error, "Message").text = message

@@ -7,8 +7,8 @@ from __future__ import annotations
 import plistlib
 import uuid
 
-from ..settings.published import Endpoint
-from .view import ClientView
+from server.settings.published import Endpoint
+from server.web.view import ClientView
 
 CONTENT_TYPE = "application/x-apple-aspen-config"
 

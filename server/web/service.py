@@ -16,15 +16,15 @@ from typing import Any
 
 from aiohttp import web
 
-from ..directory import Directory
-from ..frontend.throttle import LoginThrottle
-from ..runtime import tls
-from ..runtime.listeners import bind_socket, endpoint_label
-from ..runtime.service import Service
-from ..settings.models import Settings
-from ..settings.types import IPEndPoint
-from .app import build_app
-from .session import RevokedSessions, SessionSigner, session_key
+from server.directory import Directory
+from server.directory.throttle import LoginThrottle
+from server.runtime import tls
+from server.runtime.listeners import bind_socket, endpoint_label
+from server.runtime.service import Service
+from server.settings.models import Settings
+from server.settings.types import IPEndPoint
+from server.web.app import build_app
+from server.web.session import RevokedSessions, SessionSigner, session_key
 
 Key = tuple[str, int, bool]  # address, port, TLS
 
@@ -47,7 +47,8 @@ class WebService(Service):
         directory = self.directory
         self.signer = SessionSigner(
             await asyncio.to_thread(session_key, home),
-            password_hash=directory.stored_hash, revoked=RevokedSessions(home),
+            password_hash=directory.stored_hash,
+            revoked=RevokedSessions(home),
         )
         self.throttle = LoginThrottle()
         self.ssl_context: ssl.SSLContext | None = None

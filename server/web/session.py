@@ -21,8 +21,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from ..settings.paths import Home
-from ..settings.store import atomic_write, locked
+from server.settings.paths import Home
+from server.settings.store import atomic_write, locked
 
 KEY_FILE = "web-session-key"
 REVOKED_FILE = "web-revoked-sessions.json"
@@ -105,7 +105,10 @@ class RevokedSessions:
 
 class SessionSigner:
     def __init__(
-        self, key: bytes, max_age: float = 8 * 3600, clock: Callable[[], float] = time.time,
+        self,
+        key: bytes,
+        max_age: float = 8 * 3600,
+        clock: Callable[[], float] = time.time,
         password_hash: Callable[[str], str | None] | None = None,
         revoked: RevokedSessions | None = None,
     ) -> None:
@@ -130,8 +133,12 @@ class SessionSigner:
 
     def issue(self, mailbox: str) -> str:
         body = json.dumps(
-            {"m": mailbox, "t": int(self._clock()), "n": secrets.token_hex(8),
-             "p": self._fingerprint(mailbox) or ""},
+            {
+                "m": mailbox,
+                "t": int(self._clock()),
+                "n": secrets.token_hex(8),
+                "p": self._fingerprint(mailbox) or "",
+            },
             separators=(",", ":"),
         )
         payload = _b64(body.encode())

@@ -18,9 +18,9 @@ import logging
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from ..settings.models import Settings
-from ..settings.published import Endpoint, Published, published, smtp_endpoint
-from ..settings.types import ConnectionSetting, Encryption
+from server.settings.models import Settings
+from server.settings.published import Endpoint, Published, published, smtp_endpoint
+from server.settings.types import ConnectionSetting, Encryption
 
 log = logging.getLogger("mailctl.web")
 

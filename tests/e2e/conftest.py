@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from server.runtime import control
+from server.control import services as control
 from server.runtime.listeners import ListenerSet
 from server.runtime.main import TEST_REGISTRY_ENV
 from server.runtime.service import Service
@@ -57,8 +57,9 @@ def home(tmp_path: Path) -> Home:
     """tests/conftest.py's `home`, with a port check that ignores TIME_WAIT left by earlier
     tests (e2e tests open many connections; the services bind with SO_REUSEADDR)."""
     home = Home.resolve(tmp_path / "home")
-    store.create(home, default_settings(server="MBX01", domain="contoso.test",
-                                        ports=reusable_port_plan()))
+    store.create(
+        home, default_settings(server="MBX01", domain="contoso.test", ports=reusable_port_plan())
+    )
     return home
 
 
@@ -77,8 +78,12 @@ class ServiceRunner:
 
     def mailctl(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "mailctl", *args], env=self.env, cwd=REPO,
-            capture_output=True, text=True, timeout=timeout,
+            [sys.executable, "-m", "mailctl", *args],
+            env=self.env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
 
     def run_ok(self, *args: str) -> subprocess.CompletedProcess[str]:
@@ -153,7 +158,9 @@ def _base_env(home: Home, registry: dict[str, str] | None = None) -> dict[str, s
 def fresh_home(tmp_path: Path) -> Iterator[ServiceRunner]:
     """An empty home folder (nothing created yet: start with `runner.run_ok("init", ...)`),
     whose services are stopped at teardown."""
-    runner = ServiceRunner(Home.resolve(tmp_path / "fresh"), _base_env(Home.resolve(tmp_path / "fresh")))
+    runner = ServiceRunner(
+        Home.resolve(tmp_path / "fresh"), _base_env(Home.resolve(tmp_path / "fresh"))
+    )
     try:
         yield runner
     finally:
@@ -238,7 +245,9 @@ class EchoService(Service):
             writer.close()
 
     async def reload(self, old: Settings, new: Settings) -> None:
-        await self.listeners.reconcile(echo_endpoints(new, self.ctx.name, self.ctx.server), [], None)
+        await self.listeners.reconcile(
+            echo_endpoints(new, self.ctx.name, self.ctx.server), [], None
+        )
 
     async def stop(self, grace: float) -> None:
         if os.environ.get("ECHO_HANG_STOP"):

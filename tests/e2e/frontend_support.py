@@ -35,13 +35,21 @@ class FakeBackend:
     (server/protocols/handover.py, so the front end's proof and the PROXY header are checked),
     then WHOAMI (IMAP, an X command) / STAT (POP3), BIG n, DIE, LOGOUT/QUIT."""
 
-    def __init__(self, home: Home, protocol: str, host: str, port: int,
-                 context: ssl.SSLContext | None = None, server: str | None = None) -> None:
+    def __init__(
+        self,
+        home: Home,
+        protocol: str,
+        host: str,
+        port: int,
+        context: ssl.SSLContext | None = None,
+        server: str | None = None,
+    ) -> None:
         self.home, self.protocol, self.host, self.port = home, protocol, host, port
         # Which server's back end this is: the one whose BackEndAddress is `host`.
         servers = store.load(home).settings.Servers
         self.server_name = server or next(
-            (name for name, srv in servers.items() if srv.BackEndAddress == host), "MBX01")
+            (name for name, srv in servers.items() if srv.BackEndAddress == host), "MBX01"
+        )
         self.context = context
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
@@ -65,7 +73,8 @@ class FakeBackend:
 
     async def _start(self) -> None:
         self.server = await asyncio.start_server(
-            self.handle, self.host, self.port, ssl=self.context, reuse_address=True)
+            self.handle, self.host, self.port, ssl=self.context, reuse_address=True
+        )
 
     async def _stop(self) -> None:
         assert self.server is not None
@@ -77,6 +86,7 @@ class FakeBackend:
         async def kill() -> None:
             for writer in list(self.writers):
                 writer.transport.abort()
+
         self._call(kill())
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -84,7 +94,8 @@ class FakeBackend:
         try:
             protocol = "IMAP4" if self.protocol == "IMAP" else "POP3"
             shake = handover.BackendHandshake(
-                proxy_secret(self.home).encode(), protocol, self.server_name)
+                proxy_secret(self.home).encode(), protocol, self.server_name
+            )
             writer.write(shake.challenge())
             while shake.accepted is None:
                 data = await reader.read(shake.room())
@@ -106,8 +117,13 @@ class FakeBackend:
             self.writers.discard(writer)
             writer.close()
 
-    async def imap(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                   info: proxyv2.ProxyInfo, user: str) -> None:
+    async def imap(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        info: proxyv2.ProxyInfo,
+        user: str,
+    ) -> None:
         writer.write(b"* PREAUTH [CAPABILITY IMAP4rev1 IDLE XFAKE] proxied\r\n")
         while line := await reader.readline():
             tag, _, rest = line.strip().partition(b" ")
@@ -130,8 +146,13 @@ class FakeBackend:
                 writer.write(tag + b" OK " + verb + b" done\r\n")
             await writer.drain()
 
-    async def pop(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                  info: proxyv2.ProxyInfo, user: str) -> None:
+    async def pop(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        info: proxyv2.ProxyInfo,
+        user: str,
+    ) -> None:
         writer.write(b"+OK proxied\r\n")
         while line := await reader.readline():
             verb = line.strip().upper()
@@ -172,7 +193,8 @@ def add_mailboxes(home: Home) -> None:
     }
     for name, extra in boxes.items():
         settings.Mailboxes[name] = Mailbox(
-            PrimarySmtpAddress=f"{name.lower()}@{domain}", Server="MBX01", **extra)
+            PrimarySmtpAddress=f"{name.lower()}@{domain}", Server="MBX01", **extra
+        )
     save(home, settings)
     directory = Directory(home)
     for name in boxes:
@@ -206,6 +228,5 @@ def bypass_validation(svc: Any, protocol: str, **changes: Any) -> None:
     new_ps = getattr(server, field).model_copy(update=changes)
     new_server = server.model_copy(update={field: new_ps})
     svc.service.ctx.settings = settings.model_copy(
-        update={"Servers": {**settings.Servers, "MBX01": new_server}})
-
-
+        update={"Servers": {**settings.Servers, "MBX01": new_server}}
+    )

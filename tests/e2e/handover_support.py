@@ -27,13 +27,20 @@ def read_line(sock: socket.socket, limit: int = 4096) -> bytes:
     return line
 
 
-def hand_over(sock: socket.socket, secret: str | bytes, mailbox: str, protocol: str,
-              server: str = "MBX01", client: tuple[str, int] = CLIENT) -> list[bytes]:
+def hand_over(
+    sock: socket.socket,
+    secret: str | bytes,
+    mailbox: str,
+    protocol: str,
+    server: str = "MBX01",
+    client: tuple[str, int] = CLIENT,
+) -> list[bytes]:
     """Run the front end's side to the end; returns the lines it sent. Raises
     handover.HandoverRefused / ImpostorError / HandoverError as a front end would."""
     key = secret.encode() if isinstance(secret, str) else secret
-    header = proxyv2.encode(proxyv2.ProxyInfo(client[0], client[1], "127.0.0.1",
-                                              sock.getpeername()[1]))
+    header = proxyv2.encode(
+        proxyv2.ProxyInfo(client[0], client[1], "127.0.0.1", sock.getpeername()[1])
+    )
     shake = FrontendHandshake(key, protocol, server, mailbox, header)
     sent: list[bytes] = []
     while not shake.done:
@@ -47,8 +54,9 @@ def hand_over(sock: socket.socket, secret: str | bytes, mailbox: str, protocol: 
 class ProxiedIMAP4(imaplib.IMAP4):
     """imaplib as a front end: the hand-over for `mailbox`, then a PREAUTH session."""
 
-    def __init__(self, host: str, port: int, *, secret: str, mailbox: str = "alice",
-                 timeout: float = 10) -> None:
+    def __init__(
+        self, host: str, port: int, *, secret: str, mailbox: str = "alice", timeout: float = 10
+    ) -> None:
         self.secret, self.mailbox = secret, mailbox
         super().__init__(host, port, timeout=timeout)
 
@@ -59,8 +67,16 @@ class ProxiedIMAP4(imaplib.IMAP4):
 
 
 class ProxiedIMAP4SSL(imaplib.IMAP4_SSL):
-    def __init__(self, host: str, port: int, *, secret: str, ssl_context: ssl.SSLContext,
-                 mailbox: str = "alice", timeout: float = 10) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        secret: str,
+        ssl_context: ssl.SSLContext,
+        mailbox: str = "alice",
+        timeout: float = 10,
+    ) -> None:
         self.secret, self.mailbox = secret, mailbox
         super().__init__(host, port, ssl_context=ssl_context, timeout=timeout)
 
@@ -75,8 +91,16 @@ class ProxiedPOP3(poplib.POP3):
     """poplib as a front end: the hand-over for `mailbox`; the greeting is the maildrop's
     +OK (the session starts in the TRANSACTION state)."""
 
-    def __init__(self, host: str, port: int, *, secret: str, mailbox: str = "alice",
-                 timeout: float = 10, context: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        secret: str,
+        mailbox: str = "alice",
+        timeout: float = 10,
+        context: ssl.SSLContext | None = None,
+    ) -> None:
         self.secret, self.mailbox, self.context = secret, mailbox, context
         super().__init__(host, port, timeout=timeout)
 

@@ -48,25 +48,28 @@ class Slapd:
         (folder / "db").mkdir(exist_ok=True)
         self.port = free_port()
         self.uri = f"ldap://127.0.0.1:{self.port}"
-        modules = "".join(f"moduleload {m}\n" for m in ("back_mdb", "argon2")
-                          if (MODULES / f"{m}.so").exists())
-        includes = "".join(f"include {SCHEMAS / s}.schema\n"
-                           for s in ("core", "cosine", "inetorgperson", "nis"))
+        modules = "".join(
+            f"moduleload {m}\n" for m in ("back_mdb", "argon2") if (MODULES / f"{m}.so").exists()
+        )
+        includes = "".join(
+            f"include {SCHEMAS / s}.schema\n" for s in ("core", "cosine", "inetorgperson", "nis")
+        )
         (folder / "slapd.conf").write_text(
             f"{includes}include {SCHEMA_FILE}\n"
             f"pidfile {folder / 'slapd.pid'}\nargsfile {folder / 'slapd.args'}\n"
             f"modulepath {MODULES}\n{modules}"
             "password-hash {ARGON2}\n"
-            f"database mdb\nmaxsize 10485760\nsuffix \"{SUFFIX}\"\n"
-            f"rootdn \"{ROOT_DN}\"\nrootpw {ROOT_PW}\ndirectory {folder / 'db'}\n"
+            f'database mdb\nmaxsize 10485760\nsuffix "{SUFFIX}"\n'
+            f'rootdn "{ROOT_DN}"\nrootpw {ROOT_PW}\ndirectory {folder / "db"}\n'
             "index objectClass eq\n"
             # The service account mailctl binds as writes the people below PEOPLE and reads
             # their hashes (LoginVerification Hash); users may only bind with theirs.
-            f"access to dn.subtree=\"{PEOPLE}\" attrs=userPassword\n"
-            f"  by dn.exact=\"{SERVICE_DN}\" write by self write by anonymous auth by * none\n"
-            f"access to dn.subtree=\"{PEOPLE}\" by dn.exact=\"{SERVICE_DN}\" write by * read\n"
+            f'access to dn.subtree="{PEOPLE}" attrs=userPassword\n'
+            f'  by dn.exact="{SERVICE_DN}" write by self write by anonymous auth by * none\n'
+            f'access to dn.subtree="{PEOPLE}" by dn.exact="{SERVICE_DN}" write by * read\n'
             "access to attrs=userPassword by self write by anonymous auth by * none\n"
-            "access to * by * read\n")
+            "access to * by * read\n"
+        )
         self.pid: int | None = None
 
     def start(self) -> None:
@@ -75,9 +78,13 @@ class Slapd:
         are listening by then: that line is the readiness signal ("slapd starting" comes
         from another thread and may precede listen()). A thread drains the rest."""
         self.process = subprocess.Popen(
-            [self.binary, "-f", str(self.folder / "slapd.conf"), "-h", f"{self.uri}/",
-             "-d", "8"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE, text=True, errors="replace")
+            [self.binary, "-f", str(self.folder / "slapd.conf"), "-h", f"{self.uri}/", "-d", "8"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            errors="replace",
+        )
         assert self.process.stderr is not None
         seen = []
         for line in self.process.stderr:
@@ -116,6 +123,9 @@ class Slapd:
         conn = ldap3.Connection(ldap3.Server(self.uri), ROOT_DN, ROOT_PW, auto_bind=True)
         conn.add(SUFFIX, ["dcObject", "organization"], {"dc": "contoso", "o": "Contoso"})
         conn.add(PEOPLE, ["organizationalUnit"], {"ou": "people"})
-        conn.add(SERVICE_DN, ["organizationalRole", "simpleSecurityObject"],
-                 {"cn": "mailctl", "userPassword": SERVICE_PW})
+        conn.add(
+            SERVICE_DN,
+            ["organizationalRole", "simpleSecurityObject"],
+            {"cn": "mailctl", "userPassword": SERVICE_PW},
+        )
         conn.unbind()

@@ -35,8 +35,10 @@ LIMIT = 100 * 1024 * 1024  # RSS growth allowed while COUNT answers of 5 MB are 
 def big_message() -> bytes:
     line = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789ab\r\n"
     body = line * (5 * 1024 * 1024 // len(line))
-    return (b"From: alice@contoso.test\r\nTo: bob@contoso.test\r\nSubject: big\r\n"
-            b"Message-ID: <big@contoso.test>\r\n\r\n" + body)
+    return (
+        b"From: alice@contoso.test\r\nTo: bob@contoso.test\r\nSubject: big\r\n"
+        b"Message-ID: <big@contoso.test>\r\n\r\n" + body
+    )
 
 
 def rss() -> int:
@@ -76,8 +78,11 @@ def blocked_writers(service: Any) -> tuple[int, ...]:
             return ()
         writers = list(service._connections.values())
     else:
-        writers = [c.writer for c in list(service._connections.values())
-                   if c is not None and getattr(c, "waiting", False)]
+        writers = [
+            c.writer
+            for c in list(service._connections.values())
+            if c is not None and getattr(c, "waiting", False)
+        ]
     return tuple(w.transport.get_write_buffer_size() for w in writers if w is not None)
 
 
@@ -138,8 +143,10 @@ def site(tmp_path: Path, in_process: Any) -> Iterator[tuple[Home, dict[str, Any]
     home = make_home(tmp_path / "home")
     add_mailboxes(home)
     with ExitStack() as stack:
-        running = {name: stack.enter_context(in_process(name, home, "MBX01"))
-                   for name in (IMAP4BE, POP3BE, IMAP4, POP3)}
+        running = {
+            name: stack.enter_context(in_process(name, home, "MBX01"))
+            for name in (IMAP4BE, POP3BE, IMAP4, POP3)
+        }
         yield home, running
 
 
@@ -221,8 +228,9 @@ def test_streamed_literals_arrive_whole_with_the_other_items(
     assert [b[1] for b in bodies] == [big, other]
     tails = [entry for entry in data if isinstance(entry, bytes)]
     assert all(b[0].startswith(b"%d (UID %d BODY[] {" % (n, n)) for n, b in enumerate(bodies, 1))
-    assert all(t.startswith(b" RFC822.SIZE 5242956 FLAGS (\\Seen") and t.endswith(b")")
-               for t in tails), tails
+    assert all(
+        t.startswith(b" RFC822.SIZE 5242956 FLAGS (\\Seen") and t.endswith(b")") for t in tails
+    ), tails
     typ, data = m.fetch("2", "(BODY.PEEK[] RFC822)")  # the same file twice in one response
     assert [entry[1] for entry in data if isinstance(entry, tuple)] == [other, other]
     m.logout()
@@ -250,8 +258,9 @@ def test_pop3_big_messages_arrive_whole_streamed_or_stuffed(
 ) -> None:
     plain = big_message()
     dotted = plain.replace(b"\r\n0123", b"\r\n.0123", 3)  # needs byte-stuffing: not streamed
-    asks = plain.replace(b"Subject: big", b"Disposition-Notification-To: a@contoso.test\r\n"
-                                           b"Subject: big")
+    asks = plain.replace(
+        b"Subject: big", b"Disposition-Notification-To: a@contoso.test\r\nSubject: big"
+    )
     pop_backend.deliver(plain, dotted, asks)
     pop = pop_backend.login()
     for n, want in enumerate((plain, dotted, asks, plain), 1):  # the 4th: facts cached

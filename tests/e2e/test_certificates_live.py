@@ -63,8 +63,15 @@ def test_enabled_certificate_serves_the_next_handshake_without_restart(
     old = thumbprint(old_client)
     assert served(runner) == old
 
-    made = runner.run_ok("New-ExchangeCertificate", "-SubjectName", "CN=mbx01.contoso.test",
-                         "-DomainName", "mbx01.contoso.test,imap.contoso.test", "-o", "json")
+    made = runner.run_ok(
+        "New-ExchangeCertificate",
+        "-SubjectName",
+        "CN=mbx01.contoso.test",
+        "-DomainName",
+        "mbx01.contoso.test,imap.contoso.test",
+        "-o",
+        "json",
+    )
     new = json.loads(made.stdout)["Thumbprint"]
     assert new != old
     # The index changed, so the service looked again (its log says so), but the new

@@ -114,8 +114,10 @@ def test_exchange_spelling_through_bash(home: Home) -> None:
         assert result.returncode == 0, (line, result.stderr)
     # bash expands an unquoted $false (and $True) to nothing: refused, never read as true
     before = home.settings_file.read_bytes()
-    for line in ("mailctl Set-CASMailbox alice -ImapEnabled $true",
-                 "mailctl Set-CASMailbox alice -PopEnabled $false -ImapEnabled:$false"):
+    for line in (
+        "mailctl Set-CASMailbox alice -ImapEnabled $true",
+        "mailctl Set-CASMailbox alice -PopEnabled $false -ImapEnabled:$false",
+    ):
         result = bash(home, line)
         assert result.returncode == 2 and "'$false' in single quotes" in result.stderr, line
     assert home.settings_file.read_bytes() == before

@@ -13,8 +13,7 @@ import pytest
 
 from mailctl.cli import COMMANDS, UNSUPPORTED, click_group
 from server.settings.paths import Home
-
-from ..unit.test_cli_helpers import mailctl, ok
+from tests.unit.mailctl.cli_helpers import mailctl, ok
 
 pytestmark = pytest.mark.e2e
 

@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
+from server.control.connectivity import ConnectionType, Probe, test_connectivity
 from server.settings import store
 from server.settings.models import DELIVERY, IMAP4, IMAP4BE, POP3, POP3BE, SUBMISSION
 from server.settings.paths import Home
 from server.store import open_store
-from server.web.connectivity import ConnectionType, Probe, test_connectivity
 from tests.e2e.conftest import REPO, ServiceRunner, _base_env
 from tests.e2e.frontend_support import PASSWORD, add_mailboxes, make_home
 
@@ -49,8 +49,14 @@ def no_backends(home: Home, in_process: Any) -> Iterator[None]:
 
 
 def probe(protocol: str, **kw: Any) -> Probe:
-    return Probe(protocol=protocol, server="MBX01", user=kw.pop("user", "bob"),
-                 password=kw.pop("password", PASSWORD), timeout=kw.pop("timeout", 20), **kw)
+    return Probe(
+        protocol=protocol,
+        server="MBX01",
+        user=kw.pop("user", "bob"),
+        password=kw.pop("password", PASSWORD),
+        timeout=kw.pop("timeout", 20),
+        **kw,
+    )
 
 
 def results(home: Home, p: Probe) -> list[dict[str, Any]]:
@@ -67,8 +73,12 @@ def inbox_count(home: Home, user: str) -> int:
 
 @pytest.mark.parametrize(
     ("protocol", "kind"),
-    [("IMAP4", ConnectionType.Ssl), ("IMAP4", ConnectionType.Tls),
-     ("POP3", ConnectionType.Ssl), ("POP3", ConnectionType.Tls)],
+    [
+        ("IMAP4", ConnectionType.Ssl),
+        ("IMAP4", ConnectionType.Tls),
+        ("POP3", ConnectionType.Ssl),
+        ("POP3", ConnectionType.Tls),
+    ],
 )
 def test_logon_send_and_retrieve_succeed(
     home: Home, everything: None, protocol: str, kind: ConnectionType
@@ -89,8 +99,9 @@ def test_light_mode_only_logs_on(home: Home, everything: None) -> None:
 
 def test_plaintext_fails_under_secure_login(home: Home, everything: None) -> None:
     for protocol in ("IMAP4", "POP3"):
-        [row] = results(home, probe(protocol, connection_type=ConnectionType.Plaintext,
-                                    light_mode=True))
+        [row] = results(
+            home, probe(protocol, connection_type=ConnectionType.Plaintext, light_mode=True)
+        )
         assert row["Result"] == "Failure"
         assert "answered" in row["Error"], row
 
@@ -116,34 +127,60 @@ def test_nothing_listening_names_the_endpoint(home: Home) -> None:
 
 def mailctl(home: Home, *args: str, password: str = PASSWORD) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "mailctl", *args], env=_base_env(home), cwd=REPO,
-        input=password + "\n", capture_output=True, text=True, timeout=60,
+        [sys.executable, "-m", "mailctl", *args],
+        env=_base_env(home),
+        cwd=REPO,
+        input=password + "\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
 def test_cli_exchange_spelling_and_exit_status(home: Home, in_process: Any) -> None:
     with in_process(IMAP4, home, "MBX01"):
         with in_process(IMAP4BE, home, "MBX01"):
-            ok = mailctl(home, "Test-ImapConnectivity", "-ClientAccessServer", "MBX01",
-                         "-MailboxCredential", "bob", "-ConnectionType", "Tls", "-LightMode",
-                         "-TrustAnySSLCertificate", "-Timeout", "15", "--output", "json")
+            ok = mailctl(
+                home,
+                "Test-ImapConnectivity",
+                "-ClientAccessServer",
+                "MBX01",
+                "-MailboxCredential",
+                "bob",
+                "-ConnectionType",
+                "Tls",
+                "-LightMode",
+                "-TrustAnySSLCertificate",
+                "-Timeout",
+                "15",
+                "--output",
+                "json",
+            )
             assert ok.returncode == 0, ok.stderr
             [row] = json.loads(ok.stdout)
             assert set(row) == {
-                "CasServer", "LocalSite", "Scenario", "Result", "Latency(MS)", "Error",
+                "CasServer",
+                "LocalSite",
+                "Scenario",
+                "Result",
+                "Latency(MS)",
+                "Error",
             }
             assert row["Result"] == "Success" and row["Error"] is None
-            table = mailctl(home, "test-imapconnectivity", "--mailbox-credential", "bob",
-                            "--light-mode")
+            table = mailctl(
+                home, "test-imapconnectivity", "--mailbox-credential", "bob", "--light-mode"
+            )
             assert table.returncode == 0, table.stderr
             assert "Success" in table.stdout and "CasServer" in table.stdout
-        down = mailctl(home, "Test-ImapConnectivity", "-MailboxCredential", "bob", "-LightMode",
-                       "-o", "json")
+        down = mailctl(
+            home, "Test-ImapConnectivity", "-MailboxCredential", "bob", "-LightMode", "-o", "json"
+        )
         assert down.returncode == 1
         [row] = json.loads(down.stdout)
         assert row["Result"] == "Failure" and "not available" in row["Error"], row
-    bad = mailctl(home, "Test-PopConnectivity", "-ConnectionType", "Carrier", "-MailboxCredential",
-                  "bob")
+    bad = mailctl(
+        home, "Test-PopConnectivity", "-ConnectionType", "Carrier", "-MailboxCredential", "bob"
+    )
     assert bad.returncode == 2 and "Plaintext, Ssl, Tls" in bad.stderr
 
 

@@ -38,32 +38,44 @@ CLIENT_TIMEOUT = 20
 
 
 def needs(binary: str, package: str) -> pytest.MarkDecorator:
-    return pytest.mark.skipif(shutil.which(binary) is None,
-                              reason=f"{binary} is not installed (Debian package: {package})")
+    return pytest.mark.skipif(
+        shutil.which(binary) is None,
+        reason=f"{binary} is not installed (Debian package: {package})",
+    )
 
 
 @dataclass
 class Site:
     home: Home
     ca: Path
-    imap: int       # STARTTLS
+    imap: int  # STARTTLS
     imaps: int
-    pop3: int       # STLS
+    pop3: int  # STLS
     pop3s: int
     submission: int  # STARTTLS
 
     def imap_login(self, user: str) -> imaplib.IMAP4_SSL:
-        client = imaplib.IMAP4_SSL("127.0.0.1", self.imaps, ssl_context=client_context(self.home),
-                                   timeout=CLIENT_TIMEOUT)
+        client = imaplib.IMAP4_SSL(
+            "127.0.0.1", self.imaps, ssl_context=client_context(self.home), timeout=CLIENT_TIMEOUT
+        )
         client.login(user, PASSWORD)
         return client
 
 
 def mailctl_together(runner: ServiceRunner, commands: list[list[str]]) -> None:
     running = [
-        (command, subprocess.Popen([sys.executable, "-m", "mailctl", *command], env=runner.env,
-                                   cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                   stderr=subprocess.STDOUT, text=True))
+        (
+            command,
+            subprocess.Popen(
+                [sys.executable, "-m", "mailctl", *command],
+                env=runner.env,
+                cwd=REPO,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            ),
+        )
         for command in commands
     ]
     for command, process in running:
@@ -77,10 +89,16 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     and client submission started, all through the CLI."""
     home = Home.resolve(tmp_path_factory.mktemp("clients") / "home")
     base = free_base_port()
-    store.create(home, default_settings(
-        server="MBX01", domain=DOMAIN,
-        ports=PortPlan.shifted(base, loopback_only=True, bind_address="127.0.0.1",
-                               backend_address="127.0.0.1")))
+    store.create(
+        home,
+        default_settings(
+            server="MBX01",
+            domain=DOMAIN,
+            ports=PortPlan.shifted(
+                base, loopback_only=True, bind_address="127.0.0.1", backend_address="127.0.0.1"
+            ),
+        ),
+    )
     runner = ServiceRunner(home, _base_env(home))
     try:
         # Independent mailctl runs go side by side to keep the set-up short (settings writes
@@ -88,30 +106,41 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         # service start makes the CA and the certificate.
         mailctl_together(runner, [["new-mailbox", name, "--password-stdin"] for name in MAILBOXES])
         mailctl_together(runner, [["enable-imap4"]])
-        mailctl_together(runner, [["enable-pop3"], ["start-service", DELIVERY],
-                                  ["start-service", SUBMISSION]])
+        mailctl_together(
+            runner, [["enable-pop3"], ["start-service", DELIVERY], ["start-service", SUBMISSION]]
+        )
         settings = runner.settings
         server = settings.Servers["MBX01"]
         imap, pop = server.ImapSettings, server.PopSettings
         yield Site(
-            home=home, ca=home.certs / "mailctl-ca.pem",
-            imap=imap.UnencryptedOrTLSBindings[0].port, imaps=imap.SSLBindings[0].port,
-            pop3=pop.UnencryptedOrTLSBindings[0].port, pop3s=pop.SSLBindings[0].port,
+            home=home,
+            ca=home.certs / "mailctl-ca.pem",
+            imap=imap.UnencryptedOrTLSBindings[0].port,
+            imaps=imap.SSLBindings[0].port,
+            pop3=pop.UnencryptedOrTLSBindings[0].port,
+            pop3s=pop.SSLBindings[0].port,
             submission=settings.ReceiveConnectors["Client Frontend MBX01"].Bindings[0].port,
         )
     finally:
         runner.stop_all()
 
 
-def run(argv: list[str], cwd: Path | None = None, env: dict[str, str] | None = None,
-        stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(argv, cwd=cwd, env=env, input=stdin, capture_output=True,
-                          timeout=CLIENT_TIMEOUT)
+def run(
+    argv: list[str],
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    stdin: bytes | None = None,
+) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        argv, cwd=cwd, env=env, input=stdin, capture_output=True, timeout=CLIENT_TIMEOUT
+    )
 
 
 def message(sender: str, to: str, subject: str, msgid: str, body: str = "body") -> bytes:
-    return (f"From: {sender}@{DOMAIN}\r\nTo: {to}@{DOMAIN}\r\nSubject: {subject}\r\n"
-            f"Message-ID: <{msgid}@{DOMAIN}>\r\n\r\n{body}\r\n").encode()
+    return (
+        f"From: {sender}@{DOMAIN}\r\nTo: {to}@{DOMAIN}\r\nSubject: {subject}\r\n"
+        f"Message-ID: <{msgid}@{DOMAIN}>\r\n\r\n{body}\r\n"
+    ).encode()
 
 
 def quoted(folder: str) -> str:
@@ -132,8 +161,12 @@ class InboxWatch:
     server's own EXISTS notice rather than by polling."""
 
     def __init__(self, site: Site, user: str) -> None:
-        self.client = IMAPClient("127.0.0.1", port=site.imaps,
-                                 ssl_context=client_context(site.home), timeout=CLIENT_TIMEOUT)
+        self.client = IMAPClient(
+            "127.0.0.1",
+            port=site.imaps,
+            ssl_context=client_context(site.home),
+            timeout=CLIENT_TIMEOUT,
+        )
         self.client.login(user, PASSWORD)
         self.client.select_folder("INBOX")
         self.client.idle()
@@ -158,8 +191,13 @@ class InboxWatch:
 # --------------------------------------------------------------------------- isync (mbsync)
 
 # IMAP system flags <-> Maildir info letters (the Maildir spec, as isync writes them).
-MAILDIR_FLAGS = {"D": "\\Draft", "F": "\\Flagged", "R": "\\Answered", "S": "\\Seen",
-                 "T": "\\Deleted"}
+MAILDIR_FLAGS = {
+    "D": "\\Draft",
+    "F": "\\Flagged",
+    "R": "\\Answered",
+    "S": "\\Seen",
+    "T": "\\Deleted",
+}
 NON_ASCII = "Résumés"
 SERVER_FOLDERS = {
     "INBOX": [("inbox-1", ""), ("inbox-2", "\\Seen")],
@@ -197,7 +235,8 @@ def server_snapshot(client: imaplib.IMAP4) -> Snapshot:
             flags = re.search(rb"FLAGS \(([^)]*)\)", item[0])
             assert flags, item
             messages[message_id(item[1])] = frozenset(
-                f.decode() for f in flags.group(1).split() if f != b"\\Recent")
+                f.decode() for f in flags.group(1).split() if f != b"\\Recent"
+            )
         snapshot[folder] = messages
     client.unselect() if "UNSELECT" in client.capabilities else client.close()
     return snapshot
@@ -220,7 +259,8 @@ def local_snapshot(root: Path) -> Snapshot:
         for path in [*cur.iterdir(), *(folder / "new").iterdir()]:
             info = path.name.partition(":2,")[2]
             messages[message_id(path.read_bytes())] = frozenset(
-                MAILDIR_FLAGS[c] for c in info if c in MAILDIR_FLAGS)
+                MAILDIR_FLAGS[c] for c in info if c in MAILDIR_FLAGS
+            )
         snapshot[maildir_folder_name(folder.relative_to(root).as_posix())] = messages
     return snapshot
 
@@ -249,8 +289,10 @@ def mbsync_config(site: Site, root: Path, starttls: bool) -> Path:
 
 def mbsync(site: Site, root: Path, starttls: bool = False) -> str:
     config = mbsync_config(site, root, starttls)
-    result = run(["mbsync", "-V", "-c", str(config), "everything"],
-                 env={**os.environ, "HOME": str(root.parent)})
+    result = run(
+        ["mbsync", "-V", "-c", str(config), "everything"],
+        env={**os.environ, "HOME": str(root.parent)},
+    )
     output = (result.stdout + result.stderr).decode(errors="replace")
     assert result.returncode == 0, output
     # mbsync reports many protocol problems as warnings and still exits 0
@@ -300,7 +342,8 @@ def test_mbsync_two_way_sync_of_several_folders(site: Site, tmp_path: Path) -> N
                 append(client, folder, message("x", "syncer", f"{folder} {msgid}", msgid), flags)
         expected = server_snapshot(client)
         assert {f: len(m) for f, m in expected.items() if m} == {
-            f: len(m) for f, m in SERVER_FOLDERS.items()}
+            f: len(m) for f, m in SERVER_FOLDERS.items()
+        }
 
         # 1. the first full sync brings every folder and flag down
         root = tmp_path / "Mail"
@@ -317,7 +360,8 @@ def test_mbsync_two_way_sync_of_several_folders(site: Site, tmp_path: Path) -> N
         client.close()
         cv = local_folder(root, NON_ASCII)
         (cv / "cur" / f"{int(time.time())}.local1.test:2,FS").write_bytes(
-            message("syncer", "x", "written offline", "local-1").replace(b"\r\n", b"\n"))
+            message("syncer", "x", "written offline", "local-1").replace(b"\r\n", b"\n")
+        )
         backdate(cv / "cur")
         local_change(local_folder(root, "Projects/2024"), "plan-1", "RS")
         local_change(local_folder(root, "INBOX"), "inbox-1", "T")  # deleted: expunged both sides
@@ -325,7 +369,8 @@ def test_mbsync_two_way_sync_of_several_folders(site: Site, tmp_path: Path) -> N
         for sub in ("cur", "new", "tmp"):
             (notes / sub).mkdir(parents=True)
         (notes / "new" / f"{int(time.time())}.local2.test").write_bytes(
-            message("syncer", "x", "a note", "note-1").replace(b"\r\n", b"\n"))
+            message("syncer", "x", "a note", "note-1").replace(b"\r\n", b"\n")
+        )
         backdate(notes / "new", notes / "cur")
 
         # 3. sync again (over STARTTLS this time): both sides agree
@@ -333,9 +378,10 @@ def test_mbsync_two_way_sync_of_several_folders(site: Site, tmp_path: Path) -> N
         server = server_snapshot(client)
         assert local_snapshot(root) == server
         assert ids(server, "Sent Items") == {
-            "sent-1": {"\\Seen", "\\Flagged"}, "sent-2": {"\\Seen", "\\Answered"}}
-        assert ids(server, NON_ASCII) == {
-            "cv-2": {"\\Flagged"}, "local-1": {"\\Flagged", "\\Seen"}}
+            "sent-1": {"\\Seen", "\\Flagged"},
+            "sent-2": {"\\Seen", "\\Answered"},
+        }
+        assert ids(server, NON_ASCII) == {"cv-2": {"\\Flagged"}, "local-1": {"\\Flagged", "\\Seen"}}
         assert ids(server, "Projects/2024") == {"plan-1": {"\\Answered", "\\Seen"}}
         assert ids(server, "INBOX") == {"inbox-2": {"\\Seen"}}
         assert ids(server, "Local Notes") == {"note-1": frozenset()}
@@ -379,11 +425,23 @@ def test_msmtp_submits_through_the_client_frontend_connector(site: Site, tmp_pat
 # --------------------------------------------------------------------------- curl
 
 
-def curl(site: Site, url: str, *args: str, user: str = "curler",
-         ca: bool = True) -> subprocess.CompletedProcess[bytes]:
-    return run(["curl", "--silent", "--show-error", "--max-time", str(CLIENT_TIMEOUT),
-                *(["--cacert", str(site.ca)] if ca else []),
-                "--user", f"{user}:{PASSWORD}", *args, url])
+def curl(
+    site: Site, url: str, *args: str, user: str = "curler", ca: bool = True
+) -> subprocess.CompletedProcess[bytes]:
+    return run(
+        [
+            "curl",
+            "--silent",
+            "--show-error",
+            "--max-time",
+            str(CLIENT_TIMEOUT),
+            *(["--cacert", str(site.ca)] if ca else []),
+            "--user",
+            f"{user}:{PASSWORD}",
+            *args,
+            url,
+        ]
+    )
 
 
 def curl_ok(site: Site, url: str, *args: str, user: str = "curler") -> bytes:
@@ -419,8 +477,9 @@ def test_curl_imap_lists_and_fetches_by_uid(
     assert curl_ok(site, f"{base}/INBOX;UID={uid}") == raw
     uid, raw = curler_messages["Sent Items"]
     assert curl_ok(site, f"{base}/Sent%20Items;UID={uid}") == raw
-    section = curl_ok(site, f"{base}/INBOX;UID={curler_messages['INBOX'][0]}"
-                            ";SECTION=HEADER.FIELDS%20(SUBJECT)")
+    section = curl_ok(
+        site, f"{base}/INBOX;UID={curler_messages['INBOX'][0]};SECTION=HEADER.FIELDS%20(SUBJECT)"
+    )
     assert section == b"Subject: first for curl\r\n\r\n"
     # the same over STARTTLS on the plain port, which curl must not use in the clear
     assert curl_ok(site, f"imap://127.0.0.1:{site.imap}/INBOX;UID={uid}", "--ssl-reqd") != b""
@@ -438,8 +497,10 @@ def test_curl_verifies_the_certificate_against_the_home_ca(site: Site) -> None:
 def test_curl_pop3_lists_and_retrieves(
     site: Site, curler_messages: dict[str, tuple[int, bytes]]
 ) -> None:
-    for url, extra in ((f"pop3s://127.0.0.1:{site.pop3s}", ()),
-                       (f"pop3://127.0.0.1:{site.pop3}", ("--ssl-reqd",))):
+    for url, extra in (
+        (f"pop3s://127.0.0.1:{site.pop3s}", ()),
+        (f"pop3://127.0.0.1:{site.pop3}", ("--ssl-reqd",)),
+    ):
         listing = curl_ok(site, f"{url}/", *extra).decode()
         sizes = dict(line.split() for line in listing.splitlines())
         assert list(sizes) == ["1", "2"], listing
@@ -457,9 +518,17 @@ def test_curl_smtp_submission_with_starttls(site: Site, tmp_path: Path) -> None:
     upload.write_bytes(raw)
     watch = InboxWatch(site, "poster")
     try:
-        curl_ok(site, f"smtp://127.0.0.1:{site.submission}", "--ssl-reqd",
-                "--mail-from", f"curler@{DOMAIN}", "--mail-rcpt", f"poster@{DOMAIN}",
-                "--upload-file", str(upload))
+        curl_ok(
+            site,
+            f"smtp://127.0.0.1:{site.submission}",
+            "--ssl-reqd",
+            "--mail-from",
+            f"curler@{DOMAIN}",
+            "--mail-rcpt",
+            f"poster@{DOMAIN}",
+            "--upload-file",
+            str(upload),
+        )
         watch.wait_for(1)
         [delivered] = watch.fetch_all()
     finally:

@@ -68,10 +68,16 @@ def wait_for(predicate: Any, timeout: float = 10) -> None:
         time.sleep(0.02)
 
 
-def lmtp(home: Home, rcpts: list[str], message: bytes, envid: str | None = None,
-         mail_from: str = "bob@contoso.test") -> list[tuple[int, str]]:
-    return lmtp_client.deliver(home, settings(home), "MBX01", "test", mail_from, rcpts,
-                               message, envid=envid, timeout=10)
+def lmtp(
+    home: Home,
+    rcpts: list[str],
+    message: bytes,
+    envid: str | None = None,
+    mail_from: str = "bob@contoso.test",
+) -> list[tuple[int, str]]:
+    return lmtp_client.deliver(
+        home, settings(home), "MBX01", "test", mail_from, rcpts, message, envid=envid, timeout=10
+    )
 
 
 def tls_socket(home: Home) -> ssl.SSLSocket:
@@ -86,8 +92,7 @@ def test_per_recipient_replies_with_one_over_quota(env: Home, delivery: Any) -> 
         doc.set(("Mailboxes", "alice", "ProhibitSendReceiveQuota"), "4KB")
     delivery.reload()
     message = b"Subject: hi\r\n\r\n" + b"x" * 6000 + b"\r\n.leading dot\r\n"
-    replies = lmtp(env, ["alice@contoso.test", "nobody@contoso.test", "bob@contoso.test"],
-                   message)
+    replies = lmtp(env, ["alice@contoso.test", "nobody@contoso.test", "bob@contoso.test"], message)
     assert [code for code, _ in replies] == [552, 550, 250]
     assert replies[0][1].startswith("5.2.2 ") and replies[1][1].startswith("5.1.1 ")
     assert inbox(env, "alice") == [] and inbox(env, "bob") == [message]
@@ -115,7 +120,9 @@ def test_same_envid_is_delivered_once(env: Home, delivery: Any) -> None:
 
 
 def test_commit_without_the_ledger_mark_is_not_delivered_again(
-    env: Home, delivery: Any, monkeypatch: Any,
+    env: Home,
+    delivery: Any,
+    monkeypatch: Any,
 ) -> None:
     """The append committed but the service failed before remembering it (as a kill -9
     would leave it): the retry finds the copy and does not deliver a second one."""
@@ -165,15 +172,24 @@ def test_peer_without_the_secret_is_refused_before_lmtp(env: Home, delivery: Any
     assert lmtp(env, ["bob@contoso.test"], b"Subject: ok\r\n\r\nok\r\n")[0][0] == 250
 
 
-def test_client_refuses_a_delivery_service_that_cannot_prove_itself(env: Home,
-                                                                    delivery: Any) -> None:
+def test_client_refuses_a_delivery_service_that_cannot_prove_itself(
+    env: Home, delivery: Any
+) -> None:
     class Stale:  # a sender with another secret than the delivery service's
         def cached(self) -> bytes:
             return b"another secret"
 
     with pytest.raises(lmtp_client.DeliveryUnavailable, match="proxy secret"):
-        lmtp_client.deliver(env, settings(env), "MBX01", "test", "", ["bob@contoso.test"],
-                            b"Subject: x\r\n\r\nx\r\n", secret=Stale())  # type: ignore[arg-type]
+        lmtp_client.deliver(
+            env,
+            settings(env),
+            "MBX01",
+            "test",
+            "",
+            ["bob@contoso.test"],
+            b"Subject: x\r\n\r\nx\r\n",
+            secret=Stale(),
+        )  # type: ignore[arg-type]
     assert inbox(env, "bob") == []
 
 
@@ -185,7 +201,8 @@ def message(sender: str, to: str, subject: str = "Hello") -> EmailMessage:
 
 
 def test_submission_waits_for_the_delivery_service_then_delivers_through_it(
-    env: Home, in_process: Any,
+    env: Home,
+    in_process: Any,
 ) -> None:
     port = settings(env).ReceiveConnectors["Client Frontend MBX01"].Bindings[0].port
     with in_process(SUBMISSION, env) as smtp_run:
@@ -242,13 +259,16 @@ def test_real_processes_submission_hands_mail_to_the_delivery_service(services: 
     runner.run_ok("start-service", SUBMISSION)
     [row] = json.loads(runner.run_ok("get-service", DELIVERY, "--output", "json").stdout)
     port = settings(runner.home).Servers["MBX01"].DeliveryPort
-    assert row["Status"] == "Running" and row["DisplayName"] == \
-        "Microsoft Exchange Mailbox Transport Delivery"
+    assert (
+        row["Status"] == "Running"
+        and row["DisplayName"] == "Microsoft Exchange Mailbox Transport Delivery"
+    )
     assert row["Endpoints"] == [f"127.0.0.1:{port} (SSL)"]
 
     def send(subject: str) -> None:
-        smtp_port = settings(runner.home).ReceiveConnectors["Client Frontend MBX01"] \
-            .Bindings[0].port
+        smtp_port = (
+            settings(runner.home).ReceiveConnectors["Client Frontend MBX01"].Bindings[0].port
+        )
         with smtplib.SMTP("127.0.0.1", smtp_port, timeout=10) as client:
             client.starttls(context=client_context(runner.home))
             client.login("bob", PASSWORD)
@@ -269,8 +289,11 @@ def test_real_processes_submission_hands_mail_to_the_delivery_service(services: 
 
     def deferred() -> bool:
         entries = [json.loads(p.read_text()) for p in spool.glob("*.json")]
-        return any(r["attempts"] and "DeliveryUnavailable" in r["last_error"]
-                   for e in entries for r in e["recipients"])
+        return any(
+            r["attempts"] and "DeliveryUnavailable" in r["last_error"]
+            for e in entries
+            for r in e["recipients"]
+        )
 
     wait_for(deferred, timeout=20)
     assert len(inbox(runner.home, "alice")) == 1

@@ -44,8 +44,15 @@ def slapd(tmp_path: Path) -> Iterator[Slapd]:
 
 
 def mailctl(runner: ServiceRunner, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    result = subprocess.run([sys.executable, "-m", "mailctl", *args], env=runner.env, cwd=REPO,
-                            input=stdin, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "mailctl", *args],
+        env=runner.env,
+        cwd=REPO,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, f"mailctl {' '.join(args)}: {result.stderr}{result.stdout}"
     return result
 
@@ -64,12 +71,31 @@ def site(tmp_path: Path, slapd: Slapd) -> Iterator[ServiceRunner]:
     save(home, settings)
     runner = ServiceRunner(home, _base_env(home))
     try:
-        mailctl(runner, "set-adserversettings", "--uri", slapd.uri, "--base-dn", PEOPLE,
-                "--bind-dn", f"cn=mailctl,{SUFFIX}", "--bind-password-stdin",
-                "--connect-timeout", str(TIMEOUT), "--operation-timeout", str(TIMEOUT),
-                stdin="Serv1ce-secret\n")
-        mailctl(runner, "new-mailbox", "alice", "--password-stdin", "--display-name",
-                "Alice Liddell", stdin=PASSWORD + "\n")
+        mailctl(
+            runner,
+            "set-adserversettings",
+            "--uri",
+            slapd.uri,
+            "--base-dn",
+            PEOPLE,
+            "--bind-dn",
+            f"cn=mailctl,{SUFFIX}",
+            "--bind-password-stdin",
+            "--connect-timeout",
+            str(TIMEOUT),
+            "--operation-timeout",
+            str(TIMEOUT),
+            stdin="Serv1ce-secret\n",
+        )
+        mailctl(
+            runner,
+            "new-mailbox",
+            "alice",
+            "--password-stdin",
+            "--display-name",
+            "Alice Liddell",
+            stdin=PASSWORD + "\n",
+        )
         mailctl(runner, "new-mailbox", "carol", "--password-stdin", stdin=PASSWORD + "\n")
         for name in (IMAP4BE, POP3BE, IMAP4, POP3, DELIVERY, SUBMISSION):
             runner.start(name)
@@ -100,25 +126,40 @@ def smtp_login(home: Home, user: str, password: str = PASSWORD) -> None:
         client.login(user, password)
 
 
-def test_mailboxes_made_with_mailctl_live_in_ldap_and_log_in(site: ServiceRunner,
-                                                             slapd: Slapd) -> None:
+def test_mailboxes_made_with_mailctl_live_in_ldap_and_log_in(
+    site: ServiceRunner, slapd: Slapd
+) -> None:
     home = site.home
-    assert "Mailboxes" not in home.settings_file.read_text() or \
-        "alice" not in store.load(home).settings.Mailboxes
+    assert (
+        "Mailboxes" not in home.settings_file.read_text()
+        or "alice" not in store.load(home).settings.Mailboxes
+    )
     shown = mailctl(site, "get-mailbox", "alice", "--output", "json").stdout
     assert "Alice Liddell" in shown and "alice@contoso.test" in shown
 
     # Aliases, the IMAP switch and a quota, written to the directory by Set-Mailbox.
-    mailctl(site, "set-mailbox", "alice", "--email-addresses",
-            "alice@contoso.test,al@contoso.test", "--use-database-quota-defaults", "false",
-            "--prohibit-send-receive-quota", "2 GB")
+    mailctl(
+        site,
+        "set-mailbox",
+        "alice",
+        "--email-addresses",
+        "alice@contoso.test,al@contoso.test",
+        "--use-database-quota-defaults",
+        "false",
+        "--prohibit-send-receive-quota",
+        "2 GB",
+    )
     mailctl(site, "set-casmailbox", "carol", "--imap-enabled", "false")
     import ldap3
 
-    conn = ldap3.Connection(ldap3.Server(slapd.uri), f"cn=mailctl,{SUFFIX}", "Serv1ce-secret",
-                            auto_bind=True)
-    conn.search(PEOPLE, "(uid=alice)", attributes=["mailctlEmailAddress", "userPassword",
-                                                   "mailctlProhibitSendReceiveQuota"])
+    conn = ldap3.Connection(
+        ldap3.Server(slapd.uri), f"cn=mailctl,{SUFFIX}", "Serv1ce-secret", auto_bind=True
+    )
+    conn.search(
+        PEOPLE,
+        "(uid=alice)",
+        attributes=["mailctlEmailAddress", "userPassword", "mailctlProhibitSendReceiveQuota"],
+    )
     entry = conn.response[0]["attributes"]
     assert entry["mailctlEmailAddress"] == ["al@contoso.test"]
     assert entry["mailctlProhibitSendReceiveQuota"] in ("2 GB", ["2 GB"])  # single-valued
@@ -148,9 +189,11 @@ def test_mailboxes_made_with_mailctl_live_in_ldap_and_log_in(site: ServiceRunner
         with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
             client.starttls(context=client_context(home))
             client.login("carol", PASSWORD)
-            client.sendmail("carol@contoso.test", ["al@contoso.test"],
-                            b"From: carol@contoso.test\r\nTo: al@contoso.test\r\n"
-                            b"Subject: hello\r\n\r\nHi.\r\n")
+            client.sendmail(
+                "carol@contoso.test",
+                ["al@contoso.test"],
+                b"From: carol@contoso.test\r\nTo: al@contoso.test\r\nSubject: hello\r\n\r\nHi.\r\n",
+            )
         responses = watcher.idle_check(timeout=20)
         watcher.idle_done()
         assert any(r[1] == b"EXISTS" for r in responses), responses
@@ -195,7 +238,8 @@ def test_logins_verified_by_binding_as_the_user(site: ServiceRunner, slapd: Slap
 
 
 def test_directory_down_is_a_temporary_failure_and_recovery_needs_no_restart(
-    site: ServiceRunner, slapd: Slapd,
+    site: ServiceRunner,
+    slapd: Slapd,
 ) -> None:
     home = site.home
     open_session = imap_login(home, "alice")
@@ -243,8 +287,9 @@ def test_directory_down_is_a_temporary_failure_and_recovery_needs_no_restart(
     open_session.logout()
 
 
-def test_web_sign_in_with_the_directory_down_is_a_clear_503(site: ServiceRunner,
-                                                            slapd: Slapd) -> None:
+def test_web_sign_in_with_the_directory_down_is_a_clear_503(
+    site: ServiceRunner, slapd: Slapd
+) -> None:
     from tests.e2e.test_web_service import https
 
     site.start(WEB)

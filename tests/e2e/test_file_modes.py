@@ -49,7 +49,9 @@ def open_paths(*roots: Path) -> list[str]:
 
 
 def test_delivered_appended_and_spooled_mail_is_owner_only(
-    tmp_path: Path, in_process: Any, lax_umask: None,
+    tmp_path: Path,
+    in_process: Any,
+    lax_umask: None,
 ) -> None:
     home = make_home(tmp_path / "home")
     add_mailboxes(home)
@@ -63,7 +65,8 @@ def test_delivered_appended_and_spooled_mail_is_owner_only(
         finally:
             mail.close()
     Spool(home.queue / "MBX01").add(
-        "bob@contoso.test", [Recipient("x@example.org")], b"Subject: queued\r\n\r\nx\r\n")
+        "bob@contoso.test", [Recipient("x@example.org")], b"Subject: queued\r\n\r\nx\r\n"
+    )
     assert list((home.data / "MBX01").rglob("mailbox.db*"))
     assert list((home.queue / "MBX01").glob("*.eml"))
     assert open_paths(home.data, home.queue) == []

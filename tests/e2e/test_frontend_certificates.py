@@ -30,12 +30,20 @@ def home(tmp_path: Path) -> Home:
 
 def mailctl(home: Home, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "MAILCTL_HOME": str(home.root)}
-    return subprocess.run([sys.executable, "-m", "mailctl", *args], env=env, cwd=REPO,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "mailctl", *args],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 @pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1_1 is deprecated")
-def test_first_start_makes_a_self_signed_certificate_for_the_fqdn(home: Home, in_process: Any) -> None:
+def test_first_start_makes_a_self_signed_certificate_for_the_fqdn(
+    home: Home, in_process: Any
+) -> None:
     assert tls.list_certificates(home) == []
     _, imaps = ports(home, "IMAP")
     with in_process(IMAP4, home):
@@ -54,8 +62,16 @@ def test_first_start_makes_a_self_signed_certificate_for_the_fqdn(home: Home, in
 def test_new_and_enable_certificate_commands_pick_what_imap_serves(
     home: Home, in_process: Any
 ) -> None:
-    result = mailctl(home, "New-ExchangeCertificate", "-SubjectName", "CN=mail.contoso.test",
-                     "-DomainName", "mail.contoso.test,imap.contoso.test", "-o", "json")
+    result = mailctl(
+        home,
+        "New-ExchangeCertificate",
+        "-SubjectName",
+        "CN=mail.contoso.test",
+        "-DomainName",
+        "mail.contoso.test,imap.contoso.test",
+        "-o",
+        "json",
+    )
     assert result.returncode == 0, result.stderr
     thumb = json.loads(result.stdout)["Thumbprint"]
     result = mailctl(home, "enable-exchangecertificate", thumb, "--services", "IMAP,POP")
@@ -74,19 +90,29 @@ def test_new_and_enable_certificate_commands_pick_what_imap_serves(
             assert ("DNS", "imap.contoso.test") in names
 
 
-def test_imported_certificate_is_served_after_reload(home: Home, in_process: Any,
-                                                     tmp_path: Path) -> None:
+def test_imported_certificate_is_served_after_reload(
+    home: Home, in_process: Any, tmp_path: Path
+) -> None:
     ca = trustme.CA()
     leaf = ca.issue_cert("imported.contoso.test")
     pem = tmp_path / "chain.pem"
-    pem.write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems)
-                    + leaf.private_key_pem.bytes())
+    pem.write_bytes(
+        b"".join(blob.bytes() for blob in leaf.cert_chain_pems) + leaf.private_key_pem.bytes()
+    )
     cafile = tmp_path / "ca.pem"
     ca.cert_pem.write_to_path(str(cafile))
     _, imaps = ports(home, "IMAP")
     with in_process(IMAP4, home) as svc:
-        result = mailctl(home, "Import-ExchangeCertificate", "-FileName", str(pem),
-                         "-Services", "IMAP", "-o", "json")
+        result = mailctl(
+            home,
+            "Import-ExchangeCertificate",
+            "-FileName",
+            str(pem),
+            "-Services",
+            "IMAP",
+            "-o",
+            "json",
+        )
         assert result.returncode == 0, result.stderr
         configure(home, "IMAP", X509CertificateName="imported.contoso.test")
         svc.reload()
@@ -95,4 +121,5 @@ def test_imported_certificate_is_served_after_reload(home: Home, in_process: Any
         with imaplib.IMAP4_SSL("127.0.0.1", imaps, ssl_context=context) as client:
             assert ("DNS", "imported.contoso.test") in client.sock.getpeercert()["subjectAltName"]
     assert store.load(home).settings.Servers["MBX01"].ImapSettings.X509CertificateName == (
-        "imported.contoso.test")
+        "imported.contoso.test"
+    )

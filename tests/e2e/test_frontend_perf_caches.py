@@ -59,8 +59,9 @@ def test_a_new_ca_is_trusted_from_the_next_session(env: Home, in_process: Any) -
 
     def backend() -> FakeBackend:
         cert = tls.ensure_certificate(env, "IMAP", server.Fqdn)
-        return FakeBackend(env, "IMAP", server.BackEndAddress, server.ImapBackEndSSLPort,
-                           tls.server_context(cert))
+        return FakeBackend(
+            env, "IMAP", server.BackEndAddress, server.ImapBackEndSSLPort, tls.server_context(cert)
+        )
 
     with in_process(IMAP4, env):
         # The front end keeps serving its certificate from the first CA: the client trusts that.
@@ -78,7 +79,8 @@ def test_a_new_ca_is_trusted_from_the_next_session(env: Home, in_process: Any) -
 
 
 def test_a_rotated_proxy_secret_is_sent_from_the_next_session(
-    env: Home, in_process: Any,
+    env: Home,
+    in_process: Any,
 ) -> None:
     server = store.load(env).settings.Servers["MBX01"]
     configure(env, "IMAP", ProxyTargetPort=server.ImapBackEndPort)
@@ -105,12 +107,16 @@ def test_backend_contexts_send_no_session_tickets(env: Home, tickets: bool) -> N
             writer.close()
 
         listener = await asyncio.start_server(
-            echo, "127.0.0.1", 0, ssl=tls.server_context(cert, session_tickets=tickets))
+            echo, "127.0.0.1", 0, ssl=tls.server_context(cert, session_tickets=tickets)
+        )
         port = listener.sockets[0].getsockname()[1]
         try:
             reader, writer = await asyncio.open_connection(
-                "127.0.0.1", port, ssl=tls.shared_client_context(env, verify=False),
-                server_hostname=server.Fqdn)
+                "127.0.0.1",
+                port,
+                ssl=tls.shared_client_context(env, verify=False),
+                server_hostname=server.Fqdn,
+            )
             writer.write(b"ping\n")
             assert await reader.readline() == b"ping\n"  # tickets come before this answer
             session = writer.get_extra_info("ssl_object").session

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from server.frontend.throttle import LoginThrottle
+from server.directory.throttle import LoginThrottle
 from server.runtime import tls
 from server.settings import store
 from server.settings.models import IMAP4, POP3, default_server
@@ -278,7 +278,8 @@ def test_imap_backend_dies_mid_session(env: Home, imap: Any) -> None:
     with pytest.raises(imaplib.IMAP4.abort):
         client.noop()
     assert client.untagged_responses["BYE"] == [
-        b"[UNAVAILABLE] The connection to the mailbox server was lost."]
+        b"[UNAVAILABLE] The connection to the mailbox server was lost."
+    ]
     client.shutdown()
 
 
@@ -337,9 +338,11 @@ def test_routing_across_two_servers(env: Home, in_process: Any) -> None:
     settings.Mailboxes["alice"].Server = "MBX02"
     save(env, settings)
     _, ssl_port = ports(env, "IMAP")
-    with FakeBackend(env, "IMAP", "127.0.0.2", one.ImapBackEndPort) as b1, \
-            FakeBackend(env, "IMAP", "127.0.0.3", two.ImapBackEndPort) as b2, \
-            in_process(IMAP4, env):
+    with (
+        FakeBackend(env, "IMAP", "127.0.0.2", one.ImapBackEndPort) as b1,
+        FakeBackend(env, "IMAP", "127.0.0.3", two.ImapBackEndPort) as b2,
+        in_process(IMAP4, env),
+    ):
         for user in ("bob", "alice"):
             with imaplib.IMAP4_SSL("127.0.0.1", ssl_port, ssl_context=client_context(env)) as c:
                 c.login(user, PASSWORD)

@@ -50,7 +50,8 @@ def home(tmp_path: Path) -> Home:
     settings = store.load(home).settings
     settings.Servers["MBX01"].BackEndAddress = "127.0.0.2"
     settings.Servers["MBX02"] = default_server(
-        "MBX02", "mbx02.contoso.test", free_port_plan(backend_address="127.0.0.3"))
+        "MBX02", "mbx02.contoso.test", free_port_plan(backend_address="127.0.0.3")
+    )
     settings.Mailboxes["alice"].Server = "MBX02"
     save(home, settings)
     return home
@@ -61,8 +62,14 @@ def site(home: Home, in_process: Any) -> Iterator[dict[str, Any]]:
     """Back ends and delivery on both servers, front ends and submission on MBX01."""
     with ExitStack() as stack:
         running = {}
-        for name, server in [(IMAP4BE, "MBX01"), (IMAP4BE, "MBX02"), (POP3BE, "MBX01"),
-                             (POP3BE, "MBX02"), (DELIVERY, "MBX01"), (DELIVERY, "MBX02")]:
+        for name, server in [
+            (IMAP4BE, "MBX01"),
+            (IMAP4BE, "MBX02"),
+            (POP3BE, "MBX01"),
+            (POP3BE, "MBX02"),
+            (DELIVERY, "MBX01"),
+            (DELIVERY, "MBX02"),
+        ]:
             running[(name, server)] = stack.enter_context(in_process(name, home, server))
         for name in (IMAP4, POP3, SUBMISSION):
             running[(name, "MBX01")] = stack.enter_context(in_process(name, home, "MBX01"))
@@ -159,15 +166,19 @@ def test_backend_process_killed_mid_session(home: Home, in_process: Any, service
         client.logout()
 
 
-@pytest.mark.skipif(shutil.which("fetchmail") is None,
-                    reason="fetchmail is not installed (Debian package: fetchmail)")
+@pytest.mark.skipif(
+    shutil.which("fetchmail") is None,
+    reason="fetchmail is not installed (Debian package: fetchmail)",
+)
 def test_fetchmail_downloads_a_mailbox_through_the_pop3_front_end(
     home: Home, site: Any, tmp_path: Path
 ) -> None:
     mail_store = open_store(home, "MBX01")
     box = mail_store.mailbox("bob")
     for n in range(3):
-        box.append("INBOX", f"From: x@example.org\r\nSubject: fetch {n}\r\n\r\nbody {n}\r\n".encode())
+        box.append(
+            "INBOX", f"From: x@example.org\r\nSubject: fetch {n}\r\n\r\nbody {n}\r\n".encode()
+        )
     mail_store.close()
     _, pop3s = ports(home, "POP")
     out = tmp_path / "delivered.mbox"
@@ -183,8 +194,13 @@ def test_fetchmail_downloads_a_mailbox_through_the_pop3_front_end(
     rc.chmod(0o600)
     env = {**os.environ, "HOME": str(tmp_path), "FETCHMAILHOME": str(tmp_path)}
     started = time.monotonic()
-    result = subprocess.run(["fetchmail", "-f", str(rc), "--nodetach", "-v"], env=env,
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        ["fetchmail", "-f", str(rc), "--nodetach", "-v"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert time.monotonic() - started < 30
     text = out.read_text()

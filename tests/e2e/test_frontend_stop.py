@@ -61,7 +61,10 @@ def read_to_eof(sock: ssl.SSLSocket) -> bytes:
     ],
 )
 def test_stop_says_goodbye_to_every_client_and_exits_at_once(
-    fresh_home: ServiceRunner, service: str, offset: int, login: list[tuple[bytes, bytes]],
+    fresh_home: ServiceRunner,
+    service: str,
+    offset: int,
+    login: list[tuple[bytes, bytes]],
     goodbye: bytes,
 ) -> None:
     runner = fresh_home
@@ -69,7 +72,11 @@ def test_stop_says_goodbye_to_every_client_and_exits_at_once(
     runner.run_ok("init", "--base-port", str(base), "--no-demo")
     created = subprocess.run(
         [sys.executable, "-m", "mailctl", "new-mailbox", "alice", "--password-stdin"],
-        input=PASSWORD + "\n", env=runner.env, cwd=REPO, capture_output=True, text=True,
+        input=PASSWORD + "\n",
+        env=runner.env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
     )
     assert created.returncode == 0, created.stderr
     runner.run_ok("enable-imap4" if service == IMAP4 else "enable-pop3")

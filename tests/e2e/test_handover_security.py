@@ -114,8 +114,11 @@ def local_user() -> Iterator[tuple[int, int] | None]:
     if shutil.which("useradd") is None:
         pytest.skip("running as root without useradd: cannot make an unprivileged user")
     name = "mctlimp" + secrets.token_hex(3)
-    subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
-                    name], check=True, capture_output=True)
+    subprocess.run(
+        ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
+        check=True,
+        capture_output=True,
+    )
     try:
         entry = pwd.getpwnam(name)
         yield entry.pw_uid, entry.pw_gid
@@ -135,25 +138,50 @@ def impostor_cert(folder: Path) -> tuple[Path, Path]:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mbx01.contoso.test")])
     now = dt.datetime.now(dt.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(days=1))
-            .not_valid_after(now + dt.timedelta(days=1)).sign(key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
     cert_file, key_file = folder / "cert.pem", folder / "key.pem"
     cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     for path in (cert_file, key_file):
         path.chmod(0o644)
     return cert_file, key_file
 
 
 class Impostor:
-    def __init__(self, port: int, protocol: str, mode: str, user: tuple[int, int] | None,
-                 tls_files: tuple[Path, Path] | None) -> None:
-        args = [SYSTEM_PYTHON, "-I", "-c", IMPOSTOR, "127.0.0.1", str(port), protocol, "MBX01",
-                mode]
+    def __init__(
+        self,
+        port: int,
+        protocol: str,
+        mode: str,
+        user: tuple[int, int] | None,
+        tls_files: tuple[Path, Path] | None,
+    ) -> None:
+        args = [
+            SYSTEM_PYTHON,
+            "-I",
+            "-c",
+            IMPOSTOR,
+            "127.0.0.1",
+            str(port),
+            protocol,
+            "MBX01",
+            mode,
+        ]
         if tls_files:
             args += [str(tls_files[0]), str(tls_files[1])]
 
@@ -163,8 +191,14 @@ class Impostor:
                 os.setgid(user[1])
                 os.setuid(user[0])
 
-        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     cwd="/", preexec_fn=drop_privileges, env={})
+        self.proc = subprocess.Popen(
+            args,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd="/",
+            preexec_fn=drop_privileges,
+            env={},
+        )
         assert self.proc.stdout is not None
         ready = self.proc.stdout.readline().split()
         if ready[:1] != [b"READY"]:
@@ -183,8 +217,9 @@ def client_login(env: Home, protocol: str) -> str:
     """A real client logs in at the front end (implicit TLS); returns the refusal text."""
     _, ssl_port = ports(env, "IMAP" if protocol == "IMAP4" else "POP")
     if protocol == "IMAP4":
-        with imaplib.IMAP4_SSL("127.0.0.1", ssl_port, ssl_context=client_context(env),
-                               timeout=20) as client:
+        with imaplib.IMAP4_SSL(
+            "127.0.0.1", ssl_port, ssl_context=client_context(env), timeout=20
+        ) as client:
             with pytest.raises(imaplib.IMAP4.error) as refused:
                 client.login("alice", PASSWORD)
             return str(refused.value)
@@ -212,20 +247,33 @@ def candidate_secrets(captured: bytes) -> set[bytes]:
     return {c for c in found if c}
 
 
-@pytest.mark.parametrize(("protocol", "hop", "mode"), [
-    ("IMAP4", "plain", "legacy"), ("IMAP4", "plain", "challenge"),
-    ("IMAP4", "tls", "challenge"), ("POP3", "plain", "legacy"),
-    ("POP3", "plain", "challenge"), ("POP3", "tls", "legacy"),
-    ("IMAP4", "tls-enforced", "challenge"),
-])
+@pytest.mark.parametrize(
+    ("protocol", "hop", "mode"),
+    [
+        ("IMAP4", "plain", "legacy"),
+        ("IMAP4", "plain", "challenge"),
+        ("IMAP4", "tls", "challenge"),
+        ("POP3", "plain", "legacy"),
+        ("POP3", "plain", "challenge"),
+        ("POP3", "tls", "legacy"),
+        ("IMAP4", "tls-enforced", "challenge"),
+    ],
+)
 def test_an_impostor_on_a_stopped_back_end_port_learns_nothing_it_can_use(
-    env: Home, in_process: Any, local_user: tuple[int, int] | None, protocol: str, hop: str,
+    env: Home,
+    in_process: Any,
+    local_user: tuple[int, int] | None,
+    protocol: str,
+    hop: str,
     mode: str,
 ) -> None:
     kind = "IMAP" if protocol == "IMAP4" else "POP"
     server = store.load(env).settings.Servers["MBX01"]
-    plain, ssl_port = ((server.ImapBackEndPort, server.ImapBackEndSSLPort) if kind == "IMAP"
-                       else (server.PopBackEndPort, server.PopBackEndSSLPort))
+    plain, ssl_port = (
+        (server.ImapBackEndPort, server.ImapBackEndSSLPort)
+        if kind == "IMAP"
+        else (server.PopBackEndPort, server.PopBackEndSSLPort)
+    )
     if hop == "plain":
         configure(env, kind, ProxyTargetPort=plain)
     elif hop == "tls-enforced":
@@ -271,9 +319,14 @@ def test_an_impostor_on_a_stopped_back_end_port_learns_nothing_it_can_use(
                 sock.sendall(captured)  # the captured HELLO, replayed
                 assert read_line(sock).startswith(b"MCHO1 PROOF ")
                 # A LOGIN needs a proof over the back end's new nonce: the best guess fails.
-                sock.sendall(b"MCHO1 LOGIN %s %s %s\r\n" % (
-                    handover._b64(b"alice"), handover._b64(b"\r\n\r\n\x00\r\nQUIT\n \x00\x00"),
-                    b"00" * 32))
+                sock.sendall(
+                    b"MCHO1 LOGIN %s %s %s\r\n"
+                    % (
+                        handover._b64(b"alice"),
+                        handover._b64(b"\r\n\r\n\x00\r\nQUIT\n \x00\x00"),
+                        b"00" * 32,
+                    )
+                )
                 assert sock.recv(100) == b""  # closed, no OK
 
 
@@ -326,8 +379,9 @@ def test_a_recorded_hand_over_replayed_to_the_back_end_is_refused(
         configure(env, "IMAP", ProxyTargetPort=recorder.port)  # the hop goes through it
         with in_process(IMAP4, env):
             _, ssl_port = ports(env, "IMAP")
-            with imaplib.IMAP4_SSL("127.0.0.1", ssl_port, ssl_context=client_context(env),
-                                   timeout=20) as client:
+            with imaplib.IMAP4_SSL(
+                "127.0.0.1", ssl_port, ssl_context=client_context(env), timeout=20
+            ) as client:
                 client.login("alice", PASSWORD)
                 assert client.select("INBOX")[0] == "OK"
                 client.logout()
@@ -405,8 +459,9 @@ def test_the_hand_over_deadline_is_not_extended_by_bytes(imap_backend: Any) -> N
 def test_connections_in_the_hand_over_are_capped(imap_backend: Any) -> None:
     imap_backend.service.max_unauthenticated = 2
     first, second = connect(imap_backend), connect(imap_backend)
-    with socket.create_connection(("127.0.0.1", imap_backend.service.bound_port()),
-                                  timeout=10) as third:
+    with socket.create_connection(
+        ("127.0.0.1", imap_backend.service.bound_port()), timeout=10
+    ) as third:
         assert closed(third)  # no challenge: closed at once
     first.close()
     deadline = time.monotonic() + 5
@@ -419,8 +474,9 @@ def test_connections_in_the_hand_over_are_capped(imap_backend: Any) -> None:
     secret = proxy_secret(imap_backend.home)
     sessions = []
     for _ in range(3):
-        sock = socket.create_connection(("127.0.0.1", imap_backend.service.bound_port()),
-                                        timeout=10)
+        sock = socket.create_connection(
+            ("127.0.0.1", imap_backend.service.bound_port()), timeout=10
+        )
         hand_over(sock, secret, "alice", "IMAP4")
         assert read_line(sock).startswith(b"* PREAUTH")
         sessions.append(sock)
@@ -440,15 +496,18 @@ def test_pop3_back_end_has_the_same_limits(env: Home, in_process: Any) -> None:
             assert time.monotonic() - started < 2.0
         run.service.max_unauthenticated = 1
         with connect(run):
-            with socket.create_connection(("127.0.0.1", run.service.bound_port()),
-                                          timeout=10) as other:
+            with socket.create_connection(
+                ("127.0.0.1", run.service.bound_port()), timeout=10
+            ) as other:
                 assert closed(other)
 
 
-@pytest.mark.parametrize(("protocol", "enforce"), [("IMAP4", True), ("POP3", True),
-                                                   ("IMAP4", False)])
-def test_real_front_and_back_end_over_the_tls_hop(env: Home, in_process: Any, protocol: str,
-                                                  enforce: bool) -> None:
+@pytest.mark.parametrize(
+    ("protocol", "enforce"), [("IMAP4", True), ("POP3", True), ("IMAP4", False)]
+)
+def test_real_front_and_back_end_over_the_tls_hop(
+    env: Home, in_process: Any, protocol: str, enforce: bool
+) -> None:
     """The default hop (the back end's SSL port), the back end's certificate checked against
     the organization's CA and the server's Fqdn when EnforceCertificateErrors is on."""
     kind = "IMAP" if protocol == "IMAP4" else "POP"
@@ -457,23 +516,24 @@ def test_real_front_and_back_end_over_the_tls_hop(env: Home, in_process: Any, pr
     with in_process(backend_name, env), in_process(frontend_name, env):
         _, ssl_port = ports(env, kind)
         if kind == "IMAP":
-            with imaplib.IMAP4_SSL("127.0.0.1", ssl_port, ssl_context=client_context(env),
-                                   timeout=20) as client:
+            with imaplib.IMAP4_SSL(
+                "127.0.0.1", ssl_port, ssl_context=client_context(env), timeout=20
+            ) as client:
                 client.login("alice", PASSWORD)
                 assert client.select("INBOX")[0] == "OK"
                 client.logout()
         else:
-            client = poplib.POP3_SSL("127.0.0.1", ssl_port, context=client_context(env),
-                                     timeout=20)
+            client = poplib.POP3_SSL("127.0.0.1", ssl_port, context=client_context(env), timeout=20)
             client.user("alice")
             client.pass_(PASSWORD)
             assert client.stat() == (0, 0)
             client.quit()
 
 
-def test_a_tls_handshake_that_never_comes_is_cut_off(env: Home, in_process: Any,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    from server.backend import common
+def test_a_tls_handshake_that_never_comes_is_cut_off(
+    env: Home, in_process: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from server.backend import service as common
 
     monkeypatch.setattr(common, "HANDOVER_DEADLINE", 0.5)
     with in_process(IMAP4BE, env) as run:

@@ -110,8 +110,10 @@ def test_binary_fetch_and_literal8_append(site: tuple[Home, int]) -> None:
         assert b"BINARY.SIZE[1] 11" in data[0][0]
         assert data[0][1] == b"hello world" and data[1][1] == b"caf\xc3\xa9 bar"
     raw = Raw(port, "bob")
-    msg = (b"From: a@b\r\nMIME-Version: 1.0\r\nContent-Type: application/octet-stream\r\n"
-           b"Content-Transfer-Encoding: binary\r\n\r\n\x00\x01\xfe\r\n")
+    msg = (
+        b"From: a@b\r\nMIME-Version: 1.0\r\nContent-Type: application/octet-stream\r\n"
+        b"Content-Transfer-Encoding: binary\r\n\r\n\x00\x01\xfe\r\n"
+    )
     out = raw.cmd(b"APPEND INBOX ~{%d+}\r\n" % len(msg) + msg)
     assert b"OK [APPENDUID" in out, out
     raw.cmd(b"SELECT INBOX")
@@ -129,22 +131,28 @@ def test_binary_fetch_and_literal8_append(site: tuple[Home, int]) -> None:
 def test_multiappend_catenate_are_atomic(site: tuple[Home, int]) -> None:
     home, port = site
     raw = Raw(port, "bob")
-    out = raw.cmd(b"APPEND INBOX {%d+}\r\n" % len(B64) + B64 + b" (\\Flagged) {11+}\r\nA: b\r\n\r\nxyz")
+    out = raw.cmd(
+        b"APPEND INBOX {%d+}\r\n" % len(B64) + B64 + b" (\\Flagged) {11+}\r\nA: b\r\n\r\nxyz"
+    )
     assert re.search(rb"OK \[APPENDUID \d+ 1:2\]", out), out
-    out = raw.cmd(b'APPEND INBOX CATENATE (TEXT {14+}\r\nSubject: cat\r\n URL "/INBOX/;uid=1/;section=1.MIME"'
-                  b' URL "/INBOX/;uid=1/;section=1") CATENATE (URL "/INBOX/;uid=2")')
+    out = raw.cmd(
+        b'APPEND INBOX CATENATE (TEXT {14+}\r\nSubject: cat\r\n URL "/INBOX/;uid=1/;section=1.MIME"'
+        b' URL "/INBOX/;uid=1/;section=1") CATENATE (URL "/INBOX/;uid=2")'
+    )
     assert re.search(rb"OK \[APPENDUID \d+ 3:4\]", out), out
     out = raw.cmd(b'APPEND INBOX {8+}\r\nA: 1\r\n\r\n CATENATE (URL "/INBOX/;uid=77")')
-    assert b'NO [BADURL /INBOX/;uid=77]' in out
+    assert b"NO [BADURL /INBOX/;uid=77]" in out
     out = raw.cmd(b'APPEND Missing CATENATE (URL "/INBOX/;uid=1")')
     assert b"NO [TRYCREATE]" in out
     raw.close()
     with open_store(home, "MBX01") as store:
         box = store.mailbox("bob")
         assert box.status("INBOX").messages == 4  # the failed MULTIAPPEND stored nothing
-        assert box.read("INBOX", 3) == (b"Subject: cat\r\nContent-Type: text/plain\r\n"
-                                        b"Content-Transfer-Encoding: base64\r\n\r\n"
-                                        b"aGVsbG8g\r\nd29ybGQ=")
+        assert box.read("INBOX", 3) == (
+            b"Subject: cat\r\nContent-Type: text/plain\r\n"
+            b"Content-Transfer-Encoding: base64\r\n\r\n"
+            b"aGVsbG8g\r\nd29ybGQ="
+        )
         assert box.read("INBOX", 4) == box.read("INBOX", 2)
 
 
@@ -191,8 +199,17 @@ def test_urlauth_across_users_and_resetkey(site: tuple[Home, int]) -> None:
     alice.close()
 
 
-GROUPS = ("fetch-binary-mime", "fetch-binary-mime-base64", "fetch-binary-mime-qp", "append-binary",
-          "multiappend", "catenate", "catenate-multiappend", "urlauth", "urlauth-binary")
+GROUPS = (
+    "fetch-binary-mime",
+    "fetch-binary-mime-base64",
+    "fetch-binary-mime-qp",
+    "append-binary",
+    "multiappend",
+    "catenate",
+    "catenate-multiappend",
+    "urlauth",
+    "urlauth-binary",
+)
 
 
 @pytest.mark.parametrize("group", GROUPS)
@@ -200,7 +217,11 @@ def test_imaptest_groups(site: tuple[Home, int], group: str) -> None:
     if not IMAPTEST.exists() or shutil.which("timeout") is None:
         pytest.skip("the imaptest suite (../shared/imaptest) is not installed here")
     _, port = site
-    run = subprocess.run([str(IMAPTEST), "127.0.0.1", str(port), "bob", PASSWORD, group],
-                         capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [str(IMAPTEST), "127.0.0.1", str(port), "bob", PASSWORD, group],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stdout + run.stderr
     assert "1 test groups: 0 failed, 0 skipped" in run.stdout

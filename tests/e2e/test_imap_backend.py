@@ -18,8 +18,8 @@ from typing import Any
 import imapclient
 import pytest
 
-from server.backend import imap as imap_backend
-from server.backend.imap import ImapBackendService
+from server.backend.imap import server as imap_backend
+from server.backend.imap.server import ImapBackendService
 from server.directory import proxy_secret
 from server.protocols.handover import HandoverRefused, ImpostorError
 from server.runtime import tls
@@ -118,10 +118,16 @@ def add_mailboxes(home: Home) -> None:
     with settings_store.edit(home) as doc:
         other = default_server("MBX02", "mbx02.contoso.test", PortPlan.shifted(40000))
         doc.set(("Servers", "MBX02"), other.model_dump(mode="json", exclude_defaults=True))
-        for name, extra in (("alice", {}), ("bob", {}), ("noimap", {"ImapEnabled": False}),
-                            ("faraway", {"Server": "MBX02"})):
-            doc.set(("Mailboxes", name), {"PrimarySmtpAddress": f"{name}@contoso.test",
-                                          "Server": "MBX01", **extra})
+        for name, extra in (
+            ("alice", {}),
+            ("bob", {}),
+            ("noimap", {"ImapEnabled": False}),
+            ("faraway", {"Server": "MBX02"}),
+        ):
+            doc.set(
+                ("Mailboxes", name),
+                {"PrimarySmtpAddress": f"{name}@contoso.test", "Server": "MBX01", **extra},
+            )
 
 
 @pytest.fixture
@@ -144,6 +150,7 @@ def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
 
 
 # --- imaplib -----------------------------------------------------------------------------
+
 
 def test_imaplib_folders_append_fetch_store_copy_move_expunge(backend: Backend) -> None:
     m = backend.imaplib()
@@ -205,8 +212,11 @@ def test_hand_over_refusals_and_no_login_after_it(backend: Backend) -> None:
     r.sock.sendall(b"a CAPABILITY\r\nb NOOP\r\n")  # IMAP instead of the hand-over
     with pytest.raises((ConnectionError, OSError)):
         r.read_line()
-    for mailbox, reason in (("noimap", "disabled"), ("faraway", "not this one"),
-                            ("nobody", "no such mailbox")):
+    for mailbox, reason in (
+        ("noimap", "disabled"),
+        ("faraway", "not this one"),
+        ("nobody", "no such mailbox"),
+    ):
         sock = socket.create_connection(("127.0.0.1", backend.port), timeout=10)
         with pytest.raises(HandoverRefused, match=reason):
             hand_over(sock, backend.secret, mailbox, "IMAP4")
@@ -232,6 +242,7 @@ def test_tls_port(backend: Backend) -> None:
 
 # --- imapclient ---------------------------------------------------------------------------
 
+
 def test_imapclient_corpus_fetch_every_item(backend: Backend) -> None:
     c = backend.imapclient()
     paths = corpus_paths()
@@ -239,10 +250,23 @@ def test_imapclient_corpus_fetch_every_item(backend: Backend) -> None:
     for raw in raws:
         c.append("INBOX", raw, flags=(b"\\Seen",))
     c.select_folder("INBOX")
-    items = [b"UID", b"FLAGS", b"INTERNALDATE", b"RFC822.SIZE", b"ENVELOPE",
-             b"BODYSTRUCTURE", b"BODY", b"BODY.PEEK[]", b"BODY.PEEK[HEADER]", b"BODY.PEEK[TEXT]",
-             b"BODY.PEEK[1]", b"BODY.PEEK[1.MIME]", b"BODY.PEEK[]<0.10>", b"RFC822.HEADER",
-             b"MODSEQ"]
+    items = [
+        b"UID",
+        b"FLAGS",
+        b"INTERNALDATE",
+        b"RFC822.SIZE",
+        b"ENVELOPE",
+        b"BODYSTRUCTURE",
+        b"BODY",
+        b"BODY.PEEK[]",
+        b"BODY.PEEK[HEADER]",
+        b"BODY.PEEK[TEXT]",
+        b"BODY.PEEK[1]",
+        b"BODY.PEEK[1.MIME]",
+        b"BODY.PEEK[]<0.10>",
+        b"RFC822.HEADER",
+        b"MODSEQ",
+    ]
     got = c.fetch(c.search("ALL"), items)
     assert len(got) == len(raws)
     for uid, raw in zip(sorted(got), raws, strict=True):
@@ -265,8 +289,13 @@ def test_imapclient_idle_sees_append_from_another_process(backend: Backend) -> N
         "s = open_store(Home.resolve(sys.argv[1]), 'MBX01')\n"
         "s.mailbox('alice').append('INBOX', sys.stdin.buffer.read()); s.close()\n"
     )
-    subprocess.run([sys.executable, "-c", code, str(backend.home.root)], input=MSG,
-                   check=True, cwd=REPO_ROOT, timeout=60)
+    subprocess.run(
+        [sys.executable, "-c", code, str(backend.home.root)],
+        input=MSG,
+        check=True,
+        cwd=REPO_ROOT,
+        timeout=60,
+    )
     responses = c.idle_check(timeout=10)
     assert (1, b"EXISTS") in responses
     c.idle_done()
@@ -317,7 +346,9 @@ def test_idle_in_raw_gets_expunge_and_flags_from_another_session(backend: Backen
     r.close()
 
 
-def test_autologout_after_authenticated_timeout(backend: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_autologout_after_authenticated_timeout(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(imap_backend._Connection, "_timeout", lambda self: 0.3)
     r = backend.raw()
     assert r.read_line() == b"* BYE Autologout; idle for too long"
@@ -338,7 +369,7 @@ def test_preauth_greeting_and_stop_says_bye(backend: Backend, home: Home, in_pro
 
 LAUNCHER = """
 import asyncio, sys
-from server.backend.imap import ImapBackendService
+from server.backend.imap.server import ImapBackendService
 from server.runtime.service import ServiceContext
 from server.settings import store
 from server.settings.paths import Home
@@ -356,8 +387,9 @@ asyncio.run(main())
 
 
 def _launch(home: Home) -> tuple[subprocess.Popen[bytes], int]:
-    proc = subprocess.Popen([sys.executable, "-c", LAUNCHER, str(home.root)],
-                            stdout=subprocess.PIPE, cwd=REPO_ROOT)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", LAUNCHER, str(home.root)], stdout=subprocess.PIPE, cwd=REPO_ROOT
+    )
     assert proc.stdout is not None
     line = proc.stdout.readline().split()
     assert line[:1] == [b"READY"], line
@@ -433,6 +465,7 @@ def test_idle_keepalive(backend: Backend, monkeypatch: pytest.MonkeyPatch) -> No
 
 # --- read-only commands on the event loop -----------------------------------------------
 
+
 class CountingExecutor:
     """The service's worker pool, counting what is handed to it."""
 
@@ -469,6 +502,7 @@ def test_read_only_fetch_runs_in_place_until_one_is_slow(
 
 
 # --- IDLE fan-out: one store read shared by the sessions of a mailbox ----------------------
+
 
 def test_many_idle_sessions_each_see_every_delivery_in_order(backend: Backend) -> None:
     """Sessions sharing one changes_since() answer per notification must never take an
@@ -512,7 +546,7 @@ def test_wake_up_while_a_push_holds_the_connection_is_pushed(
     no push of its own: the running push must take it on, or the client never hears of it.
     The ordering is forced: the push's worker delivers and waits for the event loop to
     mark the session dirty before it returns."""
-    from server.protocols.imap.session import ImapSession
+    from server.backend.imap.session import ImapSession
 
     box = backend.inbox()
     box.append("INBOX", MSG)
@@ -546,7 +580,7 @@ def test_wake_up_while_a_push_holds_the_connection_is_pushed(
 
 
 def test_changes_cache_serves_only_answers_read_after_the_wake_up() -> None:
-    from server.protocols.imap.session import ChangesCache, SharedChanges
+    from server.backend.imap.session import ChangesCache, SharedChanges
     from server.store import api
 
     cache = ChangesCache()

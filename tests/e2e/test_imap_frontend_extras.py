@@ -24,7 +24,11 @@ USER, PASSWORD = "loginuser", "Login-pass-1"
 def imap_port(services: ServiceRunner) -> int:
     created = subprocess.run(
         [sys.executable, "-m", "mailctl", "new-mailbox", USER, "--password-stdin"],
-        input=PASSWORD + "\n", env=services.env, cwd=REPO, capture_output=True, text=True,
+        input=PASSWORD + "\n",
+        env=services.env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
         timeout=60,
     )
     assert created.returncode == 0, created.stderr
@@ -63,8 +67,9 @@ def _exchange(port: int, *lines: bytes) -> bytes:
             try:
                 while chunk := sock.recv(65536):
                     data += chunk
-                    if chunk.endswith(b"\r\n") and (b" OK " in chunk or b" NO " in chunk
-                                                   or b" BAD " in chunk or b"BYE" in chunk):
+                    if chunk.endswith(b"\r\n") and (
+                        b" OK " in chunk or b" NO " in chunk or b" BAD " in chunk or b"BYE" in chunk
+                    ):
                         break
                 if not chunk:
                     break
@@ -77,11 +82,19 @@ def test_huge_literal_plus_is_refused_at_once_before_and_after_login(imap_port: 
     out = _exchange(imap_port, b"a LOGIN {4294967296+}\r\n", b"x" * 1000)
     assert b"a BAD [TOOBIG]" in out and b"* BYE [TOOBIG]" in out
     plain = base64.b64encode(f"\0{USER}\0{PASSWORD}".encode())
-    out = _exchange(imap_port, b"a AUTHENTICATE PLAIN " + plain + b"\r\n",
-                    b"b APPEND INBOX {2147483648+}\r\n", b"From: x\r\n" * 100)
+    out = _exchange(
+        imap_port,
+        b"a AUTHENTICATE PLAIN " + plain + b"\r\n",
+        b"b APPEND INBOX {2147483648+}\r\n",
+        b"From: x\r\n" * 100,
+    )
     assert b"a OK" in out and b"b NO [TOOBIG]" in out and b"* BYE [TOOBIG]" in out
-    out = _exchange(imap_port, b"a AUTHENTICATE PLAIN " + plain + b"\r\n",
-                    b'b LIST "" {4294967296}\r\n', b"c NOOP\r\n")
+    out = _exchange(
+        imap_port,
+        b"a AUTHENTICATE PLAIN " + plain + b"\r\n",
+        b'b LIST "" {4294967296}\r\n',
+        b"c NOOP\r\n",
+    )
     assert b"b NO [TOOBIG]" in out and b"c OK" in out
 
 
@@ -97,8 +110,10 @@ def test_compress_deflate_through_the_front_end(imap_port: int) -> None:
         assert reader.readline() == b"b OK DEFLATE active\r\n"
         deflate = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -15)
         inflate = zlib.decompressobj(-15)
-        sock.sendall(deflate.compress(b"c CAPABILITY\r\nd SELECT INBOX\r\n")
-                     + deflate.flush(zlib.Z_SYNC_FLUSH))
+        sock.sendall(
+            deflate.compress(b"c CAPABILITY\r\nd SELECT INBOX\r\n")
+            + deflate.flush(zlib.Z_SYNC_FLUSH)
+        )
         text = b""
         while b"d OK" not in text:
             chunk = reader.read1(65536)
@@ -135,5 +150,7 @@ def test_imap4rev2_through_the_front_end(imap_port: int) -> None:
         assert typ == "OK" and "RECENT" not in client.untagged_responses
         tag = client._command("SEARCH", "ALL")
         client._command_complete("SEARCH", tag)
-        assert client.untagged_responses.pop("ESEARCH") == [f'(TAG "{tag.decode()}") ALL 1'.encode()]
+        assert client.untagged_responses.pop("ESEARCH") == [
+            f'(TAG "{tag.decode()}") ALL 1'.encode()
+        ]
         client.logout()

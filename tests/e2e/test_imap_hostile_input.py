@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from server.store import mime
+from server.mail import mime
 from tests.e2e.test_imap_backend import MSG, Backend
 from tests.e2e.test_imap_backend import backend as imap_backend  # noqa: F401 - fixture
 
@@ -23,12 +23,17 @@ def nested(size: int = 48 * 1024) -> bytes:
     opens, closes = [], []
     i = 0
     while len(head) + sum(map(len, opens)) + sum(map(len, closes)) < size - 64:
-        opens.append(b'Content-Type: multipart/mixed; boundary="=_%d_="\r\n\r\n--=_%d_=\r\n'
-                     % (i, i))
+        opens.append(
+            b'Content-Type: multipart/mixed; boundary="=_%d_="\r\n\r\n--=_%d_=\r\n' % (i, i)
+        )
         closes.append(b"--=_%d_=--\r\n" % i)
         i += 1
-    return head + b"".join(opens) + b"Content-Type: text/plain\r\n\r\ninnermost\r\n" + \
-        b"".join(reversed(closes))
+    return (
+        head
+        + b"".join(opens)
+        + b"Content-Type: text/plain\r\n\r\ninnermost\r\n"
+        + b"".join(reversed(closes))
+    )
 
 
 def test_deeply_nested_message_does_not_spoil_the_folder(
@@ -42,23 +47,36 @@ def test_deeply_nested_message_does_not_spoil_the_folder(
     box.append("INBOX", MSG.replace(b"Lunch", b"Dinner"))
     r = imap_backend.raw()
     assert " OK " in r.cmd("s SELECT INBOX")
-    for items in ("ENVELOPE", "BODYSTRUCTURE", "BODY", "BODY.PEEK[HEADER.FIELDS (SUBJECT)]",
-                  "BODY.PEEK[1.MIME]", "RFC822.SIZE"):
+    for items in (
+        "ENVELOPE",
+        "BODYSTRUCTURE",
+        "BODY",
+        "BODY.PEEK[HEADER.FIELDS (SUBJECT)]",
+        "BODY.PEEK[1.MIME]",
+        "RFC822.SIZE",
+    ):
         out = r.cmd(f"f FETCH 1:* ({items})")
         assert out.splitlines()[-1].startswith("f OK"), out[-300:]
         assert len(re.findall(r"^\* \d+ FETCH", out, re.M)) == 3, (items, out[-300:])
     out = r.cmd("e FETCH 2 (ENVELOPE BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
     assert '"matryoshka"' in out and "Subject: matryoshka" in out
     assert '"application" "octet-stream"' in r.cmd("b FETCH 2 BODYSTRUCTURE")
-    for criteria, hits in (("SUBJECT dinner", "3"), ("BODY noon", "1 3"), ("TEXT matryoshka", "2"),
-                           ("ALL", "1 2 3"), ("FROM mallory", "2")):
+    for criteria, hits in (
+        ("SUBJECT dinner", "3"),
+        ("BODY noon", "1 3"),
+        ("TEXT matryoshka", "2"),
+        ("ALL", "1 2 3"),
+        ("FROM mallory", "2"),
+    ):
         out = r.cmd(f"s SEARCH {criteria}")
         assert f"* SEARCH {hits}\r\ns OK" in out, (criteria, out)
     r.close()
 
 
 def test_a_message_the_parser_fails_on_costs_only_that_message(
-    imap_backend: Backend, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,  # noqa: F811
+    imap_backend: Backend,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Whatever goes wrong in the MIME analysis of one message (here: a parser bug, faked),
     it is logged once, that message is served as one opaque part, and the others are

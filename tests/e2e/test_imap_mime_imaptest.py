@@ -33,6 +33,10 @@ def site(tmp_path: Path, in_process: Any) -> Iterator[Home]:
 @pytest.mark.parametrize("group", GROUPS)
 def test_imaptest_mime_groups(site: Home, group: str) -> None:
     port = ports(site, "IMAP")[0]
-    result = subprocess.run([str(IMAPTEST), "127.0.0.1", str(port), "bob", PASSWORD, group],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [str(IMAPTEST), "127.0.0.1", str(port), "bob", PASSWORD, group],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0 and " 0 failed" in result.stdout, result.stdout + result.stderr

@@ -29,8 +29,10 @@ GROUPS = (
 
 
 def message(subject: str, sender: str, date: str, msgid: str, refs: str = "") -> bytes:
-    head = (f"From: {sender}\r\nTo: bob@contoso.test\r\nSubject: {subject}\r\n"
-            f"Date: {date}\r\nMessage-ID: <{msgid}>\r\n")
+    head = (
+        f"From: {sender}\r\nTo: bob@contoso.test\r\nSubject: {subject}\r\n"
+        f"Date: {date}\r\nMessage-ID: <{msgid}>\r\n"
+    )
     if refs:
         head += f"References: {refs}\r\n"
     return (head + "\r\nbody\r\n").encode()
@@ -62,20 +64,37 @@ def deliver(home: Home, raws: list[bytes]) -> None:
 
 
 def test_sort_and_thread_with_imapclient(site: Home) -> None:
-    deliver(site, [
-        message("Lunch", "Carol <carol@contoso.test>", "Tue, 3 Mar 2020 10:00:00 +0000", "a@x"),
-        message("Re: Lunch", "alice@contoso.test", "Tue, 3 Mar 2020 11:00:00 +0000", "b@x",
-                "<a@x>"),
-        message("[team] Budget", "Bob <bob@contoso.test>", "Mon, 2 Mar 2020 09:00:00 +0000",
-                "c@x"),
-        message("Re: Re: Lunch", "dave@contoso.test", "Tue, 3 Mar 2020 12:30:00 +0100",
-                "d@x", "<a@x> <b@x>"),
-    ])
+    deliver(
+        site,
+        [
+            message("Lunch", "Carol <carol@contoso.test>", "Tue, 3 Mar 2020 10:00:00 +0000", "a@x"),
+            message(
+                "Re: Lunch", "alice@contoso.test", "Tue, 3 Mar 2020 11:00:00 +0000", "b@x", "<a@x>"
+            ),
+            message(
+                "[team] Budget", "Bob <bob@contoso.test>", "Mon, 2 Mar 2020 09:00:00 +0000", "c@x"
+            ),
+            message(
+                "Re: Re: Lunch",
+                "dave@contoso.test",
+                "Tue, 3 Mar 2020 12:30:00 +0100",
+                "d@x",
+                "<a@x> <b@x>",
+            ),
+        ],
+    )
     c = client(site)
     try:
         caps = c.capabilities()
-        for cap in (b"SORT", b"SORT=DISPLAY", b"THREAD=REFERENCES", b"THREAD=ORDEREDSUBJECT",
-                    b"ESORT", b"CONTEXT=SEARCH", b"CONTEXT=SORT"):
+        for cap in (
+            b"SORT",
+            b"SORT=DISPLAY",
+            b"THREAD=REFERENCES",
+            b"THREAD=ORDEREDSUBJECT",
+            b"ESORT",
+            b"CONTEXT=SEARCH",
+            b"CONTEXT=SORT",
+        ):
             assert cap in caps
         c.select_folder("INBOX")
         uids = c.search("ALL")
@@ -92,8 +111,13 @@ def test_sort_and_thread_with_imapclient(site: Home) -> None:
 
 
 def test_search_context_update_reaches_a_second_session(site: Home) -> None:
-    deliver(site, [message(f"m{n}", "a@contoso.test", "Tue, 3 Mar 2020 10:00:00 +0000",
-                           f"{n}@x") for n in range(3)])
+    deliver(
+        site,
+        [
+            message(f"m{n}", "a@contoso.test", "Tue, 3 Mar 2020 10:00:00 +0000", f"{n}@x")
+            for n in range(3)
+        ],
+    )
     watcher, other = client(site), client(site)
     try:
         watcher.select_folder("INBOX")
@@ -115,8 +139,12 @@ def test_imaptest_sort_thread_context_groups(site: Home) -> None:
     port = ports(site, "IMAP")[0]
     failed = []
     for group in GROUPS:
-        result = subprocess.run([str(IMAPTEST), "127.0.0.1", str(port), "bob", PASSWORD, group],
-                                capture_output=True, text=True, timeout=300)
+        result = subprocess.run(
+            [str(IMAPTEST), "127.0.0.1", str(port), "bob", PASSWORD, group],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         if result.returncode != 0 or " 0 failed" not in result.stdout:
             failed.append(f"{group}: {result.stdout}{result.stderr}")
     assert not failed, "\n".join(failed)

@@ -79,7 +79,7 @@ def test_append_after_delete_and_create_of_the_folder(port: int) -> None:
     assert typ == "OK"
     assert b'"SECOND"' in data[0] and b"FIRST" not in data[0]
     # BODYSTRUCTURE's text/plain part: size and lines of the new body.
-    assert b' 21 1 ' in data[0]
+    assert b" 21 1 " in data[0]
     assert client.search(None, "SUBJECT", "SECOND")[1] == [b"1"]
     assert client.search(None, "SUBJECT", "FIRST")[1] == [b""]
     assert client.search(None, "TO", "x.org")[1] == [b""]

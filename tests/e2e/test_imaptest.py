@@ -31,22 +31,25 @@ USER, PASSWORD = "imaptester", "Imaptest-pass-1"
 
 # Groups imaptest skips here, and why. Remove a group when that changes: the test then
 # insists it passes.
-KNOWN_SKIPPED = frozenset({
-    # Needs a second user ("user 2:"), which ../shared/imaptest/run does not give; and even
-    # given one (EXTRA=user2=...), the group has no "messages:" header, so imaptest appends
-    # nothing and its first command, FETCH 1:2, cannot succeed on any server (Dovecot's
-    # reference run skips it too). What it checks - URLFETCH of another user's URLAUTH URL,
-    # NIL after RESETKEY - is tested in tests/e2e/test_imap_appendext.py.
-    "urlauth2",
-})
+KNOWN_SKIPPED = frozenset(
+    {
+        # Needs a second user ("user 2:"), which ../shared/imaptest/run does not give; and even
+        # given one (EXTRA=user2=...), the group has no "messages:" header, so imaptest appends
+        # nothing and its first command, FETCH 1:2, cannot succeed on any server (Dovecot's
+        # reference run skips it too). What it checks - URLFETCH of another user's URLAUTH URL,
+        # NIL after RESETKEY - is tested in tests/e2e/test_imap_appendext.py.
+        "urlauth2",
+    }
+)
 
 
 def _header(path: Path) -> dict[str, str]:
     """A group's header lines (before the first blank line; some group files carry binary
     data further down), by lower-case key."""
     head = path.read_bytes().split(b"\n\n", 1)[0].decode("latin-1")
-    return {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in
-                                                         head.splitlines())}
+    return {
+        k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in head.splitlines())
+    }
 
 
 def _groups() -> dict[str, set[str]]:
@@ -68,8 +71,9 @@ def _runnable() -> str | None:
     if not (SUITE / "run").is_file() or not (SUITE / "tests").is_dir():
         return f"imaptest is not installed at {SUITE} (a shared folder beside the repository)"
     try:
-        probe = subprocess.run([str(SUITE / "imaptest")], capture_output=True, text=True,
-                               timeout=30)
+        probe = subprocess.run(
+            [str(SUITE / "imaptest")], capture_output=True, text=True, timeout=30
+        )
     except OSError as exc:
         return f"the imaptest binary cannot run here: {exc}"
     if "Fatal:" not in probe.stdout + probe.stderr:  # it runs: it complains about its args
@@ -91,7 +95,11 @@ def imap_pair(suite: Path, services: ServiceRunner) -> int:
     """The front end's plain port, with the pair running and the throwaway mailbox made."""
     created = subprocess.run(
         [sys.executable, "-m", "mailctl", "new-mailbox", USER, "--password-stdin"],
-        input=PASSWORD + "\n", env=services.env, cwd=REPO, capture_output=True, text=True,
+        input=PASSWORD + "\n",
+        env=services.env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
         timeout=60,
     )
     assert created.returncode == 0, created.stderr
@@ -109,15 +117,19 @@ def test_imaptest_suite_passes_through_the_front_end(imap_pair: int, tmp_path: P
         client.logout()
     groups = _groups()
     skipped = {name for name, caps in groups.items() if not caps <= advertised}
-    assert skipped <= KNOWN_SKIPPED, f"groups skipped for a capability not advertised: " \
-                                     f"{sorted(skipped - KNOWN_SKIPPED)}"
+    assert skipped <= KNOWN_SKIPPED, (
+        f"groups skipped for a capability not advertised: {sorted(skipped - KNOWN_SKIPPED)}"
+    )
 
     log = tmp_path / "imaptest.log"
     env = dict(os.environ, LOG=str(log), TIMEOUT="170")
     env.pop("EXTRA", None)
     result = subprocess.run(
         [str(SUITE / "run"), "127.0.0.1", str(imap_pair), USER, PASSWORD],
-        capture_output=True, text=True, env=env, timeout=200,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=200,
     )
     out = result.stdout + result.stderr
     summary = re.search(r"^(\d+) test groups: (\d+) failed, (\d+) skipped", out, re.M)

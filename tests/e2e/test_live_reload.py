@@ -119,7 +119,10 @@ async def _open(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, 
 
 
 async def _many_sessions_while_settings_change(
-    runner: ServiceRunner, port: int, sessions: int = 200, changes: int = 20,
+    runner: ServiceRunner,
+    port: int,
+    sessions: int = 200,
+    changes: int = 20,
     logins: int = 0,
 ) -> list[float]:
     """`sessions` open connections, the first `logins` of them logged in (relayed to the back
@@ -179,7 +182,11 @@ def test_200_imap_sessions_stay_up_while_20_changes_land(services: ServiceRunner
     runner.run_ok("set-imapsettings", "--login-type", "PlainTextLogin")
     created = subprocess.run(
         [sys.executable, "-m", "mailctl", "new-mailbox", "alice", "--password-stdin"],
-        input="Alice-pass-1\n", env=runner.env, cwd=REPO, capture_output=True, text=True,
+        input="Alice-pass-1\n",
+        env=runner.env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
     )
     assert created.returncode == 0, created.stderr
     runner.run_ok("start-service", IMAP4BE)
@@ -202,8 +209,9 @@ def test_protocol_logging_switches_on_and_off_live(services: ServiceRunner) -> N
 
     runner = services
     with store.edit(runner.home) as doc:
-        doc.set(("Mailboxes", "alice"),
-                {"PrimarySmtpAddress": "alice@contoso.test", "Server": "MBX01"})
+        doc.set(
+            ("Mailboxes", "alice"), {"PrimarySmtpAddress": "alice@contoso.test", "Server": "MBX01"}
+        )
     secret = proxy_secret(runner.home)
     runner.run_ok("start-service", "MSExchangePOP3BE")
     port = runner.settings.server("MBX01").PopBackEndPort
@@ -219,12 +227,12 @@ def test_protocol_logging_switches_on_and_off_live(services: ServiceRunner) -> N
 
     def logged(word: str) -> bool:
         return folder.is_dir() and any(
-            f",{word}," in p.read_text().lower() for p in folder.glob("POP3BE*.LOG"))
+            f",{word}," in p.read_text().lower() for p in folder.glob("POP3BE*.LOG")
+        )
 
     session(b"CAPA")
     runner.run_ok("set-popsettings", "--protocol-log-enabled", "$true")
-    until(lambda: runner.get("MSExchangePOP3BE").SettingsVersion
-          == store.load(runner.home).version)
+    until(lambda: runner.get("MSExchangePOP3BE").SettingsVersion == store.load(runner.home).version)
     session(b"NOOP")
     until(lambda: logged("noop"))  # buffered: reaches the file within a second
     [path] = folder.glob("POP3BE*.LOG")
@@ -233,8 +241,7 @@ def test_protocol_logging_switches_on_and_off_live(services: ServiceRunner) -> N
     assert "192.0.2.7:40000" in text
 
     runner.run_ok("set-popsettings", "--protocol-log-enabled", "$false")
-    until(lambda: runner.get("MSExchangePOP3BE").SettingsVersion
-          == store.load(runner.home).version)
+    until(lambda: runner.get("MSExchangePOP3BE").SettingsVersion == store.load(runner.home).version)
     session(b"STAT")
     runner.run_ok("stop-service", "MSExchangePOP3BE")  # flushes whatever is buffered
     assert not logged("stat")

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from server.frontend.throttle import LoginThrottle
+from server.directory.throttle import LoginThrottle
 from server.settings import store
 from server.settings.models import POP3, SUBMISSION
 from server.settings.paths import Home
@@ -40,8 +40,7 @@ def env(tmp_path: Path) -> Home:
 @pytest.fixture
 def pop(env: Home, in_process: Any) -> Iterator[Any]:
     server = store.load(env).settings.Servers["MBX01"]
-    configure(env, "POP", ProxyTargetPort=server.PopBackEndPort,
-              LoginType=LoginType.PlainTextLogin)
+    configure(env, "POP", ProxyTargetPort=server.PopBackEndPort, LoginType=LoginType.PlainTextLogin)
     with FakeBackend(env, "POP", server.BackEndAddress, server.PopBackEndPort):
         with in_process(POP3, env) as svc:
             svc.service.throttle = LoginThrottle(base=0.001, cap=0.005)

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from server.frontend.throttle import LoginThrottle
+from server.directory.throttle import LoginThrottle
 from server.settings import store
 from server.settings.models import IMAP4, SUBMISSION
 from server.settings.paths import Home
@@ -54,8 +54,9 @@ async def fail_many(throttle: LoginThrottle, ip: str, account: str) -> None:
 @pytest.fixture
 def imap(env: Home, in_process: Any) -> Iterator[Any]:
     server = store.load(env).settings.Servers["MBX01"]
-    configure(env, "IMAP", ProxyTargetPort=server.ImapBackEndPort,
-              LoginType=LoginType.PlainTextLogin)
+    configure(
+        env, "IMAP", ProxyTargetPort=server.ImapBackEndPort, LoginType=LoginType.PlainTextLogin
+    )
     with FakeBackend(env, "IMAP", server.BackEndAddress, server.ImapBackEndPort):
         with in_process(IMAP4, env) as svc:
             svc.service.throttle = fast_throttle()
@@ -111,8 +112,9 @@ class IMAP4From(imaplib.IMAP4):
         super().__init__("127.0.0.1", port, timeout=10)
 
     def _create_socket(self, timeout: float | None) -> socket.socket:
-        return socket.create_connection((self.host, self.port), timeout,
-                                        source_address=(self.source, 0))
+        return socket.create_connection(
+            (self.host, self.port), timeout, source_address=(self.source, 0)
+        )
 
 
 def test_a_stranger_cannot_lock_the_owner_out(env: Home, imap: Any) -> None:

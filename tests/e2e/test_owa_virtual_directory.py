@@ -31,19 +31,36 @@ def redirect(port: int) -> str:
 
 def test_changed_urls_are_live_in_w3svc(services: ServiceRunner) -> None:
     runner = services
-    runner.run_ok("Set-OwaVirtualDirectory", "-Identity", VDIR,
-                  "-ExternalUrl", "https://owa-before.contoso.com/owa")
+    runner.run_ok(
+        "Set-OwaVirtualDirectory",
+        "-Identity",
+        VDIR,
+        "-ExternalUrl",
+        "https://owa-before.contoso.com/owa",
+    )
     runner.start(WEB)
     port = runner.settings.server("MBX01").OwaVirtualDirectory.Bindings[0].port
     assert redirect(port) == "https://owa-before.contoso.com/settings"
 
-    runner.run_ok("Set-OwaVirtualDirectory", "-Identity", VDIR,
-                  "-ExternalUrl", "https://mail.contoso.com:8443/owa")
+    runner.run_ok(
+        "Set-OwaVirtualDirectory",
+        "-Identity",
+        VDIR,
+        "-ExternalUrl",
+        "https://mail.contoso.com:8443/owa",
+    )
     wait_reloaded(runner)
     assert redirect(port) == "https://mail.contoso.com:8443/settings"
 
     # 127.0.0.1 counted as internal (mailctl extension): the internal URL instead.
-    runner.run_ok("set-owavirtualdirectory", "--server", "MBX01", "--internal-networks",
-                  "127.0.0.0/8", "--internal-url", "https://mbx01.contoso.test/owa")
+    runner.run_ok(
+        "set-owavirtualdirectory",
+        "--server",
+        "MBX01",
+        "--internal-networks",
+        "127.0.0.0/8",
+        "--internal-url",
+        "https://mbx01.contoso.test/owa",
+    )
     wait_reloaded(runner)
     assert redirect(port) == "https://mbx01.contoso.test/settings"

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from server.backend.pop3 import Pop3BackendService, _Connection
+from server.backend.pop3.server import Pop3BackendService, _Connection
 from server.directory import proxy_secret
 from server.protocols.handover import HandoverRefused
 from server.runtime import tls
@@ -35,7 +35,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 def message(n: int, body: bytes = b"") -> bytes:
     return (
         b"From: sender@contoso.test\r\nTo: alice@contoso.test\r\n"
-        b"Subject: message %d\r\nMessage-ID: <m%d@contoso.test>\r\n\r\n" % (n, n)
+        b"Subject: message %d\r\nMessage-ID: <m%d@contoso.test>\r\n\r\n"
+        % (n, n)
         + (body or b"Hello %d\r\n.a line starting with a dot\r\n..two\r\nlast\r\n" % n)
     )
 
@@ -107,8 +108,10 @@ def drop(pop: poplib.POP3) -> None:
 def add_mailboxes(home: Home) -> None:
     with settings_store.edit(home) as doc:
         for name, extra in (("alice", {}), ("bob", {}), ("nopop", {"PopEnabled": False})):
-            doc.set(("Mailboxes", name),
-                    {"PrimarySmtpAddress": f"{name}@contoso.test", "Server": "MBX01", **extra})
+            doc.set(
+                ("Mailboxes", name),
+                {"PrimarySmtpAddress": f"{name}@contoso.test", "Server": "MBX01", **extra},
+            )
 
 
 @pytest.fixture
@@ -213,8 +216,11 @@ def test_message_expunged_by_another_session_gets_err(backend: Backend) -> None:
 
 def test_descending_order_numbers_the_newest_first(backend: Backend) -> None:
     uids = backend.deliver(message(1), message(2), message(3))
-    backend.edit(lambda doc: doc.set(
-        ("Servers", "MBX01", "PopSettings", "MessageRetrievalSortOrder"), "Descending"))
+    backend.edit(
+        lambda doc: doc.set(
+            ("Servers", "MBX01", "PopSettings", "MessageRetrievalSortOrder"), "Descending"
+        )
+    )
     pop = backend.login()
     assert pop.body(1) == message(3)
     assert pop.body(3) == message(1)
@@ -252,8 +258,9 @@ def test_estimated_and_exact_sizes(backend: Backend) -> None:
     response, lines, _ = pop.retr(2)
     assert response == b"+OK %d octets" % exact and lines == [b"Subject: lf", b"", b".one", b"two"]
     pop.quit()
-    backend.edit(lambda doc: doc.set(
-        ("Servers", "MBX01", "PopSettings", "EnableExactRFC822Size"), True))
+    backend.edit(
+        lambda doc: doc.set(("Servers", "MBX01", "PopSettings", "EnableExactRFC822Size"), True)
+    )
     pop = backend.login()
     assert pop.list(2).split()[2] == b"%d" % exact
     assert pop.list(1).split()[2] == b"%d" % len(message(1))  # CRLF messages: the same
@@ -269,8 +276,9 @@ def test_connection_without_the_hand_over_is_closed(backend: Backend) -> None:
 
 
 def test_hand_over_refusals_and_no_login_after_it(backend: Backend) -> None:
-    assert backend.refusal("nopop").startswith("-ERR [AUTH]") and "disabled" in \
-        backend.refusal("nopop")
+    assert backend.refusal("nopop").startswith("-ERR [AUTH]") and "disabled" in backend.refusal(
+        "nopop"
+    )
     assert backend.refusal("nobody").startswith("-ERR [AUTH]")
     pop = backend.login()
     assert pop.getwelcome() == b"+OK alice has 0 messages (0 octets)"
@@ -322,8 +330,9 @@ def test_idle_session_is_closed_without_update(
 
 def test_protocol_log_has_one_line_per_command_and_no_secret(backend: Backend) -> None:
     backend.deliver(message(1))
-    backend.edit(lambda doc: doc.set(
-        ("Servers", "MBX01", "PopSettings", "ProtocolLogEnabled"), True))
+    backend.edit(
+        lambda doc: doc.set(("Servers", "MBX01", "PopSettings", "ProtocolLogEnabled"), True)
+    )
     pop = backend.login()
     pop.retr(1)
     with pytest.raises(poplib.error_proto):
@@ -340,7 +349,10 @@ def test_protocol_log_has_one_line_per_command_and_no_secret(backend: Backend) -
     assert backend.secret not in text
     rows = [line.split(",") for line in text.splitlines() if not line.startswith("#")]
     assert [(r[9], r[11]) for r in rows] == [
-        ("OpenSession", "R=OK"), ("retr", "R=OK"), ("retr", "R=ERR"), ("quit", "R=OK"),
+        ("OpenSession", "R=OK"),
+        ("retr", "R=OK"),
+        ("retr", "R=ERR"),
+        ("quit", "R=OK"),
     ]
     assert rows[0][5] == "alice" and rows[1][5] == "alice"
     assert rows[0][4] == "192.0.2.10:50123"  # the client from the PROXY header
@@ -386,7 +398,9 @@ def test_subscriber_in_another_process_sees_the_pop3_deletion(backend: Backend) 
     uids = backend.deliver(message(1), message(2))
     watcher = subprocess.Popen(
         [sys.executable, "-c", WATCHER, str(backend.home.root), str(uids[0])],
-        stdout=subprocess.PIPE, text=True, cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO_ROOT,
     )
     try:
         assert watcher.stdout is not None
@@ -400,8 +414,10 @@ def test_subscriber_in_another_process_sees_the_pop3_deletion(backend: Backend) 
         watcher.wait()
 
 
-def test_imap_idle_session_sees_pop3_deletions_as_expunge(backend: Backend, in_process: Any) -> None:
-    pytest.importorskip("server.backend.imap")
+def test_imap_idle_session_sees_pop3_deletions_as_expunge(
+    backend: Backend, in_process: Any
+) -> None:
+    pytest.importorskip("server.backend.imap.server")
     from server.settings.models import IMAP4BE
 
     backend.deliver(message(1), message(2), message(3))

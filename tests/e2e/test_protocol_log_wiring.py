@@ -22,8 +22,20 @@ from tests.e2e.frontend_support import PASSWORD, add_mailboxes, client_context, 
 pytestmark = pytest.mark.e2e
 
 SERVICES = (IMAP4BE, POP3BE, IMAP4, POP3)
-FIELDS = ["dateTime", "sessionId", "seqNumber", "sIp", "cIp", "user", "duration", "rqsize",
-          "rpsize", "command", "parameters", "context"]
+FIELDS = [
+    "dateTime",
+    "sessionId",
+    "seqNumber",
+    "sIp",
+    "cIp",
+    "user",
+    "duration",
+    "rqsize",
+    "rpsize",
+    "command",
+    "parameters",
+    "context",
+]
 
 
 def until(condition: Callable[[], object], timeout: float = 10.0) -> None:
@@ -102,10 +114,14 @@ def test_front_and_back_ends_log_one_session_each_when_switched_on(
     imap_port, pop_port = imap_session(runner), pop_session(runner)
     # Lines reach the files within a second (buffered); the proxy line is the front end's
     # last, written when the relay ends.
-    until(lambda: "proxy" in commands(lines(imap_folder, "IMAP4"), imap_port)
-          and "logout" in commands(lines(imap_folder, "IMAP4BE"), imap_port)
-          and "proxy" in commands(lines(pop_folder, "POP3"), pop_port)
-          and "quit" in commands(lines(pop_folder, "POP3BE"), pop_port))
+    until(
+        lambda: (
+            "proxy" in commands(lines(imap_folder, "IMAP4"), imap_port)
+            and "logout" in commands(lines(imap_folder, "IMAP4BE"), imap_port)
+            and "proxy" in commands(lines(pop_folder, "POP3"), pop_port)
+            and "quit" in commands(lines(pop_folder, "POP3BE"), pop_port)
+        )
+    )
 
     front = [r for r in lines(imap_folder, "IMAP4") if r["cIp"].endswith(f":{imap_port}")]
     assert [r["command"] for r in front] == ["OpenSession", "capability", "login", "proxy"]
@@ -119,8 +135,11 @@ def test_front_and_back_ends_log_one_session_each_when_switched_on(
     # The hand-over comes before IMAP: the back end's session starts logged in (PREAUTH).
     assert back[0] == "OpenSession" and {"select", "noop", "logout"} <= set(back)
     assert "authenticate" not in back
-    select = next(r for r in lines(imap_folder, "IMAP4BE")
-                  if r["cIp"].endswith(f":{imap_port}") and r["command"] == "select")
+    select = next(
+        r
+        for r in lines(imap_folder, "IMAP4BE")
+        if r["cIp"].endswith(f":{imap_port}") and r["command"] == "select"
+    )
     assert select["user"] == "alice" and select["parameters"] == "INBOX"
     assert select["context"] == "R=OK" and int(select["rpsize"]) > 0
 
@@ -134,7 +153,11 @@ def test_front_and_back_ends_log_one_session_each_when_switched_on(
             assert PASSWORD not in text
             assert f":{quiet_imap}," not in text and f":{quiet_pop}," not in text
     assert {re.sub(r"\d{8}-\d+\.LOG$", "", p.name) for p in logs.glob("*/*.LOG")} == {
-        "IMAP4", "IMAP4BE", "POP3", "POP3BE"}
+        "IMAP4",
+        "IMAP4BE",
+        "POP3",
+        "POP3BE",
+    }
 
     set_logging(runner, False)
     sizes = {p: p.stat().st_size for p in logs.glob("*/*.LOG")}

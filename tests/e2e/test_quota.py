@@ -52,8 +52,13 @@ def test_imap_quota_root_usage_and_overquota(imap_backend: Backend) -> None:  # 
     assert r.cmd(b"n NOOP").splitlines()[-2].startswith("a NO [OVERQUOTA]")
     # MULTIAPPEND is all or nothing: 3 KB + 4 KB would pass the limit, so neither is kept.
     small, medium = sized(3), sized(4)
-    r.sock.sendall(b"m APPEND INBOX {%d+}\r\n" % len(small) + small
-                   + b" {%d+}\r\n" % len(medium) + medium + b"\r\n")
+    r.sock.sendall(
+        b"m APPEND INBOX {%d+}\r\n" % len(small)
+        + small
+        + b" {%d+}\r\n" % len(medium)
+        + medium
+        + b"\r\n"
+    )
     assert r.cmd(b"n NOOP").splitlines()[-2].startswith("m NO [OVERQUOTA]")
     assert " OK " in r.cmd("s SELECT INBOX")
     assert "y OK [COPYUID" in r.cmd("y COPY 1 INBOX")  # 8 KB of 10
@@ -77,8 +82,11 @@ def test_delivery_and_submission_over_quota_get_5_2_2(tmp_path: Path, in_process
         with in_process(DELIVERY, home), in_process(SUBMISSION, home) as svc:
             svc.service.delivery.retry_base = 0.05
             with login(home, "bob") as client:
-                client.send_message(message("bob@contoso.test", "alice@contoso.test",
-                                            "too big for alice " + "y" * 4000))
+                client.send_message(
+                    message(
+                        "bob@contoso.test", "alice@contoso.test", "too big for alice " + "y" * 4000
+                    )
+                )
             # alice stays as she was; bob gets a non-delivery report saying why.
             wait_for(lambda: mail.mailbox("bob").status("INBOX").messages == 1)
             assert mail.mailbox("alice").status("INBOX").messages == 1
@@ -100,12 +108,29 @@ def test_set_mailbox_quotas_and_get_mailboxstatistics(services: Any) -> None:
         mail.mailbox("dave").append("Archive", sized(2))
     finally:
         mail.close()
-    failed = services.mailctl("Set-Mailbox", "dave", "-UseDatabaseQuotaDefaults", "$false",
-                              "-ProhibitSendQuota", "2GB", "-ProhibitSendReceiveQuota", "1GB")
+    failed = services.mailctl(
+        "Set-Mailbox",
+        "dave",
+        "-UseDatabaseQuotaDefaults",
+        "$false",
+        "-ProhibitSendQuota",
+        "2GB",
+        "-ProhibitSendReceiveQuota",
+        "1GB",
+    )
     assert failed.returncode != 0 and "ProhibitSendQuota" in failed.stderr + failed.stdout
-    services.run_ok("Set-Mailbox", "dave", "-UseDatabaseQuotaDefaults", "$false",
-                    "-IssueWarningQuota", "4KB", "-ProhibitSendQuota", "1.5GB",
-                    "-ProhibitSendReceiveQuota", "2GB (2,147,483,648 bytes)")
+    services.run_ok(
+        "Set-Mailbox",
+        "dave",
+        "-UseDatabaseQuotaDefaults",
+        "$false",
+        "-IssueWarningQuota",
+        "4KB",
+        "-ProhibitSendQuota",
+        "1.5GB",
+        "-ProhibitSendReceiveQuota",
+        "2GB (2,147,483,648 bytes)",
+    )
     [row] = json.loads(services.run_ok("Get-MailboxStatistics", "dave", "--output", "json").stdout)
     assert row["ItemCount"] == 2 and row["TotalItemSize"] == "5 KB (5,120 bytes)"
     assert row["StorageLimitStatus"] == "IssueWarning"
@@ -113,7 +138,15 @@ def test_set_mailbox_quotas_and_get_mailboxstatistics(services: Any) -> None:
     assert row["ProhibitSendQuota"] == "1.5 GB (1,610,612,736 bytes)"
     table = services.run_ok("Get-MailboxStatistics", "dave").stdout
     assert "ItemCount" in table and "IssueWarning" in table
-    services.run_ok("Set-Mailbox", "dave", "-ProhibitSendReceiveQuota", "Unlimited",
-                    "-ProhibitSendQuota", "Unlimited", "-IssueWarningQuota", "Unlimited")
+    services.run_ok(
+        "Set-Mailbox",
+        "dave",
+        "-ProhibitSendReceiveQuota",
+        "Unlimited",
+        "-ProhibitSendQuota",
+        "Unlimited",
+        "-IssueWarningQuota",
+        "Unlimited",
+    )
     [row] = json.loads(services.run_ok("Get-MailboxStatistics", "dave", "--output", "json").stdout)
     assert row["StorageLimitStatus"] == "NoChecking"

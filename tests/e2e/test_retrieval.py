@@ -14,16 +14,17 @@ from typing import Any
 import pytest
 
 from server.directory import proxy_secret
+from server.mail import mime
 from server.retrieval import CACHE
 from server.retrieval.receipts import MDN_SENT
 from server.settings import store as settings_store
 from server.settings.models import DELIVERY, IMAP4BE, POP3BE, SUBMISSION
 from server.settings.paths import Home
 from server.settings.types import MimeTextFormat as F
-from server.store import mime, open_store
+from server.store import open_store
 from server.submission.queue import Spool
 from tests.e2e.handover_support import ProxiedIMAP4, ProxiedPOP3
-from tests.unit.test_retrieval import (
+from tests.unit.retrieval.test_retrieval import (
     BODY_TYPES,
     CHANGING,
     MESSAGES,
@@ -48,12 +49,14 @@ class Servers:
     secret: str
 
     def imap(self, mailbox: str = "alice") -> ProxiedIMAP4:
-        return ProxiedIMAP4("127.0.0.1", self.imap_run.service.bound_port(), secret=self.secret,
-                            mailbox=mailbox)
+        return ProxiedIMAP4(
+            "127.0.0.1", self.imap_run.service.bound_port(), secret=self.secret, mailbox=mailbox
+        )
 
     def pop(self, mailbox: str = "alice") -> ProxiedPOP3:
-        return ProxiedPOP3("127.0.0.1", self.pop_run.service.bound_port(), secret=self.secret,
-                           mailbox=mailbox)
+        return ProxiedPOP3(
+            "127.0.0.1", self.pop_run.service.bound_port(), secret=self.secret, mailbox=mailbox
+        )
 
     def deliver(self, raw: bytes, mailbox: str = "alice") -> int:
         return self.store.mailbox(mailbox).append("INBOX", raw).uid
@@ -68,12 +71,14 @@ class Servers:
         def change(doc: settings_store.Edit) -> None:
             for key, value in values.items():
                 doc.set(("Servers", "MBX01", protocol, key), value)
+
         self.edit(change)
 
     def set_mailbox(self, name: str, **values: Any) -> None:
         def change(doc: settings_store.Edit) -> None:
             for key, value in values.items():
                 doc.set(("Mailboxes", name, key), value)
+
         self.edit(change)
 
 
@@ -81,10 +86,16 @@ class Servers:
 def servers(home: Home, in_process: Any) -> Iterator[Servers]:
     with settings_store.edit(home) as doc:
         for name in ("alice", "bob", "carol"):
-            doc.set(("Mailboxes", name), {"PrimarySmtpAddress": f"{name}@contoso.test",
-                                          "DisplayName": name.title(), "Server": "MBX01",
-                                          "ImapEnableExactRFC822Size": True,
-                                          "PopEnableExactRFC822Size": True})
+            doc.set(
+                ("Mailboxes", name),
+                {
+                    "PrimarySmtpAddress": f"{name}@contoso.test",
+                    "DisplayName": name.title(),
+                    "Server": "MBX01",
+                    "ImapEnableExactRFC822Size": True,
+                    "PopEnableExactRFC822Size": True,
+                },
+            )
         # Most tests here check that sizes are those of the bytes sent, which is what
         # EnableExactRFC822Size $true asks for; the default (estimates) has its own tests.
         for protocol in ("ImapSettings", "PopSettings"):
@@ -98,8 +109,9 @@ def servers(home: Home, in_process: Any) -> Iterator[Servers]:
         store.close()
 
 
-_FETCH = re.compile(rb"^(\d+) \(UID (\d+) RFC822\.SIZE (\d+) BODYSTRUCTURE (.*) BODY\[\] \{(\d+)\}$",
-                    re.S)
+_FETCH = re.compile(
+    rb"^(\d+) \(UID (\d+) RFC822\.SIZE (\d+) BODYSTRUCTURE (.*) BODY\[\] \{(\d+)\}$", re.S
+)
 
 
 def imap_fetch_all(conn: imaplib.IMAP4, peek: bool = True) -> dict[int, tuple[int, bytes, bytes]]:
@@ -133,6 +145,7 @@ def asking_carol() -> bytes:
 
 
 # --- IMAP -------------------------------------------------------------------------------
+
 
 def test_imap_every_format_valid_mime_sizes_and_structure_match(servers: Servers) -> None:
     raws = {name: make() for name, make in MESSAGES.items()}
@@ -178,7 +191,10 @@ def test_imap_mailbox_override_beats_server_and_changes_are_live(servers: Server
     other = servers.imap("bob")  # bob keeps the server's format
     servers.deliver(MESSAGES["html"](), mailbox="bob")
     other.select("INBOX")
-    assert body_types(parsed(next(iter(imap_fetch_all(other).values()))[2])) == ["text/plain", "text/html"]
+    assert body_types(parsed(next(iter(imap_fetch_all(other).values()))[2])) == [
+        "text/plain",
+        "text/html",
+    ]
     other.logout()
     servers.set_mailbox("alice", ImapMessagesRetrievalMimeFormat="BestBodyFormat")
     assert imap_fetch_all(conn)[uid][2] == html
@@ -198,11 +214,15 @@ def test_imap_calendar_links_and_force_ical(servers: Servers) -> None:
     internal = servers.imap_run.service.ctx.settings.server("MBX01").OwaVirtualDirectory.InternalUrl
     assert f"{internal}/calendar/alice/{uidvalidity}/{uid}".encode() in data
     assert size == len(data) and b'"TEXT" "CALENDAR"' not in structure.upper()
-    servers.set_server("ImapSettings", CalendarItemRetrievalOption="Custom",
-                       OwaServerUrl="https://owaserver01.contoso.test")
+    servers.set_server(
+        "ImapSettings",
+        CalendarItemRetrievalOption="Custom",
+        OwaServerUrl="https://owaserver01.contoso.test",
+    )
     assert b"https://owaserver01.contoso.test/calendar/alice/" in imap_fetch_all(conn)[uid][2]
-    servers.set_mailbox("alice", ImapUseProtocolDefaults=False,
-                        ImapForceICalForCalendarRetrievalOption=True)
+    servers.set_mailbox(
+        "alice", ImapUseProtocolDefaults=False, ImapForceICalForCalendarRetrievalOption=True
+    )
     assert imap_fetch_all(conn)[uid][2] == meeting
     conn.logout()
 
@@ -228,8 +248,9 @@ def deliver_spool(home: Home, in_process: Any, mailbox: str = "carol") -> list[b
         mail.close()
 
 
-def test_imap_read_receipt_once_on_download_unless_suppressed(servers: Servers,
-                                                              in_process: Any) -> None:
+def test_imap_read_receipt_once_on_download_unless_suppressed(
+    servers: Servers, in_process: Any
+) -> None:
     uid = servers.deliver(asking_carol())
     conn = servers.imap()
     conn.select("INBOX")
@@ -256,6 +277,7 @@ def test_imap_read_receipt_once_on_download_unless_suppressed(servers: Servers,
 
 
 # --- POP3 -------------------------------------------------------------------------------
+
 
 def pop_download(conn: ProxiedPOP3) -> dict[int, tuple[int, bytes]]:
     """message number -> (LIST size, the bytes RETR sent, byte-stuffing undone)."""
@@ -309,8 +331,11 @@ def test_pop3_mailbox_override_and_next_session_sees_the_change(servers: Servers
     size, data = pop_download(conn)[1]
     assert body_types(parsed(data)) == ["text/plain"] and size == len(data)
     conn.quit()
-    servers.set_mailbox("alice", PopUseProtocolDefaults=False,
-                        PopMessagesRetrievalMimeFormat="HtmlAndTextAlternative")
+    servers.set_mailbox(
+        "alice",
+        PopUseProtocolDefaults=False,
+        PopMessagesRetrievalMimeFormat="HtmlAndTextAlternative",
+    )
     conn = servers.pop()
     size, data = pop_download(conn)[1]
     assert body_types(parsed(data)) == ["text/plain", "text/html"] and size == len(data)
@@ -327,8 +352,12 @@ def test_pop3_mailbox_override_and_next_session_sees_the_change(servers: Servers
 def test_pop3_calendar_link_on_the_external_url(servers: Servers) -> None:
     meeting = meeting_request()
     uid = servers.deliver(meeting)
-    servers.edit(lambda doc: doc.set(
-        ("Servers", "MBX01", "OwaVirtualDirectory", "ExternalUrl"), "https://mail.contoso.com/owa"))
+    servers.edit(
+        lambda doc: doc.set(
+            ("Servers", "MBX01", "OwaVirtualDirectory", "ExternalUrl"),
+            "https://mail.contoso.com/owa",
+        )
+    )
     servers.set_server("PopSettings", CalendarItemRetrievalOption="InternetUrl")
     uidvalidity = servers.store.mailbox("alice").status("INBOX").uidvalidity
     conn = servers.pop()
@@ -337,8 +366,9 @@ def test_pop3_calendar_link_on_the_external_url(servers: Servers) -> None:
     assert size == len(data)
     assert f"https://mail.contoso.com/owa/calendar/alice/{uidvalidity}/{uid}".encode() in data
     assert "text/calendar" not in [p.get_content_type() for p in assert_valid(data).walk()]
-    servers.set_mailbox("alice", PopUseProtocolDefaults=False,
-                        PopForceICalForCalendarRetrievalOption=True)
+    servers.set_mailbox(
+        "alice", PopUseProtocolDefaults=False, PopForceICalForCalendarRetrievalOption=True
+    )
     conn = servers.pop()
     assert pop_download(conn)[1][1] == meeting
     conn.quit()
@@ -367,8 +397,11 @@ def test_pop3_receipt_on_retr_not_top_and_only_once(servers: Servers, in_process
 
 # --- sizes: estimated (EnableExactRFC822Size $false, the default) and exact ---------------
 
+
 @pytest.mark.parametrize("exact", [False, True])
-def test_textonly_sizes_and_bodies_agree_between_pop3_and_imap(servers: Servers, exact: bool) -> None:
+def test_textonly_sizes_and_bodies_agree_between_pop3_and_imap(
+    servers: Servers, exact: bool
+) -> None:
     """LIST and RFC822.SIZE give the same size for every message, RETR and BODY[] the same
     bytes; with exact sizes the size is that of those bytes, with estimates (the default)
     opening the folder renders nothing: each message is rendered when it is retrieved."""
@@ -376,14 +409,17 @@ def test_textonly_sizes_and_bodies_agree_between_pop3_and_imap(servers: Servers,
     for raw in raws:
         servers.deliver(raw)
     for protocol in ("ImapSettings", "PopSettings"):
-        servers.set_server(protocol, MessageRetrievalMimeFormat="TextOnly",
-                           EnableExactRFC822Size=exact)
+        servers.set_server(
+            protocol, MessageRetrievalMimeFormat="TextOnly", EnableExactRFC822Size=exact
+        )
     servers.set_mailbox("alice", ImapEnableExactRFC822Size=exact, PopEnableExactRFC822Size=exact)
     CACHE.clear()
     renders = CACHE.renders
     conn = servers.imap()
     conn.select("INBOX")
-    typ, data = conn.uid("FETCH", "1:*", "(RFC822.SIZE BODY.PEEK[HEADER.FIELDS (FROM SUBJECT DATE)])")
+    typ, data = conn.uid(
+        "FETCH", "1:*", "(RFC822.SIZE BODY.PEEK[HEADER.FIELDS (FROM SUBJECT DATE)])"
+    )
     assert typ == "OK"
     opened = [entry for entry in data if isinstance(entry, tuple)]
     imap_sizes = [int(re.search(rb"RFC822\.SIZE (\d+)", e[0]).group(1)) for e in opened]  # type: ignore[union-attr]

@@ -13,7 +13,7 @@ from server.settings import store as settings_store
 from server.settings.models import IMAP4BE, POP3BE
 from server.store import open_store
 from tests.e2e.handover_support import ProxiedIMAP4, ProxiedPOP3
-from tests.unit.test_retrieval import plain
+from tests.unit.retrieval.test_retrieval import plain
 
 pytestmark = pytest.mark.e2e
 
@@ -44,11 +44,14 @@ def pop_body(services: Any) -> bytes:
 
 def test_converted_message_is_the_same_from_imap_pop3_and_after_a_restart(services: Any) -> None:
     with settings_store.edit(services.home) as doc:
-        doc.set(("Mailboxes", "alice"), {"PrimarySmtpAddress": "alice@contoso.test",
-                                         "Server": "MBX01"})
+        doc.set(
+            ("Mailboxes", "alice"), {"PrimarySmtpAddress": "alice@contoso.test", "Server": "MBX01"}
+        )
         for protocol in ("ImapSettings", "PopSettings"):
-            doc.set(("Servers", "MBX01", protocol, "MessageRetrievalMimeFormat"),
-                    "HtmlAndTextAlternative")
+            doc.set(
+                ("Servers", "MBX01", protocol, "MessageRetrievalMimeFormat"),
+                "HtmlAndTextAlternative",
+            )
     raw = plain()
     mail = open_store(services.home, "MBX01")
     try:

@@ -15,12 +15,12 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from server.retrieval import ItemRef, Options, render
-from server.retrieval.calendar_web import register
 from server.settings.models import Mailbox, Settings, default_settings
 from server.settings.paths import Home
 from server.store import open_store
+from server.web.calendar import register
 from server.web.session import COOKIE, SessionSigner
-from tests.unit.test_retrieval import ICS, meeting_request, plain
+from tests.unit.retrieval.test_retrieval import ICS, meeting_request, plain
 
 pytestmark = pytest.mark.e2e
 
@@ -41,7 +41,9 @@ def _setup(tmp_path: Path) -> tuple[FakeWeb, dict[str, Any]]:
     home = Home.resolve(tmp_path / "home")
     settings = default_settings()
     for name in ("alice", "bob"):
-        settings.Mailboxes[name] = Mailbox(PrimarySmtpAddress=f"{name}@contoso.test", Server="MBX01")
+        settings.Mailboxes[name] = Mailbox(
+            PrimarySmtpAddress=f"{name}@contoso.test", Server="MBX01"
+        )
     store = open_store(home, "MBX01")
     try:
         box = store.mailbox("alice")
@@ -64,18 +66,28 @@ async def _requests(web_ctx: FakeWeb, seeded: dict[str, Any]) -> dict[str, Any]:
     await server.start_server()
     base = str(server.make_url("/owa"))
     # The link exactly as a client receives it with IntranetUrl on this base.
-    rendered = render(seeded["raw"], Options(calendar_base=base),
-                      ItemRef("alice", "INBOX", seeded["uidvalidity"], seeded["meeting"]))
+    rendered = render(
+        seeded["raw"],
+        Options(calendar_base=base),
+        ItemRef("alice", "INBOX", seeded["uidvalidity"], seeded["meeting"]),
+    )
     link = next(w for w in rendered.decode().split() if w.startswith(base))
     path = urlsplit(link).path
     out: dict[str, Any] = {"path": path}
     alice = {COOKIE: web_ctx.signer.issue("alice")}
     bob = {COOKIE: web_ctx.signer.issue("bob")}
+
     async def get(url: str, cookies: dict[str, str] | None = None) -> tuple[int, str, str]:
-        async with aiohttp.ClientSession(cookies=cookies) as http, \
-                http.get(server.make_url(url), allow_redirects=False) as resp:
-            return resp.status, resp.headers.get("Content-Type", "") + resp.headers.get(
-                "Location", ""), await resp.text()
+        async with (
+            aiohttp.ClientSession(cookies=cookies) as http,
+            http.get(server.make_url(url), allow_redirects=False) as resp,
+        ):
+            return (
+                resp.status,
+                resp.headers.get("Content-Type", "") + resp.headers.get("Location", ""),
+                await resp.text(),
+            )
+
     try:
         out["anonymous"] = await get(path)
         out["owner"] = await get(path, alice)
@@ -86,7 +98,9 @@ async def _requests(web_ctx: FakeWeb, seeded: dict[str, Any]) -> dict[str, Any]:
         uv = seeded["uidvalidity"]
         out["not_calendar"] = await get(f"/owa/calendar/alice/{uv}/{seeded['plain']}", alice)
         out["no_such_uid"] = await get(f"/owa/calendar/alice/{uv}/999", alice)
-        out["no_such_folder"] = await get(f"/owa/calendar/alice/{uv + 1}/{seeded['meeting']}", alice)
+        out["no_such_folder"] = await get(
+            f"/owa/calendar/alice/{uv + 1}/{seeded['meeting']}", alice
+        )
     finally:
         await server.close()
         await app.cleanup()

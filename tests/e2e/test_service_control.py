@@ -17,7 +17,7 @@ import time
 import psutil
 import pytest
 
-from server.runtime import control
+from server.control import services as control
 from server.runtime.main import read_pid_file
 from server.settings import store
 from server.settings.models import DELIVERY, IMAP4, IMAP4BE, POP3, POP3BE, SUBMISSION, WEB
@@ -27,8 +27,15 @@ from .conftest import ServiceRunner
 
 pytestmark = pytest.mark.e2e
 
-STARTUP = {IMAP4BE: "Automatic", IMAP4: "Automatic", POP3BE: "Manual", POP3: "Manual",
-           SUBMISSION: "Disabled", WEB: "Manual", DELIVERY: "Automatic"}
+STARTUP = {
+    IMAP4BE: "Automatic",
+    IMAP4: "Automatic",
+    POP3BE: "Manual",
+    POP3: "Manual",
+    SUBMISSION: "Disabled",
+    WEB: "Manual",
+    DELIVERY: "Automatic",
+}
 
 
 def get_json(runner: ServiceRunner, *args: str) -> list[dict]:
@@ -173,8 +180,10 @@ def test_start_starts_automatic_services_and_stop_stops_all(echo_services: Servi
             session.set(("Servers", "MBX01", "Services", name), startup)
     runner.run_ok("start")
     status = {r["Name"]: r["Status"] for r in get_json(runner)}
-    assert status == {name: ("Running" if startup == "Automatic" else "Stopped")
-                      for name, startup in STARTUP.items()}
+    assert status == {
+        name: ("Running" if startup == "Automatic" else "Stopped")
+        for name, startup in STARTUP.items()
+    }
     runner.run_ok("restart-service", POP3BE)  # a Manual service may still be run by hand
     runner.run_ok("stop")
     assert {r["Status"] for r in get_json(runner)} == {"Stopped"}
@@ -196,8 +205,10 @@ def test_install_systemd_writes_one_unit_per_service(home: Home, tmp_path) -> No
     assert len(written) == 7
     unit = (out / "mailctl-MBX01-MSExchangeIMAP4.service").read_text()
     assert "Type=simple" in unit
-    assert (f"ExecStart=/usr/bin/python3 -m server run MSExchangeIMAP4 --server MBX01 "
-            f"--home {home.root} --foreground") in unit
+    assert (
+        f"ExecStart=/usr/bin/python3 -m server run MSExchangeIMAP4 --server MBX01 "
+        f"--home {home.root} --foreground"
+    ) in unit
     assert "After=network-online.target mailctl-MBX01-MSExchangeIMAP4BE.service" in unit
     assert "ExecReload=/bin/kill -HUP $MAINPID" in unit and "User=mailctl" in unit
     assert "WantedBy=multi-user.target" in unit
@@ -209,7 +220,9 @@ def test_install_systemd_writes_one_unit_per_service(home: Home, tmp_path) -> No
     # Automatic by default: transport and web, as in Exchange.
     assert control.automatic_units(home) == [
         "mailctl-MBX01-MSExchangeDelivery.service",
-        "mailctl-MBX01-MSExchangeFrontEndTransport.service", "mailctl-MBX01-W3SVC.service"]
+        "mailctl-MBX01-MSExchangeFrontEndTransport.service",
+        "mailctl-MBX01-W3SVC.service",
+    ]
 
 
 def test_install_systemd_through_the_cli(echo_services: ServiceRunner, tmp_path) -> None:

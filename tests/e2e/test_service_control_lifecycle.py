@@ -28,7 +28,11 @@ def test_fresh_home_to_running_imap_and_back(fresh_home: ServiceRunner) -> None:
     runner.run_ok("init", "--base-port", str(base), "--no-demo")
     created = subprocess.run(
         [sys.executable, "-m", "mailctl", "new-mailbox", "alice", "--password-stdin"],
-        input="Alice-pass-1\n", env=runner.env, cwd=REPO, capture_output=True, text=True,
+        input="Alice-pass-1\n",
+        env=runner.env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
     )
     assert created.returncode == 0, created.stderr
 
@@ -45,8 +49,9 @@ def test_fresh_home_to_running_imap_and_back(fresh_home: ServiceRunner) -> None:
 
     # A real client gets in through the front end, which hands over to the back end.
     context = tls.client_context(runner.home, verify=False)
-    with imapclient.IMAPClient("127.0.0.1", port=base + 993, ssl_context=context,
-                               timeout=10) as client:
+    with imapclient.IMAPClient(
+        "127.0.0.1", port=base + 993, ssl_context=context, timeout=10
+    ) as client:
         client.login("alice", "Alice-pass-1")
         assert client.select_folder("INBOX")[b"EXISTS"] == 0
         assert rows(runner, IMAP4)[IMAP4]["Connections"] == 1

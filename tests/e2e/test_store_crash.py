@@ -68,7 +68,9 @@ def message(n: int) -> bytes:
 def run_until_killed(db: Path, start: int, lines: int, delay: float) -> list[list[str]]:
     child = subprocess.Popen(
         [sys.executable, "-c", CHILD, str(db), str(start)],
-        cwd=ROOT, stdout=subprocess.PIPE, text=True,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert child.stdout is not None
     try:

@@ -134,8 +134,9 @@ def test_send_as_is_enforced(env: Home, smtp_service: Any) -> None:
         client.sendmail("alice@contoso.test", ["alice@contoso.test"], b"x\r\n")
     client.rset()
     with pytest.raises(smtplib.SMTPDataError, match="5.7.60"):
-        client.send_message(message("alice@contoso.test", "alice@contoso.test"),
-                            from_addr="bob@contoso.test")
+        client.send_message(
+            message("alice@contoso.test", "alice@contoso.test"), from_addr="bob@contoso.test"
+        )
     client.quit()
     assert inbox(env, "alice") == []
 
@@ -157,8 +158,9 @@ def test_recipient_rules_and_limits(env: Home, smtp_service: Any) -> None:
     assert client.rcpt("carol@contoso.test")[0] == 452
     client.rset()
     with pytest.raises(smtplib.SMTPSenderRefused):  # SIZE= over the limit
-        client.sendmail("bob@contoso.test", ["alice@contoso.test"], b"x" * 5000,
-                        mail_options=["SIZE=5000"])
+        client.sendmail(
+            "bob@contoso.test", ["alice@contoso.test"], b"x" * 5000, mail_options=["SIZE=5000"]
+        )
     client.quit()
 
 
@@ -209,8 +211,11 @@ def test_relay_through_smart_host_with_retry(env: Home, in_process: Any) -> None
         client.send_message(message("bob@contoso.test", "friend@example.org"))
         client.quit()
         # the smart host is down: the message waits in the spool
-        wait_for(lambda: any(r.attempts for e in svc.service.delivery._entries.values()
-                             for r in e.recipients))
+        wait_for(
+            lambda: any(
+                r.attempts for e in svc.service.delivery._entries.values() for r in e.recipients
+            )
+        )
         sink = Sink()
         controller = Controller(sink, hostname="127.0.0.1", port=port)
         controller.start()
@@ -227,8 +232,12 @@ def test_relay_through_smart_host_with_retry(env: Home, in_process: Any) -> None
 def test_spooled_mail_survives_a_restart(env: Home, in_process: Any) -> None:
     """What was accepted before a crash is delivered by the next start."""
     spool = Spool(env.queue / "MBX01")
-    spool.add("bob@contoso.test", [Recipient("alice@contoso.test", "alice", "MBX01")],
-              b"Subject: left over\r\n\r\nbody\r\n", "bob")
+    spool.add(
+        "bob@contoso.test",
+        [Recipient("alice@contoso.test", "alice", "MBX01")],
+        b"Subject: left over\r\n\r\nbody\r\n",
+        "bob",
+    )
     (env.queue / "MBX01" / "orphan.eml").write_bytes(b"never acknowledged")
     old = time.time() - ORPHAN_GRACE - 1
     os.utime(env.queue / "MBX01" / "orphan.eml", (old, old))
@@ -281,12 +290,15 @@ def test_receipt_spooled_by_the_imap_back_end_is_relayed_while_running(
     try:
         settings = store.load(env).settings
         settings.SendConnectors["Internet"] = SendConnector(
-            SmartHosts=[f"127.0.0.1:{controller.port}"])
+            SmartHosts=[f"127.0.0.1:{controller.port}"]
+        )
         save(env, settings)
-        asking = (b"From: Friend <friend@example.org>\r\nTo: alice@contoso.test\r\n"
-                  b"Subject: Did you read this?\r\nMessage-ID: <q1@example.org>\r\n"
-                  b"Disposition-Notification-To: Friend <friend@example.org>\r\n"
-                  b"\r\nPlease confirm.\r\n")
+        asking = (
+            b"From: Friend <friend@example.org>\r\nTo: alice@contoso.test\r\n"
+            b"Subject: Did you read this?\r\nMessage-ID: <q1@example.org>\r\n"
+            b"Disposition-Notification-To: Friend <friend@example.org>\r\n"
+            b"\r\nPlease confirm.\r\n"
+        )
         mail_store = open_store(env, "MBX01")
         try:
             mail_store.mailbox("alice").append("INBOX", asking)
@@ -294,8 +306,12 @@ def test_receipt_spooled_by_the_imap_back_end_is_relayed_while_running(
             mail_store.close()
         with in_process(SUBMISSION, env) as smtp_run, in_process(IMAP4BE, env) as imap_run:
             assert smtp_run.service.delivery.pending == 0
-            conn = ProxiedIMAP4("127.0.0.1", imap_run.service.bound_port(),
-                                secret=proxy_secret(env), mailbox="alice")
+            conn = ProxiedIMAP4(
+                "127.0.0.1",
+                imap_run.service.bound_port(),
+                secret=proxy_secret(env),
+                mailbox="alice",
+            )
             conn.select("INBOX")
             typ, _ = conn.fetch("1", "(BODY[])")  # a download, not a PEEK: the receipt goes
             assert typ == "OK"
@@ -338,14 +354,18 @@ def test_pipelined_commands_are_answered_in_order(env: Home, smtp_service: Any) 
     client.ehlo("client.example")
     assert client.has_extn("pipelining")
     # RFC 2920 section 3.1: one batch up to DATA, each reply in turn, DATA's 354 last.
-    client.send(b"MAIL FROM:<bob@contoso.test>\r\nRCPT TO:<alice@contoso.test>\r\n"
-                b"RCPT TO:<nobody@contoso.test>\r\nRCPT TO:<bob@contoso.test>\r\nDATA\r\n")
+    client.send(
+        b"MAIL FROM:<bob@contoso.test>\r\nRCPT TO:<alice@contoso.test>\r\n"
+        b"RCPT TO:<nobody@contoso.test>\r\nRCPT TO:<bob@contoso.test>\r\nDATA\r\n"
+    )
     replies = [client.getreply() for _ in range(5)]
     assert [code for code, _ in replies] == [250, 250, 550, 250, 354]
     assert [text[:5] for _, text in replies[:4]] == [b"2.1.0", b"2.1.5", b"5.1.1", b"2.1.5"]
-    client.send(b"Subject: Pipelined\r\nFrom: bob@contoso.test\r\n\r\nHi.\r\n.\r\n"
-                b"NOOP\r\nMAIL FROM:<bob@contoso.test>\r\nRCPT TO:<nobody@contoso.test>\r\n"
-                b"DATA\r\nQUIT\r\n")
+    client.send(
+        b"Subject: Pipelined\r\nFrom: bob@contoso.test\r\n\r\nHi.\r\n.\r\n"
+        b"NOOP\r\nMAIL FROM:<bob@contoso.test>\r\nRCPT TO:<nobody@contoso.test>\r\n"
+        b"DATA\r\nQUIT\r\n"
+    )
     replies = [client.getreply() for _ in range(6)]
     assert [code for code, _ in replies] == [250, 250, 250, 550, 503, 221]
     assert replies[0][1].startswith(b"2.6.0 Queued")
@@ -386,7 +406,9 @@ def test_auth_login_and_plain_with_and_without_initial_response(
     client.ehlo()
     for mechanism in ("LOGIN", "PLAIN"):
         assert client.docmd("AUTH", f"{mechanism} not-base64!") == (
-            501, b"5.5.2 Can't decode base64")
+            501,
+            b"5.5.2 Can't decode base64",
+        )
     client.quit()
 
 
@@ -394,8 +416,9 @@ class Crash(BaseException):
     """Stands for kill -9: nothing after it runs, no except Exception catches it."""
 
 
-def test_delivery_after_a_crash_is_not_repeated(env: Home, monkeypatch: Any,
-                                                in_process: Any) -> None:
+def test_delivery_after_a_crash_is_not_repeated(
+    env: Home, monkeypatch: Any, in_process: Any
+) -> None:
     """Killed between the delivery service's reply and the spool's update, the next start
     must not deliver the message a second time: the delivery service knows the entry."""
     from server.settings import store as settings_store
@@ -403,9 +426,15 @@ def test_delivery_after_a_crash_is_not_repeated(env: Home, monkeypatch: Any,
 
     folder = env.queue / "MBX01"
     spool = Spool(folder)
-    spool.add("bob@contoso.test", [Recipient("alice@contoso.test", "alice", "MBX01"),
-                                   Recipient("bob@contoso.test", "bob", "MBX01")],
-              b"Subject: once\r\n\r\nbody\r\n", "bob")
+    spool.add(
+        "bob@contoso.test",
+        [
+            Recipient("alice@contoso.test", "alice", "MBX01"),
+            Recipient("bob@contoso.test", "bob", "MBX01"),
+        ],
+        b"Subject: once\r\n\r\nbody\r\n",
+        "bob",
+    )
     settings = settings_store.load(env).settings
     with in_process(DELIVERY, env):
         first = Delivery(env, spool, lambda: settings)
@@ -448,13 +477,18 @@ def test_relay_after_a_crash_is_not_repeated(env: Home, monkeypatch: Any) -> Non
     settings = settings_store.load(env).settings
     for name, space in (("Org", "example.org"), ("Net", "example.net")):
         settings.SendConnectors[name] = SendConnector(
-            AddressSpaces=[space], SmartHosts=[f"127.0.0.1:{port}"])
+            AddressSpaces=[space], SmartHosts=[f"127.0.0.1:{port}"]
+        )
     save(env, settings)
     settings = settings_store.load(env).settings
     folder = env.queue / "MBX01"
     spool = Spool(folder)
-    spool.add("bob@contoso.test", [Recipient("friend@example.org"), Recipient("pal@example.net")],
-              b"From: bob@contoso.test\r\nSubject: once\r\n\r\nbody\r\n", "bob")
+    spool.add(
+        "bob@contoso.test",
+        [Recipient("friend@example.org"), Recipient("pal@example.net")],
+        b"From: bob@contoso.test\r\nSubject: once\r\n\r\nbody\r\n",
+        "bob",
+    )
     sink = Sink()
     controller = Controller(sink, hostname="127.0.0.1", port=port)
     controller.start()

@@ -44,13 +44,17 @@ def raw_message(header: bytes) -> bytes:
     return header + b"To: alice@contoso.test\r\nSubject: hi\r\n\r\nbody\r\n"
 
 
-@pytest.mark.parametrize("header", [
-    b"From : alice@contoso.test\r\n",  # white space before the colon
-    b"X-Junk\r\nFrom: alice@contoso.test\r\n",  # a line that is no header field first
-    b"Garbage line here\r\nFrom: bob@contoso.test\r\nFrom: alice@contoso.test\r\n",
-])
-def test_send_as_cannot_hide_behind_malformed_headers(env: Home, smtp_service: Any,
-                                                      header: bytes) -> None:
+@pytest.mark.parametrize(
+    "header",
+    [
+        b"From : alice@contoso.test\r\n",  # white space before the colon
+        b"X-Junk\r\nFrom: alice@contoso.test\r\n",  # a line that is no header field first
+        b"Garbage line here\r\nFrom: bob@contoso.test\r\nFrom: alice@contoso.test\r\n",
+    ],
+)
+def test_send_as_cannot_hide_behind_malformed_headers(
+    env: Home, smtp_service: Any, header: bytes
+) -> None:
     client = login(env)
     with pytest.raises(smtplib.SMTPDataError) as refused:
         client.sendmail("bob@contoso.test", ["alice@contoso.test"], raw_message(header))
@@ -65,10 +69,16 @@ def test_send_as_reads_from_the_way_the_envelope_does(env: Home, smtp_service: A
     client = login(env)
     # A comment that looks like an address must not count, nor hide the real one.
     with pytest.raises(smtplib.SMTPDataError, match="5.7.60"):
-        client.sendmail("bob@contoso.test", ["alice@contoso.test"],
-                        raw_message(b'From: "bob@contoso.test" <alice@contoso.test>\r\n'))
-    client.sendmail("bob@contoso.test", ["alice@contoso.test"],
-                    raw_message(b"From: Bob (the builder) <bob@contoso.test>\r\n"))
+        client.sendmail(
+            "bob@contoso.test",
+            ["alice@contoso.test"],
+            raw_message(b'From: "bob@contoso.test" <alice@contoso.test>\r\n'),
+        )
+    client.sendmail(
+        "bob@contoso.test",
+        ["alice@contoso.test"],
+        raw_message(b"From: Bob (the builder) <bob@contoso.test>\r\n"),
+    )
     client.quit()
     wait_for(lambda: len(inbox(env, "alice")) == 1)
 
@@ -98,18 +108,20 @@ def test_ehlo_with_a_bare_cr_is_refused(env: Home, smtp_service: Any) -> None:
         assert client.ehlo("client.example")[0] == 250
 
 
-def test_errors_do_not_show_exception_text(env: Home, smtp_service: Any,
-                                           monkeypatch: Any) -> None:
+def test_errors_do_not_show_exception_text(env: Home, smtp_service: Any, monkeypatch: Any) -> None:
     def boom(*args: Any, **kwargs: Any) -> str:
         raise RuntimeError("/secret/path/to/something")
 
     monkeypatch.setattr("server.submission.service.sender_addresses", boom)
     client = login(env)
     with pytest.raises(smtplib.SMTPDataError) as failed:
-        client.sendmail("bob@contoso.test", ["alice@contoso.test"],
-                        raw_message(b"From: bob@contoso.test\r\n"))
+        client.sendmail(
+            "bob@contoso.test", ["alice@contoso.test"], raw_message(b"From: bob@contoso.test\r\n")
+        )
     assert failed.value.smtp_code == 451 and b"4.3.0" in failed.value.smtp_error
-    assert b"secret" not in failed.value.smtp_error and b"RuntimeError" not in failed.value.smtp_error
+    assert (
+        b"secret" not in failed.value.smtp_error and b"RuntimeError" not in failed.value.smtp_error
+    )
 
 
 def greeting(port: int) -> tuple[socket.socket, bytes]:
@@ -238,8 +250,10 @@ def test_smtp_receive_protocol_log(env: Home, smtp_service: Any) -> None:
     wait_for(lambda: any(",-,," in p.read_text() for p in folder.glob("RECV*.LOG")))
     [log] = folder.glob("RECV*.LOG")
     text = log.read_text()
-    assert ("#Fields: date-time,connector-id,session-id,sequence-number,local-endpoint,"
-            "remote-endpoint,event,data,context") in text
+    assert (
+        "#Fields: date-time,connector-id,session-id,sequence-number,local-endpoint,"
+        "remote-endpoint,event,data,context"
+    ) in text
     rows = [line.split(",") for line in text.splitlines() if not line.startswith("#")]
     assert rows[0][1] == "MBX01\\Client Frontend MBX01" and rows[0][6] == "+"
     events = [(r[6], r[7]) for r in rows]

@@ -46,9 +46,14 @@ class WebDriver:
             "goog:chromeOptions": {
                 "binary": CHROMIUM,
                 "args": [
-                    "--headless", "--no-sandbox", "--disable-gpu",
-                    "--disable-background-networking", "--disable-component-update",
-                    "--disable-sync", "--no-first-run", f"--user-data-dir={profile}",
+                    "--headless",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--disable-sync",
+                    "--no-first-run",
+                    f"--user-data-dir={profile}",
                     "--window-size=390,844",  # a phone-sized viewport
                 ],
             },
@@ -61,7 +66,9 @@ class WebDriver:
     def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         data = json.dumps(body if body is not None else {}).encode() if method == "POST" else None
         request = urllib.request.Request(
-            self.base + path, data=data, method=method,
+            self.base + path,
+            data=data,
+            method=method,
             headers={"Content-Type": "application/json"},
         )
         try:
@@ -74,7 +81,9 @@ class WebDriver:
         self.call("POST", f"{self.session}/url", {"url": url})
 
     def find(self, css: str) -> str:
-        found = self.call("POST", f"{self.session}/element", {"using": "css selector", "value": css})
+        found = self.call(
+            "POST", f"{self.session}/element", {"using": "css selector", "value": css}
+        )
         return found[ELEMENT]
 
     def type(self, css: str, text: str) -> None:
@@ -126,7 +135,9 @@ def start_chromedriver() -> tuple[subprocess.Popen[str], int]:
         port = _port_free_on_both_families()
         proc = subprocess.Popen(
             [CHROMEDRIVER, f"--port={port}", "--allowed-ips=127.0.0.1"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         assert proc.stdout is not None
         for line in proc.stdout:
@@ -140,8 +151,10 @@ def start_chromedriver() -> tuple[subprocess.Popen[str], int]:
 @pytest.fixture
 def browser(tmp_path: Path) -> Iterator[WebDriver]:
     if not CHROMIUM or not CHROMEDRIVER:
-        pytest.skip("chromium and chromium-driver are not installed "
-                    "(apt-get install chromium chromium-driver; .ci/run does it)")
+        pytest.skip(
+            "chromium and chromium-driver are not installed "
+            "(apt-get install chromium chromium-driver; .ci/run does it)"
+        )
     driver_proc, port = start_chromedriver()
     try:
         driver = WebDriver(port, tmp_path / "chromium-profile")
@@ -156,8 +169,13 @@ def browser(tmp_path: Path) -> Iterator[WebDriver]:
 
 def mailctl_input(runner: ServiceRunner, *args: str, stdin: str) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "mailctl", *args], env=runner.env, cwd=REPO, input=stdin,
-        capture_output=True, text=True, timeout=60,
+        [sys.executable, "-m", "mailctl", *args],
+        env=runner.env,
+        cwd=REPO,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr
 
@@ -180,17 +198,35 @@ def block(driver: WebDriver, section: str) -> dict[str, str]:
 
 def test_the_settings_page_in_a_real_browser(services: ServiceRunner, browser: WebDriver) -> None:
     runner = services
-    runner.run_ok("Set-PopSettings", "-ExternalConnectionSettings",
-                  "{mail.contoso.com:995:SSL,mail.contoso.com:110:TLS}")
-    runner.run_ok("Set-ReceiveConnector", "Client Frontend MBX01",
-                  "-AdvertiseClientSettings", "$True", "-Fqdn", "mail.contoso.com")
-    mailctl_input(runner, "New-Mailbox", "alice", "-DisplayName", "Alice Liddell",
-                  "-PasswordStdin", stdin=PASSWORD + "\n")
+    runner.run_ok(
+        "Set-PopSettings",
+        "-ExternalConnectionSettings",
+        "{mail.contoso.com:995:SSL,mail.contoso.com:110:TLS}",
+    )
+    runner.run_ok(
+        "Set-ReceiveConnector",
+        "Client Frontend MBX01",
+        "-AdvertiseClientSettings",
+        "$True",
+        "-Fqdn",
+        "mail.contoso.com",
+    )
+    mailctl_input(
+        runner,
+        "New-Mailbox",
+        "alice",
+        "-DisplayName",
+        "Alice Liddell",
+        "-PasswordStdin",
+        stdin=PASSWORD + "\n",
+    )
     # The HTTPS redirect goes to the configured URL (never the request's Host header).
     ssl_port = runner.settings.server("MBX01").OwaVirtualDirectory.SSLBindings[0].port
     with store.edit(runner.home) as session:
-        session.set(("Servers", "MBX01", "OwaVirtualDirectory", "ExternalUrl"),
-                    f"https://127.0.0.1:{ssl_port}/owa")
+        session.set(
+            ("Servers", "MBX01", "OwaVirtualDirectory", "ExternalUrl"),
+            f"https://127.0.0.1:{ssl_port}/owa",
+        )
     runner.start(WEB)
     vdir = runner.settings.server("MBX01").OwaVirtualDirectory
     smtp_port = runner.settings.ReceiveConnectors["Client Frontend MBX01"].Bindings[0].port
@@ -213,17 +249,21 @@ def test_the_settings_page_in_a_real_browser(services: ServiceRunner, browser: W
     assert browser.text("h1") == "Settings for POP or IMAP access"
     assert browser.text("#pop h2") == "POP setting"
     assert block(browser, "pop") == {
-        "server": "mail.contoso.com", "port": "995", "encryption": "SSL",
+        "server": "mail.contoso.com",
+        "port": "995",
+        "encryption": "SSL",
     }
     assert block(browser, "imap") == {"empty": "Not published by your administrator."}
     assert block(browser, "smtp") == {
-        "server": "mail.contoso.com", "port": str(smtp_port), "encryption": "TLS",
+        "server": "mail.contoso.com",
+        "port": str(smtp_port),
+        "encryption": "TLS",
     }
     # The session cookie is invisible to scripts (HttpOnly); the page fits a phone's width.
     assert browser.script("return document.cookie;") == ""
-    assert browser.script(
-        "return document.documentElement.scrollWidth <= window.innerWidth;"
-    ) is True
+    assert (
+        browser.script("return document.documentElement.scrollWidth <= window.innerWidth;") is True
+    )
     labels = browser.script("return getComputedStyle(document.querySelector('dt')).color;")
     assert labels.startswith("rgb")
 
@@ -232,7 +272,9 @@ def test_the_settings_page_in_a_real_browser(services: ServiceRunner, browser: W
     wait_reloaded(runner)
     browser.go(browser.url)
     assert block(browser, "imap") == {
-        "server": "imap.contoso.com", "port": "993", "encryption": "SSL",
+        "server": "imap.contoso.com",
+        "port": "993",
+        "encryption": "SSL",
     }
 
     browser.click(".signout button")

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from server.directory import Directory
-from server.frontend.throttle import LoginThrottle
+from server.directory.throttle import LoginThrottle
 from server.runtime import tls
 from server.settings import store
 from server.settings.models import WEB, Mailbox
@@ -32,7 +32,9 @@ REQUEST_NS = "http://schemas.microsoft.com/exchange/autodiscover/outlook/request
 
 def add_mailbox(home: Home, name: str, password: str | None = PASSWORD, **fields: object) -> None:
     box = Mailbox(
-        DisplayName=name.title(), PrimarySmtpAddress=f"{name}@contoso.test", Server="MBX01",
+        DisplayName=name.title(),
+        PrimarySmtpAddress=f"{name}@contoso.test",
+        Server="MBX01",
         **fields,  # type: ignore[arg-type]
     )
     with store.edit(home) as session:
@@ -44,10 +46,13 @@ def add_mailbox(home: Home, name: str, password: str | None = PASSWORD, **fields
 def publish(home: Home) -> None:
     with store.edit(home) as session:
         server = ("Servers", "MBX01")
-        session.set((*server, "PopSettings", "ExternalConnectionSettings"),
-                    ["mail.contoso.com:995:SSL", "mail.contoso.com:110:TLS"])
-        session.set((*server, "ImapSettings", "ExternalConnectionSettings"),
-                    ["mail.contoso.com:143:TLS"])
+        session.set(
+            (*server, "PopSettings", "ExternalConnectionSettings"),
+            ["mail.contoso.com:995:SSL", "mail.contoso.com:110:TLS"],
+        )
+        session.set(
+            (*server, "ImapSettings", "ExternalConnectionSettings"), ["mail.contoso.com:143:TLS"]
+        )
         conn = ("ReceiveConnectors", "Client Frontend MBX01")
         session.set((*conn, "AdvertiseClientSettings"), True)
         session.set((*conn, "Fqdn"), "smtp.contoso.com")
@@ -84,8 +89,13 @@ class Browser:
             )
         return http.client.HTTPConnection(self.host, self.port, timeout=10)
 
-    def request(self, method: str, path: str, body: bytes | None = None,
-                headers: dict[str, str] | None = None) -> Reply:
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Reply:
         conn = self.connection()
         sent = dict(headers or {})
         if self.cookies:
@@ -108,7 +118,9 @@ class Browser:
 
     def post_form(self, path: str, fields: dict[str, str], **headers: str) -> Reply:
         return self.request(
-            "POST", path, urllib.parse.urlencode(fields).encode(),
+            "POST",
+            path,
+            urllib.parse.urlencode(fields).encode(),
             {"Content-Type": "application/x-www-form-urlencoded", **headers},
         )
 
@@ -163,14 +175,22 @@ def test_sign_in_sets_a_hardened_cookie_and_shows_the_published_settings(
     assert page.headers["Cache-Control"] == "no-store"
     assert "frame-ancestors 'none'" in page.headers["Content-Security-Policy"]
     assert fields(page.text, "pop") == {
-        "server": "mail.contoso.com", "port": "995", "encryption": "SSL",
+        "server": "mail.contoso.com",
+        "port": "995",
+        "encryption": "SSL",
     }
     assert fields(page.text, "imap") == {
-        "server": "mail.contoso.com", "port": "143", "encryption": "TLS",
+        "server": "mail.contoso.com",
+        "port": "143",
+        "encryption": "TLS",
     }
-    smtp_port = store.load(home).settings.ReceiveConnectors["Client Frontend MBX01"].Bindings[0].port
+    smtp_port = (
+        store.load(home).settings.ReceiveConnectors["Client Frontend MBX01"].Bindings[0].port
+    )
     assert fields(page.text, "smtp") == {
-        "server": "smtp.contoso.com", "port": str(smtp_port), "encryption": "TLS",
+        "server": "smtp.contoso.com",
+        "port": str(smtp_port),
+        "encryption": "TLS",
     }
 
 
@@ -196,11 +216,16 @@ def test_failures_look_the_same_whoever_the_account_is(web: InProcessService, ho
     replies = {
         name: client.sign_in(name, password)
         for name, password in [
-            ("alice", "wrong"), ("nobody@contoso.test", PASSWORD), ("guest1", PASSWORD),
-            ("anon1", PASSWORD), ("nopass", PASSWORD),
+            ("alice", "wrong"),
+            ("nobody@contoso.test", PASSWORD),
+            ("guest1", PASSWORD),
+            ("anon1", PASSWORD),
+            ("nopass", PASSWORD),
         ]
     }
-    normal = {name: (r.status, html.unescape(r.text).replace(name, "NAME")) for name, r in replies.items()}
+    normal = {
+        name: (r.status, html.unescape(r.text).replace(name, "NAME")) for name, r in replies.items()
+    }
     assert len(set(normal.values())) == 1, normal
     status, text = next(iter(normal.values()))
     assert status == 401 and "isn't correct" in text
@@ -240,7 +265,10 @@ def test_pages_on_http_go_to_https_and_autoconfig_stays(web: InProcessService, h
     client = plain(home)
     reply = client.get("/signin")
     assert reply.status == 301
-    assert reply.headers["Location"] == f"https://mbx01.contoso.test:{vdir(home).SSLBindings[0].port}/signin"
+    assert (
+        reply.headers["Location"]
+        == f"https://mbx01.contoso.test:{vdir(home).SSLBindings[0].port}/signin"
+    )
     xml = client.get("/mail/config-v1.1.xml?emailaddress=alice%40contoso.test")
     assert xml.status == 200 and xml.headers["Content-Type"].startswith("application/xml")
     assert ET.fromstring(xml.body).tag == "clientConfig"
@@ -280,13 +308,17 @@ def autodiscover_body(email: str) -> bytes:
     ).encode()
 
 
-@pytest.mark.parametrize("path", ["/autodiscover/autodiscover.xml", "/Autodiscover/Autodiscover.xml"])
+@pytest.mark.parametrize(
+    "path", ["/autodiscover/autodiscover.xml", "/Autodiscover/Autodiscover.xml"]
+)
 def test_autodiscover_post(web: InProcessService, home: Home, path: str) -> None:
     client = plain(home)
-    known = client.request("POST", path, autodiscover_body("alice@contoso.test"),
-                           {"Content-Type": "text/xml"})
-    unknown = client.request("POST", path, autodiscover_body("nobody@contoso.test"),
-                             {"Content-Type": "text/xml"})
+    known = client.request(
+        "POST", path, autodiscover_body("alice@contoso.test"), {"Content-Type": "text/xml"}
+    )
+    unknown = client.request(
+        "POST", path, autodiscover_body("nobody@contoso.test"), {"Content-Type": "text/xml"}
+    )
     assert known.status == 200 and known.headers["Content-Type"].startswith("text/xml")
     root = ET.fromstring(known.body)
     types = [t.text for t in root.iter(f"{{{OUTLOOK}}}Type")]
@@ -309,8 +341,10 @@ def test_a_settings_change_shows_at_the_next_request(web: InProcessService, home
 
     before = ports()
     with store.edit(home) as session:
-        session.set(("Servers", "MBX01", "ImapSettings", "ExternalConnectionSettings"),
-                    ["imap.contoso.com:993:SSL"])
+        session.set(
+            ("Servers", "MBX01", "ImapSettings", "ExternalConnectionSettings"),
+            ["imap.contoso.com:993:SSL"],
+        )
     web.reload()
     after = ports()
     assert "993" in after and "993" not in before
@@ -321,15 +355,18 @@ def test_internal_networks_see_internal_settings(web: InProcessService, home: Ho
     client.sign_in("alice")
     assert 'id="scope"' not in client.get("/settings").text
     with store.edit(home) as session:
-        session.set(("Servers", "MBX01", "OwaVirtualDirectory", "InternalNetworks"),
-                    ["127.0.0.0/8"])
+        session.set(
+            ("Servers", "MBX01", "OwaVirtualDirectory", "InternalNetworks"), ["127.0.0.0/8"]
+        )
     web.reload()
     page = client.get("/settings").text
     assert 'id="scope"' in page
     internal = store.load(home).settings.server("MBX01").PopSettings.InternalConnectionSettings
     ssl_entry = next(e for e in internal if e.encryption and e.encryption.value == "SSL")
     assert fields(page, "pop") == {
-        "server": ssl_entry.hostname, "port": str(ssl_entry.port), "encryption": "SSL",
+        "server": ssl_entry.hostname,
+        "port": str(ssl_entry.port),
+        "encryption": "SSL",
     }
 
 
@@ -345,8 +382,10 @@ def test_bindings_move_on_reload_without_dropping_a_kept_alive_connection(
     new_port = sock.getsockname()[1]
     sock.close()
     with store.edit(home) as session:
-        session.set(("Servers", "MBX01", "OwaVirtualDirectory", "Bindings"),
-                    [str(IPEndPoint("127.0.0.1", new_port))])
+        session.set(
+            ("Servers", "MBX01", "OwaVirtualDirectory", "Bindings"),
+            [str(IPEndPoint("127.0.0.1", new_port))],
+        )
     web.reload()
     assert f"127.0.0.1:{new_port}" in web.service.status()["endpoints"]
     assert plain(home).get("/mail/config-v1.1.xml").status == 200
@@ -371,14 +410,21 @@ def test_a_protocol_turned_off_for_the_mailbox_is_noted(home: Home) -> None:
         assert "can&#x27;t be used" not in imap.group(0)
 
 
-def test_autodiscover_with_a_dtd_in_utf16_is_a_400_not_a_500(web: InProcessService,
-                                                              home: Home) -> None:
+def test_autodiscover_with_a_dtd_in_utf16_is_a_400_not_a_500(
+    web: InProcessService, home: Home
+) -> None:
     client = plain(home)
-    text = ('<?xml version="1.0" encoding="UTF-16BE"?><!DOCTYPE a [<!ENTITY e "x">]>'
-            + autodiscover_body("alice@contoso.test").decode().split("?>", 1)[-1])
+    text = (
+        '<?xml version="1.0" encoding="UTF-16BE"?><!DOCTYPE a [<!ENTITY e "x">]>'
+        + autodiscover_body("alice@contoso.test").decode().split("?>", 1)[-1]
+    )
     for codec in ("utf-16-be", "utf-16"):
-        answer = client.request("POST", "/autodiscover/autodiscover.xml", text.encode(codec),
-                                {"Content-Type": "text/xml"})
+        answer = client.request(
+            "POST",
+            "/autodiscover/autodiscover.xml",
+            text.encode(codec),
+            {"Content-Type": "text/xml"},
+        )
         assert answer.status == 400, answer.body
         assert b"<ErrorCode>600</ErrorCode>" in answer.body and b"Traceback" not in answer.body
 
@@ -415,38 +461,48 @@ def test_the_https_redirect_ignores_the_host_header(web: InProcessService, home:
     reply = client.request("GET", "/signin?x=1", headers={"Host": "evil.example"})
     assert reply.headers["Location"] == f"https://mbx01.contoso.test:{port}/signin?x=1"
     with store.edit(home) as session:
-        session.set(("Servers", "MBX01", "OwaVirtualDirectory", "ExternalUrl"),
-                    "https://mail.contoso.com/owa")
-        session.set(("Servers", "MBX01", "OwaVirtualDirectory", "InternalUrl"),
-                    "https://mbx01.corp.contoso.test:8443/owa")
+        session.set(
+            ("Servers", "MBX01", "OwaVirtualDirectory", "ExternalUrl"),
+            "https://mail.contoso.com/owa",
+        )
+        session.set(
+            ("Servers", "MBX01", "OwaVirtualDirectory", "InternalUrl"),
+            "https://mbx01.corp.contoso.test:8443/owa",
+        )
     web.reload()
     reply = client.request("GET", "/signin", headers={"Host": "evil.example"})
     assert reply.headers["Location"] == "https://mail.contoso.com/signin"
     with store.edit(home) as session:
-        session.set(("Servers", "MBX01", "OwaVirtualDirectory", "InternalNetworks"),
-                    ["127.0.0.0/8"])
+        session.set(
+            ("Servers", "MBX01", "OwaVirtualDirectory", "InternalNetworks"), ["127.0.0.0/8"]
+        )
     web.reload()
     reply = client.request("GET", "/signin", headers={"Host": "evil.example"})
     assert reply.headers["Location"] == "https://mbx01.corp.contoso.test:8443/signin"
 
 
-@pytest.mark.parametrize(("given", "expected"), [
-    ("/owa/calendar/alice/1/2", "/owa/calendar/alice/1/2"),
-    ("/settings?x=1", "/settings?x=1"),
-    ("//evil.example/x", "/settings"),
-    ("/\\evil.example", "/settings"),
-    ("https://evil.example/", "/settings"),
-    ("javascript:alert(1)", "/settings"),
-    ("/ok\r\nSet-Cookie: x=y", "/settings"),
-])
-def test_sign_in_goes_back_to_a_local_target_only(web: InProcessService, home: Home,
-                                                   given: str, expected: str) -> None:
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("/owa/calendar/alice/1/2", "/owa/calendar/alice/1/2"),
+        ("/settings?x=1", "/settings?x=1"),
+        ("//evil.example/x", "/settings"),
+        ("/\\evil.example", "/settings"),
+        ("https://evil.example/", "/settings"),
+        ("javascript:alert(1)", "/settings"),
+        ("/ok\r\nSet-Cookie: x=y", "/settings"),
+    ],
+)
+def test_sign_in_goes_back_to_a_local_target_only(
+    web: InProcessService, home: Home, given: str, expected: str
+) -> None:
     client = https(home)
     page = client.get("/signin?next=" + urllib.parse.quote(given, safe="")).text
     assert f'name="next" value="{html.escape(expected, quote=True)}"' in page
-    reply = client.post_form("/signin", {"username": "alice", "password": PASSWORD,
-                                         "next": given})
+    reply = client.post_form("/signin", {"username": "alice", "password": PASSWORD, "next": given})
     assert reply.status == 303 and reply.headers["Location"] == expected
     # Signed in already: the link goes straight through.
-    assert client.get("/signin?next=" + urllib.parse.quote(given, safe="")).headers[
-        "Location"] == expected
+    assert (
+        client.get("/signin?next=" + urllib.parse.quote(given, safe="")).headers["Location"]
+        == expected
+    )

@@ -15,7 +15,7 @@ import base64
 import binascii
 import re
 
-from server.store import mime
+from server.mail import mime
 
 #: Encodings served as they are stored (RFC 2045 section 6.2: identity encodings).
 IDENTITY = frozenset({"", "7bit", "8bit", "binary"})
@@ -101,8 +101,9 @@ def literal(data: bytes) -> bytes:
     return (b"~{%d}\r\n" if b"\x00" in data else b"{%d}\r\n") % len(data) + data
 
 
-_CTE_FIELD = re.compile(rb"^content-transfer-encoding[ \t]*:.*(?:\r?\n[ \t].*)*\r?\n?",
-                        re.IGNORECASE | re.MULTILINE)
+_CTE_FIELD = re.compile(
+    rb"^content-transfer-encoding[ \t]*:.*(?:\r?\n[ \t].*)*\r?\n?", re.IGNORECASE | re.MULTILINE
+)
 
 
 _MIME_FIELD = re.compile(rb"^(?:mime-version|content-type)[ \t]*:", re.IGNORECASE | re.MULTILINE)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import quote, unquote_to_bytes
 
-from . import parser as p
+from server.protocols.imap import parser as p
 
 #: The one URLAUTH mechanism this server offers (RFC 4467 section 7: "INTERNAL").
 INTERNAL = "INTERNAL"
@@ -61,7 +61,8 @@ _HEX = re.compile(r"[0-9A-Fa-f]{32,}\Z")
 _MECH = re.compile(r"[A-Za-z0-9\-.]+\Z")
 _RFC3339 = re.compile(
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})\Z",
-    re.IGNORECASE)
+    re.IGNORECASE,
+)
 
 
 def _decode(text: str, what: str) -> str:
@@ -99,7 +100,7 @@ def parse(url: str, base_mailbox: str | None = None) -> ImapUrl:
     """One IMAP URL naming a message or part (see the module docstring). With a
     `base_mailbox` (the selected mailbox), a relative ";UID=n..." names a message of it
     (RFC 5092 section 7: a relative URL against the mailbox's URL)."""
-    if any(c in url for c in " \r\n\x00\"") or not url.isascii():
+    if any(c in url for c in ' \r\n\x00"') or not url.isascii():
         raise UrlError("The URL has characters a URL may not have")
     user = host = None
     port = None
@@ -136,7 +137,7 @@ def parse(url: str, base_mailbox: str | None = None) -> ImapUrl:
     uidvalidity = None
     v = re.search(r";uidvalidity=", mailbox_ref, re.IGNORECASE)
     if v is not None:
-        uidvalidity = _nz(mailbox_ref[v.end():], "UIDVALIDITY")
+        uidvalidity = _nz(mailbox_ref[v.end() :], "UIDVALIDITY")
         mailbox_ref = mailbox_ref[: v.start()]
     if not mailbox_ref:
         raise UrlError("The URL names no mailbox")
@@ -147,7 +148,7 @@ def parse(url: str, base_mailbox: str | None = None) -> ImapUrl:
     auth = re.search(r";(expire|urlauth)=", tail, re.IGNORECASE)
     auth_text = ""
     if auth is not None:
-        tail, auth_text = tail[: auth.start()], tail[auth.start():]
+        tail, auth_text = tail[: auth.start()], tail[auth.start() :]
     uid = None
     section = partial = None
     for i, piece in enumerate(tail.split("/")):
@@ -170,7 +171,8 @@ def parse(url: str, base_mailbox: str | None = None) -> ImapUrl:
         if host is None:
             raise UrlError("URLAUTH needs an absolute URL")
         am = re.fullmatch(
-            r"(?:;expire=([^;]+))?;urlauth=([^:;/]+)(?::([^:]+):([^:]+))?", auth_text, re.IGNORECASE)
+            r"(?:;expire=([^;]+))?;urlauth=([^:;/]+)(?::([^:]+):([^:]+))?", auth_text, re.IGNORECASE
+        )
         if am is None:
             raise UrlError("Invalid URLAUTH")
         if am.group(1) is not None:
@@ -183,8 +185,21 @@ def parse(url: str, base_mailbox: str | None = None) -> ImapUrl:
                 raise UrlError("Invalid URLAUTH verifier")
             mechanism, token = am.group(3).upper(), am.group(4).lower()
             rump = url[: len(url) - len(am.group(3)) - len(am.group(4)) - 2]
-    return ImapUrl(mailbox, uid, uidvalidity, section, partial, user, host, port, expire,
-                   access, mechanism, token, rump)
+    return ImapUrl(
+        mailbox,
+        uid,
+        uidvalidity,
+        section,
+        partial,
+        user,
+        host,
+        port,
+        expire,
+        access,
+        mechanism,
+        token,
+        rump,
+    )
 
 
 def _access(text: str) -> str:
@@ -200,8 +215,10 @@ def _access(text: str) -> str:
 def badurl(url: str) -> str:
     """The text of a [BADURL ...] response code: the URL as sent, bare (RFC 4469
     erratum 4046), with what may not stand there ("]", controls, 8-bit) percent-encoded."""
-    return "".join(c if 0x20 < ord(c) < 0x7F and c != "]" else
-                   "".join(f"%{b:02X}" for b in c.encode("utf-8")) for c in url)
+    return "".join(
+        c if 0x20 < ord(c) < 0x7F and c != "]" else "".join(f"%{b:02X}" for b in c.encode("utf-8"))
+        for c in url
+    )
 
 
 def verifier(key: bytes, rump: str) -> str:

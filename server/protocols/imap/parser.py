@@ -48,10 +48,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from . import utf7
-from .search import BadCharsetError, SearchKey, lookup_charset, parse_search_program
-from .seqset import SeqSet
-from .sortthread import SORT_KEYS, THREAD_ALGORITHMS, SortCriterion
+from server.protocols.imap import utf7
+from server.protocols.imap.search import (
+    BadCharsetError,
+    SearchKey,
+    lookup_charset,
+    parse_search_program,
+)
+from server.protocols.imap.seqset import SeqSet
+from server.protocols.imap.sortthread import SORT_KEYS, THREAD_ALGORITHMS, SortCriterion
 
 DEFAULT_MAX_COMMAND_SIZE: Final = 10240
 DEFAULT_MAX_LITERAL_SIZE: Final = 64 * 1024 * 1024
@@ -740,9 +745,12 @@ class Cursor:
 
     __slots__ = ("_segs", "_lits", "_i", "pos", "line", "utf8")
 
-    def __init__(self, segs: list[bytes],
-                 lits: list[tuple[LiteralData, bool]] | None = None,
-                 utf8: bool = False) -> None:
+    def __init__(
+        self,
+        segs: list[bytes],
+        lits: list[tuple[LiteralData, bool]] | None = None,
+        utf8: bool = False,
+    ) -> None:
         self._segs = segs
         self._lits = lits or []
         self._i = 0
@@ -1186,7 +1194,7 @@ def _parse_append(cur: Cursor, uid: bool) -> Append:
 
 
 def _catenate_parts(cur: Cursor) -> tuple[CatText | CatUrl, ...]:
-    """"(" cat-part *(SP cat-part) ")" of RFC 4469 section 5."""
+    """ "(" cat-part *(SP cat-part) ")" of RFC 4469 section 5."""
     cur.expect(_OPEN, "CATENATE parts")
     parts: list[CatText | CatUrl] = []
     while True:
@@ -1238,8 +1246,9 @@ def _return_options(
     return frozenset(opts), partial
 
 
-def _optional_return(cur: Cursor, allowed: frozenset[str],
-                     what: str) -> tuple[frozenset[str] | None, tuple[int, int] | None]:
+def _optional_return(
+    cur: Cursor, allowed: frozenset[str], what: str
+) -> tuple[frozenset[str] | None, tuple[int, int] | None]:
     """SEARCH's or SORT's "RETURN (...)" and the space after it, when present: the options
     (CONTEXT only asks for what the others give; none means ALL, RFC 4731 3.1) and PARTIAL's
     range."""
@@ -1582,7 +1591,9 @@ _PARSERS["SORT"] = _parse_sort
 _PARSERS["THREAD"] = _parse_thread
 _PARSERS["CANCELUPDATE"] = _parse_cancelupdate
 _UID_COMMANDS = frozenset({"COPY", "MOVE", "FETCH", "SEARCH", "STORE", "EXPUNGE"}) | {
-    "SORT", "THREAD"}
+    "SORT",
+    "THREAD",
+}
 
 #: Every command name the parser knows (UID forms are "UID" + one of UID_COMMANDS).
 COMMANDS: Final = frozenset(_PARSERS) | {"UID"}
@@ -1614,8 +1625,9 @@ def _head(cur: Cursor) -> tuple[str | None, str | None, Parser | ParseError, boo
     return tag, name, parser, False
 
 
-def parse_command(segs: list[bytes], lits: list[tuple[LiteralData, bool]] | None = None,
-                  utf8_names: bool = False) -> Event:
+def parse_command(
+    segs: list[bytes], lits: list[tuple[LiteralData, bool]] | None = None, utf8_names: bool = False
+) -> Event:
     """Parse one complete command (CRLFs and literal markers removed; see Cursor).
     utf8_names: mailbox names are UTF-8 rather than modified UTF-7 (IMAP4rev2)."""
     cur = Cursor(segs, lits, utf8_names)
@@ -1732,8 +1744,11 @@ class CommandReader:
     def buffered(self) -> int:
         """Bytes taken in for the command being assembled (streamed literals included)
         plus unread input: what the protocol log counts as consumed once they go."""
-        return self.in_memory + self._spooled + sum(
-            d.size for d, _ in self._lits if isinstance(d, SpooledLiteral))
+        return (
+            self.in_memory
+            + self._spooled
+            + sum(d.size for d, _ in self._lits if isinstance(d, SpooledLiteral))
+        )
 
     @property
     def in_memory(self) -> int:
@@ -1917,8 +1932,11 @@ class CommandReader:
                 return parser
             self._tag = tag
             self._name = name
-        limit = self.max_literal_size if self._name in _BIG_LITERAL_COMMANDS \
+        limit = (
+            self.max_literal_size
+            if self._name in _BIG_LITERAL_COMMANDS
             else min(self.max_literal_size, self.max_command_size)
+        )
         if size + self._lit_total > limit:
             tag = self._tag
             self._refuse(marker)
@@ -1930,8 +1948,11 @@ class CommandReader:
         self._lit_total += size
         self._spooled = 0
         self._spool = None
-        if self.spool_factory is not None and self._name == "APPEND" and \
-                size + self._held() >= SPOOL_MIN:
+        if (
+            self.spool_factory is not None
+            and self._name == "APPEND"
+            and size + self._held() >= SPOOL_MIN
+        ):
             self._spool = self.spool_factory(size, binary)
         self._state = _ST_LITERAL
         return None if nonsync else NeedContinuation()
@@ -1986,7 +2007,9 @@ class CommandReader:
                 del buf[:need]
             if self._spooled < self._lit_size:
                 return _NEED_DATA
-        self._lits.append((SpooledLiteral(self._lit_size, spool, self._lit_binary), self._lit_binary))
+        self._lits.append(
+            (SpooledLiteral(self._lit_size, spool, self._lit_binary), self._lit_binary)
+        )
         self._spool = None
         self._spooled = 0
         self._state = _ST_LINE

@@ -20,7 +20,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from .seqset import SeqSet
+from server.protocols.imap.seqset import SeqSet
 
 #: Charsets listed in the BADCHARSET response code; others that Python knows also work.
 SUPPORTED_CHARSETS = ("UTF-8", "US-ASCII")

@@ -87,6 +87,7 @@ class Item(NamedTuple):
 
 # --- collation ---------------------------------------------------------------------------
 
+
 def collation_key(text: str) -> str:
     """i;unicode-casemap (RFC 5051): each character titlecased, then canonically
     decomposed. Comparing the results as strings (code points, the order of their UTF-8
@@ -122,11 +123,11 @@ def base_subject(subject: str) -> tuple[str, bool]:
             while s and (m := _LEADER.match(s)) is not None:
                 if m.group() not in (" ", "\t"):
                     reply = True
-                s = s[m.end():]
+                s = s[m.end() :]
                 changed = True
             m = _BLOB_RE.match(s)
-            if m is not None and s[m.end():]:
-                s = s[m.end():]
+            if m is not None and s[m.end() :]:
+                s = s[m.end() :]
                 changed = True
             if not changed:
                 break
@@ -154,7 +155,7 @@ def _first_address(value: bytes | None) -> tuple[str, str]:
     Reads no further than that address (the parsing follows mime._parse_addresses)."""
     if value is None:
         return "", ""
-    from server.store import mime
+    from server.mail import mime
 
     lx = mime._Lexer(value)
     while lx.skip():
@@ -184,17 +185,27 @@ def _first_address(value: bytes | None) -> tuple[str, str]:
 def sort_keys_from_header(header: bytes) -> SortKeys:
     """The SortKeys of a message from its top-level header block (the first occurrence
     of each field counts)."""
-    from server.store import mime
+    from server.mail import mime
 
-    wanted = {b"subject", b"from", b"to", b"cc", b"date", b"message-id", b"references",
-              b"in-reply-to"}
+    wanted = {
+        b"subject",
+        b"from",
+        b"to",
+        b"cc",
+        b"date",
+        b"message-id",
+        b"references",
+        b"in-reply-to",
+    }
     values: dict[bytes, bytes] = {}
     for f in mime._header_fields(header, 0, len(header)):
         name = f.name.lower()
         if name in wanted and name not in values:
             values[name] = f.value
     subject_raw = values.get(b"subject")
-    subject, reply = base_subject(mime.decode_words(subject_raw).strip()) if subject_raw else ("", False)
+    subject, reply = (
+        base_subject(mime.decode_words(subject_raw).strip()) if subject_raw else ("", False)
+    )
     from_, display_from = _first_address(values.get(b"from"))
     to, display_to = _first_address(values.get(b"to"))
     cc, _ = _first_address(values.get(b"cc"))
@@ -210,8 +221,15 @@ def sort_keys_from_header(header: bytes) -> SortKeys:
     if not refs:
         refs = _msgids(values.get(b"in-reply-to"))[:1]
     return SortKeys(
-        collation_key(subject), reply, collation_key(from_), collation_key(to), collation_key(cc),
-        collation_key(display_from), collation_key(display_to), sent, ids[0] if ids else "",
+        collation_key(subject),
+        reply,
+        collation_key(from_),
+        collation_key(to),
+        collation_key(cc),
+        collation_key(display_from),
+        collation_key(display_to),
+        sent,
+        ids[0] if ids else "",
         tuple(refs),
     )
 
@@ -260,6 +278,7 @@ def sort_items(items: Iterable[Item], criteria: Sequence[SortCriterion]) -> list
 
 
 # --- THREAD --------------------------------------------------------------------------------
+
 
 class Node:
     """A thread tree node; `item` None is a dummy (a message referred to but absent)."""
@@ -424,6 +443,7 @@ def _prune(roots: list[Node]) -> list[Node]:
 
 def _merge_subjects(roots: list[Node]) -> list[Node]:
     """Step 5: gather the top-level threads with the same base subject."""
+
     def subject(node: Node) -> tuple[str, bool]:
         item = node.first()
         return (item.keys.subject, item.keys.reply) if item is not None else ("", False)
@@ -434,8 +454,11 @@ def _merge_subjects(roots: list[Node]) -> list[Node]:
         if not subj:
             continue
         old = table.get(subj)
-        if (old is None or (node.item is None and old.item is not None)
-                or (subject(old)[1] and not reply and old.item is not None)):
+        if (
+            old is None
+            or (node.item is None and old.item is not None)
+            or (subject(old)[1] and not reply and old.item is not None)
+        ):
             table[subj] = node
     out: list[Node | None] = list(roots)
     where = {id(n): i for i, n in enumerate(roots)}

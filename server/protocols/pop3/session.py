@@ -22,8 +22,16 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import Enum
 
-from . import parser as p
-from .responses import Capabilities, err, lines_response, multiline, ok, stuff, top_of
+from server.protocols.pop3 import parser as p
+from server.protocols.pop3.responses import (
+    Capabilities,
+    err,
+    lines_response,
+    multiline,
+    ok,
+    stuff,
+    top_of,
+)
 
 
 class State(Enum):
@@ -297,8 +305,9 @@ class Pop3Session:
     def _authorization(self, command: p.Command) -> None:
         match command:
             case p.Auth(mechanism=None):
-                self._reply(*lines_response(ok("Mechanisms follow"),
-                                            self._settings().capabilities.sasl))
+                self._reply(
+                    *lines_response(ok("Mechanisms follow"), self._settings().capabilities.sasl)
+                )
             case p.Auth(mechanism=mechanism, initial=initial):
                 self._auth(mechanism, initial)
             case p.User(name=name):

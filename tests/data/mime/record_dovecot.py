@@ -1,5 +1,5 @@
 """Record Dovecot's ENVELOPE / BODY / BODYSTRUCTURE and BODY[section] answers for the MIME
-corpus into dovecot_expected.json, which tests/unit/test_mime_corpus.py compares against.
+corpus into dovecot_expected.json, which tests/unit/mail/test_mime_corpus.py compares against.
 
 Needs Debian's dovecot-imapd (apt-get install -y dovecot-imapd); no service is started:
 the imap binary runs pre-authenticated on stdin/stdout over a private maildir. Run as root
@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT))
 
-from tests.unit.test_mime_corpus import (  # noqa: E402
+from tests.unit.mail.test_mime_corpus import (  # noqa: E402
     corpus_messages,
     crlf,
     digest,

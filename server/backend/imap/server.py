@@ -1,0 +1,513 @@
+"""MSExchangeIMAP4BE: the IMAP back end, running the sans-IO session over the store.
+
+It accepts only front ends: a connection starts with the hand-over (server/protocols/
+handover.py, run by BackendService.hand_over), in which the front end proves it knows the
+proxy secret and names the mailbox and the real client. Only then does IMAP begin, already
+authenticated: a PREAUTH greeting (RFC 3501 section 7.1.4), so not one IMAP byte from an
+unproved peer is ever parsed.
+
+Per connection: one coroutine reading the socket, the session, one lazily re-armed timer
+(autologout and IDLE keep-alives) and one store subscription. Commands of a connection run
+one at a time in order; those that write to the store run on a shared thread pool, so a
+slow disk or a big APPEND never stalls the event loop or the other sessions. Read-only
+FETCHes run in place unless one of them turned out slow (see INLINE_SLOW).
+
+With ProtocolLogEnabled each command gets one protocol-log line when its tagged status goes
+out (IDLE when DONE ends it), the client address taken from the PROXY header.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from server.backend import service as common
+from server.backend.imap.commands import notify
+from server.backend.imap.session import (
+    KEEPALIVE_SECONDS,
+    ChangesCache,
+    ImapSession,
+    InfoCache,
+    Job,
+    Login,
+    SessionConfig,
+)
+from server.backend.service import BackendService, open_default_store
+from server.protocols import proxyv2
+from server.protocols.imap import parser as p
+from server.retrieval.receipts import ReceiptSender
+from server.runtime.protocol_log import imap_result
+from server.runtime.service import ServiceContext
+from server.settings.models import ImapSettings, Server
+from server.store.api import MailboxStore
+
+READ_SIZE = 64 * 1024
+WORKERS = 8
+# Read-only commands (Job.inline) run on the event loop: handing a FETCH of a few
+# messages to a worker thread costs more CPU than the FETCH, and the worker then waits for
+# the GIL behind the loop (milliseconds under load). An inline command slower than
+# INLINE_SLOW (a cold disk, a huge folder) sends them all back to the workers for
+# INLINE_BACKOFF seconds, so a slow disk stalls the loop once, not at every command.
+INLINE_SLOW = 0.02
+INLINE_BACKOFF = 30.0
+# IDLE updates are small: they are written without waiting for the client to read them,
+# unless that much is already queued for it (a client that stopped reading).
+PUSH_BUFFER_LIMIT = 256 * 1024
+# Output of pipelined commands queued for a client before the next command waits for the
+# client to read (asyncio's drain). Without a bound a client that pipelines FETCH BODY[]
+# and reads nothing makes the back end hold every answer in memory.
+WRITE_HIGH_WATER = 256 * 1024
+
+
+def log_parameters(args: p.CommandArgs | None) -> str:
+    """What the protocol log shows of a command's arguments: the message set and the
+    folder(s) it names (never message data or search text)."""
+    if args is None:
+        return ""
+    parts = [
+        str(getattr(args, name))
+        for name in ("seqset", "mechanism", "mailbox", "new_name")
+        if getattr(args, name, None) is not None
+    ]
+    return " ".join(parts)
+
+
+class _LogEntry:
+    """A command being logged: it may take several jobs (IDLE ... DONE, FETCH in chunks)."""
+
+    __slots__ = ("tag", "started", "rqsize", "rpsize")
+
+    def __init__(self, tag: str | None, started: float) -> None:
+        self.tag, self.started, self.rqsize, self.rpsize = tag, started, 0, 0
+
+
+class _Connection:
+    __slots__ = (
+        "service",
+        "reader",
+        "writer",
+        "session",
+        "lock",
+        "last_activity",
+        "timer",
+        "unsubscribe",
+        "next_keepalive",
+        "loop",
+        "client",
+        "session_id",
+        "logging",
+        "carry",
+        "waiting",
+    )
+
+    def __init__(
+        self,
+        service: ImapBackendService,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        client: proxyv2.ProxyInfo | None,
+    ) -> None:
+        self.service = service
+        self.reader = reader
+        self.writer = writer
+        self.client = client
+        self.session = ImapSession(service.session_config(client))
+        self.lock = asyncio.Lock()
+        self.loop = asyncio.get_running_loop()
+        self.last_activity = self.loop.time()
+        self.timer: asyncio.TimerHandle | None = None
+        self.unsubscribe: Callable[[], None] | None = None
+        self.next_keepalive = 0.0
+        self.session_id = next(service.session_ids)
+        self.logging: _LogEntry | None = None
+        self.carry = 0  # octets read for a command not yet known (before a literal)
+        self.waiting = False  # in drain(): the client is not reading what we sent
+
+    async def run(self, greeting: bytes) -> None:
+        self.writer.write(greeting)
+        if self.service.protocol_log.enabled:
+            self._log("OpenSession", "", self.loop.time(), 0, len(greeting), "")
+        self._arm(self._timeout())
+        reader, session = self.reader, self.session
+        while not session.closed:
+            data = await reader.read(READ_SIZE)
+            if not data:
+                return
+            self.last_activity = self.loop.time()
+            session.receive(data)
+            await self._pump()
+
+    async def _pump(self) -> None:
+        session, writer = self.session, self.writer
+        log = self.service.protocol_log
+        async with self.lock:
+            while True:
+                log_on = log.enabled  # off: one attribute check per command, nothing else
+                before = session.reader.buffered if log_on else 0
+                job = session.next_job()
+                if job is None:
+                    break
+                consumed = before - session.reader.buffered if log_on else 0
+                started = self.loop.time() if log_on else 0.0
+                out = await self._run_job(job)
+                if out:
+                    writer.write(out)
+                if log_on:
+                    self._log_job(job, out, consumed, started)
+                if out and writer.transport.get_write_buffer_size() > WRITE_HIGH_WATER:
+                    # Back-pressure: no next command (nor the next read, which waits for
+                    # this pump) until the client has taken most of this answer.
+                    out = b""  # a FETCH chunk is not kept alive while the client is slow
+                    self.waiting = True
+                    try:
+                        await writer.drain()
+                    finally:
+                        self.waiting = False
+                    self.last_activity = self.loop.time()  # the client reads: not idle
+                self._after_job()
+                if session.closed:
+                    break
+            await writer.drain()
+        if session.closed:
+            writer.close()
+        else:
+            self._push_missed()
+
+    def _push_missed(self) -> None:
+        """After the lock is released: push a change whose wake-up came while it was held
+        (_on_change starts no push then, and nothing else would)."""
+        session = self.session
+        if session.closed:
+            return
+        if (session.idling and session.dirty and session.selected is not None) or notify.pending(
+            session
+        ) is not None:
+            self.service.spawn(self._push())
+
+    async def _run_job(self, job: Job) -> bytes:
+        if not job.blocking:
+            return job.run()
+        service = self.service
+        if job.inline and service.inline_allowed():
+            started = time.perf_counter()
+            out = job.run()
+            service.ran_inline(time.perf_counter() - started)
+            return out
+        return await self.loop.run_in_executor(service.executor, job.run)
+
+    # --- protocol log ------------------------------------------------------------------
+    def _log_job(self, job: Job, out: bytes, consumed: int, started: float) -> None:
+        if not job.name:  # a literal's "+": the command's first bytes
+            self.carry += consumed
+            return
+        entry = self.logging
+        if entry is None or entry.tag != job.tag:
+            entry = self.logging = _LogEntry(job.tag, started)
+        entry.rqsize += consumed + self.carry
+        self.carry = 0
+        entry.rpsize += len(out)
+        result = imap_result(out, job.tag)
+        if result is None:
+            return
+        self.logging = None
+        command = job.command
+        parameters = log_parameters(command.args if command else None)
+        self._log(job.name.lower(), parameters, entry.started, entry.rqsize, entry.rpsize, result)
+
+    def _log(
+        self, name: str, parameters: str, started: float, rqsize: int, rpsize: int, result: str
+    ) -> None:
+        local = self.writer.get_extra_info("sockname") or ("", 0)
+        client = (
+            (self.client.client_address, self.client.client_port)
+            if self.client
+            else (self.writer.get_extra_info("peername") or ("", 0))
+        )
+        login = self.session.login
+        self.service.protocol_log.command(
+            self.session_id,
+            f"{local[0]}:{local[1]}",
+            f"{client[0]}:{client[1]}",
+            login.name if login else None,
+            (self.loop.time() - started) * 1000,
+            rqsize,
+            rpsize,
+            name,
+            parameters,
+            result,
+        )
+
+    def _after_job(self) -> None:
+        session = self.session
+        if self.unsubscribe is None and session.mailbox is not None:
+            # Subscribing here, on the loop, makes the store wake us on this loop.
+            self.unsubscribe = session.mailbox.subscribe(self._on_change)
+        if session.idling and not self.next_keepalive:
+            self.next_keepalive = self.loop.time() + KEEPALIVE_SECONDS
+            if self.timer is None or self.timer.when() > self.next_keepalive:
+                self._arm(KEEPALIVE_SECONDS)
+        elif not session.idling:
+            self.next_keepalive = 0.0
+
+    def _on_change(self) -> None:
+        session = self.session
+        session.mark_dirty()
+        if (session.idling or session.notify is not None) and not self.lock.locked():
+            self.service.spawn(self._push())
+
+    async def _push(self) -> None:
+        async with self.lock:
+            if self.session.closed:
+                return
+            out = b""
+            job = await self._changes_job()
+            if job is not None:
+                out = await self._read_changes_for_all(job) if job.blocking else job.run()
+            # NOTIFY (RFC 5465): other mailboxes, and the selected one outside IDLE.
+            if not self.session.closed and (job := notify.pending(self.session)) is not None:
+                out += await self._run_job(job)
+            if out:
+                self.writer.write(out)
+                if self.session.closed:  # a BYE: the selected folder is gone
+                    await self.writer.drain()
+                    self.writer.close()
+                elif self.writer.transport.get_write_buffer_size() > PUSH_BUFFER_LIMIT:
+                    await self.writer.drain()
+        self._push_missed()
+
+    async def _changes_job(self) -> Job | None:
+        """The IDLE update to run; when another session of the same folder and MODSEQ is
+        reading the changes, wait for it: its answer then serves this one in place."""
+        session, pushes = self.session, self.service.pushes
+        key = session.share_key()
+        pending = pushes.get(key) if key is not None else None
+        if pending is not None:
+            await asyncio.wait([pending])
+        return session.changes_job()
+
+    async def _read_changes_for_all(self, job: Job) -> bytes:
+        key = self.session.share_key()
+        pushes = self.service.pushes
+        if key is None or key in pushes:
+            return await self._run_job(job)
+        done = self.loop.create_future()
+        pushes[key] = done
+        try:
+            return await self._run_job(job)
+        finally:
+            if pushes.get(key) is done:
+                del pushes[key]
+            done.set_result(None)
+
+    # --- timer: autologout and keep-alive -------------------------------------------------
+    def _timeout(self) -> float:
+        imap = self.service.imap_settings()
+        span = (
+            imap.AuthenticatedConnectionTimeout
+            if self.session.authenticated
+            else imap.PreAuthenticatedConnectionTimeout
+        )
+        return span.total_seconds()
+
+    def _arm(self, delay: float) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer = self.loop.call_later(max(delay, 0.05), self._on_timer)
+
+    def _on_timer(self) -> None:
+        self.timer = None
+        if self.session.closed or self.writer.is_closing():
+            return
+        now = self.loop.time()
+        deadline = self.last_activity + self._timeout()
+        if now >= deadline and not self.lock.locked():
+            self.writer.write(self.session.bye("Autologout; idle for too long"))
+            self.writer.close()
+            return
+        if now >= deadline and self.waiting:
+            # Nothing read from us (and nothing sent) for the whole timeout: the client is
+            # gone or stuck, and what we queued for it is freed with the connection.
+            self.writer.transport.abort()
+            return
+        wake = deadline if now < deadline else now + 1.0
+        if self.session.idling and self.next_keepalive:
+            if now >= self.next_keepalive:
+                self.writer.write(self.session.keepalive())
+                self.next_keepalive = now + KEEPALIVE_SECONDS
+            wake = min(wake, self.next_keepalive)
+        self._arm(wake - now)
+
+    async def goodbye(self, text: str) -> None:
+        """Server shutdown: BYE now if no command runs, else right after it."""
+        async with self.lock:
+            if not self.session.closed and not self.writer.is_closing():
+                self.writer.write(self.session.bye(text))
+                with contextlib.suppress(Exception):
+                    await self.writer.drain()
+            self.writer.close()
+
+    def release(self) -> None:
+        self.session.release()
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.unsubscribe is not None:
+            with contextlib.suppress(Exception):
+                self.unsubscribe()
+            self.unsubscribe = None
+
+
+class ImapBackendService(BackendService):
+    CERTIFICATE = "IMAP"
+
+    def __init__(self, ctx: ServiceContext) -> None:
+        super().__init__(ctx)
+        self._connections: dict[asyncio.Task[Any], _Connection | None] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.executor = ThreadPoolExecutor(WORKERS, thread_name_prefix="imap-be")
+        self.info_cache = InfoCache()
+        self.changes_cache = ChangesCache()
+        # IDLE updates reading the store now, by share key (see _Connection._changes_job).
+        self.pushes: dict[tuple[str, str, int], asyncio.Future[None]] = {}
+        self._inline_off_until = 0.0  # time.monotonic() before which nothing runs inline
+
+    # --- settings and sessions ------------------------------------------------------------
+    def imap_settings(self) -> ImapSettings:
+        return self.ctx.server_settings.ImapSettings
+
+    def ports(self, server: Server) -> tuple[int, int]:
+        return server.ImapBackEndPort, server.ImapBackEndSSLPort
+
+    def session_config(self, client: proxyv2.ProxyInfo | None) -> SessionConfig:
+        return SessionConfig(
+            settings=lambda: self.ctx.settings,
+            server=self.ctx.server,
+            authenticate=self.authenticate,
+            info_cache=self.info_cache,
+            changes_cache=self.changes_cache,
+            client_address=client.client_address if client else "",
+            receipts=ReceiptSender(
+                self.ctx.home, lambda: self.ctx.settings, self.ctx.server, self._store
+            ),
+            open_mailbox=self.open_mailbox,
+        )
+
+    def open_mailbox(self, identity: str) -> MailboxStore | None:
+        """A mailbox of this server by name or address (URLAUTH URLs name their owner)."""
+        entry = common.find_entry(self.ctx.settings, identity)
+        if (
+            entry is None
+            or entry.server_name.lower() != self.ctx.server.lower()
+            or self._store is None
+        ):
+            return None
+        return self._store.mailbox(entry.name)
+
+    def authenticate(self, authzid: str, authcid: str, password: str) -> Login | str:
+        """AUTHENTICATE is never reached here (sessions start authenticated after the
+        hand-over); should it be, it is refused."""
+        return "Only the front-end hand-over logs in here"
+
+    def open_login(self, mailbox: str) -> Login | str:
+        """The mailbox a proved front end hands over (runs in a worker thread); a str is
+        the refusal text."""
+        try:
+            entry = common.check_hand_over(self.ctx, self.ctx.settings, "IMAP4", mailbox)
+        except common.HandOverRefused as refused:
+            return refused.text
+        assert self._store is not None
+        return Login(entry.name, self._store.mailbox(entry.name), entry.mailbox)
+
+    def inline_allowed(self) -> bool:
+        return not self._inline_off_until or time.monotonic() >= self._inline_off_until
+
+    def ran_inline(self, seconds: float) -> None:
+        if seconds > INLINE_SLOW:
+            self._inline_off_until = time.monotonic() + INLINE_BACKOFF
+            self.ctx.log.info(
+                "a read-only command took %.0f ms on the event loop; store "
+                "commands go to worker threads for %.0f s",
+                seconds * 1000,
+                INLINE_BACKOFF,
+            )
+
+    def spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # --- service ----------------------------------------------------------------------------
+    async def stop(self, grace: float) -> None:
+        self._listeners.close()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        conns = [c for c in self._connections.values() if c is not None]
+        if conns:
+            # A client that does not read can hold its connection's lock in drain(): the
+            # goodbyes get the grace period, not more.
+            byes = [asyncio.ensure_future(c.goodbye("Server shutting down")) for c in conns]
+            _, late = await asyncio.wait(byes, timeout=grace)
+            for task in late:
+                task.cancel()
+        tasks = list(self._connections)
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=max(deadline - loop.time(), 0.1))
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.to_thread(self.executor.shutdown, True, cancel_futures=True)
+        await self._close_store()
+
+    # --- connections --------------------------------------------------------------------------
+    def _handler_for(self, implicit_tls: bool):  # noqa: ANN202 - ListenerSet's Handler type
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            # Cancelled at stop() after the grace period: end quietly (asyncio's stream
+            # server would log a cancelled handler as an error).
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._serve(reader, writer)
+
+        return handle
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections[task] = None
+        connection: _Connection | None = None
+        try:
+            loop = asyncio.get_running_loop()
+            handed = await self.hand_over(
+                reader,
+                writer,
+                "IMAP4",
+                lambda accepted: loop.run_in_executor(
+                    self.executor, self.open_login, accepted.mailbox
+                ),
+            )
+            if handed is None:
+                return
+            accepted, login = handed
+            connection = _Connection(self, reader, writer, accepted.client)
+            self._connections[task] = connection
+            await connection.run(connection.session.preauth(login))
+        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
+            pass
+        except Exception:
+            self.ctx.log.exception("imap connection failed")
+        finally:
+            self._connections.pop(task, None)
+            if connection is not None:
+                connection.release()
+                self.protocol_log.end(connection.session_id)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+
+__all__ = ["ImapBackendService", "open_default_store"]

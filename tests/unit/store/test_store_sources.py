@@ -1,0 +1,148 @@
+"""MailboxStore.message_sources: what FETCH needs of many messages (file paths, header
+blocks, MessageInfos) in one lookup; header blocks kept at delivery, filled in for
+databases written before (schema 2) without reading more than the header."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from server.mail import mime
+from server.store import api, db
+from server.store.db import SCHEMA_VERSION, SqliteMailbox, SqliteMailStore
+
+MSG = b"From: a@example.com\r\nSubject: number %d\r\nX-Long: folded\r\n  on\r\n\r\nbody %d\r\n"
+
+
+def raw(n: int) -> bytes:
+    return MSG % (n, n)
+
+
+@pytest.fixture
+def store(tmp_path: Path):
+    with SqliteMailStore(tmp_path / "db") as s:
+        yield s
+
+
+@pytest.fixture
+def box(store: SqliteMailStore) -> SqliteMailbox:
+    box = store.mailbox("alice")
+    box.append_many("INBOX", [api.NewMessage(raw(n)) for n in range(1, 11)])
+    return box
+
+
+def header_of(data: bytes) -> bytes:
+    return data[: mime.analyze(data).header_len]
+
+
+def test_paths_headers_and_infos_of_the_existing_messages(box: SqliteMailbox) -> None:
+    box.delete_messages("INBOX", [2])
+    got = box.message_sources("INBOX", [3, 1, 2, 99], header=True, info=True)
+    assert sorted(got) == [1, 3]
+    path, head, info = got[3]
+    assert path is not None and Path(path).read_bytes() == raw(3)
+    assert head == header_of(raw(3)) and head.endswith(b"  on\r\n\r\n")
+    assert isinstance(info, mime.MessageInfo) and info.header_len == len(head)
+    assert box.message_sources("INBOX", []) == {}
+
+
+def test_only_what_was_asked_for(box: SqliteMailbox) -> None:
+    path, head, info = box.message_sources("INBOX", [4])[4]
+    assert Path(path or "").read_bytes() == raw(4) and head is None and info is None
+    assert box.message_sources("INBOX", [4], info=True)[4][1] is None
+    assert box.message_sources("INBOX", [4], header=True)[4][2] is None
+
+
+@pytest.mark.parametrize(
+    "uids",
+    [
+        list(range(1, 11)),  # one dense range: BETWEEN
+        [1, 3, 5, 9],  # a dense-enough range with holes, filtered
+        [1, 10_000],  # sparse: IN lists
+    ],
+)
+def test_dense_and_sparse_uid_sets(box: SqliteMailbox, monkeypatch, uids: list[int]) -> None:
+    monkeypatch.setattr(db, "_IN_CHUNK", 1)
+    got = box.message_sources("INBOX", uids, header=True)
+    wanted = [u for u in uids if u <= 10]
+    assert sorted(got) == wanted
+    assert all(got[u][1] == header_of(raw(u)) for u in wanted)
+
+
+def test_unknown_folder_gives_nothing(box: SqliteMailbox) -> None:
+    assert box.message_sources("Nope", [1], header=True) == {}
+    assert box.message_sources("inbox", [1])  # INBOX in any case
+
+
+def test_a_copy_shares_the_header_block(box: SqliteMailbox) -> None:
+    box.copy("INBOX", [5], "Archive")
+    assert box.message_sources("Archive", [1], header=True)[1][1] == header_of(raw(5))
+
+
+def test_schema_2_databases_are_upgraded_and_headers_filled_lazily(tmp_path: Path) -> None:
+    with SqliteMailStore(tmp_path / "db") as s:
+        box = s.mailbox("alice")
+        box.append_many("INBOX", [api.NewMessage(raw(n)) for n in range(1, 4)])
+        path = box.dir / "mailbox.db"
+    conn = sqlite3.connect(path)
+    conn.execute("ALTER TABLE bodies DROP COLUMN header")
+    conn.execute("UPDATE bodies SET info=NULL WHERE id=(SELECT body FROM messages WHERE uid=3)")
+    conn.execute("PRAGMA user_version=2")
+    conn.commit()
+    conn.close()
+    with SqliteMailStore(tmp_path / "db") as s:
+        box = s.mailbox("alice")
+        with box.pool.conn() as c:
+            assert c.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+            assert c.execute("SELECT count(header) FROM bodies").fetchone()[0] == 0
+        got = box.message_sources("INBOX", [1, 2, 3], header=True)
+        assert {u: h for u, (_, h, _) in got.items()} == {n: header_of(raw(n)) for n in (1, 2, 3)}
+        with box.pool.conn() as c:  # kept: the next FETCH reads no file
+            assert c.execute("SELECT count(header), count(info) FROM bodies").fetchone() == (3, 3)
+        for _, (file, _, _) in got.items():
+            os.unlink(file or "")
+        assert box.message_sources("INBOX", [1, 2, 3], header=True)[2][1] == header_of(raw(2))
+        assert box.check() != []  # the files are gone; the headers were not read from them
+
+
+def test_a_file_gone_before_its_header_was_filled_counts_as_expunged(box: SqliteMailbox) -> None:
+    with box.pool.conn() as c:
+        c.execute("UPDATE bodies SET header=NULL")
+    paths = box.body_paths("INBOX", [1, 2])
+    os.unlink(paths[1])
+    got = box.message_sources("INBOX", [1, 2], header=True)
+    assert sorted(got) == [2] and got[2][1] == header_of(raw(2))
+
+
+def test_the_contracts_default_reads_each_message(box: SqliteMailbox) -> None:
+    got = api.MailboxStore.message_sources(box, "INBOX", [2, 7, 99], header=True, info=True)
+    assert sorted(got) == [2, 7]
+    assert got[7][1] == header_of(raw(7))
+    assert isinstance(got[7][2], mime.MessageInfo)
+    assert Path(got[2][0] or "").read_bytes() == raw(2)
+
+
+def test_filling_in_never_waits_for_another_writer(box: SqliteMailbox) -> None:
+    with box.pool.conn() as c:
+        c.execute("UPDATE bodies SET header=NULL")
+    other = sqlite3.connect(box.dir / "mailbox.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # a delivery holding the write lock
+    try:
+        started = time.monotonic()
+        got = box.message_sources("INBOX", [1, 2], header=True)
+        assert time.monotonic() - started < 5  # not the 30 s busy timeout
+        assert got[2][1] == header_of(raw(2))
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    with box.pool.conn() as c:
+        assert c.execute("SELECT count(header) FROM bodies").fetchone()[0] == 0
+    box.message_sources("INBOX", [1, 2], header=True)
+    with box.pool.conn() as c:
+        assert c.execute("SELECT count(header) FROM bodies").fetchone()[0] == 2
+        assert c.execute("PRAGMA busy_timeout").fetchone()[0] == 30000
+        assert c.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL again
