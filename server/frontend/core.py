@@ -63,6 +63,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from server.directory import Directory, DirectoryUnavailable, Entry, ProxySecret, may_use_protocol
 from server.directory.throttle import LoginThrottle, account_key
+from server.frontend.handoff import HandoffClient, hand_off
+from server.frontend.handoff import enabled as handoff_enabled
 from server.frontend.limits import ConnectionLimits
 from server.frontend.relay import RelayStats, relay, take_buffered
 from server.protocols import handover, proxyv2
@@ -324,6 +326,7 @@ class FrontendService(Service):
     """One front-end service (MSExchangeIMAP4 or MSExchangePOP3)."""
 
     protocol: ClassVar[str]  # "IMAP4" / "POP3": may_use_protocol and logs
+    backend_name: ClassVar[str]  # the back-end service of this protocol (the hand-off channel)
     cert_kind: ClassVar[str]  # "IMAP" / "POP": Enable-ExchangeCertificate -Services
 
     def __init__(self, ctx: ServiceContext) -> None:
@@ -341,6 +344,11 @@ class FrontendService(Service):
         self.session_ids = itertools.count(1)
         self.proxy_secret = ProxySecret(ctx.home)
         self.proved = ProvedPool()
+        self.handoff = (
+            HandoffClient(ctx.home, self.backend_name, self.protocol, ctx.server)
+            if handoff_enabled()
+            else None
+        )
 
     # --- protocol hooks -------------------------------------------------------------
     @abstractmethod
@@ -391,6 +399,8 @@ class FrontendService(Service):
         for session in list(self._sessions):
             session.abort()
         self.proved.close()
+        if self.handoff is not None:
+            self.handoff.close()
         self.protocol_log.close()
 
     def status(self) -> dict[str, Any]:
@@ -468,7 +478,8 @@ class FrontendService(Service):
             self.ctx.log.exception("service=%s event=session-error client=%s", self.ctx.name, ip)
         finally:
             self._sessions.discard(session)
-            self.limits.close(ip)
+            if not session.handed_off:  # else the back end's END closes the count
+                self.limits.close(ip)
             session.abort()
             if not session.done.done():
                 session.done.set_result(None)
@@ -615,6 +626,7 @@ class Session:
         self.failures = 0
         self.user: str | None = None  # mailbox name once logged in and counted
         self.relaying = False
+        self.handed_off = False  # the back end of this host has the connection now
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._backend_writer: asyncio.StreamWriter | None = None
         self.log: logging.Logger = service.ctx.log
@@ -776,6 +788,14 @@ class Session:
             )
             return False
         self.user = entry.name
+        if (
+            service.handoff is not None
+            and not self.tls_active
+            and entry.server_name.lower() == service.ctx.server.lower()
+        ):
+            handed = await hand_off(self, entry, request, started)
+            if handed is not None:
+                return handed
         try:
             local = self.writer.get_extra_info("sockname") or ("0.0.0.0", 0)
             backend_reader, backend_writer, caps = await asyncio.wait_for(

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import ssl
 import time
 from collections.abc import Callable
@@ -28,6 +29,7 @@ from typing import Any
 
 from server.backend import service as common
 from server.backend.imap.commands import notify
+from server.backend.imap.compressed import CompressingReader, CompressingWriter
 from server.backend.imap.session import (
     KEEPALIVE_SECONDS,
     ChangesCache,
@@ -38,9 +40,12 @@ from server.backend.imap.session import (
     SessionConfig,
 )
 from server.backend.service import BackendService, open_default_store
+from server.frontend.imap_compress import ImapCompress
 from server.protocols import proxyv2
+from server.protocols.handover import Accepted
 from server.protocols.imap import parser as p
 from server.retrieval.receipts import ReceiptSender
+from server.runtime import records
 from server.runtime.protocol_log import imap_result
 from server.runtime.service import ServiceContext
 from server.settings.models import ImapSettings, Server
@@ -111,12 +116,13 @@ class _Connection:
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         client: proxyv2.ProxyInfo | None,
+        session: ImapSession | None = None,
     ) -> None:
         self.service = service
         self.reader = reader
         self.writer = writer
         self.client = client
-        self.session = ImapSession(service.session_config(client))
+        self.session = session or ImapSession(service.session_config(client))
         self.lock = asyncio.Lock()
         self.loop = asyncio.get_running_loop()
         self.last_activity = self.loop.time()
@@ -129,6 +135,8 @@ class _Connection:
         self.waiting = False  # in drain(): the client is not reading what we sent
 
     async def run(self, greeting: bytes) -> None:
+        """`greeting`: the PREAUTH line (b"" for a handed-off client: the front end answered
+        its login with the same capabilities)."""
         self.writer.write(greeting)
         if self.service.protocol_log.enabled:
             self._log("OpenSession", "", self.loop.time(), 0, len(greeting), "")
@@ -364,6 +372,7 @@ class _Connection:
 
 class ImapBackendService(BackendService):
     CERTIFICATE = "IMAP"
+    PROTOCOL = "IMAP4"
 
     def __init__(self, ctx: ServiceContext) -> None:
         super().__init__(ctx)
@@ -443,7 +452,7 @@ class ImapBackendService(BackendService):
 
     # --- service ----------------------------------------------------------------------------
     async def stop(self, grace: float) -> None:
-        self._listeners.close()
+        self._close_listeners()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
         conns = [c for c in self._connections.values() if c is not None]
@@ -479,9 +488,9 @@ class ImapBackendService(BackendService):
         task = asyncio.current_task()
         assert task is not None
         self._connections[task] = None
-        connection: _Connection | None = None
+        loop = asyncio.get_running_loop()
+        handed = None
         try:
-            loop = asyncio.get_running_loop()
             handed = await self.hand_over(
                 reader,
                 writer,
@@ -490,24 +499,87 @@ class ImapBackendService(BackendService):
                     self.executor, self.open_login, accepted.mailbox
                 ),
             )
-            if handed is None:
-                return
-            accepted, login = handed
-            connection = _Connection(self, reader, writer, accepted.client)
-            self._connections[task] = connection
-            await connection.run(connection.session.preauth(login))
+        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
+            pass
+        except Exception:
+            self.ctx.log.exception("imap connection failed")
+        if handed is None:
+            self._connections.pop(task, None)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+            return
+        accepted, login = handed
+        session = ImapSession(self.session_config(accepted.client))
+        await self._run(reader, writer, accepted.client, session, session.preauth(login))
+
+    async def _run(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        client: proxyv2.ProxyInfo | None,
+        session: ImapSession,
+        greeting: bytes,
+    ) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        connection = _Connection(self, reader, writer, client, session)
+        self._connections[task] = connection
+        try:
+            await connection.run(greeting)
         except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
             pass
         except Exception:
             self.ctx.log.exception("imap connection failed")
         finally:
             self._connections.pop(task, None)
-            if connection is not None:
-                connection.release()
-                self.protocol_log.end(connection.session_id)
+            connection.release()
+            self.protocol_log.end(connection.session_id)
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
+
+    # --- the hand-off channel (backend/handoff.py) ------------------------------------------
+    async def handoff_open(
+        self, accepted: Accepted
+    ) -> tuple[bytes, tuple[ImapSession, proxyv2.ProxyInfo | None]] | str:
+        loop = asyncio.get_running_loop()
+        login = await loop.run_in_executor(self.executor, self.open_login, accepted.mailbox)
+        if isinstance(login, str):
+            return login
+        session = ImapSession(self.session_config(accepted.client))
+        return session.preauth(login), (session, accepted.client)
+
+    def handoff_start(
+        self,
+        opened: tuple[ImapSession, proxyv2.ProxyInfo | None],
+        sock: socket.socket,
+        read_ahead: bytes,
+        ended: Callable[[], None],
+    ) -> None:
+        session, client = opened
+
+        async def serve() -> None:
+            try:
+                with contextlib.suppress(asyncio.CancelledError):
+                    reader, writer = await records.stream_from(sock, read_ahead)
+                    # COMPRESS belongs to the client's link: with no front end in the path
+                    # it is done here, by the same code the front end relays through.
+                    compress = ImapCompress()
+                    await self._run(
+                        CompressingReader(reader, compress),  # type: ignore[arg-type]
+                        CompressingWriter(writer, compress),  # type: ignore[arg-type]
+                        client,
+                        session,
+                        b"",
+                    )
+            finally:
+                ended()
+
+        self._connections[asyncio.ensure_future(serve())] = None
+
+    def handoff_discard(self, opened: tuple[ImapSession, proxyv2.ProxyInfo | None]) -> None:
+        opened[0].release()
 
 
 __all__ = ["ImapBackendService", "open_default_store"]
