@@ -69,6 +69,7 @@ from server.frontend.limits import ConnectionLimits
 from server.frontend.relay import RelayStats, relay, take_buffered
 from server.protocols import handover, proxyv2
 from server.runtime import tls
+from server.runtime.linger import linger_close
 from server.runtime.listeners import ListenerSet
 from server.runtime.protocol_log import ProtocolLog
 from server.runtime.service import Service, ServiceContext
@@ -712,6 +713,7 @@ class Session:
                 self._log_answer(event.data, None)
                 await self.writer.drain()
                 if event.close:
+                    await linger_close(self.writer, self.reader)
                     return
             elif isinstance(event, StartTls):
                 self._log_answer(event.data, None)
@@ -728,7 +730,7 @@ class Session:
             data = await asyncio.wait_for(self.reader.read(65536), max(timeout, 0.001))
         except TimeoutError:
             self.writer.write(self.core.goodbye("Connection timed out"))
-            await self.writer.drain()
+            await linger_close(self.writer, self.reader)
             return None
         return data or None
 
@@ -874,6 +876,7 @@ class Session:
         if self.failures >= self.service.max_logon_failures:
             self._log_answer(answer, request.user, None, note)
             await self._answer(answer + self.core.goodbye("Too many failed logins"))
+            await linger_close(self.writer, self.reader)
             return True
         await self._answer(answer, request.user, None, note)
         return False

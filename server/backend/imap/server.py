@@ -46,6 +46,7 @@ from server.protocols.handover import Accepted
 from server.protocols.imap import parser as p
 from server.retrieval.receipts import ReceiptSender
 from server.runtime import records
+from server.runtime.linger import linger_close
 from server.runtime.protocol_log import imap_result
 from server.runtime.service import ServiceContext
 from server.settings.models import ImapSettings, Server
@@ -180,10 +181,13 @@ class _Connection:
                 self._after_job()
                 if session.closed:
                     break
-            await writer.drain()
-        if session.closed:
-            writer.close()
-        else:
+            if session.closed:
+                # LOGOUT, or a BYE after an error: the client's unread bytes must not
+                # turn our FIN into an RST that loses the BYE.
+                await linger_close(writer, self.reader)
+            else:
+                await writer.drain()
+        if not session.closed:
             self._push_missed()
 
     def _push_missed(self) -> None:

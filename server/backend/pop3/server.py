@@ -52,6 +52,7 @@ from server.protocols.pop3.session import (
 from server.retrieval import RetrievalView
 from server.retrieval.receipts import ReceiptSender
 from server.runtime import records
+from server.runtime.linger import linger_close
 from server.runtime.service import ServiceContext
 from server.settings.models import Mailbox, PopSettings, Server, Settings
 from server.settings.types import SortOrder
@@ -780,7 +781,8 @@ class Pop3BackendService(common.BackendService):
         finally:
             connection.release()
             self.protocol_log.end(connection.session_id)
-            writer.close()
+            # After QUIT or an -ERR that ends the session: FIN, not an RST that loses it.
+            await linger_close(writer, connection.reader)
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
