@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import resource
 import socket
 import ssl
 import time
@@ -59,6 +60,9 @@ WORKERS = 8
 # the GIL behind the loop (milliseconds under load). An inline command slower than
 # INLINE_SLOW (a cold disk, a huge folder) sends them all back to the workers for
 # INLINE_BACKOFF seconds, so a slow disk stalls the loop once, not at every command.
+# "Slower" is the command's own CPU time, or its wall time when it read from the disk:
+# on a busy machine a quick command's wall time also counts the time other processes
+# had the core, and that is no reason to pay a thread hand-off per command for 30 s.
 INLINE_SLOW = 0.02
 INLINE_BACKOFF = 30.0
 # IDLE updates are small: they are written without waiting for the client to read them,
@@ -68,6 +72,12 @@ PUSH_BUFFER_LIMIT = 256 * 1024
 # client to read (asyncio's drain). Without a bound a client that pipelines FETCH BODY[]
 # and reads nothing makes the back end hold every answer in memory.
 WRITE_HIGH_WATER = 256 * 1024
+
+
+def _disk_reads() -> int:
+    """Blocks this thread read from the disk and the major page faults it took so far."""
+    usage = resource.getrusage(resource.RUSAGE_THREAD)
+    return usage.ru_inblock + usage.ru_majflt
 
 
 def log_parameters(args: p.CommandArgs | None) -> str:
@@ -206,9 +216,13 @@ class _Connection:
             return job.run()
         service = self.service
         if job.inline and service.inline_allowed():
-            started = time.perf_counter()
+            started, cpu, blocks = time.perf_counter(), time.thread_time(), _disk_reads()
             out = job.run()
-            service.ran_inline(time.perf_counter() - started)
+            service.ran_inline(
+                time.perf_counter() - started,
+                time.thread_time() - cpu,
+                _disk_reads() != blocks,
+            )
             return out
         return await self.loop.run_in_executor(service.executor, job.run)
 
@@ -439,8 +453,8 @@ class ImapBackendService(BackendService):
     def inline_allowed(self) -> bool:
         return not self._inline_off_until or time.monotonic() >= self._inline_off_until
 
-    def ran_inline(self, seconds: float) -> None:
-        if seconds > INLINE_SLOW:
+    def ran_inline(self, seconds: float, cpu: float, disk: bool) -> None:
+        if cpu > INLINE_SLOW or (disk and seconds > INLINE_SLOW):
             self._inline_off_until = time.monotonic() + INLINE_BACKOFF
             self.ctx.log.info(
                 "a read-only command took %.0f ms on the event loop; store "
