@@ -790,11 +790,7 @@ class Session:
             )
             return False
         self.user = entry.name
-        if (
-            service.handoff is not None
-            and not self.tls_active
-            and entry.server_name.lower() == service.ctx.server.lower()
-        ):
+        if service.handoff is not None and entry.server_name.lower() == service.ctx.server.lower():
             handed = await hand_off(self, entry, request, started)
             if handed is not None:
                 return handed
@@ -839,7 +835,9 @@ class Session:
         pending: bytes,
         backend_reader: asyncio.StreamReader,
         backend_writer: asyncio.StreamWriter,
+        transforms: bool = True,
     ) -> None:
+        """`transforms` False: relay the bytes as they are (the back end does COMPRESS)."""
         stats = RelayStats()
         started = asyncio.get_running_loop().time()
         peer = backend_writer.get_extra_info("peername") or ("", 0)
@@ -852,7 +850,7 @@ class Session:
                 take_buffered(backend_reader),
                 self._final_words,
                 stats,
-                self.service.relay_transforms(),
+                self.service.relay_transforms() if transforms else None,
             )
         finally:
             if self.service.protocol_log.enabled:

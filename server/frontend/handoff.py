@@ -159,20 +159,31 @@ async def hand_off(
     session: Session, entry: Entry, request: LoginRequest, started: float
 ) -> bool | None:
     """Give a logged-in client to the back end of this host. True: the session is over here
-    (handed off, or the client went away); False: the back end refused the mailbox (the
-    client was told, the session goes on); None: no hand-off now, relay instead."""
+    (handed off, relayed to its end, or the client went away); False: the back end refused
+    the mailbox (the client was told, the session goes on); None: no hand-off now, relay
+    over the back-end port instead.
+
+    A plaintext client's own socket goes to the back end. A TLS client's cannot (its TLS
+    state is in this process): the back end gets one end of a socket pair instead, and the
+    front end relays between the client's TLS and the other end. That still saves the
+    relayed hand-over's TCP connection, TLS hop and round trips per session."""
     from server.frontend.core import BackendDone, BackendError, BackendSend, Refusal
 
     service = session.service
     client = service.handoff
     writer = session.writer
     transport = writer.transport
-    sock = transport.get_extra_info("socket")
-    if client is None or sock is None or transport.is_closing():
+    if client is None or transport.is_closing():
         return None
-    # From here on the client's bytes stay in the kernel for whoever serves the session.
-    transport.pause_reading()
-    read_ahead = session.core.leftover() + take_buffered(session.reader)
+    direct = not session.tls_active
+    sock = transport.get_extra_info("socket") if direct else None
+    if direct and sock is None:
+        return None
+    read_ahead = b""
+    if direct:
+        # From here on the client's bytes stay in the kernel for whoever serves the session.
+        transport.pause_reading()
+        read_ahead = session.core.leftover() + take_buffered(session.reader)
 
     def restore() -> None:
         if read_ahead:
@@ -228,12 +239,29 @@ async def hand_off(
         restore()
         return None
     accepted = session.core.accept(request, capabilities)
+    if direct:
+        return await _give_socket(session, entry, channel, seq, accepted, read_ahead, started)
+    return await _relay_pair(session, entry, channel, seq, accepted, started)
+
+
+async def _give_socket(
+    session: Session,
+    entry: Entry,
+    channel: _Channel,
+    seq: int,
+    accepted: bytes,
+    read_ahead: bytes,
+    started: float,
+) -> bool:
+    service, writer = session.service, session.writer
+    transport = writer.transport
     writer.write(accepted)
     if transport.get_write_buffer_size():
         # The answer must be in the kernel before the socket changes hands.
         transport.set_write_buffer_limits(0)
         await writer.drain()
-    if transport.is_closing():
+    sock = transport.get_extra_info("socket")
+    if transport.is_closing() or sock is None:
         channel.drop(seq)
         return True
     name, ip = entry.name, session.ip
@@ -262,6 +290,29 @@ async def hand_off(
             "R=OK;ClosedBy=handoff",
         )
     transport.abort()  # this process's descriptor only: the connection is the back end's
+    return True
+
+
+async def _relay_pair(
+    session: Session, entry: Entry, channel: _Channel, seq: int, accepted: bytes, started: float
+) -> bool:
+    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        channel.take(seq, theirs.fileno(), b"", lambda: None)  # counted here, as relayed
+    except ChannelLost:
+        mine.close()
+        return True
+    finally:
+        theirs.close()
+    backend_reader, backend_writer = await asyncio.open_connection(sock=mine)
+    session._backend_writer = backend_writer
+    session._log("login", entry.name, f"server={entry.server_name} pair")
+    session.writer.write(accepted)
+    session._log_answer(accepted, entry.name, started, f"Proxy={entry.server_name}")
+    session.relaying = True
+    pending = session.core.leftover() + take_buffered(session.reader)
+    # COMPRESS is the back end's on a handed-off session: nothing to rewrite here.
+    await session._relay(entry, pending, backend_reader, backend_writer, transforms=False)
     return True
 
 

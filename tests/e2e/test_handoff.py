@@ -108,34 +108,50 @@ def test_commands_pipelined_behind_login_reach_the_back_end_in_order(imap: Any) 
     assert tags == [b"a", b"b", b"c", b"d"]
 
 
+def compress_then_fetch(sock: socket.socket) -> None:
+    """LOGIN, COMPRESS DEFLATE, then a FETCH both ways compressed (RFC 4978)."""
+    reader = sock.makefile("rb")
+    assert reader.readline().startswith(b"* OK")
+    sock.sendall(f"a LOGIN bob {PASSWORD}\r\n".encode())
+    assert b"COMPRESS=DEFLATE" in reader.readline()
+    sock.sendall(b"b COMPRESS DEFLATE\r\n")
+    assert reader.readline() == b"b OK DEFLATE active\r\n"
+    deflate = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -15)
+    inflate = zlib.decompressobj(-15)
+    sock.sendall(
+        deflate.compress(b"c SELECT INBOX\r\nd FETCH 1 BODY.PEEK[]\r\n")
+        + deflate.flush(zlib.Z_SYNC_FLUSH)
+    )
+    out = b""
+    while b"d OK" not in out:
+        chunk = reader.read1(65536)
+        assert chunk, out
+        out += inflate.decompress(chunk)
+    assert MESSAGE in out
+
+
 def test_compress_on_a_handed_off_session(imap: Any) -> None:
     front, _ = imap
     plain, _ = ports(front.home, "IMAP")
     with socket.create_connection(("127.0.0.1", plain)) as sock:
-        reader = sock.makefile("rb")
-        reader.readline()
-        sock.sendall(f"a LOGIN bob {PASSWORD}\r\n".encode())
-        assert b"COMPRESS=DEFLATE" in reader.readline()
-        sock.sendall(b"b COMPRESS DEFLATE\r\n")
-        assert reader.readline() == b"b OK DEFLATE active\r\n"
-        deflate = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -15)
-        inflate = zlib.decompressobj(-15)
-        sock.sendall(deflate.compress(b"c NOOP\r\n") + deflate.flush(zlib.Z_SYNC_FLUSH))
-        out = b""
-        while b"c OK" not in out:
-            chunk = sock.recv(4096)
-            assert chunk
-            out += inflate.decompress(chunk)
-        assert out.endswith(b"\r\n")
+        compress_then_fetch(sock)
 
 
-def test_tls_clients_are_relayed(imap: Any) -> None:
+def test_tls_clients_are_relayed_over_a_socket_pair(imap: Any) -> None:
+    """A TLS session cannot leave the front end; the back end gets one end of a socket
+    pair (no TCP connection, no TLS hop) and does COMPRESS itself."""
     front, _ = imap
     _, secure = ports(front.home, "IMAP")
     with imaplib.IMAP4_SSL("127.0.0.1", secure, ssl_context=client_context(front.home)) as c:
         assert c.login("bob", PASSWORD)[0] == "OK"
-        assert len(front.service._sessions) == 1  # still the front end's: relayed
+        (session,) = front.service._sessions  # still the front end's: relayed
+        hop = session._backend_writer.get_extra_info("socket")
+        assert hop.family == socket.AF_UNIX
         assert c.select("INBOX")[1] == [b"1"]
+    context = client_context(front.home)
+    with socket.create_connection(("127.0.0.1", secure)) as raw:
+        with context.wrap_socket(raw, server_hostname="127.0.0.1") as sock:
+            compress_then_fetch(sock)
 
 
 def test_per_user_limit_holds_across_handed_off_sessions(home: Home, imap: Any) -> None:
