@@ -17,6 +17,11 @@ the mailbox and the real client (a PROXY v2 header) under its own proof. The sec
 never crosses the wire. After the back end's OK the protocol runs already authenticated
 (IMAP: a PREAUTH greeting with the capabilities; POP3: +OK with the maildrop's size).
 
+Same host: when the mailbox lives on this front end's own server, none of the above runs
+per session; the session is handed to the back end over a long-lived channel
+(server/frontend/handoff.py): a plaintext client's socket itself, a TLS client's through a
+socket pair. What follows is for mailboxes on other servers (and MAILCTL_HANDOFF=off).
+
 Which back-end port: ProxyTargetPort is a setting of the front-end server, while each target
 server has its own back-end ports. When ProxyTargetPort equals this server's
 Imap/PopBackEndSSLPort the front end uses the target's SSL port; when it equals the plain

@@ -1,18 +1,20 @@
-"""The front end's side of the hand-off channel (server/protocols/handoff.py): a client
-connection logged in here is given to the back end of this host as a file descriptor,
-and the front end leaves the data path.
+"""The front end's side of the hand-off channel (server/protocols/handoff.py): a session
+logged in here is given to the back end of this host over one long-lived channel, instead
+of a back-end connection of its own.
 
-Used when the mailbox lives on this front end's own server and the client connection is
-not TLS: a TLS connection's state lives in this process and cannot follow its socket, so
-implicit-TLS and STARTTLS clients are relayed as before (server/frontend/relay.py).
-MAILCTL_HANDOFF=off turns it off (every session relayed, as before).
+Used when the mailbox lives on this front end's own server. A plaintext client's socket
+goes to the back end as a file descriptor and the front end leaves the data path. A TLS
+client's cannot follow (its TLS state lives in this process): the back end gets one end of
+a socket pair, and the front end relays between the client's TLS and the other end
+(server/frontend/relay.py), still without the TCP connection, TLS hop and round trips of a
+relayed hand-over. Mailboxes on other servers are relayed as before; MAILCTL_HANDOFF=off
+relays everything.
 
-One channel per back end, set up at the first login and kept: its set-up is the
-hand-over's mutual proof of the proxy secret, made once, and each login then costs one
-LOGIN record and its answer, and one TAKE record that carries the socket. The connection
-counts (MaxConnections, MaxConnectionFromSingleIP, MaxConnectionsPerUser) hold until the
-back end says END, or until the channel is lost (the back end stopped: its sessions end
-with it).
+The channel's set-up is the hand-over's mutual proof of the proxy secret, made once; each
+login then costs one LOGIN record and its answer, and one TAKE record that carries the
+socket. For a plaintext session the connection counts (MaxConnections,
+MaxConnectionFromSingleIP, MaxConnectionsPerUser) hold until the back end says END, or
+until the channel is lost (the back end stopped: its sessions end with it).
 """
 
 from __future__ import annotations

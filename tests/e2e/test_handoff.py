@@ -194,3 +194,22 @@ def test_handoff_off_relays_everything(
         client.login("bob", PASSWORD)
         assert front.service.handoff is None and len(front.service._sessions) == 1
         client.logout()
+
+
+def test_a_lost_channel_releases_the_counts_of_its_sessions(imap: Any) -> None:
+    """The back end stopped (its sessions end with it): nothing will say END, so the
+    front end must not keep counting those sessions against the limits."""
+    front, _ = imap
+    service = front.service
+    plain, _ = ports(front.home, "IMAP")
+    client = imaplib.IMAP4("127.0.0.1", plain)
+    client.login("bob", PASSWORD)
+    wait_until(front, lambda: not service._sessions)
+    assert service.limits.of_user("bob") == 1
+
+    async def lose_channel() -> None:
+        service.handoff._channel.records.close()
+
+    front.call(lose_channel())
+    assert service.limits.of_user("bob") == 0 and service.limits.total == 0
+    client.shutdown()
