@@ -28,7 +28,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from server.protocols.imap import parser as p
+from server.protocols.imap import requests as rq
+from server.protocols.imap.reader import CommandReader
 from server.protocols.imap.seqset import RangeSet, SeqSet, format_seqset
 from server.settings.models import ImapSettings, Mailbox, Settings
 from server.store import api
@@ -183,7 +184,7 @@ class Job:
     run: Callable[[], bytes]
     name: str = ""
     tag: str | None = None
-    command: p.Command | None = None
+    command: rq.Command | None = None
     # A blocking job that only reads the store (no write, so no lock to wait for) and
     # does bounded work: the I/O layer may run it in place, saving the thread hand-off
     # that costs more than a small FETCH itself.
@@ -247,7 +248,7 @@ class ImapSession:
     def __init__(self, config: SessionConfig) -> None:
         self.config = config
         settings = config.imap_settings()
-        self.reader = p.CommandReader(
+        self.reader = CommandReader(
             max_command_size=settings.MaxCommandSize, max_literal_size=MAX_LITERAL_SIZE
         )
         self.reader.spool_factory = self._new_spool
@@ -274,9 +275,9 @@ class ImapSession:
         self.contexts: dict[str, object] = {}
         self.context_view: list[int] = []
         self.out: list[bytes] = []
-        self._resume: tuple[Callable[[ImapSession, p.Command], bytes | None], p.Command] | None = (
-            None
-        )
+        self._resume: (
+            tuple[Callable[[ImapSession, rq.Command], bytes | None], rq.Command] | None
+        ) = None
 
     # --- what the I/O layer calls ------------------------------------------------------
     @property
@@ -317,7 +318,7 @@ class ImapSession:
         """The connection is gone: throw away a literal being streamed into the store."""
         self.reader.discard_buffer()
 
-    def _new_spool(self, size: int, binary: bool) -> p.Spool | None:
+    def _new_spool(self, size: int, binary: bool) -> rq.Spool | None:
         if self.login is None:
             return None
         from server.backend.imap.spool import BodySpool
@@ -343,12 +344,12 @@ class ImapSession:
             self.reader.max_command_size = self.config.imap_settings().MaxCommandSize
         event = self.reader.next_event()
         if event is None:
-            if self.reader.closing:  # a huge refused LITERAL+ (parser.MAX_SKIP_SIZE)
+            if self.reader.closing:  # a huge refused LITERAL+ (reader.MAX_SKIP_SIZE)
                 return Job(False, lambda: self.bye("[TOOBIG] Literal too large"))
             return None
-        if isinstance(event, p.Command):
+        if isinstance(event, rq.Command):
             return self._command_job(event)
-        if isinstance(event, p.RawLine):
+        if isinstance(event, rq.RawLine):
             return self._raw_line_job(event.line)
         return Job(False, lambda: self._reader_event(event), *_event_name(event))
 
@@ -388,20 +389,20 @@ class ImapSession:
         return b"* OK Still here\r\n"
 
     # --- dispatch ---------------------------------------------------------------------
-    def _reader_event(self, event: p.Event) -> bytes:
-        if isinstance(event, p.NeedContinuation):
+    def _reader_event(self, event: rq.Event) -> bytes:
+        if isinstance(event, rq.NeedContinuation):
             return b"+ " + event.text.encode() + b"\r\n"
-        if isinstance(event, p.ParseError):
+        if isinstance(event, rq.ParseError):
             return _tagged(event.tag, b"BAD", event.message)
-        if isinstance(event, p.BadCharset):
+        if isinstance(event, rq.BadCharset):
             return _tagged(event.tag, b"NO", "Unsupported charset", "BADCHARSET (UTF-8 US-ASCII)")
-        if isinstance(event, p.CommandTooLong):
+        if isinstance(event, rq.CommandTooLong):
             return _tagged(event.tag, b"BAD", "Command line too long")
-        if isinstance(event, p.LiteralTooLarge):
+        if isinstance(event, rq.LiteralTooLarge):
             return _tagged(event.tag, b"NO", "Literal too large", "TOOBIG")
         return b""
 
-    def _command_job(self, cmd: p.Command) -> Job:
+    def _command_job(self, cmd: rq.Command) -> Job:
         from server.backend.imap.commands import HANDLERS
 
         handler = HANDLERS.get(type(cmd.args))
@@ -431,11 +432,13 @@ class ImapSession:
             handler.blocking, lambda: self._run(handler.func, cmd), cmd.name, cmd.tag, cmd, inline
         )
 
-    def _run(self, func: Callable[[ImapSession, p.Command], bytes | None], cmd: p.Command) -> bytes:
+    def _run(
+        self, func: Callable[[ImapSession, rq.Command], bytes | None], cmd: rq.Command
+    ) -> bytes:
         self.out = []
         try:
-            bad_name = p.invalid_mailbox_name(cmd.args)
-            if bad_name is not None and not isinstance(cmd.args, p.List | p.Lsub):
+            bad_name = rq.invalid_mailbox_name(cmd.args)
+            if bad_name is not None and not isinstance(cmd.args, rq.List | rq.Lsub):
                 raise No(bad_name.reason, "CANNOT")  # LIST/LSUB: the pattern matches nothing
             tail = func(self, cmd)
             if tail is None:
@@ -523,7 +526,7 @@ class ImapSession:
 
     # --- helpers for handlers -----------------------------------------------------------
     def resume_with(
-        self, func: Callable[[ImapSession, p.Command], bytes | None], cmd: p.Command
+        self, func: Callable[[ImapSession, rq.Command], bytes | None], cmd: rq.Command
     ) -> None:
         """Finish the current command in a follow-up job (the handler returns b"" now)."""
         self._resume = (func, cmd)
@@ -709,9 +712,9 @@ class ImapSession:
         return self.config.imap_settings()
 
 
-def _event_name(event: p.Event) -> tuple[str, str | None]:
+def _event_name(event: rq.Event) -> tuple[str, str | None]:
     """(command name, tag) of a reader event answered without running a command."""
-    if isinstance(event, p.NeedContinuation | p.RawLine):
+    if isinstance(event, rq.NeedContinuation | rq.RawLine):
         return "", None  # part of a command still being read
     name = getattr(event, "name", None) or "?"
     return name, getattr(event, "tag", None)

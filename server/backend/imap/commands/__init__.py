@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from server.backend.imap.session import ImapSession
-    from server.protocols.imap.parser import Command
+    from server.protocols.imap.requests import Command
 
 HandlerFunc = Callable[["ImapSession", "Command"], "bytes | None"]
 InlineTest = Callable[["ImapSession", "Command"], bool]

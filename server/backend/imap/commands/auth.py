@@ -14,12 +14,12 @@ from server.backend.imap.session import (
     No,
     tagged,
 )
-from server.protocols.imap import parser as p
+from server.protocols.imap import requests as rq
 
 
-@command(p.Authenticate, states=NOT_AUTH)
-def authenticate(s: ImapSession, cmd: p.Command) -> bytes | None:
-    args: p.Authenticate = cmd.args  # type: ignore[assignment]
+@command(rq.Authenticate, states=NOT_AUTH)
+def authenticate(s: ImapSession, cmd: rq.Command) -> bytes | None:
+    args: rq.Authenticate = cmd.args  # type: ignore[assignment]
     if args.mechanism != "PLAIN":
         raise No("Unsupported authentication mechanism")
     if args.initial_response is None:
@@ -65,6 +65,6 @@ def plain_login(s: ImapSession, tag: str, data: bytes) -> bytes:
     return tagged(tag, b"OK", "Logged in", "CAPABILITY " + CAPABILITIES_AUTH)
 
 
-@command(p.Login, states=NOT_AUTH, blocking=False)
-def login(s: ImapSession, cmd: p.Command) -> bytes | None:
+@command(rq.Login, states=NOT_AUTH, blocking=False)
+def login(s: ImapSession, cmd: rq.Command) -> bytes | None:
     raise No("LOGIN is not accepted here; use AUTHENTICATE PLAIN", "PRIVACYREQUIRED")

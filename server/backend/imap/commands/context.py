@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from server.backend.imap.commands import SELECTED, command
 from server.backend.imap.session import Bad, ImapSession
-from server.protocols.imap import parser as p
+from server.protocols.imap import requests as rq
 from server.protocols.imap import search as q
 from server.protocols.imap.seqset import format_seqset
 from server.protocols.imap.sortthread import SortCriterion
@@ -59,9 +59,9 @@ def register(s: ImapSession, ctx: Context) -> None:
     contexts[ctx.tag] = ctx
 
 
-@command(p.CancelUpdate, states=SELECTED, blocking=False)
-def cancelupdate(s: ImapSession, cmd: p.Command) -> bytes | None:
-    args: p.CancelUpdate = cmd.args  # type: ignore[assignment]
+@command(rq.CancelUpdate, states=SELECTED, blocking=False)
+def cancelupdate(s: ImapSession, cmd: rq.Command) -> bytes | None:
+    args: rq.CancelUpdate = cmd.args  # type: ignore[assignment]
     contexts = _contexts(s)
     unknown = [t for t in args.tags if t not in contexts]
     if unknown:

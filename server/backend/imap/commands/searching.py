@@ -10,7 +10,7 @@ from server.backend.imap.commands import SELECTED, command
 from server.backend.imap.commands.fetch import Message
 from server.backend.imap.session import ImapSession, No
 from server.mail import mime
-from server.protocols.imap import parser as p
+from server.protocols.imap import requests as rq
 from server.protocols.imap import search as q
 from server.protocols.imap.seqset import format_seqset
 from server.protocols.imap.wire import encode_string
@@ -159,9 +159,9 @@ def _date(key: q.DateKey) -> Pred:
     return sent
 
 
-@command(p.Search, states=SELECTED)
-def search(s: ImapSession, cmd: p.Command) -> bytes | None:
-    args: p.Search = cmd.args  # type: ignore[assignment]
+@command(rq.Search, states=SELECTED)
+def search(s: ImapSession, cmd: rq.Command) -> bytes | None:
+    args: rq.Search = cmd.args  # type: ignore[assignment]
     with_modseq = q.uses_modseq(args.key)
     hits = searched(s, args.key)
     sel = s.sel
@@ -187,7 +187,7 @@ def search(s: ImapSession, cmd: p.Command) -> bytes | None:
 def _esearch(
     s: ImapSession,
     tag: str,
-    args: p.Search,
+    args: rq.Search,
     opts: frozenset[str],
     hits: list[int],
     values: list[int],

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from server.backend.imap.commands import SELECTED, command
 from server.backend.imap.commands.searching import searched
 from server.backend.imap.session import ImapSession
-from server.protocols.imap import parser as p
+from server.protocols.imap import requests as rq
 from server.protocols.imap import search as q
 from server.protocols.imap.seqset import format_seqset
 from server.protocols.imap.sortthread import (
@@ -278,9 +278,9 @@ def _sort_positions(
     return sort_positions(columns)
 
 
-@command(p.Sort, states=SELECTED)
-def sort(s: ImapSession, cmd: p.Command) -> bytes | None:
-    args: p.Sort = cmd.args  # type: ignore[assignment]
+@command(rq.Sort, states=SELECTED)
+def sort(s: ImapSession, cmd: rq.Command) -> bytes | None:
+    args: rq.Sort = cmd.args  # type: ignore[assignment]
     with_modseq = q.uses_modseq(args.key)
     hits = searched(s, args.key)
     sel = s.sel
@@ -330,9 +330,9 @@ def sort(s: ImapSession, cmd: p.Command) -> bytes | None:
     return None
 
 
-@command(p.Thread, states=SELECTED)
-def thread(s: ImapSession, cmd: p.Command) -> bytes | None:
-    args: p.Thread = cmd.args  # type: ignore[assignment]
+@command(rq.Thread, states=SELECTED)
+def thread(s: ImapSession, cmd: rq.Command) -> bytes | None:
+    args: rq.Thread = cmd.args  # type: ignore[assignment]
     hits = searched(s, args.key)
     sel = s.sel
     rows = sel.rows

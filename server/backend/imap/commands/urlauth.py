@@ -19,7 +19,7 @@ from server.backend.imap.commands import AUTH, command
 from server.backend.imap.session import ImapSession, No
 from server.mail import mime
 from server.protocols.imap import binary
-from server.protocols.imap import parser as p
+from server.protocols.imap import requests as rq
 from server.protocols.imap.imapurl import (
     INTERNAL,
     ImapUrl,
@@ -190,7 +190,7 @@ class FileRange:
                 yield piece
 
 
-def section_range(info: mime.MessageInfo, section: p.Section | None) -> tuple[int, int] | None:
+def section_range(info: mime.MessageInfo, section: rq.Section | None) -> tuple[int, int] | None:
     """The octets of BODY[section] when they are one stretch of the message (what
     mime.fetch_section would cut out); None for HEADER.FIELDS[.NOT], which filters.
     Raises LookupError for a part that does not exist."""
@@ -262,9 +262,9 @@ def _file_range(store: api.MailboxStore, url: ImapUrl) -> FileRange | None:
     return FileRange(str(path), start, end)
 
 
-@command(p.GenUrlAuth, states=AUTH)
-def genurlauth(s: ImapSession, cmd: p.Command) -> bytes | None:
-    args: p.GenUrlAuth = cmd.args  # type: ignore[assignment]
+@command(rq.GenUrlAuth, states=AUTH)
+def genurlauth(s: ImapSession, cmd: rq.Command) -> bytes | None:
+    args: rq.GenUrlAuth = cmd.args  # type: ignore[assignment]
     assert s.login is not None
     out = []
     for rump, mechanism in args.requests:
@@ -288,9 +288,9 @@ def genurlauth(s: ImapSession, cmd: p.Command) -> bytes | None:
     return None
 
 
-@command(p.ResetKey, states=AUTH)
-def resetkey(s: ImapSession, cmd: p.Command) -> bytes | None:
-    args: p.ResetKey = cmd.args  # type: ignore[assignment]
+@command(rq.ResetKey, states=AUTH)
+def resetkey(s: ImapSession, cmd: rq.Command) -> bytes | None:
+    args: rq.ResetKey = cmd.args  # type: ignore[assignment]
     for mechanism in args.mechanisms:
         if mechanism != INTERNAL:
             raise No(f"Unknown URLAUTH mechanism {mechanism}")
@@ -301,9 +301,9 @@ def resetkey(s: ImapSession, cmd: p.Command) -> bytes | None:
     return None
 
 
-@command(p.UrlFetch, states=AUTH)
-def urlfetch(s: ImapSession, cmd: p.Command) -> bytes | None:
-    args: p.UrlFetch = cmd.args  # type: ignore[assignment]
+@command(rq.UrlFetch, states=AUTH)
+def urlfetch(s: ImapSession, cmd: rq.Command) -> bytes | None:
+    args: rq.UrlFetch = cmd.args  # type: ignore[assignment]
     out = [b"URLFETCH"]
     for text, params in args.urls:
         out.append(encode_string(text))
