@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from server.backend import service as common
-from server.backend.imap.commands import notify
+from server.backend.imap.commands import TABLE, notify
 from server.backend.imap.session import (
     KEEPALIVE_SECONDS,
     ChangesCache,
@@ -116,7 +116,7 @@ class _Connection:
         self.reader = reader
         self.writer = writer
         self.client = client
-        self.session = ImapSession(service.session_config(client))
+        self.session = ImapSession(service.session_config(client), TABLE)
         self.lock = asyncio.Lock()
         self.loop = asyncio.get_running_loop()
         self.last_activity = self.loop.time()

@@ -2,7 +2,7 @@
 
 The I/O layer (server/backend/imap/server.py) drives it like this::
 
-    session = ImapSession(config)
+    session = ImapSession(config, commands.TABLE)   # commands: server.backend.imap.commands
     send(session.greeting())
     on bytes from the client:   session.receive(data)
                                 while (job := session.next_job()) is not None:
@@ -24,10 +24,11 @@ from __future__ import annotations
 
 import logging
 from bisect import bisect_left
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from server.backend.imap.spool import BodySpool
 from server.protocols.imap import requests as rq
 from server.protocols.imap.reader import CommandReader
 from server.protocols.imap.seqset import RangeSet, SeqSet, format_seqset
@@ -155,6 +156,38 @@ class ChangesCache:
         self._data[key] = entry
 
 
+HandlerFunc = Callable[["ImapSession", rq.Command], "bytes | None"]
+InlineTest = Callable[["ImapSession", rq.Command], bool]
+
+
+@dataclass(frozen=True, slots=True)
+class Handler:
+    """How the session runs one command type: `func(session, command)` sends untagged
+    responses through `session.untagged()` and returns the tagged completion (None means
+    "OK <NAME> completed", b"" that the command is not finished yet, e.g. IDLE), or raises
+    No / Bad."""
+
+    func: HandlerFunc
+    states: frozenset[str]
+    blocking: bool  # touches the store: run in a worker thread
+    # When it says so for a command, that command only reads the store and does bounded
+    # work: the I/O layer may run it in place (session.Job.inline).
+    inline: InlineTest | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CommandTable:
+    """The commands a session runs, handed to it at construction (built by
+    server.backend.imap.commands, which imports this module, never the other way round):
+    a Handler per request type, and the hooks for what is not a command - the line that
+    ends IDLE, an AUTHENTICATE response, the live SEARCH/SORT contexts after each step."""
+
+    handlers: Mapping[type, Handler]
+    end_idle: Callable[[ImapSession, bytes], bytes]
+    auth_continue: Callable[[ImapSession, bytes], bytes]
+    emit_updates: Callable[[ImapSession], None]
+
+
 @dataclass
 class SessionConfig:
     settings: Callable[[], Settings]  # live: read at each use
@@ -245,8 +278,9 @@ class Selected:
 
 
 class ImapSession:
-    def __init__(self, config: SessionConfig) -> None:
+    def __init__(self, config: SessionConfig, commands: CommandTable) -> None:
         self.config = config
+        self.commands = commands
         settings = config.imap_settings()
         self.reader = CommandReader(
             max_command_size=settings.MaxCommandSize, max_literal_size=MAX_LITERAL_SIZE
@@ -321,8 +355,6 @@ class ImapSession:
     def _new_spool(self, size: int, binary: bool) -> rq.Spool | None:
         if self.login is None:
             return None
-        from server.backend.imap.spool import BodySpool
-
         return BodySpool.open(self.login.store, binary)
 
     def mark_dirty(self) -> None:
@@ -403,9 +435,7 @@ class ImapSession:
         return b""
 
     def _command_job(self, cmd: rq.Command) -> Job:
-        from server.backend.imap.commands import HANDLERS
-
-        handler = HANDLERS.get(type(cmd.args))
+        handler = self.commands.handlers.get(type(cmd.args))
         if handler is None:
             return Job(
                 False,
@@ -467,22 +497,14 @@ class ImapSession:
 
     def _raw_line_job(self, line: bytes) -> Job:
         if self.idling:
-            return Job(True, lambda: self._end_idle(line), "IDLE", self.idle_tag)
+            return Job(True, lambda: self.commands.end_idle(self, line), "IDLE", self.idle_tag)
         if self.auth_tag is not None:
-            return Job(True, lambda: self._auth_continue(line), "AUTHENTICATE", self.auth_tag)
+            return Job(
+                True, lambda: self.commands.auth_continue(self, line), "AUTHENTICATE", self.auth_tag
+            )
         # Line mode without a reason: leave it and treat the line as a command.
         self.reader.line_mode = False
         return Job(False, lambda: b"* BAD Unexpected line\r\n")
-
-    def _end_idle(self, line: bytes) -> bytes:
-        from server.backend.imap.commands.idle import end_idle
-
-        return end_idle(self, line)
-
-    def _auth_continue(self, line: bytes) -> bytes:
-        from server.backend.imap.commands.auth import auth_continue
-
-        return auth_continue(self, line)
 
     def _push_changes(self, shared: SharedChanges | None = None) -> bytes:
         self.out = []
@@ -501,10 +523,8 @@ class ImapSession:
         return b"".join(out)
 
     def _context_updates(self) -> None:
-        from server.backend.imap.commands.context import emit_updates
-
         try:
-            emit_updates(self)
+            self.commands.emit_updates(self)
         except Exception:  # a failed update must not cost the command's answer
             log.exception("search context update failed")
             self.contexts.clear()

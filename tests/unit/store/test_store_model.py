@@ -23,6 +23,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
+from server.backend.imap.commands import TABLE
 from server.backend.imap.session import ImapSession, InfoCache, Login, SessionConfig
 from server.mail import mime
 from server.retrieval import CACHE
@@ -156,7 +157,7 @@ def _without_fsync() -> Callable[[], None]:
 
 class Connection:
     def __init__(self, store: SqliteMailStore, config: SessionConfig) -> None:
-        self.session = ImapSession(config)
+        self.session = ImapSession(config, TABLE)
         self.session.greeting()
         token = base64.b64encode(b"alice\0mailctl-proxy\0" + SECRET.encode()).decode()
         assert "a OK" in self(f"a AUTHENTICATE PLAIN {token}")
