@@ -36,7 +36,7 @@ from server.settings.models import ImapSettings, Mailbox, Settings
 from server.store import api
 
 if TYPE_CHECKING:
-    from server.mail.mime import MessageInfo
+    from server.protocols.imap.bodystructure import MessageInfo
     from server.retrieval.receipts import ReceiptSender
 
 log = logging.getLogger("mailctl.imap")

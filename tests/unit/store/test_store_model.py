@@ -25,7 +25,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from server.backend.imap.commands import TABLE
 from server.backend.imap.session import ImapSession, InfoCache, Login, SessionConfig
-from server.mail import mime
+from server.protocols.imap import bodystructure
 from server.retrieval import CACHE
 from server.retrieval.render import convert
 from server.settings.models import Mailbox, default_settings
@@ -90,7 +90,7 @@ def _literal(data: bytes) -> bytes:
 def expected_items(raw: bytes, fmt: MimeTextFormat | None) -> bytes:
     """What FETCH FETCH_ITEMS gives for `raw`, from the MIME code alone."""
     data = convert(raw, fmt) if fmt is not None else raw
-    info = mime.analyze(data)
+    info = bodystructure.analyze(data)
     return (
         b"ENVELOPE "
         + info.envelope

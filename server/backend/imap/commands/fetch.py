@@ -17,7 +17,7 @@ from server.backend.imap.commands import SELECTED, command
 from server.backend.imap.session import Bad, ImapSession, No, encode_flags, tagged
 from server.backend.service import retrieval_view
 from server.mail import mime
-from server.protocols.imap import binary
+from server.protocols.imap import binary, bodystructure
 from server.protocols.imap import requests as rq
 from server.protocols.imap.seqset import format_seqset
 from server.retrieval import Rendered, RetrievalView
@@ -83,7 +83,7 @@ class Message:
         self.source = source
         self._stored: bytes | None = None
         self._raw: bytes | None = None
-        self._info: mime.MessageInfo | None = None
+        self._info: bodystructure.MessageInfo | None = None
         self._rendered: Rendered | None = None
 
     def stored(self) -> bytes:
@@ -120,7 +120,7 @@ class Message:
         return self._raw
 
     @property
-    def info(self) -> mime.MessageInfo:
+    def info(self) -> bodystructure.MessageInfo:
         if self._info is None:
             rendered = self._render()
             if rendered is not None and rendered.data is not None and self.view is not None:

@@ -273,9 +273,9 @@ def test_nul_parts_become_base64_and_decode_back() -> None:
     )
     stored = binary.encode_nul_parts(msg)
     assert b"\x00" not in stored and stored.count(b"Content-Transfer-Encoding") == 1
-    from server.mail import mime
+    from server.protocols.imap import bodystructure
 
-    info = mime.analyze(stored)
+    info = bodystructure.analyze(stored)
     assert binary.decode_part(stored, info.part_map, (2,)) == body
     assert binary.decode_part(stored, info.part_map, (1,)) == b"plain"
     assert binary.encode_nul_parts(b"no nul\r\n") == b"no nul\r\n"
@@ -511,8 +511,9 @@ NESTED = (
 def test_section_ranges_cut_what_fetch_section_cuts(section: str) -> None:
     from server.backend.imap.commands.urlauth import section_range
     from server.mail import mime
+    from server.protocols.imap import bodystructure
 
-    info = mime.analyze(NESTED)
+    info = bodystructure.analyze(NESTED)
     cur = Cursor([f"[{section}]".encode()])
     sec = parse_section(cur)
     start, end = section_range(info, sec)  # type: ignore[misc]
