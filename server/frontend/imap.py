@@ -28,7 +28,6 @@ so what the client sees after login is exactly what the back end supports.
 from __future__ import annotations
 
 import base64
-import binascii
 
 from server.frontend.core import (
     BackendDone,
@@ -46,6 +45,7 @@ from server.frontend.core import (
 )
 from server.frontend.imap_compress import ImapCompress, with_capability
 from server.frontend.relay import Transforms
+from server.protocols import sasl
 from server.protocols.imap import requests as rq
 from server.protocols.imap.reader import CommandReader
 from server.runtime.protocol_log import imap_result
@@ -58,17 +58,11 @@ INVALID_STATE = "Command received in invalid state."
 def decode_plain(response: bytes) -> tuple[str, str] | None:
     """SASL PLAIN (RFC 4616): (authcid, password), or None when malformed or asking to act
     as someone else (a client may not name an authzid other than itself)."""
-    parts = response.split(b"\0")
-    if len(parts) != 3:
+    try:
+        plain = sasl.decode_plain(response)
+    except sasl.SaslError:
         return None
-    authzid, authcid, password = (part.decode("utf-8", "replace") for part in parts)
-    if not authcid or (authzid and authzid.lower() != authcid.lower()):
-        return None
-    return authcid, password
-
-
-def plain_response(authzid: str, authcid: str, password: str) -> bytes:
-    return base64.b64encode(f"{authzid}\0{authcid}\0{password}".encode())
+    return None if plain.acts_as_other else (plain.authcid, plain.password)
 
 
 class ImapLoginCore(LoginCore):
@@ -273,8 +267,8 @@ class ImapLoginCore(LoginCore):
             self._sasl_user = None
             return self._tagged(tag, "BAD", "AUTHENTICATE cancelled.")
         try:
-            response = base64.b64decode(line.strip(), validate=True)
-        except (binascii.Error, ValueError):
+            response = sasl.decode_response(line)
+        except sasl.SaslError:
             self._sasl_user = None
             return self._tagged(tag, "BAD", "Invalid base64 response.")
         if login:
@@ -349,5 +343,4 @@ __all__ = [
     "ImapLoginCore",
     "ImapSettings",
     "decode_plain",
-    "plain_response",
 ]

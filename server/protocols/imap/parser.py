@@ -8,12 +8,11 @@ case of "INBOX" becomes "INBOX"; LIST/LSUB patterns are decoded but not normaliz
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 from collections.abc import Callable
 from typing import Final
 
+from server.protocols import sasl
 from server.protocols.imap.lexer import (
     ATOM,
     CLOSE,
@@ -170,8 +169,8 @@ def _parse_authenticate(cur: Cursor, uid: bool) -> Authenticate:
     if not token or len(token) % 4:
         raise ValueError("Invalid base64 initial response")
     try:
-        return Authenticate(mechanism, base64.b64decode(token, validate=True))
-    except binascii.Error:
+        return Authenticate(mechanism, sasl.decode_response(token))
+    except sasl.SaslError:
         raise ValueError("Invalid base64 initial response") from None
 
 

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-
 from server.backend.imap.commands import NOT_AUTH, command
 from server.backend.imap.session import (
     AUTHENTICATED,
@@ -14,6 +11,7 @@ from server.backend.imap.session import (
     No,
     tagged,
 )
+from server.protocols import sasl
 from server.protocols.imap import requests as rq
 
 
@@ -36,8 +34,8 @@ def auth_continue(s: ImapSession, line: bytes) -> bytes:
     if line.strip() == b"*":
         return tagged(tag, b"BAD", "Authentication cancelled")
     try:
-        data = base64.b64decode(line.strip(), validate=True)
-    except (binascii.Error, ValueError):
+        data = sasl.decode_response(line)
+    except sasl.SaslError:
         return tagged(tag, b"BAD", "Invalid base64 data")
     s.out = []
     try:
@@ -49,14 +47,11 @@ def auth_continue(s: ImapSession, line: bytes) -> bytes:
 
 
 def plain_login(s: ImapSession, tag: str, data: bytes) -> bytes:
-    parts = data.split(b"\x00")
-    if len(parts) != 3:
-        raise No("Malformed PLAIN response", "AUTHENTICATIONFAILED")
     try:
-        authzid, authcid, password = (x.decode("utf-8") for x in parts)
-    except UnicodeDecodeError:
+        plain = sasl.decode_plain(data)
+    except sasl.SaslError:
         raise No("Malformed PLAIN response", "AUTHENTICATIONFAILED") from None
-    result = s.config.authenticate(authzid, authcid, password)
+    result = s.config.authenticate(plain.authzid, plain.authcid, plain.password)
     if isinstance(result, str):
         raise No(result, "AUTHENTICATIONFAILED")
     assert isinstance(result, Login)
