@@ -22,6 +22,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from server.mail import mime
+
 #: Bumped when the way keys are computed changes: stored keys of another version are
 #: computed again on first use.
 SORTKEYS_VERSION = 1
@@ -155,8 +157,6 @@ def _first_address(value: bytes | None) -> tuple[str, str]:
     Reads no further than that address (the parsing follows mime.parse_addresses)."""
     if value is None:
         return "", ""
-    from server.mail import mime
-
     lx = mime._Lexer(value)
     while lx.skip():
         c = lx.peek()
@@ -185,8 +185,6 @@ def _first_address(value: bytes | None) -> tuple[str, str]:
 def sort_keys_from_header(header: bytes) -> SortKeys:
     """The SortKeys of a message from its top-level header block (the first occurrence
     of each field counts)."""
-    from server.mail import mime
-
     wanted = {
         b"subject",
         b"from",
