@@ -119,11 +119,12 @@ def _ext_common(c: dict[bytes, bytes | list]) -> list:
 _EMPTY_BODY = [b"text", b"plain", [b"charset", b"us-ascii"], None, None, b"7bit", 0, 0]
 
 
-def structure(node: mime.Node, raw: bytes, extended: bool, root: bool = False) -> list:
+def structure_value(node: mime.Node, raw: bytes, extended: bool, root: bool = False) -> list:
+    """BODY (extended=False) or BODYSTRUCTURE of a part, as values for wire.encode()."""
     part = node.part
     c = mime.content_fields(node)
     if part.kind == mime.MULTIPART:
-        kids: list = [structure(k, raw, extended) for k in node.nodes]
+        kids: list = [structure_value(k, raw, extended) for k in node.nodes]
         if not kids:
             kids = [_EMPTY_BODY + ([None] * 4 if extended else [])]
         # body-type-mpart = 1*body SP media-subtype: the bodies follow each other with
@@ -165,8 +166,8 @@ def structure(node: mime.Node, raw: bytes, extended: bool, root: bool = False) -
         out.append(raw.count(b"\n", part.body, part.end))
     elif part.kind == mime.MESSAGE:
         inner = node.nodes[0]
-        out.append(envelope(inner))
-        out.append(structure(inner, raw, extended))
+        out.append(envelope_value(inner))
+        out.append(structure_value(inner, raw, extended))
         out.append(raw.count(b"\n", part.body, part.end))
     if extended:
         out.append(_nstr(c.get(b"md5")))  # type: ignore[arg-type]
@@ -195,7 +196,8 @@ def _plain_7bit(node: mime.Node, c: dict, text: bool) -> bool:
     return not any(k in c for k in (b"md5", b"disposition", b"language", b"location"))
 
 
-def envelope(node: mime.Node) -> list:
+def envelope_value(node: mime.Node) -> list:
+    """ENVELOPE of a message's header, as values for wire.encode()."""
     v = mime.envelope_values(node)
 
     def addrs(value: bytes | None) -> list | None:
@@ -253,7 +255,7 @@ def _opaque(raw: bytes) -> MessageInfo:
     subject = ""
     try:
         node = mime.Node(part, mime.header_fields(raw, 0, end))
-        envelope = encode(envelope(node))
+        envelope = encode(envelope_value(node))
         value = mime.envelope_values(node)[1]
         subject = "" if value is None else mime.decode_words(value).strip()
     except Exception:  # noqa: BLE001 - the header too is beyond us: NIL envelope
@@ -289,9 +291,9 @@ def _analyze(raw: bytes) -> MessageInfo:
         return "" if value is None else mime.address_search_text(value)
 
     return MessageInfo(
-        envelope=encode(envelope(root)),
-        body=encode(structure(root, raw, False, root=True)),
-        bodystructure=encode(structure(root, raw, True, root=True)),
+        envelope=encode(envelope_value(root)),
+        body=encode(structure_value(root, raw, False, root=True)),
+        bodystructure=encode(structure_value(root, raw, True, root=True)),
         header_len=root.part.body,
         size=len(raw),
         date_sent=mime.parse_date(vals[0]),

@@ -121,7 +121,7 @@ def part_structure(
             return None
         if node.part.kind == mime.MESSAGE and i + 1 < len(section):
             node = node.nodes[0]
-    structure = bodystructure.structure(node, raw, True, root=node is root)
+    structure = bodystructure.structure_value(node, raw, True, root=node is root)
     if decoded is not None and node.part.kind == mime.LEAF:
         structure[5] = _domain(decoded)
         structure[6] = len(decoded)
