@@ -156,38 +156,6 @@ class ChangesCache:
         self._data[key] = entry
 
 
-HandlerFunc = Callable[["ImapSession", rq.Command], "bytes | None"]
-InlineTest = Callable[["ImapSession", rq.Command], bool]
-
-
-@dataclass(frozen=True, slots=True)
-class Handler:
-    """How the session runs one command type: `func(session, command)` sends untagged
-    responses through `session.untagged()` and returns the tagged completion (None means
-    "OK <NAME> completed", b"" that the command is not finished yet, e.g. IDLE), or raises
-    No / Bad."""
-
-    func: HandlerFunc
-    states: frozenset[str]
-    blocking: bool  # touches the store: run in a worker thread
-    # When it says so for a command, that command only reads the store and does bounded
-    # work: the I/O layer may run it in place (session.Job.inline).
-    inline: InlineTest | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class CommandTable:
-    """The commands a session runs, handed to it at construction (built by
-    server.backend.imap.commands, which imports this module, never the other way round):
-    a Handler per request type, and the hooks for what is not a command - the line that
-    ends IDLE, an AUTHENTICATE response, the live SEARCH/SORT contexts after each step."""
-
-    handlers: Mapping[type, Handler]
-    end_idle: Callable[[ImapSession, bytes], bytes]
-    auth_continue: Callable[[ImapSession, bytes], bytes]
-    emit_updates: Callable[[ImapSession], None]
-
-
 @dataclass
 class SessionConfig:
     settings: Callable[[], Settings]  # live: read at each use
@@ -275,6 +243,38 @@ class Selected:
             self.recent -= gone
         self.pending_vanished -= gone
         return seqs
+
+
+HandlerFunc = Callable[["ImapSession", rq.Command], "bytes | None"]
+InlineTest = Callable[["ImapSession", rq.Command], bool]
+
+
+@dataclass(frozen=True, slots=True)
+class Handler:
+    """How the session runs one command type: `func(session, command)` sends untagged
+    responses through `session.untagged()` and returns the tagged completion (None means
+    "OK <NAME> completed", b"" that the command is not finished yet, e.g. IDLE), or raises
+    No / Bad."""
+
+    func: HandlerFunc
+    states: frozenset[str]
+    blocking: bool  # touches the store: run in a worker thread
+    # When it says so for a command, that command only reads the store and does bounded
+    # work: the I/O layer may run it in place (session.Job.inline).
+    inline: InlineTest | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CommandTable:
+    """The commands a session runs, handed to it at construction (built by
+    server.backend.imap.commands, which imports this module, never the other way round):
+    a Handler per request type, and the hooks for what is not a command - the line that
+    ends IDLE, an AUTHENTICATE response, the live SEARCH/SORT contexts after each step."""
+
+    handlers: Mapping[type, Handler]
+    end_idle: Callable[[ImapSession, bytes], bytes]
+    auth_continue: Callable[[ImapSession, bytes], bytes]
+    emit_updates: Callable[[ImapSession], None]
 
 
 class ImapSession:
