@@ -29,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from server.backend import service as common
-from server.backend.imap.commands import notify
+from server.backend.imap.commands import TABLE, notify
 from server.backend.imap.compressed import CompressingReader, CompressingWriter
 from server.backend.imap.session import (
     KEEPALIVE_SECONDS,
@@ -44,7 +44,7 @@ from server.backend.service import BackendService, open_default_store
 from server.frontend.imap_compress import ImapCompress
 from server.protocols import proxyv2
 from server.protocols.handover import Accepted
-from server.protocols.imap import parser as p
+from server.protocols.imap import requests as rq
 from server.retrieval.receipts import ReceiptSender
 from server.runtime import records
 from server.runtime.linger import linger_close
@@ -80,7 +80,7 @@ def _disk_reads() -> int:
     return usage.ru_inblock + usage.ru_majflt
 
 
-def log_parameters(args: p.CommandArgs | None) -> str:
+def log_parameters(args: rq.CommandArgs | None) -> str:
     """What the protocol log shows of a command's arguments: the message set and the
     folder(s) it names (never message data or search text)."""
     if args is None:
@@ -133,7 +133,7 @@ class _Connection:
         self.reader = reader
         self.writer = writer
         self.client = client
-        self.session = session or ImapSession(service.session_config(client))
+        self.session = session or ImapSession(service.session_config(client), TABLE)
         self.lock = asyncio.Lock()
         self.loop = asyncio.get_running_loop()
         self.last_activity = self.loop.time()
@@ -528,7 +528,7 @@ class ImapBackendService(BackendService):
                 await writer.wait_closed()
             return
         accepted, login = handed
-        session = ImapSession(self.session_config(accepted.client))
+        session = ImapSession(self.session_config(accepted.client), TABLE)
         await self._run(reader, writer, accepted.client, session, session.preauth(login))
 
     async def _run(
@@ -565,7 +565,7 @@ class ImapBackendService(BackendService):
         login = await loop.run_in_executor(self.executor, self.open_login, accepted.mailbox)
         if isinstance(login, str):
             return login
-        session = ImapSession(self.session_config(accepted.client))
+        session = ImapSession(self.session_config(accepted.client), TABLE)
         return session.preauth(login), (session, accepted.client)
 
     def handoff_start(
