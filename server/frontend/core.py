@@ -840,9 +840,7 @@ class Session:
         pending: bytes,
         backend_reader: asyncio.StreamReader,
         backend_writer: asyncio.StreamWriter,
-        transforms: bool = True,
     ) -> None:
-        """`transforms` False: relay the bytes as they are (the back end does COMPRESS)."""
         stats = RelayStats()
         started = asyncio.get_running_loop().time()
         peer = backend_writer.get_extra_info("peername") or ("", 0)
@@ -855,7 +853,7 @@ class Session:
                 take_buffered(backend_reader),
                 self._final_words,
                 stats,
-                self.service.relay_transforms() if transforms else None,
+                self.service.relay_transforms(),
             )
         finally:
             if self.service.protocol_log.enabled:

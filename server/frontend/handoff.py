@@ -6,7 +6,7 @@ Used when the mailbox lives on this front end's own server. A plaintext client's
 goes to the back end as a file descriptor and the front end leaves the data path. A TLS
 client's cannot follow (its TLS state lives in this process): the back end gets one end of
 a socket pair, and the front end relays between the client's TLS and the other end
-(server/frontend/relay.py), still without the TCP connection, TLS hop and round trips of a
+(server/frontend/relay.py, COMPRESS included), still without the TCP connection, TLS hop and round trips of a
 relayed hand-over. Mailboxes on other servers are relayed as before; MAILCTL_HANDOFF=off
 relays everything.
 
@@ -313,8 +313,8 @@ async def _relay_pair(
     session._log_answer(accepted, entry.name, started, f"Proxy={entry.server_name}")
     session.relaying = True
     pending = session.core.leftover() + take_buffered(session.reader)
-    # COMPRESS is the back end's on a handed-off session: nothing to rewrite here.
-    await session._relay(entry, pending, backend_reader, backend_writer, transforms=False)
+    # COMPRESS stays the front end's here, as on any relayed session.
+    await session._relay(entry, pending, backend_reader, backend_writer)
     return True
 
 

@@ -580,17 +580,15 @@ class ImapBackendService(BackendService):
         async def serve() -> None:
             try:
                 with contextlib.suppress(asyncio.CancelledError):
+                    direct = sock.family != socket.AF_UNIX  # else a front end relays
                     reader, writer = await records.stream_from(sock, read_ahead)
-                    # COMPRESS belongs to the client's link: with no front end in the path
-                    # it is done here, by the same code the front end relays through.
-                    compress = ImapCompress()
-                    await self._run(
-                        CompressingReader(reader, compress),  # type: ignore[arg-type]
-                        CompressingWriter(writer, compress),  # type: ignore[arg-type]
-                        client,
-                        session,
-                        b"",
-                    )
+                    if direct:
+                        # COMPRESS belongs to the client's link: with no front end in the
+                        # path it is done here, by the code the front end relays through.
+                        compress = ImapCompress()
+                        reader = CompressingReader(reader, compress)  # type: ignore[assignment]
+                        writer = CompressingWriter(writer, compress)  # type: ignore[assignment]
+                    await self._run(reader, writer, client, session, b"")
             finally:
                 ended()
 
