@@ -13,38 +13,47 @@ name typed, as the mail front ends do (LoginThrottle).
 from __future__ import annotations
 
 import asyncio
-import html
 import re
 from collections.abc import Awaitable, Callable
-from functools import lru_cache
-from pathlib import Path
-from string import Template
-from typing import TYPE_CHECKING
+from typing import Protocol
 from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from server.directory import DirectoryUnavailable, Entry, may_use_protocol
-from server.directory.throttle import account_key
+from server.directory import Directory, DirectoryUnavailable, Entry
+from server.directory.throttle import LoginThrottle, account_key
+from server.runtime.service import ServiceContext
 from server.settings.models import Mailbox, Settings
-from server.settings.published import Endpoint
 from server.settings.types import MailboxType
 from server.web import autoconfig, autodiscover, mobileconfig
 from server.web import calendar as calendar_web
-from server.web.session import COOKIE
+from server.web.pages import (
+    STATIC,
+    e,
+    local_target,
+    message_page,
+    page,
+    protocol_note,
+    setting_block,
+    template,
+)
+from server.web.session import COOKIE, SessionSigner
 from server.web.view import ClientView, client_view, is_internal
 
-if TYPE_CHECKING:
-    from server.web.service import WebService
 
-HERE = Path(__file__).resolve().parent
-TEMPLATES = HERE / "templates"
-STATIC = HERE / "static"
+class Site(Protocol):
+    """What the handlers need of the web service (server.web.service.WebService has it): a
+    protocol, so that the service imports the application and not the other way round."""
+
+    ctx: ServiceContext
+    directory: Directory
+    signer: SessionSigner
+    throttle: LoginThrottle
+
 
 SERVICE_KEY = web.AppKey("service", object)
 REFUSED_TYPES = (MailboxType.Anonymous, MailboxType.Guest)
 BAD_SIGNIN = "The user name or password isn't correct. Try again."
-NOT_PUBLISHED = "Not published by your administrator."
 MAX_INFLIGHT_PER_ADDRESS = 4
 PAGES_NEEDING_TLS = ("/", "/signin", "/settings", "/signout", "/mobileconfig")
 SECURITY_HEADERS = {
@@ -56,94 +65,11 @@ SECURITY_HEADERS = {
 }
 
 
-# --------------------------------------------------------------------------- rendering
-
-
-@lru_cache(maxsize=16)
-def template(name: str) -> Template:
-    return Template((TEMPLATES / name).read_text(encoding="utf-8"))
-
-
-def e(value: object) -> str:
-    return html.escape(str(value), quote=True)
-
-
-def page(settings: Settings, title: str, content: str, status: int = 200) -> web.Response:
-    body = template("base.html").substitute(
-        title=e(title), organization=e(settings.Organization.Name), content=content
-    )
-    return web.Response(
-        text=body,
-        status=status,
-        content_type="text/html",
-        charset="utf-8",
-        headers={"Cache-Control": "no-store"},
-    )
-
-
-def message_page(
-    settings: Settings,
-    heading: str,
-    message: str,
-    status: int,
-    link: str = "/",
-    link_text: str = "Back",
-) -> web.Response:
-    content = template("message.html").substitute(
-        heading=e(heading), message=e(message), link=e(link), link_text=e(link_text)
-    )
-    return page(settings, heading, content, status)
-
-
-def endpoint_list(endpoint: Endpoint) -> str:
-    rows = (
-        ("Server name", "server", endpoint.Server),
-        ("Port", "port", endpoint.Port),
-        ("Encryption method", "encryption", endpoint.Encryption),
-    )
-    items = "".join(
-        f'<div><dt>{label}</dt><dd data-field="{field}">{e(value)}</dd></div>'
-        for label, field, value in rows
-    )
-    return f"<dl>{items}</dl>"
-
-
-def setting_block(key: str, title: str, endpoint: Endpoint | None, note: str = "") -> str:
-    body = (
-        endpoint_list(endpoint)
-        if endpoint
-        else f'<p class="empty" data-field="empty">{NOT_PUBLISHED}</p>'
-    )
-    return template("block.html").substitute(
-        key=key, title=title, body=body, note=f'<p class="note">{e(note)}</p>' if note else ""
-    )
-
-
-def local_target(value: str | None, default: str = "/settings") -> str:
-    """Where to go after signing in: a path on this site only. Anything that a browser could
-    read as another site (`//host`, `/\\host`, a scheme, control characters) gives `default`,
-    so the sign-in page cannot be used to send someone elsewhere."""
-    if not value or len(value) > 2048 or not value.startswith("/"):
-        return default
-    if value.startswith(("//", "/\\")) or "\\" in value:
-        return default
-    if any(ord(c) < 0x21 or ord(c) == 0x7F for c in value):
-        return default
-    parts = urlsplit(value)
-    if parts.scheme or parts.netloc:
-        return default
-    return value
-
-
-def protocol_note(entry: Entry, protocol: str, label: str) -> str:
-    return f"{label} can't be used with your mailbox." if may_use_protocol(entry, protocol) else ""
-
-
 # --------------------------------------------------------------------------- handlers
 
 
 class Handlers:
-    def __init__(self, service: WebService) -> None:
+    def __init__(self, service: Site) -> None:
         self.service = service
         self._inflight: dict[str, int] = {}
 
@@ -509,7 +435,7 @@ async def security_headers(request: web.Request, handler: Handler) -> web.Stream
 # --------------------------------------------------------------------------- the app
 
 
-def build_app(service: WebService) -> web.Application:
+def build_app(service: Site) -> web.Application:
     handlers = Handlers(service)
     app = web.Application(
         middlewares=[security_headers, tls_redirect_middleware(handlers)],
