@@ -91,15 +91,20 @@ def answer(ics: str | None) -> bytes:
 async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, find: Lookup) -> None:
     """The delivery service's side, after the hand-over proved the caller: one request, one
     answer. `find` runs in a worker thread (it reads the store)."""
+    line = b""
     try:
         async with asyncio.timeout(REQUEST_DEADLINE):
-            line = await reader.readuntil(b"\n")
-    except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError):
-        return
-    if len(line) > MAX_REQUEST:
+            while b"\n" not in line:
+                data = await reader.read(MAX_REQUEST - len(line))
+                if not data:
+                    return
+                line += data
+                if len(line) >= MAX_REQUEST and b"\n" not in line:
+                    return
+    except (TimeoutError, OSError):
         return
     try:
-        mailbox, uidvalidity, uid = parse_request(line)
+        mailbox, uidvalidity, uid = parse_request(line)  # one line, nothing after it
     except ItemRequestError:
         return
     ics = await asyncio.to_thread(find, mailbox, uidvalidity, uid)

@@ -25,7 +25,6 @@ import secrets
 from collections.abc import Callable
 from datetime import UTC, datetime
 from email.header import Header
-from typing import Protocol
 
 from server.mail import mime
 from server.settings.models import Settings
@@ -142,14 +141,11 @@ def build_mdn(
     return head.encode("utf-8") + body.encode("utf-8") + _headers_of(raw) + tail.encode()
 
 
-class Submit(Protocol):
-    """Hands a message to submission with a null envelope sender, for one recipient:
-    `mailbox` and `server` name the recipient's mailbox when it is one of ours, else None.
-    Blocking (the sender runs in a worker thread); raises when the message was not taken."""
-
-    def __call__(
-        self, address: str, mailbox: str | None, server: str | None, message: bytes
-    ) -> None: ...
+# Hands a message to submission with a null envelope sender, for one recipient:
+# (address, its mailbox, that mailbox's server, message); the mailbox and server are None
+# when the recipient is not one of ours. Blocking (the sender runs in a worker thread); raises
+# when the message was not taken.
+Submit = Callable[[str, str | None, str | None, bytes], None]
 
 
 class ReceiptSender:

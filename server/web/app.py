@@ -45,10 +45,17 @@ class Site(Protocol):
     """What the handlers need of the web service (server.web.service.WebService has it): a
     protocol, so that the service imports the application and not the other way round."""
 
-    ctx: ServiceContext
-    directory: Directory
-    signer: SessionSigner
-    throttle: LoginThrottle
+    @property
+    def ctx(self) -> ServiceContext: ...
+
+    @property
+    def directory(self) -> Directory: ...
+
+    @property
+    def signer(self) -> SessionSigner: ...
+
+    @property
+    def throttle(self) -> LoginThrottle: ...
 
 
 SERVICE_KEY = web.AppKey("service", object)

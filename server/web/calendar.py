@@ -40,8 +40,11 @@ class Signer(Protocol):
 class WebContext(Protocol):
     """What the handlers need of the web service (server.web.service.WebService has it)."""
 
-    ctx: Any  # ServiceContext: .home, .settings (live), .log
-    signer: Signer
+    @property
+    def ctx(self) -> Any: ...  # ServiceContext: .home, .settings (live), .log
+
+    @property
+    def signer(self) -> Signer: ...
 
 
 def register(app: web.Application, ctx: WebContext, fetch: Fetch | None = None) -> None:

@@ -581,8 +581,13 @@ def test_receipt_goes_only_through_the_submit_it_was_given(tmp_path: Path) -> No
     home = Home.resolve(tmp_path / "home")
     s = default_settings()
     for name in ("alice", "bob"):
-        s.Mailboxes[name] = Mailbox(PrimarySmtpAddress=f"{name}@contoso.test", Server="MBX01")
+        s.Mailboxes[name] = Mailbox.model_validate(
+            {"PrimarySmtpAddress": f"{name}@contoso.test", "Server": "MBX01"}
+        )
     handed: list[tuple[str, str | None, str | None, bytes]] = []
+
+    def submit(address: str, mailbox: str | None, server: str | None, message: bytes) -> None:
+        handed.append((address, mailbox, server, message))
 
     def broken(address: str, mailbox: str | None, server: str | None, message: bytes) -> None:
         raise OSError("spool full")
@@ -591,7 +596,7 @@ def test_receipt_goes_only_through_the_submit_it_was_given(tmp_path: Path) -> No
     try:
         bob = store.mailbox("bob")
         uid = bob.append("INBOX", _asking()).uid
-        sender = receipts.ReceiptSender(lambda: s, lambda *args: handed.append(args))
+        sender = receipts.ReceiptSender(lambda: s, submit)
         assert sender.downloaded(bob, "INBOX", uid, frozenset(), "bob", _asking())
         [(address, mailbox, server, mdn)] = handed
         assert (address, mailbox, server) == ("alice@contoso.test", "alice", "MBX01")
