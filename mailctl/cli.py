@@ -34,7 +34,8 @@ Conventions the shared helpers give you:
 * Errors: ``fail("one clear sentence", allowed="...", code=2)`` - exit 2 for a bad value or
   usage, 1 (``code=1``) when the operation itself failed. Never print tracebacks for those.
 * Boolean options are ``BoolOpt`` (a value like ``$true``/``false``; a bare option is refused,
-  because bash drops an unquoted ``$false``); a plain ``bool`` option is a switch (-WhatIf); multi-valued options use ``ListOpt``.
+  because bash drops an unquoted ``$false``); a plain ``bool`` option is a switch (-WhatIf);
+  multi-valued options are made with ``list_option(...)`` (or come from ``model_options``).
 * Set- commands take ``what_if: WhatIfOpt = False`` and write through
   ``server.settings.store.edit(home(), dry_run=what_if)``; ``report_changes`` prints them.
 * Hooks: ``PROTOCOL_ENABLED`` / ``PROTOCOL_DISABLED`` are lists of callables

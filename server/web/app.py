@@ -1,5 +1,6 @@
-"""The aiohttp application: sign-in, "Settings for POP or IMAP access", autoconfig,
-autodiscover and the Apple profile.
+"""The aiohttp application: the routes and handlers of sign-in, "Settings for POP or IMAP
+access", autoconfig, autodiscover and the Apple profile (pages.py renders the pages, and
+calendar.py adds the calendar-link routes).
 
 Every request reads `ctx.settings` afresh (the runtime replaces it on reload), so a change
 made with mailctl shows at the next request. Who may sign in: any mailbox with a password
@@ -25,18 +26,9 @@ from server.directory.throttle import LoginThrottle, account_key
 from server.runtime.service import ServiceContext
 from server.settings.models import Mailbox, Settings
 from server.settings.types import MailboxType
-from server.web import autoconfig, autodiscover, mobileconfig
+from server.web import autoconfig, autodiscover, mobileconfig, pages
 from server.web import calendar as calendar_web
-from server.web.pages import (
-    STATIC,
-    e,
-    local_target,
-    message_page,
-    page,
-    protocol_note,
-    setting_block,
-    template,
-)
+from server.web.pages import STATIC, local_target, message_page
 from server.web.session import COOKIE, SessionSigner
 from server.web.view import ClientView, client_view, is_internal
 
@@ -175,21 +167,7 @@ class Handlers:
         status: int = 200,
         target: str = "/settings",
     ) -> web.Response:
-        warning = ""
-        if not request.secure:
-            warning = (
-                '<p class="note">This connection is not encrypted. Your administrator '
-                "serves this page without HTTPS.</p>"
-            )
-        content = template("signin.html").substitute(
-            username=e(username),
-            error=f'<p class="error" role="alert" id="signin-error">{e(error)}</p>'
-            if error
-            else "",
-            warning=warning,
-            next=e(target),
-        )
-        return page(self.settings, "Sign in", content, status)
+        return pages.signin_page(self.settings, username, error, status, target, request.secure)
 
     async def sign_in(self, request: web.Request) -> web.StreamResponse:
         if not self.same_origin(request):
@@ -260,45 +238,8 @@ class Handlers:
         settings = self.settings
         entry = self.service.directory.cached_entry(settings, name)
         view = self.view_for(request, name)
-        shown = view.shown
-        blocks = "\n".join(
-            (
-                setting_block(
-                    "pop",
-                    "POP setting",
-                    shown.POP,
-                    protocol_note(entry, "POP3", "POP") if entry else "",
-                ),
-                setting_block(
-                    "imap",
-                    "IMAP setting",
-                    shown.IMAP,
-                    protocol_note(entry, "IMAP4", "IMAP") if entry else "",
-                ),
-                setting_block("smtp", "SMTP setting", shown.SMTP),
-            )
-        )
-        scope = (
-            '<p class="note" id="scope">You are on the internal network: these are the '
-            "settings for use inside it.</p>"
-            if view.internal
-            else ""
-        )
-        profile = (
-            '<p><a href="/mobileconfig" download>Download a profile for iPhone, iPad and Mac'
-            "</a> (installs this account; you type the password on the device).</p>"
-            if (shown.IMAP or shown.POP) and shown.SMTP
-            else ""
-        )
-        content = template("settings.html").substitute(
-            user=e(box.DisplayName or box.PrimarySmtpAddress)
-            + (f" ({e(box.PrimarySmtpAddress)})" if box.DisplayName else ""),
-            scope=scope,
-            blocks=blocks,
-            profile=profile,
-            csrf=e(self.service.signer.csrf_token(request.cookies.get(COOKIE, ""))),
-        )
-        return page(settings, "Settings for POP or IMAP access", content)
+        csrf = self.service.signer.csrf_token(request.cookies.get(COOKIE, ""))
+        return pages.settings_page(settings, box, entry, view, csrf)
 
     async def sign_out(self, request: web.Request) -> web.StreamResponse:
         form = await request.post()

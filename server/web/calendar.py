@@ -14,7 +14,6 @@ and only after it has checked that the signed-in user owns the mailbox.
 
 from __future__ import annotations
 
-import html
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 from urllib.parse import quote
@@ -25,7 +24,7 @@ from server.delivery import items
 from server.directory import ProxySecret
 from server.retrieval.calendar import describe
 from server.settings.models import Settings
-from server.web.pages import message_page, page
+from server.web.pages import calendar_item_page, message_page
 from server.web.session import COOKIE
 
 ROUTE = r"/{prefix:(?:[^/]+/)*}calendar/{mailbox}/{uidvalidity:\d{1,10}}/{uid:\d{1,10}}"
@@ -112,25 +111,7 @@ class _Handlers:
 
     async def show_item(self, request: web.Request) -> web.StreamResponse:
         _, ics = await self._ics(request)
-        info = describe(ics)
-        rows = "".join(
-            f"<div><dt>{label}</dt><dd>{html.escape(info[key])}</dd></div>"
-            for key, label in (
-                ("SUMMARY", "Subject"),
-                ("DTSTART", "Start"),
-                ("DTEND", "End"),
-                ("LOCATION", "Location"),
-                ("ORGANIZER", "Organizer"),
-                ("DESCRIPTION", "Description"),
-            )
-            if key in info
-        )
-        download = html.escape(request.path + ".ics", quote=True)
-        content = (
-            f"<h1>{html.escape(info.get('SUMMARY', 'Calendar item'))}</h1><dl>{rows}</dl>"
-            f'<p><a href="{download}">Download (.ics)</a></p>'
-        )
-        return page(self.settings, info.get("SUMMARY", "Calendar item"), content)
+        return calendar_item_page(self.settings, describe(ics), request.path + ".ics")
 
     async def download_item(self, request: web.Request) -> web.StreamResponse:
         _, ics = await self._ics(request)

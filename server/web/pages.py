@@ -1,7 +1,6 @@
-"""How the web service's pages look: the site's layout (templates/), the message page, the
-blocks of the settings page, and the headers every page gets. Handlers (app.py, calendar.py)
-build their content and hand it here; nothing here reads a request or the settings' state
-beyond what it is given."""
+"""How the web service's pages look: the site's layout (templates/) and headers, the message,
+sign-in, settings and calendar-item pages. The handlers (app.py, calendar.py) decide what to
+show and hand it here; nothing here reads a request, the directory or a store."""
 
 from __future__ import annotations
 
@@ -14,8 +13,9 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from server.directory import Entry, may_use_protocol
-from server.settings.models import Settings
+from server.settings.models import Mailbox, Settings
 from server.settings.published import Endpoint
+from server.web.view import ClientView
 
 HERE = Path(__file__).resolve().parent
 TEMPLATES = HERE / "templates"
@@ -101,3 +101,95 @@ def local_target(value: str | None, default: str = "/settings") -> str:
 
 def protocol_note(entry: Entry, protocol: str, label: str) -> str:
     return f"{label} can't be used with your mailbox." if may_use_protocol(entry, protocol) else ""
+
+
+def signin_page(
+    settings: Settings,
+    username: str = "",
+    error: str = "",
+    status: int = 200,
+    target: str = "/settings",
+    secure: bool = True,
+) -> web.Response:
+    """The sign-in form; `target` is where a successful sign-in goes (local_target'ed)."""
+    warning = ""
+    if not secure:
+        warning = (
+            '<p class="note">This connection is not encrypted. Your administrator '
+            "serves this page without HTTPS.</p>"
+        )
+    content = template("signin.html").substitute(
+        username=e(username),
+        error=f'<p class="error" role="alert" id="signin-error">{e(error)}</p>' if error else "",
+        warning=warning,
+        next=e(target),
+    )
+    return page(settings, "Sign in", content, status)
+
+
+def settings_page(
+    settings: Settings, box: Mailbox, entry: Entry | None, view: ClientView, csrf: str
+) -> web.Response:
+    """ "Settings for POP or IMAP access": what this user is shown, with a note where the
+    mailbox may not use a protocol, and the Apple profile when it would be complete."""
+    shown = view.shown
+    blocks = "\n".join(
+        (
+            setting_block(
+                "pop",
+                "POP setting",
+                shown.POP,
+                protocol_note(entry, "POP3", "POP") if entry else "",
+            ),
+            setting_block(
+                "imap",
+                "IMAP setting",
+                shown.IMAP,
+                protocol_note(entry, "IMAP4", "IMAP") if entry else "",
+            ),
+            setting_block("smtp", "SMTP setting", shown.SMTP),
+        )
+    )
+    scope = (
+        '<p class="note" id="scope">You are on the internal network: these are the '
+        "settings for use inside it.</p>"
+        if view.internal
+        else ""
+    )
+    profile = (
+        '<p><a href="/mobileconfig" download>Download a profile for iPhone, iPad and Mac'
+        "</a> (installs this account; you type the password on the device).</p>"
+        if (shown.IMAP or shown.POP) and shown.SMTP
+        else ""
+    )
+    content = template("settings.html").substitute(
+        user=e(box.DisplayName or box.PrimarySmtpAddress)
+        + (f" ({e(box.PrimarySmtpAddress)})" if box.DisplayName else ""),
+        scope=scope,
+        blocks=blocks,
+        profile=profile,
+        csrf=e(csrf),
+    )
+    return page(settings, "Settings for POP or IMAP access", content)
+
+
+def calendar_item_page(settings: Settings, info: dict[str, str], download: str) -> web.Response:
+    """A calendar item a link names: its fields (server.retrieval.calendar.describe) and the
+    link that downloads it as .ics."""
+    rows = "".join(
+        f"<div><dt>{label}</dt><dd>{e(info[key])}</dd></div>"
+        for key, label in (
+            ("SUMMARY", "Subject"),
+            ("DTSTART", "Start"),
+            ("DTEND", "End"),
+            ("LOCATION", "Location"),
+            ("ORGANIZER", "Organizer"),
+            ("DESCRIPTION", "Description"),
+        )
+        if key in info
+    )
+    title = info.get("SUMMARY", "Calendar item")
+    content = (
+        f'<h1>{e(title)}</h1><dl>{rows}</dl><p><a href="{e(download)}">Download (.ics)</a></p>'
+    )
+    return page(settings, title, content)
