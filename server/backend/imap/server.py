@@ -45,7 +45,6 @@ from server.frontend.imap_compress import ImapCompress
 from server.protocols import proxyv2
 from server.protocols.handover import Accepted
 from server.protocols.imap import requests as rq
-from server.retrieval.receipts import ReceiptSender
 from server.runtime import records
 from server.runtime.linger import linger_close
 from server.runtime.protocol_log import imap_result
@@ -418,9 +417,7 @@ class ImapBackendService(BackendService):
             info_cache=self.info_cache,
             changes_cache=self.changes_cache,
             client_address=client.client_address if client else "",
-            receipts=ReceiptSender(
-                self.ctx.home, lambda: self.ctx.settings, self.ctx.server, self._store
-            ),
+            receipts=self.receipt_sender(),
             open_mailbox=self.open_mailbox,
         )
 

@@ -50,7 +50,6 @@ from server.protocols.pop3.session import (
     build_maildrop,
 )
 from server.retrieval import RetrievalView
-from server.retrieval.receipts import ReceiptSender
 from server.runtime import records
 from server.runtime.linger import linger_close
 from server.runtime.service import ServiceContext
@@ -875,9 +874,7 @@ class Pop3BackendService(common.BackendService):
                 name,
                 INBOX,
                 snapshot.status.uidvalidity,
-                ReceiptSender(
-                    self.ctx.home, lambda: self.ctx.settings, self.ctx.server, self._store
-                ),
+                self.receipt_sender(),
             )
             if view.as_stored:
                 rows = message_sizes(
