@@ -259,3 +259,47 @@ def test_compress_carries_big_answers_intact(home: Home, imap: Any, tls: bool) -
             out += inflate.decompress(chunk)
     for body in bodies:
         assert body in out
+
+
+@pytest.mark.parametrize("tls", [False, True])
+def test_compressed_appends_with_synchronizing_literals(imap: Any, tls: bool) -> None:
+    """APPEND with a synchronizing literal after COMPRESS (the "+" go-ahead comes from the
+    back end, compressed), then FETCH of what was appended, in one compressed stream."""
+    front, _ = imap
+    plain, secure = ports(front.home, "IMAP")
+    raw = socket.create_connection(("127.0.0.1", secure if tls else plain))
+    if tls:
+        raw = client_context(front.home).wrap_socket(raw, server_hostname="127.0.0.1")
+    deflate = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -15)
+    inflate = zlib.decompressobj(-15)
+
+    def send(data: bytes) -> None:
+        raw.sendall(deflate.compress(data) + deflate.flush(zlib.Z_SYNC_FLUSH))
+
+    received = b""
+
+    def until(marker: bytes) -> None:
+        nonlocal received
+        while marker not in received:
+            chunk = raw.recv(65536)
+            assert chunk, received
+            received += inflate.decompress(chunk)
+
+    with raw:
+        reader = raw.makefile("rb", buffering=0)
+        assert reader.readline().startswith(b"* OK")
+        raw.sendall(f"a LOGIN bob {PASSWORD}\r\nb COMPRESS DEFLATE\r\n".encode())
+        assert reader.readline().startswith(b"a OK")
+        assert reader.readline() == b"b OK DEFLATE active\r\n"
+        bodies = [b"Subject: n%d\r\n\r\n" % n + b"x" * (3000 + n) + b"\r\n" for n in range(5)]
+        for n, body in enumerate(bodies):
+            send(b"c%d APPEND INBOX {%d}\r\n" % (n, len(body)))
+            until(b"+ ")
+            received = b""
+            send(body + b"\r\n")
+            until(b"c%d OK" % n)
+            received = b""
+        send(b"d SELECT INBOX\r\ne FETCH 2:* BODY.PEEK[]\r\n")
+        until(b"e OK")
+    for body in bodies:
+        assert body in received
