@@ -489,6 +489,8 @@ async def idle_scenario(opts: Options, stats: Stats) -> dict[str, object]:
     setup_s = time.perf_counter() - setup_start
     await asyncio.sleep(opts.settle)  # let lazily started server processes finish forking
     after = memory(opts.trees)
+    # Each root's own tree too (front end and back end apart: bench/idle_scale.py).
+    by_root = {str(pid): memory([pid]).pss for pid in opts.trees}
     held = len(sessions)
 
     # Deliveries: one message per mailbox, one mailbox at a time, each waited for until every
@@ -527,6 +529,7 @@ async def idle_scenario(opts: Options, stats: Stats) -> dict[str, object]:
         "setup_s": round(setup_s, 3),
         "memory_before": before.__dict__,
         "memory_after": after.__dict__,
+        "memory_by_root": by_root,
         "pss_per_connection_kb": round((after.pss - before.pss) / max(1, held) / 1024, 2),
         "rss_per_connection_kb": round((after.rss - before.rss) / max(1, held) / 1024, 2),
         "uss_per_connection_kb": round((after.uss - before.uss) / max(1, held) / 1024, 2),
