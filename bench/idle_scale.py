@@ -82,6 +82,11 @@ def main(argv: list[str] | None = None) -> None:
         help="front-end WorkerProcesses (2 is needed for 10,000 connections under a 20,000 fd limit)",
     )
     parser.add_argument("--ramp", type=int, default=50, help="connections opened at once")
+    parser.add_argument(
+        "--plain-hop",
+        action="store_true",
+        help="ProxyTargetPort = the plain back-end port (no TLS between front and back end)",
+    )
     args = parser.parse_args(argv)
     raise_fd_limit()
     for pair in args.env:
@@ -104,6 +109,12 @@ def main(argv: list[str] | None = None) -> None:
     users_file.write_text(json.dumps(pairs))
     try:
         instance.mailctl("set-imapsettings", "--worker-processes", str(args.fe_workers))
+        from server.settings import store
+        from server.settings.paths import Home
+
+        server = store.load(Home.resolve(instance.home)).settings.server("MBX01")
+        hop = server.ImapBackEndPort if args.plain_hop else server.ImapBackEndSSLPort
+        instance.mailctl("set-imapsettings", "--proxy-target-port", str(hop))
         instance.mailctl("enable-imap4")
         for name in ("MSExchangeIMAP4BE", "MSExchangeIMAP4"):
             instance.mailctl("restart-service", name)
@@ -133,6 +144,7 @@ def main(argv: list[str] | None = None) -> None:
             "messages": args.messages,
             "env": args.env,
             "fe_workers": args.fe_workers,
+            "hop": "plain" if args.plain_hop else "tls",
             "pss_before_mb": {k: round(v / 2**20, 1) for k, v in before.items()},
             "pss_held_mb": {k: round((v or 0) / 2**20, 1) for k, v in after.items()},
             "pss_per_connection_kb": {
