@@ -154,6 +154,7 @@ def main(argv: list[str] | None = None) -> None:
                 sum((after[k] or 0) - before[k] for k in before) / held / 1024, 2
             ),
             "exists_latency_ms": result["exists_latency_ms"],
+            "delivery_append_ms": result["latency"].get("delivery_append"),
             "setup_s": result["setup_s"],
             "errors": result["errors"],
             "error_samples": result["error_samples"][:3],

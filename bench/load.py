@@ -497,6 +497,7 @@ async def idle_scenario(opts: Options, stats: Stats) -> dict[str, object]:
     # IDLE session of that mailbox saw its EXISTS (or the timeout), so the latencies of one
     # mailbox are not queued behind another's.
     latencies: list[float] = []
+    spreads: list[tuple[float, float]] = []  # per mailbox: first and last EXISTS, seconds
     missed = 0
     for user, password in opts.users:
         peers = by_user.get(user)
@@ -511,11 +512,15 @@ async def idle_scenario(opts: Options, stats: Stats) -> dict[str, object]:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(opts.deliver_timeout):
                 await arrived[user].wait()
+        seen = []
         for peer in peers:
             if peer.seen_at is None:
                 missed += 1
             else:
-                latencies.append(peer.seen_at - t0[user])
+                seen.append(peer.seen_at - t0[user])
+        latencies += seen
+        if seen:
+            spreads.append((min(seen), max(seen)))
         await courier.logout()
 
     for session in sessions:
@@ -540,6 +545,10 @@ async def idle_scenario(opts: Options, stats: Stats) -> dict[str, object]:
             "p50_ms": round(percentile(latencies, 0.50) * 1000, 3),
             "p99_ms": round(percentile(latencies, 0.99) * 1000, 3),
             "max_ms": round(max(latencies, default=float("nan")) * 1000, 3),
+            # Per mailbox, in delivery order: the first and the last session to see it.
+            "by_mailbox_first_last_ms": [
+                [round(a * 1000, 1), round(b * 1000, 1)] for a, b in spreads
+            ],
         },
     }
 
