@@ -58,12 +58,12 @@ class SharedChanges:
 
 
 @dataclass(slots=True)
-class Push:
+class Push(Generic[W]):
     """One session's IDLE update: run `job`, then hand it to IdleFanout.finish."""
 
     job: Job
     key: Key | None
-    waiter: object | None  # set when this push reads the store for every session of key
+    waiter: W | None  # set when this push reads the store for every session of key
 
 
 class IdleFanout(Generic[W]):
@@ -82,7 +82,7 @@ class IdleFanout(Generic[W]):
         key = self.key(session)
         return self._reading.get(key) if key is not None else None
 
-    def push(self, session: ImapSession, new_waiter: Callable[[], W]) -> Push | None:
+    def push(self, session: ImapSession, new_waiter: Callable[[], W]) -> Push[W] | None:
         """The update to send this session now, or None when there is nothing to send."""
         if not session.idle_pending:
             return None
@@ -99,13 +99,13 @@ class IdleFanout(Generic[W]):
             waiter = self._reading[key] = new_waiter()
         return Push(Job(True, lambda: self._apply(session, key, found)), key, waiter)
 
-    def finish(self, push: Push) -> W | None:
+    def finish(self, push: Push[W]) -> W | None:
         """After push.job ran (or failed): the waiter to wake, if this push read for all."""
         if push.waiter is None or push.key is None:
             return None
         if self._reading.get(push.key) is push.waiter:
             del self._reading[push.key]
-        return push.waiter  # type: ignore[return-value]
+        return push.waiter
 
     # --- the shared answers ----------------------------------------------------------------
     @staticmethod

@@ -60,7 +60,7 @@ def exists(out: bytes) -> list[int]:
     return [int(n) for n in re.findall(rb"\* (\d+) EXISTS", out)]
 
 
-def run(fanout: IdleFanout[Waiter], push: Push) -> bytes:
+def run(fanout: IdleFanout[Waiter], push: Push[Waiter]) -> bytes:
     try:
         return push.job.run()
     finally:
