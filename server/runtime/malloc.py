@@ -3,9 +3,8 @@
 glibc gives a thread that finds the main arena busy an arena of its own (up to 8 per core)
 and an arena keeps the memory freed into it. A service's worker threads (the front end's
 argon2 checks, 19 MiB each; the back end's store work) each left one behind: an IMAP front
-end held about 150 MB of PSS at rest, and idle sessions spread over the arenas cost more
-each (bench/README.md, "IDLE at scale": 154 -> 79 MB at rest, 93.5 -> 80.6 KB per IDLE
-session with front and back end together). Two arenas keep the loop thread and the
+end held about 150 MB of PSS at rest (bench/README.md, "IDLE at scale": 152 -> 57-79 MB at
+rest, 1,000 IDLE sessions through front and back end 289 -> 203-226 MB held). Two arenas keep the loop thread and the
 worker threads from queueing on one lock, which is what the extra arenas are for.
 
 MALLOC_ARENA_MAX in the environment wins (glibc reads it at start); other C libraries have
