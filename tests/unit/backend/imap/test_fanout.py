@@ -8,7 +8,8 @@ import re
 
 import pytest
 
-from server.backend.imap.fanout import IdleFanout, Push, SharedChanges
+from server.backend.imap.fanout import IdleFanout, Key, Push, SharedChanges
+from server.backend.imap.session import ImapSession
 from server.store import api
 from tests.unit.backend.imap.test_imap_session import MSG, Client
 from tests.unit.backend.imap.test_imap_session_memstore import MemStore
@@ -60,7 +61,8 @@ def exists(out: bytes) -> list[int]:
     return [int(n) for n in re.findall(rb"\* (\d+) EXISTS", out)]
 
 
-def run(fanout: IdleFanout[Waiter], push: Push[Waiter]) -> bytes:
+def run(fanout: IdleFanout[Waiter], push: Push[Waiter] | None) -> bytes:
+    assert push is not None
     try:
         return push.job.run()
     finally:
@@ -128,7 +130,7 @@ def test_back_to_back_deliveries_reach_every_session_in_order() -> None:
     store, gen, clients = idle_clients(4)
     seen: dict[int, list[int]] = {i: [] for i in range(4)}
     deliver(store, gen, clients)
-    seen[0] += exists(run(fanout, fanout.push(clients[0].session, Waiter)))  # type: ignore[arg-type]
+    seen[0] += exists(run(fanout, fanout.push(clients[0].session, Waiter)))
     deliver(store, gen, clients)  # before the others took the first answer
     for _round in range(2):
         for i, c in enumerate(clients):
@@ -140,7 +142,7 @@ def test_back_to_back_deliveries_reach_every_session_in_order() -> None:
     assert gen.reads <= 3
 
 
-def test_a_wake_up_between_the_read_and_the_sync_is_kept() -> None:
+def test_a_wake_up_between_the_read_and_the_sync_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
     """The lost wake-up fixed in a2ce3f5: the worker thread reads the answer, the event
     loop then marks the session dirty for the next delivery, the worker finishes: the
     session must stay dirty and its next push must bring the third message."""
@@ -151,14 +153,14 @@ def test_a_wake_up_between_the_read_and_the_sync_is_kept() -> None:
     assert push is not None and push.job.blocking
     read = fanout._read
 
-    def read_then_deliver(*args: object) -> object:
-        found = read(*args)  # type: ignore[arg-type]
+    def read_then_deliver(session: ImapSession, key: Key | None) -> SharedChanges | None:
+        found = read(session, key)
         deliver(store, gen, [c])
         return found
 
-    fanout._read = read_then_deliver  # type: ignore[method-assign]
+    monkeypatch.setattr(fanout, "_read", read_then_deliver)
     assert exists(run(fanout, push)) == [2]
-    fanout._read = read  # type: ignore[method-assign]
+    monkeypatch.setattr(fanout, "_read", read)
     assert c.session.idle_pending, "the third message's wake-up was lost"
     push = fanout.push(c.session, Waiter)
     assert push is not None and exists(run(fanout, push)) == [3]
@@ -170,7 +172,7 @@ def test_a_wake_up_after_the_cached_answer_is_taken_is_not_served_stale() -> Non
     fanout = IdleFanout[Waiter]()
     store, gen, (a, b) = idle_clients(2)
     deliver(store, gen, [a, b])
-    assert exists(run(fanout, fanout.push(a.session, Waiter))) == [2]  # type: ignore[arg-type]
+    assert exists(run(fanout, fanout.push(a.session, Waiter))) == [2]
     deliver(store, gen, [a, b])  # b has not taken the first answer yet
     push = fanout.push(b.session, Waiter)
     assert push is not None and push.job.blocking  # the cached one is older than b's wake-up
@@ -181,7 +183,7 @@ def test_read_only_sessions_and_contexts() -> None:
     fanout = IdleFanout[Waiter]()
     store, gen, clients = idle_clients(2, readonly=True)
     deliver(store, gen, clients)
-    assert exists(run(fanout, fanout.push(clients[0].session, Waiter))) == [2]  # type: ignore[arg-type]
+    assert exists(run(fanout, fanout.push(clients[0].session, Waiter))) == [2]
     push = fanout.push(clients[1].session, Waiter)
     assert push is not None and not push.job.blocking  # EXAMINE claims nothing
     assert b"* 1 RECENT" in run(fanout, push)  # \Recent stays for a read-write session

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import pytest
 
 from server.backend.imap.commands import TABLE
-from server.backend.imap.fanout import IdleFanout
+from server.backend.imap.fanout import IdleFanout, Key, SharedChanges
 from server.backend.imap.session import ImapSession, Login, SessionConfig
 from server.settings.models import Mailbox, default_settings
 from tests.conftest import corpus_paths
@@ -486,8 +486,8 @@ def test_idle_push_keeps_a_wake_up_that_comes_after_its_read(
     assert push is not None and push.job.blocking  # nobody read it yet: a worker reads
     read = fanout._read
 
-    def read_then_deliver(*args: object) -> object:
-        found = read(*args)  # type: ignore[arg-type]
+    def read_then_deliver(session: ImapSession, key: Key | None) -> SharedChanges | None:
+        found = read(session, key)
         deliver()  # the loop thread, while the worker is between the read and the sync
         return found
 
