@@ -18,7 +18,8 @@ Life cycle: the service process starts the workers after its own start and waits
 one's READY before it says READY itself; it restarts a worker that dies; on stop it sends
 each SIGTERM (the worker says BYE to its sessions, as on any stop) and waits for them. A
 worker holds the read end of a pipe whose write end only the service process has: if the
-service process dies, even by SIGKILL, the pipe ends and the worker stops.
+service process dies, even by SIGKILL, the pipe ends and the worker stops. get-service
+shows the service process (its connections, its endpoints) and the workers' pids.
 """
 
 from __future__ import annotations
