@@ -22,12 +22,16 @@ import secrets
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, TypedDict
 
 from server.directory.ldap import DirectoryError, DirectoryUnavailable, LdapDirectory
 from server.settings.models import DirectorySettings, Mailbox, Server, Settings
 from server.settings.paths import Home
 from server.settings.store import atomic_write, locked
 from server.settings.types import MailboxType
+
+if TYPE_CHECKING:
+    from argon2 import PasswordHasher
 
 __all__ = [
     "Directory",
@@ -39,10 +43,16 @@ __all__ = [
 ]
 
 # argon2id, RFC 9106 "second recommended option" memory class scaled for a small server.
-ARGON2_PARAMS = {"time_cost": 2, "memory_cost": 19456, "parallelism": 1}
+class Argon2Params(TypedDict):
+    time_cost: int
+    memory_cost: int
+    parallelism: int
 
 
-def _hasher():  # imported lazily: argon2 costs import time the CLI's get- commands skip
+ARGON2_PARAMS: Argon2Params = {"time_cost": 2, "memory_cost": 19456, "parallelism": 1}
+
+
+def _hasher() -> PasswordHasher:  # imported lazily: argon2 costs import time the CLI's get- commands skip
     from argon2 import PasswordHasher
 
     return PasswordHasher(**ARGON2_PARAMS)

@@ -372,11 +372,14 @@ def _made_before_key_identifiers(home: Home, info: CertificateInfo) -> bool:
 
     try:
         leaf = x509.load_pem_x509_certificate(info.cert_file.read_bytes())
+    except (OSError, ValueError):
+        return False
+    try:
         leaf.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier)
         return False
     except x509.ExtensionNotFound:
         pass
-    except (OSError, ValueError):
+    except ValueError:
         return False
     ca = x509.load_pem_x509_certificate(ensure_ca(home).read_bytes())
     try:
