@@ -42,6 +42,7 @@ __all__ = [
     "may_use_protocol",
 ]
 
+
 # argon2id, RFC 9106 "second recommended option" memory class scaled for a small server.
 class Argon2Params(TypedDict):
     time_cost: int
@@ -52,7 +53,9 @@ class Argon2Params(TypedDict):
 ARGON2_PARAMS: Argon2Params = {"time_cost": 2, "memory_cost": 19456, "parallelism": 1}
 
 
-def _hasher() -> PasswordHasher:  # imported lazily: argon2 costs import time the CLI's get- commands skip
+def _hasher() -> (
+    PasswordHasher
+):  # imported lazily: argon2 costs import time the CLI's get- commands skip
     from argon2 import PasswordHasher
 
     return PasswordHasher(**ARGON2_PARAMS)

@@ -37,7 +37,7 @@ from typing import Any
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session, syntax
 
 from server.directory import Directory, DirectoryUnavailable, Entry
-from server.directory.throttle import LoginThrottle, account_key
+from server.directory.login import LoginGate
 from server.runtime import tls
 from server.runtime.listeners import bind_socket, endpoint_label
 from server.runtime.service import Service, ServiceContext
@@ -116,6 +116,14 @@ def certificate_name(connector: ReceiveConnector) -> str:
         name = name.split("<S>", 1)[1]
     match = re.search(r"CN=([^,]+)", name, re.I)
     return (match.group(1) if match else name).strip() or connector.Fqdn
+
+
+def _no_anonymous_auth(entry: Entry) -> str | None:
+    return (
+        "an Anonymous mailbox cannot authenticate"
+        if entry.mailbox.Type is MailboxType.Anonymous
+        else None
+    )
 
 
 class SubmissionSMTP(SMTP):
@@ -386,14 +394,13 @@ class SubmissionSMTP(SMTP):
         user = login.decode("utf-8", "replace")
         ip = str((self.session.peer or ("?",))[0]) if self.session else "?"
         service = self.service
-        settings = service.ctx.settings
-        account = account_key(settings, user)
-        wait = service.throttle.delay(ip, account)
-        if wait:
-            await asyncio.sleep(wait)
         try:
-            entry = await asyncio.to_thread(
-                service.directory.verify, settings, user, password.decode("utf-8", "replace")
+            result = await service.logins.login(
+                service.ctx.settings,
+                ip,
+                user,
+                password.decode("utf-8", "replace"),
+                _no_anonymous_auth,
             )
         except DirectoryUnavailable as exc:
             # RFC 4954 section 6: 454 4.7.0, a temporary failure the client retries later.
@@ -406,14 +413,13 @@ class SubmissionSMTP(SMTP):
             )
             await self.push("454 4.7.0 Temporary authentication failure")
             return AuthResult(success=False, handled=True)
-        if entry is not None and entry.mailbox.Type is not MailboxType.Anonymous:
-            service.throttle.succeeded(ip, entry.name)
+        entry = result.entry
+        if entry is not None:
             self.mailbox = entry
             service.ctx.log.info(
                 "service=%s event=auth client=%s user=%r", service.ctx.name, ip, entry.name
             )
             return AuthResult(success=True, auth_data=LoginPassword(login, b""))
-        service.throttle.failed(ip, account)
         self.logon_failures += 1
         service.ctx.log.warning(
             "service=%s event=auth-failed client=%s user=%r", service.ctx.name, ip, user
@@ -588,7 +594,7 @@ class SubmissionService(Service):
     def __init__(self, ctx: ServiceContext) -> None:
         super().__init__(ctx)
         self.directory = Directory(ctx.home)
-        self.throttle = LoginThrottle()
+        self.logins = LoginGate(self.directory)
         self.spool = Spool(ctx.home.queue / ctx.server)
         self.delivery = Delivery(ctx.home, self.spool, lambda: self.ctx.settings, ctx.log)
         self._servers: dict[Key, asyncio.Server] = {}

@@ -25,7 +25,6 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from server.directory import DirectoryUnavailable, Entry, may_use_protocol
-from server.directory.throttle import account_key
 from server.settings.models import Mailbox, Settings
 from server.settings.published import Endpoint
 from server.settings.types import MailboxType
@@ -43,6 +42,12 @@ STATIC = HERE / "static"
 
 SERVICE_KEY = web.AppKey("service", object)
 REFUSED_TYPES = (MailboxType.Anonymous, MailboxType.Guest)
+
+
+def _web_refusal(entry: Entry) -> str | None:
+    return "no sign-in for this kind of mailbox" if entry.mailbox.Type in REFUSED_TYPES else None
+
+
 BAD_SIGNIN = "The user name or password isn't correct. Try again."
 NOT_PUBLISHED = "Not published by your administrator."
 MAX_INFLIGHT_PER_ADDRESS = 4
@@ -307,18 +312,14 @@ class Handlers:
         raise response
 
     async def check_password(self, ip: str, username: str, password: str) -> Entry | None:
-        throttle, log = self.service.throttle, self.service.ctx.log
-        settings = self.settings
-        account = account_key(settings, username)
-        delay = throttle.delay(ip, account)
-        if delay:
-            await asyncio.sleep(delay)
-        entry = await asyncio.to_thread(self.service.directory.verify, settings, username, password)
-        if entry is None or entry.mailbox.Type in REFUSED_TYPES:
-            throttle.failed(ip, account)
+        log = self.service.ctx.log
+        result = await self.service.logins.login(
+            self.settings, ip, username, password, _web_refusal
+        )
+        entry = result.entry
+        if entry is None:
             log.info("event=web_signin result=fail client=%s user=%r", ip, username)
             return None
-        throttle.succeeded(ip, entry.name)
         log.info("event=web_signin result=ok client=%s mailbox=%s", ip, entry.name)
         return entry
 
