@@ -63,7 +63,6 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from server.directory import Directory, DirectoryUnavailable, Entry, ProxySecret, may_use_protocol
 from server.directory.login import LoginGate
-from server.directory.throttle import LoginThrottle
 from server.frontend.limits import ConnectionLimits
 from server.frontend.relay import RelayStats, relay, take_buffered
 from server.protocols import handover, proxyv2
@@ -331,8 +330,7 @@ class FrontendService(Service):
         super().__init__(ctx)
         self.directory = Directory(ctx.home)
         self.limits = ConnectionLimits()
-        self.throttle = LoginThrottle()
-        self.logins = LoginGate(self.directory, self.throttle)
+        self.logins = LoginGate(self.directory)  # the password check and its slow-down
         self.max_logon_failures = MAX_LOGON_FAILURES
         self.listeners = ListenerSet(self._handler_for)
         self.ssl_context: ssl.SSLContext | None = None

@@ -32,7 +32,7 @@ import email.utils
 import re
 import ssl
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session, syntax
 
@@ -126,6 +126,13 @@ def _no_anonymous_auth(entry: Entry) -> str | None:
     )
 
 
+def _stream(transport: asyncio.BaseTransport) -> asyncio.WriteTransport:
+    # aiosmtpd declares its transport a BaseTransport; it is the connection's stream
+    # transport, which writes (uvloop's need not subclass asyncio.WriteTransport, so no
+    # isinstance check).
+    return cast(asyncio.WriteTransport, transport)
+
+
 class SubmissionSMTP(SMTP):
     """aiosmtpd's SMTP with Exchange's banner, and AUTH checked off the event loop."""
 
@@ -211,7 +218,7 @@ class SubmissionSMTP(SMTP):
         )
         line = f"421 4.4.2 {self.connector.Fqdn} Connection timed out"
         self.service.receive_log.sent(self, line)
-        transport.write(line.encode() + b"\r\n")
+        _stream(transport).write(line.encode() + b"\r\n")
         transport.close()
 
     def _timeout_cb(self) -> None:
@@ -220,7 +227,7 @@ class SubmissionSMTP(SMTP):
         if transport is not None and not transport.is_closing():
             line = f"421 4.4.2 {self.connector.Fqdn} Connection timed out (inactivity)"
             self.service.receive_log.sent(self, line)
-            transport.write(line.encode() + b"\r\n")
+            _stream(transport).write(line.encode() + b"\r\n")
         super()._timeout_cb()
 
     async def push(self, status: Any) -> None:
