@@ -266,8 +266,9 @@ class ProvedPool:
             if (
                 not proved.writer.is_closing()
                 and not proved.reader.at_eof()
-                and not proved.reader._buffer
-            ):  # type: ignore[attr-defined]
+                # private: a StreamReader has no public "bytes already waiting"
+                and not proved.reader._buffer  # pyright: ignore[reportAttributeAccessIssue]
+            ):
                 self.hits += 1
                 return proved
             proved.writer.close()  # the back end gave up on it (or said something)

@@ -34,7 +34,9 @@ class WebContext(Protocol):
     """What the handlers need of the web service (server.web.service.WebService has it)."""
 
     ctx: Any  # ServiceContext: .home, .settings (live)
-    signer: Signer
+
+    @property
+    def signer(self) -> Signer: ...
 
 
 def register(app: web.Application, ctx: WebContext) -> None:
