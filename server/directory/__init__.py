@@ -142,8 +142,9 @@ class Directory:
         if client is not None:
             found = client.find(identity, _default_server(settings))
             entry = _entry(settings, found.name, found.mailbox) if found else None
-            if entry is not None and settings.Directory.LoginVerification == "Bind":  # type: ignore[union-attr]
-                return entry if client.bind_as(found.dn, password) else None  # type: ignore[union-attr]
+            bind = settings.Directory is not None and settings.Directory.LoginVerification == "Bind"
+            if found is not None and entry is not None and bind:
+                return entry if client.bind_as(found.dn, password) else None
             stored = found.password_hash if found and entry else None
         else:
             entry = self.find(settings, identity)
@@ -198,8 +199,8 @@ class Directory:
     def set_password(self, name: str, password: str, settings: Settings | None = None) -> None:
         hashed = hash_password(password)
         client = ldap_for(settings, self.home) if settings is not None else None
-        if client is not None:
-            found = client.find(name, _default_server(settings))  # type: ignore[arg-type]
+        if settings is not None and client is not None:
+            found = client.find(name, _default_server(settings))
             if found is None:
                 raise DirectoryError(f"there is no mailbox {name!r} in the directory")
             client.set_password(found, hashed)

@@ -32,7 +32,7 @@ import email.utils
 import re
 import ssl
 from collections.abc import Awaitable, Callable
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session, syntax
 
@@ -118,6 +118,17 @@ def certificate_name(connector: ReceiveConnector) -> str:
     return (match.group(1) if match else name).strip() or connector.Fqdn
 
 
+_K = TypeVar("_K")
+
+
+def _count_down(counts: dict[_K, int], key: _K) -> None:
+    left = counts.get(key, 0) - 1
+    if left > 0:
+        counts[key] = left
+    else:
+        counts.pop(key, None)
+
+
 def _no_anonymous_auth(entry: Entry) -> str | None:
     return (
         "an Anonymous mailbox cannot authenticate"
@@ -197,9 +208,12 @@ class SubmissionSMTP(SMTP):
                     self.service.receive_log.received(self, line, secret=self._in_auth)
                 return line
 
-            reader.readuntil = logged_readuntil  # type: ignore[method-assign]
+            # aiosmtpd reads every line through this StreamReader: wrapping its readuntil
+            # is the one place that sees each line as received.
+            reader.readuntil = logged_readuntil  # pyright: ignore[reportAttributeAccessIssue]
 
     def connection_lost(self, error: Exception | None) -> None:
+        self.service.forget(self)
         if self._lifetime is not None:
             self._lifetime.cancel()
             self._lifetime = None
@@ -677,13 +691,13 @@ class SubmissionService(Service):
         if not smtp.counted:
             return
         smtp.counted = False
-        name, key = smtp.connector_name, (smtp.connector_name, smtp.source)
-        for counts, k in ((self._per_connector, name), (self._per_source, key)):
-            left = counts.get(k, 0) - 1  # type: ignore[call-overload]
-            if left > 0:
-                counts[k] = left  # type: ignore[index]
-            else:
-                counts.pop(k, None)  # type: ignore[call-overload]
+        _count_down(self._per_connector, smtp.connector_name)
+        _count_down(self._per_source, (smtp.connector_name, smtp.source))
+
+    def forget(self, smtp: SubmissionSMTP) -> None:
+        """A connection ended: it no longer counts against the connector's limits."""
+        self._connections.discard(smtp)
+        self.release(smtp)
 
     def status(self) -> dict[str, Any]:
         return {
@@ -743,15 +757,7 @@ class SubmissionService(Service):
                 )
             context = self._contexts.get(certificate_name(connector), (None, None))[1]
             smtp = SubmissionSMTP(self, name, connector, context)
-            self._connections.add(smtp)
-            original = smtp.connection_lost
-
-            def lost(exc: Exception | None) -> None:
-                self._connections.discard(smtp)
-                self.release(smtp)
-                original(exc)
-
-            smtp.connection_lost = lost  # type: ignore[method-assign]
+            self._connections.add(smtp)  # until its connection_lost: forget()
             return smtp
 
         return make
