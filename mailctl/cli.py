@@ -477,14 +477,14 @@ def add_remove(model: type[Any], current: Any, fname: str, raw: str) -> list[Any
         dumped[fname] = text
         return model.model_validate(dumped).model_dump(mode="json")[fname]
 
-    def key(item: Any) -> str:  # host names, addresses, enum names: case-insensitive
+    def fold(item: Any) -> str:  # host names, addresses, enum names: case-insensitive
         return str(item).lower()
 
     have = current.model_dump(mode="json")[fname]
-    removed = {key(x) for x in canonical(parts.get("remove", "$null"))}
-    kept = [x for x in have if key(x) not in removed]
+    removed = {fold(x) for x in canonical(parts.get("remove", "$null"))}
+    kept = [x for x in have if fold(x) not in removed]
     for item in canonical(parts.get("add", "$null")):
-        if key(item) not in {key(x) for x in kept}:
+        if fold(item) not in {fold(x) for x in kept}:
             kept.append(item)
     return kept
 
