@@ -50,7 +50,6 @@ from server.protocols.pop3.session import (
     Update,
 )
 from server.retrieval import RetrievalView
-from server.retrieval.receipts import ReceiptSender
 from server.runtime.service import ServiceContext
 from server.settings.models import PopSettings, Server, Settings
 from server.store.api import MailboxInUse, StoreError
@@ -414,11 +413,8 @@ class Pop3BackendService(common.BackendService):
         assert store is not None
 
         def view_for(uidvalidity: int) -> RetrievalView:
-            receipts = ReceiptSender(
-                self.ctx.home, lambda: self.ctx.settings, self.ctx.server, store
-            )
             return common.retrieval_view(
-                settings, self.ctx.server, "POP3", name, INBOX, uidvalidity, receipts
+                settings, self.ctx.server, "POP3", name, INBOX, uidvalidity, self.receipt_sender()
             )
 
         try:
