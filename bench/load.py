@@ -32,8 +32,11 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from bench.corpus import synthetic_message
+
+T = TypeVar("T")
 
 READ_LIMIT = 1 << 24  # largest line or message body the client buffers
 SESSION_TIMEOUT = 60.0
@@ -58,7 +61,7 @@ class Stats:
         if len(self.error_samples) < 5:
             self.error_samples.append(f"{type(exc).__name__}: {exc}"[:300])
 
-    async def timed(self, name: str, step: Awaitable[object]) -> object:
+    async def timed(self, name: str, step: Awaitable[T]) -> T:
         start = time.perf_counter()
         result = await step
         self.latencies[name].append(time.perf_counter() - start)

@@ -33,7 +33,8 @@ class Read:
 
     def __init__(
         self,
-        answer: Callable[[dict[str, Any], dict[str, str]], Any | None],
+        # (cached, given) -> rows; with live=True also the home: (cached, given, home)
+        answer: Callable[..., Any | None],
         *,
         identity: bool = False,
         server: bool = True,
@@ -330,7 +331,7 @@ def _help(args: list[str]) -> int | None:
     try:
         columns = (
             int(os.environ.get("COLUMNS") or 0)
-            or os.get_terminal_size(sys.__stdout__.fileno()).columns
+            or os.get_terminal_size((sys.__stdout__ or sys.stdout).fileno()).columns
         )
     except (OSError, ValueError, AttributeError):
         columns = 80  # shutil.get_terminal_size's fallback, as click uses it

@@ -180,7 +180,15 @@ def new_mailbox(
         )
         display = display_name or " ".join(p for p in (first_name, last_name) if p) or name
         try:
-            box = Mailbox(DisplayName=display, PrimarySmtpAddress=address, Server=key, Type=type_)
+            # --type is text: the model validates it (any case, or its number) into MailboxType.
+            box = Mailbox.model_validate(
+                {
+                    "DisplayName": display,
+                    "PrimarySmtpAddress": address,
+                    "Server": key,
+                    "Type": type_,
+                }
+            )
         except ValidationError as exc:
             from mailctl.cli import validation_message
 

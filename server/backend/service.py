@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import socket
 import ssl
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
@@ -200,6 +201,18 @@ class BackendService(Service):
 
     async def handoff_secret(self) -> bytes:
         return self.proxy_secret.cached() or await asyncio.to_thread(self.proxy_secret.load)
+
+    # Each back end serves handed-off sessions in its own protocol (backend/handoff.py).
+    async def handoff_open(self, accepted: handover.Accepted) -> tuple[bytes, Any] | str:
+        raise NotImplementedError
+
+    def handoff_start(
+        self, opened: Any, sock: socket.socket, read_ahead: bytes, ended: Callable[[], None]
+    ) -> None:
+        raise NotImplementedError
+
+    def handoff_discard(self, opened: Any) -> None:
+        raise NotImplementedError
 
     async def _close_store(self) -> None:
         self.protocol_log.close()

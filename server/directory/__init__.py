@@ -22,12 +22,16 @@ import secrets
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, TypedDict
 
 from server.directory.ldap import DirectoryError, DirectoryUnavailable, LdapDirectory
 from server.settings.models import DirectorySettings, Mailbox, Server, Settings
 from server.settings.paths import Home
 from server.settings.store import atomic_write, locked
 from server.settings.types import MailboxType
+
+if TYPE_CHECKING:
+    from argon2 import PasswordHasher
 
 __all__ = [
     "Directory",
@@ -38,11 +42,20 @@ __all__ = [
     "may_use_protocol",
 ]
 
+
 # argon2id, RFC 9106 "second recommended option" memory class scaled for a small server.
-ARGON2_PARAMS = {"time_cost": 2, "memory_cost": 19456, "parallelism": 1}
+class Argon2Params(TypedDict):
+    time_cost: int
+    memory_cost: int
+    parallelism: int
 
 
-def _hasher():  # imported lazily: argon2 costs import time the CLI's get- commands skip
+ARGON2_PARAMS: Argon2Params = {"time_cost": 2, "memory_cost": 19456, "parallelism": 1}
+
+
+def _hasher() -> (
+    PasswordHasher
+):  # imported lazily: argon2 costs import time the CLI's get- commands skip
     from argon2 import PasswordHasher
 
     return PasswordHasher(**ARGON2_PARAMS)
@@ -129,8 +142,9 @@ class Directory:
         if client is not None:
             found = client.find(identity, _default_server(settings))
             entry = _entry(settings, found.name, found.mailbox) if found else None
-            if entry is not None and settings.Directory.LoginVerification == "Bind":  # type: ignore[union-attr]
-                return entry if client.bind_as(found.dn, password) else None  # type: ignore[union-attr]
+            bind = settings.Directory is not None and settings.Directory.LoginVerification == "Bind"
+            if found is not None and entry is not None and bind:
+                return entry if client.bind_as(found.dn, password) else None
             stored = found.password_hash if found and entry else None
         else:
             entry = self.find(settings, identity)
@@ -185,8 +199,8 @@ class Directory:
     def set_password(self, name: str, password: str, settings: Settings | None = None) -> None:
         hashed = hash_password(password)
         client = ldap_for(settings, self.home) if settings is not None else None
-        if client is not None:
-            found = client.find(name, _default_server(settings))  # type: ignore[arg-type]
+        if settings is not None and client is not None:
+            found = client.find(name, _default_server(settings))
             if found is None:
                 raise DirectoryError(f"there is no mailbox {name!r} in the directory")
             client.set_password(found, hashed)

@@ -220,7 +220,10 @@ class LdapDirectory:
     connection, used under a lock (logins run in worker threads)."""
 
     def __init__(self, config: DirectorySettings, home_root: Path) -> None:
+        if not config.Uri:
+            raise ValueError("an LDAP directory needs Directory.Uri")
         self.config = config
+        self.uri: str = config.Uri
         self.home_root = home_root
         self._lock = threading.Lock()
         self._conn: Any = None
@@ -231,13 +234,13 @@ class LdapDirectory:
         import ldap3
 
         tls = None
-        if str(self.config.Uri).lower().startswith("ldaps://"):
+        if self.uri.lower().startswith("ldaps://"):
             import ssl
 
             # ldap3 checks no certificate unless told to: a directory holds the passwords.
             tls = ldap3.Tls(validate=ssl.CERT_REQUIRED, ca_certs_file=self.config.TlsCaFile)
         return ldap3.Server(
-            self.config.Uri,
+            self.uri,
             connect_timeout=self.config.ConnectTimeout,
             get_info=ldap3.NONE,
             tls=tls,

@@ -67,7 +67,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from server.directory import Directory, DirectoryUnavailable, Entry, ProxySecret, may_use_protocol
-from server.directory.throttle import LoginThrottle, account_key
+from server.directory.login import LoginGate
 from server.frontend.handoff import HandoffClient, hand_off
 from server.frontend.handoff import enabled as handoff_enabled
 from server.frontend.limits import ConnectionLimits
@@ -274,8 +274,9 @@ class ProvedPool:
             if (
                 not proved.writer.is_closing()
                 and not proved.reader.at_eof()
-                and not proved.reader._buffer
-            ):  # type: ignore[attr-defined]
+                # private: a StreamReader has no public "bytes already waiting"
+                and not proved.reader._buffer  # pyright: ignore[reportAttributeAccessIssue]
+            ):
                 self.hits += 1
                 return proved
             proved.writer.close()  # the back end gave up on it (or said something)
@@ -339,7 +340,7 @@ class FrontendService(Service):
         super().__init__(ctx)
         self.directory = Directory(ctx.home)
         self.limits = ConnectionLimits()
-        self.throttle = LoginThrottle()
+        self.logins = LoginGate(self.directory)  # the password check and its slow-down
         self.max_logon_failures = MAX_LOGON_FAILURES
         self.listeners = ListenerSet(self._handler_for)
         self.ssl_context: ssl.SSLContext | None = None
@@ -755,17 +756,17 @@ class Session:
         """Handle one login attempt; True when the session is over (relayed or closed)."""
         service = self.service
         started = asyncio.get_running_loop().time()
-        settings = service.ctx.settings
-        account = account_key(settings, request.user)
-        wait = service.throttle.delay(self.ip, account)
-        if wait:
-            await asyncio.sleep(wait)
-        entry = service.directory.verify_cached(settings, request.user, request.password)
         try:
-            if entry is None:  # argon2, an LDAP search or bind: a worker thread
-                entry = await asyncio.to_thread(
-                    service.directory.verify, settings, request.user, request.password
-                )
+            # The reason a mailbox may not use the protocol is told only to whoever proved
+            # the password: before that every refusal is the same, so nobody learns from it
+            # whether an account exists or what kind it is.
+            result = await service.logins.login(
+                service.ctx.settings,
+                self.ip,
+                request.user,
+                request.password,
+                lambda entry: may_use_protocol(entry, service.protocol),
+            )
         except DirectoryUnavailable as exc:
             # The LDAP directory is down or too slow: a temporary failure (IMAP
             # [UNAVAILABLE], POP3 [SYS/TEMP]), not "wrong password", and no throttle score.
@@ -777,13 +778,9 @@ class Session:
                 "Msg=directory unavailable",
             )
             return False
-        # The reason a mailbox may not use the protocol is told only to whoever proved the
-        # password: before that every refusal is the same, so nobody learns from it whether
-        # an account exists or what kind it is.
-        reason = may_use_protocol(entry, service.protocol) if entry is not None else None
-        if entry is None or reason:
-            return await self._failed(request, reason)
-        service.throttle.succeeded(self.ip, entry.name)
+        entry = result.entry
+        if entry is None:
+            return await self._failed(request, result.reason)
         ps = service.protocol_settings()
         if not service.limits.login(entry.name, ps.MaxConnectionsPerUser):
             self._log("login-refused", request.user, "too many connections for the user")
@@ -869,7 +866,6 @@ class Session:
 
     async def _failed(self, request: LoginRequest, reason: str | None) -> bool:
         self.failures += 1
-        self.service.throttle.failed(self.ip, account_key(self.service.ctx.settings, request.user))
         self._log("login-failed", request.user, reason or "bad user name or password")
         refusal = Refusal.POLICY if reason else Refusal.BAD_CREDENTIALS
         answer = self.core.refuse(request, refusal, reason or "")

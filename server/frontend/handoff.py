@@ -23,7 +23,7 @@ import asyncio
 import os
 import socket
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from server.frontend.relay import take_buffered
 from server.protocols import handoff, handover, proxyv2
@@ -174,7 +174,8 @@ async def hand_off(
     service = session.service
     client = service.handoff
     writer = session.writer
-    transport = writer.transport
+    # A socket stream's transport reads as well: pause_reading/resume_reading exist.
+    transport = cast(asyncio.Transport, writer.transport)
     if client is None or transport.is_closing():
         return None
     direct = not session.tls_active
@@ -256,7 +257,8 @@ async def _give_socket(
     started: float,
 ) -> bool:
     service, writer = session.service, session.writer
-    transport = writer.transport
+    # A socket stream's transport reads as well: pause_reading/resume_reading exist.
+    transport = cast(asyncio.Transport, writer.transport)
     writer.write(accepted)
     if transport.get_write_buffer_size():
         # The answer must be in the kernel before the socket changes hands.

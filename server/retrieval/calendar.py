@@ -9,7 +9,7 @@ by mailbox, folder UIDVALIDITY and UID, which identify one stored message for ev
 from __future__ import annotations
 
 import re
-from email.message import EmailMessage
+from email.message import MIMEPart
 from urllib.parse import quote
 
 from server.retrieval.mimeutil import (
@@ -130,13 +130,15 @@ def link_text(info: dict[str, str], link: str) -> str:
 # --- rewriting ---------------------------------------------------------------------------
 
 
-def _replace_in(node: EmailMessage, link: str) -> bool:
+def _replace_in(node: MIMEPart, link: str) -> bool:
     """Replace the calendar parts below `node` (not inside attached messages)."""
     payload = node.get_payload()
     if not isinstance(payload, list) or node.get_content_maintype() != "multipart":
         return False
     changed = False
     for i, part in enumerate(payload):
+        if not isinstance(part, MIMEPart):  # a str payload item: no part to look into
+            continue
         if part.get_content_type() == "text/calendar":
             payload[i] = text_part(link_text(describe(text_of(part)), link), "plain")
             changed = True
@@ -169,7 +171,7 @@ def calendar_part(raw: bytes) -> str | None:
         msg = parse(raw)
     except Exception:  # noqa: BLE001
         return None
-    stack = [msg]
+    stack: list[MIMEPart] = [msg]
     while stack:
         node = stack.pop(0)
         if node.get_content_type() == "text/calendar":

@@ -12,7 +12,7 @@ import hashlib
 import re
 from email import policy
 from email.generator import BytesGenerator
-from email.message import EmailMessage
+from email.message import EmailMessage, MIMEPart
 from email.parser import BytesParser
 from io import BytesIO
 
@@ -59,13 +59,16 @@ def crlf(data: bytes) -> bytes:
     return _BARE_LF.sub(b"\r\n", data) if b"\n" in data else data
 
 
-def entity_bytes(entity: EmailMessage) -> bytes:
+def entity_bytes(entity: MIMEPart) -> bytes:
+    # Parts parsed or made with the email.policy.default family are EmailMessages (its
+    # message_factory); the stubs only promise MIMEPart for the parts of a message.
+    assert isinstance(entity, EmailMessage)
     out = BytesIO()
     BytesGenerator(out, policy=OUTPUT_POLICY, mangle_from_=False).flatten(entity)
     return out.getvalue()
 
 
-def assemble(raw: bytes, entity: EmailMessage) -> bytes:
+def assemble(raw: bytes, entity: MIMEPart) -> bytes:
     """The original header fields on top of a rebuilt body entity (its Content-* fields,
     MIME-Version, blank line and body)."""
     if "MIME-Version" not in entity:
@@ -74,7 +77,7 @@ def assemble(raw: bytes, entity: EmailMessage) -> bytes:
     return kept_fields(raw) + crlf(entity_bytes(entity))
 
 
-def set_boundaries(raw: bytes, entity: EmailMessage) -> None:
+def set_boundaries(raw: bytes, entity: MIMEPart) -> None:
     """Give every multipart we built a boundary derived from the stored message, where the
     generator would pick a random one. A rendering must be the same bytes every time: a
     client fetching a message in pieces (BODY[]<partial>, a POP3 TOP then RETR) across a
@@ -104,7 +107,7 @@ def set_boundaries(raw: bytes, entity: EmailMessage) -> None:
         part.set_boundary(boundary)
 
 
-def strip_to_entity(msg: EmailMessage) -> EmailMessage:
+def strip_to_entity(msg: MIMEPart) -> MIMEPart:
     """Drop the non-MIME fields from a parsed message, leaving the body entity."""
     for name in {k.lower() for k in msg.keys()}:
         if not name.startswith("content-") and name != "mime-version":
@@ -122,7 +125,7 @@ def _crlf_text(text: str) -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
-def text_of(part: EmailMessage) -> str:
+def text_of(part: MIMEPart) -> str:
     """The decoded text of a text/* part; unknown or wrong charsets never fail (the
     bytes are decoded as UTF-8 with replacement, else Latin-1)."""
     try:
@@ -141,5 +144,5 @@ def text_of(part: EmailMessage) -> str:
         return _crlf_text(data.decode("utf-8", "replace"))
 
 
-def is_attachment(part: EmailMessage) -> bool:
+def is_attachment(part: MIMEPart) -> bool:
     return part.get_content_disposition() == "attachment"

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from server.retrieval import calendar, render
+from server.retrieval import calendar
+from server.retrieval.render import changes_bytes
 from server.settings.models import Mailbox, OwaVirtualDirectorySettings, ProtocolSettings, Settings
 from server.settings.types import MimeTextFormat
 
@@ -26,7 +27,7 @@ class Options:
     @property
     def as_stored(self) -> bool:
         """True when clients get the stored bytes (the fast path: nothing to render)."""
-        return self.calendar_base is None and not render.changes_bytes(self.format)
+        return self.calendar_base is None and not changes_bytes(self.format)
 
     @property
     def key(self) -> tuple[str, str | None]:

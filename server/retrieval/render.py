@@ -13,7 +13,7 @@ properties, so there is no TNEF to produce, and clients that asked for it read M
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from email.message import EmailMessage
+from email.message import EmailMessage, Message, MIMEPart
 
 from server.retrieval import textconv
 from server.retrieval.mimeutil import (
@@ -52,21 +52,21 @@ def changes_bytes(fmt: MimeTextFormat) -> bool:
 
 @dataclass
 class _Slot:
-    parent: EmailMessage | None  # the container holding the slot (None: the slot is the root)
+    parent: MIMEPart | None  # the container holding the slot (None: the slot is the root)
     index: int
-    variants: dict[str, EmailMessage] = field(default_factory=dict)  # subtype -> text part
-    extras: list[EmailMessage] = field(default_factory=list)  # other alternatives (calendar)
-    resources: list[EmailMessage] = field(default_factory=list)  # related parts (images)
+    variants: dict[str, MIMEPart] = field(default_factory=dict)  # subtype -> text part
+    extras: list[MIMEPart] = field(default_factory=list)  # other alternatives (calendar)
+    resources: list[MIMEPart] = field(default_factory=list)  # related parts (images)
 
 
-def _body_subtype(part: EmailMessage) -> str | None:
+def _body_subtype(part: MIMEPart) -> str | None:
     if part.get_content_maintype() != "text" or is_attachment(part):
         return None
     sub = part.get_content_subtype()
     return sub if sub in BODY_SUBTYPES else None
 
 
-def _related_root(related: EmailMessage) -> tuple[int, EmailMessage] | None:
+def _related_root(related: MIMEPart) -> tuple[int, MIMEPart] | None:
     parts = list(related.iter_parts())
     start = related.get_param("start")
     if isinstance(start, str):
@@ -76,7 +76,7 @@ def _related_root(related: EmailMessage) -> tuple[int, EmailMessage] | None:
     return (0, parts[0]) if parts else None
 
 
-def _fill_alternative(slot: _Slot, alternative: EmailMessage) -> None:
+def _fill_alternative(slot: _Slot, alternative: MIMEPart) -> None:
     for part in alternative.iter_parts():
         sub = _body_subtype(part)
         if part.get_content_type() == "multipart/related":
@@ -91,10 +91,10 @@ def _fill_alternative(slot: _Slot, alternative: EmailMessage) -> None:
             slot.extras.append(part)
 
 
-def _locate(msg: EmailMessage) -> _Slot | None:
+def _locate(msg: MIMEPart) -> _Slot | None:
     """Find the body slot: descend through the first part of multipart/mixed (and other
     non-alternative multiparts) until a text part, an alternative or a related."""
-    parent: EmailMessage | None = None
+    parent: MIMEPart | None = None
     index = 0
     node = msg
     for _ in range(32):  # deeper nesting than this is not a body anyone reads
@@ -155,14 +155,15 @@ def _enriched_from(slot: _Slot) -> str:
 _MAKERS = {"plain": _plain_from, "html": _html_from, "enriched": _enriched_from}
 
 
-def _multipart(subtype: str, parts: list[EmailMessage]) -> EmailMessage:
+def _multipart(subtype: str, parts: list[MIMEPart]) -> MIMEPart:
     container = EmailMessage(policy=NEW_PART_POLICY)
     container["Content-Type"] = f"multipart/{subtype}"
-    container.set_payload(parts)  # the generator picks a boundary that occurs in no part
+    payload: list[Message | str] = list(parts)
+    container.set_payload(payload)  # the generator picks a boundary that occurs in no part
     return container
 
 
-def _new_body(slot: _Slot, wanted: tuple[str, ...]) -> EmailMessage:
+def _new_body(slot: _Slot, wanted: tuple[str, ...]) -> MIMEPart:
     parts = []
     for sub in wanted:
         part = slot.variants.get(sub)

@@ -20,11 +20,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from server.settings.models import IMAP4, IMAP4BE, POP3, POP3BE, ProtocolSettings, Settings
 from server.settings.paths import Home
 from server.settings.types import LogFileRollOver
+
+if TYPE_CHECKING:
+    from server.runtime.service import ServiceContext
 
 FIELDS = (
     "dateTime,sessionId,seqNumber,sIp,cIp,user,duration,rqsize,rpsize,command,parameters,context"
@@ -169,16 +172,15 @@ class ProtocolLog:
         self._seq: dict[str, int] = {}
 
     @classmethod
-    def for_service(cls, ctx: object) -> ProtocolLog:
+    def for_service(cls, ctx: ServiceContext) -> ProtocolLog:
         """The log of a running service: `ProtocolLog.for_service(self.ctx)`."""
-        name: str = ctx.name  # type: ignore[attr-defined]
-        server: str = ctx.server  # type: ignore[attr-defined]
+        name, server = ctx.name, ctx.server
 
         def protocol(settings: Settings) -> ProtocolSettings:
             srv = settings.server(server)
             return srv.ImapSettings if name in (IMAP4, IMAP4BE) else srv.PopSettings
 
-        return cls(name, ctx.home, protocol, lambda: ctx.settings)  # type: ignore[attr-defined]
+        return cls(name, ctx.home, protocol, lambda: ctx.settings)
 
     # ------------------------------------------------------------------ hot path
     @property

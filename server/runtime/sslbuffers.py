@@ -58,11 +58,12 @@ class SharedBufferSSLProtocol(_ORIGINAL):  # type: ignore[misc, valid-type]
             return
         # The base __init__ allocates bytearray(self.max_size): shadow the class value for
         # that one allocation, then let the class value (the read size) show again.
-        self.max_size = 1
+        # (The stubs call max_size a ClassVar; shadowing it on the instance is the point.)
+        self.max_size = 1  # pyright: ignore[reportAttributeAccessIssue]
         try:
             super().__init__(loop, *args, **kwargs)
         finally:
-            del self.max_size
+            del self.max_size  # pyright: ignore[reportAttributeAccessIssue]
         # Any base-class path that reads these before get_buffer sees a valid buffer.
         self._ssl_buffer, self._ssl_buffer_view = _thread_buffer()
 
@@ -88,7 +89,8 @@ def unsupported_reason(cls: type) -> str | None:
     for where, function in (
         (
             "selector_events._make_ssl_transport",
-            selector_events.BaseSelectorEventLoop._make_ssl_transport,
+            # private, so not in the stubs: this check is what makes relying on it safe
+            selector_events.BaseSelectorEventLoop._make_ssl_transport,  # pyright: ignore[reportAttributeAccessIssue]
         ),
         ("base_events.start_tls", base_events.BaseEventLoop.start_tls),
     ):
@@ -113,7 +115,7 @@ def _probe() -> str | None:
             return "get_buffer did not return the shared buffer"
         view[:1] = b"\x16"
         protocol.buffer_updated(1)  # UNWRAPPED: only copies into the incoming BIO
-        if protocol._incoming.pending != 1:
+        if protocol._incoming.pending != 1:  # pyright: ignore[reportAttributeAccessIssue] - private
             return "buffer_updated did not read the shared buffer"
         return None
     finally:

@@ -16,10 +16,13 @@ import os
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from server.settings.paths import Home
 from server.settings.store import atomic_write, locked
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 CA_NAME = "mailctl-ca"
 
@@ -39,10 +42,10 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def _write_key(path: Path, key: object) -> None:
+def _write_key(path: Path, key: PrivateKeyTypes) -> None:
     from cryptography.hazmat.primitives import serialization
 
-    data = key.private_bytes(  # type: ignore[attr-defined]
+    data = key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
@@ -145,6 +148,8 @@ def _new_certificate_locked(
     ca_cert_path, ca_key_path = ca_paths(home)
     ca_cert = x509.load_pem_x509_certificate(ca_cert_path.read_bytes())
     ca_key = serialization.load_pem_private_key(ca_key_path.read_bytes(), None)
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):  # ensure_ca makes a P-256 key
+        raise ValueError(f"{ca_key_path} is not an EC private key; remove it to make a new CA")
     key = ec.generate_private_key(ec.SECP256R1())
     names = list(dict.fromkeys([subject, *dns_names]))
     alt: list[x509.GeneralName] = []
@@ -176,7 +181,7 @@ def _new_certificate_locked(
             ),
             critical=False,
         )
-        .sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
+        .sign(ca_key, hashes.SHA256())
     )
     pem = cert.public_bytes(serialization.Encoding.PEM) + ca_cert_path.read_bytes()
     thumb = cert.fingerprint(hashes.SHA1()).hex().upper()
@@ -194,7 +199,9 @@ def import_certificate(
 
     cert = x509.load_pem_x509_certificate(cert_pem)
     key = serialization.load_pem_private_key(key_pem, None)
-    if cert.public_key().public_numbers() != key.public_key().public_numbers():  # type: ignore[union-attr]
+    # Compared as SubjectPublicKeyInfo bytes: the same for every key type (RSA, EC, Ed25519).
+    spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    if cert.public_key().public_bytes(*spki) != key.public_key().public_bytes(*spki):
         raise ValueError("the private key does not belong to the certificate")
     thumb = cert.fingerprint(hashes.SHA1()).hex().upper()
     try:
@@ -372,11 +379,14 @@ def _made_before_key_identifiers(home: Home, info: CertificateInfo) -> bool:
 
     try:
         leaf = x509.load_pem_x509_certificate(info.cert_file.read_bytes())
+    except (OSError, ValueError):
+        return False
+    try:
         leaf.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier)
         return False
     except x509.ExtensionNotFound:
         pass
-    except (OSError, ValueError):
+    except ValueError:
         return False
     ca = x509.load_pem_x509_certificate(ensure_ca(home).read_bytes())
     try:

@@ -8,7 +8,7 @@ pasted scripts keep working, but they change nothing here (get-* marks them so).
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -32,8 +32,11 @@ from server.settings.types import (
     ConnectionSettings,
     Encryption,
     Endpoints,
+    EnumValue,
+    EnumValues,
     ExtendedProtectionPolicy,
     Fqdn,
+    IntRange,
     IPEndPoint,
     IPRangeList,
     LogFileRollOver,
@@ -43,35 +46,38 @@ from server.settings.types import (
     OptionalStr,
     PermissionGroup,
     ProtocolLoggingLevel,
+    SizeRange,
     SortOrder,
     StartupType,
     StringList,
+    TimeSpanRange,
     TransportRole,
+    UnlimitedIntRange,
     Url,
-    bytesize_type,
-    enum_list_type,
-    enum_type,
-    int_range,
-    timespan_range,
-    unlimited_int_range,
 )
 
 INT32_MAX = 2147483647
 WINDOWS_ONLY: dict[str, Any] = {"windows_only": True}
 
+Port = Annotated[int, IntRange(1, 65535)]
+Count = Annotated[int, IntRange(1, INT32_MAX)]
+IdleTimeout = Annotated[timedelta, TimeSpanRange("00:00:30", "1:00:00")]
+ConnectorTimeout = Annotated[timedelta, TimeSpanRange("00:00:01", "1.00:00:00")]
+Size = Annotated[ByteSize, SizeRange()]  # a byte size or Unlimited
 
-_LoginType = enum_type(LoginType)
-_CalendarOption = enum_type(CalendarItemRetrievalOption)
-_MimeFormat = enum_type(MimeTextFormat)
-_SortOrder = enum_type(SortOrder)
-_ExtendedProtection = enum_type(ExtendedProtectionPolicy)
-_RollOver = enum_type(LogFileRollOver)
-_StartupType = enum_type(StartupType)
-_MailboxType = enum_type(MailboxType)
-_TransportRole = enum_type(TransportRole)
-_ProtocolLoggingLevel = enum_type(ProtocolLoggingLevel)
-_AuthMechanisms = enum_list_type(AuthMechanism)
-_PermissionGroups = enum_list_type(PermissionGroup)
+
+_LoginType = Annotated[LoginType, EnumValue(LoginType)]
+_CalendarOption = Annotated[CalendarItemRetrievalOption, EnumValue(CalendarItemRetrievalOption)]
+_MimeFormat = Annotated[MimeTextFormat, EnumValue(MimeTextFormat)]
+_SortOrder = Annotated[SortOrder, EnumValue(SortOrder)]
+_ExtendedProtection = Annotated[ExtendedProtectionPolicy, EnumValue(ExtendedProtectionPolicy)]
+_RollOver = Annotated[LogFileRollOver, EnumValue(LogFileRollOver)]
+_StartupType = Annotated[StartupType, EnumValue(StartupType)]
+_MailboxType = Annotated[MailboxType, EnumValue(MailboxType)]
+_TransportRole = Annotated[TransportRole, EnumValue(TransportRole)]
+_ProtocolLoggingLevel = Annotated[ProtocolLoggingLevel, EnumValue(ProtocolLoggingLevel)]
+_AuthMechanisms = Annotated[list[AuthMechanism], EnumValues(AuthMechanism)]
+_PermissionGroups = Annotated[list[PermissionGroup], EnumValues(PermissionGroup)]
 
 
 class Model(BaseModel):
@@ -86,27 +92,28 @@ class Model(BaseModel):
 class ProtocolSettings(Model):
     """What Set-PopSettings and Set-ImapSettings share (reference section 1)."""
 
-    AuthenticatedConnectionTimeout: timespan_range("00:00:30", "1:00:00") = Field(
-        timedelta(minutes=30), description="Idle timeout after login."
+    AuthenticatedConnectionTimeout: IdleTimeout = Field(
+        default=timedelta(minutes=30), description="Idle timeout after login."
     )
-    PreAuthenticatedConnectionTimeout: timespan_range("00:00:30", "1:00:00") = Field(
-        timedelta(minutes=1), description="Idle timeout before login."
+    PreAuthenticatedConnectionTimeout: IdleTimeout = Field(
+        default=timedelta(minutes=1), description="Idle timeout before login."
     )
-    Banner: str = Field("", description="Greeting text after +OK / * OK.")
+    Banner: str = Field(default="", description="Greeting text after +OK / * OK.")
     CalendarItemRetrievalOption: _CalendarOption = Field(
-        CalendarItemRetrievalOption.iCalendar,
+        default=CalendarItemRetrievalOption.iCalendar,
         description="How meeting requests are delivered; Custom requires OwaServerUrl.",
     )
-    OwaServerUrl: Url = Field(None, description="Base URL of calendar links with Custom.")
+    OwaServerUrl: Url = Field(default=None, description="Base URL of calendar links with Custom.")
     EnableExactRFC822Size: Bool = Field(
-        False, description="Exact (true) or estimated message sizes."
+        default=False, description="Exact (true) or estimated message sizes."
     )
-    EnableGSSAPIAndNTLMAuth: Bool = Field(True, json_schema_extra=WINDOWS_ONLY)
+    EnableGSSAPIAndNTLMAuth: Bool = Field(default=True, json_schema_extra=WINDOWS_ONLY)
     EnforceCertificateErrors: Bool = Field(
-        False, description="Proxy connections to a back end with an invalid certificate fail."
+        default=False,
+        description="Proxy connections to a back end with an invalid certificate fail.",
     )
     ExtendedProtectionPolicy: _ExtendedProtection = Field(
-        ExtendedProtectionPolicy.None_, json_schema_extra=WINDOWS_ONLY
+        default=ExtendedProtectionPolicy.None_, json_schema_extra=WINDOWS_ONLY
     )
     ExternalConnectionSettings: ConnectionSettings = Field(
         default_factory=list,
@@ -119,34 +126,37 @@ class ProtocolSettings(Model):
     UnencryptedOrTLSBindings: Endpoints = Field(
         default_factory=list, description="Plain listeners offering STARTTLS / STLS."
     )
-    X509CertificateName: OptionalStr = Field(None, description="Certificate subject to use.")
-    LoginType: _LoginType = Field(
-        LoginType.SecureLogin, description="When clear-text credentials are accepted."
+    X509CertificateName: OptionalStr = Field(
+        default=None, description="Certificate subject to use."
     )
-    MaxConnections: int_range(1, INT32_MAX) = Field(INT32_MAX)
-    MaxConnectionFromSingleIP: int_range(1, INT32_MAX) = Field(INT32_MAX)
-    MaxConnectionsPerUser: int_range(1, INT32_MAX) = Field(16)
+    LoginType: _LoginType = Field(
+        default=LoginType.SecureLogin, description="When clear-text credentials are accepted."
+    )
+    MaxConnections: Count = Field(default=INT32_MAX)
+    MaxConnectionFromSingleIP: Count = Field(default=INT32_MAX)
+    MaxConnectionsPerUser: Count = Field(default=16)
     MessageRetrievalMimeFormat: _MimeFormat = Field(
-        MimeTextFormat.BestBodyFormat, description="Body format generated for retrieval."
+        default=MimeTextFormat.BestBodyFormat, description="Body format generated for retrieval."
     )
     SuppressReadReceipt: Bool = Field(
-        False, description="No read receipt on download, only on open."
+        default=False, description="No read receipt on download, only on open."
     )
-    ProtocolLogEnabled: Bool = Field(False)
+    ProtocolLogEnabled: Bool = Field(default=False)
     LogFileLocation: OptionalStr = Field(
-        None, description="Protocol log folder; empty means logs/ProtocolLog in the home folder."
+        default=None,
+        description="Protocol log folder; empty means logs/ProtocolLog in the home folder.",
     )
-    LogFileRollOverSettings: _RollOver = Field(LogFileRollOver.Daily)
-    LogPerFileSizeQuota: bytesize_type() = Field(
-        ByteSize(0), description="0 rolls by time; Unlimited keeps one file."
+    LogFileRollOverSettings: _RollOver = Field(default=LogFileRollOver.Daily)
+    LogPerFileSizeQuota: Size = Field(
+        default=ByteSize(0), description="0 rolls by time; Unlimited keeps one file."
     )
-    ProxyTargetPort: int_range(1, 65535) = Field(
-        1993, description="Back-end port the front end proxies to."
+    ProxyTargetPort: Port = Field(
+        default=1993, description="Back-end port the front end proxies to."
     )
-    DomainController: OptionalStr = Field(None, json_schema_extra=WINDOWS_ONLY)
+    DomainController: OptionalStr = Field(default=None, json_schema_extra=WINDOWS_ONLY)
     # mailctl extension (server/runtime/workers.py): read when the front end starts.
-    WorkerProcesses: int_range(0, 256) = Field(
-        1,
+    WorkerProcesses: Annotated[int, IntRange(0, 256)] = Field(
+        default=1,
         description="Front-end processes sharing the listeners (SO_REUSEPORT); 0: one per "
         "CPU core. Limits and the login slow-down count per process. Applied at restart.",
     )
@@ -180,16 +190,20 @@ class ProtocolSettings(Model):
 
 
 class PopSettings(ProtocolSettings):
-    Banner: str = Field("The Microsoft Exchange POP3 service is ready.")
-    MaxCommandSize: int_range(40, 1024) = Field(512, description="Longest command line, in bytes.")
-    MessageRetrievalSortOrder: _SortOrder = Field(SortOrder.Ascending)
-    ProxyTargetPort: int_range(1, 65535) = Field(1995)
+    Banner: str = Field(default="The Microsoft Exchange POP3 service is ready.")
+    MaxCommandSize: Annotated[int, IntRange(40, 1024)] = Field(
+        default=512, description="Longest command line, in bytes."
+    )
+    MessageRetrievalSortOrder: _SortOrder = Field(default=SortOrder.Ascending)
+    ProxyTargetPort: Port = Field(default=1995)
 
 
 class ImapSettings(ProtocolSettings):
-    Banner: str = Field("The Microsoft Exchange IMAP4 service is ready.")
-    MaxCommandSize: int_range(1024, 16384) = Field(10240, description="Longest command, in bytes.")
-    ShowHiddenFoldersEnabled: Bool = Field(False)
+    Banner: str = Field(default="The Microsoft Exchange IMAP4 service is ready.")
+    MaxCommandSize: Annotated[int, IntRange(1024, 16384)] = Field(
+        default=10240, description="Longest command, in bytes."
+    )
+    ShowHiddenFoldersEnabled: Bool = Field(default=False)
 
 
 PopSettingsModel = PopSettings
@@ -214,13 +228,13 @@ class Server(Model):
 
     Fqdn: Fqdn
     Site: str = "Default-First-Site-Name"
-    BackEndAddress: str = Field("127.0.0.1", description="Address the back ends listen on.")
-    ImapBackEndPort: int_range(1, 65535) = 1143
-    ImapBackEndSSLPort: int_range(1, 65535) = 1993
-    PopBackEndPort: int_range(1, 65535) = 1110
-    PopBackEndSSLPort: int_range(1, 65535) = 1995
-    DeliveryPort: int_range(1, 65535) = Field(
-        475, description="LMTP over TLS port of MSExchangeDelivery, on BackEndAddress."
+    BackEndAddress: str = Field(default="127.0.0.1", description="Address the back ends listen on.")
+    ImapBackEndPort: Port = 1143
+    ImapBackEndSSLPort: Port = 1993
+    PopBackEndPort: Port = 1110
+    PopBackEndSSLPort: Port = 1995
+    DeliveryPort: Port = Field(
+        default=475, description="LMTP over TLS port of MSExchangeDelivery, on BackEndAddress."
     )
     PopSettings: PopSettingsModel
     ImapSettings: ImapSettingsModel
@@ -299,32 +313,35 @@ class ReceiveConnector(Model):
         description="Client addresses served: 192.168.1.1, 192.168.1.0/24, "
         "192.168.1.10-192.168.1.20 or IPv6 forms; others get 554 5.7.1 and are closed.",
     )
-    MaxMessageSize: bytesize_type(1, 2 * 1024**3, unlimited=False) = ByteSize(36 * 1024**2)
-    MaxRecipientsPerMessage: int_range(1, 512000) = 200
-    MaxInboundConnection: unlimited_int_range(1, 2147483647) = Field(
-        5000, description="Connections served at once (a number or Unlimited); more get 421 4.3.2."
+    MaxMessageSize: Annotated[ByteSize, SizeRange(1, 2 * 1024**3, unlimited=False)] = ByteSize(
+        36 * 1024**2
     )
-    MaxInboundConnectionPerSource: int_range(1, 10000) = Field(
-        20, description="Connections served at once from one address; more get 421 4.3.2."
+    MaxRecipientsPerMessage: Annotated[int, IntRange(1, 512000)] = 200
+    MaxInboundConnection: Annotated[int | None, UnlimitedIntRange(1, 2147483647)] = Field(
+        default=5000,
+        description="Connections served at once (a number or Unlimited); more get 421 4.3.2.",
     )
-    MaxInboundConnectionPercentagePerSource: int_range(1, 100) = Field(
-        2,
+    MaxInboundConnectionPerSource: Annotated[int, IntRange(1, 10000)] = Field(
+        default=20, description="Connections served at once from one address; more get 421 4.3.2."
+    )
+    MaxInboundConnectionPercentagePerSource: Annotated[int, IntRange(1, 100)] = Field(
+        default=2,
         description="Also caps connections from one address, as a percentage of "
         "MaxInboundConnection.",
     )
-    MaxLogonFailures: int_range(0, 10) = 3
-    ConnectionTimeout: timespan_range("00:00:01", "1.00:00:00") = Field(
-        timedelta(minutes=10), description="Longest life of a connection, busy or not."
+    MaxLogonFailures: Annotated[int, IntRange(0, 10)] = 3
+    ConnectionTimeout: ConnectorTimeout = Field(
+        default=timedelta(minutes=10), description="Longest life of a connection, busy or not."
     )
-    ConnectionInactivityTimeout: timespan_range("00:00:01", "1.00:00:00") = Field(
-        timedelta(minutes=5), description="Longest silence from the client."
+    ConnectionInactivityTimeout: ConnectorTimeout = Field(
+        default=timedelta(minutes=5), description="Longest silence from the client."
     )
     ProtocolLoggingLevel: _ProtocolLoggingLevel = Field(
-        ProtocolLoggingLevel.None_,
+        default=ProtocolLoggingLevel.None_,
         description="Verbose: SMTP receive protocol log in "
         "logs/FrontEnd/ProtocolLog/SmtpReceive/RECV<yyyymmdd>-1.LOG.",
     )
-    Comment: OptionalStr = Field(None, description="A note for admins; no effect here.")
+    Comment: OptionalStr = Field(default=None, description="A note for admins; no effect here.")
 
     @model_validator(mode="after")
     def _mechanisms_consistent(self) -> ReceiveConnector:
@@ -378,16 +395,16 @@ class Mailbox(Model):
     ImapSuppressReadReceipt: Bool = False
     # Quotas (server.store.quota): the database's while UseDatabaseQuotaDefaults is $true.
     UseDatabaseQuotaDefaults: Bool = Field(
-        True, description="Use the database's quotas; $false to use this mailbox's own."
+        default=True, description="Use the database's quotas; $false to use this mailbox's own."
     )
-    IssueWarningQuota: bytesize_type() = Field(
-        ByteSize(None), description="StorageLimitStatus turns IssueWarning at this size."
+    IssueWarningQuota: Size = Field(
+        default=ByteSize(None), description="StorageLimitStatus turns IssueWarning at this size."
     )
-    ProhibitSendQuota: bytesize_type() = Field(
-        ByteSize(None), description="At this size the mailbox can no longer send mail."
+    ProhibitSendQuota: Size = Field(
+        default=ByteSize(None), description="At this size the mailbox can no longer send mail."
     )
-    ProhibitSendReceiveQuota: bytesize_type() = Field(
-        ByteSize(None),
+    ProhibitSendReceiveQuota: Size = Field(
+        default=ByteSize(None),
         description="At this size the mailbox can no longer receive mail nor APPEND (IMAP QUOTA).",
     )
 
@@ -437,21 +454,22 @@ class DirectoryMapping(Model):
     Directory values."""
 
     Name: str = Field(
-        "uid", description="The mailbox name, i.e. the login name (AD: sAMAccountName)."
+        default="uid", description="The mailbox name, i.e. the login name (AD: sAMAccountName)."
     )
     LoginNames: StringList = Field(
         default_factory=list,
         description="More attributes a login may name (AD: userPrincipalName).",
     )
     PrimarySmtpAddress: str = Field(
-        "mail", description="AD: mail, or '' to use the SMTP: proxy address."
+        default="mail", description="AD: mail, or '' to use the SMTP: proxy address."
     )
     EmailAddresses: str = Field(
-        "mailctlEmailAddress", description="Aliases; values may carry AD's smtp:/SMTP: prefixes."
+        default="mailctlEmailAddress",
+        description="Aliases; values may carry AD's smtp:/SMTP: prefixes.",
     )
     DisplayName: str = "displayName"
     Server: str = Field(
-        "mailctlServer",
+        default="mailctlServer",
         description="The server that holds the mailbox; a DN-like value "
         "(AD's msExchHomeServerName) counts by its last cn=.",
     )
@@ -462,37 +480,46 @@ class DirectoryMapping(Model):
     IssueWarningQuota: str = "mailctlIssueWarningQuota"
     ProhibitSendQuota: str = "mailctlProhibitSendQuota"
     ProhibitSendReceiveQuota: str = "mailctlProhibitSendReceiveQuota"
-    QuotaUnit: int_range(1, 1024**3) = Field(
-        1, description="Bytes per unit of plain-number quotas (AD's mDB*Quota: 1024)."
+    QuotaUnit: Annotated[int, IntRange(1, 1024**3)] = Field(
+        default=1, description="Bytes per unit of plain-number quotas (AD's mDB*Quota: 1024)."
     )
     Password: str = Field(
-        "userPassword", description="Where the {ARGON2} hash is kept; '' when logins bind."
+        default="userPassword", description="Where the {ARGON2} hash is kept; '' when logins bind."
     )
     ObjectClasses: StringList = Field(
         default_factory=lambda: ["inetOrgPerson", "mailctlMailbox"],
         description="Object classes of entries New-Mailbox creates.",
     )
-    Filter: str = Field("(objectClass=mailctlMailbox)", description="Which entries are mailboxes.")
+    Filter: str = Field(
+        default="(objectClass=mailctlMailbox)", description="Which entries are mailboxes."
+    )
 
 
 class DirectorySettings(Model):
     """Where the mailboxes live: absent (or Uri empty), the Mailboxes table of this file;
     with Uri, an LDAP server (OpenLDAP, Active Directory, Samba AD)."""
 
-    Uri: OptionalStr = Field(None, description="ldap://host:port or ldaps://host:port.")
-    BaseDN: str = Field("", description="Where mailboxes are searched and created.")
-    BindDN: OptionalStr = Field(None, description="The service account; none: anonymous.")
+    Uri: OptionalStr = Field(default=None, description="ldap://host:port or ldaps://host:port.")
+    BaseDN: str = Field(default="", description="Where mailboxes are searched and created.")
+    BindDN: OptionalStr = Field(default=None, description="The service account; none: anonymous.")
     BindPasswordFile: OptionalStr = Field(
-        None, description="File with the service account's password (relative: to the home)."
+        default=None,
+        description="File with the service account's password (relative: to the home).",
     )
     LoginVerification: str = Field(
-        "Hash", description="Hash: check the stored argon2 hash; Bind: bind as the user's DN."
+        default="Hash",
+        description="Hash: check the stored argon2 hash; Bind: bind as the user's DN.",
     )
     TlsCaFile: OptionalStr = Field(
-        None, description="CA certificates (PEM) for ldaps://; none: the system's. Always checked."
+        default=None,
+        description="CA certificates (PEM) for ldaps://; none: the system's. Always checked.",
     )
-    ConnectTimeout: int_range(1, 120) = Field(5, description="Seconds to reach the server.")
-    OperationTimeout: int_range(1, 300) = Field(5, description="Seconds for one answer.")
+    ConnectTimeout: Annotated[int, IntRange(1, 120)] = Field(
+        default=5, description="Seconds to reach the server."
+    )
+    OperationTimeout: Annotated[int, IntRange(1, 300)] = Field(
+        default=5, description="Seconds for one answer."
+    )
     Mapping: DirectoryMapping = Field(default_factory=lambda: DirectoryMapping())
 
     @model_validator(mode="after")

@@ -22,6 +22,7 @@ from typing import Any
 
 import tomlkit
 from pydantic import ValidationError
+from tomlkit.exceptions import TOMLKitError
 from tomlkit.items import Table
 
 from server.settings.models import Settings
@@ -227,7 +228,7 @@ def edit(home: Home, dry_run: bool = False) -> Iterator[Edit]:
             raise SettingsError(f"cannot read {home.settings_file}: {why}") from None
         try:
             session = Edit(home, text)
-        except tomlkit.exceptions.TOMLKitError as exc:
+        except TOMLKitError as exc:
             line = getattr(exc, "line", None)
             raise SettingsError(
                 f"settings.toml is not valid TOML{f' (line {line})' if line else ''}: "

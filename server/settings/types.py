@@ -9,12 +9,18 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import Enum, StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Self
 
+from annotated_types import GroupedMetadata
 from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
+
+# Field types are written `Annotated[int, IntRange(1, 65535)]`: a type checker reads the base
+# type, pydantic unpacks the metadata object (a GroupedMetadata) into its validator,
+# serializer and JSON schema. So the annotation is a real type, not one built by a call.
 
 # --------------------------------------------------------------------------- enums
 
@@ -23,11 +29,14 @@ class ExchangeEnum(StrEnum):
     """An enum that also accepts its Exchange number and any letter case."""
 
     @classmethod
-    def numbers(cls) -> dict[int, ExchangeEnum]:
-        return {}
+    def numbers(cls) -> dict[int, Self]:
+        start = _FIRST_NUMBER.get(cls)
+        if start is None:
+            return {}
+        return dict(enumerate(cls, start))
 
     @classmethod
-    def parse(cls, value: Any) -> ExchangeEnum:
+    def parse(cls, value: Any) -> Self:
         if isinstance(value, cls):
             return value
         text = str(value).strip()
@@ -46,9 +55,12 @@ class ExchangeEnum(StrEnum):
         return ", ".join(f"{m.value} ({numbers[m]})" if m in numbers else m.value for m in cls)
 
 
+# Enums whose members Exchange also accepts as numbers, and the number of the first member.
+_FIRST_NUMBER: dict[type[ExchangeEnum], int] = {}
+
+
 def _numbered(cls: type[ExchangeEnum], start: int = 0) -> None:
-    mapping = {i: m for i, m in enumerate(cls, start)}
-    cls.numbers = classmethod(lambda _c: mapping)  # type: ignore[method-assign,assignment]
+    _FIRST_NUMBER[cls] = start
 
 
 class LoginType(ExchangeEnum):
@@ -144,25 +156,34 @@ _numbered(SortOrder)
 _numbered(LogFileRollOver, 1)
 
 
-def enum_type(cls: type[ExchangeEnum]) -> Any:
-    return Annotated[
-        cls,
-        BeforeValidator(cls.parse),
-        PlainSerializer(lambda m: m.value, return_type=str),
-        WithJsonSchema({"type": "string", "enum": [m.value for m in cls]}),
-    ]
+@dataclass(frozen=True)
+class EnumValue(GroupedMetadata):
+    """An ExchangeEnum field: any letter case or the Exchange number in, the spelling out."""
+
+    cls: type[ExchangeEnum]
+
+    def __iter__(self) -> Iterator[object]:
+        yield BeforeValidator(self.cls.parse)
+        yield PlainSerializer(_enum_value, return_type=str)
+        yield WithJsonSchema({"type": "string", "enum": [m.value for m in self.cls]})
 
 
-def enum_list_type(cls: type[ExchangeEnum]) -> Any:
-    def parse(value: Any) -> list[ExchangeEnum]:
-        items = split_multivalue(value)
-        return [cls.parse(v) for v in items]
+@dataclass(frozen=True)
+class EnumValues(GroupedMetadata):
+    """A multi-valued ExchangeEnum field (`{Tls, BasicAuth}`, `Tls,BasicAuth`, a TOML list)."""
 
-    return Annotated[
-        list[cls],  # type: ignore[valid-type]
-        BeforeValidator(parse),
-        PlainSerializer(lambda ms: [m.value for m in ms], return_type=list[str]),
-    ]
+    cls: type[ExchangeEnum]
+
+    def parse(self, value: Any) -> list[ExchangeEnum]:
+        return [self.cls.parse(v) for v in split_multivalue(value)]
+
+    def __iter__(self) -> Iterator[object]:
+        yield BeforeValidator(self.parse)
+        yield PlainSerializer(lambda ms: [_enum_value(m) for m in ms], return_type=list[str])
+
+
+def _enum_value(member: ExchangeEnum) -> str:
+    return member.value
 
 
 # --------------------------------------------------------------------------- booleans
@@ -199,14 +220,22 @@ def parse_int(value: Any) -> int:
     return int(text)
 
 
-def int_range(lo: int, hi: int) -> Any:
-    def check(value: Any) -> int:
+@dataclass(frozen=True)
+class IntRange(GroupedMetadata):
+    """A whole number from `lo` to `hi`, written with or without thousands separators."""
+
+    lo: int
+    hi: int
+
+    def check(self, value: Any) -> int:
         number = parse_int(value)
-        if not lo <= number <= hi:
-            raise ValueError(f"{number} is out of range; allowed: {lo} to {hi}")
+        if not self.lo <= number <= self.hi:
+            raise ValueError(f"{number} is out of range; allowed: {self.lo} to {self.hi}")
         return number
 
-    return Annotated[int, BeforeValidator(check), WithJsonSchema({"type": "integer"})]
+    def __iter__(self) -> Iterator[object]:
+        yield BeforeValidator(self.check)
+        yield WithJsonSchema({"type": "integer"})
 
 
 # --------------------------------------------------------------------------- time spans
@@ -248,21 +277,29 @@ def format_timespan(value: timedelta) -> str:
     return f"{days}.{text}" if days else text
 
 
-def timespan_range(lo: str, hi: str) -> Any:
-    low, high = parse_timespan(lo), parse_timespan(hi)
+@dataclass(frozen=True)
+class TimeSpanRange(GroupedMetadata):
+    """A time span from `lo` to `hi` (both written `[d.]hh:mm:ss`), stored the same way."""
 
-    def check(value: Any) -> timedelta:
+    lo: str
+    hi: str
+
+    def __post_init__(self) -> None:
+        for bound in (self.lo, self.hi):
+            parse_timespan(bound)  # a bad bound fails where it is written, not at first use
+
+    def check(self, value: Any) -> timedelta:
         span = parse_timespan(value)
-        if not low <= span <= high:
-            raise ValueError(f"{format_timespan(span)} is out of range; allowed: {lo} to {hi}")
+        if not parse_timespan(self.lo) <= span <= parse_timespan(self.hi):
+            raise ValueError(
+                f"{format_timespan(span)} is out of range; allowed: {self.lo} to {self.hi}"
+            )
         return span
 
-    return Annotated[
-        timedelta,
-        BeforeValidator(check),
-        PlainSerializer(format_timespan, return_type=str),
-        WithJsonSchema({"type": "string", "pattern": r"^(\d+\.)?\d\d:\d\d:\d\d$"}),
-    ]
+    def __iter__(self) -> Iterator[object]:
+        yield BeforeValidator(self.check)
+        yield PlainSerializer(format_timespan, return_type=str)
+        yield WithJsonSchema({"type": "string", "pattern": r"^(\d+\.)?\d\d:\d\d:\d\d$"})
 
 
 # --------------------------------------------------------------------------- byte sizes
@@ -311,24 +348,29 @@ def parse_bytesize(value: Any) -> ByteSize:
         raise ValueError(f"{value!r} is not a size; write e.g. 36MB, 512KB or Unlimited") from None
 
 
-def bytesize_type(lo: int = 0, hi: int | None = None, unlimited: bool = True) -> Any:
-    def check(value: Any) -> ByteSize:
+@dataclass(frozen=True)
+class SizeRange(GroupedMetadata):
+    """A ByteSize from `lo` to `hi` bytes (no `hi`: any size), and Unlimited if `unlimited`."""
+
+    lo: int = 0
+    hi: int | None = None
+    unlimited: bool = True
+
+    def check(self, value: Any) -> ByteSize:
         size = parse_bytesize(value)
         if size.bytes is None:
-            if not unlimited:
+            if not self.unlimited:
                 raise ValueError("Unlimited is not allowed here")
             return size
-        if size.bytes < lo or (hi is not None and size.bytes > hi):
-            top = str(ByteSize(hi)) if hi is not None else "Unlimited"
-            raise ValueError(f"{size} is out of range; allowed: {ByteSize(lo)} to {top}")
+        if size.bytes < self.lo or (self.hi is not None and size.bytes > self.hi):
+            top = str(ByteSize(self.hi)) if self.hi is not None else "Unlimited"
+            raise ValueError(f"{size} is out of range; allowed: {ByteSize(self.lo)} to {top}")
         return size
 
-    return Annotated[
-        ByteSize,
-        BeforeValidator(check),
-        PlainSerializer(str, return_type=str),
-        WithJsonSchema({"type": "string"}),
-    ]
+    def __iter__(self) -> Iterator[object]:
+        yield BeforeValidator(self.check)
+        yield PlainSerializer(str, return_type=str)
+        yield WithJsonSchema({"type": "string"})
 
 
 # --------------------------------------------------------------------------- multi-valued
@@ -488,11 +530,15 @@ StringList = Annotated[list[str], BeforeValidator(split_multivalue)]
 # --------------------------------------------------------------------------- counts, IP ranges
 
 
-def unlimited_int_range(lo: int, hi: int) -> Any:
+@dataclass(frozen=True)
+class UnlimitedIntRange(GroupedMetadata):
     """A count or Unlimited (Exchange's Unlimited<int>), stored as a number or "Unlimited";
     None means unlimited. A stored "<n> B" (this field was once a byte size) still reads."""
 
-    def check(value: Any) -> int | None:
+    lo: int
+    hi: int
+
+    def check(self, value: Any) -> int | None:
         if value is None:
             return None
         text = str(value).strip()
@@ -500,16 +546,20 @@ def unlimited_int_range(lo: int, hi: int) -> Any:
             return None
         legacy = re.fullmatch(r"(\d[\d,]*)\s*B", text)
         number = parse_int(legacy.group(1) if legacy else value)
-        if not lo <= number <= hi:
-            raise ValueError(f"{number} is out of range; allowed: {lo} to {hi}, or Unlimited")
+        if not self.lo <= number <= self.hi:
+            raise ValueError(
+                f"{number} is out of range; allowed: {self.lo} to {self.hi}, or Unlimited"
+            )
         return number
 
-    return Annotated[
-        int | None,
-        BeforeValidator(check),
-        PlainSerializer(lambda v: "Unlimited" if v is None else v),
-        WithJsonSchema({"anyOf": [{"type": "integer"}, {"const": "Unlimited"}]}),
-    ]
+    def __iter__(self) -> Iterator[object]:
+        yield BeforeValidator(self.check)
+        yield PlainSerializer(_unlimited_or_number)
+        yield WithJsonSchema({"anyOf": [{"type": "integer"}, {"const": "Unlimited"}]})
+
+
+def _unlimited_or_number(value: int | None) -> int | str:
+    return "Unlimited" if value is None else value
 
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -527,7 +577,7 @@ def parse_ip_range(value: Any) -> str:
         if "-" in text:
             first_text, last_text = (t.strip() for t in text.split("-", 1))
             first, last = ipaddress.ip_address(first_text), ipaddress.ip_address(last_text)
-            if first.version != last.version or first > last:  # type: ignore[operator]
+            if first.version != last.version or int(first) > int(last):
                 raise ValueError
             return f"{first}-{last}"
         return str(ipaddress.ip_address(text))
@@ -554,7 +604,7 @@ def ip_in_ranges(address: str, ranges: list[str]) -> bool:
         elif "-" in entry:
             first_text, last_text = entry.split("-", 1)
             first, last = ipaddress.ip_address(first_text), ipaddress.ip_address(last_text)
-            if ip.version == first.version and first <= ip <= last:  # type: ignore[operator]
+            if ip.version == first.version and int(first) <= int(ip) <= int(last):
                 return True
         elif ip == ipaddress.ip_address(entry):
             return True

@@ -44,6 +44,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from server.runtime.filemodes import private_dir
 from server.store.api import (
@@ -72,6 +73,9 @@ from server.store.api import (
 from server.store.notify import Notifier
 from server.store.usage import mailbox_key as mailbox_key
 from server.store.usage import totals as _usage_totals
+
+if TYPE_CHECKING:
+    from server.protocols.imap.sortthread import SortKeys
 
 SCHEMA_VERSION = 5
 OPEN_MAILBOXES = 64  # mailboxes that keep idle SQLite connections open
@@ -339,7 +343,9 @@ _SORTKEY_COLUMNS = {
 }
 
 
-def _sortkeys_row(body: int, file: str, header: bytes, keys: object = None) -> tuple | None:
+def _sortkeys_row(
+    body: int, file: str, header: bytes, keys: SortKeys | None = None
+) -> tuple | None:
     """The sortkeys row of a body from its header block (or its SortKeys, when known);
     None if that fails on a pathological message (computed again on first use)."""
     try:
@@ -1265,6 +1271,7 @@ class SqliteMailbox(MailboxStore):
         prefix = f"{self.msgs}{os.sep}"
         if not header and not info:
             return {r[0]: (prefix + r[1], None, None) for r in rows}
+        out: dict[int, tuple[str | None, bytes | None, object | None]]
         if header and not info:
             out = {uid: (prefix + file, head, None) for uid, file, head in rows}
             missing = [uid for uid, _, head in rows if head is None]
@@ -1516,11 +1523,11 @@ class SqliteMailbox(MailboxStore):
                 modseq = f.highestmodseq + 1
                 uid = f.uidnext
                 for name, size, flags, idate, tz, info, header, lf, head in prepared:
-                    body = c.execute(
+                    body: int = c.execute(
                         "INSERT INTO bodies(file, size, refs, lf, info, header)"
                         " VALUES(?, ?, 1, ?, ?, ?)",
                         (name, size, int(lf), info, header),
-                    ).lastrowid
+                    ).lastrowid  # pyright: ignore[reportAssignmentType] - set after an INSERT
                     c.execute(
                         "INSERT INTO messages VALUES(?, ?, ?, ?, ?, ?, ?, ?, 1)",
                         (f.id, uid, body, flags, modseq, idate, tz, size),
@@ -1675,6 +1682,7 @@ class SqliteMailbox(MailboxStore):
                 inserts.append((dst.id, uid, body, flags, dst_modseq, idate, tz, size))
                 mapping.append((src_uid, uid))
                 uid += 1
+            src_modseq = dst_modseq  # the source's new HIGHESTMODSEQ, when it changes
             if move:
                 src_modseq = (dst_modseq if src.id == dst.id else src.highestmodseq) + 1
                 c.executemany(

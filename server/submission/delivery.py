@@ -39,7 +39,7 @@ from server.directory import ProxySecret
 from server.runtime import tls
 from server.settings.models import SendConnector, Settings
 from server.settings.paths import Home
-from server.store.api import MailboxStore
+from server.store.api import MailboxStore, MailStore
 from server.submission.queue import QueueEntry, Recipient, Spool, SpoolWatcher
 
 MAX_AGE = 2 * 86400.0  # then give up and send a non-delivery report (Exchange: 2 days)
@@ -124,7 +124,7 @@ class Delivery:
         self._entries: dict[str, QueueEntry] = {}
         self._wake = asyncio.Event()
         self._secret = ProxySecret(home)
-        self._stores: dict[str, object] = {}
+        self._stores: dict[str, MailStore] = {}
         self.caller = "MSExchangeFrontEndTransport"  # named to the delivery service (its log)
         self._task: asyncio.Task[None] | None = None
         self._watcher = SpoolWatcher(spool.folder, self._spool_changed)
@@ -150,7 +150,7 @@ class Delivery:
             except asyncio.CancelledError:
                 pass
         for store in self._stores.values():
-            store.close()  # type: ignore[attr-defined]
+            store.close()
         self._stores.clear()
 
     def submit(self, entry: QueueEntry) -> None:
@@ -323,7 +323,7 @@ class Delivery:
             from server.store import open_store
 
             store = self._stores[server] = open_store(self.home, server)
-        return store.mailbox(name)  # type: ignore[attr-defined,no-any-return]
+        return store.mailbox(name)
 
     def lmtp(
         self,

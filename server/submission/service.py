@@ -30,12 +30,12 @@ import email.utils
 import re
 import ssl
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session, syntax
 
 from server.directory import Directory, DirectoryUnavailable, Entry
-from server.directory.throttle import LoginThrottle, account_key
+from server.directory.login import LoginGate
 from server.protocols import sasl
 from server.runtime import tls
 from server.runtime.listeners import bind_socket, endpoint_label
@@ -117,6 +117,32 @@ def certificate_name(connector: ReceiveConnector) -> str:
     return (match.group(1) if match else name).strip() or connector.Fqdn
 
 
+_K = TypeVar("_K")
+
+
+def _count_down(counts: dict[_K, int], key: _K) -> None:
+    left = counts.get(key, 0) - 1
+    if left > 0:
+        counts[key] = left
+    else:
+        counts.pop(key, None)
+
+
+def _no_anonymous_auth(entry: Entry) -> str | None:
+    return (
+        "an Anonymous mailbox cannot authenticate"
+        if entry.mailbox.Type is MailboxType.Anonymous
+        else None
+    )
+
+
+def _stream(transport: asyncio.BaseTransport) -> asyncio.WriteTransport:
+    # aiosmtpd declares its transport a BaseTransport; it is the connection's stream
+    # transport, which writes (uvloop's need not subclass asyncio.WriteTransport, so no
+    # isinstance check).
+    return cast(asyncio.WriteTransport, transport)
+
+
 class SubmissionSMTP(SMTP):
     """aiosmtpd's SMTP with Exchange's banner, and AUTH checked off the event loop."""
 
@@ -181,9 +207,12 @@ class SubmissionSMTP(SMTP):
                     self.service.receive_log.received(self, line, secret=self._in_auth)
                 return line
 
-            reader.readuntil = logged_readuntil  # type: ignore[method-assign]
+            # aiosmtpd reads every line through this StreamReader: wrapping its readuntil
+            # is the one place that sees each line as received.
+            reader.readuntil = logged_readuntil  # pyright: ignore[reportAttributeAccessIssue]
 
     def connection_lost(self, error: Exception | None) -> None:
+        self.service.forget(self)
         if self._lifetime is not None:
             self._lifetime.cancel()
             self._lifetime = None
@@ -202,7 +231,7 @@ class SubmissionSMTP(SMTP):
         )
         line = f"421 4.4.2 {self.connector.Fqdn} Connection timed out"
         self.service.receive_log.sent(self, line)
-        transport.write(line.encode() + b"\r\n")
+        _stream(transport).write(line.encode() + b"\r\n")
         transport.close()
 
     def _timeout_cb(self) -> None:
@@ -211,7 +240,7 @@ class SubmissionSMTP(SMTP):
         if transport is not None and not transport.is_closing():
             line = f"421 4.4.2 {self.connector.Fqdn} Connection timed out (inactivity)"
             self.service.receive_log.sent(self, line)
-            transport.write(line.encode() + b"\r\n")
+            _stream(transport).write(line.encode() + b"\r\n")
         super()._timeout_cb()
 
     async def push(self, status: Any) -> None:
@@ -388,14 +417,13 @@ class SubmissionSMTP(SMTP):
         user = login.decode("utf-8", "replace")
         ip = str((self.session.peer or ("?",))[0]) if self.session else "?"
         service = self.service
-        settings = service.ctx.settings
-        account = account_key(settings, user)
-        wait = service.throttle.delay(ip, account)
-        if wait:
-            await asyncio.sleep(wait)
         try:
-            entry = await asyncio.to_thread(
-                service.directory.verify, settings, user, password.decode("utf-8", "replace")
+            result = await service.logins.login(
+                service.ctx.settings,
+                ip,
+                user,
+                password.decode("utf-8", "replace"),
+                _no_anonymous_auth,
             )
         except DirectoryUnavailable as exc:
             # RFC 4954 section 6: 454 4.7.0, a temporary failure the client retries later.
@@ -408,14 +436,13 @@ class SubmissionSMTP(SMTP):
             )
             await self.push("454 4.7.0 Temporary authentication failure")
             return AuthResult(success=False, handled=True)
-        if entry is not None and entry.mailbox.Type is not MailboxType.Anonymous:
-            service.throttle.succeeded(ip, entry.name)
+        entry = result.entry
+        if entry is not None:
             self.mailbox = entry
             service.ctx.log.info(
                 "service=%s event=auth client=%s user=%r", service.ctx.name, ip, entry.name
             )
             return AuthResult(success=True, auth_data=LoginPassword(login, b""))
-        service.throttle.failed(ip, account)
         self.logon_failures += 1
         service.ctx.log.warning(
             "service=%s event=auth-failed client=%s user=%r", service.ctx.name, ip, user
@@ -590,7 +617,7 @@ class SubmissionService(Service):
     def __init__(self, ctx: ServiceContext) -> None:
         super().__init__(ctx)
         self.directory = Directory(ctx.home)
-        self.throttle = LoginThrottle()
+        self.logins = LoginGate(self.directory)
         self.spool = Spool(ctx.home.queue / ctx.server)
         self.delivery = Delivery(ctx.home, self.spool, lambda: self.ctx.settings, ctx.log)
         self._servers: dict[Key, asyncio.Server] = {}
@@ -666,13 +693,13 @@ class SubmissionService(Service):
         if not smtp.counted:
             return
         smtp.counted = False
-        name, key = smtp.connector_name, (smtp.connector_name, smtp.source)
-        for counts, k in ((self._per_connector, name), (self._per_source, key)):
-            left = counts.get(k, 0) - 1  # type: ignore[call-overload]
-            if left > 0:
-                counts[k] = left  # type: ignore[index]
-            else:
-                counts.pop(k, None)  # type: ignore[call-overload]
+        _count_down(self._per_connector, smtp.connector_name)
+        _count_down(self._per_source, (smtp.connector_name, smtp.source))
+
+    def forget(self, smtp: SubmissionSMTP) -> None:
+        """A connection ended: it no longer counts against the connector's limits."""
+        self._connections.discard(smtp)
+        self.release(smtp)
 
     def status(self) -> dict[str, Any]:
         return {
@@ -732,15 +759,7 @@ class SubmissionService(Service):
                 )
             context = self._contexts.get(certificate_name(connector), (None, None))[1]
             smtp = SubmissionSMTP(self, name, connector, context)
-            self._connections.add(smtp)
-            original = smtp.connection_lost
-
-            def lost(exc: Exception | None) -> None:
-                self._connections.discard(smtp)
-                self.release(smtp)
-                original(exc)
-
-            smtp.connection_lost = lost  # type: ignore[method-assign]
+            self._connections.add(smtp)  # until its connection_lost: forget()
             return smtp
 
         return make

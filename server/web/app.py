@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from server.directory import Directory, DirectoryUnavailable, Entry
-from server.directory.throttle import LoginThrottle, account_key
+from server.directory.login import LoginGate
 from server.runtime.service import ServiceContext
 from server.settings.models import Mailbox, Settings
 from server.settings.types import MailboxType
@@ -47,11 +47,17 @@ class Site(Protocol):
     def signer(self) -> SessionSigner: ...
 
     @property
-    def throttle(self) -> LoginThrottle: ...
+    def logins(self) -> LoginGate: ...
 
 
 SERVICE_KEY = web.AppKey("service", object)
 REFUSED_TYPES = (MailboxType.Anonymous, MailboxType.Guest)
+
+
+def _web_refusal(entry: Entry) -> str | None:
+    return "no sign-in for this kind of mailbox" if entry.mailbox.Type in REFUSED_TYPES else None
+
+
 BAD_SIGNIN = "The user name or password isn't correct. Try again."
 MAX_INFLIGHT_PER_ADDRESS = 4
 PAGES_NEEDING_TLS = ("/", "/signin", "/settings", "/signout", "/mobileconfig")
@@ -218,18 +224,14 @@ class Handlers:
         raise response
 
     async def check_password(self, ip: str, username: str, password: str) -> Entry | None:
-        throttle, log = self.service.throttle, self.service.ctx.log
-        settings = self.settings
-        account = account_key(settings, username)
-        delay = throttle.delay(ip, account)
-        if delay:
-            await asyncio.sleep(delay)
-        entry = await asyncio.to_thread(self.service.directory.verify, settings, username, password)
-        if entry is None or entry.mailbox.Type in REFUSED_TYPES:
-            throttle.failed(ip, account)
+        log = self.service.ctx.log
+        result = await self.service.logins.login(
+            self.settings, ip, username, password, _web_refusal
+        )
+        entry = result.entry
+        if entry is None:
             log.info("event=web_signin result=fail client=%s user=%r", ip, username)
             return None
-        throttle.succeeded(ip, entry.name)
         log.info("event=web_signin result=ok client=%s mailbox=%s", ip, entry.name)
         return entry
 

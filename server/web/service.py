@@ -17,7 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from server.directory import Directory
-from server.directory.throttle import LoginThrottle
+from server.directory.login import LoginGate
 from server.runtime import tls
 from server.runtime.listeners import bind_socket, endpoint_label
 from server.runtime.service import Service
@@ -38,7 +38,7 @@ def wanted_keys(plain: list[IPEndPoint], secure: list[IPEndPoint]) -> list[Key]:
 class WebService(Service):
     directory: Directory
     signer: SessionSigner
-    throttle: LoginThrottle
+    logins: LoginGate
 
     async def start(self) -> None:
         home = self.ctx.home
@@ -50,7 +50,7 @@ class WebService(Service):
             password_hash=directory.stored_hash,
             revoked=RevokedSessions(home),
         )
-        self.throttle = LoginThrottle()
+        self.logins = LoginGate(directory)
         self.ssl_context: ssl.SSLContext | None = None
         self.sites: dict[Key, web.SockSite] = {}
         self.sockets: dict[Key, socket.socket] = {}

@@ -20,6 +20,7 @@ import secrets
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from server.settings.paths import Home
 from server.settings.store import atomic_write, locked
@@ -144,7 +145,7 @@ class SessionSigner:
         payload = _b64(body.encode())
         return f"{payload}.{_b64(self._mac('session', payload))}"
 
-    def _decode(self, token: str | None) -> dict[str, object] | None:
+    def _decode(self, token: str | None) -> dict[str, Any] | None:
         """The payload of a cookie signed by us and not expired, else None."""
         if not token or token.count(".") != 1 or len(token) > 4096:
             return None

@@ -57,7 +57,7 @@ def imap(env: Home, in_process: Any) -> Iterator[tuple[Any, FakeBackend]]:
     configure(env, "IMAP", ProxyTargetPort=server.ImapBackEndPort)
     with FakeBackend(env, "IMAP", server.BackEndAddress, server.ImapBackEndPort) as backend:
         with in_process(IMAP4, env) as svc:
-            svc.service.throttle = LoginThrottle(base=0.01, cap=0.05)
+            svc.service.logins.throttle = LoginThrottle(base=0.01, cap=0.05)
             yield svc, backend
 
 
@@ -67,7 +67,7 @@ def pop(env: Home, in_process: Any) -> Iterator[tuple[Any, FakeBackend]]:
     configure(env, "POP", ProxyTargetPort=server.PopBackEndPort)
     with FakeBackend(env, "POP", server.BackEndAddress, server.PopBackEndPort) as backend:
         with in_process(POP3, env) as svc:
-            svc.service.throttle = LoginThrottle(base=0.01, cap=0.05)
+            svc.service.logins.throttle = LoginThrottle(base=0.01, cap=0.05)
             yield svc, backend
 
 
@@ -181,7 +181,7 @@ def test_imap_too_many_failures_close_the_connection(env: Home, imap: Any) -> No
 
 def test_failed_logins_are_slowed_down(env: Home, imap: Any) -> None:
     svc, _ = imap
-    svc.service.throttle = LoginThrottle(base=0.2, cap=0.4)
+    svc.service.logins.throttle = LoginThrottle(base=0.2, cap=0.4)
     plain, _ = ports(env, "IMAP")
     configure(env, "IMAP", LoginType=LoginType.PlainTextLogin)
     svc.reload()

@@ -43,7 +43,7 @@ def pop(env: Home, in_process: Any) -> Iterator[Any]:
     configure(env, "POP", ProxyTargetPort=server.PopBackEndPort, LoginType=LoginType.PlainTextLogin)
     with FakeBackend(env, "POP", server.BackEndAddress, server.PopBackEndPort):
         with in_process(POP3, env) as svc:
-            svc.service.throttle = LoginThrottle(base=0.001, cap=0.005)
+            svc.service.logins.throttle = LoginThrottle(base=0.001, cap=0.005)
             yield svc
 
 
@@ -63,7 +63,7 @@ def test_pop3_refusals_with_a_wrong_password_are_all_alike(env: Home, pop: Any) 
 @pytest.fixture
 def smtp(env: Home, in_process: Any) -> Iterator[Any]:
     with in_process(SUBMISSION, env) as svc:
-        svc.service.throttle = LoginThrottle(base=0.001, cap=0.005)
+        svc.service.logins.throttle = LoginThrottle(base=0.001, cap=0.005)
         yield svc
 
 

@@ -59,12 +59,12 @@ def imap(env: Home, in_process: Any) -> Iterator[Any]:
     )
     with FakeBackend(env, "IMAP", server.BackEndAddress, server.ImapBackEndPort):
         with in_process(IMAP4, env) as svc:
-            svc.service.throttle = fast_throttle()
+            svc.service.logins.throttle = fast_throttle()
             yield svc
 
 
 def test_imap_after_thousands_of_failures(env: Home, imap: Any) -> None:
-    throttle = imap.service.throttle
+    throttle = imap.service.logins.throttle
     imap.call(fail_many(throttle, "127.0.0.1", "bob"))
     plain, _ = ports(env, "IMAP")
     with imaplib.IMAP4("127.0.0.1", plain) as client:
@@ -74,7 +74,7 @@ def test_imap_after_thousands_of_failures(env: Home, imap: Any) -> None:
 
 
 def test_imap_every_spelling_counts_for_the_mailbox(env: Home, imap: Any) -> None:
-    throttle = imap.service.throttle
+    throttle = imap.service.logins.throttle
     plain, _ = ports(env, "IMAP")
     with imaplib.IMAP4("127.0.0.1", plain) as client:
         for typed in ("x\\bob", "CONTOSO\\Bob"):
@@ -89,12 +89,12 @@ def test_imap_every_spelling_counts_for_the_mailbox(env: Home, imap: Any) -> Non
 @pytest.fixture
 def smtp(env: Home, in_process: Any) -> Iterator[Any]:
     with in_process(SUBMISSION, env) as svc:
-        svc.service.throttle = fast_throttle()
+        svc.service.logins.throttle = fast_throttle()
         yield svc
 
 
 def test_smtp_auth_after_thousands_of_failures(env: Home, smtp: Any) -> None:
-    smtp.call(fail_many(smtp.service.throttle, "127.0.0.1", "bob"))
+    smtp.call(fail_many(smtp.service.logins.throttle, "127.0.0.1", "bob"))
     port = store.load(env).settings.ReceiveConnectors["Client Frontend MBX01"].Bindings[0].port
     with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
         client.starttls(context=client_context(env))
@@ -118,7 +118,7 @@ class IMAP4From(imaplib.IMAP4):
 
 
 def test_a_stranger_cannot_lock_the_owner_out(env: Home, imap: Any) -> None:
-    imap.service.throttle = throttle = LoginThrottle()  # the real waits
+    imap.service.logins.throttle = throttle = LoginThrottle()  # the real waits
     imap.call(fail_many(throttle, "127.0.0.1", "bob"))
     assert throttle.delay("127.0.0.1", "bob") == throttle.cap  # the guesser waits 8 s
     plain, _ = ports(env, "IMAP")

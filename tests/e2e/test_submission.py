@@ -60,7 +60,7 @@ def set_connector(home: Home, **changes: Any) -> None:
 def smtp_service(env: Home, in_process: Any) -> Iterator[Any]:
     # Local mail goes through MSExchangeDelivery (server/delivery/), so it runs too.
     with in_process(DELIVERY, env), in_process(SUBMISSION, env) as svc:
-        svc.service.throttle.base = 0.01
+        svc.service.logins.throttle.base = 0.01
         svc.service.delivery.retry_base = 0.05
         yield svc
 

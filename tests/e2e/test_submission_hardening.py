@@ -35,7 +35,7 @@ def env(tmp_path: Path) -> Home:
 @pytest.fixture
 def smtp_service(env: Home, in_process: Any) -> Iterator[Any]:
     with in_process(DELIVERY, env), in_process(SUBMISSION, env) as svc:
-        svc.service.throttle.base = 0.01
+        svc.service.logins.throttle.base = 0.01
         svc.service.delivery.retry_base = 0.05
         yield svc
 

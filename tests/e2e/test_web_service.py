@@ -211,7 +211,7 @@ def test_failures_look_the_same_whoever_the_account_is(web: InProcessService, ho
     add_mailbox(home, "nopass", password=None)
     web.reload()
     # Keep the slow-down (0.5 s doubling per failure) from dominating the test's time.
-    web.service.throttle = LoginThrottle(base=0.01, cap=0.05)
+    web.service.logins.throttle = LoginThrottle(base=0.01, cap=0.05)
     client = https(home)
     replies = {
         name: client.sign_in(name, password)
@@ -231,8 +231,8 @@ def test_failures_look_the_same_whoever_the_account_is(web: InProcessService, ho
     assert status == 401 and "isn't correct" in text
     assert not client.cookies
     # Each failure counts against the address and the name typed, as in the front ends.
-    assert web.service.throttle.delay("127.0.0.1") > 0
-    assert web.service.throttle.delay("10.9.9.9", "guest1") > 0
+    assert web.service.logins.throttle.delay("127.0.0.1") > 0
+    assert web.service.logins.throttle.delay("10.9.9.9", "guest1") > 0
 
 
 def test_forms_from_other_sites_are_refused(web: InProcessService, home: Home) -> None:

@@ -26,7 +26,7 @@ import ssl
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, cast
 
 from server.backend import service as common
 from server.backend.imap.commands import TABLE, notify
@@ -570,8 +570,9 @@ class ImapBackendService(BackendService):
                         # COMPRESS belongs to the client's link: with no front end in the
                         # path it is done here, by the code the front end relays through.
                         compress = ImapCompress()
-                        reader = CompressingReader(reader, compress)  # type: ignore[assignment]
-                        writer = CompressingWriter(writer, compress)  # type: ignore[assignment]
+                        # Duck-typed: they have the stream methods _run uses.
+                        reader = cast(asyncio.StreamReader, CompressingReader(reader, compress))
+                        writer = cast(asyncio.StreamWriter, CompressingWriter(writer, compress))
                     await self._run(reader, writer, client, session, b"")
             finally:
                 ended()

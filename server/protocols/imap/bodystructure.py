@@ -129,7 +129,7 @@ def structure_value(node: mime.Node, raw: bytes, extended: bool, root: bool = Fa
             kids = [_EMPTY_BODY + ([None] * 4 if extended else [])]
         # body-type-mpart = 1*body SP media-subtype: the bodies follow each other with
         # no space between them (RFC 3501 section 9)
-        out: list = [Raw(b"".join(encode(k) for k in kids)), node.sub]
+        out = [Raw(b"".join(encode(k) for k in kids)), node.sub]
         if extended:
             out += [_params_value(node.params, False)] + _ext_common(c)
         return out

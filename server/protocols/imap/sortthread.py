@@ -20,7 +20,7 @@ import re
 import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from server.mail import mime
 
@@ -253,7 +253,7 @@ class SortCriterion:
     reverse: bool = False
 
 
-def sort_positions(columns: Sequence[tuple[Sequence[object], bool]]) -> list[int]:
+def sort_positions(columns: Sequence[tuple[Sequence[Any], bool]]) -> list[int]:
     """SORT order of n messages given in sequence order, as positions 0..n-1: `columns`
     holds, per criterion in order, the n values of its key and whether it is REVERSE.
     Messages equal under every key stay in sequence order (RFC 5256 section 3). Stable

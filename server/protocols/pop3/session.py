@@ -20,6 +20,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import TypeVar
 
 from server.protocols import sasl
 from server.protocols.pop3 import parser as p
@@ -124,6 +125,10 @@ class Update:
     seen: tuple[int, ...]
 
 
+# The actions the session waits on the caller for (see _expect).
+_Pending = TypeVar("_Pending", Authenticate, Retrieve, Update)
+
+
 @dataclass(frozen=True)
 class Close:
     pass
@@ -213,7 +218,6 @@ class Pop3Session:
         a multi-line body (CRLF lines only, none starting with ".", ending in CRLF), so RETR
         sends it as it is, with no scan or copy here."""
         action = self._expect(Retrieve)
-        assert isinstance(action, Retrieve)
         if action.lines is None:
             self._retrieved.add(action.msg)
             first = b"+OK %d octets\r\n" % len(data)
@@ -241,7 +245,7 @@ class Pop3Session:
     def _reader_limit(self) -> int:
         return max(self._settings().max_command_size, p.SASL_LINE_LIMIT)
 
-    def _expect(self, kind: type) -> Action:
+    def _expect(self, kind: type[_Pending]) -> _Pending:
         action = self._waiting
         if not isinstance(action, kind):
             raise RuntimeError(f"no {kind.__name__} is pending")
@@ -367,11 +371,11 @@ class Pop3Session:
                 self._reply(ok(f"{count} {octets}"))
             case p.List(msg=None):
                 self._list_all()
-            case p.List(msg=msg):
+            case p.List(msg=int() as msg):
                 self._reply(ok(f"{msg} {self._messages()[msg - 1].size}"))
             case p.Uidl(msg=None):
                 self._uidl_all()
-            case p.Uidl(msg=msg):
+            case p.Uidl(msg=int() as msg):
                 self._reply(ok(f"{msg} {self._unique_id(msg)}"))
             case p.Retr(msg=msg):
                 self._out.append(Retrieve(msg, self._messages()[msg - 1].uid, None))

@@ -6,8 +6,9 @@ from __future__ import annotations
 import gc
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 from server.backend.imap.commands import SELECTED, command
 from server.backend.imap.commands.searching import (
@@ -54,7 +55,7 @@ class KeysCache:
         uidvalidity: int,
         uids: Sequence[int],
         fields: Sequence[str],
-    ) -> list[dict[int, object]]:
+    ) -> list[dict[int, Any]]:
         """One {uid: value} per field (messages gone meanwhile may be absent)."""
         key = (store.name, folder, uidvalidity)
         with self._lock:
@@ -86,8 +87,8 @@ class KeysCache:
         folder: str,
         uidvalidity: int,
         field: str,
-        values: dict[int, object],
-    ) -> dict[int, object]:
+        values: Mapping[int, object],
+    ) -> dict[int, Any]:  # a field's values: SortKeys, or one stored column's values
         """Add values of a field; returns the field's {uid: value}. Updated in place:
         readers only look single UIDs up, which the GIL keeps whole."""
         key = (store.name, folder, uidvalidity)

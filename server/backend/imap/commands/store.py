@@ -6,8 +6,9 @@ from server.backend.imap.commands import SELECTED, command
 from server.backend.imap.session import ImapSession, No, tagged
 from server.protocols.imap import requests as rq
 from server.protocols.imap.seqset import format_seqset
+from server.store.api import FlagOp
 
-_OPS = {"": "=", "+": "+", "-": "-"}
+_OPS: dict[str, FlagOp] = {"": "=", "+": "+", "-": "-"}
 
 
 @command(rq.Store, states=SELECTED)

@@ -11,14 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from server.backend.pop3.server import (
+from server.backend.pop3.maildrop import (
     ASKS_RECEIPT,
     FILE_CHUNK,
     READ_SIZE,
     WIRE_READY,
     BodyPaths,
     FileFacts,
-    IdleTimer,
     MaildropFiles,
     PopOptions,
     apply_update,
@@ -30,6 +29,7 @@ from server.backend.pop3.server import (
     render_for_retrieval,
     wire_ready,
 )
+from server.backend.pop3.server import IdleTimer
 from server.protocols.pop3.responses import stuff
 from server.settings.models import Mailbox, PopSettings
 from server.store.api import (
