@@ -9,7 +9,7 @@ import pytest
 
 from server.store import api
 from server.store.api import NoSuchFolder, StoreError
-from server.store.db import SqliteMailbox, SqliteMailStore
+from server.store.sqlite import SqliteMailbox, SqliteMailStore
 
 MSG = b"From: a@example.com\r\nSubject: hello %d\r\n\r\nbody\r\n"
 

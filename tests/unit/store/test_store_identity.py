@@ -11,7 +11,7 @@ import pytest
 
 from server.mail import mime
 from server.store import api
-from server.store.db import SCHEMA_VERSION, SqliteMailbox, SqliteMailStore
+from server.store.sqlite import SCHEMA_VERSION, SqliteMailbox, SqliteMailStore
 from tests.unit.backend.imap.test_imap_session import Client
 
 FIRST = b"From: first@x.org\r\nTo: one@x.org\r\nSubject: FIRST\r\n\r\nfirst body\r\n"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from server.store import api
-from server.store.db import SCHEMA_VERSION, SqliteMailbox, SqliteMailStore
+from server.store.sqlite import SCHEMA_VERSION, SqliteMailbox, SqliteMailStore
 
 MSG = b"From: a@example.com\r\nSubject: hello %d\r\n\r\nbody\r\n"
 DAY = 86400
