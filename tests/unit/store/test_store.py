@@ -31,17 +31,6 @@ def msg(n: int) -> bytes:
     return MSG.replace(b"hello", b"hello %d" % n)
 
 
-@pytest.fixture
-def store(tmp_path: Path):
-    with SqliteMailStore(tmp_path / "db") as s:
-        yield s
-
-
-@pytest.fixture
-def box(store: SqliteMailStore) -> SqliteMailbox:
-    return store.mailbox("alice")
-
-
 def body_files(box: SqliteMailbox) -> list[str]:
     return sorted(os.listdir(box.msgs))
 

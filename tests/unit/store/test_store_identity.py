@@ -18,17 +18,6 @@ FIRST = b"From: first@x.org\r\nTo: one@x.org\r\nSubject: FIRST\r\n\r\nfirst body
 SECOND = b"From: second@y.org\r\nTo: two@y.org\r\nSubject: SECOND\r\n\r\nsecond body, longer\r\n"
 
 
-@pytest.fixture
-def store(tmp_path: Path):
-    with SqliteMailStore(tmp_path / "db") as s:
-        yield s
-
-
-@pytest.fixture
-def box(store: SqliteMailStore) -> SqliteMailbox:
-    return store.mailbox("alice")
-
-
 def body_ids(box: SqliteMailbox) -> list[int]:
     with box.pool.conn() as c:
         return [r[0] for r in c.execute("SELECT id FROM bodies ORDER BY id")]

@@ -34,12 +34,6 @@ def put(folder_dir: Path, sub: str, name: str, raw: bytes, mtime: int) -> None:
 
 
 @pytest.fixture
-def store(tmp_path: Path):
-    with SqliteMailStore(tmp_path / "db") as s:
-        yield s
-
-
-@pytest.fixture
 def source(tmp_path: Path) -> Path:
     """A Dovecot-style Maildir++ tree."""
     root = tmp_path / "Maildir"

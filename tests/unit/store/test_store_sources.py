@@ -23,12 +23,6 @@ def raw(n: int) -> bytes:
 
 
 @pytest.fixture
-def store(tmp_path: Path):
-    with SqliteMailStore(tmp_path / "db") as s:
-        yield s
-
-
-@pytest.fixture
 def box(store: SqliteMailStore) -> SqliteMailbox:
     box = store.mailbox("alice")
     box.append_many("INBOX", [api.NewMessage(raw(n)) for n in range(1, 11)])
