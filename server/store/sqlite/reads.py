@@ -273,10 +273,12 @@ class Reads(MailboxBase):
         )
         prefix = f"{self.msgs}{os.sep}"
         out: dict[int, MessageSource]
+        # tuple.__new__ skips the NamedTuple's argument handling: half the cost per message.
+        new, cls = tuple.__new__, MessageSource
         if not header and not info:
-            return {r[0]: MessageSource(prefix + r[1], None, None) for r in rows}
+            return {r[0]: new(cls, (prefix + r[1], None, None)) for r in rows}
         if header and not info:
-            out = {uid: MessageSource(prefix + file, head, None) for uid, file, head in rows}
+            out = {uid: new(cls, (prefix + file, head, None)) for uid, file, head in rows}
             missing = [uid for uid, _, head in rows if head is None]
         else:
             out = {}
