@@ -416,7 +416,7 @@ class MailboxStore(ABC):
         name (a new UIDVALIDITY) has a new key. This default keeps keys in memory."""
         import secrets
 
-        keys: dict[tuple[str, int], bytes] = self.__dict__.setdefault("_urlauth_keys", {})
+        keys: dict[tuple[str, int], bytes] = vars(self).setdefault("_urlauth_keys", {})
         ident = (
             folder.upper() if folder.upper() == "INBOX" else folder,
             self.status(folder).uidvalidity,
@@ -428,7 +428,7 @@ class MailboxStore(ABC):
     def reset_urlauth_keys(self, folder: str | None = None) -> None:
         """Forget the access keys of `folder` (raises NoSuchFolder), or of every folder:
         the URLs made with them stop working (RESETKEY)."""
-        keys: dict[tuple[str, int], bytes] = self.__dict__.setdefault("_urlauth_keys", {})
+        keys: dict[tuple[str, int], bytes] = vars(self).setdefault("_urlauth_keys", {})
         if folder is None:
             keys.clear()
             return

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from server.protocols.imap.sortthread import SortKeys
 
 SCHEMA_VERSION = 5
 
@@ -158,7 +162,7 @@ def autoincrement(c: sqlite3.Connection) -> None:
         c.execute(f"DROP TABLE {table}_v3")
 
 
-def sortkeys_row(body: int, file: str, header: bytes, keys: object = None) -> tuple | None:
+def sortkeys_row(body: int, file: str, header: bytes, keys: SortKeys | None = None) -> tuple | None:
     """The sortkeys row of a body from its header block (or its SortKeys, when known);
     None if that fails on a pathological message (computed again on first use)."""
     try:

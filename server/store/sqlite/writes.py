@@ -120,11 +120,14 @@ class Writes(MailboxBase):
                 modseq = f.highestmodseq + 1
                 uid = f.uidnext
                 for name, size, flags, idate, tz, info, header, lf, head in prepared:
-                    body = c.execute(
-                        "INSERT INTO bodies(file, size, refs, lf, info, header)"
-                        " VALUES(?, ?, 1, ?, ?, ?)",
-                        (name, size, int(lf), info, header),
-                    ).lastrowid
+                    body = int(
+                        c.execute(
+                            "INSERT INTO bodies(file, size, refs, lf, info, header)"
+                            " VALUES(?, ?, 1, ?, ?, ?)",
+                            (name, size, int(lf), info, header),
+                        ).lastrowid
+                        or 0
+                    )
                     c.execute(
                         "INSERT INTO messages VALUES(?, ?, ?, ?, ?, ?, ?, ?, 1)",
                         (f.id, uid, body, flags, modseq, idate, tz, size),
@@ -210,6 +213,7 @@ class Writes(MailboxBase):
                 inserts.append((dst.id, uid, body, flags, dst_modseq, idate, tz, size))
                 mapping.append((src_uid, uid))
                 uid += 1
+            src_modseq = 0
             if move:
                 src_modseq = (dst_modseq if src.id == dst.id else src.highestmodseq) + 1
                 c.executemany(
