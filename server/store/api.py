@@ -194,7 +194,7 @@ class MessageSource(NamedTuple):
     path: str | None
     #: The top-level header block, the blank line included (MessageInfo.header_len octets).
     header: bytes | None
-    #: The message's server.mail.mime.MessageInfo.
+    #: The message's server.protocols.imap.bodystructure.MessageInfo.
     info: object | None
 
 
@@ -357,7 +357,7 @@ class MailboxStore(ABC):
 
     @abstractmethod
     def info(self, folder: str, uid: int) -> object:
-        """The cached MIME metadata (server.mail.mime.MessageInfo) of a message."""
+        """The cached MIME metadata (server.protocols.imap.bodystructure.MessageInfo) of a message."""
 
     @abstractmethod
     def set_flags(

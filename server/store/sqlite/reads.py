@@ -302,7 +302,7 @@ class Reads(MailboxBase):
         got = self._infos.get(name)
         if got is not None:
             return got
-        from server.mail.mime import MessageInfo, analyze
+        from server.protocols.imap.bodystructure import MessageInfo, analyze
 
         if text is not None:
             info = MessageInfo.from_json(text)
@@ -429,7 +429,7 @@ class Reads(MailboxBase):
         return self.msgs / self._body_of(folder, uid)[1]
 
     def info(self, folder: str, uid: int) -> object:
-        from server.mail.mime import MessageInfo, analyze
+        from server.protocols.imap.bodystructure import MessageInfo, analyze
 
         body_id, file, text = self._body_of(folder, uid)
         with self._cache_lock:

@@ -36,7 +36,7 @@ CREATE TABLE IF NOT EXISTS bodies(
     size INTEGER NOT NULL,
     refs INTEGER NOT NULL,
     lf INTEGER NOT NULL DEFAULT 0,  -- imported with bare LF line ends, stored as CRLF
-    info TEXT,                       -- server.mail.mime.MessageInfo.to_json()
+    info TEXT,                       -- server.protocols.imap.bodystructure.MessageInfo.to_json()
     header BLOB                      -- the top-level header (info's header_len octets)
 );
 CREATE TABLE IF NOT EXISTS messages(

@@ -52,9 +52,9 @@ def analyze(raw: bytes) -> tuple[str | None, bytes | None]:
     (computed on first use) if the analyzer fails on a pathological message, which must
     not stop delivery."""
     try:
-        from server.mail import mime
+        from server.protocols.imap import bodystructure
 
-        info = mime.analyze(raw)
+        info = bodystructure.analyze(raw)
         return info.to_json(), raw[: info.header_len]
     except Exception:  # noqa: BLE001 - any analyzer bug must not lose mail
         return None, None
