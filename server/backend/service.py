@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import itertools
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 from server import retrieval
+from server.backend.handoff import HandoffListener
 from server.backend.handover import prove_peer
 from server.directory import (
     DirectoryUnavailable,
@@ -116,6 +117,7 @@ class BackendService(Service):
     connection is served (_handler_for)."""
 
     CERTIFICATE = ""
+    PROTOCOL = ""  # "IMAP4" / "POP3": the hand-over's and the hand-off channel's protocol
     # Tests replace this to run on a fake store.
     store_factory: Callable[[Home, str], MailStore] = staticmethod(open_default_store)
 
@@ -133,6 +135,9 @@ class BackendService(Service):
         self.unauthenticated = 0  # peers in the hand-over now
         self.max_unauthenticated = MAX_UNAUTHENTICATED
         self.handover_deadline = HANDOVER_DEADLINE
+        # Front ends on this host hand logged-in clients over here (backend/handoff.py).
+        self.handoff = HandoffListener(self, self.PROTOCOL)
+        self._handed: set[asyncio.Task[None]] = set()
 
     def _handler_for(self, implicit_tls: bool) -> Handler:
         raise NotImplementedError
@@ -153,8 +158,10 @@ class BackendService(Service):
         )
         try:
             await self._reconcile()
+            self.handoff.start()
         except BaseException:
             self._listeners.close()
+            self.handoff.close()
             await asyncio.to_thread(self._store.close)
             raise
 
@@ -179,6 +186,20 @@ class BackendService(Service):
         await self._listeners.reconcile(
             [IPEndPoint(address, plain)], [IPEndPoint(address, secure)], self._ssl
         )
+
+    def _close_listeners(self) -> None:
+        """No new sessions: the back-end ports and the hand-off channels close."""
+        self._listeners.close()
+        self.handoff.close()
+
+    def spawn_session(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run a handed-off session (kept referenced until it ends)."""
+        task = asyncio.ensure_future(coro)
+        self._handed.add(task)
+        task.add_done_callback(self._handed.discard)
+
+    async def handoff_secret(self) -> bytes:
+        return self.proxy_secret.cached() or await asyncio.to_thread(self.proxy_secret.load)
 
     async def _close_store(self) -> None:
         self.protocol_log.close()

@@ -17,6 +17,11 @@ the mailbox and the real client (a PROXY v2 header) under its own proof. The sec
 never crosses the wire. After the back end's OK the protocol runs already authenticated
 (IMAP: a PREAUTH greeting with the capabilities; POP3: +OK with the maildrop's size).
 
+Same host: when the mailbox lives on this front end's own server, none of the above runs
+per session; the session is handed to the back end over a long-lived channel
+(server/frontend/handoff.py): a plaintext client's socket itself, a TLS client's through a
+socket pair. What follows is for mailboxes on other servers (and MAILCTL_HANDOFF=off).
+
 Which back-end port: ProxyTargetPort is a setting of the front-end server, while each target
 server has its own back-end ports. When ProxyTargetPort equals this server's
 Imap/PopBackEndSSLPort the front end uses the target's SSL port; when it equals the plain
@@ -63,10 +68,13 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from server.directory import Directory, DirectoryUnavailable, Entry, ProxySecret, may_use_protocol
 from server.directory.throttle import LoginThrottle, account_key
+from server.frontend.handoff import HandoffClient, hand_off
+from server.frontend.handoff import enabled as handoff_enabled
 from server.frontend.limits import ConnectionLimits
 from server.frontend.relay import RelayStats, relay, take_buffered
 from server.protocols import handover, proxyv2
 from server.runtime import tls
+from server.runtime.linger import linger_close
 from server.runtime.listeners import ListenerSet
 from server.runtime.protocol_log import ProtocolLog
 from server.runtime.service import Service, ServiceContext
@@ -324,6 +332,7 @@ class FrontendService(Service):
     """One front-end service (MSExchangeIMAP4 or MSExchangePOP3)."""
 
     protocol: ClassVar[str]  # "IMAP4" / "POP3": may_use_protocol and logs
+    backend_name: ClassVar[str]  # the back-end service of this protocol (the hand-off channel)
     cert_kind: ClassVar[str]  # "IMAP" / "POP": Enable-ExchangeCertificate -Services
 
     def __init__(self, ctx: ServiceContext) -> None:
@@ -341,6 +350,11 @@ class FrontendService(Service):
         self.session_ids = itertools.count(1)
         self.proxy_secret = ProxySecret(ctx.home)
         self.proved = ProvedPool()
+        self.handoff = (
+            HandoffClient(ctx.home, self.backend_name, self.protocol, ctx.server)
+            if handoff_enabled()
+            else None
+        )
 
     # --- protocol hooks -------------------------------------------------------------
     @abstractmethod
@@ -391,6 +405,8 @@ class FrontendService(Service):
         for session in list(self._sessions):
             session.abort()
         self.proved.close()
+        if self.handoff is not None:
+            self.handoff.close()
         self.protocol_log.close()
 
     def status(self) -> dict[str, Any]:
@@ -468,7 +484,8 @@ class FrontendService(Service):
             self.ctx.log.exception("service=%s event=session-error client=%s", self.ctx.name, ip)
         finally:
             self._sessions.discard(session)
-            self.limits.close(ip)
+            if not session.handed_off:  # else the back end's END closes the count
+                self.limits.close(ip)
             session.abort()
             if not session.done.done():
                 session.done.set_result(None)
@@ -615,6 +632,7 @@ class Session:
         self.failures = 0
         self.user: str | None = None  # mailbox name once logged in and counted
         self.relaying = False
+        self.handed_off = False  # the back end of this host has the connection now
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._backend_writer: asyncio.StreamWriter | None = None
         self.log: logging.Logger = service.ctx.log
@@ -700,6 +718,7 @@ class Session:
                 self._log_answer(event.data, None)
                 await self.writer.drain()
                 if event.close:
+                    await linger_close(self.writer, self.reader)
                     return
             elif isinstance(event, StartTls):
                 self._log_answer(event.data, None)
@@ -716,7 +735,7 @@ class Session:
             data = await asyncio.wait_for(self.reader.read(65536), max(timeout, 0.001))
         except TimeoutError:
             self.writer.write(self.core.goodbye("Connection timed out"))
-            await self.writer.drain()
+            await linger_close(self.writer, self.reader)
             return None
         return data or None
 
@@ -776,6 +795,10 @@ class Session:
             )
             return False
         self.user = entry.name
+        if service.handoff is not None and entry.server_name.lower() == service.ctx.server.lower():
+            handed = await hand_off(self, entry, request, started)
+            if handed is not None:
+                return handed
         try:
             local = self.writer.get_extra_info("sockname") or ("0.0.0.0", 0)
             backend_reader, backend_writer, caps = await asyncio.wait_for(
@@ -854,6 +877,7 @@ class Session:
         if self.failures >= self.service.max_logon_failures:
             self._log_answer(answer, request.user, None, note)
             await self._answer(answer + self.core.goodbye("Too many failed logins"))
+            await linger_close(self.writer, self.reader)
             return True
         await self._answer(answer, request.user, None, note)
         return False

@@ -313,6 +313,7 @@ class ImapBackendLogin(BackendLogin):
 
 class ImapFrontendService(FrontendService):
     protocol = "IMAP4"
+    backend_name = "MSExchangeIMAP4BE"
     cert_kind = "IMAP"
 
     def protocol_settings(self, settings: Settings | None = None) -> ProtocolSettings:

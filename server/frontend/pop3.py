@@ -237,6 +237,7 @@ class Pop3BackendLogin(BackendLogin):
 
 class Pop3FrontendService(FrontendService):
     protocol = "POP3"
+    backend_name = "MSExchangePOP3BE"
     cert_kind = "POP"
 
     def protocol_settings(self, settings: Settings | None = None) -> ProtocolSettings:

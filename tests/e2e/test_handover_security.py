@@ -371,8 +371,10 @@ class Recorder:
 
 
 def test_a_recorded_hand_over_replayed_to_the_back_end_is_refused(
-    env: Home, in_process: Any
+    env: Home, in_process: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # The relayed hand-over over TCP (a mailbox on another host): recorded on that hop.
+    monkeypatch.setenv("MAILCTL_HANDOFF", "off")
     server = store.load(env).settings.Servers["MBX01"]
     with in_process(IMAP4BE, env) as backend:
         recorder = Recorder(backend.service.bound_port())

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import resource
+import socket
 import ssl
 import time
 from collections.abc import Callable
@@ -28,6 +30,7 @@ from typing import Any
 
 from server.backend import service as common
 from server.backend.imap.commands import TABLE, notify
+from server.backend.imap.compressed import CompressingReader, CompressingWriter
 from server.backend.imap.fanout import IdleFanout
 from server.backend.imap.session import (
     KEEPALIVE_SECONDS,
@@ -38,8 +41,12 @@ from server.backend.imap.session import (
     SessionConfig,
 )
 from server.backend.service import BackendService, open_default_store
+from server.frontend.imap_compress import ImapCompress
 from server.protocols import proxyv2
+from server.protocols.handover import Accepted
 from server.protocols.imap import requests as rq
+from server.runtime import records
+from server.runtime.linger import linger_close
 from server.runtime.protocol_log import imap_result
 from server.runtime.service import ServiceContext
 from server.settings.models import ImapSettings, Server
@@ -52,6 +59,9 @@ WORKERS = 8
 # the GIL behind the loop (milliseconds under load). An inline command slower than
 # INLINE_SLOW (a cold disk, a huge folder) sends them all back to the workers for
 # INLINE_BACKOFF seconds, so a slow disk stalls the loop once, not at every command.
+# "Slower" is the command's own CPU time, or its wall time when it read from the disk:
+# on a busy machine a quick command's wall time also counts the time other processes
+# had the core, and that is no reason to pay a thread hand-off per command for 30 s.
 INLINE_SLOW = 0.02
 INLINE_BACKOFF = 30.0
 # IDLE updates are small: they are written without waiting for the client to read them,
@@ -61,6 +71,12 @@ PUSH_BUFFER_LIMIT = 256 * 1024
 # client to read (asyncio's drain). Without a bound a client that pipelines FETCH BODY[]
 # and reads nothing makes the back end hold every answer in memory.
 WRITE_HIGH_WATER = 256 * 1024
+
+
+def _disk_reads() -> int:
+    """Blocks this thread read from the disk and the major page faults it took so far."""
+    usage = resource.getrusage(resource.RUSAGE_THREAD)
+    return usage.ru_inblock + usage.ru_majflt
 
 
 def log_parameters(args: rq.CommandArgs | None) -> str:
@@ -110,12 +126,13 @@ class _Connection:
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         client: proxyv2.ProxyInfo | None,
+        session: ImapSession | None = None,
     ) -> None:
         self.service = service
         self.reader = reader
         self.writer = writer
         self.client = client
-        self.session = ImapSession(service.session_config(client), TABLE)
+        self.session = session or ImapSession(service.session_config(client), TABLE)
         self.lock = asyncio.Lock()
         self.loop = asyncio.get_running_loop()
         self.last_activity = self.loop.time()
@@ -128,6 +145,8 @@ class _Connection:
         self.waiting = False  # in drain(): the client is not reading what we sent
 
     async def run(self, greeting: bytes) -> None:
+        """`greeting`: the PREAUTH line (b"" for a handed-off client: the front end answered
+        its login with the same capabilities)."""
         self.writer.write(greeting)
         if self.service.protocol_log.enabled:
             self._log("OpenSession", "", self.loop.time(), 0, len(greeting), "")
@@ -171,10 +190,13 @@ class _Connection:
                 self._after_job()
                 if session.closed:
                     break
-            await writer.drain()
-        if session.closed:
-            writer.close()
-        else:
+            if session.closed:
+                # LOGOUT, or a BYE after an error: the client's unread bytes must not
+                # turn our FIN into an RST that loses the BYE.
+                await linger_close(writer, self.reader)
+            else:
+                await writer.drain()
+        if not session.closed:
             self._push_missed()
 
     def _push_missed(self) -> None:
@@ -191,9 +213,13 @@ class _Connection:
             return job.run()
         service = self.service
         if job.inline and service.inline_allowed():
-            started = time.perf_counter()
+            started, cpu, blocks = time.perf_counter(), time.thread_time(), _disk_reads()
             out = job.run()
-            service.ran_inline(time.perf_counter() - started)
+            service.ran_inline(
+                time.perf_counter() - started,
+                time.thread_time() - cpu,
+                _disk_reads() != blocks,
+            )
             return out
         return await self.loop.run_in_executor(service.executor, job.run)
 
@@ -353,6 +379,7 @@ class _Connection:
 
 class ImapBackendService(BackendService):
     CERTIFICATE = "IMAP"
+    PROTOCOL = "IMAP4"
 
     def __init__(self, ctx: ServiceContext) -> None:
         super().__init__(ctx)
@@ -410,8 +437,8 @@ class ImapBackendService(BackendService):
     def inline_allowed(self) -> bool:
         return not self._inline_off_until or time.monotonic() >= self._inline_off_until
 
-    def ran_inline(self, seconds: float) -> None:
-        if seconds > INLINE_SLOW:
+    def ran_inline(self, seconds: float, cpu: float, disk: bool) -> None:
+        if cpu > INLINE_SLOW or (disk and seconds > INLINE_SLOW):
             self._inline_off_until = time.monotonic() + INLINE_BACKOFF
             self.ctx.log.info(
                 "a read-only command took %.0f ms on the event loop; store "
@@ -427,7 +454,7 @@ class ImapBackendService(BackendService):
 
     # --- service ----------------------------------------------------------------------------
     async def stop(self, grace: float) -> None:
-        self._listeners.close()
+        self._close_listeners()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
         conns = [c for c in self._connections.values() if c is not None]
@@ -463,9 +490,9 @@ class ImapBackendService(BackendService):
         task = asyncio.current_task()
         assert task is not None
         self._connections[task] = None
-        connection: _Connection | None = None
+        loop = asyncio.get_running_loop()
+        handed = None
         try:
-            loop = asyncio.get_running_loop()
             handed = await self.hand_over(
                 reader,
                 writer,
@@ -474,24 +501,85 @@ class ImapBackendService(BackendService):
                     self.executor, self.open_login, accepted.mailbox
                 ),
             )
-            if handed is None:
-                return
-            accepted, login = handed
-            connection = _Connection(self, reader, writer, accepted.client)
-            self._connections[task] = connection
-            await connection.run(connection.session.preauth(login))
+        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
+            pass
+        except Exception:
+            self.ctx.log.exception("imap connection failed")
+        if handed is None:
+            self._connections.pop(task, None)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+            return
+        accepted, login = handed
+        session = ImapSession(self.session_config(accepted.client), TABLE)
+        await self._run(reader, writer, accepted.client, session, session.preauth(login))
+
+    async def _run(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        client: proxyv2.ProxyInfo | None,
+        session: ImapSession,
+        greeting: bytes,
+    ) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        connection = _Connection(self, reader, writer, client, session)
+        self._connections[task] = connection
+        try:
+            await connection.run(greeting)
         except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
             pass
         except Exception:
             self.ctx.log.exception("imap connection failed")
         finally:
             self._connections.pop(task, None)
-            if connection is not None:
-                connection.release()
-                self.protocol_log.end(connection.session_id)
+            connection.release()
+            self.protocol_log.end(connection.session_id)
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
+
+    # --- the hand-off channel (backend/handoff.py) ------------------------------------------
+    async def handoff_open(
+        self, accepted: Accepted
+    ) -> tuple[bytes, tuple[ImapSession, proxyv2.ProxyInfo | None]] | str:
+        loop = asyncio.get_running_loop()
+        login = await loop.run_in_executor(self.executor, self.open_login, accepted.mailbox)
+        if isinstance(login, str):
+            return login
+        session = ImapSession(self.session_config(accepted.client), TABLE)
+        return session.preauth(login), (session, accepted.client)
+
+    def handoff_start(
+        self,
+        opened: tuple[ImapSession, proxyv2.ProxyInfo | None],
+        sock: socket.socket,
+        read_ahead: bytes,
+        ended: Callable[[], None],
+    ) -> None:
+        session, client = opened
+
+        async def serve() -> None:
+            try:
+                with contextlib.suppress(asyncio.CancelledError):
+                    direct = sock.family != socket.AF_UNIX  # else a front end relays
+                    reader, writer = await records.stream_from(sock, read_ahead)
+                    if direct:
+                        # COMPRESS belongs to the client's link: with no front end in the
+                        # path it is done here, by the code the front end relays through.
+                        compress = ImapCompress()
+                        reader = CompressingReader(reader, compress)  # type: ignore[assignment]
+                        writer = CompressingWriter(writer, compress)  # type: ignore[assignment]
+                    await self._run(reader, writer, client, session, b"")
+            finally:
+                ended()
+
+        self._connections[asyncio.ensure_future(serve())] = None
+
+    def handoff_discard(self, opened: tuple[ImapSession, proxyv2.ProxyInfo | None]) -> None:
+        opened[0].release()
 
 
 __all__ = ["ImapBackendService", "open_default_store"]

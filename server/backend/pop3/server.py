@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import os
 import re
+import socket
 import ssl
 import threading
 import time
@@ -34,6 +35,7 @@ from typing import Any, BinaryIO
 
 from server.backend import service as common
 from server.protocols import proxyv2
+from server.protocols.handover import Accepted
 from server.protocols.pop3.responses import Capabilities
 from server.protocols.pop3.session import (
     Authenticate,
@@ -48,6 +50,8 @@ from server.protocols.pop3.session import (
     build_maildrop,
 )
 from server.retrieval import RetrievalView
+from server.runtime import records
+from server.runtime.linger import linger_close
 from server.runtime.service import ServiceContext
 from server.settings.models import Mailbox, PopSettings, Server, Settings
 from server.settings.types import SortOrder
@@ -422,10 +426,15 @@ class _Connection:
         self.session_id = next(self.service.session_ids)
         self.started = time.monotonic()
 
-    async def run(self, login: _Login) -> None:
+    async def run(self, login: _Login, greeted: bool = False) -> None:
+        """`greeted`: a handed-off client, whose session already said its greeting to the
+        front end (which answered the client's login instead)."""
         self.login = login
-        greeting = self.session.preauthenticated(login.mailbox, login.maildrop)
-        self.writer.write(greeting)
+        if greeted:
+            greeting = b""
+        else:
+            greeting = self.session.preauthenticated(login.mailbox, login.maildrop)
+            self.writer.write(greeting)
         self._log(Request("OpenSession"), greeting, len(greeting))
         loop = asyncio.get_running_loop()
         # RFC 1939 section 3: an idle client is dropped without UPDATE and without a reply.
@@ -549,18 +558,7 @@ class _Connection:
     # --- login ---------------------------------------------------------------------------
     async def open_login(self, mailbox: str) -> _Login | str:
         """Open the maildrop a proved front end hands over; a str is the refusal text."""
-        job = asyncio.ensure_future(asyncio.to_thread(self.service.login, mailbox))
-        try:
-            return await asyncio.shield(job)
-        except asyncio.CancelledError:
-            # The thread may still take the maildrop lock: give it back when it does.
-            job.add_done_callback(_release_orphan)
-            raise
-        except StoreError as exc:
-            return f"-ERR [SYS/TEMP] {exc}"
-        except Exception:
-            self.service.ctx.log.exception("service=%s event=login-error", self.service.ctx.name)
-            return "-ERR [SYS/TEMP] The mailbox cannot be opened now"
+        return await self.service.open_login(mailbox)
 
     # --- retrieval -----------------------------------------------------------------------
     def _inline(self, action: Retrieve) -> bool:
@@ -672,6 +670,7 @@ def apply_update(box: MailboxStore, delete: tuple[int, ...], seen: tuple[int, ..
 
 class Pop3BackendService(common.BackendService):
     CERTIFICATE = "POP"
+    PROTOCOL = "POP3"
 
     def __init__(self, ctx: ServiceContext) -> None:
         super().__init__(ctx)
@@ -725,7 +724,7 @@ class Pop3BackendService(common.BackendService):
     async def stop(self, grace: float) -> None:
         """POP3 has no unsolicited goodbye: stop accepting, let sessions end by themselves
         for up to `grace` seconds, then close the rest without UPDATE (nothing is deleted)."""
-        self._listeners.close()
+        self._close_listeners()
         tasks = list(self._connections)
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=grace)
@@ -748,30 +747,100 @@ class Pop3BackendService(common.BackendService):
         task = asyncio.current_task()
         assert task is not None
         self._connections[task] = writer
-        connection: _Connection | None = None
         try:
             opening = _Connection(self, reader, writer)
-            handed = await self.hand_over(
-                reader, writer, "POP3", lambda accepted: opening.open_login(accepted.mailbox)
-            )
+            try:
+                handed = await self.hand_over(
+                    reader, writer, "POP3", lambda accepted: opening.open_login(accepted.mailbox)
+                )
+            except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
+                handed = None
+            except Exception:  # a bug ends this session, never the service
+                self.ctx.log.exception("service=%s event=session-error", self.ctx.name)
+                handed = None
             if handed is None:
+                writer.close()
+                with contextlib.suppress(Exception):
+                    await writer.wait_closed()
                 return
             accepted, login = handed
-            connection = opening
-            connection.client = accepted.client
-            await connection.run(login)
+            opening.client = accepted.client
+            await self._run(opening, login)
+        finally:
+            self._connections.pop(task, None)
+
+    async def _run(self, connection: _Connection, login: _Login, greeted: bool = False) -> None:
+        writer = connection.writer
+        try:
+            await connection.run(login, greeted)
         except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
             pass
         except Exception:  # a bug ends this session, never the service
             self.ctx.log.exception("service=%s event=session-error", self.ctx.name)
         finally:
-            self._connections.pop(task, None)
-            if connection is not None:
-                connection.release()
-                self.protocol_log.end(connection.session_id)
-            writer.close()
+            connection.release()
+            self.protocol_log.end(connection.session_id)
+            # After QUIT or an -ERR that ends the session: FIN, not an RST that loses it.
+            await linger_close(writer, connection.reader)
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
+
+    async def open_login(self, mailbox: str) -> _Login | str:
+        """Open the maildrop a proved front end hands over; a str is the refusal text."""
+        job = asyncio.ensure_future(asyncio.to_thread(self.login, mailbox))
+        try:
+            return await asyncio.shield(job)
+        except asyncio.CancelledError:
+            # The thread may still take the maildrop lock: give it back when it does.
+            job.add_done_callback(_release_orphan)
+            raise
+        except StoreError as exc:
+            return f"-ERR [SYS/TEMP] {exc}"
+        except Exception:
+            self.ctx.log.exception("service=%s event=login-error", self.ctx.name)
+            return "-ERR [SYS/TEMP] The mailbox cannot be opened now"
+
+    # --- the hand-off channel (backend/handoff.py) ----------------------------------------
+    async def handoff_open(
+        self, accepted: Accepted
+    ) -> tuple[bytes, tuple[Pop3Session, _Login, proxyv2.ProxyInfo | None]] | str:
+        login = await self.open_login(accepted.mailbox)
+        if isinstance(login, str):
+            return login
+        session = Pop3Session(self.session_settings)
+        greeting = session.preauthenticated(login.mailbox, login.maildrop)
+        return greeting, (session, login, accepted.client)
+
+    def handoff_start(
+        self,
+        opened: tuple[Pop3Session, _Login, proxyv2.ProxyInfo | None],
+        sock: socket.socket,
+        read_ahead: bytes,
+        ended: Callable[[], None],
+    ) -> None:
+        session, login, client = opened
+
+        async def serve() -> None:
+            task = asyncio.current_task()
+            assert task is not None
+            connection: _Connection | None = None
+            try:
+                reader, writer = await records.stream_from(sock, read_ahead)
+                self._connections[task] = writer
+                connection = _Connection(self, reader, writer, client)
+                connection.session = session
+                await self._run(connection, login, greeted=True)
+            except OSError:
+                sock.close()
+                login.release()
+            finally:
+                self._connections.pop(task, None)
+                ended()
+
+        self.spawn_session(serve())
+
+    def handoff_discard(self, opened: tuple[Pop3Session, _Login, proxyv2.ProxyInfo | None]) -> None:
+        opened[1].release()
 
     # --- login (in a worker thread) ------------------------------------------------------
     def login(self, mailbox: str) -> _Login | str:
