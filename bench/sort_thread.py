@@ -34,8 +34,8 @@ from server.backend.imap.commands import TABLE
 from server.backend.imap.commands import sortthread as sort_commands
 from server.backend.imap.session import ImapSession, Login, SessionConfig
 from server.settings.models import default_settings
+from server.store import SqliteMailStore
 from server.store.api import NewMessage
-from server.store.db import SqliteMailStore
 
 COMMANDS = [
     "UID SORT (REVERSE DATE) UTF-8 ALL",

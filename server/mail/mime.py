@@ -29,6 +29,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from email.errors import CharsetError
 from email.header import decode_header, make_header
 from email.utils import parsedate_to_datetime
 from typing import Protocol
@@ -538,7 +539,9 @@ def decode_words(value: bytes | str) -> str:
         return value
     try:
         return str(make_header(decode_header(value)))
-    except (LookupError, ValueError, UnicodeError, binascii.Error):
+    except (LookupError, ValueError, UnicodeError, binascii.Error, CharsetError):
+        # CharsetError: a charset name that is not ASCII (a mangled header), which the
+        # email package refuses rather than reporting it as unknown.
         return value
 
 

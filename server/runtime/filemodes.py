@@ -47,7 +47,7 @@ def private_roots(home: Home) -> list[Path]:
 
 def _walk(root: Path) -> Iterator[tuple[Path, os.stat_result]]:
     """Every folder and file under root (root included), symlinks not followed. The bodies
-    in a mailbox's msgs/ folder are created 0600 one by one (server.store.db), so there only
+    in a mailbox's msgs/ folder are created 0600 one by one (server.store.sqlite.files), so there only
     the folder itself is looked at: a start-up must not stat millions of files."""
     try:
         st = root.lstat()

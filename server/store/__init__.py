@@ -1,6 +1,6 @@
 """The mailbox store: `open_store(home, server)` gives the mailbox database of one server.
 
-The contract is in server.store.api; the SQLite implementation in server.store.db.
+The contract is in server.store.api; the SQLite implementation in server.store.sqlite.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from server.settings.paths import Home
-    from server.store.api import MailboxStore, MailStore
-    from server.store.db import NewMessage, SqliteMailbox, SqliteMailStore
+    from server.store.api import MailboxStore, MailStore, NewMessage
+    from server.store.sqlite import SqliteMailbox, SqliteMailStore
 
 __all__ = [
     "MailStore",
@@ -27,13 +27,13 @@ _BARE_LF = re.compile(rb"(?<!\r)\n")
 
 
 # The SQLite store is imported on first use, not with the package: `import
-# server.store.usage` (the CLI's fast path) must not pay for server.store.db.
+# server.store.usage` (the CLI's fast path) must not pay for server.store.sqlite.
 _LAZY = {
     "MailStore": "api",
     "MailboxStore": "api",
-    "NewMessage": "db",
-    "SqliteMailStore": "db",
-    "SqliteMailbox": "db",
+    "NewMessage": "api",
+    "SqliteMailStore": "sqlite",
+    "SqliteMailbox": "sqlite",
 }
 
 
@@ -48,7 +48,7 @@ def __getattr__(name: str) -> Any:
 
 def open_store(home: Home, server: str) -> SqliteMailStore:
     """The mailbox database of `server` (created on first use). Close it when done."""
-    from server.store.db import SqliteMailStore
+    from server.store.sqlite import SqliteMailStore
 
     return SqliteMailStore(home.database(server))
 

@@ -13,12 +13,13 @@ as the hierarchy delimiter; "INBOX" is case-insensitive.
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal, NamedTuple
 
 DELIMITER = "/"
 
@@ -31,6 +32,14 @@ DEFAULT_FOLDERS: dict[str, str | None] = {
     "Junk Email": "\\Junk",
     "Archive": "\\Archive",
 }
+
+
+def normalize_folder(name: str) -> str:
+    """INBOX is case-insensitive, also as the first level of a hierarchy."""
+    head, sep, rest = name.partition(DELIMITER)
+    if head.upper() == "INBOX":
+        return "INBOX" + sep + rest
+    return name
 
 
 class StoreError(Exception):
@@ -174,10 +183,48 @@ class NewMessage:
 
 FlagOp = Literal["+", "-", "="]
 
-#: One message in MailboxStore.message_sources(): (file path, header block, MessageInfo),
-#: each None when not asked for or not available. A tuple, not an object: FETCH builds
-#: hundreds of these per command.
-MessageSource = tuple["str | None", "bytes | None", "object | None"]
+
+class MessageSource(NamedTuple):
+    """One message in MailboxStore.message_sources(), each field None when not asked for
+    or not available. A tuple (FETCH builds thousands of these per command), so callers
+    may unpack it as (path, header, info)."""
+
+    #: The message's file (see MailboxStore.body_paths); None for a store without files,
+    #: whose callers read() instead. Read it with read_body(), never by hand.
+    path: str | None
+    #: The top-level header block, the blank line included (MessageInfo.header_len octets).
+    header: bytes | None
+    #: The message's server.protocols.imap.bodystructure.MessageInfo.
+    info: object | None
+
+
+def read_body(path: str | os.PathLike[str], uid: int) -> bytes:
+    """The message file `path` (a MessageSource.path or a body_paths() value) in one read;
+    StoreError when it is gone: the message (UID `uid`) was expunged since the lookup."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise StoreError(f"Message UID {uid} no longer exists.") from None
+    try:
+        size = os.fstat(fd).st_size
+        data = os.read(fd, size)
+        while len(data) < size:  # a short read: only for very large files
+            more = os.read(fd, size - len(data))
+            if not more:
+                break
+            data += more
+        return data
+    finally:
+        os.close(fd)
+
+
+def open_body(path: str | os.PathLike[str], uid: int) -> BinaryIO:
+    """The message file `path` open for reading a piece at a time (unbuffered: the caller
+    reads pieces big enough); StoreError when the message (UID `uid`) is gone."""
+    try:
+        return open(path, "rb", buffering=0)  # noqa: SIM115 - the caller closes it
+    except FileNotFoundError:
+        raise StoreError(f"Message UID {uid} no longer exists.") from None
 
 
 class MailboxStore(ABC):
@@ -285,7 +332,9 @@ class MailboxStore(ABC):
             except StoreError:
                 continue
             path = paths.get(uid)
-            out[uid] = (str(path) if path is not None else None, head, meta if info else None)
+            out[uid] = MessageSource(
+                str(path) if path is not None else None, head, meta if info else None
+            )
         return out
 
     def sort_keys(

@@ -27,8 +27,9 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 from server.protocols.imap import utf7
-from server.store.api import DELIMITER, FolderExists, NewMessage, StoreError
-from server.store.db import SqliteMailbox, _sync_batch, normalize_folder
+from server.store.api import DELIMITER, FolderExists, NewMessage, StoreError, normalize_folder
+from server.store.sqlite import SqliteMailbox
+from server.store.sqlite.files import sync_batch
 
 BATCH = 200  # messages per transaction while importing
 
@@ -389,5 +390,5 @@ def export_maildir(box: SqliteMailbox, path: Path) -> TransferReport:
         "".join(folder_to_maildir(n)[1:] + "\n" for n in subscribed), "utf-8"
     )
     path.mkdir(parents=True, exist_ok=True)
-    _sync_batch(path, written)
+    sync_batch(path, written)
     return report

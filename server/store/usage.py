@@ -1,5 +1,5 @@
 """What Get-MailboxStatistics reads from a mailbox database, with nothing but sqlite3: the
-store (server.store.db, server.store.quota) and the CLI's fast path (mailctl.fast) both use
+store (server.store.sqlite, server.store.quota) and the CLI's fast path (mailctl.fast) both use
 these, so a script's `Get-MailboxStatistics -Output json` answers without importing the
 store, pydantic or the settings models."""
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from server.store.db import SqliteMailStore
+from server.store.sqlite import SqliteMailStore
 
 pytestmark = pytest.mark.e2e
 
@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CHILD = """
 import hashlib, sys
 from pathlib import Path
-from server.store.db import SqliteMailStore, NewMessage
+from server.store import SqliteMailStore, NewMessage
 
 def message(n):
     # Sizes from tiny to ~45 KB so a kill can land inside a body write.

@@ -629,9 +629,9 @@ class ImapSession:
             source = self.store.message_sources(
                 sel.name, [uid], info=True, uidvalidity=sel.uidvalidity
             ).get(uid)
-            if source is None or source[2] is None:
+            if source is None or source.info is None:
                 raise api.StoreError(f"Message UID {uid} no longer exists.")
-            found = source[2]
+            found = source.info
             cache.put(key, found)
         return found  # type: ignore[return-value]
 

@@ -314,6 +314,13 @@ def test_bare_lf_and_broken_input_do_not_crash() -> None:
         )
 
 
+def test_encoded_word_with_a_mangled_charset_name_is_kept_as_it_is() -> None:
+    # An undecodable byte before the charset name (found by test_mime_fuzz): the email
+    # package raises CharsetError for a name that is not ASCII, not LookupError.
+    assert mime.decode_words(b"=?\xff\xfeutf-8?q?x?=") == "=?\ufffd\ufffdutf-8?q?x?="
+    assert mime.decode_words(b"=?utf-8?q?caf=C3=A9?=") == "caf\u00e9"
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.lists(

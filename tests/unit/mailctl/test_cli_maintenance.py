@@ -6,7 +6,7 @@ import time
 
 from server.settings.paths import Home
 from server.store import open_store
-from server.store.db import SqliteMailbox
+from server.store.sqlite import SqliteMailbox
 from tests.unit.mailctl.cli_helpers import mailctl, ok
 
 MSG = b"From: a@example.com\r\nSubject: hello %d\r\n\r\nbody\r\n"

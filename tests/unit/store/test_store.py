@@ -1,4 +1,4 @@
-"""The mailbox store (server/store/db.py) against its contract in server/store/api.py."""
+"""The mailbox store (server/store/sqlite/) against its contract in server/store/api.py."""
 
 from __future__ import annotations
 
@@ -10,34 +10,25 @@ from pathlib import Path
 import pytest
 
 from server.settings.paths import Home
-from server.store import db, normalize_crlf, open_store
+from server.store import normalize_crlf, open_store
 from server.store.api import (
     DEFAULT_FOLDERS,
     FolderExists,
     FolderNotEmpty,
     InvalidFolderName,
     MailboxInUse,
+    NewMessage,
     NoSuchFolder,
     StoreError,
 )
-from server.store.db import NewMessage, SqliteMailbox, SqliteMailStore, mailbox_key
+from server.store.sqlite import SqliteMailbox, SqliteMailStore, pool
+from server.store.usage import mailbox_key
 
 MSG = b"From: a@example.com\r\nTo: b@example.com\r\nSubject: hello\r\n\r\nbody\r\n"
 
 
 def msg(n: int) -> bytes:
     return MSG.replace(b"hello", b"hello %d" % n)
-
-
-@pytest.fixture
-def store(tmp_path: Path):
-    with SqliteMailStore(tmp_path / "db") as s:
-        yield s
-
-
-@pytest.fixture
-def box(store: SqliteMailStore) -> SqliteMailbox:
-    return store.mailbox("alice")
 
 
 def body_files(box: SqliteMailbox) -> list[str]:
@@ -332,7 +323,7 @@ def test_set_flags_unchangedsince(box: SqliteMailbox) -> None:
 
 @pytest.mark.parametrize("chunk", [4, 500])  # a folder scan, or chunks of "IN (...)"
 def test_set_flags_on_many_uids(box: SqliteMailbox, monkeypatch, chunk: int) -> None:
-    monkeypatch.setattr(db, "_IN_CHUNK", chunk)
+    monkeypatch.setattr(pool, "IN_CHUNK", chunk)
     box.append_many("INBOX", [NewMessage(msg(n)) for n in range(30)])
     r = box.set_flags("INBOX", [*range(2, 40), 2, 3], "+", ["\\Seen"])
     assert [row.uid for row in r.changed] == list(range(2, 31))
@@ -583,7 +574,7 @@ def test_normalize_crlf() -> None:
 def test_idle_connections_of_little_used_mailboxes_are_closed(
     store: SqliteMailStore, monkeypatch
 ) -> None:
-    monkeypatch.setattr(db, "OPEN_MAILBOXES", 3)
+    monkeypatch.setattr(pool, "OPEN_MAILBOXES", 3)
     boxes = [store.mailbox(f"user{n}") for n in range(6)]
     for box in boxes:
         box.append("INBOX", MSG)

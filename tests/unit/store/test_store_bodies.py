@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from server.store import api, db
+from server.store import api
 from server.store.api import NoSuchFolder
-from server.store.db import SqliteMailbox, SqliteMailStore
+from server.store.sqlite import SqliteMailbox, SqliteMailStore, pool
 
 MSG = b"Subject: %d\r\n\r\nbody\r\n"
 
@@ -33,7 +33,7 @@ def test_paths_of_the_existing_messages_among_the_uids(box: SqliteMailbox) -> No
 
 @pytest.mark.parametrize("chunk", [2, 1])  # IN (...) chunks, then a folder scan
 def test_many_uids(box: SqliteMailbox, monkeypatch, chunk: int) -> None:
-    monkeypatch.setattr(db, "_IN_CHUNK", chunk)
+    monkeypatch.setattr(pool, "IN_CHUNK", chunk)
     paths = box.body_paths("INBOX", [5, 4, 3, 2, 1])
     assert {uid: p.read_bytes() for uid, p in paths.items()} == {n: MSG % n for n in range(1, 6)}
 

@@ -3,21 +3,14 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 
 from server.store import api
 from server.store.api import NoSuchFolder, StoreError
-from server.store.db import SqliteMailbox, SqliteMailStore
+from server.store.sqlite import SqliteMailbox, SqliteMailStore
 
 MSG = b"From: a@example.com\r\nSubject: hello %d\r\n\r\nbody\r\n"
-
-
-@pytest.fixture
-def store(tmp_path: Path):
-    with SqliteMailStore(tmp_path / "db") as s:
-        yield s
 
 
 @pytest.fixture

@@ -12,22 +12,11 @@ import pytest
 from server.backend.imap.fanout import IdleFanout
 from server.protocols.imap import bodystructure
 from server.store import api
-from server.store.db import SCHEMA_VERSION, SqliteMailbox, SqliteMailStore
+from server.store.sqlite import SCHEMA_VERSION, SqliteMailbox, SqliteMailStore
 from tests.unit.backend.imap.test_imap_session import Client
 
 FIRST = b"From: first@x.org\r\nTo: one@x.org\r\nSubject: FIRST\r\n\r\nfirst body\r\n"
 SECOND = b"From: second@y.org\r\nTo: two@y.org\r\nSubject: SECOND\r\n\r\nsecond body, longer\r\n"
-
-
-@pytest.fixture
-def store(tmp_path: Path):
-    with SqliteMailStore(tmp_path / "db") as s:
-        yield s
-
-
-@pytest.fixture
-def box(store: SqliteMailStore) -> SqliteMailbox:
-    return store.mailbox("alice")
 
 
 def body_ids(box: SqliteMailbox) -> list[int]:

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from server.store.api import StoreError
-from server.store.db import SqliteMailbox, SqliteMailStore
 from server.store.maildir import (
     export_maildir,
     folder_to_maildir,
@@ -18,6 +17,7 @@ from server.store.maildir import (
     maildir_to_folder,
     to_crlf,
 )
+from server.store.sqlite import SqliteMailbox, SqliteMailStore
 from tests.conftest import corpus_paths
 
 LF_MSG = b"From: a@example.com\nSubject: lf\n\nline one\nline two\n"
@@ -31,12 +31,6 @@ def put(folder_dir: Path, sub: str, name: str, raw: bytes, mtime: int) -> None:
     path = folder_dir / sub / name
     path.write_bytes(raw)
     os.utime(path, (mtime, mtime))
-
-
-@pytest.fixture
-def store(tmp_path: Path):
-    with SqliteMailStore(tmp_path / "db") as s:
-        yield s
 
 
 @pytest.fixture

@@ -30,8 +30,7 @@ from server.retrieval import CACHE
 from server.retrieval.render import convert
 from server.settings.models import Mailbox, default_settings
 from server.settings.types import MimeTextFormat
-from server.store import db
-from server.store.db import SqliteMailStore
+from server.store.sqlite import SqliteMailStore, pool
 
 # --- the messages: distinct shapes and sizes, each with its own search tokens -------------
 
@@ -135,18 +134,18 @@ class Folder:
 def _without_fsync() -> Callable[[], None]:
     """Durability is not what this test is about (test_store_crash is), and fsync per
     commit makes up most of its time: the store's fsyncs become no-ops until undone."""
-    real_open, real_fsync = db._Pool._open, os.fsync
+    real_open, real_fsync = pool.Pool._open, os.fsync
 
-    def fast_open(pool: db._Pool) -> sqlite3.Connection:
-        conn = real_open(pool)
+    def fast_open(self: pool.Pool) -> sqlite3.Connection:
+        conn = real_open(self)
         conn.execute("PRAGMA synchronous=OFF")
         return conn
 
-    db._Pool._open = fast_open  # type: ignore[method-assign]
+    pool.Pool._open = fast_open  # type: ignore[method-assign]
     os.fsync = lambda fd: None
 
     def undo() -> None:
-        db._Pool._open = real_open  # type: ignore[method-assign]
+        pool.Pool._open = real_open  # type: ignore[method-assign]
         os.fsync = real_fsync
 
     return undo

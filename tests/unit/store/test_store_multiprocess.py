@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from server.store.api import MailboxInUse
-from server.store.db import SqliteMailStore
+from server.store.sqlite import SqliteMailStore
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[3]
 WORKER = """
 import sys
 from pathlib import Path
-from server.store.db import SqliteMailStore
+from server.store.sqlite import SqliteMailStore
 db, me, count = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 with SqliteMailStore(db) as store:
     box = store.mailbox("shared")
@@ -40,7 +40,7 @@ with SqliteMailStore(db) as store:
 LOCKER = """
 import sys, time
 from pathlib import Path
-from server.store.db import SqliteMailStore
+from server.store.sqlite import SqliteMailStore
 store = SqliteMailStore(Path(sys.argv[1]))
 store.mailbox("shared").lock_maildrop()
 print("locked", flush=True)

@@ -11,7 +11,7 @@ import threading
 import time
 from pathlib import Path
 
-from server.store.db import SqliteMailStore
+from server.store.sqlite import SqliteMailStore
 
 MSG = b"Subject: hi\r\n\r\nhello\r\n"
 ROOT = Path(__file__).resolve().parents[3]
@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[3]
 WRITER = """
 import sys, time
 from pathlib import Path
-from server.store.db import SqliteMailStore
+from server.store.sqlite import SqliteMailStore
 store = SqliteMailStore(Path(sys.argv[1]))
 box = store.mailbox("alice")
 box.status("INBOX")

@@ -7,19 +7,11 @@ import sqlite3
 import time
 from pathlib import Path
 
-import pytest
-
 from server.store import api
-from server.store.db import SCHEMA_VERSION, SqliteMailbox, SqliteMailStore
+from server.store.sqlite import SCHEMA_VERSION, SqliteMailbox, SqliteMailStore
 
 MSG = b"From: a@example.com\r\nSubject: hello %d\r\n\r\nbody\r\n"
 DAY = 86400
-
-
-@pytest.fixture
-def store(tmp_path: Path):
-    with SqliteMailStore(tmp_path / "db") as s:
-        yield s
 
 
 def filled(store: SqliteMailStore, name: str = "alice", n: int = 8) -> SqliteMailbox:

@@ -12,20 +12,14 @@ from pathlib import Path
 import pytest
 
 from server.protocols.imap import bodystructure
-from server.store import api, db
-from server.store.db import SCHEMA_VERSION, SqliteMailbox, SqliteMailStore
+from server.store import api
+from server.store.sqlite import SCHEMA_VERSION, SqliteMailbox, SqliteMailStore, pool
 
 MSG = b"From: a@example.com\r\nSubject: number %d\r\nX-Long: folded\r\n  on\r\n\r\nbody %d\r\n"
 
 
 def raw(n: int) -> bytes:
     return MSG % (n, n)
-
-
-@pytest.fixture
-def store(tmp_path: Path):
-    with SqliteMailStore(tmp_path / "db") as s:
-        yield s
 
 
 @pytest.fixture
@@ -66,7 +60,7 @@ def test_only_what_was_asked_for(box: SqliteMailbox) -> None:
     ],
 )
 def test_dense_and_sparse_uid_sets(box: SqliteMailbox, monkeypatch, uids: list[int]) -> None:
-    monkeypatch.setattr(db, "_IN_CHUNK", 1)
+    monkeypatch.setattr(pool, "IN_CHUNK", 1)
     got = box.message_sources("INBOX", uids, header=True)
     wanted = [u for u in uids if u <= 10]
     assert sorted(got) == wanted

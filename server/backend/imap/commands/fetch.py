@@ -98,8 +98,8 @@ class Message:
                 ).get(self.uid)
                 if source is None:
                     raise api.StoreError(f"Message UID {self.uid} no longer exists.")
-            if source[0] is not None:
-                self._stored = read_body(source[0], self.uid)
+            if source.path is not None:
+                self._stored = api.read_body(source.path, self.uid)
             else:
                 s = self.s
                 self._stored = s.store.read(s.sel.name, self.uid)
@@ -135,10 +135,10 @@ class Message:
         source = self.source
         if (
             source is not None
-            and source[1] is not None
-            and (self.view is None or self.view.as_stored or _crlf_only(source[1]))
+            and source.header is not None
+            and (self.view is None or self.view.as_stored or _crlf_only(source.header))
         ):
-            return source[1]
+            return source.header
         return self.raw[: self.info.header_len]
 
     def size(self, row: api.MessageRow) -> int:
@@ -153,14 +153,11 @@ class Message:
         if (
             (view is not None and not view.as_stored)
             or source is None
-            or source[0] is None
+            or source.path is None
             or self._stored is not None
         ):
             return None
-        try:
-            file = open(source[0], "rb", buffering=0)  # noqa: SIM115 - closed by _stream
-        except FileNotFoundError:
-            raise api.StoreError(f"Message UID {self.uid} no longer exists.") from None
+        file = api.open_body(source.path, self.uid)  # closed by _stream
         size = os.fstat(file.fileno()).st_size
         if size <= OUTPUT_CHUNK:
             file.close()
@@ -171,26 +168,6 @@ class Message:
 def _crlf_only(block: bytes) -> bool:
     """No bare LF: a rendering writes the kept fields with CRLF line ends."""
     return block.count(b"\n") == block.count(b"\r\n")
-
-
-def read_body(path: str, uid: int) -> bytes:
-    """A message file in one read (its size from fstat); a file gone means the message
-    was expunged since it was looked up."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        raise api.StoreError(f"Message UID {uid} no longer exists.") from None
-    try:
-        size = os.fstat(fd).st_size
-        data = os.read(fd, size)
-        while len(data) < size:  # a short read: only for very large files
-            more = os.read(fd, size - len(data))
-            if not more:
-                break
-            data += more
-        return data
-    finally:
-        os.close(fd)
 
 
 Item = Callable[[int, api.MessageRow, Message], bytes]

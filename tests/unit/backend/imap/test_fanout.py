@@ -11,8 +11,8 @@ import pytest
 from server.backend.imap.fanout import IdleFanout, Key, Push, SharedChanges
 from server.backend.imap.session import ImapSession
 from server.store import api
+from tests.fakes.memstore import MemStore
 from tests.unit.backend.imap.test_imap_session import MSG, Client
-from tests.unit.backend.imap.test_imap_session_memstore import MemStore
 
 
 class Waiter:

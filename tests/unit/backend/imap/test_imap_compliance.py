@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import re
 
+from tests.fakes.memstore import MemStore
 from tests.unit.backend.imap.test_imap_session import MSG, Client
-from tests.unit.backend.imap.test_imap_session_memstore import MemStore
 
 
 def test_flag_changes_after_expunges_are_reported_at_the_new_numbers() -> None:

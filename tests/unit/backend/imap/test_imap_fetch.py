@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from server.store import api
-from server.store.db import SqliteMailbox, SqliteMailStore
+from server.store.sqlite import SqliteMailbox, SqliteMailStore
 from tests.unit.backend.imap.test_imap_session import Client
 
 HEAD_FETCH = "UID FETCH 1:* (UID FLAGS RFC822.SIZE BODY.PEEK[HEADER.FIELDS (FROM SUBJECT DATE)])"

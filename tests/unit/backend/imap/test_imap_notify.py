@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from server.backend.imap.commands import notify
-from server.store.db import SqliteMailStore
+from server.store.sqlite import SqliteMailStore
 from tests.unit.backend.imap.test_imap_session import Client
 
 MSG = b"From: a@x.org\r\nSubject: s\r\n\r\nbody\r\n"

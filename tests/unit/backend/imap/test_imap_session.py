@@ -13,7 +13,7 @@ from server.backend.imap.fanout import IdleFanout, Key, SharedChanges
 from server.backend.imap.session import ImapSession, Login, SessionConfig
 from server.settings.models import Mailbox, default_settings
 from tests.conftest import corpus_paths
-from tests.unit.backend.imap.test_imap_session_memstore import MemMailbox, MemStore
+from tests.fakes.memstore import MemMailbox, MemStore
 
 SECRET = "s3cret"
 MSG = (

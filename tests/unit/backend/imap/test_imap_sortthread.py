@@ -23,7 +23,7 @@ from server.protocols.imap.sortthread import (
     thread_orderedsubject,
     thread_references,
 )
-from server.store.db import SCHEMA_VERSION, SqliteMailStore
+from server.store.sqlite import SCHEMA_VERSION, SqliteMailStore
 from tests.unit.backend.imap.test_imap_session import Client
 
 # --- base subject (RFC 5256 section 2.1) -----------------------------------------------------

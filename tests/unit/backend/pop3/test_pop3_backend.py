@@ -41,7 +41,7 @@ from server.store.api import (
     MessageRow,
     StoreError,
 )
-from server.store.db import SqliteMailbox, SqliteMailStore
+from server.store.sqlite import SqliteMailbox, SqliteMailStore
 
 
 class FakeMailbox:

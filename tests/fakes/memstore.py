@@ -1,5 +1,6 @@
-"""An in-memory MailboxStore (server.store.api) for the IMAP session's unit tests, and a
-few tests that keep the fake honest about the contract the session relies on."""
+"""An in-memory MailboxStore and MailStore (server.store.api) for unit tests of what sits on
+the store (the IMAP session, POP3, ...). tests/unit/store/test_store_fakes.py keeps it
+honest about the contract its users rely on."""
 
 from __future__ import annotations
 
@@ -7,8 +8,6 @@ import itertools
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-
-import pytest
 
 from server.protocols.imap import bodystructure
 from server.store import api
@@ -276,21 +275,3 @@ class MemStore(api.MailStore):
 
     def close(self) -> None:
         pass
-
-
-MSG = b"From: a@example.com\r\nSubject: hi\r\n\r\nbody\r\n"
-
-
-def test_fake_reports_changes_and_vanished() -> None:
-    box = MemMailbox()
-    first = box.append("INBOX", MSG).uid
-    start = box.modseq
-    box.set_flags("INBOX", [first], "+", ["\\Deleted"])
-    assert box.expunge("INBOX") == [first]
-    changes = box.changes_since("INBOX", start)
-    assert changes.vanished == [first] and changes.changed == []
-
-
-def test_fake_refuses_unknown_folder() -> None:
-    with pytest.raises(api.NoSuchFolder):
-        MemMailbox().status("nope")

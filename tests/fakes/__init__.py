@@ -1,0 +1,1 @@
+"""Fakes shared by the tests: in-memory stand-ins for the store and other collaborators."""
