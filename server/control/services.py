@@ -34,6 +34,7 @@ from server.settings.models import (
     IMAP4BE,
     POP3,
     POP3BE,
+    REPLICATION,
     SERVICE_DISPLAY_NAMES,
     SERVICE_NAMES,
     SUBMISSION,
@@ -46,7 +47,8 @@ from server.settings.types import StartupType
 
 # Back ends first: a front end that starts before its back end refuses logins.
 # MSExchangeDelivery before the services that hand it messages (submission, receipts).
-START_ORDER = (IMAP4BE, POP3BE, DELIVERY, IMAP4, POP3, SUBMISSION, WEB)
+# MSExchangeMailboxReplication after the back ends whose sessions it ends at a move's switch.
+START_ORDER = (IMAP4BE, POP3BE, DELIVERY, REPLICATION, IMAP4, POP3, SUBMISSION, WEB)
 PAIRS = {"IMAP4": (IMAP4BE, IMAP4), "POP3": (POP3BE, POP3)}
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0  # after SIGTERM; then SIGKILL (the runtime's own grace is 5 s)

@@ -33,6 +33,7 @@ from functools import partial
 from typing import Any, BinaryIO
 
 from server.backend import service as common
+from server.moves import fence
 from server.protocols import proxyv2
 from server.protocols.pop3.responses import Capabilities
 from server.protocols.pop3.session import (
@@ -677,6 +678,7 @@ class Pop3BackendService(common.BackendService):
     def __init__(self, ctx: ServiceContext) -> None:
         super().__init__(ctx)
         self._connections: dict[asyncio.Task[Any], asyncio.StreamWriter] = {}
+        self._sessions: dict[asyncio.Task[Any], _Connection] = {}  # those logged in
         self._session_settings: tuple[Settings, SessionSettings] | None = None
         self._timeouts: tuple[Settings, tuple[float, float]] | None = None
         self.body_paths = BodyPaths()
@@ -738,6 +740,33 @@ class Pop3BackendService(common.BackendService):
                 await asyncio.wait(pending, timeout=5)
         await self._close_store()
 
+    async def control(self, request: dict[str, Any]) -> dict[str, Any]:
+        """{"op": "end-sessions", "mailbox": name}: a move of the mailbox is switching it to
+        another server. POP3 has no unsolicited goodbye, so the session gets one -ERR and the
+        connection closes without UPDATE; the answer comes once its handler is done (an
+        UPDATE already running finishes first)."""
+        if request.get("op") != "end-sessions":
+            return await super().control(request)
+        name = str(request.get("mailbox", "")).casefold()
+        text = str(request.get("text") or "The mailbox has moved; reconnect")
+        tasks = [
+            t
+            for t, c in self._sessions.items()
+            if c.login is not None and c.login.mailbox.casefold() == name
+        ]
+
+        async def end(task: asyncio.Task[Any]) -> None:
+            writer = self._connections.get(task)
+            if writer is not None and not writer.is_closing():
+                writer.write(f"-ERR [SYS/TEMP] {text}\r\n".encode())
+                writer.close()  # the session's read ends with EOF
+            _, late = await asyncio.wait([task], timeout=common.END_GRACE)
+            if late and writer is not None:
+                writer.transport.abort()
+                await asyncio.wait([task], timeout=common.END_GRACE)
+
+        return await common.end_sessions(name, tasks, end, self.ctx)
+
     # --- connections ---------------------------------------------------------------------
     def _handler_for(self, implicit_tls: bool):  # noqa: ANN202 - ListenerSet's Handler type
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -760,6 +789,14 @@ class Pop3BackendService(common.BackendService):
             accepted, login = handed
             connection = opening
             connection.client = accepted.client
+            self._sessions[task] = connection
+            # A move's fence raised since the login's check: its end-sessions request may
+            # not have seen this session (server/moves/fence.py).
+            moving = fence.refusal(self.ctx.home, self.ctx.server, login.mailbox)
+            if moving is not None:
+                connection.login = login
+                writer.write(f"-ERR [SYS/TEMP] {moving}\r\n".encode())
+                return
             await connection.run(login)
         except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
             pass
@@ -767,6 +804,7 @@ class Pop3BackendService(common.BackendService):
             self.ctx.log.exception("service=%s event=session-error", self.ctx.name)
         finally:
             self._connections.pop(task, None)
+            self._sessions.pop(task, None)
             if connection is not None:
                 connection.release()
                 self.protocol_log.end(connection.session_id)
@@ -782,7 +820,7 @@ class Pop3BackendService(common.BackendService):
         try:
             entry = common.check_hand_over(self.ctx, settings, "POP3", mailbox)
         except common.HandOverRefused as refused:
-            code = "[SYS/PERM]" if refused.kind == "perm" else "[AUTH]"
+            code = {"perm": "[SYS/PERM]", "temp": "[SYS/TEMP]"}.get(refused.kind, "[AUTH]")
             return f"-ERR {code} {refused.text}"
         name, box = entry.name, entry.mailbox
         assert self._store is not None
