@@ -147,6 +147,7 @@ class CopyState:
     passes: int = 0
     items: int = 0  # messages copied so far (all passes)
     octets: int = 0
+    totals: tuple[int, int] = (0, 0)  # (messages, octets) on the source at the last pass
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -215,14 +216,13 @@ class Copier:
         self.target = target
         self.state = state or CopyState()
         self.progress = progress or (lambda _state: None)
-        self.totals = (0, 0)  # (messages, octets) on the source at the last pass
 
     def run_pass(self) -> int:
         """Bring the target up to the source as it is now; the number of changes applied
         (messages copied, flag changes, expunges, folders made or removed)."""
         applied = 0
         folders = sorted(self.source.folders(), key=lambda f: f.name)
-        self.totals = (sum(f.messages for f in folders), sum(f.size for f in folders))
+        self.state.totals = (sum(f.messages for f in folders), sum(f.size for f in folders))
         names = {f.name for f in folders}
         for gone in sorted(set(self.state.folders) - names, reverse=True):
             applied += self._drop_folder(gone)
