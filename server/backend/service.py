@@ -239,6 +239,9 @@ def check_hand_over(ctx: ServiceContext, settings: Settings, protocol: str, mail
     if entry is None:
         raise HandOverRefused("auth", "Authentication failed: no such mailbox")
     if entry.server_name.lower() != ctx.server.lower():
+        moving = fence.in_transit(ctx.home, ctx.server, entry.name)
+        if moving is not None:  # this process's directory answer may be from before a switch
+            raise HandOverRefused("temp", f"Mailbox {entry.name}: {moving}")
         raise HandOverRefused(
             "perm", f"Mailbox {entry.name} is on server {entry.server_name}, not this one"
         )

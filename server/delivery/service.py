@@ -176,9 +176,10 @@ class DeliveryService(Service):
         if entry is None:
             return f"550 5.1.1 <{address}>: no such mailbox"
         if entry.server_name.lower() != self.ctx.server.lower():
-            # Moved from here a moment ago: the sender looked the server up before the
-            # switch, and its retry will find the new one; not a reason to bounce.
-            moved = fence.refusal(self.ctx.home, self.ctx.server, entry.name)
+            # Moved from here, or to here, a moment ago: the sender's or this process's view
+            # of the directory is from before the switch, and a retry will agree; not a
+            # reason to bounce.
+            moved = fence.in_transit(self.ctx.home, self.ctx.server, entry.name)
             if moved is not None:
                 return f"451 4.2.1 <{address}>: {moved}"
             return f"550 5.1.6 <{address}>: mailbox {entry.name} is on server {entry.server_name}"

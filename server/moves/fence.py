@@ -30,6 +30,10 @@ from server.store.usage import mailbox_key
 
 LOCKED = "locked"
 MOVED = "moved"
+# On the TARGET, from the start of the copy to MOVED_GRACE after the switch: its own
+# processes may still hold the old directory answer ("on the source server"), which is then
+# a reason to retry, not to bounce (550 5.1.6) or to refuse a login for good.
+INCOMING = "incoming"
 # Longer than the directory answers a process may reuse (LDAP stale_ok: five minutes).
 MOVED_GRACE = 600.0
 
@@ -42,6 +46,13 @@ class Fence:
 
     def refuses(self, now: float | None = None) -> bool:
         """Whether writes to the mailbox on this server are refused now."""
+        if self.state == INCOMING:
+            return False
+        return self.in_transit(now)
+
+    def in_transit(self, now: float | None = None) -> bool:
+        """Whether a directory answer that puts the mailbox on another server may be stale:
+        answer with a temporary failure rather than a permanent one."""
         if self.state == LOCKED:
             return True
         return (time.time() if now is None else now) - self.since < MOVED_GRACE
@@ -49,6 +60,8 @@ class Fence:
     def reason(self) -> str:
         if self.state == LOCKED:
             return f"the mailbox is being moved to server {self.target}; try again in a moment"
+        if self.state == INCOMING:
+            return "the mailbox is moving to this server; try again in a moment"
         return f"the mailbox has moved to server {self.target}; try again in a moment"
 
 
@@ -78,6 +91,13 @@ def refusal(home: Home, server: str, mailbox: str) -> str | None:
     """Why writes to `mailbox` on `server` are refused now (None: they are not)."""
     fence = read(home, server, mailbox)
     return fence.reason() if fence is not None and fence.refuses() else None
+
+
+def in_transit(home: Home, server: str, mailbox: str) -> str | None:
+    """Why "the mailbox is on another server" may be a stale answer here now (None: it is
+    not in a move that concerns this server)."""
+    fence = read(home, server, mailbox)
+    return fence.reason() if fence is not None and fence.in_transit() else None
 
 
 @contextlib.contextmanager

@@ -244,10 +244,10 @@ class ReplicationService(Service):
         state_path = self._state_path(name)
         state = load_state(state_path)
         if state is None:
-            # A fresh copy: nothing of an earlier attempt is trusted, and a fence this server
-            # kept from when the mailbox moved away from here comes down.
+            # A fresh copy: nothing of an earlier attempt is trusted.
             self._store.delete_mailbox(entry.name)
-            fence.lower_fence(self.ctx.home, me, entry.name)
+        # Replaces a fence this server kept from when the mailbox moved away from here.
+        fence.raise_fence(self.ctx.home, me, entry.name, me, fence.INCOMING)
         target = self._store.mailbox(entry.name)
         log.info("service=%s event=move-start mailbox=%r from=%s", self.ctx.name, name, source)
         try:
@@ -269,6 +269,7 @@ class ReplicationService(Service):
                     state_path.unlink(missing_ok=True)
                     copier.run_pass()  # nothing of the source can change any more
                     self.book.update(name, StatusDetail="UpdatingDirectory")
+                    fence.raise_fence(self.ctx.home, me, entry.name, me, fence.INCOMING)
                     self._switch(entry)
                 except BaseException:
                     if locked:

@@ -18,6 +18,7 @@ from imapclient import IMAPClient
 from server.delivery.client import deliver
 from server.directory import find_entry
 from server.moves.request import MoveRequest, MoveStatus, RequestBook
+from server.runtime.main import query_control
 from server.settings import store
 from server.settings.models import DELIVERY, IMAP4, IMAP4BE, REPLICATION, default_server
 from server.settings.paths import Home
@@ -175,7 +176,12 @@ def test_a_move_while_a_client_idles_loses_no_message(site: ServiceRunner) -> No
     assert any(line.startswith(b"* BYE") and b"MBX02" in line for line in said), said
     assert find_entry(store.load(home).settings, "alice", home).server_name == "MBX02"
 
-    # The same front end now hands alice to MBX02, with everything.
+    # The same front end now hands alice to MBX02, with everything (once it runs on the
+    # settings with the switch: a login a moment earlier gets a temporary NO).
+    want, deadline = store.load(home).version, time.monotonic() + 30
+    while (query_control(home, IMAP4, "MBX01") or {}).get("SettingsVersion") != want:
+        assert time.monotonic() < deadline, "MSExchangeIMAP4 did not pick up the switch"
+        time.sleep(0.02)
     with IMAPClient("127.0.0.1", port=imaps, ssl_context=client_context(home), timeout=30) as c:
         c.login("alice", PASSWORD)
         subjects = {}
