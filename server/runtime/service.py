@@ -28,6 +28,7 @@ from server.settings.models import (
     Server,
     Settings,
 )
+from server.settings.names import TOPOLOGY
 from server.settings.paths import Home
 
 REGISTRY: dict[str, str] = {
@@ -38,6 +39,7 @@ REGISTRY: dict[str, str] = {
     SUBMISSION: "server.submission.service:SubmissionService",
     WEB: "server.web.service:WebService",
     DELIVERY: "server.delivery.service:DeliveryService",
+    TOPOLOGY: "server.topology.service:TopologyService",
 }
 
 

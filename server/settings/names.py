@@ -10,6 +10,8 @@ POP3BE = "MSExchangePOP3BE"
 SUBMISSION = "MSExchangeFrontEndTransport"
 WEB = "W3SVC"
 DELIVERY = "MSExchangeDelivery"  # Mailbox Transport Delivery: LMTP into this server's store
+# Copies the organization's settings from the directory when it spans hosts (server/topology)
+TOPOLOGY = "MSExchangeADTopology"
 
 SERVICE_DISPLAY_NAMES = {
     IMAP4: "Microsoft Exchange IMAP4",
@@ -19,6 +21,7 @@ SERVICE_DISPLAY_NAMES = {
     SUBMISSION: "Microsoft Exchange Frontend Transport",
     WEB: "World Wide Web Publishing Service",
     DELIVERY: "Microsoft Exchange Mailbox Transport Delivery",
+    TOPOLOGY: "Microsoft Exchange Active Directory Topology",
 }
 SERVICE_NAMES = tuple(SERVICE_DISPLAY_NAMES)
 
