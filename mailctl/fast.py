@@ -352,6 +352,10 @@ def answer(args: list[str]) -> int | None:
     from server.settings.paths import Home
 
     home = Home.resolve(given.get("home") or os.environ.get("MAILCTL_HOME") or None)
+    if not os.environ.get("MAILCTL_SERVER") and os.path.exists(home.root / "host.toml"):
+        from server.settings.host import adopt_server
+
+        adopt_server(home.root)
     try:
         raw = home.settings_file.read_bytes()
         cached = json.loads((home.run / CACHE_NAME).read_text())

@@ -29,6 +29,7 @@ from server.settings.models import (
     Server,
     Settings,
 )
+from server.settings.names import TOPOLOGY
 from server.settings.paths import Home
 
 REGISTRY: dict[str, str] = {
@@ -40,6 +41,7 @@ REGISTRY: dict[str, str] = {
     WEB: "server.web.service:WebService",
     DELIVERY: "server.delivery.service:DeliveryService",
     REPLICATION: "server.moves.service:ReplicationService",
+    TOPOLOGY: "server.topology.service:TopologyService",
 }
 
 

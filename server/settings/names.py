@@ -12,6 +12,8 @@ WEB = "W3SVC"
 DELIVERY = "MSExchangeDelivery"  # Mailbox Transport Delivery: LMTP into this server's store
 # Mailbox Replication Service: runs the moves into this server, serves moves out of it.
 REPLICATION = "MSExchangeMailboxReplication"
+# Copies the organization's settings from the directory when it spans hosts (server/topology)
+TOPOLOGY = "MSExchangeADTopology"
 
 SERVICE_DISPLAY_NAMES = {
     IMAP4: "Microsoft Exchange IMAP4",
@@ -22,6 +24,7 @@ SERVICE_DISPLAY_NAMES = {
     WEB: "World Wide Web Publishing Service",
     DELIVERY: "Microsoft Exchange Mailbox Transport Delivery",
     REPLICATION: "Microsoft Exchange Mailbox Replication",
+    TOPOLOGY: "Microsoft Exchange Active Directory Topology",
 }
 SERVICE_NAMES = tuple(SERVICE_DISPLAY_NAMES)
 

@@ -225,6 +225,9 @@ def edit(home: Home, dry_run: bool = False) -> Iterator[Edit]:
         except (OSError, UnicodeDecodeError) as exc:
             why = getattr(exc, "strerror", None) or "not UTF-8 text"
             raise SettingsError(f"cannot read {home.settings_file}: {why}") from None
+        shared = _shared_start(home, text)
+        if shared is not None:
+            text = shared[1]
         try:
             session = Edit(home, text)
         except tomlkit.exceptions.TOMLKitError as exc:
@@ -242,12 +245,57 @@ def edit(home: Home, dry_run: bool = False) -> Iterator[Edit]:
             why = re.sub(r"^settings\.toml is invalid(?: \(line \d+\))?: ", "", exc.message)
             raise SettingsError(f"refused, settings.toml left unchanged: {why}") from None
         if session.changed() and not dry_run:
+            written = session.text
+            if shared is not None:
+                written = _shared_publish(home, shared, session)
             try:
-                atomic_write(home.settings_file, session.text.encode("utf-8"))
+                atomic_write(home.settings_file, written.encode("utf-8"))
             except OSError as exc:
                 raise SettingsError(_cannot_write(home, exc)) from None
+            if shared is not None:
+                from server.settings.shared import write_version
+
+                write_version(home.root, shared[2])
     finally:
         lock.__exit__(None, None, None)
+
+
+def _shared_start(home: Home, text: str) -> Any:
+    """On a host of a several-host organization (host.toml): (remote, the organization's
+    document, its version), which the edit starts from; None on a one-host install."""
+    from server.settings import shared
+
+    try:
+        remote = shared.remote_for(home.root, text)
+        if remote is None:
+            return None
+        current, version = remote.read()
+    except shared.SharedSettingsError as exc:
+        raise SettingsError(f"{exc}; nothing was changed") from None
+    return [remote, current, version]
+
+
+def _shared_publish(home: Home, state: Any, session: Edit) -> str:
+    """Publish the edit to the organization (compare-and-set, re-applied on a conflict,
+    server.settings.shared); the text to write locally. Sets state's version."""
+    from server.settings import shared
+
+    def validate(text: str) -> None:
+        try:
+            parse(text)
+        except SettingsError as exc:
+            why = re.sub(r"^settings\.toml is invalid(?: \(line \d+\))?: ", "", exc.message)
+            raise SettingsError(
+                f"refused: with another admin's change made meanwhile it would be invalid: "
+                f"{why}; nothing was changed"
+            ) from None
+
+    try:
+        text, version = shared.publish(state[0], session.original, state[2], session.text, validate)
+    except shared.SharedSettingsError as exc:
+        raise SettingsError(f"{exc}; nothing was changed") from None
+    state[2] = version
+    return text
 
 
 def _cannot_write(home: Home, exc: OSError) -> str:
