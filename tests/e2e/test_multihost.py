@@ -191,3 +191,105 @@ def test_directory_outage_gives_temporary_failures_then_recovers(org: Organizati
     )
     box = wait_for("a POP3 login through A", lambda: pop(org.a, "bob"))
     box.quit()
+
+
+class IdleSession:
+    """A raw IMAP client IDLE on INBOX through a host's front end, keeping what it is told."""
+
+    def __init__(self, host: Host, user: str) -> None:
+        import socket
+
+        raw = socket.create_connection((host.address, 993), timeout=120)
+        self.sock = host.client_context().wrap_socket(raw)
+        self.file = self.sock.makefile("rb")
+        self.lines = [self.file.readline()]
+        for tag, command in ((b"a", b"LOGIN " + user.encode() + b" " + PASSWORD.encode()),
+                             (b"b", b"SELECT INBOX")):  # fmt: skip
+            self.sock.sendall(tag + b" " + command + b"\r\n")
+            while not (line := self.file.readline()).startswith(tag + b" "):
+                assert line, "closed"
+            assert line.split()[1] == b"OK", line
+        self.sock.sendall(b"c IDLE\r\n")
+        assert self.file.readline().startswith(b"+")
+
+    def until_closed(self) -> list[bytes]:
+        while line := self.file.readline():
+            self.lines.append(line)
+        self.sock.close()
+        return self.lines
+
+
+def subjects(host: Host, user: str) -> dict[str, set[bytes]]:
+    client = imap(host, user)
+    try:
+        client.select("INBOX", readonly=True)
+        _, data = client.fetch("1:*", "(FLAGS BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+    finally:
+        client.logout()
+    out = {}
+    for item in data:
+        if isinstance(item, tuple):
+            flags = set(imaplib.ParseFlags(item[0])) - {b"\\Recent"}
+            out[item[1].decode().split(":", 1)[1].strip()] = flags
+    return out
+
+
+def move_status(host: Host, user: str) -> str | None:
+    import json
+
+    shown = host.mailctl("get-moverequeststatistics", user, "--output", "json").stdout
+    [request] = json.loads(shown)
+    assert request["Status"] != "Failed", request
+    return request["Status"]
+
+
+def test_a_move_from_b_to_a_while_a_client_idles_loses_no_message(org: Organization) -> None:
+    """New-MoveRequest on host A for a mailbox on host B: A's MSExchangeMailboxReplication
+    reads it through B's, mail submitted on A keeps arriving (to B, then A), the IDLE
+    session through A's front end is told BYE, and its next login lands on A with
+    everything."""
+    import threading
+
+    org.a.mailctl("new-mailbox", "dora", "--server", "MBX02", "--password-stdin",
+                  stdin=PASSWORD + "\n")  # fmt: skip
+    client = imap(org.a, "dora")
+    try:
+        for n in range(5):
+            client.append("INBOX", "(\\Seen)" if n == 0 else "", None,
+                          message(f"before {n}", "dora@contoso.test").as_bytes())  # fmt: skip
+    finally:
+        client.logout()
+    idle = IdleSession(org.a, "dora")
+
+    def submit(subject: str) -> None:
+        with smtplib.SMTP(org.a.address, 587, timeout=30) as smtp:
+            smtp.starttls(context=org.a.client_context())
+            smtp.login("alice", PASSWORD)
+            smtp.send_message(message(subject, "dora@contoso.test"))
+
+    org.a.mailctl("New-MoveRequest", "-Identity", "dora", "-TargetDatabase", "MBX01",
+                  "-SuspendWhenReadyToComplete")  # fmt: skip
+    wait_for("the copy done", lambda: move_status(org.a, "dora") == "AutoSuspended", 120)
+    submit("during")  # to B, where dora still is
+    wait_for("'during' on B", lambda: "during" in subjects(org.a, "dora"), 60)
+
+    org.a.mailctl("Resume-MoveRequest", "dora")
+    racing = threading.Thread(target=lambda: [submit(f"racing {n}") for n in range(3)])
+    racing.start()
+    said = idle.until_closed()
+    racing.join()
+    wait_for("the move completed", lambda: move_status(org.a, "dora") == "Completed", 120)
+    assert any(line.startswith(b"* BYE") and b"MBX01" in line for line in said), said
+
+    expected = {f"before {n}" for n in range(5)} | {"during"} | {f"racing {n}" for n in range(3)}
+    # A message that met the fence waits for the submission spool's retry (a minute).
+
+    def all_there() -> dict[str, set[bytes]] | None:
+        got = subjects(org.a, "dora")
+        return got if set(got) >= expected else None
+
+    seen = wait_for("every message on A", all_there, deadline=200)
+    assert set(seen) == expected and seen["before 0"] == {b"\\Seen"}
+    # B deleted its copy (keeping the fence, and the UIDVALIDITYs it must not hand out again).
+    assert not (org.b.home / "data" / "MBX02" / "mailboxes" / "dora").exists()
+    assert (org.a.home / "data" / "MBX01" / "mailboxes" / "dora").is_dir()
