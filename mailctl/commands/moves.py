@@ -44,6 +44,17 @@ def _find(identity: str) -> tuple[str, Any, Any]:
     return entry.name, entry, settings
 
 
+def _this_host_server() -> str | None:
+    """This host's server when the organization spans hosts (host.toml); None on one host."""
+    from server.settings import host
+
+    try:
+        config = host.load(home().root)
+    except host.HostFileError as exc:
+        fail(str(exc), code=1)
+    return config.server if config is not None else None
+
+
 def _wake(server: str) -> bool:
     """Tell the target's MSExchangeMailboxReplication to look at the requests now."""
     from server.runtime.status import control_request
@@ -89,6 +100,14 @@ def new_moverequest(
     target, _ = local_server(settings, target_database)
     if entry.server_name.lower() == target.lower():
         fail(f"mailbox {name} is already on {target}", code=1)
+    mine = _this_host_server()
+    if mine is not None and mine.lower() != target.lower():
+        # Requests are kept in the home of the target's host, where its service reads them.
+        fail(
+            f"this host runs {mine}; make the move request on the host of {target}, whose "
+            "MSExchangeMailboxReplication runs the move",
+            code=1,
+        )
     request = MoveRequest(
         Identity=name,
         SourceDatabase=entry.server_name,
