@@ -64,11 +64,11 @@ def _wake(server: str) -> bool:
 
 
 def _row(request: Any, settings: Any) -> dict[str, Any]:
-    data = request.to_json()
+    from mailctl import views
+
     box = settings.Mailboxes.get(request.Identity)
-    data["DisplayName"] = (box.DisplayName if box is not None else "") or request.Identity
-    data["Alias"] = request.Identity
-    return data
+    boxes = {request.Identity: box.model_dump(mode="json")} if box is not None else {}
+    return views.move_row(request.to_json(), boxes)
 
 
 @command("New-MoveRequest")
@@ -128,31 +128,31 @@ def new_moverequest(
 @command("Get-MoveRequest", read=True)
 def get_moverequest(identity: OptionalIdentityArg = None, output: OutputOpt = "table") -> None:
     """The move requests (all, or the mailbox's)."""
-    from server.moves.request import RequestBook
-
-    settings = load_settings()
-    book = RequestBook(home())
-    if identity is None:
-        requests = book.all()
-    else:
-        name, _, _ = _find(identity)
-        found = book.get(name)
-        if found is None:
-            fail(f"there is no move request for {name}", code=1)
-        requests = [found]
+    requests, settings = _requests(identity)
     emit([_row(r, settings) for r in requests], output, columns=MOVE_COLUMNS)
 
 
-@command("Get-MoveRequestStatistics", read=True)
-def get_moverequeststatistics(identity: IdentityArg, output: OutputOpt = "table") -> None:
-    """Where a move stands: StatusDetail, PercentComplete, items and bytes copied, passes."""
+def _requests(identity: str | None) -> tuple[list[Any], Any]:
+    """The move requests (all, or the mailbox's) and the settings."""
     from server.moves.request import RequestBook
 
+    book = RequestBook(home())
+    if identity is None:
+        return book.all(), load_settings()
     name, _, settings = _find(identity)
-    found = RequestBook(home()).get(name)
+    found = book.get(name)
     if found is None:
         fail(f"there is no move request for {name}", code=1)
-    emit([_row(found, settings)], output, columns=STATISTICS_COLUMNS)
+    return [found], settings
+
+
+@command("Get-MoveRequestStatistics", read=True)
+def get_moverequeststatistics(
+    identity: OptionalIdentityArg = None, output: OutputOpt = "table"
+) -> None:
+    """Where a move stands: StatusDetail, PercentComplete, items and bytes copied, passes."""
+    requests, settings = _requests(identity)
+    emit([_row(r, settings) for r in requests], output, columns=STATISTICS_COLUMNS)
 
 
 @command("Remove-MoveRequest")
