@@ -136,6 +136,12 @@ def _services(cached: dict[str, Any], given: dict[str, str], home: Any) -> Any |
     ]
 
 
+def _organization(cached: dict[str, Any], _given: dict[str, str], home: Any) -> Any:
+    from mailctl.orgview import organization_row
+
+    return organization_row(cached["settings"], home)
+
+
 def _statistics(cached: dict[str, Any], given: dict[str, str], home: Any) -> Any | None:
     """get-mailboxstatistics: the quotas from the cache, ItemCount and TotalItemSize read
     from each mailbox.db with plain sqlite3 (server.store.usage, as the store counts)."""
@@ -221,6 +227,7 @@ FAST_COMMANDS: dict[str, Read] = {
     "get-adserversettings": Read(
         _settings(lambda dump, _given: views.directory_row(dump)), server=False
     ),
+    "get-organizationconfig": Read(_organization, server=False, live=True),
 }
 
 

@@ -343,19 +343,6 @@ def setup(
 def get_organizationconfig(output: OutputOpt = "table") -> None:
     """Where this host's settings come from: the organization's document in the directory
     and its version (several hosts), or this home alone."""
-    from server.settings import host, shared
+    from mailctl.orgview import organization_row
 
-    where = home()
-    settings = load_settings()
-    config = host.load(where.root)
-    emit(
-        {
-            "Name": settings.Organization.Name,
-            "Domain": settings.Organization.Domain,
-            "Servers": list(settings.Servers),
-            "ThisServer": config.server if config else local_server(settings)[0],
-            "SettingsDN": config.settings_dn if config else None,
-            "SettingsVersion": shared.read_version(where.root) if config else None,
-        },
-        output,
-    )
+    emit(organization_row(load_settings().model_dump(mode="json"), home()), output)

@@ -86,6 +86,10 @@ class OrgSettings:
         try:
             return self._ldap._call(op, *args, **kw)
         except DirectoryUnavailable as exc:
+            if "refused BindDN's password" in str(exc):
+                raise SharedSettingsError(
+                    f"the directory refused the password of {self.config.BindDN}"
+                ) from None
             raise SharedSettingsError(
                 f"the organization's settings in the directory cannot be reached ({exc})"
             ) from None

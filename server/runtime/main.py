@@ -311,6 +311,9 @@ class Runtime:
             "SettingsVersion": self.ctx.version if self.ctx else None,
             "Connections": live.get("connections", 0),
             "Endpoints": live.get("endpoints", []),
+            # What else the service reports (MSExchangeADTopology: its copy's version, the
+            # directory's last error), for the commands about it.
+            "Details": {k: v for k, v in live.items() if k not in ("connections", "endpoints")},
             "LastReload": self.last_reload,
             "TooOpenPaths": self.too_open,
             "Reloads": self.reloads,

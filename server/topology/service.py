@@ -88,7 +88,11 @@ class TopologyService(Service):
             "connections": 0,
             "endpoints": [],
             "OrganizationVersion": self.version,
-            "LastCopy": self.last_sync,
+            "LastCopy": (
+                time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self.last_sync))
+                if self.last_sync
+                else None
+            ),
             "LastError": self.last_error,
         }
 
