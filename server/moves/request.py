@@ -7,6 +7,7 @@ MSExchangeMailboxReplication (progress); the copy's own bookkeeping stays on the
 Statuses are Exchange's (Get-MoveRequest's Status):
 
     Queued --start--> InProgress --lock--> CompletionInProgress --complete--> Completed
+                       ^                      |  (start again after a stop before the switch)
                        |    ^                 |                  \\--warn--> CompletedWithWarning
                        |    |                 \\--fail (before the switch)--> Failed
                        |    resume
@@ -54,7 +55,12 @@ ACTIVE = (MoveStatus.Queued, MoveStatus.InProgress, MoveStatus.CompletionInProgr
 
 # event -> (statuses it may happen in, status after)
 TRANSITIONS: dict[str, tuple[tuple[MoveStatus, ...], MoveStatus]] = {
-    "start": ((MoveStatus.Queued, MoveStatus.InProgress), MoveStatus.InProgress),
+    # From CompletionInProgress: a service stopped during the final phase, before the
+    # switch, goes through it again at its next start.
+    "start": (
+        (MoveStatus.Queued, MoveStatus.InProgress, MoveStatus.CompletionInProgress),
+        MoveStatus.InProgress,
+    ),
     "ready": ((MoveStatus.InProgress,), MoveStatus.AutoSuspended),
     "lock": ((MoveStatus.InProgress,), MoveStatus.CompletionInProgress),
     "complete": ((MoveStatus.CompletionInProgress,), MoveStatus.Completed),
@@ -94,6 +100,8 @@ class MoveRequest:
     Message: str = ""
     FailureType: str | None = None
     Attempt: int = 1  # a resume starts the next attempt; the copy keeps its work
+    # Seconds the mailbox was fenced: from the lock to the switch (Exchange's name).
+    TotalFinalizationDuration: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {k: (str(v) if isinstance(v, MoveStatus) else v) for k, v in asdict(self).items()}

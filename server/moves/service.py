@@ -21,6 +21,7 @@ import contextlib
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, BinaryIO
 
@@ -253,7 +254,7 @@ class ReplicationService(Service):
         try:
             with SourceClient(self.ctx.home, self.ctx.settings, source, entry.name) as client:
                 copier = Copier(client, target, state, self._progress(name))
-                locked = False
+                locked, fenced = False, 0.0
                 try:
                     self._passes(name, copier, state_path)
                     current = self.book.get(name)
@@ -264,6 +265,7 @@ class ReplicationService(Service):
                         log.info("service=%s event=move-ready mailbox=%r", self.ctx.name, name)
                         return
                     self.book.update(name, "lock", StatusDetail="FinalIncrementalSync")
+                    fenced = time.monotonic()
                     ended = client.lock(me)
                     locked = True
                     state_path.unlink(missing_ok=True)
@@ -276,7 +278,12 @@ class ReplicationService(Service):
                         with contextlib.suppress(Exception):
                             client.unlock()
                     raise
-                request = self.book.update(name, Switched=True, StatusDetail="CleanupSource")
+                request = self.book.update(
+                    name,
+                    Switched=True,
+                    StatusDetail="CleanupSource",
+                    TotalFinalizationDuration=round(time.monotonic() - fenced, 3),
+                )
                 log.info(
                     "service=%s event=move-switched mailbox=%r from=%s sessions_ended=%s",
                     self.ctx.name,
@@ -291,11 +298,17 @@ class ReplicationService(Service):
             self._store.delete_mailbox(entry.name)
         except _Stopping:
             log.info("service=%s event=move-paused mailbox=%r", self.ctx.name, name)
-        except (OSError, StoreError, wire.WireError, handover.HandoverError, ValueError) as exc:
+        except Exception as exc:  # noqa: BLE001 - every failure ends as Failed, with why
             log.warning(
-                "service=%s event=move-failed mailbox=%r error=%r", self.ctx.name, name, str(exc)
+                "service=%s event=move-failed mailbox=%r error=%r",
+                self.ctx.name,
+                name,
+                str(exc),
+                exc_info=not isinstance(
+                    exc, OSError | StoreError | wire.WireError | handover.HandoverError
+                ),
             )
-            self._fail(name, str(exc), type(exc).__name__)
+            self._fail(name, str(exc) or type(exc).__name__, type(exc).__name__)
 
     def _passes(self, name: str, copier: Copier, state_path: Any) -> None:
         """The initial copy, then incremental passes until one is quiet."""

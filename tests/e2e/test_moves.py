@@ -173,6 +173,7 @@ def test_a_move_while_a_client_idles_loses_no_message(site: ServiceRunner) -> No
     racing.join()
     done = wait_for_status(home, MoveStatus.Completed, MoveStatus.CompletedWithWarning)
     assert done.Status == MoveStatus.Completed, done.Message
+    print(f"fenced for {done.TotalFinalizationDuration} s; {done.Passes} passes")
     assert any(line.startswith(b"* BYE") and b"MBX02" in line for line in said), said
     assert find_entry(store.load(home).settings, "alice", home).server_name == "MBX02"
 

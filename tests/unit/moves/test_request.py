@@ -36,6 +36,7 @@ def test_the_whole_way_to_completed() -> None:
         (MoveStatus.Queued, "complete"),
         (MoveStatus.InProgress, "complete"),
         (MoveStatus.Completed, "start"),
+        (MoveStatus.Failed, "start"),
         (MoveStatus.Completed, "resume"),
         (MoveStatus.InProgress, "resume"),
         (MoveStatus.AutoSuspended, "lock"),
@@ -96,3 +97,8 @@ def test_the_book_keeps_one_request_per_mailbox(tmp_path) -> None:
     assert book.all() == []
     with pytest.raises(MoveStateError, match="removed"):
         book.update("alice", "start")
+
+
+def test_a_final_phase_cut_short_before_the_switch_starts_again() -> None:
+    locked = transition(transition(queued(), "start"), "lock")
+    assert transition(locked, "start").Status == MoveStatus.InProgress
