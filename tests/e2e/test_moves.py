@@ -136,6 +136,8 @@ class IdleClient:
         return self.lines
 
 
+# Seven service processes start and stop, on a machine the rest of the suite shares.
+@pytest.mark.timeout(300)
 def test_a_move_while_a_client_idles_loses_no_message(site: ServiceRunner) -> None:
     home = site.home
     for n in range(20):

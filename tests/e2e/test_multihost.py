@@ -243,6 +243,8 @@ def move_status(host: Host, user: str) -> str | None:
     return request["Status"]
 
 
+# A message that meets the fence waits for the submission spool's next try, a minute later.
+@pytest.mark.timeout(400)
 def test_a_move_from_b_to_a_while_a_client_idles_loses_no_message(org: Organization) -> None:
     """New-MoveRequest on host A for a mailbox on host B: A's MSExchangeMailboxReplication
     reads it through B's, mail submitted on A keeps arriving (to B, then A), the IDLE
