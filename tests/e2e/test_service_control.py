@@ -21,6 +21,7 @@ from server.control import services as control
 from server.runtime.main import read_pid_file
 from server.settings import store
 from server.settings.models import DELIVERY, IMAP4, IMAP4BE, POP3, POP3BE, SUBMISSION, WEB
+from server.settings.names import TOPOLOGY
 from server.settings.paths import Home
 
 from .conftest import ServiceRunner
@@ -35,6 +36,7 @@ STARTUP = {
     SUBMISSION: "Disabled",
     WEB: "Manual",
     DELIVERY: "Automatic",
+    TOPOLOGY: "Manual",  # a one-host install has no organization to copy settings from
 }
 
 
@@ -71,7 +73,7 @@ def test_start_inspect_stop_through_the_cli(echo_services: ServiceRunner) -> Non
 
     rows = get_json(runner, "MSExchange*")
     assert {r["Name"]: r["Status"] for r in rows}[IMAP4] == "Stopped"
-    assert len(rows) == 6  # all but W3SVC
+    assert len(rows) == 7  # all but W3SVC
 
     runner.run_ok("Stop-Service", "MSExchangeIMAP4BE")
     assert client.recv(200).startswith(b"* BYE")  # told goodbye, not just cut
@@ -202,7 +204,7 @@ def test_restart_service_gives_a_new_process(echo_services: ServiceRunner) -> No
 def test_install_systemd_writes_one_unit_per_service(home: Home, tmp_path) -> None:
     out = tmp_path / "units"
     written = control.install_systemd(home, out, python="/usr/bin/python3", user="mailctl")
-    assert len(written) == 7
+    assert len(written) == 8
     unit = (out / "mailctl-MBX01-MSExchangeIMAP4.service").read_text()
     assert "Type=simple" in unit
     assert (
@@ -228,7 +230,7 @@ def test_install_systemd_writes_one_unit_per_service(home: Home, tmp_path) -> No
 def test_install_systemd_through_the_cli(echo_services: ServiceRunner, tmp_path) -> None:
     result = echo_services.run_ok("install-systemd", "--output-dir", str(tmp_path))
     assert "systemctl daemon-reload" in result.stdout
-    assert len(list(tmp_path.glob("*.service"))) == 7
+    assert len(list(tmp_path.glob("*.service"))) == 8
 
 
 def test_an_idle_service_costs_no_cpu(echo_services: ServiceRunner) -> None:
