@@ -80,6 +80,10 @@ def prepare_organization(
             help="This server's BackEndAddress: an address the other hosts can reach.",
         ),
     ] = None,
+    organization_name: Annotated[
+        str | None,
+        typer.Option("--organization-name", help="The organization's name (Organization.Name)."),
+    ] = None,
 ) -> None:
     """Keep this organization's settings in the directory, so more hosts can join it
     (Exchange: Setup /PrepareAD). Run once, on the first host, after set-adserversettings."""
@@ -107,6 +111,8 @@ def prepare_organization(
         session.set(("Servers", server, "Services", TOPOLOGY), "Automatic")
         if backend_address:
             session.set(("Servers", server, "BackEndAddress"), backend_address)
+        if organization_name:
+            session.set(("Organization", "Name"), organization_name)
     text = where.settings_file.read_text("utf-8")
     if not directory.BindPasswordFile:
         fail("[Directory] has no BindPasswordFile: the other hosts' services need one")
@@ -269,7 +275,7 @@ def join_organization(
 SETUP_HELP = (
     "Exchange's setup switches: /PrepareAD (prepare-organization) or /Mode:Install "
     "/Role:Mailbox (join-organization), with /DomainController: (ldap://host:port), "
-    "/AdminDN:, /ConfigurationDN:, /Server:, /BackEndAddress:, /Fqdn:, /BasePort:, "
+    "/AdminDN:, /ConfigurationDN:, /Server:, /BackEndAddress:, /Fqdn:, /BasePort:, /TlsCaFile:, "
     "/PasswordStdin, /NoStart. /IAcceptExchangeServerLicenseTerms* is accepted and ignored."
 )
 
@@ -297,6 +303,7 @@ def setup(
     known = {
         "preparead", "mode", "role", "domaincontroller", "admindn", "configurationdn", "server",
         "backendaddress", "fqdn", "baseport", "passwordstdin", "nostart", "organizationname",
+        "tlscafile",
     }  # fmt: skip
     unknown = [k for k in given if k not in known]
     if unknown:
@@ -309,6 +316,7 @@ def setup(
             password_stdin="passwordstdin" in given,
             configuration_dn=given.get("configurationdn") or None,
             backend_address=given.get("backendaddress") or None,
+            organization_name=given.get("organizationname") or None,
         )
         return
     if given.get("mode", "").lower() != "install" or given.get("role", "").lower() not in (
@@ -334,7 +342,7 @@ def setup(
         configuration_dn=given.get("configurationdn") or None,
         fqdn=given.get("fqdn") or None,
         base_port=int(base_port) if base_port else None,
-        tls_ca_file=None,
+        tls_ca_file=given.get("tlscafile") or None,
         start="nostart" not in given,
     )
 
