@@ -62,6 +62,14 @@ def _start_everything(where: Any) -> list[str]:
         fail(str(exc), code=1)
 
 
+def _check_back_end_certificates(session: Any, server: str) -> None:
+    """EnforceCertificateErrors on: with back ends on other hosts, the front end checks their
+    certificate against the organization's CA and their Fqdn (docs/security.md, "Threat: the
+    network between hosts"); every server has one from that CA."""
+    for kind in ("ImapSettings", "PopSettings"):
+        session.set(("Servers", server, kind, "EnforceCertificateErrors"), True)
+
+
 @command("Prepare-Organization")
 def prepare_organization(
     admin_dn: AdminDn,
@@ -109,6 +117,8 @@ def prepare_organization(
     server = local_server(settings)[0]
     with edit_settings() as session:
         session.set(("Servers", server, "Services", TOPOLOGY), "Automatic")
+        for name in settings.Servers:
+            _check_back_end_certificates(session, name)
         if backend_address:
             session.set(("Servers", server, "BackEndAddress"), backend_address)
         if organization_name:
@@ -263,6 +273,7 @@ def join_organization(
                 session.set(("ReceiveConnectors", cname), conn.model_dump(mode="json"))
         for service in (TOPOLOGY, IMAP4BE, IMAP4, POP3BE, POP3):
             session.set(("Servers", server, "Services", service), "Automatic")
+        _check_back_end_certificates(session, server)
     fqdn_now = store.load(where).settings.Servers[server].Fqdn
     if tls.select_certificate(where, "IMAP", fqdn_now, strict=True) is None:
         tls.new_certificate(where, fqdn_now, [fqdn_now, backend_address], list(tls.SERVICE_KINDS))

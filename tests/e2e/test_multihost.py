@@ -58,6 +58,11 @@ def mailbox_files(host: Host, server: str) -> list[Path]:
 
 
 def test_a_mailbox_on_b_is_read_through_a(org: Organization) -> None:
+    # The hop from A's front end to B's back end checks B's certificate (the organization's
+    # CA, B's Fqdn): setup turned EnforceCertificateErrors on for every server.
+    for protocol in ("imap", "pop"):
+        shown = org.a.mailctl(f"get-{protocol}settings", "--server", "MBX02", "--output", "json")
+        assert json.loads(shown.stdout)["EnforceCertificateErrors"] is True
     client = imap(org.a, "bob")
     try:
         typ, _ = client.append("INBOX", "", None, message("through A").as_bytes())
