@@ -30,6 +30,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from server.backend.imap.commands import TABLE
 from server.backend.imap.commands import sortthread as sort_commands
 from server.backend.imap.session import ImapSession, Login, SessionConfig
 from server.settings.models import default_settings
@@ -86,7 +87,9 @@ def messages(n: int, seed: int = 5256) -> list[NewMessage]:
 def session(store: SqliteMailStore) -> ImapSession:
     settings = default_settings()
     mailbox = store.mailbox("bench")
-    s = ImapSession(SessionConfig(lambda: settings, "MBX01", lambda *a: Login("bench", mailbox)))
+    s = ImapSession(
+        SessionConfig(lambda: settings, "MBX01", lambda *a: Login("bench", mailbox)), TABLE
+    )
     run(
         s,
         "a AUTHENTICATE PLAIN "

@@ -28,7 +28,6 @@ so what the client sees after login is exactly what the back end supports.
 from __future__ import annotations
 
 import base64
-import binascii
 
 from server.frontend.core import (
     BackendDone,
@@ -46,7 +45,9 @@ from server.frontend.core import (
 )
 from server.frontend.imap_compress import ImapCompress, with_capability
 from server.frontend.relay import Transforms
-from server.protocols.imap import parser as p
+from server.protocols import sasl
+from server.protocols.imap import requests as rq
+from server.protocols.imap.reader import CommandReader
 from server.runtime.protocol_log import imap_result
 from server.settings.models import ImapSettings, ProtocolSettings, Server, Settings
 
@@ -57,23 +58,17 @@ INVALID_STATE = "Command received in invalid state."
 def decode_plain(response: bytes) -> tuple[str, str] | None:
     """SASL PLAIN (RFC 4616): (authcid, password), or None when malformed or asking to act
     as someone else (a client may not name an authzid other than itself)."""
-    parts = response.split(b"\0")
-    if len(parts) != 3:
+    try:
+        plain = sasl.decode_plain(response)
+    except sasl.SaslError:
         return None
-    authzid, authcid, password = (part.decode("utf-8", "replace") for part in parts)
-    if not authcid or (authzid and authzid.lower() != authcid.lower()):
-        return None
-    return authcid, password
-
-
-def plain_response(authzid: str, authcid: str, password: str) -> bytes:
-    return base64.b64encode(f"{authzid}\0{authcid}\0{password}".encode())
+    return None if plain.acts_as_other else (plain.authcid, plain.password)
 
 
 class ImapLoginCore(LoginCore):
     def __init__(self, banner: str) -> None:
         self.banner = banner
-        self.reader = p.CommandReader()
+        self.reader = CommandReader()
         self._sasl_tag: str | None = None  # AUTHENTICATE waiting for its client response
         self._sasl_login = False  # that AUTHENTICATE is LOGIN (else PLAIN)
         self._sasl_user: str | None = None  # AUTHENTICATE LOGIN: the user name, once given
@@ -155,23 +150,23 @@ class ImapLoginCore(LoginCore):
             if result is not None:
                 return result
 
-    def _note(self, event: p.Event, size: int) -> None:
+    def _note(self, event: rq.Event, size: int) -> None:
         """Remember which command the next answer finishes (SASL responses and literal
         continuations belong to the command before them)."""
-        if isinstance(event, p.NeedContinuation):
+        if isinstance(event, rq.NeedContinuation):
             self._size = self._size + size if self._continued else size
             self._continued = True
             return
-        if isinstance(event, p.RawLine):
+        if isinstance(event, rq.RawLine):
             self._size += size
             return
         self._size = self._size + size if self._continued else size
         self._continued = False
-        if isinstance(event, p.Command):
+        if isinstance(event, rq.Command):
             args = event.args
-            if isinstance(args, p.Login):
+            if isinstance(args, rq.Login):
                 parameters = args.user  # never the password
-            elif isinstance(args, p.Authenticate):
+            elif isinstance(args, rq.Authenticate):
                 parameters = args.mechanism
             else:
                 parameters = ""
@@ -179,42 +174,42 @@ class ImapLoginCore(LoginCore):
         else:
             self._logged = (getattr(event, "name", None) or "?", "", getattr(event, "tag", None))
 
-    def _handle(self, event: p.Event, policy: Policy) -> Send | StartTls | LoginRequest | None:
-        if isinstance(event, p.RawLine):
+    def _handle(self, event: rq.Event, policy: Policy) -> Send | StartTls | LoginRequest | None:
+        if isinstance(event, rq.RawLine):
             return self._sasl_response(event.line)
-        if isinstance(event, p.NeedContinuation):
+        if isinstance(event, rq.NeedContinuation):
             return Send(f"+ {event.text}".encode() + CRLF)
-        if isinstance(event, p.CommandTooLong | p.LiteralTooLarge):
+        if isinstance(event, rq.CommandTooLong | rq.LiteralTooLarge):
             return Send(f"{event.tag or '*'} BAD [TOOBIG] Command too long.".encode() + CRLF)
-        if isinstance(event, p.ParseError):
+        if isinstance(event, rq.ParseError):
             return Send(f"{event.tag or '*'} BAD {event.message}".encode() + CRLF)
-        if isinstance(event, p.BadCharset):
+        if isinstance(event, rq.BadCharset):
             return self._tagged(event.tag, "BAD", INVALID_STATE)
-        assert isinstance(event, p.Command)
+        assert isinstance(event, rq.Command)
         return self._command(event, policy)
 
     def _tagged(self, tag: str, status: str, text: str, untagged: str = "") -> Send:
         pre = f"* {untagged}\r\n" if untagged else ""
         return Send(f"{pre}{tag} {status} {text}".encode() + CRLF)
 
-    def _command(self, cmd: p.Command, policy: Policy) -> Send | StartTls | LoginRequest:
+    def _command(self, cmd: rq.Command, policy: Policy) -> Send | StartTls | LoginRequest:
         args, tag = cmd.args, cmd.tag
-        if isinstance(args, p.Capability):
+        if isinstance(args, rq.Capability):
             return self._tagged(
                 tag, "OK", "CAPABILITY completed.", f"CAPABILITY {self.capabilities(policy)}"
             )
-        if isinstance(args, p.Noop):
+        if isinstance(args, rq.Noop):
             return self._tagged(tag, "OK", "NOOP completed.")
-        if isinstance(args, p.Logout):
+        if isinstance(args, rq.Logout):
             data = self._tagged(tag, "OK", "LOGOUT completed.", "BYE Logging out.").data
             return Send(data, close=True)
-        if isinstance(args, p.Id):
+        if isinstance(args, rq.Id):
             return self._tagged(tag, "OK", "ID completed.", 'ID ("name" "mailctl")')
-        if isinstance(args, p.Starttls):
+        if isinstance(args, rq.Starttls):
             if policy.tls_active or not policy.tls_available:
                 return self._tagged(tag, "BAD", "STARTTLS is not available now.")
             return StartTls(f"{tag} OK Begin TLS negotiation now.".encode() + CRLF)
-        if isinstance(args, p.Login):
+        if isinstance(args, rq.Login):
             if not policy.clear_login_allowed:
                 return self._tagged(
                     tag,
@@ -223,11 +218,11 @@ class ImapLoginCore(LoginCore):
                     "unencrypted connection; use STARTTLS or the SSL port.",
                 )
             return LoginRequest(args.user, args.password, tag)
-        if isinstance(args, p.Authenticate):
+        if isinstance(args, rq.Authenticate):
             return self._authenticate(tag, args, policy)
         return self._tagged(tag, "BAD", INVALID_STATE)
 
-    def _authenticate(self, tag: str, args: p.Authenticate, policy: Policy) -> Send | LoginRequest:
+    def _authenticate(self, tag: str, args: rq.Authenticate, policy: Policy) -> Send | LoginRequest:
         if args.mechanism.upper() not in ("PLAIN", "LOGIN"):
             return self._tagged(tag, "NO", "Unsupported authentication mechanism.")
         if not policy.sasl_plain_allowed:
@@ -272,8 +267,8 @@ class ImapLoginCore(LoginCore):
             self._sasl_user = None
             return self._tagged(tag, "BAD", "AUTHENTICATE cancelled.")
         try:
-            response = base64.b64decode(line.strip(), validate=True)
-        except (binascii.Error, ValueError):
+            response = sasl.decode_response(line)
+        except sasl.SaslError:
             self._sasl_user = None
             return self._tagged(tag, "BAD", "Invalid base64 response.")
         if login:
@@ -348,5 +343,4 @@ __all__ = [
     "ImapLoginCore",
     "ImapSettings",
     "decode_plain",
-    "plain_response",
 ]

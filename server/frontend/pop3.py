@@ -23,9 +23,6 @@ PlainTextLogin             both                              both
 
 from __future__ import annotations
 
-import base64
-import binascii
-
 from server.frontend.core import (
     BackendDone,
     BackendLogin,
@@ -41,6 +38,7 @@ from server.frontend.core import (
     StartTls,
 )
 from server.frontend.imap import decode_plain
+from server.protocols import sasl
 from server.protocols.pop3.responses import Capabilities
 from server.runtime.protocol_log import pop3_result
 from server.settings.models import ProtocolSettings, Server, Settings
@@ -219,8 +217,8 @@ class Pop3LoginCore(LoginCore):
         if response == b"*":
             return Send(b"-ERR Authentication cancelled." + CRLF)
         try:
-            decoded = decode_plain(base64.b64decode(response, validate=True))
-        except (binascii.Error, ValueError):
+            decoded = decode_plain(sasl.decode_response(response))
+        except sasl.SaslError:
             return Send(b"-ERR Invalid base64 response." + CRLF)
         if decoded is None:
             return Send(b"-ERR [AUTH] Authentication failed." + CRLF)

@@ -1,27 +1,21 @@
-"""MIME metadata for IMAP: ENVELOPE, BODY, BODYSTRUCTURE, BODY[section] and SEARCH text.
+"""MIME messages: the part tree (RFC 2045/2046), RFC 5322 and RFC 2045 header lexers,
+addresses, decoded text. No protocol: IMAP's ENVELOPE/BODYSTRUCTURE wire forms and the
+MessageInfo the store caches are server.protocols.imap.bodystructure's.
 
-Pure functions over the stored message bytes. The store calls `analyze()` once at delivery
-and keeps `MessageInfo.to_json()`; FETCH serves `info.envelope` / `info.body` /
-`info.bodystructure` as they are (wire bytes, wrap them in `wire.Raw`) and BODY[section]
-through `fetch_section()` on the raw bytes plus the cached part map, without re-parsing.
-SEARCH uses the decoded header fields of `MessageInfo`, `header_values()` and
-`text_contains()`.
+Pure functions over the stored message bytes. `parse()` builds the tree once; a `Part`
+map (byte offsets, kept by the store) then serves BODY[section] through `fetch_section()`
+without re-parsing, and SEARCH through `header_values()` and `text_contains()`.
 
-Where RFC 3501 leaves a choice the answers follow Dovecot 2.3 (message-parser.c,
-imap-bodystructure.c, imap-envelope.c), so the two can be compared side by side
+Where the RFCs leave a choice the answers follow Dovecot 2.3 (message-parser.c,
+rfc822-parser.c), so the two can be compared side by side
 (tests/unit/mail/test_mime_corpus.py). In particular:
-- MIME types, subtypes and parameters are sent as found in the message; defaults are
-  lower-case ("text" "plain" ("charset" "us-ascii"), "7bit").
 - A part boundary is any line starting with "--" + a boundary of an enclosing multipart
   (prefix match, longest wins); the line break before it belongs to the boundary.
 - Content-* headers count only in MIME parts (MIME-Version or Content-Type present, or
   inside a multipart); parts of multipart/digest default to message/rfc822.
-- ENVELOPE strings are the header values as sent (encoded words stay encoded), with line
-  breaks removed; the subject and display names also have runs of white space collapsed.
-  An address without a domain gets "MISSING_DOMAIN" (a NIL host would read as a group
-  start, RFC 3501 section 7.4.2). An empty entry in an address list is an address with
-  "MISSING_MAILBOX" and "MISSING_DOMAIN"; the list ends where something other than "," or
-  ";" follows an address (e.g. an un-bracketed obs-route, RFC 5322 section 4.4).
+- An empty entry in an address list is an address with "MISSING_MAILBOX" and
+  "MISSING_DOMAIN"; the list ends where something other than "," or ";" follows an
+  address (e.g. an un-bracketed obs-route, RFC 5322 section 4.4).
 - A parameter with nothing after "=" has the empty value ("charset" "").
 - Sizes and line counts are of the stored bytes. The store hands over CRLF messages; bare
   LF input works (nothing is lost) but then sizes count the bytes as stored.
@@ -31,21 +25,18 @@ from __future__ import annotations
 
 import binascii
 import codecs
-import json
-import logging
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.header import decode_header, make_header
 from email.utils import parsedate_to_datetime
-
-from server.protocols.imap.wire import Raw, encode
+from typing import Protocol
 
 __all__ = [
-    "MessageInfo",
+    "Node",
     "Part",
-    "analyze",
+    "parse",
     "fetch_section",
     "header_values",
     "text_contains",
@@ -54,8 +45,6 @@ __all__ = [
     "find_part",
     "nul_safe",
 ]
-
-log = logging.getLogger("mailctl.mime")
 
 LEAF, MULTIPART, MESSAGE = 0, 1, 2
 
@@ -109,83 +98,20 @@ class Part:
         )
 
 
-@dataclass(slots=True)
-class MessageInfo:
-    """What `analyze()` learns about a message; everything FETCH and SEARCH need."""
-
-    envelope: bytes  # wire form of ENVELOPE, e.g. b'("date" "subject" ...)'
-    body: bytes  # wire form of BODY (non-extensible BODYSTRUCTURE)
-    bodystructure: bytes  # wire form of BODYSTRUCTURE
-    header_len: int  # octets of the top-level header, blank line included
-    size: int  # octets of the whole message (RFC822.SIZE)
-    date_sent: datetime | None  # Date: header, timezone-aware; None if missing/invalid
-    subject: str  # decoded (RFC 2047) text, "" if absent
-    from_: str
-    to: str
-    cc: str
-    bcc: str
-    message_id: str
-    in_reply_to: str
-    part_map: Part
-
-    def to_json(self) -> str:
-        return json.dumps(
-            {
-                "v": 1,
-                "envelope": self.envelope.decode("latin-1"),
-                "body": self.body.decode("latin-1"),
-                "bodystructure": self.bodystructure.decode("latin-1"),
-                "header_len": self.header_len,
-                "size": self.size,
-                "date_sent": self.date_sent.isoformat() if self.date_sent else None,
-                "subject": self.subject,
-                "from": self.from_,
-                "to": self.to,
-                "cc": self.cc,
-                "bcc": self.bcc,
-                "message_id": self.message_id,
-                "in_reply_to": self.in_reply_to,
-                "parts": self.part_map.to_list(),
-            },
-            ensure_ascii=False,
-            separators=(",", ":"),
-        )
-
-    @classmethod
-    def from_json(cls, text: str | bytes) -> MessageInfo:
-        d = json.loads(text)
-        return cls(
-            envelope=d["envelope"].encode("latin-1"),
-            body=d["body"].encode("latin-1"),
-            bodystructure=d["bodystructure"].encode("latin-1"),
-            header_len=d["header_len"],
-            size=d["size"],
-            date_sent=datetime.fromisoformat(d["date_sent"]) if d["date_sent"] else None,
-            subject=d["subject"],
-            from_=d["from"],
-            to=d["to"],
-            cc=d["cc"],
-            bcc=d["bcc"],
-            message_id=d["message_id"],
-            in_reply_to=d["in_reply_to"],
-            part_map=Part.from_list(d["parts"]),
-        )
-
-
 # --- header scanning ----------------------------------------------------------------------
 
 
 @dataclass(slots=True)
-class _Field:
+class Field:
     name: bytes  # as written, without the trailing white space before ':'
     value: bytes  # unfolded as Dovecot does: leading LWSP dropped, lines joined by LF
     start: int  # offset of the first line
     end: int  # offset after the last line's line break
 
 
-def _header_fields(raw: bytes, start: int, end: int) -> list[_Field]:
+def header_fields(raw: bytes, start: int, end: int) -> list[Field]:
     """The header fields of raw[start:end] (a header block; a blank line stops it)."""
-    fields: list[_Field] = []
+    fields: list[Field] = []
     pos = start
     while pos < end:
         nl = raw.find(b"\n", pos, end)
@@ -201,13 +127,13 @@ def _header_fields(raw: bytes, start: int, end: int) -> list[_Field]:
         else:
             colon = line.find(b":")
             if colon < 0:
-                fields.append(_Field(line, b"", pos, line_end))
+                fields.append(Field(line, b"", pos, line_end))
             else:
                 value = line[colon + 1 :]
                 stripped = value.lstrip(_LWSP)
                 if not stripped and value:
                     stripped = value[1:]
-                fields.append(_Field(line[:colon].rstrip(_LWSP), stripped, pos, line_end))
+                fields.append(Field(line[:colon].rstrip(_LWSP), stripped, pos, line_end))
         pos = line_end
     return fields
 
@@ -397,11 +323,11 @@ _EMPTY_ADDR: _Addr = (None, None, b"MISSING_MAILBOX", b"MISSING_DOMAIN")
 _FIELD_BREAK = b"\n\n"
 
 
-def _parse_addresses(value: bytes) -> list[_Addr]:
+def parse_addresses(value: bytes) -> list[_Addr]:
     """RFC 5322 address-list -> ENVELOPE address tuples (name, route, mailbox, host), with
     group start (NIL NIL group NIL) and group end (NIL NIL NIL NIL) markers."""
     if _FIELD_BREAK in value:
-        return [a for one in value.split(_FIELD_BREAK) for a in _parse_addresses(one)]
+        return [a for one in value.split(_FIELD_BREAK) for a in parse_addresses(one)]
     lx = _Lexer(value)
     out: list[_Addr] = []
     in_group = False
@@ -559,7 +485,7 @@ def _quote_phrase(word: bytes) -> bytes:
     return b'"' + word.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
 
 
-def _address_search_text(value: bytes) -> str:
+def address_search_text(value: bytes) -> str:
     """An address header as SEARCH FROM/TO/CC/BCC matches it: the parsed list written out
     again (name <route:mailbox@host>, group: ...;), then encoded words decoded, as Dovecot
     does. Comments and white space inside an address then don't hide it:
@@ -567,7 +493,7 @@ def _address_search_text(value: bytes) -> str:
     out = bytearray()
     sep = b""
     in_group = False
-    for name, route, mailbox, host in _parse_addresses(value):
+    for name, route, mailbox, host in parse_addresses(value):
         if host is None:
             if not in_group:
                 out += sep + (_quote_phrase(mailbox) if mailbox else b'""') + b": "
@@ -588,17 +514,17 @@ def _address_search_text(value: bytes) -> str:
 # --- text helpers ---------------------------------------------------------------------------
 
 
-def _nolf(value: bytes) -> bytes:
+def nolf(value: bytes) -> bytes:
     return value.replace(b"\r", b"").replace(b"\n", b"")
 
 
-def _for_humans(value: bytes) -> bytes:
+def for_humans(value: bytes) -> bytes:
     """imap_append_string_for_humans(): no line breaks, white space runs collapsed and
     trimmed, NUL shown as 0x80."""
-    return _collapse(_nolf(value).replace(b"\x00", b"\x80"))
+    return collapse(nolf(value).replace(b"\x00", b"\x80"))
 
 
-def _collapse(v: bytes) -> bytes:
+def collapse(v: bytes) -> bytes:
     return re.sub(rb"[ \t]+", b" ", v).strip(b" ")
 
 
@@ -620,11 +546,12 @@ def decode_words(value: bytes | str) -> str:
 
 
 @dataclass(slots=True)
-class _Node:
-    """Parser state for one part; becomes a Part plus what BODYSTRUCTURE writes."""
+class Node:
+    """One part as parsed: its Part (offsets) plus its header fields and Content-Type, for
+    whoever describes the part (IMAP's BODYSTRUCTURE) without parsing it again."""
 
     part: Part
-    fields: list[_Field]
+    fields: list[Field]
     is_mime: bool = False
     flags_text: bool = False
     ctype_ok: bool = False
@@ -632,7 +559,7 @@ class _Node:
     sub: bytes = b""
     params: list[tuple[bytes, bytes]] = field(default_factory=list)
     boundary: bytes | None = None
-    nodes: list[_Node] = field(default_factory=list)
+    nodes: list[Node] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -643,7 +570,7 @@ class _Hit:
     nl: int
     line: int
     after: int
-    owner: _Node
+    owner: Node
     closing: bool
 
 
@@ -651,9 +578,9 @@ class _Parser:
     def __init__(self, raw: bytes) -> None:
         self.raw = raw
         self.n = len(raw)
-        self.stack: list[tuple[bytes, _Node]] = []  # open boundaries, innermost last
+        self.stack: list[tuple[bytes, Node]] = []  # open boundaries, innermost last
 
-    def _match(self, pos: int) -> tuple[bytes, _Node] | None:
+    def _match(self, pos: int) -> tuple[bytes, Node] | None:
         """The longest open boundary that `raw[pos:]` starts with."""
         best = None
         raw = self.raw
@@ -714,15 +641,15 @@ class _Parser:
             pos = nl + 1
         return n, n, None
 
-    def parse(self, start: int, parent: _Node | None, depth: int = 0) -> tuple[_Node, _Hit | None]:
+    def parse(self, start: int, parent: Node | None, depth: int = 0) -> tuple[Node, _Hit | None]:
         """The part at `start`; depth: how many multipart and message/rfc822 parts
         enclose it (see MAX_NESTING)."""
         raw = self.raw
         part = Part(start, start, start)
-        node = _Node(part, [])
+        node = Node(part, [])
         fields_end, body, hit = self._header(start)
         cut_in_header = hit is not None
-        node.fields = _header_fields(raw, start, fields_end)
+        node.fields = header_fields(raw, start, fields_end)
         self._classify(node, parent, depth)
         if hit is None and body > fields_end and self.stack:
             # An outer boundary right after the blank line takes the blank line's line
@@ -743,7 +670,7 @@ class _Parser:
             # line break before that boundary to the enclosing parts, not to the boundary.
             part.end = body
             if part.kind == MESSAGE:
-                child = _Node(Part(body, body, body), [])
+                child = Node(Part(body, body, body), [])
                 self._classify(child, node, depth + 1)
                 node.nodes.append(child)
                 part.children.append(child.part)
@@ -762,7 +689,7 @@ class _Parser:
         part.end = hit.nl if hit else self.n
         return node, hit
 
-    def _multipart_body(self, node: _Node, depth: int) -> _Hit | None:
+    def _multipart_body(self, node: Node, depth: int) -> _Hit | None:
         assert node.boundary is not None
         self.stack.append((node.boundary, node))
         part = node.part
@@ -783,12 +710,12 @@ class _Parser:
             node.nodes.append(child)
             part.children.append(child.part)
 
-    def _classify(self, node: _Node, parent: _Node | None, depth: int) -> None:
+    def _classify(self, node: Node, parent: Node | None, depth: int) -> None:
         """Content-Type and friends -> kind, type, boundary (message-parser.c rules)."""
         part = node.part
         in_multipart = parent is not None and parent.part.kind == MULTIPART
         node.is_mime = in_multipart
-        ct: _Field | None = None
+        ct: Field | None = None
         for f in node.fields:
             name = f.name.lower()
             if name == b"mime-version":
@@ -846,10 +773,10 @@ class _Parser:
                     break
 
 
-# --- BODYSTRUCTURE and ENVELOPE ------------------------------------------------------------
+# --- Content-* fields and the originator/destination fields -----------------------------
 
 
-def _content_fields(node: _Node) -> dict[bytes, bytes | list]:
+def content_fields(node: Node) -> dict[bytes, bytes | list]:
     """The first of each Content-* header (Dovecot's rules), parsed."""
     out: dict[bytes, bytes | list] = {}
     if not node.is_mime:
@@ -890,106 +817,6 @@ def _content_fields(node: _Node) -> dict[bytes, bytes | list]:
     return out
 
 
-def _nstr(value: bytes | None) -> bytes | None:
-    return None if value is None else _nolf(value)
-
-
-def _params_value(params: list[tuple[bytes, bytes]], text: bool) -> list | None:
-    flat: list[bytes] = [x for kv in params for x in kv]
-    if text and not any(k.lower() == b"charset" for k, _ in params):
-        flat += [b"charset", b"us-ascii"]
-    return flat or None
-
-
-def _ext_common(c: dict[bytes, bytes | list]) -> list:
-    disp = c.get(b"disposition")
-    dparams = c.get(b"disposition-params") or None
-    return [
-        None if disp is None else [disp, dparams],
-        c.get(b"language"),
-        _nstr(c.get(b"location")),  # type: ignore[arg-type]
-    ]
-
-
-_EMPTY_BODY = [b"text", b"plain", [b"charset", b"us-ascii"], None, None, b"7bit", 0, 0]
-
-
-def _structure(node: _Node, raw: bytes, extended: bool, root: bool = False) -> list:
-    part = node.part
-    c = _content_fields(node)
-    if part.kind == MULTIPART:
-        kids: list = [_structure(k, raw, extended) for k in node.nodes]
-        if not kids:
-            kids = [_EMPTY_BODY + ([None] * 4 if extended else [])]
-        # body-type-mpart = 1*body SP media-subtype: the bodies follow each other with
-        # no space between them (RFC 3501 section 9)
-        out: list = [Raw(b"".join(encode(k) for k in kids)), node.sub]
-        if extended:
-            out += [_params_value(node.params, False)] + _ext_common(c)
-        return out
-    if part.kind == MESSAGE:
-        main, sub, text = b"message", b"rfc822", False
-    elif node.main is None:
-        main, sub, text = b"text", b"plain", True
-    else:
-        main, sub = node.main, node.sub
-        text = main.lower() == b"text"
-    size = part.end - part.body
-    out: list
-    if root and _plain_7bit(node, c, text):
-        return [
-            b"text",
-            b"plain",
-            [b"charset", b"us-ascii"],
-            None,
-            None,
-            b"7bit",
-            size,
-            raw.count(b"\n", part.body, part.end),
-        ] + ([None] * 4 if extended else [])
-    out = [
-        main,
-        sub,
-        _params_value(node.params, text),
-        _nstr(c.get(b"id")),  # type: ignore[arg-type]
-        _nstr(c.get(b"description")),  # type: ignore[arg-type]
-        c.get(b"transfer-encoding", b"7bit"),
-        size,
-    ]
-    if text:
-        out.append(raw.count(b"\n", part.body, part.end))
-    elif part.kind == MESSAGE:
-        inner = node.nodes[0]
-        out.append(_envelope(inner))
-        out.append(_structure(inner, raw, extended))
-        out.append(raw.count(b"\n", part.body, part.end))
-    if extended:
-        out.append(_nstr(c.get(b"md5")))  # type: ignore[arg-type]
-        out += _ext_common(c)
-    return out
-
-
-def _plain_7bit(node: _Node, c: dict, text: bool) -> bool:
-    """Dovecot caches a top-level plain 7-bit US-ASCII text part as a flag and answers
-    with the canonical lower-case form; do the same so the answers compare equal."""
-    if not text or node.part.kind != LEAF:
-        return False
-    if node.main is not None and node.sub.lower() != b"plain":
-        return False
-    if (
-        len(node.params) > 1
-        or node.params
-        and (node.params[0][0].lower() != b"charset" or node.params[0][1].lower() != b"us-ascii")
-    ):
-        return False
-    if b"id" in c or b"description" in c:
-        return False
-    cte = c.get(b"transfer-encoding")
-    if cte is not None and cte.lower() != b"7bit":  # type: ignore[union-attr]
-        return False
-    return not any(k in c for k in (b"md5", b"disposition", b"language", b"location"))
-
-
 _ENVELOPE_FIELDS = {
     b"date": 0,
     b"subject": 1,
@@ -1004,7 +831,7 @@ _ENVELOPE_FIELDS = {
 }
 
 
-def _envelope_values(node: _Node) -> list[bytes | None]:
+def envelope_values(node: Node) -> list[bytes | None]:
     """The raw value of each ENVELOPE header. As Dovecot: of repeated string fields the
     last counts; repeated address fields are joined into one list (_FIELD_BREAK)."""
     vals: list[bytes | None] = [None] * 10
@@ -1017,130 +844,20 @@ def _envelope_values(node: _Node) -> list[bytes | None]:
     return vals
 
 
-def _envelope(node: _Node) -> list:
-    v = _envelope_values(node)
-
-    def addrs(value: bytes | None) -> list | None:
-        if value is None:
-            return None
-        got = _parse_addresses(value)
-        if not got:
-            return None
-        return [[None if a[0] is None else _for_humans(a[0]), a[1], a[2], a[3]] for a in got]
-
-    frm = addrs(v[2])
-    sender = addrs(v[3])
-    reply_to = addrs(v[4])
-    return [
-        _nstr(v[0]),
-        None if v[1] is None else _for_humans(v[1]),
-        frm,
-        sender if sender is not None else frm,
-        reply_to if reply_to is not None else frm,
-        addrs(v[5]),
-        addrs(v[6]),
-        addrs(v[7]),
-        _nstr(v[8]),
-        _nstr(v[9]),
-    ]
+# --- the tree and what is read from it -----------------------------------------------------
 
 
-# --- public API ----------------------------------------------------------------------------
-
-
-def _parse(raw: bytes) -> _Node:
+def parse(raw: bytes) -> Node:
+    """The MIME tree of a message: its root Node (root.part is the part map to keep)."""
     root, _ = _Parser(raw).parse(0, None)
     return root
 
 
-def analyze(raw: bytes) -> MessageInfo:
-    """Parse a stored message once: wire ENVELOPE/BODY/BODYSTRUCTURE, part map, SEARCH data.
-
-    Never raises: a message the parser fails on (a bug, or input nobody foresaw) is
-    described as one opaque text part with what its header gives, and the failure is
-    logged here, once (the store keeps the result). One bad message must not make FETCH
-    and SEARCH fail for every message of its folder."""
-    try:
-        return _analyze(raw)
-    except Exception:  # noqa: BLE001 - contained to this message, see above
-        log.warning(
-            "MIME analysis failed for a message of %d octets; it is served as one opaque part",
-            len(raw),
-            exc_info=True,
-        )
-        return _opaque(raw)
-
-
-def _opaque(raw: bytes) -> MessageInfo:
-    """A message as one text/plain body after its header, envelope from the header if
-    that much can be read."""
-    end = _parse_header_end(raw)
-    part = Part(0, end, len(raw))
-    size = len(raw) - end
-    lines = raw.count(b"\n", end)
-    body = [b"text", b"plain", [b"charset", b"us-ascii"], None, None, b"7bit", size, lines]
-    envelope = b"(NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL)"
-    subject = ""
-    try:
-        node = _Node(part, _header_fields(raw, 0, end))
-        envelope = encode(_envelope(node))
-        value = _envelope_values(node)[1]
-        subject = "" if value is None else decode_words(value).strip()
-    except Exception:  # noqa: BLE001 - the header too is beyond us: NIL envelope
-        pass
-    return MessageInfo(
-        envelope=envelope,
-        body=encode(body),
-        bodystructure=encode(body + [None] * 4),
-        header_len=end,
-        size=len(raw),
-        date_sent=None,
-        subject=subject,
-        from_="",
-        to="",
-        cc="",
-        bcc="",
-        message_id="",
-        in_reply_to="",
-        part_map=part,
-    )
-
-
-def _analyze(raw: bytes) -> MessageInfo:
-    root = _parse(raw)
-    vals = _envelope_values(root)
-
-    def text(i: int) -> str:
-        value = vals[i]
-        return "" if value is None else decode_words(value).strip()
-
-    def addresses(i: int) -> str:
-        value = vals[i]
-        return "" if value is None else _address_search_text(value)
-
-    return MessageInfo(
-        envelope=encode(_envelope(root)),
-        body=encode(_structure(root, raw, False, root=True)),
-        bodystructure=encode(_structure(root, raw, True, root=True)),
-        header_len=root.part.body,
-        size=len(raw),
-        date_sent=_parse_date(vals[0]),
-        subject=text(1),
-        from_=addresses(2),
-        to=addresses(5),
-        cc=addresses(6),
-        bcc=addresses(7),
-        message_id=_collapse(_nolf(vals[9] or b"")).decode("utf-8", "replace"),
-        in_reply_to=_collapse(_nolf(vals[8] or b"")).decode("utf-8", "replace"),
-        part_map=root.part,
-    )
-
-
-def _parse_date(value: bytes | None) -> datetime | None:
+def parse_date(value: bytes | None) -> datetime | None:
     if value is None:
         return None
     try:
-        dt = parsedate_to_datetime(_nolf(value).decode("latin-1"))
+        dt = parsedate_to_datetime(nolf(value).decode("latin-1"))
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if dt is None:
@@ -1148,8 +865,16 @@ def _parse_date(value: bytes | None) -> datetime | None:
     return dt if dt.tzinfo is not None else dt.replace(tzinfo=UTC)
 
 
-def _part_of(info: MessageInfo | Part) -> Part:
-    return info.part_map if isinstance(info, MessageInfo) else info
+class HasParts(Protocol):
+    """Anything that carries a message's part map, such as the IMAP MessageInfo the store
+    caches (server.protocols.imap.bodystructure)."""
+
+    @property
+    def part_map(self) -> Part: ...
+
+
+def _part_of(info: HasParts | Part) -> Part:
+    return info if isinstance(info, Part) else info.part_map
 
 
 def find_part(root: Part, section_part: tuple[int, ...]) -> Part | None:
@@ -1173,7 +898,7 @@ def find_part(root: Part, section_part: tuple[int, ...]) -> Part | None:
 
 def fetch_section(
     raw: bytes,
-    info_or_partmap: MessageInfo | Part,
+    info_or_partmap: HasParts | Part,
     section_part: tuple[int, ...] = (),
     specifier: str | None = None,
     fields: list[str] | None = None,
@@ -1222,7 +947,7 @@ def _blank_line(block: bytes) -> bytes:
 
 def _filter_block(block: bytes, wanted: frozenset[bytes], exclude: bool) -> bytes:
     out = bytearray()
-    for f in _header_fields(block, 0, len(block)):
+    for f in header_fields(block, 0, len(block)):
         if (f.name.lower() in wanted) != exclude:
             line = block[f.start : f.end]
             out += line
@@ -1257,7 +982,7 @@ def header_filter(names: Iterable[str], exclude: bool = False) -> Callable[[byte
         found = _blank_line
     else:
         # A field line starting with a wanted name, then its colon (or nothing: a line
-        # without colon is a field named by the whole line, see _header_fields), then its
+        # without colon is a field named by the whole line, see header_fields), then its
         # continuation lines (starting with white space).
         alternatives = b"|".join(re.escape(n) for n in sorted(wanted))
         pattern = re.compile(
@@ -1287,17 +1012,17 @@ def nul_safe(data: bytes) -> bytes:
     return data.replace(b"\x00", b"\x80") if b"\x00" in data else data
 
 
-def header_values(raw: bytes, name: str, info: MessageInfo | Part | None = None) -> list[str]:
+def header_values(raw: bytes, name: str, info: HasParts | Part | None = None) -> list[str]:
     """Every top-level header field called `name` (case-insensitive), decoded for SEARCH
     (RFC 2047 words decoded, folding removed), in message order."""
-    end = _part_of(info).body if info is not None else _parse_header_end(raw)
+    end = _part_of(info).body if info is not None else header_end(raw)
     want = name.lower().encode("latin-1")
     return [
-        decode_words(f.value).strip() for f in _header_fields(raw, 0, end) if f.name.lower() == want
+        decode_words(f.value).strip() for f in header_fields(raw, 0, end) if f.name.lower() == want
     ]
 
 
-def _parse_header_end(raw: bytes) -> int:
+def header_end(raw: bytes) -> int:
     m = re.search(rb"\r?\n\r?\n", raw)
     if raw.startswith((b"\r\n", b"\n")):
         return 2 if raw.startswith(b"\r\n") else 1
@@ -1309,13 +1034,13 @@ def text_contains(
     needle: str,
     headers: bool = True,
     body: bool = True,
-    info: MessageInfo | Part | None = None,
+    info: HasParts | Part | None = None,
 ) -> bool:
     """SEARCH TEXT (headers and body) / BODY (body only): case-insensitive substring match
     on decoded text. Bodies are decoded from base64/quoted-printable and their charset;
     only text/* parts and encapsulated messages' headers are searched."""
     want = needle.casefold()
-    root = _part_of(info) if info is not None else _parse(raw).part
+    root = _part_of(info) if info is not None else parse(raw).part
     if headers and want in decode_words(raw[root.start : root.body]).casefold():
         return True
     if not body:
@@ -1357,12 +1082,12 @@ def decoded_text(raw: bytes, part: Part) -> str:
 def from_addresses(raw: bytes) -> list[str]:
     """The mailbox@host of every From address of a message's top-level header, as its
     ENVELOPE will show them (submission's SendAs check reads what the recipient will see)."""
-    end = _parse_header_end(raw)
+    end = header_end(raw)
     out = []
-    for f in _header_fields(raw, 0, end):
+    for f in header_fields(raw, 0, end):
         if f.name.lower() != b"from":
             continue
-        for _, _, box, host in _parse_addresses(f.value):
+        for _, _, box, host in parse_addresses(f.value):
             if box is not None and host is not None:
                 out.append(f"{box.decode('utf-8', 'replace')}@{host.decode('utf-8', 'replace')}")
             elif box is not None:

@@ -21,7 +21,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
-from server.mail import mime
+from server.protocols.imap import bodystructure
 from server.retrieval.options import Options
 from server.retrieval.pipeline import ItemRef, render
 
@@ -33,7 +33,7 @@ DEFAULT_MAX_SIZES = 500_000
 class Rendered:
     data: bytes | None  # None: the rendering is the stored message itself
     size: int
-    info: mime.MessageInfo | None = None
+    info: bodystructure.MessageInfo | None = None
 
 
 class RenderCache:
@@ -111,11 +111,11 @@ class RenderCache:
             return size
         return self.rendered(load(), options, item).size
 
-    def info(self, rendered: Rendered) -> mime.MessageInfo:
+    def info(self, rendered: Rendered) -> bodystructure.MessageInfo:
         """The MIME analysis of rendered bytes (computed once, kept with them)."""
         assert rendered.data is not None
         if rendered.info is None:
-            rendered.info = mime.analyze(rendered.data)
+            rendered.info = bodystructure.analyze(rendered.data)
         return rendered.info
 
     def clear(self) -> None:

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from server.mail import mime
+from server.protocols.imap import bodystructure
 from server.retrieval.cache import CACHE, RenderCache, Rendered
 from server.retrieval.options import Options
 from server.retrieval.pipeline import ItemRef
@@ -58,5 +58,5 @@ class RetrievalView:
             return stored_size
         return self.cache.size(load, self.options, self.item(uid))
 
-    def info(self, rendered: Rendered) -> mime.MessageInfo:
+    def info(self, rendered: Rendered) -> bodystructure.MessageInfo:
         return self.cache.info(rendered)

@@ -308,7 +308,7 @@ class MailboxStore(ABC):
 
     @abstractmethod
     def info(self, folder: str, uid: int) -> object:
-        """The cached MIME metadata (server.mail.mime.MessageInfo) of a message."""
+        """The cached MIME metadata (server.protocols.imap.bodystructure.MessageInfo) of a message."""
 
     @abstractmethod
     def set_flags(

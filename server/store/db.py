@@ -103,7 +103,7 @@ CREATE TABLE IF NOT EXISTS bodies(
     size INTEGER NOT NULL,
     refs INTEGER NOT NULL,
     lf INTEGER NOT NULL DEFAULT 0,  -- imported with bare LF line ends, stored as CRLF
-    info TEXT,                       -- server.mail.mime.MessageInfo.to_json()
+    info TEXT,                       -- server.protocols.imap.bodystructure.MessageInfo.to_json()
     header BLOB                      -- the top-level header (info's header_len octets)
 );
 CREATE TABLE IF NOT EXISTS messages(
@@ -377,9 +377,9 @@ def _analyze(raw: bytes) -> tuple[str | None, bytes | None]:
     (computed on first use) if the analyzer fails on a pathological message, which must
     not stop delivery."""
     try:
-        from server.mail import mime
+        from server.protocols.imap import bodystructure
 
-        info = mime.analyze(raw)
+        info = bodystructure.analyze(raw)
         return info.to_json(), raw[: info.header_len]
     except Exception:  # noqa: BLE001 - any analyzer bug must not lose mail
         return None, None
@@ -1310,7 +1310,7 @@ class SqliteMailbox(MailboxStore):
         got = self._infos.get(name)
         if got is not None:
             return got
-        from server.mail.mime import MessageInfo, analyze
+        from server.protocols.imap.bodystructure import MessageInfo, analyze
 
         if text is not None:
             info = MessageInfo.from_json(text)
@@ -1437,7 +1437,7 @@ class SqliteMailbox(MailboxStore):
         return self.msgs / self._body_of(folder, uid)[1]
 
     def info(self, folder: str, uid: int) -> object:
-        from server.mail.mime import MessageInfo, analyze
+        from server.protocols.imap.bodystructure import MessageInfo, analyze
 
         body_id, file, text = self._body_of(folder, uid)
         with self._cache_lock:

@@ -26,8 +26,6 @@ from there. No copy is saved to Sent Items (see delivery.py).
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import email.utils
 import re
 import ssl
@@ -38,6 +36,7 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session, sy
 
 from server.directory import Directory, DirectoryUnavailable, Entry
 from server.directory.throttle import LoginThrottle, account_key
+from server.protocols import sasl
 from server.runtime import tls
 from server.runtime.listeners import bind_socket, endpoint_label
 from server.runtime.service import Service, ServiceContext
@@ -358,8 +357,8 @@ class SubmissionSMTP(SMTP):
             blob = await self.challenge_auth(challenge)
             return blob if isinstance(blob, bytes) else None
         try:
-            return base64.b64decode(args[1], validate=True)
-        except binascii.Error:
+            return sasl.decode_response(args[1].encode("ascii", "replace"))
+        except sasl.SaslError:
             await self.push("501 5.5.2 Can't decode base64")
             return None
 
@@ -367,11 +366,14 @@ class SubmissionSMTP(SMTP):
         blob = await self._first_response(args, "")
         if blob is None:
             return AuthResult(success=False, handled=True)
-        parts = blob.split(b"\0")
-        if len(parts) != 3 or (parts[0] and parts[0].lower() != parts[1].lower()):
+        try:
+            plain = sasl.decode_plain(blob)
+        except sasl.SaslError:
+            plain = None
+        if plain is None or plain.acts_as_other:
             await self.push("501 5.5.2 Malformed PLAIN response")
             return AuthResult(success=False, handled=True)
-        return await self._check(parts[1], parts[2])
+        return await self._check(plain.authcid.encode(), plain.password.encode())
 
     async def auth_LOGIN(self, _: Any, args: list[str]) -> AuthResult:
         login = await self._first_response(args, self.AuthLoginUsernameChallenge)

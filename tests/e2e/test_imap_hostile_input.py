@@ -81,14 +81,14 @@ def test_a_message_the_parser_fails_on_costs_only_that_message(
     """Whatever goes wrong in the MIME analysis of one message (here: a parser bug, faked),
     it is logged once, that message is served as one opaque part, and the others are
     answered as usual."""
-    real = mime._parse
+    real = mime.parse
 
     def buggy(raw: bytes) -> object:
         if b"X-Trigger" in raw:
             raise ValueError("parser bug")
         return real(raw)
 
-    monkeypatch.setattr(mime, "_parse", buggy)
+    monkeypatch.setattr(mime, "parse", buggy)
     box = imap_backend.inbox()
     box.append("INBOX", MSG)
     with caplog.at_level(logging.WARNING, logger="mailctl"):

@@ -15,6 +15,7 @@ import pytest
 
 from server.directory import proxy_secret
 from server.mail import mime
+from server.protocols.imap import bodystructure
 from server.retrieval import CACHE
 from server.retrieval.receipts import MDN_SENT
 from server.settings import store as settings_store
@@ -159,12 +160,12 @@ def test_imap_every_format_valid_mime_sizes_and_structure_match(servers: Servers
         for uid, (size, structure, data) in got.items():
             name, raw = stored[uid]
             assert size == len(data), (name, fmt)
-            assert structure == mime.analyze(data).bodystructure, (name, fmt)
+            assert structure == bodystructure.analyze(data).bodystructure, (name, fmt)
             check_rendered(name, fmt, data, raw)
         # ENVELOPE, sections and partial fetches read the same rendering.
         typ, env = conn.uid("FETCH", "1", "(ENVELOPE BODY.PEEK[1] BODY.PEEK[]<0.20>)")
         first = got[min(got)][2]
-        info = mime.analyze(first)
+        info = bodystructure.analyze(first)
         assert typ == "OK" and b"ENVELOPE " + info.envelope in env[0][0]
         assert env[0][1] == mime.fetch_section(first, info, (1,), None, [])
         assert env[1][1] == first[:20]

@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from server.backend import service as common
-from server.backend.imap.commands import notify
+from server.backend.imap.commands import TABLE, notify
 from server.backend.imap.session import (
     KEEPALIVE_SECONDS,
     ChangesCache,
@@ -39,7 +39,7 @@ from server.backend.imap.session import (
 )
 from server.backend.service import BackendService, open_default_store
 from server.protocols import proxyv2
-from server.protocols.imap import parser as p
+from server.protocols.imap import requests as rq
 from server.retrieval.receipts import ReceiptSender
 from server.runtime.protocol_log import imap_result
 from server.runtime.service import ServiceContext
@@ -64,7 +64,7 @@ PUSH_BUFFER_LIMIT = 256 * 1024
 WRITE_HIGH_WATER = 256 * 1024
 
 
-def log_parameters(args: p.CommandArgs | None) -> str:
+def log_parameters(args: rq.CommandArgs | None) -> str:
     """What the protocol log shows of a command's arguments: the message set and the
     folder(s) it names (never message data or search text)."""
     if args is None:
@@ -116,7 +116,7 @@ class _Connection:
         self.reader = reader
         self.writer = writer
         self.client = client
-        self.session = ImapSession(service.session_config(client))
+        self.session = ImapSession(service.session_config(client), TABLE)
         self.lock = asyncio.Lock()
         self.loop = asyncio.get_running_loop()
         self.last_activity = self.loop.time()

@@ -2,7 +2,7 @@
 
 The I/O layer (server/backend/imap/server.py) drives it like this::
 
-    session = ImapSession(config)
+    session = ImapSession(config, commands.TABLE)   # commands: server.backend.imap.commands
     send(session.greeting())
     on bytes from the client:   session.receive(data)
                                 while (job := session.next_job()) is not None:
@@ -24,17 +24,19 @@ from __future__ import annotations
 
 import logging
 from bisect import bisect_left
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from server.protocols.imap import parser as p
+from server.backend.imap.spool import BodySpool
+from server.protocols.imap import requests as rq
+from server.protocols.imap.reader import CommandReader
 from server.protocols.imap.seqset import RangeSet, SeqSet, format_seqset
 from server.settings.models import ImapSettings, Mailbox, Settings
 from server.store import api
 
 if TYPE_CHECKING:
-    from server.mail.mime import MessageInfo
+    from server.protocols.imap.bodystructure import MessageInfo
     from server.retrieval.receipts import ReceiptSender
 
 log = logging.getLogger("mailctl.imap")
@@ -183,7 +185,7 @@ class Job:
     run: Callable[[], bytes]
     name: str = ""
     tag: str | None = None
-    command: p.Command | None = None
+    command: rq.Command | None = None
     # A blocking job that only reads the store (no write, so no lock to wait for) and
     # does bounded work: the I/O layer may run it in place, saving the thread hand-off
     # that costs more than a small FETCH itself.
@@ -243,11 +245,44 @@ class Selected:
         return seqs
 
 
+HandlerFunc = Callable[["ImapSession", rq.Command], "bytes | None"]
+InlineTest = Callable[["ImapSession", rq.Command], bool]
+
+
+@dataclass(frozen=True, slots=True)
+class Handler:
+    """How the session runs one command type: `func(session, command)` sends untagged
+    responses through `session.untagged()` and returns the tagged completion (None means
+    "OK <NAME> completed", b"" that the command is not finished yet, e.g. IDLE), or raises
+    No / Bad."""
+
+    func: HandlerFunc
+    states: frozenset[str]
+    blocking: bool  # touches the store: run in a worker thread
+    # When it says so for a command, that command only reads the store and does bounded
+    # work: the I/O layer may run it in place (session.Job.inline).
+    inline: InlineTest | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CommandTable:
+    """The commands a session runs, handed to it at construction (built by
+    server.backend.imap.commands, which imports this module, never the other way round):
+    a Handler per request type, and the hooks for what is not a command - the line that
+    ends IDLE, an AUTHENTICATE response, the live SEARCH/SORT contexts after each step."""
+
+    handlers: Mapping[type, Handler]
+    end_idle: Callable[[ImapSession, bytes], bytes]
+    auth_continue: Callable[[ImapSession, bytes], bytes]
+    emit_updates: Callable[[ImapSession], None]
+
+
 class ImapSession:
-    def __init__(self, config: SessionConfig) -> None:
+    def __init__(self, config: SessionConfig, commands: CommandTable) -> None:
         self.config = config
+        self.commands = commands
         settings = config.imap_settings()
-        self.reader = p.CommandReader(
+        self.reader = CommandReader(
             max_command_size=settings.MaxCommandSize, max_literal_size=MAX_LITERAL_SIZE
         )
         self.reader.spool_factory = self._new_spool
@@ -274,9 +309,9 @@ class ImapSession:
         self.contexts: dict[str, object] = {}
         self.context_view: list[int] = []
         self.out: list[bytes] = []
-        self._resume: tuple[Callable[[ImapSession, p.Command], bytes | None], p.Command] | None = (
-            None
-        )
+        self._resume: (
+            tuple[Callable[[ImapSession, rq.Command], bytes | None], rq.Command] | None
+        ) = None
 
     # --- what the I/O layer calls ------------------------------------------------------
     @property
@@ -317,11 +352,9 @@ class ImapSession:
         """The connection is gone: throw away a literal being streamed into the store."""
         self.reader.discard_buffer()
 
-    def _new_spool(self, size: int, binary: bool) -> p.Spool | None:
+    def _new_spool(self, size: int, binary: bool) -> rq.Spool | None:
         if self.login is None:
             return None
-        from server.backend.imap.spool import BodySpool
-
         return BodySpool.open(self.login.store, binary)
 
     def mark_dirty(self) -> None:
@@ -343,12 +376,12 @@ class ImapSession:
             self.reader.max_command_size = self.config.imap_settings().MaxCommandSize
         event = self.reader.next_event()
         if event is None:
-            if self.reader.closing:  # a huge refused LITERAL+ (parser.MAX_SKIP_SIZE)
+            if self.reader.closing:  # a huge refused LITERAL+ (reader.MAX_SKIP_SIZE)
                 return Job(False, lambda: self.bye("[TOOBIG] Literal too large"))
             return None
-        if isinstance(event, p.Command):
+        if isinstance(event, rq.Command):
             return self._command_job(event)
-        if isinstance(event, p.RawLine):
+        if isinstance(event, rq.RawLine):
             return self._raw_line_job(event.line)
         return Job(False, lambda: self._reader_event(event), *_event_name(event))
 
@@ -388,23 +421,21 @@ class ImapSession:
         return b"* OK Still here\r\n"
 
     # --- dispatch ---------------------------------------------------------------------
-    def _reader_event(self, event: p.Event) -> bytes:
-        if isinstance(event, p.NeedContinuation):
+    def _reader_event(self, event: rq.Event) -> bytes:
+        if isinstance(event, rq.NeedContinuation):
             return b"+ " + event.text.encode() + b"\r\n"
-        if isinstance(event, p.ParseError):
+        if isinstance(event, rq.ParseError):
             return _tagged(event.tag, b"BAD", event.message)
-        if isinstance(event, p.BadCharset):
+        if isinstance(event, rq.BadCharset):
             return _tagged(event.tag, b"NO", "Unsupported charset", "BADCHARSET (UTF-8 US-ASCII)")
-        if isinstance(event, p.CommandTooLong):
+        if isinstance(event, rq.CommandTooLong):
             return _tagged(event.tag, b"BAD", "Command line too long")
-        if isinstance(event, p.LiteralTooLarge):
+        if isinstance(event, rq.LiteralTooLarge):
             return _tagged(event.tag, b"NO", "Literal too large", "TOOBIG")
         return b""
 
-    def _command_job(self, cmd: p.Command) -> Job:
-        from server.backend.imap.commands import HANDLERS
-
-        handler = HANDLERS.get(type(cmd.args))
+    def _command_job(self, cmd: rq.Command) -> Job:
+        handler = self.commands.handlers.get(type(cmd.args))
         if handler is None:
             return Job(
                 False,
@@ -431,11 +462,13 @@ class ImapSession:
             handler.blocking, lambda: self._run(handler.func, cmd), cmd.name, cmd.tag, cmd, inline
         )
 
-    def _run(self, func: Callable[[ImapSession, p.Command], bytes | None], cmd: p.Command) -> bytes:
+    def _run(
+        self, func: Callable[[ImapSession, rq.Command], bytes | None], cmd: rq.Command
+    ) -> bytes:
         self.out = []
         try:
-            bad_name = p.invalid_mailbox_name(cmd.args)
-            if bad_name is not None and not isinstance(cmd.args, p.List | p.Lsub):
+            bad_name = rq.invalid_mailbox_name(cmd.args)
+            if bad_name is not None and not isinstance(cmd.args, rq.List | rq.Lsub):
                 raise No(bad_name.reason, "CANNOT")  # LIST/LSUB: the pattern matches nothing
             tail = func(self, cmd)
             if tail is None:
@@ -464,22 +497,14 @@ class ImapSession:
 
     def _raw_line_job(self, line: bytes) -> Job:
         if self.idling:
-            return Job(True, lambda: self._end_idle(line), "IDLE", self.idle_tag)
+            return Job(True, lambda: self.commands.end_idle(self, line), "IDLE", self.idle_tag)
         if self.auth_tag is not None:
-            return Job(True, lambda: self._auth_continue(line), "AUTHENTICATE", self.auth_tag)
+            return Job(
+                True, lambda: self.commands.auth_continue(self, line), "AUTHENTICATE", self.auth_tag
+            )
         # Line mode without a reason: leave it and treat the line as a command.
         self.reader.line_mode = False
         return Job(False, lambda: b"* BAD Unexpected line\r\n")
-
-    def _end_idle(self, line: bytes) -> bytes:
-        from server.backend.imap.commands.idle import end_idle
-
-        return end_idle(self, line)
-
-    def _auth_continue(self, line: bytes) -> bytes:
-        from server.backend.imap.commands.auth import auth_continue
-
-        return auth_continue(self, line)
 
     def _push_changes(self, shared: SharedChanges | None = None) -> bytes:
         self.out = []
@@ -498,10 +523,8 @@ class ImapSession:
         return b"".join(out)
 
     def _context_updates(self) -> None:
-        from server.backend.imap.commands.context import emit_updates
-
         try:
-            emit_updates(self)
+            self.commands.emit_updates(self)
         except Exception:  # a failed update must not cost the command's answer
             log.exception("search context update failed")
             self.contexts.clear()
@@ -523,7 +546,7 @@ class ImapSession:
 
     # --- helpers for handlers -----------------------------------------------------------
     def resume_with(
-        self, func: Callable[[ImapSession, p.Command], bytes | None], cmd: p.Command
+        self, func: Callable[[ImapSession, rq.Command], bytes | None], cmd: rq.Command
     ) -> None:
         """Finish the current command in a follow-up job (the handler returns b"" now)."""
         self._resume = (func, cmd)
@@ -709,9 +732,9 @@ class ImapSession:
         return self.config.imap_settings()
 
 
-def _event_name(event: p.Event) -> tuple[str, str | None]:
+def _event_name(event: rq.Event) -> tuple[str, str | None]:
     """(command name, tag) of a reader event answered without running a command."""
-    if isinstance(event, p.NeedContinuation | p.RawLine):
+    if isinstance(event, rq.NeedContinuation | rq.RawLine):
         return "", None  # part of a command still being read
     name = getattr(event, "name", None) or "?"
     return name, getattr(event, "tag", None)

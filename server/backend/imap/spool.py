@@ -1,4 +1,4 @@
-"""Streaming APPEND literals into the store (the reader's Spool, parser.CommandReader).
+"""Streaming APPEND literals into the store (the reader's Spool, reader.CommandReader).
 
 A literal announced for APPEND message data goes, as it arrives, into the store's
 BodyWriter: for the SQLite store that is the file that becomes the message's body, so a
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from server.protocols.imap import parser as p
+from server.protocols.imap import requests as rq
 from server.store import api
 
 _BARE_LF = re.compile(rb"(?<!\r)\n")
@@ -22,7 +22,7 @@ def crlf(data: bytes) -> bytes:
     return _BARE_LF.sub(b"\r\n", data) if b"\n" in data and _BARE_LF.search(data) else data
 
 
-class BodySpool(p.Spool):
+class BodySpool(rq.Spool):
     """One streamed literal: `writer` holds the bytes written so far. A write that fails
     (a full disk) does not end the connection: the rest of the literal is read and
     dropped, and the command is answered NO (`failed` says why)."""

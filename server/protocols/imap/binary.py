@@ -16,6 +16,7 @@ import binascii
 import re
 
 from server.mail import mime
+from server.protocols.imap import bodystructure
 
 #: Encodings served as they are stored (RFC 2045 section 6.2: identity encodings).
 IDENTITY = frozenset({"", "7bit", "8bit", "binary"})
@@ -115,7 +116,7 @@ def encode_nul_parts(raw: bytes) -> bytes:
     of literal8 data (RFC 3516 section 4.4): BINARY[part] then gives the same octets."""
     if b"\x00" not in raw:
         return raw
-    root = mime.analyze(raw).part_map
+    root = bodystructure.analyze(raw).part_map
     leaves: list[mime.Part] = []
 
     def walk(part: mime.Part) -> None:

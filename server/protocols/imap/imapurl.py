@@ -21,7 +21,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import quote, unquote_to_bytes
 
-from server.protocols.imap import parser as p
+from server.protocols.imap import requests as rq
+from server.protocols.imap.lexer import Cursor
+from server.protocols.imap.parser import parse_section
 
 #: The one URLAUTH mechanism this server offers (RFC 4467 section 7: "INTERNAL").
 INTERNAL = "INTERNAL"
@@ -37,7 +39,7 @@ class ImapUrl:
     mailbox: str
     uid: int
     uidvalidity: int | None = None
-    section: p.Section | None = None
+    section: rq.Section | None = None
     partial: tuple[int, int | None] | None = None
     user: str | None = None  # absolute URLs: the mailbox owner (iuserinfo)
     host: str | None = None
@@ -78,11 +80,11 @@ def _nz(value: str, what: str) -> int:
     return int(value)
 
 
-def _section(text: str) -> p.Section:
+def _section(text: str) -> rq.Section:
     raw = _decode(text, "SECTION").encode("utf-8")
-    cur = p.Cursor([b"[" + raw + b"]"])
+    cur = Cursor([b"[" + raw + b"]"])
     try:
-        section = p.parse_section(cur)
+        section = parse_section(cur)
         cur.end()
     except ValueError:
         raise UrlError("Invalid SECTION") from None

@@ -22,6 +22,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from server.mail import mime
+
 #: Bumped when the way keys are computed changes: stored keys of another version are
 #: computed again on first use.
 SORTKEYS_VERSION = 1
@@ -152,11 +154,9 @@ def _msgids(value: bytes | None) -> list[str]:
 def _first_address(value: bytes | None) -> tuple[str, str]:
     """(addr-mailbox, display form) of the first address of an address list. A group
     counts by its name, as its ENVELOPE start marker carries it in the mailbox place.
-    Reads no further than that address (the parsing follows mime._parse_addresses)."""
+    Reads no further than that address (the parsing follows mime.parse_addresses)."""
     if value is None:
         return "", ""
-    from server.mail import mime
-
     lx = mime._Lexer(value)
     while lx.skip():
         c = lx.peek()
@@ -185,8 +185,6 @@ def _first_address(value: bytes | None) -> tuple[str, str]:
 def sort_keys_from_header(header: bytes) -> SortKeys:
     """The SortKeys of a message from its top-level header block (the first occurrence
     of each field counts)."""
-    from server.mail import mime
-
     wanted = {
         b"subject",
         b"from",
@@ -198,7 +196,7 @@ def sort_keys_from_header(header: bytes) -> SortKeys:
         b"in-reply-to",
     }
     values: dict[bytes, bytes] = {}
-    for f in mime._header_fields(header, 0, len(header)):
+    for f in mime.header_fields(header, 0, len(header)):
         name = f.name.lower()
         if name in wanted and name not in values:
             values[name] = f.value
@@ -209,7 +207,7 @@ def sort_keys_from_header(header: bytes) -> SortKeys:
     from_, display_from = _first_address(values.get(b"from"))
     to, display_to = _first_address(values.get(b"to"))
     cc, _ = _first_address(values.get(b"cc"))
-    date = mime._parse_date(values.get(b"date"))
+    date = mime.parse_date(values.get(b"date"))
     sent = None
     if date is not None:
         try:

@@ -16,12 +16,12 @@ layer builds from a store snapshot, in the order the server's MessageRetrievalSo
 
 from __future__ import annotations
 
-import binascii
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import Enum
 
+from server.protocols import sasl
 from server.protocols.pop3 import parser as p
 from server.protocols.pop3.responses import (
     Capabilities,
@@ -335,12 +335,11 @@ class Pop3Session:
             self._reply(err("Authentication cancelled"))
             return
         try:
-            raw = b"" if line == b"=" else binascii.a2b_base64(line, strict_mode=True)
-            authzid, authcid, password = raw.decode("utf-8").split("\0")
-        except (binascii.Error, UnicodeDecodeError, ValueError):
+            plain = sasl.decode_plain(sasl.decode_response(line))
+        except sasl.SaslError:
             self._reply(err("Invalid SASL PLAIN response"))
             return
-        self._out.append(Authenticate("PLAIN", authzid, authcid, password))
+        self._out.append(Authenticate("PLAIN", plain.authzid, plain.authcid, plain.password))
 
     def _user_command(self, name: str) -> None:
         if not self._settings().user_pass:

@@ -9,7 +9,8 @@ from server.backend.imap.server import log_parameters
 from server.frontend.core import LogEntry, Policy
 from server.frontend.imap import ImapLoginCore
 from server.frontend.pop3 import Pop3LoginCore
-from server.protocols.imap import parser as p
+from server.protocols.imap import requests as rq
+from server.protocols.imap.reader import parse_line
 from server.runtime.protocol_log import imap_result, pop3_result
 from server.settings.types import LoginType
 
@@ -82,12 +83,12 @@ def test_pop3_front_end_entries() -> None:
 
 
 def test_back_end_parameters_name_sets_and_folders_only() -> None:
-    fetch = p.parse_line(b"a UID FETCH 1:5 (BODY[])")
-    assert isinstance(fetch, p.Command) and log_parameters(fetch.args) == "1:5"
-    copy = p.parse_line(b"a COPY 2 Archive")
-    assert isinstance(copy, p.Command) and log_parameters(copy.args) == "2 Archive"
-    rename = p.parse_line(b"a RENAME Old New")
-    assert isinstance(rename, p.Command) and log_parameters(rename.args) == "Old New"
-    search = p.parse_line(b'a SEARCH SUBJECT "secret plans"')
-    assert isinstance(search, p.Command) and log_parameters(search.args) == ""
+    fetch = parse_line(b"a UID FETCH 1:5 (BODY[])")
+    assert isinstance(fetch, rq.Command) and log_parameters(fetch.args) == "1:5"
+    copy = parse_line(b"a COPY 2 Archive")
+    assert isinstance(copy, rq.Command) and log_parameters(copy.args) == "2 Archive"
+    rename = parse_line(b"a RENAME Old New")
+    assert isinstance(rename, rq.Command) and log_parameters(rename.args) == "Old New"
+    search = parse_line(b'a SEARCH SUBJECT "secret plans"')
+    assert isinstance(search, rq.Command) and log_parameters(search.args) == ""
     assert log_parameters(None) == ""

@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from server.mail import mime
+from server.protocols.imap import bodystructure
 from tests.unit.mail.test_mime_corpus import parse_whole
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "mime"
@@ -24,7 +25,7 @@ def load(name: str) -> bytes:
 
 def test_simple_text_message() -> None:
     raw = load("hand_01_simple.eml")
-    info = mime.analyze(raw)
+    info = bodystructure.analyze(raw)
     # Sender and Reply-To are absent, so they repeat From; Cc, Bcc, In-Reply-To are NIL.
     fred = b'(("Fred Foobar" NIL "foobar" "Blurdybloop.example"))'
     assert info.envelope == (
@@ -49,7 +50,7 @@ def test_simple_text_message() -> None:
 
 def test_multipart_alternative_with_attachment() -> None:
     raw = load("hand_02_alternative.eml")
-    info = mime.analyze(raw)
+    info = bodystructure.analyze(raw)
     plain = b'("text" "plain" ("charset" "utf-8" "format" "flowed") NIL NIL "quoted-printable" 40 1'
     html = b'("text" "html" ("charset" "utf-8") NIL NIL "quoted-printable" 33 0'
     pdf = (
@@ -84,7 +85,7 @@ def test_multipart_alternative_with_attachment() -> None:
 
 def test_nested_message_rfc822() -> None:
     raw = load("hand_03_nested.eml")
-    info = mime.analyze(raw)
+    info = bodystructure.analyze(raw)
     inner_env = (
         b'(NIL "inner" (("Inner Person" NIL "inner" "example.com"))'
         b' (("Inner Person" NIL "inner" "example.com"))'
@@ -128,7 +129,7 @@ def test_nested_message_rfc822() -> None:
 
 def test_groups_routes_and_encoded_words() -> None:
     raw = load("hand_04_groups.eml")
-    info = mime.analyze(raw)
+    info = bodystructure.analyze(raw)
     env = parse_whole(info.envelope)
     assert env[0] == b"Thu, 13 Feb 1969 23:32:54 -0330"
     # encoded words stay encoded, the two folded lines become one
@@ -166,7 +167,7 @@ def test_groups_routes_and_encoded_words() -> None:
 
 def test_8bit_header_is_kept_as_bytes() -> None:
     raw = load("hand_09_8bit.eml")
-    info = mime.analyze(raw)
+    info = bodystructure.analyze(raw)
     env = parse_whole(info.envelope)
     assert env[1] == b"caf\xc3\xa9 double spaces"  # white space runs collapsed
     assert env[2] == [[b"J\xf6rg", None, b"j\xf6rg", b"example.com"]]
@@ -187,7 +188,7 @@ FOLDED = (
 
 
 def test_header_fields_keep_folding_and_match_case_insensitively() -> None:
-    info = mime.analyze(FOLDED)
+    info = bodystructure.analyze(FOLDED)
     got = mime.fetch_section(FOLDED, info, (), "HEADER.FIELDS", ["Subject"])
     assert got == b"subject: folded\r\n  subject line\r\nSUBJECT : second\r\n\r\n"
     got = mime.fetch_section(FOLDED, info, (), "HEADER.FIELDS.NOT", ["subject", "received"])
@@ -205,7 +206,7 @@ def test_header_fields_keep_folding_and_match_case_insensitively() -> None:
 
 def test_message_without_blank_line_is_all_header() -> None:
     raw = load("hand_05_noblank.eml")
-    info = mime.analyze(raw)
+    info = bodystructure.analyze(raw)
     assert info.header_len == len(raw)
     assert mime.fetch_section(raw, info, (), "TEXT") == b""
     assert parse_whole(info.bodystructure)[6:8] == [0, 0]
@@ -213,8 +214,8 @@ def test_message_without_blank_line_is_all_header() -> None:
 
 def test_part_map_survives_json() -> None:
     raw = load("hand_03_nested.eml")
-    info = mime.analyze(raw)
-    again = mime.MessageInfo.from_json(info.to_json())
+    info = bodystructure.analyze(raw)
+    again = bodystructure.MessageInfo.from_json(info.to_json())
     assert again == info
     assert mime.fetch_section(raw, again.part_map, (2, 1)) == b"inner text"
     assert again.part_map.children[1].children[0].kind == mime.MULTIPART
@@ -248,7 +249,7 @@ B64_MSG = (
 
 
 def test_text_contains_decodes_parts() -> None:
-    info = mime.analyze(B64_MSG)
+    info = bodystructure.analyze(B64_MSG)
     # full Unicode case folding: ß matches SS
     assert mime.text_contains(B64_MSG, "GRÜSSE AUS", headers=False, body=True, info=info)
     assert mime.text_contains(B64_MSG, "straße", headers=False, body=True)
@@ -261,15 +262,15 @@ def test_text_contains_decodes_parts() -> None:
 
 
 def test_search_fields_are_decoded() -> None:
-    info = mime.analyze(B64_MSG)
+    info = bodystructure.analyze(B64_MSG)
     assert info.subject == "Réunion"
     assert info.from_ == "Élise <elise@example.com>"
     assert info.to == "" and info.cc == "" and info.bcc == ""
     assert info.date_sent == datetime(2023, 8, 3, 9, 0, tzinfo=UTC)
     assert mime.header_values(B64_MSG, "FROM") == ["Élise <elise@example.com>"]
     assert mime.header_values(B64_MSG, "x-missing") == []
-    assert mime.analyze(b"Date: not a date\r\n\r\n").date_sent is None
-    naive = mime.analyze(b"Date: Thu, 3 Aug 2023 09:00:00 -0000\r\n\r\n").date_sent
+    assert bodystructure.analyze(b"Date: not a date\r\n\r\n").date_sent is None
+    naive = bodystructure.analyze(b"Date: Thu, 3 Aug 2023 09:00:00 -0000\r\n\r\n").date_sent
     assert naive is not None and naive.tzinfo is not None
 
 
@@ -283,7 +284,7 @@ def test_address_search_text_is_the_parsed_list_written_out() -> None:
         b"Cc: team: one@x.test, two@x.test;, =?utf-8?q?J=C3=B6rg?= <j@x.test>\r\n"
         b"\r\nbody\r\n"
     )
-    info = mime.analyze(raw)
+    info = bodystructure.analyze(raw)
     assert info.from_ == "<user-from@domain.org>"
     assert info.to == "RealTo <user-to@domain.org>"
     assert info.cc == "team: <one@x.test>, <two@x.test>;, Jörg <j@x.test>"
@@ -304,7 +305,7 @@ def test_bare_lf_and_broken_input_do_not_crash() -> None:
         b"From: \x00\xff <\x00@\xff>\r\nSubject: \x00\r\n\r\n\x00",
         b'To: ((((((unclosed comment\r\nFrom: "unclosed quote\r\n\r\n',
     ):
-        info = mime.analyze(raw)
+        info = bodystructure.analyze(raw)
         parse_whole(info.envelope)
         parse_whole(info.bodystructure)
         assert (
@@ -337,7 +338,7 @@ def test_bare_lf_and_broken_input_do_not_crash() -> None:
 )
 def test_fuzz_structure_stays_consistent(chunks: list[bytes]) -> None:
     raw = b"".join(chunks)
-    info = mime.analyze(raw)
+    info = bodystructure.analyze(raw)
     parse_whole(info.envelope)
     parse_whole(info.body)
     parse_whole(info.bodystructure)

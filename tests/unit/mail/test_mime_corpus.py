@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from server.mail import mime
+from server.protocols.imap import bodystructure
 from tests.conftest import corpus_paths
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "mime"
@@ -161,7 +162,7 @@ def test_corpus_is_there() -> None:
 
 @pytest.mark.parametrize(("name", "raw"), MESSAGES, ids=IDS)
 def test_analyze_is_consistent(name: str, raw: bytes) -> None:
-    info = mime.analyze(raw)
+    info = bodystructure.analyze(raw)
     for wire_value in (info.envelope, info.body, info.bodystructure):
         value = parse_whole(wire_value)  # balanced, well-formed IMAP
         assert isinstance(value, list)
@@ -183,7 +184,7 @@ def test_analyze_is_consistent(name: str, raw: bytes) -> None:
         if len(path) > 1 or root.kind == mime.MULTIPART:
             assert mime_hdr + part in raw  # a part's MIME header is followed by its body
 
-    again = mime.MessageInfo.from_json(info.to_json())
+    again = bodystructure.MessageInfo.from_json(info.to_json())
     assert again == info
     json.loads(info.to_json())
 
@@ -191,7 +192,7 @@ def test_analyze_is_consistent(name: str, raw: bytes) -> None:
 def test_bare_lf_messages_work_too() -> None:
     """The store normalises to CRLF, but a bare-LF message must not break anything."""
     for _name, raw in corpus_messages():
-        info = mime.analyze(raw)
+        info = bodystructure.analyze(raw)
         parse_whole(info.bodystructure)
         parse_whole(info.envelope)
         assert (
@@ -237,7 +238,7 @@ def test_dovecot_answers_cover_all_messages() -> None:
 @pytest.mark.parametrize("expected", _expected(), ids=lambda m: m["name"])
 def test_matches_dovecot(expected: dict) -> None:
     raw = dict(MESSAGES)[expected["name"]]
-    info = mime.analyze(raw)
+    info = bodystructure.analyze(raw)
     assert info.size == expected["size"]
     assert to_json(parse_whole(info.envelope)) == expected["envelope"]
     assert to_json(parse_whole(info.body)) == expected["body"]

@@ -9,10 +9,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from server.mail import mime
+from server.protocols.imap import bodystructure
 
 # The parser proper, without analyze()'s fallback for messages it fails on: the fuzz
 # target must show the parser never needs that fallback.
-parse = getattr(mime, "_analyze", mime.analyze)
+parse = getattr(bodystructure, "_analyze", bodystructure.analyze)
 
 CONTENT_TYPES = [
     b"text/plain",
@@ -100,7 +101,7 @@ def check(raw: bytes) -> None:
     info = parse(raw)
     assert info.size == len(raw)
     assert 0 <= info.header_len <= len(raw)
-    assert mime.MessageInfo.from_json(info.to_json()) == info
+    assert bodystructure.MessageInfo.from_json(info.to_json()) == info
     assert info.bodystructure.startswith(b"(") and info.envelope.startswith(b"(")
     mime.text_contains(raw, "needle", info=info)
     mime.header_values(raw, "subject", info)
@@ -149,7 +150,7 @@ def test_overflowing_part_is_one_opaque_leaf() -> None:
         + b"Content-Type: text/plain\r\n\r\nx\r\n"
         + b"".join(b"--=_%d_=--\r\n" % i for i in reversed(range(levels)))
     )
-    info = mime.analyze(raw)
+    info = bodystructure.analyze(raw)
     part = info.part_map
     for _ in range(mime.MAX_NESTING):
         assert part.kind == mime.MULTIPART

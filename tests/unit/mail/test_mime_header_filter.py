@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from server.mail import mime
+from server.protocols.imap import bodystructure
 
 LINES = [
     b"From: a\r\n",
@@ -37,7 +38,7 @@ NAMES = ["FROM", "SUBJECT", "DATE", "FROMAGE", "X-FROM", "TO", "X Y", "A:B"]
 def block_of(data: bytes) -> bytes:
     """The header block as the parser cuts it (first blank line included)."""
     whole = data + b"body"
-    return whole[: mime.analyze(whole).header_len]
+    return whole[: bodystructure.analyze(whole).header_len]
 
 
 def reference(block: bytes, names: list[str], exclude: bool) -> bytes:
@@ -66,6 +67,6 @@ def test_fields_with_continuations_and_the_blank_line() -> None:
 
 def test_fetch_section_uses_it() -> None:
     raw = b"From: a\r\nTo: b\r\n\r\nbody\r\n"
-    info = mime.analyze(raw)
+    info = bodystructure.analyze(raw)
     assert mime.fetch_section(raw, info, (), "HEADER.FIELDS", ["to"]) == b"To: b\r\n\r\n"
     assert mime.fetch_section(raw, info, (), "HEADER.FIELDS.NOT", ["to"]) == b"From: a\r\n\r\n"

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from server.mail import mime
+from server.protocols.imap import bodystructure
 from server.retrieval import (
     CACHE,
     ItemRef,
@@ -197,7 +197,7 @@ def attachments(msg: EmailMessage) -> list[tuple[str, bytes]]:
 def assert_valid(raw: bytes) -> EmailMessage:
     assert b"\n" not in raw.replace(b"\r\n", b""), "bare LF in the output"
     msg = parsed(raw)
-    mime.analyze(raw)  # what IMAP BODYSTRUCTURE/ENVELOPE come from
+    bodystructure.analyze(raw)  # what IMAP BODYSTRUCTURE/ENVELOPE come from
     for part in msg.walk():
         boundary = part.get_boundary()
         if part.is_multipart() and boundary:

@@ -277,7 +277,7 @@ def test_append_many_is_one_change(box: SqliteMailbox) -> None:
 
 
 def test_read_and_info(box: SqliteMailbox) -> None:
-    from server.mail.mime import MessageInfo
+    from server.protocols.imap.bodystructure import MessageInfo
 
     box.append("INBOX", MSG)
     assert box.read("INBOX", 1) == MSG

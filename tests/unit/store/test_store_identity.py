@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from server.mail import mime
+from server.protocols.imap import bodystructure
 from server.store import api
 from server.store.db import SCHEMA_VERSION, SqliteMailbox, SqliteMailStore
 from tests.unit.backend.imap.test_imap_session import Client
@@ -56,7 +56,7 @@ def test_info_after_expunge_and_append_is_the_new_messages(box: SqliteMailbox) -
     assert box.message_sources("zz2", [1], info=True)[1][2].subject == "FIRST"  # type: ignore[union-attr]
     expunge_all(box, "zz2")
     box.append("zz2", SECOND)
-    expected = mime.analyze(SECOND)
+    expected = bodystructure.analyze(SECOND)
     for got in (box.info("zz2", 2), box.message_sources("zz2", [2], info=True)[2][2]):
         assert got.envelope == expected.envelope  # type: ignore[union-attr]
         assert got.bodystructure == expected.bodystructure  # type: ignore[union-attr]
@@ -73,8 +73,8 @@ def test_info_after_delete_and_create_of_the_folder(box: SqliteMailbox) -> None:
     assert box.status("zz3").uidvalidity != old_validity
     box.append("zz3", SECOND)
     got = box.message_sources("zz3", [1], header=True, info=True)[1]
-    assert got[1] == SECOND[: mime.analyze(SECOND).header_len]
-    assert got[2].envelope == mime.analyze(SECOND).envelope  # type: ignore[union-attr]
+    assert got[1] == SECOND[: bodystructure.analyze(SECOND).header_len]
+    assert got[2].envelope == bodystructure.analyze(SECOND).envelope  # type: ignore[union-attr]
     assert box.info("zz3", 1).subject == "SECOND"  # type: ignore[attr-defined]
 
 
@@ -100,7 +100,7 @@ def test_session_fetch_and_search_after_expunge(store: SqliteMailStore) -> None:
     c("e EXPUNGE")
     c.send(b"b APPEND zz2 {%d+}\r\n%s\r\n" % (len(SECOND), SECOND))
     out = c("f FETCH 1 (ENVELOPE BODYSTRUCTURE BODY.PEEK[TEXT] RFC822.SIZE)")
-    info = mime.analyze(SECOND)
+    info = bodystructure.analyze(SECOND)
     assert "ENVELOPE " + info.envelope.decode() in out
     assert "BODYSTRUCTURE " + info.bodystructure.decode() in out
     assert "BODY[TEXT] {21}\r\nsecond body, longer\r\n" in out
@@ -132,7 +132,7 @@ def test_session_after_delete_and_create_of_the_folder(store: SqliteMailStore) -
     c.select("zz3")
     c.send(b"b APPEND zz3 {%d+}\r\n%s\r\n" % (len(SECOND), SECOND))
     out = c("f FETCH 1 (ENVELOPE BODYSTRUCTURE)")
-    info = mime.analyze(SECOND)
+    info = bodystructure.analyze(SECOND)
     assert "ENVELOPE " + info.envelope.decode() in out
     assert "BODYSTRUCTURE " + info.bodystructure.decode() in out
     assert "* SEARCH 1\r\n" in c("s SEARCH FROM second")

@@ -23,8 +23,9 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
+from server.backend.imap.commands import TABLE
 from server.backend.imap.session import ImapSession, InfoCache, Login, SessionConfig
-from server.mail import mime
+from server.protocols.imap import bodystructure
 from server.retrieval import CACHE
 from server.retrieval.render import convert
 from server.settings.models import Mailbox, default_settings
@@ -89,7 +90,7 @@ def _literal(data: bytes) -> bytes:
 def expected_items(raw: bytes, fmt: MimeTextFormat | None) -> bytes:
     """What FETCH FETCH_ITEMS gives for `raw`, from the MIME code alone."""
     data = convert(raw, fmt) if fmt is not None else raw
-    info = mime.analyze(data)
+    info = bodystructure.analyze(data)
     return (
         b"ENVELOPE "
         + info.envelope
@@ -156,7 +157,7 @@ def _without_fsync() -> Callable[[], None]:
 
 class Connection:
     def __init__(self, store: SqliteMailStore, config: SessionConfig) -> None:
-        self.session = ImapSession(config)
+        self.session = ImapSession(config, TABLE)
         self.session.greeting()
         token = base64.b64encode(b"alice\0mailctl-proxy\0" + SECRET.encode()).decode()
         assert "a OK" in self(f"a AUTHENTICATE PLAIN {token}")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from server.mail import mime
+from server.protocols.imap import bodystructure
 from server.store import api, db
 from server.store.db import SCHEMA_VERSION, SqliteMailbox, SqliteMailStore
 
@@ -36,7 +36,7 @@ def box(store: SqliteMailStore) -> SqliteMailbox:
 
 
 def header_of(data: bytes) -> bytes:
-    return data[: mime.analyze(data).header_len]
+    return data[: bodystructure.analyze(data).header_len]
 
 
 def test_paths_headers_and_infos_of_the_existing_messages(box: SqliteMailbox) -> None:
@@ -46,7 +46,7 @@ def test_paths_headers_and_infos_of_the_existing_messages(box: SqliteMailbox) ->
     path, head, info = got[3]
     assert path is not None and Path(path).read_bytes() == raw(3)
     assert head == header_of(raw(3)) and head.endswith(b"  on\r\n\r\n")
-    assert isinstance(info, mime.MessageInfo) and info.header_len == len(head)
+    assert isinstance(info, bodystructure.MessageInfo) and info.header_len == len(head)
     assert box.message_sources("INBOX", []) == {}
 
 
@@ -122,7 +122,7 @@ def test_the_contracts_default_reads_each_message(box: SqliteMailbox) -> None:
     got = api.MailboxStore.message_sources(box, "INBOX", [2, 7, 99], header=True, info=True)
     assert sorted(got) == [2, 7]
     assert got[7][1] == header_of(raw(7))
-    assert isinstance(got[7][2], mime.MessageInfo)
+    assert isinstance(got[7][2], bodystructure.MessageInfo)
     assert Path(got[2][0] or "").read_bytes() == raw(2)
 
 

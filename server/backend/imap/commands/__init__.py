@@ -1,33 +1,15 @@
 """IMAP command handlers, one module per command family, registered by argument type.
 
-A handler is `func(session, command) -> bytes | None`: untagged responses go through
-`session.untagged()`; it returns the tagged completion (None means "OK <NAME> completed",
-b"" means the command is not finished yet, e.g. IDLE), or raises session.No / session.Bad.
+A handler is `func(session, command) -> bytes | None` (see session.Handler). `TABLE` is
+the session.CommandTable the back end hands to each ImapSession: the session knows the
+commands only through it, so these modules import the session and it imports none of them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from server.backend.imap.session import ImapSession
-    from server.protocols.imap.parser import Command
-
-HandlerFunc = Callable[["ImapSession", "Command"], "bytes | None"]
-InlineTest = Callable[["ImapSession", "Command"], bool]
-
-
-@dataclass(frozen=True, slots=True)
-class Handler:
-    func: HandlerFunc
-    states: frozenset[str]
-    blocking: bool  # touches the store: run in a worker thread
-    # When it says so for a command, that command only reads the store and does bounded
-    # work: the I/O layer may run it in place (session.Job.inline).
-    inline: InlineTest | None = None
-
+from server.backend.imap.session import CommandTable, Handler, HandlerFunc, InlineTest
 
 HANDLERS: dict[type, Handler] = {}
 
@@ -63,3 +45,6 @@ from server.backend.imap.commands import (  # noqa: E402,F401
     sortthread,
     store,
 )
+
+#: What server.py hands to every ImapSession.
+TABLE = CommandTable(HANDLERS, idle.end_idle, auth.auth_continue, context.emit_updates)

@@ -18,7 +18,7 @@ from server.backend.imap.commands.urlauth import (  # also registers GENURLAUTH,
 from server.backend.imap.session import MAX_LITERAL_SIZE, ImapSession, No, tagged
 from server.backend.imap.spool import BodySpool, crlf
 from server.protocols.imap import binary
-from server.protocols.imap import parser as p
+from server.protocols.imap import requests as rq
 from server.protocols.imap.imapurl import UrlError, badurl
 from server.protocols.imap.seqset import format_seqset
 from server.store import api
@@ -26,9 +26,9 @@ from server.store import api
 __all__ = ["append", "crlf"]
 
 
-@command(p.Append, states=AUTH)
-def append(s: ImapSession, cmd: p.Command) -> bytes | None:
-    args: p.Append = cmd.args  # type: ignore[assignment]
+@command(rq.Append, states=AUTH)
+def append(s: ImapSession, cmd: rq.Command) -> bytes | None:
+    args: rq.Append = cmd.args  # type: ignore[assignment]
     built: list[api.NewMessage] = []
     total = 0
     try:
@@ -63,7 +63,7 @@ def append(s: ImapSession, cmd: p.Command) -> bytes | None:
     return tagged(cmd.tag, b"OK", "APPEND completed", f"APPENDUID {results[0].uidvalidity} {uids}")
 
 
-def _spool(data: p.SpooledLiteral) -> BodySpool:
+def _spool(data: rq.SpooledLiteral) -> BodySpool:
     spool = data.spool
     assert isinstance(spool, BodySpool)
     if spool.failed is not None:
@@ -71,9 +71,9 @@ def _spool(data: p.SpooledLiteral) -> BodySpool:
     return spool
 
 
-def _message(s: ImapSession, message: p.AppendMessage) -> bytes | api.BodyWriter:
+def _message(s: ImapSession, message: rq.AppendMessage) -> bytes | api.BodyWriter:
     data = message.data
-    if isinstance(data, p.SpooledLiteral):
+    if isinstance(data, rq.SpooledLiteral):
         spool = _spool(data)
         if message.binary and spool.has_nul:
             return binary.encode_nul_parts(spool.writer.read())
@@ -83,13 +83,13 @@ def _message(s: ImapSession, message: p.AppendMessage) -> bytes | api.BodyWriter
     return crlf(data)
 
 
-def _catenate(s: ImapSession, message: p.AppendMessage) -> api.BodyWriter:
+def _catenate(s: ImapSession, message: rq.AppendMessage) -> api.BodyWriter:
     """The message a CATENATE describes, written part by part into a new body."""
     writer = s.store.new_body()
     has_nul = False
     try:
         for part in message.catenate or ():
-            if isinstance(part, p.CatUrl):
+            if isinstance(part, rq.CatUrl):
                 try:
                     found = resolve_url(s, part.url)
                 except UrlError:
@@ -106,7 +106,7 @@ def _catenate(s: ImapSession, message: p.AppendMessage) -> api.BodyWriter:
                 else:
                     _check_size(writer, len(found))
                     writer.write(found)
-            elif isinstance(part.data, p.SpooledLiteral):
+            elif isinstance(part.data, rq.SpooledLiteral):
                 spool = _spool(part.data)
                 has_nul = has_nul or (part.binary and spool.has_nul)
                 _check_size(writer, spool.writer.size)

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-
 from server.backend.imap.commands import NOT_AUTH, command
 from server.backend.imap.session import (
     AUTHENTICATED,
@@ -14,12 +11,13 @@ from server.backend.imap.session import (
     No,
     tagged,
 )
-from server.protocols.imap import parser as p
+from server.protocols import sasl
+from server.protocols.imap import requests as rq
 
 
-@command(p.Authenticate, states=NOT_AUTH)
-def authenticate(s: ImapSession, cmd: p.Command) -> bytes | None:
-    args: p.Authenticate = cmd.args  # type: ignore[assignment]
+@command(rq.Authenticate, states=NOT_AUTH)
+def authenticate(s: ImapSession, cmd: rq.Command) -> bytes | None:
+    args: rq.Authenticate = cmd.args  # type: ignore[assignment]
     if args.mechanism != "PLAIN":
         raise No("Unsupported authentication mechanism")
     if args.initial_response is None:
@@ -36,8 +34,8 @@ def auth_continue(s: ImapSession, line: bytes) -> bytes:
     if line.strip() == b"*":
         return tagged(tag, b"BAD", "Authentication cancelled")
     try:
-        data = base64.b64decode(line.strip(), validate=True)
-    except (binascii.Error, ValueError):
+        data = sasl.decode_response(line)
+    except sasl.SaslError:
         return tagged(tag, b"BAD", "Invalid base64 data")
     s.out = []
     try:
@@ -49,14 +47,11 @@ def auth_continue(s: ImapSession, line: bytes) -> bytes:
 
 
 def plain_login(s: ImapSession, tag: str, data: bytes) -> bytes:
-    parts = data.split(b"\x00")
-    if len(parts) != 3:
-        raise No("Malformed PLAIN response", "AUTHENTICATIONFAILED")
     try:
-        authzid, authcid, password = (x.decode("utf-8") for x in parts)
-    except UnicodeDecodeError:
+        plain = sasl.decode_plain(data)
+    except sasl.SaslError:
         raise No("Malformed PLAIN response", "AUTHENTICATIONFAILED") from None
-    result = s.config.authenticate(authzid, authcid, password)
+    result = s.config.authenticate(plain.authzid, plain.authcid, plain.password)
     if isinstance(result, str):
         raise No(result, "AUTHENTICATIONFAILED")
     assert isinstance(result, Login)
@@ -65,6 +60,6 @@ def plain_login(s: ImapSession, tag: str, data: bytes) -> bytes:
     return tagged(tag, b"OK", "Logged in", "CAPABILITY " + CAPABILITIES_AUTH)
 
 
-@command(p.Login, states=NOT_AUTH, blocking=False)
-def login(s: ImapSession, cmd: p.Command) -> bytes | None:
+@command(rq.Login, states=NOT_AUTH, blocking=False)
+def login(s: ImapSession, cmd: rq.Command) -> bytes | None:
     raise No("LOGIN is not accepted here; use AUTHENTICATE PLAIN", "PRIVACYREQUIRED")

@@ -12,57 +12,22 @@ else after them, with current numbers.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from server.backend.imap.commands import SELECTED, command
+from server.backend.imap.commands.searching import Context, contexts_of, matching
+from server.backend.imap.commands.sortthread import sort_order
 from server.backend.imap.session import Bad, ImapSession
-from server.protocols.imap import parser as p
-from server.protocols.imap import search as q
+from server.protocols.imap import requests as rq
 from server.protocols.imap.seqset import format_seqset
-from server.protocols.imap.sortthread import SortCriterion
 from server.protocols.imap.wire import encode_string
-
-if TYPE_CHECKING:
-    from server.backend.imap.session import Selected
-
-#: Live contexts per session; beyond this the server declines to keep one updated
-#: (RFC 5267 4.3.1, NOUPDATE).
-MAX_CONTEXTS = 16
 
 _EXPUNGE_LINE = re.compile(rb"\* (?:\d+ EXPUNGE|VANISHED)")
 
 
-@dataclass
-class Context:
-    tag: str
-    key: q.SearchKey
-    uid: bool
-    criteria: tuple[SortCriterion, ...] | None  # None: a SEARCH context (unordered)
-    result: list[int]  # UIDs: ascending for SEARCH, in sort order for SORT
-    selected: Selected | None = field(default=None, repr=False)
-
-
-def _contexts(s: ImapSession) -> dict[str, Context]:
-    return s.contexts  # type: ignore[return-value]
-
-
-def register(s: ImapSession, ctx: Context) -> None:
-    """Keep `ctx` updated from now on (the command has just sent its initial result)."""
-    contexts = _contexts(s)
-    ctx.selected = s.selected
-    if ctx.tag not in contexts and len(contexts) >= MAX_CONTEXTS:
-        s.untagged(b"NO [NOUPDATE " + encode_string(ctx.tag) + b"] Too many live searches")
-        return
-    if not any(c.selected is s.selected for c in contexts.values()):
-        s.context_view = list(s.sel.uids)
-    contexts[ctx.tag] = ctx
-
-
-@command(p.CancelUpdate, states=SELECTED, blocking=False)
-def cancelupdate(s: ImapSession, cmd: p.Command) -> bytes | None:
-    args: p.CancelUpdate = cmd.args  # type: ignore[assignment]
-    contexts = _contexts(s)
+@command(rq.CancelUpdate, states=SELECTED, blocking=False)
+def cancelupdate(s: ImapSession, cmd: rq.Command) -> bytes | None:
+    args: rq.CancelUpdate = cmd.args  # type: ignore[assignment]
+    contexts = contexts_of(s)
     unknown = [t for t in args.tags if t not in contexts]
     if unknown:
         raise Bad(f"No live search with tag {unknown[0]}")
@@ -72,9 +37,6 @@ def cancelupdate(s: ImapSession, cmd: p.Command) -> bytes | None:
 
 
 def _evaluate(s: ImapSession, ctx: Context) -> list[int]:
-    from server.backend.imap.commands.searching import matching
-    from server.backend.imap.commands.sortthread import sort_order
-
     rows = s.sel.rows
     hits = matching(s, ctx.key)
     if ctx.criteria is not None:
@@ -90,7 +52,7 @@ def _line(ctx: Context, item: bytes, pairs: list[tuple[int, list[int]]]) -> byte
 
 def emit_updates(s: ImapSession) -> None:
     """Queue the ADDTO/REMOVEFROM responses for what changed since the last call."""
-    contexts = _contexts(s)
+    contexts = contexts_of(s)
     sel = s.selected
     for tag in [t for t, c in contexts.items() if sel is None or c.selected is not sel]:
         del contexts[tag]  # the mailbox was closed or selected again: contexts end

@@ -5,7 +5,7 @@ from __future__ import annotations
 from server.backend.imap.commands import SELECTED, command
 from server.backend.imap.commands.quota import check_room
 from server.backend.imap.session import ImapSession, No, tagged
-from server.protocols.imap import parser as p
+from server.protocols.imap import requests as rq
 from server.protocols.imap.seqset import format_seqset
 from server.store import api
 
@@ -16,11 +16,11 @@ def _copyuid(result: api.CopyResult) -> str:
     return f"COPYUID {result.uidvalidity} {src} {dst}"
 
 
-@command(p.Copy, p.Move, states=SELECTED)
-def copy_or_move(s: ImapSession, cmd: p.Command) -> bytes | None:
+@command(rq.Copy, rq.Move, states=SELECTED)
+def copy_or_move(s: ImapSession, cmd: rq.Command) -> bytes | None:
     args = cmd.args
-    assert isinstance(args, (p.Copy, p.Move))
-    moving = isinstance(args, p.Move)
+    assert isinstance(args, (rq.Copy, rq.Move))
+    moving = isinstance(args, rq.Move)
     sel = s.sel
     if moving and sel.readonly:
         raise No("Mailbox is read-only")

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from server.backend.imap.commands import SELECTED, command
 from server.backend.imap.session import ImapSession, No
-from server.protocols.imap import parser as p
+from server.protocols.imap import requests as rq
 
 
-@command(p.Expunge, states=SELECTED)
-def expunge(s: ImapSession, cmd: p.Command) -> bytes | None:
-    args: p.Expunge = cmd.args  # type: ignore[assignment]
+@command(rq.Expunge, states=SELECTED)
+def expunge(s: ImapSession, cmd: rq.Command) -> bytes | None:
+    args: rq.Expunge = cmd.args  # type: ignore[assignment]
     sel = s.sel
     if sel.readonly:
         raise No("Mailbox is read-only")

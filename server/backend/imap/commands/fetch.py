@@ -17,8 +17,8 @@ from server.backend.imap.commands import SELECTED, command
 from server.backend.imap.session import Bad, ImapSession, No, encode_flags, tagged
 from server.backend.service import retrieval_view
 from server.mail import mime
-from server.protocols.imap import binary
-from server.protocols.imap import parser as p
+from server.protocols.imap import binary, bodystructure
+from server.protocols.imap import requests as rq
 from server.protocols.imap.seqset import format_seqset
 from server.retrieval import Rendered, RetrievalView
 from server.store import api
@@ -83,7 +83,7 @@ class Message:
         self.source = source
         self._stored: bytes | None = None
         self._raw: bytes | None = None
-        self._info: mime.MessageInfo | None = None
+        self._info: bodystructure.MessageInfo | None = None
         self._rendered: Rendered | None = None
 
     def stored(self) -> bytes:
@@ -120,7 +120,7 @@ class Message:
         return self._raw
 
     @property
-    def info(self) -> mime.MessageInfo:
+    def info(self) -> bodystructure.MessageInfo:
         if self._info is None:
             rendered = self._render()
             if rendered is not None and rendered.data is not None and self.view is not None:
@@ -216,7 +216,7 @@ def _literal(data: bytes) -> bytes:
     return b"{%d}\r\n" % len(data) + data
 
 
-def _section_bytes(msg: Message, section: p.Section) -> bytes:
+def _section_bytes(msg: Message, section: rq.Section) -> bytes:
     if not section.part and not section.specifier:
         return msg.raw
     if not section.part and section.specifier == "HEADER":
@@ -226,7 +226,7 @@ def _section_bytes(msg: Message, section: p.Section) -> bytes:
     )
 
 
-def _header_only(item: p.FetchItem) -> bool:
+def _header_only(item: rq.FetchItem) -> bool:
     """BODY[HEADER], BODY[HEADER.FIELDS (...)], BODY[HEADER.FIELDS.NOT (...)] and
     RFC822.HEADER: answered from the header block alone."""
     section = item.section
@@ -238,7 +238,7 @@ def _header_only(item: p.FetchItem) -> bool:
     )
 
 
-def _body_item(item: p.FetchItem) -> Item:
+def _body_item(item: rq.FetchItem) -> Item:
     assert item.section is not None
     section = item.section
     prefix = item.response_name.encode("ascii", "replace") + b" "
@@ -325,14 +325,14 @@ def _simple(name: str, s: ImapSession, view: RetrievalView | None = None) -> Ite
     raise Bad(f"{name} is not supported")
 
 
-def _binary_data(msg: Message, section: p.Section) -> bytes:
+def _binary_data(msg: Message, section: rq.Section) -> bytes:
     data = binary.decode_part(msg.raw, msg.info.part_map, section.part) if section.part else msg.raw
     if data is None:
         raise No(f"Unknown Content-Transfer-Encoding in part {section}", "UNKNOWN-CTE")
     return data
 
 
-def _binary_item(item: p.FetchItem) -> Item:
+def _binary_item(item: rq.FetchItem) -> Item:
     """BINARY[section]<partial> and BINARY.SIZE[section] (RFC 3516 section 4.2)."""
     assert item.section is not None
     section = item.section
@@ -358,7 +358,7 @@ def _binary_item(item: p.FetchItem) -> Item:
 
 
 def build_items(
-    s: ImapSession, items: tuple[p.FetchItem, ...], view: RetrievalView | None = None
+    s: ImapSession, items: tuple[rq.FetchItem, ...], view: RetrievalView | None = None
 ) -> list[Item]:
     out: list[Item] = []
     for item in items:
@@ -371,7 +371,7 @@ def build_items(
     return out
 
 
-def _kept_by_rendering(section: p.Section) -> bool:
+def _kept_by_rendering(section: rq.Section) -> bool:
     """HEADER.FIELDS naming no field a retrieval rendering rewrites: renderings keep the
     stored top-level fields but Content-* and MIME-Version (server.retrieval.mimeutil
     kept_fields), in their order, so the stored header block gives the same answer."""
@@ -385,7 +385,7 @@ class _Needs:
 
     __slots__ = ("sources", "header", "info")
 
-    def __init__(self, items: list[p.FetchItem], view: RetrievalView) -> None:
+    def __init__(self, items: list[rq.FetchItem], view: RetrievalView) -> None:
         stored = view.as_stored
         header = info = body = False
         kept = True  # every header item names only fields a rendering keeps as stored
@@ -411,20 +411,20 @@ class _Needs:
 INLINE_MAX_MESSAGES = 5000
 
 
-def reads_only(s: ImapSession, cmd: p.Command) -> bool:
+def reads_only(s: ImapSession, cmd: rq.Command) -> bool:
     """A FETCH that writes nothing: no \\Seen to set (PEEK, or a read-only folder) and no
     pending changes to take in first (taking new messages claims their \\Recent, a
     write). Bounded by the folder's size, so running it in place stalls nobody long."""
-    args: p.Fetch = cmd.args  # type: ignore[assignment]
+    args: rq.Fetch = cmd.args  # type: ignore[assignment]
     sel = s.selected
     if s.dirty or sel is None or sel.exists > INLINE_MAX_MESSAGES:
         return False
     return sel.readonly or not any(item.sets_seen for item in args.items)
 
 
-@command(p.Fetch, states=SELECTED, inline=reads_only)
-def fetch(s: ImapSession, cmd: p.Command) -> bytes | None:
-    args: p.Fetch = cmd.args  # type: ignore[assignment]
+@command(rq.Fetch, states=SELECTED, inline=reads_only)
+def fetch(s: ImapSession, cmd: rq.Command) -> bytes | None:
+    args: rq.Fetch = cmd.args  # type: ignore[assignment]
     sel = s.sel
     items = list(args.items)
     names = {i.name for i in items}
@@ -435,11 +435,11 @@ def fetch(s: ImapSession, cmd: p.Command) -> bytes | None:
     if s.dirty:
         s.sync(allow_expunge=False)
     if args.uid and "UID" not in names:
-        items.insert(0, p.FetchItem("UID", response_name="UID"))
+        items.insert(0, rq.FetchItem("UID", response_name="UID"))
     elif s.qresync and "UID" not in names:
-        items.append(p.FetchItem("UID", response_name="UID"))
+        items.append(rq.FetchItem("UID", response_name="UID"))
     if args.changedsince is not None and "MODSEQ" not in names:
-        items.append(p.FetchItem("MODSEQ", response_name="MODSEQ"))
+        items.append(rq.FetchItem("MODSEQ", response_name="MODSEQ"))
     idx = s.resolve(args.seqset, args.uid)
     if args.vanished and args.changedsince is not None:
         _report_vanished(s, args)
@@ -455,7 +455,7 @@ def fetch(s: ImapSession, cmd: p.Command) -> bytes | None:
 
 
 def _check_binary(
-    s: ImapSession, items: list[p.FetchItem], idx: list[int], view: RetrievalView
+    s: ImapSession, items: list[rq.FetchItem], idx: list[int], view: RetrievalView
 ) -> None:
     """A BINARY[part] that sets \\Seen is refused with [UNKNOWN-CTE] before any flag
     changes, not halfway through (RFC 3516 section 4.2: the request fails)."""
@@ -514,7 +514,7 @@ def _view(s: ImapSession) -> RetrievalView:
     return view
 
 
-def _downloads(item: p.FetchItem) -> bool:
+def _downloads(item: rq.FetchItem) -> bool:
     """A non-PEEK fetch of the whole message or its text: a download, which earns the
     sender a read receipt (SuppressReadReceipt $false)."""
     section = item.section
@@ -528,7 +528,7 @@ def _downloads(item: p.FetchItem) -> bool:
 
 def _emit(
     s: ImapSession,
-    cmd: p.Command,
+    cmd: rq.Command,
     idx: list[int],
     start: int,
     getters: list[Item],
@@ -640,12 +640,12 @@ def _read_all(file: BinaryIO, size: int) -> bytes:
 
 def _stream(
     s: ImapSession,
-    cmd: p.Command,
+    cmd: rq.Command,
     *,
     file: BinaryIO,
     left: int,
     tail: bytes,
-    then: Callable[[ImapSession, p.Command], bytes | None],
+    then: Callable[[ImapSession, rq.Command], bytes | None],
 ) -> bytes | None:
     """One OUTPUT_CHUNK of a streamed literal; after the last one, the rest of the FETCH
     response line and the next messages (`then`)."""
@@ -683,7 +683,7 @@ def _prefetch(
     )
 
 
-def _mark_seen(s: ImapSession, items: list[p.FetchItem], idx: list[int]) -> set[int]:
+def _mark_seen(s: ImapSession, items: list[rq.FetchItem], idx: list[int]) -> set[int]:
     """Set \\Seen for a non-PEEK body fetch (RFC 3501 6.4.5); returns the UIDs whose
     FLAGS must be reported because the client did not ask for them."""
     sel = s.sel
@@ -708,7 +708,7 @@ def _mark_seen(s: ImapSession, items: list[p.FetchItem], idx: list[int]) -> set[
     return changed
 
 
-def _report_vanished(s: ImapSession, args: p.Fetch) -> None:
+def _report_vanished(s: ImapSession, args: rq.Fetch) -> None:
     sel = s.sel
     top = max(sel.uidnext - 1, sel.uids[-1] if sel.uids else 0)
     wanted = args.seqset.resolve(top)

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from server.backend.imap.commands import AUTH, command
 from server.backend.imap.session import ImapSession, SelectedGone, tagged
-from server.protocols.imap import parser as p
+from server.protocols.imap import requests as rq
 from server.store import api
 
 
-@command(p.Idle, states=AUTH)
-def idle(s: ImapSession, cmd: p.Command) -> bytes | None:
+@command(rq.Idle, states=AUTH)
+def idle(s: ImapSession, cmd: rq.Command) -> bytes | None:
     if s.selected is not None:
         s.sync(allow_expunge=True)
     s.idling = True

@@ -15,7 +15,7 @@ from server.backend.imap.session import (
     permanentflags_response,
     tagged,
 )
-from server.protocols.imap import parser as p
+from server.protocols.imap import requests as rq
 from server.protocols.imap import utf7
 from server.protocols.imap.seqset import format_seqset
 from server.protocols.imap.wire import encode_string
@@ -44,9 +44,9 @@ def _no_inbox_change(name: str, what: str) -> None:
 # --- SELECT / EXAMINE -----------------------------------------------------------------
 
 
-@command(p.Select, states=AUTH)
-def select(s: ImapSession, cmd: p.Command) -> bytes | None:
-    args: p.Select = cmd.args  # type: ignore[assignment]
+@command(rq.Select, states=AUTH)
+def select(s: ImapSession, cmd: rq.Command) -> bytes | None:
+    args: rq.Select = cmd.args  # type: ignore[assignment]
     if args.qresync is not None and not s.qresync:
         return tagged(cmd.tag, b"BAD", "QRESYNC is not enabled")
     if s.selected is not None:
@@ -90,7 +90,7 @@ def select(s: ImapSession, cmd: p.Command) -> bytes | None:
     return tagged(cmd.tag, b"OK", f"{cmd.name} completed", code)
 
 
-def _qresync(s: ImapSession, sel: Selected, q: p.QresyncParams) -> None:
+def _qresync(s: ImapSession, sel: Selected, q: rq.QresyncParams) -> None:
     changes = s.store.changes_since(sel.name, q.modseq)
     vanished = changes.vanished
     if q.known_uids is not None:
@@ -107,9 +107,9 @@ def _qresync(s: ImapSession, sel: Selected, q: p.QresyncParams) -> None:
 # --- CREATE / DELETE / RENAME / SUBSCRIBE -------------------------------------------------
 
 
-@command(p.Create, states=AUTH)
-def create(s: ImapSession, cmd: p.Command) -> bytes | None:
-    args: p.Create = cmd.args  # type: ignore[assignment]
+@command(rq.Create, states=AUTH)
+def create(s: ImapSession, cmd: rq.Command) -> bytes | None:
+    args: rq.Create = cmd.args  # type: ignore[assignment]
     name = args.mailbox.rstrip(api.DELIMITER)
     _no_inbox_change(name, "created")
     if not name:
@@ -142,9 +142,9 @@ def create(s: ImapSession, cmd: p.Command) -> bytes | None:
     return None
 
 
-@command(p.Delete, states=AUTH)
-def delete(s: ImapSession, cmd: p.Command) -> bytes | None:
-    args: p.Delete = cmd.args  # type: ignore[assignment]
+@command(rq.Delete, states=AUTH)
+def delete(s: ImapSession, cmd: rq.Command) -> bytes | None:
+    args: rq.Delete = cmd.args  # type: ignore[assignment]
     _no_inbox_change(args.mailbox, "deleted")
     if s.selected is not None and s.selected.name == args.mailbox:
         s.selected = None
@@ -157,9 +157,9 @@ def delete(s: ImapSession, cmd: p.Command) -> bytes | None:
     return None
 
 
-@command(p.Rename, states=AUTH)
-def rename(s: ImapSession, cmd: p.Command) -> bytes | None:
-    args: p.Rename = cmd.args  # type: ignore[assignment]
+@command(rq.Rename, states=AUTH)
+def rename(s: ImapSession, cmd: rq.Command) -> bytes | None:
+    args: rq.Rename = cmd.args  # type: ignore[assignment]
     _no_inbox_change(args.new_name, "the target of a rename")
     new = args.new_name.rstrip(api.DELIMITER)
     try:
@@ -176,10 +176,10 @@ def rename(s: ImapSession, cmd: p.Command) -> bytes | None:
     return None
 
 
-@command(p.Subscribe, p.Unsubscribe, states=AUTH)
-def subscribe(s: ImapSession, cmd: p.Command) -> bytes | None:
+@command(rq.Subscribe, rq.Unsubscribe, states=AUTH)
+def subscribe(s: ImapSession, cmd: rq.Command) -> bytes | None:
     args = cmd.args
-    s.store.set_subscribed(args.mailbox, isinstance(args, p.Subscribe))  # type: ignore[attr-defined]
+    s.store.set_subscribed(args.mailbox, isinstance(args, rq.Subscribe))  # type: ignore[attr-defined]
     return None
 
 
@@ -189,7 +189,7 @@ _NOTHING = re.compile(r"(?!)")
 
 
 def pattern_regex(reference: str, pattern: str) -> re.Pattern[str]:
-    if isinstance(reference, p.InvalidMailboxName) or isinstance(pattern, p.InvalidMailboxName):
+    if isinstance(reference, rq.InvalidMailboxName) or isinstance(pattern, rq.InvalidMailboxName):
         return _NOTHING  # no mailbox has a name that is not valid modified UTF-7
     full = reference + pattern if reference and not pattern.startswith(api.DELIMITER) else pattern
     out = []
@@ -216,9 +216,9 @@ def _visible_folders(s: ImapSession) -> list[api.FolderInfo]:
     return [f for f in s.store.folders() if show_hidden or not f.hidden]
 
 
-@command(p.List, states=AUTH)
-def list_(s: ImapSession, cmd: p.Command) -> bytes | None:
-    args: p.List = cmd.args  # type: ignore[assignment]
+@command(rq.List, states=AUTH)
+def list_(s: ImapSession, cmd: rq.Command) -> bytes | None:
+    args: rq.List = cmd.args  # type: ignore[assignment]
     if not args.extended and len(args.patterns) == 1 and args.patterns[0] == "":
         s.untagged(b'LIST (\\Noselect) "/" ""')
         return None
@@ -281,9 +281,9 @@ def list_(s: ImapSession, cmd: p.Command) -> bytes | None:
     return None
 
 
-@command(p.Lsub, states=AUTH)
-def lsub(s: ImapSession, cmd: p.Command) -> bytes | None:
-    args: p.Lsub = cmd.args  # type: ignore[assignment]
+@command(rq.Lsub, states=AUTH)
+def lsub(s: ImapSession, cmd: rq.Command) -> bytes | None:
+    args: rq.Lsub = cmd.args  # type: ignore[assignment]
     if args.pattern == "":
         s.untagged(b'LSUB (\\Noselect) "/" ""')
         return None
@@ -334,9 +334,9 @@ def _status_line(s: ImapSession, name: str, items: tuple[str, ...]) -> None:
     s.untagged(b"STATUS " + wire_name(st.name, s.rev2) + b" (" + body + b")")
 
 
-@command(p.Status, states=AUTH)
-def status(s: ImapSession, cmd: p.Command) -> bytes | None:
-    args: p.Status = cmd.args  # type: ignore[assignment]
+@command(rq.Status, states=AUTH)
+def status(s: ImapSession, cmd: rq.Command) -> bytes | None:
+    args: rq.Status = cmd.args  # type: ignore[assignment]
     if "HIGHESTMODSEQ" in args.items:
         s.enable_condstore()
     _status_line(s, args.mailbox, args.items)

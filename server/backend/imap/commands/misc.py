@@ -12,34 +12,34 @@ from server.backend.imap.session import (
     No,
     tagged,
 )
-from server.protocols.imap import parser as p
+from server.protocols.imap import requests as rq
 from server.protocols.imap.wire import encode
 
 
-@command(p.Capability, states=ANY, blocking=False)
-def capability(s: ImapSession, cmd: p.Command) -> bytes | None:
+@command(rq.Capability, states=ANY, blocking=False)
+def capability(s: ImapSession, cmd: rq.Command) -> bytes | None:
     caps = CAPABILITIES_AUTH if s.authenticated else CAPABILITIES_PREAUTH
     s.untagged(b"CAPABILITY " + caps.encode())
     return None
 
 
-@command(p.Noop, p.Check, states=ANY)
-def noop(s: ImapSession, cmd: p.Command) -> bytes | None:
-    if isinstance(cmd.args, p.Check) and s.selected is None:
+@command(rq.Noop, rq.Check, states=ANY)
+def noop(s: ImapSession, cmd: rq.Command) -> bytes | None:
+    if isinstance(cmd.args, rq.Check) and s.selected is None:
         return tagged(cmd.tag, b"BAD", "No mailbox selected")
     s.sync(allow_expunge=True)
     return None
 
 
-@command(p.Id, states=ANY, blocking=False)
-def id_(s: ImapSession, cmd: p.Command) -> bytes | None:
+@command(rq.Id, states=ANY, blocking=False)
+def id_(s: ImapSession, cmd: rq.Command) -> bytes | None:
     s.untagged(b"ID " + encode(["name", "mailctl", "version", s.config.server_version]))
     return None
 
 
-@command(p.Enable, states=AUTH, blocking=False)
-def enable(s: ImapSession, cmd: p.Command) -> bytes | None:
-    args: p.Enable = cmd.args  # type: ignore[assignment]
+@command(rq.Enable, states=AUTH, blocking=False)
+def enable(s: ImapSession, cmd: rq.Command) -> bytes | None:
+    args: rq.Enable = cmd.args  # type: ignore[assignment]
     enabled = []
     had = {"CONDSTORE": s.condstore, "QRESYNC": s.qresync}
     for cap in args.capabilities:
@@ -59,21 +59,21 @@ def enable(s: ImapSession, cmd: p.Command) -> bytes | None:
     return None
 
 
-@command(p.Namespace, states=AUTH, blocking=False)
-def namespace(s: ImapSession, cmd: p.Command) -> bytes | None:
+@command(rq.Namespace, states=AUTH, blocking=False)
+def namespace(s: ImapSession, cmd: rq.Command) -> bytes | None:
     s.untagged(b'NAMESPACE (("" "/")) NIL NIL')
     return None
 
 
-@command(p.Logout, states=ANY, blocking=False)
-def logout(s: ImapSession, cmd: p.Command) -> bytes | None:
+@command(rq.Logout, states=ANY, blocking=False)
+def logout(s: ImapSession, cmd: rq.Command) -> bytes | None:
     s.out.append(s.bye("Logging out"))
     s.state = LOGOUT
     return None
 
 
-@command(p.Close, states=SELECTED)
-def close(s: ImapSession, cmd: p.Command) -> bytes | None:
+@command(rq.Close, states=SELECTED)
+def close(s: ImapSession, cmd: rq.Command) -> bytes | None:
     sel = s.sel
     if not sel.readonly:
         # CLOSE expunges silently (RFC 3501 6.4.2).
@@ -83,13 +83,13 @@ def close(s: ImapSession, cmd: p.Command) -> bytes | None:
     return None
 
 
-@command(p.Unselect, states=SELECTED, blocking=False)
-def unselect(s: ImapSession, cmd: p.Command) -> bytes | None:
+@command(rq.Unselect, states=SELECTED, blocking=False)
+def unselect(s: ImapSession, cmd: rq.Command) -> bytes | None:
     s.selected = None
     s.state = AUTHENTICATED
     return None
 
 
-@command(p.Starttls, states=ANY, blocking=False)
-def starttls(s: ImapSession, cmd: p.Command) -> bytes | None:
+@command(rq.Starttls, states=ANY, blocking=False)
+def starttls(s: ImapSession, cmd: rq.Command) -> bytes | None:
     raise No("TLS is chosen by the listener on the back end")

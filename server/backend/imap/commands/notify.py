@@ -27,120 +27,14 @@ from dataclasses import dataclass, field
 from server.backend.imap.commands import AUTH, command
 from server.backend.imap.commands.mailbox import wire_name
 from server.backend.imap.session import Bad, ImapSession, Job, No, SelectedGone
-from server.protocols.imap import parser as p
+from server.protocols.imap import requests as rq
 from server.store import api
 
 SUPPORTED = ("MessageNew", "MessageExpunge", "FlagChange", "MailboxName", "SubscriptionChange")
-_KNOWN = {
-    e.upper(): e
-    for e in (*SUPPORTED, "AnnotationChange", "MailboxMetadataChange", "ServerMetadataChange")
-}
 _MESSAGE_EVENTS = frozenset({"MessageNew", "MessageExpunge", "FlagChange", "AnnotationChange"})
-_FILTERS = (
-    "SELECTED",
-    "SELECTED-DELAYED",
-    "INBOXES",
-    "PERSONAL",
-    "SUBSCRIBED",
-    "SUBTREE",
-    "MAILBOXES",
-)
 
 
-# --- the command -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Group:
-    filter: str  # one of _FILTERS
-    mailboxes: tuple[str, ...]  # for SUBTREE and MAILBOXES
-    events: frozenset[str]
-
-
-@dataclass(frozen=True)
-class Notify(p.CommandArgs):
-    status: bool = False
-    groups: tuple[Group, ...] = ()  # empty: NOTIFY NONE
-
-
-def _parse_mailboxes(cur: p.Cursor) -> tuple[str, ...]:
-    cur.sp("mailbox")
-    if not cur.accept(0x28):
-        return (cur.mailbox(),)
-    names = [cur.mailbox()]
-    while cur.accept(0x20):
-        names.append(cur.mailbox())
-    cur.expect(0x29, '")" after the mailboxes')
-    return tuple(names)
-
-
-def _skip_fetch_atts(cur: p.Cursor) -> None:
-    """MessageNew's "(" fetch-att *(SP fetch-att) ")": brackets and parentheses balanced."""
-    depth = 0
-    while True:
-        c = cur.peek()
-        if c < 0:
-            raise ValueError("Unterminated fetch attributes")
-        cur.advance()
-        if c == 0x28:
-            depth += 1
-        elif c == 0x29:
-            depth -= 1
-            if depth == 0:
-                return
-
-
-def _parse_events(cur: p.Cursor) -> frozenset[str]:
-    cur.sp("events")
-    if cur.peek_word() == "NONE":
-        cur.word("events")
-        return frozenset()
-    cur.expect(0x28, '"(" or NONE for the events')
-    events: list[str] = []
-    while True:
-        word = cur.word("event")
-        event = _KNOWN.get(word, word)
-        events.append(event)
-        mark = cur.mark()
-        if event == "MessageNew" and cur.accept(0x20) and cur.peek() == 0x28:
-            _skip_fetch_atts(cur)
-        else:
-            cur.reset(mark)
-        if cur.accept(0x29):
-            return frozenset(events)
-        cur.sp("event")
-
-
-def parse_notify(cur: p.Cursor, uid: bool) -> Notify:
-    cur.sp("NONE or SET")
-    verb = cur.word("NONE or SET")
-    if verb == "NONE":
-        return Notify()
-    if verb != "SET":
-        raise ValueError("Expected NONE or SET")
-    cur.sp("event groups")
-    status = cur.peek_word() == "STATUS"
-    if status:
-        cur.word("STATUS")
-        cur.sp("event groups")
-    groups = []
-    while True:
-        cur.expect(0x28, '"(" to start an event group')
-        name = cur.word("filter")
-        if name not in _FILTERS:
-            raise ValueError(f"Unknown filter {name}")
-        boxes = _parse_mailboxes(cur) if name in ("SUBTREE", "MAILBOXES") else ()
-        groups.append(Group(name, boxes, _parse_events(cur)))
-        cur.expect(0x29, '")" to end the event group')
-        if not cur.accept(0x20):
-            return Notify(status, tuple(groups))
-
-
-# Registered here rather than in parser.py's table: the command lives in this module.
-p._PARSERS.setdefault("NOTIFY", parse_notify)
-
-
-def _check(groups: tuple[Group, ...]) -> None:
+def _check(groups: tuple[rq.Group, ...]) -> None:
     """RFC 5465 3.1 and 5: malformed combinations are BAD, unsupported events NO BADEVENT."""
     selected = [g for g in groups if g.filter.startswith("SELECTED")]
     if len(selected) > 1:
@@ -162,19 +56,19 @@ def _check(groups: tuple[Group, ...]) -> None:
 
 @dataclass
 class NotifyState:
-    groups: tuple[Group, ...]
+    groups: tuple[rq.Group, ...]
     generation: int = -1  # the store's change generation last looked at
     statuses: dict[str, tuple[int, ...]] = field(default_factory=dict)
     names: set[str] = field(default_factory=set)
     subscribed: set[str] = field(default_factory=set)
 
     @property
-    def selected(self) -> Group | None:
+    def selected(self) -> rq.Group | None:
         return next((g for g in self.groups if g.filter.startswith("SELECTED")), None)
 
-    def watched(self, s: ImapSession, folders: list[api.FolderInfo]) -> dict[str, Group]:
+    def watched(self, s: ImapSession, folders: list[api.FolderInfo]) -> dict[str, rq.Group]:
         """Each mailbox of the other filters with the group that names it (the first)."""
-        out: dict[str, Group] = {}
+        out: dict[str, rq.Group] = {}
         for g in self.groups:
             if g.filter.startswith("SELECTED"):
                 continue
@@ -187,7 +81,7 @@ class NotifyState:
         return any(event in g.events for g in self.groups if not g.filter.startswith("SELECTED"))
 
 
-def _matches(g: Group, f: api.FolderInfo) -> bool:
+def _matches(g: rq.Group, f: api.FolderInfo) -> bool:
     if g.filter == "PERSONAL":
         return True
     if g.filter == "INBOXES":  # delivery goes to INBOX only
@@ -205,7 +99,7 @@ def _norm(name: str) -> str:
     return ("INBOX" + sep + rest) if head.upper() == "INBOX" else name
 
 
-def _status_values(st: api.FolderStatus, g: Group) -> tuple[int, ...]:
+def _status_values(st: api.FolderStatus, g: rq.Group) -> tuple[int, ...]:
     values = (st.messages, st.uidnext, st.uidvalidity)
     return values + (st.highestmodseq,) if "FlagChange" in g.events else values
 
@@ -238,9 +132,9 @@ def _baseline(s: ImapSession, state: NotifyState, send_status: bool) -> None:
     state.generation = s.woken_at
 
 
-@command(Notify, states=AUTH)
-def notify(s: ImapSession, cmd: p.Command) -> bytes | None:
-    args: Notify = cmd.args  # type: ignore[assignment]
+@command(rq.Notify, states=AUTH)
+def notify(s: ImapSession, cmd: rq.Command) -> bytes | None:
+    args: rq.Notify = cmd.args  # type: ignore[assignment]
     if not args.groups:
         s.notify = None
         return None

@@ -10,7 +10,7 @@ from __future__ import annotations
 from server.backend.imap.commands import AUTH, command
 from server.backend.imap.commands.mailbox import wire_name
 from server.backend.imap.session import ImapSession, No
-from server.protocols.imap import parser as p
+from server.protocols.imap import requests as rq
 from server.settings.models import Mailbox
 from server.store import quota
 
@@ -36,18 +36,18 @@ def _quota_line(s: ImapSession) -> bytes:
     return b'QUOTA "" ' + quota.imap_quota(s.store, mailbox_settings(s))
 
 
-@command(p.GetQuotaRoot, states=AUTH)
-def getquotaroot(s: ImapSession, cmd: p.Command) -> bytes | None:
-    args: p.GetQuotaRoot = cmd.args  # type: ignore[assignment]
+@command(rq.GetQuotaRoot, states=AUTH)
+def getquotaroot(s: ImapSession, cmd: rq.Command) -> bytes | None:
+    args: rq.GetQuotaRoot = cmd.args  # type: ignore[assignment]
     s.store.status(args.mailbox)  # a folder that does not exist: NO [NONEXISTENT]
     s.untagged(b"QUOTAROOT " + wire_name(args.mailbox) + b' ""')
     s.untagged(_quota_line(s))
     return None
 
 
-@command(p.GetQuota, states=AUTH)
-def getquota(s: ImapSession, cmd: p.Command) -> bytes | None:
-    args: p.GetQuota = cmd.args  # type: ignore[assignment]
+@command(rq.GetQuota, states=AUTH)
+def getquota(s: ImapSession, cmd: rq.Command) -> bytes | None:
+    args: rq.GetQuota = cmd.args  # type: ignore[assignment]
     if args.root != ROOT:
         raise No("No such quota root", "NONEXISTENT")
     s.untagged(_quota_line(s))

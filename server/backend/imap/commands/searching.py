@@ -3,16 +3,18 @@ with ESEARCH (RFC 4731) results, SEARCHRES `$` (RFC 5182) and MODSEQ (RFC 7162).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from server.backend.imap.commands import SELECTED, command
 from server.backend.imap.commands.fetch import Message
-from server.backend.imap.session import ImapSession, No
+from server.backend.imap.session import ImapSession, No, Selected
 from server.mail import mime
-from server.protocols.imap import parser as p
+from server.protocols.imap import requests as rq
 from server.protocols.imap import search as q
 from server.protocols.imap.seqset import format_seqset
+from server.protocols.imap.sortthread import SortCriterion
 from server.protocols.imap.wire import encode_string
 from server.store import api
 
@@ -159,9 +161,9 @@ def _date(key: q.DateKey) -> Pred:
     return sent
 
 
-@command(p.Search, states=SELECTED)
-def search(s: ImapSession, cmd: p.Command) -> bytes | None:
-    args: p.Search = cmd.args  # type: ignore[assignment]
+@command(rq.Search, states=SELECTED)
+def search(s: ImapSession, cmd: rq.Command) -> bytes | None:
+    args: rq.Search = cmd.args  # type: ignore[assignment]
     with_modseq = q.uses_modseq(args.key)
     hits = searched(s, args.key)
     sel = s.sel
@@ -178,8 +180,6 @@ def search(s: ImapSession, cmd: p.Command) -> bytes | None:
         return None
     _esearch(s, cmd.tag, args, opts or frozenset({"ALL"}), hits, values, with_modseq, top_modseq)
     if "UPDATE" in opts:
-        from server.backend.imap.commands.context import Context, register
-
         register(s, Context(cmd.tag, args.key, args.uid, None, [sel.rows[i].uid for i in hits]))
     return None
 
@@ -187,7 +187,7 @@ def search(s: ImapSession, cmd: p.Command) -> bytes | None:
 def _esearch(
     s: ImapSession,
     tag: str,
-    args: p.Search,
+    args: rq.Search,
     opts: frozenset[str],
     hits: list[int],
     values: list[int],
@@ -221,8 +221,6 @@ def _esearch(
     if "COUNT" in opts:
         line.append(b"COUNT %d" % len(values))
     if "PARTIAL" in opts and args.partial is not None:
-        from server.backend.imap.commands.sortthread import partial_item
-
         line.append(partial_item(values, args.partial, ordered=False))
     if with_modseq and values:
         if opts & {"MIN", "MAX"} and not opts & {"ALL", "COUNT"}:
@@ -232,3 +230,58 @@ def _esearch(
             top_modseq = max(sel.rows[i].modseq for i in named)
         line.append(b"MODSEQ %d" % top_modseq)
     s.untagged(b" ".join(line))
+
+
+def ordered_set(values: Sequence[int]) -> bytes:
+    """A sequence-set that keeps the order of `values` (RFC 5267 3.2): only ascending
+    runs become ranges, so "5,3:4,2,1" lists 5, 3, 4, 2, 1 in that order."""
+    parts: list[str] = []
+    i, n = 0, len(values)
+    while i < n:
+        j = i
+        while j + 1 < n and values[j + 1] == values[j] + 1:
+            j += 1
+        parts.append(str(values[i]) if i == j else f"{values[i]}:{values[j]}")
+        i = j + 1
+    return ",".join(parts).encode()
+
+
+def partial_item(values: Sequence[int], partial: tuple[int, int], ordered: bool) -> bytes:
+    """PARTIAL (low:high set) of RFC 5267 4.4: the results at positions low..high."""
+    low, high = partial
+    got = list(values[low - 1 : high])
+    text = (ordered_set(got) if ordered else format_seqset(got).encode()) if got else b"NIL"
+    return b"PARTIAL (%d:%d %s)" % (low, high, text)
+
+
+# --- live results (RFC 5267 contexts; context.py keeps them up to date) ---------------
+
+#: Live contexts per session; beyond this the server declines to keep one updated
+#: (RFC 5267 4.3.1, NOUPDATE).
+MAX_CONTEXTS = 16
+
+
+@dataclass
+class Context:
+    tag: str
+    key: q.SearchKey
+    uid: bool
+    criteria: tuple[SortCriterion, ...] | None  # None: a SEARCH context (unordered)
+    result: list[int]  # UIDs: ascending for SEARCH, in sort order for SORT
+    selected: Selected | None = field(default=None, repr=False)
+
+
+def contexts_of(s: ImapSession) -> dict[str, Context]:
+    return s.contexts  # type: ignore[return-value]
+
+
+def register(s: ImapSession, ctx: Context) -> None:
+    """Keep `ctx` updated from now on (the command has just sent its initial result)."""
+    contexts = contexts_of(s)
+    ctx.selected = s.selected
+    if ctx.tag not in contexts and len(contexts) >= MAX_CONTEXTS:
+        s.untagged(b"NO [NOUPDATE " + encode_string(ctx.tag) + b"] Too many live searches")
+        return
+    if not any(c.selected is s.selected for c in contexts.values()):
+        s.context_view = list(s.sel.uids)
+    contexts[ctx.tag] = ctx

@@ -10,11 +10,16 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 from server.backend.imap.commands import SELECTED, command
-from server.backend.imap.commands.searching import searched
+from server.backend.imap.commands.searching import (
+    Context,
+    ordered_set,
+    partial_item,
+    register,
+    searched,
+)
 from server.backend.imap.session import ImapSession
-from server.protocols.imap import parser as p
+from server.protocols.imap import requests as rq
 from server.protocols.imap import search as q
-from server.protocols.imap.seqset import format_seqset
 from server.protocols.imap.sortthread import (
     EMPTY_KEYS,
     THREADERS,
@@ -204,28 +209,6 @@ def items_for(s: ImapSession, hits: Sequence[int], uid: bool) -> list[Item]:
     return out
 
 
-def ordered_set(values: Sequence[int]) -> bytes:
-    """A sequence-set that keeps the order of `values` (RFC 5267 3.2): only ascending
-    runs become ranges, so "5,3:4,2,1" lists 5, 3, 4, 2, 1 in that order."""
-    parts: list[str] = []
-    i, n = 0, len(values)
-    while i < n:
-        j = i
-        while j + 1 < n and values[j + 1] == values[j] + 1:
-            j += 1
-        parts.append(str(values[i]) if i == j else f"{values[i]}:{values[j]}")
-        i = j + 1
-    return ",".join(parts).encode()
-
-
-def partial_item(values: Sequence[int], partial: tuple[int, int], ordered: bool) -> bytes:
-    """PARTIAL (low:high set) of RFC 5267 4.4: the results at positions low..high."""
-    low, high = partial
-    got = list(values[low - 1 : high])
-    text = (ordered_set(got) if ordered else format_seqset(got).encode()) if got else b"NIL"
-    return b"PARTIAL (%d:%d %s)" % (low, high, text)
-
-
 # The SortKeys field of each SORT key read from the store.
 _FIELD = {
     "CC": "cc",
@@ -278,9 +261,9 @@ def _sort_positions(
     return sort_positions(columns)
 
 
-@command(p.Sort, states=SELECTED)
-def sort(s: ImapSession, cmd: p.Command) -> bytes | None:
-    args: p.Sort = cmd.args  # type: ignore[assignment]
+@command(rq.Sort, states=SELECTED)
+def sort(s: ImapSession, cmd: rq.Command) -> bytes | None:
+    args: rq.Sort = cmd.args  # type: ignore[assignment]
     with_modseq = q.uses_modseq(args.key)
     hits = searched(s, args.key)
     sel = s.sel
@@ -322,17 +305,15 @@ def sort(s: ImapSession, cmd: p.Command) -> bytes | None:
     if args.return_opts != {"SAVE"}:  # SAVE alone answers nothing (RFC 5182 2.1)
         s.untagged(b" ".join(line))
     if "UPDATE" in opts:
-        from server.backend.imap.commands.context import Context, register
-
         register(
             s, Context(cmd.tag, args.key, args.uid, args.criteria, [rows[i].uid for i in ordered])
         )
     return None
 
 
-@command(p.Thread, states=SELECTED)
-def thread(s: ImapSession, cmd: p.Command) -> bytes | None:
-    args: p.Thread = cmd.args  # type: ignore[assignment]
+@command(rq.Thread, states=SELECTED)
+def thread(s: ImapSession, cmd: rq.Command) -> bytes | None:
+    args: rq.Thread = cmd.args  # type: ignore[assignment]
     hits = searched(s, args.key)
     sel = s.sel
     rows = sel.rows

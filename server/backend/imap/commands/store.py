@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from server.backend.imap.commands import SELECTED, command
 from server.backend.imap.session import ImapSession, No, tagged
-from server.protocols.imap import parser as p
+from server.protocols.imap import requests as rq
 from server.protocols.imap.seqset import format_seqset
 
 _OPS = {"": "=", "+": "+", "-": "-"}
 
 
-@command(p.Store, states=SELECTED)
-def store(s: ImapSession, cmd: p.Command) -> bytes | None:
-    args: p.Store = cmd.args  # type: ignore[assignment]
+@command(rq.Store, states=SELECTED)
+def store(s: ImapSession, cmd: rq.Command) -> bytes | None:
+    args: rq.Store = cmd.args  # type: ignore[assignment]
     sel = s.sel
     if sel.readonly:
         raise No("Mailbox is read-only")

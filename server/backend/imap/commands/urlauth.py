@@ -18,8 +18,8 @@ from datetime import UTC, datetime
 from server.backend.imap.commands import AUTH, command
 from server.backend.imap.session import ImapSession, No
 from server.mail import mime
-from server.protocols.imap import binary
-from server.protocols.imap import parser as p
+from server.protocols.imap import binary, bodystructure
+from server.protocols.imap import requests as rq
 from server.protocols.imap.imapurl import (
     INTERNAL,
     ImapUrl,
@@ -58,7 +58,7 @@ def _owner_store(s: ImapSession, url: ImapUrl) -> api.MailboxStore | None:
 class _Target:
     """The message a URL names, read from its store."""
 
-    def __init__(self, raw: bytes, info: mime.MessageInfo) -> None:
+    def __init__(self, raw: bytes, info: bodystructure.MessageInfo) -> None:
         self.raw = raw
         self.info = info
 
@@ -110,7 +110,7 @@ def part_structure(
     `decoded` (BINARY asked for too) a leaf part is described as the data sent: its
     data domain as encoding and the decoded size; its line count is not known for the
     decoded form and given as 0 (as Dovecot does)."""
-    root = mime._parse(raw)
+    root = mime.parse(raw)
     node = root
     for i, num in enumerate(section):
         if node.part.kind == mime.MULTIPART:
@@ -121,7 +121,7 @@ def part_structure(
             return None
         if node.part.kind == mime.MESSAGE and i + 1 < len(section):
             node = node.nodes[0]
-    structure = mime._structure(node, raw, True, root=node is root)
+    structure = bodystructure.structure_value(node, raw, True, root=node is root)
     if decoded is not None and node.part.kind == mime.LEAF:
         structure[5] = _domain(decoded)
         structure[6] = len(decoded)
@@ -190,7 +190,9 @@ class FileRange:
                 yield piece
 
 
-def section_range(info: mime.MessageInfo, section: p.Section | None) -> tuple[int, int] | None:
+def section_range(
+    info: bodystructure.MessageInfo, section: rq.Section | None
+) -> tuple[int, int] | None:
     """The octets of BODY[section] when they are one stretch of the message (what
     mime.fetch_section would cut out); None for HEADER.FIELDS[.NOT], which filters.
     Raises LookupError for a part that does not exist."""
@@ -247,7 +249,7 @@ def _file_range(store: api.MailboxStore, url: ImapUrl) -> FileRange | None:
         path = store.body_paths(url.mailbox, [url.uid]).get(url.uid)
         if path is None:
             return None
-        info: mime.MessageInfo = store.info(url.mailbox, url.uid)  # type: ignore[assignment]
+        info: bodystructure.MessageInfo = store.info(url.mailbox, url.uid)  # type: ignore[assignment]
         stretch = section_range(info, url.section)
     except (api.StoreError, LookupError):
         return None
@@ -262,9 +264,9 @@ def _file_range(store: api.MailboxStore, url: ImapUrl) -> FileRange | None:
     return FileRange(str(path), start, end)
 
 
-@command(p.GenUrlAuth, states=AUTH)
-def genurlauth(s: ImapSession, cmd: p.Command) -> bytes | None:
-    args: p.GenUrlAuth = cmd.args  # type: ignore[assignment]
+@command(rq.GenUrlAuth, states=AUTH)
+def genurlauth(s: ImapSession, cmd: rq.Command) -> bytes | None:
+    args: rq.GenUrlAuth = cmd.args  # type: ignore[assignment]
     assert s.login is not None
     out = []
     for rump, mechanism in args.requests:
@@ -288,9 +290,9 @@ def genurlauth(s: ImapSession, cmd: p.Command) -> bytes | None:
     return None
 
 
-@command(p.ResetKey, states=AUTH)
-def resetkey(s: ImapSession, cmd: p.Command) -> bytes | None:
-    args: p.ResetKey = cmd.args  # type: ignore[assignment]
+@command(rq.ResetKey, states=AUTH)
+def resetkey(s: ImapSession, cmd: rq.Command) -> bytes | None:
+    args: rq.ResetKey = cmd.args  # type: ignore[assignment]
     for mechanism in args.mechanisms:
         if mechanism != INTERNAL:
             raise No(f"Unknown URLAUTH mechanism {mechanism}")
@@ -301,9 +303,9 @@ def resetkey(s: ImapSession, cmd: p.Command) -> bytes | None:
     return None
 
 
-@command(p.UrlFetch, states=AUTH)
-def urlfetch(s: ImapSession, cmd: p.Command) -> bytes | None:
-    args: p.UrlFetch = cmd.args  # type: ignore[assignment]
+@command(rq.UrlFetch, states=AUTH)
+def urlfetch(s: ImapSession, cmd: rq.Command) -> bytes | None:
+    args: rq.UrlFetch = cmd.args  # type: ignore[assignment]
     out = [b"URLFETCH"]
     for text, params in args.urls:
         out.append(encode_string(text))

@@ -16,16 +16,19 @@ import pytest
 
 from server.backend.imap.spool import BodySpool
 from server.protocols.imap import binary, imapurl
-from server.protocols.imap import parser as p
+from server.protocols.imap import requests as rq
+from server.protocols.imap.lexer import Cursor
+from server.protocols.imap.parser import parse_section
+from server.protocols.imap.reader import CommandReader, parse_line
 from server.store import SqliteMailStore, api
 from tests.unit.backend.imap.test_imap_session import Client
 
 # --- parser: literal8, CATENATE, URLAUTH commands ----------------------------------------
 
 
-def args(line: bytes) -> p.CommandArgs:
-    event = p.parse_line(line)
-    assert isinstance(event, p.Command), event
+def args(line: bytes) -> rq.CommandArgs:
+    event = parse_line(line)
+    assert isinstance(event, rq.Command), event
     return event.args
 
 
@@ -34,13 +37,13 @@ def test_catenate_parts_parse() -> None:
         b'a APPEND box (\\Seen) CATENATE (TEXT {5+}\r\nhello URL "/INBOX/;uid=3"'
         b" TEXT ~{2+}\r\n\x00\x01)"
     )
-    assert isinstance(a, p.Append)
+    assert isinstance(a, rq.Append)
     (msg,) = a.messages
     assert msg.flags == ("\\Seen",) and msg.data == b""
     assert msg.catenate == (
-        p.CatText(b"hello"),
-        p.CatUrl("/INBOX/;uid=3"),
-        p.CatText(b"\x00\x01", True),
+        rq.CatText(b"hello"),
+        rq.CatUrl("/INBOX/;uid=3"),
+        rq.CatText(b"\x00\x01", True),
     )
 
 
@@ -49,9 +52,9 @@ def test_multiappend_mixes_catenate_and_literals() -> None:
         b'a APPEND box CATENATE (URL "/INBOX/;uid=1") (\\Answered) {3+}\r\nabc'
         b' "01-Jan-2020 10:00:00 +0000" ~{1+}\r\n\x00'
     )
-    assert isinstance(a, p.Append)
+    assert isinstance(a, rq.Append)
     first, second, third = a.messages
-    assert first.catenate == (p.CatUrl("/INBOX/;uid=1"),)
+    assert first.catenate == (rq.CatUrl("/INBOX/;uid=1"),)
     assert second.flags == ("\\Answered",) and second.data == b"abc" and not second.binary
     assert third.binary and third.data == b"\x00" and third.date is not None
 
@@ -68,7 +71,7 @@ def test_multiappend_mixes_catenate_and_literals() -> None:
     ],
 )
 def test_bad_catenate_and_literal8_are_bad(line: bytes) -> None:
-    assert isinstance(p.parse_line(line), p.ParseError)
+    assert isinstance(parse_line(line), rq.ParseError)
 
 
 def test_urlauth_commands_parse() -> None:
@@ -76,21 +79,21 @@ def test_urlauth_commands_parse() -> None:
         b'a GENURLAUTH "imap://a@h/INBOX/;uid=1;urlauth=authuser" internal'
         b' "imap://a@h/X/;uid=2;urlauth=anonymous" INTERNAL'
     )
-    assert isinstance(g, p.GenUrlAuth) and [m for _, m in g.requests] == ["INTERNAL", "INTERNAL"]
-    assert args(b"a RESETKEY") == p.ResetKey()
-    assert args(b"a RESETKEY INBOX INTERNAL") == p.ResetKey("INBOX", ("INTERNAL",))
+    assert isinstance(g, rq.GenUrlAuth) and [m for _, m in g.requests] == ["INTERNAL", "INTERNAL"]
+    assert args(b"a RESETKEY") == rq.ResetKey()
+    assert args(b"a RESETKEY INBOX INTERNAL") == rq.ResetKey("INBOX", ("INTERNAL",))
     u = args(b'a URLFETCH "u1" ("u2" BINARY bodypartstructure) "u3"')
-    assert u == p.UrlFetch((("u1", None), ("u2", ("BINARY", "BODYPARTSTRUCTURE")), ("u3", None)))
-    assert isinstance(p.parse_line(b'a URLFETCH ("u" FOO)'), p.ParseError)
-    assert isinstance(p.parse_line(b'a URLFETCH ("u" BINARY BODY)'), p.ParseError)
-    assert args(b'a URLFETCH ("u")') == p.UrlFetch((("u", ()),))
-    assert isinstance(p.parse_line(b'a GENURLAUTH "u"'), p.ParseError)
+    assert u == rq.UrlFetch((("u1", None), ("u2", ("BINARY", "BODYPARTSTRUCTURE")), ("u3", None)))
+    assert isinstance(parse_line(b'a URLFETCH ("u" FOO)'), rq.ParseError)
+    assert isinstance(parse_line(b'a URLFETCH ("u" BINARY BODY)'), rq.ParseError)
+    assert args(b'a URLFETCH ("u")') == rq.UrlFetch((("u", ()),))
+    assert isinstance(parse_line(b'a GENURLAUTH "u"'), rq.ParseError)
 
 
 # --- the reader streams APPEND literals ------------------------------------------------------
 
 
-class RecordingSpool(p.Spool):
+class RecordingSpool(rq.Spool):
     def __init__(self) -> None:
         self.size = 0
         self.chunks = 0
@@ -104,8 +107,8 @@ class RecordingSpool(p.Spool):
         self.discarded = True
 
 
-def streaming_reader() -> tuple[p.CommandReader, list[RecordingSpool]]:
-    reader = p.CommandReader(max_literal_size=64 << 20)
+def streaming_reader() -> tuple[CommandReader, list[RecordingSpool]]:
+    reader = CommandReader(max_literal_size=64 << 20)
     spools: list[RecordingSpool] = []
 
     def factory(size: int, binary_: bool) -> RecordingSpool:
@@ -120,9 +123,9 @@ def test_big_append_literal_is_streamed_not_held() -> None:
     reader, spools = streaming_reader()
     size = 20 << 20
     reader.feed(b"a APPEND {5}\r\n")
-    assert isinstance(reader.next_event(), p.NeedContinuation)  # the mailbox name: kept
+    assert isinstance(reader.next_event(), rq.NeedContinuation)  # the mailbox name: kept
     reader.feed(b"INBOX {%d}\r\n" % size)
-    assert isinstance(reader.next_event(), p.NeedContinuation)
+    assert isinstance(reader.next_event(), rq.NeedContinuation)
     chunk = b"x" * (64 * 1024 - 2) + b"\r\n"
     most = 0
     for _ in range(size // len(chunk)):
@@ -131,9 +134,9 @@ def test_big_append_literal_is_streamed_not_held() -> None:
         most = max(most, reader.in_memory)
     reader.feed(b"\r\n")
     event = reader.next_event()
-    assert isinstance(event, p.Command) and isinstance(event.args, p.Append)
+    assert isinstance(event, rq.Command) and isinstance(event.args, rq.Append)
     data = event.args.message
-    assert isinstance(data, p.SpooledLiteral) and data.size == size
+    assert isinstance(data, rq.SpooledLiteral) and data.size == size
     assert spools[0].size == size and spools[0].chunks == size // len(chunk)
     assert most <= len(chunk) + 64  # never more than what one feed() brought
     assert event.args.mailbox == "INBOX"
@@ -143,10 +146,10 @@ def test_small_literals_stay_in_memory_and_failed_commands_drop_spools() -> None
     reader, spools = streaming_reader()
     reader.feed(b"a APPEND INBOX {3+}\r\nabc\r\n")
     event = reader.next_event()
-    assert isinstance(event, p.Command) and event.args.message == b"abc" and not spools
+    assert isinstance(event, rq.Command) and event.args.message == b"abc" and not spools
     big = 70 * 1024
     reader.feed(b"b APPEND INBOX {%d+}\r\n" % big + b"y" * big + b" junk\r\n")
-    assert isinstance(reader.next_event(), p.ParseError)
+    assert isinstance(reader.next_event(), rq.ParseError)
     assert spools[0].discarded
     reader.feed(b"c APPEND INBOX {%d+}\r\n" % big + b"y" * 1000)
     assert reader.next_event() is None
@@ -171,7 +174,7 @@ def test_body_spool_converts_bare_lf_across_chunks() -> None:
 def test_imap_urls_parse() -> None:
     u = imapurl.parse("/Sent%20Items;UIDVALIDITY=7/;uid=20/;section=1.2.MIME/;partial=5.10")
     assert (u.mailbox, u.uidvalidity, u.uid, u.partial) == ("Sent Items", 7, 20, (5, 10))
-    assert u.section == p.Section((1, 2), "MIME") and not u.absolute
+    assert u.section == rq.Section((1, 2), "MIME") and not u.absolute
     u = imapurl.parse(
         "imap://bob@mail.test:993/inbox/;UID=3;EXPIRE=2030-01-02T03:04:05Z"
         ";URLAUTH=user+bob:internal:" + "ab" * 32
@@ -270,9 +273,9 @@ def test_nul_parts_become_base64_and_decode_back() -> None:
     )
     stored = binary.encode_nul_parts(msg)
     assert b"\x00" not in stored and stored.count(b"Content-Transfer-Encoding") == 1
-    from server.mail import mime
+    from server.protocols.imap import bodystructure
 
-    info = mime.analyze(stored)
+    info = bodystructure.analyze(stored)
     assert binary.decode_part(stored, info.part_map, (2,)) == body
     assert binary.decode_part(stored, info.part_map, (1,)) == b"plain"
     assert binary.encode_nul_parts(b"no nul\r\n") == b"no nul\r\n"
@@ -508,10 +511,11 @@ NESTED = (
 def test_section_ranges_cut_what_fetch_section_cuts(section: str) -> None:
     from server.backend.imap.commands.urlauth import section_range
     from server.mail import mime
+    from server.protocols.imap import bodystructure
 
-    info = mime.analyze(NESTED)
-    cur = p.Cursor([f"[{section}]".encode()])
-    sec = p.parse_section(cur)
+    info = bodystructure.analyze(NESTED)
+    cur = Cursor([f"[{section}]".encode()])
+    sec = parse_section(cur)
     start, end = section_range(info, sec)  # type: ignore[misc]
     expected = mime.fetch_section(NESTED, info, sec.part, sec.specifier or None)
     assert NESTED[start:end] == expected

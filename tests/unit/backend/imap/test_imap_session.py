@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from server.backend.imap.commands import TABLE
 from server.backend.imap.session import ImapSession, Login, SessionConfig
 from server.settings.models import Mailbox, default_settings
 from tests.conftest import corpus_paths
@@ -35,7 +36,7 @@ class Client:
         self.settings.Mailboxes["alice"] = Mailbox(
             PrimarySmtpAddress="alice@contoso.test", Server="MBX01"
         )
-        self.session = ImapSession(SessionConfig(lambda: self.settings, "MBX01", self._auth))
+        self.session = ImapSession(SessionConfig(lambda: self.settings, "MBX01", self._auth), TABLE)
         self.greeting = self.session.greeting()
 
     def _auth(self, authzid: str, authcid: str, password: str) -> Login | str:

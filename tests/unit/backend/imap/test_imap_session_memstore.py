@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from server.mail import mime
+from server.protocols.imap import bodystructure
 from server.store import api
 
 
@@ -23,7 +23,7 @@ class _Folder:
     uidnext: int = 1
     messages: dict[int, api.MessageRow] = field(default_factory=dict)
     bodies: dict[int, bytes] = field(default_factory=dict)
-    infos: dict[int, mime.MessageInfo] = field(default_factory=dict)
+    infos: dict[int, bodystructure.MessageInfo] = field(default_factory=dict)
     vanished: dict[int, int] = field(default_factory=dict)  # uid -> modseq of expunge
     recent: set[int] = field(default_factory=set)
 
@@ -162,7 +162,7 @@ class MemMailbox(api.MailboxStore):
         date = internaldate or datetime.now(UTC).replace(microsecond=0)
         f.messages[uid] = api.MessageRow(uid, frozenset(flags), modseq, len(raw), date)
         f.bodies[uid] = raw
-        f.infos[uid] = mime.analyze(raw)
+        f.infos[uid] = bodystructure.analyze(raw)
         f.recent.add(uid)
         self._notify()
         return api.AppendResult(f.uidvalidity, uid, modseq)

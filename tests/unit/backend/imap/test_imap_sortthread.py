@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from server.protocols.imap import parser as p
+from server.protocols.imap import requests as rq
+from server.protocols.imap.reader import parse_line
 from server.protocols.imap.sortthread import (
     EMPTY_KEYS,
     Item,
@@ -214,15 +215,15 @@ def test_thread_orderedsubject() -> None:
 
 
 def test_parse_sort() -> None:
-    cmd = p.parse_line(b"t UID SORT RETURN (MIN PARTIAL 4:2) (REVERSE date Subject) UTF-8 SEEN")
-    assert isinstance(cmd, p.Command) and cmd.name == "UID SORT"
+    cmd = parse_line(b"t UID SORT RETURN (MIN PARTIAL 4:2) (REVERSE date Subject) UTF-8 SEEN")
+    assert isinstance(cmd, rq.Command) and cmd.name == "UID SORT"
     args = cmd.args
-    assert isinstance(args, p.Sort) and args.uid and args.charset == "UTF-8"
+    assert isinstance(args, rq.Sort) and args.uid and args.charset == "UTF-8"
     assert args.criteria == (SortCriterion("DATE", True), SortCriterion("SUBJECT"))
     assert args.return_opts == {"MIN", "PARTIAL"} and args.partial == (2, 4)
-    plain = p.parse_line(b"t SORT (DISPLAYTO) US-ASCII ALL").args
-    assert isinstance(plain, p.Sort) and plain.return_opts is None
-    assert p.parse_line(b"t SORT RETURN () (SIZE) UTF-8 ALL").args.return_opts == {"ALL"}
+    plain = parse_line(b"t SORT (DISPLAYTO) US-ASCII ALL").args
+    assert isinstance(plain, rq.Sort) and plain.return_opts is None
+    assert parse_line(b"t SORT RETURN () (SIZE) UTF-8 ALL").args.return_opts == {"ALL"}
 
 
 @pytest.mark.parametrize(
@@ -245,16 +246,16 @@ def test_parse_sort() -> None:
     ],
 )
 def test_parse_errors(line: bytes) -> None:
-    assert isinstance(p.parse_line(line), p.ParseError)
+    assert isinstance(parse_line(line), rq.ParseError)
 
 
 def test_parse_thread_search_and_cancelupdate() -> None:
-    args = p.parse_line(b"t UID THREAD orderedsubject utf-8 UNDELETED").args
-    assert isinstance(args, p.Thread) and args.algorithm == "ORDEREDSUBJECT" and args.uid
-    search = p.parse_line(b"t SEARCH RETURN (UPDATE CONTEXT PARTIAL 1:10) SEEN").args
+    args = parse_line(b"t UID THREAD orderedsubject utf-8 UNDELETED").args
+    assert isinstance(args, rq.Thread) and args.algorithm == "ORDEREDSUBJECT" and args.uid
+    search = parse_line(b"t SEARCH RETURN (UPDATE CONTEXT PARTIAL 1:10) SEEN").args
     assert search.return_opts == {"UPDATE", "PARTIAL"} and search.partial == (1, 10)
-    assert p.parse_line(b't CANCELUPDATE "a" "b"').args == p.CancelUpdate(("a", "b"))
-    assert isinstance(p.parse_line(b"t SORT (DATE) X-UNKNOWN ALL"), p.BadCharset)
+    assert parse_line(b't CANCELUPDATE "a" "b"').args == rq.CancelUpdate(("a", "b"))
+    assert isinstance(parse_line(b"t SORT (DATE) X-UNKNOWN ALL"), rq.BadCharset)
 
 
 # --- the store's sort keys ---------------------------------------------------------------------

@@ -7,7 +7,8 @@ import datetime as dt
 import pytest
 
 from server.protocols.imap import search as s
-from server.protocols.imap.parser import (
+from server.protocols.imap.reader import CommandReader, parse_line
+from server.protocols.imap.requests import (
     Append,
     Authenticate,
     BadCharset,
@@ -15,7 +16,6 @@ from server.protocols.imap.parser import (
     Check,
     Close,
     Command,
-    CommandReader,
     CommandTooLong,
     Copy,
     Create,
@@ -50,7 +50,6 @@ from server.protocols.imap.parser import (
     Subscribe,
     Unselect,
     Unsubscribe,
-    parse_line,
 )
 from server.protocols.imap.seqset import SAVED, SeqSet
 
@@ -370,7 +369,7 @@ def test_uid_command_name() -> None:
 
 
 def test_mailbox_names_are_decoded_and_inbox_normalized() -> None:
-    from server.protocols.imap.parser import InvalidMailboxName, invalid_mailbox_name
+    from server.protocols.imap.requests import InvalidMailboxName, invalid_mailbox_name
 
     assert args(b"a SELECT iNbOx").mailbox == "INBOX"
     assert args(b"a SELECT INBOX/Sub").mailbox == "INBOX/Sub"

@@ -6,17 +6,16 @@ from __future__ import annotations
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from server.protocols.imap.parser import (
+from server.protocols.imap.reader import CommandReader, parse_line
+from server.protocols.imap.requests import (
     BadCharset,
     Command,
-    CommandReader,
     CommandTooLong,
     LiteralTooLarge,
     NeedContinuation,
     Noop,
     ParseError,
     RawLine,
-    parse_line,
 )
 
 EVENT_TYPES = (

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-from server.protocols.imap.parser import (
+from server.protocols.imap.parser import parse_command
+from server.protocols.imap.reader import CommandReader
+from server.protocols.imap.requests import (
     Command,
-    CommandReader,
     CommandTooLong,
     LiteralTooLarge,
     NeedContinuation,
     Noop,
-    parse_command,
 )
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from server.protocols.imap.parser import Command, CommandReader, Login
+from server.protocols.imap.reader import CommandReader
+from server.protocols.imap.requests import Command, Login
 
 
 def test_take_buffer_returns_what_came_behind_the_login_verbatim() -> None:

@@ -7,7 +7,8 @@ import datetime as dt
 import pytest
 
 from server.protocols.imap import search as s
-from server.protocols.imap.parser import BadCharset, Command, ParseError, Search, parse_line
+from server.protocols.imap.reader import parse_line
+from server.protocols.imap.requests import BadCharset, Command, ParseError, Search
 from server.protocols.imap.seqset import SAVED, SeqSet
 
 

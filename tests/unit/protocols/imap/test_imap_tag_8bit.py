@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from server.protocols.imap.parser import Command, CommandReader, ParseError
+from server.protocols.imap.reader import CommandReader
+from server.protocols.imap.requests import Command, ParseError
 
 
 def events(data: bytes) -> list[object]:
