@@ -115,7 +115,7 @@ _mailctl() {
         new-exchangecertificate) opts="--subject-name --domain-name --services --friendly-name --validity-days --output --what-if --home --help -SubjectName -DomainName -Services -FriendlyName -ValidityDays -Output -WhatIf" ;;
         new-mailbox) opts="--password --password-stdin --primary-smtp-address --display-name --user-principal-name --type --server --what-if --home --help -Password -PasswordStdin -PrimarySmtpAddress -DisplayName -UserPrincipalName -Type -Server -WhatIf" ;;
         new-moverequest) opts="--target-database --suspend-when-ready-to-complete --output --home --help -TargetDatabase -SuspendWhenReadyToComplete -Output" ;;
-        prepare-organization) opts="--admin-dn --password-stdin --configuration-dn --backend-address --home --help -AdminDn -PasswordStdin -ConfigurationDn -BackendAddress" ;;
+        prepare-organization) opts="--admin-dn --password-stdin --configuration-dn --backend-address --organization-name --home --help -AdminDn -PasswordStdin -ConfigurationDn -BackendAddress -OrganizationName" ;;
         prune-mailboxdatabase) opts="--older-than-days --server --output --what-if --home --help -OlderThanDays -Server -Output -WhatIf" ;;
         remove-mailbox) opts="--what-if --home --help -WhatIf" ;;
         remove-moverequest) opts="--home --help" ;;

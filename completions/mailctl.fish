@@ -289,6 +289,8 @@ complete -c mailctl -n '__fish_seen_subcommand_from prepare-organization Prepare
 complete -c mailctl -n '__fish_seen_subcommand_from prepare-organization Prepare-Organization' -o ConfigurationDn -r -d 'Where the organization\'s entries go (default: ou=mailctl beside BaseDN).'
 complete -c mailctl -n '__fish_seen_subcommand_from prepare-organization Prepare-Organization' -l backend-address -r -d 'This server\'s BackEndAddress: an address the other hosts can reach.'
 complete -c mailctl -n '__fish_seen_subcommand_from prepare-organization Prepare-Organization' -o BackendAddress -r -d 'This server\'s BackEndAddress: an address the other hosts can reach.'
+complete -c mailctl -n '__fish_seen_subcommand_from prepare-organization Prepare-Organization' -l organization-name -r -d 'The organization\'s name (Organization.Name).'
+complete -c mailctl -n '__fish_seen_subcommand_from prepare-organization Prepare-Organization' -o OrganizationName -r -d 'The organization\'s name (Organization.Name).'
 complete -c mailctl -n '__fish_seen_subcommand_from prune-mailboxdatabase Prune-MailboxDatabase' -l older-than-days -r -d 'Forget expunges older than this many days (0: every one so far)'
 complete -c mailctl -n '__fish_seen_subcommand_from prune-mailboxdatabase Prune-MailboxDatabase' -o OlderThanDays -r -d 'Forget expunges older than this many days (0: every one so far)'
 complete -c mailctl -n '__fish_seen_subcommand_from prune-mailboxdatabase Prune-MailboxDatabase' -l server -r -d 'The server (default: the local server).'

@@ -62,6 +62,14 @@ def _start_everything(where: Any) -> list[str]:
         fail(str(exc), code=1)
 
 
+def _check_back_end_certificates(session: Any, server: str) -> None:
+    """EnforceCertificateErrors on: with back ends on other hosts, the front end checks their
+    certificate against the organization's CA and their Fqdn (docs/security.md, "Threat: the
+    network between hosts"); every server has one from that CA."""
+    for kind in ("ImapSettings", "PopSettings"):
+        session.set(("Servers", server, kind, "EnforceCertificateErrors"), True)
+
+
 @command("Prepare-Organization")
 def prepare_organization(
     admin_dn: AdminDn,
@@ -79,6 +87,10 @@ def prepare_organization(
             "--backend-address",
             help="This server's BackEndAddress: an address the other hosts can reach.",
         ),
+    ] = None,
+    organization_name: Annotated[
+        str | None,
+        typer.Option("--organization-name", help="The organization's name (Organization.Name)."),
     ] = None,
 ) -> None:
     """Keep this organization's settings in the directory, so more hosts can join it
@@ -105,8 +117,12 @@ def prepare_organization(
     server = local_server(settings)[0]
     with edit_settings() as session:
         session.set(("Servers", server, "Services", TOPOLOGY), "Automatic")
+        for name in settings.Servers:
+            _check_back_end_certificates(session, name)
         if backend_address:
             session.set(("Servers", server, "BackEndAddress"), backend_address)
+        if organization_name:
+            session.set(("Organization", "Name"), organization_name)
     text = where.settings_file.read_text("utf-8")
     if not directory.BindPasswordFile:
         fail("[Directory] has no BindPasswordFile: the other hosts' services need one")
@@ -257,6 +273,7 @@ def join_organization(
                 session.set(("ReceiveConnectors", cname), conn.model_dump(mode="json"))
         for service in (TOPOLOGY, IMAP4BE, IMAP4, POP3BE, POP3):
             session.set(("Servers", server, "Services", service), "Automatic")
+        _check_back_end_certificates(session, server)
     fqdn_now = store.load(where).settings.Servers[server].Fqdn
     if tls.select_certificate(where, "IMAP", fqdn_now, strict=True) is None:
         tls.new_certificate(where, fqdn_now, [fqdn_now, backend_address], list(tls.SERVICE_KINDS))
@@ -269,7 +286,7 @@ def join_organization(
 SETUP_HELP = (
     "Exchange's setup switches: /PrepareAD (prepare-organization) or /Mode:Install "
     "/Role:Mailbox (join-organization), with /DomainController: (ldap://host:port), "
-    "/AdminDN:, /ConfigurationDN:, /Server:, /BackEndAddress:, /Fqdn:, /BasePort:, "
+    "/AdminDN:, /ConfigurationDN:, /Server:, /BackEndAddress:, /Fqdn:, /BasePort:, /TlsCaFile:, "
     "/PasswordStdin, /NoStart. /IAcceptExchangeServerLicenseTerms* is accepted and ignored."
 )
 
@@ -297,6 +314,7 @@ def setup(
     known = {
         "preparead", "mode", "role", "domaincontroller", "admindn", "configurationdn", "server",
         "backendaddress", "fqdn", "baseport", "passwordstdin", "nostart", "organizationname",
+        "tlscafile",
     }  # fmt: skip
     unknown = [k for k in given if k not in known]
     if unknown:
@@ -309,6 +327,7 @@ def setup(
             password_stdin="passwordstdin" in given,
             configuration_dn=given.get("configurationdn") or None,
             backend_address=given.get("backendaddress") or None,
+            organization_name=given.get("organizationname") or None,
         )
         return
     if given.get("mode", "").lower() != "install" or given.get("role", "").lower() not in (
@@ -334,7 +353,7 @@ def setup(
         configuration_dn=given.get("configurationdn") or None,
         fqdn=given.get("fqdn") or None,
         base_port=int(base_port) if base_port else None,
-        tls_ca_file=None,
+        tls_ca_file=given.get("tlscafile") or None,
         start="nostart" not in given,
     )
 

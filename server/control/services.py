@@ -363,7 +363,8 @@ def restart_service(home: Home, name: str, server: str | None = None) -> Service
 
 def start_all(home: Home) -> list[ServiceInfo]:
     """What a boot does: every Automatic service of every server here (on a host of an
-    organization that spans hosts, of this host's server alone), back ends first. Tries them all; raises one ControlError naming those that failed."""
+    organization that spans hosts, of this host's server alone), back ends first. Tries
+    them all; raises one ControlError naming those that failed."""
     settings = _load(home)
     started, failed = [], []
     mine = load_host(home.root)  # a host of a several-host organization runs its server only

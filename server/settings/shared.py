@@ -36,6 +36,8 @@ class SharedSettingsError(Exception):
 class Remote(Protocol):
     """The organization's settings.toml where every host can reach it."""
 
+    def close(self) -> None: ...
+
     def read(self) -> tuple[str, int]:
         """The document and its version."""
         ...
@@ -119,6 +121,35 @@ def publish(
         f"the organization's settings changed {ATTEMPTS} times while this edit was being "
         "published; nothing was changed, try again"
     )
+
+
+@dataclass
+class SharedEdit:
+    """An edit on a host of a several-host organization: the organization's document and
+    version it started from, and where to publish it."""
+
+    remote: Remote
+    base: str
+    version: int
+
+    def publish(self, edited: str, validate: Any) -> str:
+        """Publish (see publish()); the text published, which the host then writes."""
+        text, self.version = publish(self.remote, self.base, self.version, edited, validate)
+        return text
+
+
+def start_edit(root: Path, local_text: str) -> SharedEdit | None:
+    """The organization's current document for an edit on the home at `root`; None on a
+    one-host install (no host.toml)."""
+    remote = remote_for(root, local_text)
+    if remote is None:
+        return None
+    try:
+        base, version = remote.read()
+    except SharedSettingsError:
+        remote.close()
+        raise
+    return SharedEdit(remote, base, version)
 
 
 def read_version(root: Path) -> int:

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import tomlkit
 from pydantic import ValidationError
@@ -26,6 +26,9 @@ from tomlkit.items import Table
 
 from server.settings.models import Settings
 from server.settings.paths import Home
+
+if TYPE_CHECKING:
+    from server.settings.shared import SharedEdit
 
 
 class SettingsError(Exception):
@@ -215,6 +218,7 @@ def edit(home: Home, dry_run: bool = False) -> Iterator[Edit]:
         lock.__enter__()
     except OSError as exc:
         raise SettingsError(_cannot_write(home, exc)) from None
+    shared: SharedEdit | None = None
     try:
         try:
             text = home.settings_file.read_text("utf-8")
@@ -227,7 +231,7 @@ def edit(home: Home, dry_run: bool = False) -> Iterator[Edit]:
             raise SettingsError(f"cannot read {home.settings_file}: {why}") from None
         shared = _shared_start(home, text)
         if shared is not None:
-            text = shared[1]
+            text = shared.base
         try:
             session = Edit(home, text)
         except tomlkit.exceptions.TOMLKitError as exc:
@@ -247,7 +251,7 @@ def edit(home: Home, dry_run: bool = False) -> Iterator[Edit]:
         if session.changed() and not dry_run:
             written = session.text
             if shared is not None:
-                written = _shared_publish(home, shared, session)
+                written = _shared_publish(shared, session)
             try:
                 atomic_write(home.settings_file, written.encode("utf-8"))
             except OSError as exc:
@@ -255,29 +259,27 @@ def edit(home: Home, dry_run: bool = False) -> Iterator[Edit]:
             if shared is not None:
                 from server.settings.shared import write_version
 
-                write_version(home.root, shared[2])
+                write_version(home.root, shared.version)
     finally:
+        if shared is not None:
+            shared.remote.close()
         lock.__exit__(None, None, None)
 
 
-def _shared_start(home: Home, text: str) -> Any:
-    """On a host of a several-host organization (host.toml): (remote, the organization's
-    document, its version), which the edit starts from; None on a one-host install."""
+def _shared_start(home: Home, text: str) -> SharedEdit | None:
+    """On a host of a several-host organization (host.toml), the organization's document
+    the edit starts from (server.settings.shared); None on a one-host install."""
     from server.settings import shared
 
     try:
-        remote = shared.remote_for(home.root, text)
-        if remote is None:
-            return None
-        current, version = remote.read()
+        return shared.start_edit(home.root, text)
     except shared.SharedSettingsError as exc:
         raise SettingsError(f"{exc}; nothing was changed") from None
-    return [remote, current, version]
 
 
-def _shared_publish(home: Home, state: Any, session: Edit) -> str:
-    """Publish the edit to the organization (compare-and-set, re-applied on a conflict,
-    server.settings.shared); the text to write locally. Sets state's version."""
+def _shared_publish(state: SharedEdit, session: Edit) -> str:
+    """Publish the edit to the organization (compare-and-set, re-applied on a conflict);
+    the text to write locally."""
     from server.settings import shared
 
     def validate(text: str) -> None:
@@ -291,11 +293,9 @@ def _shared_publish(home: Home, state: Any, session: Edit) -> str:
             ) from None
 
     try:
-        text, version = shared.publish(state[0], session.original, state[2], session.text, validate)
+        return state.publish(session.text, validate)
     except shared.SharedSettingsError as exc:
         raise SettingsError(f"{exc}; nothing was changed") from None
-    state[2] = version
-    return text
 
 
 def _cannot_write(home: Home, exc: OSError) -> str:

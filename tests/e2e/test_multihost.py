@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import email.message
 import imaplib
+import json
 import poplib
 import smtplib
 import time
@@ -57,6 +58,11 @@ def mailbox_files(host: Host, server: str) -> list[Path]:
 
 
 def test_a_mailbox_on_b_is_read_through_a(org: Organization) -> None:
+    # The hop from A's front end to B's back end checks B's certificate (the organization's
+    # CA, B's Fqdn): setup turned EnforceCertificateErrors on for every server.
+    for protocol in ("imap", "pop"):
+        shown = org.a.mailctl(f"get-{protocol}settings", "--server", "MBX02", "--output", "json")
+        assert json.loads(shown.stdout)["EnforceCertificateErrors"] is True
     client = imap(org.a, "bob")
     try:
         typ, _ = client.append("INBOX", "", None, message("through A").as_bytes())
@@ -157,6 +163,15 @@ def test_two_admins_at_once_lose_nothing(org: Organization) -> None:
         return True
 
     wait_for("every admin's last change on both hosts", everywhere, deadline=30)
+
+
+def test_connectivity_test_on_a_for_a_mailbox_on_b(org: Organization) -> None:
+    # What an admin runs on host A: log in through A, submit on A (LMTP to B), retrieve.
+    shown = org.a.mailctl(
+        "Test-ImapConnectivity", "-ConnectionType", "Ssl", "-TrustAnySSLCertificate",
+        "-MailboxCredential", "bob", "--output", "json", stdin=PASSWORD + "\n",
+    ).stdout  # fmt: skip
+    assert [row["Result"] for row in json.loads(shown)] == ["Success"] * 3, shown
 
 
 def test_directory_outage_gives_temporary_failures_then_recovers(org: Organization) -> None:

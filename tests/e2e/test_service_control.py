@@ -31,7 +31,7 @@ from server.settings.models import (
     SUBMISSION,
     WEB,
 )
-from server.settings.names import default_startup
+from server.settings.names import TOPOLOGY, default_startup
 from server.settings.paths import Home
 
 from .conftest import ServiceRunner
@@ -47,6 +47,7 @@ STARTUP = {
     WEB: "Manual",
     DELIVERY: "Automatic",
     REPLICATION: "Manual",
+    TOPOLOGY: "Manual",  # a one-host install has no organization to copy settings from
 }
 
 
