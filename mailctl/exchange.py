@@ -24,7 +24,10 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from mailctl import cli
+from mailctl.context import set_home_override
+from mailctl.errors import fail
+from mailctl.options import BOOL_METAVAR, EXCHANGE_NAMES, LIST_METAVAR
+from mailctl.registry import COMMANDS, UNSUPPORTED
 
 # Parameters and commands are typer's click objects (typer may vendor click): typed Any and
 # told apart by `param_type_name`.
@@ -83,8 +86,8 @@ def _take_home(argv: list[str]) -> list[str]:
         if is_param(token) and norm(head) == "home":
             value = value if sep else next(tokens, "")
             if not value:
-                cli.fail("--home needs a folder")
-            cli.set_home_override(value)
+                fail("--home needs a folder")
+            set_home_override(value)
             continue
         rest.append(token)
     return rest
@@ -98,7 +101,7 @@ def _split_pipeline(argv: list[str]) -> list[list[str]]:
         else:
             segments[-1].append(token)
     if any(not seg for seg in segments):
-        cli.fail("empty pipeline element around '|'")
+        fail("empty pipeline element around '|'")
     return segments
 
 
@@ -123,11 +126,11 @@ def translate(argv: list[str], group: Command) -> Plan:
             _formatter(plan, head, segment[1:])
             continue
         if plan.output is not None:
-            cli.fail(f"{segment[0]} cannot follow a Format- command")
+            fail(f"{segment[0]} cannot follow a Format- command")
         name = resolve_command(segment[0], group)
         plan.stages.append(Stage(name, translate_params(group.commands[name], segment[1:])))
     if not plan.stages:
-        cli.fail("a pipeline must start with a command")
+        fail("a pipeline must start with a command")
     return plan
 
 
@@ -147,15 +150,15 @@ def resolve_command(word: str, group: Command) -> str:
         name = name[:-4]
     if name in group.commands:
         return name
-    if name in cli.UNSUPPORTED:
-        cli.fail(f"{word} is not supported here: {cli.UNSUPPORTED[name]}")
+    if name in UNSUPPORTED:
+        fail(f"{word} is not supported here: {UNSUPPORTED[name]}")
     close = difflib.get_close_matches(name, list(group.commands), n=1, cutoff=0.6)
     hint = (
-        f"; did you mean {cli.COMMANDS[close[0]].cmdlet if close[0] in cli.COMMANDS else close[0]}?"
+        f"; did you mean {COMMANDS[close[0]].cmdlet if close[0] in COMMANDS else close[0]}?"
         if close
         else ""
     )
-    cli.fail(f"unknown command {word}{hint} (see `mailctl --help`)")
+    fail(f"unknown command {word}{hint} (see `mailctl --help`)")
 
 
 def _param_table(command: Command) -> dict[str, Param]:
@@ -185,7 +188,7 @@ def match_param(word: str, command: Command) -> Param | None:
         return next(iter(candidates.values()))
     if len(candidates) > 1:
         names = sorted(exchange_name(p) for p in candidates.values())
-        cli.fail(f"{word} is ambiguous", allowed=", ".join(names))
+        fail(f"{word} is ambiguous", allowed=", ".join(names))
     for variant in (key + "s", key.removesuffix("s")):
         if variant in table:
             return table[variant]
@@ -193,11 +196,11 @@ def match_param(word: str, command: Command) -> Param | None:
         return None
     close = difflib.get_close_matches(key, list(table), n=1, cutoff=0.5)
     hint = f"; did you mean -{exchange_name(table[close[0]])}?" if close else ""
-    cli.fail(f"{cmdlet_of(command)}: unknown parameter {word}{hint}")
+    fail(f"{cmdlet_of(command)}: unknown parameter {word}{hint}")
 
 
 def cmdlet_of(command: Command) -> str:
-    info = cli.COMMANDS.get(command.name or "")
+    info = COMMANDS.get(command.name or "")
     return info.cmdlet if info else command.name or ""
 
 
@@ -205,8 +208,8 @@ def exchange_name(param: Param) -> str:
     if is_argument(param):
         return (param.name or "").title().replace("_", "")
     long = next((o for o in param.opts if o.startswith("--")), param.opts[0])
-    if long in cli.EXCHANGE_NAMES:
-        return cli.EXCHANGE_NAMES[long]
+    if long in EXCHANGE_NAMES:
+        return EXCHANGE_NAMES[long]
     return "".join(part.capitalize() for part in long.lstrip("-").split("-"))
 
 
@@ -241,7 +244,7 @@ def translate_params(command: Command, args: list[str]) -> list[str]:
         if param is not None and not is_argument(param):
             # Last-wins would silently drop the first value of a script's typo.
             if id(param) in seen:
-                cli.fail(
+                fail(
                     f"{cmdlet_of(command)}: -{exchange_name(param)} is given twice ({seen[id(param)]}"
                     f" and {word}); give it once (a multi-valued parameter takes a list: a,b)"
                 )
@@ -270,25 +273,25 @@ def translate_params(command: Command, args: list[str]) -> list[str]:
             while i < len(args) and not is_param(args[i]):
                 values.append(args[i])
                 i += 1
-                if metavar != cli.LIST_METAVAR:
+                if metavar != LIST_METAVAR:
                     break
         if is_argument(param):
             if not values:
-                cli.fail(f"{cmdlet_of(command)}: -{exchange_name(param)} needs a value")
+                fail(f"{cmdlet_of(command)}: -{exchange_name(param)} needs a value")
             out.extend(values)
             continue
         if not values:
-            if metavar != cli.BOOL_METAVAR:
-                cli.fail(f"{cmdlet_of(command)}: -{exchange_name(param)} needs a value")
+            if metavar != BOOL_METAVAR:
+                fail(f"{cmdlet_of(command)}: -{exchange_name(param)} needs a value")
             # Most likely bash removed an unquoted $false or $true: guessing would turn
             # `-PopEnabled $false` into "enabled". Only real switches (-WhatIf) stand alone.
-            cli.fail(
+            fail(
                 f"{cmdlet_of(command)}: -{exchange_name(param)} needs a value: $true or $false. "
                 f"The shell removes an unquoted $false or $true, so write '$false' in single "
                 f"quotes, or false (true)."
             )
-        if metavar == cli.BOOL_METAVAR and values == [""]:
-            cli.fail(
+        if metavar == BOOL_METAVAR and values == [""]:
+            fail(
                 f"{cmdlet_of(command)}: -{exchange_name(param)} got an empty value (the shell expanded "
                 f'"$false"/"$true" to nothing); write \'$false\' in single quotes or false'
             )

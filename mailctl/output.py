@@ -13,6 +13,8 @@ import json
 import sys
 from typing import Any
 
+from mailctl.errors import fail
+
 # Set by the Exchange-spelling pipeline: `| Format-List props` -> ("list", ["props"]).
 FORCED: tuple[str, list[str]] | None = None
 # When not None, identities of emitted objects are collected here (Get-X | Set-X).
@@ -51,8 +53,6 @@ def emit(
     notes: dict[str, str] | None = None,
     title: str | None = None,
 ) -> None:
-    from mailctl.cli import fail
-
     properties: list[str] = []
     if FORCED:
         output, properties = FORCED

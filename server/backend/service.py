@@ -18,7 +18,7 @@ from server.directory import (
     may_use_protocol,
 )
 from server.protocols import handover
-from server.retrieval.receipts import ReceiptSender
+from server.retrieval.receipts import ReceiptSender, Submit
 from server.runtime import tls
 from server.runtime.listeners import ListenerSet
 from server.runtime.protocol_log import ProtocolLog
@@ -85,6 +85,20 @@ def retrieval_view(
     return retrieval.RetrievalView(options, mailbox, folder, uidvalidity, receipts=receipts)
 
 
+def spool_submit(home: Home, server: str) -> Submit:
+    """How this server's back ends hand read receipts to submission: its spool, from which
+    the queue delivers them through MSExchangeDelivery like any other message. Retrieval
+    gets this callable, so it needs no import of submission (or of anything else here)."""
+    from server.submission.queue import Recipient, Spool
+
+    spool = Spool(home.queue / server)
+
+    def submit(address: str, mailbox: str | None, target: str | None, message: bytes) -> None:
+        spool.add("", [Recipient(address, mailbox, target)], message)
+
+    return submit
+
+
 def open_default_store(home: Home, server: str) -> MailStore:
     from server.store import open_store  # the store package is optional at import time
 
@@ -122,6 +136,12 @@ class BackendService(Service):
 
     def _handler_for(self, implicit_tls: bool) -> Handler:
         raise NotImplementedError
+
+    def receipt_sender(self) -> ReceiptSender:
+        """The read-receipt sender of this back end's sessions: MDNs go to this server's
+        submission spool (spool_submit)."""
+        ctx = self.ctx
+        return ReceiptSender(lambda: ctx.settings, spool_submit(ctx.home, ctx.server))
 
     def ports(self, server: Server) -> tuple[int, int]:
         """(plain port, TLS port) this back end listens on."""

@@ -7,7 +7,9 @@ The hop: implicit TLS on BackEndAddress:DeliveryPort (the server's certificate, 
 the organization's CA), then, before the LMTP greeting, the mutual HMAC challenge-response
 over the proxy secret that front ends and back ends use (server/protocols/handover.py, with
 protocol "LMTP"; the "mailbox" field names the calling service). A peer that fails it is
-closed without a byte of LMTP read or sent. docs/security.md has the threat model.
+closed without a byte of LMTP read or sent. docs/security.md has the threat model. The web
+service (caller W3SVC) gets one calendar-item request instead of LMTP (items.py): this is how
+W3SVC reads a calendar item without opening the store itself.
 
 Replies after DATA are per recipient (RFC 2033 section 4.2): 250 delivered, 552 5.2.2 over
 ProhibitSendReceiveQuota (permanent: the sender bounces it), 451 4.3.0 when the store failed
@@ -23,9 +25,11 @@ from collections.abc import Callable
 from typing import Any
 
 from server.backend.handover import prove_peer
+from server.delivery import items
 from server.delivery.ledger import DeliveryLedger
 from server.delivery.lmtp import LmtpSession, Transaction
 from server.directory import DirectoryUnavailable, Entry, ProxySecret, find_entry
+from server.retrieval.calendar import calendar_part
 from server.runtime import tls
 from server.runtime.listeners import ListenerSet
 from server.runtime.service import Service, ServiceContext
@@ -33,9 +37,9 @@ from server.settings.models import Settings
 from server.settings.paths import Home
 from server.settings.types import IPEndPoint
 from server.store import quota
-from server.store.api import MailboxStore, MailStore
+from server.store.api import MailboxStore, MailStore, StoreError
 
-PROTOCOL = "LMTP"  # the protocol name inside the hand-over's proofs
+PROTOCOL = items.PROTOCOL  # the protocol name inside the hand-over's proofs ("LMTP")
 CERTIFICATE = "SMTP"
 HANDOVER_DEADLINE = 10.0  # as the back ends (server/backend/service.py)
 MAX_UNAUTHENTICATED = 64
@@ -130,6 +134,9 @@ class DeliveryService(Service):
             caller = await self._authenticate(reader, writer)
             if caller is None:
                 return
+            if caller == items.READER:
+                await items.serve(reader, writer, self._calendar_item)
+                return
             session = LmtpSession(self.ctx.server_settings.Fqdn, self._check_rcpt)
             writer.write(session.greeting())
             while not session.closed:
@@ -177,6 +184,31 @@ class DeliveryService(Service):
         if entry.server_name.lower() != self.ctx.server.lower():
             return f"550 5.1.6 <{address}>: mailbox {entry.name} is on server {entry.server_name}"
         return entry
+
+    def _calendar_item(self, mailbox: str, uidvalidity: int, uid: int) -> str | None:
+        """The iCalendar part of one message of a mailbox on this server, for the web's
+        calendar links (blocking, in a worker thread). None for every kind of "no"."""
+        found = self._find(self.ctx.settings, mailbox)
+        if isinstance(found, str) or self._store is None:
+            return None
+        box = self._store.mailbox(found.name)
+        ics = None
+        try:
+            for folder in box.folders():
+                if box.status(folder.name).uidvalidity == uidvalidity:
+                    ics = calendar_part(box.read(folder.name, uid))
+                    break
+        except StoreError:
+            ics = None
+        self.ctx.log.info(
+            "service=%s event=calendar-item mailbox=%s uidvalidity=%d uid=%d found=%s",
+            self.ctx.name,
+            found.name,
+            uidvalidity,
+            uid,
+            ics is not None,
+        )
+        return ics
 
     def _check_rcpt(self, address: str) -> str:
         found = self._find(self.ctx.settings, address)

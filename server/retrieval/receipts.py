@@ -7,11 +7,13 @@ sends nothing. A message gets at most one receipt from the server: the keyword $
 (RFC 3503) is set through the store first, and only the session whose flag change took
 effect sends, so two sessions downloading at once do not both send.
 
-Delivery: always through the submission service's spool of this server, with a null
+Delivery: the back end gives the sender a `submit` callable (server/backend/service.py wires
+it to the submission spool of its server), and every receipt goes there, with a null
 envelope sender as RFC 8098 section 2.1 requires (so an MDN never bounces back and forth).
 The queue hands a receipt for a local mailbox to the delivery service of the server that
 holds it (server/delivery/), as any other message: one way into a mailbox, with the queue's
-retries, on whichever host that server runs.
+retries, on whichever host that server runs. Retrieval itself imports no service: neither
+submission, nor the web, nor the back ends (pyproject.toml's import contracts).
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ from email.header import Header
 
 from server.mail import mime
 from server.settings.models import Settings
-from server.settings.paths import Home
 from server.store import api
 
 MDN_SENT = "$MDNSent"
@@ -140,19 +141,19 @@ def build_mdn(
     return head.encode("utf-8") + body.encode("utf-8") + _headers_of(raw) + tail.encode()
 
 
+# Hands a message to submission with a null envelope sender, for one recipient:
+# (address, its mailbox, that mailbox's server, message); the mailbox and server are None
+# when the recipient is not one of ours. Blocking (the sender runs in a worker thread); raises
+# when the message was not taken.
+Submit = Callable[[str, str | None, str | None, bytes], None]
+
+
 class ReceiptSender:
     """Sends the server's read receipts for the mailboxes of one back-end server, through
-    this server's submission spool. `local_store` is not written to (kept for callers)."""
+    `submit` (the back end's way into submission). It never writes into a mailbox store."""
 
-    def __init__(
-        self,
-        home: Home,
-        settings: Callable[[], Settings],
-        server: str,
-        local_store: api.MailStore | None = None,
-    ) -> None:
-        self.home, self.settings, self.server = home, settings, server
-        self.local_store = local_store
+    def __init__(self, settings: Callable[[], Settings], submit: Submit) -> None:
+        self.settings, self.submit = settings, submit
         self.sent = 0
 
     def downloaded(
@@ -199,15 +200,8 @@ class ReceiptSender:
         )
         target = settings.mailbox(address)
         if target is not None:
-            self._spool(address, mdn, target[0], target[1].Server)
+            self.submit(address, target[0], target[1].Server, mdn)
         else:
-            self._spool(address, mdn)
+            self.submit(address, None, None, mdn)
         self.sent += 1
         log.info("event=mdn-sent mailbox=%s to=%s", name, address)
-
-    def _spool(
-        self, address: str, mdn: bytes, mailbox: str | None = None, server: str | None = None
-    ) -> None:
-        from server.submission.queue import Recipient, Spool
-
-        Spool(self.home.queue / self.server).add("", [Recipient(address, mailbox, server)], mdn)

@@ -1,5 +1,6 @@
-"""The aiohttp application: sign-in, "Settings for POP or IMAP access", autoconfig,
-autodiscover and the Apple profile.
+"""The aiohttp application: the routes and handlers of sign-in, "Settings for POP or IMAP
+access", autoconfig, autodiscover and the Apple profile (pages.py renders the pages, and
+calendar.py adds the calendar-link routes).
 
 Every request reads `ctx.settings` afresh (the runtime replaces it on reload), so a change
 made with mailctl shows at the next request. Who may sign in: any mailbox with a password
@@ -13,38 +14,45 @@ name typed, as the mail front ends do (LoginThrottle).
 from __future__ import annotations
 
 import asyncio
-import html
 import re
 from collections.abc import Awaitable, Callable
-from functools import lru_cache
-from pathlib import Path
-from string import Template
-from typing import TYPE_CHECKING
+from typing import Protocol
 from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from server.directory import DirectoryUnavailable, Entry, may_use_protocol
-from server.directory.throttle import account_key
+from server.directory import Directory, DirectoryUnavailable, Entry
+from server.directory.throttle import LoginThrottle, account_key
+from server.runtime.service import ServiceContext
 from server.settings.models import Mailbox, Settings
-from server.settings.published import Endpoint
 from server.settings.types import MailboxType
-from server.web import autoconfig, autodiscover, mobileconfig
+from server.web import autoconfig, autodiscover, mobileconfig, pages
 from server.web import calendar as calendar_web
-from server.web.session import COOKIE
+from server.web.pages import STATIC, local_target, message_page
+from server.web.session import COOKIE, SessionSigner
 from server.web.view import ClientView, client_view, is_internal
 
-if TYPE_CHECKING:
-    from server.web.service import WebService
 
-HERE = Path(__file__).resolve().parent
-TEMPLATES = HERE / "templates"
-STATIC = HERE / "static"
+class Site(Protocol):
+    """What the handlers need of the web service (server.web.service.WebService has it): a
+    protocol, so that the service imports the application and not the other way round."""
+
+    @property
+    def ctx(self) -> ServiceContext: ...
+
+    @property
+    def directory(self) -> Directory: ...
+
+    @property
+    def signer(self) -> SessionSigner: ...
+
+    @property
+    def throttle(self) -> LoginThrottle: ...
+
 
 SERVICE_KEY = web.AppKey("service", object)
 REFUSED_TYPES = (MailboxType.Anonymous, MailboxType.Guest)
 BAD_SIGNIN = "The user name or password isn't correct. Try again."
-NOT_PUBLISHED = "Not published by your administrator."
 MAX_INFLIGHT_PER_ADDRESS = 4
 PAGES_NEEDING_TLS = ("/", "/signin", "/settings", "/signout", "/mobileconfig")
 SECURITY_HEADERS = {
@@ -56,94 +64,11 @@ SECURITY_HEADERS = {
 }
 
 
-# --------------------------------------------------------------------------- rendering
-
-
-@lru_cache(maxsize=16)
-def template(name: str) -> Template:
-    return Template((TEMPLATES / name).read_text(encoding="utf-8"))
-
-
-def e(value: object) -> str:
-    return html.escape(str(value), quote=True)
-
-
-def page(settings: Settings, title: str, content: str, status: int = 200) -> web.Response:
-    body = template("base.html").substitute(
-        title=e(title), organization=e(settings.Organization.Name), content=content
-    )
-    return web.Response(
-        text=body,
-        status=status,
-        content_type="text/html",
-        charset="utf-8",
-        headers={"Cache-Control": "no-store"},
-    )
-
-
-def message_page(
-    settings: Settings,
-    heading: str,
-    message: str,
-    status: int,
-    link: str = "/",
-    link_text: str = "Back",
-) -> web.Response:
-    content = template("message.html").substitute(
-        heading=e(heading), message=e(message), link=e(link), link_text=e(link_text)
-    )
-    return page(settings, heading, content, status)
-
-
-def endpoint_list(endpoint: Endpoint) -> str:
-    rows = (
-        ("Server name", "server", endpoint.Server),
-        ("Port", "port", endpoint.Port),
-        ("Encryption method", "encryption", endpoint.Encryption),
-    )
-    items = "".join(
-        f'<div><dt>{label}</dt><dd data-field="{field}">{e(value)}</dd></div>'
-        for label, field, value in rows
-    )
-    return f"<dl>{items}</dl>"
-
-
-def setting_block(key: str, title: str, endpoint: Endpoint | None, note: str = "") -> str:
-    body = (
-        endpoint_list(endpoint)
-        if endpoint
-        else f'<p class="empty" data-field="empty">{NOT_PUBLISHED}</p>'
-    )
-    return template("block.html").substitute(
-        key=key, title=title, body=body, note=f'<p class="note">{e(note)}</p>' if note else ""
-    )
-
-
-def local_target(value: str | None, default: str = "/settings") -> str:
-    """Where to go after signing in: a path on this site only. Anything that a browser could
-    read as another site (`//host`, `/\\host`, a scheme, control characters) gives `default`,
-    so the sign-in page cannot be used to send someone elsewhere."""
-    if not value or len(value) > 2048 or not value.startswith("/"):
-        return default
-    if value.startswith(("//", "/\\")) or "\\" in value:
-        return default
-    if any(ord(c) < 0x21 or ord(c) == 0x7F for c in value):
-        return default
-    parts = urlsplit(value)
-    if parts.scheme or parts.netloc:
-        return default
-    return value
-
-
-def protocol_note(entry: Entry, protocol: str, label: str) -> str:
-    return f"{label} can't be used with your mailbox." if may_use_protocol(entry, protocol) else ""
-
-
 # --------------------------------------------------------------------------- handlers
 
 
 class Handlers:
-    def __init__(self, service: WebService) -> None:
+    def __init__(self, service: Site) -> None:
         self.service = service
         self._inflight: dict[str, int] = {}
 
@@ -242,21 +167,7 @@ class Handlers:
         status: int = 200,
         target: str = "/settings",
     ) -> web.Response:
-        warning = ""
-        if not request.secure:
-            warning = (
-                '<p class="note">This connection is not encrypted. Your administrator '
-                "serves this page without HTTPS.</p>"
-            )
-        content = template("signin.html").substitute(
-            username=e(username),
-            error=f'<p class="error" role="alert" id="signin-error">{e(error)}</p>'
-            if error
-            else "",
-            warning=warning,
-            next=e(target),
-        )
-        return page(self.settings, "Sign in", content, status)
+        return pages.signin_page(self.settings, username, error, status, target, request.secure)
 
     async def sign_in(self, request: web.Request) -> web.StreamResponse:
         if not self.same_origin(request):
@@ -327,45 +238,8 @@ class Handlers:
         settings = self.settings
         entry = self.service.directory.cached_entry(settings, name)
         view = self.view_for(request, name)
-        shown = view.shown
-        blocks = "\n".join(
-            (
-                setting_block(
-                    "pop",
-                    "POP setting",
-                    shown.POP,
-                    protocol_note(entry, "POP3", "POP") if entry else "",
-                ),
-                setting_block(
-                    "imap",
-                    "IMAP setting",
-                    shown.IMAP,
-                    protocol_note(entry, "IMAP4", "IMAP") if entry else "",
-                ),
-                setting_block("smtp", "SMTP setting", shown.SMTP),
-            )
-        )
-        scope = (
-            '<p class="note" id="scope">You are on the internal network: these are the '
-            "settings for use inside it.</p>"
-            if view.internal
-            else ""
-        )
-        profile = (
-            '<p><a href="/mobileconfig" download>Download a profile for iPhone, iPad and Mac'
-            "</a> (installs this account; you type the password on the device).</p>"
-            if (shown.IMAP or shown.POP) and shown.SMTP
-            else ""
-        )
-        content = template("settings.html").substitute(
-            user=e(box.DisplayName or box.PrimarySmtpAddress)
-            + (f" ({e(box.PrimarySmtpAddress)})" if box.DisplayName else ""),
-            scope=scope,
-            blocks=blocks,
-            profile=profile,
-            csrf=e(self.service.signer.csrf_token(request.cookies.get(COOKIE, ""))),
-        )
-        return page(settings, "Settings for POP or IMAP access", content)
+        csrf = self.service.signer.csrf_token(request.cookies.get(COOKIE, ""))
+        return pages.settings_page(settings, box, entry, view, csrf)
 
     async def sign_out(self, request: web.Request) -> web.StreamResponse:
         form = await request.post()
@@ -509,7 +383,7 @@ async def security_headers(request: web.Request, handler: Handler) -> web.Stream
 # --------------------------------------------------------------------------- the app
 
 
-def build_app(service: WebService) -> web.Application:
+def build_app(service: Site) -> web.Application:
     handlers = Handlers(service)
     app = web.Application(
         middlewares=[security_headers, tls_redirect_middleware(handlers)],

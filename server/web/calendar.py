@@ -6,24 +6,30 @@ directory's InternalUrl is https://host/owa), so any path prefix before /calenda
 accepted. Anyone else, signed in or not, gets the same 404 as for an item that does not
 exist, so links tell nobody which mailboxes or items exist; not signed in sends to /signin,
 which comes back to the item after signing in.
+
+The web service opens no mailbox store: it asks the back end of the server that holds the
+mailbox (its MSExchangeDelivery, server/delivery/items.py) for the item's iCalendar text,
+and only after it has checked that the signed-in user owns the mailbox.
 """
 
 from __future__ import annotations
 
-import asyncio
-import html
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 from urllib.parse import quote
 
 from aiohttp import web
 
-from server.retrieval.calendar import calendar_part, describe
+from server.delivery import items
+from server.directory import ProxySecret
+from server.retrieval.calendar import describe
 from server.settings.models import Settings
-from server.store import api
+from server.web.pages import calendar_item_page, message_page
 from server.web.session import COOKIE
 
 ROUTE = r"/{prefix:(?:[^/]+/)*}calendar/{mailbox}/{uidvalidity:\d{1,10}}/{uid:\d{1,10}}"
-STORES_KEY = web.AppKey("retrieval-calendar-stores", dict)
+# (settings, server, mailbox, folder UIDVALIDITY, uid) -> the item's iCalendar text, or None
+Fetch = Callable[[Settings, str, str, int, int], Awaitable[str | None]]
 
 
 class Signer(Protocol):
@@ -33,40 +39,41 @@ class Signer(Protocol):
 class WebContext(Protocol):
     """What the handlers need of the web service (server.web.service.WebService has it)."""
 
-    ctx: Any  # ServiceContext: .home, .settings (live)
-    signer: Signer
+    @property
+    def ctx(self) -> Any: ...  # ServiceContext: .home, .settings (live), .log
+
+    @property
+    def signer(self) -> Signer: ...
 
 
-def register(app: web.Application, ctx: WebContext) -> None:
-    """Add the calendar item page and .ics download to the web service's application."""
-    handlers = _Handlers(ctx)
-    app[STORES_KEY] = handlers.stores
+def register(app: web.Application, ctx: WebContext, fetch: Fetch | None = None) -> None:
+    """Add the calendar item page and .ics download to the web service's application.
+    `fetch`: where items come from; the mailbox's back end (items.fetch) unless given."""
+    handlers = _Handlers(ctx, fetch or _from_back_end(ctx))
     app.router.add_get(ROUTE, handlers.show_item)
     app.router.add_get(ROUTE + ".ics", handlers.download_item)
-    app.on_cleanup.append(handlers.close)
+
+
+def _from_back_end(ctx: WebContext) -> Fetch:
+    home = ctx.ctx.home
+    secret = ProxySecret(home)
+
+    async def fetch(
+        settings: Settings, server: str, mailbox: str, uidvalidity: int, uid: int
+    ) -> str | None:
+        return await items.fetch(home, settings, server, mailbox, uidvalidity, uid, secret)
+
+    return fetch
 
 
 class _Handlers:
-    def __init__(self, ctx: WebContext) -> None:
+    def __init__(self, ctx: WebContext, fetch: Fetch) -> None:
         self.ctx = ctx
-        self.stores: dict[str, api.MailStore] = {}
+        self.fetch = fetch
 
     @property
     def settings(self) -> Settings:
         return self.ctx.ctx.settings
-
-    async def close(self, app: web.Application) -> None:
-        stores, self.stores = list(self.stores.values()), {}
-        for store in stores:
-            await asyncio.to_thread(store.close)
-
-    def _store(self, server: str) -> api.MailStore:
-        store = self.stores.get(server)
-        if store is None:
-            from server.store import open_store
-
-            store = self.stores[server] = open_store(self.ctx.ctx.home, server)
-        return store
 
     async def _ics(self, request: web.Request) -> tuple[str, str]:
         """(mailbox name, iCalendar text) of the item the request names, for its owner."""
@@ -78,50 +85,33 @@ class _Handlers:
         if found is None or found[0].lower() != user.lower():
             raise web.HTTPNotFound()
         name, box = found
-        ics = await asyncio.to_thread(
-            self._find,
-            box.Server,
-            name,
-            int(request.match_info["uidvalidity"]),
-            int(request.match_info["uid"]),
-        )
+        try:
+            ics = await self.fetch(
+                settings,
+                box.Server,
+                name,
+                int(request.match_info["uidvalidity"]),
+                int(request.match_info["uid"]),
+            )
+        except items.ItemsUnavailable as exc:
+            self.ctx.ctx.log.warning("event=calendar-item-unavailable error=%r", str(exc))
+            shown = message_page(
+                settings,
+                "Calendar item",
+                "The server that holds your mailbox cannot be reached right now. "
+                "Try again in a few minutes.",
+                503,
+            )
+            raise web.HTTPServiceUnavailable(
+                text=shown.text, content_type="text/html", headers={"Cache-Control": "no-store"}
+            ) from None
         if ics is None:
             raise web.HTTPNotFound()
         return name, ics
 
-    def _find(self, server: str, mailbox: str, uidvalidity: int, uid: int) -> str | None:
-        box = self._store(server).mailbox(mailbox)
-        try:
-            for folder in box.folders():
-                if box.status(folder.name).uidvalidity == uidvalidity:
-                    return calendar_part(box.read(folder.name, uid))
-        except api.StoreError:
-            return None
-        return None
-
     async def show_item(self, request: web.Request) -> web.StreamResponse:
         _, ics = await self._ics(request)
-        info = describe(ics)
-        rows = "".join(
-            f"<div><dt>{label}</dt><dd>{html.escape(info[key])}</dd></div>"
-            for key, label in (
-                ("SUMMARY", "Subject"),
-                ("DTSTART", "Start"),
-                ("DTEND", "End"),
-                ("LOCATION", "Location"),
-                ("ORGANIZER", "Organizer"),
-                ("DESCRIPTION", "Description"),
-            )
-            if key in info
-        )
-        download = html.escape(request.path + ".ics", quote=True)
-        content = (
-            f"<h1>{html.escape(info.get('SUMMARY', 'Calendar item'))}</h1><dl>{rows}</dl>"
-            f'<p><a href="{download}">Download (.ics)</a></p>'
-        )
-        from server.web.app import page  # the site's own layout and headers
-
-        return page(self.settings, info.get("SUMMARY", "Calendar item"), content)
+        return calendar_item_page(self.settings, describe(ics), request.path + ".ics")
 
     async def download_item(self, request: web.Request) -> web.StreamResponse:
         _, ics = await self._ics(request)

@@ -4,6 +4,7 @@ delivering through it (it never writes into the store itself)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import smtplib
@@ -18,6 +19,8 @@ from typing import Any
 import pytest
 
 from server.delivery import client as lmtp_client
+from server.delivery import items
+from server.directory import ProxySecret
 from server.protocols import handover
 from server.settings import store as settings_store
 from server.settings.models import DELIVERY, SUBMISSION, Mailbox, default_server
@@ -31,7 +34,7 @@ from tests.e2e.frontend_support import (
     make_home,
     save,
 )
-from tests.e2e.handover_support import read_line
+from tests.e2e.handover_support import hand_over, read_line
 
 
 @pytest.fixture
@@ -191,6 +194,58 @@ def test_client_refuses_a_delivery_service_that_cannot_prove_itself(
             secret=Stale(),
         )  # type: ignore[arg-type]
     assert inbox(env, "bob") == []
+
+
+def test_calendar_items_for_w3svc_only_after_the_hand_over(env: Home, delivery: Any) -> None:
+    """W3SVC's one request (server/delivery/items.py): the calendar part of a message of this
+    server's mailbox, NONE for anything else, nothing at all for a malformed request, and
+    LMTP, not items, for every other caller."""
+    from tests.unit.retrieval.test_retrieval import ICS, meeting_request
+
+    mail = open_store(env, "MBX01")
+    try:
+        box = mail.mailbox("alice")
+        uid = box.append("INBOX", meeting_request()).uid
+        plain_uid = box.append("INBOX", b"Subject: plain\r\n\r\nno calendar\r\n").uid
+        uidvalidity = box.status("INBOX").uidvalidity
+    finally:
+        mail.close()
+    current = settings(env)
+    current.Servers["MBX02"] = default_server("MBX02", "mbx02.contoso.test", free_port_plan())
+    current.Mailboxes["dave"] = Mailbox(PrimarySmtpAddress="dave@contoso.test", Server="MBX02")
+    save(env, current)
+    delivery.reload()
+
+    def fetch(mailbox: str, folder: int, item: int) -> str | None:
+        return asyncio.run(
+            items.fetch(env, settings(env), "MBX01", mailbox, folder, item, ProxySecret(env))
+        )
+
+    ics = fetch("alice", uidvalidity, uid)
+    assert ics is not None and ics.replace("\r\n", "\n") == ICS.replace("\r\n", "\n")
+    assert fetch("alice", uidvalidity, plain_uid) is None  # no calendar part
+    assert fetch("alice", uidvalidity + 1, uid) is None and fetch("alice", uidvalidity, 999) is None
+    assert fetch("dave", uidvalidity, uid) is None  # on another server
+    assert fetch("nobody", uidvalidity, uid) is None
+    secret = ProxySecret(env).load()
+    # A proved W3SVC that sends anything but one ITEM line gets no answer.
+    for junk in (b"MAIL FROM:<a@b>\r\n", b"ITEM YWxpY2U 1 1\r\nITEM YWxpY2U 1 2\r\n", b"x" * 2000):
+        sock = tls_socket(env)
+        hand_over(sock, secret, items.READER, items.PROTOCOL)
+        sock.sendall(junk)
+        try:
+            answer = sock.recv(100)
+        except ConnectionResetError:  # closed with some of the junk unread: no answer either
+            answer = b""
+        assert answer == b""
+        sock.close()
+    # Another caller gets LMTP, where ITEM is no command.
+    sock = tls_socket(env)
+    hand_over(sock, secret, "MSExchangeFrontEndTransport", items.PROTOCOL)
+    assert read_line(sock).startswith(b"220 ")
+    sock.sendall(items.request("alice", uidvalidity, uid))
+    assert read_line(sock)[:1] == b"5"
+    sock.close()
 
 
 def message(sender: str, to: str, subject: str = "Hello") -> EmailMessage:

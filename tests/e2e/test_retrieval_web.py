@@ -1,10 +1,13 @@
 """Calendar links end to end: the link a POP3/IMAP client gets opens the item for the
-signed-in owner and downloads the .ics; nobody else learns anything."""
+signed-in owner and downloads the .ics; nobody else learns anything. The web side reads the
+item from the mailbox server's MSExchangeDelivery (server/delivery/items.py), which runs
+here in-process on its real TLS port behind the proxy-secret hand-over."""
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -15,11 +18,14 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from server.retrieval import ItemRef, Options, render
-from server.settings.models import Mailbox, Settings, default_settings
+from server.settings import store as settings_store
+from server.settings.models import DELIVERY, Mailbox, Settings
 from server.settings.paths import Home
 from server.store import open_store
 from server.web.calendar import register
 from server.web.session import COOKIE, SessionSigner
+from tests.conftest import make_home
+from tests.e2e.frontend_support import save
 from tests.unit.retrieval.test_retrieval import ICS, meeting_request, plain
 
 pytestmark = pytest.mark.e2e
@@ -29,6 +35,7 @@ pytestmark = pytest.mark.e2e
 class Ctx:
     home: Home
     settings: Settings
+    log: logging.Logger = field(default_factory=lambda: logging.getLogger("mailctl"))
 
 
 @dataclass
@@ -38,12 +45,13 @@ class FakeWeb:
 
 
 def _setup(tmp_path: Path) -> tuple[FakeWeb, dict[str, Any]]:
-    home = Home.resolve(tmp_path / "home")
-    settings = default_settings()
+    home = make_home(tmp_path / "home")
+    settings = settings_store.load(home).settings
     for name in ("alice", "bob"):
         settings.Mailboxes[name] = Mailbox(
             PrimarySmtpAddress=f"{name}@contoso.test", Server="MBX01"
         )
+    save(home, settings)
     store = open_store(home, "MBX01")
     try:
         box = store.mailbox("alice")
@@ -56,6 +64,7 @@ def _setup(tmp_path: Path) -> tuple[FakeWeb, dict[str, Any]]:
         }
     finally:
         store.close()
+    settings = settings_store.load(home).settings
     return FakeWeb(Ctx(home, settings), SessionSigner(b"k" * 32)), seeded
 
 
@@ -107,9 +116,10 @@ async def _requests(web_ctx: FakeWeb, seeded: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def test_calendar_link_opens_the_item_for_its_owner_only(tmp_path: Path) -> None:
+def test_calendar_link_opens_the_item_for_its_owner_only(tmp_path: Path, in_process: Any) -> None:
     web_ctx, seeded = _setup(tmp_path)
-    got = asyncio.run(_requests(web_ctx, seeded))
+    with in_process(DELIVERY, web_ctx.ctx.home):
+        got = asyncio.run(_requests(web_ctx, seeded))
     assert got["path"].startswith("/owa/calendar/alice/")
     status, location, _ = got["anonymous"]
     assert status == 303 and location.endswith("/signin?next=" + got["path"])  # back after sign-in
@@ -122,3 +132,14 @@ def test_calendar_link_opens_the_item_for_its_owner_only(tmp_path: Path) -> None
     assert got["no_prefix"][0] == 200
     for key in ("other_user", "other_user_ics", "not_calendar", "no_such_uid", "no_such_folder"):
         assert got[key][0] == 404, key
+
+
+def test_calendar_link_without_the_back_end_says_try_later(tmp_path: Path) -> None:
+    """The web has no way to the item but the mailbox server's back end: with its delivery
+    service stopped, the owner gets a 503 page (and other users still the plain 404)."""
+    web_ctx, seeded = _setup(tmp_path)
+    got = asyncio.run(_requests(web_ctx, seeded))
+    status, ctype, page = got["owner"]
+    assert status == 503 and "text/html" in ctype and "cannot be reached" in page
+    assert got["ics"][0] == 503
+    assert got["other_user"][0] == 404 and got["anonymous"][0] == 303

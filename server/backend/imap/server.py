@@ -40,7 +40,6 @@ from server.backend.imap.session import (
 from server.backend.service import BackendService, open_default_store
 from server.protocols import proxyv2
 from server.protocols.imap import requests as rq
-from server.retrieval.receipts import ReceiptSender
 from server.runtime.protocol_log import imap_result
 from server.runtime.service import ServiceContext
 from server.settings.models import ImapSettings, Server
@@ -391,9 +390,7 @@ class ImapBackendService(BackendService):
             info_cache=self.info_cache,
             changes_cache=self.changes_cache,
             client_address=client.client_address if client else "",
-            receipts=ReceiptSender(
-                self.ctx.home, lambda: self.ctx.settings, self.ctx.server, self._store
-            ),
+            receipts=self.receipt_sender(),
             open_mailbox=self.open_mailbox,
         )
 

@@ -48,7 +48,6 @@ from server.protocols.pop3.session import (
     build_maildrop,
 )
 from server.retrieval import RetrievalView
-from server.retrieval.receipts import ReceiptSender
 from server.runtime.service import ServiceContext
 from server.settings.models import Mailbox, PopSettings, Server, Settings
 from server.settings.types import SortOrder
@@ -806,9 +805,7 @@ class Pop3BackendService(common.BackendService):
                 name,
                 INBOX,
                 snapshot.status.uidvalidity,
-                ReceiptSender(
-                    self.ctx.home, lambda: self.ctx.settings, self.ctx.server, self._store
-                ),
+                self.receipt_sender(),
             )
             if view.as_stored:
                 rows = message_sizes(

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from server.backend.service import spool_submit
 from server.protocols.imap import bodystructure
 from server.retrieval import (
     CACHE,
@@ -545,7 +546,7 @@ def test_receipt_sent_once_and_spooled_for_local_and_remote(tmp_path: Path) -> N
         s.Mailboxes[name] = Mailbox(PrimarySmtpAddress=f"{name}@contoso.test", Server="MBX01")
     store = open_store(home, "MBX01")
     try:
-        sender = receipts.ReceiptSender(home, lambda: s, "MBX01", store)
+        sender = receipts.ReceiptSender(lambda: s, spool_submit(home, "MBX01"))
         bob = store.mailbox("bob")
         uid = bob.append("INBOX", _asking()).uid
         assert sender.downloaded(bob, "INBOX", uid, frozenset(), "bob", _asking())
@@ -570,5 +571,40 @@ def test_receipt_sent_once_and_spooled_for_local_and_remote(tmp_path: Path) -> N
         spooled = list((home.queue / "MBX01").glob("*.json"))
         assert len(spooled) == 1
         assert re.search(rb'"mail_from": ""', spooled[0].read_bytes())
+    finally:
+        store.close()
+
+
+def test_receipt_goes_only_through_the_submit_it_was_given(tmp_path: Path) -> None:
+    """The sender has no way into a mailbox or a spool of its own: what it sends is what
+    `submit` receives, and a submit that fails leaves the download alone (no receipt)."""
+    home = Home.resolve(tmp_path / "home")
+    s = default_settings()
+    for name in ("alice", "bob"):
+        s.Mailboxes[name] = Mailbox.model_validate(
+            {"PrimarySmtpAddress": f"{name}@contoso.test", "Server": "MBX01"}
+        )
+    handed: list[tuple[str, str | None, str | None, bytes]] = []
+
+    def submit(address: str, mailbox: str | None, server: str | None, message: bytes) -> None:
+        handed.append((address, mailbox, server, message))
+
+    def broken(address: str, mailbox: str | None, server: str | None, message: bytes) -> None:
+        raise OSError("spool full")
+
+    store = open_store(home, "MBX01")
+    try:
+        bob = store.mailbox("bob")
+        uid = bob.append("INBOX", _asking()).uid
+        sender = receipts.ReceiptSender(lambda: s, submit)
+        assert sender.downloaded(bob, "INBOX", uid, frozenset(), "bob", _asking())
+        [(address, mailbox, server, mdn)] = handed
+        assert (address, mailbox, server) == ("alice@contoso.test", "alice", "MBX01")
+        assert b"report-type=disposition-notification" in mdn
+        uid2 = bob.append("INBOX", _asking()).uid
+        assert not receipts.ReceiptSender(lambda: s, broken).downloaded(
+            bob, "INBOX", uid2, frozenset(), "bob", _asking()
+        )
+        assert not (home.queue / "MBX01").exists()
     finally:
         store.close()
