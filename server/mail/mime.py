@@ -29,6 +29,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from email.errors import CharsetError
 from email.header import decode_header, make_header
 from email.utils import parsedate_to_datetime
 from typing import Protocol
@@ -538,7 +539,9 @@ def decode_words(value: bytes | str) -> str:
         return value
     try:
         return str(make_header(decode_header(value)))
-    except (LookupError, ValueError, UnicodeError, binascii.Error):
+    # CharsetError: a charset name the email package cannot even spell in ASCII (a
+    # replacement character from an undecodable byte).
+    except (LookupError, ValueError, UnicodeError, binascii.Error, CharsetError):
         return value
 
 
