@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from server.store.api import (
     FolderExists,
@@ -149,7 +149,7 @@ class CopyState:
     octets: int = 0
     totals: tuple[int, int] = (0, 0)  # (messages, octets) on the source at the last pass
 
-    def to_json(self) -> dict[str, object]:
+    def to_json(self) -> dict[str, Any]:
         return {
             "passes": self.passes,
             "items": self.items,
@@ -165,18 +165,20 @@ class CopyState:
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, object]) -> CopyState:
-        folders = {
-            str(name): FolderCopy(
-                int(f["uidvalidity"]), int(f["modseq"]), {int(s): int(t) for s, t in f["uids"]}
-            )
-            for name, f in dict(data.get("folders") or {}).items()  # type: ignore[call-overload]
-        }
+    def from_json(cls, data: dict[str, Any]) -> CopyState:
+        folders: dict[str, Any] = data.get("folders") or {}
         return cls(
-            folders,
-            int(data.get("passes") or 0),  # type: ignore[call-overload]
-            int(data.get("items") or 0),  # type: ignore[call-overload]
-            int(data.get("octets") or 0),  # type: ignore[call-overload]
+            {
+                str(name): FolderCopy(
+                    int(f["uidvalidity"]),
+                    int(f["modseq"]),
+                    {int(s): int(t) for s, t in f["uids"]},
+                )
+                for name, f in folders.items()
+            },
+            int(data.get("passes") or 0),
+            int(data.get("items") or 0),
+            int(data.get("octets") or 0),
         )
 
 
