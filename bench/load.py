@@ -489,12 +489,15 @@ async def idle_scenario(opts: Options, stats: Stats) -> dict[str, object]:
     setup_s = time.perf_counter() - setup_start
     await asyncio.sleep(opts.settle)  # let lazily started server processes finish forking
     after = memory(opts.trees)
+    # Each root's own tree too (front end and back end apart: bench/idle_scale.py).
+    by_root = {str(pid): memory([pid]).pss for pid in opts.trees}
     held = len(sessions)
 
     # Deliveries: one message per mailbox, one mailbox at a time, each waited for until every
     # IDLE session of that mailbox saw its EXISTS (or the timeout), so the latencies of one
     # mailbox are not queued behind another's.
     latencies: list[float] = []
+    spreads: list[tuple[float, float]] = []  # per mailbox: first and last EXISTS, seconds
     missed = 0
     for user, password in opts.users:
         peers = by_user.get(user)
@@ -509,11 +512,15 @@ async def idle_scenario(opts: Options, stats: Stats) -> dict[str, object]:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(opts.deliver_timeout):
                 await arrived[user].wait()
+        seen = []
         for peer in peers:
             if peer.seen_at is None:
                 missed += 1
             else:
-                latencies.append(peer.seen_at - t0[user])
+                seen.append(peer.seen_at - t0[user])
+        latencies += seen
+        if seen:
+            spreads.append((min(seen), max(seen)))
         await courier.logout()
 
     for session in sessions:
@@ -527,6 +534,7 @@ async def idle_scenario(opts: Options, stats: Stats) -> dict[str, object]:
         "setup_s": round(setup_s, 3),
         "memory_before": before.__dict__,
         "memory_after": after.__dict__,
+        "memory_by_root": by_root,
         "pss_per_connection_kb": round((after.pss - before.pss) / max(1, held) / 1024, 2),
         "rss_per_connection_kb": round((after.rss - before.rss) / max(1, held) / 1024, 2),
         "uss_per_connection_kb": round((after.uss - before.uss) / max(1, held) / 1024, 2),
@@ -537,6 +545,10 @@ async def idle_scenario(opts: Options, stats: Stats) -> dict[str, object]:
             "p50_ms": round(percentile(latencies, 0.50) * 1000, 3),
             "p99_ms": round(percentile(latencies, 0.99) * 1000, 3),
             "max_ms": round(max(latencies, default=float("nan")) * 1000, 3),
+            # Per mailbox, in delivery order: the first and the last session to see it.
+            "by_mailbox_first_last_ms": [
+                [round(a * 1000, 1), round(b * 1000, 1)] for a, b in spreads
+            ],
         },
     }
 

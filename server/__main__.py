@@ -35,12 +35,30 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="module:Class to run instead of the registered one (tests)",
     )
+    run.add_argument(
+        "--worker",
+        type=int,
+        default=0,
+        help="worker index of a service running several processes (set by the service)",
+    )
+    run.add_argument(
+        "--alive-fd",
+        type=int,
+        default=None,
+        help="a worker's lifeline: the worker stops when this pipe ends",
+    )
     args = parser.parse_args(argv)
 
     from server.runtime.main import run as run_service
 
     return run_service(
-        args.name, args.server, Home.resolve(args.home), args.ready_fd, args.service_class
+        args.name,
+        args.server,
+        Home.resolve(args.home),
+        args.ready_fd,
+        args.service_class,
+        worker=args.worker,
+        alive_fd=args.alive_fd,
     )
 
 

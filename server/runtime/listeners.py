@@ -16,6 +16,17 @@ from server.settings.types import IPEndPoint
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 Key = tuple[str, int, bool]  # address, port, implicit TLS
 
+# Set by the runtime when the service runs several processes (server/runtime/workers.py).
+# Off otherwise: without SO_REUSEPORT a second copy of a service started by mistake fails
+# to bind, instead of silently taking half of the connections.
+_reuse_port = False
+
+
+def set_reuse_port(on: bool) -> None:
+    """Bind every later listener of this process with SO_REUSEPORT (one service per process)."""
+    global _reuse_port
+    _reuse_port = on
+
 
 def bind_socket(address: str, port: int) -> socket.socket:
     """A non-blocking listening TCP socket on address:port, for every service's listeners.
@@ -25,6 +36,8 @@ def bind_socket(address: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if _reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     if family == socket.AF_INET6:
         # [::] and 0.0.0.0 are separate bindings in Exchange; keep them so.
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)

@@ -27,6 +27,8 @@ from typing import Any
 import psutil
 
 from server.runtime import filemodes
+from server.runtime.listeners import set_reuse_port
+from server.runtime.malloc import limit_arenas
 from server.runtime.reload import SettingsWatcher
 from server.runtime.service import REGISTRY, Service, ServiceContext, load_service_class
 from server.runtime.sslbuffers import install as share_tls_buffers
@@ -34,6 +36,7 @@ from server.runtime.status import PidRecord, control_address, read_pid_file
 from server.runtime.status import (
     query_control as query_control,  # tests and control use it from here
 )
+from server.runtime.workers import Workers, watch_lifeline, worker_processes
 from server.settings import store
 from server.settings.paths import Home
 
@@ -111,10 +114,20 @@ def load_class(name: str, override: str | None = None) -> type[Service]:
 
 class Runtime:
     def __init__(
-        self, name: str, server: str, home: Home, service_class: str | None = None
+        self,
+        name: str,
+        server: str,
+        home: Home,
+        service_class: str | None = None,
+        worker: int = 0,
+        alive_fd: int | None = None,
     ) -> None:
         self.name, self.server, self.home = name, server, home
         self.service_class = service_class
+        # A worker (index > 0) serves and reloads like the service process but leaves the
+        # pid file, state file and control socket to it (server/runtime/workers.py).
+        self.worker, self.alive_fd = worker, alive_fd
+        self.workers: Workers | None = None
         self.log = logging.getLogger("mailctl")
         self.service: Service | None = None
         self.ctx: ServiceContext | None = None
@@ -147,12 +160,23 @@ class Runtime:
         self.ctx = ServiceContext(
             self.name, self.server, self.home, snap.settings, snap.version, self.log
         )
-        # Mail and secrets left readable by others (an older version, a restore): fixed
-        # now; what cannot be fixed is logged and shown by get-service.
-        self.too_open = await asyncio.to_thread(filemodes.secure, self.home)
+        count = worker_processes(snap.settings, self.server, self.name)
+        set_reuse_port(count > 1)
+        if not self.worker:
+            # Mail and secrets left readable by others (an older version, a restore): fixed
+            # now; what cannot be fixed is logged and shown by get-service.
+            self.too_open = await asyncio.to_thread(filemodes.secure, self.home)
         service = load_class(self.name, self.service_class)(self.ctx)
         await service.start()
         self.service = service
+        if self.worker:
+            if self.alive_fd is not None:
+                watch_lifeline(self.alive_fd, self._stopping)
+        elif count > 1:
+            self.workers = Workers(
+                self.name, self.server, str(self.home.root), count, self.service_class
+            )
+            await self.workers.start()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._stopping.set)
@@ -163,6 +187,9 @@ class Runtime:
         await self._watcher.start()
         # A change that landed during start() has no event left to see.
         self.request_certificate_reload()
+        if self.worker:
+            self.log.info("worker %s started", self.worker)
+            return
         await self._open_control()
         self.pid = write_pid_file(self.home, self.name, self.server)
         self.write_state()
@@ -181,11 +208,15 @@ class Runtime:
         self.log.info("stopping grace=%s", grace)
         if self._watcher is not None:
             self._watcher.close()
+        if self.workers is not None:
+            self.workers.terminate()  # they stop alongside, each with its own grace
         if self.service is not None:
             try:
                 await asyncio.wait_for(self.service.stop(grace), grace + 2.0)
             except Exception:
                 self.log.exception("stop did not finish cleanly")
+        if self.workers is not None:
+            await self.workers.wait(grace + 2.0)
         if self._control is not None:
             self._control.close()
         self._remove_run_files()
@@ -230,7 +261,8 @@ class Runtime:
                     await self._reload_certificates()
                 if not self._reload_again:
                     break
-        self.write_state()
+        if not self.worker:
+            self.write_state()
 
     async def _reload_certificates(self) -> None:
         assert self.service is not None
@@ -318,7 +350,10 @@ class Runtime:
             "TooOpenPaths": self.too_open,
             "Reloads": self.reloads,
             "Updated": _now(),
-            "Extra": {k: v for k, v in live.items() if k not in ("connections", "endpoints")},
+            "Extra": {
+                **{k: v for k, v in live.items() if k not in ("connections", "endpoints")},
+                **({"Workers": self.workers.pids} if self.workers is not None else {}),
+            },
         }
 
     def write_state(self) -> None:
@@ -393,9 +428,15 @@ def _ready_pipe(fd: int | None) -> Iterator[Any]:
 
 
 async def _main(
-    name: str, server: str, home: Home, ready_fd: int | None, service_class: str | None
+    name: str,
+    server: str,
+    home: Home,
+    ready_fd: int | None,
+    service_class: str | None,
+    worker: int = 0,
+    alive_fd: int | None = None,
 ) -> int:
-    runtime = Runtime(name, server, home, service_class)
+    runtime = Runtime(name, server, home, service_class, worker, alive_fd)
     with _ready_pipe(ready_fd) as say:
         try:
             await runtime.start()
@@ -414,6 +455,9 @@ async def _main(
             if runtime.service is not None:
                 with contextlib.suppress(Exception):
                     await runtime.service.stop(0)
+            if runtime.workers is not None:
+                runtime.workers.terminate()
+                await runtime.workers.wait(STOP_GRACE)
             return 1
         say("READY")
     await runtime.wait_and_stop()
@@ -443,8 +487,11 @@ def run(
     home: Home,
     ready_fd: int | None = None,
     service_class: str | None = None,
+    worker: int = 0,
+    alive_fd: int | None = None,
 ) -> int:
     os.umask(filemodes.UMASK)  # everything the service writes is the service's own
+    limit_arenas()  # before any thread: see server/runtime/malloc.py
     setup_logging(name, server)
     loop_name, policy = event_loop_policy()
     if policy is not None:
@@ -453,6 +500,6 @@ def run(
         share_tls_buffers()  # one 256 KiB TLS receive buffer per thread, not per connection
     logging.getLogger("mailctl").info("event loop: %s", loop_name)
     started = time.monotonic()
-    code = asyncio.run(_main(name, server, home, ready_fd, service_class))
+    code = asyncio.run(_main(name, server, home, ready_fd, service_class, worker, alive_fd))
     logging.getLogger("mailctl").info("exit code=%s after=%.1fs", code, time.monotonic() - started)
     return code

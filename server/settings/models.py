@@ -145,6 +145,12 @@ class ProtocolSettings(Model):
         1993, description="Back-end port the front end proxies to."
     )
     DomainController: OptionalStr = Field(None, json_schema_extra=WINDOWS_ONLY)
+    # mailctl extension (server/runtime/workers.py): read when the front end starts.
+    WorkerProcesses: int_range(0, 256) = Field(
+        1,
+        description="Front-end processes sharing the listeners (SO_REUSEPORT); 0: one per "
+        "CPU core. Limits and the login slow-down count per process. Applied at restart.",
+    )
 
     @field_validator("Banner", mode="before")
     @classmethod

@@ -550,18 +550,18 @@ def test_wake_up_while_a_push_holds_the_connection_is_pushed(
 
     box = backend.inbox()
     box.append("INBOX", MSG)
-    push_changes = ImapSession._push_changes
+    push_changes = ImapSession.push_changes
     injected: list[bool] = []
 
-    def push_then_deliver(self: ImapSession, shared: Any = None) -> bytes:
-        out = push_changes(self, shared)
+    def push_then_deliver(self: ImapSession, changes: Any) -> bytes:
+        out = push_changes(self, changes)
         if not injected:
             injected.append(not self.dirty)
             box.append("INBOX", MSG)
             wait_until(lambda: self.dirty)  # the loop took the wake-up, lock still held
         return out
 
-    monkeypatch.setattr(ImapSession, "_push_changes", push_then_deliver)
+    monkeypatch.setattr(ImapSession, "push_changes", push_then_deliver)
     r = backend.raw()
     r.cmd("s SELECT INBOX")
     r.sock.sendall(b"i IDLE\r\n")
@@ -577,15 +577,3 @@ def test_wake_up_while_a_push_holds_the_connection_is_pushed(
     while r.read_line() != b"i OK IDLE terminated":
         pass
     r.close()
-
-
-def test_changes_cache_serves_only_answers_read_after_the_wake_up() -> None:
-    from server.backend.imap.session import ChangesCache, SharedChanges
-    from server.store import api
-
-    cache = ChangesCache()
-    key = ("alice", "INBOX", 7)
-    cache.put(key, SharedChanges(3, api.Changes(highestmodseq=8, changed=[])))
-    assert cache.get(key, woken_at=3) is not None
-    assert cache.get(key, woken_at=4) is None  # woken by a later notification: read again
-    assert cache.get(("alice", "INBOX", 6), woken_at=1) is None

@@ -28,9 +28,9 @@ from typing import Any
 
 from server.backend import service as common
 from server.backend.imap.commands import TABLE, notify
+from server.backend.imap.fanout import IdleFanout
 from server.backend.imap.session import (
     KEEPALIVE_SECONDS,
-    ChangesCache,
     ImapSession,
     InfoCache,
     Job,
@@ -184,9 +184,7 @@ class _Connection:
         session = self.session
         if session.closed:
             return
-        if (session.idling and session.dirty and session.selected is not None) or notify.pending(
-            session
-        ) is not None:
+        if session.idle_pending or notify.pending(session) is not None:
             self.service.spawn(self._push())
 
     async def _run_job(self, job: Job) -> bytes:
@@ -264,10 +262,7 @@ class _Connection:
         async with self.lock:
             if self.session.closed:
                 return
-            out = b""
-            job = await self._changes_job()
-            if job is not None:
-                out = await self._read_changes_for_all(job) if job.blocking else job.run()
+            out = await self._idle_update()
             # NOTIFY (RFC 5465): other mailboxes, and the selected one outside IDLE.
             if not self.session.closed and (job := notify.pending(self.session)) is not None:
                 out += await self._run_job(job)
@@ -280,29 +275,24 @@ class _Connection:
                     await self.writer.drain()
         self._push_missed()
 
-    async def _changes_job(self) -> Job | None:
-        """The IDLE update to run; when another session of the same folder and MODSEQ is
-        reading the changes, wait for it: its answer then serves this one in place."""
-        session, pushes = self.session, self.service.pushes
-        key = session.share_key()
-        pending = pushes.get(key) if key is not None else None
-        if pending is not None:
-            await asyncio.wait([pending])
-        return session.changes_job()
-
-    async def _read_changes_for_all(self, job: Job) -> bytes:
-        key = self.session.share_key()
-        pushes = self.service.pushes
-        if key is None or key in pushes:
-            return await self._run_job(job)
-        done = self.loop.create_future()
-        pushes[key] = done
+    async def _idle_update(self) -> bytes:
+        """This session's IDLE update, through the service's fan-out (one store read per
+        delivery for all the sessions it wakes)."""
+        fanout, session = self.service.fanout, self.session
+        reading = fanout.reading(session)
+        if reading is not None:
+            # Another session of this folder and MODSEQ reads the changes now: its
+            # answer then serves this one in place.
+            await asyncio.wait([reading])
+        push = fanout.push(session, self.loop.create_future)
+        if push is None:
+            return b""
         try:
-            return await self._run_job(job)
+            return await self._run_job(push.job)
         finally:
-            if pushes.get(key) is done:
-                del pushes[key]
-            done.set_result(None)
+            done = fanout.finish(push)
+            if done is not None:
+                done.set_result(None)
 
     # --- timer: autologout and keep-alive -------------------------------------------------
     def _timeout(self) -> float:
@@ -371,9 +361,7 @@ class ImapBackendService(BackendService):
         self._tasks: set[asyncio.Task[Any]] = set()
         self.executor = ThreadPoolExecutor(WORKERS, thread_name_prefix="imap-be")
         self.info_cache = InfoCache()
-        self.changes_cache = ChangesCache()
-        # IDLE updates reading the store now, by share key (see _Connection._changes_job).
-        self.pushes: dict[tuple[str, str, int], asyncio.Future[None]] = {}
+        self.fanout: IdleFanout[asyncio.Future[None]] = IdleFanout()
         self._inline_off_until = 0.0  # time.monotonic() before which nothing runs inline
 
     # --- settings and sessions ------------------------------------------------------------
@@ -389,7 +377,6 @@ class ImapBackendService(BackendService):
             server=self.ctx.server,
             authenticate=self.authenticate,
             info_cache=self.info_cache,
-            changes_cache=self.changes_cache,
             client_address=client.client_address if client else "",
             receipts=self.receipt_sender(),
             open_mailbox=self.open_mailbox,

@@ -10,8 +10,8 @@ The I/O layer (server/backend/imap/server.py) drives it like this::
                                           else await to_thread(job.run)   # one at a time
                                     send(out)
                                     if session.closed: close the connection
-    on a store notification:    session.mark_dirty(); if session.idling: run
-                                session.changes_job() the same way
+    on a store notification:    session.mark_dirty(); if session.idle_pending: run
+                                the IDLE fan-out's push job the same way (fanout.py)
 
 A job is one client command (or a continuation request, or a BAD); jobs of a session run
 strictly one after another, so the session is never touched by two threads at once.
@@ -123,46 +123,12 @@ class InfoCache:
         data[key] = value
 
 
-class SharedChanges:
-    """One changes_since() answer, shared by the sessions of a process that wait at the
-    same MODSEQ (an IDLE fan-out: hundreds of sessions woken by one delivery)."""
-
-    __slots__ = ("generation", "changes", "recent_claimed")
-
-    def __init__(self, generation: int, changes: api.Changes) -> None:
-        self.generation = generation
-        self.changes = changes
-        # Set by the first session to claim \Recent after these changes: the others would
-        # only get an empty set from the store, through a write transaction each.
-        self.recent_claimed = False
-
-
-class ChangesCache:
-    """SharedChanges by (mailbox, folder, since MODSEQ). An entry serves a session only if
-    it was read after every notification that session got (generation check), so a
-    session never takes an old answer for a newer change."""
-
-    def __init__(self, limit: int = 1024) -> None:
-        self.limit = limit
-        self._data: dict[tuple[str, str, int], SharedChanges] = {}
-
-    def get(self, key: tuple[str, str, int], woken_at: int) -> SharedChanges | None:
-        found = self._data.get(key)
-        return found if found is not None and found.generation >= woken_at else None
-
-    def put(self, key: tuple[str, str, int], entry: SharedChanges) -> None:
-        if len(self._data) >= self.limit:
-            self._data.clear()  # entries live one notification round: nothing worth keeping
-        self._data[key] = entry
-
-
 @dataclass
 class SessionConfig:
     settings: Callable[[], Settings]  # live: read at each use
     server: str
     authenticate: Authenticator
     info_cache: InfoCache = field(default_factory=InfoCache)
-    changes_cache: ChangesCache | None = None  # shared IDLE updates (see ChangesCache)
     client_address: str = ""
     server_version: str = "mailctl"
     receipts: ReceiptSender | None = None  # read receipts on download (server.retrieval)
@@ -385,37 +351,10 @@ class ImapSession:
             return self._raw_line_job(event.line)
         return Job(False, lambda: self._reader_event(event), *_event_name(event))
 
-    def changes_job(self) -> Job | None:
-        """Untagged updates to push now (during IDLE), or None when there is nothing to do."""
-        if not (self.idling and self.dirty and self.selected is not None):
-            return None
-        shared = self.shared_changes()
-        if shared is not None and not self._needs_claim(shared) and not self.contexts:
-            # Everything is known already: no store call, so no thread hand-off (live
-            # search contexts may read messages: those go to a worker thread).
-            return Job(False, lambda: self._push_changes(shared))
-        return Job(True, self._push_changes)
-
-    def share_key(self) -> tuple[str, str, int] | None:
-        """What an IDLE update of this session may share with others (None: nothing)."""
-        sel = self.selected
-        if sel is None or self.login is None or self.config.changes_cache is None:
-            return None
-        return (self.store.name, sel.name, sel.modseq)
-
-    def _needs_claim(self, shared: SharedChanges) -> bool:
-        sel = self.sel
-        if sel.readonly or shared.recent_claimed:
-            return False
-        known_max = sel.uids[-1] if sel.uids else 0
-        return any(row.uid > known_max for row in shared.changes.changed)
-
-    def shared_changes(self) -> SharedChanges | None:
-        key = self.share_key()
-        if key is None:
-            return None
-        assert self.config.changes_cache is not None
-        return self.config.changes_cache.get(key, self.woken_at)
+    @property
+    def idle_pending(self) -> bool:
+        """In IDLE with a wake-up not pushed yet (server/backend/imap/fanout.py pushes it)."""
+        return self.idling and self.dirty and self.selected is not None
 
     def keepalive(self) -> bytes:
         return b"* OK Still here\r\n"
@@ -506,13 +445,17 @@ class ImapSession:
         self.reader.line_mode = False
         return Job(False, lambda: b"* BAD Unexpected line\r\n")
 
-    def _push_changes(self, shared: SharedChanges | None = None) -> bytes:
+    def push_changes(self, changes: Callable[[], tuple[api.Changes | None, bool]]) -> bytes:
+        """The untagged updates of an IDLE wake-up. `changes()` gives what changed since
+        the folder's MODSEQ (None: read it here) and whether to claim \\Recent; the IDLE
+        fan-out (server/backend/imap/fanout.py) shares one answer between sessions."""
         self.out = []
         # Cleared before the answer is read, never after: a wake-up that comes while this
         # runs in a worker thread then leaves the session dirty for the next push.
         self.dirty = False
         try:
-            self.sync(allow_expunge=True, shared=shared or self._read_shared())
+            found, claim = changes()
+            self.sync(allow_expunge=True, changes=found, claim_recent=claim)
         except (SelectedGone, api.NoSuchFolder):
             self.out.append(self.selected_gone())
         except api.StoreError:
@@ -528,21 +471,6 @@ class ImapSession:
         except Exception:  # a failed update must not cost the command's answer
             log.exception("search context update failed")
             self.contexts.clear()
-
-    def _read_shared(self) -> SharedChanges | None:
-        """The shared answer for this session, read from the store if nobody did yet."""
-        key = self.share_key()
-        generation = self.store.change_generation() if key is not None else None
-        if key is None or generation is None:
-            return None
-        assert self.config.changes_cache is not None
-        found = self.config.changes_cache.get(key, self.woken_at)
-        if found is None:
-            # The generation is read before the query: the answer then holds every
-            # change announced up to it.
-            found = SharedChanges(generation, self.store.changes_since(key[1], key[2]))
-            self.config.changes_cache.put(key, found)
-        return found
 
     # --- helpers for handlers -----------------------------------------------------------
     def resume_with(
@@ -590,23 +518,22 @@ class ImapSession:
             raise Bad("Invalid message sequence number")
         return [i - 1 for i in rs]
 
-    def sync(self, allow_expunge: bool, shared: SharedChanges | None = None) -> None:
+    def sync(
+        self, allow_expunge: bool, changes: api.Changes | None = None, claim_recent: bool = True
+    ) -> None:
         """Bring the selected folder up to date and queue the untagged responses for what
-        changed (EXISTS, RECENT, FETCH flags, EXPUNGE/VANISHED when allowed). `shared`:
-        the changes since the folder's MODSEQ, read for several sessions."""
+        changed (EXISTS, RECENT, FETCH flags, EXPUNGE/VANISHED when allowed). `changes`:
+        the changes since the folder's MODSEQ when the caller read them (the IDLE fan-out,
+        for several sessions, which then says whether this one claims \\Recent)."""
         sel = self.selected
         if sel is None:
             return
-        if shared is None:  # else the caller cleared it before `shared` was read
+        if changes is None:  # else the caller cleared it before `changes` were read
             self.dirty = False
-        try:
-            changes = (
-                shared.changes
-                if shared is not None
-                else self.store.changes_since(sel.name, sel.modseq)
-            )
-        except api.NoSuchFolder:
-            raise SelectedGone() from None
+            try:
+                changes = self.store.changes_since(sel.name, sel.modseq)
+            except api.NoSuchFolder:
+                raise SelectedGone() from None
         if changes.uidvalidity is not None and changes.uidvalidity != sel.uidvalidity:
             raise SelectedGone()
         if changes.highestmodseq > sel.modseq:
@@ -642,9 +569,7 @@ class ImapSession:
             sel.rows.extend(new_rows)
             sel.uids.extend(r.uid for r in new_rows)
             sel.uidnext = max(sel.uidnext, new_rows[-1].uid + 1)
-            if not sel.readonly and not (shared is not None and shared.recent_claimed):
-                if shared is not None:
-                    shared.recent_claimed = True
+            if not sel.readonly and claim_recent:
                 try:
                     claimed = self.store.claim_recent(sel.name)
                     if not self.rev2:
@@ -789,7 +714,6 @@ __all__ = [
     "Login",
     "Job",
     "InfoCache",
-    "ChangesCache",
     "Selected",
     "No",
     "Bad",

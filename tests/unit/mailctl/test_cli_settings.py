@@ -47,6 +47,7 @@ SAMPLES: dict[str, tuple[str, object]] = {
     "LogPerFileSizeQuota": ("2MB", "2 MB"),
     "ProxyTargetPort": ("2995", 2995),
     "DomainController": ("dc01.contoso.com", "dc01.contoso.com"),
+    "WorkerProcesses": ("0", 0),
     "MaxCommandSize": ("1000", 1000),  # inside both ranges? no: see PER_PROTOCOL
     "MessageRetrievalSortOrder": ("Descending", "Descending"),
     "ShowHiddenFoldersEnabled": ("$true", True),
@@ -127,6 +128,7 @@ def test_defaults_equal_the_reference(tmp_path: Path) -> None:
         "LogFileRollOverSettings": "Daily",
         "LogPerFileSizeQuota": "0 B",
         "DomainController": None,
+        "WorkerProcesses": 1,
     }
     pop = {
         **common,

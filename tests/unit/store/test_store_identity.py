@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from server.backend.imap.fanout import IdleFanout
 from server.protocols.imap import bodystructure
 from server.store import api
 from server.store.db import SCHEMA_VERSION, SqliteMailbox, SqliteMailStore
@@ -248,9 +249,9 @@ def test_a_session_whose_folder_is_deleted_says_bye_in_idle(store: SqliteMailSto
     assert "+ idling" in one("i IDLE").lower()
     two("d DELETE zz")
     one.session.mark_dirty()
-    job = one.session.changes_job()
-    assert job is not None
-    assert job.run().startswith(b"* BYE ") and one.session.closed
+    push = IdleFanout[object]().push(one.session, object)
+    assert push is not None
+    assert push.job.run().startswith(b"* BYE ") and one.session.closed
 
 
 def test_a_session_whose_folder_is_deleted_says_bye_at_the_end_of_idle(

@@ -1,5 +1,5 @@
 """IDLE (RFC 2177): the session waits in line mode for DONE; the I/O layer pushes
-changes (ImapSession.changes_job) and keep-alives meanwhile."""
+changes (server/backend/imap/fanout.py) and keep-alives meanwhile."""
 
 from __future__ import annotations
 

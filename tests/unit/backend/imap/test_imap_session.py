@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 import pytest
 
 from server.backend.imap.commands import TABLE
+from server.backend.imap.fanout import IdleFanout, Key, SharedChanges
 from server.backend.imap.session import ImapSession, Login, SessionConfig
 from server.settings.models import Mailbox, default_settings
 from tests.conftest import corpus_paths
@@ -283,8 +284,8 @@ def test_idle_pushes_changes_and_ends_with_done() -> None:
     assert c("i IDLE") == "+ idling\r\n"
     c.box.append("INBOX", MSG)
     c.session.mark_dirty()
-    job = c.session.changes_job()
-    assert job is not None and b"* 2 EXISTS" in job.run()
+    push = IdleFanout[object]().push(c.session, object)
+    assert push is not None and b"* 2 EXISTS" in push.job.run()
     assert "i OK IDLE terminated" in c("DONE")
     assert "n OK" in c("n NOOP")
     c("i IDLE")
@@ -462,14 +463,14 @@ def test_big_fetch_comes_in_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     assert b"".join(chunks).count(b" FETCH (BODY[] {") == 5
 
 
-def test_idle_push_keeps_a_wake_up_that_comes_after_its_read() -> None:
+def test_idle_push_keeps_a_wake_up_that_comes_after_its_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """A push runs in a worker thread while the event loop delivers wake-ups: one that
     comes between the push's read of the shared answer and the end of the push must
     leave the session dirty, or that delivery is never pushed (a lost wake-up)."""
-    from server.backend.imap.session import ChangesCache
-
     c = _client(1)
-    c.session.config.changes_cache = ChangesCache()
+    fanout = IdleFanout[object]()
     generation = [0]
     c.box.change_generation = lambda: generation[0]  # type: ignore[method-assign]
 
@@ -481,18 +482,19 @@ def test_idle_push_keeps_a_wake_up_that_comes_after_its_read() -> None:
     c.select()
     assert c("i IDLE") == "+ idling\r\n"
     deliver()
-    job = c.session.changes_job()
-    assert job is not None and job.blocking  # nobody read it yet: a worker thread reads
-    read_shared = c.session._read_shared
+    push = fanout.push(c.session, object)
+    assert push is not None and push.job.blocking  # nobody read it yet: a worker reads
+    read = fanout._read
 
-    def read_then_deliver() -> object:
-        found = read_shared()
+    def read_then_deliver(session: ImapSession, key: Key | None) -> SharedChanges | None:
+        found = read(session, key)
         deliver()  # the loop thread, while the worker is between the read and the sync
         return found
 
-    c.session._read_shared = read_then_deliver  # type: ignore[method-assign]
-    assert b"* 2 EXISTS" in job.run()
-    c.session._read_shared = read_shared  # type: ignore[method-assign]
-    job = c.session.changes_job()
-    assert job is not None, "the third message's wake-up was lost"
-    assert b"* 3 EXISTS" in job.run()
+    monkeypatch.setattr(fanout, "_read", read_then_deliver)
+    assert b"* 2 EXISTS" in push.job.run()
+    fanout.finish(push)
+    monkeypatch.setattr(fanout, "_read", read)
+    push = fanout.push(c.session, object)
+    assert push is not None, "the third message's wake-up was lost"
+    assert b"* 3 EXISTS" in push.job.run()
