@@ -4,7 +4,7 @@ _mailctl() {
     local cur="${COMP_WORDS[COMP_CWORD]}" prev="${COMP_WORDS[COMP_CWORD-1]}"
     local IFS=$'\n'
     if [[ $COMP_CWORD -eq 1 ]]; then
-        COMPREPLY=($(IFS=' ' compgen -W "completion disable-imap4 disable-pop3 enable-exchangecertificate enable-imap4 enable-pop3 export-mailbox get-adserversettings get-casmailbox get-connectionsettings get-exchangecertificate get-imapsettings get-mailbox get-mailboxstatistics get-owavirtualdirectory get-popsettings get-receiveconnector get-service import-exchangecertificate import-mailbox init install-systemd new-exchangecertificate new-mailbox prune-mailboxdatabase remove-mailbox restart-service run set-adserversettings set-casmailbox set-imapsettings set-mailbox set-owavirtualdirectory set-popsettings set-receiveconnector set-service start start-service stop stop-service test-imapconnectivity test-popconnectivity Completion Disable-Imap4 Disable-Pop3 Enable-ExchangeCertificate Enable-Imap4 Enable-Pop3 Export-Mailbox Get-ADServerSettings Get-CASMailbox Get-ConnectionSettings Get-ExchangeCertificate Get-ImapSettings Get-Mailbox Get-MailboxStatistics Get-OwaVirtualDirectory Get-PopSettings Get-ReceiveConnector Get-Service Import-ExchangeCertificate Import-Mailbox Init Install-Systemd New-ExchangeCertificate New-Mailbox Prune-MailboxDatabase Remove-Mailbox Restart-Service Run Set-ADServerSettings Set-CASMailbox Set-ImapSettings Set-Mailbox Set-OwaVirtualDirectory Set-PopSettings Set-ReceiveConnector Set-Service Start Start-Service Stop Stop-Service Test-ImapConnectivity Test-PopConnectivity" -- "$cur"))
+        COMPREPLY=($(IFS=' ' compgen -W "completion disable-imap4 disable-pop3 enable-exchangecertificate enable-imap4 enable-pop3 export-mailbox get-adserversettings get-casmailbox get-connectionsettings get-exchangecertificate get-imapsettings get-mailbox get-mailboxstatistics get-moverequest get-moverequeststatistics get-organizationconfig get-owavirtualdirectory get-popsettings get-receiveconnector get-service import-exchangecertificate import-mailbox init install-systemd join-organization new-exchangecertificate new-mailbox new-moverequest prepare-organization prune-mailboxdatabase remove-mailbox remove-moverequest restart-service resume-moverequest run set-adserversettings set-casmailbox set-imapsettings set-mailbox set-owavirtualdirectory set-popsettings set-receiveconnector set-service setup start start-service stop stop-service test-imapconnectivity test-popconnectivity Completion Disable-Imap4 Disable-Pop3 Enable-ExchangeCertificate Enable-Imap4 Enable-Pop3 Export-Mailbox Get-ADServerSettings Get-CASMailbox Get-ConnectionSettings Get-ExchangeCertificate Get-ImapSettings Get-Mailbox Get-MailboxStatistics Get-MoveRequest Get-MoveRequestStatistics Get-OrganizationConfig Get-OwaVirtualDirectory Get-PopSettings Get-ReceiveConnector Get-Service Import-ExchangeCertificate Import-Mailbox Init Install-Systemd Join-Organization New-ExchangeCertificate New-Mailbox New-MoveRequest Prepare-Organization Prune-MailboxDatabase Remove-Mailbox Remove-MoveRequest Restart-Service Resume-MoveRequest Run Set-ADServerSettings Set-CASMailbox Set-ImapSettings Set-Mailbox Set-OwaVirtualDirectory Set-PopSettings Set-ReceiveConnector Set-Service Setup Start Start-Service Stop Stop-Service Test-ImapConnectivity Test-PopConnectivity" -- "$cur"))
         return
     fi
     local cmd="${COMP_WORDS[1],,}" opts="" values=""
@@ -21,6 +21,9 @@ _mailctl() {
         "get-imapsettings --output"|"get-imapsettings -Output") values="table list json" ;;
         "get-mailbox --output"|"get-mailbox -Output") values="table list json" ;;
         "get-mailboxstatistics --output"|"get-mailboxstatistics -Output") values="table list json" ;;
+        "get-moverequest --output"|"get-moverequest -Output") values="table list json" ;;
+        "get-moverequeststatistics --output"|"get-moverequeststatistics -Output") values="table list json" ;;
+        "get-organizationconfig --output"|"get-organizationconfig -Output") values="table list json" ;;
         "get-owavirtualdirectory --output"|"get-owavirtualdirectory -Output") values="table list json" ;;
         "get-popsettings --output"|"get-popsettings -Output") values="table list json" ;;
         "get-receiveconnector --output"|"get-receiveconnector -Output") values="table list json" ;;
@@ -29,6 +32,7 @@ _mailctl() {
         "import-mailbox --output"|"import-mailbox -Output") values="table list json" ;;
         "new-exchangecertificate --output"|"new-exchangecertificate -Output") values="table list json" ;;
         "new-mailbox --type"|"new-mailbox -Type") values="User Administrator Guest Anonymous" ;;
+        "new-moverequest --output"|"new-moverequest -Output") values="table list json" ;;
         "prune-mailboxdatabase --output"|"prune-mailboxdatabase -Output") values="table list json" ;;
         "set-adserversettings --login-verification"|"set-adserversettings -LoginVerification") values="Hash Bind" ;;
         "set-casmailbox --pop-enabled"|"set-casmailbox -PopEnabled") values="true false" ;;
@@ -96,6 +100,9 @@ _mailctl() {
         get-imapsettings) opts="--server --output --home --help -Server -Output" ;;
         get-mailbox) opts="--output --home --help -Output" ;;
         get-mailboxstatistics) opts="--output --home --help -Output" ;;
+        get-moverequest) opts="--output --home --help -Output" ;;
+        get-moverequeststatistics) opts="--output --home --help -Output" ;;
+        get-organizationconfig) opts="--output --home --help -Output" ;;
         get-owavirtualdirectory) opts="--server --output --home --help -Server -Output" ;;
         get-popsettings) opts="--server --output --home --help -Server -Output" ;;
         get-receiveconnector) opts="--server --output --home --help -Server -Output" ;;
@@ -104,11 +111,16 @@ _mailctl() {
         import-mailbox) opts="--maildir --mbox --folder --mboxo --output --what-if --home --help -Maildir -Mbox -Folder -Mboxo -Output -WhatIf" ;;
         init) opts="--server --domain --fqdn --base-port --demo-password --demo --what-if --home --help -Server -Domain -Fqdn -BasePort -DemoPassword -Demo -WhatIf" ;;
         install-systemd) opts="--output-dir --user --what-if --home --help -OutputDir -User -WhatIf" ;;
+        join-organization) opts="--directory-uri --admin-dn --server --backend-address --password-stdin --configuration-dn --fqdn --base-port --tls-ca-file --start --home --help -DirectoryUri -AdminDn -Server -BackendAddress -PasswordStdin -ConfigurationDn -Fqdn -BasePort -TlsCaFile -Start" ;;
         new-exchangecertificate) opts="--subject-name --domain-name --services --friendly-name --validity-days --output --what-if --home --help -SubjectName -DomainName -Services -FriendlyName -ValidityDays -Output -WhatIf" ;;
         new-mailbox) opts="--password --password-stdin --primary-smtp-address --display-name --user-principal-name --type --server --what-if --home --help -Password -PasswordStdin -PrimarySmtpAddress -DisplayName -UserPrincipalName -Type -Server -WhatIf" ;;
+        new-moverequest) opts="--target-database --suspend-when-ready-to-complete --output --home --help -TargetDatabase -SuspendWhenReadyToComplete -Output" ;;
+        prepare-organization) opts="--admin-dn --password-stdin --configuration-dn --backend-address --organization-name --home --help -AdminDn -PasswordStdin -ConfigurationDn -BackendAddress -OrganizationName" ;;
         prune-mailboxdatabase) opts="--older-than-days --server --output --what-if --home --help -OlderThanDays -Server -Output -WhatIf" ;;
         remove-mailbox) opts="--what-if --home --help -WhatIf" ;;
+        remove-moverequest) opts="--home --help" ;;
         restart-service) opts="--server --what-if --home --help -Server -WhatIf" ;;
+        resume-moverequest) opts="--home --help" ;;
         run) opts="--detach --base-port --demo-password --home --help -Detach -BasePort -DemoPassword" ;;
         set-adserversettings) opts="--uri --preferred-server --base-dn --bind-dn --bind-password-stdin --tls-ca-file --login-verification --connect-timeout --operation-timeout --mapping --disable --what-if --home --help -Uri -PreferredServer -BaseDn -BindDn -BindPasswordStdin -TlsCaFile -LoginVerification -ConnectTimeout -OperationTimeout -Mapping -Disable -WhatIf" ;;
         set-casmailbox) opts="--what-if --pop-enabled --imap-enabled --pop-use-protocol-defaults --imap-use-protocol-defaults --pop-messages-retrieval-mime-format --imap-messages-retrieval-mime-format --pop-enable-exact-rfc822-size --imap-enable-exact-rfc822-size --pop-force-i-cal-for-calendar-retrieval-option --imap-force-i-cal-for-calendar-retrieval-option --pop-suppress-read-receipt --imap-suppress-read-receipt --home --help -WhatIf -PopEnabled -ImapEnabled -PopUseProtocolDefaults -ImapUseProtocolDefaults -PopMessagesRetrievalMimeFormat -ImapMessagesRetrievalMimeFormat -PopEnableExactRFC822Size -ImapEnableExactRFC822Size -PopForceICalForCalendarRetrievalOption -ImapForceICalForCalendarRetrievalOption -PopSuppressReadReceipt -ImapSuppressReadReceipt" ;;
@@ -118,6 +130,7 @@ _mailctl() {
         set-popsettings) opts="--server --what-if --authenticated-connection-timeout --pre-authenticated-connection-timeout --banner --calendar-item-retrieval-option --owa-server-url --enable-exact-rfc822-size --enable-gssapi-and-ntlm-auth --enforce-certificate-errors --extended-protection-policy --external-connection-settings --internal-connection-settings --ssl-bindings --unencrypted-or-tls-bindings --x509-certificate-name --login-type --max-connections --max-connection-from-single-ip --max-connections-per-user --message-retrieval-mime-format --suppress-read-receipt --protocol-log-enabled --log-file-location --log-file-roll-over-settings --log-per-file-size-quota --proxy-target-port --domain-controller --worker-processes --max-command-size --message-retrieval-sort-order --home --help -Server -WhatIf -AuthenticatedConnectionTimeout -PreAuthenticatedConnectionTimeout -Banner -CalendarItemRetrievalOption -OwaServerUrl -EnableExactRFC822Size -EnableGSSAPIAndNTLMAuth -EnforceCertificateErrors -ExtendedProtectionPolicy -ExternalConnectionSettings -InternalConnectionSettings -SSLBindings -UnencryptedOrTLSBindings -X509CertificateName -LoginType -MaxConnections -MaxConnectionFromSingleIP -MaxConnectionsPerUser -MessageRetrievalMimeFormat -SuppressReadReceipt -ProtocolLogEnabled -LogFileLocation -LogFileRollOverSettings -LogPerFileSizeQuota -ProxyTargetPort -DomainController -WorkerProcesses -MaxCommandSize -MessageRetrievalSortOrder" ;;
         set-receiveconnector) opts="--what-if --enabled --advertise-client-settings --fqdn --bindings --auth-mechanism --permission-groups --banner --require-tls --tls-certificate-name --remote-ip-ranges --max-message-size --max-recipients-per-message --max-inbound-connection --max-inbound-connection-per-source --max-inbound-connection-percentage-per-source --max-logon-failures --connection-timeout --connection-inactivity-timeout --protocol-logging-level --comment --home --help -WhatIf -Enabled -AdvertiseClientSettings -Fqdn -Bindings -AuthMechanism -PermissionGroups -Banner -RequireTLS -TlsCertificateName -RemoteIPRanges -MaxMessageSize -MaxRecipientsPerMessage -MaxInboundConnection -MaxInboundConnectionPerSource -MaxInboundConnectionPercentagePerSource -MaxLogonFailures -ConnectionTimeout -ConnectionInactivityTimeout -ProtocolLoggingLevel -Comment" ;;
         set-service) opts="--startup-type --server --what-if --home --help -StartupType -Server -WhatIf" ;;
+        setup) opts="--home --help" ;;
         start) opts="--home --help" ;;
         start-service) opts="--server --what-if --home --help -Server -WhatIf" ;;
         stop) opts="--home --help" ;;

@@ -23,9 +23,12 @@ def set_home_override(path: str | None) -> None:
 
 
 def home() -> Home:
+    from server.settings.host import adopt_server
     from server.settings.paths import Home
 
-    return Home.resolve(_home_override or os.environ.get("MAILCTL_HOME") or None)
+    where = Home.resolve(_home_override or os.environ.get("MAILCTL_HOME") or None)
+    adopt_server(where.root)  # on a host of a several-host organization: its server
+    return where
 
 
 def load_settings() -> Settings:

@@ -261,7 +261,9 @@ def translate_params(command: Command, args: list[str]) -> list[str]:
         if not is_argument(param) and param.is_flag:
             if has_inline and inline.strip().lower() in {"$false", "false", "0"}:
                 continue
-            out.append(_long(param))
+            # --demo/--no-demo: the word may name the off side, which must stay off.
+            off = [o for o in param.secondary_opts if norm(o) == norm(word)]
+            out.append(off[0] if off else _long(param))
             continue
         metavar = getattr(param, "metavar", None)
         if has_inline:

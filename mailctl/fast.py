@@ -137,6 +137,12 @@ def _services(cached: dict[str, Any], given: dict[str, str], home: Any) -> Any |
     ]
 
 
+def _organization(cached: dict[str, Any], _given: dict[str, str], home: Any) -> Any:
+    from mailctl.orgview import organization_row
+
+    return organization_row(cached["settings"], home)
+
+
 def _statistics(cached: dict[str, Any], given: dict[str, str], home: Any) -> Any | None:
     """get-mailboxstatistics: the quotas from the cache, ItemCount and TotalItemSize read
     from each mailbox.db with plain sqlite3 (server.store.usage, as the store counts)."""
@@ -181,7 +187,32 @@ def _certificates(_cached: dict[str, Any], given: dict[str, str], home: Any) -> 
     return next((r for r in rows if r["Thumbprint"] == wanted.upper()), None)
 
 
+def _moves(cached: dict[str, Any], given: dict[str, str], home: Any) -> Any | None:
+    """get-moverequest(statistics): the requests in the home's moves/ folder, as stored
+    (server/moves/request.py)."""
+    from server.store.usage import mailbox_key
+
+    boxes, folder = cached["settings"]["Mailboxes"], home.root / "moves"
+    identity = given.get("identity")
+    if identity is None:
+        paths = sorted(folder.glob("*.json")) if folder.is_dir() else []
+    else:
+        names = views.match_mailboxes(boxes, identity)
+        if len(names) != 1:
+            return None
+        paths = [folder / f"{mailbox_key(names[0])}.json"]
+    rows = []
+    for path in paths:
+        try:
+            rows.append(views.move_row(json.loads(path.read_text("utf-8")), boxes))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None  # none for that mailbox, or unreadable: the full path says so
+    return sorted(rows, key=lambda r: r["Identity"].lower())
+
+
 FAST_COMMANDS: dict[str, Read] = {
+    "get-moverequest": Read(_moves, identity=True, server=False, live=True),
+    "get-moverequeststatistics": Read(_moves, identity=True, server=False, live=True),
     "get-popsettings": Read(_settings(_protocol("pop"))),
     "get-imapsettings": Read(_settings(_protocol("imap"))),
     "get-receiveconnector": Read(_settings(_connectors), identity=True),
@@ -197,6 +228,7 @@ FAST_COMMANDS: dict[str, Read] = {
     "get-adserversettings": Read(
         _settings(lambda dump, _given: views.directory_row(dump)), server=False
     ),
+    "get-organizationconfig": Read(_organization, server=False, live=True),
 }
 
 
@@ -353,6 +385,10 @@ def answer(args: list[str]) -> int | None:
     from server.settings.paths import Home
 
     home = Home.resolve(given.get("home") or os.environ.get("MAILCTL_HOME") or None)
+    if not os.environ.get("MAILCTL_SERVER") and os.path.exists(home.root / "host.toml"):
+        from server.settings.host import adopt_server
+
+        adopt_server(home.root)
     try:
         raw = home.settings_file.read_bytes()
         cached = json.loads((home.run / CACHE_NAME).read_text())

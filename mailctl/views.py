@@ -329,3 +329,11 @@ def statistics_row(
         "ServerName": box["Server"],
         "Database": box["Server"],
     }
+
+
+def move_row(request: dict[str, Any], boxes: dict[str, Any]) -> dict[str, Any]:
+    """A move request (server/moves/request.py, as stored) as Get-MoveRequest and
+    Get-MoveRequestStatistics show it; `boxes`: the settings' Mailboxes, dumped."""
+    name = request["Identity"]
+    box = boxes.get(name) or {}
+    return {**request, "DisplayName": box.get("DisplayName") or name, "Alias": name}

@@ -265,6 +265,8 @@ def set_mailbox(
     if not values and secret is None:
         fail("Set-Mailbox: give at least one parameter to change (see --help)")
     settings = load_settings()
+    if "Server" in values:
+        refuse_server_change(settings, identity, values)
     ldap = _ldap(settings)
     if ldap is not None:
         from mailctl.commands import _directory_ldap
@@ -299,8 +301,6 @@ def set_mailbox(
             refuse_reserved(name, session.validate().Mailboxes[name], "Set-Mailbox")
         except store.SettingsError as exc:
             fail(exc.message.split(": ", 1)[-1])
-    if "Server" in changes:
-        warn("Server changed in the directory only; the mailbox's messages stay where they are")
     report_changes(f"mailbox {name}", changes, what_if)
     if secret is not None:
         if what_if:
@@ -308,6 +308,28 @@ def set_mailbox(
         else:
             Directory(home()).set_password(name, secret)
             print(f"Set a new password for mailbox {name}.")
+
+
+def refuse_server_change(settings: Settings, identity: str, values: dict[str, Any]) -> None:
+    """-Server naming the mailbox's own server changes nothing and is dropped; another server
+    is refused: repointing the directory alone would show the user an empty mailbox and
+    strand its mail on the old server. New-MoveRequest moves the contents, then switches."""
+    from server.directory import DirectoryUnavailable, find_entry
+
+    wanted, _ = local_server(settings, values["Server"])
+    try:
+        entry = find_entry(settings, identity, home())
+    except DirectoryUnavailable as exc:
+        fail(f"the directory cannot be reached: {exc}", code=1)
+    if entry is None:
+        fail(f"there is no mailbox {identity!r}", code=1)
+    if entry.server_name.lower() == wanted.lower():
+        del values["Server"]
+        return
+    fail(
+        f"Set-Mailbox -Server would move only the directory entry of {entry.name}, not its "
+        f"mail; use New-MoveRequest {entry.name} -TargetDatabase {wanted}"
+    )
 
 
 @command("Get-MailboxStatistics", read=True)

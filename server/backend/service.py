@@ -19,6 +19,7 @@ from server.directory import (
     find_entry,
     may_use_protocol,
 )
+from server.moves import fence
 from server.protocols import handover
 from server.retrieval.receipts import ReceiptSender, Submit
 from server.runtime import tls
@@ -42,6 +43,10 @@ from server.store.api import MailStore
 # A front end needs two round trips on a local link: milliseconds.
 HANDOVER_DEADLINE = 10.0
 MAX_UNAUTHENTICATED = 64
+# A move's end-sessions request gives a session this long to take its goodbye (a client that
+# reads nothing can hold it in drain()) before its connection is aborted, and as long again
+# for a running command to finish, after which the session cannot write.
+END_GRACE = 10.0
 
 T = TypeVar("T")
 
@@ -267,8 +272,9 @@ class BackendService(Service):
 
 class HandOverRefused(Exception):
     """A hand-over (of a proved front end) the back end refuses. `kind` is "auth" (the login or
-    the mailbox's rights) or "perm" (the mailbox lives on another server): each protocol
-    turns it into its own answer (IMAP NO, POP3 -ERR [AUTH] / [SYS/PERM])."""
+    the mailbox's rights), "perm" (the mailbox lives on another server) or "temp" (a move
+    of the mailbox is switching it): each protocol turns it into its own answer (IMAP NO,
+    POP3 -ERR [AUTH] / [SYS/PERM] / [SYS/TEMP])."""
 
     def __init__(self, kind: str, text: str) -> None:
         super().__init__(text)
@@ -287,10 +293,33 @@ def check_hand_over(ctx: ServiceContext, settings: Settings, protocol: str, mail
     if entry is None:
         raise HandOverRefused("auth", "Authentication failed: no such mailbox")
     if entry.server_name.lower() != ctx.server.lower():
+        moving = fence.in_transit(ctx.home, ctx.server, entry.name)
+        if moving is not None:  # this process's directory answer may be from before a switch
+            raise HandOverRefused("temp", f"Mailbox {entry.name}: {moving}")
         raise HandOverRefused(
             "perm", f"Mailbox {entry.name} is on server {entry.server_name}, not this one"
         )
     reason = may_use_protocol(entry, protocol)
     if reason is not None:
         raise HandOverRefused("auth", f"Access denied: {reason}")
+    moving = fence.refusal(ctx.home, ctx.server, entry.name)
+    if moving is not None:  # a move's final pass, or just switched (server/moves/fence.py)
+        raise HandOverRefused("temp", f"Mailbox {entry.name}: {moving}")
     return entry
+
+
+async def end_sessions(
+    name: str, sessions: list[Any], end: Callable[[Any], Awaitable[None]], ctx: ServiceContext
+) -> dict[str, Any]:
+    """A mailbox move's request (server/moves/): end these sessions of mailbox `name` and
+    answer once none of them can write any more; each `end` waits for the session's running
+    command. Logged, as a move is something an administrator asks about later."""
+    if sessions:
+        await asyncio.gather(*(end(s) for s in sessions), return_exceptions=True)
+    ctx.log.info(
+        "service=%s event=sessions-ended-for-move mailbox=%r sessions=%d",
+        ctx.name,
+        name,
+        len(sessions),
+    )
+    return {"ended": len(sessions)}

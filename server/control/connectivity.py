@@ -212,13 +212,23 @@ class Tester:
         session = self.open_session()
         self.close_session(session)
 
+    def sender_address(self) -> str:
+        """The mailbox's own address (a login name alone is not one); looked up in the
+        directory, LDAP included, and the name as given when it cannot be."""
+        from server.directory import DirectoryUnavailable, find_entry
+
+        try:
+            entry = find_entry(self.settings, self.probe.user, self.home)
+        except DirectoryUnavailable:
+            entry = None
+        return entry.mailbox.PrimarySmtpAddress if entry else self.probe.user
+
     def send(self) -> None:
         name, conn = self.submission_connector()
         ep = conn.Bindings[0]
         host = self.probe.host or connect_address(ep)
         self.where = f"{name} ({host}:{ep.port})"
-        found = self.settings.mailbox(self.probe.user)
-        address = found[1].PrimarySmtpAddress if found else self.probe.user
+        address = self.sender_address()
         msg = EmailMessage()
         msg["From"] = msg["To"] = address
         msg["Subject"] = f"Test-{self.probe.protocol}Connectivity {self.token}"

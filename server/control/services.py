@@ -28,12 +28,14 @@ import psutil
 from server.runtime.main import control_address, read_pid_file
 from server.runtime.status import find_process, is_our_command, service_status
 from server.settings import store
+from server.settings.host import load as load_host
 from server.settings.models import (
     DELIVERY,
     IMAP4,
     IMAP4BE,
     POP3,
     POP3BE,
+    REPLICATION,
     SERVICE_DISPLAY_NAMES,
     SERVICE_NAMES,
     SUBMISSION,
@@ -41,12 +43,15 @@ from server.settings.models import (
     Settings,
     default_startup_type,
 )
+from server.settings.names import TOPOLOGY
 from server.settings.paths import Home
 from server.settings.types import StartupType
 
 # Back ends first: a front end that starts before its back end refuses logins.
 # MSExchangeDelivery before the services that hand it messages (submission, receipts).
-START_ORDER = (IMAP4BE, POP3BE, DELIVERY, IMAP4, POP3, SUBMISSION, WEB)
+# MSExchangeADTopology first: it brings the organization's settings the others read.
+# MSExchangeMailboxReplication after the back ends whose sessions it ends at a move's switch.
+START_ORDER = (TOPOLOGY, IMAP4BE, POP3BE, DELIVERY, REPLICATION, IMAP4, POP3, SUBMISSION, WEB)
 PAIRS = {"IMAP4": (IMAP4BE, IMAP4), "POP3": (POP3BE, POP3)}
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0  # after SIGTERM; then SIGKILL (the runtime's own grace is 5 s)
@@ -357,11 +362,15 @@ def restart_service(home: Home, name: str, server: str | None = None) -> Service
 
 
 def start_all(home: Home) -> list[ServiceInfo]:
-    """What a boot does: every Automatic service of every server here, back ends first.
-    Tries them all; raises one ControlError naming those that failed."""
+    """What a boot does: every Automatic service of every server here (on a host of an
+    organization that spans hosts, of this host's server alone), back ends first. Tries
+    them all; raises one ControlError naming those that failed."""
     settings = _load(home)
     started, failed = [], []
+    mine = load_host(home.root)  # a host of a several-host organization runs its server only
     for server_name, server in settings.Servers.items():
+        if mine is not None and server_name != mine.server:
+            continue
         for name in START_ORDER:
             if server.startup_type(name) is StartupType.Automatic:
                 try:
@@ -549,9 +558,11 @@ def install_systemd(
 
 def automatic_units(home: Home) -> list[str]:
     settings = _load(home)
+    mine = load_host(home.root)
     return [
         unit_name(name, server_name)
         for server_name, server in settings.Servers.items()
+        if mine is None or server_name == mine.server
         for name in START_ORDER
         if server.startup_type(name) is StartupType.Automatic
     ]

@@ -29,6 +29,7 @@ from server.delivery import items
 from server.delivery.ledger import DeliveryLedger
 from server.delivery.lmtp import LmtpSession, Transaction
 from server.directory import DirectoryUnavailable, Entry, ProxySecret, find_entry
+from server.moves import fence
 from server.retrieval.calendar import calendar_part
 from server.runtime import tls
 from server.runtime.listeners import ListenerSet
@@ -182,6 +183,12 @@ class DeliveryService(Service):
         if entry is None:
             return f"550 5.1.1 <{address}>: no such mailbox"
         if entry.server_name.lower() != self.ctx.server.lower():
+            # Moved from here, or to here, a moment ago: the sender's or this process's view
+            # of the directory is from before the switch, and a retry will agree; not a
+            # reason to bounce.
+            moved = fence.in_transit(self.ctx.home, self.ctx.server, entry.name)
+            if moved is not None:
+                return f"451 4.2.1 <{address}>: {moved}"
             return f"550 5.1.6 <{address}>: mailbox {entry.name} is on server {entry.server_name}"
         return entry
 
@@ -212,7 +219,12 @@ class DeliveryService(Service):
 
     def _check_rcpt(self, address: str) -> str:
         found = self._find(self.ctx.settings, address)
-        return found if isinstance(found, str) else f"250 2.1.5 <{address}> OK"
+        if isinstance(found, str):
+            return found
+        moving = fence.refusal(self.ctx.home, self.ctx.server, found.name)
+        if moving is not None:
+            return f"451 4.2.1 <{address}>: {moving}"
+        return f"250 2.1.5 <{address}> OK"
 
     def _deliver(self, txn: Transaction, caller: str, peer: str) -> list[str]:
         """One reply per accepted recipient (blocking, in a worker thread)."""
@@ -220,7 +232,16 @@ class DeliveryService(Service):
         replies = []
         for address in txn.recipients:
             found = self._find(settings, address)  # settings may have changed since RCPT
-            reply = found if isinstance(found, str) else self._deliver_one(txn, address, found)
+            if isinstance(found, str):
+                reply = found
+            else:
+                # A move's final pass waits for this append, or this sees its fence.
+                with fence.delivering(self.ctx.home, self.ctx.server, found.name) as moving:
+                    reply = (
+                        f"451 4.2.1 <{address}>: {moving}"
+                        if moving is not None
+                        else self._deliver_one(txn, address, found)
+                    )
             self.ctx.log.info(
                 "service=%s event=lmtp-delivery envid=%s to=%s from=%s caller=%s peer=%s reply=%r",
                 self.ctx.name,

@@ -41,6 +41,8 @@ from server.settings import store
 from server.settings.paths import Home
 
 STOP_GRACE = 5.0  # seconds sessions get to finish after BYE before they are closed
+# A control client that neither sends a request nor shuts its side gets the status after this.
+CONTROL_READ_TIMEOUT = 1.0
 # uvloop where installed: measured faster for every scenario (bench/README.md, "Levers").
 DEFAULT_EVENT_LOOP = "uvloop"
 TEST_REGISTRY_ENV = "MAILCTL_TEST_REGISTRY"  # JSON {service name: "module:Class"}, for tests
@@ -341,6 +343,9 @@ class Runtime:
             "SettingsVersion": self.ctx.version if self.ctx else None,
             "Connections": live.get("connections", 0),
             "Endpoints": live.get("endpoints", []),
+            # What else the service reports (MSExchangeADTopology: its copy's version, the
+            # directory's last error), for the commands about it.
+            "Details": {k: v for k, v in live.items() if k not in ("connections", "endpoints")},
             "LastReload": self.last_reload,
             "TooOpenPaths": self.too_open,
             "Reloads": self.reloads,
@@ -367,10 +372,32 @@ class Runtime:
             os.chmod(address, 0o600)
 
     async def _answer_status(
-        self, _reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
+        """The status, for a client that sends nothing (query_control shuts its side);
+        a JSON object on the first line is a request for the service (Service.control,
+        e.g. a mailbox move ending the sessions of a mailbox)."""
         try:
-            writer.write(json.dumps(self.status(), default=str).encode() + b"\n")
+            try:
+                line = await asyncio.wait_for(reader.readline(), CONTROL_READ_TIMEOUT)
+            except (TimeoutError, ValueError):
+                line = b""
+            answer: Any = None
+            if line.strip():
+                try:
+                    request = json.loads(line)
+                except ValueError:
+                    request = None
+                if isinstance(request, dict) and self.service is not None:
+                    try:
+                        answer = await self.service.control(request)
+                    except Exception as exc:
+                        self.log.exception("control request failed")
+                        answer = {"error": f"{type(exc).__name__}: {exc}"}
+                else:
+                    answer = {"error": "a control request is one JSON object"}
+            out = answer if answer is not None else self.status()
+            writer.write(json.dumps(out, default=str).encode() + b"\n")
             await writer.drain()
         except (ConnectionError, OSError):
             pass

@@ -23,11 +23,13 @@ from server.settings.models import (
     IMAP4BE,
     POP3,
     POP3BE,
+    REPLICATION,
     SUBMISSION,
     WEB,
     Server,
     Settings,
 )
+from server.settings.names import TOPOLOGY
 from server.settings.paths import Home
 
 REGISTRY: dict[str, str] = {
@@ -38,6 +40,8 @@ REGISTRY: dict[str, str] = {
     SUBMISSION: "server.submission.service:SubmissionService",
     WEB: "server.web.service:WebService",
     DELIVERY: "server.delivery.service:DeliveryService",
+    REPLICATION: "server.moves.service:ReplicationService",
+    TOPOLOGY: "server.topology.service:TopologyService",
 }
 
 
@@ -79,6 +83,12 @@ class Service(ABC):
         load it into the live SSLContext (tls.reload_context) so new handshakes use it and
         established connections keep theirs. Services without TLS keep this no-op."""
         return
+
+    async def control(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Answer a request that came on the control socket (server.runtime.status
+        control_request) from another process of this server, e.g. a mailbox move's
+        {"op": "end-sessions", "mailbox": name}. Services without requests refuse."""
+        return {"error": f"{self.ctx.name} takes no control requests"}
 
     def status(self) -> dict[str, Any]:
         """What `get-service` shows besides process facts: at least

@@ -45,10 +45,21 @@ def query_control(
     home: Home, name: str, server: str, timeout: float = 2.0
 ) -> dict[str, Any] | None:
     """Ask a running service for its live status; None when it does not answer."""
+    return control_request(home, name, server, None, timeout)
+
+
+def control_request(
+    home: Home, name: str, server: str, request: dict[str, Any] | None, timeout: float = 2.0
+) -> dict[str, Any] | None:
+    """Send a running service one control request (a JSON object; None: the status) and
+    return its answer; None when it does not answer."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:
         sock.connect(control_address(home, name, server))
+        if request is not None:
+            sock.sendall(json.dumps(request).encode() + b"\n")
+        sock.shutdown(socket.SHUT_WR)  # the request is complete (none: the status)
         chunks = []
         while True:
             chunk = sock.recv(65536)

@@ -18,6 +18,7 @@ from server.settings.names import IMAP4 as IMAP4
 from server.settings.names import IMAP4BE as IMAP4BE
 from server.settings.names import POP3 as POP3
 from server.settings.names import POP3BE as POP3BE
+from server.settings.names import REPLICATION as REPLICATION
 from server.settings.names import SERVICE_DISPLAY_NAMES as SERVICE_DISPLAY_NAMES
 from server.settings.names import SERVICE_NAMES as SERVICE_NAMES
 from server.settings.names import SUBMISSION as SUBMISSION
@@ -236,6 +237,10 @@ class Server(Model):
     DeliveryPort: Port = Field(
         default=475, description="LMTP over TLS port of MSExchangeDelivery, on BackEndAddress."
     )
+    MailboxReplicationPort: Port = Field(
+        default=808,
+        description="Port of MSExchangeMailboxReplication (mailbox moves), on BackEndAddress.",
+    )
     PopSettings: PopSettingsModel
     ImapSettings: ImapSettingsModel
     OwaVirtualDirectory: OwaVirtualDirectorySettings = Field(
@@ -255,6 +260,11 @@ class Server(Model):
             backend = data.get("ImapBackEndPort", 1143)
             if isinstance(backend, int) and backend - 1143 + 475 >= 1:
                 data = {**data, "DeliveryPort": backend - 1143 + 475}
+        # Likewise for a home made before mailbox moves (MSExchangeMailboxReplication).
+        if isinstance(data, dict) and "MailboxReplicationPort" not in data:
+            backend = data.get("ImapBackEndPort", 1143)
+            if isinstance(backend, int) and backend - 1143 + 808 >= 1:
+                data = {**data, "MailboxReplicationPort": backend - 1143 + 808}
         return data
 
     @model_validator(mode="after")
@@ -700,6 +710,7 @@ def default_server(name: str, fqdn: str, ports: PortPlan) -> Server:
         PopBackEndPort=ports.pop3_backend,
         PopBackEndSSLPort=ports.pop3_backend_ssl,
         DeliveryPort=ports.delivery,
+        MailboxReplicationPort=ports.replication,
         PopSettings=pop,
         ImapSettings=imap,
         OwaVirtualDirectory=OwaVirtualDirectorySettings(
@@ -754,6 +765,7 @@ class PortPlan(Model):
     pop3_backend: int = 1110
     pop3_backend_ssl: int = 1995
     delivery: int = 475  # Exchange's Mailbox Transport Delivery port
+    replication: int = 808  # Exchange's Mailbox Replication Service (MRS proxy) port
     http: int = 80
     https: int = 443
     backend_address: str = "127.0.0.1"

@@ -10,6 +10,10 @@ POP3BE = "MSExchangePOP3BE"
 SUBMISSION = "MSExchangeFrontEndTransport"
 WEB = "W3SVC"
 DELIVERY = "MSExchangeDelivery"  # Mailbox Transport Delivery: LMTP into this server's store
+# Mailbox Replication Service: runs the moves into this server, serves moves out of it.
+REPLICATION = "MSExchangeMailboxReplication"
+# Copies the organization's settings from the directory when it spans hosts (server/topology)
+TOPOLOGY = "MSExchangeADTopology"
 
 SERVICE_DISPLAY_NAMES = {
     IMAP4: "Microsoft Exchange IMAP4",
@@ -19,11 +23,13 @@ SERVICE_DISPLAY_NAMES = {
     SUBMISSION: "Microsoft Exchange Frontend Transport",
     WEB: "World Wide Web Publishing Service",
     DELIVERY: "Microsoft Exchange Mailbox Transport Delivery",
+    REPLICATION: "Microsoft Exchange Mailbox Replication",
+    TOPOLOGY: "Microsoft Exchange Active Directory Topology",
 }
 SERVICE_NAMES = tuple(SERVICE_DISPLAY_NAMES)
 
 
 def default_startup(service: str) -> str:
     # POP3 and IMAP4 are off after install (reference section 5); transport, delivery and
-    # web run.
-    return "Automatic" if service in (SUBMISSION, WEB, DELIVERY) else "Manual"
+    # web run, and so does mailbox replication, as in Exchange.
+    return "Automatic" if service in (SUBMISSION, WEB, DELIVERY, REPLICATION) else "Manual"

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import tomlkit
 from pydantic import ValidationError
@@ -27,6 +27,9 @@ from tomlkit.items import Table
 
 from server.settings.models import Settings
 from server.settings.paths import Home
+
+if TYPE_CHECKING:
+    from server.settings.shared import SharedEdit
 
 
 class SettingsError(Exception):
@@ -216,6 +219,7 @@ def edit(home: Home, dry_run: bool = False) -> Iterator[Edit]:
         lock.__enter__()
     except OSError as exc:
         raise SettingsError(_cannot_write(home, exc)) from None
+    shared: SharedEdit | None = None
     try:
         try:
             text = home.settings_file.read_text("utf-8")
@@ -226,6 +230,9 @@ def edit(home: Home, dry_run: bool = False) -> Iterator[Edit]:
         except (OSError, UnicodeDecodeError) as exc:
             why = getattr(exc, "strerror", None) or "not UTF-8 text"
             raise SettingsError(f"cannot read {home.settings_file}: {why}") from None
+        shared = _shared_start(home, text)
+        if shared is not None:
+            text = shared.base
         try:
             session = Edit(home, text)
         except TOMLKitError as exc:
@@ -243,12 +250,53 @@ def edit(home: Home, dry_run: bool = False) -> Iterator[Edit]:
             why = re.sub(r"^settings\.toml is invalid(?: \(line \d+\))?: ", "", exc.message)
             raise SettingsError(f"refused, settings.toml left unchanged: {why}") from None
         if session.changed() and not dry_run:
+            written = session.text
+            if shared is not None:
+                written = _shared_publish(shared, session)
             try:
-                atomic_write(home.settings_file, session.text.encode("utf-8"))
+                atomic_write(home.settings_file, written.encode("utf-8"))
             except OSError as exc:
                 raise SettingsError(_cannot_write(home, exc)) from None
+            if shared is not None:
+                from server.settings.shared import write_version
+
+                write_version(home.root, shared.version)
     finally:
+        if shared is not None:
+            shared.remote.close()
         lock.__exit__(None, None, None)
+
+
+def _shared_start(home: Home, text: str) -> SharedEdit | None:
+    """On a host of a several-host organization (host.toml), the organization's document
+    the edit starts from (server.settings.shared); None on a one-host install."""
+    from server.settings import shared
+
+    try:
+        return shared.start_edit(home.root, text)
+    except shared.SharedSettingsError as exc:
+        raise SettingsError(f"{exc}; nothing was changed") from None
+
+
+def _shared_publish(state: SharedEdit, session: Edit) -> str:
+    """Publish the edit to the organization (compare-and-set, re-applied on a conflict);
+    the text to write locally."""
+    from server.settings import shared
+
+    def validate(text: str) -> None:
+        try:
+            parse(text)
+        except SettingsError as exc:
+            why = re.sub(r"^settings\.toml is invalid(?: \(line \d+\))?: ", "", exc.message)
+            raise SettingsError(
+                f"refused: with another admin's change made meanwhile it would be invalid: "
+                f"{why}; nothing was changed"
+            ) from None
+
+    try:
+        return state.publish(session.text, validate)
+    except shared.SharedSettingsError as exc:
+        raise SettingsError(f"{exc}; nothing was changed") from None
 
 
 def _cannot_write(home: Home, exc: OSError) -> str:

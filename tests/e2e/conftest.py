@@ -35,6 +35,8 @@ from server.settings.models import (
     IMAP4BE,
     POP3,
     POP3BE,
+    REPLICATION,
+    SERVICE_NAMES,
     SUBMISSION,
     WEB,
     PortPlan,
@@ -183,7 +185,7 @@ ECHO = "tests.e2e.conftest:EchoService"
 @pytest.fixture
 def echo_services(home: Home) -> Iterator[ServiceRunner]:
     """Like `services`, but every service name runs EchoService (tests of the runtime)."""
-    registry = {name: ECHO for name in (IMAP4, IMAP4BE, POP3, POP3BE, SUBMISSION, WEB, DELIVERY)}
+    registry = {name: ECHO for name in SERVICE_NAMES}
     runner = ServiceRunner(home, _base_env(home, registry))
     try:
         yield runner
@@ -208,6 +210,10 @@ def echo_endpoints(settings: Settings, name: str, server: str) -> list[IPEndPoin
         return list(srv.OwaVirtualDirectory.Bindings)
     if name == DELIVERY:
         return [IPEndPoint(srv.BackEndAddress, srv.DeliveryPort)]
+    if name == REPLICATION:
+        return [IPEndPoint(srv.BackEndAddress, srv.MailboxReplicationPort)]
+    if name != SUBMISSION:
+        return []  # a service without listeners of its own (MSExchangeADTopology)
     return [ep for c in settings.frontend_connectors(server).values() for ep in c.Bindings]
 
 

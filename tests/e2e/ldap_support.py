@@ -26,11 +26,13 @@ ROOT_PW = "Adm1n-secret"
 PEOPLE = f"ou=people,{SUFFIX}"
 SERVICE_DN = f"cn=mailctl,{SUFFIX}"
 SERVICE_PW = "Serv1ce-secret"
+# The organization's entries when its settings are shared by hosts (mailctl setup /PrepareAD).
+CONFIGURATION = f"ou=mailctl,{SUFFIX}"
 
 
-def free_port() -> int:
+def free_port(address: str = "127.0.0.1") -> int:
     with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
+        probe.bind((address, 0))
         return int(probe.getsockname()[1])
 
 
@@ -41,13 +43,13 @@ def need_slapd() -> str:
 
 
 class Slapd:
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, address: str = "127.0.0.1") -> None:
         self.binary = need_slapd()
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "db").mkdir(exist_ok=True)
-        self.port = free_port()
-        self.uri = f"ldap://127.0.0.1:{self.port}"
+        self.port = free_port(address)
+        self.uri = f"ldap://{address}:{self.port}"
         modules = "".join(
             f"moduleload {m}\n" for m in ("back_mdb", "argon2") if (MODULES / f"{m}.so").exists()
         )
@@ -67,6 +69,12 @@ class Slapd:
             f'access to dn.subtree="{PEOPLE}" attrs=userPassword\n'
             f'  by dn.exact="{SERVICE_DN}" write by self write by anonymous auth by * none\n'
             f'access to dn.subtree="{PEOPLE}" by dn.exact="{SERVICE_DN}" write by * read\n'
+            # The secrets a joining host needs: the organization's admins only (rootdn
+            # here, which no rule limits); the shared settings: written by the service
+            # account, read by all (docs/security.md, "More than one host").
+            f'access to dn.base="cn=secrets,{CONFIGURATION}" by * none\n'
+            f'access to dn.base="cn=settings,{CONFIGURATION}" by dn.exact="{SERVICE_DN}" write'
+            " by * read\n"
             "access to attrs=userPassword by self write by anonymous auth by * none\n"
             "access to * by * read\n"
         )

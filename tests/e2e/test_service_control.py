@@ -20,7 +20,18 @@ import pytest
 from server.control import services as control
 from server.runtime.main import read_pid_file
 from server.settings import store
-from server.settings.models import DELIVERY, IMAP4, IMAP4BE, POP3, POP3BE, SUBMISSION, WEB
+from server.settings.models import (
+    DELIVERY,
+    IMAP4,
+    IMAP4BE,
+    POP3,
+    POP3BE,
+    REPLICATION,
+    SERVICE_NAMES,
+    SUBMISSION,
+    WEB,
+)
+from server.settings.names import TOPOLOGY, default_startup
 from server.settings.paths import Home
 
 from .conftest import ServiceRunner
@@ -35,6 +46,8 @@ STARTUP = {
     SUBMISSION: "Disabled",
     WEB: "Manual",
     DELIVERY: "Automatic",
+    REPLICATION: "Manual",
+    TOPOLOGY: "Manual",  # a one-host install has no organization to copy settings from
 }
 
 
@@ -71,7 +84,7 @@ def test_start_inspect_stop_through_the_cli(echo_services: ServiceRunner) -> Non
 
     rows = get_json(runner, "MSExchange*")
     assert {r["Name"]: r["Status"] for r in rows}[IMAP4] == "Stopped"
-    assert len(rows) == 6  # all but W3SVC
+    assert len(rows) == len(SERVICE_NAMES) - 1  # all but W3SVC
 
     runner.run_ok("Stop-Service", "MSExchangeIMAP4BE")
     assert client.recv(200).startswith(b"* BYE")  # told goodbye, not just cut
@@ -181,8 +194,8 @@ def test_start_starts_automatic_services_and_stop_stops_all(echo_services: Servi
     runner.run_ok("start")
     status = {r["Name"]: r["Status"] for r in get_json(runner)}
     assert status == {
-        name: ("Running" if startup == "Automatic" else "Stopped")
-        for name, startup in STARTUP.items()
+        name: ("Running" if STARTUP.get(name, default_startup(name)) == "Automatic" else "Stopped")
+        for name in SERVICE_NAMES
     }
     runner.run_ok("restart-service", POP3BE)  # a Manual service may still be run by hand
     runner.run_ok("stop")
@@ -202,7 +215,7 @@ def test_restart_service_gives_a_new_process(echo_services: ServiceRunner) -> No
 def test_install_systemd_writes_one_unit_per_service(home: Home, tmp_path) -> None:
     out = tmp_path / "units"
     written = control.install_systemd(home, out, python="/usr/bin/python3", user="mailctl")
-    assert len(written) == 7
+    assert len(written) == len(control.START_ORDER)
     unit = (out / "mailctl-MBX01-MSExchangeIMAP4.service").read_text()
     assert "Type=simple" in unit
     assert (
@@ -217,9 +230,10 @@ def test_install_systemd_writes_one_unit_per_service(home: Home, tmp_path) -> No
     # The units run exactly the command line control.find_process recognizes as the service.
     command = unit.split("ExecStart=", 1)[1].splitlines()[0].split()
     assert control._is_our_command(command, home, IMAP4, "MBX01")
-    # Automatic by default: transport and web, as in Exchange.
+    # Automatic by default: transport, mailbox replication and web, as in Exchange.
     assert control.automatic_units(home) == [
         "mailctl-MBX01-MSExchangeDelivery.service",
+        "mailctl-MBX01-MSExchangeMailboxReplication.service",
         "mailctl-MBX01-MSExchangeFrontEndTransport.service",
         "mailctl-MBX01-W3SVC.service",
     ]
@@ -228,7 +242,7 @@ def test_install_systemd_writes_one_unit_per_service(home: Home, tmp_path) -> No
 def test_install_systemd_through_the_cli(echo_services: ServiceRunner, tmp_path) -> None:
     result = echo_services.run_ok("install-systemd", "--output-dir", str(tmp_path))
     assert "systemctl daemon-reload" in result.stdout
-    assert len(list(tmp_path.glob("*.service"))) == 7
+    assert len(list(tmp_path.glob("*.service"))) == len(control.START_ORDER)
 
 
 def test_an_idle_service_costs_no_cpu(echo_services: ServiceRunner) -> None:

@@ -42,6 +42,7 @@ from server.backend.imap.session import (
 )
 from server.backend.service import BackendService, open_default_store
 from server.frontend.imap_compress import ImapCompress
+from server.moves import fence
 from server.protocols import proxyv2
 from server.protocols.handover import Accepted
 from server.protocols.imap import requests as rq
@@ -476,6 +477,32 @@ class ImapBackendService(BackendService):
         await asyncio.to_thread(self.executor.shutdown, True, cancel_futures=True)
         await self._close_store()
 
+    async def control(self, request: dict[str, Any]) -> dict[str, Any]:
+        """{"op": "end-sessions", "mailbox": name, "text": ...}: a move of the mailbox is
+        switching it to another server. Each of its sessions gets BYE once its running
+        command is done (a client that reads nothing is cut off after END_GRACE); the
+        answer comes when none of them can write any more."""
+        if request.get("op") != "end-sessions":
+            return await super().control(request)
+        name = str(request.get("mailbox", "")).casefold()
+        text = str(request.get("text") or "[UNAVAILABLE] The mailbox has moved; reconnect")
+        sessions = [
+            c
+            for c in self._connections.values()
+            if c is not None
+            and c.session.login is not None
+            and c.session.login.name.casefold() == name
+        ]
+
+        async def end(connection: _Connection) -> None:
+            bye = asyncio.ensure_future(connection.goodbye(text))
+            _, late = await asyncio.wait([bye], timeout=common.END_GRACE)
+            if late:
+                connection.writer.transport.abort()  # drain() fails: the lock comes free
+                await asyncio.wait([bye], timeout=common.END_GRACE)
+
+        return await common.end_sessions(name, sessions, end, self.ctx)
+
     # --- connections --------------------------------------------------------------------------
     def _handler_for(self, implicit_tls: bool):  # noqa: ANN202 - ListenerSet's Handler type
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -528,6 +555,15 @@ class ImapBackendService(BackendService):
         connection = _Connection(self, reader, writer, client, session)
         self._connections[task] = connection
         try:
+            # A move's fence raised since the login's check: its end-sessions request may
+            # not have seen this session (server/moves/fence.py).
+            login = session.login
+            moving = (
+                None if login is None else fence.refusal(self.ctx.home, self.ctx.server, login.name)
+            )
+            if moving is not None:
+                writer.write(session.bye(f"[UNAVAILABLE] {moving}"))
+                return
             await connection.run(greeting)
         except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
             pass

@@ -38,6 +38,7 @@ from server.backend.pop3.maildrop import (
     OpenMaildrop,
     open_maildrop,
 )
+from server.moves import fence
 from server.protocols import proxyv2
 from server.protocols.handover import Accepted
 from server.protocols.pop3.responses import Capabilities
@@ -304,6 +305,7 @@ class Pop3BackendService(common.BackendService):
     def __init__(self, ctx: ServiceContext) -> None:
         super().__init__(ctx)
         self._connections: dict[asyncio.Task[Any], asyncio.StreamWriter] = {}
+        self._sessions: dict[asyncio.Task[Any], _Connection] = {}  # those logged in
         self._session_settings: tuple[Settings, SessionSettings] | None = None
         self._timeouts: tuple[Settings, tuple[float, float]] | None = None
         self.body_paths = BodyPaths()
@@ -361,6 +363,33 @@ class Pop3BackendService(common.BackendService):
                 await asyncio.wait(pending, timeout=5)
         await self._close_store()
 
+    async def control(self, request: dict[str, Any]) -> dict[str, Any]:
+        """{"op": "end-sessions", "mailbox": name}: a move of the mailbox is switching it to
+        another server. POP3 has no unsolicited goodbye, so the session gets one -ERR and the
+        connection closes without UPDATE; the answer comes once its handler is done (an
+        UPDATE already running finishes first)."""
+        if request.get("op") != "end-sessions":
+            return await super().control(request)
+        name = str(request.get("mailbox", "")).casefold()
+        text = str(request.get("text") or "The mailbox has moved; reconnect")
+        tasks = [
+            t
+            for t, c in self._sessions.items()
+            if c.login is not None and c.login.mailbox.casefold() == name
+        ]
+
+        async def end(task: asyncio.Task[Any]) -> None:
+            writer = self._connections.get(task)
+            if writer is not None and not writer.is_closing():
+                writer.write(f"-ERR [SYS/TEMP] {text}\r\n".encode())
+                writer.close()  # the session's read ends with EOF
+            _, late = await asyncio.wait([task], timeout=common.END_GRACE)
+            if late and writer is not None:
+                writer.transport.abort()
+                await asyncio.wait([task], timeout=common.END_GRACE)
+
+        return await common.end_sessions(name, tasks, end, self.ctx)
+
     # --- connections ---------------------------------------------------------------------
     def _handler_for(self, implicit_tls: bool):  # noqa: ANN202 - ListenerSet's Handler type
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -398,13 +427,24 @@ class Pop3BackendService(common.BackendService):
         self, connection: _Connection, login: OpenMaildrop, greeted: bool = False
     ) -> None:
         writer = connection.writer
+        task = asyncio.current_task()
+        assert task is not None
+        self._sessions[task] = connection
         try:
+            # A move's fence raised since the login's check: its end-sessions request may
+            # not have seen this session (server/moves/fence.py).
+            moving = fence.refusal(self.ctx.home, self.ctx.server, login.mailbox)
+            if moving is not None:
+                connection.login = login
+                writer.write(f"-ERR [SYS/TEMP] {moving}\r\n".encode())
+                return
             await connection.run(login, greeted)
         except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
             pass
         except Exception:  # a bug ends this session, never the service
             self.ctx.log.exception("service=%s event=session-error", self.ctx.name)
         finally:
+            self._sessions.pop(task, None)
             connection.release()
             self.protocol_log.end(connection.session_id)
             # After QUIT or an -ERR that ends the session: FIN, not an RST that loses it.
@@ -479,7 +519,7 @@ class Pop3BackendService(common.BackendService):
         try:
             entry = common.check_hand_over(self.ctx, settings, "POP3", mailbox)
         except common.HandOverRefused as refused:
-            code = "[SYS/PERM]" if refused.kind == "perm" else "[AUTH]"
+            code = {"perm": "[SYS/PERM]", "temp": "[SYS/TEMP]"}.get(refused.kind, "[AUTH]")
             return f"-ERR {code} {refused.text}"
         name = entry.name
         store = self._store

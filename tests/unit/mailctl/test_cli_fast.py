@@ -34,6 +34,8 @@ LINES = [
     ["Get-Service", "W3SVC", "-Output", "json"],
     ["Get-Service", "-Name", "*POP3*", "-Output", "json"],
     ["get-owavirtualdirectory", "-o", "json"],
+    ["get-moverequest", "-o", "json"],
+    ["Get-MoveRequestStatistics", "-Output", "json"],
     ["Get-OwaVirtualDirectory", "-Identity", "MBX01\\owa (Default Web Site)", "-Output", "json"],
     ["Get-OwaVirtualDirectory", "owa (Default Web Site)", "-Server", "mbx01", "-Output", "json"],
 ]
@@ -201,3 +203,25 @@ def test_every_read_command_has_a_fast_path(
         assert fast.answer([name, "-o", "json", "--home", str(populated.root)]) == 0, name
     assert fast.answer(["--help"]) == 0
     capsys.readouterr()
+
+
+def test_move_requests_fast_like_the_full_path(
+    populated: Home, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from server.moves.request import MoveRequest, RequestBook
+
+    RequestBook(populated).create(MoveRequest("alice", "MBX01", "MBX02", ItemsTransferred=7))
+    for line in (
+        ["get-moverequest", "-o", "json"],
+        ["Get-MoveRequest", "alice@contoso.test", "-Output", "json"],
+        ["get-moverequeststatistics", "alice", "-o", "json"],
+    ):
+        full = ok(populated, *line).out
+        assert fast.answer([*line, "--home", str(populated.root)]) == 0
+        assert capsys.readouterr().out == full
+        assert '"ItemsTransferred": 7' in full
+    # bob has no request: the full path says so (exit 1)
+    assert (
+        fast.answer(["get-moverequest", "bob", "-o", "json", "--home", str(populated.root)]) is None
+    )
+    assert mailctl(populated, "get-moverequest", "bob", "-o", "json").code == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -220,3 +221,14 @@ def test_a_boolean_without_a_value_is_refused(home: Home, args: list[str]) -> No
 def test_real_switches_stand_alone(home: Home) -> None:
     result = ok(home, "Set-PopSettings", "-LoginType", "PlainTextLogin", "-WhatIf", "-Confirm")
     assert pop(home)["LoginType"] != "PlainTextLogin", result
+
+
+def test_the_off_side_of_an_on_off_switch_stays_off(tmp_path: Path) -> None:
+    # `init --no-demo` once reached typer as --demo: the translator named the switch by its
+    # first spelling whichever was given.
+    home = Home.resolve(tmp_path / "nodemo")
+    ok(home, "init", "--no-demo", "--base-port", "20000")
+    assert store.load(home).settings.Mailboxes == {}
+    other = Home.resolve(tmp_path / "demo")
+    ok(other, "init", "--demo", "--base-port", "20000", "--demo-password", "Demo-pass-1")
+    assert "demo" in store.load(other).settings.Mailboxes
