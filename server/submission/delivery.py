@@ -44,6 +44,11 @@ from server.submission.queue import QueueEntry, Recipient, Spool, SpoolWatcher
 
 MAX_AGE = 2 * 86400.0  # then give up and send a non-delivery report (Exchange: 2 days)
 RETRY_CAP = 3600.0
+# 451 4.2.1 from MSExchangeDelivery: the mailbox is in a move's final lock (well under a
+# second) or was just switched to another server. Retried soon, for a minute, instead of
+# waiting the spool's first minute of back-off; then the ordinary back-off.
+MOVING_RETRY = 5.0
+MOVING_ATTEMPTS = 12
 
 
 class PermanentFailure(Exception):
@@ -302,7 +307,7 @@ class Delivery:
                     "event=undeliverable id=%s to=%s error=%r", entry.id, rcpt.address, error
                 )
             else:
-                rcpt.next_try = now + min(RETRY_CAP, self.retry_base * 2 ** (rcpt.attempts - 1))
+                rcpt.next_try = now + self._retry_delay(rcpt.attempts, error)
                 self.log.warning(
                     "event=deferred id=%s to=%s attempt=%d error=%r",
                     entry.id,
@@ -314,6 +319,12 @@ class Delivery:
             self._bounce(entry, message, gave_up)
         entry.recipients = [r for r in entry.recipients if r not in done]
         self.spool.update(entry)
+
+    def _retry_delay(self, attempts: int, error: str) -> float:
+        backoff = min(RETRY_CAP, self.retry_base * 2 ** (attempts - 1))
+        if error.split()[1:2] == ["4.2.1"] and attempts <= MOVING_ATTEMPTS:
+            return min(MOVING_RETRY, backoff)
+        return backoff
 
     def mailbox_store(self, server: str, name: str) -> MailboxStore:
         """A mailbox's store, read only: the sender's usage for ProhibitSendQuota at MAIL

@@ -299,7 +299,7 @@ def test_a_move_from_b_to_a_while_a_client_idles_loses_no_message(org: Organizat
     assert any(line.startswith(b"* BYE") and b"MBX01" in line for line in said), said
 
     expected = {f"before {n}" for n in range(5)} | {"during"} | {f"racing {n}" for n in range(3)}
-    # A message that met the fence waits for the submission spool's retry (a minute).
+    # A message that met the fence is retried by the submission spool within seconds (451 4.2.1).
 
     def all_there() -> dict[str, set[bytes]] | None:
         got = subjects(org.a, "dora")
