@@ -1,0 +1,2 @@
+"""MSExchangeMailboxReplication: mailbox moves between servers (docs/architecture.md, "Mailbox
+moves")."""
