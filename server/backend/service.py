@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import socket
-import ssl
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -132,8 +131,7 @@ class BackendService(Service):
         # Only front ends connect, from nearby: a TLS handshake gets the hand-over's time.
         self._listeners = ListenerSet(self._handler_for, handshake_timeout=HANDOVER_DEADLINE)
         self._store: MailStore | None = None
-        self._ssl: ssl.SSLContext | None = None
-        self._thumbprint: str | None = None
+        self._tls = tls.LiveContext(session_tickets=False)  # only front ends connect
         self._connections: dict[asyncio.Task[Any], Any] = {}
         self.session_ids = itertools.count(1)
         self.protocol_log = ProtocolLog.for_service(ctx)
@@ -182,15 +180,11 @@ class BackendService(Service):
         cert = await asyncio.to_thread(
             tls.ensure_certificate, self.ctx.home, self.CERTIFICATE, server.Fqdn
         )
-        if self._ssl is None:
-            self._ssl = tls.server_context(cert, session_tickets=False)  # only front ends connect
-        elif cert.thumbprint != self._thumbprint:
-            tls.reload_context(self._ssl, cert)
-        self._thumbprint = cert.thumbprint
+        context = self._tls.use(cert)
         address = server.BackEndAddress
         plain, secure = self.ports(server)
         await self._listeners.reconcile(
-            [IPEndPoint(address, plain)], [IPEndPoint(address, secure)], self._ssl
+            [IPEndPoint(address, plain)], [IPEndPoint(address, secure)], context
         )
 
     def _close_listeners(self) -> None:

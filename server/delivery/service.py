@@ -61,8 +61,7 @@ class DeliveryService(Service):
         self._listeners = ListenerSet(lambda _tls: self._serve, handshake_timeout=HANDOVER_DEADLINE)
         self._store: MailStore | None = None
         self._ledger: DeliveryLedger | None = None
-        self._ssl: Any = None
-        self._thumbprint: str | None = None
+        self._tls = tls.LiveContext(session_tickets=False)  # services connect, never clients
         self._connections: set[asyncio.Task[Any]] = set()
         self.proxy_secret = ProxySecret(ctx.home)
         self.unauthenticated = 0
@@ -109,13 +108,9 @@ class DeliveryService(Service):
         cert = await asyncio.to_thread(
             tls.ensure_certificate, self.ctx.home, CERTIFICATE, server.Fqdn
         )
-        if self._ssl is None:
-            self._ssl = tls.server_context(cert, session_tickets=False)
-        elif cert.thumbprint != self._thumbprint:
-            tls.reload_context(self._ssl, cert)
-        self._thumbprint = cert.thumbprint
+        context = self._tls.use(cert)
         await self._listeners.reconcile(
-            [], [IPEndPoint(server.BackEndAddress, server.DeliveryPort)], self._ssl
+            [], [IPEndPoint(server.BackEndAddress, server.DeliveryPort)], context
         )
 
     def status(self) -> dict[str, Any]:

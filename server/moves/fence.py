@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from server.settings.paths import Home
+from server.settings.store import atomic_write
 from server.store.usage import mailbox_key
 
 LOCKED = "locked"
@@ -125,20 +126,9 @@ def delivering(home: Home, server: str, mailbox: str) -> Iterator[str | None]:
 
 def _write(home: Home, server: str, mailbox: str, fence: Fence) -> None:
     path, _ = _paths(home, server, mailbox)
-    tmp = path.with_suffix(".tmp")
     data = json.dumps({"state": fence.state, "target": fence.target, "since": fence.since})
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    try:
-        os.write(fd, data.encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    # Private (0o600): the fence names the move's target server.
+    atomic_write(path, data.encode(), mode=0o600)
 
 
 def raise_fence(home: Home, server: str, mailbox: str, target: str, state: str = LOCKED) -> None:

@@ -84,8 +84,7 @@ class ReplicationService(Service):
         super().__init__(ctx)
         self._listeners = ListenerSet(lambda _tls: self._serve, handshake_timeout=HANDOVER_DEADLINE)
         self._store: MailStore | None = None
-        self._ssl: ssl.SSLContext | None = None
-        self._thumbprint: str | None = None
+        self._tls = tls.LiveContext(session_tickets=False)  # services connect, never clients
         self._connections: set[asyncio.Task[Any]] = set()
         self._moves: dict[str, asyncio.Task[Any]] = {}  # mailbox key -> the move running
         self._wake = asyncio.Event()
@@ -138,13 +137,9 @@ class ReplicationService(Service):
         cert = await asyncio.to_thread(
             tls.ensure_certificate, self.ctx.home, CERTIFICATE, server.Fqdn
         )
-        if self._ssl is None:
-            self._ssl = tls.server_context(cert, session_tickets=False)
-        elif cert.thumbprint != self._thumbprint:
-            tls.reload_context(self._ssl, cert)
-        self._thumbprint = cert.thumbprint
+        context = self._tls.use(cert)
         await self._listeners.reconcile(
-            [], [IPEndPoint(server.BackEndAddress, server.MailboxReplicationPort)], self._ssl
+            [], [IPEndPoint(server.BackEndAddress, server.MailboxReplicationPort)], context
         )
 
     def status(self) -> dict[str, Any]:

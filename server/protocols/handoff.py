@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import hmac
 
-from server.protocols import handover, proxyv2
+from server.protocols import handover
 from server.protocols.handover import (
     HandoverError,
     _b64,
@@ -156,12 +156,7 @@ class BackendChannel:
             )
             if not hmac.compare_digest(proof, expected):
                 raise HandoverError("wrong proof for a hand-off")
-            try:
-                client, used = proxyv2.decode(proxy)
-            except proxyv2.ProxyHeaderError as exc:
-                raise HandoverError(f"bad PROXY header: {exc}") from None
-            if used != len(proxy):
-                raise HandoverError("bad PROXY header: trailing bytes")
+            client = handover.decode_proxy(proxy)
             self.last_seq = seq
             return "login", seq, handover.Accepted(mailbox, client, proxy)
         if verb in (b"TAKE", b"DROP") and len(fields) == 2:

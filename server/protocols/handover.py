@@ -189,6 +189,18 @@ class _Lines:
         return line
 
 
+def decode_proxy(proxy: bytes) -> proxyv2.ProxyInfo | None:
+    """The real client from a hand-over's PROXY v2 header (None for LOCAL). The header must
+    be exactly one: bytes after it would otherwise ride along unchecked into the session."""
+    try:
+        client, used = proxyv2.decode(proxy)
+    except proxyv2.ProxyHeaderError as exc:
+        raise HandoverError(f"bad PROXY header: {exc}") from None
+    if used != len(proxy):
+        raise HandoverError("bad PROXY header: trailing bytes")
+    return client
+
+
 @dataclass(frozen=True)
 class Accepted:
     """The front end proved itself: the mailbox it hands over and the real client."""
@@ -267,12 +279,7 @@ class BackendHandshake:
             # Checked before anything in the message is believed or parsed further.
             if not hmac.compare_digest(proof, expected):
                 raise HandoverError("wrong proof: the peer does not know the proxy secret")
-            try:
-                client, used = proxyv2.decode(proxy)
-            except proxyv2.ProxyHeaderError as exc:
-                raise HandoverError(f"bad PROXY header: {exc}") from None
-            if used != len(proxy):
-                raise HandoverError("bad PROXY header: trailing bytes")
+            client = decode_proxy(proxy)
             if self._lines.buffer:
                 raise HandoverError("data after the hand-over")
             self._state = "done"

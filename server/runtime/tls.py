@@ -435,6 +435,25 @@ def reload_context(ctx: ssl.SSLContext, cert: CertificateInfo) -> None:
     ctx.load_cert_chain(cert.cert_file, cert.key_file)
 
 
+class LiveContext:
+    """A listener's server context across reloads: made at the first use, then given a new
+    chain only when the certificate in force changed. The object stays the same, so the
+    listeners keep it and only new handshakes see the new chain."""
+
+    def __init__(self, session_tickets: bool = True) -> None:
+        self.context: ssl.SSLContext | None = None
+        self._session_tickets = session_tickets
+        self._thumbprint: str | None = None
+
+    def use(self, cert: CertificateInfo) -> ssl.SSLContext:
+        if self.context is None:
+            self.context = server_context(cert, self._session_tickets)
+        elif cert.thumbprint != self._thumbprint:
+            reload_context(self.context, cert)
+        self._thumbprint = cert.thumbprint
+        return self.context
+
+
 def client_context(home: Home, verify: bool = True) -> ssl.SSLContext:
     """What a front end (or a test) uses to reach a back end. Verifying, it trusts the
     organization's private CA (what back ends get by default) and the system's CAs (a

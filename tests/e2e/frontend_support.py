@@ -4,8 +4,11 @@ the hand-over contract, settings helpers, and a port finder that tolerates TIME_
 from __future__ import annotations
 
 import asyncio
+import io
+import socket
 import ssl
 import threading
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -230,3 +233,34 @@ def bypass_validation(svc: Any, protocol: str, **changes: Any) -> None:
     svc.service.ctx.settings = settings.model_copy(
         update={"Servers": {**settings.Servers, "MBX01": new_server}}
     )
+
+
+class Deflated:
+    """An IMAP connection after COMPRESS DEFLATE (RFC 4978), for the front-end tests.
+    Raw deflate both ways; each write ends with a sync flush, else the server could wait
+    forever for the rest of a block."""
+
+    def __init__(self, sock: socket.socket, reader: io.BufferedReader) -> None:
+        self.sock, self.reader = sock, reader
+        sock.sendall(b"b COMPRESS DEFLATE\r\n")
+        assert reader.readline() == b"b OK DEFLATE active\r\n"  # the OK itself in clear
+        self._deflate = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -15)
+        self._inflate = zlib.decompressobj(-15)
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(self._deflate.compress(data) + self._deflate.flush(zlib.Z_SYNC_FLUSH))
+
+    def read_until(self, marker: bytes) -> bytes:
+        """The inflated replies up to `marker`; the connection ending first fails the test."""
+        out = b""
+        while marker not in out:
+            chunk = self.reader.read1(65536)
+            assert chunk, out
+            out += self._inflate.decompress(chunk)
+        return out
+
+    def read_to_end(self) -> bytes:
+        out = b""
+        while chunk := self.reader.read1(65536):
+            out += self._inflate.decompress(chunk)
+        return out

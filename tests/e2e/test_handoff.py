@@ -20,6 +20,7 @@ from server.settings.types import LoginType
 from server.store import NewMessage, open_store
 from tests.e2e.frontend_support import (
     PASSWORD,
+    Deflated,
     add_mailboxes,
     client_context,
     configure,
@@ -114,19 +115,9 @@ def compress_then_fetch(sock: socket.socket) -> None:
     assert reader.readline().startswith(b"* OK")
     sock.sendall(f"a LOGIN bob {PASSWORD}\r\n".encode())
     assert b"COMPRESS=DEFLATE" in reader.readline()
-    sock.sendall(b"b COMPRESS DEFLATE\r\n")
-    assert reader.readline() == b"b OK DEFLATE active\r\n"
-    deflate = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -15)
-    inflate = zlib.decompressobj(-15)
-    sock.sendall(
-        deflate.compress(b"c SELECT INBOX\r\nd FETCH 1 BODY.PEEK[]\r\n")
-        + deflate.flush(zlib.Z_SYNC_FLUSH)
-    )
-    out = b""
-    while b"d OK" not in out:
-        chunk = reader.read1(65536)
-        assert chunk, out
-        out += inflate.decompress(chunk)
+    deflated = Deflated(sock, reader)
+    deflated.send(b"c SELECT INBOX\r\nd FETCH 1 BODY.PEEK[]\r\n")
+    out = deflated.read_until(b"d OK")
     assert MESSAGE in out
 
 

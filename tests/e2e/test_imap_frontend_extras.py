@@ -8,12 +8,12 @@ import imaplib
 import socket
 import subprocess
 import sys
-import zlib
 
 import pytest
 
 from server.settings.models import IMAP4, IMAP4BE
 from tests.e2e.conftest import REPO, ServiceRunner
+from tests.e2e.frontend_support import Deflated
 
 pytestmark = pytest.mark.e2e
 
@@ -106,25 +106,13 @@ def test_compress_deflate_through_the_front_end(imap_port: int) -> None:
         reader.readline()  # greeting
         sock.sendall(f"a LOGIN {USER} {PASSWORD}\r\n".encode())
         assert b"COMPRESS=DEFLATE" in reader.readline()
-        sock.sendall(b"b COMPRESS DEFLATE\r\n")
-        assert reader.readline() == b"b OK DEFLATE active\r\n"
-        deflate = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -15)
-        inflate = zlib.decompressobj(-15)
-        sock.sendall(
-            deflate.compress(b"c CAPABILITY\r\nd SELECT INBOX\r\n")
-            + deflate.flush(zlib.Z_SYNC_FLUSH)
-        )
-        text = b""
-        while b"d OK" not in text:
-            chunk = reader.read1(65536)
-            assert chunk, text
-            text += inflate.decompress(chunk)
+        deflated = Deflated(sock, reader)
+        deflated.send(b"c CAPABILITY\r\nd SELECT INBOX\r\n")
+        text = deflated.read_until(b"d OK")
         assert b"* CAPABILITY " in text and b"COMPRESS=DEFLATE" in text
         assert b"c OK" in text and b"d OK [READ-WRITE]" in text
-        sock.sendall(deflate.compress(b"e LOGOUT\r\n") + deflate.flush(zlib.Z_SYNC_FLUSH))
-        text = b""
-        while chunk := reader.read1(65536):
-            text += inflate.decompress(chunk)
+        deflated.send(b"e LOGOUT\r\n")
+        text = deflated.read_to_end()
         assert b"* BYE" in text and b"e OK" in text
 
 
