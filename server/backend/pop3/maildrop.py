@@ -335,12 +335,19 @@ class OpenMaildrop:
         """Whether message `msg` (1-based) is small enough to read on the event loop."""
         return self.maildrop.messages[msg - 1].size <= INLINE_READ_LIMIT
 
-    def source(self, uid: int, lines: int | None) -> tuple[bytes | FileBody, bool] | None:
-        """(what RETR, or TOP with `lines`, sends, whether it is wire-ready); None: the
-        message is gone. A FileBody is sent from its open file and is always wire-ready."""
-        streamed = self.file_body(uid, lines)
-        if streamed is not None:
-            return streamed, True
+    def source(self, msg: int, lines: int | None) -> tuple[bytes | FileBody, bool] | None:
+        """(what RETR, or TOP with `lines`, sends of message `msg` (1-based), whether it is
+        wire-ready); None: the message is gone. A FileBody is sent from its open file and
+        is always wire-ready."""
+        message = self.maildrop.messages[msg - 1]
+        uid = message.uid
+        # Only a file bigger than WRITE_SLICE is streamed, and the size the maildrop lists
+        # is never below the file's (the stored size, or with exact sizes the rendered one,
+        # which only adds CRs): a smaller message skips the open and fstat of file_body.
+        if message.size > WRITE_SLICE:
+            streamed = self.file_body(uid, lines)
+            if streamed is not None:
+                return streamed, True
         try:
             raw, path = self.files.read_with_path(uid)
         except StoreError:

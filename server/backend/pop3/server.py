@@ -259,7 +259,6 @@ class _Connection:
         return await self.service.open_login(mailbox)
 
     # --- retrieval -----------------------------------------------------------------------
-    # --- retrieval -----------------------------------------------------------------------
     def _deliver(self, action: Retrieve, read: tuple[bytes | FileBody, bool] | None) -> None:
         if read is None:
             self.session.retrieve_failed(f"Message {action.msg} is no longer available")
@@ -270,7 +269,7 @@ class _Connection:
 
     def _read(self, action: Retrieve) -> tuple[bytes | FileBody, bool] | None:
         assert self.login is not None
-        return self.login.source(action.uid, action.lines)
+        return self.login.source(action.msg, action.lines)
 
     async def _retrieve_async(self, action: Retrieve) -> None:
         self._deliver(action, await asyncio.to_thread(self._read, action))
