@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from server.backend.pop3.server import Pop3BackendService, _Connection
+from server.backend.pop3.connection import Pop3Connection
+from server.backend.pop3.server import Pop3BackendService
 from server.directory import proxy_secret
 from server.protocols.handover import HandoverRefused
 from server.runtime import tls
@@ -320,7 +321,7 @@ def test_idle_session_is_closed_without_update(
     backend: Backend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     backend.deliver(message(1))
-    monkeypatch.setattr(_Connection, "_timeout", lambda self: 0.3)
+    monkeypatch.setattr(Pop3Connection, "_timeout", lambda self: 0.3)
     pop = backend.login()
     pop.dele(1)
     assert pop.sock.recv(100) == b""  # closed with no reply (RFC 1939 section 3)

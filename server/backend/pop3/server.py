@@ -23,271 +23,26 @@ import asyncio
 import contextlib
 import socket
 import ssl
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 from server.backend import service as common
-from server.backend.pop3.maildrop import (
-    INBOX,
-    READ_SIZE,
-    WRITE_SLICE,
-    BodyPaths,
-    FileBody,
-    OpenMaildrop,
-    open_maildrop,
-)
+from server.backend.pop3.connection import Pop3Connection, session_streams
+from server.backend.pop3.maildrop import INBOX, BodyPaths, OpenMaildrop, open_maildrop
 from server.moves import fence
 from server.protocols import proxyv2
 from server.protocols.handover import Accepted
 from server.protocols.pop3.responses import Capabilities
-from server.protocols.pop3.session import (
-    Authenticate,
-    Close,
-    Pop3Session,
-    Request,
-    Retrieve,
-    Send,
-    SessionSettings,
-    Update,
-)
+from server.protocols.pop3.session import Pop3Session, SessionSettings
 from server.retrieval import RetrievalView
-from server.runtime import records
 from server.runtime.linger import linger_close
 from server.runtime.service import ServiceContext
 from server.settings.models import PopSettings, Server, Settings
 from server.store.api import MailboxInUse, StoreError
 
-FLUSH_AT = 256 * 1024  # write out pipelined replies once this much is waiting
-WRITE_HIGH_WATER = 64 * 1024  # asyncio's default: wait for the client above this
-
 # The back end repeats what front ends offer before login (RFC 2449 section 5): USER there
 # is checked by the front end, here only the proxy's AUTH PLAIN is accepted.
 CAPABILITIES = Capabilities(sasl=("PLAIN",), user=True, stls=False)
-
-
-class IdleTimer:
-    """One timer handle per connection rather than one per read (asyncio.wait_for makes a
-    task and a timer for every command): arming and disarming only move a deadline, and
-    the handle, when it fires before the deadline, sets itself again for the deadline."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, expire: Callable[[], None]) -> None:
-        self._loop = loop
-        self._expire = expire
-        self._deadline: float | None = None
-        self._handle: asyncio.TimerHandle | None = None
-
-    def arm(self, seconds: float) -> None:
-        deadline = self._deadline = self._loop.time() + seconds
-        handle = self._handle
-        if handle is not None and handle.when() > deadline:  # a shorter timeout than before
-            handle.cancel()
-            handle = None
-        if handle is None:
-            self._handle = self._loop.call_at(deadline, self._fire)
-
-    def disarm(self) -> None:
-        self._deadline = None  # busy answering: the handle, if it fires, waits for arm()
-
-    def cancel(self) -> None:
-        self._deadline = None
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
-
-    def _fire(self) -> None:
-        self._handle = None
-        deadline = self._deadline
-        if deadline is None:
-            return
-        if self._loop.time() < deadline:
-            self._handle = self._loop.call_at(deadline, self._fire)
-            return
-        self._deadline = None
-        self._expire()
-
-
-@dataclass(eq=False)
-class _Connection:
-    service: Pop3BackendService
-    reader: asyncio.StreamReader
-    writer: asyncio.StreamWriter
-    client: proxyv2.ProxyInfo | None = None
-    session: Pop3Session = field(init=False)
-    login: OpenMaildrop | None = None
-    session_id: int = 0
-    started: float = 0.0  # when the bytes being answered arrived (for log durations)
-
-    def __post_init__(self) -> None:
-        self.session = Pop3Session(self.service.session_settings)
-        self.session_id = next(self.service.session_ids)
-        self.started = time.monotonic()
-
-    async def run(self, login: OpenMaildrop, greeted: bool = False) -> None:
-        """`greeted`: a handed-off client, whose session already said its greeting to the
-        front end (which answered the client's login instead)."""
-        self.login = login
-        if greeted:
-            greeting = b""
-        else:
-            greeting = self.session.preauthenticated(login.mailbox, login.maildrop)
-            self.writer.write(greeting)
-        self._log(Request("OpenSession"), greeting, len(greeting))
-        loop = asyncio.get_running_loop()
-        # RFC 1939 section 3: an idle client is dropped without UPDATE and without a reply.
-        # Closing the transport ends the pending read with EOF.
-        idle = IdleTimer(loop, self.writer.transport.close)
-        try:
-            while True:
-                idle.arm(self._timeout())
-                data = await self.reader.read(READ_SIZE)
-                idle.disarm()
-                if not data:
-                    return
-                self.started = time.monotonic()
-                self.session.receive(data)
-                if not await self._answer():
-                    return
-        finally:
-            idle.cancel()
-
-    def _timeout(self) -> float:
-        pre, authenticated = self.service.timeouts()
-        return authenticated if self.session.authenticated else pre
-
-    async def _answer(self) -> bool:
-        """Run the session's actions until it needs more input; False: close."""
-        out: list[bytes] = []
-        waiting = 0
-        while (action := self.session.next_action()) is not None:
-            match action:
-                case Send(chunks=chunks, request=request):
-                    out.extend(chunks)
-                    size = sum(map(len, chunks))
-                    waiting += size
-                    self._log(request, chunks[0], size)
-                    if waiting >= FLUSH_AT:
-                        await self._flush(out)
-                        waiting = 0
-                case Authenticate():  # sessions start authenticated: never reached
-                    self.session.auth_failed("[AUTH] Only the front-end hand-over logs in here")
-                case Retrieve():
-                    if self.login is not None and self.login.small(action.msg):
-                        self._deliver(action, self._read(action))  # no thread hop
-                    else:
-                        await self._retrieve_async(action)
-                case Update():
-                    await self._update(action)
-                case Close():
-                    await self._flush(out)
-                    return False
-        await self._flush(out)
-        return True
-
-    def _log(self, request: Request, first: bytes, size: int) -> None:
-        log = self.service.protocol_log
-        if not log.enabled:
-            return
-        local = self.writer.get_extra_info("sockname") or ("", 0)
-        client = (
-            (self.client.client_address, self.client.client_port)
-            if self.client
-            else (self.writer.get_extra_info("peername") or ("", 0))
-        )
-        log.command(
-            self.session_id,
-            f"{local[0]}:{local[1]}",
-            f"{client[0]}:{client[1]}",
-            self.login.mailbox if self.login else None,
-            (time.monotonic() - self.started) * 1000,
-            request.size,
-            size,
-            request.command,
-            request.parameters,
-            "R=OK" if first.startswith(b"+") else "R=ERR",
-        )
-
-    async def _flush(self, out: list[bytes]) -> None:
-        """One write for what is waiting; waits for the client only when the transport's
-        buffer is over the high-water mark (a drain() per reply costs more than the reply).
-        A big message goes out in WRITE_SLICE pieces with that wait between them, so the
-        transport never holds a copy of it for a client that reads slowly (or not at all)."""
-        if not out:
-            return
-        if sum(map(len, out)) <= WRITE_SLICE:
-            self.writer.write(out[0] if len(out) == 1 else b"".join(out))
-            out.clear()
-            await self._wait_for_client()
-            return
-        chunks = out[:]
-        out.clear()
-        for chunk in chunks:
-            if isinstance(chunk, FileBody):
-                await self._send_file(chunk)
-                continue
-            view = memoryview(chunk)
-            for at in range(0, len(view), WRITE_SLICE):
-                self.writer.write(view[at : at + WRITE_SLICE])
-                await self._wait_for_client()
-
-    async def _send_file(self, body: FileBody) -> None:
-        left = body.size
-        try:
-            while left > 0:
-                data = await asyncio.to_thread(body.file.read, min(WRITE_SLICE, left))
-                if not data:  # body files never change; should one shrink, end its last line
-                    self.writer.write(b"\r\n")
-                    break
-                left -= len(data)
-                self.writer.write(data)
-                await self._wait_for_client()
-        finally:
-            body.file.close()
-
-    async def _wait_for_client(self) -> None:
-        if self.writer.transport.get_write_buffer_size() > WRITE_HIGH_WATER:
-            self.service.waiting_for_clients += 1
-            try:
-                await self.writer.drain()
-            finally:
-                self.service.waiting_for_clients -= 1
-
-    # --- login ---------------------------------------------------------------------------
-    async def open_login(self, mailbox: str) -> OpenMaildrop | str:
-        """Open the maildrop a proved front end hands over; a str is the refusal text."""
-        return await self.service.open_login(mailbox)
-
-    # --- retrieval -----------------------------------------------------------------------
-    def _deliver(self, action: Retrieve, read: tuple[bytes | FileBody, bool] | None) -> None:
-        if read is None:
-            self.session.retrieve_failed(f"Message {action.msg} is no longer available")
-        else:
-            # A FileBody passes through the session untouched (wire-ready: only its len() is
-            # used) and comes back to _flush in a Send, which sends it from its file.
-            self.session.retrieved(cast(bytes, read[0]), wire_ready=read[1])
-
-    def _read(self, action: Retrieve) -> tuple[bytes | FileBody, bool] | None:
-        assert self.login is not None
-        return self.login.source(action.msg, action.lines)
-
-    async def _retrieve_async(self, action: Retrieve) -> None:
-        self._deliver(action, await asyncio.to_thread(self._read, action))
-
-    # --- UPDATE --------------------------------------------------------------------------
-    async def _update(self, action: Update) -> None:
-        assert self.login is not None
-        try:
-            await asyncio.to_thread(self.login.update, action.delete, action.seen)
-        except StoreError:
-            self.session.updated("Some deleted messages were not removed")
-        else:
-            self.session.updated(None)
-
-    def release(self) -> None:
-        if self.login is not None:
-            self.login.release()
-            self.login = None
 
 
 def _release_orphan(job: asyncio.Future[OpenMaildrop | str]) -> None:
@@ -304,7 +59,7 @@ class Pop3BackendService(common.BackendService):
     def __init__(self, ctx: ServiceContext) -> None:
         super().__init__(ctx)
         self._connections: dict[asyncio.Task[Any], asyncio.StreamWriter] = {}
-        self._sessions: dict[asyncio.Task[Any], _Connection] = {}  # those logged in
+        self._sessions: dict[asyncio.Task[Any], Pop3Connection] = {}  # those logged in
         self._session_settings: tuple[Settings, SessionSettings] | None = None
         self._timeouts: tuple[Settings, tuple[float, float]] | None = None
         self.body_paths = BodyPaths()
@@ -401,10 +156,9 @@ class Pop3BackendService(common.BackendService):
         assert task is not None
         self._connections[task] = writer
         try:
-            opening = _Connection(self, reader, writer)
             try:
                 handed = await self.hand_over(
-                    reader, writer, "POP3", lambda accepted: opening.open_login(accepted.mailbox)
+                    reader, writer, "POP3", lambda accepted: self.open_login(accepted.mailbox)
                 )
             except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
                 handed = None
@@ -417,13 +171,16 @@ class Pop3BackendService(common.BackendService):
                     await writer.wait_closed()
                 return
             accepted, login = handed
-            opening.client = accepted.client
-            await self._run(opening, login)
+            await self._run(Pop3Connection(self, reader, writer, accepted.client), login)
         finally:
             self._connections.pop(task, None)
 
     async def _run(
-        self, connection: _Connection, login: OpenMaildrop, greeted: bool = False
+        self,
+        connection: Pop3Connection,
+        login: OpenMaildrop,
+        greeted: bool = False,
+        read_ahead: bytes = b"",
     ) -> None:
         writer = connection.writer
         task = asyncio.current_task()
@@ -437,7 +194,7 @@ class Pop3BackendService(common.BackendService):
                 connection.login = login
                 writer.write(f"-ERR [SYS/TEMP] {moving}\r\n".encode())
                 return
-            await connection.run(login, greeted)
+            await connection.run(login, greeted, read_ahead)
         except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
             pass
         except Exception:  # a bug ends this session, never the service
@@ -489,13 +246,11 @@ class Pop3BackendService(common.BackendService):
         async def serve() -> None:
             task = asyncio.current_task()
             assert task is not None
-            connection: _Connection | None = None
             try:
-                reader, writer = await records.stream_from(sock, read_ahead)
+                reader, writer, protocol = await session_streams(sock)
                 self._connections[task] = writer
-                connection = _Connection(self, reader, writer, client)
-                connection.session = session
-                await self._run(connection, login, greeted=True)
+                connection = Pop3Connection(self, reader, writer, client, session, protocol)
+                await self._run(connection, login, greeted=True, read_ahead=read_ahead)
             except OSError:
                 sock.close()
                 login.release()

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from server.backend.pop3.connection import IdleTimer
 from server.backend.pop3.maildrop import (
     ASKS_RECEIPT,
     FILE_CHUNK,
@@ -29,7 +30,6 @@ from server.backend.pop3.maildrop import (
     render_for_retrieval,
     wire_ready,
 )
-from server.backend.pop3.server import IdleTimer
 from server.protocols.pop3.responses import stuff
 from server.settings.models import Mailbox, PopSettings
 from server.store.api import (
