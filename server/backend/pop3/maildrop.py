@@ -331,6 +331,10 @@ class OpenMaildrop:
     files: MaildropFiles
     view: RetrievalView  # what RETR/TOP send (formats, calendar, receipts)
 
+    def __post_init__(self) -> None:
+        # The view's options are fixed for the session: asked once, not at every RETR.
+        self.as_stored = self.view.as_stored
+
     def small(self, msg: int) -> bool:
         """Whether message `msg` (1-based) is small enough to read on the event loop."""
         return self.maildrop.messages[msg - 1].size <= INLINE_READ_LIMIT
@@ -357,7 +361,7 @@ class OpenMaildrop:
         if lines is None and facts & ASKS_RECEIPT and view.sends_receipts:
             assert view.receipts is not None
             view.receipts.downloaded(self.box, INBOX, uid, frozenset(), self.mailbox, raw)
-        if view.as_stored:
+        if self.as_stored:
             return (raw, True) if facts & WIRE_READY else (crlf_lines(raw), False)
         return crlf_lines(view.data(uid, raw)), False
 

@@ -9,7 +9,9 @@ kept as sent. Shared by the back end and the front end.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 # RFC 1939 section 3: arguments are at most 40 characters.
 MAX_ARGUMENT = 40
@@ -18,12 +20,12 @@ MAX_ARGUMENT = 40
 SASL_LINE_LIMIT = 4096
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Line:
     text: bytes  # without the line end
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LineTooLong:
     length: int  # octets seen before the reader gave up (at least the limit)
 
@@ -37,6 +39,10 @@ class LineReader:
         self._discarding = False
 
     def feed(self, data: bytes) -> list[Line | LineTooLong]:
+        if not self._buffer and not self._discarding and data.find(b"\n") == len(data) - 1:
+            # One whole line, as a client that waits for each answer sends it: no buffer.
+            stop = len(data) - 2 if data.endswith(b"\r\n") else len(data) - 1
+            return [Line(data[:stop]) if stop <= self.limit else LineTooLong(stop)]
         self._buffer += data
         events: list[Line | LineTooLong] = []
         start = 0
@@ -64,90 +70,90 @@ class LineReader:
 
 
 # --- commands ----------------------------------------------------------------------------
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Command:
     """Base of the typed commands."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Stat(Command):
     pass
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class List(Command):
     msg: int | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Retr(Command):
     msg: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Dele(Command):
     msg: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Noop(Command):
     pass
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Rset(Command):
     pass
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Quit(Command):
     pass
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Top(Command):
     msg: int
     lines: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Uidl(Command):
     msg: int | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class User(Command):
     name: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Pass(Command):
     password: str  # the rest of the line: passwords may contain spaces (RFC 1939 section 7)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Apop(Command):
     name: str
     digest: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Capa(Command):
     pass
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Auth(Command):
     mechanism: str | None  # None: bare AUTH, list the mechanisms
     initial: str | None  # base64 initial response; "=" is the empty one (RFC 5034 section 4)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Stls(Command):
     pass
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ParseError:
     message: str  # goes after "-ERR "
 
@@ -160,7 +166,7 @@ def _number(text: str, what: str) -> int | ParseError:
 
 def _message_number(text: str) -> int | ParseError:
     value = _number(text, "message number")
-    if isinstance(value, int) and value < 1:
+    if value == 0:
         return ParseError("Invalid message number: numbers start at 1")
     return value
 
@@ -222,45 +228,42 @@ def parse_command(line: bytes) -> Command | ParseError:
             return ParseError("PASS needs a password")
         return Pass(rest)
     args = rest.split(" ") if rest else []
-    if any(arg == "" for arg in args):
+    if "" in args:
         return ParseError("Arguments must be separated by a single space")
-    if keyword != "AUTH" and any(len(arg) > MAX_ARGUMENT for arg in args):
+    if keyword != "AUTH" and args and max(map(len, args)) > MAX_ARGUMENT:
         return ParseError(f"Argument too long (at most {MAX_ARGUMENT} characters)")
-    return _dispatch(keyword, args)
+    parse = _PARSERS.get(keyword)
+    if parse is None:
+        return ParseError(f"Unknown command: {keyword}")
+    return parse(keyword, args)
 
 
-def _dispatch(keyword: str, args: list[str]) -> Command | ParseError:
-    match keyword:
-        case "STAT":
-            return _no_args(Stat, keyword, args)
-        case "NOOP":
-            return _no_args(Noop, keyword, args)
-        case "RSET":
-            return _no_args(Rset, keyword, args)
-        case "QUIT":
-            return _no_args(Quit, keyword, args)
-        case "CAPA":
-            return _no_args(Capa, keyword, args)
-        case "STLS":
-            return _no_args(Stls, keyword, args)
-        case "LIST":
-            return _optional_msg(List, keyword, args)
-        case "UIDL":
-            return _optional_msg(Uidl, keyword, args)
-        case "RETR":
-            return _one_msg(Retr, keyword, args)
-        case "DELE":
-            return _one_msg(Dele, keyword, args)
-        case "TOP":
-            return _top(args)
-        case "USER":
-            if len(args) != 1:
-                return ParseError("USER needs exactly one argument (a mailbox name)")
-            return User(args[0])
-        case "APOP":
-            if len(args) != 2:
-                return ParseError("APOP needs a name and a digest")
-            return Apop(args[0], args[1])
-        case "AUTH":
-            return _auth(args)
-    return ParseError(f"Unknown command: {keyword}")
+def _user(keyword: str, args: list[str]) -> Command | ParseError:
+    if len(args) != 1:
+        return ParseError("USER needs exactly one argument (a mailbox name)")
+    return User(args[0])
+
+
+def _apop(keyword: str, args: list[str]) -> Command | ParseError:
+    if len(args) != 2:
+        return ParseError("APOP needs a name and a digest")
+    return Apop(args[0], args[1])
+
+
+# keyword -> parser of its arguments (one dict look-up per command line)
+_PARSERS: dict[str, Callable[[str, list[str]], Command | ParseError]] = {
+    "STAT": partial(_no_args, Stat),
+    "NOOP": partial(_no_args, Noop),
+    "RSET": partial(_no_args, Rset),
+    "QUIT": partial(_no_args, Quit),
+    "CAPA": partial(_no_args, Capa),
+    "STLS": partial(_no_args, Stls),
+    "LIST": partial(_optional_msg, List),
+    "UIDL": partial(_optional_msg, Uidl),
+    "RETR": partial(_one_msg, Retr),
+    "DELE": partial(_one_msg, Dele),
+    "TOP": lambda keyword, args: _top(args),
+    "USER": _user,
+    "APOP": _apop,
+    "AUTH": lambda keyword, args: _auth(args),
+}

@@ -42,7 +42,7 @@ class State(Enum):
     CLOSED = "CLOSED"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SessionSettings:
     """Read at every use through the session's settings callable, so a reload applies
     from the next command."""
@@ -55,13 +55,13 @@ class SessionSettings:
 
 
 # --- the maildrop ------------------------------------------------------------------------
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class MaildropMessage:
     uid: int
     size: int  # what STAT and LIST report
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Maildrop:
     uidvalidity: int
     messages: tuple[MaildropMessage, ...]  # index 0 is message number 1
@@ -86,22 +86,57 @@ def unique_id(uidvalidity: int, uid: int) -> str:
 
 
 # --- actions -----------------------------------------------------------------------------
-@dataclass(frozen=True)
 class Request:
-    """The command a reply answers, for protocol logs (parameters as sent: the log redacts)."""
+    """The command a reply answers, for protocol logs: its keyword in lower case ("" for
+    the greeting), its parameters as sent (the log redacts) and its size in octets. One is
+    made for every command line and read only while a protocol log is on, so a line is
+    split into keyword and parameters when first asked (`of_line`)."""
 
-    command: str = ""  # lower case keyword, "" for the greeting
-    parameters: str = ""
-    size: int = 0  # octets of the command line
+    __slots__ = ("_line", "_command", "_parameters", "size")
+
+    def __init__(self, command: str = "", parameters: str = "", size: int = 0) -> None:
+        self._line: bytes | None = None
+        self._command = command
+        self._parameters = parameters
+        self.size = size
+
+    @classmethod
+    def of_line(cls, line: bytes) -> Request:
+        request = cls.__new__(cls)
+        request._line = line
+        request.size = len(line)
+        return request
+
+    @property
+    def command(self) -> str:
+        self._split()
+        return self._command
+
+    @property
+    def parameters(self) -> str:
+        self._split()
+        return self._parameters
+
+    def _split(self) -> None:
+        line = self._line
+        if line is not None:
+            keyword, _, rest = line[:512].decode("latin-1").partition(" ")
+            self._command, self._parameters, self._line = keyword.lower(), rest, None
+
+    def __repr__(self) -> str:
+        return f"Request({self.command!r}, {self.parameters!r}, {self.size})"
 
 
-@dataclass(frozen=True)
+GREETING = Request()
+
+
+@dataclass(frozen=True, slots=True)
 class Send:
     chunks: tuple[bytes, ...]
-    request: Request = Request()
+    request: Request = GREETING
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Authenticate:
     mechanism: str  # "PLAIN" or "USER" (USER/PASS)
     authzid: str  # the mailbox to open ("" when the client named none)
@@ -109,14 +144,14 @@ class Authenticate:
     password: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Retrieve:
     msg: int
     uid: int
     lines: int | None  # None: RETR, the whole message; else TOP msg lines
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Update:
     """Enter UPDATE (RFC 1939 section 6): remove these UIDs in one go, all or nothing, and
     mark the downloaded ones \\Seen."""
@@ -129,7 +164,7 @@ class Update:
 _Pending = TypeVar("_Pending", Authenticate, Retrieve, Update)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Close:
     pass
 
@@ -142,8 +177,7 @@ def _request_of(event: p.Line | p.LineTooLong, sasl: bool) -> Request:
         return Request("", "(too long)", event.length)
     if sasl:  # the SASL response line: credentials, never logged
         return Request("auth", "PLAIN *****", len(event.text))
-    keyword, _, rest = event.text[:512].decode("latin-1").partition(" ")
-    return Request(keyword.lower(), rest, len(event.text))
+    return Request.of_line(event.text)
 
 
 class Pop3Session:
@@ -164,7 +198,7 @@ class Pop3Session:
         self._totals_cache: tuple[int, int] | None = None
         self._listings: dict[str, bytes] = {}
         self._retrieved: set[int] = set()
-        self._request = Request()  # the command being answered
+        self._request = GREETING  # the command being answered
 
     # --- I/O side ------------------------------------------------------------------------
     def greeting(self) -> bytes:
@@ -182,6 +216,8 @@ class Pop3Session:
                 return None
             self._handle_line(self._lines.popleft())
         action = self._out.popleft()
+        if type(action) is Send:  # most actions: nothing to remember
+            return action
         if isinstance(action, Authenticate | Retrieve | Update):
             self._waiting = action
         elif isinstance(action, Close):
@@ -366,6 +402,8 @@ class Pop3Session:
         if msg is not None and self._missing(msg):
             return
         match command:
+            case p.Retr(msg=msg):  # first: most commands of a session are RETR
+                self._out.append(Retrieve(msg, self._messages()[msg - 1].uid, None))
             case p.Stat():
                 count, octets = self._totals()
                 self._reply(ok(f"{count} {octets}"))
@@ -377,8 +415,6 @@ class Pop3Session:
                 self._uidl_all()
             case p.Uidl(msg=int() as msg):
                 self._reply(ok(f"{msg} {self._unique_id(msg)}"))
-            case p.Retr(msg=msg):
-                self._out.append(Retrieve(msg, self._messages()[msg - 1].uid, None))
             case p.Top(msg=msg, lines=lines):
                 self._out.append(Retrieve(msg, self._messages()[msg - 1].uid, lines))
             case p.Dele(msg=msg):
