@@ -39,7 +39,7 @@ class LineReader:
         self._discarding = False
 
     def feed(self, data: bytes) -> list[Line | LineTooLong]:
-        if not self._buffer and not self._discarding and data.find(b"\n") == len(data) - 1:
+        if data and not self._buffer and not self._discarding and data.find(b"\n") == len(data) - 1:
             # One whole line, as a client that waits for each answer sends it: no buffer.
             stop = len(data) - 2 if data.endswith(b"\r\n") else len(data) - 1
             return [Line(data[:stop]) if stop <= self.limit else LineTooLong(stop)]

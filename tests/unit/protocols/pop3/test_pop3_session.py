@@ -420,3 +420,29 @@ def test_fuzz_session_never_breaks(chunks: list[bytes], cuts: list[int]) -> None
 def test_fuzz_parser_returns_command_or_reason(line: bytes) -> None:
     result = p.parse_command(line.replace(b"\n", b""))
     assert isinstance(result, p.Command) or result.message
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from([b"RETR 1", b"x" * 12, b"", b"\r", b"\n", b"\r\n", b"AB"]), max_size=30
+    ),
+    st.lists(st.integers(0, 20), max_size=8),
+)
+def test_line_reader_events_do_not_depend_on_segmentation(
+    parts: list[bytes], cuts: list[int]
+) -> None:
+    """Whole lines take a shortcut past the buffer: the lines must be the same as when the
+    same bytes come one at a time (a LineTooLong's length is what had arrived by then)."""
+    data = b"".join(parts)
+    one_by_one = p.LineReader(10)
+    expected = [event for i in range(len(data)) for event in one_by_one.feed(data[i : i + 1])]
+    reader = p.LineReader(10)
+    got: list[p.Line | p.LineTooLong] = []
+    for cut in cuts:
+        head, data = data[:cut], data[cut:]
+        got += reader.feed(head)
+    got += reader.feed(data)
+    assert [e if isinstance(e, p.Line) else None for e in got] == [
+        e if isinstance(e, p.Line) else None for e in expected
+    ]
