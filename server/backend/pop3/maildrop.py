@@ -4,7 +4,7 @@ take each message's bytes from (the body file, streamed when big and sent as sto
 rendered through the session's RetrievalView), and UPDATE's deletes.
 
 Everything here runs in the caller's thread and does blocking file and store I/O: the
-connection (server/backend/pop3/server.py) calls it from a worker thread, or inline for
+connection (server/backend/pop3/connection.py) calls it from a worker thread, or inline for
 small messages.
 """
 
@@ -151,8 +151,8 @@ def scan_facts(file: BinaryIO) -> int | None:
 
 class FileBody:
     """A RETR body sent as stored, straight from its open file, WRITE_SLICE at a time (see
-    _Connection._flush in server.py): a big message is never held whole. The session only takes its
-    length (for "+OK n octets") and hands it back in a Send."""
+    Pop3Connection._send_big in connection.py): a big message is never held whole. The
+    session only takes its length (for "+OK n octets") and hands it back in a Send."""
 
     __slots__ = ("file", "size")
 
