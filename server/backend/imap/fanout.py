@@ -134,7 +134,9 @@ class IdleFanout(Generic[W]):
             self._read(session, key)
             return b""
 
-        return Push(Job(True, read), key, waiter)
+        # A read of what changed since a MODSEQ is small: the I/O layer may run it in
+        # place (Job.inline) rather than pay a thread hand-off before the first push.
+        return Push(Job(True, read, inline=True), key, waiter)
 
     def finish(self, push: Push[W]) -> W | None:
         """After push.job ran (or failed): the waiter to wake, if this push read for all."""

@@ -293,8 +293,8 @@ class _Connection:
         True: nothing is left for the per-session path (_push): pushed, nothing to push,
         or a command holds the lock (its end pushes what is missed)."""
         session = self.session
-        if session.closed or self.lock.locked():
-            return True
+        if session.closed or self.lock.locked() or self.writer.is_closing():
+            return True  # closing: the client is gone, or goes with a BYE already sent
         if session.notify is not None:
             return False  # NOTIFY (RFC 5465) reads the store on its own
         if not session.idle_pending:
@@ -521,18 +521,26 @@ class ImapBackendService(BackendService):
         read per folder and MODSEQ (prefetch), then each session in place. A session that
         needs the store itself (the one that claims \\Recent, NOTIFY, live search
         contexts) gets a task of its own, as before."""
-        later = [c for c in connections if not c.push_in_place()]
-        if later:
-            readers: dict[object, _Connection] = {}
-            for c in later:
-                key = self.fanout.key(c.session)
-                if key is not None and c.session.notify is None:
-                    readers.setdefault(key, c)
-            if readers:
-                await asyncio.gather(*(c.prefetch() for c in readers.values()))
-                later = [c for c in later if not c.push_in_place()]
-        for c in later:
-            self.spawn(c._push())
+        fanout = self.fanout
+        readers: dict[object, _Connection] = {}
+        for c in connections:
+            session = c.session
+            if session.notify is None and session.idle_pending:
+                key = fanout.key(session)
+                if (
+                    key is not None
+                    and key not in readers
+                    and not fanout.answer(key, session.woken_at)
+                ):
+                    readers[key] = c
+        if readers:
+            await asyncio.gather(*(c.prefetch() for c in readers.values()))
+        for c in connections:
+            try:
+                if not c.push_in_place():
+                    self.spawn(c._push())
+            except Exception:  # one session's failure must not cost the others their push
+                self.ctx.log.exception("imap idle push failed")
 
     # --- service ----------------------------------------------------------------------------
     async def stop(self, grace: float) -> None:
