@@ -522,16 +522,16 @@ def test_idle_sessions_are_pushed_past_one_that_went_away(backend: Backend) -> N
         assert r.read_line() == b"+ idling"
         sessions.append(r)
     wakeups = backend.service.wakeups
-    wait_until(lambda: wakeups.members(box.name) == 4)
+    wait_for(lambda: wakeups.members(box.name) == 4)
     sessions.pop(1).close()
     box.append("INBOX", MSG)
     for r in sessions:
         while not r.read_line().endswith(b" EXISTS"):
             pass
-    wait_until(lambda: wakeups.members(box.name) == 3)
+    wait_for(lambda: wakeups.members(box.name) == 3)
     for r in sessions:
         r.close()
-    wait_until(lambda: wakeups.members(box.name) == 0)
+    wait_for(lambda: wakeups.members(box.name) == 0)
 
 
 def test_wake_up_while_a_push_holds_the_connection_is_pushed(
