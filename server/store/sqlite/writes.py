@@ -38,6 +38,7 @@ from server.store.sqlite.rows import (
     split_date,
 )
 from server.store.sqlite.schema import SORTKEYS_INSERT, sortkeys_row
+from server.store.sqlite.totals import folder_key
 
 
 def blank_line_end(raw: bytes) -> int:
@@ -117,6 +118,8 @@ class Writes(MailboxBase):
             results = []
             with self._write() as c:
                 f = self._folder(c, folder)
+                # Kept quota sums move forward with this append (see totals.py).
+                before = folder_key(c) if self._usage.kept else None
                 modseq = f.highestmodseq + 1
                 uid = f.uidnext
                 for name, size, flags, idate, tz, info, header, lf, head in prepared:
@@ -142,6 +145,8 @@ class Writes(MailboxBase):
                     (uid, modseq, f.id),
                 )
             written.clear()
+            if before is not None:
+                self._usage.added(before, f.id, modseq, len(prepared), sum(p[1] for p in prepared))
             for msg in messages:
                 if isinstance(msg.raw, BodyWriter):
                     msg.raw.taken = True
