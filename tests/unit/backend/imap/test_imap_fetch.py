@@ -154,3 +154,23 @@ def test_big_folders_fetch_in_a_worker(
     c = client(store)
     monkeypatch.setattr(fetch, "INLINE_MAX_MESSAGES", 49)
     assert not next_job(c, "f FETCH 1 FLAGS").inline
+
+
+def test_header_fields_answers_are_shared_by_sessions_and_stay_right(
+    store: SqliteMailStore,
+) -> None:
+    from server.backend.imap.commands import fetch
+
+    fetch.FIELDS.clear()
+    first, second = client(store), client(store)
+    assert first(f"f {HEAD_FETCH}").count(" FETCH (") == 50
+    # Other field lists of the same messages are answers of their own, not the kept ones.
+    out = second("g UID FETCH 7 (BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+    assert "BODY[HEADER.FIELDS (SUBJECT)] {18}\r\nSubject: alt 7\r\n\r\n)" in out
+    out = second("g UID FETCH 7 (BODY.PEEK[HEADER.FIELDS.NOT (FROM SUBJECT DATE)])")
+    assert "Subject:" not in out and "To: bob@example.com\r\n" in out
+    # A message expunged since is left out, though its answer is kept.
+    store.mailbox("alice").delete_messages("INBOX", [2])
+    out = second(f"f {HEAD_FETCH}")
+    assert out.count(" FETCH (") == 49 and "f OK [EXPUNGEISSUED]" in out
+    assert "Subject: alt 9\r\n" in out
