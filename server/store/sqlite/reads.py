@@ -255,11 +255,12 @@ class Reads(MailboxBase):
         info: bool = False,
         uidvalidity: int | None = None,
     ) -> dict[int, MessageSource]:
-        # One read transaction: the folder's row, the cached entries it proves still
-        # valid (sources.py), and one statement joining the folder by name for the rest,
-        # so a FETCH of a whole folder costs one query, not one per message, and a folder
-        # opened again costs none. A folder that is gone gives {} (its messages count as
-        # expunged).
+        # The folder's row, which proves the cached entries still valid (sources.py),
+        # and one statement joining the folder by name for the rest: a FETCH of a whole
+        # folder costs one query, not one per message, and a folder opened again none.
+        # Each statement is its own read transaction: a later one may see newer changes,
+        # which only ever adds messages that exist or drops more expunged ones (see
+        # _folder_sources). A folder that is gone gives {} (its messages count as expunged).
         wanted = sorted(set(uids))
         if not wanted:
             return {}
@@ -271,7 +272,7 @@ class Reads(MailboxBase):
         new, cls = tuple.__new__, MessageSource
         out: dict[int, MessageSource] = {}
         budget = sources.BUDGET_OF_PROCESS
-        with self._read() as c:
+        with self.pool.conn() as c:
             row = c.execute(
                 "SELECT id, uidvalidity, highestmodseq, pruned_modseq FROM folders WHERE name=?",
                 (name,),
@@ -300,7 +301,8 @@ class Reads(MailboxBase):
                     c,
                     "SELECT m.uid, b.file" + (", b.header" if header else "") + " FROM folders f"
                     " JOIN messages m ON m.folder = f.id JOIN bodies b ON b.id = m.body"
-                    " WHERE f.name = ?",
+                    # The folder of the row read above, not one made since under its name.
+                    f" WHERE f.name = ? AND f.id = {int(fid)} AND f.uidvalidity = {int(validity)}",
                     name,
                     misses,
                 )
@@ -327,8 +329,11 @@ class Reads(MailboxBase):
     def _folder_sources(
         self, c: sqlite3.Connection, name: str, fid: int, validity: int, modseq: int, pruned: int
     ) -> sources.FolderSources | None:
-        """The folder's cached sources brought to `modseq` (what transaction `c` sees),
-        or None when another thread brought them further (this transaction is older)."""
+        """The folder's cached sources brought to `modseq` (the folder row just read),
+        or None when another thread brought them further (that row is older). The
+        tombstones are read after the row: expunges committed in between drop their UIDs
+        too, which is never wrong (a message dropped is looked up again), and any expunge
+        after `modseq` has a tombstone above it, so the next lookup drops it anyway."""
         budget = sources.BUDGET_OF_PROCESS
         with budget.lock:
             cached = self._sources.get(name)
