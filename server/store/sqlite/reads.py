@@ -90,6 +90,10 @@ class Reads(MailboxBase):
             deleted,
         )
 
+    def cached_size(self, folder: str) -> int | None:
+        cached = self._cache.get(normalize_folder(folder))
+        return None if cached is None else len(cached.rows)
+
     def snapshot(self, folder: str) -> FolderSnapshot:
         name = normalize_folder(folder)
         with self._read() as c:
