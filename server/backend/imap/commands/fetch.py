@@ -68,7 +68,17 @@ class Message:
     header block), looked up for the whole command at once; without it each access asks
     the store."""
 
-    __slots__ = ("s", "uid", "view", "source", "_stored", "_raw", "_info", "_rendered")
+    __slots__ = (
+        "s",
+        "uid",
+        "view",
+        "source",
+        "as_stored",
+        "_stored",
+        "_raw",
+        "_info",
+        "_rendered",
+    )
 
     def __init__(
         self,
@@ -76,11 +86,15 @@ class Message:
         uid: int,
         view: RetrievalView | None = None,
         source: api.MessageSource | None = None,
+        as_stored: bool | None = None,
     ) -> None:
         self.s = s
         self.uid = uid
         self.view = view
         self.source = source
+        # The message goes out as stored (`view`'s as_stored, given by a caller that
+        # builds many Messages with one view).
+        self.as_stored = (view is None or view.as_stored) if as_stored is None else as_stored
         self._stored: bytes | None = None
         self._raw: bytes | None = None
         self._info: bodystructure.MessageInfo | None = None
@@ -141,7 +155,7 @@ class Message:
         if (
             source is not None
             and source.header is not None
-            and (self.view is None or self.view.as_stored or _crlf_only(source.header))
+            and (self.as_stored or _crlf_only(source.header))
         ):
             return source.header
         return None
@@ -289,6 +303,7 @@ def _body_item(item: rq.FetchItem) -> Item:
             raw = msg.raw
             return prefix + b"{%d}\r\n" % len(raw) + raw
 
+        get.streams = True  # type: ignore[attr-defined]
         return get
 
     if _header_only(item):
@@ -592,6 +607,9 @@ def _emit(
     pending = sel.pending_vanished
     out = s.out
     flags_item = _simple("FLAGS", s)
+    # Only a whole-body item sends a message from its file (_Streamed).
+    may_stream = any(getattr(g, "streams", False) for g in getters)
+    as_stored = view.as_stored
     size = 0
     sources: dict[int, api.MessageSource] | None = None
     batch_end = start
@@ -611,7 +629,7 @@ def _emit(
             if source is None:  # expunged by another session since our snapshot
                 expunged = True
                 continue
-        msg = Message(s, uid, view, source)
+        msg = Message(s, uid, view, source, as_stored)
         try:
             parts = [g(i, row, msg) for g in getters]
             if receipts and view.receipts is not None:
@@ -623,7 +641,9 @@ def _emit(
             continue
         if flag_after and uid in flag_after:
             parts.append(flags_item(i, row, msg))
-        streamed = [n for n, part in enumerate(parts) if type(part) is _Streamed]
+        streamed = (
+            [n for n, part in enumerate(parts) if type(part) is _Streamed] if may_stream else None
+        )
         if streamed:
             # A big message as stored: its octets go out from the file one chunk per job,
             # so neither this session nor the I/O layer ever holds the whole message.
