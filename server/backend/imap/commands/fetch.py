@@ -320,11 +320,11 @@ def _body_item(item: rq.FetchItem) -> Item:
                 data = msg.header()
             else:
                 stored = msg.stored_header()
-                path = msg.source.path if stored is not None else None  # type: ignore[union-attr]
-                if path is None:
+                source = msg.source
+                if stored is None or source is None or source.path is None:
                     data = pick(msg.header())
                 else:
-                    key = (path, fields)
+                    key = (source.path, fields)
                     data = FIELDS.get(key)
                     if data is None:
                         data = FIELDS.put(key, pick(stored))
