@@ -23,7 +23,7 @@ from server.directory import proxy_secret
 from server.protocols.handover import HandoverRefused
 from server.runtime.main import query_control
 from server.runtime.status import control_request
-from server.runtime.workers import route
+from server.runtime.workers import route, worker_control_name
 from server.settings.models import IMAP4, IMAP4BE, POP3, POP3BE
 from server.settings.types import LoginType
 from server.store import NewMessage, open_store
@@ -204,6 +204,18 @@ def test_backend_workers_take_each_mailbox_in_one_process(services: ServiceRunne
     finally:
         for client in clients:
             client.logout()
+
+    # Each process reloads the settings itself; a worker answers status on its own socket.
+    before = (query_control(runner.home, IMAP4BE, "MBX01") or {})["SettingsVersion"]
+    runner.run_ok("set-imapsettings", "--max-connections-per-user", "20")
+
+    def versions() -> set[object]:
+        return {
+            (query_control(runner.home, name, "MBX01") or {}).get("SettingsVersion")
+            for name in (IMAP4BE, worker_control_name(IMAP4BE, 1))
+        }
+
+    until(lambda: len(versions()) == 1 and before not in versions())
 
     # A worker that dies is started again; meanwhile its mailboxes go to the service process.
     os.kill(worker, signal.SIGKILL)
