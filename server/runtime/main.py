@@ -370,6 +370,16 @@ class Runtime:
             },
         }
 
+    async def _status_with_workers(self) -> dict[str, Any]:
+        """The status, its Connections counting the workers' (a back end's sessions are
+        mostly theirs). The state file keeps the service process's own count."""
+        status = self.status()
+        if self.workers is not None:
+            for answer in await self.workers.forward(None):
+                if answer is not None:
+                    status["Connections"] += int(answer.get("Connections") or 0)
+        return status
+
     def write_state(self) -> None:
         """The state file: what get-service shows when the control socket does not answer.
         Written at start and after each reload, never per connection."""
@@ -417,7 +427,7 @@ class Runtime:
                         answer = merge_answers(answer, await self.workers.forward(request))
                 else:
                     answer = {"error": "a control request is one JSON object"}
-            out = answer if answer is not None else self.status()
+            out = answer if answer is not None else await self._status_with_workers()
             writer.write(json.dumps(out, default=str).encode() + b"\n")
             await writer.drain()
         except (ConnectionError, OSError):

@@ -67,6 +67,8 @@ RESTART_DELAY = 1.0
 #: A control request passed on to the workers: a move's end-sessions waits for running
 #: commands (twice END_GRACE at most), within the 60 s the mover gives the whole request.
 FORWARD_TIMEOUT = 50.0
+#: A worker's status, asked for the service process's (get-service waits 2 s for that).
+STATUS_TIMEOUT = 1.0
 
 
 def worker_processes(settings: Settings, server: str, name: str) -> int:
@@ -213,13 +215,15 @@ class Workers:
         except RuntimeError as exc:
             log.error("%s", exc)
 
-    async def forward(self, request: dict[str, Any]) -> list[dict[str, Any] | None]:
-        """Send a control request to every worker; their answers (None: no answer)."""
+    async def forward(self, request: dict[str, Any] | None) -> list[dict[str, Any] | None]:
+        """Send a control request (None: the status) to every worker; their answers (None:
+        no answer)."""
         home = Home.resolve(self.home)
+        timeout = FORWARD_TIMEOUT if request is not None else STATUS_TIMEOUT
 
         def ask(index: int) -> dict[str, Any] | None:
             name = worker_control_name(self.name, index)
-            return control_request(home, name, self.server, request, FORWARD_TIMEOUT)
+            return control_request(home, name, self.server, request, timeout)
 
         return list(
             await asyncio.gather(*(asyncio.to_thread(ask, index) for index in sorted(self._procs)))

@@ -201,6 +201,8 @@ def test_backend_workers_take_each_mailbox_in_one_process(services: ServiceRunne
             assert holder((main, worker), client.socket()) == expected
             assert client.select("INBOX")[1] == [b"1"]
             assert client.fetch("1", "(BODY.PEEK[])")[1][0][1] == MESSAGE
+        # get-service counts the sessions of every process.
+        assert runner.get(IMAP4BE).Connections == 3
     finally:
         for client in clients:
             client.logout()
