@@ -22,10 +22,12 @@ front end whose process is restarting uses the service process meanwhile. A work
 control socket of its own (worker_control_name); the service process passes each control
 request (a mailbox move's end-sessions) on to its workers and adds up the answers.
 
-The front ends' sessions share nothing across connections but the settings. What is counted per process is then counted per worker: MaxConnections,
-MaxConnectionFromSingleIP, MaxConnectionsPerUser and the failed-login slow-down apply to each
-worker's share of the connections (README, "More cores"). That, and the memory each
-process costs at rest, is why the default is 1.
+The front ends' sessions share nothing across connections but the settings. What a front
+end counts per process is then counted per worker: MaxConnections,
+MaxConnectionFromSingleIP, MaxConnectionsPerUser and the failed-login slow-down apply to
+each worker's share of the connections (README, "More cores"). That, and the memory each
+process costs at rest, is why both defaults are 1 (bench/README.md, "Levers", has what a
+second back-end process did on two cores).
 
 Life cycle: the service process starts the workers after its own start and waits for each
 one's READY before it says READY itself; it restarts a worker that dies; on stop it sends
