@@ -5,11 +5,19 @@ front end and the back end, and the new-mail latency.
                                [--env NAME=VALUE ...]
 
 Sets up 20 mailboxes (u01..u20, `--messages` 4 KiB messages each, as `bench run`), enables
-IMAP4 only (front end MSExchangeIMAP4 and back end MSExchangeIMAP4BE, with the default TLS
-hop between them), starts the services afresh, warms the password cache with a short connect
-run, then runs the load generator's idle scenario (bench/load.py) and reads each service
-process's PSS before and while the sessions are held. `--env` is passed to the services
-(through mailctl's environment): the A/B switch of a lever. Prints one JSON line.
+IMAP4 only (front end MSExchangeIMAP4 and back end MSExchangeIMAP4BE), starts the services
+afresh, warms the password cache with a short connect run, then runs the load generator's
+idle scenario (bench/load.py) and reads each service process's PSS before and while the
+sessions are held. `--env` is passed to the services (through mailctl's environment): the
+A/B switch of a lever. Prints one JSON line, with the machine's load average before and
+after (on a shared machine the latencies say as much about it as about us).
+
+The clients are plaintext, so the front end hands each socket to the back end after the
+login (server/frontend/handoff.py): a session has no hop at all, and the front end keeps
+next to nothing of it. The hop (`--plain-hop` or the default TLS one) is only used when the
+hand-off is off (`--env MAILCTL_HANDOFF=off`: every session relayed), and then one front-end
+process holds two sockets per session: 10,000 need `--fe-workers 2` under a 20,000-descriptor
+limit.
 """
 
 from __future__ import annotations
@@ -79,13 +87,13 @@ def main(argv: list[str] | None = None) -> None:
         "--fe-workers",
         type=int,
         default=1,
-        help="front-end WorkerProcesses (2 is needed for 10,000 connections under a 20,000 fd limit)",
+        help="front-end WorkerProcesses (relayed sessions only: 2 for 10,000 under 20,000 fds)",
     )
     parser.add_argument("--ramp", type=int, default=50, help="connections opened at once")
     parser.add_argument(
         "--plain-hop",
         action="store_true",
-        help="ProxyTargetPort = the plain back-end port (no TLS between front and back end)",
+        help="ProxyTargetPort = the plain back-end port (relayed sessions: no TLS hop)",
     )
     args = parser.parse_args(argv)
     raise_fd_limit()
@@ -123,6 +131,7 @@ def main(argv: list[str] | None = None) -> None:
         trees = [pid for roots in pids.values() for pid in roots]
         time.sleep(1.0)  # the warm-up's connections are closed: let both sides free them
         before = _pss(pids)
+        load_before = os.getloadavg()
         result = _load(
             instance,
             users_file,
@@ -154,6 +163,7 @@ def main(argv: list[str] | None = None) -> None:
                 sum((after[k] or 0) - before[k] for k in before) / held / 1024, 2
             ),
             "exists_latency_ms": result["exists_latency_ms"],
+            "loadavg_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
             "delivery_append_ms": result["latency"].get("delivery_append"),
             "setup_s": result["setup_s"],
             "errors": result["errors"],

@@ -28,7 +28,7 @@ import psutil
 
 from server.runtime import filemodes
 from server.runtime.listeners import set_reuse_port
-from server.runtime.malloc import limit_arenas
+from server.runtime.malloc import fix_mmap_threshold, limit_arenas
 from server.runtime.reload import SettingsWatcher
 from server.runtime.service import REGISTRY, Service, ServiceContext, load_service_class
 from server.runtime.sslbuffers import install as share_tls_buffers
@@ -523,6 +523,7 @@ def run(
 ) -> int:
     os.umask(filemodes.UMASK)  # everything the service writes is the service's own
     limit_arenas()  # before any thread: see server/runtime/malloc.py
+    fix_mmap_threshold()
     setup_logging(name, server)
     loop_name, policy = event_loop_policy()
     if policy is not None:

@@ -538,6 +538,31 @@ def test_many_idle_sessions_each_see_every_delivery_in_order(backend: Backend) -
     assert recent_seen >= 1
 
 
+def test_idle_sessions_are_pushed_past_one_that_went_away(backend: Backend) -> None:
+    """The sessions one delivery wakes are pushed from one task: a client that went away
+    must not cost the others their EXISTS, and leaves the mailbox's wake-ups with it."""
+    box = backend.inbox()
+    box.append("INBOX", MSG)
+    sessions = []
+    for n in range(4):
+        r = backend.raw()
+        r.cmd(f"s{n} SELECT INBOX")
+        r.sock.sendall(b"i IDLE\r\n")
+        assert r.read_line() == b"+ idling"
+        sessions.append(r)
+    wakeups = backend.service.wakeups
+    wait_until(lambda: wakeups.members(box.name) == 4)
+    sessions.pop(1).close()
+    box.append("INBOX", MSG)
+    for r in sessions:
+        while not r.read_line().endswith(b" EXISTS"):
+            pass
+    wait_until(lambda: wakeups.members(box.name) == 3)
+    for r in sessions:
+        r.close()
+    wait_until(lambda: wakeups.members(box.name) == 0)
+
+
 def test_wake_up_while_a_push_holds_the_connection_is_pushed(
     backend: Backend, monkeypatch: pytest.MonkeyPatch
 ) -> None:

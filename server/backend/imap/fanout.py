@@ -20,6 +20,13 @@ returns (an asyncio future, in the back end) is what `reading` hands the others 
 `finish` hands back to be woken. The session gets the answer through
 ImapSession.push_changes and knows nothing of the sharing.
 
+A wake-up of many sessions at once is pushed without a task each (server.py): `prefetch`
+reads the answer once for a key, then `in_place` gives each session's update as a job to
+run on the spot; only what needs the store (a \\Recent claim, live search contexts) takes
+the per-session path above. One session per answer claims \\Recent, chosen when it is
+first asked (SharedChanges.claimer): the others are told nothing is recent for them, as
+the store would tell them after the claim, without waiting for it.
+
 Lost wake-ups (a delivery announced while a push runs) are avoided by order, not locks:
 the session clears its dirty flag before the answer is read, and ImapSession.mark_dirty sets
 woken_at before dirty; an answer serves a session only if it was read at or after the
@@ -45,16 +52,16 @@ W = TypeVar("W")
 class SharedChanges:
     """One changes_since() answer, shared by the sessions that wait at the same MODSEQ."""
 
-    __slots__ = ("generation", "changes", "recent_claimed")
+    __slots__ = ("generation", "changes", "claimer")
 
     def __init__(self, generation: int, changes: api.Changes) -> None:
         # The store's change generation read before the query: the answer holds every
         # change announced up to it.
         self.generation = generation
         self.changes = changes
-        # Set by the first session to claim \Recent for these changes: the others would
-        # only get an empty set from the store, through a write transaction each.
-        self.recent_claimed = False
+        # The session that claims \Recent for these changes: the others would only get
+        # an empty set from the store, through a write transaction each.
+        self.claimer: object | None = None
 
 
 @dataclass(slots=True)
@@ -90,14 +97,46 @@ class IdleFanout(Generic[W]):
 
         key = self.key(session)
         found = self.answer(key, session.woken_at) if key is not None else None
-        if found is not None and not self._claims(session, found) and not session.contexts:
-            # Everything is known already: no store call, so no thread hand-off (live
-            # search contexts may read messages: those go to a worker thread).
-            return Push(Job(False, lambda: self._apply(session, key, found)), key, None)
+        if found is not None and not session.contexts:
+            # Everything is known already: no store call, so no thread hand-off unless this
+            # session claims \Recent (live search contexts may read messages: those go to
+            # a worker thread too).
+            claim = self._claim(session, found)
+            return Push(Job(claim, lambda: self._apply(session, key, found, claim)), key, None)
         waiter: W | None = None
         if found is None and key is not None and key not in self._reading:
             waiter = self._reading[key] = new_waiter()
-        return Push(Job(True, lambda: self._apply(session, key, found)), key, waiter)
+        return Push(Job(True, lambda: self._apply(session, key, found, None)), key, waiter)
+
+    def in_place(self, session: ImapSession) -> Job | None:
+        """The session's update as a job that makes no store call (run it on the spot), or
+        None when it needs the store: then `push` (the per-session path) gives it. Ask only
+        for a session with session.idle_pending."""
+        from server.backend.imap.session import Job
+
+        key = self.key(session)
+        found = self.answer(key, session.woken_at) if key is not None else None
+        if found is None or session.contexts or self._claim(session, found):
+            return None
+        return Job(False, lambda: self._apply(session, key, found, False))
+
+    def prefetch(self, session: ImapSession, new_waiter: Callable[[], W]) -> Push[W] | None:
+        """A job that reads the answer of this session's key for every session of it (run
+        it in a worker thread, then `finish`), or None when one is known or being read."""
+        from server.backend.imap.session import Job
+
+        key = self.key(session)
+        if key is None or key in self._reading or self.answer(key, session.woken_at):
+            return None
+        waiter = self._reading[key] = new_waiter()
+
+        def read() -> bytes:
+            self._read(session, key)
+            return b""
+
+        # A read of what changed since a MODSEQ is small: the I/O layer may run it in
+        # place (Job.inline) rather than pay a thread hand-off before the first push.
+        return Push(Job(True, read, inline=True), key, waiter)
 
     def finish(self, push: Push[W]) -> W | None:
         """After push.job ran (or failed): the waiter to wake, if this push read for all."""
@@ -144,23 +183,36 @@ class IdleFanout(Generic[W]):
 
     @staticmethod
     def _claims(session: ImapSession, shared: SharedChanges) -> bool:
-        """Whether this session would claim \\Recent for new messages (a store write)."""
+        """Whether this session is to claim \\Recent for new messages (a store write)."""
         sel = session.selected
-        if sel is None or sel.readonly or shared.recent_claimed:
+        if sel is None or sel.readonly or shared.claimer not in (None, session):
             return False
         known_max = sel.uids[-1] if sel.uids else 0
         return any(row.uid > known_max for row in shared.changes.changed)
 
-    def _apply(self, session: ImapSession, key: Key | None, found: SharedChanges | None) -> bytes:
+    def _claim(self, session: ImapSession, shared: SharedChanges) -> bool:
+        """_claims, and when it says so this session becomes the one claimer."""
+        if not self._claims(session, shared):
+            return False
+        shared.claimer = session
+        return True
+
+    def _apply(
+        self,
+        session: ImapSession,
+        key: Key | None,
+        found: SharedChanges | None,
+        claim: bool | None,
+    ) -> bytes:
+        """`claim`: decided when the job was made (the answer was known), else None."""
+
         def changes() -> tuple[api.Changes | None, bool]:
             # Called by the session after it cleared its dirty flag (see the module doc).
             shared = found if found is not None else self._read(session, key)
             if shared is None:
                 return None, True
-            claim = self._claims(session, shared)
-            if claim:
-                shared.recent_claimed = True  # before the write: the others skip it
-            return shared.changes, claim
+            # Decided here, before the write: the others skip it.
+            return shared.changes, self._claim(session, shared) if claim is None else claim
 
         return session.push_changes(changes)
 

@@ -6,8 +6,10 @@ proxy secret and names the mailbox and the real client. Only then does IMAP begi
 authenticated: a PREAUTH greeting (RFC 3501 section 7.1.4), so not one IMAP byte from an
 unproved peer is ever parsed.
 
-Per connection: one coroutine reading the socket, the session, one lazily re-armed timer
-(autologout and IDLE keep-alives) and one store subscription. Commands of a connection run
+Per connection: one coroutine reading the socket, the session and one lazily re-armed timer
+(autologout and IDLE keep-alives); the store wakes the process once per mailbox
+(server/backend/imap/wakeups.py) and the IDLE sessions it woke get their updates from one
+task, in place, without a task each (ImapBackendService._push_woken). Commands of a connection run
 one at a time in order; those that write to the store run on a shared thread pool, so a
 slow disk or a big APPEND never stalls the event loop or the other sessions. Read-only
 FETCHes run in place unless one of them turned out slow (see INLINE_SLOW).
@@ -40,6 +42,7 @@ from server.backend.imap.session import (
     Login,
     SessionConfig,
 )
+from server.backend.imap.wakeups import Wakeups
 from server.backend.service import BackendService, open_default_store
 from server.frontend.imap_compress import ImapCompress
 from server.moves import fence
@@ -111,7 +114,7 @@ class _Connection:
         "lock",
         "last_activity",
         "timer",
-        "unsubscribe",
+        "watching",
         "next_keepalive",
         "loop",
         "client",
@@ -138,7 +141,7 @@ class _Connection:
         self.loop = asyncio.get_running_loop()
         self.last_activity = self.loop.time()
         self.timer: asyncio.TimerHandle | None = None
-        self.unsubscribe: Callable[[], None] | None = None
+        self.watching: str | None = None  # the mailbox key of service.wakeups
         self.next_keepalive = 0.0
         self.session_id = next(service.session_ids)
         self.logging: _LogEntry | None = None
@@ -268,9 +271,9 @@ class _Connection:
 
     def _after_job(self) -> None:
         session = self.session
-        if self.unsubscribe is None and session.mailbox is not None:
+        if self.watching is None and session.mailbox is not None:
             # Subscribing here, on the loop, makes the store wake us on this loop.
-            self.unsubscribe = session.mailbox.subscribe(self._on_change)
+            self.watching = self.service.wakeups.add(session.mailbox, self)
         if session.idling and not self.next_keepalive:
             self.next_keepalive = self.loop.time() + KEEPALIVE_SECONDS
             if self.timer is None or self.timer.when() > self.next_keepalive:
@@ -278,11 +281,64 @@ class _Connection:
         elif not session.idling:
             self.next_keepalive = 0.0
 
-    def _on_change(self) -> None:
+    def woken(self) -> bool:
+        """A change to the mailbox: True when an update is to be pushed now (else the
+        running command's end brings it, or the next command)."""
         session = self.session
         session.mark_dirty()
-        if (session.idling or session.notify is not None) and not self.lock.locked():
-            self.service.spawn(self._push())
+        return (session.idling or session.notify is not None) and not self.lock.locked()
+
+    def push_in_place(self) -> bool:
+        """Push this session's IDLE update now, on the loop, when it needs no store call.
+        True: nothing is left for the per-session path (_push): pushed, nothing to push,
+        or a command holds the lock (its end pushes what is missed)."""
+        session = self.session
+        if session.closed or self.lock.locked() or self.writer.is_closing():
+            return True  # closing: the client is gone, or goes with a BYE already sent
+        if session.notify is not None:
+            return False  # NOTIFY (RFC 5465) reads the store on its own
+        if not session.idle_pending:
+            return True
+        job = self.service.fanout.in_place(session)
+        if job is None:
+            return False
+        out = job.run()
+        if out:
+            self.writer.write(out)
+            if session.closed or self.writer.transport.get_write_buffer_size() > PUSH_BUFFER_LIMIT:
+                # A BYE (the folder is gone) or a client that stopped reading: as _push.
+                self.service.spawn(self._flush())
+        return True
+
+    async def _flush(self) -> None:
+        async with self.lock:
+            if self.session.closed:
+                with contextlib.suppress(Exception):
+                    await self.writer.drain()
+                self.writer.close()
+                return
+            await self.writer.drain()
+        self._push_missed()
+
+    async def prefetch(self) -> None:
+        """Read the changes for every session of this one's folder and MODSEQ (or wait
+        for whoever reads them), so that they are pushed in place."""
+        fanout = self.service.fanout
+        reading = fanout.reading(self.session)
+        if reading is not None:
+            await asyncio.wait([reading])
+            return
+        push = fanout.prefetch(self.session, self.loop.create_future)
+        if push is None:
+            return
+        try:
+            await self._run_job(push.job)
+        except Exception:  # noqa: BLE001 - each session then reads (and logs) on its own
+            pass
+        finally:
+            done = fanout.finish(push)
+            if done is not None:
+                done.set_result(None)
 
     async def _push(self) -> None:
         async with self.lock:
@@ -372,10 +428,10 @@ class _Connection:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        if self.unsubscribe is not None:
+        if self.watching is not None:
             with contextlib.suppress(Exception):
-                self.unsubscribe()
-            self.unsubscribe = None
+                self.service.wakeups.remove(self.watching, self)
+            self.watching = None
 
 
 class ImapBackendService(BackendService):
@@ -389,6 +445,7 @@ class ImapBackendService(BackendService):
         self.executor = ThreadPoolExecutor(WORKERS, thread_name_prefix="imap-be")
         self.info_cache = InfoCache()
         self.fanout: IdleFanout[asyncio.Future[None]] = IdleFanout()
+        self.wakeups: Wakeups[_Connection] = Wakeups(self._on_change)
         self._inline_off_until = 0.0  # time.monotonic() before which nothing runs inline
 
     # --- settings and sessions ------------------------------------------------------------
@@ -452,6 +509,38 @@ class ImapBackendService(BackendService):
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    # --- IDLE: the sessions one change wakes ----------------------------------------------
+    def _on_change(self, connections: list[_Connection]) -> None:
+        woken = [c for c in connections if c.woken()]
+        if woken:
+            self.spawn(self._push_woken(woken))
+
+    async def _push_woken(self, connections: list[_Connection]) -> None:
+        """Push the update of every session one change woke, from this one task: one store
+        read per folder and MODSEQ (prefetch), then each session in place. A session that
+        needs the store itself (the one that claims \\Recent, NOTIFY, live search
+        contexts) gets a task of its own, as before."""
+        fanout = self.fanout
+        readers: dict[object, _Connection] = {}
+        for c in connections:
+            session = c.session
+            if session.notify is None and session.idle_pending:
+                key = fanout.key(session)
+                if (
+                    key is not None
+                    and key not in readers
+                    and not fanout.answer(key, session.woken_at)
+                ):
+                    readers[key] = c
+        if readers:
+            await asyncio.gather(*(c.prefetch() for c in readers.values()))
+        for c in connections:
+            try:
+                if not c.push_in_place():
+                    self.spawn(c._push())
+            except Exception:  # one session's failure must not cost the others their push
+                self.ctx.log.exception("imap idle push failed")
 
     # --- service ----------------------------------------------------------------------------
     async def stop(self, grace: float) -> None:

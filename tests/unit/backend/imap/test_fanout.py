@@ -214,3 +214,72 @@ def test_a_store_without_generations_reads_per_session() -> None:
         assert push is not None and push.job.blocking
         assert exists(run(fanout, push)) == [2]
     assert fanout.reads == 0
+
+
+# --- many sessions woken at once: one read, then each in place (server.py _push_woken) -----
+def test_a_prefetch_reads_once_and_every_session_is_pushed_in_place() -> None:
+    fanout = IdleFanout[Waiter]()
+    store, gen, clients = idle_clients(5)
+    deliver(store, gen, clients)
+    assert all(fanout.in_place(c.session) is None for c in clients)  # nothing read yet
+    read = fanout.prefetch(clients[0].session, Waiter)
+    assert read is not None and read.job.blocking and isinstance(read.waiter, Waiter)
+    assert read.job.inline  # a small read: the loop may run it in place
+    assert fanout.prefetch(clients[1].session, Waiter) is None  # one read in flight per key
+    assert fanout.reading(clients[1].session) is read.waiter
+    assert run(fanout, read) == b""  # the read only; nobody is pushed by it
+    assert fanout.reading(clients[1].session) is None
+    assert fanout.prefetch(clients[1].session, Waiter) is None  # the answer is known
+    # The first session asked claims \Recent (a store write: not in place) ...
+    assert fanout.in_place(clients[0].session) is None
+    outs = []
+    for c in clients[1:]:
+        job = fanout.in_place(c.session)
+        assert job is not None and not job.blocking
+        outs.append(job.run())
+    # ... and the others are told nothing is recent for them, without waiting for it.
+    assert all(exists(out) == [2] and b"* 0 RECENT" in out for out in outs)
+    claim = fanout.push(clients[0].session, Waiter)
+    assert claim is not None and claim.job.blocking and claim.waiter is None
+    out = run(fanout, claim)
+    assert exists(out) == [2] and b"* 2 RECENT" in out
+    assert not any(c.session.idle_pending for c in clients)
+    assert gen.reads == 1 and fanout.reads == 1
+
+
+def test_an_answer_read_before_a_second_wake_up_is_not_pushed_in_place() -> None:
+    fanout = IdleFanout[Waiter]()
+    store, gen, (a, b) = idle_clients(2, readonly=True)
+    deliver(store, gen, [a, b])
+    assert run(fanout, fanout.prefetch(a.session, Waiter)) == b""
+    deliver(store, gen, [a, b])  # after the read, before the pushes
+    assert fanout.in_place(a.session) is None and fanout.in_place(b.session) is None
+    assert run(fanout, fanout.prefetch(a.session, Waiter)) == b""
+    for c in (a, b):
+        job = fanout.in_place(c.session)
+        assert job is not None and exists(job.run()) == [3]
+    assert gen.reads == 2
+
+
+def test_a_wake_up_while_pushed_in_place_keeps_the_session_dirty() -> None:
+    fanout = IdleFanout[Waiter]()
+    store, gen, (a, b) = idle_clients(2, readonly=True)
+    deliver(store, gen, [a, b])
+    assert run(fanout, fanout.prefetch(a.session, Waiter)) == b""
+    job = fanout.in_place(a.session)
+    assert job is not None
+    assert exists(job.run()) == [2]
+    deliver(store, gen, [a, b])
+    assert a.session.idle_pending and fanout.in_place(a.session) is None
+    push = fanout.push(a.session, Waiter)
+    assert push is not None and exists(run(fanout, push)) == [3]
+
+
+def test_sessions_with_search_contexts_are_not_pushed_in_place() -> None:
+    fanout = IdleFanout[Waiter]()
+    store, gen, (a, b) = idle_clients(2, readonly=True)
+    b.session.contexts["t"] = object()
+    deliver(store, gen, [a, b])
+    assert run(fanout, fanout.prefetch(a.session, Waiter)) == b""
+    assert fanout.in_place(a.session) is not None
+    assert fanout.in_place(b.session) is None
