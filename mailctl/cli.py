@@ -27,7 +27,8 @@ name without dashes is the same, e.g. ``-MaxConnectionFromSingleIP`` ->
 Conventions the shared helpers give you:
 
 * ``home()`` - the home folder (``--home`` anywhere on the line, else MAILCTL_HOME, else the
-  default); ``load_settings()`` - the validated settings; ``local_server(settings, name)``.
+  default); ``load_settings()`` - the validated settings; ``local_server(settings, name)``;
+  ``find_mailbox(settings, identity)`` - a mailbox's directory entry (settings.toml or LDAP).
 * Read commands take ``output: OutputOpt = "table"`` and end with
   ``emit(rows, output, columns=[...])``: rows are dicts with JSON-ready values (a dict for one
   object, a list for many); table, Format-List style and JSON come out of that alone.
@@ -69,6 +70,7 @@ import typer
 from mailctl import exchange, output
 from mailctl.context import (
     edit_settings,
+    find_mailbox,
     home,
     load_settings,
     local_server,
@@ -159,6 +161,7 @@ __all__ = [
     "field_choices",
     "field_help",
     "field_kind",
+    "find_mailbox",
     "format_value",
     "home",
     "hook_modules",

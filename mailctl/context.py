@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from mailctl.errors import CommandError, fail, warn
 
 if TYPE_CHECKING:
+    from server.directory import Entry
     from server.settings.models import Server, Settings
     from server.settings.paths import Home
 
@@ -55,6 +56,20 @@ def local_server(settings: Settings, name: str | None = None) -> tuple[str, Serv
         wanted = name or os.environ.get("MAILCTL_SERVER")
         fail(f"there is no server {wanted!r}", allowed=", ".join(settings.Servers))
     return key, settings.Servers[key]
+
+
+def find_mailbox(settings: Settings, identity: str) -> Entry:
+    """The directory entry (settings.toml or LDAP, as configured) of the mailbox named or
+    addressed `identity`; exit 1 when there is none or the directory cannot be reached."""
+    from server.directory import DirectoryUnavailable, find_entry
+
+    try:
+        entry = find_entry(settings, identity, home())
+    except DirectoryUnavailable as exc:
+        fail(f"the directory cannot be reached: {exc}", code=1)
+    if entry is None:
+        fail(f"there is no mailbox {identity!r}", code=1)
+    return entry
 
 
 def settings_written(where: Home) -> None:

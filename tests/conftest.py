@@ -7,7 +7,8 @@ import os
 import random
 import socket
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -85,6 +86,16 @@ def make_home(path: Path, server: str = "MBX01", domain: str = "contoso.test") -
     home = Home.resolve(path)
     store.create(home, default_settings(server=server, domain=domain, ports=free_port_plan()))
     return home
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 10.0) -> None:
+    """Until `predicate()` is true, for states nothing signals (a spool file gone, a message
+    in the store, a line in a log); fails the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        time.sleep(0.02)
 
 
 @pytest.fixture

@@ -22,6 +22,7 @@ from mailctl.cli import (
     edit_settings,
     emit,
     fail,
+    find_mailbox,
     home,
     load_settings,
     local_server,
@@ -314,15 +315,8 @@ def refuse_server_change(settings: Settings, identity: str, values: dict[str, An
     """-Server naming the mailbox's own server changes nothing and is dropped; another server
     is refused: repointing the directory alone would show the user an empty mailbox and
     strand its mail on the old server. New-MoveRequest moves the contents, then switches."""
-    from server.directory import DirectoryUnavailable, find_entry
-
     wanted, _ = local_server(settings, values["Server"])
-    try:
-        entry = find_entry(settings, identity, home())
-    except DirectoryUnavailable as exc:
-        fail(f"the directory cannot be reached: {exc}", code=1)
-    if entry is None:
-        fail(f"there is no mailbox {identity!r}", code=1)
+    entry = find_mailbox(settings, identity)
     if entry.server_name.lower() == wanted.lower():
         del values["Server"]
         return

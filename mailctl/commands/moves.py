@@ -11,7 +11,17 @@ from typing import Annotated, Any
 
 import typer
 
-from mailctl.cli import OutputOpt, command, emit, fail, home, load_settings, local_server, warn
+from mailctl.cli import (
+    OutputOpt,
+    command,
+    emit,
+    fail,
+    find_mailbox,
+    home,
+    load_settings,
+    local_server,
+    warn,
+)
 
 IdentityArg = Annotated[
     str, typer.Argument(help="Mailbox name, e-mail address or domain\\name.", show_default=False)
@@ -32,15 +42,8 @@ STATISTICS_COLUMNS = [
 
 def _find(identity: str) -> tuple[str, Any, Any]:
     """(mailbox name, directory entry, settings) for `identity`."""
-    from server.directory import DirectoryUnavailable, find_entry
-
     settings = load_settings()
-    try:
-        entry = find_entry(settings, identity, home())
-    except DirectoryUnavailable as exc:
-        fail(f"the directory cannot be reached: {exc}", code=1)
-    if entry is None:
-        fail(f"there is no mailbox {identity!r}", code=1)
+    entry = find_mailbox(settings, identity)
     return entry.name, entry, settings
 
 

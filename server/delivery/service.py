@@ -31,17 +31,14 @@ from server.delivery.lmtp import LmtpSession, Transaction
 from server.directory import DirectoryUnavailable, Entry, ProxySecret, find_entry
 from server.moves import fence
 from server.retrieval.calendar import calendar_part
-from server.runtime import tls
-from server.runtime.listeners import ListenerSet
+from server.runtime.backend_port import BackEndPort
 from server.runtime.service import Service, ServiceContext
 from server.settings.models import Settings
 from server.settings.paths import Home
-from server.settings.types import IPEndPoint
 from server.store import quota
 from server.store.api import MailboxStore, MailStore, StoreError
 
 PROTOCOL = items.PROTOCOL  # the protocol name inside the hand-over's proofs ("LMTP")
-CERTIFICATE = "SMTP"
 HANDOVER_DEADLINE = 10.0  # as the back ends (server/backend/service.py)
 MAX_UNAUTHENTICATED = 64
 IDLE_TIMEOUT = 300.0
@@ -58,11 +55,11 @@ class DeliveryService(Service):
 
     def __init__(self, ctx: ServiceContext) -> None:
         super().__init__(ctx)
-        self._listeners = ListenerSet(lambda _tls: self._serve, handshake_timeout=HANDOVER_DEADLINE)
+        self._port = BackEndPort(
+            ctx, lambda server: server.DeliveryPort, self._serve, HANDOVER_DEADLINE
+        )
         self._store: MailStore | None = None
         self._ledger: DeliveryLedger | None = None
-        self._tls = tls.LiveContext(session_tickets=False)  # services connect, never clients
-        self._connections: set[asyncio.Task[Any]] = set()
         self.proxy_secret = ProxySecret(ctx.home)
         self.unauthenticated = 0
         self.delivered = 0
@@ -75,27 +72,23 @@ class DeliveryService(Service):
             DeliveryLedger, home.database(server) / "delivered.sqlite"
         )
         try:
-            await self._reconcile()
+            await self._port.reconcile()
         except BaseException:
             await self._close()
             raise
 
     async def reload(self, old: Settings, new: Settings) -> None:
-        await self._reconcile()
+        await self._port.reconcile()
 
     async def reload_certificates(self) -> None:
-        await self._reconcile()
+        await self._port.reconcile()
 
     async def stop(self, grace: float) -> None:
-        self._listeners.close()
-        if self._connections:
-            _, pending = await asyncio.wait(list(self._connections), timeout=grace)
-            for task in pending:
-                task.cancel()
+        await self._port.stop(grace)
         await self._close()
 
     async def _close(self) -> None:
-        self._listeners.close()
+        self._port.close()
         if self._store is not None:
             await asyncio.to_thread(self._store.close)
             self._store = None
@@ -103,28 +96,15 @@ class DeliveryService(Service):
             self._ledger.close()
             self._ledger = None
 
-    async def _reconcile(self) -> None:
-        server = self.ctx.server_settings
-        cert = await asyncio.to_thread(
-            tls.ensure_certificate, self.ctx.home, CERTIFICATE, server.Fqdn
-        )
-        context = self._tls.use(cert)
-        await self._listeners.reconcile(
-            [], [IPEndPoint(server.BackEndAddress, server.DeliveryPort)], context
-        )
-
     def status(self) -> dict[str, Any]:
-        return {"connections": len(self._connections), "endpoints": self._listeners.endpoints}
+        return {"connections": len(self._port.connections), "endpoints": self._port.endpoints}
 
     def bound_port(self) -> int:
-        server = self.ctx.server_settings
-        return self._listeners.bound_port(server.BackEndAddress, server.DeliveryPort, True)
+        return self._port.bound_port()
 
     # --- a connection ---------------------------------------------------------------
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._connections.add(task)
+        """One connection (BackEndPort tracks it and closes the writer)."""
         peer = (writer.get_extra_info("peername") or ("", 0))[0]
         try:
             caller = await self._authenticate(reader, writer)
@@ -150,9 +130,6 @@ class DeliveryService(Service):
                 await writer.drain()
         except (TimeoutError, ConnectionError, OSError):
             pass
-        finally:
-            self._connections.discard(task)
-            writer.close()
 
     async def _authenticate(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter

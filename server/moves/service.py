@@ -46,17 +46,15 @@ from server.moves.request import (
 )
 from server.protocols import handover, proxyv2
 from server.runtime import tls
-from server.runtime.listeners import ListenerSet
+from server.runtime.backend_port import BackEndPort
 from server.runtime.service import Service, ServiceContext
 from server.runtime.status import control_request
 from server.settings import store as settings_store
 from server.settings.models import IMAP4BE, POP3BE, Settings
 from server.settings.paths import Home
-from server.settings.types import IPEndPoint
 from server.store.api import MailStore, StoreError
 from server.store.usage import mailbox_key
 
-CERTIFICATE = "SMTP"  # the server's own certificate, as MSExchangeDelivery's
 HANDOVER_DEADLINE = 10.0
 MAX_UNAUTHENTICATED = 16
 IDLE_TIMEOUT = 300.0
@@ -82,10 +80,10 @@ class ReplicationService(Service):
 
     def __init__(self, ctx: ServiceContext) -> None:
         super().__init__(ctx)
-        self._listeners = ListenerSet(lambda _tls: self._serve, handshake_timeout=HANDOVER_DEADLINE)
+        self._port = BackEndPort(
+            ctx, lambda server: server.MailboxReplicationPort, self._serve, HANDOVER_DEADLINE
+        )
         self._store: MailStore | None = None
-        self._tls = tls.LiveContext(session_tickets=False)  # services connect, never clients
-        self._connections: set[asyncio.Task[Any]] = set()
         self._moves: dict[str, asyncio.Task[Any]] = {}  # mailbox key -> the move running
         self._wake = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
@@ -100,7 +98,7 @@ class ReplicationService(Service):
             type(self).store_factory, self.ctx.home, self.ctx.server
         )
         try:
-            await self._reconcile()
+            await self._port.reconcile()
         except BaseException:
             await self._close()
             raise
@@ -108,44 +106,29 @@ class ReplicationService(Service):
         self._wake.set()  # requests queued while the service was down
 
     async def reload(self, old: Settings, new: Settings) -> None:
-        await self._reconcile()
+        await self._port.reconcile()
         self._wake.set()
 
     async def reload_certificates(self) -> None:
-        await self._reconcile()
+        await self._port.reconcile()
 
     async def stop(self, grace: float) -> None:
-        self._listeners.close()
         self._stopping.set()  # moves stop at their next step and stay InProgress
         if self._runner is not None:
             self._runner.cancel()
-        running = list(self._moves.values()) + list(self._connections)
-        if running:
-            _, pending = await asyncio.wait(running, timeout=grace)
-            for task in pending:
-                task.cancel()
+        await self._port.stop(grace, also=list(self._moves.values()))
         await self._close()
 
     async def _close(self) -> None:
-        self._listeners.close()
+        self._port.close()
         if self._store is not None:
             await asyncio.to_thread(self._store.close)
             self._store = None
 
-    async def _reconcile(self) -> None:
-        server = self.ctx.server_settings
-        cert = await asyncio.to_thread(
-            tls.ensure_certificate, self.ctx.home, CERTIFICATE, server.Fqdn
-        )
-        context = self._tls.use(cert)
-        await self._listeners.reconcile(
-            [], [IPEndPoint(server.BackEndAddress, server.MailboxReplicationPort)], context
-        )
-
     def status(self) -> dict[str, Any]:
         return {
-            "connections": len(self._connections),
-            "endpoints": self._listeners.endpoints,
+            "connections": len(self._port.connections),
+            "endpoints": self._port.endpoints,
             "moves": sorted(self._moves),
         }
 
@@ -157,10 +140,7 @@ class ReplicationService(Service):
         return await super().control(request)
 
     def bound_port(self) -> int:
-        server = self.ctx.server_settings
-        return self._listeners.bound_port(
-            server.BackEndAddress, server.MailboxReplicationPort, True
-        )
+        return self._port.bound_port()
 
     # --- the mover (this server is the target) ----------------------------------------------
     async def _run(self) -> None:
@@ -383,9 +363,7 @@ class ReplicationService(Service):
 
     # --- the source side --------------------------------------------------------------------
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._connections.add(task)
+        """One mover's connection (BackEndPort tracks it and closes the writer)."""
         try:
             shake = await prove_peer(
                 self, reader, writer, wire.PROTOCOL, HANDOVER_DEADLINE, MAX_UNAUTHENTICATED
@@ -422,9 +400,6 @@ class ReplicationService(Service):
                 await writer.drain()
         except (TimeoutError, ConnectionError, OSError, ValueError):
             pass
-        finally:
-            self._connections.discard(task)
-            writer.close()
 
     async def _answer(
         self, name: str, source: StoreSource, request: dict[str, Any]

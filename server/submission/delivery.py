@@ -25,6 +25,7 @@ their own copy there after sending, and a second one would show every sent messa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import fnmatch
 import logging
@@ -35,7 +36,7 @@ from collections.abc import Callable
 from email.parser import BytesHeaderParser
 
 from server.delivery import client as lmtp_client
-from server.directory import ProxySecret
+from server.directory import DirectoryUnavailable, ProxySecret, find_entry, ldap_for
 from server.runtime import tls
 from server.settings.models import SendConnector, Settings
 from server.settings.paths import Home
@@ -213,6 +214,22 @@ class Delivery:
             except TimeoutError:
                 pass
 
+    def _home_server(self, settings: Settings, rcpt: Recipient) -> str:
+        """Where the mailbox is now: it may have moved since the message was accepted. A
+        mailbox kept in LDAP is asked for again when a try failed (a move answers 451 4.2.1
+        until the directory names the new server); the first try uses the server found at
+        acceptance, so a delivery costs no extra search."""
+        found = settings.mailbox(rcpt.address) or settings.mailbox(rcpt.mailbox or "")
+        if found is not None:
+            return found[1].Server
+        if rcpt.attempts and ldap_for(settings, self.home) is not None:
+            with contextlib.suppress(DirectoryUnavailable):
+                entry = find_entry(settings, rcpt.mailbox or rcpt.address, self.home)
+                if entry is not None:
+                    return entry.mailbox.Server
+        assert rcpt.server is not None
+        return rcpt.server
+
     def _attempt(self, entry: QueueEntry) -> None:
         """One pass over the due recipients of an entry (blocking, in a worker thread)."""
         now = time.time()
@@ -230,11 +247,7 @@ class Delivery:
         failed: list[tuple[Recipient, str, bool]] = []  # recipient, error, permanent
         by_server: dict[str, list[Recipient]] = {}
         for rcpt in [r for r in due if r.mailbox]:
-            # Where the mailbox is now (it may have moved since the message was accepted).
-            found = settings.mailbox(rcpt.address) or settings.mailbox(rcpt.mailbox or "")
-            server = found[1].Server if found is not None else rcpt.server
-            assert server is not None
-            by_server.setdefault(server, []).append(rcpt)
+            by_server.setdefault(self._home_server(settings, rcpt), []).append(rcpt)
         for server, rcpts in by_server.items():
             try:
                 replies = self.lmtp(

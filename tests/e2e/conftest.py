@@ -8,6 +8,9 @@
 `services.mailctl(*args)` runs the CLI against the test's home and returns the completed
 process; `services.run_ok(...)` also asserts exit code 0. `echo_services` runs the tiny
 EchoService below in place of the real classes (for tests of the runtime itself).
+
+In-process set-ups that many tests share: `env` (the home with the test mailboxes),
+`delivery` (MSExchangeDelivery) and `smtp_service` (client submission delivering through it).
 """
 
 from __future__ import annotations
@@ -39,13 +42,15 @@ from server.settings.models import (
     SERVICE_NAMES,
     SUBMISSION,
     WEB,
+    LoginType,
     PortPlan,
     Settings,
     default_settings,
 )
 from server.settings.paths import Home
 from server.settings.types import IPEndPoint
-from tests.conftest import free_base_port, free_port_plan  # noqa: F401 - re-exported for e2e tests
+from tests.conftest import InProcessService, free_base_port, free_port_plan  # noqa: F401 - re-exported for e2e tests
+from tests.e2e.frontend_support import add_mailboxes, configure
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -65,6 +70,42 @@ def home(tmp_path: Path) -> Home:
     return home
 
 
+@pytest.fixture
+def env(home: Home) -> Home:
+    """`home` with the test mailboxes (bob, alice, carol, ...: frontend_support.add_mailboxes),
+    each with the password frontend_support.PASSWORD."""
+    add_mailboxes(home)
+    return home
+
+
+@pytest.fixture
+def delivery(env: Home, in_process: type[InProcessService]) -> Iterator[InProcessService]:
+    """MSExchangeDelivery of `env`, in-process: the one way into the store for mail."""
+    with in_process(DELIVERY, env) as svc:
+        yield svc
+
+
+@pytest.fixture
+def smtp_service(
+    env: Home, delivery: InProcessService, in_process: type[InProcessService]
+) -> Iterator[InProcessService]:
+    """Client submission of `env`, in-process, handing local mail to `delivery`; with short
+    login-failure delays and delivery retries, so that tests of them stay fast."""
+    with in_process(SUBMISSION, env) as svc:
+        svc.service.logins.throttle.base = 0.01
+        svc.service.delivery.retry_base = 0.05
+        yield svc
+
+
+@pytest.fixture
+def imap_site(env: Home, in_process: type[InProcessService]) -> Iterator[Home]:
+    """`env` with its IMAP back end and front end in-process, plain-text LOGIN allowed (the
+    clients in these tests, imaplib and imaptest, log in without STARTTLS)."""
+    configure(env, "IMAP", LoginType=LoginType.PlainTextLogin)
+    with in_process(IMAP4BE, env, "MBX01"), in_process(IMAP4, env, "MBX01"):
+        yield env
+
+
 class ServiceRunner:
     """Starts services of one home through the CLI (or the control library) and guarantees
     they are stopped at teardown."""
@@ -78,20 +119,36 @@ class ServiceRunner:
     def settings(self) -> Settings:
         return store.load(self.home).settings
 
-    def mailctl(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    def mailctl(
+        self, *args: str, timeout: float = 60, stdin: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """The CLI, with `stdin` as its input (None: the test's own stdin)."""
         return subprocess.run(
             [sys.executable, "-m", "mailctl", *args],
             env=self.env,
             cwd=REPO,
+            input=stdin,
             capture_output=True,
             text=True,
             timeout=timeout,
         )
 
-    def run_ok(self, *args: str) -> subprocess.CompletedProcess[str]:
-        result = self.mailctl(*args)
+    def run_ok(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        result = self.mailctl(*args, stdin=stdin)
         assert result.returncode == 0, f"mailctl {' '.join(args)}: {result.stderr}{result.stdout}"
         return result
+
+    def new_mailbox(self, name: str, password: str) -> None:
+        """`mailctl new-mailbox NAME --password-stdin`."""
+        self.run_ok("new-mailbox", name, "--password-stdin", stdin=password + "\n")
+
+    def start_imap_plain(self) -> int:
+        """The IMAP pair (MSExchangeIMAP4BE, MSExchangeIMAP4) started with plain-text LOGIN
+        allowed, as clients without STARTTLS need; the front end's plain port."""
+        self.run_ok("Set-ImapSettings", "-LoginType", "PlainTextLogin")
+        self.start(IMAP4BE)
+        self.start(IMAP4)
+        return self.settings.server("MBX01").ImapSettings.UnencryptedOrTLSBindings[0].port
 
     def start(self, name: str, server: str | None = None, via_cli: bool = True) -> None:
         """`mailctl start-service NAME [-Server S]`; returns when the service is ready."""

@@ -8,25 +8,17 @@ import hashlib
 import imaplib
 import json
 import ssl
-import time
-from collections.abc import Callable
 
 import pytest
 
 from server.runtime import tls
 from server.runtime.main import query_control
 from server.settings.models import IMAP4
+from tests.conftest import wait_for
 from tests.e2e.conftest import ServiceRunner
 from tests.e2e.frontend_support import ports
 
 pytestmark = pytest.mark.e2e
-
-
-def until(condition: Callable[[], object], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"not within {timeout} s"
-        time.sleep(0.02)
 
 
 def thumbprint(client: imaplib.IMAP4_SSL) -> str:
@@ -76,12 +68,12 @@ def test_enabled_certificate_serves_the_next_handshake_without_restart(
     assert new != old
     # The index changed, so the service looked again (its log says so), but the new
     # certificate is not enabled for IMAP yet: the old one stays.
-    until(lambda: checks(runner) >= 2)
+    wait_for(lambda: checks(runner) >= 2)
     assert served(runner) == old and thumbprint(connect(runner)) == old
 
     enabled = runner.run_ok("enable-exchangecertificate", new, "--services", "IMAP")
     assert "next connection" in enabled.stderr and "Restart" not in enabled.stderr
-    until(lambda: served(runner) == new)
+    wait_for(lambda: served(runner) == new)
     fresh = connect(runner)
     assert thumbprint(fresh) == new
     assert fresh.noop()[0] == "OK"

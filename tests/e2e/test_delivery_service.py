@@ -7,13 +7,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import smtplib
 import socket
 import ssl
-import time
-from collections.abc import Iterator
-from email.message import EmailMessage
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,49 +21,14 @@ from server.settings import store as settings_store
 from server.settings.models import DELIVERY, SUBMISSION, Mailbox, default_server
 from server.settings.paths import Home
 from server.store import open_store
-from tests.e2e.frontend_support import (
-    PASSWORD,
-    add_mailboxes,
-    client_context,
-    free_port_plan,
-    make_home,
-    save,
-)
+from tests.conftest import wait_for
+from tests.e2e.frontend_support import client_context, free_port_plan, save
 from tests.e2e.handover_support import hand_over, read_line
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> Home:
-    home = make_home(tmp_path / "home")
-    add_mailboxes(home)
-    return home
-
-
-@pytest.fixture
-def delivery(env: Home, in_process: Any) -> Iterator[Any]:
-    with in_process(DELIVERY, env) as svc:
-        yield svc
+from tests.e2e.submission_support import inbox, login, message
 
 
 def settings(home: Home) -> Any:
     return settings_store.load(home).settings
-
-
-def inbox(home: Home, mailbox: str) -> list[bytes]:
-    mail = open_store(home, "MBX01")
-    try:
-        box = mail.mailbox(mailbox)
-        return [box.read("INBOX", row.uid) for row in box.snapshot("INBOX").rows]
-    finally:
-        mail.close()
-
-
-def wait_for(predicate: Any, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.02)
 
 
 def lmtp(
@@ -248,24 +208,14 @@ def test_calendar_items_for_w3svc_only_after_the_hand_over(env: Home, delivery: 
     sock.close()
 
 
-def message(sender: str, to: str, subject: str = "Hello") -> EmailMessage:
-    msg = EmailMessage()
-    msg["From"], msg["To"], msg["Subject"] = sender, to, subject
-    msg.set_content("Hi there.\n")
-    return msg
-
-
 def test_submission_waits_for_the_delivery_service_then_delivers_through_it(
     env: Home,
     in_process: Any,
 ) -> None:
-    port = settings(env).ReceiveConnectors["Client Frontend MBX01"].Bindings[0].port
     with in_process(SUBMISSION, env) as smtp_run:
         queue = smtp_run.service.delivery
         queue.retry_base = 0.05
-        with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
-            client.starttls(context=client_context(env))
-            client.login("bob", PASSWORD)
+        with login(env) as client:
             client.send_message(message("bob@contoso.test", "alice@contoso.test"))
         # MSExchangeDelivery is stopped: a temporary failure, the message stays queued.
         wait_for(lambda: any(r.attempts for e in queue._entries.values() for r in e.recipients))
@@ -283,14 +233,11 @@ def test_over_quota_recipient_bounces_and_the_other_gets_it(env: Home, in_proces
     with settings_store.edit(env) as doc:
         doc.set(("Mailboxes", "alice", "UseDatabaseQuotaDefaults"), False)
         doc.set(("Mailboxes", "alice", "ProhibitSendReceiveQuota"), "1KB")
-    port = settings(env).ReceiveConnectors["Client Frontend MBX01"].Bindings[0].port
     with in_process(DELIVERY, env), in_process(SUBMISSION, env) as smtp_run:
         smtp_run.service.delivery.retry_base = 0.05
         msg = message("bob@contoso.test", "alice@contoso.test, carol@contoso.test")
         msg.set_content("y" * 3000)
-        with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
-            client.starttls(context=client_context(env))
-            client.login("bob", PASSWORD)
+        with login(env) as client:
             client.send_message(msg)
         wait_for(lambda: len(inbox(env, "carol")) == 1 and len(inbox(env, "bob")) == 1)
     [ndr] = inbox(env, "bob")
@@ -304,12 +251,13 @@ def test_delivery_ledger_is_owner_only(env: Home, delivery: Any) -> None:
     assert path.exists() and os.stat(path).st_mode & 0o077 == 0
 
 
-def test_real_processes_submission_hands_mail_to_the_delivery_service(services: Any) -> None:
+def test_real_processes_submission_hands_mail_to_the_delivery_service(
+    env: Home, services: Any
+) -> None:
     """mailctl starts, shows and stops MSExchangeDelivery; a message submitted with
     STARTTLS and AUTH reaches the INBOX through it (its log says so), and with it stopped the
     message stays queued with a temporary failure."""
     runner = services
-    add_mailboxes(runner.home)
     runner.run_ok("start-service", DELIVERY)
     runner.run_ok("start-service", SUBMISSION)
     [row] = json.loads(runner.run_ok("get-service", DELIVERY, "--output", "json").stdout)
@@ -321,12 +269,7 @@ def test_real_processes_submission_hands_mail_to_the_delivery_service(services: 
     assert row["Endpoints"] == [f"127.0.0.1:{port} (SSL)"]
 
     def send(subject: str) -> None:
-        smtp_port = (
-            settings(runner.home).ReceiveConnectors["Client Frontend MBX01"].Bindings[0].port
-        )
-        with smtplib.SMTP("127.0.0.1", smtp_port, timeout=10) as client:
-            client.starttls(context=client_context(runner.home))
-            client.login("bob", PASSWORD)
+        with login(runner.home) as client:
             client.send_message(message("bob@contoso.test", "alice@contoso.test", subject))
 
     send("first")

@@ -8,7 +8,6 @@ import imaplib
 import poplib
 import smtplib
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -20,7 +19,7 @@ from server.settings import store
 from server.settings.models import DELIVERY, IMAP4, IMAP4BE, POP3, POP3BE, SUBMISSION, WEB
 from server.settings.paths import Home
 from server.settings.types import LoginType
-from tests.e2e.conftest import REPO, ServiceRunner, _base_env
+from tests.e2e.conftest import ServiceRunner, _base_env
 from tests.e2e.frontend_support import client_context, make_home, ports, save
 from tests.e2e.ldap_support import PEOPLE, ROOT_DN, ROOT_PW, SUFFIX, Slapd, need_slapd
 
@@ -44,17 +43,7 @@ def slapd(tmp_path: Path) -> Iterator[Slapd]:
 
 
 def mailctl(runner: ServiceRunner, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        [sys.executable, "-m", "mailctl", *args],
-        env=runner.env,
-        cwd=REPO,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, f"mailctl {' '.join(args)}: {result.stderr}{result.stdout}"
-    return result
+    return runner.run_ok(*args, stdin=stdin)
 
 
 @pytest.fixture

@@ -18,8 +18,9 @@ from server.settings.models import DELIVERY, IMAP4BE, SUBMISSION
 from server.settings.paths import Home
 from server.store import open_store
 from server.submission.queue import Recipient, Spool
+from tests.conftest import wait_for
 from tests.e2e.frontend_support import add_mailboxes, make_home
-from tests.e2e.test_submission import login, message, wait_for
+from tests.e2e.submission_support import login, message
 
 pytestmark = pytest.mark.e2e
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import imaplib
 import ssl
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,19 +20,10 @@ from server.settings.store import atomic_write
 from tests.e2e.frontend_support import (
     PASSWORD,
     FakeBackend,
-    add_mailboxes,
     client_context,
     configure,
-    make_home,
     ports,
 )
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> Home:
-    home = make_home(tmp_path / "home")
-    add_mailboxes(home)
-    return home
 
 
 def login_and_logout(home: Home, context: ssl.SSLContext | None = None) -> None:

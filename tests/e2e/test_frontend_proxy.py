@@ -14,7 +14,6 @@ import socket
 import time
 from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,47 +27,35 @@ from server.settings.types import LoginType
 from tests.e2e.frontend_support import (
     PASSWORD,
     FakeBackend,
-    add_mailboxes,
     bypass_validation,
     client_context,
     configure,
     free_port_plan,
-    make_home,
     ports,
     save,
 )
 
 
-@pytest.fixture
-def home(tmp_path: Path) -> Home:
-    return make_home(tmp_path / "home")
-
-
-@pytest.fixture
-def env(home: Home) -> Home:
-    add_mailboxes(home)
-    return home
+def front_end(env: Home, in_process: Any, protocol: str) -> Iterator[tuple[Any, FakeBackend]]:
+    """The front end of `protocol` ("IMAP" or "POP") + a fake back end on the plain back-end
+    port, with short login-failure delays."""
+    server = store.load(env).settings.Servers["MBX01"]
+    port = server.ImapBackEndPort if protocol == "IMAP" else server.PopBackEndPort
+    configure(env, protocol, ProxyTargetPort=port)
+    with FakeBackend(env, protocol, server.BackEndAddress, port) as backend:
+        with in_process(IMAP4 if protocol == "IMAP" else POP3, env) as svc:
+            svc.service.logins.throttle = LoginThrottle(base=0.01, cap=0.05)
+            yield svc, backend
 
 
 @pytest.fixture
 def imap(env: Home, in_process: Any) -> Iterator[tuple[Any, FakeBackend]]:
-    """IMAP front end + fake back end on the plain back-end port."""
-    server = store.load(env).settings.Servers["MBX01"]
-    configure(env, "IMAP", ProxyTargetPort=server.ImapBackEndPort)
-    with FakeBackend(env, "IMAP", server.BackEndAddress, server.ImapBackEndPort) as backend:
-        with in_process(IMAP4, env) as svc:
-            svc.service.logins.throttle = LoginThrottle(base=0.01, cap=0.05)
-            yield svc, backend
+    yield from front_end(env, in_process, "IMAP")
 
 
 @pytest.fixture
 def pop(env: Home, in_process: Any) -> Iterator[tuple[Any, FakeBackend]]:
-    server = store.load(env).settings.Servers["MBX01"]
-    configure(env, "POP", ProxyTargetPort=server.PopBackEndPort)
-    with FakeBackend(env, "POP", server.BackEndAddress, server.PopBackEndPort) as backend:
-        with in_process(POP3, env) as svc:
-            svc.service.logins.throttle = LoginThrottle(base=0.01, cap=0.05)
-            yield svc, backend
+    yield from front_end(env, in_process, "POP")
 
 
 def whoami(client: imaplib.IMAP4) -> str:

@@ -37,7 +37,6 @@ from server.settings.models import IMAP4, IMAP4BE, POP3, POP3BE
 from server.settings.paths import Home
 from tests.e2e.frontend_support import (
     PASSWORD,
-    add_mailboxes,
     client_context,
     configure,
     ports,
@@ -95,12 +94,6 @@ except (OSError, ssl.SSLError):
     pass
 print(json.dumps({"uid": os.getuid(), "captured": captured.hex()}), flush=True)
 """
-
-
-@pytest.fixture
-def env(home: Home) -> Home:
-    add_mailboxes(home)
-    return home
 
 
 @pytest.fixture
@@ -231,6 +224,17 @@ def client_login(env: Home, protocol: str) -> str:
         return str(refused.value)
     finally:
         client.close()
+
+
+def imaps_select(env: Home) -> None:
+    """A real client logs in at the IMAP front end (implicit TLS) and selects its INBOX."""
+    _, ssl_port = ports(env, "IMAP")
+    with imaplib.IMAP4_SSL(
+        "127.0.0.1", ssl_port, ssl_context=client_context(env), timeout=20
+    ) as client:
+        client.login("alice", PASSWORD)
+        assert client.select("INBOX")[0] == "OK"
+        client.logout()
 
 
 def candidate_secrets(captured: bytes) -> set[bytes]:
@@ -380,13 +384,7 @@ def test_a_recorded_hand_over_replayed_to_the_back_end_is_refused(
         recorder = Recorder(backend.service.bound_port())
         configure(env, "IMAP", ProxyTargetPort=recorder.port)  # the hop goes through it
         with in_process(IMAP4, env):
-            _, ssl_port = ports(env, "IMAP")
-            with imaplib.IMAP4_SSL(
-                "127.0.0.1", ssl_port, ssl_context=client_context(env), timeout=20
-            ) as client:
-                client.login("alice", PASSWORD)
-                assert client.select("INBOX")[0] == "OK"
-                client.logout()
+            imaps_select(env)
         recorder.close()
         hello, login = recorder.from_frontend.split(b"\r\n", 2)[:2]
         assert hello.startswith(b"MCHO1 HELLO ") and login.startswith(b"MCHO1 LOGIN ")
@@ -516,15 +514,10 @@ def test_real_front_and_back_end_over_the_tls_hop(
     configure(env, kind, EnforceCertificateErrors=enforce)
     backend_name, frontend_name = (IMAP4BE, IMAP4) if kind == "IMAP" else (POP3BE, POP3)
     with in_process(backend_name, env), in_process(frontend_name, env):
-        _, ssl_port = ports(env, kind)
         if kind == "IMAP":
-            with imaplib.IMAP4_SSL(
-                "127.0.0.1", ssl_port, ssl_context=client_context(env), timeout=20
-            ) as client:
-                client.login("alice", PASSWORD)
-                assert client.select("INBOX")[0] == "OK"
-                client.logout()
+            imaps_select(env)
         else:
+            _, ssl_port = ports(env, kind)
             client = poplib.POP3_SSL("127.0.0.1", ssl_port, context=client_context(env), timeout=20)
             client.user("alice")
             client.pass_(PASSWORD)

@@ -8,17 +8,13 @@ import re
 import shutil
 import socket
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from server.settings.models import IMAP4, IMAP4BE
 from server.settings.paths import Home
-from server.settings.types import LoginType
 from server.store import open_store
-from tests.e2e.frontend_support import PASSWORD, add_mailboxes, configure, make_home, ports
+from tests.e2e.frontend_support import PASSWORD, ports
 
 pytestmark = pytest.mark.e2e
 IMAPTEST = Path(__file__).resolve().parents[2] / ".." / "shared" / "imaptest" / "run"
@@ -33,12 +29,8 @@ B64 = (
 
 
 @pytest.fixture
-def site(tmp_path: Path, in_process: Any) -> Iterator[tuple[Home, int]]:
-    home = make_home(tmp_path / "home")
-    add_mailboxes(home)  # bob and alice, both on MBX01
-    configure(home, "IMAP", LoginType=LoginType.PlainTextLogin)
-    with in_process(IMAP4BE, home, "MBX01"), in_process(IMAP4, home, "MBX01"):
-        yield home, ports(home, "IMAP")[0]
+def site(imap_site: Home) -> tuple[Home, int]:
+    return imap_site, ports(imap_site, "IMAP")[0]  # bob and alice, both on MBX01
 
 
 class Raw:

@@ -10,8 +10,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,7 +26,8 @@ from server.settings import store as settings_store
 from server.settings.models import IMAP4BE, PortPlan, default_server
 from server.settings.paths import Home
 from server.store import open_store
-from tests.conftest import corpus_paths
+from tests.conftest import corpus_paths, wait_for
+from tests.e2e.backend_support import BackendRun, running
 from tests.e2e.handover_support import ProxiedIMAP4, ProxiedIMAP4SSL, hand_over
 
 pytestmark = pytest.mark.e2e
@@ -82,17 +82,8 @@ class Raw:
         self.sock.close()
 
 
-@dataclass
-class Backend:
-    home: Home
+class Backend(BackendRun):
     service: ImapBackendService
-    run: Any
-    store: Any
-    secret: str
-
-    @property
-    def port(self) -> int:
-        return self.service.bound_port()
 
     def imaplib(self, mailbox: str = "alice") -> ProxiedIMAP4:
         return ProxiedIMAP4("127.0.0.1", self.port, secret=self.secret, mailbox=mailbox)
@@ -104,14 +95,6 @@ class Backend:
         r = Raw(self.port, self.secret, mailbox)
         assert r.read_line().startswith(b"* PREAUTH [CAPABILITY IMAP4rev1")
         return r
-
-    def inbox(self, mailbox: str = "alice") -> Any:
-        return self.store.mailbox(mailbox)
-
-    def edit(self, change: Callable[[settings_store.Edit], None]) -> None:
-        with settings_store.edit(self.home) as doc:
-            change(doc)
-        self.run.reload()
 
 
 def add_mailboxes(home: Home) -> None:
@@ -133,20 +116,8 @@ def add_mailboxes(home: Home) -> None:
 @pytest.fixture
 def backend(home: Home, in_process: Any) -> Iterator[Backend]:
     add_mailboxes(home)
-    store = open_store(home, "MBX01")
-    try:
-        with in_process(IMAP4BE, home) as run:
-            yield Backend(home, run.service, run, store, proxy_secret(home))
-    finally:
-        store.close()
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached")
-        time.sleep(0.005)
+    with running(Backend, IMAP4BE, home, in_process) as backend:
+        yield backend
 
 
 # --- imaplib -----------------------------------------------------------------------------
@@ -551,16 +522,16 @@ def test_idle_sessions_are_pushed_past_one_that_went_away(backend: Backend) -> N
         assert r.read_line() == b"+ idling"
         sessions.append(r)
     wakeups = backend.service.wakeups
-    wait_until(lambda: wakeups.members(box.name) == 4)
+    wait_for(lambda: wakeups.members(box.name) == 4)
     sessions.pop(1).close()
     box.append("INBOX", MSG)
     for r in sessions:
         while not r.read_line().endswith(b" EXISTS"):
             pass
-    wait_until(lambda: wakeups.members(box.name) == 3)
+    wait_for(lambda: wakeups.members(box.name) == 3)
     for r in sessions:
         r.close()
-    wait_until(lambda: wakeups.members(box.name) == 0)
+    wait_for(lambda: wakeups.members(box.name) == 0)
 
 
 def test_wake_up_while_a_push_holds_the_connection_is_pushed(
@@ -583,7 +554,7 @@ def test_wake_up_while_a_push_holds_the_connection_is_pushed(
         if not injected:
             injected.append(not self.dirty)
             box.append("INBOX", MSG)
-            wait_until(lambda: self.dirty)  # the loop took the wake-up, lock still held
+            wait_for(lambda: self.dirty)  # the loop took the wake-up, lock still held
         return out
 
     monkeypatch.setattr(ImapSession, "push_changes", push_then_deliver)

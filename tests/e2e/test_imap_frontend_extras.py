@@ -6,13 +6,10 @@ from __future__ import annotations
 import base64
 import imaplib
 import socket
-import subprocess
-import sys
 
 import pytest
 
-from server.settings.models import IMAP4, IMAP4BE
-from tests.e2e.conftest import REPO, ServiceRunner
+from tests.e2e.conftest import ServiceRunner
 from tests.e2e.frontend_support import Deflated
 
 pytestmark = pytest.mark.e2e
@@ -22,20 +19,8 @@ USER, PASSWORD = "loginuser", "Login-pass-1"
 
 @pytest.fixture
 def imap_port(services: ServiceRunner) -> int:
-    created = subprocess.run(
-        [sys.executable, "-m", "mailctl", "new-mailbox", USER, "--password-stdin"],
-        input=PASSWORD + "\n",
-        env=services.env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert created.returncode == 0, created.stderr
-    services.run_ok("Set-ImapSettings", "-LoginType", "PlainTextLogin")
-    services.start(IMAP4BE)
-    services.start(IMAP4)
-    return services.settings.server("MBX01").ImapSettings.UnencryptedOrTLSBindings[0].port
+    services.new_mailbox(USER, PASSWORD)
+    return services.start_imap_plain()
 
 
 def test_authenticate_login_with_imaplib(imap_port: int) -> None:

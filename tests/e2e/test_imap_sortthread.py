@@ -4,18 +4,15 @@
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 from imapclient import IMAPClient
 
-from server.settings.models import IMAP4, IMAP4BE, LoginType
 from server.settings.paths import Home
 from server.store import open_store
-from tests.e2e.frontend_support import PASSWORD, add_mailboxes, configure, make_home, ports
+from tests.e2e.frontend_support import PASSWORD, ports
 
 pytestmark = pytest.mark.e2e
 
@@ -38,15 +35,6 @@ def message(subject: str, sender: str, date: str, msgid: str, refs: str = "") ->
     return (head + "\r\nbody\r\n").encode()
 
 
-@pytest.fixture
-def site(tmp_path: Path, in_process: Any) -> Iterator[Home]:
-    home = make_home(tmp_path / "home")
-    add_mailboxes(home)
-    configure(home, "IMAP", LoginType=LoginType.PlainTextLogin)
-    with in_process(IMAP4BE, home, "MBX01"), in_process(IMAP4, home, "MBX01"):
-        yield home
-
-
 def client(home: Home) -> IMAPClient:
     c = IMAPClient("127.0.0.1", ports(home, "IMAP")[0], ssl=False, timeout=10)
     c.login("bob", PASSWORD)
@@ -63,9 +51,9 @@ def deliver(home: Home, raws: list[bytes]) -> None:
         store.close()
 
 
-def test_sort_and_thread_with_imapclient(site: Home) -> None:
+def test_sort_and_thread_with_imapclient(imap_site: Home) -> None:
     deliver(
-        site,
+        imap_site,
         [
             message("Lunch", "Carol <carol@contoso.test>", "Tue, 3 Mar 2020 10:00:00 +0000", "a@x"),
             message(
@@ -83,7 +71,7 @@ def test_sort_and_thread_with_imapclient(site: Home) -> None:
             ),
         ],
     )
-    c = client(site)
+    c = client(imap_site)
     try:
         caps = c.capabilities()
         for cap in (
@@ -110,15 +98,15 @@ def test_sort_and_thread_with_imapclient(site: Home) -> None:
         c.logout()
 
 
-def test_search_context_update_reaches_a_second_session(site: Home) -> None:
+def test_search_context_update_reaches_a_second_session(imap_site: Home) -> None:
     deliver(
-        site,
+        imap_site,
         [
             message(f"m{n}", "a@contoso.test", "Tue, 3 Mar 2020 10:00:00 +0000", f"{n}@x")
             for n in range(3)
         ],
     )
-    watcher, other = client(site), client(site)
+    watcher, other = client(imap_site), client(imap_site)
     try:
         watcher.select_folder("INBOX")
         other.select_folder("INBOX")
@@ -135,8 +123,8 @@ def test_search_context_update_reaches_a_second_session(site: Home) -> None:
 
 
 @pytest.mark.skipif(not IMAPTEST.exists(), reason="../shared/imaptest is not available here")
-def test_imaptest_sort_thread_context_groups(site: Home) -> None:
-    port = ports(site, "IMAP")[0]
+def test_imaptest_sort_thread_context_groups(imap_site: Home) -> None:
+    port = ports(imap_site, "IMAP")[0]
     failed = []
     for group in GROUPS:
         result = subprocess.run(

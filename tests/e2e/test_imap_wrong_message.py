@@ -5,29 +5,19 @@ the real back end and the SQLite store, never with those of the message it repla
 from __future__ import annotations
 
 import imaplib
-from collections.abc import Iterator
-from contextlib import ExitStack
-from pathlib import Path
-from typing import Any
 
 import pytest
 
-from server.settings.models import IMAP4, IMAP4BE, LoginType
-from tests.e2e.frontend_support import PASSWORD, add_mailboxes, configure, make_home, ports
+from server.settings.paths import Home
+from tests.e2e.frontend_support import PASSWORD, ports
 
 FIRST = b"From: first@x.org\r\nSubject: FIRST\r\n\r\nfirst body\r\n"
 SECOND = b"From: second@y.org\r\nSubject: SECOND\r\n\r\nsecond body, longer\r\n"
 
 
 @pytest.fixture
-def port(tmp_path: Path, in_process: Any) -> Iterator[int]:
-    home = make_home(tmp_path / "home")
-    add_mailboxes(home)
-    configure(home, "IMAP", LoginType=LoginType.PlainTextLogin)
-    with ExitStack() as stack:
-        stack.enter_context(in_process(IMAP4BE, home, "MBX01"))
-        stack.enter_context(in_process(IMAP4, home, "MBX01"))
-        yield ports(home, "IMAP")[0]
+def port(imap_site: Home) -> int:
+    return ports(imap_site, "IMAP")[0]
 
 
 def _client(port: int) -> imaplib.IMAP4:

@@ -16,12 +16,10 @@ import imaplib
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from server.settings.models import IMAP4, IMAP4BE
 from tests.e2e.conftest import REPO, ServiceRunner
 
 pytestmark = pytest.mark.e2e
@@ -93,20 +91,8 @@ def suite() -> Path:
 @pytest.fixture
 def imap_pair(suite: Path, services: ServiceRunner) -> int:
     """The front end's plain port, with the pair running and the throwaway mailbox made."""
-    created = subprocess.run(
-        [sys.executable, "-m", "mailctl", "new-mailbox", USER, "--password-stdin"],
-        input=PASSWORD + "\n",
-        env=services.env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert created.returncode == 0, created.stderr
-    services.run_ok("Set-ImapSettings", "-LoginType", "PlainTextLogin")
-    services.start(IMAP4BE)
-    services.start(IMAP4)
-    return services.settings.server("MBX01").ImapSettings.UnencryptedOrTLSBindings[0].port
+    services.new_mailbox(USER, PASSWORD)
+    return services.start_imap_plain()
 
 
 def test_imaptest_suite_passes_through_the_front_end(imap_pair: int, tmp_path: Path) -> None:

@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 
@@ -21,7 +19,7 @@ from server.runtime.main import query_control
 from server.settings import store
 from server.settings.models import IMAP4, IMAP4BE
 
-from .conftest import REPO, ServiceRunner
+from .conftest import ServiceRunner
 
 pytestmark = pytest.mark.e2e
 
@@ -179,19 +177,8 @@ def test_200_imap_sessions_stay_up_while_20_changes_land(services: ServiceRunner
     """The real IMAP4 pair: 190 sessions before login on the front end and 10 logged in and
     relayed to the back end; both services reload twenty times, nobody is dropped."""
     runner = services
-    runner.run_ok("set-imapsettings", "--login-type", "PlainTextLogin")
-    created = subprocess.run(
-        [sys.executable, "-m", "mailctl", "new-mailbox", "alice", "--password-stdin"],
-        input="Alice-pass-1\n",
-        env=runner.env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-    )
-    assert created.returncode == 0, created.stderr
-    runner.run_ok("start-service", IMAP4BE)
-    runner.run_ok("start-service", IMAP4)
-    port = runner.settings.server("MBX01").ImapSettings.UnencryptedOrTLSBindings[0].port
+    runner.new_mailbox("alice", "Alice-pass-1")
+    port = runner.start_imap_plain()
     delays = asyncio.run(_many_sessions_while_settings_change(runner, port, logins=10))
     assert max(delays) < 1.0
     version = store.load(runner.home).version

@@ -8,7 +8,6 @@ from __future__ import annotations
 import poplib
 import smtplib
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,21 +19,12 @@ from server.settings.paths import Home
 from server.settings.types import LoginType
 from tests.e2e.frontend_support import (
     FakeBackend,
-    add_mailboxes,
     client_context,
     configure,
-    make_home,
     ports,
 )
 
 NAMES = ["bob", "nobody", "Administrator", "guest", "anon", "carol"]
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> Home:
-    home = make_home(tmp_path / "home")
-    add_mailboxes(home)
-    return home
 
 
 @pytest.fixture

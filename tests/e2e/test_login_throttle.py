@@ -9,7 +9,6 @@ import smtplib
 import socket
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,21 +21,12 @@ from server.settings.types import LoginType
 from tests.e2e.frontend_support import (
     PASSWORD,
     FakeBackend,
-    add_mailboxes,
     client_context,
     configure,
-    make_home,
     ports,
 )
 
 FAILURES = 5000
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> Home:
-    home = make_home(tmp_path / "home")
-    add_mailboxes(home)
-    return home
 
 
 def fast_throttle() -> LoginThrottle:

@@ -9,23 +9,22 @@ import socket
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from server.backend.pop3.server import Pop3BackendService, _Connection
-from server.directory import proxy_secret
 from server.protocols.handover import HandoverRefused
 from server.runtime import tls
 from server.settings import store as settings_store
 from server.settings.models import POP3BE
 from server.settings.paths import Home
-from server.store import NewMessage, open_store
+from server.store import NewMessage
+from tests.conftest import wait_for
 from tests.e2e import handover_support
+from tests.e2e.backend_support import BackendRun, running
 from tests.e2e.handover_support import hand_over
 
 pytestmark = pytest.mark.e2e
@@ -47,17 +46,8 @@ class ProxiedPOP3(handover_support.ProxiedPOP3):
         return b"".join(line + b"\r\n" for line in lines)
 
 
-@dataclass
-class Backend:
-    home: Home
+class Backend(BackendRun):
     service: Pop3BackendService
-    run: Any  # InProcessService
-    store: Any  # this test's own handle on the server's mailbox database
-    secret: str
-
-    @property
-    def port(self) -> int:
-        return self.service.bound_port()
 
     def login(self, mailbox: str = "alice") -> ProxiedPOP3:
         return ProxiedPOP3("127.0.0.1", self.port, secret=self.secret, mailbox=mailbox)
@@ -69,9 +59,6 @@ class Backend:
                 hand_over(sock, self.secret, mailbox, "POP3")
         return refused.value.text
 
-    def inbox(self, mailbox: str = "alice") -> Any:
-        return self.store.mailbox(mailbox)
-
     def deliver(self, *raws: bytes, mailbox: str = "alice") -> list[int]:
         box = self.inbox(mailbox)
         return [box.append("INBOX", raw).uid for raw in raws]
@@ -82,22 +69,9 @@ class Backend:
     def connections(self) -> int:
         return self.run.call(_status(self.service))["connections"]
 
-    def edit(self, change: Callable[[settings_store.Edit], None]) -> None:
-        with settings_store.edit(self.home) as doc:
-            change(doc)
-        self.run.reload()
-
 
 async def _status(service: Pop3BackendService) -> dict[str, Any]:
     return service.status()
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached")
-        time.sleep(0.005)
 
 
 def drop(pop: poplib.POP3) -> None:
@@ -119,12 +93,8 @@ def backend(home: Home, in_process: Any) -> Iterator[Backend]:
     """The service on the real store; the test delivers and checks through its own store
     handle, as delivery and the IMAP back end would."""
     add_mailboxes(home)
-    store = open_store(home, "MBX01")
-    try:
-        with in_process(POP3BE, home) as run:
-            yield Backend(home, run.service, run, store, proxy_secret(home))
-    finally:
-        store.close()
+    with running(Backend, POP3BE, home, in_process) as backend:
+        yield backend
 
 
 # --- the classic cycles --------------------------------------------------------------------
@@ -192,7 +162,7 @@ def test_dropped_connection_deletes_nothing(backend: Backend) -> None:
     pop.dele(1)
     pop.dele(2)
     drop(pop)  # no QUIT
-    wait_until(lambda: backend.connections() == 0)
+    wait_for(lambda: backend.connections() == 0)
     assert backend.uids() == uids
     pop = backend.login()  # and the maildrop lock is free again
     assert pop.stat()[0] == 2
@@ -324,7 +294,7 @@ def test_idle_session_is_closed_without_update(
     pop = backend.login()
     pop.dele(1)
     assert pop.sock.recv(100) == b""  # closed with no reply (RFC 1939 section 3)
-    wait_until(lambda: backend.connections() == 0)
+    wait_for(lambda: backend.connections() == 0)
     assert len(backend.uids()) == 1
 
 
@@ -379,7 +349,9 @@ WATCHER = """
 import sys, threading
 from server.settings.paths import Home
 from server.store import NewMessage, open_store
+from tests.conftest import wait_for
 from tests.e2e import handover_support
+from tests.e2e.backend_support import BackendRun, running
 from tests.e2e.handover_support import hand_over
 store = open_store(Home.resolve(sys.argv[1]), "MBX01")
 box, target, gone = store.mailbox("alice"), int(sys.argv[2]), threading.Event()

@@ -8,14 +8,13 @@ import csv
 import imaplib
 import poplib
 import re
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from server.settings import store
 from server.settings.models import IMAP4, IMAP4BE, POP3, POP3BE
+from tests.conftest import wait_for
 from tests.e2e.conftest import ServiceRunner
 from tests.e2e.frontend_support import PASSWORD, add_mailboxes, client_context, ports
 
@@ -38,13 +37,6 @@ FIELDS = [
 ]
 
 
-def until(condition: Callable[[], object], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"not within {timeout} s"
-        time.sleep(0.02)
-
-
 def lines(folder: Path, prefix: str) -> list[dict[str, str]]:
     """The rows of the files of one service (IMAP4 must not pick up IMAP4BE's files)."""
     pattern = re.compile(re.escape(prefix) + r"\d{6,10}-\d+\.LOG")
@@ -65,7 +57,7 @@ def commands(rows: list[dict[str, str]], port: int) -> list[str]:
 
 def wait_for_version(runner: ServiceRunner) -> None:
     version = store.load(runner.home).version
-    until(lambda: all(runner.get(name).SettingsVersion == version for name in SERVICES))
+    wait_for(lambda: all(runner.get(name).SettingsVersion == version for name in SERVICES))
 
 
 def imap_session(runner: ServiceRunner) -> int:
@@ -114,7 +106,7 @@ def test_front_and_back_ends_log_one_session_each_when_switched_on(
     imap_port, pop_port = imap_session(runner), pop_session(runner)
     # Lines reach the files within a second (buffered); the proxy line is the front end's
     # last, written when the relay ends.
-    until(
+    wait_for(
         lambda: (
             "proxy" in commands(lines(imap_folder, "IMAP4"), imap_port)
             and "logout" in commands(lines(imap_folder, "IMAP4BE"), imap_port)

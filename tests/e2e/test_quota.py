@@ -14,10 +14,11 @@ import pytest
 from server.settings import store as settings_store
 from server.settings.models import DELIVERY, SUBMISSION
 from server.store import open_store
+from tests.conftest import wait_for
 from tests.e2e.frontend_support import add_mailboxes, make_home
+from tests.e2e.submission_support import login, message
 from tests.e2e.test_imap_backend import MSG, Backend
 from tests.e2e.test_imap_backend import backend as imap_backend  # noqa: F401 - fixture
-from tests.e2e.test_submission import login, message, wait_for
 
 pytestmark = pytest.mark.e2e
 

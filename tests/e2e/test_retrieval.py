@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import imaplib
 import re
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +23,9 @@ from server.settings.paths import Home
 from server.settings.types import MimeTextFormat as F
 from server.store import open_store
 from server.submission.queue import Spool
+from tests.conftest import wait_for
 from tests.e2e.handover_support import ProxiedIMAP4, ProxiedPOP3
+from tests.e2e.submission_support import inbox
 from tests.unit.retrieval.test_retrieval import (
     BODY_TYPES,
     CHANGING,
@@ -237,16 +238,8 @@ def spooled_receipts(home: Home, address: str = "carol@contoso.test") -> int:
 def deliver_spool(home: Home, in_process: Any, mailbox: str = "carol") -> list[bytes]:
     """Run submission and delivery until the spool is empty; the mailbox's messages."""
     with in_process(DELIVERY, home), in_process(SUBMISSION, home):
-        deadline = time.monotonic() + 10
-        while list((home.queue / "MBX01").glob("*.json")):
-            assert time.monotonic() < deadline, "the spool was not delivered"
-            time.sleep(0.02)
-    mail = open_store(home, "MBX01")
-    try:
-        box = mail.mailbox(mailbox)
-        return [box.read("INBOX", row.uid) for row in box.snapshot("INBOX").rows]
-    finally:
-        mail.close()
+        wait_for(lambda: not list((home.queue / "MBX01").glob("*.json")))
+    return inbox(home, mailbox)
 
 
 def test_imap_read_receipt_once_on_download_unless_suppressed(

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import imapclient
 import pytest
@@ -12,7 +10,7 @@ import pytest
 from server.runtime import tls
 from server.settings.models import IMAP4, IMAP4BE
 
-from .conftest import REPO, ServiceRunner, free_base_port
+from .conftest import ServiceRunner, free_base_port
 
 pytestmark = pytest.mark.e2e
 
@@ -26,15 +24,7 @@ def test_fresh_home_to_running_imap_and_back(fresh_home: ServiceRunner) -> None:
     runner = fresh_home
     base = free_base_port()
     runner.run_ok("init", "--base-port", str(base), "--no-demo")
-    created = subprocess.run(
-        [sys.executable, "-m", "mailctl", "new-mailbox", "alice", "--password-stdin"],
-        input="Alice-pass-1\n",
-        env=runner.env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-    )
-    assert created.returncode == 0, created.stderr
+    runner.new_mailbox("alice", "Alice-pass-1")
 
     # Off after install, as in Exchange.
     assert {r["Status"] for r in rows(runner, "*IMAP4*").values()} == {"Stopped"}

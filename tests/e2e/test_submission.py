@@ -7,9 +7,6 @@ import os
 import smtplib
 import threading
 import time
-from collections.abc import Iterator
-from email.message import EmailMessage
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,83 +14,20 @@ from aiosmtpd.controller import Controller
 
 from server.directory import proxy_secret
 from server.settings import store
-from server.settings.models import DELIVERY, IMAP4BE, SUBMISSION, SendConnector
+from server.settings.models import IMAP4BE, SUBMISSION, SendConnector
 from server.settings.paths import Home
 from server.store import open_store
 from server.submission.queue import ORPHAN_GRACE, Recipient, Spool
-from tests.e2e.frontend_support import (
-    PASSWORD,
-    add_mailboxes,
-    client_context,
-    free_port_plan,
-    make_home,
-    save,
-)
+from tests.conftest import wait_for
+from tests.e2e.frontend_support import PASSWORD, client_context, free_port_plan, save
 from tests.e2e.handover_support import ProxiedIMAP4
-
-
-@pytest.fixture
-def home(tmp_path: Path) -> Home:
-    return make_home(tmp_path / "home")
-
-
-@pytest.fixture
-def env(home: Home) -> Home:
-    add_mailboxes(home)
-    return home
-
-
-def connector_port(home: Home) -> int:
-    settings = store.load(home).settings
-    return settings.ReceiveConnectors["Client Frontend MBX01"].Bindings[0].port
-
-
-def set_connector(home: Home, **changes: Any) -> None:
-    settings = store.load(home).settings
-    connector = settings.ReceiveConnectors["Client Frontend MBX01"]
-    for key, value in changes.items():
-        setattr(connector, key, value)
-    save(home, settings)
-
-
-@pytest.fixture
-def smtp_service(env: Home, in_process: Any) -> Iterator[Any]:
-    # Local mail goes through MSExchangeDelivery (server/delivery/), so it runs too.
-    with in_process(DELIVERY, env), in_process(SUBMISSION, env) as svc:
-        svc.service.logins.throttle.base = 0.01
-        svc.service.delivery.retry_base = 0.05
-        yield svc
-
-
-def message(sender: str, to: str, subject: str = "Hello") -> EmailMessage:
-    msg = EmailMessage()
-    msg["From"], msg["To"], msg["Subject"] = sender, to, subject
-    msg.set_content("Hi there.\n")
-    return msg
-
-
-def inbox(home: Home, mailbox: str, server: str = "MBX01") -> list[bytes]:
-    mail_store = open_store(home, server)
-    try:
-        box = mail_store.mailbox(mailbox)
-        return [box.read("INBOX", row.uid) for row in box.snapshot("INBOX").rows]
-    finally:
-        mail_store.close()
-
-
-def wait_for(predicate: Any, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.02)
-
-
-def login(home: Home, user: str = "bob") -> smtplib.SMTP:
-    client = smtplib.SMTP("127.0.0.1", connector_port(home), timeout=10)
-    client.starttls(context=client_context(home))
-    client.login(user, PASSWORD)
-    return client
+from tests.e2e.submission_support import (
+    connector_port,
+    inbox,
+    login,
+    message,
+    set_connector,
+)
 
 
 def test_greeting_starttls_auth_and_local_delivery(env: Home, smtp_service: Any) -> None:
@@ -229,7 +163,7 @@ def test_relay_through_smart_host_with_retry(env: Home, in_process: Any) -> None
         wait_for(lambda: not list((env.queue / "MBX01").glob("*.json")))
 
 
-def test_spooled_mail_survives_a_restart(env: Home, in_process: Any) -> None:
+def test_spooled_mail_survives_a_restart(env: Home, delivery: Any, in_process: Any) -> None:
     """What was accepted before a crash is delivered by the next start."""
     spool = Spool(env.queue / "MBX01")
     spool.add(
@@ -241,31 +175,29 @@ def test_spooled_mail_survives_a_restart(env: Home, in_process: Any) -> None:
     (env.queue / "MBX01" / "orphan.eml").write_bytes(b"never acknowledged")
     old = time.time() - ORPHAN_GRACE - 1
     os.utime(env.queue / "MBX01" / "orphan.eml", (old, old))
-    with in_process(DELIVERY, env), in_process(SUBMISSION, env):
+    with in_process(SUBMISSION, env):
         wait_for(lambda: len(inbox(env, "alice")) == 1)
     assert inbox(env, "alice")[0] == b"Subject: left over\r\n\r\nbody\r\n"
     assert list((env.queue / "MBX01").iterdir()) == []
 
 
-def test_local_delivery_failure_is_retried(env: Home, in_process: Any, monkeypatch: Any) -> None:
-    with in_process(DELIVERY, env), in_process(SUBMISSION, env) as svc:
-        delivery = svc.service.delivery
-        delivery.retry_base = 0.05
-        real = delivery.lmtp
-        calls = []
+def test_local_delivery_failure_is_retried(env: Home, smtp_service: Any, monkeypatch: Any) -> None:
+    delivery = smtp_service.service.delivery
+    real = delivery.lmtp
+    calls = []
 
-        def flaky(*args: Any, **kwargs: Any) -> Any:
-            calls.append(args[3])
-            if len(calls) == 1:
-                raise OSError("disk full")
-            return real(*args, **kwargs)
+    def flaky(*args: Any, **kwargs: Any) -> Any:
+        calls.append(args[3])
+        if len(calls) == 1:
+            raise OSError("disk full")
+        return real(*args, **kwargs)
 
-        monkeypatch.setattr(delivery, "lmtp", flaky)
-        client = login(env)
-        client.send_message(message("bob@contoso.test", "alice@contoso.test"))
-        client.quit()
-        wait_for(lambda: len(inbox(env, "alice")) == 1)
-        assert len(calls) == 2
+    monkeypatch.setattr(delivery, "lmtp", flaky)
+    client = login(env)
+    client.send_message(message("bob@contoso.test", "alice@contoso.test"))
+    client.quit()
+    wait_for(lambda: len(inbox(env, "alice")) == 1)
+    assert len(calls) == 2
 
 
 class SignallingSink(Sink):
@@ -416,9 +348,7 @@ class Crash(BaseException):
     """Stands for kill -9: nothing after it runs, no except Exception catches it."""
 
 
-def test_delivery_after_a_crash_is_not_repeated(
-    env: Home, monkeypatch: Any, in_process: Any
-) -> None:
+def test_delivery_after_a_crash_is_not_repeated(env: Home, delivery: Any, monkeypatch: Any) -> None:
     """Killed between the delivery service's reply and the spool's update, the next start
     must not deliver the message a second time: the delivery service knows the entry."""
     from server.settings import store as settings_store
@@ -436,31 +366,30 @@ def test_delivery_after_a_crash_is_not_repeated(
         "bob",
     )
     settings = settings_store.load(env).settings
-    with in_process(DELIVERY, env):
-        first = Delivery(env, spool, lambda: settings)
-        delivered: list[str] = []
-        real_lmtp, real_update = first.lmtp, Spool.update
+    first = Delivery(env, spool, lambda: settings)
+    delivered: list[str] = []
+    real_lmtp, real_update = first.lmtp, Spool.update
 
-        def lmtp(*args: Any, **kwargs: Any) -> Any:
-            replies = real_lmtp(*args, **kwargs)
-            delivered.append(args[1])
-            return replies
+    def lmtp(*args: Any, **kwargs: Any) -> Any:
+        replies = real_lmtp(*args, **kwargs)
+        delivered.append(args[1])
+        return replies
 
-        def update(self: Spool, entry: Any) -> None:
-            if delivered:
-                raise Crash
-            real_update(self, entry)
+    def update(self: Spool, entry: Any) -> None:
+        if delivered:
+            raise Crash
+        real_update(self, entry)
 
-        monkeypatch.setattr(first, "lmtp", lmtp)
-        monkeypatch.setattr(Spool, "update", update)
-        [entry] = spool.load()
-        with pytest.raises(Crash):
-            first._attempt(entry)
-        monkeypatch.setattr(Spool, "update", real_update)
-        second = Delivery(env, Spool(folder), lambda: settings)
-        [entry] = second.spool.load()
-        assert len(entry.recipients) == 2  # the spool never heard of the delivery
-        second._attempt(entry)
+    monkeypatch.setattr(first, "lmtp", lmtp)
+    monkeypatch.setattr(Spool, "update", update)
+    [entry] = spool.load()
+    with pytest.raises(Crash):
+        first._attempt(entry)
+    monkeypatch.setattr(Spool, "update", real_update)
+    second = Delivery(env, Spool(folder), lambda: settings)
+    [entry] = second.spool.load()
+    assert len(entry.recipients) == 2  # the spool never heard of the delivery
+    second._attempt(entry)
     assert len(inbox(env, "alice")) == 1
     assert len(inbox(env, "bob")) == 1
     assert list(folder.glob("*.json")) == []

@@ -7,37 +7,15 @@ from __future__ import annotations
 import smtplib
 import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from server.settings.models import DELIVERY, SUBMISSION
 from server.settings.paths import Home
-from tests.e2e.frontend_support import PASSWORD, add_mailboxes, client_context, make_home
-from tests.e2e.test_submission import (
-    connector_port,
-    inbox,
-    login,
-    set_connector,
-    wait_for,
-)
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> Home:
-    home = make_home(tmp_path / "home")
-    add_mailboxes(home)
-    return home
-
-
-@pytest.fixture
-def smtp_service(env: Home, in_process: Any) -> Iterator[Any]:
-    with in_process(DELIVERY, env), in_process(SUBMISSION, env) as svc:
-        svc.service.logins.throttle.base = 0.01
-        svc.service.delivery.retry_base = 0.05
-        yield svc
+from tests.conftest import wait_for
+from tests.e2e.frontend_support import PASSWORD, client_context
+from tests.e2e.submission_support import connector_port, inbox, login, set_connector
 
 
 def raw_message(header: bytes) -> bytes:

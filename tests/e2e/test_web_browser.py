@@ -12,7 +12,6 @@ import json
 import shutil
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -25,7 +24,7 @@ from server.runtime.main import query_control
 from server.settings import store
 from server.settings.models import WEB
 
-from .conftest import REPO, ServiceRunner
+from .conftest import ServiceRunner
 
 pytestmark = pytest.mark.e2e
 
@@ -167,19 +166,6 @@ def browser(tmp_path: Path) -> Iterator[WebDriver]:
         driver_proc.wait(timeout=10)
 
 
-def mailctl_input(runner: ServiceRunner, *args: str, stdin: str) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "mailctl", *args],
-        env=runner.env,
-        cwd=REPO,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-
-
 def wait_reloaded(runner: ServiceRunner) -> None:
     """Until the running W3SVC reports the settings version now on disk."""
     want = store.load(runner.home).version
@@ -211,8 +197,7 @@ def test_the_settings_page_in_a_real_browser(services: ServiceRunner, browser: W
         "-Fqdn",
         "mail.contoso.com",
     )
-    mailctl_input(
-        runner,
+    runner.run_ok(
         "New-Mailbox",
         "alice",
         "-DisplayName",

@@ -19,7 +19,12 @@ _BARE_LF = re.compile(rb"(?<!\r)\n")
 
 def crlf(data: bytes) -> bytes:
     """Messages are stored with CRLF line ends; some clients APPEND bare LF."""
-    return _BARE_LF.sub(b"\r\n", data) if b"\n" in data and _BARE_LF.search(data) else data
+    # Two counts in C find the usual case (no bare LF) several times faster than the
+    # look-behind search does.
+    lf = data.count(b"\n")
+    if not lf or lf == data.count(b"\r\n"):
+        return data
+    return _BARE_LF.sub(b"\r\n", data)
 
 
 class BodySpool(rq.Spool):

@@ -18,6 +18,7 @@ from server.runtime.filemodes import private_dir
 from server.store.api import DELIMITER, MailboxStore, MessageRow, NoSuchFolder, normalize_folder
 from server.store.sqlite import pool
 from server.store.sqlite.files import fsync_dir
+from server.store.sqlite.totals import UsageTotals
 
 if TYPE_CHECKING:
     from server.store.sqlite.store import SqliteMailStore
@@ -78,6 +79,7 @@ class MailboxBase(MailboxStore):
         # MessageInfo by body file name: a name is never given twice (writer token and
         # sequence), so an entry can't outlive its message into another one's.
         self._infos: OrderedDict[str, object] = OrderedDict()
+        self._usage = UsageTotals()
 
     # --- transactions ----------------------------------------------------------------
     @contextlib.contextmanager

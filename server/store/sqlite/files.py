@@ -23,7 +23,7 @@ from pathlib import Path
 from server.store.api import BodyWriter, StoreError
 
 
-def fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path | str) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -31,7 +31,7 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_file(path: Path, data: bytes, sync: bool = True) -> None:
+def write_file(path: Path | str, data: bytes, sync: bool = True) -> None:
     """A new file (never an existing one: O_EXCL) holding `data`, fsync'd unless the
     caller syncs a batch (sync_batch)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)

@@ -6,11 +6,13 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 OPEN_MAILBOXES = 64  # mailboxes that keep idle SQLite connections open
+TOUCH_EVERY = 1.0  # seconds between two "used" marks of one mailbox in RecentPools
 IN_CHUNK = 500  # UIDs per "IN (...)" query; above a few of these a folder scan is cheaper
 
 
@@ -23,6 +25,7 @@ class Pool:
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._touch = touch
+        self._touched_at = -TOUCH_EVERY
 
     def _open(self) -> sqlite3.Connection:
         conn = sqlite3.connect(
@@ -43,7 +46,13 @@ class Pool:
 
     @contextlib.contextmanager
     def conn(self) -> Iterator[sqlite3.Connection]:
-        self._touch()
+        # The most-recently-used order only decides which idle connections are closed
+        # first: once a second per mailbox is recent enough, and spares a locked
+        # OrderedDict update per transaction.
+        now = time.monotonic()
+        if now - self._touched_at >= TOUCH_EVERY:
+            self._touched_at = now
+            self._touch()
         try:
             conn = self._idle.pop()
         except IndexError:
@@ -66,6 +75,7 @@ class Pool:
 
     def trim(self) -> None:
         """Close the idle connections (in-use ones finish; new ones open on demand)."""
+        self._touched_at = -TOUCH_EVERY  # the next use marks it used again at once
         while True:
             try:
                 conn = self._idle.pop()

@@ -29,7 +29,6 @@ from server.store.sqlite.base import Cached, FolderRow, MailboxBase
 from server.store.sqlite.files import read_path
 from server.store.sqlite.rows import FAST_ROWS, ROW_COLS, message_row, parse_flags, zone
 from server.store.sqlite.schema import SORTKEY_COLUMNS, SORTKEYS_INSERT, sortkeys_row
-from server.store.usage import totals as _usage_totals
 
 
 class Reads(MailboxBase):
@@ -48,9 +47,10 @@ class Reads(MailboxBase):
             return self._status(c, f)
 
     def usage_totals(self) -> tuple[int, int]:
-        """Messages and octets in every folder, in one query (quotas, server.store.quota)."""
+        """Messages and octets in every folder (quotas, server.store.quota): kept between
+        calls while no folder changes (server.store.sqlite.totals)."""
         with self._read() as c:
-            return _usage_totals(c)
+            return self._usage.get(c)
 
     def _recent(self, c: sqlite3.Connection, f: FolderRow) -> int:
         return c.execute(

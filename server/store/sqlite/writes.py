@@ -5,6 +5,7 @@ messages it touches."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
@@ -38,6 +39,7 @@ from server.store.sqlite.rows import (
     split_date,
 )
 from server.store.sqlite.schema import SORTKEYS_INSERT, sortkeys_row
+from server.store.sqlite.totals import folder_key
 
 
 def blank_line_end(raw: bytes) -> int:
@@ -77,6 +79,9 @@ class Writes(MailboxBase):
         batch = len(messages) >= BATCH_SYNC
         prepared = []
         written: list[str] = []
+        # Plain strings: a pathlib join and its str() cost more than the write of a small
+        # message's bytes.
+        folder_path = f"{self.msgs}{os.sep}"
         try:
             for msg in messages:
                 if isinstance(msg.raw, FileBody) and msg.raw.box is self:
@@ -84,11 +89,11 @@ class Writes(MailboxBase):
                     # once for the MIME analysis (as delivery does), not kept.
                     name = msg.raw.finish(sync=not batch)
                     written.append(name)
-                    raw = read_path(str(self.msgs / name))
+                    raw = read_path(folder_path + name)
                 else:
                     raw = msg.raw.read() if isinstance(msg.raw, BodyWriter) else bytes(msg.raw)
                     name = self.store.writers.new_name()
-                    write_file(self.msgs / name, raw, sync=not batch)
+                    write_file(folder_path + name, raw, sync=not batch)
                     written.append(name)
                 idate, tz = split_date(msg.internaldate)
                 info, header = analyze(raw)
@@ -113,10 +118,12 @@ class Writes(MailboxBase):
                 return []
             if batch:
                 sync_batch(self.msgs, [self.msgs / n for n in written])
-            fsync_dir(self.msgs)
+            fsync_dir(folder_path)
             results = []
             with self._write() as c:
                 f = self._folder(c, folder)
+                # Kept quota sums move forward with this append (see totals.py).
+                before = folder_key(c) if self._usage.kept else None
                 modseq = f.highestmodseq + 1
                 uid = f.uidnext
                 for name, size, flags, idate, tz, info, header, lf, head in prepared:
@@ -142,6 +149,8 @@ class Writes(MailboxBase):
                     (uid, modseq, f.id),
                 )
             written.clear()
+            if before is not None:
+                self._usage.added(before, f.id, modseq, len(prepared), sum(p[1] for p in prepared))
             for msg in messages:
                 if isinstance(msg.raw, BodyWriter):
                     msg.raw.taken = True

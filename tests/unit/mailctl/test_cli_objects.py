@@ -10,6 +10,7 @@ import pytest
 
 from mailctl import cli, fast
 from server.directory import Directory
+from server.moves.request import RequestBook
 from server.settings import store
 from server.settings.models import Settings
 from server.settings.paths import Home
@@ -360,3 +361,17 @@ def test_init_and_run_say_they_listen_on_loopback_only(tmp_path: Path, capsys) -
     _print_connection_info(settings(home), "MBX01")
     assert "Listening on" not in capsys.readouterr().out
     cli.set_home_override(None)
+
+
+def test_moving_a_mailbox_that_is_not_there_fails_in_one_sentence(home: Home) -> None:
+    """New-MoveRequest and Set-Mailbox -Server look the mailbox up alike (cli.find_mailbox):
+    exit 1, the name in the message, nothing written."""
+    before = home.settings_file.read_text()
+    for args in (
+        ("New-MoveRequest", "nobody", "-TargetDatabase", "MBX01"),
+        ("Set-Mailbox", "nobody", "-Server", "MBX01"),
+    ):
+        result = mailctl(home, *args)
+        assert result.code == 1 and "there is no mailbox 'nobody'" in result.err, args
+    assert home.settings_file.read_text() == before
+    assert RequestBook(home).all() == []

@@ -33,19 +33,24 @@ def append(s: ImapSession, cmd: rq.Command) -> bytes | None:
     total = 0
     try:
         try:
-            s.store.status(args.mailbox)
-        except api.NoSuchFolder:
-            raise No("Mailbox doesn't exist", "TRYCREATE") from None
-        for message in args.messages:
-            raw = _catenate(s, message) if message.catenate is not None else _message(s, message)
-            flags = [f for f in message.flags if f != "\\Recent"]
-            built.append(api.NewMessage(raw, flags, message.date))
-            size = raw.size if isinstance(raw, api.BodyWriter) else len(raw)
-            if not size:
-                raise No("Empty message")
-            total += size
-        # All of a MULTIAPPEND or none (RFC 3502): the quota is checked for the lot.
-        check_room(s, total)
+            for message in args.messages:
+                raw = (
+                    _catenate(s, message) if message.catenate is not None else _message(s, message)
+                )
+                flags = [f for f in message.flags if f != "\\Recent"]
+                built.append(api.NewMessage(raw, flags, message.date))
+                size = raw.size if isinstance(raw, api.BodyWriter) else len(raw)
+                if not size:
+                    raise No("Empty message")
+                total += size
+            # All of a MULTIAPPEND or none (RFC 3502): the quota is checked for the lot.
+            check_room(s, total)
+        except No:
+            # A missing folder outranks what is wrong with the message (TRYCREATE tells
+            # the client what to do). Looked up here, on the way out, rather than before
+            # every APPEND: append_many below finds a missing folder for free.
+            _check_folder(s, args.mailbox)
+            raise
         try:
             results = s.store.append_many(args.mailbox, built)
         except api.NoSuchFolder:
@@ -61,6 +66,13 @@ def append(s: ImapSession, cmd: rq.Command) -> bytes | None:
         s.sync(allow_expunge=True)
     uids = format_seqset((r.uid for r in results), sort=False)
     return tagged(cmd.tag, b"OK", "APPEND completed", f"APPENDUID {results[0].uidvalidity} {uids}")
+
+
+def _check_folder(s: ImapSession, name: str) -> None:
+    try:
+        s.store.status(name)
+    except api.NoSuchFolder:
+        raise No("Mailbox doesn't exist", "TRYCREATE") from None
 
 
 def _spool(data: rq.SpooledLiteral) -> BodySpool:
