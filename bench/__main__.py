@@ -40,6 +40,11 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument("--rounds", type=int)
     run.add_argument("--duration", type=float)
     run.add_argument(
+        "--backend-workers",
+        type=int,
+        help="our back ends' BackEndWorkerProcesses (default 1), for A/B runs",
+    )
+    run.add_argument(
         "--out",
         type=Path,
         help=f"where to write the table (default: {RESULTS} for a full run, "
@@ -62,6 +67,7 @@ def main(argv: list[str] | None = None) -> None:
             ("idle_connections", args.idle_connections),
             ("rounds", args.rounds),
             ("duration", args.duration),
+            ("backend_workers", args.backend_workers),
         )
         if v
     }

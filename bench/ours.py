@@ -53,12 +53,14 @@ class OurInstance:
             raise RuntimeError(f"mailctl {' '.join(args)}: {done.stderr.strip() or done.stdout}")
         return done.stdout
 
-    def create(self, users: dict[str, str]) -> None:
-        """`users`: name -> password. Mailboxes are made with the CLI, as an admin would."""
+    def create(self, users: dict[str, str], backend_workers: int = 1) -> None:
+        """`users`: name -> password. Mailboxes are made with the CLI, as an admin would.
+        `backend_workers`: BackEndWorkerProcesses of both back ends."""
         self.root.mkdir(parents=True, exist_ok=True)
         self.mailctl("init", "--base-port", str(self.base_port), "--no-demo")
-        self.mailctl("set-imapsettings", *PLAIN_RELAXATIONS)
-        self.mailctl("set-popsettings", *PLAIN_RELAXATIONS)
+        workers = ["--back-end-worker-processes", str(backend_workers)]
+        self.mailctl("set-imapsettings", *PLAIN_RELAXATIONS, *workers)
+        self.mailctl("set-popsettings", *PLAIN_RELAXATIONS, *workers)
         # In this process through mailctl's own entry point: forty interpreter starts would
         # be most of the set-up time. The password goes in on (a stand-in for) stdin.
         import contextlib

@@ -61,6 +61,7 @@ class Plan:
     idle_connections: int = 10_000
     idle_default: int = 500  # Dovecot's default process_limit is 1,000 imap processes
     sources: int = 8
+    backend_workers: int = 1  # our BackEndWorkerProcesses (IMAP and POP3)
 
 
 FULL = Plan(duration=15, rounds=2)
@@ -271,7 +272,7 @@ def run_all(
 
     log("our side: init, mailboxes, fill")
     ours = OurInstance(workdir / "ours", free_base())
-    ours.create(dict(pairs))
+    ours.create(dict(pairs), backend_workers=plan.backend_workers)
     fill_all(ours)
     log("dovecot: config, fill")
     ports = free_ports(6)

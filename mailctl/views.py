@@ -238,6 +238,7 @@ def service_row(info: dict[str, Any]) -> dict[str, Any]:
         "LastReloadLine": reload.get("Line"),
         "LastReloadTime": reload.get("Time"),
         "TooOpenPaths": info.get("TooOpenPaths") or [],
+        "Workers": info.get("Workers") or [],
     }
 
 

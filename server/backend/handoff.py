@@ -1,6 +1,8 @@
 """The back end's side of the hand-off channel (server/protocols/handoff.py): a Unix
 SOCK_SEQPACKET listener next to the control socket, over which front ends on this host
-give it logged-in client connections as file descriptors.
+give it logged-in client connections as file descriptors. Each process of the back end
+(BackEndWorkerProcesses, server/runtime/workers.py) has its own listener and says which
+process it is when a channel is set up; the front end picks the process by mailbox.
 
 A peer is served only if it runs as this service's user (SO_PEERCRED) and proves it knows
 the proxy secret, under the hand-over's bounds for unproved peers (the same count, a fixed
@@ -24,7 +26,7 @@ from server.protocols import handoff, handover
 from server.runtime import records
 from server.runtime.filemodes import private_dir
 from server.runtime.service import ServiceContext
-from server.runtime.status import control_address
+from server.runtime.workers import handoff_address
 
 #: Sessions a channel may have open (OK sent) and not yet taken, and for how long.
 MAX_PENDING = 256
@@ -58,7 +60,8 @@ class HandoffTarget(Protocol):
 
 
 def address(ctx: ServiceContext, backend_name: str) -> str:
-    return control_address(ctx.home, f"{backend_name}.handoff", ctx.server)
+    """This process's channel socket: each process of the back end has its own."""
+    return handoff_address(ctx.home, backend_name, ctx.server, ctx.worker)
 
 
 class _Channel:
@@ -82,7 +85,10 @@ class _Channel:
             return
         if self.records.closed:
             return
-        self.codec = handoff.BackendChannel(secret, self.listener.protocol, self.target.ctx.server)
+        ctx = self.target.ctx
+        self.codec = handoff.BackendChannel(
+            secret, self.listener.protocol, ctx.server, ctx.worker, ctx.workers
+        )
         self.records.send(self.codec.challenge())
 
     def _uncount(self) -> None:

@@ -83,6 +83,8 @@ class ServiceInfo:
     LastReload: dict[str, Any] | None = None
     # Mail or secrets under the home that group or others may read (see filemodes).
     TooOpenPaths: list[str] = field(default_factory=list)
+    # Pids of the service's worker processes (WorkerProcesses, BackEndWorkerProcesses).
+    Workers: list[int] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

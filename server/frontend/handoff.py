@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, cast
 from server.frontend.relay import take_buffered
 from server.protocols import handoff, handover, proxyv2
 from server.runtime import records
-from server.runtime.status import control_address
+from server.runtime.workers import handoff_address, route
 
 if TYPE_CHECKING:
     from server.directory import Entry
@@ -113,32 +113,67 @@ class _Channel:
         self.records.send(self.codec.drop(seq))
 
 
-class HandoffClient:
-    """The channel to one back-end service of this host, made on first use and again
-    after it is lost or the proxy secret changes."""
+class _Process:
+    """The channel to one process of the back end."""
 
-    def __init__(self, home: Any, backend_name: str, protocol: str, server: str) -> None:
-        self.address = control_address(home, f"{backend_name}.handoff", server)
-        self.protocol, self.server = protocol, server
-        self._channel: _Channel | None = None
-        self._secret = b""
-        self._lock = asyncio.Lock()
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self.channel: _Channel | None = None
+        self.secret = b""
+        self.lock = asyncio.Lock()
 
-    def _usable(self, secret: bytes) -> _Channel | None:
-        channel = self._channel
-        if channel is not None and not channel.records.closed and self._secret == secret:
+    def usable(self, secret: bytes) -> _Channel | None:
+        channel = self.channel
+        if channel is not None and not channel.records.closed and self.secret == secret:
             return channel
         return None
 
-    async def channel(self, secret: bytes) -> _Channel:
-        channel = self._usable(secret)
+
+class HandoffClient:
+    """The channels to the processes of one back-end service of this host, each made on
+    first use and again after it is lost or the proxy secret changes.
+
+    A back end may run several processes (BackEndWorkerProcesses, server/runtime/workers.py),
+    each with its own channel; each says at set-up how many there are. A mailbox's sessions
+    go to the process route() picks for it, so they share its caches and IDLE wake-ups; while
+    that process is not there (restarting), to the service process, which serves any
+    mailbox."""
+
+    def __init__(self, home: Any, backend_name: str, protocol: str, server: str) -> None:
+        self.home, self.backend_name = home, backend_name
+        self.protocol, self.server = protocol, server
+        self.count: int | None = None  # the back end's processes, as its latest channel said
+        self._processes: dict[int, _Process] = {}
+
+    def _process(self, index: int) -> _Process:
+        process = self._processes.get(index)
+        if process is None:
+            address = handoff_address(self.home, self.backend_name, self.server, index)
+            process = self._processes[index] = _Process(address)
+        return process
+
+    async def channel(self, secret: bytes, mailbox: str = "") -> _Channel:
+        if self.count is None:  # the service process's channel says how many there are
+            first = await self._channel(self._process(0), secret)
+            if self.count == 1:
+                return first
+        index = route(mailbox, self.count or 1)
+        if index:
+            try:
+                return await self._channel(self._process(index), secret)
+            except (OSError, TimeoutError, ChannelLost, handover.HandoverError):
+                pass  # that process is not there now: the service process serves any mailbox
+        return await self._channel(self._process(0), secret)
+
+    async def _channel(self, process: _Process, secret: bytes) -> _Channel:
+        channel = process.usable(secret)
         if channel is not None:
             return channel
-        async with self._lock:
-            channel = self._usable(secret)
+        async with process.lock:
+            channel = process.usable(secret)
             if channel is not None:
                 return channel
-            sock = await records.connect(self.address)
+            sock = await records.connect(process.address)
             if records.peer_uid(sock) != os.getuid():
                 sock.close()  # not our own back end: it gets not even a nonce
                 raise handover.ImpostorError("the hand-off socket belongs to another user")
@@ -148,13 +183,16 @@ class HandoffClient:
             except BaseException:
                 channel.records.close()
                 raise
-            self._channel, self._secret = channel, secret
+            assert channel.codec.workers is not None
+            self.count = channel.codec.workers[1]
+            process.channel, process.secret = channel, secret
             return channel
 
     def close(self) -> None:
-        if self._channel is not None:
-            self._channel.records.close()
-            self._channel = None
+        for process in self._processes.values():
+            if process.channel is not None:
+                process.channel.records.close()
+                process.channel = None
 
 
 async def hand_off(
@@ -203,7 +241,7 @@ async def hand_off(
     )
     try:
         secret = service.proxy_secret.cached() or await asyncio.to_thread(service.proxy_secret.load)
-        channel = await client.channel(secret)
+        channel = await client.channel(secret, entry.name)
         seq, kind, payload = await asyncio.wait_for(
             channel.login(entry.name, header), SETUP_TIMEOUT
         )

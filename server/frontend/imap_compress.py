@@ -118,6 +118,31 @@ class _Framer:
         if self.partial:
             self.verbatim = False
 
+    def skim(self, data: bytes) -> bool:
+        """Go over a chunk the caller knows holds no line `wanted` would pick, keeping only
+        the framing (literals, a line left open at its end): what feed() would do with
+        it, without cutting it into pieces. False, with nothing changed, when a line
+        began in an earlier chunk or one is left open at its end (feed() holds such a
+        line back until it is complete)."""
+        if self.partial or self.long_line or self.client:
+            return False
+        pos, size, literal = 0, len(data), self.literal
+        while pos < size:
+            if literal:
+                take = min(literal, size - pos)
+                pos += take
+                literal -= take
+                continue
+            m = _LITERAL_MARKER.search(data, pos)
+            if m is None:
+                break
+            pos, literal = m.end(), int(m.group(1))
+        if pos < size and not data.endswith(b"\n"):
+            return False
+        self.literal = literal
+        self.verbatim = True
+        return True
+
     def _finish_line(self, data: bytes, view: memoryview, pos: int) -> Iterator[bytes | memoryview]:
         """Go on with a line begun in an earlier chunk (or begin one that does not end in
         this chunk); returns the new position."""
@@ -215,6 +240,17 @@ class ImapCompress:
 
     # --- back end -> client -----------------------------------------------------------
     def from_backend(self, data: bytes) -> bytes:
+        if (
+            self._deflate is None
+            and not self._activate
+            and self._tags is None
+            and not self._client.awaiting
+            and data.find(b"* CAPABILITY ") < 0
+            and self._backend.skim(data)
+        ):
+            # Nothing to change (the common case: no COMPRESS, no CAPABILITY answer):
+            # the chunk goes out as it is, its literals skipped in one pass.
+            return data
         plain: list[bytes | memoryview] = []
         packed: list[bytes | memoryview] = []
         for piece in self._backend.feed(data):

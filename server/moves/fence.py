@@ -76,8 +76,43 @@ def _paths(home: Home, server: str, mailbox: str) -> tuple[Path, Path]:
     return base / f"{key}.fence", base / f"{key}.lock"
 
 
+# Every hand-over to a back end asks whether its mailbox is fenced, twice; almost never is
+# one. The names of the fence files are listed once and kept while the folder's mtime says
+# nothing was added, renamed or removed there (a fence is written by rename and lowered by
+# unlink). A folder changed less than _SETTLE seconds ago is listed every time: a change
+# within the same tick of the file system's clock would leave its mtime as it was.
+_SETTLE = 2.0
+_listings: dict[str, tuple[tuple[int, int], frozenset[str]]] = {}
+_folders: dict[tuple[str, str], str] = {}
+
+
+def _fence_names(base: str) -> frozenset[str]:
+    """The fence files in the folder `base` now."""
+    try:
+        seen = os.stat(base)
+    except FileNotFoundError:
+        return frozenset()
+    key = (seen.st_ino, seen.st_mtime_ns)
+    cached = _listings.get(base)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    try:
+        names = frozenset(name for name in os.listdir(base) if name.endswith(".fence"))
+    except FileNotFoundError:
+        return frozenset()
+    if time.time() - seen.st_mtime > _SETTLE:
+        _listings[base] = (key, names)
+    return names
+
+
 def read(home: Home, server: str, mailbox: str) -> Fence | None:
-    path, _ = _paths(home, server, mailbox)
+    base = _folders.get((str(home.root), server))
+    if base is None:
+        base = _folders[(str(home.root), server)] = str(folder(home, server))
+    name = f"{mailbox_key(mailbox)}.fence"
+    if name not in _fence_names(base):
+        return None
+    path = Path(base, name)
     try:
         data = json.loads(path.read_text("utf-8"))
         return Fence(str(data["state"]), str(data["target"]), float(data["since"]))

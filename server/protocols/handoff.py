@@ -16,6 +16,9 @@ TAKE a payload of raw bytes up to the end of the record)::
     BE: MCHO1 PROOF <mac_b>       (the front end checks it before it sends another byte)
     FE: MCHO1 READY <mac_r>       mac_r = HMAC(secret, "frontend-channel", protocol, server,
                                                nonce_b, nonce_f)
+    BE: MCHO1 WORKERS <index> <count>   which of the back end's processes this is, of how
+                                  many (server/runtime/workers.py): the front end routes
+                                  each mailbox to one of them
     ... then, any number of times, several at once:
     FE: MCHO1 LOGIN <seq> <mailbox> <proxy> <mac_l>
                                   mac_l = HMAC(secret, "frontend-handoff", protocol, server,
@@ -51,6 +54,8 @@ from server.protocols.handover import (
 MAX_RECORD = 128 * 1024
 #: Client bytes read ahead of a login that still go with the socket (more: relayed instead).
 MAX_AHEAD = 64 * 1024
+#: Most back-end processes a WORKERS record may announce (BackEndWorkerProcesses' bound).
+MAX_WORKERS = 256
 
 
 def ready_mac(secret: bytes, protocol: str, server: str, nonce_b: bytes, nonce_f: bytes) -> bytes:
@@ -104,10 +109,13 @@ class BackendChannel:
     after, it returns the parsed session records:
     ("login", seq, Accepted), ("take", seq, read_ahead), ("drop", seq, b"")."""
 
-    def __init__(self, secret: bytes, protocol: str, server: str) -> None:
+    def __init__(
+        self, secret: bytes, protocol: str, server: str, worker: int = 0, workers: int = 1
+    ) -> None:
         self.shake = handover.BackendHandshake(secret, protocol, server)
         self.proved = False
         self.last_seq = 0
+        self.worker, self.workers = worker, workers
 
     def challenge(self) -> bytes:
         return self.shake.challenge()
@@ -126,7 +134,7 @@ class BackendChannel:
         if not hmac.compare_digest(_proof(fields[1]), expected):
             raise HandoverError("wrong proof: the peer does not know the proxy secret")
         self.proved = True
-        return b""
+        return _line(b"WORKERS", str(self.worker).encode(), str(self.workers).encode())
 
     def session(self, record: bytes) -> tuple[str, int, handover.Accepted | bytes]:
         assert self.proved
@@ -186,13 +194,24 @@ class FrontendChannel:
     def __init__(self, secret: bytes, protocol: str, server: str) -> None:
         self.shake = handover.FrontendHandshake(secret, protocol, server, None, b"")
         self.seq = 0
+        #: (index, count) of the back end's processes, from its WORKERS record.
+        self.workers: tuple[int, int] | None = None
 
     @property
     def ready(self) -> bool:
-        return self.shake.ready
+        return self.workers is not None
 
     def on_setup(self, record: bytes) -> bytes:
         shake = self.shake
+        if shake.ready:
+            fields, _ = split_record(record)
+            if len(fields) != 3 or fields[0] != b"WORKERS":
+                raise HandoverError("expected WORKERS")
+            index, count = _seq(fields[1]), _seq(fields[2])
+            if not index < count <= MAX_WORKERS:
+                raise HandoverError("malformed WORKERS")
+            self.workers = (index, count)
+            return b""
         out = shake.on_line(record)
         if shake.ready:
             assert shake.peer_nonce is not None

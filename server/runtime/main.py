@@ -36,7 +36,13 @@ from server.runtime.status import PidRecord, control_address, read_pid_file
 from server.runtime.status import (
     query_control as query_control,  # tests and control use it from here
 )
-from server.runtime.workers import Workers, watch_lifeline, worker_processes
+from server.runtime.workers import (
+    Workers,
+    merge_answers,
+    watch_lifeline,
+    worker_control_name,
+    worker_processes,
+)
 from server.settings import store
 from server.settings.paths import Home
 
@@ -161,6 +167,7 @@ class Runtime:
             self.name, self.server, self.home, snap.settings, snap.version, self.log
         )
         count = worker_processes(snap.settings, self.server, self.name)
+        self.ctx.worker, self.ctx.workers = self.worker, count
         set_reuse_port(count > 1)
         if not self.worker:
             # Mail and secrets left readable by others (an older version, a restore): fixed
@@ -188,6 +195,8 @@ class Runtime:
         # A change that landed during start() has no event left to see.
         self.request_certificate_reload()
         if self.worker:
+            # Its own control socket: the service process passes control requests on.
+            await self._open_control()
             self.log.info("worker %s started", self.worker)
             return
         await self._open_control()
@@ -219,6 +228,11 @@ class Runtime:
             await self.workers.wait(grace + 2.0)
         if self._control is not None:
             self._control.close()
+        if self.worker:
+            address = self._control_address()
+            if not address.startswith("\0"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(address)
         self._remove_run_files()
         self.log.info("stopped")
 
@@ -356,14 +370,28 @@ class Runtime:
             },
         }
 
+    async def _status_with_workers(self) -> dict[str, Any]:
+        """The status, its Connections counting the workers' (a back end's sessions are
+        mostly theirs). The state file keeps the service process's own count."""
+        status = self.status()
+        if self.workers is not None:
+            for answer in await self.workers.forward(None):
+                if answer is not None:
+                    status["Connections"] += int(answer.get("Connections") or 0)
+        return status
+
     def write_state(self) -> None:
         """The state file: what get-service shows when the control socket does not answer.
         Written at start and after each reload, never per connection."""
         data = json.dumps(self.status(), indent=2, default=str).encode()
         store.atomic_write(self.home.state_file(self.name, self.server), data)
 
+    def _control_address(self) -> str:
+        name = worker_control_name(self.name, self.worker) if self.worker else self.name
+        return control_address(self.home, name, self.server)
+
     async def _open_control(self) -> None:
-        address = control_address(self.home, self.name, self.server)
+        address = self._control_address()
         if not address.startswith("\0"):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(address)
@@ -394,9 +422,12 @@ class Runtime:
                     except Exception as exc:
                         self.log.exception("control request failed")
                         answer = {"error": f"{type(exc).__name__}: {exc}"}
+                    if self.workers is not None:
+                        # A mailbox's sessions may be in any process of the service.
+                        answer = merge_answers(answer, await self.workers.forward(request))
                 else:
                     answer = {"error": "a control request is one JSON object"}
-            out = answer if answer is not None else self.status()
+            out = answer if answer is not None else await self._status_with_workers()
             writer.write(json.dumps(out, default=str).encode() + b"\n")
             await writer.drain()
         except (ConnectionError, OSError):

@@ -53,6 +53,10 @@ class ServiceContext:
     settings: Settings  # the settings in force; replaced (not mutated) on reload
     version: str = ""  # settings version in force
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("mailctl"))
+    # Which process of the service this is (0: the service process) and how many it runs
+    # (server/runtime/workers.py).
+    worker: int = 0
+    workers: int = 1
 
     @property
     def server_settings(self) -> Server:

@@ -130,6 +130,7 @@ def service_status(home: Home, name: str, server: str, startup: str) -> dict[str
         "Endpoints": [],
         "SettingsVersion": None,
         "LastReload": None,
+        "Workers": [],
     }
     process = find_process(home, name, server)
     if process is None:
@@ -149,4 +150,6 @@ def service_status(home: Home, name: str, server: str, startup: str) -> dict[str
         info["Endpoints"] = list(live.get("Endpoints") or [])
         info["SettingsVersion"] = live.get("SettingsVersion")
         info["LastReload"] = live.get("LastReload")
+        # The pids of its worker processes (server/runtime/workers.py), if it runs any.
+        info["Workers"] = list((live.get("Extra") or {}).get("Workers") or [])
     return info

@@ -161,6 +161,12 @@ class ProtocolSettings(Model):
         description="Front-end processes sharing the listeners (SO_REUSEPORT); 0: one per "
         "CPU core. Limits and the login slow-down count per process. Applied at restart.",
     )
+    # mailctl extension (server/runtime/workers.py): read when the back end starts.
+    BackEndWorkerProcesses: Annotated[int, IntRange(0, 256)] = Field(
+        default=1,
+        description="Back-end processes; the front end hands each mailbox's sessions to "
+        "one of them by a hash of its name. 0: one per CPU core. Applied at restart.",
+    )
 
     @field_validator("Banner", mode="before")
     @classmethod

@@ -262,6 +262,11 @@ class MailboxStore(ABC):
     @abstractmethod
     def snapshot(self, folder: str) -> FolderSnapshot: ...
 
+    def cached_size(self, folder: str) -> int | None:
+        """How many messages the folder had when this process last listed it, when that
+        list is kept and snapshot() only brings it up to date (cheap); None otherwise."""
+        return None
+
     @abstractmethod
     def changes_since(self, folder: str, modseq: int) -> Changes: ...
 

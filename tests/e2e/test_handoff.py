@@ -80,7 +80,7 @@ def test_plaintext_imap_session_is_handed_off_and_counted_until_it_ends(imap: An
     typ, data = client.login("bob", PASSWORD)
     assert typ == "OK" and b"COMPRESS=DEFLATE" in data[0]
     service = front.service
-    assert service.handoff is not None and service.handoff._channel is not None
+    assert service.handoff is not None and service.handoff._processes[0].channel is not None
     # The front end holds no socket of the session any more, but still counts it.
     wait_until(front, lambda: not service._sessions)
     assert service.limits.of_user("bob") == 1
@@ -199,7 +199,7 @@ def test_a_lost_channel_releases_the_counts_of_its_sessions(imap: Any) -> None:
     assert service.limits.of_user("bob") == 1
 
     async def lose_channel() -> None:
-        service.handoff._channel.records.close()
+        service.handoff._processes[0].channel.records.close()
 
     front.call(lose_channel())
     assert service.limits.of_user("bob") == 0 and service.limits.total == 0

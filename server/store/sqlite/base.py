@@ -18,6 +18,7 @@ from server.runtime.filemodes import private_dir
 from server.store.api import DELIMITER, MailboxStore, MessageRow, NoSuchFolder, normalize_folder
 from server.store.sqlite import pool
 from server.store.sqlite.files import fsync_dir
+from server.store.sqlite.sources import FolderSources
 from server.store.sqlite.totals import UsageTotals
 
 if TYPE_CHECKING:
@@ -75,6 +76,8 @@ class MailboxBase(MailboxStore):
             fsync_dir(store.mailboxes_dir)
         self.pool = pool.Pool(self.dir / "mailbox.db", lambda: store.touched(key))
         self._cache: dict[str, Cached] = {}
+        # message_sources' file names and header blocks per folder (sources.py).
+        self._sources: dict[str, FolderSources] = {}
         self._cache_lock = threading.Lock()
         # MessageInfo by body file name: a name is never given twice (writer token and
         # sequence), so an entry can't outlive its message into another one's.

@@ -23,7 +23,7 @@ from server.store.api import (
     StoreError,
     normalize_folder,
 )
-from server.store.sqlite import pool
+from server.store.sqlite import pool, sources
 from server.store.sqlite import rows as rows_module
 from server.store.sqlite.base import Cached, FolderRow, MailboxBase
 from server.store.sqlite.files import read_path
@@ -89,6 +89,10 @@ class Reads(MailboxBase):
             size,
             deleted,
         )
+
+    def cached_size(self, folder: str) -> int | None:
+        cached = self._cache.get(normalize_folder(folder))
+        return None if cached is None else len(cached.rows)
 
     def snapshot(self, folder: str) -> FolderSnapshot:
         name = normalize_folder(folder)
@@ -255,15 +259,124 @@ class Reads(MailboxBase):
         info: bool = False,
         uidvalidity: int | None = None,
     ) -> dict[int, MessageSource]:
-        # One statement (its own read transaction) joining the folder by name: a FETCH of
-        # a whole folder costs one query, not one per message. A folder that is gone
-        # gives {} (its messages count as expunged).
+        # The folder's row, which proves the cached entries still valid (sources.py),
+        # and one statement joining the folder by name for the rest: a FETCH of a whole
+        # folder costs one query, not one per message, and a folder opened again none.
+        # Each statement is its own read transaction: a later one may see newer changes,
+        # which only ever adds messages that exist or drops more expunged ones (see
+        # _folder_sources). A folder that is gone gives {} (its messages count as expunged).
         wanted = sorted(set(uids))
         if not wanted:
             return {}
-        cols = (
-            "m.uid, b.file" + (", b.header" if header else "") + (", b.id, b.info" if info else "")
-        )
+        if info:
+            return self._sources_uncached(folder, wanted, header, uidvalidity)
+        name = normalize_folder(folder)
+        prefix = f"{self.msgs}{os.sep}"
+        # tuple.__new__ skips the NamedTuple's argument handling: half the cost per message.
+        new, cls = tuple.__new__, MessageSource
+        out: dict[int, MessageSource] = {}
+        budget = sources.BUDGET_OF_PROCESS
+        with self.pool.conn() as c:
+            row = c.execute(
+                "SELECT id, uidvalidity, highestmodseq, pruned_modseq FROM folders WHERE name=?",
+                (name,),
+            ).fetchone()
+            if row is None or (uidvalidity is not None and row[1] != uidvalidity):
+                return {}
+            fid, validity, modseq, pruned = row
+            cached = self._folder_sources(c, name, fid, validity, modseq, pruned)
+            misses = wanted
+            if cached is not None:
+                with budget.lock:
+                    if cached.modseq == modseq and not cached.dead:
+                        entries = cached.entries
+                        misses = []
+                        for uid in wanted:
+                            got = entries.get(uid)
+                            if got is None or (header and got[1] is None):
+                                misses.append(uid)
+                            else:
+                                out[uid] = new(
+                                    cls, (prefix + got[0], got[1] if header else None, None)
+                                )
+                        budget.used(cached)
+            rows = (
+                pool.range_query(
+                    c,
+                    "SELECT m.uid, b.file" + (", b.header" if header else "") + " FROM folders f"
+                    " JOIN messages m ON m.folder = f.id JOIN bodies b ON b.id = m.body"
+                    # The folder of the row read above, not one made since under its name.
+                    f" WHERE f.name = ? AND f.id = {int(fid)} AND f.uidvalidity = {int(validity)}",
+                    name,
+                    misses,
+                )
+                if misses
+                else []
+            )
+        missing = []
+        for r in rows:
+            head = r[2] if header else None
+            out[r[0]] = new(cls, (prefix + r[1], head, None))
+            if header and head is None:
+                missing.append(r[0])
+        if cached is not None and rows:
+            with budget.lock:
+                if cached.modseq == modseq and not cached.dead:
+                    added = 0
+                    for r in rows:
+                        added += cached.put(r[0], r[1], r[2] if header else None)
+                    budget.grew(added)
+        if missing:
+            self._fill_headers(folder, missing, out)
+        return out
+
+    def _folder_sources(
+        self, c: sqlite3.Connection, name: str, fid: int, validity: int, modseq: int, pruned: int
+    ) -> sources.FolderSources | None:
+        """The folder's cached sources brought to `modseq` (the folder row just read),
+        or None when another thread brought them further (that row is older). The
+        tombstones are read after the row: expunges committed in between drop their UIDs
+        too, which is never wrong (a message dropped is looked up again), and any expunge
+        after `modseq` has a tombstone above it, so the next lookup drops it anyway."""
+        budget = sources.BUDGET_OF_PROCESS
+        with budget.lock:
+            cached = self._sources.get(name)
+            if cached is not None and (
+                cached.dead
+                or cached.folder_id != fid
+                or cached.uidvalidity != validity
+                or cached.modseq < pruned  # tombstones since then may be gone: start afresh
+            ):
+                budget.forget(cached)
+                cached = None
+            if cached is None:
+                cached = self._sources[name] = sources.FolderSources(fid, validity, modseq)
+                budget.used(cached)
+                return cached
+            since = cached.modseq
+        if since == modseq:
+            return cached
+        if since > modseq:
+            return None
+        gone = [
+            r[0]
+            for r in c.execute(
+                "SELECT uid FROM tombstones WHERE folder=? AND modseq>?", (fid, since)
+            )
+        ]
+        with budget.lock:
+            if self._sources.get(name) is cached and cached.modseq == since and not cached.dead:
+                budget.shrank(cached.drop(gone))
+                cached.modseq = modseq
+                return cached
+        return None
+
+    def _sources_uncached(
+        self, folder: str, wanted: list[int], header: bool, uidvalidity: int | None
+    ) -> dict[int, MessageSource]:
+        """message_sources with MessageInfos (ENVELOPE, BODYSTRUCTURE): straight from the
+        database, the MessageInfos through their own cache (_info_of)."""
+        cols = "m.uid, b.file" + (", b.header" if header else "") + ", b.id, b.info"
         same = "" if uidvalidity is None else f" AND f.uidvalidity = {int(uidvalidity)}"
         rows = self._range_query(
             f"SELECT {cols} FROM folders f JOIN messages m ON m.folder = f.id"
@@ -272,25 +385,16 @@ class Reads(MailboxBase):
             wanted,
         )
         prefix = f"{self.msgs}{os.sep}"
-        out: dict[int, MessageSource]
-        # tuple.__new__ skips the NamedTuple's argument handling: half the cost per message.
-        new, cls = tuple.__new__, MessageSource
-        if not header and not info:
-            return {r[0]: new(cls, (prefix + r[1], None, None)) for r in rows}
-        if header and not info:
-            out = {uid: new(cls, (prefix + file, head, None)) for uid, file, head in rows}
-            missing = [uid for uid, _, head in rows if head is None]
-        else:
-            out = {}
-            missing = []
-            for r in rows:
-                uid = r[0]
-                head = r[2] if header else None
-                if header and head is None:
-                    missing.append(uid)
-                out[uid] = MessageSource(
-                    prefix + r[1], head, self._info_of(r[-2], r[-1], prefix + r[1])
-                )
+        out: dict[int, MessageSource] = {}
+        missing = []
+        for r in rows:
+            uid = r[0]
+            head = r[2] if header else None
+            if header and head is None:
+                missing.append(uid)
+            out[uid] = MessageSource(
+                prefix + r[1], head, self._info_of(r[-2], r[-1], prefix + r[1])
+            )
         if missing:
             self._fill_headers(folder, missing, out)
         return out

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import zlib
+from itertools import pairwise
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from server.frontend.imap_compress import CompressError, ImapCompress, with_capability
 
@@ -99,3 +102,24 @@ def test_synchronizing_literal_counts_only_after_the_go_ahead() -> None:
     state.from_client(b"c APPEND INBOX {99999999}\r\n")
     state.from_backend(b"c NO [TOOBIG] Literal too large\r\n")
     assert state.from_client(b"d COMPRESS DEFLATE\r\n") == b"d NOOP\r\n"
+
+
+STREAM = (
+    b"* 1 FETCH (UID 1 BODY[HEADER.FIELDS (FROM)] {17}\r\nFrom: a\r\nb OK x\r\n\r\n)\r\n"
+    b"* CAPABILITY IMAP4rev1 IDLE\r\n"
+    b"* 2 FETCH (BODY[] {26}\r\n* CAPABILITY IMAP4rev1\r\n{3}\r\n)\r\nf OK done\r\n"
+    b"* 3 FETCH (BODY[] {0}\r\n)\r\n* CAPABILITY X\r\n"
+)
+
+
+@given(st.lists(st.integers(0, len(STREAM)), max_size=12))
+def test_chunks_skimmed_or_framed_come_out_alike(cuts: list[int]) -> None:
+    """The fast path (skim) frames the back end's stream exactly as feed() does: the same
+    bytes out, wherever the chunks are cut, CAPABILITY lines rewritten, literals kept."""
+    points = [0, *sorted(cuts), len(STREAM)]
+    chunks = [STREAM[a:b] for a, b in pairwise(points)]
+    fast, slow = ImapCompress(), ImapCompress()
+    slow._backend.skim = lambda data: False  # type: ignore[method-assign]
+    assert [fast.from_backend(c) for c in chunks] == [slow.from_backend(c) for c in chunks]
+    out = b"".join(fast.from_backend(c) for c in [b"* CAPABILITY Y\r\n"])
+    assert out == b"* CAPABILITY Y COMPRESS=DEFLATE\r\n"

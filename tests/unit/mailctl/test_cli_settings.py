@@ -48,6 +48,7 @@ SAMPLES: dict[str, tuple[str, object]] = {
     "ProxyTargetPort": ("2995", 2995),
     "DomainController": ("dc01.contoso.com", "dc01.contoso.com"),
     "WorkerProcesses": ("0", 0),
+    "BackEndWorkerProcesses": ("3", 3),
     "MaxCommandSize": ("1000", 1000),  # inside both ranges? no: see PER_PROTOCOL
     "MessageRetrievalSortOrder": ("Descending", "Descending"),
     "ShowHiddenFoldersEnabled": ("$true", True),
@@ -129,6 +130,7 @@ def test_defaults_equal_the_reference(tmp_path: Path) -> None:
         "LogPerFileSizeQuota": "0 B",
         "DomainController": None,
         "WorkerProcesses": 1,
+        "BackEndWorkerProcesses": 1,
     }
     pop = {
         **common,

@@ -12,16 +12,42 @@ HEADER = proxyv2.encode(proxyv2.ProxyInfo("192.0.2.7", 50000, "127.0.0.1", 143))
 
 
 def channel_pair(
-    fe_secret: bytes = SECRET, be_secret: bytes = SECRET
+    fe_secret: bytes = SECRET, be_secret: bytes = SECRET, worker: int = 0, workers: int = 1
 ) -> tuple[FrontendChannel, BackendChannel]:
     fe = FrontendChannel(fe_secret, "IMAP4", "MBX01")
-    be = BackendChannel(be_secret, "IMAP4", "MBX01")
+    be = BackendChannel(be_secret, "IMAP4", "MBX01", worker, workers)
     hello = fe.on_setup(be.challenge())
     ready = fe.on_setup(be.setup(hello))
-    assert fe.ready and ready.startswith(b"MCHO1 READY ")
-    assert be.setup(ready) == b""
+    assert ready.startswith(b"MCHO1 READY ") and not fe.ready
+    announce = be.setup(ready)
     assert be.proved
+    assert fe.on_setup(announce) == b""
+    assert fe.ready
     return fe, be
+
+
+def test_the_back_end_says_which_of_its_processes_it_is() -> None:
+    fe, _ = channel_pair(worker=2, workers=3)
+    assert fe.workers == (2, 3)
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        b"MCHO1 WORKERS 1 1\r\n",
+        b"MCHO1 WORKERS 0 0\r\n",
+        b"MCHO1 WORKERS 0 257\r\n",
+        b"MCHO1 WORKERS x 2\r\n",
+        b"MCHO1 OK 1\r\n",
+    ],
+)
+def test_a_malformed_workers_record_ends_the_set_up(record: bytes) -> None:
+    fe = FrontendChannel(SECRET, "IMAP4", "MBX01")
+    be = BackendChannel(SECRET, "IMAP4", "MBX01")
+    fe.on_setup(be.setup(fe.on_setup(be.challenge())))
+    with pytest.raises(handover.HandoverError):
+        fe.on_setup(record)
+    assert not fe.ready
 
 
 def test_logins_take_and_drop_round_trip() -> None:

@@ -68,7 +68,17 @@ class Message:
     header block), looked up for the whole command at once; without it each access asks
     the store."""
 
-    __slots__ = ("s", "uid", "view", "source", "_stored", "_raw", "_info", "_rendered")
+    __slots__ = (
+        "s",
+        "uid",
+        "view",
+        "source",
+        "as_stored",
+        "_stored",
+        "_raw",
+        "_info",
+        "_rendered",
+    )
 
     def __init__(
         self,
@@ -76,11 +86,15 @@ class Message:
         uid: int,
         view: RetrievalView | None = None,
         source: api.MessageSource | None = None,
+        as_stored: bool | None = None,
     ) -> None:
         self.s = s
         self.uid = uid
         self.view = view
         self.source = source
+        # The message goes out as stored (`view`'s as_stored, given by a caller that
+        # builds many Messages with one view).
+        self.as_stored = (view is None or view.as_stored) if as_stored is None else as_stored
         self._stored: bytes | None = None
         self._raw: bytes | None = None
         self._info: bodystructure.MessageInfo | None = None
@@ -132,14 +146,19 @@ class Message:
     def header(self) -> bytes:
         """The top-level header block (with its blank line) of the bytes sent: the
         store's copy when the message goes out as stored, no message file read."""
+        return self.stored_header() or self.raw[: self.info.header_len]
+
+    def stored_header(self) -> bytes | None:
+        """The store's header block when it is the one sent (as stored, or a rendering
+        that keeps the header as stored), else None."""
         source = self.source
         if (
             source is not None
             and source.header is not None
-            and (self.view is None or self.view.as_stored or _crlf_only(source.header))
+            and (self.as_stored or _crlf_only(source.header))
         ):
             return source.header
-        return self.raw[: self.info.header_len]
+        return None
 
     def size(self, row: api.MessageRow) -> int:
         if self.view is None:
@@ -157,12 +176,31 @@ class Message:
             or self._stored is not None
         ):
             return None
-        file = api.open_body(source.path, self.uid)  # closed by _stream
-        size = os.fstat(file.fileno()).st_size
-        if size <= OUTPUT_CHUNK:
-            file.close()
-            return None
-        return file, size
+        try:
+            fd = os.open(source.path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise api.StoreError(f"Message UID {self.uid} no longer exists.") from None
+        try:
+            size = os.fstat(fd).st_size
+            if size > OUTPUT_CHUNK:
+                return open(fd, "rb", buffering=0), size  # noqa: SIM115 - closed by _stream
+            # A small message goes out whole: read it now, from the file already open.
+            self._stored = _read_fd(fd, size)
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+        return None
+
+
+def _read_fd(fd: int, size: int) -> bytes:
+    data = os.read(fd, size)
+    while len(data) < size:  # a short read: only for very large files
+        more = os.read(fd, size - len(data))
+        if not more:
+            break
+        data += more
+    return data
 
 
 def _crlf_only(block: bytes) -> bool:
@@ -171,6 +209,38 @@ def _crlf_only(block: bytes) -> bool:
 
 
 Item = Callable[[int, api.MessageRow, Message], bytes]
+
+
+class FieldCache:
+    """HEADER.FIELDS answers of stored messages, by (message file, fields), shared by the
+    sessions of a process: a client opening a folder asks for the same From/Subject/Date
+    of every message at each session, and filtering 200 header blocks costs more than the
+    rest of such a FETCH. A message file never changes and its name is never given to
+    another message, so a kept answer stays right; whether the message still exists is
+    decided per FETCH by the store's lookup (message_sources), as without the cache.
+    Thread-safe as InfoCache is: single dict operations under the GIL."""
+
+    def __init__(self, limit: int = 20000) -> None:
+        self.limit = limit
+        self._data: dict[tuple[object, ...], bytes] = {}
+
+    def get(self, key: tuple[object, ...]) -> bytes | None:
+        return self._data.get(key)
+
+    def put(self, key: tuple[object, ...], value: bytes) -> bytes:
+        data = self._data
+        if len(data) >= self.limit:
+            # Drop the oldest quarter (dicts keep insertion order): no per-hit bookkeeping.
+            for k in list(data)[: self.limit // 4]:
+                data.pop(k, None)
+        data[key] = value
+        return value
+
+    def clear(self) -> None:
+        self._data.clear()
+
+
+FIELDS = FieldCache()
 
 #: FETCH output handed to the I/O layer at a time (see _emit).
 OUTPUT_CHUNK = 1024 * 1024
@@ -233,6 +303,7 @@ def _body_item(item: rq.FetchItem) -> Item:
             raw = msg.raw
             return prefix + b"{%d}\r\n" % len(raw) + raw
 
+        get.streams = True  # type: ignore[attr-defined]
         return get
 
     if _header_only(item):
@@ -242,9 +313,21 @@ def _body_item(item: rq.FetchItem) -> Item:
             if spec == "HEADER"
             else mime.header_filter(section.fields, exclude=spec == "HEADER.FIELDS.NOT")
         )
+        fields = (spec == "HEADER.FIELDS.NOT", *section.fields)
 
         def get_header(i: int, row: api.MessageRow, msg: Message) -> bytes:
-            data = msg.header() if pick is None else pick(msg.header())
+            if pick is None:
+                data = msg.header()
+            else:
+                stored = msg.stored_header()
+                source = msg.source
+                if stored is None or source is None or source.path is None:
+                    data = pick(msg.header())
+                else:
+                    key = (source.path, fields)
+                    data = FIELDS.get(key)
+                    if data is None:
+                        data = FIELDS.put(key, pick(stored))
             if partial is not None:
                 origin, count = partial
                 data = data[origin : origin + count]
@@ -524,6 +607,9 @@ def _emit(
     pending = sel.pending_vanished
     out = s.out
     flags_item = _simple("FLAGS", s)
+    # Only a whole-body item sends a message from its file (_Streamed).
+    may_stream = any(getattr(g, "streams", False) for g in getters)
+    as_stored = view.as_stored
     size = 0
     sources: dict[int, api.MessageSource] | None = None
     batch_end = start
@@ -543,7 +629,7 @@ def _emit(
             if source is None:  # expunged by another session since our snapshot
                 expunged = True
                 continue
-        msg = Message(s, uid, view, source)
+        msg = Message(s, uid, view, source, as_stored)
         try:
             parts = [g(i, row, msg) for g in getters]
             if receipts and view.receipts is not None:
@@ -555,7 +641,9 @@ def _emit(
             continue
         if flag_after and uid in flag_after:
             parts.append(flags_item(i, row, msg))
-        streamed = [n for n, part in enumerate(parts) if type(part) is _Streamed]
+        streamed = (
+            [n for n, part in enumerate(parts) if type(part) is _Streamed] if may_stream else None
+        )
         if streamed:
             # A big message as stored: its octets go out from the file one chunk per job,
             # so neither this session nor the I/O layer ever holds the whole message.

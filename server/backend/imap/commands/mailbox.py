@@ -44,12 +44,26 @@ def _no_inbox_change(name: str, what: str) -> None:
 # --- SELECT / EXAMINE -----------------------------------------------------------------
 
 
-@command(rq.Select, states=AUTH)
+#: Folders up to this size may be selected on the event loop when their message list is
+#: kept by the store (see select_in_place).
+INLINE_MAX_MESSAGES = 5000
+
+
+def select_in_place(s: ImapSession, cmd: rq.Command) -> bool:
+    """SELECT/EXAMINE of a folder whose message list the store keeps: a read, bounded by
+    the folder's size (a thread hand-off costs more than such a SELECT). Claiming \\Recent
+    is a write: when there is any to claim, that part goes to a worker (_select_claiming)."""
+    args: rq.Select = cmd.args  # type: ignore[assignment]
+    size = s.store.cached_size(args.mailbox)
+    return size is not None and size <= INLINE_MAX_MESSAGES
+
+
+@command(rq.Select, states=AUTH, inline=select_in_place)
 def select(s: ImapSession, cmd: rq.Command) -> bytes | None:
     args: rq.Select = cmd.args  # type: ignore[assignment]
     if args.qresync is not None and not s.qresync:
         return tagged(cmd.tag, b"BAD", "QRESYNC is not enabled")
-    if s.selected is not None:
+    if s.selected is not None:  # closed even when this SELECT fails (RFC 3501 6.3.1)
         s.selected = None
         s.state = AUTHENTICATED
         if s.qresync or s.rev2:
@@ -57,8 +71,17 @@ def select(s: ImapSession, cmd: rq.Command) -> bytes | None:
     if args.condstore:
         s.enable_condstore()
     snap = s.store.snapshot(args.mailbox)
+    if not args.readonly and snap.status.recent:
+        # Counted in the snapshot's own read: with none to claim, no write transaction.
+        s.resume_with(lambda s, cmd: _selected(s, cmd, snap, True), cmd)
+        return b""
+    return _selected(s, cmd, snap, False)
+
+
+def _selected(s: ImapSession, cmd: rq.Command, snap: api.FolderSnapshot, claim: bool) -> bytes:
+    args: rq.Select = cmd.args  # type: ignore[assignment]
     sel = Selected(snap.status.name, args.readonly, snap)
-    if not args.readonly:
+    if claim:
         sel.recent = s.store.claim_recent(sel.name) & set(sel.uids)
     elif snap.status.recent:
         # EXAMINE shows \Recent without taking it (RFC 3501 6.3.2). Every delivery gets a new

@@ -141,7 +141,7 @@ def test_read_only_fetches_may_run_in_place(store: SqliteMailStore) -> None:
     c.session.mark_dirty()  # taking in new messages claims their \Recent: a write
     assert not next_job(c, "f FETCH 1 FLAGS").inline
     assert next_job(c, "f FETCH 1 FLAGS").inline
-    assert not next_job(c, "s SELECT INBOX").inline
+    assert next_job(c, "s SELECT INBOX").inline  # the folder's list is kept: a read
     assert "e OK [READ-ONLY]" in c("e EXAMINE INBOX")
     assert next_job(c, "f FETCH 1 BODY[]").inline  # read-only folder: nothing to set
 
@@ -154,3 +154,55 @@ def test_big_folders_fetch_in_a_worker(
     c = client(store)
     monkeypatch.setattr(fetch, "INLINE_MAX_MESSAGES", 49)
     assert not next_job(c, "f FETCH 1 FLAGS").inline
+
+
+def test_header_fields_answers_are_shared_by_sessions_and_stay_right(
+    store: SqliteMailStore,
+) -> None:
+    from server.backend.imap.commands import fetch
+
+    fetch.FIELDS.clear()
+    first, second = client(store), client(store)
+    assert first(f"f {HEAD_FETCH}").count(" FETCH (") == 50
+    # Other field lists of the same messages are answers of their own, not the kept ones.
+    out = second("g UID FETCH 7 (BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+    assert "BODY[HEADER.FIELDS (SUBJECT)] {18}\r\nSubject: alt 7\r\n\r\n)" in out
+    out = second("g UID FETCH 7 (BODY.PEEK[HEADER.FIELDS.NOT (FROM SUBJECT DATE)])")
+    assert "Subject:" not in out and "To: bob@example.com\r\n" in out
+    # A message expunged since is left out, though its answer is kept.
+    store.mailbox("alice").delete_messages("INBOX", [2])
+    out = second(f"f {HEAD_FETCH}")
+    assert out.count(" FETCH (") == 49 and "f OK [EXPUNGEISSUED]" in out
+    assert "Subject: alt 9\r\n" in out
+
+
+def test_select_runs_in_place_and_claims_recent_in_a_worker(tmp_path: Path) -> None:
+    with SqliteMailStore(tmp_path / "db") as fresh:
+        box = fresh.mailbox("alice")
+        box.append_many("INBOX", [api.NewMessage(raw(n)) for n in range(1, 4)])
+        c = Client(fresh).login()  # type: ignore[arg-type]
+        first = next_job(c, "s SELECT INBOX")
+        assert not first.inline  # the folder's list is read for the first time
+        job = c.session.next_job()  # three \Recent to claim: a write, in a worker
+        assert job is not None and not job.inline and job.blocking
+        out = job.run().decode()
+        assert "* 3 RECENT" in out and "s OK [READ-WRITE]" in out
+        box.append("INBOX", raw(4))
+        c.session.receive(b"t SELECT INBOX\r\n")
+        job = c.session.next_job()
+        assert job is not None and job.inline
+        assert job.run() == b""  # nothing said before the claim
+        job = c.session.next_job()
+        assert job is not None and not job.inline
+        out = job.run().decode()
+        assert "* 4 EXISTS" in out and "* 1 RECENT" in out and "t OK [READ-WRITE]" in out
+        assert box.claim_recent("INBOX") == set()
+        # Nothing to claim: all in place, one job, no write.
+        c.session.receive(b"u SELECT INBOX\r\n")
+        job = c.session.next_job()
+        assert job is not None and job.inline
+        out = job.run().decode()
+        assert "* 0 RECENT" in out and "u OK [READ-WRITE]" in out
+        assert c.session.next_job() is None
+        # A failed SELECT leaves no folder selected (RFC 3501 6.3.1).
+        assert "v NO" in c("v SELECT Nowhere") and c.session.selected is None
