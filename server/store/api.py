@@ -206,16 +206,20 @@ def read_body(path: str | os.PathLike[str], uid: int) -> bytes:
     except FileNotFoundError:
         raise StoreError(f"Message UID {uid} no longer exists.") from None
     try:
-        size = os.fstat(fd).st_size
-        data = os.read(fd, size)
-        while len(data) < size:  # a short read: only for very large files
-            more = os.read(fd, size - len(data))
-            if not more:
-                break
-            data += more
-        return data
+        return read_fd(fd, os.fstat(fd).st_size)
     finally:
         os.close(fd)
+
+
+def read_fd(fd: int, size: int) -> bytes:
+    """Up to `size` bytes of an open message file, in one read unless the file is large."""
+    data = os.read(fd, size)
+    while len(data) < size:  # a short read: only for very large files
+        more = os.read(fd, size - len(data))
+        if not more:
+            break
+        data += more
+    return data
 
 
 def open_body(path: str | os.PathLike[str], uid: int) -> BinaryIO:

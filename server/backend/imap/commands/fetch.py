@@ -185,22 +185,12 @@ class Message:
             if size > OUTPUT_CHUNK:
                 return open(fd, "rb", buffering=0), size  # noqa: SIM115 - closed by _stream
             # A small message goes out whole: read it now, from the file already open.
-            self._stored = _read_fd(fd, size)
+            self._stored = api.read_fd(fd, size)
         except BaseException:
             os.close(fd)
             raise
         os.close(fd)
         return None
-
-
-def _read_fd(fd: int, size: int) -> bytes:
-    data = os.read(fd, size)
-    while len(data) < size:  # a short read: only for very large files
-        more = os.read(fd, size - len(data))
-        if not more:
-            break
-        data += more
-    return data
 
 
 def _crlf_only(block: bytes) -> bool:
