@@ -158,12 +158,16 @@ def test_the_topology_service_brings_a_change_to_the_other_host(pair: Pair) -> N
     try:
         runner.start(TOPOLOGY, "MBX02")
         mailctl(pair.one, "set-popsettings", "--server", "MBX02", "--banner", "copied")
+        # The copy writes settings.toml, then the version beside it (so a version never
+        # names content not there yet): wait for both, not for the file alone.
         wait_for(
-            "the change in host two's settings.toml",
-            lambda: store.load(pair.two).settings.Servers["MBX02"].PopSettings.Banner == "copied",
+            "the change and its version in host two's copy",
+            lambda: (
+                store.load(pair.two).settings.Servers["MBX02"].PopSettings.Banner == "copied"
+                and shared.read_version(pair.two.root) == shared.read_version(pair.one.root)
+            ),
             deadline=2.0,
         )
-        assert shared.read_version(pair.two.root) == shared.read_version(pair.one.root)
         # The directory goes away: the copy stays, the service says why, and catches up.
         pair.slapd.stop()
 
