@@ -255,13 +255,7 @@ class Writes(MailboxBase):
             gone = [(uid, body) for uid, body, flags in rows if "\\Deleted" in flags.split()]
             if not gone:
                 return []
-            modseq = f.highestmodseq + 1
-            c.executemany(
-                "DELETE FROM messages WHERE folder=? AND uid=?", [(f.id, u) for u, _ in gone]
-            )
-            self._bury(c, f.id, [u for u, _ in gone], modseq)
-            c.execute("UPDATE folders SET highestmodseq=? WHERE id=?", (modseq, f.id))
-            doomed = self._release_bodies(c, [b for _, b in gone])
+            doomed = self._remove_rows(c, f.id, gone, f.highestmodseq + 1)
         self._unlink(doomed)
         return [u for u, _ in gone]
 
@@ -285,14 +279,22 @@ class Writes(MailboxBase):
             if not gone and not seen:
                 return []
             c.executemany("UPDATE messages SET flags=?, modseq=? WHERE folder=? AND uid=?", seen)
-            c.executemany(
-                "DELETE FROM messages WHERE folder=? AND uid=?", [(f.id, u) for u, _ in gone]
-            )
-            self._bury(c, f.id, [u for u, _ in gone], modseq)
-            c.execute("UPDATE folders SET highestmodseq=? WHERE id=?", (modseq, f.id))
-            doomed = self._release_bodies(c, [b for _, b in gone])
+            doomed = self._remove_rows(c, f.id, gone, modseq)
         self._unlink(doomed)
         return [u for u, _ in gone]
+
+    def _remove_rows(
+        self, c: sqlite3.Connection, folder_id: int, gone: list[tuple[int, int]], modseq: int
+    ) -> list[str]:
+        """Expunge `gone` (uid, body id) at `modseq`: rows deleted, tombstones kept, the
+        folder's HIGHESTMODSEQ moved; the body files no message refers to any more are
+        returned, to be unlinked after the commit."""
+        c.executemany(
+            "DELETE FROM messages WHERE folder=? AND uid=?", [(folder_id, u) for u, _ in gone]
+        )
+        self._bury(c, folder_id, [u for u, _ in gone], modseq)
+        c.execute("UPDATE folders SET highestmodseq=? WHERE id=?", (modseq, folder_id))
+        return self._release_bodies(c, [b for _, b in gone])
 
     @staticmethod
     def _bury(c: sqlite3.Connection, folder_id: int, uids: list[int], modseq: int) -> None:
