@@ -48,6 +48,11 @@ class HandoffTarget(Protocol):
         refusal text."""
         ...
 
+    def handoff_open_now(self, accepted: handover.Accepted) -> tuple[bytes, Any] | str | None:
+        """handoff_open without waiting, when nothing on its way can block; None when
+        something could (then the channel awaits handoff_open)."""
+        ...
+
     def handoff_start(
         self, opened: Any, sock: socket.socket, read_ahead: bytes, ended: Callable[[], None]
     ) -> None:
@@ -128,8 +133,18 @@ class _Channel:
             if len(self.pending) + self.opening >= MAX_PENDING:
                 self.records.send(codec.refuse(seq, "Too many hand-offs at once"))
                 return
-            self.opening += 1
-            self.listener.spawn(self._open(seq, value))
+            # Most logins are opened right here: no task, no worker thread, and the OK goes
+            # out in this callback. Only what may block (a directory search, a mailbox's
+            # first open) waits in a task of its own.
+            try:
+                result = self.target.handoff_open_now(value)
+            except Exception:  # noqa: BLE001 - a bug refuses this login, not the channel
+                result = self._open_failed()
+            if result is None:
+                self.opening += 1
+                self.listener.spawn(self._open(seq, value))
+            else:
+                self._opened(seq, result)
         elif kind == "take":
             assert isinstance(value, bytes)
             found = self.pending.pop(seq, None)
@@ -147,17 +162,21 @@ class _Channel:
             records.close_fds(fds)
             self._discard(seq)
 
+    def _open_failed(self) -> str:
+        self.target.ctx.log.exception("service=%s event=handoff-open-error", self.target.ctx.name)
+        return "The mailbox cannot be opened now"
+
     async def _open(self, seq: int, accepted: handover.Accepted) -> None:
-        assert self.codec is not None
         try:
             result = await self.target.handoff_open(accepted)
         except Exception:  # noqa: BLE001 - a bug refuses this login, not the channel
-            self.target.ctx.log.exception(
-                "service=%s event=handoff-open-error", self.target.ctx.name
-            )
-            result = "The mailbox cannot be opened now"
+            result = self._open_failed()
         finally:
             self.opening -= 1
+        self._opened(seq, result)
+
+    def _opened(self, seq: int, result: tuple[bytes, Any] | str) -> None:
+        assert self.codec is not None
         if isinstance(result, str):
             self.records.send(self.codec.refuse(seq, result))
             return

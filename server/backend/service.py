@@ -16,6 +16,7 @@ from server.directory import (
     Entry,
     ProxySecret,
     find_entry,
+    ldap_for,
     may_use_protocol,
 )
 from server.moves import fence
@@ -205,6 +206,9 @@ class BackendService(Service):
     async def handoff_open(self, accepted: handover.Accepted) -> tuple[bytes, Any] | str:
         raise NotImplementedError
 
+    def handoff_open_now(self, accepted: handover.Accepted) -> tuple[bytes, Any] | str | None:
+        return None  # a back end that can open without blocking says so
+
     def handoff_start(
         self, opened: Any, sock: socket.socket, read_ahead: bytes, ended: Callable[[], None]
     ) -> None:
@@ -300,6 +304,13 @@ def check_hand_over(ctx: ServiceContext, settings: Settings, protocol: str, mail
     if moving is not None:  # a move's final pass, or just switched (server/moves/fence.py)
         raise HandOverRefused("temp", f"Mailbox {entry.name}: {moving}")
     return entry
+
+
+def directory_may_block(ctx: ServiceContext, settings: Settings) -> bool:
+    """Whether check_hand_over may wait on the network: an LDAP directory's lookup is a
+    search. The settings file's directory and the fence files are local lookups, fit for
+    the event loop."""
+    return ldap_for(settings, ctx.home) is not None
 
 
 async def end_sessions(

@@ -14,7 +14,6 @@ asked raises `DirectoryUnavailable`: logins answer it with a temporary failure.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import os
@@ -78,6 +77,8 @@ class Directory:
         self.home = home
         self._hashes: dict[str, str] = {}
         self._hashes_stamp: tuple[int, int] | None = None
+        # A str: os.stat on it costs a login less than building and stat-ing a Path.
+        self._hashes_path = str(home.secrets / "passwords.json")
         self._cache: dict[str, tuple[str, bytes]] = {}  # name -> (hash, keyed digest)
         self._cache_key = secrets.token_bytes(32)
         self._settings: Settings | None = None  # the last seen (stored_hash has none)
@@ -117,20 +118,21 @@ class Directory:
         return self.home.secrets / "passwords.json"
 
     def _load_hashes(self) -> dict[str, str]:
-        path = self._password_file()
+        """The stored hashes, read again when the file's stamp changes (a stat per call)."""
         try:
-            stat = path.stat()
+            stat = os.stat(self._hashes_path)
         except FileNotFoundError:
             self._hashes, self._hashes_stamp = {}, None
             return self._hashes
         stamp = (stat.st_mtime_ns, stat.st_size)
         if stamp != self._hashes_stamp:
-            self._hashes = json.loads(path.read_text())
+            self._hashes = json.loads(self._password_file().read_text())
             self._hashes_stamp = stamp
         return self._hashes
 
     def _digest(self, name: str, password: str) -> bytes:
-        return hmac.new(self._cache_key, f"{name}\0{password}".encode(), hashlib.sha256).digest()
+        # hmac.digest: the one-shot form, no HMAC object set up per login.
+        return hmac.digest(self._cache_key, f"{name}\0{password}".encode(), "sha256")
 
     def verify(self, settings: Settings, identity: str, password: str) -> Entry | None:
         """The entry when the password is right, else None. Blocking (argon2): call it from

@@ -329,6 +329,18 @@ class ProvedPool:
 # ---------------------------------------------------------------------------- the service
 
 
+class _Live:
+    """The protocol's settings of one settings object, and what is derived from them."""
+
+    __slots__ = ("settings", "protocol", "idle_timeout", "policies")
+
+    def __init__(self, settings: Settings, protocol: ProtocolSettings) -> None:
+        self.settings = settings
+        self.protocol = protocol
+        self.idle_timeout = protocol.PreAuthenticatedConnectionTimeout.total_seconds()
+        self.policies: dict[tuple[bool, bool], Policy] = {}
+
+
 class FrontendService(Service):
     """One front-end service (MSExchangeIMAP4 or MSExchangePOP3)."""
 
@@ -351,11 +363,37 @@ class FrontendService(Service):
         self.session_ids = itertools.count(1)
         self.proxy_secret = ProxySecret(ctx.home)
         self.proved = ProvedPool()
+        self._live: _Live | None = None
         self.handoff = (
             HandoffClient(ctx.home, self.backend_name, self.protocol, ctx.server)
             if handoff_enabled()
             else None
         )
+
+    def live(self) -> _Live:
+        """What each client command looks up in the settings in force, found once per
+        settings object (a reload replaces the object, it never changes one in place)."""
+        settings = self.ctx.settings
+        live = self._live
+        if live is None or live.settings is not settings:
+            live = self._live = _Live(settings, self.protocol_settings(settings))
+        return live
+
+    def policy(self, tls_active: bool) -> Policy:
+        """The login core's Policy for a connection with or without TLS now."""
+        live = self.live()
+        tls_available = self.ssl_context is not None
+        key = (tls_active, tls_available)
+        found = live.policies.get(key)
+        if found is None:
+            ps = live.protocol
+            found = live.policies[key] = Policy(
+                tls_active=tls_active,
+                tls_available=tls_available,
+                login_type=ps.LoginType,
+                max_command_size=ps.MaxCommandSize,  # type: ignore[attr-defined]
+            )
+        return found
 
     # --- protocol hooks -------------------------------------------------------------
     @abstractmethod
@@ -644,13 +682,7 @@ class Session:
         self.local = f"{local[0]}:{local[1]}"
 
     def policy(self) -> Policy:
-        ps = self.service.protocol_settings()
-        return Policy(
-            tls_active=self.tls_active,
-            tls_available=self.service.ssl_context is not None,
-            login_type=ps.LoginType,
-            max_command_size=ps.MaxCommandSize,  # type: ignore[attr-defined]
-        )
+        return self.service.policy(self.tls_active)
 
     def shutdown(self) -> None:
         """Service stopping (SIGTERM): every client gets the protocol's goodbye (IMAP
@@ -729,11 +761,14 @@ class Session:
                     return
 
     def _idle_timeout(self) -> float:
-        return self.service.protocol_settings().PreAuthenticatedConnectionTimeout.total_seconds()
+        return self.service.live().idle_timeout
 
     async def _read(self, timeout: float) -> bytes | None:
         try:
-            data = await asyncio.wait_for(self.reader.read(65536), max(timeout, 0.001))
+            # asyncio.timeout, not wait_for: no task per read, and no loop iterations to
+            # start it and to hand its result back (Python 3.11's wait_for has both).
+            async with asyncio.timeout(max(timeout, 0.001)):
+                data = await self.reader.read(65536)
         except TimeoutError:
             self.writer.write(self.core.goodbye("Connection timed out"))
             await linger_close(self.writer, self.reader)

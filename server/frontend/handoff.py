@@ -242,9 +242,8 @@ async def hand_off(
     try:
         secret = service.proxy_secret.cached() or await asyncio.to_thread(service.proxy_secret.load)
         channel = await client.channel(secret, entry.name)
-        seq, kind, payload = await asyncio.wait_for(
-            channel.login(entry.name, header), SETUP_TIMEOUT
-        )
+        async with asyncio.timeout(SETUP_TIMEOUT):  # no task per login, as wait_for makes
+            seq, kind, payload = await channel.login(entry.name, header)
     except (OSError, TimeoutError, ChannelLost, handover.HandoverError) as exc:
         session._log("handoff-unavailable", entry.name, repr(exc))
         restore()

@@ -7,6 +7,7 @@ pasted scripts keep working, but they change nothing here (get-* marks them so).
 
 from __future__ import annotations
 
+import weakref
 from datetime import timedelta
 from typing import Annotated, Any, TypeVar
 
@@ -647,10 +648,53 @@ class Settings(Model):
     def mailbox(self, identity: str) -> tuple[str, Mailbox] | None:
         """Find a mailbox by name, e-mail address or `domain\\name`, case-insensitively."""
         wanted = identity.strip().lower().rsplit("\\", 1)[-1]
+        name = _mailbox_index(self).get(wanted)
+        if name is not None:
+            box = self.Mailboxes.get(name)
+            if box is not None and _names(name, box, wanted):
+                return name, box
+        # Not in the index, or the index is stale: this object was changed in place since.
         for name, box in self.Mailboxes.items():
-            if name.lower() == wanted or wanted in (a.lower() for a in box.addresses()):
+            if _names(name, box, wanted):
+                _mailbox_indexes.pop(id(self), None)  # found by the scan: rebuilt next time
                 return name, box
         return None
+
+
+def _names(name: str, box: Mailbox, wanted: str) -> bool:
+    """Whether the mailbox `name` answers to `wanted` (lower case, no `domain\\`)."""
+    return name.lower() == wanted or wanted in (a.lower() for a in box.addresses())
+
+
+# Settings.mailbox runs at every login, several times (the front end's throttle and
+# password check, the back end's hand-over): a scan over every mailbox and its addresses
+# costs as much as the rest of the lookup in a large organization. Each Settings object
+# gets an index (lower-case name or address -> mailbox name, the first in order as the
+# scan finds it) when first asked. A hit is checked against the object as it is now and
+# anything the index does not answer is scanned for, so an object changed in place (the
+# CLI edits its own copy) still gets the scan's answer. Kept beside the object, not in it:
+# a private attribute would take part in Settings equality.
+_mailbox_indexes: dict[int, tuple[weakref.ref[Settings], dict[str, str]]] = {}
+
+
+def _mailbox_index(settings: Settings) -> dict[str, str]:
+    key = id(settings)
+    found = _mailbox_indexes.get(key)
+    if found is not None and found[0]() is settings:
+        return found[1]
+    index: dict[str, str] = {}
+    for name, box in settings.Mailboxes.items():
+        index.setdefault(name.lower(), name)
+        for address in box.addresses():
+            index.setdefault(address.lower(), name)
+    _mailbox_indexes[key] = (weakref.ref(settings, lambda _: _forget_index(key)), index)
+    return index
+
+
+def _forget_index(key: int) -> None:
+    found = _mailbox_indexes.get(key)
+    if found is not None and found[0]() is None:
+        del _mailbox_indexes[key]
 
 
 def _overlap(a: IPEndPoint, b: IPEndPoint) -> bool:

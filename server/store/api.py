@@ -472,6 +472,11 @@ class MailStore(ABC):
     def mailbox(self, name: str) -> MailboxStore:
         """Open (creating with DEFAULT_FOLDERS on first use) one user's mailbox."""
 
+    def opened(self, name: str) -> MailboxStore | None:
+        """The mailbox if this process has it open already, so that getting it reads
+        nothing from the disk; None when mailbox() would have to open it."""
+        return None
+
     @abstractmethod
     def delete_mailbox(self, name: str) -> None: ...
 

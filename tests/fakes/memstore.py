@@ -267,6 +267,9 @@ class MemStore(api.MailStore):
     def mailbox(self, name: str) -> MemMailbox:
         return self.boxes.setdefault(name.lower(), MemMailbox(name))
 
+    def opened(self, name: str) -> MemMailbox | None:
+        return self.boxes.get(name.lower())
+
     def delete_mailbox(self, name: str) -> None:
         self.boxes.pop(name.lower(), None)
 

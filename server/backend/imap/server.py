@@ -495,6 +495,30 @@ class ImapBackendService(BackendService):
         assert self._store is not None
         return Login(entry.name, self._store.mailbox(entry.name), entry.mailbox)
 
+    async def _open_login(self, mailbox: str) -> Login | str:
+        login = self.open_login_now(mailbox)
+        if login is not None:
+            return login
+        return await asyncio.get_running_loop().run_in_executor(
+            self.executor, self.open_login, mailbox
+        )
+
+    def open_login_now(self, mailbox: str) -> Login | str | None:
+        """open_login on the event loop, when nothing on its way can block: the directory
+        is the settings file's and this process has the mailbox open already (a first open
+        reads its database). None: run open_login in a worker thread."""
+        settings, store = self.ctx.settings, self._store
+        if store is None or common.directory_may_block(self.ctx, settings):
+            return None
+        try:
+            entry = common.check_hand_over(self.ctx, settings, "IMAP4", mailbox)
+        except common.HandOverRefused as refused:
+            return refused.text
+        box = store.opened(entry.name)
+        if box is None:
+            return None
+        return Login(entry.name, box, entry.mailbox)
+
     def inline_allowed(self) -> bool:
         return not self._inline_off_until or time.monotonic() >= self._inline_off_until
 
@@ -611,16 +635,10 @@ class ImapBackendService(BackendService):
         task = asyncio.current_task()
         assert task is not None
         self._connections[task] = None
-        loop = asyncio.get_running_loop()
         handed = None
         try:
             handed = await self.hand_over(
-                reader,
-                writer,
-                "IMAP4",
-                lambda accepted: loop.run_in_executor(
-                    self.executor, self.open_login, accepted.mailbox
-                ),
+                reader, writer, "IMAP4", lambda accepted: self._open_login(accepted.mailbox)
             )
         except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
             pass
@@ -677,6 +695,17 @@ class ImapBackendService(BackendService):
     ) -> tuple[bytes, tuple[ImapSession, proxyv2.ProxyInfo | None]] | str:
         loop = asyncio.get_running_loop()
         login = await loop.run_in_executor(self.executor, self.open_login, accepted.mailbox)
+        return self._preauth(login, accepted)
+
+    def handoff_open_now(
+        self, accepted: Accepted
+    ) -> tuple[bytes, tuple[ImapSession, proxyv2.ProxyInfo | None]] | str | None:
+        login = self.open_login_now(accepted.mailbox)
+        return None if login is None else self._preauth(login, accepted)
+
+    def _preauth(
+        self, login: Login | str, accepted: Accepted
+    ) -> tuple[bytes, tuple[ImapSession, proxyv2.ProxyInfo | None]] | str:
         if isinstance(login, str):
             return login
         session = ImapSession(self.session_config(accepted.client), TABLE)

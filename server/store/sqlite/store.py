@@ -48,6 +48,9 @@ class SqliteMailStore(MailStore):
     def mailbox(self, name: str) -> SqliteMailbox:
         return self.box_by_key(mailbox_key(name), name)
 
+    def opened(self, name: str) -> SqliteMailbox | None:
+        return self._boxes.get(mailbox_key(name))
+
     def box_by_key(self, key: str, name: str | None = None) -> SqliteMailbox:
         box = self._boxes.get(key)
         if box is None:
