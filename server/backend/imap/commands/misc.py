@@ -23,7 +23,16 @@ def capability(s: ImapSession, cmd: rq.Command) -> bytes | None:
     return None
 
 
-@command(rq.Noop, rq.Check, states=ANY)
+def writes_nothing(s: ImapSession, cmd: rq.Command) -> bool:
+    """A NOOP or CHECK that may run in place (Job.inline): with no folder selected it
+    reads nothing at all; in a read-only folder with no wake-up pending it reads the few
+    changes since the folder's MODSEQ. In a read-write folder sync may claim \\Recent (a
+    write, which can wait for the store's lock): a worker thread's job."""
+    sel = s.selected
+    return sel is None or (sel.readonly and not s.dirty)
+
+
+@command(rq.Noop, rq.Check, states=ANY, inline=writes_nothing)
 def noop(s: ImapSession, cmd: rq.Command) -> bytes | None:
     if isinstance(cmd.args, rq.Check) and s.selected is None:
         return tagged(cmd.tag, b"BAD", "No mailbox selected")

@@ -146,6 +146,21 @@ def test_read_only_fetches_may_run_in_place(store: SqliteMailStore) -> None:
     assert next_job(c, "f FETCH 1 BODY[]").inline  # read-only folder: nothing to set
 
 
+def test_noop_runs_in_place_only_where_it_can_write_nothing(store: SqliteMailStore) -> None:
+    c = Client(store).login()  # type: ignore[arg-type]
+    assert next_job(c, "n NOOP").inline  # nothing selected: nothing to read
+    c.select()
+    assert not next_job(c, "n NOOP").inline  # read-write: new messages' \Recent is claimed
+    assert "e OK [READ-ONLY]" in c("e EXAMINE INBOX")
+    assert next_job(c, "n NOOP").inline
+    assert next_job(c, "c CHECK").inline
+    c.session.mark_dirty()  # a wake-up: the changes may be many
+    assert not next_job(c, "n NOOP").inline
+    store.mailbox("alice").append("INBOX", raw(99))
+    c.session.mark_dirty()
+    assert "* 51 EXISTS" in c("n NOOP")  # a read-only folder still takes in new messages
+
+
 def test_big_folders_fetch_in_a_worker(
     store: SqliteMailStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
