@@ -152,13 +152,26 @@ def listen(address: str) -> socket.socket:
     return sock
 
 
+def waiting(sock: socket.socket, limit: int = 2**16) -> bytes:
+    """What the peer has sent that waits in the socket now, without waiting for more
+    (b"" when nothing does; an EOF or an error is left for the transport built next to
+    find). A handed-in client socket is read so before its streams exist: on a busy loop
+    the client's first command is usually there already, and is then answered without
+    the loop iterations of a transport's first read."""
+    try:
+        return sock.recv(limit, socket.MSG_DONTWAIT)
+    except OSError:  # BlockingIOError: nothing yet
+        return b""
+
+
 async def stream_from(
     sock: socket.socket, read_ahead: bytes, limit: int = 2**16
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """Streams over a socket handed in from another process, `read_ahead` (bytes that
-    process read from it and did not use) first."""
+    process read from it and did not use) first, then what waits in the socket now."""
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=limit, loop=loop)
+    read_ahead += waiting(sock, limit)
     if read_ahead:
         reader.feed_data(read_ahead)  # before the transport can deliver anything newer
     protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
@@ -166,4 +179,4 @@ async def stream_from(
     return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
 
 
-__all__ = ["Records", "close_fds", "connect", "listen", "peer_uid", "stream_from"]
+__all__ = ["Records", "close_fds", "connect", "listen", "peer_uid", "stream_from", "waiting"]

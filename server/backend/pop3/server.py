@@ -35,6 +35,7 @@ from server.protocols.handover import Accepted
 from server.protocols.pop3.responses import Capabilities
 from server.protocols.pop3.session import Pop3Session, SessionSettings
 from server.retrieval import RetrievalView
+from server.runtime import records
 from server.runtime.linger import linger_close
 from server.runtime.service import ServiceContext
 from server.settings.models import PopSettings, Server, Settings
@@ -247,10 +248,11 @@ class Pop3BackendService(common.BackendService):
             task = asyncio.current_task()
             assert task is not None
             try:
+                early = read_ahead + records.waiting(sock)  # see records.waiting
                 reader, writer, protocol = await session_streams(sock)
                 self._connections[task] = writer
                 connection = Pop3Connection(self, reader, writer, client, session, protocol)
-                await self._run(connection, login, greeted=True, read_ahead=read_ahead)
+                await self._run(connection, login, greeted=True, read_ahead=early)
             except OSError:
                 sock.close()
                 login.release()
