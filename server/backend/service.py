@@ -143,15 +143,21 @@ class BackendService(Service):
         # Front ends on this host hand logged-in clients over here (backend/handoff.py).
         self.handoff = HandoffListener(self, self.PROTOCOL)
         self._handed: set[asyncio.Task[None]] = set()
+        self._receipts: ReceiptSender | None = None
 
     def _handler_for(self, implicit_tls: bool) -> Handler:
         raise NotImplementedError
 
     def receipt_sender(self) -> ReceiptSender:
         """The read-receipt sender of this back end's sessions: MDNs go to this server's
-        submission spool (spool_submit)."""
-        ctx = self.ctx
-        return ReceiptSender(lambda: ctx.settings, spool_submit(ctx.home, ctx.server))
+        submission spool (spool_submit). One for all of them (it keeps nothing of a
+        session's): every login needs it, and the first builds it with an import."""
+        sender = self._receipts
+        if sender is None:
+            ctx = self.ctx
+            sender = ReceiptSender(lambda: ctx.settings, spool_submit(ctx.home, ctx.server))
+            self._receipts = sender
+        return sender
 
     def ports(self, server: Server) -> tuple[int, int]:
         """(plain port, TLS port) this back end listens on."""
@@ -161,6 +167,7 @@ class BackendService(Service):
         self._store = await asyncio.to_thread(
             type(self).store_factory, self.ctx.home, self.ctx.server
         )
+        self.receipt_sender()  # its import now, not in the first login
         try:
             await self._reconcile()
             self.handoff.start()

@@ -7,7 +7,6 @@ client address (for logs and per-IP limits) while the TCP peer is the front end.
 from __future__ import annotations
 
 import ipaddress
-import socket
 import struct
 from dataclasses import dataclass
 
@@ -29,15 +28,28 @@ class ProxyHeaderError(ValueError):
     pass
 
 
-def encode(info: ProxyInfo) -> bytes:
-    # The usual case, both addresses IPv4 as sockets give them: inet_pton (C) instead of
-    # ipaddress's parsing, which costs a hand-over more than the rest of this header.
+def _dotted_quad(text: str) -> bytes | None:
+    """The four octets of an IPv4 address written as sockets write one ("192.0.2.7"), else
+    None: anything else is left to ipaddress, which accepts no less and refuses the rest."""
+    parts = text.split(".")
+    if len(parts) != 4:
+        return None
+    for part in parts:
+        if not (part.isascii() and part.isdigit() and len(part) <= 3) or (
+            part[0] == "0" and part != "0"
+        ):
+            return None
     try:
-        src4 = socket.inet_pton(socket.AF_INET, info.client_address)
-        dst4 = socket.inet_pton(socket.AF_INET, info.server_address)
-    except OSError:
-        pass
-    else:
+        return bytes(map(int, parts))
+    except ValueError:  # an octet over 255
+        return None
+
+
+def encode(info: ProxyInfo) -> bytes:
+    # The usual case, IPv4 both ways, without ipaddress's objects: they cost a hand-over
+    # more than the rest of the header.
+    src4, dst4 = _dotted_quad(info.client_address), _dotted_quad(info.server_address)
+    if src4 is not None and dst4 is not None:
         return _IPV4_HEAD + src4 + dst4 + struct.pack("!HH", info.client_port, info.server_port)
     src = ipaddress.ip_address(info.client_address)
     dst = ipaddress.ip_address(info.server_address)
@@ -71,9 +83,8 @@ def decode(data: bytes) -> tuple[ProxyInfo | None, int]:
     if version_command & 0x0F == 0:  # LOCAL: health checks from the proxy itself
         return None, total
     if family == 0x11 and len(body) >= 12:
-        # inet_ntop: what str(IPv4Address) gives, without building the objects.
-        src4 = socket.inet_ntop(socket.AF_INET, body[0:4])
-        dst4 = socket.inet_ntop(socket.AF_INET, body[4:8])
+        # What str(IPv4Address) gives, without building the objects.
+        src4, dst4 = ".".join(map(str, body[0:4])), ".".join(map(str, body[4:8]))
         sport, dport = struct.unpack("!HH", body[8:12])
         return ProxyInfo(src4, sport, dst4, dport), total
     if family == 0x21 and len(body) >= 36:

@@ -5,12 +5,16 @@ store, pydantic or the settings models."""
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 
 #: Messages and octets in every folder of one mailbox.db (Exchange's ItemCount, TotalItemSize).
 TOTALS_SQL = "SELECT count(*), coalesce(sum(size), 0) FROM messages"
 
 
+# Asked several times per login (the store, the move fences): a pure function of the name,
+# kept for the names seen lately.
+@functools.lru_cache(maxsize=4096)
 def mailbox_key(name: str) -> str:
     """The folder name of a mailbox: case-folded (mailbox names are case-insensitive),
     with anything outside a safe set percent-encoded."""

@@ -251,3 +251,20 @@ def test_an_impostor_gets_only_a_nonce_from_a_front_end_proving_ahead() -> None:
         fe.on_line(b"MCHO1 PROOF " + b"00" * 32 + b"\r\n")
     with pytest.raises(HandoverError):
         fe.login("alice", HEADER)  # no LOGIN ever follows a failed proof
+
+
+def test_the_mac_is_hmac_sha256_over_the_label_role_and_length_prefixed_fields() -> None:
+    # Written out the long way: the wire format both sides of every deployed version share.
+    import hashlib
+    import hmac
+    import struct
+
+    fields = [b"IMAP4", b"mbx01", b"", b"n" * 24, "b\u00f6b".encode()]
+    h = hmac.new(b"secret", b"mailctl-handover-v1\0" + b"role", hashlib.sha256)
+    for f in fields:
+        h.update(struct.pack("!I", len(f)))
+        h.update(f)
+    assert handover.mac(b"secret", b"role", *fields) == h.digest()
+    assert handover.mac(b"secret", b"role", b"ab", b"c") != handover.mac(
+        b"secret", b"role", b"a", b"bc"
+    )

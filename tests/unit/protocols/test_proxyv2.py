@@ -52,3 +52,32 @@ def test_any_bytes_decode_or_are_refused(head: bytes, tail: bytes) -> None:
             continue
         assert 16 <= used <= len(data)
         assert info is None or info.client_port >= 0
+
+
+@pytest.mark.parametrize(
+    ("client", "server"),
+    [
+        ("127.0.0.1", "127.0.0.1"),
+        ("203.0.113.7", "10.0.0.1"),
+        ("0.0.0.0", "255.255.255.255"),
+        ("2001:db8::1", "::1"),
+        ("192.0.2.1", "2001:db8::2"),
+    ],
+)
+def test_headers_round_trip_as_ipaddress_writes_them(client: str, server: str) -> None:
+    import ipaddress
+
+    info = proxyv2.ProxyInfo(client, 40000, server, 143)
+    data = proxyv2.encode(info)
+    src, dst = ipaddress.ip_address(client), ipaddress.ip_address(server)
+    if src.version == dst.version == 4:
+        assert data[12:16] == b"\x21\x11\x00\x0c"
+        assert data[16:24] == src.packed + dst.packed
+    decoded, used = proxyv2.decode(data + b"rest")
+    assert used == len(data)
+    assert decoded == info
+
+
+def test_a_malformed_address_is_refused_as_before() -> None:
+    with pytest.raises(ValueError):
+        proxyv2.encode(proxyv2.ProxyInfo("01.2.3.4", 1, "127.0.0.1", 2))
