@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
     out = args.out or (args.workdir / "RESULTS.md" if args.quick else RESULTS)
     runner.write_results(report, out)
     print(runner.table(report))
-    print(f"\nwritten to {out}; raw figures in {args.workdir / 'results.json'}", file=sys.stderr)
+    print(f"\nwritten to {out}; raw figures in {out.with_name('results.json')}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -595,8 +595,11 @@ def table(report: dict[str, Any]) -> str:
 
 
 def write_results(report: dict[str, Any], path: Path) -> None:
+    """The table at `path` and the raw figures it was made from beside it (results.json),
+    so a committed table can always be checked against its figures."""
     path.write_text(
         "# Benchmark results: mailctl and Dovecot side by side\n\n"
         "Written by `python -m bench run` (see bench/README.md for what each "
         "scenario does and how both servers are configured).\n\n" + table(report) + "\n"
     )
+    path.with_name("results.json").write_text(json.dumps(report, indent=1))

@@ -2,7 +2,8 @@
 section 7.4.2), and the `MessageInfo` the store caches for FETCH and SEARCH.
 
 The MIME tree and the header lexers are server.mail.mime's; this module only says how
-IMAP writes them. The store calls `analyze()` once at delivery and keeps
+IMAP writes them. The store calls `analyze()` once per message (at delivery for a big one,
+on first use for a small one: server/store/sqlite/writes.py, ANALYZE_FROM) and keeps
 `MessageInfo.to_json()`; FETCH serves `info.envelope` / `info.body` / `info.bodystructure`
 as they are (wire bytes) and BODY[section] through `mime.fetch_section()` on the raw bytes
 plus the cached part map, without re-parsing.

@@ -13,6 +13,7 @@ import sqlite3
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from server.store.api import (
     Changes,
@@ -29,6 +30,9 @@ from server.store.sqlite.base import Cached, FolderRow, MailboxBase
 from server.store.sqlite.files import read_path
 from server.store.sqlite.rows import FAST_ROWS, ROW_COLS, message_row, parse_flags, zone
 from server.store.sqlite.schema import SORTKEY_COLUMNS, SORTKEYS_INSERT, sortkeys_row
+
+if TYPE_CHECKING:
+    from server.protocols.imap.bodystructure import MessageInfo
 
 
 class Reads(MailboxBase):
@@ -387,52 +391,59 @@ class Reads(MailboxBase):
         prefix = f"{self.msgs}{os.sep}"
         out: dict[int, MessageSource] = {}
         missing = []
+        analyzed: list[tuple] = []
         for r in rows:
             uid = r[0]
             head = r[2] if header else None
             if header and head is None:
                 missing.append(uid)
             out[uid] = MessageSource(
-                prefix + r[1], head, self._info_of(r[-2], r[-1], prefix + r[1])
+                prefix + r[1], head, self._info_of(r[-2], r[-1], prefix + r[1], analyzed)
             )
+        if analyzed:
+            self._keep(("UPDATE bodies SET info=? WHERE id=?", analyzed))
         if missing:
             self._fill_headers(folder, missing, out)
         return out
 
-    def _info_of(self, body_id: int, text: str | None, path: str) -> object:
-        """A body's MessageInfo: cached, else parsed from its JSON, else analyzed now (and
-        kept)."""
+    def _info_of(
+        self, body_id: int, text: str | None, path: str, analyzed: list[tuple], raw: bytes = b""
+    ) -> MessageInfo:
+        """A body's MessageInfo: cached, else parsed from its JSON, else analyzed now from
+        `raw` or its file (its JSON added to `analyzed`, for the caller to keep in one
+        transaction with the rest)."""
         name = os.path.basename(path)
         got = self._infos.get(name)
         if got is not None:
-            return got
+            return got  # type: ignore[return-value]
         from server.protocols.imap.bodystructure import MessageInfo, analyze
 
         if text is not None:
             info = MessageInfo.from_json(text)
         else:
             try:
-                info = analyze(read_path(path))
+                info = analyze(raw or read_path(path))
             except FileNotFoundError:
                 raise StoreError("The message no longer exists.") from None
-            self._keep("UPDATE bodies SET info=? WHERE id=?", [(info.to_json(), body_id)])
+            analyzed.append((info.to_json(), body_id))
         with self._cache_lock:
             self._infos[name] = info
             if len(self._infos) > 512:
                 self._infos.popitem(last=False)
         return info
 
-    def _keep(self, sql: str, rows: list[tuple]) -> None:
-        """Write derived data (header blocks, MessageInfo) computed while reading: never
-        waits for another writer's lock (skipped instead: computed again next time) and
-        does not fsync (a crash loses only what can be computed again), because readers
-        may run on a server's I/O thread."""
+    def _keep(self, *changes: tuple[str, list[tuple]]) -> None:
+        """Write derived data (header blocks, MessageInfo, sort keys) computed while
+        reading, in one transaction: never waits for another writer's lock (skipped
+        instead: computed again next time) and does not fsync (a crash loses only what
+        can be computed again), because readers may run on a server's I/O thread."""
         with contextlib.suppress(sqlite3.Error), self.pool.conn() as c:
             c.execute("PRAGMA busy_timeout=0")
             c.execute("PRAGMA synchronous=NORMAL")
             try:
                 c.execute("BEGIN IMMEDIATE")
-                c.executemany(sql, rows)
+                for sql, rows in changes:
+                    c.executemany(sql, rows)
                 c.execute("COMMIT")
             finally:
                 if c.in_transaction:
@@ -446,9 +457,10 @@ class Reads(MailboxBase):
         uids: list[int],
         out: dict[int, MessageSource],
     ) -> None:
-        """Header blocks of bodies stored before the database kept them (schema 2): read
-        once from the file's first header_len octets, then kept. A message whose file is
-        gone meanwhile is dropped from `out` (expunged)."""
+        """Header blocks the database does not have yet (bodies stored before schema 2, or
+        appended small and not analyzed yet: writes.ANALYZE_FROM): read once from the
+        file's first header_len octets, then kept. A message whose file is gone meanwhile
+        is dropped from `out` (expunged)."""
         rows = self._range_query(
             "SELECT m.uid, b.id, b.info FROM folders f JOIN messages m ON m.folder = f.id"
             " JOIN bodies b ON b.id = m.body WHERE f.name = ?",
@@ -456,6 +468,7 @@ class Reads(MailboxBase):
             uids,
         )
         updates = []
+        analyzed: list[tuple] = []
         for uid, body_id, text in rows:
             path, _, meta = out[uid]
             assert path is not None
@@ -468,14 +481,20 @@ class Reads(MailboxBase):
                     finally:
                         os.close(fd)
                 else:
-                    head = read_path(path)[: self._info_of(body_id, None, path).header_len]  # type: ignore[attr-defined]
+                    # Not analyzed yet (appended small, writes.ANALYZE_FROM): one read of
+                    # the file gives both.
+                    raw = read_path(path)
+                    head = raw[: self._info_of(body_id, None, path, analyzed, raw).header_len]
             except (FileNotFoundError, StoreError):
                 del out[uid]
                 continue
             out[uid] = MessageSource(path, head, meta)
             updates.append((head, body_id))
-        if updates:
-            self._keep("UPDATE bodies SET header=? WHERE id=?", updates)
+        if updates or analyzed:
+            self._keep(
+                ("UPDATE bodies SET info=? WHERE id=?", analyzed),
+                ("UPDATE bodies SET header=? WHERE id=?", updates),
+            )
 
     def sort_keys(
         self, folder: str, uids: Sequence[int], fields: Sequence[str] | None = None
@@ -525,7 +544,7 @@ class Reads(MailboxBase):
                     kept.append(row)
                 out[uid] = keys if fields is None else stored_sort_keys(keys, names)
             if kept:
-                self._keep(SORTKEYS_INSERT, kept)
+                self._keep((SORTKEYS_INSERT, kept))
         return out
 
     def body_path(self, folder: str, uid: int) -> Path:
@@ -533,23 +552,11 @@ class Reads(MailboxBase):
         return self.msgs / self._body_of(folder, uid)[1]
 
     def info(self, folder: str, uid: int) -> object:
-        from server.protocols.imap.bodystructure import MessageInfo, analyze
-
         body_id, file, text = self._body_of(folder, uid)
-        with self._cache_lock:
-            got = self._infos.get(file)
-        if got is not None:
-            return got
-        if text is not None:
-            info = MessageInfo.from_json(text)
-        else:
-            info = analyze(self.read(folder, uid))
-            with contextlib.suppress(sqlite3.Error), self._write(notify=False) as c:
-                c.execute("UPDATE bodies SET info=? WHERE id=?", (info.to_json(), body_id))
-        with self._cache_lock:
-            self._infos[file] = info
-            if len(self._infos) > 512:
-                self._infos.popitem(last=False)
+        analyzed: list[tuple] = []
+        info = self._info_of(body_id, text, f"{self.msgs}{os.sep}{file}", analyzed)
+        if analyzed:
+            self._keep(("UPDATE bodies SET info=? WHERE id=?", analyzed))
         return info
 
     def _range_query(self, sql: str, name: str, wanted: list[int]) -> list[tuple]:

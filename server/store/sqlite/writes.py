@@ -49,8 +49,16 @@ def blank_line_end(raw: bytes) -> int:
     return min(ends) if ends else len(raw)
 
 
+#: From this size on a message is analyzed (MIME structure, ENVELOPE, sort keys) when it is
+#: stored; a smaller one on first use, as Dovecot fills its cache: an APPEND or a delivery
+#: then costs what storing costs, and the reader that first needs the analysis pays a
+#: bounded price (a big message's analysis must not run on a server's event loop, where
+#: inline FETCHes read).
+ANALYZE_FROM = 256 * 1024
+
+
 def analyze(raw: bytes) -> tuple[str | None, bytes | None]:
-    """MIME metadata and the header block, computed once at delivery; (None, None)
+    """MIME metadata and the header block of a big message, computed at delivery; (None, None)
     (computed on first use) if the analyzer fails on a pathological message, which must
     not stop delivery."""
     try:
@@ -96,10 +104,12 @@ class Writes(MailboxBase):
                     write_file(folder_path + name, raw, sync=not batch)
                     written.append(name)
                 idate, tz = split_date(msg.internaldate)
-                info, header = analyze(raw)
-                # The sort keys come from the header block; without one (the analyzer
-                # failed) from the bytes up to the first blank line.
-                head = header if header is not None else raw[: blank_line_end(raw)]
+                info = header = head = None
+                if len(raw) >= ANALYZE_FROM:
+                    info, header = analyze(raw)
+                    # The sort keys come from the header block; without one (the
+                    # analyzer failed) from the bytes up to the first blank line.
+                    head = header if header is not None else raw[: blank_line_end(raw)]
                 prepared.append(
                     (
                         name,
@@ -139,7 +149,7 @@ class Writes(MailboxBase):
                         "INSERT INTO messages VALUES(?, ?, ?, ?, ?, ?, ?, ?, 1)",
                         (f.id, uid, body, flags, modseq, idate, tz, size),
                     )
-                    keys = sortkeys_row(body, name, head)
+                    keys = None if head is None else sortkeys_row(body, name, head)
                     if keys is not None:
                         c.execute(SORTKEYS_INSERT, keys)
                     results.append(AppendResult(f.uidvalidity, uid, modseq))

@@ -1,6 +1,7 @@
 """MailboxStore.message_sources: what FETCH needs of many messages (file paths, header
-blocks, MessageInfos) in one lookup; header blocks kept at delivery, filled in for
-databases written before (schema 2) without reading more than the header."""
+blocks, MessageInfos) in one lookup; header blocks kept at delivery (big messages) or on
+first use (small ones), filled in for databases written before (schema 2) without reading
+more than the header."""
 
 from __future__ import annotations
 
@@ -140,3 +141,59 @@ def test_filling_in_never_waits_for_another_writer(box: SqliteMailbox) -> None:
         assert c.execute("SELECT count(header) FROM bodies").fetchone()[0] == 2
         assert c.execute("PRAGMA busy_timeout").fetchone()[0] == 30000
         assert c.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL again
+
+
+# --- analysis on first use (writes.ANALYZE_FROM) ----------------------------------------------
+
+
+def _stored(box: SqliteMailbox) -> list[tuple[int, bool, bool, bool]]:
+    """(body id, has info, has header, has sort keys) of every body."""
+    with box.pool.conn() as c:
+        return [
+            (r[0], r[1] is not None, r[2] is not None, r[3] is not None)
+            for r in c.execute(
+                "SELECT b.id, b.info, b.header, s.body FROM bodies b"
+                " LEFT JOIN sortkeys s ON s.body = b.id ORDER BY b.id"
+            )
+        ]
+
+
+def test_a_small_message_is_analyzed_on_first_use_and_kept(box: SqliteMailbox) -> None:
+    # Stored as it came: no MIME analysis, header block or sort keys at APPEND.
+    assert all(not (info or head or keys) for _, info, head, keys in _stored(box))
+    got = box.message_sources("INBOX", [2, 3], header=True)
+    assert got[2][1] == header_of(raw(2)) and got[3][1] == header_of(raw(3))
+    kept = {b: (info, head) for b, info, head, _ in _stored(box)}
+    assert kept[2] == (True, True) and kept[3] == (True, True) and kept[1] == (False, False)
+    # What the first reader kept is what analyzing at APPEND would have kept.
+    box._infos.clear()
+    info = box.info("INBOX", 3)
+    assert info == bodystructure.analyze(raw(3))
+    keys = box.sort_keys("INBOX", [1, 4])
+    assert [k.subject for k in keys.values()] == ["NUMBER 1", "NUMBER 4"]  # type: ignore[attr-defined]
+    assert {b for b, *_, has_keys in _stored(box) if has_keys} == {1, 4}
+
+
+def test_a_big_message_is_analyzed_when_stored(box: SqliteMailbox) -> None:
+    from server.store.sqlite.writes import ANALYZE_FROM
+
+    big = raw(11) + b"x" * ANALYZE_FROM + b"\r\n"
+    box.append("INBOX", big)
+    assert _stored(box)[-1][1:] == (True, True, True)
+    assert box.message_sources("INBOX", [11], header=True)[11][1] == header_of(big)
+
+
+def test_one_transaction_keeps_what_a_first_fetch_analyzed(
+    box: SqliteMailbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kept: list[int] = []
+    keep = box._keep
+
+    def counting(*changes: tuple[str, list[tuple]]) -> None:
+        kept.append(sum(len(rows) for _, rows in changes))
+        keep(*changes)
+
+    monkeypatch.setattr(box, "_keep", counting)
+    box.message_sources("INBOX", list(range(1, 11)), header=True, info=True)
+    assert kept == [10, 10]  # infos with the sources, then the header blocks: not 20 commits
+    assert all(info and head for _, info, head, _ in _stored(box))

@@ -263,16 +263,18 @@ def test_parse_thread_search_and_cancelupdate() -> None:
 MSG = b"From: Ann <ann@x.test>\r\nSubject: Re: Plans\r\nMessage-ID: <p@x>\r\n\r\nbody\r\n"
 
 
-def test_store_keeps_keys_at_delivery_and_drops_them_with_the_body(tmp_path: Path) -> None:
+def test_store_keeps_keys_on_first_use_and_drops_them_with_the_body(tmp_path: Path) -> None:
     with SqliteMailStore(tmp_path) as st:
         box = st.mailbox("alice")
         uid = box.append("INBOX", MSG).uid
         db = box.dir / "mailbox.db"
+        with sqlite3.connect(db) as c:  # a small message is analyzed on first use
+            assert c.execute("SELECT count(*) FROM sortkeys").fetchone() == (0,)
+        keys = box.sort_keys("INBOX", [uid, 99])
+        assert list(keys) == [uid] and keys[uid] == sort_keys_from_header(MSG)
         with sqlite3.connect(db) as c:
             rows = c.execute("SELECT subject, reply, from_, msgid FROM sortkeys").fetchall()
         assert rows == [("PLANS", 1, "ANN", "p@x")]
-        keys = box.sort_keys("INBOX", [uid, 99])
-        assert list(keys) == [uid] and keys[uid] == sort_keys_from_header(MSG)
         box.set_flags("INBOX", [uid], "+", ["\\Deleted"])
         box.expunge("INBOX")
         with sqlite3.connect(db) as c:
