@@ -17,7 +17,9 @@ A job is one client command (or a continuation request, or a BAD); jobs of a ses
 strictly one after another, so the session is never touched by two threads at once.
 Everything that calls the store is `blocking` and runs in a worker thread; store calls are
 synchronous per the store contract. Attributes the I/O layer reads after each job:
-`closed`, `idling`, `mailbox` (subscribe to it once it is set), `authenticated`.
+`closed`, `idling`, `mailbox` (subscribe to it once it is set), `authenticated`,
+`compression` (once set by COMPRESS, deflate everything written after that job's output;
+the I/O layer sets `direct` when no front end relays the connection).
 """
 
 from __future__ import annotations
