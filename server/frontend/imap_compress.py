@@ -27,22 +27,24 @@ import re
 import zlib
 from collections.abc import Callable, Iterator
 
+# The same limit and compressor as a handed-off session's (server/backend/imap/compressed.py).
+from server.protocols.imap.compress import (
+    DEFLATE_MEM_LEVEL,
+    DEFLATE_WINDOW_BITS,
+    MAX_INFLATE,
+    CompressError,
+)
+
 CAPABILITY = b"COMPRESS=DEFLATE"
 #: Longest line kept whole to be looked at; longer ones are relayed as they come (only
 #: their end is kept, for the literal marker).
 MAX_LINE = 64 * 1024
-#: Most bytes one received chunk may inflate to; more is a decompression bomb, not mail.
-MAX_INFLATE = 16 * 1024 * 1024
 
 _LITERAL_AT_END = re.compile(rb"\{([0-9]{1,20})(\+?)\}\r?\n\Z")
 _LITERAL_MARKER = re.compile(rb"\{([0-9]{1,20})(\+?)\}\r?\n")
 _MENTIONS_COMPRESS = re.compile(rb"COMPRESS", re.IGNORECASE)
 _COMPRESS = re.compile(rb"([^ \r\n]+) COMPRESS DEFLATE\r?\n\Z", re.IGNORECASE)
 _CAPABILITY_LINE = re.compile(rb"\* CAPABILITY ([^\r\n]*)(\r?\n)\Z", re.IGNORECASE)
-
-
-class CompressError(Exception):
-    """The client's compressed stream is broken or inflates too far: close the session."""
 
 
 class _Framer:
@@ -257,9 +259,12 @@ class ImapCompress:
             (packed if self._deflate is not None else plain).append(piece)
             if self._activate:
                 self._activate = False
-                # An 8 KB window and memLevel 6 hold the compressor to about 64 KB per
-                # session instead of 256 KB; any inflater (window 15) reads it all the same.
-                self._deflate = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -13, 6)
+                self._deflate = zlib.compressobj(
+                    zlib.Z_DEFAULT_COMPRESSION,
+                    zlib.DEFLATED,
+                    DEFLATE_WINDOW_BITS,
+                    DEFLATE_MEM_LEVEL,
+                )
         if not packed and self._backend.verbatim:
             return data
         return b"".join(plain) + self.compress(b"".join(packed))

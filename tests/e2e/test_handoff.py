@@ -294,3 +294,106 @@ def test_compressed_appends_with_synchronizing_literals(imap: Any, tls: bool) ->
         until(b"e OK")
     for body in bodies:
         assert body in received
+
+
+class _Compressed:
+    """A raw client after COMPRESS DEFLATE: deflate what it sends (sync-flushed), inflate
+    what it receives, line by line."""
+
+    def __init__(self, sock: socket.socket, received: bytes = b"") -> None:
+        self.sock = sock
+        self.deflate = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -15)
+        self.inflate = zlib.decompressobj(-15)
+        self.buffer = self.inflate.decompress(received)
+
+    def pack(self, data: bytes) -> bytes:
+        return self.deflate.compress(data) + self.deflate.flush(zlib.Z_SYNC_FLUSH)
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(self.pack(data))
+
+    def line(self) -> bytes:
+        while b"\r\n" not in self.buffer:
+            chunk = self.sock.recv(65536)
+            assert chunk, self.buffer
+            self.buffer += self.inflate.decompress(chunk)
+        line, self.buffer = self.buffer.split(b"\r\n", 1)
+        return line
+
+    def until(self, prefix: bytes) -> list[bytes]:
+        lines = [self.line()]
+        while not lines[-1].startswith(prefix):
+            lines.append(self.line())
+        return lines
+
+
+def _read_clear_line(sock: socket.socket, buffered: bytearray) -> bytes:
+    """One line in the clear, by recv (a makefile() would read compressed bytes ahead)."""
+    while b"\r\n" not in buffered:
+        chunk = sock.recv(65536)
+        assert chunk, buffered
+        buffered += chunk
+    line, _, rest = bytes(buffered).partition(b"\r\n")
+    buffered[:] = rest
+    return line
+
+
+@pytest.mark.parametrize("behind_login", [False, True])
+def test_commands_pipelined_right_behind_compress_are_inflated(
+    imap: Any, behind_login: bool
+) -> None:
+    """RFC 4978: what the client sends after COMPRESS's CRLF is compressed, even when it
+    comes in the same packet (read already with the COMPRESS command by the back end, or
+    by the front end with the LOGIN and handed over with the socket)."""
+    front, _ = imap
+    plain, _ = ports(front.home, "IMAP")
+    with socket.create_connection(("127.0.0.1", plain), timeout=10) as sock:
+        buffered = bytearray()
+        assert _read_clear_line(sock, buffered).startswith(b"* OK")
+        client = _Compressed(sock)
+        login = f"a LOGIN bob {PASSWORD}\r\n".encode()
+        pipelined = client.pack(b"c SELECT INBOX\r\nd FETCH 1 BODY.PEEK[]\r\ne CAPABILITY\r\n")
+        if behind_login:
+            sock.sendall(login + b"b COMPRESS DEFLATE\r\n" + pipelined)
+        else:
+            sock.sendall(login)
+            assert _read_clear_line(sock, buffered).startswith(b"a OK")
+            sock.sendall(b"b COMPRESS DEFLATE\r\n" + pipelined)
+        if behind_login:
+            assert _read_clear_line(sock, buffered).startswith(b"a OK")
+        assert _read_clear_line(sock, buffered) == b"b OK DEFLATE active"
+        client.buffer = client.inflate.decompress(bytes(buffered))
+        lines = client.until(b"e OK")
+        text = b"\r\n".join(lines)
+        assert b"c OK [READ-WRITE]" in text and MESSAGE.rstrip(b"\r\n") in text
+        (caps,) = [line for line in lines if line.startswith(b"* CAPABILITY ")]
+        assert caps.split().count(b"COMPRESS=DEFLATE") == 1
+        client.send(b"f LOGOUT\r\n")
+        assert client.until(b"f OK")[0].startswith(b"* BYE")
+
+
+def test_idle_pushes_after_compress_are_compressed(imap: Any) -> None:
+    """The IDLE updates a delivery brings are written by the back end outside any
+    command (server/backend/imap/server.py): after COMPRESS they too are deflated."""
+    front, _ = imap
+    plain, _ = ports(front.home, "IMAP")
+    with socket.create_connection(("127.0.0.1", plain), timeout=10) as sock:
+        buffered = bytearray()
+        assert _read_clear_line(sock, buffered).startswith(b"* OK")
+        sock.sendall(f"a LOGIN bob {PASSWORD}\r\nb COMPRESS DEFLATE\r\n".encode())
+        assert _read_clear_line(sock, buffered).startswith(b"a OK")
+        assert _read_clear_line(sock, buffered) == b"b OK DEFLATE active"
+        assert not buffered
+        client = _Compressed(sock)
+        client.send(b"c SELECT INBOX\r\nd IDLE\r\n")
+        assert b"* 1 EXISTS" in client.until(b"c OK")
+        assert client.line() == b"+ idling"
+        other = imaplib.IMAP4("127.0.0.1", plain)
+        other.login("bob", PASSWORD)
+        assert other.append("INBOX", None, None, b"Subject: new\r\n\r\nnew mail\r\n")[0] == "OK"
+        other.logout()
+        assert b"* 2 EXISTS" in client.until(b"* 2 EXISTS")
+        client.send(b"DONE\r\n")
+        assert client.until(b"d ")[-1] == b"d OK IDLE terminated"
+        client.send(b"e LOGOUT\r\n")
+        assert client.until(b"e OK")[0] == b"* BYE Logging out"

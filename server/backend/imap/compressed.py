@@ -1,47 +1,40 @@
 """COMPRESS=DEFLATE (RFC 4978) on a client connection the back end serves directly (a
-front end handed it off, server/backend/handoff.py): the streams the session reads and
-writes, passed through the front end's own COMPRESS code (server/frontend/imap_compress.py),
-so a handed-off session offers and does exactly what a relayed one does."""
+front end handed its socket over, server/backend/handoff.py, and left the data path).
+
+The session answers the command itself (server/backend/imap/commands/compress.py) and from
+then on inflates what it receives (ImapSession.receive); the connection's writer is
+swapped for a DeflatingWriter right after the tagged OK has gone out in the clear, so every
+later write - answers, IDLE pushes, keep-alives, the BYE - is deflated. Until a client
+asks, nothing of this is in the data path: an uncompressed session pays nothing for it.
+"""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
 
-from server.frontend.imap_compress import CompressError, ImapCompress
+from server.protocols.imap.compress import Deflate
 
 
-class CompressingReader:
-    """read() gives what the client sent, inflated once COMPRESS is active."""
+class DeflatingWriter:
+    """The connection's StreamWriter once COMPRESS is active: each write goes out
+    deflated and sync-flushed (the client can act on every response); the rest of the
+    StreamWriter (drain, close, transport, ...) is the wrapped one's."""
 
-    def __init__(self, reader: asyncio.StreamReader, compress: ImapCompress) -> None:
-        self._reader, self._compress = reader, compress
+    __slots__ = ("_writer", "_deflate")
 
-    async def read(self, n: int = -1) -> bytes:
-        while True:
-            data = await self._reader.read(n)
-            if not data:
-                return b""
-            try:
-                out = self._compress.from_client(data)
-            except CompressError as exc:
-                raise ConnectionResetError(str(exc)) from None
-            if out:
-                return out
+    def __init__(self, writer: asyncio.StreamWriter, deflate: Deflate) -> None:
+        self._writer, self._deflate = writer, deflate
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._reader, name)
-
-
-class CompressingWriter:
-    """write() sends what the session answers, deflated once COMPRESS is active."""
-
-    def __init__(self, writer: asyncio.StreamWriter, compress: ImapCompress) -> None:
-        self._writer, self._compress = writer, compress
-
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | bytearray | memoryview) -> None:
         if data:
-            self._writer.write(self._compress.from_backend(data))
+            self._writer.write(self._deflate.deflate(bytes(data)))
+
+    def writelines(self, data: Any) -> None:
+        self.write(b"".join(data))
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._writer, name)
+
+
+__all__ = ["DeflatingWriter"]

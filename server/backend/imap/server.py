@@ -32,7 +32,7 @@ from typing import Any, cast
 
 from server.backend import service as common
 from server.backend.imap.commands import TABLE, notify
-from server.backend.imap.compressed import CompressingReader, CompressingWriter
+from server.backend.imap.compressed import DeflatingWriter
 from server.backend.imap.fanout import IdleFanout
 from server.backend.imap.session import (
     KEEPALIVE_SECONDS,
@@ -44,7 +44,6 @@ from server.backend.imap.session import (
 )
 from server.backend.imap.wakeups import Wakeups
 from server.backend.service import BackendService, open_default_store
-from server.frontend.imap_compress import ImapCompress
 from server.moves import fence
 from server.protocols import proxyv2
 from server.protocols.handover import Accepted
@@ -134,7 +133,7 @@ class _Connection:
     ) -> None:
         self.service = service
         self.reader = reader
-        self.writer = writer
+        self.writer = writer  # a DeflatingWriter (duck-typed) once COMPRESS is on
         self.client = client
         self.session = session or ImapSession(service.session_config(client), TABLE)
         self.lock = asyncio.Lock()
@@ -179,6 +178,11 @@ class _Connection:
                 out = await self._run_job(job)
                 if out:
                     writer.write(out)
+                if session.compression is not None and not isinstance(writer, DeflatingWriter):
+                    # COMPRESS's OK went out in the clear: all after it is deflated.
+                    writer = self.writer = cast(
+                        asyncio.StreamWriter, DeflatingWriter(writer, session.compression)
+                    )
                 if log_on:
                     self._log_job(job, out, consumed, started)
                 if out and writer.transport.get_write_buffer_size() > WRITE_HIGH_WATER:
@@ -723,15 +727,10 @@ class ImapBackendService(BackendService):
         async def serve() -> None:
             try:
                 with contextlib.suppress(asyncio.CancelledError):
-                    direct = sock.family != socket.AF_UNIX  # else a front end relays
+                    # COMPRESS belongs to the client's link: with no front end in the
+                    # path (else AF_UNIX: a front end relays) the session does it.
+                    session.direct = sock.family != socket.AF_UNIX
                     reader, writer = await records.stream_from(sock, read_ahead)
-                    if direct:
-                        # COMPRESS belongs to the client's link: with no front end in the
-                        # path it is done here, by the code the front end relays through.
-                        compress = ImapCompress()
-                        # Duck-typed: they have the stream methods _run uses.
-                        reader = cast(asyncio.StreamReader, CompressingReader(reader, compress))
-                        writer = cast(asyncio.StreamWriter, CompressingWriter(writer, compress))
                     await self._run(reader, writer, client, session, b"")
             finally:
                 ended()

@@ -17,7 +17,9 @@ A job is one client command (or a continuation request, or a BAD); jobs of a ses
 strictly one after another, so the session is never touched by two threads at once.
 Everything that calls the store is `blocking` and runs in a worker thread; store calls are
 synchronous per the store contract. Attributes the I/O layer reads after each job:
-`closed`, `idling`, `mailbox` (subscribe to it once it is set), `authenticated`.
+`closed`, `idling`, `mailbox` (subscribe to it once it is set), `authenticated`,
+`compression` (once set by COMPRESS, deflate everything written after that job's output;
+the I/O layer sets `direct` when no front end relays the connection).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from typing import TYPE_CHECKING
 
 from server.backend.imap.spool import BodySpool
 from server.protocols.imap import requests as rq
+from server.protocols.imap.compress import CompressError, Deflate
 from server.protocols.imap.reader import CommandReader
 from server.protocols.imap.seqset import RangeSet, SeqSet, format_seqset
 from server.settings.models import ImapSettings, Mailbox, Settings
@@ -274,6 +277,13 @@ class ImapSession:
         # the folder's UIDs when they were last brought up to date.
         self.contexts: dict[str, object] = {}
         self.context_view: list[int] = []
+        # The client's own connection, no front end relaying it (a handed-off plaintext
+        # session): COMPRESS is then this session's to do (commands.compress).
+        self.direct = False
+        # COMPRESS=DEFLATE in force: receive() inflates, and the I/O layer deflates all it
+        # writes after the command's OK.
+        self.compression: Deflate | None = None
+        self._broken: str | None = None  # the client's stream cannot be read on: BYE
         self.out: list[bytes] = []
         self._resume: (
             tuple[Callable[[ImapSession, rq.Command], bytes | None], rq.Command] | None
@@ -312,7 +322,24 @@ class ImapSession:
         return self.bye("Selected mailbox was deleted, have to disconnect.")
 
     def receive(self, data: bytes) -> None:
+        if self.compression is not None:
+            if self._broken is not None:
+                return
+            try:
+                data = self.compression.inflate(data)
+            except CompressError as exc:
+                # The commands inflated before still run; then BYE (next_job).
+                self._broken = str(exc)
+                return
         self.reader.feed(data)
+
+    def start_compression(self) -> None:
+        """COMPRESS DEFLATE accepted: all the client sends after the command's CRLF is
+        compressed - also what it pipelined behind COMPRESS that is read already."""
+        self.compression = Deflate()
+        pipelined = self.reader.take_buffer()
+        if pipelined:
+            self.receive(pipelined)
 
     def release(self) -> None:
         """The connection is gone: throw away a literal being streamed into the store."""
@@ -344,6 +371,9 @@ class ImapSession:
         if event is None:
             if self.reader.closing:  # a huge refused LITERAL+ (reader.MAX_SKIP_SIZE)
                 return Job(False, lambda: self.bye("[TOOBIG] Literal too large"))
+            if self._broken is not None:
+                broken = self._broken
+                return Job(False, lambda: self.bye(broken))
             return None
         if isinstance(event, rq.Command):
             return self._command_job(event)

@@ -40,6 +40,7 @@ from server.protocols.imap.requests import (
     Close,
     Command,
     CommandArgs,
+    Compress,
     Copy,
     Create,
     Delete,
@@ -172,6 +173,13 @@ def _parse_authenticate(cur: Cursor, uid: bool) -> Authenticate:
         return Authenticate(mechanism, sasl.decode_response(token))
     except sasl.SaslError:
         raise ValueError("Invalid base64 initial response") from None
+
+
+def _parse_compress(cur: Cursor, uid: bool) -> Compress:
+    # RFC 4978 section 5: compress = "COMPRESS" SP algorithm. An unknown algorithm is
+    # still a well-formed command; the session answers it BAD as section 3 asks.
+    cur.sp("compression mechanism")
+    return Compress(cur.word("compression mechanism"))
 
 
 def _parse_select_params(cur: Cursor, readonly: bool, mailbox: str) -> Select:
@@ -850,6 +858,7 @@ _PARSERS: dict[str, Parser] = {
     "MOVE": _copy_parser(Move),
     "ID": _parse_id,
     "ENABLE": _parse_enable,
+    "COMPRESS": _parse_compress,
     "GETQUOTAROOT": _mailbox_parser(GetQuotaRoot),
     "GETQUOTA": _parse_getquota,
     "GENURLAUTH": _parse_genurlauth,

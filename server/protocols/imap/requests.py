@@ -279,6 +279,13 @@ class Idle(CommandArgs):
 
 
 @dataclass(frozen=True, slots=True)
+class Compress(CommandArgs):
+    """COMPRESS (RFC 4978): the mechanism upper-case (only DEFLATE is defined)."""
+
+    mechanism: str
+
+
+@dataclass(frozen=True, slots=True)
 class Login(CommandArgs):
     user: str
     password: str

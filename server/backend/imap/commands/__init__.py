@@ -33,6 +33,7 @@ def command(
 from server.backend.imap.commands import (  # noqa: E402,F401
     append,
     auth,
+    compress,
     context,
     copymove,
     expunge,

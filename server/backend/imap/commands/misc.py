@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from server.backend.imap.commands import ANY, AUTH, SELECTED, command
+from server.backend.imap.commands import ANY, AUTH, SELECTED, command, compress
 from server.backend.imap.session import (
     AUTHENTICATED,
     CAPABILITIES_AUTH,
@@ -19,6 +19,8 @@ from server.protocols.imap.wire import encode
 @command(rq.Capability, states=ANY, blocking=False)
 def capability(s: ImapSession, cmd: rq.Command) -> bytes | None:
     caps = CAPABILITIES_AUTH if s.authenticated else CAPABILITIES_PREAUTH
+    if s.direct:  # COMPRESS is the back end's only with no front end in the path
+        caps += " " + compress.CAPABILITY
     s.untagged(b"CAPABILITY " + caps.encode())
     return None
 
