@@ -277,8 +277,9 @@ class _Connection:
 
     def _after_job(self) -> None:
         session = self.session
-        if self.watching is None and session.mailbox is not None:
-            # Subscribing here, on the loop, makes the store wake us on this loop.
+        if self.watching is None and session.mailbox is not None and not session.closed:
+            # Subscribing here, on the loop, makes the store wake us on this loop. Not
+            # after LOGOUT: release() would take it back at once (a login-logout session).
             self.watching = self.service.wakeups.add(session.mailbox, self)
         if session.idling and not self.next_keepalive:
             self.next_keepalive = self.loop.time() + KEEPALIVE_SECONDS
