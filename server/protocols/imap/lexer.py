@@ -13,7 +13,7 @@ from typing import Final
 
 from server.protocols.imap import utf7
 from server.protocols.imap.requests import InvalidMailboxName, LiteralData, SpooledLiteral
-from server.protocols.imap.seqset import SeqSet
+from server.protocols.imap.seqset import MAX_NUMBER, SeqSet
 
 SYSTEM_FLAGS: Final = {
     f.lower(): f for f in ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft", "\\Recent")
@@ -224,7 +224,13 @@ class Cursor:
         return value
 
     def seqset(self) -> SeqSet:
-        return SeqSet.parse(self.match(_SEQSET, "sequence set"))
+        raw = self.match(_SEQSET, "sequence set")
+        # Fast path for the common one-number set (a UID); SeqSet.parse decides the rest.
+        if raw.isdigit() and raw[0] != 0x30 and len(raw) <= 10:
+            value = int(raw)
+            if value <= MAX_NUMBER:
+                return SeqSet(((value, value),))
+        return SeqSet.parse(raw)
 
     def date(self) -> dt.date:
         quoted = self.accept(DQUOTE)

@@ -549,7 +549,42 @@ _SECTION_ITEMS = frozenset({"BODY", "BODY.PEEK", "BINARY", "BINARY.PEEK", "BINAR
 _TEXT_SPECIFIERS = frozenset({"HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT", "TEXT", "MIME"})
 
 
+# Fast path of _fetch_item: an item name (upper-case bytes) -> its FetchItem when no section
+# follows, and the section items with an empty section ("BODY.PEEK[]"), as the general path
+# would build them; test_imap_parser_fast compares the two.
+_PLAIN_ITEMS: Final = {n.encode(): item for n, item in _SIMPLE_ITEMS.items()}
+_EMPTY_SECTION_ITEMS: Final = {
+    n.encode(): FetchItem(
+        n.removesuffix(".PEEK"),
+        Section(),
+        None,
+        n.endswith(".PEEK"),
+        f"{n.removesuffix('.PEEK')}[]",
+    )
+    for n in _SECTION_ITEMS
+}
+
+
 def _fetch_item(cur: Cursor) -> FetchItem:
+    line = cur.line
+    m = _ITEM_NAME.match(line, cur.pos)
+    if m is not None:
+        end = m.end()
+        nxt = line[end : end + 1]
+        if nxt != b"[":
+            item = _PLAIN_ITEMS.get(m.group().upper())
+            if item is not None:
+                cur.pos = end
+                return item
+        elif line[end + 1 : end + 2] == b"]" and line[end + 2 : end + 3] != b"<":
+            item = _EMPTY_SECTION_ITEMS.get(m.group().upper())
+            if item is not None:
+                cur.pos = end + 2
+                return item
+    return _fetch_item_general(cur)
+
+
+def _fetch_item_general(cur: Cursor) -> FetchItem:
     name = cur.match(_ITEM_NAME, "fetch item").upper().decode()
     if cur.peek() != LBRACKET:
         item = _SIMPLE_ITEMS.get(name)
@@ -879,6 +914,11 @@ COMMANDS: Final = frozenset(_PARSERS) | {"UID"}
 UID_COMMANDS: Final = _UID_COMMANDS
 
 
+# Upper-case command names as bytes -> str, to skip a decode per command. bytes.upper()
+# changes only ASCII letters, as str.upper() does on the ASCII-decoded name.
+_COMMAND_NAMES: Final = {n.encode(): n for n in (*_PARSERS, "UID")}
+
+
 def head(cur: Cursor) -> tuple[str | None, str | None, Parser | ParseError, bool]:
     """Tag, command name, and its parser (or the ParseError to report), uid flag."""
     m = TAG.match(cur.line)
@@ -889,7 +929,8 @@ def head(cur: Cursor) -> tuple[str | None, str | None, Parser | ParseError, bool
     if not cur.accept(SP) or (m := ATOM.match(cur.line, cur.pos)) is None:
         return tag, None, ParseError(tag, "Missing command"), False
     cur.pos = m.end()
-    name = m.group().decode("ascii", "replace").upper()
+    raw = m.group().upper()
+    name = _COMMAND_NAMES.get(raw) or raw.decode("ascii", "replace")
     if name == "UID":
         sub = None
         if cur.accept(SP) and (m := ATOM.match(cur.line, cur.pos)) is not None:

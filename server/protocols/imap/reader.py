@@ -302,17 +302,22 @@ class CommandReader:
                 return CommandTooLong(tag)
             self._scan = len(buf)
             return _NEED_DATA
-        line = bytes(buf[:i])
+        # One copy: the line without its CR (a bytearray slice then bytes() would be two).
+        end = i - 1 if i and buf[i - 1] == 0x0D else i
+        line = bytes(memoryview(buf)[:end]) if end else b""
         del buf[: i + 1]
         self._scan = 0
-        if line.endswith(b"\r"):
-            line = line[:-1]
         if self.line_mode:
             if len(line) > self.max_command_size:
                 return CommandTooLong(None)
             return RawLine(line)
-        if not self._segs and not line:
-            return None  # blank lines between commands are ignored
+        if not self._segs:
+            if not line:
+                return None  # blank lines between commands are ignored
+            if line[-1] != 0x7D and len(line) <= self.max_command_size:
+                # The common case, a whole command on one line: nothing of a previous
+                # command to forget (no segments, so no literals or spools either).
+                return parse_command([line], None, self.utf8_names)
         self._cmd_len += len(line)
         marker = _find_marker(line)
         if self._cmd_len > self.max_command_size and self._cmd_len > self._size_limit(
