@@ -917,10 +917,36 @@ UID_COMMANDS: Final = _UID_COMMANDS
 # Upper-case command names as bytes -> str, to skip a decode per command. bytes.upper()
 # changes only ASCII letters, as str.upper() does on the ASCII-decoded name.
 _COMMAND_NAMES: Final = {n.encode(): n for n in (*_PARSERS, "UID")}
+_UID_NAMES: Final = {n.encode(): f"UID {n}" for n in _UID_COMMANDS}
+# head()'s common case in one match: tag SP name [SP name], the same character classes as
+# TAG and ATOM; anything else (an unknown name, a bad tag) goes to _head_general.
+_HEAD: Final = re.compile(TAG.pattern + b" (" + ATOM.pattern + b")(?: (" + ATOM.pattern + b"))?")
 
 
 def head(cur: Cursor) -> tuple[str | None, str | None, Parser | ParseError, bool]:
     """Tag, command name, and its parser (or the ParseError to report), uid flag."""
+    line = cur.line
+    m = _HEAD.match(line)
+    if m is not None:
+        name = _COMMAND_NAMES.get(m.group(1).upper())
+        if name is not None:
+            if name != "UID":
+                cur.pos = m.end(1)
+                return line[: m.start(1) - 1].decode("ascii"), name, _PARSERS[name], False
+            sub = m.group(2)
+            uid_name = _UID_NAMES.get(sub.upper()) if sub is not None else None
+            if uid_name is not None:
+                cur.pos = m.end()
+                return (
+                    line[: m.start(1) - 1].decode("ascii"),
+                    uid_name,
+                    _PARSERS[uid_name[4:]],
+                    True,
+                )
+    return _head_general(cur)
+
+
+def _head_general(cur: Cursor) -> tuple[str | None, str | None, Parser | ParseError, bool]:
     m = TAG.match(cur.line)
     if m is None or cur.line[m.end() : m.end() + 1] not in (b"", b" "):
         return None, None, ParseError(None, "Invalid tag"), False
