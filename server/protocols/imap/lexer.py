@@ -224,7 +224,11 @@ class Cursor:
         return value
 
     def seqset(self) -> SeqSet:
-        raw = self.match(_SEQSET, "sequence set")
+        m = _SEQSET.match(self.line, self.pos)
+        if m is None:
+            raise ValueError("Expected sequence set")
+        self.pos = m.end()
+        raw = m.group()
         # Fast path for the common one-number set (a UID); SeqSet.parse decides the rest.
         if raw.isdigit() and raw[0] != 0x30 and len(raw) <= 10:
             value = int(raw)

@@ -123,6 +123,7 @@ FETCH_MACROS: Final[dict[str, tuple[FetchItem, ...]]] = {
     "FULL": (*_FAST, _SIMPLE_ITEMS["ENVELOPE"], _SIMPLE_ITEMS["BODY"]),
 }
 
+_MACROS: Final = {name.encode(): items for name, items in FETCH_MACROS.items()}
 
 URLFETCH_PARAMS: Final = frozenset({"BODYPARTSTRUCTURE", "BINARY", "BODY"})
 
@@ -517,12 +518,14 @@ def _parse_fetch(cur: Cursor, uid: bool) -> Fetch:
             items.append(_fetch_item(cur))
         cur.expect(CLOSE, '")" after fetch items')
     else:
-        mark = cur.mark()
-        macro = FETCH_MACROS.get(cur.match(_ITEM_NAME, "fetch items").upper().decode())
+        m = _ITEM_NAME.match(cur.line, cur.pos)
+        if m is None:
+            raise ValueError("Expected fetch items")
+        macro = _MACROS.get(m.group().upper())
         if macro is not None:
+            cur.pos = m.end()
             items = list(macro)
         else:
-            cur.reset(mark)
             items = [_fetch_item(cur)]
     changedsince = None
     vanished = False
