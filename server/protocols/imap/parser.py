@@ -974,15 +974,27 @@ def _head_general(cur: Cursor) -> tuple[str | None, str | None, Parser | ParseEr
     return tag, name, parser, False
 
 
+#: What head() found in a command's first segment, and where it stopped: (tag, name, parser,
+#: uid, position). The reader keeps it from a literal's line so parse_command need not redo it.
+Head = tuple[str, str, Parser, bool, int]
+
+
 def parse_command(
-    segs: list[bytes], lits: list[tuple[LiteralData, bool]] | None = None, utf8_names: bool = False
+    segs: list[bytes],
+    lits: list[tuple[LiteralData, bool]] | None = None,
+    utf8_names: bool = False,
+    known_head: Head | None = None,
 ) -> Event:
     """Parse one complete command (CRLFs and literal markers removed; see Cursor).
-    utf8_names: mailbox names are UTF-8 rather than modified UTF-7 (IMAP4rev2)."""
+    utf8_names: mailbox names are UTF-8 rather than modified UTF-7 (IMAP4rev2).
+    known_head: head() of segs[0] when the caller already ran it."""
     cur = Cursor(segs, lits, utf8_names)
-    tag, name, parser, uid = head(cur)
-    if isinstance(parser, ParseError):
-        return parser
+    if known_head is not None:
+        tag, name, parser, uid, cur.pos = known_head
+    else:
+        tag, name, parser, uid = head(cur)
+        if isinstance(parser, ParseError):
+            return parser
     assert tag is not None and name is not None
     try:
         args = parser(cur, uid)

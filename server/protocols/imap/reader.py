@@ -43,7 +43,7 @@ from collections.abc import Callable, Iterator
 from typing import Final
 
 from server.protocols.imap.lexer import TAG, Cursor
-from server.protocols.imap.parser import head, parse_command
+from server.protocols.imap.parser import Head, head, parse_command
 from server.protocols.imap.requests import (
     Command,
     CommandTooLong,
@@ -136,6 +136,7 @@ class CommandReader:
         self._cmd_len = 0
         self._tag: str | None = None
         self._name: str | None = None
+        self._head: Head | None = None  # head() of the first line, when it had a literal
         self._lit = bytearray()
         self._lit_size = 0
         self._lit_binary = False
@@ -244,6 +245,7 @@ class CommandReader:
         self._cmd_len = 0
         self._tag = None
         self._name = None
+        self._head = None
         self._lit = bytearray()
         self._lit_total = 0
 
@@ -330,8 +332,9 @@ class CommandReader:
             self._segs.append(line)
             lits = self._lits
             segs = self._segs
+            known_head = self._head
             self._reset_command(drop=False)
-            event = parse_command(segs, lits, self.utf8_names)
+            event = parse_command(segs, lits, self.utf8_names, known_head)
             if not isinstance(event, Command):
                 _discard_spools(lits)
             return event
@@ -345,8 +348,10 @@ class CommandReader:
             if isinstance(parser, ParseError):
                 self._refuse(marker)
                 return parser
+            assert tag is not None and name is not None
             self._tag = tag
             self._name = name
+            self._head = (tag, name, parser, _uid, cur.pos)
         limit = (
             self.max_literal_size
             if self._name in _BIG_LITERAL_COMMANDS

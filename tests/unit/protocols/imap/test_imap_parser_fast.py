@@ -109,3 +109,28 @@ def test_examples_share_the_tables() -> None:
     assert parser.parse_command([b"x UID FETCH 0 FLAGS"]) == ParseError(
         "x", "Invalid sequence set", "UID FETCH"
     )
+
+
+@MANY
+@given(
+    st.sampled_from([b"a APPEND ", b"b LOGIN ", b"c UID SEARCH TEXT ", b"d SELECT ", b"e ID "]),
+    texts,
+    st.binary(max_size=6),
+    st.sampled_from([b"", b" ", b" x", b" {2}", b")"]),
+)
+def test_literal_command_reuses_head_as_parse_command_would_run_it(
+    start: bytes, middle: bytes, data: bytes, rest: bytes
+) -> None:
+    middle = middle.replace(b"\n", b"").replace(b"\r", b"").replace(b"{", b"")
+    reader = CommandReader()
+    reader.feed(start + middle + b"{%d+}\r\n" % len(data) + data + rest + b"\r\n")
+    if rest.endswith(b"}"):
+        reader.feed(b"xy\r\n")
+    event = reader.next_event()
+    segs = [start + middle, rest.removesuffix(b"{2}")]
+    lits = [(data, False)]
+    if rest.endswith(b"}"):
+        segs.append(b"")
+        lits.append((b"xy", False))
+    if isinstance(event, Command | ParseError) and not reader.in_command:
+        assert event == parser.parse_command(segs, lits)
