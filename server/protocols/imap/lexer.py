@@ -51,6 +51,8 @@ _DATE_TIME = re.compile(
     rb'"([ 0-9][0-9]|[0-9])-([A-Za-z]{3})-([0-9]{4}) ([0-9]{2}):([0-9]{2}):([0-9]{2}) ([+-])([0-9]{2})([0-9]{2})"'
 )
 
+_PLAIN_NAME = re.compile(rb"[ -%'-~]*\Z")
+
 _MONTHS = {
     m: i + 1
     for i, m in enumerate(
@@ -79,6 +81,8 @@ def mailbox_name(raw: bytes) -> str:
     "INBOX" in any case normalized. ValueError for invalid modified UTF-7."""
     if len(raw) == 5 and raw.upper() == b"INBOX":
         return "INBOX"
+    if _PLAIN_NAME.match(raw):
+        return raw.decode("ascii")  # what utf7.decode gives for printable ASCII without "&"
     if not raw.isascii():
         try:
             return raw.decode("utf-8")

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from server.protocols.imap import parser
+from server.protocols.imap import lexer, parser, utf7
 from server.protocols.imap import reader as reader_module
 from server.protocols.imap.lexer import Cursor
 from server.protocols.imap.reader import CommandReader
@@ -134,3 +134,23 @@ def test_literal_command_reuses_head_as_parse_command_would_run_it(
         lits.append((b"xy", False))
     if isinstance(event, Command | ParseError) and not reader.in_command:
         assert event == parser.parse_command(segs, lits)
+
+
+def _mailbox_name_general(raw: bytes) -> str:
+    if len(raw) == 5 and raw.upper() == b"INBOX":
+        return "INBOX"
+    if not raw.isascii():
+        return raw.decode("utf-8")
+    return utf7.decode(raw)
+
+
+@MANY
+@given(st.one_of(st.binary(max_size=12), texts, st.text(max_size=8).map(str.encode)))
+def test_plain_mailbox_name_fast_path_matches_utf7(raw: bytes) -> None:
+    def run(func: Callable[[bytes], str]) -> tuple[str, str]:
+        try:
+            return ("ok", func(raw))
+        except ValueError:
+            return ("error", "")
+
+    assert run(lexer.mailbox_name) == run(_mailbox_name_general)
