@@ -6,10 +6,12 @@ proxy secret and names the mailbox and the real client. Only then does IMAP begi
 authenticated: a PREAUTH greeting (RFC 3501 section 7.1.4), so not one IMAP byte from an
 unproved peer is ever parsed.
 
-Per connection: one coroutine reading the socket, the session and one lazily re-armed timer
+Per connection: the session, one lazily re-armed timer
 (autologout and IDLE keep-alives); the store wakes the process once per mailbox
 (server/backend/imap/wakeups.py) and the IDLE sessions it woke get their updates from one
-task, in place, without a task each (ImapBackendService._push_woken). Commands of a connection run
+task, in place, without a task each (ImapBackendService._push_woken). A handed-off client's
+commands are answered in its socket's data callback, a relayed one's by a coroutine reading
+its StreamReader (server/backend/imap/connection.py). Commands of a connection run
 one at a time in order; those that write to the store run on a shared thread pool, so a
 slow disk or a big APPEND never stalls the event loop or the other sessions. Read-only
 FETCHes run in place unless one of them turned out slow (see INLINE_SLOW).
