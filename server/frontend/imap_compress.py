@@ -24,16 +24,11 @@ never sent, and the client's next command must not be taken for its data.
 from __future__ import annotations
 
 import re
-import zlib
 from collections.abc import Callable, Iterator
 
-# The same limit and compressor as a handed-off session's (server/backend/imap/compressed.py).
-from server.protocols.imap.compress import (
-    DEFLATE_MEM_LEVEL,
-    DEFLATE_WINDOW_BITS,
-    MAX_INFLATE,
-    CompressError,
-)
+# The same codec (limits, window, sync flush) as a handed-off session's; CompressError
+# is what from_client raises on a broken stream.
+from server.protocols.imap.compress import CompressError, Deflate
 
 CAPABILITY = b"COMPRESS=DEFLATE"
 #: Longest line kept whole to be looked at; longer ones are relayed as they come (only
@@ -191,37 +186,28 @@ class ImapCompress:
     def __init__(self) -> None:
         self._client = _Framer(self._client_line, self._client_wanted, client=True)
         self._backend = _Framer(self._backend_line, self._backend_wanted)
-        self._inflate: zlib._Decompress | None = None
-        self._deflate: zlib._Compress | None = None
+        self._codec: Deflate | None = None  # from the client's COMPRESS on
+        self._deflating = False  # from the byte after our OK on
         self._answers: dict[bytes, bytes] = {}  # tag -> our tagged answer to its NOOP
         self._tags: re.Pattern[bytes] | None = None  # finds those tags' answers
         self._activate = False  # the OK just went out: compress from the next byte on
 
     @property
     def active(self) -> bool:
-        return self._deflate is not None
+        return self._deflating
 
     # --- client -> back end -----------------------------------------------------------
     def from_client(self, data: bytes) -> bytes:
-        if self._inflate is not None:
-            data = self._inflated(data)
+        if self._codec is not None:
+            data = self._codec.inflate(data)
         out = list(self._client.feed(data))
         if self._client.verbatim:
             return data
         while self._client.rest:
-            data, self._client.rest = self._inflated(self._client.rest), b""
+            assert self._codec is not None  # rest: what followed the COMPRESS command
+            data, self._client.rest = self._codec.inflate(self._client.rest), b""
             out.extend(self._client.feed(data))
         return b"".join(out)
-
-    def _inflated(self, data: bytes) -> bytes:
-        assert self._inflate is not None
-        try:
-            out = self._inflate.decompress(data, MAX_INFLATE)
-        except zlib.error as exc:
-            raise CompressError(f"bad DEFLATE data from the client: {exc}") from None
-        if self._inflate.unconsumed_tail:
-            raise CompressError("the client's DEFLATE data inflates too far")
-        return out
 
     @staticmethod
     def _client_wanted(data: bytes, start: int, end: int) -> bool:
@@ -232,18 +218,18 @@ class ImapCompress:
         if m is None:
             return line
         tag = m.group(1)
-        if self._inflate is not None:
+        if self._codec is not None:
             self._expect(tag, tag + b" NO [COMPRESSIONACTIVE] DEFLATE is active already\r\n")
         else:
             self._expect(tag, tag + b" OK DEFLATE active\r\n")
-            self._inflate = zlib.decompressobj(-15)
+            self._codec = Deflate()
             self._client.stop = True  # what follows the command is compressed
         return tag + b" NOOP\r\n"
 
     # --- back end -> client -----------------------------------------------------------
     def from_backend(self, data: bytes) -> bytes:
         if (
-            self._deflate is None
+            not self._deflating
             and not self._activate
             and self._tags is None
             and not self._client.awaiting
@@ -256,25 +242,19 @@ class ImapCompress:
         plain: list[bytes | memoryview] = []
         packed: list[bytes | memoryview] = []
         for piece in self._backend.feed(data):
-            (packed if self._deflate is not None else plain).append(piece)
+            (packed if self._deflating else plain).append(piece)
             if self._activate:
-                self._activate = False
-                self._deflate = zlib.compressobj(
-                    zlib.Z_DEFAULT_COMPRESSION,
-                    zlib.DEFLATED,
-                    DEFLATE_WINDOW_BITS,
-                    DEFLATE_MEM_LEVEL,
-                )
+                self._activate, self._deflating = False, True
         if not packed and self._backend.verbatim:
             return data
         return b"".join(plain) + self.compress(b"".join(packed))
 
     def compress(self, data: bytes) -> bytes:
         """Bytes for the client as they must go on the wire now (also for last words)."""
-        if self._deflate is None or not data:
+        if not self._deflating or not data:
             return data
-        # A sync flush per chunk: the client can act on every response it was sent.
-        return self._deflate.compress(data) + self._deflate.flush(zlib.Z_SYNC_FLUSH)
+        assert self._codec is not None
+        return self._codec.deflate(data)
 
     def _backend_wanted(self, data: bytes, start: int, end: int) -> bool:
         # The back end writes "* CAPABILITY" in capitals: a plain find, much faster than a
@@ -318,3 +298,6 @@ def with_capability(capabilities: str) -> str:
     if "COMPRESS=DEFLATE" in capabilities.upper().split():
         return capabilities
     return f"{capabilities} COMPRESS=DEFLATE"
+
+
+__all__ = ["CAPABILITY", "CompressError", "ImapCompress", "with_capability"]

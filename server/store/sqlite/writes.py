@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
+from server.mail.mime import header_end
 from server.store.api import (
     AppendResult,
     BodyWriter,
@@ -51,9 +52,9 @@ def blank_line_end(raw: bytes) -> int:
 
 #: From this size on a message is analyzed (MIME structure, ENVELOPE, sort keys) when it is
 #: stored; a smaller one on first use, as Dovecot fills its cache: an APPEND or a delivery
-#: then costs what storing costs, and the reader that first needs the analysis pays a
-#: bounded price (a big message's analysis must not run on a server's event loop, where
-#: inline FETCHes read).
+#: then costs what storing costs (its header block is kept at once: one search), and the
+#: reader that first needs the analysis pays a bounded price (a big message's analysis must
+#: not run on a server's event loop, where inline FETCHes read).
 ANALYZE_FROM = 256 * 1024
 
 
@@ -104,12 +105,16 @@ class Writes(MailboxBase):
                     write_file(folder_path + name, raw, sync=not batch)
                     written.append(name)
                 idate, tz = split_date(msg.internaldate)
-                info = header = head = None
                 if len(raw) >= ANALYZE_FROM:
                     info, header = analyze(raw)
                     # The sort keys come from the header block; without one (the
                     # analyzer failed) from the bytes up to the first blank line.
                     head = header if header is not None else raw[: blank_line_end(raw)]
+                else:
+                    # Kept now, as it costs one search: header-field FETCHes (a client's
+                    # folder listing) then read no file, analyzed or not. header_end is
+                    # where the analyzer puts header_len (tests/unit/store).
+                    info, header, head = None, raw[: header_end(raw)], None
                 prepared.append(
                     (
                         name,

@@ -1,7 +1,7 @@
 """MailboxStore.message_sources: what FETCH needs of many messages (file paths, header
-blocks, MessageInfos) in one lookup; header blocks kept at delivery (big messages) or on
-first use (small ones), filled in for databases written before (schema 2) without reading
-more than the header."""
+blocks, MessageInfos) in one lookup; header blocks kept at delivery, MessageInfos at
+delivery (big messages) or on first use (small ones), header blocks filled in for databases
+written before (schema 2) without reading more than the header."""
 
 from __future__ import annotations
 
@@ -11,7 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from server.mail.mime import header_end
 from server.protocols.imap import bodystructure
 from server.store import api
 from server.store.sqlite import SCHEMA_VERSION, SqliteMailbox, SqliteMailStore, pool
@@ -159,19 +162,26 @@ def _stored(box: SqliteMailbox) -> list[tuple[int, bool, bool, bool]]:
 
 
 def test_a_small_message_is_analyzed_on_first_use_and_kept(box: SqliteMailbox) -> None:
-    # Stored as it came: no MIME analysis, header block or sort keys at APPEND.
-    assert all(not (info or head or keys) for _, info, head, keys in _stored(box))
+    # Stored with its header block, without MIME analysis or sort keys.
+    assert [row[1:] for row in _stored(box)] == [(False, True, False)] * 10
     got = box.message_sources("INBOX", [2, 3], header=True)
     assert got[2][1] == header_of(raw(2)) and got[3][1] == header_of(raw(3))
-    kept = {b: (info, head) for b, info, head, _ in _stored(box)}
-    assert kept[2] == (True, True) and kept[3] == (True, True) and kept[1] == (False, False)
+    assert not any(info for _, info, _, _ in _stored(box))  # header fields need no analysis
+    box.message_sources("INBOX", [2, 3], info=True)
+    assert {b for b, info, _, _ in _stored(box) if info} == {2, 3}
     # What the first reader kept is what analyzing at APPEND would have kept.
     box._infos.clear()
-    info = box.info("INBOX", 3)
-    assert info == bodystructure.analyze(raw(3))
+    assert box.info("INBOX", 3) == bodystructure.analyze(raw(3))
     keys = box.sort_keys("INBOX", [1, 4])
     assert [k.subject for k in keys.values()] == ["NUMBER 1", "NUMBER 4"]  # type: ignore[attr-defined]
     assert {b for b, *_, has_keys in _stored(box) if has_keys} == {1, 4}
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from([b"\r", b"\n", b"\r\n", b"a", b":", b" ", b"--", b"X: y\r\n"])))
+def test_the_header_block_kept_at_append_ends_where_the_analyzer_says(pieces: list[bytes]) -> None:
+    data = b"".join(pieces)
+    assert header_end(data) == bodystructure.analyze(data).header_len
 
 
 def test_a_big_message_is_analyzed_when_stored(box: SqliteMailbox) -> None:
@@ -195,5 +205,5 @@ def test_one_transaction_keeps_what_a_first_fetch_analyzed(
 
     monkeypatch.setattr(box, "_keep", counting)
     box.message_sources("INBOX", list(range(1, 11)), header=True, info=True)
-    assert kept == [10, 10]  # infos with the sources, then the header blocks: not 20 commits
+    assert kept == [10]  # the ten analyses in one commit, not ten
     assert all(info and head for _, info, head, _ in _stored(box))

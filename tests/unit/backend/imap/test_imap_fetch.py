@@ -59,9 +59,6 @@ def client(store: SqliteMailStore, **imap: object) -> Client:
 
 def test_header_items_read_no_message_file(store: SqliteMailStore) -> None:
     c = client(store)
-    # A small message is analyzed on first use (writes.ANALYZE_FROM); from then on its
-    # header block is the database's.
-    assert c(f"w {HEAD_FETCH}").count(" FETCH (") == 50
     box = store.mailbox("alice")
     for path in box.body_paths("INBOX", range(1, 51)).values():
         os.unlink(path)
@@ -147,21 +144,6 @@ def test_read_only_fetches_may_run_in_place(store: SqliteMailStore) -> None:
     assert next_job(c, "s SELECT INBOX").inline  # the folder's list is kept: a read
     assert "e OK [READ-ONLY]" in c("e EXAMINE INBOX")
     assert next_job(c, "f FETCH 1 BODY[]").inline  # read-only folder: nothing to set
-
-
-def test_noop_runs_in_place_only_where_it_can_write_nothing(store: SqliteMailStore) -> None:
-    c = Client(store).login()  # type: ignore[arg-type]
-    assert next_job(c, "n NOOP").inline  # nothing selected: nothing to read
-    c.select()
-    assert not next_job(c, "n NOOP").inline  # read-write: new messages' \Recent is claimed
-    assert "e OK [READ-ONLY]" in c("e EXAMINE INBOX")
-    assert next_job(c, "n NOOP").inline
-    assert next_job(c, "c CHECK").inline
-    c.session.mark_dirty()  # a wake-up: the changes may be many
-    assert not next_job(c, "n NOOP").inline
-    store.mailbox("alice").append("INBOX", raw(99))
-    c.session.mark_dirty()
-    assert "* 51 EXISTS" in c("n NOOP")  # a read-only folder still takes in new messages
 
 
 def test_big_folders_fetch_in_a_worker(
