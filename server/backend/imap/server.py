@@ -6,10 +6,12 @@ proxy secret and names the mailbox and the real client. Only then does IMAP begi
 authenticated: a PREAUTH greeting (RFC 3501 section 7.1.4), so not one IMAP byte from an
 unproved peer is ever parsed.
 
-Per connection: one coroutine reading the socket, the session and one lazily re-armed timer
+Per connection: the session, one lazily re-armed timer
 (autologout and IDLE keep-alives); the store wakes the process once per mailbox
 (server/backend/imap/wakeups.py) and the IDLE sessions it woke get their updates from one
-task, in place, without a task each (ImapBackendService._push_woken). Commands of a connection run
+task, in place, without a task each (ImapBackendService._push_woken). A handed-off client's
+commands are answered in its socket's data callback, a relayed one's by a coroutine reading
+its StreamReader (server/backend/imap/connection.py). Commands of a connection run
 one at a time in order; those that write to the store run on a shared thread pool, so a
 slow disk or a big APPEND never stalls the event loop or the other sessions. Read-only
 FETCHes run in place unless one of them turned out slow (see INLINE_SLOW).
@@ -33,6 +35,7 @@ from typing import Any, cast
 from server.backend import service as common
 from server.backend.imap.commands import TABLE, notify
 from server.backend.imap.compressed import DeflatingWriter
+from server.backend.imap.connection import ConnectionLock, session_streams
 from server.backend.imap.fanout import IdleFanout
 from server.backend.imap.session import (
     KEEPALIVE_SECONDS,
@@ -43,12 +46,14 @@ from server.backend.imap.session import (
     SessionConfig,
 )
 from server.backend.imap.wakeups import Wakeups
+from server.backend.pop3.connection import SessionProtocol
 from server.backend.service import BackendService, open_default_store
+from server.frontend.relay import take_buffered
 from server.moves import fence
 from server.protocols import proxyv2
 from server.protocols.handover import Accepted
 from server.protocols.imap import requests as rq
-from server.runtime import gcclock, records
+from server.runtime import gcclock
 from server.runtime.linger import linger_close
 from server.runtime.protocol_log import imap_result
 from server.runtime.service import ServiceContext
@@ -104,6 +109,11 @@ class _LogEntry:
         self.tag, self.started, self.rqsize, self.rpsize = tag, started, 0, 0
 
 
+# What the data callback hands to the pump: a job for a worker thread (None: wait for
+# the client first, or close), the octets its command took and when it started (log).
+_Pending = tuple[Job | None, int, float]
+
+
 class _Connection:
     __slots__ = (
         "service",
@@ -121,6 +131,11 @@ class _Connection:
         "logging",
         "carry",
         "waiting",
+        "protocol",
+        "done",
+        "busy",
+        "eof",
+        "paused",
     )
 
     def __init__(
@@ -130,13 +145,14 @@ class _Connection:
         writer: asyncio.StreamWriter,
         client: proxyv2.ProxyInfo | None,
         session: ImapSession | None = None,
+        protocol: SessionProtocol | None = None,
     ) -> None:
         self.service = service
         self.reader = reader
         self.writer = writer  # a DeflatingWriter (duck-typed) once COMPRESS is on
         self.client = client
         self.session = session or ImapSession(service.session_config(client), TABLE)
-        self.lock = asyncio.Lock()
+        self.lock = ConnectionLock()
         self.loop = asyncio.get_running_loop()
         self.last_activity = self.loop.time()
         self.timer: asyncio.TimerHandle | None = None
@@ -146,6 +162,12 @@ class _Connection:
         self.logging: _LogEntry | None = None
         self.carry = 0  # octets read for a command not yet known (before a literal)
         self.waiting = False  # in drain(): the client is not reading what we sent
+        # A handed-off session's bytes come to received() (None: read from `reader`).
+        self.protocol = protocol
+        self.done: asyncio.Future[None] | None = None  # the session is over (callbacks)
+        self.busy: asyncio.Task[None] | None = None  # the pump, for what has to wait
+        self.eof = False  # the client is gone (callbacks)
+        self.paused = False  # reading paused while the pump runs
 
     async def run(self, greeting: bytes) -> None:
         """`greeting`: the PREAUTH line (b"" for a handed-off client: the front end answered
@@ -154,6 +176,9 @@ class _Connection:
         if self.service.protocol_log.enabled:
             self._log("OpenSession", "", self.loop.time(), 0, len(greeting), "")
         self._arm(self._timeout())
+        if self.protocol is not None:
+            await self._run_in_callbacks(self.protocol)
+            return
         reader, session = self.reader, self.session
         while not session.closed:
             data = await reader.read(READ_SIZE)
@@ -164,10 +189,27 @@ class _Connection:
             await self._pump()
 
     async def _pump(self) -> None:
-        session, writer = self.session, self.writer
-        log = self.service.protocol_log
         async with self.lock:
-            while True:
+            await self._pump_held(None)
+        if not self.session.closed:
+            self._push_missed()
+
+    async def _pump_held(self, first: _Pending | None) -> None:
+        """Run the session's jobs, the lock held; `first`: the one the data callback
+        handed over (its job, or None: wait for the client first)."""
+        session = self.session
+        log = self.service.protocol_log
+        while True:
+            if first is not None:
+                job, consumed, started = first
+                first = None
+                if job is None:
+                    await self._wait_for_client()
+                    if session.closed:
+                        break
+                    continue
+                log_on = log.enabled
+            else:
                 log_on = log.enabled  # off: one attribute check per command, nothing else
                 before = session.reader.buffered if log_on else 0
                 job = session.next_job()
@@ -175,37 +217,186 @@ class _Connection:
                     break
                 consumed = before - session.reader.buffered if log_on else 0
                 started = self.loop.time() if log_on else 0.0
-                out = await self._run_job(job)
-                if out:
-                    writer.write(out)
-                if session.compression is not None and not isinstance(writer, DeflatingWriter):
-                    # COMPRESS's OK went out in the clear: all after it is deflated.
-                    writer = self.writer = cast(
-                        asyncio.StreamWriter, DeflatingWriter(writer, session.compression)
-                    )
-                if log_on:
-                    self._log_job(job, out, consumed, started)
-                if out and writer.transport.get_write_buffer_size() > WRITE_HIGH_WATER:
-                    # Back-pressure: no next command (nor the next read, which waits for
-                    # this pump) until the client has taken most of this answer.
-                    out = b""  # a FETCH chunk is not kept alive while the client is slow
-                    self.waiting = True
-                    try:
-                        await writer.drain()
-                    finally:
-                        self.waiting = False
-                    self.last_activity = self.loop.time()  # the client reads: not idle
-                self._after_job()
-                if session.closed:
-                    break
+            out = await self._run_job(job)
+            self._wrote(job, out, consumed, started, log_on)
+            if out:
+                out = b""  # a FETCH chunk is not kept alive while the client is slow
+                await self._wait_for_client()
+            self._after_job()
             if session.closed:
-                # LOGOUT, or a BYE after an error: the client's unread bytes must not
-                # turn our FIN into an RST that loses the BYE.
-                await linger_close(writer, self.reader)
+                break
+        writer = self.writer
+        if session.closed:
+            # LOGOUT, or a BYE after an error: the client's unread bytes must not
+            # turn our FIN into an RST that loses the BYE.
+            self._detach()
+            await linger_close(writer, self.reader)
+        else:
+            await writer.drain()
+
+    def _wrote(self, job: Job, out: bytes, consumed: int, started: float, log_on: bool) -> None:
+        """A job's output to the client, COMPRESS switched on after its OK, its log line."""
+        writer = self.writer
+        if out:
+            writer.write(out)
+        session = self.session
+        if session.compression is not None and not isinstance(writer, DeflatingWriter):
+            # COMPRESS's OK went out in the clear: all after it is deflated.
+            self.writer = cast(asyncio.StreamWriter, DeflatingWriter(writer, session.compression))
+        if log_on:
+            self._log_job(job, out, consumed, started)
+
+    async def _wait_for_client(self) -> None:
+        """Back-pressure: no next command (nor the next read, which waits for this pump)
+        until the client has taken most of what is queued for it."""
+        writer = self.writer
+        if writer.transport.get_write_buffer_size() <= WRITE_HIGH_WATER:
+            return
+        self.waiting = True
+        try:
+            await writer.drain()
+        finally:
+            self.waiting = False
+        self.last_activity = self.loop.time()  # the client reads: not idle
+
+    # --- a handed-off session: commands answered in the data callback ----------------------
+    async def _run_in_callbacks(self, protocol: SessionProtocol) -> None:
+        """Serve until the session is closed or the client is gone, its bytes coming to
+        received() (server/backend/imap/connection.py)."""
+        done = self.done = self.loop.create_future()
+        early = take_buffered(self.reader)  # what came before the session took the socket
+        protocol.sink = self
+        try:
+            if early:
+                self.received(early)
+            if self.reader.at_eof():
+                self.ended()
+            await done
+        finally:
+            self._detach()
+            busy = self.busy
+            if busy is not None and not busy.done():
+                busy.cancel()
+
+    def received(self, data: bytes) -> None:
+        """Bytes from the client: run every job that needs no wait now, or hand over to the
+        pump (reading paused until it is done, so later commands wait in order)."""
+        done = self.done
+        if done is None or done.done():
+            return
+        self.last_activity = self.loop.time()
+        try:
+            self.session.receive(data)
+            if self.busy is None:
+                self._answer_now()
+        except Exception as exc:  # a bug ends this session, never the service
+            self._finish(exc)
+
+    def ended(self) -> None:
+        """EOF or the connection is gone: done, once what is being answered is."""
+        self.eof = True
+        if self.busy is None:
+            self._finish()
+
+    def _finish(self, exc: BaseException | None = None) -> None:
+        done = self.done
+        if done is None or done.done():
+            return
+        if exc is None:
+            done.set_result(None)
+        else:
+            done.set_exception(exc)
+
+    def _detach(self) -> None:
+        """Bytes go to the StreamReader again (the lingering close reads them there)."""
+        protocol = self.protocol
+        if protocol is None:
+            return
+        protocol.sink = None
+        if self.paused:
+            self.paused = False
+            if not self.writer.transport.is_closing():
+                cast(asyncio.Transport, self.writer.transport).resume_reading()
+
+    def _answer_now(self) -> None:
+        lock = self.lock
+        if not lock.acquire_now():  # a push or the goodbye holds it: the pump waits for it
+            self._hand_over(None, held=False)
+            return
+        try:
+            pending = self._run_now()
+        except BaseException:
+            lock.release()
+            raise
+        if pending is not None:
+            self._hand_over(pending, held=True)
+            return
+        lock.release()
+        if self.eof:
+            self._finish()
+
+    def _run_now(self) -> _Pending | None:
+        """The session's jobs that need no worker thread, run here; the first one that does
+        (or a wait for the client, or the close) is returned for the pump."""
+        session, service = self.session, self.service
+        log = service.protocol_log
+        while True:
+            log_on = log.enabled
+            before = session.reader.buffered if log_on else 0
+            job = session.next_job()
+            if job is None:
+                return None
+            consumed = before - session.reader.buffered if log_on else 0
+            started = self.loop.time() if log_on else 0.0
+            if not job.blocking:
+                out = job.run()
+            elif job.inline and service.inline_allowed():
+                out = self._run_inline(job)
             else:
-                await writer.drain()
-        if not session.closed:
-            self._push_missed()
+                return job, consumed, started
+            self._wrote(job, out, consumed, started, log_on)
+            if out and self.writer.transport.get_write_buffer_size() > WRITE_HIGH_WATER:
+                self._after_job()
+                return None, 0, 0.0
+            self._after_job()
+            if session.closed:
+                return None, 0, 0.0
+
+    def _hand_over(self, first: _Pending | None, held: bool) -> None:
+        if not self.paused and not self.writer.transport.is_closing():
+            self.paused = True
+            cast(asyncio.Transport, self.writer.transport).pause_reading()
+        self.busy = self.loop.create_task(self._answer_later(first, held))
+
+    async def _answer_later(self, first: _Pending | None, held: bool) -> None:
+        """The task for what has to wait, and for the commands queued behind it."""
+        try:
+            if not held:
+                await self.lock.acquire()
+            try:
+                await self._pump_held(first)
+            finally:
+                self.lock.release()
+        except Exception as exc:  # ConnectionError from drain() included: the caller sorts
+            self.busy = None
+            self._finish(exc)
+            return
+        self.busy = None
+        if self.session.closed:
+            self._finish()
+            return
+        self._push_missed()
+        if self.paused:
+            self.paused = False
+            if not self.writer.transport.is_closing():
+                cast(asyncio.Transport, self.writer.transport).resume_reading()
+        if self.eof:
+            self._finish()
+            return
+        try:
+            self._answer_now()  # commands that came while the pump ran
+        except Exception as exc:
+            self._finish(exc)
 
     def _push_missed(self) -> None:
         """After the lock is released: push a change whose wake-up came while it was held
@@ -221,17 +412,20 @@ class _Connection:
             return job.run()
         service = self.service
         if job.inline and service.inline_allowed():
-            started, cpu, blocks = time.perf_counter(), time.thread_time(), _disk_reads()
-            collected = gcclock.seconds()
-            out = job.run()
-            collecting = gcclock.seconds() - collected
-            service.ran_inline(
-                time.perf_counter() - started - collecting,
-                time.thread_time() - cpu - collecting,
-                _disk_reads() != blocks,
-            )
-            return out
+            return self._run_inline(job)
         return await self.loop.run_in_executor(service.executor, job.run)
+
+    def _run_inline(self, job: Job) -> bytes:
+        started, cpu, blocks = time.perf_counter(), time.thread_time(), _disk_reads()
+        collected = gcclock.seconds()
+        out = job.run()
+        collecting = gcclock.seconds() - collected
+        self.service.ran_inline(
+            time.perf_counter() - started - collecting,
+            time.thread_time() - cpu - collecting,
+            _disk_reads() != blocks,
+        )
+        return out
 
     # --- protocol log ------------------------------------------------------------------
     def _log_job(self, job: Job, out: bytes, consumed: int, started: float) -> None:
@@ -666,10 +860,11 @@ class ImapBackendService(BackendService):
         client: proxyv2.ProxyInfo | None,
         session: ImapSession,
         greeting: bytes,
+        protocol: SessionProtocol | None = None,
     ) -> None:
         task = asyncio.current_task()
         assert task is not None
-        connection = _Connection(self, reader, writer, client, session)
+        connection = _Connection(self, reader, writer, client, session, protocol)
         self._connections[task] = connection
         try:
             # A move's fence raised since the login's check: its end-sessions request may
@@ -731,8 +926,8 @@ class ImapBackendService(BackendService):
                     # COMPRESS belongs to the client's link: with no front end in the
                     # path (else AF_UNIX: a front end relays) the session does it.
                     session.direct = sock.family != socket.AF_UNIX
-                    reader, writer = await records.stream_from(sock, read_ahead)
-                    await self._run(reader, writer, client, session, b"")
+                    reader, writer, protocol = await session_streams(sock, read_ahead)
+                    await self._run(reader, writer, client, session, b"", protocol)
             finally:
                 ended()
 

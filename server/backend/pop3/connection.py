@@ -20,7 +20,7 @@ import asyncio
 import socket
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Protocol, cast
 
 from server.backend.pop3.maildrop import READ_SIZE, WRITE_SLICE, FileBody, OpenMaildrop
 from server.frontend.relay import take_buffered
@@ -85,13 +85,22 @@ class IdleTimer:
         self._expire()
 
 
+class Sink(Protocol):
+    """What takes a session's bytes in its data callback (Pop3Connection, and the IMAP
+    back end's connection, server/backend/imap/server.py)."""
+
+    def received(self, data: bytes) -> None: ...
+
+    def ended(self) -> None: ...
+
+
 class SessionProtocol(asyncio.StreamReaderProtocol):
     """A StreamReaderProtocol whose bytes go straight to a session while one is attached
     (`sink`), and to its StreamReader otherwise (before the session starts, and for the
     lingering close after it ends). drain(), close waiters and EOF work as for any
     stream."""
 
-    sink: Pop3Connection | None = None
+    sink: Sink | None = None
 
     def data_received(self, data: bytes) -> None:
         sink = self.sink
