@@ -54,7 +54,10 @@ def blank_line_end(raw: bytes) -> int:
 #: stored; a smaller one on first use, as Dovecot fills its cache: an APPEND or a delivery
 #: then costs what storing costs (its header block is kept at once: one search), and the
 #: reader that first needs the analysis pays a bounded price (a big message's analysis must
-#: not run on a server's event loop, where inline FETCHes read).
+#: not run on a server's event loop, where inline FETCHes read). A batch (an import, a
+#: mailbox move: BATCH_SYNC messages or more in one call) is analyzed as it is stored: nobody
+#: waits on it message by message, and the first SORT of the folder after it would
+#: otherwise compute the keys of every message at once.
 ANALYZE_FROM = 256 * 1024
 
 
@@ -105,7 +108,7 @@ class Writes(MailboxBase):
                     write_file(folder_path + name, raw, sync=not batch)
                     written.append(name)
                 idate, tz = split_date(msg.internaldate)
-                if len(raw) >= ANALYZE_FROM:
+                if batch or len(raw) >= ANALYZE_FROM:
                     info, header = analyze(raw)
                     # The sort keys come from the header block; without one (the
                     # analyzer failed) from the bytes up to the first blank line.

@@ -161,7 +161,17 @@ def _stored(box: SqliteMailbox) -> list[tuple[int, bool, bool, bool]]:
         ]
 
 
-def test_a_small_message_is_analyzed_on_first_use_and_kept(box: SqliteMailbox) -> None:
+@pytest.fixture
+def one_by_one(store: SqliteMailStore) -> SqliteMailbox:
+    """Ten messages appended one at a time, as APPEND and delivery store them."""
+    box = store.mailbox("bob")
+    for n in range(1, 11):
+        box.append("INBOX", raw(n))
+    return box
+
+
+def test_a_small_message_is_analyzed_on_first_use_and_kept(one_by_one: SqliteMailbox) -> None:
+    box = one_by_one
     # Stored with its header block, without MIME analysis or sort keys.
     assert [row[1:] for row in _stored(box)] == [(False, True, False)] * 10
     got = box.message_sources("INBOX", [2, 3], header=True)
@@ -193,9 +203,16 @@ def test_a_big_message_is_analyzed_when_stored(box: SqliteMailbox) -> None:
     assert box.message_sources("INBOX", [11], header=True)[11][1] == header_of(big)
 
 
+def test_a_batch_is_analyzed_as_it_is_stored(box: SqliteMailbox) -> None:
+    # An import or a move: nobody waits on it message by message, and the folder's first
+    # SORT then finds every key there.
+    assert [row[1:] for row in _stored(box)] == [(True, True, True)] * 10
+
+
 def test_one_transaction_keeps_what_a_first_fetch_analyzed(
-    box: SqliteMailbox, monkeypatch: pytest.MonkeyPatch
+    one_by_one: SqliteMailbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    box = one_by_one
     kept: list[int] = []
     keep = box._keep
 
