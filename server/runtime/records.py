@@ -164,19 +164,4 @@ def waiting(sock: socket.socket, limit: int = 2**16) -> bytes:
         return b""
 
 
-async def stream_from(
-    sock: socket.socket, read_ahead: bytes, limit: int = 2**16
-) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """Streams over a socket handed in from another process, `read_ahead` (bytes that
-    process read from it and did not use) first, then what waits in the socket now."""
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=limit, loop=loop)
-    read_ahead += waiting(sock, limit)
-    if read_ahead:
-        reader.feed_data(read_ahead)  # before the transport can deliver anything newer
-    protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
-    transport, _ = await loop.connect_accepted_socket(lambda: protocol, sock)
-    return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
-
-
-__all__ = ["Records", "close_fds", "connect", "listen", "peer_uid", "stream_from", "waiting"]
+__all__ = ["Records", "close_fds", "connect", "listen", "peer_uid", "waiting"]

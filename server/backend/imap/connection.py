@@ -16,6 +16,7 @@ import asyncio
 import socket
 
 from server.backend.pop3.connection import SessionProtocol
+from server.backend.pop3.connection import session_streams as pop3_session_streams
 from server.runtime.records import waiting
 
 
@@ -38,18 +39,11 @@ class ConnectionLock(asyncio.Lock):
 
 
 async def session_streams(
-    sock: socket.socket, read_ahead: bytes, limit: int = 2**16
+    sock: socket.socket, read_ahead: bytes
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, SessionProtocol]:
-    """Streams over a socket handed in from a front end, with a SessionProtocol:
+    """The handed-in socket's streams (POP3's, server/backend/pop3/connection.py):
     `read_ahead` and what waits in the socket now are in the StreamReader first."""
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=limit, loop=loop)
-    read_ahead += waiting(sock, limit)
-    if read_ahead:
-        reader.feed_data(read_ahead)  # before the transport can deliver anything newer
-    protocol = SessionProtocol(reader, loop=loop)
-    transport, _ = await loop.connect_accepted_socket(lambda: protocol, sock)
-    return reader, asyncio.StreamWriter(transport, protocol, reader, loop), protocol
+    return await pop3_session_streams(sock, read_ahead + waiting(sock))
 
 
 __all__ = ["ConnectionLock", "session_streams"]

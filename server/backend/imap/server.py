@@ -198,7 +198,6 @@ class _Connection:
         """Run the session's jobs, the lock held; `first`: the one the data callback
         handed over (its job, or None: wait for the client first)."""
         session = self.session
-        log = self.service.protocol_log
         while True:
             if first is not None:
                 job, consumed, started = first
@@ -208,15 +207,12 @@ class _Connection:
                     if session.closed:
                         break
                     continue
-                log_on = log.enabled
+                log_on = self.service.protocol_log.enabled
             else:
-                log_on = log.enabled  # off: one attribute check per command, nothing else
-                before = session.reader.buffered if log_on else 0
-                job = session.next_job()
-                if job is None:
+                step = self._next_job()
+                if step is None:
                     break
-                consumed = before - session.reader.buffered if log_on else 0
-                started = self.loop.time() if log_on else 0.0
+                job, consumed, started, log_on = step
             out = await self._run_job(job)
             self._wrote(job, out, consumed, started, log_on)
             if out:
@@ -233,6 +229,18 @@ class _Connection:
             await linger_close(writer, self.reader)
         else:
             await writer.drain()
+
+    def _next_job(self) -> tuple[Job, int, float, bool] | None:
+        """The session's next job, with what its log line needs: the octets its command
+        took and when it started (log off: one attribute check, nothing else)."""
+        session = self.session
+        log_on = self.service.protocol_log.enabled
+        before = session.reader.buffered if log_on else 0
+        job = session.next_job()
+        if job is None:
+            return None
+        consumed = before - session.reader.buffered if log_on else 0
+        return job, consumed, self.loop.time() if log_on else 0.0, log_on
 
     def _wrote(self, job: Job, out: bytes, consumed: int, started: float, log_on: bool) -> None:
         """A job's output to the client, COMPRESS switched on after its OK, its log line."""
@@ -313,6 +321,9 @@ class _Connection:
         if protocol is None:
             return
         protocol.sink = None
+        self._resume_reading()
+
+    def _resume_reading(self) -> None:
         if self.paused:
             self.paused = False
             if not self.writer.transport.is_closing():
@@ -339,15 +350,11 @@ class _Connection:
         """The session's jobs that need no worker thread, run here; the first one that does
         (or a wait for the client, or the close) is returned for the pump."""
         session, service = self.session, self.service
-        log = service.protocol_log
         while True:
-            log_on = log.enabled
-            before = session.reader.buffered if log_on else 0
-            job = session.next_job()
-            if job is None:
+            step = self._next_job()
+            if step is None:
                 return None
-            consumed = before - session.reader.buffered if log_on else 0
-            started = self.loop.time() if log_on else 0.0
+            job, consumed, started, log_on = step
             if not job.blocking:
                 out = job.run()
             elif job.inline and service.inline_allowed():
@@ -355,12 +362,11 @@ class _Connection:
             else:
                 return job, consumed, started
             self._wrote(job, out, consumed, started, log_on)
-            if out and self.writer.transport.get_write_buffer_size() > WRITE_HIGH_WATER:
-                self._after_job()
-                return None, 0, 0.0
             self._after_job()
-            if session.closed:
-                return None, 0, 0.0
+            if session.closed or (
+                out and self.writer.transport.get_write_buffer_size() > WRITE_HIGH_WATER
+            ):
+                return None, 0, 0.0  # the close, or a wait for the client: the pump's
 
     def _hand_over(self, first: _Pending | None, held: bool) -> None:
         if not self.paused and not self.writer.transport.is_closing():
@@ -386,10 +392,7 @@ class _Connection:
             self._finish()
             return
         self._push_missed()
-        if self.paused:
-            self.paused = False
-            if not self.writer.transport.is_closing():
-                cast(asyncio.Transport, self.writer.transport).resume_reading()
+        self._resume_reading()
         if self.eof:
             self._finish()
             return

@@ -121,11 +121,14 @@ class SessionProtocol(asyncio.StreamReaderProtocol):
 
 
 async def session_streams(
-    sock: socket.socket,
+    sock: socket.socket, read_ahead: bytes = b""
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, SessionProtocol]:
-    """Streams over a socket handed in from a front end, with a SessionProtocol."""
+    """Streams over a socket handed in from a front end, with a SessionProtocol;
+    `read_ahead` (bytes already taken from the socket) is in the StreamReader first."""
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=2**16, loop=loop)
+    if read_ahead:
+        reader.feed_data(read_ahead)  # before the transport can deliver anything newer
     protocol = SessionProtocol(reader, loop=loop)
     transport, _ = await loop.connect_accepted_socket(lambda: protocol, sock)
     return reader, asyncio.StreamWriter(transport, protocol, reader, loop), protocol

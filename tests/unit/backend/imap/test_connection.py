@@ -213,3 +213,34 @@ def test_logout_closes_after_its_answer_whatever_follows(pipelined: bytes) -> No
         assert [tag for tag, _ in session.ran] == ["a"]
 
     asyncio.run(served(body, ScriptedSession()))
+
+
+# --- the handed-in socket's streams ----------------------------------------------------
+
+
+def test_streams_give_read_ahead_then_the_socket_then_what_comes_later() -> None:
+    async def scenario() -> bytes:
+        mine, theirs = socket.socketpair()
+        theirs.sendall(b"2 second\r\n")
+        reader, writer, _ = await session_streams(mine, b"1 first\r\n")
+        theirs.sendall(b"3 third\r\n")
+        theirs.shutdown(socket.SHUT_WR)
+        data = await reader.read()
+        writer.close()
+        theirs.close()
+        return data
+
+    assert asyncio.run(scenario()) == b"1 first\r\n2 second\r\n3 third\r\n"
+
+
+def test_a_peer_gone_before_the_streams_is_an_eof() -> None:
+    async def scenario() -> bytes:
+        mine, theirs = socket.socketpair()
+        theirs.sendall(b"last words\r\n")
+        theirs.close()
+        reader, writer, _ = await session_streams(mine, b"")
+        data = await reader.read()
+        writer.close()
+        return data
+
+    assert asyncio.run(scenario()) == b"last words\r\n"
