@@ -50,6 +50,10 @@ class NoSuchFolder(StoreError):
     pass
 
 
+class OverQuota(StoreError):
+    """A write that would take the mailbox past its limit (append_many's `room`)."""
+
+
 class FolderExists(StoreError):
     pass
 
@@ -284,9 +288,20 @@ class MailboxStore(ABC):
     ) -> AppendResult:
         """Store a message (bytes kept as given; callers hand CRLF line ends)."""
 
-    def append_many(self, folder: str, messages: Iterable[NewMessage]) -> list[AppendResult]:
+    def append_many(
+        self, folder: str, messages: Iterable[NewMessage], room: int | None = None
+    ) -> list[AppendResult]:
         """Store several messages at once (MULTIAPPEND, RFC 3502; imports). The SQLite store
-        does it in one transaction: all or nothing, one MODSEQ, one fsync round."""
+        does it in one transaction: all or nothing, one MODSEQ, one fsync round. With
+        `room`, OverQuota instead when the mailbox's octets and the new ones pass it."""
+        messages = list(messages)
+        if room is not None:
+            used = sum(self.status(f.name).size for f in self.folders())
+            incoming = sum(
+                m.raw.size if isinstance(m.raw, BodyWriter) else len(m.raw) for m in messages
+            )
+            if used + incoming > room:
+                raise OverQuota("Quota exceeded")
         return [
             self.append(
                 folder,

@@ -20,6 +20,7 @@ import os
 import secrets
 import socket
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,9 @@ from server.runtime.filemodes import private_dir
 # file descriptor (/proc/self/fd/N/name), which Linux resolves for bind() and sendto().
 _MAX_SUN_PATH = 100
 _STOP = b"\0stop"
+# How old the notify folder's mtime must be for a listing of it to be kept (_peer_names):
+# past the coarsest timestamp granularity of the filesystems it may be on (2 s: FAT).
+TRUST_AFTER = 3_000_000_000
 
 
 @dataclass(eq=False)
@@ -78,6 +82,8 @@ class Notifier:
         self._send.setblocking(False)
         self._dirfd: int | None = None
         self._closed = False
+        # (the folder's mtime, its sockets): see _peer_names.
+        self._peers: tuple[int, list[str]] | None = None
 
     # --- addresses -------------------------------------------------------------------
     def _address(self, name: str) -> str:
@@ -184,12 +190,21 @@ class Notifier:
                     raise
 
     def _peer_names(self) -> list[str]:
-        # Listed on every publish (a few microseconds): a cache keyed on the folder's
-        # mtime could miss a socket bound within the same timestamp tick.
+        # A listing is kept while the folder's mtime stays what it was, and only when
+        # that mtime was already TRUST_AFTER old at the listing: a socket bound within the
+        # same (coarse) timestamp tick as the listing would leave the mtime unchanged, and
+        # one bound later than TRUST_AFTER past it cannot. A stat is one system call where
+        # a listing is four, at every commit.
         try:
-            return [n for n in os.listdir(self.folder) if n.endswith(".sock")]
+            mtime = os.stat(self.folder).st_mtime_ns
+            kept = self._peers
+            if kept is not None and kept[0] == mtime:
+                return kept[1]
+            names = [n for n in os.listdir(self.folder) if n.endswith(".sock")]
         except FileNotFoundError:
             return []
+        self._peers = (mtime, names) if time.time_ns() - mtime > TRUST_AFTER else None
+        return names
 
     def close(self) -> None:
         with self._lock:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from server.settings.models import Mailbox
 from server.store import usage as usage_module
-from server.store.api import MailboxStore
+from server.store.api import MailboxStore, OverQuota
 from server.store.usage import exchange_size as exchange_size
 
 GB = 1024**3
@@ -60,8 +60,8 @@ class Usage:
     bytes: int
 
 
-class OverQuota(Exception):
-    """A write that would take the mailbox past ProhibitSendReceiveQuota."""
+#: Why a write past ProhibitSendReceiveQuota is refused (OverQuota's text).
+OVER_RECEIVE_QUOTA = "Quota exceeded: the mailbox is over its ProhibitSendReceiveQuota"
 
 
 def limits(mailbox: Mailbox | None) -> Limits:
@@ -101,7 +101,7 @@ def check_receive(box: MailboxStore, mailbox: Mailbox | None, incoming: int) -> 
     """Raises OverQuota when `incoming` more octets would pass ProhibitSendReceiveQuota."""
     limit = limits(mailbox).receive
     if limit is not None and usage(box).bytes + incoming > limit:
-        raise OverQuota("Quota exceeded: the mailbox is over its ProhibitSendReceiveQuota")
+        raise OverQuota(OVER_RECEIVE_QUOTA)
 
 
 def may_send(box: MailboxStore, mailbox: Mailbox | None) -> bool:

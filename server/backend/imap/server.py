@@ -23,6 +23,7 @@ out (IDLE when DONE ends it), the client address taken from the PROXY header.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import resource
 import socket
@@ -165,7 +166,8 @@ class _Connection:
         # A handed-off session's bytes come to received() (None: read from `reader`).
         self.protocol = protocol
         self.done: asyncio.Future[None] | None = None  # the session is over (callbacks)
-        self.busy: asyncio.Task[None] | None = None  # the pump, for what has to wait
+        # The pump (for what has to wait), or a job in a worker thread (_run_in_worker).
+        self.busy: asyncio.Future[None] | None = None
         self.eof = False  # the client is gone (callbacks)
         self.paused = False  # reading paused while the pump runs
 
@@ -372,7 +374,55 @@ class _Connection:
         if not self.paused and not self.writer.transport.is_closing():
             self.paused = True
             cast(asyncio.Transport, self.writer.transport).pause_reading()
+        if held and first is not None and first[0] is not None:
+            self._run_in_worker(first)
+            return
         self.busy = self.loop.create_task(self._answer_later(first, held))
+
+    def _run_in_worker(self, pending: _Pending) -> None:
+        """A job for a worker thread, the lock held: its end comes back to the loop as one
+        callback (_worker_done), with no task, coroutine or asyncio future per job; what
+        follows it needs the pump only when it has to wait."""
+        self.busy = self.loop.create_future()
+        loop, done = self.loop, self._worker_done
+        job = pending[0]
+        assert job is not None
+        self.service.executor.submit(job.run).add_done_callback(
+            lambda future: loop.call_soon_threadsafe(done, pending, future)
+        )
+
+    def _worker_done(self, pending: _Pending, future: concurrent.futures.Future[bytes]) -> None:
+        over = self.done is None or self.done.done()
+        try:
+            out = future.result()
+            if over:
+                self.lock.release()
+                return
+            job, consumed, started = pending
+            assert job is not None
+            self._wrote(job, out, consumed, started, self.service.protocol_log.enabled)
+            self._after_job()
+            if self.session.closed or (
+                out and self.writer.transport.get_write_buffer_size() > WRITE_HIGH_WATER
+            ):
+                # The close, or a wait for the client: the pump's, lock and all.
+                self.busy = self.loop.create_task(self._answer_later((None, 0, 0.0), True))
+                return
+            following = self._run_now()
+        except Exception as exc:  # as _answer_later: a bug ends this session only
+            self.busy = None
+            self.lock.release()
+            self._finish(exc)
+            return
+        if following is not None:
+            self._hand_over(following, held=True)
+            return
+        self.busy = None
+        self.lock.release()
+        self._push_missed()
+        self._resume_reading()
+        if self.eof:
+            self._finish()
 
     async def _answer_later(self, first: _Pending | None, held: bool) -> None:
         """The task for what has to wait, and for the commands queued behind it."""

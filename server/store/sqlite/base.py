@@ -74,7 +74,7 @@ class MailboxBase(MailboxStore):
         if fresh:
             fsync_dir(self.dir)
             fsync_dir(store.mailboxes_dir)
-        self.pool = pool.Pool(self.dir / "mailbox.db", lambda: store.touched(key))
+        self.pool = pool.Pool(self.dir / "mailbox.db", lambda: store.touched(key), self.msgs)
         self._cache: dict[str, Cached] = {}
         # message_sources' file names and header blocks per folder (sources.py).
         self._sources: dict[str, FolderSources] = {}

@@ -4,6 +4,7 @@ open, and the two ways of selecting many UIDs without one query per message."""
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 import threading
 import time
@@ -17,15 +18,22 @@ IN_CHUNK = 500  # UIDs per "IN (...)" query; above a few of these a folder scan 
 
 
 class Pool:
-    """Open SQLite connections of one mailbox, reused across threads (one user at a time)."""
+    """Open SQLite connections of one mailbox, reused across threads (one user at a time),
+    and a descriptor of its body folder kept open with them (sync_folder)."""
 
-    def __init__(self, path: Path, touch: Callable[[], None] = lambda: None) -> None:
+    def __init__(
+        self, path: Path, touch: Callable[[], None] = lambda: None, folder: Path | None = None
+    ) -> None:
         self.path = path
         self._idle: list[sqlite3.Connection] = []
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._touch = touch
         self._touched_at = -TOUCH_EVERY
+        self._folder = folder
+        self._folder_fd: int | None = None
+        self._folder_users = 0  # threads in sync_folder: the descriptor stays open for them
+        self._folder_closing = False
 
     def _open(self) -> sqlite3.Connection:
         conn = sqlite3.connect(
@@ -73,9 +81,37 @@ class Pool:
     def open(self) -> bool:
         return bool(self._all)
 
+    def sync_folder(self) -> None:
+        """fsync the body folder (a new file's name made durable) through a descriptor
+        kept while the connections are: one system call per append, not three."""
+        assert self._folder is not None
+        with self._lock:
+            fd = self._folder_fd
+            if fd is None:
+                fd = os.open(self._folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                self._folder_fd, self._folder_closing = fd, False
+            self._folder_users += 1
+        try:
+            os.fsync(fd)
+        finally:
+            with self._lock:
+                self._folder_users -= 1
+                if self._folder_closing:
+                    self._close_folder()
+
+    def _close_folder(self) -> None:
+        """Close the folder's descriptor now, or when its last user is done (lock held):
+        closed under a user, its number could name another file by the time it fsyncs."""
+        self._folder_closing = True
+        if self._folder_users == 0 and self._folder_fd is not None:
+            os.close(self._folder_fd)
+            self._folder_fd = None
+
     def trim(self) -> None:
         """Close the idle connections (in-use ones finish; new ones open on demand)."""
         self._touched_at = -TOUCH_EVERY  # the next use marks it used again at once
+        with self._lock:
+            self._close_folder()
         while True:
             try:
                 conn = self._idle.pop()
@@ -89,6 +125,7 @@ class Pool:
 
     def close(self) -> None:
         with self._lock:
+            self._close_folder()
             conns, self._all, self._idle = self._all, [], []
         for conn in conns:
             with contextlib.suppress(sqlite3.Error):

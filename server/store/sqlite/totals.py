@@ -2,12 +2,17 @@
 calls so an APPEND does not sum every message of the mailbox again.
 
 Summing is a scan of the whole messages table: at 100,000 messages it costs more than the
-append it guards. The sums are kept with the folder list they were taken at, (id,
-uidvalidity, highestmodseq) of every folder: every change that adds or removes a message
-takes a new MODSEQ of its folder (server.store.sqlite.writes) or deletes the folder row,
-and folder ids are never reused, so an unchanged list means unchanged sums, whichever
-process changed the database. An append of this process moves the kept sums forward
-itself (added()), so a session appending in a loop never sums again.
+append it guards. The sums are kept with the state of the folder list they were taken at:
+every change that adds or removes a message takes a new MODSEQ of its folder
+(server.store.sqlite.writes) or deletes the folder row, so unchanged folders mean
+unchanged sums, whichever process changed the database. That state is read as one row of
+sums, (count, sum of ids, sum of UIDVALIDITYs, sum of HIGHESTMODSEQs): a new folder takes an
+id above every id ever given (never reused), so any change to the set of folders changes
+the count or the sum of ids (k folders gone and k new ones: the new ids are larger), and
+over an unchanged set a change raises one HIGHESTMODSEQ, never lowers one. One row, where
+a row per folder would be a step of SQLite (and a hand-off of the GIL) per folder, at
+every append. An append of this process moves the kept sums forward itself (added()), so
+a session appending in a loop never sums again.
 """
 
 from __future__ import annotations
@@ -17,12 +22,16 @@ import threading
 
 from server.store.usage import totals as scan_totals
 
-FolderKey = tuple[tuple[int, int, int], ...]
+FolderKey = tuple[int, int, int, int]
 
 
 def folder_key(c: sqlite3.Connection) -> FolderKey:
-    """The folder list the sums are valid for, as transaction `c` sees it."""
-    return tuple(c.execute("SELECT id, uidvalidity, highestmodseq FROM folders ORDER BY id"))
+    """The state of the folder list the sums are valid for, as transaction `c` sees it."""
+    row = c.execute(
+        "SELECT count(*), coalesce(sum(id), 0), coalesce(sum(uidvalidity), 0),"
+        " coalesce(sum(highestmodseq), 0) FROM folders"
+    ).fetchone()
+    return (row[0], row[1], row[2], row[3])
 
 
 class UsageTotals:
@@ -37,7 +46,10 @@ class UsageTotals:
 
     def get(self, c: sqlite3.Connection) -> tuple[int, int]:
         """(messages, octets) of the mailbox as transaction `c` sees it."""
-        key = folder_key(c)
+        return self.at(c, folder_key(c))
+
+    def at(self, c: sqlite3.Connection, key: FolderKey) -> tuple[int, int]:
+        """get() for the folder list `key` that transaction `c` has just read."""
         with self._lock:
             if key == self._key:
                 return self._totals
@@ -46,11 +58,13 @@ class UsageTotals:
             self._key, self._totals = key, totals
         return totals
 
-    def added(self, before: FolderKey, folder: int, modseq: int, count: int, size: int) -> None:
-        """A committed append of `count` messages, `size` octets into folder id `folder`,
-        which took MODSEQ `modseq`, in a transaction that saw the folder list `before`.
-        Kept sums taken at `before` move forward; any others are left for get() to drop."""
-        after = tuple((i, v, modseq if i == folder else m) for i, v, m in before)
+    def added(self, before: FolderKey, was: int, modseq: int, count: int, size: int) -> None:
+        """A committed append of `count` messages, `size` octets into a folder whose
+        HIGHESTMODSEQ went from `was` to `modseq`, in a transaction that saw the folder
+        list `before`. Kept sums taken at `before` move forward; any others are left for
+        get() to drop."""
+        n, ids, validities, modseqs = before
+        after = (n, ids, validities, modseqs + modseq - was)
         with self._lock:
             if self._key == before:
                 messages, octets = self._totals

@@ -20,12 +20,12 @@ from server.store.api import (
     FlagResult,
     MessageRow,
     NewMessage,
+    OverQuota,
 )
 from server.store.sqlite.base import MailboxBase
 from server.store.sqlite.files import (
     BATCH_SYNC,
     FileBody,
-    fsync_dir,
     read_path,
     sync_batch,
     write_file,
@@ -84,9 +84,13 @@ class Writes(MailboxBase):
     ) -> AppendResult:
         return self.append_many(folder, [NewMessage(raw, flags, internaldate)])[0]
 
-    def append_many(self, folder: str, messages: Iterable[NewMessage]) -> list[AppendResult]:
+    def append_many(
+        self, folder: str, messages: Iterable[NewMessage], room: int | None = None
+    ) -> list[AppendResult]:
         """Append several messages in one transaction (one directory fsync, one commit):
-        what import and multi-message APPEND (RFC 3502) use."""
+        what import and multi-message APPEND (RFC 3502) use. `room` is checked against
+        the kept sums inside the transaction: no read transaction of its own, and no
+        other append slips in between the check and the commit."""
         messages = list(messages)
         batch = len(messages) >= BATCH_SYNC
         prepared = []
@@ -136,12 +140,16 @@ class Writes(MailboxBase):
                 return []
             if batch:
                 sync_batch(self.msgs, [self.msgs / n for n in written])
-            fsync_dir(folder_path)
+            self.pool.sync_folder()
             results = []
             with self._write() as c:
                 f = self._folder(c, folder)
                 # Kept quota sums move forward with this append (see totals.py).
-                before = folder_key(c) if self._usage.kept else None
+                before = folder_key(c) if self._usage.kept or room is not None else None
+                if room is not None and before is not None:
+                    octets = self._usage.at(c, before)[1]
+                    if octets + sum(p[1] for p in prepared) > room:
+                        raise OverQuota("Quota exceeded")
                 modseq = f.highestmodseq + 1
                 uid = f.uidnext
                 for name, size, flags, idate, tz, info, header, lf, head in prepared:
@@ -168,7 +176,9 @@ class Writes(MailboxBase):
                 )
             written.clear()
             if before is not None:
-                self._usage.added(before, f.id, modseq, len(prepared), sum(p[1] for p in prepared))
+                self._usage.added(
+                    before, f.highestmodseq, modseq, len(prepared), sum(p[1] for p in prepared)
+                )
             for msg in messages:
                 if isinstance(msg.raw, BodyWriter):
                     msg.raw.taken = True

@@ -47,3 +47,44 @@ def test_unknown_folder_and_the_contracts_default(box: SqliteMailbox) -> None:
     with pytest.raises(NoSuchFolder):
         box.body_paths("Nope", [1])
     assert api.MailboxStore.body_paths(box, "INBOX", [1]) == {}
+
+
+def test_the_body_folder_is_synced_through_one_kept_descriptor(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pool.sync_folder opens the folder once and keeps it; a trim while a thread is in
+    its fsync leaves that descriptor open until the fsync is done (closed under it, the
+    number could name another file by then), and closes it after."""
+    folder = tmp_path / "msgs"
+    folder.mkdir()
+    p = pool.Pool(tmp_path / "mailbox.db", folder=folder)
+    opened: list[int] = []
+    real_open, real_fsync = pool.os.open, pool.os.fsync
+
+    def counting_open(path, flags, *args):  # type: ignore[no-untyped-def]
+        fd = real_open(path, flags, *args)
+        opened.append(fd)
+        return fd
+
+    monkeypatch.setattr(pool.os, "open", counting_open)
+    p.sync_folder()
+    p.sync_folder()
+    assert len(opened) == 1
+
+    synced: list[int] = []
+
+    def trimmed_meanwhile(fd: int) -> None:
+        p.trim()  # another thread's trim, while this one syncs
+        pool.os.fstat(fd)  # still open
+        synced.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(pool.os, "fsync", trimmed_meanwhile)
+    p.sync_folder()
+    assert synced == opened
+    assert p._folder_fd is None  # closed by its last user
+    monkeypatch.setattr(pool.os, "fsync", real_fsync)
+    p.sync_folder()  # opened again when needed
+    assert len(opened) == 2
+    p.close()
+    assert p._folder_fd is None

@@ -164,3 +164,23 @@ def test_close_removes_the_socket(tmp_path: Path) -> None:
     assert [n for n in os.listdir(store.notifier.folder) if n.endswith(".sock")]
     store.close()
     assert not [n for n in os.listdir(store.notifier.folder) if n.endswith(".sock")]
+
+
+def test_a_listing_of_peers_is_kept_only_once_the_folder_is_old(tmp_path: Path) -> None:
+    """publish() reuses its listing of the other processes' sockets while the folder's
+    mtime is unchanged, and only when that mtime was already old at the listing: a peer
+    that binds later changes the mtime and is reached at once."""
+    with SqliteMailStore(tmp_path) as one, SqliteMailStore(tmp_path) as two:
+        notifier = one.notifier
+        box = one.mailbox("alice")
+        box.subscribe(lambda: None)  # its own socket: the folder is made and written
+        box.append("INBOX", MSG)
+        assert notifier._peers is None  # the folder was just written: listed every time
+        old = time.time() - 60
+        os.utime(notifier.folder, (old, old))
+        box.append("INBOX", MSG)
+        assert notifier._peers is not None  # listed, and kept
+        got = threading.Event()
+        two.mailbox("alice").subscribe(got.set)  # binds its socket: a new mtime
+        box.append("INBOX", MSG)
+        assert got.wait(2)

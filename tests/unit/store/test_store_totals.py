@@ -4,12 +4,13 @@ appends in a loop must not count the whole mailbox again at every APPEND."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 
 import pytest
 
-from server.store.api import NewMessage, NoSuchFolder
+from server.store.api import NewMessage, NoSuchFolder, OverQuota
 from server.store.sqlite import SqliteMailbox, SqliteMailStore, totals
 
 
@@ -85,3 +86,58 @@ def test_sums_kept_before_another_stores_change_are_not_moved_forward(tmp_path: 
             == counted(a)
             == (3, sum(len(msg(*n)) for n in ((1,), (2, 500), (3, 20))))
         )
+
+
+def test_room_refuses_an_append_past_it_and_changes_nothing(box: SqliteMailbox) -> None:
+    """The quota is checked inside the append's transaction (append_many's `room`): a
+    refused MULTIAPPEND stores none of its messages and leaves no body file behind."""
+    box.append("INBOX", msg(1, 500))
+    used = counted(box)[1]
+    files = sorted(os.listdir(box.msgs))
+    lot = [NewMessage(msg(2, 100)), NewMessage(msg(3, 100))]
+    with pytest.raises(OverQuota):
+        box.append_many("INBOX", lot, room=used + len(msg(2, 100)) + 10)
+    assert counted(box) == box.usage_totals() == (1, used)
+    assert sorted(os.listdir(box.msgs)) == files
+    box.append_many("INBOX", lot, room=used + 2 * len(msg(2, 100)))  # exactly full: taken
+    assert counted(box) == box.usage_totals() == (3, used + 2 * len(msg(2, 100)))
+
+
+def test_a_missing_folder_outranks_the_quota(box: SqliteMailbox) -> None:
+    with pytest.raises(NoSuchFolder):
+        box.append_many("Nowhere", [NewMessage(msg(1))], room=0)
+
+
+def test_the_folder_key_changes_with_every_change_that_can_change_the_sums(
+    box: SqliteMailbox,
+) -> None:
+    """The key is one row of sums (totals.folder_key); each of these changes must give a
+    key not seen before, or kept sums would be taken for current ones."""
+    seen = set()
+
+    def key() -> totals.FolderKey:
+        with box.pool.conn() as c:
+            return totals.folder_key(c)
+
+    steps = [
+        lambda: box.create_folder("A"),
+        lambda: box.create_folder("B"),
+        lambda: box.append("A", msg(1)),
+        lambda: box.delete_folder("A"),
+        lambda: box.create_folder("C"),  # as many folders as before, a new id
+        lambda: box.append("B", msg(2)),
+        lambda: box.set_flags("B", [1], "+", ["\\Deleted"]),
+        lambda: box.expunge("B"),
+        lambda: box.append("INBOX", msg(3)),
+    ]
+    seen.add(key())
+    for step in steps:
+        step()
+        now = key()
+        assert now not in seen
+        seen.add(now)
+        assert box.usage_totals() == counted(box)
+    before = key()
+    box.rename_folder("B", "A")  # no message comes or goes: the sums stay right
+    assert key() == before
+    assert box.usage_totals() == counted(box)

@@ -10,7 +10,7 @@ store call (append_many: one transaction), so a MULTIAPPEND stores all or nothin
 from __future__ import annotations
 
 from server.backend.imap.commands import AUTH, command
-from server.backend.imap.commands.quota import check_room
+from server.backend.imap.commands.quota import receive_limit
 from server.backend.imap.commands.urlauth import (  # also registers GENURLAUTH, RESETKEY, URLFETCH
     FileRange,
     resolve_url,
@@ -21,7 +21,7 @@ from server.protocols.imap import binary
 from server.protocols.imap import requests as rq
 from server.protocols.imap.imapurl import UrlError, badurl
 from server.protocols.imap.seqset import format_seqset
-from server.store import api
+from server.store import api, quota
 
 __all__ = ["append", "crlf"]
 
@@ -30,7 +30,6 @@ __all__ = ["append", "crlf"]
 def append(s: ImapSession, cmd: rq.Command) -> bytes | None:
     args: rq.Append = cmd.args  # type: ignore[assignment]
     built: list[api.NewMessage] = []
-    total = 0
     try:
         try:
             for message in args.messages:
@@ -42,9 +41,6 @@ def append(s: ImapSession, cmd: rq.Command) -> bytes | None:
                 size = raw.size if isinstance(raw, api.BodyWriter) else len(raw)
                 if not size:
                     raise No("Empty message")
-                total += size
-            # All of a MULTIAPPEND or none (RFC 3502): the quota is checked for the lot.
-            check_room(s, total)
         except No:
             # A missing folder outranks what is wrong with the message (TRYCREATE tells
             # the client what to do). Looked up here, on the way out, rather than before
@@ -52,9 +48,13 @@ def append(s: ImapSession, cmd: rq.Command) -> bytes | None:
             _check_folder(s, args.mailbox)
             raise
         try:
-            results = s.store.append_many(args.mailbox, built)
+            # All of a MULTIAPPEND or none (RFC 3502): the quota is checked for the lot,
+            # by the store inside the append's transaction.
+            results = s.store.append_many(args.mailbox, built, room=receive_limit(s))
         except api.NoSuchFolder:
             raise No("Mailbox doesn't exist", "TRYCREATE") from None
+        except api.OverQuota:
+            raise No(quota.OVER_RECEIVE_QUOTA, "OVERQUOTA") from None
     finally:
         # After a commit the store owns the bodies and these do nothing.
         for spooled in args.spools():

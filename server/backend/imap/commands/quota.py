@@ -32,6 +32,11 @@ def check_room(s: ImapSession, incoming: int) -> None:
         raise No(str(exc), "OVERQUOTA") from None
 
 
+def receive_limit(s: ImapSession) -> int | None:
+    """ProhibitSendReceiveQuota in octets (None: unlimited), for the store to check."""
+    return quota.limits(mailbox_settings(s)).receive
+
+
 def _quota_line(s: ImapSession) -> bytes:
     return b'QUOTA "" ' + quota.imap_quota(s.store, mailbox_settings(s))
 
