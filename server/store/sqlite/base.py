@@ -19,7 +19,7 @@ from server.store.api import DELIMITER, MailboxStore, MessageRow, NoSuchFolder, 
 from server.store.sqlite import pool
 from server.store.sqlite.files import fsync_dir
 from server.store.sqlite.sources import FolderSources
-from server.store.sqlite.totals import UsageTotals
+from server.store.sqlite.totals import KEY_TABLE, FolderKey, UsageTotals
 
 if TYPE_CHECKING:
     from server.store.sqlite.store import SqliteMailStore
@@ -118,6 +118,18 @@ class MailboxBase(MailboxStore):
         if row is None:
             raise NoSuchFolder(f"The folder {name!r} doesn't exist.")
         return FolderRow(*row)
+
+    def _folder_keyed(self, c: sqlite3.Connection, name: str) -> tuple[FolderRow, FolderKey]:
+        """_folder() and folder_key() in one statement (an append's quota check)."""
+        name = normalize_folder(name)
+        row = c.execute(
+            "SELECT id, name, uidvalidity, uidnext, highestmodseq, pruned_modseq, pruned_uid,"
+            f" k.n, k.i, k.v, k.m FROM folders, {KEY_TABLE} WHERE name=?",
+            (name,),
+        ).fetchone()
+        if row is None:
+            raise NoSuchFolder(f"The folder {name!r} doesn't exist.")
+        return FolderRow(*row[:7]), (row[7], row[8], row[9], row[10])
 
     @staticmethod
     def _select_rows(

@@ -40,7 +40,7 @@ from server.store.sqlite.rows import (
     split_date,
 )
 from server.store.sqlite.schema import SORTKEYS_INSERT, sortkeys_row
-from server.store.sqlite.totals import folder_key
+from server.store.sqlite.totals import FolderKey
 
 
 def blank_line_end(raw: bytes) -> int:
@@ -143,9 +143,12 @@ class Writes(MailboxBase):
             self.pool.sync_folder()
             results = []
             with self._write() as c:
-                f = self._folder(c, folder)
                 # Kept quota sums move forward with this append (see totals.py).
-                before = folder_key(c) if self._usage.kept or room is not None else None
+                before: FolderKey | None = None
+                if self._usage.kept or room is not None:
+                    f, before = self._folder_keyed(c, folder)
+                else:
+                    f = self._folder(c, folder)
                 if room is not None and before is not None:
                     octets = self._usage.at(c, before)[1]
                     if octets + sum(p[1] for p in prepared) > room:
