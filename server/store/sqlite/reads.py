@@ -297,12 +297,15 @@ class Reads(MailboxBase):
                         misses = []
                         for uid in wanted:
                             got = entries.get(uid)
-                            if got is None or (header and got[1] is None):
+                            if got is None:
                                 misses.append(uid)
+                            elif header:
+                                if got[1] is None:
+                                    misses.append(uid)
+                                else:
+                                    out[uid] = got
                             else:
-                                out[uid] = new(
-                                    cls, (prefix + got[0], got[1] if header else None, None)
-                                )
+                                out[uid] = got if got[1] is None else new(cls, (got[0], None, None))
                         budget.used(cached)
             rows = (
                 pool.range_query(
@@ -328,7 +331,7 @@ class Reads(MailboxBase):
                 if cached.modseq == modseq and not cached.dead:
                     added = 0
                     for r in rows:
-                        added += cached.put(r[0], r[1], r[2] if header else None)
+                        added += cached.put(r[0], out[r[0]])
                     budget.grew(added)
         if missing:
             self._fill_headers(folder, missing, out)

@@ -19,6 +19,8 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 
+from server.store.api import MessageSource
+
 #: Octets of header blocks (and a per-entry allowance) kept per process.
 BUDGET = 32 * 1024 * 1024
 #: What an entry costs besides its header block: the dict slot, the tuple, the file name.
@@ -26,7 +28,8 @@ ENTRY_OVERHEAD = 160
 
 
 class FolderSources:
-    """One folder's (file name, header block or None) by UID, valid as of `modseq`."""
+    """One folder's MessageSource (file path, header block or None) by UID, valid as of
+    `modseq`: the very object a lookup hands out, built once per message."""
 
     __slots__ = ("folder_id", "uidvalidity", "modseq", "entries", "octets", "dead")
 
@@ -34,16 +37,17 @@ class FolderSources:
         self.folder_id = folder_id
         self.uidvalidity = uidvalidity
         self.modseq = modseq
-        self.entries: dict[int, tuple[str, bytes | None]] = {}
+        self.entries: dict[int, MessageSource] = {}
         self.octets = 0
         self.dead = False  # dropped for the budget: empty, and never filled again
 
-    def put(self, uid: int, file: str, header: bytes | None) -> int:
+    def put(self, uid: int, source: MessageSource) -> int:
         """Keep one entry; returns the octets it added."""
         old = self.entries.get(uid)
+        header = source[1]
         if old is not None and (header is None or old[1] is not None):
             return 0
-        self.entries[uid] = (file, header)
+        self.entries[uid] = source
         added = (len(header) if header is not None else 0) + (0 if old else ENTRY_OVERHEAD)
         self.octets += added
         return added
