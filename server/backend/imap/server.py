@@ -34,6 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
 
 from server.backend import service as common
+from server.backend.imap import inline
 from server.backend.imap.commands import TABLE, notify
 from server.backend.imap.compressed import DeflatingWriter
 from server.backend.imap.connection import ConnectionLock, session_streams
@@ -65,14 +66,12 @@ READ_SIZE = 64 * 1024
 WORKERS = 8
 # Read-only commands (Job.inline) run on the event loop: handing a FETCH of a few
 # messages to a worker thread costs more CPU than the FETCH, and the worker then waits for
-# the GIL behind the loop (milliseconds under load). An inline command slower than
-# INLINE_SLOW (a cold disk, a huge folder) sends them all back to the workers for
-# INLINE_BACKOFF seconds, so a slow disk stalls the loop once, not at every command.
-# "Slower" is the command's own CPU time, or its wall time when it read from the disk:
-# on a busy machine a quick command's wall time also counts the time other processes
-# had the core, and that is no reason to pay a thread hand-off per command for 30 s.
-INLINE_SLOW = 0.02
-INLINE_BACKOFF = 30.0
+# the GIL behind the loop (milliseconds under load). One slower than INLINE_SLOW sends
+# them back to the workers for a while (server/backend/imap/inline.py). "Slower" is the
+# command's own CPU time, or its wall time when it read from the disk: on a busy machine
+# a quick command's wall time also counts the time other processes had the core, and
+# that is no reason to pay a thread hand-off per command.
+INLINE_SLOW = inline.INLINE_SLOW
 # IDLE updates are small: they are written without waiting for the client to read them,
 # unless that much is already queued for it (a client that stopped reading).
 PUSH_BUFFER_LIMIT = 256 * 1024
@@ -700,7 +699,7 @@ class ImapBackendService(BackendService):
         self.info_cache = InfoCache()
         self.fanout: IdleFanout[asyncio.Future[None]] = IdleFanout()
         self.wakeups: Wakeups[_Connection] = Wakeups(self._on_change)
-        self._inline_off_until = 0.0  # time.monotonic() before which nothing runs inline
+        self._inline = inline.InlineBackoff()
         gcclock.install()  # collections are not a slow command (ran_inline)
 
     # --- settings and sessions ------------------------------------------------------------
@@ -772,18 +771,19 @@ class ImapBackendService(BackendService):
         return Login(entry.name, box, entry.mailbox)
 
     def inline_allowed(self) -> bool:
-        return not self._inline_off_until or time.monotonic() >= self._inline_off_until
+        backoff = self._inline
+        return not backoff.off_until or backoff.allowed(time.monotonic())
 
     def ran_inline(self, seconds: float, cpu: float, disk: bool) -> None:
         if cpu > INLINE_SLOW or (disk and seconds > INLINE_SLOW):
-            self._inline_off_until = time.monotonic() + INLINE_BACKOFF
+            off = self._inline.slow(time.monotonic())
             self.ctx.log.info(
                 "a read-only command took %.0f ms on the event loop (%.0f ms CPU%s); "
                 "store commands go to worker threads for %.0f s",
                 seconds * 1000,
                 cpu * 1000,
                 ", reading the disk" if disk else "",
-                INLINE_BACKOFF,
+                off,
             )
 
     def spawn(self, coro: Any) -> None:
