@@ -57,7 +57,8 @@ class FolderSources:
         for uid in uids:
             old = self.entries.pop(uid, None)
             if old is not None:
-                freed += ENTRY_OVERHEAD + (len(old[1]) if old[1] is not None else 0)
+                header = old.header
+                freed += ENTRY_OVERHEAD + (len(header) if header is not None else 0)
         self.octets -= freed
         return freed
 
