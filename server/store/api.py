@@ -288,6 +288,16 @@ class MailboxStore(ABC):
     ) -> AppendResult:
         """Store a message (bytes kept as given; callers hand CRLF line ends)."""
 
+    def usage_totals(self) -> tuple[int, int]:
+        """Messages and octets in every folder (what quotas are checked against). This
+        default asks each folder's status; the SQLite store keeps the sums."""
+        items = size = 0
+        for folder in self.folders():
+            status = self.status(folder.name)
+            items += status.messages
+            size += status.size
+        return items, size
+
     def append_many(
         self, folder: str, messages: Iterable[NewMessage], room: int | None = None
     ) -> list[AppendResult]:
@@ -296,11 +306,10 @@ class MailboxStore(ABC):
         `room`, OverQuota instead when the mailbox's octets and the new ones pass it."""
         messages = list(messages)
         if room is not None:
-            used = sum(self.status(f.name).size for f in self.folders())
             incoming = sum(
                 m.raw.size if isinstance(m.raw, BodyWriter) else len(m.raw) for m in messages
             )
-            if used + incoming > room:
+            if self.usage_totals()[1] + incoming > room:
                 raise OverQuota("Quota exceeded")
         return [
             self.append(

@@ -81,15 +81,7 @@ def limits(mailbox: Mailbox | None) -> Limits:
 def usage(box: MailboxStore) -> Usage:
     """Messages and octets in every folder of the mailbox (Exchange's ItemCount and
     TotalItemSize)."""
-    totals = getattr(box, "usage_totals", None)
-    if totals is not None:  # the SQLite store: one query
-        return Usage(*totals())
-    items = size = 0
-    for folder in box.folders():
-        status = box.status(folder.name)
-        items += status.messages
-        size += status.size
-    return Usage(items, size)
+    return Usage(*box.usage_totals())
 
 
 def storage_status(used: Usage, limit: Limits) -> str:

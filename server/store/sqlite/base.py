@@ -25,6 +25,10 @@ if TYPE_CHECKING:
     from server.store.sqlite.store import SqliteMailStore
 
 
+#: The folders columns a FolderRow is built from, in its fields' order.
+FOLDER_COLUMNS = "id, name, uidvalidity, uidnext, highestmodseq, pruned_modseq, pruned_uid"
+
+
 @dataclass
 class FolderRow:
     """A folders row, as the transaction that read it saw it."""
@@ -110,11 +114,7 @@ class MailboxBase(MailboxStore):
     # --- lookups ------------------------------------------------------------------------
     def _folder(self, c: sqlite3.Connection, name: str) -> FolderRow:
         name = normalize_folder(name)
-        row = c.execute(
-            "SELECT id, name, uidvalidity, uidnext, highestmodseq, pruned_modseq, pruned_uid"
-            " FROM folders WHERE name=?",
-            (name,),
-        ).fetchone()
+        row = c.execute(f"SELECT {FOLDER_COLUMNS} FROM folders WHERE name=?", (name,)).fetchone()
         if row is None:
             raise NoSuchFolder(f"The folder {name!r} doesn't exist.")
         return FolderRow(*row)
@@ -123,13 +123,12 @@ class MailboxBase(MailboxStore):
         """_folder() and folder_key() in one statement (an append's quota check)."""
         name = normalize_folder(name)
         row = c.execute(
-            "SELECT id, name, uidvalidity, uidnext, highestmodseq, pruned_modseq, pruned_uid,"
-            f" k.n, k.i, k.v, k.m FROM folders, {KEY_TABLE} WHERE name=?",
+            f"SELECT {FOLDER_COLUMNS}, k.n, k.i, k.v, k.m FROM folders, {KEY_TABLE} WHERE name=?",
             (name,),
         ).fetchone()
         if row is None:
             raise NoSuchFolder(f"The folder {name!r} doesn't exist.")
-        return FolderRow(*row[:7]), (row[7], row[8], row[9], row[10])
+        return FolderRow(*row[:-4]), (row[-4], row[-3], row[-2], row[-1])
 
     @staticmethod
     def _select_rows(

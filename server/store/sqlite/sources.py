@@ -44,8 +44,8 @@ class FolderSources:
     def put(self, uid: int, source: MessageSource) -> int:
         """Keep one entry; returns the octets it added."""
         old = self.entries.get(uid)
-        header = source[1]
-        if old is not None and (header is None or old[1] is not None):
+        header = source.header
+        if old is not None and (header is None or old.header is not None):
             return 0
         self.entries[uid] = source
         added = (len(header) if header is not None else 0) + (0 if old else ENTRY_OVERHEAD)

@@ -138,6 +138,7 @@ class Writes(MailboxBase):
                 del raw
             if not prepared:
                 return []
+            incoming = sum(p[1] for p in prepared)
             if batch:
                 sync_batch(self.msgs, [self.msgs / n for n in written])
             self.pool.sync_folder()
@@ -147,12 +148,10 @@ class Writes(MailboxBase):
                 before: FolderKey | None = None
                 if self._usage.kept or room is not None:
                     f, before = self._folder_keyed(c, folder)
+                    if room is not None and self._usage.at(c, before)[1] + incoming > room:
+                        raise OverQuota("Quota exceeded")
                 else:
                     f = self._folder(c, folder)
-                if room is not None and before is not None:
-                    octets = self._usage.at(c, before)[1]
-                    if octets + sum(p[1] for p in prepared) > room:
-                        raise OverQuota("Quota exceeded")
                 modseq = f.highestmodseq + 1
                 uid = f.uidnext
                 for name, size, flags, idate, tz, info, header, lf, head in prepared:
@@ -179,9 +178,7 @@ class Writes(MailboxBase):
                 )
             written.clear()
             if before is not None:
-                self._usage.added(
-                    before, f.highestmodseq, modseq, len(prepared), sum(p[1] for p in prepared)
-                )
+                self._usage.added(before, f.highestmodseq, modseq, len(prepared), incoming)
             for msg in messages:
                 if isinstance(msg.raw, BodyWriter):
                     msg.raw.taken = True
