@@ -112,6 +112,7 @@ class _LogEntry:
 # What the data callback hands to the pump: a job for a worker thread (None: wait for
 # the client first, or close), the octets its command took and when it started (log).
 _Pending = tuple[Job | None, int, float]
+_WAIT: _Pending = (None, 0, 0.0)  # the close, or a wait for the client: the pump's
 
 
 class _Connection:
@@ -350,7 +351,7 @@ class _Connection:
     def _run_now(self) -> _Pending | None:
         """The session's jobs that need no worker thread, run here; the first one that does
         (or a wait for the client, or the close) is returned for the pump."""
-        session, service = self.session, self.service
+        service = self.service
         while True:
             step = self._next_job()
             if step is None:
@@ -364,10 +365,15 @@ class _Connection:
                 return job, consumed, started
             self._wrote(job, out, consumed, started, log_on)
             self._after_job()
-            if session.closed or (
-                out and self.writer.transport.get_write_buffer_size() > WRITE_HIGH_WATER
-            ):
-                return None, 0, 0.0  # the close, or a wait for the client: the pump's
+            if self._must_wait(out):
+                return _WAIT
+
+    def _must_wait(self, out: bytes) -> bool:
+        """After a job: the session is closed, or the client has more than
+        WRITE_HIGH_WATER to read (the pump waits for it before the next command)."""
+        return self.session.closed or bool(
+            out and self.writer.transport.get_write_buffer_size() > WRITE_HIGH_WATER
+        )
 
     def _hand_over(self, first: _Pending | None, held: bool) -> None:
         if not self.paused and not self.writer.transport.is_closing():
@@ -401,13 +407,7 @@ class _Connection:
             assert job is not None
             self._wrote(job, out, consumed, started, self.service.protocol_log.enabled)
             self._after_job()
-            if self.session.closed or (
-                out and self.writer.transport.get_write_buffer_size() > WRITE_HIGH_WATER
-            ):
-                # The close, or a wait for the client: the pump's, lock and all.
-                self.busy = self.loop.create_task(self._answer_later((None, 0, 0.0), True))
-                return
-            following = self._run_now()
+            following = _WAIT if self._must_wait(out) else self._run_now()
         except Exception as exc:  # as _answer_later: a bug ends this session only
             self.busy = None
             self.lock.release()
@@ -418,10 +418,7 @@ class _Connection:
             return
         self.busy = None
         self.lock.release()
-        self._push_missed()
-        self._resume_reading()
-        if self.eof:
-            self._finish()
+        self._released()
 
     async def _answer_later(self, first: _Pending | None, held: bool) -> None:
         """The task for what has to wait, and for the commands queued behind it."""
@@ -440,15 +437,22 @@ class _Connection:
         if self.session.closed:
             self._finish()
             return
-        self._push_missed()
-        self._resume_reading()
-        if self.eof:
-            self._finish()
+        if not self._released():
             return
         try:
             self._answer_now()  # commands that came while the pump ran
         except Exception as exc:
             self._finish(exc)
+
+    def _released(self) -> bool:
+        """The lock given back after a wait: a push missed meanwhile goes out, reading
+        resumes. False when the client is gone (the session is finished then)."""
+        self._push_missed()
+        self._resume_reading()
+        if self.eof:
+            self._finish()
+            return False
+        return True
 
     def _push_missed(self) -> None:
         """After the lock is released: push a change whose wake-up came while it was held
